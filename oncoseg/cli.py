@@ -1,0 +1,269 @@
+"""The ``oncoseg`` command: the same tasks the Slicer modules run, from a terminal or a cluster.
+
+Exit codes: 0 success, 2 bad input (the message names the input and what is wrong), 1 anything
+else. Long verbs show tqdm bars on stderr, or JSON lines on stdout with ``--progress json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import oncoseg
+from oncoseg.errors import Cancelled, InputError, OncoSegError
+from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse's own exit code is 2 as well
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_BAD_INPUT, f"oncoseg: error: {message}\n")
+
+
+def _add_progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--progress", choices=("bar", "json", "none"), default="bar",
+                        help="tqdm bars on stderr, JSON lines on stdout, or nothing")
+
+
+def _add_set_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a configuration field "
+                        "(repeatable; see `oncoseg tasks --json` for the fields)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="oncoseg", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"oncoseg {oncoseg.__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    verbs = parser.add_subparsers(dest="verb", required=True, parser_class=_Parser)
+
+    p = verbs.add_parser("tasks", help="list the tasks, their inputs and outputs")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("info", help="describe an image, a segmentation or a model file")
+    p.add_argument("file")
+    p.add_argument("--json", action="store_true")
+
+    p = verbs.add_parser("phantom", help="write a synthetic data set in the task's layout")
+    p.add_argument("task")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--cases", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    _add_progress_option(p)
+
+    p = verbs.add_parser("predict", help="run a task on one case")
+    p.add_argument("task")
+    p.add_argument("--input", dest="inputs", action="append", default=[], metavar="ROLE=PATH",
+                   help="an input volume or DICOM series folder (repeat for each role)")
+    p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_set_option(p)
+    _add_progress_option(p)
+
+    p = verbs.add_parser("train", help="train a task's model on a data set")
+    p.add_argument("task")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    _add_set_option(p)
+    _add_progress_option(p)
+
+    p = verbs.add_parser("evaluate", help="evaluate a model on a labelled data set")
+    p.add_argument("task")
+    p.add_argument("--dataset", required=True, type=Path)
+    p.add_argument("--layout", default="auto")
+    p.add_argument("--model", default="demo")
+    p.add_argument("--output", required=True, type=Path)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    _add_progress_option(p)
+
+    p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
+    p.add_argument("--output", type=Path, default=Path("oncoseg-demo"))
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true")
+    _add_progress_option(p)
+    return parser
+
+
+def _progress(choice: str) -> ProgressCallback | None:
+    if choice == "json":
+        return JsonLinesProgress()
+    if choice == "bar":
+        return TqdmProgress()
+    return None
+
+
+def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are JSON when they parse as JSON, otherwise strings."""
+    overrides: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set {item}", "must be KEY=VALUE")
+        if defaults and key not in defaults:
+            raise InputError(f"--set {key}", f"is not a configuration field (fields: "
+                             f"{', '.join(sorted(defaults))})")
+        try:
+            overrides[key] = json.loads(text)
+        except json.JSONDecodeError:
+            overrides[key] = text
+    return overrides
+
+
+def parse_inputs(items: Sequence[str]) -> dict[str, str]:
+    inputs: dict[str, str] = {}
+    for item in items:
+        role, sep, path = item.partition("=")
+        if not sep or not role or not path:
+            raise InputError(f"--input {item}", "must be ROLE=PATH")
+        if role in inputs:
+            raise InputError(f"--input {role}", "is given twice")
+        inputs[role] = path
+    return inputs
+
+
+def _cmd_tasks(args: argparse.Namespace) -> int:
+    from oncoseg.tasks import all_tasks
+
+    tasks = [t.describe() for t in all_tasks()]
+    if args.json:
+        print(json.dumps(tasks, indent=2))
+        return EXIT_OK
+    if not tasks:
+        print("No tasks are installed.")
+    for t in tasks:
+        print(f"{t['name']}: {t['title']} ({t['kind']}; {t['paper']})")
+        for role in t["inputs"]:
+            optional = " (optional)" if role["optional"] else ""
+            print(f"    input  {role['role']:<10} {role['description']}{optional}")
+        for s in t["segments"]:
+            print(f"    output {s['name']} (label {s['label']})")
+        for c in t["classes"]:
+            print(f"    class  {c}")
+    return EXIT_OK
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from oncoseg.info import describe, format_description
+
+    info = describe(args.file)
+    print(json.dumps(info, indent=2) if args.json else format_description(info))
+    return EXIT_OK
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from oncoseg.device import resolve_device
+    from oncoseg.io.volumes import read_image
+    from oncoseg.prediction import write_prediction
+    from oncoseg.tasks import get_task
+
+    task = get_task(args.task)
+    paths = parse_inputs(args.inputs)
+    for role in paths:
+        task.role(role)
+    missing = [r for r in task.required_roles if r not in paths]
+    if missing:
+        raise InputError(f"--input {missing[0]}", f"is required by task '{task.name}' "
+                         f"(give it as --input {missing[0]}=PATH)")
+    overrides = parse_overrides(args.overrides, dict(task.default_config))
+    device = resolve_device(args.device)
+    images = {role: read_image(path) for role, path in paths.items()}
+    started = time.perf_counter()
+    prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
+                                      progress=_progress(args.progress), cancel=CancelToken())
+    prediction.timings.setdefault("total", time.perf_counter() - started)
+    write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
+                     overwrite=args.overwrite)
+    for message in prediction.messages:
+        print(f"note: {message}", file=sys.stderr)
+    print(f"Results written to {args.output}/")
+    return EXIT_OK
+
+
+def _cmd_phantom(args: argparse.Namespace) -> int:
+    from oncoseg.tasks import get_task
+
+    if args.cases < 1:
+        raise InputError("--cases", "must be at least 1")
+    task = get_task(args.task)
+    written = task.verb("phantom")(args.output, cases=args.cases, seed=args.seed,
+                                   progress=_progress(args.progress), cancel=CancelToken())
+    print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
+    return EXIT_OK
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from oncoseg.device import resolve_device
+    from oncoseg.tasks import get_task
+
+    task = get_task(args.task)
+    overrides = parse_overrides(args.overrides, dict(task.default_config))
+    model = task.verb("train")(args.dataset, layout=args.layout, output=args.output,
+                               config=overrides, device=resolve_device(args.device),
+                               resume=args.resume, progress=_progress(args.progress),
+                               cancel=CancelToken())
+    print(f"Model written to {model}")
+    return EXIT_OK
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from oncoseg.device import resolve_device
+    from oncoseg.tasks import get_task
+
+    task = get_task(args.task)
+    summary = task.verb("evaluate")(args.dataset, layout=args.layout, model=args.model,
+                                    output=args.output, device=resolve_device(args.device),
+                                    overwrite=args.overwrite, progress=_progress(args.progress),
+                                    cancel=CancelToken())
+    print(json.dumps(summary, indent=2))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from oncoseg.device import resolve_device
+    from oncoseg.tasks import get_task
+
+    task = get_task("rectal")
+    result = task.verb("demo")(args.output, device=resolve_device(args.device),
+                               overwrite=args.overwrite, progress=_progress(args.progress),
+                               cancel=CancelToken())
+    print(f"Demo results written to {result}/")
+    return EXIT_OK
+
+
+COMMANDS = {"tasks": _cmd_tasks, "info": _cmd_info, "predict": _cmd_predict,
+            "phantom": _cmd_phantom, "train": _cmd_train, "evaluate": _cmd_evaluate,
+            "demo": _cmd_demo}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.verb](args)
+    except InputError as error:
+        print(f"oncoseg: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (Cancelled, KeyboardInterrupt):
+        print("oncoseg: cancelled; no output was kept", file=sys.stderr)
+        return EXIT_FAILURE
+    except OncoSegError as error:
+        print(f"oncoseg: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except Exception as error:
+        if args.debug:
+            raise
+        print(f"oncoseg: unexpected error: {type(error).__name__}: {error} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return EXIT_FAILURE

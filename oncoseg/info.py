@@ -1,0 +1,134 @@
+"""``oncoseg info``: what a file is, checked as the methods would check it.
+
+Images are described (geometry, orientation, intensities) only if they are usable volumes;
+model files only if their header is sound. A file that would fail later fails here, with the
+same message.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.geometry import orientation_code, physical_bounds, voxel_volume_ml
+from oncoseg.io.segnrrd import read_seg_nrrd
+from oncoseg.io.volumes import read_image
+from oncoseg.modelfile import read_header
+from oncoseg.validation import check_volume
+
+MODEL_ENDINGS = (".safetensors", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".h5")
+
+
+def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
+    name = str(path).lower()
+    if name.endswith(MODEL_ENDINGS):
+        return describe_model(path)
+    if name.endswith(".seg.nrrd"):
+        return describe_segmentation(path)
+    return describe_image(path)
+
+
+def _geometry(image: sitk.Image) -> dict[str, Any]:
+    low, high = physical_bounds(image)
+    return {
+        "size": list(image.GetSize()),
+        "spacing_mm": [round(s, 6) for s in image.GetSpacing()],
+        "origin_lps_mm": [round(o, 4) for o in image.GetOrigin()],
+        "direction": [round(d, 6) for d in image.GetDirection()],
+        "orientation": orientation_code(image),
+        "extent_mm": [round(float(h - lo), 2) for lo, h in zip(low, high, strict=True)],
+    }
+
+
+def describe_image(path: str | os.PathLike[str]) -> dict[str, Any]:
+    image = read_image(path)
+    check_volume(image, str(path), allow_constant=True)
+    array = sitk.GetArrayViewFromImage(image)
+    p1, p50, p99 = np.percentile(array, [1, 50, 99])
+    return {
+        "kind": "image",
+        "path": str(path),
+        "pixel_type": image.GetPixelIDTypeAsString(),
+        **_geometry(image),
+        "intensity": {
+            "min": float(array.min()), "max": float(array.max()),
+            "mean": float(array.mean()), "std": float(array.std()),
+            "p1": float(p1), "median": float(p50), "p99": float(p99),
+            "constant": bool(array.min() == array.max()),
+        },
+    }
+
+
+def describe_segmentation(path: str | os.PathLike[str]) -> dict[str, Any]:
+    segmentation = read_seg_nrrd(path)
+    ml = voxel_volume_ml(segmentation.geometry)
+    segments = []
+    for s in segmentation.segments:
+        voxels = int(np.count_nonzero(segmentation.mask(s.id)))
+        segments.append({"id": s.id, "name": s.name, "color": list(s.color),
+                         "layer": s.layer, "label_value": s.label_value, "voxels": voxels,
+                         "volume_ml": round(voxels * ml, 3), "terminology": s.terminology})
+    return {"kind": "segmentation", "path": str(path), "layers": len(segmentation.layers),
+            **_geometry(segmentation.geometry), "segments": segments}
+
+
+def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
+    header = read_header(path)
+    m = header.metadata
+    return {
+        "kind": "model",
+        "path": str(path),
+        "size_mb": round(Path(path).stat().st_size / 1e6, 3),
+        "task": m.task,
+        "architecture": m.architecture,
+        "architecture_args": m.architecture_args,
+        "parameters": header.parameter_count,
+        "tensors": len(header.tensors),
+        "inputs": m.inputs,
+        "preprocessing": m.preprocessing,
+        "outputs": m.outputs,
+        "demo": m.demo,
+        "description": m.description,
+        "provenance": m.provenance,
+        "format_version": m.format_version,
+    }
+
+
+def format_description(info: dict[str, Any]) -> str:
+    """Readable text for a terminal; ``--json`` prints the dictionary itself."""
+    lines = [f"{info['path']}: {info['kind']}"]
+    if info["kind"] == "model":
+        if info["demo"]:
+            lines.append("  DEMO MODEL trained on synthetic phantoms - not for clinical use")
+        lines += [f"  task: {info['task']}", f"  architecture: {info['architecture']}",
+                  f"  parameters: {info['parameters']:,} in {info['tensors']} tensors "
+                  f"({info['size_mb']} MB)", f"  inputs: {', '.join(info['inputs'])}"]
+        if info["description"]:
+            lines.append(f"  description: {info['description']}")
+        for key in ("preprocessing", "outputs", "provenance"):
+            lines.append(f"  {key}: {info[key]}")
+        return "\n".join(lines)
+    lines += [
+        f"  size: {' x '.join(map(str, info['size']))} voxels",
+        f"  spacing: {' x '.join(f'{s:g}' for s in info['spacing_mm'])} mm",
+        f"  extent: {' x '.join(f'{s:g}' for s in info['extent_mm'])} mm",
+        f"  origin (LPS): {', '.join(f'{o:g}' for o in info['origin_lps_mm'])} mm",
+        f"  orientation: {info['orientation']}",
+    ]
+    if info["kind"] == "image":
+        i = info["intensity"]
+        lines.append(f"  pixel type: {info['pixel_type']}")
+        lines.append(f"  intensity: min {i['min']:g}, p1 {i['p1']:g}, median {i['median']:g}, "
+                     f"p99 {i['p99']:g}, max {i['max']:g} (mean {i['mean']:.4g}, "
+                     f"sd {i['std']:.4g})")
+        if i["constant"]:
+            lines.append("  warning: the image is constant; no method can use it")
+    else:
+        lines.append(f"  layers: {info['layers']}")
+        for s in info["segments"]:
+            lines.append(f"  segment '{s['name']}': {s['voxels']} voxels, {s['volume_ml']} mL")
+    return "\n".join(lines)

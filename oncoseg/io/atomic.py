@@ -1,0 +1,100 @@
+"""Atomic, non-clobbering file output.
+
+A reader of an output path sees either nothing or the complete file: data are written to a
+temporary sibling (same directory, so the final step is a rename on one file system) and moved
+into place only when the writer succeeded. Existing files are replaced only when the caller asks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from oncoseg.errors import InputError
+
+
+def full_suffix(path: Path) -> str:
+    """``.nii.gz``, ``.seg.nrrd``: writers choose a format by the whole ending."""
+    name = path.name
+    known = (".seg.nrrd", ".nii.gz", ".tar.gz")
+    for ending in known:
+        if name.lower().endswith(ending):
+            return name[-len(ending):]
+    return path.suffix
+
+
+def refuse_existing(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise InputError(str(path), "already exists; choose another name or ask to overwrite it")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it becomes ``path``.
+
+    Without ``overwrite`` an existing file is never replaced, even if it appears while the data
+    are being written (the final link fails instead of clobbering it).
+    """
+    target = Path(path)
+    refuse_existing(target, overwrite)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
+    )
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        if overwrite:
+            os.replace(tmp, target)
+        else:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise InputError(str(target), "appeared while writing; not overwritten") from None
+            except OSError:  # file systems without hard links
+                refuse_existing(target, overwrite)
+                os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, overwrite: bool = False) -> Path:
+    with atomic_path(path, overwrite) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, overwrite: bool = False) -> Path:
+    return write_bytes_atomic(path, text.encode("utf-8"), overwrite)
+
+
+@contextlib.contextmanager
+def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
+    """Build a whole output folder in a temporary sibling and move it into place at the end.
+
+    A cancelled or failed run therefore leaves no half-filled output folder behind. An existing
+    non-empty folder is replaced only with ``overwrite``.
+    """
+    target = Path(path)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())) and not overwrite:
+        raise InputError(str(target), "already exists and is not empty; choose another folder "
+                         "or ask to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,283 @@
+"""OncoSeg model files: one ``.safetensors`` file holding the weights and, in its header
+metadata, a JSON document describing the model (task, architecture, inputs, preprocessing,
+outputs, provenance).
+
+Loading never unpickles: the header is checked by hand before the safetensors library reads
+the tensors, a pickle or a PyTorch ``.pt`` archive is refused with a message that says why, and
+the network is built from a registry of known architectures (a name in the file selects one; it
+cannot name code to run).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT_VERSION = 1
+METADATA_KEY = "oncoseg"
+MAX_HEADER_BYTES = 64 * 1024 * 1024
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1}
+
+
+@dataclass
+class ModelMetadata:
+    """What a model file says about itself. Every field is required unless it has a default."""
+
+    task: str
+    architecture: str
+    architecture_args: dict[str, Any]
+    inputs: list[str]
+    preprocessing: dict[str, Any]
+    outputs: dict[str, Any]  # {"segments": [...]} or {"classes": [...]}
+    provenance: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    demo: bool = False  # trained on synthetic phantoms: not for clinical use
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> ModelMetadata:
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise InputError(source, f"model metadata is not valid JSON ({error})") from None
+        if not isinstance(document, dict):
+            raise InputError(source, "model metadata is not a JSON object")
+        version = document.get("format_version")
+        if not isinstance(version, int) or version > FORMAT_VERSION:
+            raise InputError(source, f"field 'format_version' is {version!r}; this OncoSeg reads "
+                             f"versions up to {FORMAT_VERSION} (update OncoSeg?)")
+        expected_types = {"task": str, "architecture": str, "architecture_args": dict,
+                          "inputs": list, "preprocessing": dict, "outputs": dict,
+                          "provenance": dict, "description": str, "demo": bool,
+                          "format_version": int}
+        values = {}
+        for f in fields(cls):
+            if f.name not in document:
+                if f.name in ("task", "architecture", "architecture_args", "inputs",
+                              "preprocessing", "outputs"):
+                    raise InputError(source, f"model metadata lacks the field '{f.name}'")
+                continue
+            value = document[f.name]
+            if not isinstance(value, expected_types[f.name]):
+                raise InputError(source, f"model metadata field '{f.name}' should be "
+                                 f"{expected_types[f.name].__name__}, not "
+                                 f"{type(value).__name__}")
+            values[f.name] = value
+        if not all(isinstance(role, str) for role in values["inputs"]):
+            raise InputError(source, "model metadata field 'inputs' must list role names")
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    dtype: str
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass(frozen=True)
+class ModelFileHeader:
+    metadata: ModelMetadata
+    tensors: dict[str, TensorInfo]
+
+    @property
+    def parameter_count(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+
+def provenance(**extra: Any) -> dict[str, Any]:
+    """Software versions and date, plus what the caller knows (data set, epochs, metrics)."""
+    import numpy
+    import SimpleITK
+
+    import oncoseg
+
+    versions = {"oncoseg": oncoseg.__version__, "python": platform.python_version(),
+                "numpy": numpy.__version__, "SimpleITK": SimpleITK.Version_VersionString()}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "software": versions, **extra}
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def _refusal_reason(start: bytes) -> str | None:
+    if start.startswith(b"PK\x03\x04"):
+        return ("is a zip archive (a PyTorch .pt/.pth checkpoint?). It was not opened: such "
+                "files hold pickled Python objects that can run code. OncoSeg model files are "
+                ".safetensors")
+    if start[:1] == b"\x80" and start[1:2] in {bytes([p]) for p in range(2, 6)}:
+        return ("is a Python pickle. It was not opened: unpickling can run arbitrary code. "
+                "OncoSeg model files are .safetensors")
+    if start.startswith(b"\x89HDF"):
+        return "is an HDF5 file (a Keras model?), not an OncoSeg .safetensors model file"
+    return None
+
+
+def read_header(path: str | os.PathLike[str]) -> ModelFileHeader:
+    """Read and check a model file's header without loading any tensor (and without torch)."""
+    source = str(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(source, "no such model file")
+    size = p.stat().st_size
+    with p.open("rb") as handle:
+        start = handle.read(8)
+        reason = _refusal_reason(start)
+        if reason:
+            raise InputError(source, reason)
+        if len(start) < 8:
+            raise InputError(source, "is too short to be a model file")
+        (header_len,) = struct.unpack("<Q", start)
+        if header_len > min(MAX_HEADER_BYTES, size - 8):
+            raise InputError(source, "is not a safetensors model file (its first bytes are not "
+                             "a valid header length)")
+        raw = handle.read(header_len)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise InputError(source, "is not a safetensors model file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise InputError(source, "is not a safetensors model file (header is not an object)")
+    meta = header.pop("__metadata__", None) or {}
+    if METADATA_KEY not in meta:
+        raise InputError(source, "is a safetensors file without OncoSeg metadata (it is not an "
+                         "OncoSeg model file, or was saved by another program)")
+    metadata = ModelMetadata.from_json(meta[METADATA_KEY], source)
+    tensors = {}
+    data_len = size - 8 - header_len
+    for name, entry in header.items():
+        try:
+            dtype, shape = entry["dtype"], tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
+        except (TypeError, KeyError, ValueError):
+            raise InputError(source, f"tensor '{name}' has a malformed header entry") from None
+        info = TensorInfo(dtype, tuple(int(s) for s in shape))
+        if dtype not in _DTYPE_BYTES or not 0 <= begin <= end <= data_len or \
+                end - begin != info.numel * _DTYPE_BYTES[dtype]:
+            raise InputError(source, f"tensor '{name}' does not fit the file (truncated or "
+                             "corrupt model file)")
+        tensors[name] = info
+    return ModelFileHeader(metadata, tensors)
+
+
+def load_tensors(path: str | os.PathLike[str], expected_task: str | None = None,
+                 device: str = "cpu") -> tuple[ModelMetadata, dict[str, torch.Tensor]]:
+    """The metadata and the weights, after the header checks of :func:`read_header`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    header = read_header(path)
+    if expected_task is not None and header.metadata.task != expected_task:
+        raise InputError(str(path), f"field 'task' is '{header.metadata.task}', but this is "
+                         f"the '{expected_task}' task; choose a model trained for it")
+    try:
+        tensors = load_file(str(path), device=device)
+    except (SafetensorError, OSError, RuntimeError) as error:
+        raise InputError(str(path), f"weights could not be read ({error})") from None
+    return header.metadata, tensors
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def save_model(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor],
+               metadata: ModelMetadata, overwrite: bool = False) -> Path:
+    """Write weights and metadata atomically; refuses to replace a file unless asked."""
+    from safetensors.torch import save_file
+
+    clean = {name: t.detach().to("cpu").contiguous().clone() for name, t in tensors.items()}
+    with atomic_path(path, overwrite) as tmp:
+        save_file(clean, str(tmp), metadata={METADATA_KEY: metadata.to_json(), "format": "pt"})
+    return Path(path)
+
+
+# ---------------------------------------------------------------------------- networks
+
+ArchitectureFactory = Callable[..., "torch.nn.Module"]
+_ARCHITECTURES: dict[str, ArchitectureFactory] = {}
+
+
+def register_architecture(name: str) -> Callable[[ArchitectureFactory], ArchitectureFactory]:
+    """Decorator: make a network constructor loadable by name from model files."""
+
+    def decorate(factory: ArchitectureFactory) -> ArchitectureFactory:
+        if name in _ARCHITECTURES and _ARCHITECTURES[name] is not factory:
+            raise ValueError(f"architecture {name!r} is registered twice")
+        _ARCHITECTURES[name] = factory
+        return factory
+
+    return decorate
+
+
+def architecture_names() -> list[str]:
+    from oncoseg.tasks import import_task_modules
+
+    import_task_modules()
+    return sorted(_ARCHITECTURES)
+
+
+def build_network(metadata: ModelMetadata, source: str = "model") -> torch.nn.Module:
+    """A fresh network as the metadata describes it (weights not loaded)."""
+    if metadata.architecture not in architecture_names():
+        known = ", ".join(architecture_names()) or "none"
+        raise InputError(source, f"field 'architecture' names '{metadata.architecture}', which "
+                         f"this OncoSeg does not know (known: {known})")
+    try:
+        return _ARCHITECTURES[metadata.architecture](**metadata.architecture_args)
+    except TypeError as error:
+        raise InputError(source, f"field 'architecture_args' does not fit architecture "
+                         f"'{metadata.architecture}' ({error})") from None
+
+
+def load_network(path: str | os.PathLike[str], expected_task: str | None = None,
+                 device: str = "cpu") -> tuple[torch.nn.Module, ModelMetadata]:
+    """Build the network a model file describes and load its weights, checking every tensor."""
+    source = str(path)
+    metadata, tensors = load_tensors(path, expected_task, device="cpu")
+    network = build_network(metadata, source)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    unexpected = sorted(set(tensors) - set(expected))
+    if missing:
+        raise InputError(source, f"tensor '{missing[0]}' is missing ({len(missing)} missing in "
+                         f"all) for architecture '{metadata.architecture}'")
+    if unexpected:
+        raise InputError(source, f"tensor '{unexpected[0]}' is not part of architecture "
+                         f"'{metadata.architecture}' ({len(unexpected)} unexpected in all)")
+    for name, tensor in tensors.items():
+        if tuple(tensor.shape) != tuple(expected[name].shape):
+            raise InputError(source, f"tensor '{name}' has shape {tuple(tensor.shape)}, "
+                             f"architecture '{metadata.architecture}' needs "
+                             f"{tuple(expected[name].shape)}")
+    network.load_state_dict(tensors, strict=True)
+    return network.to(device).eval(), metadata

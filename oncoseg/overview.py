@@ -1,0 +1,83 @@
+"""A picture a person can check at a glance: the display image with the result on top.
+
+For segmentation tasks: the slice where the segmentation is largest, shown plain and with the
+probability map and segment outlines. For classification tasks: the middle slice and the class
+probabilities. Axis-aligned images are shown in radiological convention (patient's right on the
+viewer's left, anterior up) with their true aspect ratio.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.geometry import is_oblique
+
+if TYPE_CHECKING:
+    from oncoseg.prediction import Prediction
+
+
+def _display_orient(image: sitk.Image) -> sitk.Image:
+    # LPS index order puts x towards the patient's left (viewer's right) and y towards
+    # posterior (down): the radiological axial view, with no flip needed.
+    return image if is_oblique(image) else sitk.DICOMOrient(image, "LPS")
+
+
+def _best_slice(labels: np.ndarray | None, depth: int) -> int:
+    if labels is None or not labels.any():
+        return depth // 2
+    return int(np.argmax((labels > 0).reshape(depth, -1).sum(axis=1)))
+
+
+def save_overview(prediction: Prediction, path: str | os.PathLike[str]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    image = _display_orient(prediction.images[prediction.display_role])
+    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    labels = None
+    if prediction.labels is not None:
+        labels = sitk.GetArrayFromImage(_display_orient(prediction.labels))
+    k = _best_slice(labels, array.shape[0])
+    spacing = image.GetSpacing()
+    aspect = spacing[1] / spacing[0]
+    low, high = np.percentile(array[k], [1, 99.5])
+
+    panels = 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 5.4), dpi=110)
+    for ax in axes:
+        ax.imshow(array[k], cmap="gray", vmin=low, vmax=high, aspect=aspect,
+                  interpolation="nearest")
+        ax.set_axis_off()
+    axes[0].set_title(f"{prediction.display_role}, slice {k + 1}/{array.shape[0]}")
+    overlay_ax = axes[1]
+    if prediction.probabilities:
+        total = np.zeros_like(array[k])
+        for probability in prediction.probabilities.values():
+            total = np.maximum(total, sitk.GetArrayFromImage(_display_orient(probability))[k])
+        shown = np.ma.masked_less(total, 0.05)
+        im = overlay_ax.imshow(shown, cmap="inferno", vmin=0, vmax=1, alpha=0.55, aspect=aspect,
+                               interpolation="nearest")
+        fig.colorbar(im, ax=overlay_ax, fraction=0.046, pad=0.02, label="probability")
+    if labels is not None:
+        for segment in prediction.segments:
+            mask = labels[k] == segment.label
+            if mask.any():
+                overlay_ax.contour(mask.astype(float), levels=[0.5], linewidths=1.6,
+                                   colors=[to_rgba(segment.color)])
+        volumes = prediction.segment_volumes_ml()
+        title = ", ".join(f"{name} {ml:.1f} mL" for name, ml in volumes.items())
+    else:
+        title = ", ".join(f"P({name}) = {p:.2f}"
+                          for name, p in prediction.class_probabilities.items())
+    overlay_ax.set_title(title or prediction.task, fontsize=10)
+    fig.suptitle(f"OncoSeg {prediction.task}: {prediction.model.get('name', '')}", fontsize=11)
+    fig.tight_layout()
+    fig.savefig(os.fspath(path))
+    plt.close(fig)

@@ -1,0 +1,148 @@
+"""The task registry: what each method consumes and produces, and where its code lives.
+
+A :class:`Task` is the unit both front ends drive. Its declaration is light (no torch import),
+so listing tasks is instant; the heavy pipeline module is imported only when a verb runs.
+Built-in tasks are declared in ``oncoseg/<family>/task.py``; other packages can add tasks through
+the ``oncoseg.tasks`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from oncoseg.errors import InputError
+from oncoseg.terminology import Terminology
+
+# Modules that declare the built-in tasks (each calls register_task on import).
+BUILTIN_TASK_MODULES: tuple[str, ...] = ()
+VERBS = ("phantom", "predict", "train", "evaluate")
+
+
+@dataclass(frozen=True)
+class InputRole:
+    """One named input: ``t2w``, ``dwi_b0``, ``ct`` ..."""
+
+    name: str
+    description: str
+    optional: bool = False
+    # Lower-case fragments of node or file names that suggest this role (Slicer auto-fill).
+    name_hints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SegmentSpec:
+    """One output segment: its label value in the label map, name, colour and meaning."""
+
+    label: int
+    name: str
+    color: tuple[float, float, float]
+    terminology: Terminology | None = None
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str
+    paper: str
+    description: str
+    inputs: tuple[InputRole, ...]
+    reference_role: str  # the grid outputs are computed on
+    pipeline_module: str  # dotted module with the verbs (phantom, predict, train, evaluate)
+    segments: tuple[SegmentSpec, ...] = ()
+    classes: tuple[str, ...] = ()
+    default_config: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        roles = [r.name for r in self.inputs]
+        if len(set(roles)) != len(roles):
+            raise ValueError(f"task {self.name}: duplicate input roles {roles}")
+        if self.reference_role not in roles:
+            raise ValueError(f"task {self.name}: reference role {self.reference_role!r} is not "
+                             "an input")
+        if bool(self.segments) == bool(self.classes):
+            raise ValueError(f"task {self.name}: declare either segments or classes")
+
+    @property
+    def kind(self) -> str:
+        return "segmentation" if self.segments else "classification"
+
+    @property
+    def required_roles(self) -> tuple[str, ...]:
+        return tuple(r.name for r in self.inputs if not r.optional)
+
+    def role(self, name: str) -> InputRole:
+        for role in self.inputs:
+            if role.name == name:
+                return role
+        raise InputError(f"--input {name}", f"is not an input of task '{self.name}' (its inputs: "
+                         f"{', '.join(r.name for r in self.inputs)})")
+
+    def verb(self, name: str) -> Callable[..., Any]:
+        """The pipeline function for a verb; a clear error when the task does not offer it."""
+        module = importlib.import_module(self.pipeline_module)
+        function = getattr(module, name, None)
+        if function is None:
+            raise InputError(f"task '{self.name}'", f"does not support '{name}'")
+        return function
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary (``oncoseg tasks --json``, the Slicer panels)."""
+        return {
+            "name": self.name,
+            "title": self.title,
+            "kind": self.kind,
+            "paper": self.paper,
+            "description": self.description,
+            "reference_role": self.reference_role,
+            "inputs": [{"role": r.name, "description": r.description, "optional": r.optional}
+                       for r in self.inputs],
+            "segments": [{"label": s.label, "name": s.name, "color": list(s.color),
+                          "terminology": s.terminology.to_slicer() if s.terminology else None}
+                         for s in self.segments],
+            "classes": list(self.classes),
+            "default_config": dict(self.default_config),
+        }
+
+
+_TASKS: dict[str, Task] = {}
+_loaded = False
+
+
+def register_task(task: Task, replace: bool = False) -> Task:
+    if task.name in _TASKS and not replace and _TASKS[task.name] != task:
+        raise ValueError(f"task {task.name!r} is registered twice")
+    _TASKS[task.name] = task
+    return task
+
+
+def unregister_task(name: str) -> None:
+    _TASKS.pop(name, None)
+
+
+def import_task_modules() -> None:
+    """Import built-in declarations and installed plug-ins, once."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_TASK_MODULES:
+        importlib.import_module(module)
+    for entry in entry_points(group="oncoseg.tasks"):
+        entry.load()
+
+
+def all_tasks() -> list[Task]:
+    import_task_modules()
+    return [_TASKS[name] for name in sorted(_TASKS)]
+
+
+def get_task(name: str) -> Task:
+    import_task_modules()
+    if name not in _TASKS:
+        known = ", ".join(sorted(_TASKS)) or "none installed"
+        raise InputError(f"task '{name}'", f"is unknown (tasks: {known})")
+    return _TASKS[name]
