@@ -95,16 +95,20 @@ def resample_to_reference(
     interpolation: Interpolation = "linear",
     default_value: float = 0.0,
     transform: sitk.Transform | None = None,
+    names: tuple[str, str] = ("image", "reference"),
 ) -> sitk.Image:
     """The image on the reference grid (physical space, so any orientations may differ).
 
     Images keep their pixel type except that linear/B-spline interpolation of integer images
     returns float32 (interpolated values are not integers). Labels must use ``"nearest"``.
+    Without a transform the two must overlap in space; ``names`` go into that error message.
     """
     if interpolation not in _INTERPOLATORS:
         raise ValueError(f"unknown interpolation {interpolation!r}")
-    if transform is None and same_grid(image, reference, tolerance=1e-6):
-        return image
+    if transform is None:
+        if same_grid(image, reference, tolerance=1e-6):
+            return image
+        check_overlap(image, reference, *names)
     pixel = image.GetPixelID()
     if interpolation != "nearest" and pixel not in (sitk.sitkFloat32, sitk.sitkFloat64):
         image = sitk.Cast(image, sitk.sitkFloat32)

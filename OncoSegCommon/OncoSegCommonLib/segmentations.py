@@ -1,0 +1,122 @@
+"""Label images <-> segmentation nodes, with the segments' names, colours and terminology.
+
+A result is imported through a temporary labelmap node that is always removed again, so the only
+node a call adds is the segmentation node it returns. The segmentation's reference geometry is
+the source volume, which DICOM export and Segment Editor both need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import slicer
+import vtk
+
+from oncoseg.tasks import SegmentSpec
+from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
+
+
+def _consecutive_labels(labels: sitk.Image, segments: Sequence[SegmentSpec]) -> sitk.Image:
+    """Segment i -> value i + 1 (what Slicer's import maps onto the i-th segment ID)."""
+    array = sitk.GetArrayViewFromImage(labels)
+    lookup = np.zeros(max(int(array.max(initial=0)), max(s.label for s in segments)) + 1,
+                      np.uint8)
+    for index, segment in enumerate(segments, start=1):
+        lookup[segment.label] = index
+    out = sitk.GetImageFromArray(lookup[array])
+    out.CopyInformation(labels)
+    return out
+
+
+def segment_id(spec: SegmentSpec) -> str:
+    """Stable IDs let a module find and replace its own segments later."""
+    return "OncoSeg_" + "".join(c if c.isalnum() else "_" for c in spec.name)
+
+
+def segmentation_node_from_labels(
+    scene: Any, labels: sitk.Image, segments: Sequence[SegmentSpec], reference_volume_node: Any,
+    name: str,
+) -> Any:
+    """A new segmentation node with one segment per spec (empty segments included)."""
+    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    try:
+        node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
+        node.CreateDefaultDisplayNodes()
+        set_segments_from_labels(node, labels, segments)
+    except Exception:
+        scene.RemoveNode(node)
+        raise
+    return node
+
+
+def set_segments_from_labels(node: Any, labels: sitk.Image,
+                             segments: Sequence[SegmentSpec]) -> None:
+    """Create or overwrite the specs' segments of ``node`` from a label image."""
+    scene = node.GetScene()
+    segmentation = node.GetSegmentation()
+    ids = vtk.vtkStringArray()
+    for spec in segments:
+        sid = segment_id(spec)
+        if segmentation.GetSegment(sid) is None:
+            segmentation.AddEmptySegment(sid, spec.name, list(spec.color))
+        segment = segmentation.GetSegment(sid)
+        segment.SetName(spec.name)
+        segment.SetColor(*spec.color)
+        if spec.terminology is not None:
+            segment.SetTerminology(spec.terminology.to_slicer())
+        ids.InsertNextValue(sid)
+    temporary = volume_node_from_image(scene, _consecutive_labels(labels, segments),
+                                       "OncoSeg temporary labelmap", labelmap=True)
+    try:
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            temporary, node, ids)
+    finally:
+        scene.RemoveNode(temporary)
+    if not ok:
+        raise RuntimeError(f"Slicer could not import the label map into '{node.GetName()}'")
+
+
+def labels_from_segmentation_node(
+    node: Any, reference_volume_node: Any, segments: Sequence[SegmentSpec] | None = None,
+) -> sitk.Image:
+    """The segmentation on the reference volume's grid as a label image.
+
+    With ``segments``, segment IDs are looked up from the specs and voxels get the specs' labels;
+    without, every segment in order gets label 1, 2, ...
+    """
+    scene = node.GetScene()
+    segmentation = node.GetSegmentation()
+    if segments is None:
+        ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        values = list(range(1, len(ids) + 1))
+    else:
+        ids = [segment_id(s) for s in segments]
+        values = [s.label for s in segments]
+        absent = [i for i in ids if segmentation.GetSegment(i) is None]
+        if absent:
+            raise KeyError(f"segmentation '{node.GetName()}' has no segment {absent[0]}")
+    id_array = vtk.vtkStringArray()
+    for sid in ids:
+        id_array.InsertNextValue(sid)
+    temporary = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "OncoSeg temporary export")
+    try:
+        ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
+            node, id_array, temporary, reference_volume_node,
+            slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+        if not ok:
+            raise RuntimeError(f"Slicer could not export '{node.GetName()}' to a label map")
+        exported = image_from_volume_node(temporary)
+    finally:
+        display = temporary.GetDisplayNode()
+        if display is not None:
+            scene.RemoveNode(display)
+        scene.RemoveNode(temporary)
+    array = sitk.GetArrayViewFromImage(exported)
+    lookup = np.zeros(len(ids) + 1, np.uint16 if max(values, default=0) > 255 else np.uint8)
+    lookup[1:] = values
+    out = sitk.GetImageFromArray(lookup[np.clip(array, 0, len(ids))])
+    out.CopyInformation(exported)
+    return out

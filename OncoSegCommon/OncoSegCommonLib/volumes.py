@@ -1,0 +1,79 @@
+"""Volume nodes <-> SimpleITK images, geometry included (RAS node, LPS image).
+
+Reading a node copies its voxels, so nothing the engine does can change a user's volume;
+writing creates a new node unless the caller passes one it owns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import vtk
+from vtk.util import numpy_support
+
+from OncoSegCommonLib.coordinates import ras_lps
+
+
+def _ijk_to_ras(node: Any) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+def image_from_volume_node(node: Any) -> sitk.Image:
+    """A copy of a scalar or labelmap volume node as an LPS SimpleITK image."""
+    image_data = node.GetImageData()
+    if image_data is None or image_data.GetPointData().GetScalars() is None:
+        raise ValueError(f"volume '{node.GetName()}' has no voxels")
+    dims = image_data.GetDimensions()
+    components = image_data.GetNumberOfScalarComponents()
+    array = numpy_support.vtk_to_numpy(image_data.GetPointData().GetScalars())
+    shape = (dims[2], dims[1], dims[0]) + ((components,) if components > 1 else ())
+    image = sitk.GetImageFromArray(np.array(array.reshape(shape)), isVector=components > 1)
+    lps = ras_lps(_ijk_to_ras(node))
+    spacing = np.linalg.norm(lps[:3, :3], axis=0)
+    image.SetSpacing(tuple(spacing))
+    image.SetDirection(tuple((lps[:3, :3] / spacing).ravel()))
+    image.SetOrigin(tuple(lps[:3, 3]))
+    return image
+
+
+def update_volume_node(node: Any, image: sitk.Image) -> Any:
+    """Put an image's voxels and geometry into a node the caller owns."""
+    if image.GetDimension() != 3:
+        raise ValueError("only 3D images become volume nodes")
+    array = sitk.GetArrayFromImage(image)
+    components = image.GetNumberOfComponentsPerPixel()
+    image_data = vtk.vtkImageData()
+    image_data.SetDimensions(*image.GetSize())
+    flat = array.reshape(-1, components) if components > 1 else array.ravel()
+    vtk_array = numpy_support.numpy_to_vtk(np.ascontiguousarray(flat), deep=True)
+    vtk_array.SetNumberOfComponents(components)
+    image_data.GetPointData().SetScalars(vtk_array)
+    lps = np.eye(4)
+    lps[:3, :3] = np.asarray(image.GetDirection(), float).reshape(3, 3) * image.GetSpacing()
+    lps[:3, 3] = image.GetOrigin()
+    ras = ras_lps(lps)
+    matrix = vtk.vtkMatrix4x4()
+    for r in range(4):
+        for c in range(4):
+            matrix.SetElement(r, c, ras[r, c])
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveImageData(image_data)
+    return node
+
+
+def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
+                           labelmap: bool = False) -> Any:
+    """A new volume node (scalar, or labelmap) with a display node, added to the scene."""
+    class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
+    node = scene.AddNewNodeByClass(class_name, name)
+    try:
+        update_volume_node(node, image)
+        node.CreateDefaultDisplayNodes()
+    except Exception:
+        scene.RemoveNode(node)
+        raise
+    return node

@@ -1,0 +1,37 @@
+"""Shared test set-up: module folders importable as in Slicer, a headless MRML context, and
+opt-in slow runs (``--run-slow``)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE_FOLDERS = ["OncoSegCommon"]
+for folder in MODULE_FOLDERS:
+    path = str(ROOT / folder)
+    if path not in sys.path:
+        sys.path.insert(0, path)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--run-slow", action="store_true", help="run slow tests and benchmarks")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--run-slow"):
+        return
+    skip = pytest.mark.skip(reason="slow or benchmark: opt in with --run-slow")
+    for item in items:
+        if "slow" in item.keywords or "benchmark" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture
+def mrml():
+    """A real MRML scene with the application, colour, volumes and segmentations logics."""
+    from OncoSegCommonLib.context import MRMLContext
+
+    return MRMLContext.headless()

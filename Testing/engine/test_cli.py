@@ -1,0 +1,132 @@
+import json
+import pickle
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import tinynet
+from imaging import OBLIQUE, make_image
+
+from oncoseg.cli import main
+from oncoseg.io import read_seg_nrrd
+from oncoseg.modelfile import save_model
+from oncoseg.tasks import unregister_task
+
+
+def oncoseg(*args):
+    """The installed command, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "oncoseg", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def threshold_task():
+    task = tinynet.register()
+    yield task
+    unregister_task(task.name)
+
+
+def test_version_and_tasks():
+    result = oncoseg("--version")
+    assert result.returncode == 0 and result.stdout.startswith("oncoseg ")
+    result = oncoseg("tasks", "--json")
+    assert result.returncode == 0
+    assert isinstance(json.loads(result.stdout), list)
+
+
+def test_tasks_lists_roles_and_outputs(threshold_task, capsys):
+    assert main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "test-threshold" in out and "input  image" in out and "Bright region" in out
+    assert main(["tasks", "--json"]) == 0
+    described = {t["name"]: t for t in json.loads(capsys.readouterr().out)}
+    task = described["test-threshold"]
+    assert [r["role"] for r in task["inputs"]] == ["image", "extra"]
+    assert task["segments"][0]["terminology"].split("~")[2] == "SCT^85756007^Tissue"
+
+
+def test_info_describes_image_and_model(tmp_path):
+    sitk.WriteImage(make_image(direction=OBLIQUE), str(tmp_path / "ct.nrrd"))
+    result = oncoseg("info", tmp_path / "ct.nrrd")
+    assert result.returncode == 0, result.stderr
+    assert "orientation: oblique" in result.stdout and "11 x 9 x 6 voxels" in result.stdout
+    model = save_model(tmp_path / "m.safetensors", tinynet.tiny_conv().state_dict(),
+                       tinynet.tiny_metadata())
+    result = oncoseg("info", model, "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["parameters"] == sum(p.numel() for p in tinynet.tiny_conv().parameters())
+    assert info["demo"] is True
+
+
+def test_info_refuses_what_methods_would_refuse(tmp_path):
+    sitk.WriteImage(sitk.Image([6, 6, 5, 3], sitk.sitkFloat32), str(tmp_path / "4d.nrrd"))
+    array = sitk.GetArrayFromImage(make_image(dtype=np.float32))
+    array[2, 3, 4] = np.nan
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / "nan.nrrd"))
+    (tmp_path / "weights.pt").write_bytes(pickle.dumps({"a": 1}))
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
+    cases = {
+        "4d.nrrd": "is a 4D image",
+        "nan.nrrd": "contains 1 NaN or infinite voxels",
+        "missing.nrrd": "no such file",
+        "weights.pt": "is a Python pickle",
+        "junk.safetensors": "not a safetensors model file",
+    }
+    for name, message in cases.items():
+        result = oncoseg("info", tmp_path / name)
+        assert result.returncode == 2, (name, result.stderr)
+        assert name in result.stderr and message in result.stderr, result.stderr
+
+
+def test_predict_writes_the_promised_files(tmp_path, threshold_task, capsys):
+    image = make_image(direction=OBLIQUE, shape_zyx=(8, 20, 24), dtype=np.float32)
+    sitk.WriteImage(image, str(tmp_path / "in.nrrd"))
+    out = tmp_path / "out"
+    code = main(["predict", "test-threshold", "--input", f"image={tmp_path / 'in.nrrd'}",
+                 "--output", str(out), "--device", "cpu", "--progress", "none",
+                 "--set", "offset_sd=0.5"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
+        "labels.nii.gz", "overview.png", "probabilities", "probabilities/Bright_region.nii.gz",
+        "result.json", "segmentation.seg.nrrd"]
+    result = json.loads((out / "result.json").read_text())
+    labels = sitk.ReadImage(str(out / "labels.nii.gz"))
+    voxels = int(sitk.GetArrayViewFromImage(labels).sum())
+    expected_ml = voxels * np.prod(image.GetSpacing()) / 1000
+    assert result["segments"][0]["volume_ml"] == pytest.approx(expected_ml, abs=1e-3)
+    assert result["inputs"] == {"image": str(tmp_path / "in.nrrd")}
+    segmentation = read_seg_nrrd(out / "segmentation.seg.nrrd")
+    np.testing.assert_array_equal(segmentation.mask("Bright region"),
+                                  sitk.GetArrayViewFromImage(labels) == 1)
+    # a second run does not replace the first unless asked
+    assert main(["predict", "test-threshold", "--input", f"image={tmp_path / 'in.nrrd'}",
+                 "--output", str(out), "--device", "cpu", "--progress", "none"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--input", "extra=x.nrrd"], "--input image: is required"),
+    (["--input", "image=x.nrrd", "--input", "t1=y.nrrd"], "--input t1: is not an input"),
+    (["--input", "image"], "must be ROLE=PATH"),
+    (["--input", "image=/no/such.nrrd"], "/no/such.nrrd: no such file"),
+    (["--input", "image=x.nrrd", "--set", "bogus=1"], "--set bogus: is not a configuration"),
+    (["--input", "image=x.nrrd", "--device", "tpu"], "--device: 'tpu' is not one of"),
+])
+def test_predict_bad_input_exit_code_2(tmp_path, threshold_task, capsys, args, message,
+                                       monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    sitk.WriteImage(make_image(), str(tmp_path / "x.nrrd"))
+    code = main(["predict", "test-threshold", *args, "--output", str(tmp_path / "o")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_unknown_task_and_usage_errors():
+    result = oncoseg("predict", "no-such-task", "--input", "a=b", "--output", "o")
+    assert result.returncode == 2 and "task 'no-such-task': is unknown" in result.stderr
+    assert oncoseg("predict").returncode == 2
+    assert oncoseg("frobnicate").returncode == 2

@@ -1,0 +1,106 @@
+import pickle
+import struct
+
+import pytest
+import torch
+from tinynet import tiny_conv, tiny_metadata
+
+from oncoseg.errors import InputError
+from oncoseg.modelfile import load_network, load_tensors, read_header, save_model
+
+
+class RunsCode:
+    """Unpickling this would create the marker file: the proof that loading ran code."""
+
+    marker = ""
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_round_trip_with_metadata(tmp_path):
+    net = tiny_conv()
+    path = save_model(tmp_path / "m.safetensors", net.state_dict(), tiny_metadata())
+    header = read_header(path)
+    assert header.metadata == tiny_metadata()
+    assert header.parameter_count == sum(p.numel() for p in net.parameters())
+    loaded, metadata = load_network(path, expected_task="test-threshold")
+    x = torch.randn(1, 1, 5, 6, 7)
+    torch.testing.assert_close(loaded(x), net.eval()(x))
+    assert metadata.demo is True
+
+
+def test_never_overwrites_unless_asked(tmp_path):
+    path = save_model(tmp_path / "m.safetensors", tiny_conv().state_dict(), tiny_metadata())
+    with pytest.raises(InputError, match="already exists"):
+        save_model(path, tiny_conv().state_dict(), tiny_metadata())
+
+
+@pytest.mark.parametrize("name", ["evil.safetensors", "evil.pt"])
+def test_pickles_are_refused_and_never_run(tmp_path, name):
+    marker = tmp_path / "executed"
+    RunsCode.marker = str(marker)
+    path = tmp_path / name
+    if name.endswith(".pt"):
+        torch.save({"weights": RunsCode()}, path)  # a zip archive with a pickle inside
+    else:
+        path.write_bytes(pickle.dumps(RunsCode()))
+    for loader in (read_header, load_tensors, load_network):
+        with pytest.raises(InputError, match=r"(pickle|zip archive).*not opened"):
+            loader(path)
+    assert not marker.exists()
+
+
+def test_wrong_task_missing_tensor_and_shape_are_named(tmp_path):
+    state = tiny_conv().state_dict()
+    path = save_model(tmp_path / "m.safetensors", state, tiny_metadata())
+    with pytest.raises(InputError, match=r"field 'task' is 'test-threshold'.*'rectal'"):
+        load_tensors(path, expected_task="rectal")
+
+    partial = {k: v for k, v in state.items() if k != "2.bias"}
+    path = save_model(tmp_path / "missing.safetensors", partial, tiny_metadata())
+    with pytest.raises(InputError, match=r"missing.safetensors: tensor '2.bias' is missing"):
+        load_network(path)
+
+    wrong = tiny_conv(classes=3).state_dict()
+    path = save_model(tmp_path / "shape.safetensors", wrong, tiny_metadata())
+    with pytest.raises(InputError, match=r"tensor '2.bias' has shape \(3,\).*needs \(2,\)"):
+        load_network(path)
+
+    path = save_model(tmp_path / "arch.safetensors", state, tiny_metadata(architecture="nope"))
+    with pytest.raises(InputError, match="field 'architecture' names 'nope'"):
+        load_network(path)
+
+
+def test_foreign_and_corrupt_files(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "foreign.safetensors"))
+    with pytest.raises(InputError, match="without OncoSeg metadata"):
+        read_header(tmp_path / "foreign.safetensors")
+
+    good = save_model(tmp_path / "m.safetensors", tiny_conv().state_dict(), tiny_metadata())
+    data = good.read_bytes()
+    (tmp_path / "truncated.safetensors").write_bytes(data[:-10])
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        read_header(tmp_path / "truncated.safetensors")
+    (tmp_path / "noise.safetensors").write_bytes(struct.pack("<Q", 10**12) + b"x" * 50)
+    with pytest.raises(InputError, match="not a safetensors model file"):
+        read_header(tmp_path / "noise.safetensors")
+    with pytest.raises(InputError, match="no such model file"):
+        read_header(tmp_path / "absent.safetensors")
+
+
+def test_metadata_fields_are_checked(tmp_path):
+    from safetensors.torch import save_file
+
+    for document, message in [
+        ('{"format_version": 1, "task": "x"}', "lacks the field 'architecture'"),
+        ('{"format_version": 99}', "'format_version' is 99"),
+        ('[1, 2]', "model metadata is not a JSON object"),
+    ]:
+        path = tmp_path / "m.safetensors"
+        save_file({"w": torch.zeros(1)}, str(path), metadata={"oncoseg": document})
+        with pytest.raises(InputError, match=message):
+            read_header(path)
+        path.unlink()
