@@ -10,8 +10,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 MODULE_FOLDERS = ["OncoSegCommon"]
-for folder in MODULE_FOLDERS:
-    path = str(ROOT / folder)
+# Slicer puts each module folder on the path; the tests share small builders in helpers/.
+for path in [str(ROOT / folder) for folder in MODULE_FOLDERS] + [str(ROOT / "Testing/helpers")]:
     if path not in sys.path:
         sys.path.insert(0, path)
 

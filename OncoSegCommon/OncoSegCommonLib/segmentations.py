@@ -16,6 +16,7 @@ import slicer
 import vtk
 
 from oncoseg.tasks import SegmentSpec
+from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since, temporary_nodes
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
 
@@ -41,13 +42,14 @@ def segmentation_node_from_labels(
     name: str,
 ) -> Any:
     """A new segmentation node with one segment per spec (empty segments included)."""
-    node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+    before = set(node_ids(scene))
     try:
+        node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
         node.SetReferenceImageGeometryParameterFromVolumeNode(reference_volume_node)
         node.CreateDefaultDisplayNodes()
         set_segments_from_labels(node, labels, segments)
     except Exception:
-        scene.RemoveNode(node)
+        remove_nodes_added_since(scene, before)
         raise
     return node
 
@@ -68,13 +70,11 @@ def set_segments_from_labels(node: Any, labels: sitk.Image,
         if spec.terminology is not None:
             segment.SetTerminology(spec.terminology.to_slicer())
         ids.InsertNextValue(sid)
-    temporary = volume_node_from_image(scene, _consecutive_labels(labels, segments),
-                                       "OncoSeg temporary labelmap", labelmap=True)
-    try:
+    with temporary_nodes(scene):
+        temporary = volume_node_from_image(scene, _consecutive_labels(labels, segments),
+                                           "OncoSeg temporary labelmap", labelmap=True)
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
             temporary, node, ids)
-    finally:
-        scene.RemoveNode(temporary)
     if not ok:
         raise RuntimeError(f"Slicer could not import the label map into '{node.GetName()}'")
 
@@ -101,19 +101,14 @@ def labels_from_segmentation_node(
     id_array = vtk.vtkStringArray()
     for sid in ids:
         id_array.InsertNextValue(sid)
-    temporary = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "OncoSeg temporary export")
-    try:
+    with temporary_nodes(scene):
+        temporary = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "OncoSeg export")
         ok = slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
             node, id_array, temporary, reference_volume_node,
             slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
         if not ok:
             raise RuntimeError(f"Slicer could not export '{node.GetName()}' to a label map")
         exported = image_from_volume_node(temporary)
-    finally:
-        display = temporary.GetDisplayNode()
-        if display is not None:
-            scene.RemoveNode(display)
-        scene.RemoveNode(temporary)
     array = sitk.GetArrayViewFromImage(exported)
     lookup = np.zeros(len(ids) + 1, np.uint16 if max(values, default=0) > 255 else np.uint8)
     lookup[1:] = values

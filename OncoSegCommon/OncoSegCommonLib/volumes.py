@@ -14,6 +14,7 @@ import vtk
 from vtk.util import numpy_support
 
 from OncoSegCommonLib.coordinates import ras_lps
+from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 
 
 def _ijk_to_ras(node: Any) -> np.ndarray:
@@ -69,11 +70,13 @@ def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
                            labelmap: bool = False) -> Any:
     """A new volume node (scalar, or labelmap) with a display node, added to the scene."""
     class_name = "vtkMRMLLabelMapVolumeNode" if labelmap else "vtkMRMLScalarVolumeNode"
-    node = scene.AddNewNodeByClass(class_name, name)
+    before = set(node_ids(scene))
     try:
+        node = scene.AddNewNodeByClass(class_name, name)
         update_volume_node(node, image)
         node.CreateDefaultDisplayNodes()
     except Exception:
-        scene.RemoveNode(node)
+        remove_nodes_added_since(scene, before)
         raise
     return node
+
