@@ -38,6 +38,21 @@ def _add_set_option(parser: argparse.ArgumentParser) -> None:
                         "(repeatable; see `oncoseg tasks --json` for the fields)")
 
 
+def _task_verb(verbs: Any, name: str, help_text: str) -> argparse.ArgumentParser:
+    """A verb on one task, writing into --output, on a device, with progress."""
+    parser = verbs.add_parser(name, help=help_text)
+    parser.add_argument("task")
+    parser.add_argument("--output", required=True, type=Path)
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
+    _add_progress_option(parser)
+    return parser
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", required=True, type=Path)
+    parser.add_argument("--layout", default="auto", help="data set layout, or auto to detect it")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="oncoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"oncoseg {oncoseg.__version__}")
@@ -58,36 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     _add_progress_option(p)
 
-    p = verbs.add_parser("predict", help="run a task on one case")
-    p.add_argument("task")
+    p = _task_verb(verbs, "predict", "run a task on one case")
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="ROLE=PATH",
                    help="an input volume or DICOM series folder (repeat for each role)")
     p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or mps")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_set_option(p)
-    _add_progress_option(p)
 
-    p = verbs.add_parser("train", help="train a task's model on a data set")
-    p.add_argument("task")
-    p.add_argument("--dataset", required=True, type=Path)
-    p.add_argument("--layout", default="auto")
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--device", default="auto")
+    p = _task_verb(verbs, "train", "train a task's model on a data set")
+    _add_dataset_options(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     _add_set_option(p)
-    _add_progress_option(p)
 
-    p = verbs.add_parser("evaluate", help="evaluate a model on a labelled data set")
-    p.add_argument("task")
-    p.add_argument("--dataset", required=True, type=Path)
-    p.add_argument("--layout", default="auto")
-    p.add_argument("--model", default="demo")
-    p.add_argument("--output", required=True, type=Path)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--overwrite", action="store_true")
-    _add_progress_option(p)
+    p = _task_verb(verbs, "evaluate", "evaluate a model on a labelled data set")
+    _add_dataset_options(p)
+    p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
     p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
     p.add_argument("--output", type=Path, default=Path("oncoseg-demo"))

@@ -130,3 +130,26 @@ def test_unknown_task_and_usage_errors():
     assert result.returncode == 2 and "task 'no-such-task': is unknown" in result.stderr
     assert oncoseg("predict").returncode == 2
     assert oncoseg("frobnicate").returncode == 2
+
+
+class _WritesMarker:
+    path = ""
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_info_refuses_pickles_without_running_them(tmp_path):
+    import torch
+
+    _WritesMarker.path = str(tmp_path / "code-ran")
+    (tmp_path / "renamed.safetensors").write_bytes(pickle.dumps(_WritesMarker()))
+    torch.save({"state": _WritesMarker()}, tmp_path / "checkpoint.pt")
+    for name in ("renamed.safetensors", "checkpoint.pt"):
+        result = oncoseg("info", tmp_path / name)
+        assert result.returncode == 2, result.stderr
+        assert "It was not opened" in result.stderr
+    assert not (tmp_path / "code-ran").exists()
+    # the files really would run code if unpickled
+    pickle.loads((tmp_path / "renamed.safetensors").read_bytes())
+    assert (tmp_path / "code-ran").exists()
