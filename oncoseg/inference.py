@@ -1,0 +1,238 @@
+"""Sliding-window inference for 2D and 3D networks, memory-bounded.
+
+Windows are placed as MONAI and nnU-Net place them (a regular grid whose last window is moved
+back to end at the border; images smaller than the window are padded symmetrically) and blended
+with the same Gaussian importance map, so results agree with MONAI's ``sliding_window_inference``.
+What differs is the memory: windows are visited slab by slab along the first spatial axis, and
+only one slab of accumulated predictions and weights is held. Rows that no later window touches
+are normalised, passed through ``finalize`` (e.g. a softmax) and written into the output at once,
+so no full-size weight map or second full-size copy exists. Each window is cut from the raw input
+and passed through ``window_transform`` (e.g. CT windowing), so a normalised float copy of the
+whole volume is never made either.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+
+def window_starts(size: int, window: int, overlap: float) -> list[int]:
+    """Start indices along one axis (in padded coordinates, where size >= window)."""
+    if window >= size:
+        return [0]
+    interval = max(int(window * (1.0 - overlap)), 1)
+    count = math.ceil((size - window) / interval) + 1
+    return [min(i * interval, size - window) for i in range(count)]
+
+
+def gaussian_importance(window: Sequence[int], sigma_scale: float = 0.125) -> Tensor:
+    """Separable Gaussian centred on the window, peak 1, floored at max(min, 1e-3)."""
+    weights = None
+    for n in window:
+        x = torch.arange(n, dtype=torch.float32) - (n - 1) / 2.0
+        g = torch.exp(-(x**2) / (2.0 * (sigma_scale * n) ** 2))
+        weights = g if weights is None else weights[..., None] * g
+    assert weights is not None
+    return weights.clamp_(min=max(float(weights.min()), 1e-3))
+
+
+@dataclass
+class SlidingWindow:
+    """How to tile a volume; the defaults follow nnU-Net/MONAI practice."""
+
+    window: tuple[int, ...]
+    overlap: float = 0.5
+    mode: Literal["gaussian", "constant"] = "gaussian"
+    sigma_scale: float = 0.125
+    batch_size: int = 4
+    device: str = "cpu"
+    channels_last: bool = True  # faster convolutions on CPU (AVX2) and GPU
+    autocast: bool = True  # float16 on CUDA only; never bfloat16 on CPU (slow here)
+    pad_value: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what the run had to do (OOM fallbacks)
+
+    def __call__(
+        self,
+        volume: np.ndarray | Tensor,
+        network: Callable[[Tensor], Tensor],
+        window_transform: Callable[[Tensor], Tensor] | None = None,
+        finalize: Callable[[Tensor], Tensor] | None = None,
+        output_dtype: torch.dtype = torch.float32,
+        progress: ProgressCallback | None = None,
+        cancel: CancelToken | None = None,
+        stage: str = "Inference",
+    ) -> Tensor:
+        """Run ``network`` over ``volume`` (channels first, 2 or 3 spatial axes).
+
+        ``window_transform`` maps a batch of raw windows (B, C, *window) to network input;
+        ``finalize`` maps blended network output rows (C, n, ...) to what is kept, e.g. a
+        softmax. Returns the kept output on the CPU, shape (C', *spatial).
+        """
+        data = torch.as_tensor(volume)
+        spatial = tuple(data.shape[1:])
+        if len(spatial) != len(self.window) or len(spatial) not in (2, 3):
+            raise ValueError(f"window {self.window} does not fit a volume of spatial shape "
+                             f"{spatial} (2 or 3 spatial axes, channels first)")
+        padded = tuple(max(s, w) for s, w in zip(spatial, self.window, strict=True))
+        pad_lo = tuple((p - s) // 2 for p, s in zip(padded, spatial, strict=True))
+        starts = [window_starts(p, w, self.overlap)
+                  for p, w in zip(padded, self.window, strict=True)]
+        importance = (gaussian_importance(self.window, self.sigma_scale)
+                      if self.mode == "gaussian" else torch.ones(self.window))
+        runner = _BatchRunner(network, self, window_transform)
+
+        depth = min(self.window[0], spatial[0])
+        rest = spatial[1:]
+        total = len(starts[0]) * math.prod(len(s) for s in starts[1:])
+        done = 0
+        accumulator: Tensor | None = None
+        weights = torch.zeros((depth, *rest), dtype=torch.float32)
+        output: Tensor | None = None
+        acc_lo = 0  # image row held in accumulator[:, 0]
+
+        def flush(upto: int) -> None:
+            nonlocal acc_lo, output
+            n = upto - acc_lo
+            if n <= 0 or accumulator is None:
+                return
+            rows = accumulator[:, :n] / weights[:n]
+            if finalize is not None:
+                rows = finalize(rows)
+            if output is None:
+                output = torch.empty((rows.shape[0], *spatial), dtype=output_dtype)
+            output[:, acc_lo:upto] = rows
+            keep = depth - n
+            if keep > 0:  # slide the rows still open to the front
+                accumulator[:, :keep] = accumulator[:, n:].clone()
+                weights[:keep] = weights[n:].clone()
+            accumulator[:, keep:] = 0
+            weights[keep:] = 0
+            acc_lo = upto
+
+        grid_rest = np.stack(np.meshgrid(*starts[1:], indexing="ij"), -1).reshape(-1, len(rest))
+        for start0 in starts[0]:
+            row0 = start0 - pad_lo[0]
+            flush(max(row0, 0))
+            corners = [(start0, *map(int, c)) for c in grid_rest]
+            for first in range(0, len(corners), self.batch_size):
+                check_cancelled(cancel)
+                batch = corners[first:first + self.batch_size]
+                windows = torch.stack([self._cut(data, c, pad_lo) for c in batch])
+                predictions = runner(windows)
+                if accumulator is None:
+                    accumulator = torch.zeros((predictions.shape[1], depth, *rest),
+                                              dtype=torch.float32)
+                for corner, prediction in zip(batch, predictions, strict=True):
+                    self._add(accumulator, weights, prediction, importance, corner, pad_lo,
+                              spatial, acc_lo)
+                done += len(batch)
+                report(progress, stage, done, total)
+        flush(spatial[0])
+        assert output is not None
+        self.notes.extend(runner.notes)
+        return output
+
+    def _cut(self, data: Tensor, corner: tuple[int, ...], pad_lo: tuple[int, ...]) -> Tensor:
+        """One raw window; parts outside the image are left for padding after the transform."""
+        index = [slice(None)]
+        for c, p, w, s in zip(corner, pad_lo, self.window, data.shape[1:], strict=True):
+            index.append(slice(max(c - p, 0), min(c - p + w, s)))
+        return data[tuple(index)]
+
+    def _add(self, accumulator: Tensor, weights: Tensor, prediction: Tensor, importance: Tensor,
+             corner: tuple[int, ...], pad_lo: tuple[int, ...], spatial: tuple[int, ...],
+             acc_lo: int) -> None:
+        source = []
+        target = []
+        for axis, (c, p, w, s) in enumerate(zip(corner, pad_lo, self.window, spatial,
+                                                strict=True)):
+            lo, hi = max(c - p, 0), min(c - p + w, s)
+            source.append(slice(lo - (c - p), hi - (c - p)))
+            target.append(slice(lo - acc_lo, hi - acc_lo) if axis == 0 else slice(lo, hi))
+        w_part = importance[tuple(source)]
+        accumulator[(slice(None), *target)] += prediction[(slice(None), *source)] * w_part
+        weights[tuple(target)] += w_part
+
+
+class _BatchRunner:
+    """Runs batches on the chosen device, padding windows, falling back on out-of-memory."""
+
+    def __init__(self, network: Callable[[Tensor], Tensor], config: SlidingWindow,
+                 window_transform: Callable[[Tensor], Tensor] | None):
+        self.network = network
+        self.config = config
+        self.transform = window_transform
+        self.device = torch.device(config.device)
+        self.batch_size = config.batch_size
+        self.notes: list[str] = []
+
+    def _prepare(self, windows: Tensor) -> Tensor:
+        x = windows if self.transform is None else self.transform(windows)
+        x = x.to(torch.float32)
+        pad = []
+        for have, want in zip(reversed(x.shape[2:]), reversed(self.config.window), strict=True):
+            diff = want - have
+            pad += [diff // 2, diff - diff // 2]
+        if any(pad):
+            x = torch.nn.functional.pad(x, pad, value=self.config.pad_value)
+        return x
+
+    def _forward(self, x: Tensor) -> Tensor:
+        x = x.to(self.device)
+        if self.config.channels_last and x.dim() in (4, 5):
+            fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
+            x = x.contiguous(memory_format=fmt)
+        use_autocast = self.config.autocast and self.device.type == "cuda"
+        with torch.inference_mode(), torch.autocast(self.device.type, torch.float16,
+                                                    enabled=use_autocast):
+            return self.network(x).float().to("cpu").contiguous()
+
+    def __call__(self, windows: Tensor) -> Tensor:
+        """Predictions for a batch of raw windows (all of one shape), at full window size.
+
+        Windows are short only along axes where the image is smaller than the window; there is a
+        single window position on such an axis, so every window of a batch is cut alike.
+        """
+        results = []
+        position = 0
+        while position < len(windows):
+            chunk = windows[position:position + self.batch_size]
+            try:
+                results.append(self._forward(self._prepare(chunk)))
+                position += len(chunk)
+            except torch.cuda.OutOfMemoryError:
+                self._shrink()
+        return torch.cat(results)
+
+    def _shrink(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch_size > 1:
+            self.batch_size = max(1, self.batch_size // 2)
+            self._note(f"out of memory on {self.device}: batch size reduced to "
+                       f"{self.batch_size}")
+        elif self.device.type != "cpu":
+            self._note(f"out of memory on {self.device} even with one window: continuing on "
+                       "the CPU (slower)")
+            self.device = torch.device("cpu")
+            if isinstance(self.network, torch.nn.Module):
+                self.network.to("cpu")
+        else:
+            raise MemoryError("out of memory on the CPU with a single window; use a smaller "
+                              "window")
+
+    def _note(self, text: str) -> None:
+        log.warning(text)
+        self.notes.append(text)
