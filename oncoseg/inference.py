@@ -69,7 +69,6 @@ class SlidingWindow:
         network: Callable[[Tensor], Tensor],
         window_transform: Callable[[Tensor], Tensor] | None = None,
         finalize: Callable[[Tensor], Tensor] | None = None,
-        output_dtype: torch.dtype = torch.float32,
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         stage: str = "Inference",
@@ -77,8 +76,9 @@ class SlidingWindow:
         """Run ``network`` over ``volume`` (channels first, 2 or 3 spatial axes).
 
         ``window_transform`` maps a batch of raw windows (B, C, *window) to network input;
-        ``finalize`` maps blended network output rows (C, n, ...) to what is kept, e.g. a
-        softmax. Returns the kept output on the CPU, shape (C', *spatial).
+        ``finalize`` maps blended rows (K, n, ...) to what is kept in their place (same shape,
+        e.g. a softmax over K). Returns float32 (K, *spatial) on the CPU. A ``torch.nn.Module``
+        network is switched to channels-last memory format (same weights, faster convolutions).
         """
         data = torch.as_tensor(volume)
         spatial = tuple(data.shape[1:])
@@ -92,55 +92,28 @@ class SlidingWindow:
         importance = (gaussian_importance(self.window, self.sigma_scale)
                       if self.mode == "gaussian" else torch.ones(self.window))
         runner = _BatchRunner(network, self, window_transform)
-
-        depth = min(self.window[0], spatial[0])
-        rest = spatial[1:]
+        slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:])
         total = len(starts[0]) * math.prod(len(s) for s in starts[1:])
         done = 0
-        accumulator: Tensor | None = None
-        weights = torch.zeros((depth, *rest), dtype=torch.float32)
         output: Tensor | None = None
-        acc_lo = 0  # image row held in accumulator[:, 0]
-
-        def flush(upto: int) -> None:
-            nonlocal acc_lo, output
-            n = upto - acc_lo
-            if n <= 0 or accumulator is None:
-                return
-            rows = accumulator[:, :n] / weights[:n]
-            if finalize is not None:
-                rows = finalize(rows)
-            if output is None:
-                output = torch.empty((rows.shape[0], *spatial), dtype=output_dtype)
-            output[:, acc_lo:upto] = rows
-            keep = depth - n
-            if keep > 0:  # slide the rows still open to the front
-                accumulator[:, :keep] = accumulator[:, n:].clone()
-                weights[:keep] = weights[n:].clone()
-            accumulator[:, keep:] = 0
-            weights[keep:] = 0
-            acc_lo = upto
-
-        grid_rest = np.stack(np.meshgrid(*starts[1:], indexing="ij"), -1).reshape(-1, len(rest))
+        grid_rest = np.stack(np.meshgrid(*starts[1:], indexing="ij"), -1).reshape(-1,
+                                                                                   len(starts) - 1)
         for start0 in starts[0]:
-            row0 = start0 - pad_lo[0]
-            flush(max(row0, 0))
+            if output is not None:  # rows above this window row are complete
+                slab.finish(output, max(start0 - pad_lo[0], 0), finalize)
             corners = [(start0, *map(int, c)) for c in grid_rest]
             for first in range(0, len(corners), self.batch_size):
                 check_cancelled(cancel)
                 batch = corners[first:first + self.batch_size]
-                windows = torch.stack([self._cut(data, c, pad_lo) for c in batch])
-                predictions = runner(windows)
-                if accumulator is None:
-                    accumulator = torch.zeros((predictions.shape[1], depth, *rest),
-                                              dtype=torch.float32)
+                predictions = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
+                if output is None:
+                    output = torch.zeros((predictions.shape[1], *spatial), dtype=torch.float32)
                 for corner, prediction in zip(batch, predictions, strict=True):
-                    self._add(accumulator, weights, prediction, importance, corner, pad_lo,
-                              spatial, acc_lo)
+                    self._add(output, slab, prediction, importance, corner, pad_lo, spatial)
                 done += len(batch)
                 report(progress, stage, done, total)
-        flush(spatial[0])
         assert output is not None
+        slab.finish(output, spatial[0], finalize)
         self.notes.extend(runner.notes)
         return output
 
@@ -151,19 +124,57 @@ class SlidingWindow:
             index.append(slice(max(c - p, 0), min(c - p + w, s)))
         return data[tuple(index)]
 
-    def _add(self, accumulator: Tensor, weights: Tensor, prediction: Tensor, importance: Tensor,
-             corner: tuple[int, ...], pad_lo: tuple[int, ...], spatial: tuple[int, ...],
-             acc_lo: int) -> None:
-        source = []
-        target = []
-        for axis, (c, p, w, s) in enumerate(zip(corner, pad_lo, self.window, spatial,
-                                                strict=True)):
+    def _add(self, output: Tensor, slab: _WeightSlab, prediction: Tensor, importance: Tensor,
+             corner: tuple[int, ...], pad_lo: tuple[int, ...], spatial: tuple[int, ...]) -> None:
+        """Blend one window's prediction into the output and its weight into the slab."""
+        source, target = [], []
+        for c, p, w, s in zip(corner, pad_lo, self.window, spatial, strict=True):
             lo, hi = max(c - p, 0), min(c - p + w, s)
             source.append(slice(lo - (c - p), hi - (c - p)))
-            target.append(slice(lo - acc_lo, hi - acc_lo) if axis == 0 else slice(lo, hi))
+            target.append(slice(lo, hi))
         w_part = importance[tuple(source)]
-        accumulator[(slice(None), *target)] += prediction[(slice(None), *source)] * w_part
-        weights[tuple(target)] += w_part
+        output[(slice(None), *target)].addcmul_(prediction[(slice(None), *source)], w_part)
+        slab.add(target, w_part)
+
+
+class _WeightSlab:
+    """Summed window weights for the rows still open: one window's depth of rows, not a
+    full-size map. Finished rows are normalised and finalized in place, a few at a time."""
+
+    ROWS_PER_STEP = 4  # bounds the temporaries of ``finalize``
+
+    def __init__(self, depth: int, rest: tuple[int, ...]):
+        self.weights = torch.zeros((depth, *rest), dtype=torch.float32)
+        self.first_row = 0  # image row held in weights[0]
+
+    def add(self, target: list[slice], w_part: Tensor) -> None:
+        rows = slice(target[0].start - self.first_row, target[0].stop - self.first_row)
+        self.weights[(rows, *target[1:])] += w_part
+
+    def finish(self, output: Tensor, upto: int, finalize: Callable[[Tensor], Tensor] | None
+               ) -> None:
+        n = upto - self.first_row
+        if n <= 0:
+            return
+        for a in range(0, n, self.ROWS_PER_STEP):
+            b = min(a + self.ROWS_PER_STEP, n)
+            rows = output[:, self.first_row + a:self.first_row + b]
+            rows.div_(self.weights[a:b])
+            if finalize is not None:
+                kept = finalize(rows)
+                if kept.shape != rows.shape:
+                    raise ValueError(f"finalize must keep the shape {tuple(rows.shape)}, "
+                                     f"it returned {tuple(kept.shape)}")
+                rows.copy_(kept)
+        keep = len(self.weights) - n
+        if keep > 0:  # slide the rows still open to the front
+            self.weights[:keep] = self.weights[n:].clone()
+        self.weights[max(keep, 0):] = 0
+        self.first_row = upto
+
+
+def _channels_last(spatial_dims: int) -> torch.memory_format:
+    return torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
 
 
 class _BatchRunner:
@@ -177,6 +188,11 @@ class _BatchRunner:
         self.device = torch.device(config.device)
         self.batch_size = config.batch_size
         self.notes: list[str] = []
+        if isinstance(network, torch.nn.Module):
+            network.to(self.device)
+            if config.channels_last:
+                # both weights and inputs channels-last, or the convolution converts each call
+                network.to(memory_format=_channels_last(len(config.window)))
 
     def _prepare(self, windows: Tensor) -> Tensor:
         x = windows if self.transform is None else self.transform(windows)
@@ -191,9 +207,8 @@ class _BatchRunner:
 
     def _forward(self, x: Tensor) -> Tensor:
         x = x.to(self.device)
-        if self.config.channels_last and x.dim() in (4, 5):
-            fmt = torch.channels_last if x.dim() == 4 else torch.channels_last_3d
-            x = x.contiguous(memory_format=fmt)
+        if self.config.channels_last:
+            x = x.contiguous(memory_format=_channels_last(x.dim() - 2))
         use_autocast = self.config.autocast and self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16,
                                                     enabled=use_autocast):

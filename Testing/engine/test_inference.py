@@ -54,10 +54,11 @@ def test_window_transform_and_finalize_equal_doing_it_on_the_whole_volume():
         expected = torch.softmax(monai_inferers.sliding_window_inference(
             window(hu)[None], (12, 16, 16), 2, net, overlap=0.5, mode="gaussian")[0], dim=0)
     ours = SlidingWindow((12, 16, 16), overlap=0.5, batch_size=2)(
-        hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, dim=0),
-        output_dtype=torch.float16)
-    assert ours.dtype == torch.float16
-    torch.testing.assert_close(ours.float(), expected, atol=1e-3, rtol=0)
+        hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, dim=0))
+    torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
+    with pytest.raises(ValueError, match="finalize must keep the shape"):
+        SlidingWindow((12, 16, 16))(hu, net, window_transform=window,
+                                    finalize=lambda rows: rows[1:])
 
 
 def test_window_placement_and_importance():

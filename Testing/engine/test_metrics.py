@@ -1,0 +1,135 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.spatial.distance import directed_hausdorff
+from sklearn.metrics import roc_auc_score
+
+from oncoseg.metrics import (
+    brats_regions,
+    dice,
+    hd95,
+    jaccard,
+    kaggle_gi_score,
+    mean_surface_distance,
+    roc_auc,
+    write_case_table,
+)
+
+monai_metrics = pytest.importorskip("monai.metrics", reason="MONAI is the test peer")
+
+
+@st.composite
+def mask_pairs(draw):
+    """Two overlapping-ish random shapes (unions of ellipsoids) on an anisotropic grid."""
+    shape = tuple(draw(st.integers(6, 24)) for _ in range(3))
+    spacing = tuple(draw(st.sampled_from([0.5, 0.8, 1.0, 2.5, 5.0])) for _ in range(3))
+    seed = draw(st.integers(0, 2**31 - 1))
+    rng = np.random.default_rng(seed)
+    grid = np.indices(shape).astype(float)
+
+    def shape_mask():
+        mask = np.zeros(shape, bool)
+        for _ in range(rng.integers(1, 4)):
+            centre = [rng.uniform(0, s) for s in shape]
+            radii = [rng.uniform(1, s / 2 + 1) for s in shape]
+            mask |= sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii,
+                                                              strict=True)) <= 1
+        return mask
+
+    return shape_mask(), shape_mask(), spacing
+
+
+def one_hot(mask):
+    m = torch.from_numpy(mask)
+    return torch.stack([~m, m]).float()[None]
+
+
+@settings(max_examples=60, deadline=None)
+@given(pair=mask_pairs())
+def test_surface_metrics_equal_monai_and_dice_equals_simpleitk(pair):
+    a, b, spacing = pair
+    if not a.any() or not b.any():
+        return
+    expected_hd95 = float(monai_metrics.compute_hausdorff_distance(
+        one_hot(a), one_hot(b), percentile=95, spacing=spacing)[0, 0])
+    expected_msd = float(monai_metrics.compute_average_surface_distance(
+        one_hot(a), one_hot(b), symmetric=True, spacing=spacing)[0, 0])
+    assert hd95(a, b, spacing) == pytest.approx(expected_hd95, abs=0.01)
+    assert mean_surface_distance(a, b, spacing) == pytest.approx(expected_msd, abs=0.01)
+
+    overlap = sitk.LabelOverlapMeasuresImageFilter()
+    image_a = sitk.GetImageFromArray(a.astype(np.uint8))
+    image_b = sitk.GetImageFromArray(b.astype(np.uint8))
+    image_a.SetSpacing(spacing[::-1])
+    image_b.SetSpacing(spacing[::-1])
+    overlap.Execute(image_b, image_a)
+    assert dice(a, b) == pytest.approx(overlap.GetDiceCoefficient(), abs=1e-6)
+    assert jaccard(a, b) == pytest.approx(overlap.GetJaccardCoefficient(), abs=1e-6)
+
+
+def test_empty_cases_are_explicit():
+    empty = np.zeros((4, 4, 4), bool)
+    full = np.ones((4, 4, 4), bool)
+    assert dice(empty, empty) == 1.0
+    assert math.isnan(dice(empty, empty, empty=math.nan))
+    assert dice(empty, full) == 0.0
+    assert math.isnan(hd95(empty, empty, (1, 1, 1)))
+    assert math.isinf(hd95(empty, full, (1, 1, 1)))
+    assert hd95(full, full, (1, 1, 1)) == 0.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(2, 400), levels=st.integers(2, 50), seed=st.integers(0, 10_000))
+def test_auc_equals_scikit_learn_with_ties(n, levels, seed):
+    rng = np.random.default_rng(seed)
+    labels = rng.random(n) < 0.3
+    if labels.all() or not labels.any():
+        labels[0], labels[-1] = True, False
+    scores = np.round(rng.random(n) * levels) / levels + 0.2 * labels
+    assert roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-9)
+    assert math.isnan(roc_auc(scores, np.zeros(n, bool)))
+
+
+def straightforward_kaggle(prediction, reference):
+    """The competition's published scoring recipe, written out plainly."""
+    if not prediction.any() and not reference.any():
+        return 1.0
+    if not prediction.any() or not reference.any():
+        return 0.0
+    d = 2 * (prediction & reference).sum() / (prediction.sum() + reference.sum())
+    p, r = np.argwhere(prediction), np.argwhere(reference)
+    h = max(directed_hausdorff(p, r)[0], directed_hausdorff(r, p)[0])
+    return 0.4 * d + 0.6 * (1 - min(h / np.sqrt(np.sum(np.square(prediction.shape))), 1))
+
+
+@settings(max_examples=40, deadline=None)
+@given(pair=mask_pairs())
+def test_kaggle_score_matches_the_plain_recipe(pair):
+    a, b, _ = pair
+    assert kaggle_gi_score(a, b)["score"] == pytest.approx(straightforward_kaggle(a, b),
+                                                           abs=1e-9)
+
+
+def test_brats_regions_nest():
+    labels = np.array([0, 1, 2, 3])
+    regions = brats_regions(labels)
+    assert regions["whole tumour"].tolist() == [False, True, True, True]
+    assert regions["tumour core"].tolist() == [False, True, False, True]
+    assert regions["enhancing tumour"].tolist() == [False, False, False, True]
+
+
+def test_case_table(tmp_path):
+    rows = [{"case": "a", "dice": 0.8, "hd95_mm": 3.0}, {"case": "b", "dice": 0.6,
+                                                         "hd95_mm": math.inf}]
+    table, summary = write_case_table(rows, tmp_path)
+    assert table.read_text().splitlines() == ["case,dice,hd95_mm", "a,0.8,3", "b,0.6,inf"]
+    metrics = json.loads(summary.read_text())["metrics"]
+    assert metrics["dice"]["mean"] == pytest.approx(0.7)
+    assert metrics["hd95_mm"] == {"n": 1, "mean": 3.0, "sd": 0.0, "median": 3.0, "min": 3.0,
+                                  "max": 3.0, "not_finite": 1}

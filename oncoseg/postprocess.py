@@ -1,0 +1,121 @@
+"""Cleaning a segmentation the way the papers do, and listing what a reader may choose.
+
+Connected components (6- or 26-connected), the largest one, hole filling, each per label of a
+multi-label map. :func:`components` describes every candidate (volume in mL, physical centroid,
+mean and max probability) so that a reader can keep a component other than the largest, as the
+RectalSeg paper's failure cases require; :func:`component_at` picks one from a seed point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from oncoseg.geometry import voxel_volume_ml
+
+Connectivity = Literal[6, 26]
+
+
+def _structure(connectivity: Connectivity, ndim: int = 3) -> np.ndarray:
+    if connectivity not in (6, 26):
+        raise ValueError(f"connectivity must be 6 or 26, not {connectivity}")
+    return ndimage.generate_binary_structure(ndim, 1 if connectivity == 6 else ndim)
+
+
+def label_components(mask: np.ndarray, connectivity: Connectivity = 26) -> tuple[np.ndarray, int]:
+    """Component index per voxel (0 = background), numbered by decreasing size (1 = largest)."""
+    labels, count = ndimage.label(np.asarray(mask, bool), structure=_structure(connectivity,
+                                                                                mask.ndim))
+    if count <= 1:
+        return labels.astype(np.int32), count
+    sizes = np.bincount(labels.ravel())[1:]
+    order = np.argsort(-sizes, kind="stable")  # ties keep scan order
+    relabel = np.zeros(count + 1, np.int32)
+    relabel[order + 1] = np.arange(1, count + 1, dtype=np.int32)
+    return relabel[labels], count
+
+
+def largest_component(mask: np.ndarray, connectivity: Connectivity = 26) -> np.ndarray:
+    labels, count = label_components(mask, connectivity)
+    return labels == 1 if count else np.zeros(np.shape(mask), bool)
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill background regions that the mask encloses completely (in 3D)."""
+    return ndimage.binary_fill_holes(np.asarray(mask, bool))
+
+
+def clean_label_map(labels: np.ndarray, values: Sequence[int] | None = None,
+                    connectivity: Connectivity = 26, holes: bool = True) -> np.ndarray:
+    """Per label: keep its largest component, then fill its holes where nothing else is.
+
+    A hole is filled only with background voxels, so one organ never overwrites another.
+    """
+    labels = np.asarray(labels)
+    values = [int(v) for v in np.unique(labels) if v != 0] if values is None else values
+    out = np.zeros_like(labels)
+    for value in values:
+        kept = largest_component(labels == value, connectivity)
+        out[kept] = value
+    if holes:
+        for value in values:
+            filled = fill_holes(out == value)
+            out[filled & (out == 0)] = value
+    return out
+
+
+@dataclass(frozen=True)
+class Component:
+    """One connected candidate; ``index`` matches :func:`label_components` (1 = largest)."""
+
+    index: int
+    voxels: int
+    volume_ml: float
+    centroid_lps_mm: tuple[float, float, float]
+    mean_probability: float | None
+    max_probability: float | None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def components(mask: sitk.Image, probability: sitk.Image | None = None,
+               connectivity: Connectivity = 26) -> tuple[np.ndarray, list[Component]]:
+    """Every connected component of a binary mask image, largest first, with its figures."""
+    array = sitk.GetArrayViewFromImage(mask).astype(bool)
+    labels, count = label_components(array, connectivity)
+    if count == 0:
+        return labels, []
+    index = np.arange(1, count + 1)
+    voxels = ndimage.sum_labels(np.ones_like(labels), labels, index).astype(int)
+    centroids_zyx = ndimage.center_of_mass(np.ones_like(labels), labels, index)
+    prob = None if probability is None else sitk.GetArrayViewFromImage(probability)
+    means = ndimage.mean(prob, labels, index) if prob is not None else [None] * count
+    maxima = ndimage.maximum(prob, labels, index) if prob is not None else [None] * count
+    ml = voxel_volume_ml(mask)
+    found = []
+    for i in range(count):
+        z, y, x = centroids_zyx[i]
+        centroid = mask.TransformContinuousIndexToPhysicalPoint((float(x), float(y), float(z)))
+        found.append(Component(
+            index=i + 1, voxels=int(voxels[i]), volume_ml=float(voxels[i] * ml),
+            centroid_lps_mm=tuple(round(c, 3) for c in centroid),
+            mean_probability=None if means[i] is None else float(means[i]),
+            max_probability=None if maxima[i] is None else float(maxima[i]),
+        ))
+    return labels, found
+
+
+def component_at(labels: np.ndarray, reference: sitk.Image,
+                 point_lps_mm: Sequence[float]) -> int:
+    """The component index under a physical point (0 when the point hits none)."""
+    index = reference.TransformPhysicalPointToIndex(tuple(float(p) for p in point_lps_mm))
+    i, j, k = index
+    if not all(0 <= v < s for v, s in zip(index, reference.GetSize(), strict=True)):
+        return 0
+    return int(labels[k, j, i])
