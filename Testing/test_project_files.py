@@ -17,7 +17,7 @@ def cmake_list(text: str, variable: str, module: str) -> set[str]:
 
 
 def module_folders() -> list[Path]:
-    top = (ROOT / "CMakeLists.txt").read_text()
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     return [ROOT / name for name in re.findall(r"add_subdirectory\((\w+)\)", top)]
 
 
@@ -30,7 +30,7 @@ def test_every_module_folder_is_built():
 
 def test_cmake_lists_match_the_files_on_disk():
     for folder in module_folders():
-        text = (folder / "CMakeLists.txt").read_text()
+        text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
         module = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
         assert module == folder.name
         scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS", module)
@@ -52,8 +52,8 @@ def test_ruff_is_clean():
 
 
 def test_ci_runs_exactly_the_readme_test_command():
-    command = [line for line in (ROOT / ".ci/run").read_text().splitlines()
+    command = [line for line in (ROOT / ".ci/run").read_text(encoding="utf-8").splitlines()
                if line.startswith("python3 -m venv")]
     assert len(command) == 1
-    assert command[0] in (ROOT / "README.md").read_text()
+    assert command[0] in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "pytest" in command[0]

@@ -120,5 +120,6 @@ def write_prediction(prediction: Prediction, output: str | os.PathLike[str],
                             str(path), useCompression=True)
         save_overview(prediction, folder / files["overview"])
         document = result_document(prediction, input_paths)
-        (folder / files["result"]).write_text(json.dumps(document, indent=2) + "\n")
+        text = json.dumps(document, indent=2) + "\n"
+        (folder / files["result"]).write_text(text, encoding="utf-8")
     return Path(output)

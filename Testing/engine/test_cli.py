@@ -92,7 +92,7 @@ def test_predict_writes_the_promised_files(tmp_path, threshold_task, capsys):
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == [
         "labels.nii.gz", "overview.png", "probabilities", "probabilities/Bright_region.nii.gz",
         "result.json", "segmentation.seg.nrrd"]
-    result = json.loads((out / "result.json").read_text())
+    result = json.loads((out / "result.json").read_text(encoding="utf-8"))
     labels = sitk.ReadImage(str(out / "labels.nii.gz"))
     voxels = int(sitk.GetArrayViewFromImage(labels).sum())
     expected_ml = voxels * np.prod(image.GetSpacing()) / 1000

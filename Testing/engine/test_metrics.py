@@ -128,8 +128,9 @@ def test_case_table(tmp_path):
     rows = [{"case": "a", "dice": 0.8, "hd95_mm": 3.0}, {"case": "b", "dice": 0.6,
                                                          "hd95_mm": math.inf}]
     table, summary = write_case_table(rows, tmp_path)
-    assert table.read_text().splitlines() == ["case,dice,hd95_mm", "a,0.8,3", "b,0.6,inf"]
-    metrics = json.loads(summary.read_text())["metrics"]
+    lines = table.read_text(encoding="utf-8").splitlines()
+    assert lines == ["case,dice,hd95_mm", "a,0.8,3", "b,0.6,inf"]
+    metrics = json.loads(summary.read_text(encoding="utf-8"))["metrics"]
     assert metrics["dice"]["mean"] == pytest.approx(0.7)
     assert metrics["hd95_mm"] == {"n": 1, "mean": 3.0, "sd": 0.0, "median": 3.0, "min": 3.0,
                                   "max": 3.0, "not_finite": 1}

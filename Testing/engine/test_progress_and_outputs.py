@@ -54,11 +54,11 @@ def test_atomic_directory_leaves_nothing_when_cancelled(tmp_path):
         raise Cancelled()
     assert list(tmp_path.iterdir()) == []
     with atomic_directory(target) as folder:
-        (folder / "done.txt").write_text("ok")
-    assert (target / "done.txt").read_text() == "ok"
+        (folder / "done.txt").write_text("ok", encoding="utf-8")
+    assert (target / "done.txt").read_text(encoding="utf-8") == "ok"
     with pytest.raises(InputError, match="not empty"), atomic_directory(target):
         pass
     with atomic_directory(target, overwrite=True) as folder:
-        (folder / "new.txt").write_text("new")
+        (folder / "new.txt").write_text("new", encoding="utf-8")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["result"]

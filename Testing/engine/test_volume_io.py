@@ -73,7 +73,7 @@ def test_folder_with_two_series_asks_which(tmp_path):
 def test_unreadable_inputs_name_the_path(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_image(tmp_path / "nothing.nrrd")
-    (tmp_path / "text.nrrd").write_text("not an image")
+    (tmp_path / "text.nrrd").write_text("not an image", encoding="utf-8")
     with pytest.raises(InputError, match=r"text\.nrrd: is not a readable image"):
         read_image(tmp_path / "text.nrrd")
     (tmp_path / "empty").mkdir()
