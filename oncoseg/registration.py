@@ -56,6 +56,7 @@ _COMMON: ParameterMap = {
     "MaximumNumberOfSamplingAttempts": ["8"],
     "DefaultPixelValue": ["0"],
     "WriteResultImage": ["true"],
+    "ResultImageFormat": ["mha"],
     "ResultImagePixelType": ["float"],
     "HowToCombineTransforms": ["Compose"],
 }

@@ -1,0 +1,39 @@
+"""The benchmark scripts keep working: tiny runs in the suite, full runs opt-in."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+
+
+def run(script, *args, timeout=600):
+    result = subprocess.run([sys.executable, str(HERE / script), *args, "--json"],
+                            capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_sliding_window_benchmark_runs_and_agrees_with_monai():
+    summary = run("bench_sliding_window.py", "--size", "12", "40", "36", "--window", "8", "16",
+                  "16")
+    assert summary["max_abs_difference"] <= 1e-4
+    assert summary["time_ratio"] > 0 and summary["peak_rss_ratio"] > 0
+
+
+@pytest.mark.benchmark
+def test_sliding_window_benchmark_full_size():
+    print(run("bench_sliding_window.py"))
+
+
+@pytest.mark.benchmark
+@pytest.mark.skipif(shutil.which("elastix") is None,
+                    reason="needs the elastix executable (apt-get install elastix)")
+def test_registration_benchmark():
+    summary = run("bench_registration.py", "--quick")
+    assert summary["tre_in_process_mm"] < 1.5
+    assert summary["tre_executable_mm"] < 1.5
