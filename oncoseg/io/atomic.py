@@ -49,6 +49,7 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     tmp = Path(tmp_name)
     try:
         yield tmp
+        _flush_to_disk(tmp)
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -61,6 +62,12 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
                 os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _flush_to_disk(path: Path) -> None:
+    """Data reach the disk before the rename publishes them (a crash then leaves the old file)."""
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, overwrite: bool = False) -> Path:
