@@ -18,7 +18,7 @@ from oncoseg.errors import InputError
 from oncoseg.terminology import Terminology
 
 # Modules that declare the built-in tasks (each calls register_task on import).
-BUILTIN_TASK_MODULES: tuple[str, ...] = ()
+BUILTIN_TASK_MODULES: tuple[str, ...] = ("oncoseg.rectal.task",)
 VERBS = ("phantom", "predict", "train", "evaluate")
 
 

@@ -1,0 +1,91 @@
+"""Data set readers on data written by the phantom generators, and on broken copies of it."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from oncoseg.cli import main
+from oncoseg.datasets import read_dataset
+from oncoseg.errors import InputError
+
+ROLES = ["t2w", "dwi_b0", "dwi_b1000"]
+
+
+@pytest.fixture(scope="module")
+def rectal_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms") / "rectal"
+    assert main(["phantom", "rectal", "--cases", "3", "--output", str(root), "--progress",
+                 "none"]) == 0
+    return root
+
+
+def copy(root, tmp_path):
+    target = tmp_path / "copy"
+    shutil.copytree(root, target)
+    return target
+
+
+def test_phantom_set_reads_back_with_auto_layout(rectal_set):
+    dataset = read_dataset(rectal_set, "auto", ROLES)
+    assert dataset.layout == "folders"
+    assert [c.id for c in dataset.cases] == ["rectal_000", "rectal_001", "rectal_002"]
+    case = dataset.cases[0]
+    assert list(case.images) == ROLES and list(case.labels) == ["label"]
+    assert case.info["misalignment_dwi_vs_t2w"]["amplitude_mm"] == 3.0
+    label = sitk.ReadImage(str(case.labels["label"]))
+    assert label.GetSize() == sitk.ReadImage(str(case.images["dwi_b0"])).GetSize()
+    assert sitk.GetArrayViewFromImage(label).sum() > 50
+
+
+def test_phantoms_are_deterministic(rectal_set, tmp_path):
+    assert main(["phantom", "rectal", "--cases", "1", "--output", str(tmp_path / "again"),
+                 "--progress", "none"]) == 0
+    for name in ("t2w.nii.gz", "label.nii.gz"):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(rectal_set / "rectal_000" / name)))
+        b = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "again" / "rectal_000" / name)))
+        np.testing.assert_array_equal(a, b)
+
+
+def test_missing_channel_file_names_the_case(rectal_set, tmp_path):
+    root = copy(rectal_set, tmp_path)
+    (root / "rectal_001" / "dwi_b1000.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"case 'rectal_001'.*dwi_b1000 file is missing"):
+        read_dataset(root, "auto", ROLES)
+
+
+def test_label_on_the_wrong_grid_names_the_case(rectal_set, tmp_path):
+    root = copy(rectal_set, tmp_path)
+    label = sitk.ReadImage(str(root / "rectal_002" / "label.nii.gz"))
+    sitk.WriteImage(label[::2, ::2, :], str(root / "rectal_002" / "label.nii.gz"))
+    with pytest.raises(InputError, match=r"case 'rectal_002'.*does not lie on the grid"):
+        read_dataset(root, "auto", ROLES)
+
+
+def test_unsafe_case_id_names_the_case(rectal_set, tmp_path):
+    root = copy(rectal_set, tmp_path)
+    (root / "rectal_000").rename(root / "rectal 000")
+    with pytest.raises(InputError, match=r"case 'rectal 000'.*not a safe case id"):
+        read_dataset(root, "auto", ROLES)
+
+
+def test_unknown_layout_and_empty_folder(tmp_path):
+    with pytest.raises(InputError, match="matches no known data set layout"):
+        read_dataset(tmp_path)
+    with pytest.raises(InputError, match="'kaggle-x' is not a known layout"):
+        read_dataset(tmp_path, "kaggle-x")
+
+
+def test_split_by_patient_is_reproducible_and_saved(rectal_set, tmp_path):
+    dataset = read_dataset(rectal_set, "auto", ROLES)
+    for case in dataset.cases:
+        case.patient = "p1" if case.id != "rectal_002" else "p2"
+    train, validation = dataset.split(0.5, seed=4, save_to=tmp_path / "split.json")
+    patients = {c.patient for c in train} & {c.patient for c in validation}
+    assert not patients and train and validation
+    saved = json.loads((tmp_path / "split.json").read_text(encoding="utf-8"))
+    assert saved["fingerprint"] == dataset.fingerprint()
+    again = dataset.split(0.9, seed=99, save_to=tmp_path / "split.json")  # the saved one wins
+    assert [c.id for c in again[0]] == [c.id for c in train]

@@ -1,0 +1,133 @@
+"""Cases, data sets, their checks, fingerprints and patient-level splits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import write_text_atomic
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_case_id(case_id: str, where: str) -> str:
+    """Case ids become file and folder names: no separators, no '..', nothing hidden."""
+    if not _SAFE_ID.match(case_id) or ".." in case_id:
+        raise InputError(f"case '{case_id}'", f"in {where} is not a safe case id (letters, "
+                         "digits, '.', '_' and '-' only; no path separators)")
+    return case_id
+
+
+@dataclass
+class Case:
+    """One case: image paths by role, label paths by name, and what else the layout knows."""
+
+    id: str
+    images: dict[str, Path]
+    labels: dict[str, Path] = field(default_factory=dict)
+    patient: str = ""  # splits keep a patient's cases together
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.patient:
+            self.patient = self.id
+
+
+@dataclass
+class Dataset:
+    root: Path
+    layout: str
+    cases: list[Case]
+
+    def case(self, case_id: str) -> Case:
+        for case in self.cases:
+            if case.id == case_id:
+                return case
+        raise KeyError(case_id)
+
+    def fingerprint(self) -> str:
+        """Changes when any case, file name or file size changes (cheap: no pixel reads)."""
+        digest = hashlib.sha256(self.layout.encode())
+        for case in sorted(self.cases, key=lambda c: c.id):
+            digest.update(case.id.encode())
+            for name, path in sorted({**case.images, **case.labels}.items()):
+                size = path.stat().st_size if path.is_file() else -1
+                digest.update(f"{name}={path.name}:{size}".encode())
+        return digest.hexdigest()[:16]
+
+    def split(self, validation_fraction: float = 0.2, seed: int = 0,
+              save_to: str | os.PathLike[str] | None = None) -> tuple[list[Case], list[Case]]:
+        """Training and validation cases, split by patient, reproducible from ``seed``.
+
+        With ``save_to``, the split is written as JSON; an existing split file is read back
+        instead, so resumed and repeated runs use the same split.
+        """
+        if save_to is not None and Path(save_to).is_file():
+            saved = json.loads(Path(save_to).read_text(encoding="utf-8"))
+            by_id = {c.id: c for c in self.cases}
+            missing = [i for i in saved["train"] + saved["validation"] if i not in by_id]
+            if missing:
+                raise InputError(str(save_to), f"names case '{missing[0]}', which the data set "
+                                 "no longer has")
+            return [by_id[i] for i in saved["train"]], [by_id[i] for i in saved["validation"]]
+        patients = sorted({c.patient for c in self.cases})
+        rng = np.random.default_rng(seed)
+        order = [patients[i] for i in rng.permutation(len(patients))]
+        n_val = max(1, round(len(patients) * validation_fraction)) if len(patients) > 1 else 0
+        val_patients = set(order[:n_val])
+        train = [c for c in self.cases if c.patient not in val_patients]
+        validation = [c for c in self.cases if c.patient in val_patients]
+        if save_to is not None:
+            write_text_atomic(save_to, json.dumps({
+                "seed": seed, "validation_fraction": validation_fraction,
+                "fingerprint": self.fingerprint(), "train": [c.id for c in train],
+                "validation": [c.id for c in validation]}, indent=2) + "\n")
+        return train, validation
+
+
+def image_information(path: Path) -> sitk.ImageFileReader:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return reader
+
+
+def check_files(case: Case, where: str) -> None:
+    """Every file exists, and each label lies on the grid of an image of its case."""
+    for role, path in {**case.images, **case.labels}.items():
+        if not path.is_file():
+            raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} "
+                             "is missing")
+    grids = {}
+    for role, path in case.images.items():
+        try:
+            info = image_information(path)
+        except RuntimeError:
+            raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} "
+                             "is not a readable image") from None
+        grids[role] = (info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection())
+    for name, path in case.labels.items():
+        try:
+            info = image_information(path)
+        except RuntimeError:
+            raise InputError(f"case '{case.id}'", f"in {where}: the {name} file {path.name} "
+                             "is not a readable image") from None
+        grid = (info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection())
+        if grids and not any(_same(grid, g) for g in grids.values()):
+            raise InputError(f"case '{case.id}'", f"in {where}: the {name} file "
+                             f"{path.name} does not lie on the grid of any image of the case "
+                             f"(its size {grid[0]}, spacing {tuple(round(s, 4) for s in grid[1])})")
+
+
+def _same(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:
+    return a[0] == b[0] and all(np.allclose(x, y, atol=tolerance) for x, y in zip(a[1:], b[1:],
+                                                                                   strict=True))

@@ -1,0 +1,153 @@
+"""Readers for the layouts data sets come in, and ``--layout auto``.
+
+Each reader knows how to recognise its layout (``matches``) and how to list its cases
+(``read``); cases are checked (files present, labels on an image's grid, safe ids) before they
+are returned, so training never starts on a broken data set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
+from oncoseg.errors import InputError
+from oncoseg.io.volumes import VOLUME_ENDINGS
+
+LABEL_PREFIXES = ("label", "seg")
+
+
+def _volume_stem(path: Path) -> str | None:
+    name = path.name
+    for ending in sorted(VOLUME_ENDINGS, key=len, reverse=True):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return None
+
+
+# ---------------------------------------------------------------------------- case folders
+
+
+def _folders_match(root: Path) -> bool:
+    subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return bool(subfolders) and all(any(_volume_stem(f) for f in p.iterdir() if f.is_file())
+                                    for p in subfolders)
+
+
+def _folders_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        check_case_id(folder.name, str(root))
+        files = {_volume_stem(f): f for f in folder.iterdir() if f.is_file() and _volume_stem(f)}
+        labels = {s: f for s, f in files.items() if s.lower().startswith(LABEL_PREFIXES)}
+        images = {s: f for s, f in files.items() if s not in labels}
+        if roles:
+            missing = [r for r in roles if r not in images]
+            if missing:
+                raise InputError(f"case '{folder.name}'", f"in {root}: the {missing[0]} file "
+                                 f"is missing (expected {missing[0]}.nii.gz or another volume "
+                                 f"format; found {', '.join(sorted(images)) or 'none'})")
+            images = {r: images[r] for r in roles}
+        info_file = folder / "case.json"
+        info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        cases.append(Case(folder.name, images, labels, info=info))
+    return cases
+
+
+# ---------------------------------------------------------------------------- nnU-Net / MSD
+
+
+def _nnunet_match(root: Path) -> bool:
+    return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
+
+
+def _nnunet_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+    try:
+        description = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise InputError(str(root / "dataset.json"), f"is not valid JSON ({error})") from None
+    channels = description.get("channel_names") or description.get("modality") or {}
+    channel_names = [channels[k] for k in sorted(channels, key=int)]
+    if not channel_names:
+        raise InputError(str(root / "dataset.json"), "names no channels ('channel_names' or "
+                         "'modality')")
+    if roles and len(roles) != len(channel_names):
+        raise InputError(str(root / "dataset.json"), f"has {len(channel_names)} channels "
+                         f"({', '.join(channel_names)}); the task needs {len(roles)} "
+                         f"({', '.join(roles)})")
+    names = list(roles) if roles else [c.lower() for c in channel_names]
+    ending = description.get("file_ending", ".nii.gz")
+    images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
+    ids = sorted({f.name[: -len(ending) - 5] for f in images_dir.iterdir()
+                  if f.name.endswith(ending) and f.name[-len(ending) - 5] == "_"})
+    cases = []
+    for case_id in ids:
+        check_case_id(case_id, str(root))
+        images = {name: images_dir / f"{case_id}_{index:04d}{ending}"
+                  for index, name in enumerate(names)}
+        label = labels_dir / f"{case_id}{ending}"
+        labels = {"label": label} if labels_dir.is_dir() else {}
+        cases.append(Case(case_id, images, labels,
+                          info={"channel_names": channel_names,
+                                "labels": description.get("labels", {})}))
+    return cases
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+@dataclass(frozen=True)
+class Layout:
+    name: str
+    description: str
+    matches: Callable[[Path], bool]
+    read: Callable[[Path, Sequence[str] | None], list[Case]]
+
+
+LAYOUTS: dict[str, Layout] = {}
+
+
+def register_layout(layout: Layout) -> Layout:
+    LAYOUTS[layout.name] = layout
+    return layout
+
+
+register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: dataset.json, "
+                       "imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz",
+                       _nnunet_match, _nnunet_read))
+register_layout(Layout("folders", "one folder per case, one file per input role named after "
+                       "the role, label files starting with 'label'",
+                       _folders_match, _folders_read))
+
+
+def detect_layout(root: str | os.PathLike[str]) -> str:
+    root = Path(root)
+    if not root.is_dir():
+        raise InputError(str(root), "is not a folder")
+    for name, layout in LAYOUTS.items():
+        if layout.matches(root):
+            return name
+    raise InputError(str(root), "matches no known data set layout (" +
+                     "; ".join(f"{n}: {layout.description}" for n, layout in LAYOUTS.items())
+                     + ")")
+
+
+def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
+                 roles: Sequence[str] | None = None) -> Dataset:
+    """Read and check a data set; ``roles`` are the task's input roles, in order."""
+    root = Path(root)
+    name = detect_layout(root) if layout == "auto" else layout
+    if name not in LAYOUTS:
+        raise InputError("--layout", f"'{layout}' is not a known layout (layouts: "
+                         f"{', '.join(LAYOUTS)}, auto)")
+    if not root.is_dir():
+        raise InputError(str(root), "is not a folder")
+    cases = LAYOUTS[name].read(root, roles)
+    if not cases:
+        raise InputError(str(root), f"holds no cases in the {name} layout")
+    for case in cases:
+        check_files(case, str(root))
+    return Dataset(root, name, cases)

@@ -1,0 +1,127 @@
+"""Shapes, grids, bias fields and noise shared by the phantom generators."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.io.atomic import atomic_directory
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+
+
+def case_rng(seed: int, case: int) -> np.random.Generator:
+    """One independent, reproducible stream per (seed, case)."""
+    return np.random.default_rng(np.random.SeedSequence([seed, case]))
+
+
+def make_grid(size: Sequence[int], spacing: Sequence[float],
+              centre: Sequence[float] = (0.0, 0.0, 0.0)) -> sitk.Image:
+    """An empty axial grid (LPS directions) of ``size`` voxels centred on ``centre``."""
+    image = sitk.Image([int(s) for s in size], sitk.sitkFloat32)
+    image.SetSpacing(tuple(float(s) for s in spacing))
+    extent = (np.asarray(size) - 1) * np.asarray(spacing)
+    image.SetOrigin(tuple(np.asarray(centre, float) - extent / 2))
+    return image
+
+
+def grid_points(image: sitk.Image) -> np.ndarray:
+    """LPS coordinates of every voxel centre, shape (z, y, x, 3)."""
+    size = image.GetSize()
+    k, j, i = np.meshgrid(*(np.arange(s, dtype=np.float32) for s in size[::-1]), indexing="ij")
+    ijk = np.stack([i, j, k], axis=-1)
+    matrix = (np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing()))
+    return (ijk @ matrix.T.astype(np.float32)) + np.asarray(image.GetOrigin(), np.float32)
+
+
+def soft(signed_distance: np.ndarray, width: float) -> np.ndarray:
+    """Inside-ness in 0..1 from a signed distance (negative inside); ``width`` ~ a voxel,
+    which gives partial-volume edges instead of staircase ones."""
+    return 1.0 / (1.0 + np.exp(np.clip(signed_distance / max(width, 1e-3), -40, 40)))
+
+
+def ellipsoid_distance(points: np.ndarray, centre: Sequence[float], radii: Sequence[float],
+                       rotation: np.ndarray | None = None) -> np.ndarray:
+    """Approximate signed distance (mm) to an ellipsoid's surface."""
+    d = points - np.asarray(centre, np.float32)
+    if rotation is not None:
+        d = d @ rotation.astype(np.float32)
+    r = np.asarray(radii, np.float32)
+    normalised = np.sqrt(np.sum((d / r) ** 2, axis=-1))
+    return (normalised - 1.0) * float(np.min(r))
+
+
+def tube_distance(points: np.ndarray, path: callable, radius: float) -> np.ndarray:
+    """Signed distance to a tube whose centre line at height z is ``path(z) -> (x, y)``."""
+    cx, cy = path(points[..., 2])
+    return np.sqrt((points[..., 0] - cx) ** 2 + (points[..., 1] - cy) ** 2) - radius
+
+
+def lumpy(points: np.ndarray, rng: np.random.Generator, amplitude: float,
+          wavelength: float, terms: int = 4) -> np.ndarray:
+    """A smooth random field (sum of a few random plane waves), for irregular edges."""
+    field = np.zeros(points.shape[:-1], np.float32)
+    for _ in range(terms):
+        direction = rng.normal(size=3)
+        direction /= np.linalg.norm(direction)
+        phase = rng.uniform(0, 2 * np.pi)
+        field += np.sin(points @ (direction * 2 * np.pi / wavelength).astype(np.float32) + phase)
+    return amplitude * field / np.sqrt(terms)
+
+
+def bias_field(points: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """A smooth multiplicative intensity inhomogeneity (coil sensitivity), mean about 1."""
+    scale = np.float32(1.0 / 150.0)
+    coeff = rng.normal(0, strength, size=6).astype(np.float32)
+    x, y, z = (points[..., c] * scale for c in range(3))
+    return np.exp(coeff[0] * x + coeff[1] * y + coeff[2] * z + coeff[3] * x * y
+                  + coeff[4] * x * x + coeff[5] * y * y)
+
+
+def rician(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    """Magnitude MR noise: |signal + complex Gaussian|."""
+    real = image + rng.normal(0, sigma, image.shape).astype(np.float32)
+    imaginary = rng.normal(0, sigma, image.shape).astype(np.float32)
+    return np.sqrt(real * real + imaginary * imaginary)
+
+
+def to_image(array: np.ndarray, grid: sitk.Image, pixel: int = sitk.sitkFloat32) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(grid)
+    return sitk.Cast(image, pixel) if image.GetPixelID() != pixel else image
+
+
+def smooth_displacement(points: np.ndarray, amplitude: float, wavelength: float,
+                        shift: Sequence[float], rng: np.random.Generator) -> np.ndarray:
+    """A known smooth deformation plus a translation (mm), e.g. patient motion between the
+    T2-weighted and the diffusion acquisitions."""
+    k = np.float32(2 * np.pi / wavelength)
+    phases = rng.uniform(0, 2 * np.pi, size=6).astype(np.float32)
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    field = np.stack([
+        np.sin(k * y + phases[0]) * np.cos(k * z + phases[1]),
+        np.cos(k * x + phases[2]) * np.sin(k * z + phases[3]),
+        0.5 * np.sin(k * x + phases[4]) * np.cos(k * y + phases[5]),
+    ], axis=-1)
+    return amplitude * field + np.asarray(shift, np.float32)
+
+
+def generate_dataset(output: str | os.PathLike[str], cases: int, seed: int,
+                     generate_case: Callable[[Path, int, int], dict], prefix: str,
+                     progress: ProgressCallback | None = None,
+                     cancel: CancelToken | None = None) -> list[Path]:
+    """Write ``cases`` case folders, all or nothing: they appear in ``output`` only when every
+    case was written."""
+    output = Path(output)
+    written = []
+    with atomic_directory(output) as folder:
+        for index in range(cases):
+            check_cancelled(cancel)
+            name = f"{prefix}_{index:03d}"
+            generate_case(folder / name, seed, index)
+            written.append(output / name)
+            report(progress, f"Writing {prefix} phantoms", index + 1, cases)
+    return written

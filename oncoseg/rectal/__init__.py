@@ -1,0 +1,1 @@
+"""RectalSeg: rectal tumour segmentation on multiparametric MR (Trebeschi et al. 2017)."""
