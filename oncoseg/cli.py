@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path)
     p.add_argument("--cases", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layout", default="native",
+                   help="native (the task's own layout) or nnunet (nnU-Net raw)")
     _add_progress_option(p)
 
     p = _task_verb(verbs, "predict", "run a task on one case")
@@ -199,10 +201,34 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     if args.cases < 1:
         raise InputError("--cases", "must be at least 1")
     task = get_task(args.task)
-    written = task.verb("phantom")(args.output, cases=args.cases, seed=args.seed,
-                                   progress=_progress(args.progress), cancel=CancelToken())
+    make = task.verb("phantom")
+    if args.layout == "native":
+        written = make(args.output, cases=args.cases, seed=args.seed,
+                       progress=_progress(args.progress), cancel=CancelToken())
+    elif args.layout == "nnunet":
+        written = _phantom_as_nnunet(task, make, args)
+    else:
+        raise InputError("--layout", f"'{args.layout}' is not native or nnunet")
     print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
     return EXIT_OK
+
+
+def _phantom_as_nnunet(task, make, args: argparse.Namespace) -> list[Path]:
+    import tempfile
+
+    from oncoseg.datasets import read_dataset
+    from oncoseg.datasets.convert import to_nnunet
+
+    if task.kind != "segmentation":
+        raise InputError("--layout nnunet", f"task '{task.name}' is not a segmentation task")
+    with tempfile.TemporaryDirectory(dir=Path(args.output).parent) as tmp:
+        native = make(Path(tmp) / "native", cases=args.cases, seed=args.seed,
+                      progress=_progress(args.progress), cancel=CancelToken())
+        roles = [r.name for r in task.inputs]
+        dataset = read_dataset(Path(tmp) / "native", "auto", roles)
+        labels = {"background": 0, **{s.name: s.label for s in task.segments}}
+        to_nnunet(dataset, args.output, roles, labels)
+    return native
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

@@ -89,3 +89,22 @@ def test_split_by_patient_is_reproducible_and_saved(rectal_set, tmp_path):
     assert saved["fingerprint"] == dataset.fingerprint()
     again = dataset.split(0.9, seed=99, save_to=tmp_path / "split.json")  # the saved one wins
     assert [c.id for c in again[0]] == [c.id for c in train]
+
+
+def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
+    root = tmp_path / "Dataset501_Rectal"
+    assert main(["phantom", "rectal", "--cases", "2", "--layout", "nnunet", "--output",
+                 str(root), "--progress", "none"]) == 0
+    assert sorted(p.name for p in (root / "imagesTr").iterdir())[:3] == [
+        "rectal_000_0000.nii.gz", "rectal_000_0001.nii.gz", "rectal_000_0002.nii.gz"]
+    dataset = read_dataset(root, "auto", ROLES)
+    assert dataset.layout == "nnunet"
+    assert [c.id for c in dataset.cases] == ["rectal_000", "rectal_001"]
+    assert dataset.cases[1].images["dwi_b0"].name == "rectal_001_0001.nii.gz"
+    assert dataset.cases[0].info["labels"] == {"background": 0, "Rectal tumour": 1}
+    (root / "imagesTr" / "rectal_001_0002.nii.gz").unlink()
+    missing = r"case 'rectal_001'.*dwi_b1000 file rectal_001_0002.nii.gz is missing"
+    with pytest.raises(InputError, match=missing):
+        read_dataset(root, "auto", ROLES)
+    with pytest.raises(InputError, match="has 3 channels"):
+        read_dataset(root, "nnunet", ["t2w"])

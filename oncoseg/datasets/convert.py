@@ -1,0 +1,37 @@
+"""Writing a data set in another layout (nnU-Net raw), e.g. to compare with nnU-Net itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from oncoseg.datasets.base import Dataset
+from oncoseg.io.atomic import atomic_directory
+
+
+def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[str],
+              labels: Mapping[str, int], label_name: str = "label",
+              overwrite: bool = False) -> Path:
+    """nnU-Net v2 raw layout: imagesTr/<case>_<channel>.nii.gz, labelsTr/, dataset.json."""
+    with atomic_directory(output, overwrite) as folder:
+        (folder / "imagesTr").mkdir()
+        (folder / "labelsTr").mkdir()
+        for case in dataset.cases:
+            for index, role in enumerate(roles):
+                shutil.copyfile(case.images[role],
+                                folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz")
+            if label_name in case.labels:
+                shutil.copyfile(case.labels[label_name], folder / "labelsTr" / f"{case.id}.nii.gz")
+        description = {
+            "channel_names": {str(i): role for i, role in enumerate(roles)},
+            "labels": dict(labels),
+            "numTraining": len(dataset.cases),
+            "file_ending": ".nii.gz",
+            "name": f"converted from {dataset.layout} by OncoSeg",
+        }
+        (folder / "dataset.json").write_text(json.dumps(description, indent=2) + "\n",
+                                             encoding="utf-8")
+    return Path(output)
