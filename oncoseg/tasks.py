@@ -18,7 +18,7 @@ from oncoseg.errors import InputError
 from oncoseg.terminology import Terminology
 
 # Modules that declare the built-in tasks (each calls register_task on import).
-BUILTIN_TASK_MODULES: tuple[str, ...] = ("oncoseg.rectal.task",)
+BUILTIN_TASK_MODULES: tuple[str, ...] = ("oncoseg.rectal.task", "oncoseg.staging.task")
 VERBS = ("phantom", "predict", "train", "evaluate")
 
 

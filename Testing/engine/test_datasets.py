@@ -108,3 +108,31 @@ def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
         read_dataset(root, "auto", ROLES)
     with pytest.raises(InputError, match="has 3 channels"):
         read_dataset(root, "nnunet", ["t2w"])
+
+
+@pytest.fixture(scope="module")
+def staging_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms") / "staging"
+    assert main(["phantom", "staging", "--cases", "4", "--output", str(root), "--progress",
+                 "none"]) == 0
+    return root
+
+
+def test_staging_table_reads_back(staging_set):
+    dataset = read_dataset(staging_set, "auto", ["t2w"])
+    assert dataset.layout == "staging"
+    assert [c.info["stage"] for c in dataset.cases] == ["T2", "T3", "T2", "T3"]
+    assert len(dataset.cases[0].info["roi_lps_mm"]) == 6
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ("../staging_000,T2,", r"case '\.\./staging_000'.*not a safe case id"),
+    ("staging_000,T4,", r"case 'staging_000' has stage 'T4'.*expected T2 or T3"),
+    ("staging_009,T2,", r"case 'staging_009' is listed.*but has no folder"),
+    ("staging_000,T2,1 2 3", r"case 'staging_000' has an ROI of 3 numbers"),
+])
+def test_broken_staging_tables_name_the_case(staging_set, tmp_path, row, message):
+    root = copy(staging_set, tmp_path)
+    (root / "staging.csv").write_text(f"case_id,stage,roi_lps_mm\n{row}\n", encoding="utf-8")
+    with pytest.raises(InputError, match=message):
+        read_dataset(root, "auto", ["t2w"])

@@ -7,6 +7,7 @@ are returned, so training never starts on a broken data set.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -96,6 +97,48 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------------------- staging table
+
+STAGING_TABLE = "staging.csv"
+STAGES = ("T2", "T3")
+
+
+def _staging_match(root: Path) -> bool:
+    return (root / STAGING_TABLE).is_file()
+
+
+def _staging_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+    """Case folders (as in the folders layout) listed in staging.csv with their stage and an
+    optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm."""
+    table = root / STAGING_TABLE
+    with table.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not {"case_id", "stage"} <= set(rows[0]):
+        raise InputError(str(table), "needs the columns case_id and stage (and optionally "
+                         "roi_lps_mm)")
+    folders = {c.id: c for c in _folders_read(root, roles)}
+    cases = []
+    for line, row in enumerate(rows, start=2):
+        case_id = check_case_id(row["case_id"].strip(), f"{table} line {line}")
+        if case_id not in folders:
+            raise InputError(f"case '{case_id}'", f"is listed in {table} (line {line}) but has "
+                             f"no folder in {root}")
+        stage = row["stage"].strip().upper()
+        if stage not in STAGES:
+            raise InputError(f"case '{case_id}'", f"has stage '{row['stage']}' in {table} "
+                             f"(line {line}); expected T2 or T3")
+        case = folders[case_id]
+        case.info["stage"] = stage
+        roi_text = (row.get("roi_lps_mm") or "").split()
+        if roi_text:
+            if len(roi_text) != 6:
+                raise InputError(f"case '{case_id}'", f"has an ROI of {len(roi_text)} numbers "
+                                 f"in {table} (line {line}); expected 6")
+            case.info["roi_lps_mm"] = [float(v) for v in roi_text]
+        cases.append(case)
+    return cases
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -115,6 +158,8 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+register_layout(Layout("staging", "case folders plus staging.csv (case_id, stage T2/T3, "
+                       "optional roi_lps_mm)", _staging_match, _staging_read))
 register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: dataset.json, "
                        "imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz",
                        _nnunet_match, _nnunet_read))

@@ -112,16 +112,19 @@ def smooth_displacement(points: np.ndarray, amplitude: float, wavelength: float,
 def generate_dataset(output: str | os.PathLike[str], cases: int, seed: int,
                      generate_case: Callable[[Path, int, int], dict], prefix: str,
                      progress: ProgressCallback | None = None,
-                     cancel: CancelToken | None = None) -> list[Path]:
+                     cancel: CancelToken | None = None,
+                     finish: Callable[[Path, list[dict]], object] | None = None) -> list[Path]:
     """Write ``cases`` case folders, all or nothing: they appear in ``output`` only when every
-    case was written."""
+    case was written. ``finish(folder, infos)`` adds data-set-level files (a label table)."""
     output = Path(output)
-    written = []
+    written, infos = [], []
     with atomic_directory(output) as folder:
         for index in range(cases):
             check_cancelled(cancel)
             name = f"{prefix}_{index:03d}"
-            generate_case(folder / name, seed, index)
+            infos.append(generate_case(folder / name, seed, index))
             written.append(output / name)
             report(progress, f"Writing {prefix} phantoms", index + 1, cases)
+        if finish is not None:
+            finish(folder, infos)
     return written

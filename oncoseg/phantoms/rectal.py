@@ -62,8 +62,11 @@ class RectalPhantomGeometry:
 class RectalAnatomy:
     """One patient's anatomy as a function of LPS position."""
 
-    def __init__(self, rng: np.random.Generator):
+    def __init__(self, rng: np.random.Generator, tumour_extension_mm: float = 6.0):
+        """``tumour_extension_mm``: how far beyond the outer rectal wall the tumour may grow
+        (0 keeps it inside the wall: a T2 tumour; several mm: a T3 tumour)."""
         self.rng = rng
+        self.tumour_extension_mm = tumour_extension_mm
         self.rectum_phase = rng.uniform(0, 2 * np.pi, 2)
         self.rectum_radius = rng.uniform(12.5, 15.5)
         self.wall = rng.uniform(3.0, 4.0)
@@ -118,7 +121,11 @@ class RectalAnatomy:
         layers.append(("rectal wall", soft(tube, width)))
         layers.append(("lumen", soft(tube + self.wall, width)))
         tumour = self.tumour(points, width)
-        layers.append(("tumour", tumour * soft(tube - 6.0, width)))  # stays near the wall
+        # the tumour grows from the wall, at most tumour_extension_mm beyond it
+        spicules = lumpy(points, np.random.default_rng(self.tumour_lumps.bit_generator.seed_seq),
+                         amplitude=1.5, wavelength=6.0) if self.tumour_extension_mm else 0.0
+        layers.append(("tumour", tumour * soft(tube - self.tumour_extension_mm + spicules,
+                                               width)))
         values = np.zeros((*points.shape[:-1], 3), np.float32)
         for tissue, weight in layers:  # later layers cover earlier ones
             values += weight[..., None] * (np.asarray(TISSUES[tissue], np.float32) - values)

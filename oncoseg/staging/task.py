@@ -1,0 +1,16 @@
+"""The ``staging`` task's declaration."""
+
+from oncoseg.tasks import InputRole, Task, register_task
+
+TASK = register_task(Task(
+    name="staging",
+    title="T2 vs T3 staging of rectal cancer on T2w MR",
+    paper="StagingCNN (paper 002): mixtures of 2D and 3D convolutions, AUC 0.831",
+    description=("N4 bias correction, crop around rectum and tumour, resize to 256 x 256 x N; "
+                 "a ResNet-18 style network with late 3D fusion (f-rMC5) and bilinear depth "
+                 "pooling gives P(T3) and slice-wise scores."),
+    inputs=(InputRole("t2w", "T2-weighted MR of the rectum", name_hints=("t2",)),),
+    reference_role="t2w",
+    pipeline_module="oncoseg.staging.pipeline",
+    classes=("T2", "T3"),
+))
