@@ -127,9 +127,9 @@ def test_staging_table_reads_back(staging_set):
 
 @pytest.mark.parametrize(("row", "message"), [
     ("../staging_000,T2,", r"case '\.\./staging_000'.*not a safe case id"),
-    ("staging_000,T4,", r"case 'staging_000' has stage 'T4'.*expected T2 or T3"),
-    ("staging_009,T2,", r"case 'staging_009' is listed.*but has no folder"),
-    ("staging_000,T2,1 2 3", r"case 'staging_000' has an ROI of 3 numbers"),
+    ("staging_000,T4,", r"case 'staging_000': has stage 'T4'.*expected T2 or T3"),
+    ("staging_009,T2,", r"case 'staging_009': is listed.*but has no folder"),
+    ("staging_000,T2,1 2 3", r"case 'staging_000': has an ROI of 3 numbers"),
 ])
 def test_broken_staging_tables_name_the_case(staging_set, tmp_path, row, message):
     root = copy(staging_set, tmp_path)
