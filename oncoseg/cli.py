@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cases", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--layout", default="native",
-                   help="native (the task's own layout) or nnunet (nnU-Net raw)")
+                   help="native (the task's own layout), nnunet (nnU-Net raw), or a layout "
+                   "the task offers (brain: brats2021, brats2023)")
     _add_progress_option(p)
 
     p = _task_verb(verbs, "predict", "run a task on one case")
@@ -202,13 +203,11 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         raise InputError("--cases", "must be at least 1")
     task = get_task(args.task)
     make = task.verb("phantom")
-    if args.layout == "native":
-        written = make(args.output, cases=args.cases, seed=args.seed,
-                       progress=_progress(args.progress), cancel=CancelToken())
-    elif args.layout == "nnunet":
+    if args.layout == "nnunet":
         written = _phantom_as_nnunet(task, make, args)
     else:
-        raise InputError("--layout", f"'{args.layout}' is not native or nnunet")
+        written = make(args.output, cases=args.cases, seed=args.seed, layout=args.layout,
+                       progress=_progress(args.progress), cancel=CancelToken())
     print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
     return EXIT_OK
 

@@ -18,7 +18,11 @@ from oncoseg.errors import InputError
 from oncoseg.terminology import Terminology
 
 # Modules that declare the built-in tasks (each calls register_task on import).
-BUILTIN_TASK_MODULES: tuple[str, ...] = ("oncoseg.rectal.task", "oncoseg.staging.task")
+BUILTIN_TASK_MODULES: tuple[str, ...] = (
+    "oncoseg.rectal.task",
+    "oncoseg.staging.task",
+    "oncoseg.brain.task",
+)
 VERBS = ("phantom", "predict", "train", "evaluate")
 
 

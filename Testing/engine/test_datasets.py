@@ -136,3 +136,21 @@ def test_broken_staging_tables_name_the_case(staging_set, tmp_path, row, message
     (root / "staging.csv").write_text(f"case_id,stage,roi_lps_mm\n{row}\n", encoding="utf-8")
     with pytest.raises(InputError, match=message):
         read_dataset(root, "auto", ["t2w"])
+
+
+@pytest.mark.parametrize(("layout", "first", "enhancing"), [
+    ("brats2021", "BraTS2021_00000", 4), ("brats2023", "BraTS-GLI-00000-000", 3)])
+def test_brats_namings_read_back(tmp_path, layout, first, enhancing):
+    root = tmp_path / layout
+    assert main(["phantom", "brain", "--cases", "2", "--layout", layout, "--output", str(root),
+                 "--progress", "none"]) == 0
+    dataset = read_dataset(root, "auto", ["t1", "t1c", "t2", "flair"])
+    assert dataset.layout == "brats"
+    case = dataset.cases[0]
+    assert case.id == first and case.info["label_map"] == {str(enhancing): 3}
+    values = set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(case.labels["label"])))))
+    assert values == {0, 1, 2, enhancing}
+    # a missing sequence is named with its case
+    case.images["flair"].unlink()
+    with pytest.raises(InputError, match=rf"case '{first}'.*flair file .* is missing"):
+        read_dataset(root, "auto", ["t1", "t1c", "t2", "flair"])

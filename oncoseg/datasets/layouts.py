@@ -97,6 +97,51 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
     return cases
 
 
+# ---------------------------------------------------------------------------- BraTS
+
+# role -> file suffix, and how the enhancing tumour is labelled on disk
+BRATS_NAMINGS = {
+    "brats2021": ("_", {"t1": "t1", "t1c": "t1ce", "t2": "t2", "flair": "flair"}, 4),
+    "brats2023": ("-", {"t1": "t1n", "t1c": "t1c", "t2": "t2w", "flair": "t2f"}, 3),
+}
+BRATS_ROLES = ("t1", "t1c", "t2", "flair")
+
+
+def _brats_naming(folder: Path) -> str | None:
+    for naming, (sep, suffixes, _) in BRATS_NAMINGS.items():
+        if (folder / f"{folder.name}{sep}{suffixes['t1c']}.nii.gz").is_file() or \
+                (folder / f"{folder.name}{sep}{suffixes['flair']}.nii.gz").is_file():
+            return naming
+    return None
+
+
+def _brats_match(root: Path) -> bool:
+    folders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    return bool(folders) and any(_brats_naming(p) for p in folders)
+
+
+def _brats_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+    """BraTS 2017-2021 (_t1 _t1ce _t2 _flair _seg, enhancing = 4) and 2023+ (-t1n -t1c -t2w
+    -t2f -seg, enhancing = 3). Labels are mapped to OncoSeg's 1 core, 2 oedema, 3 enhancing
+    when they are read (``info['label_map']``)."""
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        check_case_id(folder.name, str(root))
+        naming = _brats_naming(folder)
+        if naming is None:
+            raise InputError(f"case '{folder.name}'", f"in {root} has no BraTS image files "
+                             f"(expected {folder.name}_t1ce.nii.gz or "
+                             f"{folder.name}-t1c.nii.gz and the other sequences)")
+        sep, suffixes, enhancing = BRATS_NAMINGS[naming]
+        wanted = roles or BRATS_ROLES
+        images = {role: folder / f"{folder.name}{sep}{suffixes[role]}.nii.gz" for role in wanted}
+        seg = folder / f"{folder.name}{sep}seg.nii.gz"
+        labels = {"label": seg} if seg.is_file() else {}
+        cases.append(Case(folder.name, images, labels,
+                          info={"naming": naming, "label_map": {str(enhancing): 3}}))
+    return cases
+
+
 # ---------------------------------------------------------------------------- staging table
 
 STAGING_TABLE = "staging.csv"
@@ -158,6 +203,9 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+register_layout(Layout("brats", "BraTS case folders, 2017-2021 names (_t1ce, _seg; enhancing "
+                       "label 4) or 2023+ names (-t1c, -seg; enhancing label 3)",
+                       _brats_match, _brats_read))
 register_layout(Layout("staging", "case folders plus staging.csv (case_id, stage T2/T3, "
                        "optional roi_lps_mm)", _staging_match, _staging_read))
 register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: dataset.json, "

@@ -109,19 +109,30 @@ def smooth_displacement(points: np.ndarray, amplitude: float, wavelength: float,
     return amplitude * field + np.asarray(shift, np.float32)
 
 
+def check_phantom_layout(layout: str, allowed: Sequence[str]) -> None:
+    if layout not in allowed:
+        from oncoseg.errors import InputError
+
+        raise InputError("--layout", f"'{layout}' is not one of {', '.join(allowed)} for "
+                         "this task's phantoms (nnunet is also accepted for segmentation "
+                         "tasks)")
+
+
 def generate_dataset(output: str | os.PathLike[str], cases: int, seed: int,
                      generate_case: Callable[[Path, int, int], dict], prefix: str,
                      progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None,
-                     finish: Callable[[Path, list[dict]], object] | None = None) -> list[Path]:
+                     finish: Callable[[Path, list[dict]], object] | None = None,
+                     names: Callable[[int], str] | None = None) -> list[Path]:
     """Write ``cases`` case folders, all or nothing: they appear in ``output`` only when every
-    case was written. ``finish(folder, infos)`` adds data-set-level files (a label table)."""
+    case was written. ``finish(folder, infos)`` adds data-set-level files (a label table);
+    ``names(index)`` gives a layout's own folder names (default ``<prefix>_000``)."""
     output = Path(output)
     written, infos = [], []
     with atomic_directory(output) as folder:
         for index in range(cases):
             check_cancelled(cancel)
-            name = f"{prefix}_{index:03d}"
+            name = names(index) if names else f"{prefix}_{index:03d}"
             infos.append(generate_case(folder / name, seed, index))
             written.append(output / name)
             report(progress, f"Writing {prefix} phantoms", index + 1, cases)
