@@ -22,6 +22,7 @@ BUILTIN_TASK_MODULES: tuple[str, ...] = (
     "oncoseg.rectal.task",
     "oncoseg.staging.task",
     "oncoseg.brain.task",
+    "oncoseg.oar.task",
 )
 VERBS = ("phantom", "predict", "train", "evaluate")
 

@@ -6,6 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from oncoseg.cli import main
 from oncoseg.datasets import read_dataset
@@ -154,3 +156,56 @@ def test_brats_namings_read_back(tmp_path, layout, first, enhancing):
     case.images["flair"].unlink()
     with pytest.raises(InputError, match=rf"case '{first}'.*flair file .* is missing"):
         read_dataset(root, "auto", ["t1", "t1c", "t2", "flair"])
+
+
+@pytest.fixture(scope="module")
+def kaggle_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms") / "gi"
+    assert main(["phantom", "oar-mr", "--cases", "2", "--output", str(root), "--progress",
+                 "none"]) == 0
+    return root
+
+
+def test_kaggle_layout_reads_back(kaggle_set):
+    from oncoseg.datasets.kaggle import read_masks, read_scan
+
+    dataset = read_dataset(kaggle_set)
+    assert dataset.layout == "kaggle-gi"
+    assert all(c.id.startswith(c.patient + "_day") for c in dataset.cases)
+    case = dataset.cases[0]
+    image = read_scan(case.images["mr"], case.id)
+    assert image.GetSize() == (128, 128, 40) and image.GetSpacing() == (1.5, 1.5, 3.0)
+    masks = read_masks(case)
+    assert all(m.shape == (40, 128, 128) and m.any() for m in masks.values())
+    assert not any(m[0].any() for m in masks.values())  # the first slice shows no organ
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.booleans(), min_size=12, max_size=12 * 9).map(
+    lambda bits: np.array(bits + [False] * (108 - len(bits))).reshape(12, 9)))
+def test_rle_round_trip(mask):
+    from oncoseg.datasets.kaggle import rle_decode, rle_encode
+
+    np.testing.assert_array_equal(rle_decode(rle_encode(mask), mask.shape, "x"), mask)
+
+
+def test_rle_longer_than_the_image_names_the_case(kaggle_set, tmp_path):
+    root = copy(kaggle_set, tmp_path)
+    table = root / "train.csv"
+    lines = table.read_text(encoding="utf-8").splitlines()
+    lines.append(f"{read_dataset(kaggle_set).cases[1].id}_slice_0003,stomach,16380 10")
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    case_id = read_dataset(kaggle_set).cases[1].id
+    with pytest.raises(InputError, match=rf"case '{case_id}' slice 0003 stomach: has a "
+                       r"run-length mask longer than its image \(16389 pixels, the slice has "
+                       "16384\\)"):
+        read_dataset(root)
+
+
+def test_kaggle_ids_with_path_separators_are_refused(kaggle_set, tmp_path):
+    root = copy(kaggle_set, tmp_path)
+    with (root / "train.csv").open("a", encoding="utf-8") as handle:
+        handle.write("case1/../x_day1_slice_0001,stomach,1 2\n")
+    with pytest.raises(InputError, match=r"case 'case1/\.\./x_day1_slice_0001'.*not a "
+                       "caseN_dayN_slice_NNNN id"):
+        read_dataset(root)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from oncoseg.datasets import kaggle
 from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import VOLUME_ENDINGS
@@ -193,6 +194,7 @@ class Layout:
     description: str
     matches: Callable[[Path], bool]
     read: Callable[[Path, Sequence[str] | None], list[Case]]
+    check: Callable[[Case, str], None] = check_files
 
 
 LAYOUTS: dict[str, Layout] = {}
@@ -203,6 +205,9 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+register_layout(Layout("kaggle-gi", "UW-Madison GI tract (Kaggle): train.csv with run-length "
+                       "masks, train/caseN/caseN_dayN/scans/slice_*.png",
+                       kaggle.matches, kaggle.read_cases, kaggle.check_case))
 register_layout(Layout("brats", "BraTS case folders, 2017-2021 names (_t1ce, _seg; enhancing "
                        "label 4) or 2023+ names (-t1c, -seg; enhancing label 3)",
                        _brats_match, _brats_read))
@@ -242,5 +247,5 @@ def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
     if not cases:
         raise InputError(str(root), f"holds no cases in the {name} layout")
     for case in cases:
-        check_files(case, str(root))
+        LAYOUTS[name].check(case, str(root))
     return Dataset(root, name, cases)
