@@ -221,7 +221,7 @@ def _phantom_as_nnunet(task, make, args: argparse.Namespace) -> list[Path]:
     if task.kind != "segmentation":
         raise InputError("--layout nnunet", f"task '{task.name}' is not a segmentation task")
     with tempfile.TemporaryDirectory(dir=Path(args.output).parent) as tmp:
-        native = make(Path(tmp) / "native", cases=args.cases, seed=args.seed,
+        native = make(Path(tmp) / "native", cases=args.cases, seed=args.seed, layout="native",
                       progress=_progress(args.progress), cancel=CancelToken())
         roles = [r.name for r in task.inputs]
         dataset = read_dataset(Path(tmp) / "native", "auto", roles)

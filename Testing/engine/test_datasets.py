@@ -209,3 +209,13 @@ def test_kaggle_ids_with_path_separators_are_refused(kaggle_set, tmp_path):
     with pytest.raises(InputError, match=r"case 'case1/\.\./x_day1_slice_0001'.*not a "
                        "caseN_dayN_slice_NNNN id"):
         read_dataset(root)
+
+
+def test_brats_to_nnunet_maps_enhancing_to_oncoseg_labels(tmp_path):
+    root = tmp_path / "nn"
+    assert main(["phantom", "brain", "--cases", "1", "--layout", "nnunet", "--output",
+                 str(root), "--progress", "none"]) == 0
+    dataset = read_dataset(root, "auto", ["t1", "t1c", "t2", "flair"])
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.cases[0].labels["label"])))
+    assert set(np.unique(label)) == {0, 1, 2, 3}
+    assert dataset.cases[0].info["labels"]["Enhancing tumour"] == 3

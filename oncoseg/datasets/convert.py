@@ -8,8 +8,21 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import SimpleITK as sitk
+
 from oncoseg.datasets.base import Dataset
 from oncoseg.io.atomic import atomic_directory
+
+
+def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> None:
+    image = sitk.ReadImage(str(source))
+    array = sitk.GetArrayFromImage(image)
+    out = array.copy()
+    for old, new in mapping.items():
+        out[array == old] = new
+    remapped = sitk.GetImageFromArray(out)
+    remapped.CopyInformation(image)
+    sitk.WriteImage(remapped, str(target), useCompression=True)
 
 
 def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[str],
@@ -24,7 +37,13 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
                 shutil.copyfile(case.images[role],
                                 folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz")
             if label_name in case.labels:
-                shutil.copyfile(case.labels[label_name], folder / "labelsTr" / f"{case.id}.nii.gz")
+                target = folder / "labelsTr" / f"{case.id}.nii.gz"
+                label_map = case.info.get("label_map")
+                if label_map:  # e.g. BraTS 2017-2021 writes enhancing tumour as 4
+                    write_remapped(case.labels[label_name], target,
+                                   {int(k): int(v) for k, v in label_map.items()})
+                else:
+                    shutil.copyfile(case.labels[label_name], target)
         description = {
             "channel_names": {str(i): role for i, role in enumerate(roles)},
             "labels": dict(labels),
