@@ -219,3 +219,64 @@ def test_brats_to_nnunet_maps_enhancing_to_oncoseg_labels(tmp_path):
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.cases[0].labels["label"])))
     assert set(np.unique(label)) == {0, 1, 2, 3}
     assert dataset.cases[0].info["labels"]["Enhancing tumour"] == 3
+
+
+@pytest.fixture(scope="module")
+def ct_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms") / "oarct"
+    assert main(["phantom", "oar-ct", "--cases", "3", "--output", str(root), "--progress",
+                 "none"]) == 0
+    return root
+
+
+def test_rtstruct_cohort_maps_synonyms_and_reports_partial_labels(ct_cohort):
+    from oncoseg.datasets.rtstruct_cohort import load_labels
+
+    dataset = read_dataset(ct_cohort)
+    assert dataset.layout == "rtstruct"
+    organs = ["Bladder", "Bowel bag", "Femoral head L", "Femoral head R", "Nodal CTV"]
+    assert dataset.cases[0].info["annotated"] == organs
+    assert dataset.cases[1].info["structures"]["Nodal CTV"] == "CTVn"  # another clinic's name
+    assert dataset.cases[2].info["annotated"] == [o for o in organs if o != "Bladder"]
+    image, labels, annotated = load_labels(dataset.cases[2], {o: i for i, o in
+                                                              enumerate(organs, start=1)})
+    assert "Bladder" not in annotated and not (labels == 1).any()
+    assert image.GetSize() == (176, 144, 40)
+    assert set(np.unique(labels)) == {0, 2, 3, 4, 5}
+
+
+def test_edited_synonym_table(ct_cohort, tmp_path):
+    table = tmp_path / "synonyms.json"
+    table.write_text(json.dumps({"Bladder": ["Urinary Bladder"]}), encoding="utf-8")
+    with pytest.raises(InputError, match=r"case 'oarct_002'.*no structure of its RT structure "
+                       "set matches the synonym table"):
+        read_dataset(ct_cohort, "rtstruct", synonyms=table)
+    table.write_text(json.dumps({"Bladder": ["Urinary Bladder"], "Bowel": ["BowelBag",
+                                 "Bowel_Bag", "Bowel bag"]}), encoding="utf-8")
+    dataset = read_dataset(ct_cohort, "rtstruct", synonyms=table)
+    assert dataset.cases[0].info["annotated"] == ["Bladder", "Bowel"]
+    assert dataset.cases[2].info["annotated"] == ["Bowel"]
+    assert "FemoralHead_L" in dataset.cases[0].info["unmapped"]
+
+
+def test_structure_set_without_its_series_names_the_case(ct_cohort, tmp_path):
+    root = copy(ct_cohort, tmp_path)
+    for f in (root / "oarct_001").glob("CT_*.dcm"):
+        f.unlink()
+    with pytest.raises(InputError, match=r"case 'oarct_001'.*references image series"):
+        read_dataset(root)
+
+
+@pytest.mark.parametrize(("task", "layout"), [
+    ("rectal", "folders"), ("staging", "staging"), ("brain", "brats"), ("oar-mr", "kaggle-gi"),
+    ("oar-ct", "rtstruct")])
+def test_every_task_has_phantoms_that_read_back(tmp_path, task, layout):
+    from oncoseg.tasks import get_task
+
+    root = tmp_path / task
+    assert main(["phantom", task, "--cases", "2", "--output", str(root), "--progress",
+                 "none"]) == 0
+    roles = [r.name for r in get_task(task).inputs]
+    dataset = read_dataset(root, "auto", roles)
+    assert dataset.layout == layout
+    assert len({c.patient for c in dataset.cases}) == 2

@@ -110,7 +110,7 @@ def matches(root: Path) -> bool:
     return (root / TABLE).is_file() and (root / "train").is_dir()
 
 
-def read_cases(root: Path, roles=None) -> list[Case]:
+def read_cases(root: Path, roles=None, **_options) -> list[Case]:
     """One case per scan (case and day); the patient is the case, so splits keep days
     together."""
     rle: dict[tuple[str, str], dict[tuple[int, str], str]] = defaultdict(dict)

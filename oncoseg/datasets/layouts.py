@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from oncoseg.datasets import kaggle
+from oncoseg.datasets import kaggle, rtstruct_cohort
 from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import VOLUME_ENDINGS
@@ -39,7 +39,7 @@ def _folders_match(root: Path) -> bool:
                                     for p in subfolders)
 
 
-def _folders_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+def _folders_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         check_case_id(folder.name, str(root))
@@ -66,7 +66,7 @@ def _nnunet_match(root: Path) -> bool:
     return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
 
 
-def _nnunet_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+def _nnunet_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
     try:
         description = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -121,7 +121,7 @@ def _brats_match(root: Path) -> bool:
     return bool(folders) and any(_brats_naming(p) for p in folders)
 
 
-def _brats_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+def _brats_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
     """BraTS 2017-2021 (_t1 _t1ce _t2 _flair _seg, enhancing = 4) and 2023+ (-t1n -t1c -t2w
     -t2f -seg, enhancing = 3). Labels are mapped to OncoSeg's 1 core, 2 oedema, 3 enhancing
     when they are read (``info['label_map']``)."""
@@ -153,7 +153,7 @@ def _staging_match(root: Path) -> bool:
     return (root / STAGING_TABLE).is_file()
 
 
-def _staging_read(root: Path, roles: Sequence[str] | None) -> list[Case]:
+def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
     """Case folders (as in the folders layout) listed in staging.csv with their stage and an
     optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm."""
     table = root / STAGING_TABLE
@@ -193,7 +193,7 @@ class Layout:
     name: str
     description: str
     matches: Callable[[Path], bool]
-    read: Callable[[Path, Sequence[str] | None], list[Case]]
+    read: Callable[..., list[Case]]  # (root, roles, **options) -> cases
     check: Callable[[Case, str], None] = check_files
 
 
@@ -205,6 +205,10 @@ def register_layout(layout: Layout) -> Layout:
     return layout
 
 
+register_layout(Layout("rtstruct", "DICOM cohort: one folder per patient with a CT series and "
+                       "an RT structure set; names mapped through a synonym table",
+                       rtstruct_cohort.matches, rtstruct_cohort.read_cases,
+                       rtstruct_cohort.check_case))
 register_layout(Layout("kaggle-gi", "UW-Madison GI tract (Kaggle): train.csv with run-length "
                        "masks, train/caseN/caseN_dayN/scans/slice_*.png",
                        kaggle.matches, kaggle.read_cases, kaggle.check_case))
@@ -234,8 +238,9 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
 
 
 def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
-                 roles: Sequence[str] | None = None) -> Dataset:
-    """Read and check a data set; ``roles`` are the task's input roles, in order."""
+                 roles: Sequence[str] | None = None, **options) -> Dataset:
+    """Read and check a data set; ``roles`` are the task's input roles, in order; ``options``
+    go to the layout's reader (``synonyms`` for RT structure set cohorts)."""
     root = Path(root)
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
@@ -243,7 +248,7 @@ def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
                          f"{', '.join(LAYOUTS)}, auto)")
     if not root.is_dir():
         raise InputError(str(root), "is not a folder")
-    cases = LAYOUTS[name].read(root, roles)
+    cases = LAYOUTS[name].read(root, roles, **options)
     if not cases:
         raise InputError(str(root), f"holds no cases in the {name} layout")
     for case in cases:

@@ -1,4 +1,4 @@
-"""The ``oar-mr`` task's declaration (``oar-ct`` joins it with the RTSTRUCT reader)."""
+"""The ``oar-ct`` and ``oar-mr`` tasks' declarations."""
 
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import Code, Terminology
@@ -29,4 +29,27 @@ OAR_MR = register_task(Task(
     reference_role="mr",
     pipeline_module="oncoseg.oar.mr_pipeline",
     segments=GI_SEGMENTS,
+))
+
+CT_SEGMENTS = (
+    SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27)),
+    SegmentSpec(2, "Femoral head R", (0.27, 0.86, 0.9)),
+    organ(3, "Bladder", (0.86, 0.63, 0.16), "89837001", "Urinary bladder"),
+    SegmentSpec(4, "Bowel bag", (0.75, 0.43, 0.24)),
+    SegmentSpec(5, "Nodal CTV", (0.9, 0.24, 0.24)),
+)
+
+OAR_CT = register_task(Task(
+    name="oar-ct",
+    title="Pelvic organs at risk on CT",
+    paper="Sartor et al. 2020 (paper 003)",
+    description=("HU window [-800, 800] / 800; a memory-lean 3D fully convolutional network "
+                 "with softmax over femoral heads, bladder, bowel bag and nodal CTV; largest "
+                 "26-connected component and hole filling per organ. Trains on clinical RT "
+                 "structure sets with partial annotations."),
+    inputs=(InputRole("ct", "CT in Hounsfield units (volume or DICOM series folder)",
+                      name_hints=("ct",)),),
+    reference_role="ct",
+    pipeline_module="oncoseg.oar.ct_pipeline",
+    segments=CT_SEGMENTS,
 ))

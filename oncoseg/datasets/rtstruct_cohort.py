@@ -1,0 +1,144 @@
+"""DICOM cohorts with RT structure sets: one folder per patient, CT series + RTSTRUCT.
+
+Structure names are mapped to a task's segments through an editable synonym table (case,
+spaces and punctuation ignored). A segment that a patient's structure set does not contain is
+*unannotated* for that patient: training must not treat its absence as background
+(``Case.info['annotated']`` lists what is known).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from oncoseg.datasets.base import Case, check_case_id
+from oncoseg.errors import InputError
+from oncoseg.io.rtstruct import read_rtstruct
+from oncoseg.io.volumes import list_dicom_series, read_dicom_series
+
+DEFAULT_SYNONYMS = "oar_ct_synonyms.json"
+
+
+def normalise(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def load_synonyms(path: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
+    """The synonym table: OncoSeg segment name -> clinical names."""
+    if path is None:
+        text = resources.files("oncoseg.data").joinpath(DEFAULT_SYNONYMS).read_text("utf-8")
+        where = DEFAULT_SYNONYMS
+    else:
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as error:
+            raise InputError(where, f"cannot be read ({error.strerror})") from None
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(where, f"is not valid JSON ({error})") from None
+    return {k: list(v) for k, v in table.items() if not k.startswith("_")}
+
+
+def map_structures(names: list[str], synonyms: Mapping[str, list[str]]
+                   ) -> tuple[dict[str, str], list[str]]:
+    """(segment -> structure name, structure names that map to nothing)."""
+    lookup = {}
+    for segment, spellings in synonyms.items():
+        for spelling in [segment, *spellings]:
+            lookup[normalise(spelling)] = segment
+    mapped, unmapped = {}, []
+    for name in names:
+        segment = lookup.get(normalise(name))
+        if segment is None:
+            unmapped.append(name)
+        elif segment not in mapped:
+            mapped[segment] = name
+    return mapped, unmapped
+
+
+def _modality(path: Path) -> str:
+    try:
+        return str(pydicom.dcmread(str(path), stop_before_pixels=True,
+                                   specific_tags=["Modality"]).get("Modality", ""))
+    except (pydicom.errors.InvalidDicomError, OSError):
+        return ""
+
+
+def _rtstruct_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and _modality(p) == "RTSTRUCT")
+
+
+def matches(root: Path) -> bool:
+    for folder in (p for p in root.iterdir() if p.is_dir()):
+        return bool(_rtstruct_files(folder))
+    return False
+
+
+def read_cases(root: Path, roles=None, synonyms: str | os.PathLike[str] | Mapping | None = None,
+               **_options) -> list[Case]:
+    """``synonyms``: a table (mapping) or the path of an edited copy of the default one."""
+    table = synonyms if isinstance(synonyms, Mapping) else load_synonyms(synonyms)
+    cases = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        case_id = check_case_id(folder.name, str(root))
+        structure_sets = _rtstruct_files(folder)
+        if not structure_sets:
+            raise InputError(f"case '{case_id}'", f"in {root} has no RT structure set")
+        structure_set = read_rtstruct(structure_sets[-1])
+        series_folder = _find_series(folder, structure_set.referenced_series_uid)
+        if series_folder is None:
+            raise InputError(f"case '{case_id}'", f"in {root}: its RT structure set "
+                             f"{structure_sets[-1].name} references image series "
+                             f"{structure_set.referenced_series_uid}, which is not in the "
+                             "patient's folder")
+        mapped, unmapped = map_structures([s.name for s in structure_set.structures], table)
+        cases.append(Case(case_id, {"ct": series_folder}, {}, patient=structure_set.patient_id
+                          or case_id,
+                          info={"rtstruct": str(structure_set.path),
+                                "series_uid": structure_set.referenced_series_uid,
+                                "structures": mapped, "annotated": sorted(mapped),
+                                "unmapped": unmapped}))
+    return cases
+
+
+def _find_series(folder: Path, series_uid: str) -> Path | None:
+    for candidate in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        if any(s.uid == series_uid for s in list_dicom_series(candidate)):
+            return candidate
+    return None
+
+
+def check_case(case: Case, where: str) -> None:
+    if not case.info["structures"]:
+        raise InputError(f"case '{case.id}'", f"in {where}: no structure of its RT structure "
+                         f"set matches the synonym table (its structures: "
+                         f"{', '.join(case.info['unmapped']) or 'none'})")
+
+
+def load_labels(case: Case, segments: Mapping[str, int]) -> tuple[sitk.Image, np.ndarray,
+                                                                   list[str]]:
+    """The CT, a label map (segment name -> label value) and the annotated segments.
+
+    Where structures overlap, the later segment in ``segments`` wins.
+    """
+    image = read_dicom_series(case.images["ct"], case.info["series_uid"])
+    structure_set = read_rtstruct(case.info["rtstruct"])
+    labels = np.zeros(image.GetSize()[::-1], np.uint8)
+    annotated = []
+    for segment, value in segments.items():
+        name = case.info["structures"].get(segment)
+        if name is None:
+            continue
+        labels[structure_set.mask(name, image)] = value
+        annotated.append(segment)
+    return image, labels, annotated

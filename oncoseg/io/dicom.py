@@ -1,0 +1,104 @@
+"""Writing image series as DICOM (the CT phantoms, sample data) and reading their headers.
+
+Only what a planning system and the validators expect of a CT Image object is written: patient,
+study, series, frame of reference, equipment, image plane and pixel modules. Pixels are signed
+16-bit Hounsfield units (rescale slope 1, intercept 0).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+import oncoseg
+
+CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+
+
+@dataclass(frozen=True)
+class Patient:
+    id: str
+    name: str
+    birth_date: str = ""
+    sex: str = "O"
+
+
+def _common(ds: pydicom.Dataset, patient: Patient, study_uid: str, frame_uid: str,
+            now: _dt.datetime) -> None:
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = patient.name
+    ds.PatientID = patient.id
+    ds.PatientBirthDate = patient.birth_date
+    ds.PatientSex = patient.sex
+    ds.StudyInstanceUID = study_uid
+    ds.StudyDate = now.strftime("%Y%m%d")
+    ds.StudyTime = now.strftime("%H%M%S")
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.FrameOfReferenceUID = frame_uid
+    ds.PositionReferenceIndicator = ""
+    ds.Manufacturer = "OncoSeg"
+    ds.SoftwareVersions = oncoseg.__version__
+
+
+def write_ct_series(image: sitk.Image, folder: str | os.PathLike[str], patient: Patient,
+                    description: str = "CT", study_uid: str | None = None) -> list[Path]:
+    """One file per slice, in slice order (k = 0, 1, ...); returns their paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    hu = sitk.GetArrayFromImage(image).astype(np.int16)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    spacing = image.GetSpacing()
+    study_uid = study_uid or generate_uid()
+    series_uid, frame_uid = generate_uid(), generate_uid()
+    now = _dt.datetime.now()
+    paths = []
+    for k in range(hu.shape[0]):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+        _common(ds, patient, study_uid, frame_uid, now)
+        ds.SOPClassUID = CT_IMAGE_STORAGE
+        ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+        ds.Modality = "CT"
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = 1
+        ds.SeriesDescription = description
+        ds.InstanceNumber = k + 1
+        ds.AcquisitionNumber = 1
+        ds.Laterality = ""
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
+        ds.KVP = "120"
+        ds.PatientPosition = "HFS"
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint(
+            (0, 0, k))]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])]
+        ds.PixelSpacing = [f"{spacing[1]:.4f}", f"{spacing[0]:.4f}"]  # row, column spacing
+        ds.SliceThickness = f"{spacing[2]:.4f}"
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
+        ds.PixelData = np.ascontiguousarray(hu[k]).tobytes()
+        path = folder / f"CT_{k + 1:04d}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths
+
+
+def read_header(path: str | os.PathLike[str]) -> pydicom.Dataset:
+    return pydicom.dcmread(str(path), stop_before_pixels=True)

@@ -1,0 +1,200 @@
+"""DICOM RT Structure Sets: read clinical contours as masks, write masks as contours.
+
+Structures are closed planar contours per slice, in patient (LPS) millimetres, referencing the
+image series and its frame of reference. The writer fills every module a treatment planning
+system and ``dciodvfy`` expect of the RT Structure Set IOD.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+import oncoseg
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import atomic_path
+from oncoseg.io.contours import contours_to_mask, mask_to_contours
+
+RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
+
+
+@dataclass
+class Structure:
+    """One ROI: its name, colour (0-255 RGB), interpretation and contours (LPS mm)."""
+
+    number: int
+    name: str
+    color: tuple[int, int, int] = (255, 0, 0)
+    interpreted_type: str = "ORGAN"
+    contours: list[np.ndarray] = field(default_factory=list)
+
+
+@dataclass
+class StructureSet:
+    path: Path
+    frame_of_reference_uid: str
+    referenced_series_uid: str
+    structures: list[Structure]
+    patient_id: str = ""
+
+    def structure(self, name: str) -> Structure:
+        for s in self.structures:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def mask(self, name: str, image: sitk.Image) -> np.ndarray:
+        """A structure as a (z, y, x) mask on ``image``'s grid."""
+        mask, off_plane = contours_to_mask(self.structure(name).contours, image)
+        if off_plane:
+            raise InputError(str(self.path), f"structure '{name}' has {off_plane} contours "
+                             "that lie on no slice of the image it references")
+        return mask
+
+
+def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
+    try:
+        ds = pydicom.dcmread(str(path))
+    except (pydicom.errors.InvalidDicomError, OSError) as error:
+        raise InputError(str(path), f"is not a readable DICOM file ({error})") from None
+    if getattr(ds, "Modality", "") != "RTSTRUCT":
+        raise InputError(str(path), f"is a {getattr(ds, 'Modality', 'non-DICOM')} object, not "
+                         "an RT structure set")
+    frame_uid, series_uid = "", ""
+    for frame in getattr(ds, "ReferencedFrameOfReferenceSequence", []):
+        frame_uid = frame.FrameOfReferenceUID
+        for study in getattr(frame, "RTReferencedStudySequence", []):
+            for series in getattr(study, "RTReferencedSeriesSequence", []):
+                series_uid = series.SeriesInstanceUID
+    rois = {}
+    for roi in getattr(ds, "StructureSetROISequence", []):
+        rois[int(roi.ROINumber)] = Structure(int(roi.ROINumber), str(roi.ROIName))
+    for observation in getattr(ds, "RTROIObservationsSequence", []):
+        number = int(observation.ReferencedROINumber)
+        if number in rois and getattr(observation, "RTROIInterpretedType", ""):
+            rois[number].interpreted_type = str(observation.RTROIInterpretedType)
+    for roi_contour in getattr(ds, "ROIContourSequence", []):
+        structure = rois.get(int(roi_contour.ReferencedROINumber))
+        if structure is None:
+            continue
+        if "ROIDisplayColor" in roi_contour:
+            structure.color = tuple(int(c) for c in roi_contour.ROIDisplayColor)
+        for contour in getattr(roi_contour, "ContourSequence", []):
+            if getattr(contour, "ContourGeometricType", "CLOSED_PLANAR") != "CLOSED_PLANAR":
+                continue
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            if len(points) >= 3:
+                structure.contours.append(points)
+    return StructureSet(Path(path), frame_uid, series_uid, list(rois.values()),
+                        str(getattr(ds, "PatientID", "")))
+
+
+def write_rtstruct(
+    structures: Sequence[tuple[str, np.ndarray, tuple[int, int, int], str]],
+    image: sitk.Image,
+    series_files: Sequence[str | os.PathLike[str]],
+    path: str | os.PathLike[str],
+    label: str = "OncoSeg",
+    overwrite: bool = False,
+) -> Path:
+    """Write (name, mask (z, y, x), RGB 0-255, interpreted type) structures as an RT structure
+    set referencing the image series ``series_files`` (in slice order, as ``image`` was read)."""
+    if len(series_files) != image.GetSize()[2]:
+        raise ValueError(f"{len(series_files)} series files for {image.GetSize()[2]} slices")
+    headers = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in series_files]
+    first = headers[0]
+    now = _dt.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
+                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                    "ReferringPhysicianName"):
+        setattr(ds, keyword, getattr(first, keyword, ""))
+    ds.Modality = "RTSTRUCT"
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = 999
+    ds.SeriesDescription = f"{label} structures"
+    ds.OperatorsName = ""
+    ds.Manufacturer = "OncoSeg"
+    ds.ManufacturerModelName = "OncoSeg"
+    ds.SoftwareVersions = oncoseg.__version__
+    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
+    ds.PositionReferenceIndicator = getattr(first, "PositionReferenceIndicator", "")
+    ds.InstanceNumber = 1
+    ds.StructureSetLabel = label[:16]
+    ds.StructureSetName = label[:64]
+    ds.StructureSetDate = now.strftime("%Y%m%d")
+    ds.StructureSetTime = now.strftime("%H%M%S")
+    ds.ApprovalStatus = "UNAPPROVED"
+
+    image_refs = []
+    for header in headers:
+        item = pydicom.Dataset()
+        item.ReferencedSOPClassUID = header.SOPClassUID
+        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
+        image_refs.append(item)
+    series = pydicom.Dataset()
+    series.SeriesInstanceUID = first.SeriesInstanceUID
+    series.ContourImageSequence = DicomSequence(image_refs)
+    study = pydicom.Dataset()
+    study.ReferencedSOPClassUID = "1.2.840.10008.3.1.2.3.1"  # Detached Study Management
+    study.ReferencedSOPInstanceUID = first.StudyInstanceUID
+    study.RTReferencedSeriesSequence = DicomSequence([series])
+    frame = pydicom.Dataset()
+    frame.FrameOfReferenceUID = first.FrameOfReferenceUID
+    frame.RTReferencedStudySequence = DicomSequence([study])
+    ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
+
+    roi_items, contour_items, observations = [], [], []
+    for number, (name, mask, color, interpreted) in enumerate(structures, start=1):
+        roi = pydicom.Dataset()
+        roi.ROINumber = number
+        roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
+        roi.ROIName = name
+        roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi_items.append(roi)
+        roi_contour = pydicom.Dataset()
+        roi_contour.ROIDisplayColor = [int(c) for c in color]
+        roi_contour.ReferencedROINumber = number
+        contours = []
+        for k, points in mask_to_contours(np.asarray(mask, bool), image):
+            contour = pydicom.Dataset()
+            reference = pydicom.Dataset()
+            reference.ReferencedSOPClassUID = headers[k].SOPClassUID
+            reference.ReferencedSOPInstanceUID = headers[k].SOPInstanceUID
+            contour.ContourImageSequence = DicomSequence([reference])
+            contour.ContourGeometricType = "CLOSED_PLANAR"
+            contour.NumberOfContourPoints = len(points)
+            contour.ContourData = [f"{v:.3f}" for v in points.ravel()]
+            contours.append(contour)
+        if contours:
+            roi_contour.ContourSequence = DicomSequence(contours)
+        contour_items.append(roi_contour)
+        observation = pydicom.Dataset()
+        observation.ObservationNumber = number
+        observation.ReferencedROINumber = number
+        observation.RTROIInterpretedType = interpreted
+        observation.ROIInterpreter = ""
+        observations.append(observation)
+    ds.StructureSetROISequence = DicomSequence(roi_items)
+    ds.ROIContourSequence = DicomSequence(contour_items)
+    ds.RTROIObservationsSequence = DicomSequence(observations)
+    with atomic_path(path, overwrite) as tmp:
+        ds.save_as(tmp, enforce_file_format=True)
+    return Path(path)
