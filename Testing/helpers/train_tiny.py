@@ -1,4 +1,5 @@
-"""A tiny training run through oncoseg.training, for tests: plain, under torchrun, or killed.
+"""A tiny training run through oncoseg.training on rectal phantom patches, for tests: plain,
+under torchrun, or killed.
 
     python train_tiny.py --output DIR [--resume] [--epochs N] [--batch B] [--sleep S]
     torchrun --standalone --nproc_per_node 2 train_tiny.py --output DIR
@@ -20,11 +21,31 @@ from oncoseg.modelfile import ModelMetadata
 from oncoseg.training import TrainingConfig, train
 
 
-def data(n: int, seed: int) -> torch.utils.data.TensorDataset:
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 1, 8, 8, generator=generator)
-    y = (x.mean(dim=(1, 2, 3)) + 0.1 * torch.randn(n, generator=generator) > 0).long()
-    return torch.utils.data.TensorDataset(x, y)
+def phantom_patches(n: int, seed: int) -> torch.utils.data.TensorDataset:
+    """8 x 8 in-plane patches of a rectal phantom's b1000 image, half centred on tumour
+    voxels (label 1), half on other voxels of the body (label 0)."""
+    import tempfile
+
+    import numpy as np
+    import SimpleITK as sitk
+
+    from oncoseg.phantoms.rectal import generate_case
+
+    with tempfile.TemporaryDirectory() as tmp:
+        generate_case(Path(tmp) / "case", seed=0, case=seed)
+        b1000 = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(tmp) / "case" / "dwi_b1000.nii.gz")))
+        label = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(tmp) / "case" / "label.nii.gz")))
+    rng = np.random.default_rng(seed)
+    image = (b1000 - b1000.mean()) / b1000.std()
+    padded = np.pad(image, ((0, 0), (4, 4), (4, 4)))
+    patches, labels = [], []
+    for value in (1, 0):
+        where = np.argwhere((label == value) & (b1000 > 50))
+        for k, j, i in where[rng.choice(len(where), n // 2, replace=False)]:
+            patches.append(padded[k, j:j + 8, i:i + 8])
+            labels.append(value)
+    x = torch.tensor(np.array(patches), dtype=torch.float32)[:, None]
+    return torch.utils.data.TensorDataset(x, torch.tensor(labels))
 
 
 def main() -> None:
@@ -46,7 +67,7 @@ def main() -> None:
                              architecture_args={"channels": 1, "classes": 2}, inputs=["image"],
                              preprocessing={}, outputs={"classes": ["low", "high"]}, demo=True)
     result = train(tiny_classifier, step, lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9),
-                   data(64, 1), data(32, 2),
+                   phantom_patches(64, 1), phantom_patches(32, 2),
                    TrainingConfig(max_epochs=args.epochs, batch_size=args.batch, patience=50,
                                   seed=3),
                    args.output, metadata, resume=args.resume)
