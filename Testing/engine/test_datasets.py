@@ -16,12 +16,16 @@ from oncoseg.errors import InputError
 ROLES = ["t2w", "dwi_b0", "dwi_b1000"]
 
 
-@pytest.fixture(scope="module")
-def rectal_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantoms") / "rectal"
-    assert main(["phantom", "rectal", "--cases", "3", "--output", str(root), "--progress",
+def phantoms(tmp_path_factory, task, cases):
+    root = tmp_path_factory.mktemp("phantoms") / task
+    assert main(["phantom", task, "--cases", str(cases), "--output", str(root), "--progress",
                  "none"]) == 0
     return root
+
+
+@pytest.fixture(scope="module")
+def rectal_set(tmp_path_factory):
+    return phantoms(tmp_path_factory, "rectal", 3)
 
 
 def copy(root, tmp_path):
@@ -114,10 +118,7 @@ def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
 
 @pytest.fixture(scope="module")
 def staging_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantoms") / "staging"
-    assert main(["phantom", "staging", "--cases", "4", "--output", str(root), "--progress",
-                 "none"]) == 0
-    return root
+    return phantoms(tmp_path_factory, "staging", 4)
 
 
 def test_staging_table_reads_back(staging_set):
@@ -160,10 +161,7 @@ def test_brats_namings_read_back(tmp_path, layout, first, enhancing):
 
 @pytest.fixture(scope="module")
 def kaggle_set(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantoms") / "gi"
-    assert main(["phantom", "oar-mr", "--cases", "2", "--output", str(root), "--progress",
-                 "none"]) == 0
-    return root
+    return phantoms(tmp_path_factory, "oar-mr", 2)
 
 
 def test_kaggle_layout_reads_back(kaggle_set):
@@ -223,10 +221,7 @@ def test_brats_to_nnunet_maps_enhancing_to_oncoseg_labels(tmp_path):
 
 @pytest.fixture(scope="module")
 def ct_cohort(tmp_path_factory):
-    root = tmp_path_factory.mktemp("phantoms") / "oarct"
-    assert main(["phantom", "oar-ct", "--cases", "3", "--output", str(root), "--progress",
-                 "none"]) == 0
-    return root
+    return phantoms(tmp_path_factory, "oar-ct", 3)
 
 
 def test_rtstruct_cohort_maps_synonyms_and_reports_partial_labels(ct_cohort):

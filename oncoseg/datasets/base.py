@@ -107,25 +107,22 @@ def check_files(case: Case, where: str) -> None:
         if not path.is_file():
             raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} "
                              "is missing")
-    grids = {}
-    for role, path in case.images.items():
-        try:
-            info = image_information(path)
-        except RuntimeError:
-            raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} "
-                             "is not a readable image") from None
-        grids[role] = (info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection())
+    grids = {role: _grid(case, role, path, where) for role, path in case.images.items()}
     for name, path in case.labels.items():
-        try:
-            info = image_information(path)
-        except RuntimeError:
-            raise InputError(f"case '{case.id}'", f"in {where}: the {name} file {path.name} "
-                             "is not a readable image") from None
-        grid = (info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection())
+        grid = _grid(case, name, path, where)
         if grids and not any(_same(grid, g) for g in grids.values()):
             raise InputError(f"case '{case.id}'", f"in {where}: the {name} file "
                              f"{path.name} does not lie on the grid of any image of the case "
                              f"(its size {grid[0]}, spacing {tuple(round(s, 4) for s in grid[1])})")
+
+
+def _grid(case: Case, role: str, path: Path, where: str) -> tuple:
+    try:
+        info = image_information(path)
+    except RuntimeError:
+        raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} is not "
+                         "a readable image") from None
+    return info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection()
 
 
 def _same(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:
