@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.spatial import cKDTree
 
 from oncoseg.phantoms.common import (
     bias_field,
@@ -44,6 +45,7 @@ TISSUES = {
     "bladder wall": (0.30, 0.50, 0.50),
     "gland": (0.50, 0.55, 0.48),
     "node": (0.40, 0.58, 0.68),
+    "septum": (0.42, 0.42, 0.10),  # vessels and fibrous septa in the fat: texture, not lesion
     "tumour": (0.46, 0.62, 0.78),
 }
 SEQUENCES = ("t2w", "dwi_b0", "dwi_b1000")
@@ -82,12 +84,31 @@ class RectalAnatomy:
                               float(z))
         self.tumour_radii = (rng.uniform(9, 15), rng.uniform(9, 15), rng.uniform(12, 24))
         self.tumour_lumps = np.random.default_rng(rng.integers(2**32))
+        self.septa = []  # small structures throughout the fat: what registration locks onto
+        texture = np.random.default_rng(rng.integers(2**32))
+        while len(self.septa) < 160:
+            c = texture.uniform([-95, -75, -55], [95, 75, 55])
+            if (c[0] / 140) ** 2 + (c[1] / 105) ** 2 < 1:
+                self.septa.append((tuple(c), tuple(texture.uniform([2.0, 2.0, 4.0],
+                                                                   [4.5, 4.5, 12.0]))))
         self.nodes = []
         for _ in range(rng.integers(2, 5)):
             a, d, nz = rng.uniform(0, 2 * np.pi), rng.uniform(22, 32), rng.uniform(-35, 35)
             ncx, ncy = self.rectum_centre(np.array(nz))
             self.nodes.append(((float(ncx + d * math.cos(a)), float(ncy + d * math.sin(a)),
                                 float(nz)), float(rng.uniform(3.0, 5.0))))
+
+    def septa_distance(self, points: np.ndarray, neighbours: int = 3) -> np.ndarray:
+        """Signed distance to the nearest septum, from each point's few closest centres (one
+        pass over the volume instead of one per septum)."""
+        centres = np.array([c for c, _ in self.septa], np.float32)
+        radii = np.array([r for _, r in self.septa], np.float32)
+        flat = points.reshape(-1, 3)
+        _, nearest = cKDTree(centres).query(flat, k=neighbours)
+        d = flat[:, None, :] - centres[nearest]
+        r = radii[nearest]
+        distance = (np.sqrt(np.sum((d / r) ** 2, axis=-1)) - 1.0) * r.min(axis=-1)
+        return distance.min(axis=1).reshape(points.shape[:-1])
 
     def rectum_centre(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (3.0 * np.sin(z / 30.0 + self.rectum_phase[0]),
@@ -104,6 +125,7 @@ class RectalAnatomy:
         x, y = points[..., 0], points[..., 1]
         body = soft(np.sqrt((x / 150.0) ** 2 + (y / 115.0) ** 2) * 115.0 - 115.0, width)
         layers: list[tuple[str, np.ndarray]] = [("fat", body)]
+        layers.append(("septum", soft(self.septa_distance(points), width)))
         for side in (-1, 1):
             layers.append(("muscle", soft(ellipsoid_distance(points, (58 * side, 10, 0),
                                                              (13, 38, 70)), width)))
