@@ -37,3 +37,9 @@ def test_registration_benchmark():
     summary = run("bench_registration.py", "--quick")
     assert summary["tre_in_process_mm"] < 1.5
     assert summary["tre_executable_mm"] < 1.5
+
+
+def test_rectal_dense_benchmark_runs_and_agrees():
+    summary = run("bench_rectal_dense.py", "--size", "2", "24", "20", "--batch", "512")
+    assert summary["max_abs_difference"] <= 1e-5
+    assert summary["speedup"] > 1

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from oncoseg.modelfile import ModelMetadata, load_network, save_model
+from oncoseg.phantoms.rectal import RectalPhantomGeometry, generate_case
+from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.sampling import extract_patches
+
+
+def phantom_channels(tmp_path):
+    generate_case(tmp_path / "case", 0, 0, RectalPhantomGeometry(t2w_size=(64, 64, 6),
+                                                                 dwi_size=(40, 36, 6)))
+    arrays = []
+    for role in ("dwi_b0", "dwi_b1000", "dwi_b0"):
+        a = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "case" / f"{role}.nii.gz")))
+        arrays.append((a - a.mean()) / a.std())
+    return np.stack(arrays).astype(np.float32)
+
+
+def test_dense_inference_equals_classifying_every_patch(tmp_path):
+    torch.manual_seed(3)
+    network = RectalPatchCNN().eval()
+    for p in network.parameters():  # a trained-looking spread of weights, not just init
+        p.data.mul_(3.0)
+    channels = phantom_channels(tmp_path)
+    _, z, h, w = channels.shape
+    with torch.inference_mode():
+        dense = torch.softmax(network.dense(torch.from_numpy(channels).transpose(0, 1)), 1)
+        grid = np.stack(np.meshgrid(range(z), range(h), range(w), indexing="ij"), -1)
+        patches = torch.from_numpy(extract_patches(channels, grid.reshape(-1, 3), 21))
+        per_patch = torch.softmax(network(patches), 1).reshape(z, h, w, 2).permute(0, 3, 1, 2)
+    assert dense.shape == per_patch.shape == (z, 2, h, w)
+    assert float((dense - per_patch).abs().max()) <= 1e-5
+
+
+def test_patch_size_and_model_file_round_trip(tmp_path):
+    with pytest.raises(ValueError, match="receptive field is 21 x 21"):
+        RectalPatchCNN(patch_size=25)
+    network = RectalPatchCNN()
+    metadata = ModelMetadata(task="rectal", architecture="rectal-patch-cnn",
+                             architecture_args={"in_channels": 3, "patch_size": 21},
+                             inputs=["t2w", "dwi_b0", "dwi_b1000"], preprocessing={},
+                             outputs={"segments": ["Rectal tumour"]})
+    path = save_model(tmp_path / "m.safetensors", network.state_dict(), metadata)
+    loaded, _ = load_network(path, expected_task="rectal")
+    x = torch.randn(2, 3, 21, 21)
+    torch.testing.assert_close(loaded(x), network.eval()(x))
