@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.errors import OncoSegError
+from oncoseg.errors import InputError, OncoSegError
 from oncoseg.geometry import check_overlap
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 
@@ -213,12 +213,19 @@ def register(
     overrides: Mapping[str, Any] | None = None,
     stage_overrides: Sequence[Mapping[str, Any]] | None = None,
     names: tuple[str, str] = ("fixed", "moving"),
+    fixed_mask: sitk.Image | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
 ) -> RegistrationResult:
-    """Register ``moving`` onto ``fixed``. Cancellation is honoured before and after the
-    elastix run (elastix itself cannot be interrupted in-process)."""
+    """Register ``moving`` onto ``fixed``. ``fixed_mask`` (non-zero = use) restricts where the
+    metric samples, e.g. to the body rather than noisy air. Cancellation is honoured before and
+    after the elastix run (elastix itself cannot be interrupted in-process)."""
     check_overlap(moving, fixed, names[1], names[0])
+    if fixed_mask is not None:
+        check_overlap(fixed_mask, fixed, f"mask of {names[0]}", names[0])
+        if not sitk.GetArrayViewFromImage(fixed_mask).any():
+            raise InputError(f"mask of {names[0]}", "is empty: registration would have no "
+                             "voxel to compare")
     maps = preset_maps(preset, overrides, stage_overrides)
     check_cancelled(cancel)
     report(progress, f"Registering {names[1]} to {names[0]}", 0, 1,
@@ -229,6 +236,8 @@ def register(
         method = itk.ElastixRegistrationMethod[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New()
         method.SetFixedImage(to_itk(fixed))
         method.SetMovingImage(to_itk(moving))
+        if fixed_mask is not None:
+            method.SetFixedMask(to_itk(fixed_mask, pixel="UC"))
         method.SetParameterObject(_parameter_object(maps))
         method.SetLogToConsole(False)
         method.SetLogToFile(True)

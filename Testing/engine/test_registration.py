@@ -98,3 +98,13 @@ def test_preset_maps_follow_the_paper(tmp_path):
     assert "(Metric1Weight 20)" in text
     with pytest.raises(ValueError, match="unknown registration preset"):
         preset_maps("nope")
+
+
+def test_an_empty_mask_is_refused_before_elastix_runs():
+    from oncoseg.errors import InputError
+
+    fixed = render(grid(size=(20, 16, 8), spacing=(4, 4, 6)))
+    empty = sitk.Image(fixed.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(fixed)
+    with pytest.raises(InputError, match="mask of dwi_b0: is empty"):
+        register(fixed, fixed, "affine", fixed_mask=empty, names=("dwi_b0", "t2w"))
