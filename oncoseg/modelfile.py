@@ -240,9 +240,9 @@ def register_architecture(name: str) -> Callable[[ArchitectureFactory], Architec
 
 
 def architecture_names() -> list[str]:
-    from oncoseg.tasks import import_task_modules
+    from oncoseg.tasks import import_network_modules
 
-    import_task_modules()
+    import_network_modules()
     return sorted(_ARCHITECTURES)
 
 

@@ -58,6 +58,7 @@ class Task:
     reference_role: str  # the grid outputs are computed on
     pipeline_module: str  # dotted module with the verbs (phantom, predict, train, evaluate)
     segments: tuple[SegmentSpec, ...] = ()
+    network_modules: tuple[str, ...] = ()  # modules that register the task's architectures
     classes: tuple[str, ...] = ()
     default_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -138,6 +139,13 @@ def import_task_modules() -> None:
         importlib.import_module(module)
     for entry in entry_points(group="oncoseg.tasks"):
         entry.load()
+
+
+def import_network_modules() -> None:
+    """Register every task's network architectures (model files name them)."""
+    for task in all_tasks():
+        for module in task.network_modules:
+            importlib.import_module(module)
 
 
 def all_tasks() -> list[Task]:

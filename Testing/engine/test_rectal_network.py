@@ -47,3 +47,20 @@ def test_patch_size_and_model_file_round_trip(tmp_path):
     loaded, _ = load_network(path, expected_task="rectal")
     x = torch.randn(2, 3, 21, 21)
     torch.testing.assert_close(loaded(x), network.eval()(x))
+
+
+def test_a_fresh_process_loads_a_rectal_model_file(tmp_path):
+    import subprocess
+    import sys
+
+    metadata = ModelMetadata(task="rectal", architecture="rectal-patch-cnn",
+                             architecture_args={}, inputs=["t2w", "dwi_b0", "dwi_b1000"],
+                             preprocessing={}, outputs={"segments": ["Rectal tumour"]})
+    path = save_model(tmp_path / "m.safetensors", RectalPatchCNN().state_dict(), metadata)
+    code = ("import sys; from oncoseg.modelfile import load_network; "
+            "net, meta = load_network(sys.argv[1], expected_task='rectal'); "
+            "print(type(net).__name__)")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "RectalPatchCNN"

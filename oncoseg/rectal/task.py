@@ -27,5 +27,6 @@ TASK = register_task(Task(
     ),
     reference_role="dwi_b0",
     pipeline_module="oncoseg.rectal.pipeline",
+    network_modules=("oncoseg.rectal.network",),
     segments=(TUMOUR,),
 ))
