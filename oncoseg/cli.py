@@ -204,30 +204,15 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     make = task.verb("phantom")
     if args.layout == "nnunet":
-        written = _phantom_as_nnunet(task, make, args)
+        from oncoseg.datasets.convert import phantoms_as_nnunet
+
+        written = phantoms_as_nnunet(task, args.output, args.cases, args.seed,
+                                     _progress(args.progress), CancelToken())
     else:
         written = make(args.output, cases=args.cases, seed=args.seed, layout=args.layout,
                        progress=_progress(args.progress), cancel=CancelToken())
     print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
     return EXIT_OK
-
-
-def _phantom_as_nnunet(task, make, args: argparse.Namespace) -> list[Path]:
-    import tempfile
-
-    from oncoseg.datasets import read_dataset
-    from oncoseg.datasets.convert import to_nnunet
-
-    if task.kind != "segmentation":
-        raise InputError("--layout nnunet", f"task '{task.name}' is not a segmentation task")
-    with tempfile.TemporaryDirectory(dir=Path(args.output).parent) as tmp:
-        native = make(Path(tmp) / "native", cases=args.cases, seed=args.seed, layout="native",
-                      progress=_progress(args.progress), cancel=CancelToken())
-        roles = [r.name for r in task.inputs]
-        dataset = read_dataset(Path(tmp) / "native", "auto", roles)
-        labels = {"background": 0, **{s.name: s.label for s in task.segments}}
-        to_nnunet(dataset, args.output, roles, labels)
-    return native
 
 
 def _cmd_train(args: argparse.Namespace) -> int:

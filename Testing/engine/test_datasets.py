@@ -98,7 +98,7 @@ def test_split_by_patient_is_reproducible_and_saved(rectal_set, tmp_path):
 
 
 def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
-    root = tmp_path / "Dataset501_Rectal"
+    root = tmp_path / "not-yet-there" / "Dataset501_Rectal"  # parents are created
     assert main(["phantom", "rectal", "--cases", "2", "--layout", "nnunet", "--output",
                  str(root), "--progress", "none"]) == 0
     assert sorted(p.name for p in (root / "imagesTr").iterdir())[:3] == [

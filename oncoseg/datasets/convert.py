@@ -5,13 +5,17 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import SimpleITK as sitk
 
 from oncoseg.datasets.base import Dataset
+from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_directory
+from oncoseg.progress import CancelToken, ProgressCallback
+from oncoseg.tasks import Task
 
 
 def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> None:
@@ -54,3 +58,23 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
         (folder / "dataset.json").write_text(json.dumps(description, indent=2) + "\n",
                                              encoding="utf-8")
     return Path(output)
+
+
+def phantoms_as_nnunet(task: Task, output: str | os.PathLike[str], cases: int, seed: int,
+                       progress: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None) -> list[Path]:
+    """A segmentation task's phantoms written in nnU-Net raw layout (via its native layout)."""
+    from oncoseg.datasets.layouts import read_dataset
+
+    if task.kind != "segmentation":
+        raise InputError("--layout nnunet", f"task '{task.name}' is not a segmentation task")
+    parent = Path(output).absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=parent) as tmp:
+        native = task.verb("phantom")(Path(tmp) / "native", cases=cases, seed=seed,
+                                      layout="native", progress=progress, cancel=cancel)
+        roles = [r.name for r in task.inputs]
+        dataset = read_dataset(Path(tmp) / "native", "auto", roles)
+        labels = {"background": 0, **{s.name: s.label for s in task.segments}}
+        to_nnunet(dataset, output, roles, labels)
+    return native
