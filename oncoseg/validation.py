@@ -20,7 +20,7 @@ def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
     """Raise :class:`InputError` unless ``image`` is a usable 3D scalar volume."""
     dimension = image.GetDimension()
     size = image.GetSize()
-    if dimension == 2 or (dimension == 3 and min(size) < min_slices and min(size) == 1):
+    if dimension == 2 or (dimension == 3 and min(size) == 1 and min_slices > 1):
         raise InputError(name, f"is a 2D image (size {_size(size)}); a 3D volume is needed")
     if dimension != 3:
         raise InputError(name, f"is a {dimension}D image (size {_size(size)}); a 3D volume is "

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import tinynet
 from imaging import OBLIQUE, make_image
+from pickles import WritesMarker
 
 from oncoseg.cli import main
 from oncoseg.io import read_seg_nrrd
@@ -132,19 +133,12 @@ def test_unknown_task_and_usage_errors():
     assert oncoseg("frobnicate").returncode == 2
 
 
-class _WritesMarker:
-    path = ""
-
-    def __reduce__(self):
-        return (open, (self.path, "w"))
-
-
 def test_info_refuses_pickles_without_running_them(tmp_path):
     import torch
 
-    _WritesMarker.path = str(tmp_path / "code-ran")
-    (tmp_path / "renamed.safetensors").write_bytes(pickle.dumps(_WritesMarker()))
-    torch.save({"state": _WritesMarker()}, tmp_path / "checkpoint.pt")
+    WritesMarker.path = str(tmp_path / "code-ran")
+    (tmp_path / "renamed.safetensors").write_bytes(pickle.dumps(WritesMarker()))
+    torch.save({"state": WritesMarker()}, tmp_path / "checkpoint.pt")
     for name in ("renamed.safetensors", "checkpoint.pt"):
         result = oncoseg("info", tmp_path / name)
         assert result.returncode == 2, result.stderr

@@ -3,19 +3,11 @@ import struct
 
 import pytest
 import torch
+from pickles import WritesMarker
 from tinynet import tiny_conv, tiny_metadata
 
 from oncoseg.errors import InputError
 from oncoseg.modelfile import load_network, load_tensors, read_header, save_model
-
-
-class RunsCode:
-    """Unpickling this would create the marker file: the proof that loading ran code."""
-
-    marker = ""
-
-    def __reduce__(self):
-        return (open, (self.marker, "w"))
 
 
 def test_round_trip_with_metadata(tmp_path):
@@ -39,12 +31,12 @@ def test_never_overwrites_unless_asked(tmp_path):
 @pytest.mark.parametrize("name", ["evil.safetensors", "evil.pt"])
 def test_pickles_are_refused_and_never_run(tmp_path, name):
     marker = tmp_path / "executed"
-    RunsCode.marker = str(marker)
+    WritesMarker.path = str(marker)
     path = tmp_path / name
     if name.endswith(".pt"):
-        torch.save({"weights": RunsCode()}, path)  # a zip archive with a pickle inside
+        torch.save({"weights": WritesMarker()}, path)  # a zip archive with a pickle inside
     else:
-        path.write_bytes(pickle.dumps(RunsCode()))
+        path.write_bytes(pickle.dumps(WritesMarker()))
     for loader in (read_header, load_tensors, load_network):
         with pytest.raises(InputError, match=r"(pickle|zip archive).*not opened"):
             loader(path)
