@@ -16,6 +16,7 @@ from typing import Any
 
 import oncoseg
 from oncoseg.errors import Cancelled, InputError, OncoSegError
+from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
@@ -81,17 +82,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="an input volume or DICOM series folder (repeat for each role)")
     p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--seed-point", metavar="X,Y,Z", help="LPS point (mm) inside the structure: "
+                   "keep the candidate component there (tasks with candidates)")
     _add_set_option(p)
 
     p = _task_verb(verbs, "train", "train a task's model on a data set")
     _add_dataset_options(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--description", default="", help="what the model file says it is")
+    p.add_argument("--synthetic", action="store_true", help="mark the model as trained on "
+                   "synthetic data (a demo model: not for clinical use)")
     _add_set_option(p)
 
     p = _task_verb(verbs, "evaluate", "evaluate a model on a labelled data set")
     _add_dataset_options(p)
     p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_set_option(p)
 
     p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
     p.add_argument("--output", type=Path, default=Path("oncoseg-demo"))
@@ -124,6 +131,16 @@ def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str,
         except json.JSONDecodeError:
             overrides[key] = text
     return overrides
+
+
+def parse_point(text: str) -> list[float]:
+    try:
+        point = [float(v) for v in text.split(",")]
+    except ValueError:
+        point = []
+    if len(point) != 3:
+        raise InputError(f"--seed-point {text}", "must be three numbers X,Y,Z (LPS, mm)")
+    return point
 
 
 def parse_inputs(items: Sequence[str]) -> dict[str, str]:
@@ -182,11 +199,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--input {missing[0]}", f"is required by task '{task.name}' "
                          f"(give it as --input {missing[0]}=PATH)")
     overrides = parse_overrides(args.overrides, dict(task.default_config))
+    refuse_nonempty_folder(args.output, args.overwrite, "--output ")
     device = resolve_device(args.device)
+    extra = {"seed_lps_mm": parse_point(args.seed_point)} if args.seed_point else {}
     images = {role: read_image(path) for role, path in paths.items()}
     started = time.perf_counter()
     prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
-                                      progress=_progress(args.progress), cancel=CancelToken())
+                                      progress=_progress(args.progress), cancel=CancelToken(),
+                                      **extra)
     prediction.timings.setdefault("total", time.perf_counter() - started)
     write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
                      overwrite=args.overwrite)
@@ -224,7 +244,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model = task.verb("train")(args.dataset, layout=args.layout, output=args.output,
                                config=overrides, device=resolve_device(args.device),
                                resume=args.resume, progress=_progress(args.progress),
-                               cancel=CancelToken())
+                               cancel=CancelToken(), description=args.description,
+                               demo=args.synthetic)
     print(f"Model written to {model}")
     return EXIT_OK
 
@@ -234,10 +255,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from oncoseg.tasks import get_task
 
     task = get_task(args.task)
+    overrides = parse_overrides(args.overrides, dict(task.default_config))
     summary = task.verb("evaluate")(args.dataset, layout=args.layout, model=args.model,
                                     output=args.output, device=resolve_device(args.device),
-                                    overwrite=args.overwrite, progress=_progress(args.progress),
-                                    cancel=CancelToken())
+                                    overwrite=args.overwrite, config=overrides,
+                                    progress=_progress(args.progress), cancel=CancelToken())
     print(json.dumps(summary, indent=2))
     return EXIT_OK
 

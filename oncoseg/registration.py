@@ -276,6 +276,9 @@ _KNOWN_FAILURES = (
      "too little of the {moving} overlaps the {fixed} during optimisation (elastix: too many "
      "samples map outside the moving image). Check that both show the same region, or that "
      "the images are not grossly misaligned."),
+    ("Total Mass of the image was zero",
+     "the {moving} or the {fixed} holds (almost) no signal where they overlap, so elastix "
+     "cannot centre one on the other. Check that the right series was chosen."),
     ("Could not find enough image samples",
      "elastix found too few usable voxels (are the images empty or constant?)."),
 )

@@ -311,11 +311,9 @@ class _Loop:
 
 
 def plot_curves(history: list[dict[str, float]], path: Path) -> None:
-    import matplotlib
+    from oncoseg.plots import pyplot, save_figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     epochs = [row["epoch"] for row in history]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.plot(epochs, [row["train_loss"] for row in history], marker="o", label="training")
@@ -325,6 +323,4 @@ def plot_curves(history: list[dict[str, float]], path: Path) -> None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)

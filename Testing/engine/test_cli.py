@@ -105,7 +105,7 @@ def test_predict_writes_the_promised_files(tmp_path, threshold_task, capsys):
     # a second run does not replace the first unless asked
     assert main(["predict", "test-threshold", "--input", f"image={tmp_path / 'in.nrrd'}",
                  "--output", str(out), "--device", "cpu", "--progress", "none"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    assert "exists and is not empty" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -32,6 +32,15 @@ def refuse_existing(path: Path, overwrite: bool) -> None:
         raise InputError(str(path), "already exists; choose another name or ask to overwrite it")
 
 
+def refuse_nonempty_folder(folder: str | os.PathLike[str], overwrite: bool,
+                           label: str = "") -> None:
+    """Checked before minutes of work, not after: a non-empty output folder needs overwrite."""
+    folder = Path(folder)
+    if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
+        raise InputError(f"{label}{folder}", "exists and is not empty (add --overwrite to "
+                         "replace it)")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path to write; on success it becomes ``path``.

@@ -1,13 +1,26 @@
-"""The ``rectal`` task's verbs."""
+"""The ``rectal`` task's verbs: phantom, predict, train, evaluate, demo."""
 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.phantoms.common import check_phantom_layout, generate_dataset
 from oncoseg.phantoms.rectal import generate_case
-from oncoseg.progress import CancelToken, ProgressCallback
+from oncoseg.prediction import Prediction
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.rectal.config import RectalConfig
+from oncoseg.rectal.task import TASK, TUMOUR
+
+DEMO_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "rectal-demo.safetensors"
 
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
@@ -16,3 +29,156 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
     """Case folders with t2w, dwi_b0, dwi_b1000, label (on the b0 grid) and case.json."""
     check_phantom_layout(layout, ["native"])
     return generate_dataset(output, cases, seed, generate_case, "rectal", progress, cancel)
+
+
+def model_path(model: str | os.PathLike[str]) -> Path:
+    """A model file path; ``demo`` is the bundled model trained on phantoms."""
+    if str(model) == "demo":
+        if not DEMO_MODEL.is_file():
+            raise InputError("--model demo", f"the bundled demo model is missing ({DEMO_MODEL});"
+                             " reinstall OncoSeg or give a model file")
+        return DEMO_MODEL
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(f"--model {model}", "is not a file")
+    return path
+
+
+def load_model(model: str | os.PathLike[str], device: str = "cpu"):
+    from oncoseg.modelfile import load_network
+
+    path = model_path(model)
+    network, metadata = load_network(path, expected_task=TASK.name, device=device)
+    return network, metadata, path
+
+
+def settings_for(metadata, overrides: Mapping[str, Any] | None) -> RectalConfig:
+    """The settings a model was trained with for its pre-processing (a model trained on
+    rigidly registered T2w must see rigidly registered T2w), then the caller's overrides."""
+    trained = {"registration": metadata.preprocessing["registration"]} \
+        if "registration" in metadata.preprocessing else {}
+    return RectalConfig.from_overrides({**trained, **(overrides or {})})
+
+
+def _image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
+def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "demo",
+            device: str = "cpu", config: Mapping[str, Any] | None = None,
+            seed_lps_mm: Sequence[float] | None = None,
+            progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> Prediction:
+    """Register, standardise, compute every voxel's probability, pick the tumour component."""
+    from oncoseg.rectal.dense import probability_map
+    from oncoseg.rectal.preprocessing import prepare
+
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    network, metadata, path = load_model(model, device)
+    timings["load_model"] = time.perf_counter() - started
+    settings = settings_for(metadata, config)
+
+    started = time.perf_counter()
+    prepared = prepare(images, settings.registration, progress, cancel)
+    timings["preprocess"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    probability = probability_map(network, prepared.channels, device, progress=progress,
+                                  cancel=cancel)
+    timings["inference"] = time.perf_counter() - started
+    check_cancelled(cancel)
+
+    started = time.perf_counter()
+    from oncoseg.rectal.candidates import find_candidates
+
+    reference = prepared.reference
+    probability_image = _image(probability, reference)
+    candidates = find_candidates(probability_image, settings.threshold, settings.keep,
+                                 seed_lps_mm, settings.connectivity)
+    labels = _image(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
+    timings["postprocess"] = time.perf_counter() - started
+
+    messages = []
+    if metadata.demo:
+        messages.append("demo model trained on synthetic phantoms: not for clinical use")
+    if not candidates.components:
+        messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
+    elif len(candidates.components) > 1:
+        rule = settings.keep if seed_lps_mm is None else "seed point"
+        messages.append(f"{len(candidates.components)} candidate components; kept "
+                        f"{len(candidates.selected)} ({rule}); all are listed in result.json")
+    return Prediction(
+        task=TASK.name,
+        model={"path": str(path), "description": metadata.description, "demo": metadata.demo},
+        images=prepared.images, display_role="t2w", segments=TASK.segments, labels=labels,
+        probabilities={TUMOUR.name: probability_image}, timings=timings,
+        details={"config": settings.as_dict(), "registration": prepared.registration,
+                 "candidates": candidates.as_dicts(), "seed_lps_mm": list(seed_lps_mm)
+                 if seed_lps_mm is not None else None},
+        messages=messages)
+
+
+def train(dataset: str | os.PathLike[str], layout: str = "auto",
+          output: str | os.PathLike[str] = "rectal-model", config: Mapping[str, Any] | None = None,
+          device: str = "cpu", resume: bool = False, progress: ProgressCallback | None = None,
+          cancel: CancelToken | None = None, description: str = "", demo: bool = False) -> Path:
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.rectal.training import train_rectal
+
+    settings = RectalConfig.from_overrides(config)
+    data = read_dataset(dataset, layout, roles=[r.name for r in TASK.inputs])
+    result = train_rectal(data, Path(output), settings, device, resume, description, demo,
+                          progress, cancel)
+    return result.model_path or Path(output)
+
+
+def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
+             model: str | os.PathLike[str] = "demo", output: str | os.PathLike[str] = "evaluation",
+             device: str = "cpu", overwrite: bool = False, config: Mapping[str, Any] | None = None,
+             progress: ProgressCallback | None = None,
+             cancel: CancelToken | None = None) -> dict[str, Any]:
+    """DSC against every reader's label and voxelwise AUC, per case, with a summary."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.rectal.evaluation import evaluate_cases
+
+    data = read_dataset(dataset, layout, roles=[r.name for r in TASK.inputs])
+    network, metadata, path = load_model(model, device)
+    settings = settings_for(metadata, config)
+    return evaluate_cases(data, network, str(path), settings, Path(output), device, overwrite,
+                          progress, cancel)
+
+
+def demo(output: str | os.PathLike[str] = "oncoseg-demo", device: str = "cpu",
+         overwrite: bool = False, progress: ProgressCallback | None = None,
+         cancel: CancelToken | None = None) -> Path:
+    """A phantom case the demo model never saw, segmented: the README's first command."""
+    import tempfile
+
+    from oncoseg.io.volumes import read_image
+    from oncoseg.prediction import write_prediction
+
+    output = Path(output)
+    refuse_nonempty_folder(output, overwrite, "--output ")
+    with tempfile.TemporaryDirectory(prefix="oncoseg-demo-") as tmp:
+        report(progress, "Writing a phantom case", 0, 1)
+        [case] = phantom(Path(tmp) / "data", cases=1, seed=DEMO_CASE_SEED)
+        paths = {role.name: case / f"{role.name}.nii.gz" for role in TASK.inputs}
+        images = {role: read_image(path) for role, path in paths.items()}
+        started = time.perf_counter()
+        prediction = predict(images, "demo", device, progress=progress, cancel=cancel)
+        prediction.timings["total"] = time.perf_counter() - started
+        prediction.details["phantom"] = {"seed": DEMO_CASE_SEED,
+                                         "note": "generated for this demo; not in the model's "
+                                                 "training data"}
+        check_cancelled(cancel)
+        write_prediction(prediction, output, {r: p.name for r, p in paths.items()},
+                         overwrite=overwrite)
+    return output
+
+
+# The demo model trains on phantom seeds 0.. (see docs/DEMO_MODELS.md); the demo case uses
+# another seed, so what it shows is a case the model did not see.
+DEMO_CASE_SEED = 2026

@@ -1,5 +1,6 @@
 """The ``rectal`` task's declaration: inputs, output segment, the paper's configuration."""
 
+from oncoseg.rectal.config import RectalConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import Code, Terminology
 
@@ -29,4 +30,5 @@ TASK = register_task(Task(
     pipeline_module="oncoseg.rectal.pipeline",
     network_modules=("oncoseg.rectal.network",),
     segments=(TUMOUR,),
+    default_config=RectalConfig().as_dict(),
 ))

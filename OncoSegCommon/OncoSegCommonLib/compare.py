@@ -1,0 +1,52 @@
+"""Comparing a segmentation with a reference segmentation in the scene: the compare panel.
+
+Both are exported on the same reference volume's grid through Slicer's own segmentation
+logic, so the figures are those of what the reader sees; a probability map, if given, adds the
+voxelwise ROC AUC.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference
+from oncoseg.metrics import dice, hd95, mean_surface_distance, roc_auc
+from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+from OncoSegCommonLib.volumes import image_from_volume_node
+
+
+def _mask(node: Any, reference_volume: Any, segment_id: str | None) -> np.ndarray:
+    segmentation = node.GetSegmentation()
+    if segmentation.GetNumberOfSegments() == 0:
+        raise InputError(f"segmentation '{node.GetName()}'", "has no segment to compare")
+    labels = sitk.GetArrayFromImage(labels_from_segmentation_node(node, reference_volume))
+    if segment_id is None:
+        return labels > 0
+    index = [segmentation.GetNthSegmentID(i)
+             for i in range(segmentation.GetNumberOfSegments())].index(segment_id)
+    return labels == index + 1
+
+
+def compare_segmentations(node: Any, reference: Any, reference_volume: Any,
+                          probability_node: Any | None = None, segment_id: str | None = None,
+                          reference_segment_id: str | None = None) -> dict[str, float]:
+    """DSC, HD95 and mean surface distance (mm) of ``node`` against ``reference``; AUC of the
+    probability map against the reference when one is given. Without segment IDs, all
+    segments of a node together are compared."""
+    predicted = _mask(node, reference_volume, segment_id)
+    truth = _mask(reference, reference_volume, reference_segment_id)
+    x, y, z = reference_volume.GetSpacing()
+    spacing = (z, y, x)
+    figures = {"dsc": dice(predicted, truth), "hd95_mm": hd95(predicted, truth, spacing),
+               "msd_mm": mean_surface_distance(predicted, truth, spacing)}
+    if probability_node is not None:
+        grid = image_from_volume_node(reference_volume)
+        probability = resample_to_reference(image_from_volume_node(probability_node), grid,
+                                            names=(probability_node.GetName(),
+                                                   reference_volume.GetName()))
+        figures["auc"] = roc_auc(sitk.GetArrayViewFromImage(probability).ravel(), truth.ravel())
+    return figures

@@ -1,0 +1,123 @@
+"""Training as a separate process, watched from the module panel.
+
+Training runs for minutes to days, so it never runs inside Slicer's process: the panel starts
+``python -m oncoseg train ... --progress json`` and reads its JSON lines (progress events, with
+step and epoch losses for the live plot). A reader thread collects the lines, so polling from a
+Qt timer never blocks; cancelling terminates the process, whose checkpoint lets ``--resume``
+continue it later.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def python_executable() -> str:
+    """The interpreter that has ``oncoseg``: Slicer's own Python inside the application."""
+    if "slicer" in sys.modules and hasattr(sys.modules["slicer"], "app"):
+        found = shutil.which("PythonSlicer")
+        if found:
+            return found
+    return sys.executable
+
+
+def training_command(task: str, dataset: str | os.PathLike[str], output: str | os.PathLike[str],
+                     layout: str = "auto", device: str = "auto",
+                     overrides: Mapping[str, Any] | None = None, resume: bool = False) -> list[str]:
+    command = [python_executable(), "-m", "oncoseg", "train", task, "--dataset", str(dataset),
+               "--layout", layout, "--output", str(output), "--device", device,
+               "--progress", "json"]
+    for key, value in (overrides or {}).items():
+        command += ["--set", f"{key}={json.dumps(value)}"]
+    if resume:
+        command.append("--resume")
+    return command
+
+
+@dataclass
+class TrainingStatus:
+    stage: str = ""
+    fraction: float | None = None
+    message: str = ""
+    step_losses: list[float] = field(default_factory=list)
+    epochs: list[dict[str, float]] = field(default_factory=list)  # epoch, train_loss, val_loss
+    other_output: list[str] = field(default_factory=list)  # lines that were not progress
+
+
+class TrainingProcess:
+    def __init__(self, command: list[str], env: Mapping[str, str] | None = None):
+        self.command = command
+        self.status = TrainingStatus()
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._process = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+            env={**os.environ, **(env or {})})
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self._process.stdout is not None
+        for line in self._process.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def poll(self) -> TrainingStatus:
+        """Take in every line printed since the last call; never blocks."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self._take(line)
+        return self.status
+
+    def _take(self, line: str) -> None:
+        try:
+            event = json.loads(line)["progress"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            if line.strip():
+                self.status.other_output.append(line)
+            return
+        values = event.get("values") or {}
+        self.status.stage = event.get("stage", "")
+        total = event.get("total")
+        self.status.fraction = event.get("done", 0) / total if total else None
+        self.status.message = event.get("message", "")
+        if "loss" in values:
+            self.status.step_losses.append(float(values["loss"]))
+        if "val_loss" in values:
+            self.status.epochs.append({"epoch": event.get("done"), **values})
+
+    @property
+    def returncode(self) -> int | None:
+        return self._process.poll()
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self._process.wait(timeout)
+        self._reader.join(timeout=5)
+        self.poll()
+        return code
+
+    def cancel(self) -> None:
+        if self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+
+    def model_path(self, output: str | os.PathLike[str]) -> Path | None:
+        """The trained model, once the process has finished well."""
+        path = Path(output) / "model.safetensors"
+        return path if self.returncode == 0 and path.is_file() else None

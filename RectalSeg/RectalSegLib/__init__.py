@@ -1,0 +1,1 @@
+"""RectalSeg's MRML-level logic (no Qt): run on nodes, pick candidates, compare, train."""

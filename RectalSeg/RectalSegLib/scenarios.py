@@ -1,0 +1,108 @@
+"""What RectalSeg must do on a scene, written once: pytest runs these headless on slicer-core,
+and RectalSegTest runs them in the application. Each takes an MRML context and a scratch
+folder, and raises AssertionError when the module misbehaves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from oncoseg.errors import Cancelled
+from oncoseg.io.volumes import read_image
+from oncoseg.progress import CancelToken
+from oncoseg.rectal.pipeline import phantom
+from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.segmentations import segmentation_node_from_labels
+from OncoSegCommonLib.volumes import volume_node_from_image
+from RectalSegLib.logic import RectalSegLogic, RectalSegParameters, guess_inputs
+
+NODE_NAMES = {"t2w": "T2 axial", "dwi_b0": "DWI b0", "dwi_b1000": "DWI b1000"}
+PHANTOM_SEED = 4242  # not a seed the demo model trained on
+
+
+def load_phantom(context: MRMLContext, folder: Path) -> tuple[dict, Path]:
+    """A phantom case as three volume nodes named as a scanner would name them."""
+    [case] = phantom(folder, cases=1, seed=PHANTOM_SEED)
+    nodes = {role: volume_node_from_image(context.scene, read_image(case / f"{role}.nii.gz"),
+                                          name) for role, name in NODE_NAMES.items()}
+    return nodes, case
+
+
+def _count(context: MRMLContext, class_name: str) -> int:
+    return context.scene.GetNumberOfNodesByClass(class_name)
+
+
+def run_creates_outputs(context: MRMLContext, folder: Path):
+    nodes, case = load_phantom(context, folder)
+    assert guess_inputs(context.scene) == nodes, "the selectors' auto-fill missed a role"
+    segmentations = _count(context, "vtkMRMLSegmentationNode")
+    volumes = _count(context, "vtkMRMLScalarVolumeNode")
+    result = RectalSegLogic(context).run(nodes)
+    assert _count(context, "vtkMRMLSegmentationNode") == segmentations + 1
+    # one probability map plus the registered T2w (b1000 shares the b0 grid)
+    assert _count(context, "vtkMRMLScalarVolumeNode") == volumes + 2
+    assert list(result.nodes.probabilities) == ["Rectal tumour"]
+    assert set(result.nodes.volumes) == {"t2w"}
+    rows = result.candidate_rows()
+    assert rows and sum(r["selected"] for r in rows) == 1, rows
+    assert result.nodes.segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    return result, nodes, case
+
+
+def choosing_a_candidate_replaces_the_segment(context: MRMLContext, folder: Path) -> None:
+    nodes, _ = load_phantom(context, folder)
+    logic = RectalSegLogic(context)
+    # a low threshold gives several candidates to choose from
+    result = logic.run(nodes, RectalSegParameters(threshold=0.05))
+    rows = result.candidate_rows()
+    assert len(rows) >= 2, f"expected several candidates at p >= 0.05, got {len(rows)}"
+    segmentation = result.nodes.segmentation
+    before = _segment_voxels(result)
+    logic.choose_candidate(result, rows[-1]["index"])
+    after = _segment_voxels(result)
+    assert after == rows[-1]["voxels"], (after, rows[-1])
+    assert after != before
+    assert segmentation.GetSegmentation().GetNumberOfSegments() == 1
+    assert _count(context, "vtkMRMLSegmentationNode") == 1
+
+
+def _segment_voxels(result) -> int:
+    import SimpleITK as sitk
+
+    from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+
+    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference_node)
+    return int((sitk.GetArrayViewFromImage(labels) > 0).sum())
+
+
+def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) -> None:
+    nodes, _ = load_phantom(context, folder)
+    before = context.node_names()
+    token = CancelToken()
+
+    def cancel_while_segmenting(event):
+        if event.stage == "Segmenting":
+            token.cancel()
+
+    try:
+        RectalSegLogic(context).run(nodes, progress=cancel_while_segmenting, cancel=token)
+    except Cancelled:
+        pass
+    else:
+        raise AssertionError("the run was not cancelled")
+    assert context.node_names() == before
+
+
+def comparing_with_a_reader(context: MRMLContext, folder: Path) -> None:
+    result, nodes, case = run_creates_outputs(context, folder)
+    from oncoseg.rectal.task import TASK
+
+    truth = read_image(case / "label.nii.gz")
+    reader = segmentation_node_from_labels(context.scene, truth, TASK.segments,
+                                           nodes["dwi_b0"], "Reader 1")
+    figures = RectalSegLogic(context).compare(result, reader)
+    assert set(figures) == {"dsc", "hd95_mm", "msd_mm", "auc"}, figures
+    assert figures["dsc"] > 0.7 and figures["auc"] > 0.95, figures
+
+
+ALL = (run_creates_outputs, choosing_a_candidate_replaces_the_segment,
+       cancelling_leaves_the_scene_unchanged, comparing_with_a_reader)

@@ -1,0 +1,253 @@
+"""RectalSeg end to end in the engine: inputs checked, prepared, segmented, evaluated, trained."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from oncoseg.cli import main
+from oncoseg.errors import Cancelled, InputError
+from oncoseg.io.volumes import read_image
+from oncoseg.modelfile import read_header
+from oncoseg.progress import CancelToken
+from oncoseg.rectal.candidates import find_candidates
+from oncoseg.rectal.dense import probability_map
+from oncoseg.rectal.pipeline import DEMO_MODEL, load_model, phantom, predict
+from oncoseg.rectal.preprocessing import prepare
+from oncoseg.rectal.sampling import extract_patches
+from oncoseg.registration import RegistrationFailed
+
+ROLES = ("t2w", "dwi_b0", "dwi_b1000")
+
+
+@pytest.fixture(scope="module")
+def cases(tmp_path_factory):
+    """Three phantom cases the demo model did not train on (it trained on seeds 0..39)."""
+    return phantom(tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100)
+
+
+def images_of(case):
+    return {role: read_image(case / f"{role}.nii.gz") for role in ROLES}
+
+
+def dice_with_truth(prediction, case):
+    truth = sitk.GetArrayFromImage(read_image(case / "label.nii.gz")) > 0
+    mask = sitk.GetArrayViewFromImage(prediction.labels) > 0
+    return 2 * (mask & truth).sum() / (mask.sum() + truth.sum())
+
+
+def test_dense_probability_equals_classifying_every_patch_of_a_phantom(cases):
+    network, _, _ = load_model("demo")
+    prepared = prepare(images_of(cases[0]), registration="none")
+    dense = probability_map(network, prepared.channels, batch=3)
+    z, h, w = dense.shape
+    grid = np.stack(np.meshgrid(range(z), range(h), range(w), indexing="ij"), -1).reshape(-1, 3)
+    with torch.inference_mode():
+        patches = torch.from_numpy(extract_patches(prepared.channels, grid, 21))
+        per_patch = torch.cat([torch.softmax(network(b), 1)[:, 1]
+                               for b in patches.split(8192)]).reshape(z, h, w).numpy()
+    assert np.abs(dense - per_patch).max() <= 1e-5
+    assert dense.min() >= 0.0 and dense.max() <= 1.0
+
+
+def test_demo_model_segments_unseen_phantoms(cases):
+    """The full figure (10 cases) is in docs/RESULTS.md; here three cases."""
+    scores = []
+    for case in cases:
+        prediction = predict(images_of(case), "demo", config={"registration": "rigid"})
+        scores.append(dice_with_truth(prediction, case))
+        assert prediction.details["candidates"][0]["selected"]
+        assert prediction.model["demo"] is True
+        assert any("not for clinical use" in m for m in prediction.messages)
+    assert np.mean(scores) >= 0.85, scores
+
+
+def test_the_model_decides_its_registration_unless_told(cases):
+    header = read_header(DEMO_MODEL)
+    prediction = predict(images_of(cases[0]), "demo", config={"registration": "none"})
+    assert prediction.details["config"]["registration"] == "none"
+    assert prediction.details["registration"]["t2w"]["method"].startswith("resampled")
+    assert header.metadata.preprocessing["registration"] == "rigid"
+
+
+def test_inputs_are_not_modified(cases):
+    images = images_of(cases[0])
+    copies = {role: sitk.GetArrayFromImage(image).copy() for role, image in images.items()}
+    predict(images, "demo", config={"registration": "none"})
+    for role, image in images.items():
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), copies[role])
+
+
+def _shifted(image, mm):
+    moved = sitk.Image(image)
+    moved.SetOrigin(tuple(np.asarray(image.GetOrigin()) + np.asarray(mm)))
+    return moved
+
+
+def _sagittal(image):
+    out = sitk.Image(image)
+    out.SetDirection((0, 0, 1, 1, 0, 0, 0, 1, 0))
+    return out
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda im: {k: v for k, v in im.items() if k != "dwi_b1000"}, "dwi_b1000: is missing"),
+    (lambda im: {**im, "adc": im["dwi_b0"]}, "adc: is not an input"),
+    (lambda im: {**im, "t2w": _shifted(im["t2w"], (0, 0, 2000))}, "t2w"),
+    (lambda im: {**im, "dwi_b0": _sagittal(im["dwi_b0"])}, "dwi_b0: is not an axial series"),
+    (lambda im: {**im, "t2w": im["t2w"][:, :, 5]}, "t2w: is a 2D image"),
+    (lambda im: {**im, "dwi_b1000": sitk.Image(im["dwi_b1000"].GetSize(), sitk.sitkFloat32)},
+     "dwi_b1000: is constant"),
+])
+def test_bad_inputs_are_named(cases, change, message):
+    with pytest.raises(InputError) as error:
+        predict(change(images_of(cases[0])), "demo")
+    assert message in str(error.value)
+
+
+def test_cli_bad_inputs_exit_2_and_write_nothing(cases, tmp_path, capsys):
+    case = cases[0]
+    other = tmp_path / "other_patient_t2w.nii.gz"
+    sitk.WriteImage(_shifted(read_image(case / "t2w.nii.gz"), (0, 400, 0)), str(other))
+    flat = tmp_path / "flat.nii.gz"
+    sitk.WriteImage(read_image(case / "t2w.nii.gz")[:, :, 3], str(flat))
+    runs = {
+        "--input dwi_b1000: is required": ["t2w", "dwi_b0"],
+        "does not overlap": {"t2w": other},
+        "t2w: is a 2D image": {"t2w": flat},
+    }
+    for message, spec in runs.items():
+        paths = {r: case / f"{r}.nii.gz" for r in ROLES}
+        if isinstance(spec, list):
+            paths = {r: paths[r] for r in spec}
+        else:
+            paths.update(spec)
+        args = ["predict", "rectal", "--output", str(tmp_path / "out"), "--progress", "none"]
+        for role, path in paths.items():
+            args += ["--input", f"{role}={path}"]
+        assert main(args) == 2, message
+        err = capsys.readouterr().err
+        assert message in err, err
+        assert not (tmp_path / "out").exists()
+
+
+def test_too_little_overlap_and_a_failed_registration_say_so(cases):
+    images = images_of(cases[0])
+    with pytest.raises(InputError, match="t2w: covers only 7 % of the dwi_b0 field of view"):
+        prepare({**images, "t2w": _shifted(images["t2w"], (145, 0, 0))}, registration="rigid")
+    # a T2w with signal in 9 voxels only: elastix cannot even initialise
+    array = np.zeros(sitk.GetArrayViewFromImage(images["t2w"]).shape, np.int16)
+    array[10, 90:93, 90:93] = 500
+    empty = sitk.GetImageFromArray(array)
+    empty.CopyInformation(images["t2w"])
+    with pytest.raises(RegistrationFailed, match=r"registration of t2w to dwi_b0 failed: the "
+                       r"t2w or the dwi_b0 holds .almost. no signal"):
+        prepare({**images, "t2w": empty}, registration="rectal")
+
+
+def test_candidates_largest_seed_and_all():
+    probability = np.zeros((6, 30, 30), np.float32)
+    probability[1:4, 2:10, 2:10] = 0.9  # large
+    probability[2:4, 20:24, 20:24] = 0.7  # small
+    image = sitk.GetImageFromArray(probability)
+    image.SetSpacing((1.0, 1.0, 2.0))
+    largest = find_candidates(image)
+    assert [c.voxels for c in largest.components] == [192, 32]
+    assert largest.selected == [1] and largest.mask().sum() == 192
+    point = image.TransformIndexToPhysicalPoint((21, 21, 2))
+    seeded = find_candidates(image, seed_lps_mm=point)
+    assert seeded.selected == [2] and seeded.mask().sum() == 32
+    assert find_candidates(image, keep="all").mask().sum() == 224
+    assert find_candidates(image, threshold=0.8).mask().sum() == 192
+    with pytest.raises(InputError, match="seed point"):
+        find_candidates(image, seed_lps_mm=image.TransformIndexToPhysicalPoint((15, 15, 0)))
+    with pytest.raises(InputError, match="threshold"):
+        find_candidates(image, threshold=1.5)
+
+
+def test_cancel_during_segmentation_raises(cases):
+    token = CancelToken()
+
+    def cancel_when_segmenting(event):
+        if event.stage == "Segmenting":
+            token.cancel()
+
+    with pytest.raises(Cancelled):
+        predict(images_of(cases[0]), "demo", config={"registration": "none"},
+                progress=cancel_when_segmenting, cancel=token)
+
+
+def test_settings_are_checked(cases, tmp_path, capsys):
+    args = ["predict", "rectal", "--output", str(tmp_path / "o")]
+    for role in ROLES:
+        args += ["--input", f"{role}={cases[0] / f'{role}.nii.gz'}"]
+    assert main([*args, "--set", "patch=3"]) == 2
+    assert "--set patch: is not a configuration field" in capsys.readouterr().err
+    assert main([*args, "--set", "threshold=high"]) == 2
+    assert "'high' is not a valid float" in capsys.readouterr().err
+    assert main([*args, "--seed-point", "1,2"]) == 2
+    assert "three numbers" in capsys.readouterr().err
+
+
+def test_evaluate_with_two_readers(cases, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cases[0].parent, data)
+    for case in sorted(data.iterdir()):  # a second reader who drew one slice less
+        label = read_image(case / "label.nii.gz")
+        array = sitk.GetArrayFromImage(label)
+        array[np.flatnonzero(array.reshape(len(array), -1).any(1))[0]] = 0
+        second = sitk.GetImageFromArray(array)
+        second.CopyInformation(label)
+        sitk.WriteImage(second, str(case / "label_reader2.nii.gz"))
+    out = tmp_path / "evaluation"
+    assert main(["evaluate", "rectal", "--dataset", str(data), "--output", str(out),
+                 "--progress", "none", "--set", "registration=\"none\""]) == 0
+    rows = (out / "cases.csv").read_text().splitlines()
+    assert rows[0].split(",")[:5] == ["case", "candidates", "dsc", "dsc_label_reader2", "auc"]
+    assert len(rows) == 4
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["auc"]["mean"] >= 0.98
+    assert summary["metrics"]["dsc"]["n"] == 3
+    assert (out / "distribution.png").stat().st_size > 1000
+
+
+def test_train_then_predict_then_resume(cases, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cases[0].parent, data)
+    out = tmp_path / "model"
+    settings = ["--set", "registration=none", "--set", "samples_per_class=40",
+                "--set", "max_epochs=2", "--set", "learning_rate=1.0"]
+    base = ["train", "rectal", "--dataset", str(data), "--output", str(out),
+            "--progress", "none"]
+    assert main([*base, *settings]) == 0
+    header = read_header(out / "model.safetensors")
+    meta = header.metadata
+    assert meta.task == "rectal" and meta.preprocessing["registration"] == "none"
+    assert meta.provenance["dataset"]["fingerprint"]
+    assert meta.provenance["training"]["epochs_run"] == 2
+    assert len(meta.provenance["dataset"]["validation"]) == 1
+    assert (out / "prepared").is_dir() and (out / "split.json").is_file()
+    assert main([*base, *settings]) == 2  # an earlier run is there: resume or another folder
+    more = [s.replace("max_epochs=2", "max_epochs=3") for s in settings]
+    assert main([*base, *more, "--resume"]) == 0
+    assert read_header(out / "model.safetensors").metadata.provenance["training"][
+        "epochs_run"] == 3
+    prediction = predict(images_of(cases[1]), out / "model.safetensors")
+    assert prediction.labels.GetSize() == read_image(cases[1] / "dwi_b0.nii.gz").GetSize()
+
+
+def test_demo_command_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--output", str(out), "--progress", "none"]) == 0
+    for name in ("result.json", "overview.png", "segmentation.seg.nrrd", "labels.nii.gz",
+                 "probabilities/Rectal_tumour.nii.gz"):
+        assert (out / name).is_file(), name
+    result = json.loads((out / "result.json").read_text())
+    assert result["model"]["demo"] is True
+    assert result["segments"][0]["volume_ml"] > 1.0
+    assert result["details"]["candidates"]
+    assert "Demo results written to" in capsys.readouterr().out
+    assert main(["demo", "--output", str(out), "--progress", "none"]) == 2

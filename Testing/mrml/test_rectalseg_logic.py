@@ -1,0 +1,32 @@
+"""RectalSeg's module logic on a real MRML scene (slicer-core): the scenarios RectalSegTest
+also runs in the application."""
+
+import pytest
+
+from RectalSegLib import scenarios
+from RectalSegLib.logic import RectalSegParameters, guess_inputs
+
+
+@pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
+def test_scenario(mrml, tmp_path, scenario):
+    scenario(mrml, tmp_path)
+
+
+def test_auto_fill_reads_scanner_like_names(mrml):
+    import SimpleITK as sitk
+
+    from OncoSegCommonLib.volumes import volume_node_from_image
+
+    image = sitk.Image(8, 8, 4, sitk.sitkFloat32)
+    names = ["ep2d_diff_b1000", "t2_tse_tra", "ep2d_diff_b0", "Localizer"]
+    nodes = {n: volume_node_from_image(mrml.scene, image, n) for n in names}
+    found = guess_inputs(mrml.scene)
+    assert found == {"t2w": nodes["t2_tse_tra"], "dwi_b0": nodes["ep2d_diff_b0"],
+                     "dwi_b1000": nodes["ep2d_diff_b1000"]}
+
+
+def test_parameters_turn_into_engine_settings():
+    assert RectalSegParameters(registration=False).overrides("rigid") == {
+        "threshold": 0.5, "registration": "none"}
+    assert RectalSegParameters(threshold=0.3).overrides("rectal") == {
+        "threshold": 0.3, "registration": "rectal"}

@@ -1,0 +1,50 @@
+"""The Qt layer without Qt: every .ui file parses, and every widget name a module's code uses
+(``self.ui.<name>``) exists in its .ui file, with the class the code expects of a few."""
+
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+UI_FILES = sorted(ROOT.glob("*/Resources/UI/*.ui"))
+
+
+def widgets(ui_file: Path) -> dict[str, str]:
+    tree = ElementTree.parse(ui_file)
+    return {w.get("name"): w.get("class") for w in tree.iter("widget")}
+
+
+def test_there_are_ui_files():
+    assert UI_FILES, "no module .ui files found"
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
+def test_ui_parses_and_names_are_unique(ui_file):
+    tree = ElementTree.parse(ui_file)
+    names = [w.get("name") for w in tree.iter("widget")]
+    assert len(names) == len(set(names)), "duplicate widget names"
+    assert tree.getroot().findtext("class") == ui_file.stem
+    declared = {c.findtext("class") for c in tree.iter("customwidget")}
+    used = set(widgets(ui_file).values())
+    custom = {c for c in used if c.startswith(("ctk", "qMRML", "qSlicer"))}
+    assert custom <= declared, f"custom widgets not declared: {custom - declared}"
+    receivers = {c.findtext("receiver") for c in tree.iter("connection")}
+    assert receivers <= set(names)
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
+def test_every_widget_the_module_uses_exists(ui_file):
+    module = ui_file.parents[2] / f"{ui_file.stem}.py"
+    code = module.read_text(encoding="utf-8")
+    used = set(re.findall(r"self\.ui\.(\w+)", code))
+    assert used, f"{module.name} uses no widget of its .ui"
+    missing = used - set(widgets(ui_file))
+    assert not missing, f"{module.name} uses widgets absent from {ui_file.name}: {missing}"
+
+
+def test_rectalseg_selectors_are_node_combo_boxes():
+    found = widgets(ROOT / "RectalSeg/Resources/UI/RectalSeg.ui")
+    for name in ("t2wSelector", "b0Selector", "highBSelector", "referenceSelector"):
+        assert found[name] == "qMRMLNodeComboBox"

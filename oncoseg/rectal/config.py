@@ -1,0 +1,59 @@
+"""The rectal task's settings; the defaults are the paper's (Trebeschi et al. 2017).
+
+One dataclass serves prediction and training: ``--set KEY=VALUE`` on the command line and the
+Slicer panel's fields both change these. Light on purpose (no torch): task declarations read it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from oncoseg.errors import InputError
+
+
+@dataclass(frozen=True)
+class RectalConfig:
+    # pre-processing
+    registration: str = "rectal"  # elastix preset for T2w (and a high-b on its own grid); none
+    # inference and post-processing
+    threshold: float = 0.5
+    keep: str = "largest"  # largest | all (a seed point overrides both)
+    connectivity: int = 26
+    # sampling (per case: N tumour and N background voxels, background RB1/RB2/RB3 = 1/4, 1/2,
+    # 1/4; RB1 a ring of ring_mm, RB2 standardised high b above bright_threshold)
+    samples_per_class: int = 5000
+    ring_mm: float = 10.0
+    bright_threshold: float = 2.0
+    patch_size: int = 21
+    # optimisation: Adadelta, cross-entropy with a small L2 penalty, early stopping
+    learning_rate: float = 0.001
+    rho: float = 0.9
+    l2: float = 1e-4
+    batch_size: int = 128
+    max_epochs: int = 200
+    patience: int = 5
+    min_delta: float = 1e-3
+    validation_fraction: float = 0.2
+    seed: int = 0
+    label: str = "label"  # which reader's label file trains the model
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> RectalConfig:
+        known = {f.name: f for f in fields(cls)}
+        values = {}
+        for key, value in (overrides or {}).items():
+            if key not in known:
+                raise InputError(f"--set {key}", "is not a setting of the rectal task (settings: "
+                                 f"{', '.join(known)})")
+            default = getattr(cls, key)
+            try:
+                values[key] = type(default)(value)
+            except (TypeError, ValueError):
+                raise InputError(f"--set {key}", f"'{value}' is not a valid "
+                                 f"{type(default).__name__}") from None
+        return cls(**values)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

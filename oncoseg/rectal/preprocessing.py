@@ -1,0 +1,128 @@
+"""From three MR sequences as acquired to the standardised channels the network reads.
+
+The DWI b0 grid is the reference (paper 000): it shows anatomy like the T2w and is aligned with
+the high-b image of the same acquisition. The T2w is registered onto it with elastix (the
+paper's B-spline preset); the high-b image is used as it is when it shares the b0 grid, and
+registered like the T2w when it does not. Each sequence is then standardised to mean 0 and
+standard deviation 1 over its own acquired voxels, so that voxels outside a sequence's field of
+view read 0, the same value the patch extraction pads with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.geometry import check_overlap, resample_to_reference, same_grid
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.validation import check_volume
+
+ROLES = ("t2w", "dwi_b0", "dwi_b1000")
+REFERENCE = "dwi_b0"
+# The slice normal of the reference may lean this far from the body's long axis: the network
+# reads in-plane patches, so the reference must be an axial (or near-axial oblique) series.
+MAX_SLICE_TILT_DEGREES = 30.0
+# Each sequence must cover at least this fraction of the reference box: with less, most of the
+# tumour's neighbourhood would be missing from one channel.
+MIN_COVERAGE = 0.5
+
+
+@dataclass
+class PreparedCase:
+    """The sequences on the reference grid, raw (for display) and as network channels."""
+
+    images: dict[str, sitk.Image]  # role -> float32 image on the reference grid
+    channels: np.ndarray  # (3, z, y, x) float32, standardised, in ROLES order
+    registration: dict[str, Any] = field(default_factory=dict)  # per moving role: what was done
+    messages: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> sitk.Image:
+        return self.images[REFERENCE]
+
+
+def check_inputs(images: Mapping[str, sitk.Image]) -> None:
+    """Every error a user can fix, before any work is done."""
+    for role in ROLES:
+        if role not in images:
+            raise InputError(role, "is missing: the rectal task needs t2w, dwi_b0 and dwi_b1000")
+    extra = sorted(set(images) - set(ROLES))
+    if extra:
+        raise InputError(extra[0], "is not an input of the rectal task (its inputs: "
+                         f"{', '.join(ROLES)})")
+    for role in ROLES:
+        check_volume(images[role], role)
+    check_axial(images[REFERENCE], REFERENCE)
+    for role in ("t2w", "dwi_b1000"):
+        covered = check_overlap(images[role], images[REFERENCE], role, REFERENCE)
+        if covered < MIN_COVERAGE:
+            raise InputError(role, f"covers only {100 * covered:.0f} % of the {REFERENCE} "
+                             "field of view; the sequences must show the same region (same "
+                             "patient, same study)")
+
+
+def check_axial(image: sitk.Image, name: str) -> None:
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    normal = direction[:, 2] / np.linalg.norm(direction[:, 2])
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
+    if tilt > MAX_SLICE_TILT_DEGREES:
+        raise InputError(name, f"is not an axial series (its slices are tilted {tilt:.0f} "
+                         f"degrees from axial); the rectal model reads axial slices: give the "
+                         "axial DWI acquisition")
+
+
+def standardise(image: sitk.Image) -> tuple[float, float]:
+    """Mean and standard deviation of an image's own voxels (the paper's z-score)."""
+    array = sitk.GetArrayViewFromImage(image).astype(np.float64)
+    std = float(array.std())
+    if std == 0:
+        raise InputError("image", "is constant; it cannot be standardised")
+    return float(array.mean()), std
+
+
+def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: str,
+                  progress: ProgressCallback | None, cancel: CancelToken | None
+                  ) -> tuple[sitk.Image, dict[str, Any]]:
+    """``image`` on the reference grid; outside its field of view it reads its own mean."""
+    mean, _ = standardise(image)
+    if same_grid(image, reference, tolerance=1e-4):
+        return sitk.Cast(image, sitk.sitkFloat32), {"method": "same grid"}
+    if method == "none":
+        resampled = resample_to_reference(image, reference, "linear", default_value=mean,
+                                          names=(role, REFERENCE))
+        return resampled, {"method": "resampled (registration off)"}
+    from oncoseg.registration import register
+
+    result = register(reference, image, preset=method, names=(REFERENCE, role),
+                      overrides={"DefaultPixelValue": mean}, progress=progress, cancel=cancel)
+    return sitk.Cast(result.warped, sitk.sitkFloat32), {
+        "method": f"elastix preset '{method}'", "seconds": round(result.seconds, 2),
+        "final_metric": result.final_metric}
+
+
+def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
+            progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> PreparedCase:
+    """Check, bring onto the b0 grid (registering as configured) and standardise."""
+    check_inputs(images)
+    reference = sitk.Cast(images[REFERENCE], sitk.sitkFloat32)
+    on_grid: dict[str, sitk.Image] = {REFERENCE: reference}
+    done: dict[str, Any] = {}
+    for role in ("t2w", "dwi_b1000"):
+        check_cancelled(cancel)
+        report(progress, "Preparing", ROLES.index(role), len(ROLES),
+               message=f"{role} onto the {REFERENCE} grid")
+        on_grid[role], done[role] = _to_reference(role, images[role], reference, registration,
+                                                  progress, cancel)
+    channels = np.empty((len(ROLES), *sitk.GetArrayViewFromImage(reference).shape), np.float32)
+    for index, role in enumerate(ROLES):
+        mean, std = standardise(images[role])
+        channels[index] = (sitk.GetArrayViewFromImage(on_grid[role]) - mean) / std
+    report(progress, "Preparing", len(ROLES), len(ROLES))
+    return PreparedCase({r: on_grid[r] for r in ROLES}, channels, done)

@@ -1,0 +1,119 @@
+"""Training the RectalSeg patch classifier as the paper does.
+
+Cases are split 80/20 by patient; from every case N tumour and N background voxels are drawn
+once (RB1 / RB2 / RB3 as :mod:`oncoseg.rectal.sampling` describes) and their in-plane patches
+become the training and validation sets. Adadelta (lr 0.001, rho 0.9) minimises cross-entropy
+with a small L2 penalty (as weight decay) until the validation cost has not improved by more
+than 1e-3 for 5 epochs; the weights of the best epoch are kept.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import TensorDataset
+
+from oncoseg.datasets.base import Dataset
+from oncoseg.errors import InputError
+from oncoseg.modelfile import ModelMetadata
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.rectal.cases import PreparedArrays, prepare_case
+from oncoseg.rectal.config import RectalConfig
+from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.preprocessing import ROLES
+from oncoseg.rectal.sampling import background_regions, extract_patches, sample_voxels
+from oncoseg.rectal.task import TASK
+from oncoseg.training import TrainingConfig, TrainingResult, train
+
+CACHE_FOLDER = "prepared"
+
+
+def case_samples(case: PreparedArrays, config: RectalConfig, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One case's patches (n, 3, M, M) and centre labels (n,)."""
+    if config.label not in case.labels:
+        raise InputError(f"case '{case.case_id}'", f"has no '{config.label}' label file "
+                         f"(it has: {', '.join(case.labels) or 'none'})")
+    tumour = case.labels[config.label]
+    if not tumour.any():
+        raise InputError(f"case '{case.case_id}'", f"its '{config.label}' file has no tumour "
+                         "voxel; the rectal sampling needs one")
+    regions = background_regions(tumour, case.channels[ROLES.index("dwi_b1000")],
+                                 case.spacing_zyx, config.ring_mm, config.bright_threshold)
+    voxels, labels = sample_voxels(regions, config.samples_per_class, rng)
+    return extract_patches(case.channels, voxels, config.patch_size), labels
+
+
+def sample_set(cases: list[PreparedArrays], config: RectalConfig, seed: int) -> TensorDataset:
+    rng = np.random.default_rng(seed)
+    parts = [case_samples(case, config, rng) for case in cases]
+    patches = torch.from_numpy(np.concatenate([p for p, _ in parts]))
+    labels = torch.from_numpy(np.concatenate([y for _, y in parts]))
+    return TensorDataset(patches, labels)
+
+
+def _step(model: torch.nn.Module, batch, device: str) -> tuple[torch.Tensor, int]:
+    patches, labels = batch
+    logits = model(patches.to(device, non_blocking=True))
+    return F.cross_entropy(logits, labels.to(device, non_blocking=True)), len(labels)
+
+
+def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
+                   validation_ids: list[str], description: str = "",
+                   demo: bool = False) -> ModelMetadata:
+    return ModelMetadata(
+        task=TASK.name, architecture="rectal-patch-cnn",
+        architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
+        inputs=list(ROLES),
+        preprocessing={"reference": "dwi_b0", "registration": config.registration,
+                       "standardisation": "z-score per sequence over its own voxels"},
+        outputs={"segments": [s.name for s in TASK.segments]},
+        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
+                                "fingerprint": dataset.fingerprint(), "train": train_ids,
+                                "validation": validation_ids},
+                    "rectal_config": config.as_dict()},
+        description=description, demo=demo)
+
+
+def prepare_cases(dataset: Dataset, ids: list[str], config: RectalConfig, cache: Path,
+                  progress: ProgressCallback | None, cancel: CancelToken | None
+                  ) -> list[PreparedArrays]:
+    prepared = []
+    for index, case_id in enumerate(ids):
+        check_cancelled(cancel)
+        report(progress, "Preparing cases", index, len(ids), message=case_id)
+        prepared.append(prepare_case(dataset.case(case_id), config.registration, cache, cancel))
+    report(progress, "Preparing cases", len(ids), len(ids))
+    return prepared
+
+
+def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: str = "cpu",
+                 resume: bool = False, description: str = "", demo: bool = False,
+                 progress: ProgressCallback | None = None,
+                 cancel: CancelToken | None = None) -> TrainingResult:
+    """Split, sample, train; the model file lands in ``output/model.safetensors``."""
+    output = Path(output)
+    train_cases, validation_cases = dataset.split(config.validation_fraction, config.seed,
+                                                  save_to=output / "split.json")
+    if not validation_cases:
+        raise InputError(str(dataset.root), "has one patient only; training needs at least two "
+                         "(one for validation)")
+    train_ids = [c.id for c in train_cases]
+    validation_ids = [c.id for c in validation_cases]
+    cache = output / CACHE_FOLDER
+    prepared = prepare_cases(dataset, train_ids + validation_ids, config, cache, progress, cancel)
+    train_set = sample_set(prepared[:len(train_ids)], config, config.seed)
+    validation_set = sample_set(prepared[len(train_ids):], config, config.seed + 1)
+    metadata = model_metadata(config, dataset, train_ids, validation_ids, description, demo)
+    loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
+                          patience=config.patience, min_delta=config.min_delta, seed=config.seed)
+    return train(
+        make_model=lambda: RectalPatchCNN(len(ROLES), config.patch_size),
+        step=_step,
+        make_optimizer=lambda parameters: torch.optim.Adadelta(
+            parameters, lr=config.learning_rate, rho=config.rho, weight_decay=config.l2),
+        train_data=train_set, val_data=validation_set, config=loop, output=output,
+        metadata=metadata, device=device, resume=resume, progress=progress, cancel=cancel)
