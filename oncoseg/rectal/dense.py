@@ -31,7 +31,9 @@ def probability_map(network: RectalPatchCNN, channels: np.ndarray, device: str =
                     batch: int | None = None, progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None) -> np.ndarray:
     """Tumour probability (z, y, x) float32 for standardised channels (C, z, y, x)."""
-    network.eval()
+    # channels-last: oneDNN's fastest layout for these (dilated) convolutions, about 1.3-1.6x
+    # faster than the default layout on the development CPU
+    network.eval().to(memory_format=torch.channels_last)
     _, depth, height, width = channels.shape
     batch = batch or slices_per_batch(height, width)
     output = np.empty((depth, height, width), np.float32)
@@ -39,7 +41,8 @@ def probability_map(network: RectalPatchCNN, channels: np.ndarray, device: str =
     for start in range(0, depth, batch):
         check_cancelled(cancel)
         stop = min(depth, start + batch)
-        logits = network.dense(slices[start:stop].to(device))
+        chunk = slices[start:stop].to(device).contiguous(memory_format=torch.channels_last)
+        logits = network.dense(chunk)
         output[start:stop] = torch.softmax(logits, dim=1)[:, 1].float().cpu().numpy()
         report(progress, "Segmenting", stop, depth, message=f"slice {stop} of {depth}")
     return output
