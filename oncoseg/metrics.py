@@ -171,6 +171,24 @@ def kaggle_gi_score(prediction: np.ndarray, reference: np.ndarray) -> dict[str, 
     return {"dice": d, "hausdorff_score": h_score, "score": 0.4 * d + 0.6 * h_score}
 
 
+def icc_agreement(scores: np.ndarray) -> float:
+    """ICC(2,1) of Shrout and Fleiss: two-way random effects, absolute agreement, single
+    measurement. ``scores`` is (subjects, raters), e.g. per-case DSC of k repeated trainings:
+    1 when the repeats give every case the same score, low when they disagree."""
+    x = np.asarray(scores, np.float64)
+    n, k = x.shape
+    if n < 2 or k < 2:
+        raise ValueError(f"ICC needs at least 2 subjects and 2 raters, got {n} x {k}")
+    grand = x.mean()
+    ss_rows = k * np.sum((x.mean(axis=1) - grand) ** 2)
+    ss_cols = n * np.sum((x.mean(axis=0) - grand) ** 2)
+    ss_error = np.sum((x - grand) ** 2) - ss_rows - ss_cols
+    ms_rows, ms_cols = ss_rows / (n - 1), ss_cols / (k - 1)
+    ms_error = ss_error / ((n - 1) * (k - 1))
+    denominator = ms_rows + (k - 1) * ms_error + k * (ms_cols - ms_error) / n
+    return float((ms_rows - ms_error) / denominator) if denominator > 0 else math.nan
+
+
 def _directed_hausdorff_voxels(a: np.ndarray, b: np.ndarray) -> float:
     """max over voxels of ``a`` of the distance to the nearest voxel of ``b``, exactly, via the
     Euclidean distance transform of b's complement."""

@@ -243,7 +243,10 @@ class _Loop:
         steps = len(self.train_loader)
         if self.config.max_steps_per_epoch:
             steps = min(steps, self.config.max_steps_per_epoch)
+        waiting = 0.0  # time spent waiting for batches: data loading's share of the epoch
+        fetch_started = time.perf_counter()
         for index, batch in enumerate(self.train_loader):
+            waiting += time.perf_counter() - fetch_started
             if index >= steps:
                 break
             check_cancelled(self.cancel)
@@ -256,6 +259,8 @@ class _Loop:
             total += value * n
             count += n
             report(self.progress, f"Epoch {epoch + 1}", index + 1, steps, loss=value)
+            fetch_started = time.perf_counter()
+        training_seconds = time.perf_counter() - started
         train_loss = total / max(count, 1)
         val_loss = self._validate() if self.val_loader is not None else train_loss
         if self.scheduler is not None:
@@ -265,7 +270,8 @@ class _Loop:
                 self.scheduler.step()
         return {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
                 "lr": float(self.optimizer.param_groups[0]["lr"]),
-                "seconds": time.perf_counter() - started}
+                "seconds": time.perf_counter() - started,
+                "data_fraction": waiting / training_seconds if training_seconds > 0 else 0.0}
 
     def _validate(self) -> float:
         self.network.eval()
@@ -284,7 +290,8 @@ class _Loop:
         if not self.context.is_main or not self.history:
             return
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=list(self.history[0]), lineterminator="\n")
+        columns = list(dict.fromkeys(key for row in self.history for key in row))
+        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
         writer.writeheader()
         writer.writerows(self.history)
         write_text_atomic(self.output / HISTORY_CSV, buffer.getvalue(), overwrite=True)

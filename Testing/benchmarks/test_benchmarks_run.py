@@ -43,3 +43,9 @@ def test_rectal_dense_benchmark_runs_and_agrees():
     summary = run("bench_rectal_dense.py", "--size", "2", "24", "20", "--batch", "512")
     assert summary["max_abs_difference"] <= 1e-5
     assert summary["speedup"] > 1
+
+
+@pytest.mark.benchmark
+def test_data_loading_benchmark():
+    [summary] = run("bench_data_loading.py", "--tasks", "rectal")
+    assert 0.0 <= summary["data_fraction_max"] < 1.0

@@ -134,3 +134,16 @@ def test_case_table(tmp_path):
     assert metrics["dice"]["mean"] == pytest.approx(0.7)
     assert metrics["hd95_mm"] == {"n": 1, "mean": 3.0, "sd": 0.0, "median": 3.0, "min": 3.0,
                                   "max": 3.0, "not_finite": 1}
+
+
+def test_icc_matches_shrout_and_fleiss():
+    """Shrout & Fleiss (1979), Table 2: 6 targets rated by 4 judges; ICC(2,1) = 0.29."""
+    from oncoseg.metrics import icc_agreement
+
+    ratings = [[9, 2, 5, 8], [6, 1, 3, 2], [8, 4, 6, 8], [7, 1, 2, 6], [10, 5, 6, 9],
+               [6, 2, 4, 7]]
+    assert icc_agreement(np.array(ratings)) == pytest.approx(0.29, abs=0.005)
+    same = np.repeat(np.array([[0.7], [0.8], [0.9]]), 3, axis=1)
+    assert icc_agreement(same) == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        icc_agreement(np.ones((1, 3)))

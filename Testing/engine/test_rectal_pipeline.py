@@ -251,3 +251,24 @@ def test_demo_command_writes_everything(tmp_path, capsys):
     assert result["details"]["candidates"]
     assert "Demo results written to" in capsys.readouterr().out
     assert main(["demo", "--output", str(out), "--progress", "none"]) == 2
+
+
+def test_stability_analysis_repeats_training_and_reports_the_icc(cases, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(cases[0].parent, data)
+    out = tmp_path / "stability"
+    assert main(["train", "rectal", "--dataset", str(data), "--output", str(out),
+                 "--progress", "none", "--set", "registration=none", "--set", "repeats=2",
+                 "--set", "samples_per_class=30", "--set", "max_epochs=1",
+                 "--set", "validation_fraction=0.5", "--set", "learning_rate=1.0"]) == 0
+    figures = json.loads((out / "stability.json").read_text())
+    assert figures["repeats"] == 2 and len(figures["validation_cases"]) == 2
+    assert figures["icc_2_1"] is None or -1.0 <= figures["icc_2_1"] <= 1.0
+    rows = (out / "stability.csv").read_text().splitlines()
+    assert rows[0] == "case,dsc_repeat_0,dsc_repeat_1" and len(rows) == 3
+    seeds = [read_header(out / f"repeat_{i}" / "model.safetensors").metadata.provenance[
+        "rectal_config"]["seed"] for i in range(2)]
+    assert seeds == [0, 1]
+    splits = {(out / f"repeat_{i}" / "split.json").exists() for i in range(2)}
+    assert splits == {False}  # one split, saved once at the top
+    assert (out / "split.json").is_file()

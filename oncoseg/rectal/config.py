@@ -37,6 +37,7 @@ class RectalConfig:
     min_delta: float = 1e-3
     validation_fraction: float = 0.2
     seed: int = 0
+    repeats: int = 1  # > 1: the paper's stability analysis (ICC of per-case DSC over repeats)
     label: str = "label"  # which reader's label file trains the model
 
     @classmethod

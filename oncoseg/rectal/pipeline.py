@@ -130,6 +130,12 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
 
     settings = RectalConfig.from_overrides(config)
     data = read_dataset(dataset, layout, roles=[r.name for r in TASK.inputs])
+    if settings.repeats > 1:
+        from oncoseg.rectal.stability import train_repeats
+
+        model, _ = train_repeats(data, Path(output), settings, device, resume, description, demo,
+                                 progress, cancel)
+        return model
     result = train_rectal(data, Path(output), settings, device, resume, description, demo,
                           progress, cancel)
     return result.model_path or Path(output)

@@ -90,20 +90,28 @@ def prepare_cases(dataset: Dataset, ids: list[str], config: RectalConfig, cache:
     return prepared
 
 
-def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: str = "cpu",
-                 resume: bool = False, description: str = "", demo: bool = False,
-                 progress: ProgressCallback | None = None,
-                 cancel: CancelToken | None = None) -> TrainingResult:
-    """Split, sample, train; the model file lands in ``output/model.safetensors``."""
-    output = Path(output)
+def split_ids(dataset: Dataset, config: RectalConfig, output: Path
+              ) -> tuple[list[str], list[str]]:
     train_cases, validation_cases = dataset.split(config.validation_fraction, config.seed,
                                                   save_to=output / "split.json")
     if not validation_cases:
         raise InputError(str(dataset.root), "has one patient only; training needs at least two "
                          "(one for validation)")
-    train_ids = [c.id for c in train_cases]
-    validation_ids = [c.id for c in validation_cases]
-    cache = output / CACHE_FOLDER
+    return [c.id for c in train_cases], [c.id for c in validation_cases]
+
+
+def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: str = "cpu",
+                 resume: bool = False, description: str = "", demo: bool = False,
+                 progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+                 split: tuple[list[str], list[str]] | None = None,
+                 cache: Path | None = None) -> TrainingResult:
+    """Split, sample, train; the model file lands in ``output/model.safetensors``.
+
+    ``split`` and ``cache`` let repeated trainings share one split and one set of prepared
+    cases (the stability analysis)."""
+    output = Path(output)
+    train_ids, validation_ids = split or split_ids(dataset, config, output)
+    cache = cache or output / CACHE_FOLDER
     prepared = prepare_cases(dataset, train_ids + validation_ids, config, cache, progress, cancel)
     train_set = sample_set(prepared[:len(train_ids)], config, config.seed)
     validation_set = sample_set(prepared[len(train_ids):], config, config.seed + 1)

@@ -1,0 +1,63 @@
+"""Data loading's share of a training step, per task, on CPU.
+
+Trains each task that has a training verb for a few epochs on its phantoms and reads the
+training loop's own measure (``history.csv`` column ``data_fraction``: time spent waiting for
+batches over the epoch's time). Goal: at most 10 % for every task. The peer is the training
+step itself, measured in the same run.
+
+    python Testing/benchmarks/bench_data_loading.py [--tasks rectal ...] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from oncoseg.tasks import get_task
+
+# Per task: phantom cases and settings that make a few representative epochs on CPU.
+SETTINGS = {
+    "rectal": (6, {"registration": "none", "samples_per_class": 1000, "max_epochs": 2,
+                   "patience": 10}),
+}
+
+
+def measure(task_name: str, folder: Path) -> dict:
+    cases, overrides = SETTINGS[task_name]
+    task = get_task(task_name)
+    task.verb("phantom")(folder / "data", cases=cases, seed=0)
+    started = time.perf_counter()
+    task.verb("train")(folder / "data", output=folder / "run", config=overrides)
+    with open(folder / "run" / "history.csv", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    fractions = [float(r["data_fraction"]) for r in rows]
+    return {"task": task_name, "epochs": len(rows),
+            "epoch_seconds": [round(float(r["seconds"]), 2) for r in rows],
+            "data_fraction_max": round(max(fractions), 4),
+            "seconds_total": round(time.perf_counter() - started, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", nargs="*", default=sorted(SETTINGS))
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    results = []
+    for name in args.tasks:
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(measure(name, Path(tmp)))
+    if args.json:
+        print(json.dumps(results))
+        return
+    for r in results:
+        verdict = "met" if r["data_fraction_max"] <= 0.10 else "NOT met"
+        print(f"{r['task']}: data loading {100 * r['data_fraction_max']:.2f} % of the training "
+              f"epoch at most (goal <= 10 %, {verdict}); epochs {r['epoch_seconds']} s")
+
+
+if __name__ == "__main__":
+    main()
