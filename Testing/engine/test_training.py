@@ -78,7 +78,7 @@ def test_outputs_and_refusals(tmp_path):
     out = tmp_path / "run"
     run("--output", out, "--epochs", "2")
     assert (out / HISTORY_CSV).read_text(encoding="utf-8").splitlines()[0] == \
-        "epoch,train_loss,val_loss,lr,seconds"
+        "epoch,train_loss,val_loss,lr,seconds,data_fraction"
     assert (out / CURVES_PNG).read_bytes()[:4] == b"\x89PNG"
     # a second run must not silently restart over an earlier one
     result = subprocess.run([sys.executable, str(SCRIPT), "--output", str(out)],
