@@ -49,3 +49,10 @@ def test_rectal_dense_benchmark_runs_and_agrees():
 def test_data_loading_benchmark():
     [summary] = run("bench_data_loading.py", "--tasks", "rectal")
     assert 0.0 <= summary["data_fraction_max"] < 1.0
+
+
+def test_phantom_registration_benchmark_measures_against_the_truth():
+    rows = run("bench_phantom_registration.py", "--settings", "none", "rigid")
+    none, rigid = rows
+    assert 1.0 < none["mean_error_mm"] < 5.0  # the phantom's misalignment, seen unregistered
+    assert rigid["mean_error_mm"] < 1.5 * none["mean_error_mm"]
