@@ -49,10 +49,10 @@ class RectalSegWidget(ScriptedLoadableModuleWidget):
         from OncoSegCommonLib.context import MRMLContext
         from RectalSegLib.logic import RectalSegLogic
 
-        self.ui = slicer.util.childWidgetVariables(
-            slicer.util.loadUI(self.resourcePath("UI/RectalSeg.ui")))
-        self.layout.addWidget(self.ui.RectalSeg)
-        self.ui.RectalSeg.setMRMLScene(slicer.mrmlScene)
+        panel = slicer.util.loadUI(self.resourcePath("UI/RectalSeg.ui"))
+        self.layout.addWidget(panel)
+        self.ui = slicer.util.childWidgetVariables(panel)
+        panel.setMRMLScene(slicer.mrmlScene)
         self.logic = RectalSegLogic(MRMLContext.from_application())
         self.result = None
         self.worker = None
@@ -348,7 +348,9 @@ class _LossPlot:
             chart.AddAndObservePlotSeriesNodeID(series.GetID())
         chart.SetXAxisTitle("epoch")
         chart.SetYAxisTitle("loss")
-        widget.setMRMLPlotChartNode(chart)
+        view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "RectalSeg training view")
+        view.SetPlotChartNodeID(chart.GetID())
+        widget.setMRMLPlotViewNode(view)
         self.rows = 0
 
     def update(self, epochs):

@@ -42,6 +42,8 @@ def test_every_widget_the_module_uses_exists(ui_file):
     assert used, f"{module.name} uses no widget of its .ui"
     missing = used - set(widgets(ui_file))
     assert not missing, f"{module.name} uses widgets absent from {ui_file.name}: {missing}"
+    # slicer.util.childWidgetVariables lists the panel's children, not the panel itself
+    assert ui_file.stem not in used, f"self.ui.{ui_file.stem} does not exist in Slicer"
 
 
 def test_rectalseg_selectors_are_node_combo_boxes():
