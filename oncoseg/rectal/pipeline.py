@@ -112,7 +112,9 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
                         f"{len(candidates.selected)} ({rule}); all are listed in result.json")
     return Prediction(
         task=TASK.name,
-        model={"path": str(path), "description": metadata.description, "demo": metadata.demo},
+        model={"name": "demo model (synthetic phantoms, not for clinical use)" if metadata.demo
+               else path.name, "path": str(path), "description": metadata.description,
+               "demo": metadata.demo},
         images=prepared.images, display_role="t2w", segments=TASK.segments, labels=labels,
         probabilities={TUMOUR.name: probability_image}, timings=timings,
         details={"config": settings.as_dict(), "registration": prepared.registration,
