@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
 
 from oncoseg.phantoms import pelvis_ct
 from oncoseg.phantoms.common import check_phantom_layout, generate_dataset
+from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 
 
@@ -17,3 +22,48 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
     check_phantom_layout(layout, ["native"])
     return generate_dataset(output, cases, seed, pelvis_ct.generate_case, "oarct", progress,
                             cancel)
+
+
+def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "demo",
+            device: str = "cpu", config: Mapping[str, Any] | None = None,
+            progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> Prediction:
+    """Femoral heads, bladder, bowel bag and nodal CTV on one CT."""
+    from oncoseg.oar.ct_predict import predict_ct
+
+    return predict_ct(images, model, device, config, progress, cancel)
+
+
+def train(dataset: str | os.PathLike[str], layout: str = "auto",
+          output: str | os.PathLike[str] = "oar-ct-model",
+          config: Mapping[str, Any] | None = None, device: str = "cpu", resume: bool = False,
+          progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+          description: str = "", demo: bool = False) -> Path:
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.ct_config import OarCtConfig
+    from oncoseg.oar.ct_training import train_oar_ct
+
+    settings = OarCtConfig.from_overrides(config)
+    data = read_dataset(dataset, layout, roles=["ct"])
+    return train_oar_ct(data, Path(output), settings, device, resume, description, demo,
+                        progress, cancel)
+
+
+def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
+             model: str | os.PathLike[str] = "demo",
+             output: str | os.PathLike[str] = "evaluation", device: str = "cpu",
+             overwrite: bool = False, config: Mapping[str, Any] | None = None,
+             progress: ProgressCallback | None = None,
+             cancel: CancelToken | None = None) -> dict[str, Any]:
+    """Dice, mean surface distance and HD95 per organ, for the organs each case annotated."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.ct_evaluation import evaluate_ct_cases
+    from oncoseg.oar.ct_predict import predict_ct
+
+    data = read_dataset(dataset, layout, roles=["ct"])
+
+    def segment(ct: sitk.Image) -> Prediction:
+        settings = {**(config or {}), "probabilities": False}
+        return predict_ct({"ct": ct}, model, device, settings, cancel=cancel)
+
+    return evaluate_ct_cases(data, segment, Path(output), overwrite, progress, cancel)

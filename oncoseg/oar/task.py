@@ -1,5 +1,6 @@
 """The ``oar-ct`` and ``oar-mr`` tasks' declarations."""
 
+from oncoseg.oar.ct_config import OarCtConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import Code, Terminology
 
@@ -51,5 +52,7 @@ OAR_CT = register_task(Task(
                       name_hints=("ct",)),),
     reference_role="ct",
     pipeline_module="oncoseg.oar.ct_pipeline",
+    network_modules=("oncoseg.oar.ct_network",),
     segments=CT_SEGMENTS,
+    default_config=OarCtConfig().as_dict(),
 ))

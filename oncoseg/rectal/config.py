@@ -7,10 +7,10 @@ Slicer panel's fields both change these. Light on purpose (no torch): task decla
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from oncoseg.errors import InputError
+from oncoseg.settings import from_overrides
 
 
 @dataclass(frozen=True)
@@ -42,19 +42,7 @@ class RectalConfig:
 
     @classmethod
     def from_overrides(cls, overrides: Mapping[str, Any] | None) -> RectalConfig:
-        known = {f.name: f for f in fields(cls)}
-        values = {}
-        for key, value in (overrides or {}).items():
-            if key not in known:
-                raise InputError(f"--set {key}", "is not a setting of the rectal task (settings: "
-                                 f"{', '.join(known)})")
-            default = getattr(cls, key)
-            try:
-                values[key] = type(default)(value)
-            except (TypeError, ValueError):
-                raise InputError(f"--set {key}", f"'{value}' is not a valid "
-                                 f"{type(default).__name__}") from None
-        return cls(**values)
+        return from_overrides(cls, overrides, "rectal")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,97 @@
+"""OAR CT end to end on phantom structure-set cohorts: training with partial labels, predict
+on DICOM folders, the HU plausibility warning, evaluation."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from oncoseg.cli import main
+from oncoseg.io.volumes import read_image
+from oncoseg.modelfile import read_header
+from oncoseg.oar.ct_pipeline import phantom
+
+TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
+        "--set", "filters=[4,8,8,8]", "--set", "batch_size=2", "--set", "steps_per_epoch=2",
+        "--set", "max_epochs=1", "--set", "validation_patches_per_case=1"]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """Three patients; the third (index 2) has no bladder contour."""
+    root = tmp_path_factory.mktemp("oarct") / "cohort"
+    phantom(root, cases=3, seed=77)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tiny_model(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("oarct_model") / "run"
+    assert main(["train", "oar-ct", "--dataset", str(cohort), "--layout", "rtstruct",
+                 "--output", str(out), "--progress", "none", *TINY]) == 0
+    return out
+
+
+def test_training_on_a_cohort_with_a_missing_bladder(tiny_model):
+    meta = read_header(tiny_model / "model.safetensors").metadata
+    assert meta.task == "oar-ct" and meta.architecture == "oar-ct-unet3d"
+    assert meta.preprocessing["spacing_mm"] == [6.0, 6.0, 6.0]
+    cached = {p.stem: np.load(p)["annotated"] for p in (tiny_model / "prepared").glob("*.npz")}
+    assert cached["oarct_002"].tolist() == [True, True, True, False, True, True]
+    assert cached["oarct_000"].all()
+
+
+def test_predict_reads_a_dicom_folder(cohort, tiny_model, tmp_path):
+    out = tmp_path / "pred"
+    assert main(["predict", "oar-ct", "--input", f"ct={cohort / 'oarct_000'}", "--model",
+                 str(tiny_model / "model.safetensors"), "--output", str(out),
+                 "--progress", "none"]) == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [s["name"] for s in result["segments"]] == [
+        "Femoral head L", "Femoral head R", "Bladder", "Bowel bag", "Nodal CTV"]
+    labels = read_image(out / "labels.nii.gz")
+    ct = read_image(cohort / "oarct_000")
+    assert labels.GetSize() == ct.GetSize()
+    assert len(list((out / "probabilities").iterdir())) == 5
+
+
+def test_an_mr_passed_as_ct_is_flagged(cohort, tiny_model, tmp_path, capsys):
+    ct = read_image(cohort / "oarct_000")
+    mr = sitk.Cast(sitk.RescaleIntensity(ct, 0, 1200), sitk.sitkInt16)
+    sitk.WriteImage(mr, str(tmp_path / "mr.nii.gz"))
+    assert main(["predict", "oar-ct", "--input", f"ct={tmp_path / 'mr.nii.gz'}", "--model",
+                 str(tiny_model / "model.safetensors"), "--output", str(tmp_path / "o"),
+                 "--progress", "none"]) == 0
+    err = capsys.readouterr().err
+    assert "impossible for a CT in Hounsfield units" in err
+    result = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert any("Hounsfield" in m for m in result["messages"])
+
+
+def test_a_folder_with_two_series_asks_which(cohort, tiny_model, tmp_path, capsys):
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for case in ("oarct_000", "oarct_001"):
+        for file in (cohort / case).glob("CT_*.dcm"):
+            shutil.copy(file, mixed / f"{case}_{file.name}")
+    code = main(["predict", "oar-ct", "--input", f"ct={mixed}", "--model",
+                 str(tiny_model / "model.safetensors"), "--output", str(tmp_path / "o"),
+                 "--progress", "none"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "series" in err and err.count("1.2.") >= 2, err
+
+
+def test_evaluate_reports_annotated_organs_only(cohort, tiny_model, tmp_path):
+    out = tmp_path / "eval"
+    assert main(["evaluate", "oar-ct", "--dataset", str(cohort), "--layout", "rtstruct",
+                 "--model", str(tiny_model / "model.safetensors"), "--output", str(out),
+                 "--progress", "none"]) == 0
+    rows = (out / "cases.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    assert "dice_bladder" in header and "msd_mm_femoral_head_l" in header
+    no_bladder = next(r for r in rows if r.startswith("oarct_002")).split(",")
+    assert no_bladder[header.index("dice_bladder")] == ""
+    assert (out / "distribution.png").is_file()

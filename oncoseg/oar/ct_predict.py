@@ -1,0 +1,128 @@
+"""Pelvic OAR segmentation of one CT: working grid, sliding window, per-organ clean-up, back to
+the CT grid."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference
+from oncoseg.inference import SlidingWindow
+from oncoseg.modelfile import load_network
+from oncoseg.oar.ct_config import OarCtConfig
+from oncoseg.oar.ct_preprocessing import (
+    AIR_HU,
+    check_ct,
+    hu_window,
+    to_working_grid,
+    working_grid,
+)
+from oncoseg.oar.task import CT_SEGMENTS, OAR_CT
+from oncoseg.postprocess import clean_label_map
+from oncoseg.prediction import Prediction
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-ct-demo.safetensors"
+
+
+def model_path(model: str | Path) -> Path:
+    if str(model) == "demo":
+        if not DEMO_MODEL.is_file():
+            raise InputError("--model demo", f"the bundled oar-ct demo model is missing "
+                             f"({DEMO_MODEL}); give a model file")
+        return DEMO_MODEL
+    if not Path(model).is_file():
+        raise InputError(f"--model {model}", "is not a file")
+    return Path(model)
+
+
+def settings_for(metadata, overrides: Mapping[str, Any] | None) -> OarCtConfig:
+    """The model fixes its working grid and window; the caller may change the rest."""
+    fixed = {k: metadata.preprocessing[k] for k in ("spacing_mm", "hu_low", "hu_high")
+             if k in metadata.preprocessing}
+    for key in fixed:
+        if overrides and key in overrides and overrides[key] != fixed[key]:
+            raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
+    return OarCtConfig.from_overrides({**(overrides or {}), **fixed})
+
+
+def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
+               patch_size: tuple[int, int, int], device: str = "cpu",
+               progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+               ) -> tuple[np.ndarray, np.ndarray, sitk.Image, list[str]]:
+    """(labels, probabilities (K, z, y, x)) on the working grid, the grid, and run notes."""
+    grid = working_grid(image, config.spacing_mm)
+    hu = to_working_grid(image, grid)
+    check_cancelled(cancel)
+    # smaller volumes are padded with air up to the window, which the network was built for
+    window = SlidingWindow(window=tuple(patch_size), overlap=config.overlap,
+                           batch_size=config.inference_batch, device=device, pad_value=AIR_HU)
+    probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
+                           finalize=lambda rows: torch.softmax(rows, dim=0),
+                           progress=progress, cancel=cancel, stage="Segmenting").numpy()
+    labels = probabilities.argmax(axis=0).astype(np.uint8)
+    if config.keep_largest:
+        labels = clean_label_map(labels, [s.label for s in CT_SEGMENTS], connectivity=26)
+    return labels, probabilities, grid, window.notes
+
+
+def predict_ct(images: Mapping[str, sitk.Image], model: str | Path = "demo",
+               device: str = "cpu", config: Mapping[str, Any] | None = None,
+               progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> Prediction:
+    extra = sorted(set(images) - {"ct"})
+    if extra:
+        raise InputError(extra[0], "is not an input of the oar-ct task (its input: ct)")
+    if "ct" not in images:
+        raise InputError("ct", "is missing")
+    image = images["ct"]
+    messages = check_ct(image)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    path = model_path(model)
+    network, metadata = load_network(path, expected_task=OAR_CT.name, device=device)
+    settings = settings_for(metadata, config)
+    timings["load_model"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    patch = tuple(metadata.preprocessing.get("patch_size", settings.patch_size))
+    labels, probabilities, grid, notes = segment_ct(image, network, settings, patch, device,
+                                                    progress, cancel)
+    timings["inference"] = time.perf_counter() - started
+    check_cancelled(cancel)
+
+    started = time.perf_counter()
+    report(progress, "Writing results", 0, 1)
+    label_image = sitk.GetImageFromArray(labels)
+    label_image.CopyInformation(grid)
+    labels_on_ct = resample_to_reference(label_image, image, "nearest",
+                                         names=("labels", "ct"))
+    maps = {}
+    if settings.probabilities:
+        for spec in CT_SEGMENTS:
+            organ = sitk.GetImageFromArray(probabilities[spec.label])
+            organ.CopyInformation(grid)
+            maps[spec.name] = resample_to_reference(organ, image, "linear",
+                                                    names=(spec.name, "ct"))
+    timings["postprocess"] = time.perf_counter() - started
+    if metadata.demo:
+        messages.append("demo model trained on synthetic phantoms: not for clinical use")
+    messages.extend(notes)
+    return Prediction(
+        task=OAR_CT.name,
+        model={"name": "demo model (synthetic phantoms, not for clinical use)" if metadata.demo
+               else path.name, "path": str(path), "description": metadata.description,
+               "demo": metadata.demo},
+        images={"ct": image}, display_role="ct", segments=CT_SEGMENTS,
+        labels=sitk.Cast(labels_on_ct, sitk.sitkUInt8), probabilities=maps, timings=timings,
+        details={"config": settings.as_dict(),
+                 "working_grid": {"spacing_mm": list(grid.GetSpacing()),
+                                  "size": list(grid.GetSize())}},
+        messages=messages)
