@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.phantoms.common import smooth_displacement
+from oncoseg.phantoms.common import grid_points, smooth_displacement
 from oncoseg.phantoms.rectal import generate_case
 from oncoseg.registration import register
 
@@ -35,18 +35,10 @@ SETTINGS = {
 }
 
 
-def voxel_points(image: sitk.Image) -> np.ndarray:
-    size = image.GetSize()
-    k, j, i = np.meshgrid(*(np.arange(s) for s in size[::-1]), indexing="ij")
-    ijk = np.stack([i.ravel(), j.ravel(), k.ravel()], axis=1).astype(float)
-    matrix = np.asarray(image.GetDirection()).reshape(3, 3) * np.asarray(image.GetSpacing())
-    return ijk @ matrix.T + np.asarray(image.GetOrigin())
-
-
 def true_offsets(case: Path, fixed: sitk.Image) -> np.ndarray:
     """DWI(p) shows the anatomy at p - d(p): the T2w point of b0 voxel p is p - d(p)."""
     motion = json.loads((case / "case.json").read_text())["misalignment_dwi_vs_t2w"]
-    points = voxel_points(fixed).astype(np.float32)
+    points = grid_points(fixed).reshape(-1, 3)
     return -smooth_displacement(points, motion["amplitude_mm"], motion["wavelength_mm"],
                                 motion["shift_mm"], np.random.default_rng(motion["phase_seed"]))
 

@@ -76,9 +76,17 @@ def _key(case: Case, config: OarCtConfig) -> str:
     return digest.hexdigest()[:16]
 
 
-def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> PreparedCT:
+def read_case_ct(case: Case) -> sitk.Image:
+    """The case's CT: the series its structure set references, or its image file."""
     from oncoseg.io.volumes import read_dicom_series
 
+    source = case.images["ct"]
+    if "series_uid" in case.info:
+        return read_dicom_series(source, case.info["series_uid"])
+    return read_image(source)
+
+
+def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> PreparedCT:
     key = _key(case, config)
     path = cache / f"{case.id}.npz" if cache is not None else None
     if path is not None and path.is_file():
@@ -90,9 +98,7 @@ def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> Prepare
                 grid.SetDirection(stored["direction"].tolist())
                 return PreparedCT(case.id, stored["hu"], stored["labels"], stored["annotated"],
                                   grid)
-    source = case.images["ct"]
-    ct = read_dicom_series(source, case.info["series_uid"]) if "series_uid" in case.info \
-        else read_image(source)
+    ct = read_case_ct(case)
     labels, annotated_names = case_labels(case, ct)
     grid = working_grid(ct, config.spacing_mm)
     hu = np.clip(np.round(to_working_grid(ct, grid)), -1024, 3071).astype(np.int16)

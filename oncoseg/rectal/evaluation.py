@@ -7,7 +7,6 @@ or not at all.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,10 @@ import SimpleITK as sitk
 import torch
 
 from oncoseg.datasets.base import Dataset
+from oncoseg.evaluation import evaluate_dataset
 from oncoseg.geometry import voxel_volume_ml
-from oncoseg.io.atomic import atomic_directory
-from oncoseg.metrics import dice, roc_auc, write_case_table
-from oncoseg.plots import plot_distribution
-from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.metrics import dice, roc_auc
+from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.rectal.candidates import find_candidates
 from oncoseg.rectal.cases import prepare_case
 from oncoseg.rectal.config import RectalConfig
@@ -30,22 +28,11 @@ def evaluate_cases(dataset: Dataset, network: torch.nn.Module, model_name: str,
                    config: RectalConfig, output: Path, device: str = "cpu",
                    overwrite: bool = False, progress: ProgressCallback | None = None,
                    cancel: CancelToken | None = None) -> dict[str, Any]:
-    rows = []
-    with atomic_directory(output, overwrite) as folder:
-        for index, case in enumerate(dataset.cases):
-            check_cancelled(cancel)
-            report(progress, "Evaluating", index, len(dataset.cases), message=case.id)
-            rows.append(evaluate_case(case, network, config, device, cancel))
-        report(progress, "Evaluating", len(dataset.cases), len(dataset.cases))
-        write_case_table(rows, folder)
-        dsc_columns = sorted({k for row in rows for k in row if k.startswith("dsc")})
-        plot_distribution(rows, [*dsc_columns, "auc"], folder / "distribution.png",
-                          title=f"{dataset.root.name}: {len(rows)} cases")
-        summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        summary.update(model=model_name, dataset=str(dataset.root), config=config.as_dict())
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
-                                             encoding="utf-8")
-    return summary
+    return evaluate_dataset(
+        dataset, lambda case: evaluate_case(case, network, config, device, cancel), output,
+        plotted=("dsc", "auc"), overwrite=overwrite,
+        extra={"model": model_name, "config": config.as_dict()}, progress=progress,
+        cancel=cancel)
 
 
 def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: str,
@@ -57,7 +44,7 @@ def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: 
     candidates = find_candidates(image, config.threshold, config.keep,
                                  connectivity=config.connectivity)
     mask = candidates.mask()
-    row: dict[str, Any] = {"case": case.id, "candidates": len(candidates.components)}
+    row: dict[str, Any] = {"candidates": len(candidates.components)}
     readers = sorted(prepared.labels)
     for reader in readers:
         column = "dsc" if reader == config.label else f"dsc_{reader}"
