@@ -275,3 +275,39 @@ def test_every_task_has_phantoms_that_read_back(tmp_path, task, layout):
     dataset = read_dataset(root, "auto", roles)
     assert dataset.layout == layout
     assert len({c.patient for c in dataset.cases}) == 2
+
+
+def test_decathlon_4d_images_are_read_channel_by_channel(tmp_path):
+    """The Medical Segmentation Decathlon's own layout: one 4D file per case (channels along
+    the fourth axis, in ``modality`` order) and ``training`` pairs in dataset.json."""
+    root = tmp_path / "Task99_Test"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(0)
+    channels = [rng.normal(size=(6, 7, 8)).astype(np.float32) for _ in range(2)]
+    volumes = []
+    for array in channels:
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((0.8, 0.8, 3.0))
+        image.SetOrigin((10.0, -5.0, 2.0))
+        volumes.append(image)
+    sitk.WriteImage(sitk.JoinSeries(volumes), str(root / "imagesTr" / "case_001.nii.gz"))
+    label = sitk.Cast(volumes[0] > 0.5, sitk.sitkUInt8)
+    sitk.WriteImage(label, str(root / "labelsTr" / "case_001.nii.gz"))
+    (root / "dataset.json").write_text(json.dumps({
+        "modality": {"0": "T2", "1": "ADC"}, "labels": {"0": "background", "1": "lesion"},
+        "training": [{"image": "./imagesTr/case_001.nii.gz",
+                      "label": "./labelsTr/case_001.nii.gz"}]}))
+    dataset = read_dataset(root, roles=["t2w", "adc"])
+    assert dataset.layout == "nnunet"
+    [case] = dataset.cases
+    assert case.id == "case_001"
+    for index, role in enumerate(("t2w", "adc")):
+        image = case.read(role)
+        assert image.GetDimension() == 3
+        np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), channels[index])
+        assert image.GetSpacing() == pytest.approx((0.8, 0.8, 3.0))
+        assert image.GetOrigin() == pytest.approx((10.0, -5.0, 2.0))
+    (root / "imagesTr" / "case_001.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"case_001.nii.gz .named in dataset.json. is missing"):
+        read_dataset(root, roles=["t2w", "adc"])

@@ -41,6 +41,23 @@ class Case:
         if not self.patient:
             self.patient = self.id
 
+    def read(self, role: str) -> sitk.Image:
+        """The role's volume. Medical Segmentation Decathlon cases keep all channels in one
+        4D file; ``info['channels']`` then says which channel a role is."""
+        from oncoseg.io.volumes import read_image
+
+        image = read_image(self.images[role])
+        channel = self.info.get("channels", {}).get(role)
+        if channel is None:
+            return image
+        if image.GetDimension() != 4 or channel >= image.GetSize()[3]:
+            raise InputError(f"case '{self.id}'", f"{self.images[role].name} should hold "
+                             f"channel {channel} ({role}) along a fourth axis; its size is "
+                             f"{image.GetSize()}")
+        size = list(image.GetSize())
+        size[3] = 0
+        return sitk.Extract(image, size, [0, 0, 0, channel])
+
 
 @dataclass
 class Dataset:
@@ -122,7 +139,10 @@ def _grid(case: Case, role: str, path: Path, where: str) -> tuple:
     except RuntimeError:
         raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} is not "
                          "a readable image") from None
-    return info.GetSize(), info.GetSpacing(), info.GetOrigin(), info.GetDirection()
+    size, spacing, origin = info.GetSize(), info.GetSpacing(), info.GetOrigin()
+    direction = np.asarray(info.GetDirection()).reshape(len(size), len(size))
+    # a 4D (channels) image's grid is its first three axes
+    return size[:3], spacing[:3], origin[:3], tuple(direction[:3, :3].ravel())
 
 
 def _same(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:

@@ -85,6 +85,8 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Ca
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     ids = sorted({f.name[: -len(ending) - 5] for f in images_dir.iterdir()
                   if f.name.endswith(ending) and f.name[-len(ending) - 5] == "_"})
+    if not ids and description.get("training"):
+        return _msd_cases(root, description, names, channel_names)
     cases = []
     for case_id in ids:
         check_case_id(case_id, str(root))
@@ -95,6 +97,26 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Ca
         cases.append(Case(case_id, images, labels,
                           info={"channel_names": channel_names,
                                 "labels": description.get("labels", {})}))
+    return cases
+
+
+def _msd_cases(root: Path, description: dict, names: list[str],
+               channel_names: list[str]) -> list[Case]:
+    """The Decathlon's own layout: ``training`` lists image/label pairs; a multi-channel image
+    is one 4D file whose fourth axis holds the channels in ``modality`` order."""
+    cases = []
+    for entry in description["training"]:
+        image = root / str(entry.get("image", "")).removeprefix("./")
+        case_id = check_case_id(image.name.split(".")[0], str(root))
+        if not image.is_file():
+            raise InputError(f"case '{case_id}'", f"in {root}: {image.name} (named in "
+                             "dataset.json) is missing")
+        label = root / str(entry.get("label", "")).removeprefix("./")
+        info = {"channel_names": channel_names, "labels": description.get("labels", {})}
+        if len(names) > 1:
+            info["channels"] = {name: index for index, name in enumerate(names)}
+        cases.append(Case(case_id, {name: image for name in names},
+                          {"label": label} if entry.get("label") else {}, info=info))
     return cases
 
 

@@ -64,7 +64,7 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
                           if k.startswith("label:")}
                 return PreparedArrays(case.id, stored["channels"], labels,
                                       _spacing_zyx(reference), reference)
-    images = {role: read_image(case.images[role]) for role in ROLES}
+    images = {role: case.read(role) for role in ROLES}
     try:
         prepared = prepare(images, registration, cancel=cancel)
     except InputError as error:
