@@ -5,7 +5,6 @@ The Qt layer only: the panel binds RectalSeg.ui to :class:`RectalSegParameters` 
 run happens in a worker thread polled by a timer; training runs as a separate process.
 """
 
-import threading
 import time
 from pathlib import Path
 
@@ -170,7 +169,10 @@ class RectalSegWidget(ScriptedLoadableModuleWidget):
         except InputError as error:
             slicer.util.errorDisplay(str(error))
             return
-        self.worker = _Worker(self.logic, images, self._parameters(), self._inputs())
+        from OncoSegCommonLib.worker import Worker
+
+        self.inputs = self._inputs()
+        self.worker = Worker(self.logic.compute, images, self._parameters(), None)  # no seed
         self.ui.statusLabel.text = "Running..."
         self.ui.progressBar.value = 0
         self._update_buttons()
@@ -194,13 +196,13 @@ class RectalSegWidget(ScriptedLoadableModuleWidget):
         if event is not None and event.fraction is not None:
             self.ui.progressBar.value = int(100 * event.fraction)
             self.ui.statusLabel.text = f"{event.stage} {event.message}".strip()
-        if self.worker.thread.is_alive():
+        if not self.worker.done:
             return
         worker, self.worker = self.worker, None
         if worker.error is not None:
-            self.ui.statusLabel.text = _error_text(worker.error)
+            self.ui.statusLabel.text = worker.status_text()
         else:
-            self.result = self.logic.finish(worker.prediction, worker.inputs)
+            self.result = self.logic.finish(worker.result, self.inputs)
             self._show_result()
         self._update_buttons()
 
@@ -276,7 +278,9 @@ class RectalSegWidget(ScriptedLoadableModuleWidget):
                                    self.ui.layoutSelector.currentText,
                                    self.ui.deviceSelector.currentText)
         self.training = TrainingProcess(command)
-        self.loss_plot = _LossPlot(self.ui.lossPlotWidget)
+        from OncoSegCommonLib.lossplot import LossPlot
+
+        self.loss_plot = LossPlot(slicer.mrmlScene, self.ui.lossPlotWidget, "RectalSeg training")
         self.ui.trainButton.enabled = False
         self.ui.trainCancelButton.enabled = True
         self.timer.start()
@@ -301,72 +305,6 @@ class RectalSegWidget(ScriptedLoadableModuleWidget):
         self.ui.trainCancelButton.enabled = False
         if model is not None:
             self._fill_models(select=model)
-
-
-class _Worker:
-    """One run of the logic's compute half in a thread; the timer reads its state."""
-
-    def __init__(self, logic, images, parameters, inputs):
-        from oncoseg.progress import CancelToken
-
-        self.cancel = CancelToken()
-        self.inputs = inputs
-        self.last_event = None
-        self.prediction = None
-        self.error = None
-        self.thread = threading.Thread(target=self._run, args=(logic, images, parameters),
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self, logic, images, parameters):
-        try:
-            self.prediction = logic.compute(images, parameters, progress=self._progress,
-                                            cancel=self.cancel)
-        except Exception as error:  # shown in the panel; the scene is untouched
-            self.error = error
-
-    def _progress(self, event):
-        self.last_event = event
-
-
-class _LossPlot:
-    """Epoch losses as a Slicer plot (table + two series) in the panel's plot widget."""
-
-    def __init__(self, widget):
-        scene = slicer.mrmlScene
-        self.table = scene.AddNewNodeByClass("vtkMRMLTableNode", "RectalSeg training losses")
-        for name in ("epoch", "train_loss", "val_loss"):
-            self.table.AddColumn().SetName(name)
-        chart = scene.AddNewNodeByClass("vtkMRMLPlotChartNode", "RectalSeg training")
-        for column, colour in (("train_loss", (0.2, 0.4, 0.8)), ("val_loss", (0.9, 0.4, 0.1))):
-            series = scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode", column)
-            series.SetAndObserveTableNodeID(self.table.GetID())
-            series.SetXColumnName("epoch")
-            series.SetYColumnName(column)
-            series.SetPlotType(series.PlotTypeScatter)
-            series.SetColor(*colour)
-            chart.AddAndObservePlotSeriesNodeID(series.GetID())
-        chart.SetXAxisTitle("epoch")
-        chart.SetYAxisTitle("loss")
-        view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", "RectalSeg training view")
-        view.SetPlotChartNodeID(chart.GetID())
-        widget.setMRMLPlotViewNode(view)
-        self.rows = 0
-
-    def update(self, epochs):
-        for record in epochs[self.rows:]:
-            row = self.table.AddEmptyRow()
-            for column, key in enumerate(("epoch", "train_loss", "val_loss")):
-                self.table.SetCellText(row, column, str(record.get(key, "")))
-        self.rows = len(epochs)
-
-
-def _error_text(error):
-    from oncoseg.errors import Cancelled
-
-    if isinstance(error, Cancelled):
-        return "Cancelled; nothing was added to the scene."
-    return f"Failed: {error}"
 
 
 class RectalSegLogic(ScriptedLoadableModuleLogic):

@@ -23,6 +23,10 @@ from oncoseg.tasks import get_task
 SETTINGS = {
     "rectal": (6, {"registration": "none", "samples_per_class": 1000, "max_epochs": 2,
                    "patience": 10}),
+    # the demo model's patches and network (docs/DEMO_MODELS.md)
+    "oar-ct": (4, {"spacing_mm": [3, 3, 3], "patch_size": [32, 64, 64],
+                   "filters": [8, 16, 32, 64], "batch_size": 4, "steps_per_epoch": 10,
+                   "max_epochs": 2, "validation_patches_per_case": 2}),
 }
 
 

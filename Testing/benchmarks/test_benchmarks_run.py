@@ -56,3 +56,14 @@ def test_phantom_registration_benchmark_measures_against_the_truth():
     none, rigid = rows
     assert 1.0 < none["mean_error_mm"] < 5.0  # the phantom's misalignment, seen unregistered
     assert rigid["mean_error_mm"] < 1.5 * none["mean_error_mm"]
+
+
+def test_oar_ct_predict_benchmark_runs():
+    summary = run("bench_oar_ct_predict.py", "--size", "24", "96", "96")
+    assert summary["wall_s"] > 0 and summary["peak_rss_mb"] > 0
+    assert summary["inference_ratio_oncoseg_over_monai"] > 0
+
+
+@pytest.mark.benchmark
+def test_oar_ct_predict_benchmark_full_size():
+    print(run("bench_oar_ct_predict.py"))

@@ -95,3 +95,18 @@ def test_evaluate_reports_annotated_organs_only(cohort, tiny_model, tmp_path):
     no_bladder = next(r for r in rows if r.startswith("oarct_002")).split(",")
     assert no_bladder[header.index("dice_bladder")] == ""
     assert (out / "distribution.png").is_file()
+
+
+def test_demo_model_on_unseen_phantoms(tmp_path):
+    """The full figures (10 cases) are in docs/RESULTS.md; here two cases and lower bars."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.ct_pipeline import evaluate
+
+    phantom(tmp_path / "data", cases=2, seed=5100)
+    summary = evaluate(tmp_path / "data", "rtstruct", "demo", tmp_path / "eval")
+    metrics = summary["metrics"]
+    assert metrics["dice_femoral_head_l"]["mean"] >= 0.85
+    assert metrics["dice_femoral_head_r"]["mean"] >= 0.85
+    assert metrics["dice_bladder"]["mean"] >= 0.85
+    assert metrics["dice_bowel_bag"]["mean"] >= 0.70
+    assert len(read_dataset(tmp_path / "data", "rtstruct").cases) == 2

@@ -153,7 +153,10 @@ class PatchSampler(TorchDataset):
         self.cases, self.config, self.seed, self.length = cases, config, seed, length
         self.hard_negatives = hard_negatives or {}
         self.augment = augment
-        self.organ_voxels = [np.argwhere(c.labels > 0) for c in cases]
+        # per case, per organ present: its voxels (organs are drawn first, then a voxel, so
+        # small organs such as the femoral heads are centred as often as the bowel bag)
+        self.organ_voxels = [[np.argwhere(c.labels == value) for value in np.unique(c.labels)
+                              if value > 0] for c in cases]
 
     def __len__(self) -> int:
         return self.length
@@ -165,8 +168,9 @@ class PatchSampler(TorchDataset):
         if negatives is not None and len(negatives) and draw < self.config.hard_negative_fraction:
             return negatives[rng.integers(len(negatives))].astype(float)
         organs = self.organ_voxels[index]
-        if len(organs) and rng.random() < self.config.foreground_fraction:
-            return organs[rng.integers(len(organs))].astype(float)
+        if organs and rng.random() < self.config.foreground_fraction:
+            voxels = organs[rng.integers(len(organs))]
+            return voxels[rng.integers(len(voxels))].astype(float)
         return np.array([rng.integers(s) for s in case.labels.shape], float)
 
     def __getitem__(self, item: int):
