@@ -1,0 +1,115 @@
+"""`oncoseg predict oar-ct` end to end on a clinical-size CT (512 x 512 x 150), 2 CPU cores.
+
+Load (NIfTI), resample to the model's working grid, sliding-window inference, per-organ
+clean-up, resampling back, writing every output file: wall time and peak RSS of the command's
+process (goal: under 60 s). The peer, in the same run: MONAI's ``sliding_window_inference``
+with the same network, weights, window, overlap and blending on the same working-grid volume;
+the ratio compares the inference stage alone (OncoSeg's ``timings_s.inference``).
+
+    python Testing/benchmarks/bench_oar_ct_predict.py [--size Z Y X] [--model FILE|demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import SimpleITK as sitk
+import torch
+
+
+def clinical_ct(folder: Path, size_zyx: tuple[int, int, int]) -> Path:
+    """A pelvic phantom CT resampled to a clinical matrix (int16 HU), as a NIfTI file."""
+    from oncoseg.io.volumes import read_image
+    from oncoseg.phantoms.pelvis_ct import generate_case
+
+    generate_case(folder / "phantom", seed=123, case=0)
+    ct = read_image(folder / "phantom")
+    z, y, x = size_zyx
+    extent = np.asarray(ct.GetSize()) * np.asarray(ct.GetSpacing())
+    reference = sitk.Image([x, y, z], sitk.sitkInt16)
+    reference.SetSpacing(tuple(extent / np.array([x, y, z])))
+    reference.SetOrigin(ct.GetOrigin())
+    reference.SetDirection(ct.GetDirection())
+    big = sitk.Resample(ct, reference, sitk.Transform(), sitk.sitkLinear, -1024, sitk.sitkInt16)
+    path = folder / "ct.nii.gz"
+    sitk.WriteImage(big, str(path))
+    return path
+
+
+def peak_rss_of(command: list[str]) -> tuple[float, float, int]:
+    """Wall seconds and peak RSS (MB) of a child process, sampled every 50 ms."""
+    started = time.perf_counter()
+    process = psutil.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = 0
+    while process.poll() is None:
+        try:
+            peak = max(peak, process.memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    return time.perf_counter() - started, peak / 2**20, process.returncode
+
+
+def monai_inference_seconds(ct_path: Path, model: str) -> float:
+    from monai.inferers import sliding_window_inference
+
+    from oncoseg.modelfile import load_network
+    from oncoseg.oar.ct_predict import model_path
+    from oncoseg.oar.ct_preprocessing import to_working_grid, working_grid
+
+    network, metadata = load_network(model_path(model), expected_task="oar-ct")
+    network.eval()
+    ct = sitk.ReadImage(str(ct_path))
+    hu = to_working_grid(ct, working_grid(ct, tuple(metadata.preprocessing["spacing_mm"])))
+    started = time.perf_counter()
+    with torch.inference_mode():
+        x = torch.from_numpy(np.clip(hu, -800, 800) / 800.0)[None, None].float()
+        logits = sliding_window_inference(x, tuple(metadata.preprocessing["patch_size"]), 2,
+                                          network, overlap=0.5, mode="gaussian")
+        torch.softmax(logits, 1)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs=3, default=[150, 512, 512], help="z y x")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ct = clinical_ct(folder, tuple(args.size))
+        command = [sys.executable, "-m", "oncoseg", "predict", "oar-ct", "--input", f"ct={ct}",
+                   "--model", args.model, "--output", str(folder / "out"), "--device", "cpu",
+                   "--progress", "none"]
+        wall, rss, code = peak_rss_of(command)
+        if code != 0:
+            raise SystemExit(f"oncoseg predict failed with exit code {code}")
+        result = json.loads((folder / "out" / "result.json").read_text())
+        monai_s = monai_inference_seconds(ct, args.model)
+    inference = result["timings_s"]["inference"]
+    summary = {"size_zyx": args.size, "wall_s": round(wall, 1), "peak_rss_mb": round(rss),
+               "timings_s": result["timings_s"], "working_grid": result["details"][
+                   "working_grid"], "monai_inference_s": round(monai_s, 2),
+               "inference_ratio_oncoseg_over_monai": round(inference / monai_s, 2),
+               "threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"oncoseg predict oar-ct on {' x '.join(map(str, args.size))} (z y x): "
+          f"{wall:.1f} s wall (goal < 60 s), peak RSS {rss:.0f} MB")
+    print(f"  stages: {result['timings_s']}")
+    print(f"  inference stage {inference:.2f} s vs MONAI sliding_window_inference "
+          f"{monai_s:.2f} s: ratio {summary['inference_ratio_oncoseg_over_monai']}")
+
+
+if __name__ == "__main__":
+    main()
