@@ -29,6 +29,7 @@ OAR_MR = register_task(Task(
                       name_hints=("mr", "abdomen", "t1", "t2")),),
     reference_role="mr",
     pipeline_module="oncoseg.oar.mr_pipeline",
+    network_modules=("oncoseg.oar.mr_network",),
     segments=GI_SEGMENTS,
 ))
 
