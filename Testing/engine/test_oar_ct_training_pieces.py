@@ -78,3 +78,20 @@ def test_network_output_shape_and_divisor(size, pools):
     out = network(torch.zeros(1, 1, *size))
     assert out.shape == (1, 6, *size)
     assert all(s % d == 0 for s, d in zip(size, network.divisor, strict=True))
+
+
+def test_post_processing_applies_to_the_organs_named():
+    from oncoseg.errors import InputError
+    from oncoseg.oar.ct_predict import clean_organs
+
+    labels = np.zeros((4, 10, 20), np.uint8)
+    labels[1:3, 2:5, 1:4] = 5  # nodal CTV, right side
+    labels[1:3, 2:5, 15:18] = 5  # nodal CTV, left side (same size: one survives)
+    labels[1:3, 6:9, 8:12] = 3  # bladder
+    labels[2, 9, 0] = 3  # a stray bladder voxel
+    everything = clean_organs(labels, ["Bladder", "Nodal CTV"])
+    assert (everything == 5).sum() == 18 and (everything == 3).sum() == 24
+    ctv_kept = clean_organs(labels, ["Bladder"])
+    assert (ctv_kept == 5).sum() == 36 and (ctv_kept == 3).sum() == 24
+    with pytest.raises(InputError, match="'Spleen' is not an organ"):
+        clean_organs(labels, ["Spleen"])

@@ -43,6 +43,10 @@ class OarCtConfig:
     overlap: float = 0.5
     inference_batch: int = 2
     keep_largest: bool = True  # largest 26-connected component per organ, then hole filling
+    # the organs that post-processing applies to (paper: all; a bilateral target such as the
+    # nodal CTV loses one side to it)
+    largest_component_organs: tuple[str, ...] = (
+        "Femoral head L", "Femoral head R", "Bladder", "Bowel bag", "Nodal CTV")
     probabilities: bool = True  # write one probability map per organ
 
     @classmethod

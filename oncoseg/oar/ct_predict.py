@@ -4,7 +4,7 @@ the CT grid."""
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,8 +69,23 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
                            progress=progress, cancel=cancel, stage="Segmenting").numpy()
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     if config.keep_largest:
-        labels = clean_label_map(labels, [s.label for s in CT_SEGMENTS], connectivity=26)
+        labels = clean_organs(labels, config.largest_component_organs)
     return labels, probabilities, grid, window.notes
+
+
+def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
+    """Largest 26-connected component and hole filling for the named organs; the others are
+    kept as predicted."""
+    known = {s.name: s.label for s in CT_SEGMENTS}
+    unknown = [o for o in organs if o not in known]
+    if unknown:
+        raise InputError("largest_component_organs", f"'{unknown[0]}' is not an organ of the "
+                         f"oar-ct task ({', '.join(known)})")
+    chosen = [known[o] for o in organs]
+    cleaned = clean_label_map(labels, chosen, connectivity=26)
+    others = ~np.isin(labels, chosen) & (labels > 0) & (cleaned == 0)
+    cleaned[others] = labels[others]
+    return cleaned
 
 
 def predict_ct(images: Mapping[str, sitk.Image], model: str | Path = "demo",
