@@ -311,3 +311,23 @@ def test_decathlon_4d_images_are_read_channel_by_channel(tmp_path):
     (root / "imagesTr" / "case_001.nii.gz").unlink()
     with pytest.raises(InputError, match=r"case_001.nii.gz .named in dataset.json. is missing"):
         read_dataset(root, roles=["t2w", "adc"])
+
+
+def test_prepared_case_cache_hits_only_its_own_key(tmp_path):
+    from oncoseg.datasets.cache import load_cached, save_cached
+
+    grid = sitk.Image(5, 4, 3, sitk.sitkFloat32)
+    grid.SetSpacing((0.5, 0.7, 3.0))
+    grid.SetOrigin((1.0, 2.0, -3.0))
+    arrays = {"hu": np.arange(60, dtype=np.int16).reshape(3, 4, 5), "flags": np.ones(6, bool)}
+    path = tmp_path / "cache" / "case.npz"
+    save_cached(path, "key-1", grid, arrays)
+    stored, stored_grid = load_cached(path, "key-1")
+    assert set(stored) == {"hu", "flags"}
+    np.testing.assert_array_equal(stored["hu"], arrays["hu"])
+    assert stored_grid.GetSize() == (5, 4, 3)
+    assert stored_grid.GetSpacing() == pytest.approx((0.5, 0.7, 3.0))
+    assert stored_grid.GetOrigin() == pytest.approx((1.0, 2.0, -3.0))
+    assert load_cached(path, "key-2") is None
+    np.savez(path, key="key-1", hu=arrays["hu"])  # an older file without its grid: a miss
+    assert load_cached(path, "key-1") is None

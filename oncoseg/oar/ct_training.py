@@ -23,6 +23,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.datasets.base import Case, Dataset
+from oncoseg.datasets.cache import load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.io.atomic import atomic_path
@@ -89,15 +90,10 @@ def read_case_ct(case: Case) -> sitk.Image:
 def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> PreparedCT:
     key = _key(case, config)
     path = cache / f"{case.id}.npz" if cache is not None else None
-    if path is not None and path.is_file():
-        with np.load(path) as stored:
-            if str(stored["key"]) == key:
-                grid = sitk.Image([int(v) for v in stored["size"]], sitk.sitkUInt8)
-                grid.SetSpacing(stored["spacing"].tolist())
-                grid.SetOrigin(stored["origin"].tolist())
-                grid.SetDirection(stored["direction"].tolist())
-                return PreparedCT(case.id, stored["hu"], stored["labels"], stored["annotated"],
-                                  grid)
+    cached = load_cached(path, key)
+    if cached is not None:
+        arrays, grid = cached
+        return PreparedCT(case.id, arrays["hu"], arrays["labels"], arrays["annotated"], grid)
     ct = read_case_ct(case)
     labels, annotated_names = case_labels(case, ct)
     grid = working_grid(ct, config.spacing_mm)
@@ -110,13 +106,7 @@ def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> Prepare
     for spec in CT_SEGMENTS:
         annotated[spec.label] = spec.name in annotated_names
     prepared = PreparedCT(case.id, hu, on_grid.astype(np.uint8), annotated, grid)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as stream:
-            np.savez_compressed(stream, key=key, hu=hu, labels=prepared.labels,
-                                annotated=annotated, size=list(grid.GetSize()),
-                                spacing=list(grid.GetSpacing()), origin=list(grid.GetOrigin()),
-                                direction=list(grid.GetDirection()))
+    save_cached(path, key, grid, {"hu": hu, "labels": prepared.labels, "annotated": annotated})
     return prepared
 
 

@@ -8,7 +8,6 @@ keyed by the files' names, sizes and modification times and the registration pre
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +15,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case
+from oncoseg.datasets.cache import empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
-from oncoseg.io.atomic import atomic_path
 from oncoseg.io.volumes import read_image
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
@@ -56,14 +55,12 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
     """The case's channels and labels, from the cache when it holds this exact case."""
     key = _key(case, registration)
     path = cache / f"{case.id}.npz" if cache is not None else None
-    if path is not None and path.is_file():
-        with np.load(path) as stored:
-            if str(stored["key"]) == key:
-                reference = _grid(json.loads(str(stored["grid"])))
-                labels = {k[len("label:"):]: stored[k] for k in stored.files
-                          if k.startswith("label:")}
-                return PreparedArrays(case.id, stored["channels"], labels,
-                                      _spacing_zyx(reference), reference)
+    cached = load_cached(path, key)
+    if cached is not None:
+        arrays, reference = cached
+        labels = {k[len("label:"):]: v for k, v in arrays.items() if k.startswith("label:")}
+        return PreparedArrays(case.id, arrays["channels"], labels, _spacing_zyx(reference),
+                              reference)
     images = {role: case.read(role) for role in ROLES}
     try:
         prepared = prepare(images, registration, cancel=cancel)
@@ -71,29 +68,12 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
         raise InputError(f"case '{case.id}'", str(error)) from None
     reference = prepared.reference
     labels = _labels_on_grid(case, reference)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as stream:
-            np.savez_compressed(stream, key=key, grid=json.dumps(_grid_dict(reference)),
-                                channels=prepared.channels,
-                                **{f"label:{k}": v for k, v in labels.items()})
+    save_cached(path, key, reference, {"channels": prepared.channels,
+                                       **{f"label:{k}": v for k, v in labels.items()}})
     return PreparedArrays(case.id, prepared.channels, labels, _spacing_zyx(reference),
-                          _grid(_grid_dict(reference)))
+                          empty_grid(reference))
 
 
 def _spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     x, y, z = image.GetSpacing()
     return (z, y, x)
-
-
-def _grid_dict(image: sitk.Image) -> dict:
-    return {"size": list(image.GetSize()), "spacing": list(image.GetSpacing()),
-            "origin": list(image.GetOrigin()), "direction": list(image.GetDirection())}
-
-
-def _grid(grid: dict) -> sitk.Image:
-    image = sitk.Image([int(s) for s in grid["size"]], sitk.sitkUInt8)
-    image.SetSpacing(grid["spacing"])
-    image.SetOrigin(grid["origin"])
-    image.SetDirection(grid["direction"])
-    return image
