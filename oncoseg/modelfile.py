@@ -259,6 +259,30 @@ def build_network(metadata: ModelMetadata, source: str = "model") -> torch.nn.Mo
                          f"'{metadata.architecture}' ({error})") from None
 
 
+DEMO_NOTE = "demo model trained on synthetic phantoms: not for clinical use"
+
+
+def resolve_model_file(model: str | os.PathLike[str], demo_file: Path) -> Path:
+    """The model file a ``--model`` value names; ``demo`` is the task's bundled model."""
+    if str(model) == "demo":
+        if not demo_file.is_file():
+            raise InputError("--model demo", f"the bundled demo model is missing ({demo_file}); "
+                             "reinstall OncoSeg or give a model file")
+        return demo_file
+    path = Path(model)
+    if not path.is_file():
+        raise InputError(f"--model {model}", "is not a file")
+    return path
+
+
+def model_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
+    """How a prediction names its model (result.json, the overview's title)."""
+    name = "demo model (synthetic phantoms, not for clinical use)" if metadata.demo \
+        else path.name
+    return {"name": name, "path": str(path), "description": metadata.description,
+            "demo": metadata.demo}
+
+
 def load_network(path: str | os.PathLike[str], expected_task: str | None = None,
                  device: str = "cpu") -> tuple[torch.nn.Module, ModelMetadata]:
     """Build the network a model file describes and load its weights, checking every tensor."""

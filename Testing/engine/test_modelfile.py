@@ -96,3 +96,17 @@ def test_metadata_fields_are_checked(tmp_path):
         with pytest.raises(InputError, match=message):
             read_header(path)
         path.unlink()
+
+
+def test_model_values_resolve_to_files(tmp_path):
+    from oncoseg.errors import InputError
+    from oncoseg.modelfile import resolve_model_file
+
+    bundled = tmp_path / "bundled.safetensors"
+    with pytest.raises(InputError, match="--model demo: the bundled demo model is missing"):
+        resolve_model_file("demo", bundled)
+    bundled.write_bytes(b"x")
+    assert resolve_model_file("demo", bundled) == bundled
+    assert resolve_model_file(str(bundled), tmp_path / "other") == bundled
+    with pytest.raises(InputError, match="is not a file"):
+        resolve_model_file(tmp_path / "nothing.safetensors", bundled)

@@ -15,7 +15,7 @@ import torch
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
-from oncoseg.modelfile import load_network
+from oncoseg.modelfile import DEMO_NOTE, load_network, model_summary, resolve_model_file
 from oncoseg.oar.ct_config import OarCtConfig
 from oncoseg.oar.ct_preprocessing import (
     AIR_HU,
@@ -33,14 +33,7 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-ct-d
 
 
 def model_path(model: str | Path) -> Path:
-    if str(model) == "demo":
-        if not DEMO_MODEL.is_file():
-            raise InputError("--model demo", f"the bundled oar-ct demo model is missing "
-                             f"({DEMO_MODEL}); give a model file")
-        return DEMO_MODEL
-    if not Path(model).is_file():
-        raise InputError(f"--model {model}", "is not a file")
-    return Path(model)
+    return resolve_model_file(model, DEMO_MODEL)
 
 
 def settings_for(metadata, overrides: Mapping[str, Any] | None) -> OarCtConfig:
@@ -128,13 +121,11 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path = "demo",
                                                     names=(spec.name, "ct"))
     timings["postprocess"] = time.perf_counter() - started
     if metadata.demo:
-        messages.append("demo model trained on synthetic phantoms: not for clinical use")
+        messages.append(DEMO_NOTE)
     messages.extend(notes)
     return Prediction(
         task=OAR_CT.name,
-        model={"name": "demo model (synthetic phantoms, not for clinical use)" if metadata.demo
-               else path.name, "path": str(path), "description": metadata.description,
-               "demo": metadata.demo},
+        model=model_summary(path, metadata),
         images={"ct": image}, display_role="ct", segments=CT_SEGMENTS,
         labels=sitk.Cast(labels_on_ct, sitk.sitkUInt8), probabilities=maps, timings=timings,
         details={"config": settings.as_dict(),

@@ -11,7 +11,6 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.errors import InputError
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.phantoms.common import check_phantom_layout, generate_dataset
 from oncoseg.phantoms.rectal import generate_case
@@ -33,15 +32,9 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
 
 def model_path(model: str | os.PathLike[str]) -> Path:
     """A model file path; ``demo`` is the bundled model trained on phantoms."""
-    if str(model) == "demo":
-        if not DEMO_MODEL.is_file():
-            raise InputError("--model demo", f"the bundled demo model is missing ({DEMO_MODEL});"
-                             " reinstall OncoSeg or give a model file")
-        return DEMO_MODEL
-    path = Path(model)
-    if not path.is_file():
-        raise InputError(f"--model {model}", "is not a file")
-    return path
+    from oncoseg.modelfile import resolve_model_file
+
+    return resolve_model_file(model, DEMO_MODEL)
 
 
 def load_model(model: str | os.PathLike[str], device: str = "cpu"):
@@ -72,6 +65,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
             progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Prediction:
     """Register, standardise, compute every voxel's probability, pick the tumour component."""
+    from oncoseg.modelfile import DEMO_NOTE, model_summary
     from oncoseg.rectal.dense import probability_map
     from oncoseg.rectal.preprocessing import prepare
 
@@ -101,9 +95,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
     labels = _image(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
     timings["postprocess"] = time.perf_counter() - started
 
-    messages = []
-    if metadata.demo:
-        messages.append("demo model trained on synthetic phantoms: not for clinical use")
+    messages = [DEMO_NOTE] if metadata.demo else []
     if not candidates.components:
         messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
     elif len(candidates.components) > 1:
@@ -112,9 +104,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
                         f"{len(candidates.selected)} ({rule}); all are listed in result.json")
     return Prediction(
         task=TASK.name,
-        model={"name": "demo model (synthetic phantoms, not for clinical use)" if metadata.demo
-               else path.name, "path": str(path), "description": metadata.description,
-               "demo": metadata.demo},
+        model=model_summary(path, metadata),
         images=prepared.images, display_role="t2w", segments=TASK.segments, labels=labels,
         probabilities={TUMOUR.name: probability_image}, timings=timings,
         details={"config": settings.as_dict(), "registration": prepared.registration,
