@@ -110,3 +110,13 @@ def test_demo_model_on_unseen_phantoms(tmp_path):
     assert metrics["dice_bladder"]["mean"] >= 0.85
     assert metrics["dice_bowel_bag"]["mean"] >= 0.70
     assert len(read_dataset(tmp_path / "data", "rtstruct").cases) == 2
+
+
+def test_a_hard_negative_round_restarts_from_the_first_model(cohort, tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "oar-ct", "--dataset", str(cohort), "--layout", "rtstruct",
+                 "--output", str(out), "--progress", "none", *TINY,
+                 "--set", "hard_negative_rounds=1"]) == 0
+    assert (out / "round_1" / "model.safetensors").is_file()
+    assert (out / "model.safetensors").read_bytes() == \
+        (out / "round_1" / "model.safetensors").read_bytes()

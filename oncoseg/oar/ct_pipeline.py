@@ -58,12 +58,13 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
     """Dice, mean surface distance and HD95 per organ, for the organs each case annotated."""
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.oar.ct_evaluation import evaluate_ct_cases
-    from oncoseg.oar.ct_predict import predict_ct
+    from oncoseg.oar.ct_predict import load_ct_model, predict_ct
 
     data = read_dataset(dataset, layout, roles=["ct"])
+    loaded = load_ct_model(model, device)  # once, not once per case
+    settings = {**(config or {}), "probabilities": False}
 
     def segment(ct: sitk.Image) -> Prediction:
-        settings = {**(config or {}), "probabilities": False}
-        return predict_ct({"ct": ct}, model, device, settings, cancel=cancel)
+        return predict_ct({"ct": ct}, loaded, device, settings, cancel=cancel)
 
     return evaluate_ct_cases(data, segment, Path(output), overwrite, progress, cancel)

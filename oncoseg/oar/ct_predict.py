@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,13 @@ import torch
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
-from oncoseg.modelfile import DEMO_NOTE, load_network, model_summary, resolve_model_file
+from oncoseg.modelfile import (
+    DEMO_NOTE,
+    ModelMetadata,
+    load_network,
+    model_summary,
+    resolve_model_file,
+)
 from oncoseg.oar.ct_config import OarCtConfig
 from oncoseg.oar.ct_preprocessing import (
     AIR_HU,
@@ -81,7 +88,22 @@ def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
     return cleaned
 
 
-def predict_ct(images: Mapping[str, sitk.Image], model: str | Path = "demo",
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model file read once, for runs over many CTs (evaluation)."""
+
+    network: torch.nn.Module
+    metadata: ModelMetadata
+    path: Path
+
+
+def load_ct_model(model: str | Path, device: str = "cpu") -> LoadedModel:
+    path = model_path(model)
+    network, metadata = load_network(path, expected_task=OAR_CT.name, device=device)
+    return LoadedModel(network, metadata, path)
+
+
+def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
                device: str = "cpu", config: Mapping[str, Any] | None = None,
                progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None) -> Prediction:
@@ -94,8 +116,8 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path = "demo",
     messages = check_ct(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    path = model_path(model)
-    network, metadata = load_network(path, expected_task=OAR_CT.name, device=device)
+    loaded = model if isinstance(model, LoadedModel) else load_ct_model(model, device)
+    network, metadata, path = loaded.network, loaded.metadata, loaded.path
     settings = settings_for(metadata, config)
     timings["load_model"] = time.perf_counter() - started
 

@@ -205,10 +205,9 @@ def _metadata(config: OarCtConfig, dataset: Dataset, train_ids: list[str],
         description=description, demo=demo)
 
 
-def false_positive_voxels(model_file: Path, case: PreparedCT, config: OarCtConfig,
+def false_positive_voxels(network: torch.nn.Module, case: PreparedCT, config: OarCtConfig,
                           device: str) -> np.ndarray:
     """Voxels the model calls an organ the case annotated, where the case says background."""
-    network, _ = load_network(model_file, expected_task=OAR_CT.name, device=device)
     image = sitk.GetImageFromArray(case.hu)
     image.CopyInformation(case.grid)
     labels, _, _, _ = segment_ct(image, network, config, config.patch_size, device)
@@ -246,7 +245,8 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
     for round_index in range(config.hard_negative_rounds + 1):
         folder = output if round_index == 0 else output / f"round_{round_index}"
         if previous is not None:
-            negatives = {i: false_positive_voxels(previous, case, config, device)
+            network, _ = load_network(previous, expected_task=OAR_CT.name, device=device)
+            negatives = {i: false_positive_voxels(network, case, config, device)
                          for i, case in enumerate(training)}
         train_set = PatchSampler(training, config, config.seed + round_index, length,
                                  negatives)
