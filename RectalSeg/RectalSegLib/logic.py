@@ -39,13 +39,12 @@ class RectalSegParameters:
     registration: bool = True
     threshold: float = 0.5
 
-    def overrides(self, trained_registration: str | None) -> dict[str, Any]:
-        """Engine settings: registration on uses the model's own preset, off resamples."""
+    def overrides(self) -> dict[str, Any]:
+        """Engine settings. Registration on leaves the preset to the engine, which applies the
+        one the model was trained with; off resamples only."""
         settings: dict[str, Any] = {"threshold": float(self.threshold)}
         if not self.registration:
             settings["registration"] = "none"
-        elif trained_registration:
-            settings["registration"] = trained_registration
         return settings
 
 
@@ -108,14 +107,10 @@ class RectalSegLogic:
                 cancel: CancelToken | None = None) -> Prediction:
         """Any thread: the engine's prediction; touches no node."""
         from oncoseg.device import resolve_device
-        from oncoseg.modelfile import read_header
-        from oncoseg.rectal.pipeline import model_path
 
-        header = read_header(model_path(parameters.model))
-        trained = header.metadata.preprocessing.get("registration")
         seed = None if seed_ras is None else _ras_to_lps(seed_ras)
         return predict(images, parameters.model, resolve_device(parameters.device),
-                       parameters.overrides(trained), seed, progress, cancel)
+                       parameters.overrides(), seed, progress, cancel)
 
     def finish(self, prediction: Prediction, inputs: Mapping[str, Any],
                prefix: str = "RectalSeg") -> RectalSegResult:

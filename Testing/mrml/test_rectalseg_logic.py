@@ -26,7 +26,15 @@ def test_auto_fill_reads_scanner_like_names(mrml):
 
 
 def test_parameters_turn_into_engine_settings():
-    assert RectalSegParameters(registration=False).overrides("rigid") == {
-        "threshold": 0.5, "registration": "none"}
-    assert RectalSegParameters(threshold=0.3).overrides("rectal") == {
-        "threshold": 0.3, "registration": "rectal"}
+    from oncoseg.modelfile import read_header
+    from oncoseg.rectal.pipeline import DEMO_MODEL, settings_for
+
+    demo = read_header(DEMO_MODEL).metadata
+    off = RectalSegParameters(registration=False).overrides()
+    assert off == {"threshold": 0.5, "registration": "none"}
+    assert settings_for(demo, off).registration == "none"
+    on = RectalSegParameters(threshold=0.3).overrides()
+    assert on == {"threshold": 0.3}
+    # registration on: the engine applies the preset the model was trained with
+    assert settings_for(demo, on).registration == demo.preprocessing["registration"] == "rigid"
+    assert settings_for(demo, on).threshold == 0.3
