@@ -59,3 +59,16 @@ def find_candidates(probability: sitk.Image, threshold: float = 0.5, keep: str =
     else:
         selected = [found[0].index] if found else []
     return Candidates(labels, found, selected)
+
+
+def candidates_from_probability(probability: np.ndarray, reference: sitk.Image, config,
+                                seed_lps_mm: Sequence[float] | None = None
+                                ) -> tuple[sitk.Image, Candidates]:
+    """The probability map (z, y, x) as an image on the reference grid, and its candidates
+    under a :class:`~oncoseg.rectal.config.RectalConfig`'s threshold, keep rule and
+    connectivity."""
+    image = sitk.GetImageFromArray(probability)
+    image.CopyInformation(reference)
+    return image, find_candidates(image, config.threshold, config.keep, seed_lps_mm,
+                                  config.connectivity)
+

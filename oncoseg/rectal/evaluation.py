@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import SimpleITK as sitk
 import torch
 
 from oncoseg.datasets.base import Dataset
@@ -18,7 +17,7 @@ from oncoseg.evaluation import evaluate_dataset
 from oncoseg.geometry import voxel_volume_ml
 from oncoseg.metrics import dice, roc_auc
 from oncoseg.progress import CancelToken, ProgressCallback
-from oncoseg.rectal.candidates import find_candidates
+from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.cases import prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.dense import probability_map
@@ -39,10 +38,7 @@ def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: 
                   cancel: CancelToken | None) -> dict[str, Any]:
     prepared = prepare_case(case, config.registration, cache=None, cancel=cancel)
     probability = probability_map(network, prepared.channels, device, cancel=cancel)
-    image = sitk.GetImageFromArray(probability)
-    image.CopyInformation(prepared.reference)
-    candidates = find_candidates(image, config.threshold, config.keep,
-                                 connectivity=config.connectivity)
+    _, candidates = candidates_from_probability(probability, prepared.reference, config)
     mask = candidates.mask()
     row: dict[str, Any] = {"candidates": len(candidates.components)}
     readers = sorted(prepared.labels)

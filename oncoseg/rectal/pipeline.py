@@ -86,12 +86,11 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
     check_cancelled(cancel)
 
     started = time.perf_counter()
-    from oncoseg.rectal.candidates import find_candidates
+    from oncoseg.rectal.candidates import candidates_from_probability
 
     reference = prepared.reference
-    probability_image = _image(probability, reference)
-    candidates = find_candidates(probability_image, settings.threshold, settings.keep,
-                                 seed_lps_mm, settings.connectivity)
+    probability_image, candidates = candidates_from_probability(probability, reference,
+                                                                settings, seed_lps_mm)
     labels = _image(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
     timings["postprocess"] = time.perf_counter() - started
 

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
 from oncoseg.datasets.base import Dataset
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import dice, icc_agreement, summarise
 from oncoseg.modelfile import load_network
 from oncoseg.progress import CancelToken, ProgressCallback, report
-from oncoseg.rectal.candidates import find_candidates
-from oncoseg.rectal.cases import prepare_case
+from oncoseg.rectal.candidates import candidates_from_probability
+from oncoseg.rectal.cases import PreparedArrays, prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.dense import probability_map
 from oncoseg.rectal.training import CACHE_FOLDER, split_ids, train_rectal
@@ -48,8 +47,10 @@ def train_repeats(dataset: Dataset, output: Path, config: RectalConfig, device: 
             cancel, split=split, cache=cache)
         models.append(run.model_path)
     report(progress, "Repeated training", config.repeats, config.repeats)
-    scores = np.array([[_validation_dice(model, dataset.case(case_id), config, cache, device,
-                                         cancel) for model in models] for case_id in split[1]])
+    validation = [prepare_case(dataset.case(case_id), config.registration, cache, cancel)
+                  for case_id in split[1]]
+    scores = np.array([_validation_dice(model, validation, config, device, cancel)
+                       for model in models]).T  # (cases, repeats)
     figures = {"repeats": config.repeats, "validation_cases": split[1],
                "icc_2_1": icc_agreement(scores) if len(split[1]) > 1 else None,
                "per_repeat_mean_dsc": [float(v) for v in scores.mean(axis=0)],
@@ -65,12 +66,13 @@ def train_repeats(dataset: Dataset, output: Path, config: RectalConfig, device: 
     return models[0], figures
 
 
-def _validation_dice(model: Path, case, config: RectalConfig, cache: Path, device: str,
-                     cancel: CancelToken | None) -> float:
+def _validation_dice(model: Path, cases: list[PreparedArrays], config: RectalConfig,
+                     device: str, cancel: CancelToken | None) -> list[float]:
+    """One model's DSC on each prepared validation case (the model is loaded once)."""
     network, _ = load_network(model, expected_task="rectal", device=device)
-    prepared = prepare_case(case, config.registration, cache, cancel)
-    probability = sitk.GetImageFromArray(probability_map(network, prepared.channels, device))
-    probability.CopyInformation(prepared.reference)
-    mask = find_candidates(probability, config.threshold, config.keep,
-                           connectivity=config.connectivity).mask()
-    return dice(mask, prepared.labels[config.label])
+    scores = []
+    for case in cases:
+        probability = probability_map(network, case.channels, device, cancel=cancel)
+        _, candidates = candidates_from_probability(probability, case.reference, config)
+        scores.append(dice(candidates.mask(), case.labels[config.label]))
+    return scores
