@@ -1,8 +1,10 @@
-"""OARSeg: organs at risk on pelvic CT (Sartor et al. 2020).
+"""OARSeg: organs at risk on pelvic CT (Sartor et al. 2020) and GI-tract organs on abdominal
+MR (UW-Madison GI tract, paper 001).
 
 The Qt layer only: the panel binds OARSeg.ui to :class:`OARSegParameters` and calls
-:class:`OARSegLogic` (``OARSegLib``, no Qt, tested headless on slicer-core). The run happens in
-a worker thread polled by a timer; training runs as a separate process.
+:class:`OARSegLogic` (``OARSegLib``, no Qt, tested headless on slicer-core). The mode selector
+switches the task: organs, models, input label and training layouts follow it. The run happens
+in a worker thread polled by a timer; training runs as a separate process.
 """
 
 from pathlib import Path
@@ -27,15 +29,19 @@ class OARSeg(ScriptedLoadableModule):
         self.parent.dependencies = ["OncoSegCommon"]
         self.parent.contributors = ["OncoSeg developers"]
         self.parent.helpText = (
-            "Segments femoral heads, bladder, bowel bag and the nodal CTV on pelvic CT with a 3D "
-            "fully convolutional network; each organ keeps its largest connected component, "
-            "with holes filled. Trains on clinical RT structure sets, including patients whose "
-            "structure sets lack some organs. Research use only, not for clinical use."
+            "CT mode: segments femoral heads, bladder, bowel bag and the nodal CTV on pelvic CT "
+            "with a 3D fully convolutional network; each organ keeps its largest connected "
+            "component, with holes filled. Trains on clinical RT structure sets, including "
+            "patients whose structure sets lack some organs. MR mode: stomach, small and large "
+            "bowel on axial abdominal MR, slice by slice with neighbouring slices as context "
+            "(FCN-ResNet50), at the threshold tuned on validation data. Research use only, not "
+            "for clinical use."
         )
         self.parent.acknowledgementText = (
             "Method: Sartor H. et al., Auto-segmentations by convolutional neural network in "
             "cervical and anorectal cancer with clinical structure sets as the ground truth. "
-            "Clin Transl Radiat Oncol 25 (2020)."
+            "Clin Transl Radiat Oncol 25 (2020). MR: GI-tract segmentation on the UW-Madison "
+            "Kaggle data with a fully convolutional ResNet-50 (paper 001 of DESIGN.md)."
         )
 
 
@@ -45,27 +51,48 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
-        from OARSegLib.logic import ORGANS, OARSegLogic
+        from OARSegLib.logic import MODES, OARSegLogic
         from OncoSegCommonLib.context import MRMLContext
 
+        self.mode = "CT"
         self.setup_panel(self.resourcePath("UI/OARSeg.ui"),
                          OARSegLogic(MRMLContext.from_application()))
-        for organ in ORGANS:
+        for name in MODES:
+            self.ui.modeSelector.addItem(name)
+        self.ui.volumeTable.setColumnCount(2)
+        self.ui.volumeTable.setHorizontalHeaderLabels(["organ", "volume (ml)"])
+        self.ui.modeSelector.connect("currentTextChanged(QString)", self._set_mode)
+        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
+        self.ui.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)",
+                                          self._fill_reference_segments)
+        self.ui.compareButton.connect("clicked()", self._compare)
+        self._set_mode("CT")
+
+    def cleanup(self):
+        self.cleanup_panel()
+
+    def _set_mode(self, name):
+        """Organs, models, input label and training layouts of the chosen mode."""
+        from OARSegLib.logic import MODES
+
+        mode = MODES[name]
+        self.mode, self.task_name, self.layouts = name, mode.task.name, mode.layouts
+        self.ui.inputLabel.text = mode.input_label
+        self.ui.organList.clear()
+        self.ui.compareOrganSelector.clear()
+        for organ in mode.organs:
             item = qt.QListWidgetItem(organ)
             item.setFlags(item.flags() | qt.Qt.ItemIsUserCheckable)
             item.setCheckState(qt.Qt.Checked)
             self.ui.organList.addItem(item)
             self.ui.compareOrganSelector.addItem(organ)
-        self.ui.volumeTable.setColumnCount(2)
-        self.ui.volumeTable.setHorizontalHeaderLabels(["organ", "volume (ml)"])
-        self.ui.ctSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
-        self.ui.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)",
-                                          self._fill_reference_segments)
-        self.ui.compareButton.connect("clicked()", self._compare)
+        self.ui.layoutSelector.clear()
+        for layout in mode.layouts:
+            self.ui.layoutSelector.addItem(layout)
+        self.ui.thresholdSpinBox.enabled = name == "MR"
+        self.fill_models()
+        self.result = None
         self.update_buttons()
-
-    def cleanup(self):
-        self.cleanup_panel()
 
     # ------------------------------------------------------------------ TaskPanel hooks
 
@@ -74,23 +101,29 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         return tuple(item.text() for item in items if item.checkState() == qt.Qt.Checked)
 
     def inputs_ready(self):
-        return self.ui.ctSelector.currentNode() is not None
+        return self.ui.inputSelector.currentNode() is not None
 
     def prepare_run(self):
         from OARSegLib.logic import OARSegParameters
 
         if not self._organs():
             raise ValueError("Tick at least one organ.")
-        self.ct_node = self.ui.ctSelector.currentNode()
-        images = self.logic.start(self.ct_node)
-        parameters = OARSegParameters(model=self.selected_model(),
+        self.input_node = self.ui.inputSelector.currentNode()
+        images = self.logic.start(self.input_node, self.mode)
+        threshold = self.ui.thresholdSpinBox.value
+        parameters = OARSegParameters(mode=self.mode, model=self.selected_model(),
                                       device=self.ui.deviceSelector.currentText,
                                       organs=self._organs(),
-                                      probabilities=self.ui.probabilitiesCheckBox.checked)
+                                      probabilities=self.ui.probabilitiesCheckBox.checked,
+                                      threshold=threshold if self.mode == "MR" and threshold > 0
+                                      else None)
         return self.logic.compute, (images, parameters)
 
     def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.ct_node)
+        return self.logic.finish(prediction, self.input_node)
+
+    def available_models(self):
+        return self.logic.models(self.mode)
 
     def show_result(self):
         rows = self.result.volume_rows()

@@ -55,3 +55,18 @@ def test_rectalseg_selectors_are_node_combo_boxes():
     found = widgets(ROOT / "RectalSeg/Resources/UI/RectalSeg.ui")
     for name in ("t2wSelector", "b0Selector", "highBSelector", "referenceSelector"):
         assert found[name] == "qMRMLNodeComboBox"
+
+
+@pytest.mark.parametrize("module", ["RectalSeg", "OARSeg"])
+def test_segmentation_modules_have_the_optional_segmentation_widgets(module):
+    """The shared panel uses them where they exist; segmentation modules must have them."""
+    text = PANELS.read_text(encoding="utf-8")
+    names = re.search(r"SEGMENTATION_WIDGETS = \(([^)]*)\)", text).group(1)
+    expected = set(re.findall(r'"(\w+)"', names))
+    assert expected and expected <= set(widgets(ROOT / f"{module}/Resources/UI/{module}.ui"))
+
+
+def test_stagingcnn_plots_slice_scores_and_places_an_roi():
+    found = widgets(ROOT / "StagingCNN/Resources/UI/StagingCNN.ui")
+    assert found["slicePlotWidget"] == "qMRMLPlotWidget"
+    assert found["roiSelector"] == "qMRMLNodeComboBox"

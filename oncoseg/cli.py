@@ -7,6 +7,7 @@ else. Long verbs show tqdm bars on stderr, or JSON lines on stdout with ``--prog
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 import time
@@ -84,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed-point", metavar="X,Y,Z", help="LPS point (mm) inside the structure: "
                    "keep the candidate component there (tasks with candidates)")
+    p.add_argument("--roi", metavar="X0,Y0,Z0,X1,Y1,Z1", help="box (LPS, mm) around the region "
+                   "to classify (staging: rectum and tumour); write --roi=-80,... when the "
+                   "first number is negative")
     _add_set_option(p)
 
     p = _task_verb(verbs, "train", "train a task's model on a data set")
@@ -92,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="what the model file says it is")
     p.add_argument("--synthetic", action="store_true", help="mark the model as trained on "
                    "synthetic data (a demo model: not for clinical use)")
+    p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation by patient "
+                   "instead of one model (tasks that offer it: staging)")
     _add_set_option(p)
 
     p = _task_verb(verbs, "evaluate", "evaluate a model on a labelled data set")
@@ -133,14 +139,18 @@ def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str,
     return overrides
 
 
-def parse_point(text: str) -> list[float]:
+def parse_numbers(text: str, count: int, option: str, form: str) -> list[float]:
     try:
-        point = [float(v) for v in text.split(",")]
+        numbers = [float(v) for v in text.split(",")]
     except ValueError:
-        point = []
-    if len(point) != 3:
-        raise InputError(f"--seed-point {text}", "must be three numbers X,Y,Z (LPS, mm)")
-    return point
+        numbers = []
+    if len(numbers) != count:
+        raise InputError(f"{option} {text}", f"must be {count} numbers {form}")
+    return numbers
+
+
+def parse_point(text: str) -> list[float]:
+    return parse_numbers(text, 3, "--seed-point", "X,Y,Z (LPS, mm)")
 
 
 def parse_inputs(items: Sequence[str]) -> dict[str, str]:
@@ -201,7 +211,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides, dict(task.default_config))
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
     device = resolve_device(args.device)
-    extra = {"seed_lps_mm": parse_point(args.seed_point)} if args.seed_point else {}
+    extra: dict[str, Any] = {}
+    if args.seed_point:
+        extra["seed_lps_mm"] = parse_point(args.seed_point)
+    if args.roi:
+        extra["roi_lps_mm"] = parse_numbers(args.roi, 6, "--roi", "X0,Y0,Z0,X1,Y1,Z1 (LPS, mm)")
+    accepted = inspect.signature(task.verb("predict")).parameters
+    for key, option in (("seed_lps_mm", "--seed-point"), ("roi_lps_mm", "--roi")):
+        if key in extra and key not in accepted:
+            raise InputError(option, f"is not used by task '{task.name}'")
     images = {role: read_image(path) for role, path in paths.items()}
     started = time.perf_counter()
     prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
@@ -241,12 +259,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     task = get_task(args.task)
     overrides = parse_overrides(args.overrides, dict(task.default_config))
+    if args.folds:
+        if "folds" not in task.default_config:
+            raise InputError("--folds", f"task '{task.name}' has no cross-validation")
+        overrides["folds"] = args.folds
     model = task.verb("train")(args.dataset, layout=args.layout, output=args.output,
                                config=overrides, device=resolve_device(args.device),
                                resume=args.resume, progress=_progress(args.progress),
                                cancel=CancelToken(), description=args.description,
                                demo=args.synthetic)
-    print(f"Model written to {model}")
+    print(f"Cross-validation written to {model}" if args.folds else f"Model written to {model}")
     return EXIT_OK
 
 

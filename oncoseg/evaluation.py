@@ -21,9 +21,12 @@ from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, rep
 def evaluate_dataset(dataset: Dataset, evaluate_case: Callable[[Case], dict[str, Any]],
                      output: Path, plotted: Sequence[str], overwrite: bool = False,
                      extra: Mapping[str, Any] | None = None,
+                     totals: Callable[[list[dict[str, Any]]], Mapping[str, Any]] | None = None,
                      progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None) -> dict[str, Any]:
-    """Rows from ``evaluate_case``; columns starting with a ``plotted`` prefix are drawn."""
+    """Rows from ``evaluate_case``; columns starting with a ``plotted`` prefix are drawn.
+    ``totals`` adds data-set figures that are not means of the rows (a score that weights
+    slices, not cases)."""
     rows = []
     with atomic_directory(output, overwrite) as folder:
         for index, case in enumerate(dataset.cases):
@@ -37,7 +40,8 @@ def evaluate_dataset(dataset: Dataset, evaluate_case: Callable[[Case], dict[str,
         plot_distribution(rows, columns, folder / "distribution.png",
                           title=f"{dataset.root.name}: {len(rows)} cases")
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        summary.update(dataset=str(dataset.root), **(extra or {}))
+        summary.update(dataset=str(dataset.root), **(extra or {}),
+                       **(totals(rows) if totals else {}))
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                              encoding="utf-8")
     return summary

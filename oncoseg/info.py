@@ -87,6 +87,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         "architecture": m.architecture,
         "architecture_args": m.architecture_args,
         "parameters": header.parameter_count,
+        "parameters_by_part": header.parameters_by_part(),
         "tensors": len(header.tensors),
         "inputs": m.inputs,
         "preprocessing": m.preprocessing,
@@ -106,7 +107,11 @@ def format_description(info: dict[str, Any]) -> str:
             lines.append("  DEMO MODEL trained on synthetic phantoms - not for clinical use")
         lines += [f"  task: {info['task']}", f"  architecture: {info['architecture']}",
                   f"  parameters: {info['parameters']:,} in {info['tensors']} tensors "
-                  f"({info['size_mb']} MB)", f"  inputs: {', '.join(info['inputs'])}"]
+                  f"({info['size_mb']} MB)",
+                  "  parameters by part: " + ", ".join(
+                      f"{part} {count:,}" for part, count in info["parameters_by_part"].items()),
+                  f"  architecture arguments: {info['architecture_args']}",
+                  f"  inputs: {', '.join(info['inputs'])}"]
         if info["description"]:
             lines.append(f"  description: {info['description']}")
         for key in ("preprocessing", "outputs", "provenance"):

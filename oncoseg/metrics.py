@@ -151,23 +151,39 @@ def brats_regions(labels: np.ndarray) -> dict[str, np.ndarray]:
     return {name: np.isin(labels, values) for name, values in BRATS_REGIONS.items()}
 
 
-def kaggle_gi_score(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
-    """The UW-Madison GI tract competition's score for one case and one organ.
+def slice_dice(prediction: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Dice of each slice (axis 0) of two masks, 1 where both slices are empty: the
+    UW-Madison competition scores every (slice, organ) row of a submission this way."""
+    a, b = _pair(prediction, reference)
+    a, b = a.reshape(len(a), -1), b.reshape(len(b), -1)
+    overlap = np.count_nonzero(a & b, axis=1)
+    total = np.count_nonzero(a, axis=1) + np.count_nonzero(b, axis=1)
+    return np.where(total == 0, 1.0, 2.0 * overlap / np.maximum(total, 1))
 
-    0.4 x Dice + 0.6 x (1 - Hausdorff / volume diagonal), the Hausdorff distance taken between
-    the masks' voxel index sets (not surfaces, not millimetres) and normalised by the diagonal of
-    the volume in voxels. As in the competition, an empty prediction of an empty reference scores
-    1 on both parts, and one empty mask scores 0 on both.
+
+def kaggle_hausdorff_score(prediction: np.ndarray, reference: np.ndarray) -> float:
+    """1 - Hausdorff / volume diagonal for one scan and organ, the competition's 3D part.
+
+    The distance is taken between the masks' voxel index sets (slice number as the third
+    coordinate, not millimetres) and normalised by the diagonal of the volume in voxels; both
+    empty scores 1, one empty scores 0.
     """
     a, b = _pair(prediction, reference)
     if not a.any() and not b.any():
-        return {"dice": 1.0, "hausdorff_score": 1.0, "score": 1.0}
+        return 1.0
     if not a.any() or not b.any():
-        return {"dice": 0.0, "hausdorff_score": 0.0, "score": 0.0}
+        return 0.0
     diagonal = float(np.sqrt(np.sum(np.square(a.shape))))
     distance = max(_directed_hausdorff_voxels(a, b), _directed_hausdorff_voxels(b, a))
-    h_score = 1.0 - min(distance / diagonal, 1.0)
-    d = dice(a, b)
+    return 1.0 - min(distance / diagonal, 1.0)
+
+
+def kaggle_gi_score(prediction: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """The UW-Madison GI tract competition's score for one scan (z, y, x) and one organ:
+    0.4 x the mean per-slice Dice + 0.6 x the Hausdorff score. A data set's score weights
+    every slice's Dice equally, not every scan's: see the oar-mr evaluation."""
+    d = float(slice_dice(prediction, reference).mean())
+    h_score = kaggle_hausdorff_score(prediction, reference)
     return {"dice": d, "hausdorff_score": h_score, "score": 0.4 * d + 0.6 * h_score}
 
 

@@ -105,7 +105,25 @@ class ModelFileHeader:
 
     @property
     def parameter_count(self) -> int:
-        return sum(t.numel for t in self.tensors.values())
+        """Learned parameters only: batch-norm statistics are state, not parameters."""
+        return sum(t.numel for name, t in self.tensors.items() if not _is_buffer(name))
+
+    def parameters_by_part(self) -> dict[str, int]:
+        """Parameters per top-level part of the network (``stem``, ``stages``, ``slice_fc``):
+        what papers tabulate is often a subset."""
+        parts: dict[str, int] = {}
+        for name, tensor in self.tensors.items():
+            if not _is_buffer(name):
+                part = name.split(".")[0]
+                parts[part] = parts.get(part, 0) + tensor.numel
+        return parts
+
+
+_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def _is_buffer(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in _BUFFERS
 
 
 def provenance(**extra: Any) -> dict[str, Any]:
@@ -305,3 +323,23 @@ def load_network(path: str | os.PathLike[str], expected_task: str | None = None,
                              f"{tuple(expected[name].shape)}")
     network.load_state_dict(tensors, strict=True)
     return network.to(device).eval(), metadata
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A model file read once, for runs over many images (evaluation, threshold search)."""
+
+    network: torch.nn.Module
+    metadata: ModelMetadata
+    path: Path
+
+
+def load_model(model: str | os.PathLike[str] | LoadedModel, demo_file: Path, task: str,
+               device: str = "cpu") -> LoadedModel:
+    """The network a ``--model`` value names, checked to be a model of ``task``; an already
+    loaded model passes through."""
+    if isinstance(model, LoadedModel):
+        return model
+    path = resolve_model_file(model, demo_file)
+    network, metadata = load_network(path, expected_task=task, device=device)
+    return LoadedModel(network, metadata, path)

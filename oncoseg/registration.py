@@ -201,9 +201,13 @@ class RegistrationResult:
         array (z, y, x, 3)."""
         itk = _itk()
         moving_like = to_itk(self.fixed_grid)
-        field = itk.transformix_deformation_field(moving_like, _parameter_object(self.transform),
-                                                  log_to_console=False)
-        return np.asarray(itk.GetArrayFromImage(field), np.float64)
+        # transformix writes deformationField.mha into its output directory, by default the
+        # user's working directory: give it a scratch folder instead
+        with tempfile.TemporaryDirectory(prefix="oncoseg-transformix-") as scratch:
+            field = itk.transformix_deformation_field(
+                moving_like, _parameter_object(self.transform), log_to_console=False,
+                output_directory=scratch)
+            return np.asarray(itk.GetArrayFromImage(field), np.float64)
 
 
 def register(

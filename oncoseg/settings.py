@@ -52,3 +52,16 @@ def from_overrides(cls: type[T], overrides: Mapping[str, Any] | None, task: str)
 
 def as_dict(settings: Any) -> dict[str, Any]:
     return asdict(settings)
+
+
+def settings_from_model(cls: type[T], task: str, preprocessing: Mapping[str, Any],
+                        fixed_keys: tuple[str, ...], overrides: Mapping[str, Any] | None,
+                        proposed: Mapping[str, Any] | None = None) -> T:
+    """Settings for running a model: the pre-processing it was trained with is fixed (an
+    override that differs is refused), values it ``proposed`` (its tuned threshold) are
+    defaults the caller may change."""
+    fixed = {k: preprocessing[k] for k in fixed_keys if k in preprocessing}
+    for key in fixed:
+        if overrides and key in overrides and overrides[key] != fixed[key]:
+            raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
+    return from_overrides(cls, {**(proposed or {}), **(overrides or {}), **fixed}, task)

@@ -87,6 +87,18 @@ class Task:
         raise InputError(f"--input {name}", f"is not an input of task '{self.name}' (its inputs: "
                          f"{', '.join(r.name for r in self.inputs)})")
 
+    def check_images(self, images: Mapping[str, Any]) -> None:
+        """Every required role given, no role the task does not know."""
+        names = [r.name for r in self.inputs]
+        extra = sorted(set(images) - set(names))
+        if extra:
+            raise InputError(extra[0], f"is not an input of the {self.name} task (its inputs: "
+                             f"{', '.join(names)})")
+        for role in self.required_roles:
+            if role not in images:
+                raise InputError(role, f"is missing: the {self.name} task needs "
+                                 f"{', '.join(self.required_roles)}")
+
     def verb(self, name: str) -> Callable[..., Any]:
         """The pipeline function for a verb; a clear error when the task does not offer it."""
         module = importlib.import_module(self.pipeline_module)

@@ -13,6 +13,9 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 
 _FLOAT_TYPES = (sitk.sitkFloat32, sitk.sitkFloat64)
+# A slice-wise method reads in-plane patterns, so its image must be an axial (or near-axial
+# oblique) series: the slice normal may lean this far from the body's long axis.
+MAX_SLICE_TILT_DEGREES = 30.0
 
 
 def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
@@ -40,6 +43,17 @@ def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
             raise InputError(name, f"contains {bad} NaN or infinite voxels")
     if not allow_constant and array.size and array.min() == array.max():
         raise InputError(name, f"is constant (every voxel is {array.flat[0]}); it holds no image")
+
+
+def check_axial(image: sitk.Image, name: str, advice: str) -> None:
+    """Raise :class:`InputError` unless ``image``'s slices are (near) axial; ``advice`` tells
+    the user which series to give instead."""
+    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+    normal = direction[:, 2] / np.linalg.norm(direction[:, 2])
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
+    if tilt > MAX_SLICE_TILT_DEGREES:
+        raise InputError(name, f"is not an axial series (its slices are tilted {tilt:.0f} "
+                         f"degrees from axial); {advice}")
 
 
 def _size(size: tuple[int, ...]) -> str:

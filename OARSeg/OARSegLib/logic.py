@@ -1,4 +1,6 @@
-"""OARSeg on a CT volume node: run, keep the chosen organs, tabulate volumes, compare.
+"""OARSeg on a volume node, in one of two modes: pelvic organs at risk on CT (paper 003) or
+GI-tract organs on abdominal MR (paper 001). Run, keep the chosen organs, tabulate volumes,
+compare.
 
 As in RectalSeg, :meth:`start` copies the input (main thread), :meth:`compute` runs the engine
 (any thread, no node touched) and :meth:`finish` adds the nodes all at once.
@@ -6,37 +8,94 @@ As in RectalSeg, :meth:`start` copies the input (main thread), :meth:`compute` r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.oar.ct_predict import DEMO_MODEL, predict_ct
-from oncoseg.oar.task import CT_SEGMENTS, OAR_CT
+from oncoseg.oar.ct_predict import DEMO_MODEL as CT_DEMO_MODEL
+from oncoseg.oar.mr_predict import DEMO_MODEL as MR_DEMO_MODEL
+from oncoseg.oar.task import CT_SEGMENTS, GI_SEGMENTS, OAR_CT, OAR_MR
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
+from oncoseg.tasks import SegmentSpec, Task
 from OncoSegCommonLib.compare import compare_segmentations
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.segmentations import segment_id
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
 
-ORGANS = tuple(spec.name for spec in CT_SEGMENTS)
+
+@dataclass(frozen=True)
+class Mode:
+    """What differs between CT and MR: the engine task, its input, organs and demo model."""
+
+    name: str
+    task: Task
+    input_label: str
+    segments: tuple[SegmentSpec, ...]
+    demo_model: Path
+    layouts: tuple[str, ...]  # training layouts offered, the default first
+    predict: Callable[..., Prediction]
+
+    @property
+    def role(self) -> str:
+        return self.task.inputs[0].name
+
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.segments)
+
+
+def _predict_ct(*args, **kwargs) -> Prediction:
+    from oncoseg.oar.ct_predict import predict_ct
+
+    return predict_ct(*args, **kwargs)
+
+
+def _predict_mr(*args, **kwargs) -> Prediction:
+    from oncoseg.oar.mr_predict import predict_mr
+
+    return predict_mr(*args, **kwargs)
+
+
+MODES = {
+    "CT": Mode("CT", OAR_CT, "Pelvic CT:", CT_SEGMENTS, CT_DEMO_MODEL,
+               ("rtstruct", "nnunet", "folders", "auto"), _predict_ct),
+    "MR": Mode("MR", OAR_MR, "Abdominal MR:", GI_SEGMENTS, MR_DEMO_MODEL,
+               ("kaggle-gi", "nnunet", "folders", "auto"), _predict_mr),
+}
+ORGANS = MODES["CT"].organs  # the CT mode's, the default
 
 
 @dataclass
 class OARSegParameters:
+    mode: str = "CT"
     model: str = "demo"
     device: str = "auto"
-    organs: tuple[str, ...] = ORGANS  # the checklist: which organs to keep
+    organs: tuple[str, ...] = ()  # the checklist: which organs to keep; none given = all
     probabilities: bool = False  # probability overlays cost memory on a full CT
+    threshold: float | None = None  # MR: None = the threshold the model was tuned with
 
     def __post_init__(self) -> None:
-        unknown = [o for o in self.organs if o not in ORGANS]
-        if unknown or not self.organs:
-            raise ValueError(f"choose organs among {', '.join(ORGANS)} (got {unknown or 'none'})")
+        if self.mode not in MODES:
+            raise ValueError(f"choose the mode among {', '.join(MODES)} (got {self.mode})")
+        known = MODES[self.mode].organs
+        self.organs = tuple(self.organs) or known
+        unknown = [o for o in self.organs if o not in known]
+        if unknown:
+            raise ValueError(f"choose organs among {', '.join(known)} (got {unknown})")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise ValueError(f"the threshold must lie between 0 and 1 (got {self.threshold})")
+
+    def engine_settings(self) -> dict[str, Any]:
+        settings: dict[str, Any] = {"probabilities": self.probabilities}
+        if self.threshold is not None:
+            settings["threshold"] = self.threshold
+        return settings
 
 
 @dataclass
@@ -69,38 +128,41 @@ class OARSegLogic:
         self.context = context
         self.scene = context.scene
 
-    def models(self) -> list[ModelChoice]:
-        return available_models(OAR_CT.name, {"Demo model (phantoms)": DEMO_MODEL})
+    def models(self, mode: str = "CT") -> list[ModelChoice]:
+        chosen = MODES[mode]
+        return available_models(chosen.task.name, {"Demo model (phantoms)": chosen.demo_model})
 
-    def start(self, ct_node: Any) -> dict[str, sitk.Image]:
-        return images_from_nodes({"ct": ct_node})
+    def start(self, volume_node: Any, mode: str = "CT") -> dict[str, sitk.Image]:
+        return images_from_nodes({MODES[mode].role: volume_node})
 
     def compute(self, images: dict[str, sitk.Image], parameters: OARSegParameters,
                 progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
         from oncoseg.device import resolve_device
 
-        prediction = predict_ct(images, parameters.model, resolve_device(parameters.device),
-                                {"probabilities": parameters.probabilities}, progress, cancel)
+        mode = MODES[parameters.mode]
+        prediction = mode.predict(images, parameters.model, resolve_device(parameters.device),
+                                  parameters.engine_settings(), progress, cancel)
         return keep_organs(prediction, parameters.organs)
 
-    def finish(self, prediction: Prediction, ct_node: Any,
+    def finish(self, prediction: Prediction, volume_node: Any,
                prefix: str = "OARSeg") -> OARSegResult:
-        nodes = add_prediction(self.scene, prediction, prefix, ct_node)
-        return OARSegResult(prediction, nodes, ct_node,
+        nodes = add_prediction(self.scene, prediction, prefix, volume_node)
+        return OARSegResult(prediction, nodes, volume_node,
                             tuple(s.name for s in prediction.segments))
 
-    def run(self, ct_node: Any, parameters: OARSegParameters | None = None,
+    def run(self, volume_node: Any, parameters: OARSegParameters | None = None,
             progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> OARSegResult:
-        images = self.start(ct_node)
-        prediction = self.compute(images, parameters or OARSegParameters(), progress, cancel)
-        return self.finish(prediction, ct_node)
+        parameters = parameters or OARSegParameters()
+        images = self.start(volume_node, parameters.mode)
+        prediction = self.compute(images, parameters, progress, cancel)
+        return self.finish(prediction, volume_node)
 
     def compare(self, result: OARSegResult, reference_segmentation: Any, organ: str,
                 reference_segment_id: str) -> dict[str, float]:
         """One organ against a reader's segment: DSC, HD95, mean surface distance."""
-        spec = next(s for s in CT_SEGMENTS if s.name == organ)
+        spec = next(s for s in result.prediction.segments if s.name == organ)
         return compare_segmentations(result.nodes.segmentation, reference_segmentation,
                                      result.reference_node, None, segment_id(spec),
                                      reference_segment_id)

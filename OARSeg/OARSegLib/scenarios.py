@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from OARSegLib.logic import ORGANS, OARSegLogic, OARSegParameters
+from OARSegLib.logic import MODES, ORGANS, OARSegLogic, OARSegParameters
+from oncoseg.errors import InputError
 from oncoseg.io.volumes import read_image
 from oncoseg.oar.ct_pipeline import phantom
-from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.oar.task import CT_SEGMENTS, GI_SEGMENTS
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.segmentations import segment_id, segmentation_node_from_labels
@@ -70,5 +71,51 @@ def comparing_the_bladder_with_the_structure_set(context: MRMLContext, folder: P
     assert figures["dsc"] > 0.8, figures
 
 
+def load_mr_phantom(context: MRMLContext, folder: Path):
+    """An abdominal MR scan (a Kaggle scans folder) as a volume node, and its case."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.mr_pipeline import phantom as mr_phantom
+
+    mr_phantom(folder, cases=1, seed=PHANTOM_SEED)
+    case = read_dataset(folder).cases[0]
+    return volume_node_from_image(context.scene, case.read("mr"), "Abdomen MR"), case
+
+
+def mr_mode_segments_the_gi_tract(context: MRMLContext, folder: Path) -> None:
+    from oncoseg.oar.mr_training import case_masks
+
+    mr, case = load_mr_phantom(context, folder)
+    logic = OARSegLogic(context)
+    assert [m.label for m in logic.models("MR")] == ["Demo model (phantoms)"]
+    result = logic.run(mr, OARSegParameters(mode="MR", probabilities=True))
+    segmentation = result.nodes.segmentation.GetSegmentation()
+    names = [segmentation.GetNthSegment(i).GetName()
+             for i in range(segmentation.GetNumberOfSegments())]
+    assert names == list(MODES["MR"].organs), names
+    assert len(result.nodes.probabilities) == 3
+    assert all(r["volume_ml"] > 1.0 for r in result.volume_rows()), result.volume_rows()
+    stomach = next(s for s in GI_SEGMENTS if s.name == "Stomach")
+    truth = case_masks(case, case.read("mr"))[0].astype(np.uint8) * stomach.label
+    mask = sitk.GetImageFromArray(truth)
+    mask.CopyInformation(case.read("mr"))
+    reader = segmentation_node_from_labels(context.scene, mask, (stomach,), mr, "Reader")
+    figures = logic.compare(result, reader, "Stomach", segment_id(stomach))
+    assert figures["dsc"] > 0.7, figures
+
+
+def a_model_of_the_other_mode_is_refused(context: MRMLContext, folder: Path) -> None:
+    ct, _ = load_phantom(context, folder)
+    nodes_before = context.scene.GetNumberOfNodes()
+    try:
+        OARSegLogic(context).run(ct, OARSegParameters(mode="CT",
+                                                      model=str(MODES["MR"].demo_model)))
+    except InputError as error:
+        assert "oar-mr" in str(error) and "oar-ct" in str(error), error
+    else:
+        raise AssertionError("an MR model ran on a CT")
+    assert context.scene.GetNumberOfNodes() == nodes_before
+
+
 ALL = (run_gives_one_segment_per_organ, a_subset_of_organs,
-       cancelling_leaves_the_scene_unchanged, comparing_the_bladder_with_the_structure_set)
+       cancelling_leaves_the_scene_unchanged, comparing_the_bladder_with_the_structure_set,
+       mr_mode_segments_the_gi_tract, a_model_of_the_other_mode_is_refused)

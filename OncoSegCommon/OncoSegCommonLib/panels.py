@@ -6,7 +6,9 @@ selector, the run (a :class:`Worker` thread polled by a timer, progress bar, Can
 probability-overlay opacity, the Segment Editor button and the training panel (a separate
 process, its progress and a live loss plot; a finished model joins the selector). The module
 supplies its logic and what is specific to it through the hooks at the end of the class.
-The widget names it uses must exist in every module's .ui (checked by a static test).
+The widget names it uses must exist in every module's .ui (checked by a static test), except
+the segmentation widgets (opacity, Segment Editor, compare), which classification modules leave
+out.
 """
 
 import time
@@ -14,6 +16,8 @@ from pathlib import Path
 
 import qt
 import slicer
+
+SEGMENTATION_WIDGETS = ("opacitySlider", "openEditorButton", "compareButton")
 
 
 class TaskPanel:
@@ -43,8 +47,11 @@ class TaskPanel:
         self.ui.modelBrowseButton.connect("clicked()", self._browse_model)
         self.ui.applyButton.connect("clicked()", self._apply)
         self.ui.cancelButton.connect("clicked()", self._cancel)
-        self.ui.opacitySlider.connect("valueChanged(double)", self._opacity)
-        self.ui.openEditorButton.connect("clicked()", self._open_editor)
+        opacity, editor, _ = self._segmentation_widgets()
+        if opacity is not None:
+            opacity.connect("valueChanged(double)", self._opacity)
+        if editor is not None:
+            editor.connect("clicked()", self._open_editor)
         self.ui.trainButton.connect("clicked()", self._train)
         self.ui.trainCancelButton.connect("clicked()", self._stop_training)
 
@@ -58,7 +65,7 @@ class TaskPanel:
     # ------------------------------------------------------------------ models
 
     def fill_models(self, select=None):
-        self.models = self.logic.models()
+        self.models = self.available_models()
         self.ui.modelSelector.clear()
         for choice in self.models:
             self.ui.modelSelector.addItem(choice.label, str(choice.path))
@@ -99,8 +106,8 @@ class TaskPanel:
         running = self.worker is not None
         self.ui.applyButton.enabled = self.inputs_ready() and not running
         self.ui.cancelButton.enabled = running
-        for widget in (self.ui.openEditorButton, self.ui.compareButton,
-                       *self.result_buttons()):
+        _, editor, compare = self._segmentation_widgets()
+        for widget in (w for w in (editor, compare, *self.result_buttons()) if w is not None):
             widget.enabled = self.result is not None and not running
 
     def _apply(self):
@@ -117,6 +124,10 @@ class TaskPanel:
         self.ui.progressBar.value = 0
         self.update_buttons()
         self.timer.start()
+
+    def _segmentation_widgets(self):
+        """(opacity slider, editor button, compare button), None where the .ui has none."""
+        return tuple(getattr(self.ui, name, None) for name in SEGMENTATION_WIDGETS)
 
     def _cancel(self):
         if self.worker is not None:
@@ -223,6 +234,10 @@ class TaskPanel:
 
     def show_result(self):
         """Fill the module's own result widgets (tables)."""
+
+    def available_models(self):
+        """The model choices for the panel's task (modules with modes pick theirs)."""
+        return self.logic.models()
 
     def result_buttons(self):
         """The module's own buttons that need a result."""

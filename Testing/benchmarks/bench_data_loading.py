@@ -27,6 +27,10 @@ SETTINGS = {
     "oar-ct": (4, {"spacing_mm": [3, 3, 3], "patch_size": [32, 64, 64],
                    "filters": [8, 16, 32, 64], "batch_size": 4, "steps_per_epoch": 10,
                    "max_epochs": 2, "validation_patches_per_case": 2}),
+    # the demo model's slices and network (docs/DEMO_MODELS.md)
+    "oar-mr": (6, {"size": 128, "width": 16, "max_epochs": 2}),
+    # the paper's network and augmentation on the demo's 128 x 128 slices
+    "staging": (6, {"size": 128, "max_epochs": 2, "samples_per_epoch": 32}),
 }
 
 

@@ -271,7 +271,7 @@ def test_every_task_has_phantoms_that_read_back(tmp_path, task, layout):
     root = tmp_path / task
     assert main(["phantom", task, "--cases", "2", "--output", str(root), "--progress",
                  "none"]) == 0
-    roles = [r.name for r in get_task(task).inputs]
+    roles = list(get_task(task).required_roles)
     dataset = read_dataset(root, "auto", roles)
     assert dataset.layout == layout
     assert len({c.patient for c in dataset.cases}) == 2

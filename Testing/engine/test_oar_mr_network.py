@@ -21,3 +21,11 @@ def test_output_stride_and_shape():
         out = network(x)
     assert features.shape == (1, 2048, 12, 10)  # output stride 8
     assert out.shape == (1, 3, 96, 80)
+
+
+def test_a_narrow_network_with_a_gate():
+    network = FCNResNet50(in_channels=3, classes=3, width=8, gate=True).eval()
+    with torch.inference_mode():
+        logits, gate = network(torch.zeros(2, 3, 64, 64))
+    assert logits.shape == (2, 3, 64, 64) and gate.shape == (2, 3)
+    assert network.backbone.out_channels == 256

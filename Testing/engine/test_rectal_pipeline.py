@@ -189,7 +189,7 @@ def test_settings_are_checked(cases, tmp_path, capsys):
     assert main([*args, "--set", "threshold=high"]) == 2
     assert "'high' is not a valid float" in capsys.readouterr().err
     assert main([*args, "--seed-point", "1,2"]) == 2
-    assert "three numbers" in capsys.readouterr().err
+    assert "3 numbers" in capsys.readouterr().err
 
 
 def test_evaluate_with_two_readers(cases, tmp_path):

@@ -53,9 +53,11 @@ def check_recovery(pelvis_pair, **options):
     return result
 
 
-def test_rectal_preset_recovers_a_known_deformation(pelvis_pair):
+def test_rectal_preset_recovers_a_known_deformation(pelvis_pair, tmp_path, monkeypatch):
     # The paper's preset with fewer iterations per level, to keep the suite short; the full
-    # preset is the slow test below.
+    # preset is the slow test below. Nothing is written into the working directory (elastix
+    # and transformix write there unless told otherwise).
+    monkeypatch.chdir(tmp_path)
     result = check_recovery(pelvis_pair, overrides={"MaximumNumberOfIterations": 200},
                             stage_overrides=[{}, {"NumberOfResolutions": 3}])
     # a label map follows the same transform and stays a label map
@@ -63,6 +65,7 @@ def test_rectal_preset_recovers_a_known_deformation(pelvis_pair):
     warped = result.apply(labels, "nearest")
     assert set(np.unique(sitk.GetArrayViewFromImage(warped))) <= {0, 1}
     assert warped.GetSize() == pelvis_pair[0].GetSize()
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.slow

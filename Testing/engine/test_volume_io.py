@@ -79,3 +79,23 @@ def test_unreadable_inputs_name_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match="no readable DICOM"):
         read_image(tmp_path / "empty")
+
+
+def test_atomic_files_get_the_usual_mode_not_the_temporary_files(tmp_path):
+    """mkstemp's temporaries are private (0600); a published file is not."""
+    import os
+
+    from oncoseg.io.atomic import write_text_atomic
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    path = write_text_atomic(tmp_path / "a.txt", "x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+    path.chmod(0o640)  # a replaced file keeps the mode its owner gave it
+    write_text_atomic(path, "y", overwrite=True)
+    assert path.stat().st_mode & 0o777 == 0o640
+    from oncoseg.io.atomic import atomic_directory
+
+    with atomic_directory(tmp_path / "out") as folder:
+        (folder / "f").write_text("z")
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask

@@ -7,6 +7,7 @@ a file whose key differs, or that an older version wrote, is a miss and is rewri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,21 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.datasets.base import Case
 from oncoseg.io.atomic import atomic_path
+
+
+def case_key(case: Case, *settings: str) -> str:
+    """Changes when any of the case's files (folders: every file in them) is renamed, resized
+    or touched, or when a setting that shapes the prepared arrays changes."""
+    digest = hashlib.sha256("\0".join(settings).encode())
+    for name, path in sorted({**case.images, **case.labels}.items()):
+        path = Path(path).resolve()
+        for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() \
+                else [path]:
+            stat = file.stat()
+            digest.update(f"{name}={file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return digest.hexdigest()[:16]
 
 
 def _grid_description(image: sitk.Image) -> str:

@@ -176,8 +176,9 @@ def _staging_match(root: Path) -> bool:
 
 
 def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
-    """Case folders (as in the folders layout) listed in staging.csv with their stage and an
-    optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm."""
+    """Case folders (as in the folders layout) listed in staging.csv with their stage, an
+    optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm and optional representative slices
+    (``slices``: the numbers, from 0, of the one to three slices a radiologist chose)."""
     table = root / STAGING_TABLE
     with table.open(encoding="utf-8", newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -203,6 +204,13 @@ def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[C
                 raise InputError(f"case '{case_id}'", f"has an ROI of {len(roi_text)} numbers "
                                  f"in {table} (line {line}); expected 6")
             case.info["roi_lps_mm"] = [float(v) for v in roi_text]
+        slices_text = (row.get("slices") or "").split()
+        if slices_text:
+            if not all(v.isdigit() for v in slices_text):
+                raise InputError(f"case '{case_id}'", f"has representative slices "
+                                 f"'{row['slices']}' in {table} (line {line}); expected slice "
+                                 "numbers counted from 0, separated by spaces")
+            case.info["slices"] = [int(v) for v in slices_text]
         cases.append(case)
     return cases
 
@@ -238,7 +246,7 @@ register_layout(Layout("brats", "BraTS case folders, 2017-2021 names (_t1ce, _se
                        "label 4) or 2023+ names (-t1c, -seg; enhancing label 3)",
                        _brats_match, _brats_read))
 register_layout(Layout("staging", "case folders plus staging.csv (case_id, stage T2/T3, "
-                       "optional roi_lps_mm)", _staging_match, _staging_read))
+                       "optional roi_lps_mm and slices)", _staging_match, _staging_read))
 register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: dataset.json, "
                        "imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz",
                        _nnunet_match, _nnunet_read))

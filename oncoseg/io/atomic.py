@@ -16,6 +16,11 @@ from pathlib import Path
 
 from oncoseg.errors import InputError
 
+# mkstemp makes private (0600) files; published files get the mode any new file would get
+# (the umask, read once at import; reading it means setting it, which is not thread-safe)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
 
 def full_suffix(path: Path) -> str:
     """``.nii.gz``, ``.seg.nrrd``: writers choose a format by the whole ending."""
@@ -59,6 +64,8 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     try:
         yield tmp
         _flush_to_disk(tmp)
+        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_UMASK
+        os.chmod(tmp, mode)
         if overwrite:
             os.replace(tmp, target)
         else:
@@ -104,6 +111,7 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
     try:
         yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private (0700)
         if target.exists():
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)

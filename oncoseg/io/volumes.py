@@ -84,11 +84,16 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
 
 
 def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
-    """Read a volume file or a DICOM series folder."""
+    """Read a volume file, a DICOM series folder, or a UW-Madison (Kaggle) scans folder of
+    PNG slices."""
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), "no such file or folder")
     if p.is_dir():
+        from oncoseg.datasets import kaggle
+
+        if kaggle.slice_files(p):
+            return kaggle.read_scan(p, p.parent.name)
         return read_dicom_series(p, series_uid)
     try:
         return sitk.ReadImage(str(p))

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,8 @@ from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
 from oncoseg.modelfile import (
     DEMO_NOTE,
-    ModelMetadata,
-    load_network,
+    LoadedModel,
+    load_model,
     model_summary,
     resolve_model_file,
 )
@@ -35,6 +34,7 @@ from oncoseg.oar.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.settings import settings_from_model
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-ct-demo.safetensors"
 
@@ -45,12 +45,8 @@ def model_path(model: str | Path) -> Path:
 
 def settings_for(metadata, overrides: Mapping[str, Any] | None) -> OarCtConfig:
     """The model fixes its working grid and window; the caller may change the rest."""
-    fixed = {k: metadata.preprocessing[k] for k in ("spacing_mm", "hu_low", "hu_high")
-             if k in metadata.preprocessing}
-    for key in fixed:
-        if overrides and key in overrides and overrides[key] != fixed[key]:
-            raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
-    return OarCtConfig.from_overrides({**(overrides or {}), **fixed})
+    return settings_from_model(OarCtConfig, OAR_CT.name, metadata.preprocessing,
+                               ("spacing_mm", "hu_low", "hu_high"), overrides)
 
 
 def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
@@ -88,35 +84,20 @@ def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
     return cleaned
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A model file read once, for runs over many CTs (evaluation)."""
-
-    network: torch.nn.Module
-    metadata: ModelMetadata
-    path: Path
-
-
-def load_ct_model(model: str | Path, device: str = "cpu") -> LoadedModel:
-    path = model_path(model)
-    network, metadata = load_network(path, expected_task=OAR_CT.name, device=device)
-    return LoadedModel(network, metadata, path)
+def load_ct_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
+    return load_model(model, DEMO_MODEL, OAR_CT.name, device)
 
 
 def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
                device: str = "cpu", config: Mapping[str, Any] | None = None,
                progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None) -> Prediction:
-    extra = sorted(set(images) - {"ct"})
-    if extra:
-        raise InputError(extra[0], "is not an input of the oar-ct task (its input: ct)")
-    if "ct" not in images:
-        raise InputError("ct", "is missing")
+    OAR_CT.check_images(images)
     image = images["ct"]
     messages = check_ct(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = model if isinstance(model, LoadedModel) else load_ct_model(model, device)
+    loaded = load_ct_model(model, device)
     network, metadata, path = loaded.network, loaded.metadata, loaded.path
     settings = settings_for(metadata, config)
     timings["load_model"] = time.perf_counter() - started

@@ -11,7 +11,6 @@ of patches centred on the previous round's false positives.
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ from scipy import ndimage
 from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.datasets.base import Case, Dataset
-from oncoseg.datasets.cache import load_cached, save_cached
+from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.io.atomic import atomic_path
@@ -67,16 +66,6 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
     return sitk.GetArrayFromImage(label_image), [s.name for s in CT_SEGMENTS]
 
 
-def _key(case: Case, config: OarCtConfig) -> str:
-    digest = hashlib.sha256(repr(config.spacing_mm).encode())
-    for path in sorted([*case.images.values(), *case.labels.values()]):
-        for file in sorted(Path(path).rglob("*")) if Path(path).is_dir() else [Path(path)]:
-            stat = file.stat()
-            digest.update(f"{file}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    digest.update(str(case.info.get("rtstruct", "")).encode())
-    return digest.hexdigest()[:16]
-
-
 def read_case_ct(case: Case) -> sitk.Image:
     """The case's CT: the series its structure set references, or its image file."""
     from oncoseg.io.volumes import read_dicom_series
@@ -88,7 +77,7 @@ def read_case_ct(case: Case) -> sitk.Image:
 
 
 def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> PreparedCT:
-    key = _key(case, config)
+    key = case_key(case, repr(config.spacing_mm), str(case.info.get("rtstruct", "")))
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:

@@ -5,6 +5,10 @@ layers, output stride 8 through dilation in the last two stages, the same 3 x 3 
 bilinear upsampling), written here because torchvision's wheels for the CPU build of torch this
 project pins do not load. The input channels are adjacent slices (the 2.5D stack); the outputs
 are one logit map per organ (multi-label, sigmoid).
+
+``width`` scales every stage (64 is ResNet-50; the CPU-trained demo model uses a narrower one and
+says so in its metadata). ``gate`` adds the paper's optional first stage: a slice classifier on
+the pooled backbone features whose per-organ logits decide whether that organ is segmented.
 """
 
 from __future__ import annotations
@@ -43,15 +47,16 @@ class Bottleneck(nn.Module):
 class ResNet50Backbone(nn.Module):
     """ResNet-50 up to its last stage; strides of stages 3 and 4 replaced by dilation."""
 
-    def __init__(self, in_channels: int = 3):
+    def __init__(self, in_channels: int = 3, width: int = 64):
         super().__init__()
-        self.inplanes, self.dilation = 64, 1
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.layer1 = self._stage(64, 3)
-        self.layer2 = self._stage(128, 4, stride=2)
-        self.layer3 = self._stage(256, 6, stride=2, dilate=True)
-        self.layer4 = self._stage(512, 3, stride=2, dilate=True)
+        self.inplanes, self.dilation = width, 1
+        self.conv1 = nn.Conv2d(in_channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.layer1 = self._stage(width, 3)
+        self.layer2 = self._stage(2 * width, 4, stride=2)
+        self.layer3 = self._stage(4 * width, 6, stride=2, dilate=True)
+        self.layer4 = self._stage(8 * width, 3, stride=2, dilate=True)
+        self.out_channels = 8 * width * Bottleneck.expansion
 
     def _stage(self, planes: int, blocks: int, stride: int = 1,
                dilate: bool = False) -> nn.Sequential:
@@ -77,19 +82,28 @@ class ResNet50Backbone(nn.Module):
 
 
 class FCNResNet50(nn.Module):
-    def __init__(self, in_channels: int = 3, classes: int = 3):
+    def __init__(self, in_channels: int = 3, classes: int = 3, width: int = 64,
+                 gate: bool = False):
         super().__init__()
-        self.backbone = ResNet50Backbone(in_channels)
+        self.backbone = ResNet50Backbone(in_channels, width)
+        features, inner = self.backbone.out_channels, self.backbone.out_channels // 4
         self.classifier = nn.Sequential(
-            nn.Conv2d(2048, 512, 3, padding=1, bias=False), nn.BatchNorm2d(512),
-            nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Conv2d(512, classes, 1))
+            nn.Conv2d(features, inner, 3, padding=1, bias=False), nn.BatchNorm2d(inner),
+            nn.ReLU(inplace=True), nn.Dropout(0.1), nn.Conv2d(inner, classes, 1))
+        self.gate = nn.Linear(features, classes) if gate else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (B, classes, H, W) for slices stacks (B, in_channels, H, W)."""
-        logits = self.classifier(self.backbone(x))
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits (B, classes, H, W) for slice stacks (B, in_channels, H, W); with a gate,
+        also the per-organ presence logits (B, classes)."""
+        features = self.backbone(x)
+        logits = F.interpolate(self.classifier(features), size=x.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        if self.gate is None:
+            return logits
+        return logits, self.gate(features.mean(dim=(2, 3)))
 
 
 @register_architecture("fcn-resnet50")
-def fcn_resnet50(in_channels: int = 3, classes: int = 3) -> FCNResNet50:
-    return FCNResNet50(in_channels, classes)
+def fcn_resnet50(in_channels: int = 3, classes: int = 3, width: int = 64,
+                 gate: bool = False) -> FCNResNet50:
+    return FCNResNet50(in_channels, classes, width, gate)

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
+
+import SimpleITK as sitk
 
 from oncoseg.phantoms import gi
 from oncoseg.phantoms.common import check_phantom_layout
+from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 
 
@@ -16,3 +21,55 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
     """Patients in the UW-Madison Kaggle layout (train.csv, train/caseN/caseN_dayN/scans)."""
     check_phantom_layout(layout, ["native"])
     return gi.generate(output, cases, seed, progress, cancel)
+
+
+def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "demo",
+            device: str = "cpu", config: Mapping[str, Any] | None = None,
+            progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> Prediction:
+    """Stomach, small and large bowel on an abdominal MR volume or a Kaggle scans folder."""
+    from oncoseg.oar.mr_predict import predict_mr
+
+    return predict_mr(images, model, device, config, progress, cancel)
+
+
+def train(dataset: str | os.PathLike[str], layout: str = "auto",
+          output: str | os.PathLike[str] = "oar-mr-model",
+          config: Mapping[str, Any] | None = None, device: str = "cpu", resume: bool = False,
+          progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
+          description: str = "", demo: bool = False) -> Path:
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.mr_config import OarMrConfig
+    from oncoseg.oar.mr_training import train_oar_mr
+
+    settings = OarMrConfig.from_overrides(config)
+    data = read_dataset(dataset, layout, roles=["mr"])
+    return train_oar_mr(data, Path(output), settings, device, resume, description, demo,
+                        progress, cancel)
+
+
+def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
+             model: str | os.PathLike[str] = "demo",
+             output: str | os.PathLike[str] = "evaluation", device: str = "cpu",
+             overwrite: bool = False, config: Mapping[str, Any] | None = None,
+             progress: ProgressCallback | None = None,
+             cancel: CancelToken | None = None) -> dict[str, Any]:
+    """Per-slice Dice, Hausdorff score and the Kaggle score per organ."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.oar.mr_evaluation import evaluate_mr_cases
+    from oncoseg.oar.mr_predict import load_mr_model, organ_maps, settings_for
+    from oncoseg.oar.mr_slices import check_mr
+
+    data = read_dataset(dataset, layout, roles=["mr"])
+    loaded = load_mr_model(model, device)  # once, not once per scan
+    settings = settings_for(loaded.metadata, config)
+
+    def segment(image: sitk.Image):
+        check_mr(image)
+        maps = organ_maps(sitk.GetArrayFromImage(image), loaded.network, settings, device,
+                          cancel=cancel)
+        return maps.masks(settings.threshold, settings.gate_threshold)
+
+    return evaluate_mr_cases(data, segment, Path(output), overwrite,
+                             {"model": str(loaded.path), "threshold": settings.threshold},
+                             progress, cancel)

@@ -1,6 +1,7 @@
 """The ``oar-ct`` and ``oar-mr`` tasks' declarations."""
 
 from oncoseg.oar.ct_config import OarCtConfig
+from oncoseg.oar.mr_config import OarMrConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import Code, Terminology
 
@@ -31,6 +32,7 @@ OAR_MR = register_task(Task(
     pipeline_module="oncoseg.oar.mr_pipeline",
     network_modules=("oncoseg.oar.mr_network",),
     segments=GI_SEGMENTS,
+    default_config=OarMrConfig().as_dict(),
 ))
 
 CT_SEGMENTS = (

@@ -7,7 +7,6 @@ keyed by the files' names, sizes and modification times and the registration pre
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case
-from oncoseg.datasets.cache import empty_grid, load_cached, save_cached
+from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.io.volumes import read_image
@@ -32,14 +31,6 @@ class PreparedArrays:
     reference: sitk.Image  # the b0 grid (voxels not needed; kept for geometry)
 
 
-def _key(case: Case, registration: str) -> str:
-    digest = hashlib.sha256(registration.encode())
-    for name, path in sorted({**case.images, **case.labels}.items()):
-        stat = path.stat()
-        digest.update(f"{name}={path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()[:16]
-
-
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
     labels = {}
     for name, path in sorted(case.labels.items()):
@@ -53,7 +44,7 @@ def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
 def prepare_case(case: Case, registration: str, cache: Path | None = None,
                  cancel: CancelToken | None = None) -> PreparedArrays:
     """The case's channels and labels, from the cache when it holds this exact case."""
-    key = _key(case, registration)
+    key = case_key(case, registration)
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:

@@ -20,13 +20,10 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.geometry import check_overlap, resample_to_reference, same_grid
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.validation import check_volume
+from oncoseg.validation import check_axial, check_volume
 
 ROLES = ("t2w", "dwi_b0", "dwi_b1000")
 REFERENCE = "dwi_b0"
-# The slice normal of the reference may lean this far from the body's long axis: the network
-# reads in-plane patches, so the reference must be an axial (or near-axial oblique) series.
-MAX_SLICE_TILT_DEGREES = 30.0
 # Each sequence must cover at least this fraction of the reference box: with less, most of the
 # tumour's neighbourhood would be missing from one channel.
 MIN_COVERAGE = 0.5
@@ -58,23 +55,14 @@ def check_inputs(images: Mapping[str, sitk.Image]) -> None:
                          f"{', '.join(ROLES)})")
     for role in ROLES:
         check_volume(images[role], role)
-    check_axial(images[REFERENCE], REFERENCE)
+    check_axial(images[REFERENCE], REFERENCE, "the rectal model reads axial slices: give the "
+                "axial DWI acquisition")
     for role in ("t2w", "dwi_b1000"):
         covered = check_overlap(images[role], images[REFERENCE], role, REFERENCE)
         if covered < MIN_COVERAGE:
             raise InputError(role, f"covers only {100 * covered:.0f} % of the {REFERENCE} "
                              "field of view; the sequences must show the same region (same "
                              "patient, same study)")
-
-
-def check_axial(image: sitk.Image, name: str) -> None:
-    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    normal = direction[:, 2] / np.linalg.norm(direction[:, 2])
-    tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
-    if tilt > MAX_SLICE_TILT_DEGREES:
-        raise InputError(name, f"is not an axial series (its slices are tilted {tilt:.0f} "
-                         f"degrees from axial); the rectal model reads axial slices: give the "
-                         "axial DWI acquisition")
 
 
 def standardise(image: sitk.Image) -> tuple[float, float]:

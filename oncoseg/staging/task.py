@@ -1,5 +1,6 @@
 """The ``staging`` task's declaration."""
 
+from oncoseg.staging.config import StagingConfig
 from oncoseg.tasks import InputRole, Task, register_task
 
 TASK = register_task(Task(
@@ -9,8 +10,12 @@ TASK = register_task(Task(
     description=("N4 bias correction, crop around rectum and tumour, resize to 256 x 256 x N; "
                  "a ResNet-18 style network with late 3D fusion (f-rMC5) and bilinear depth "
                  "pooling gives P(T3) and slice-wise scores."),
-    inputs=(InputRole("t2w", "T2-weighted MR of the rectum", name_hints=("t2",)),),
+    inputs=(InputRole("t2w", "T2-weighted MR of the rectum", name_hints=("t2",)),
+            InputRole("roi", "mask around rectum and tumour (optional; or --roi box)",
+                      optional=True, name_hints=("roi",))),
     reference_role="t2w",
     pipeline_module="oncoseg.staging.pipeline",
+    network_modules=("oncoseg.staging.network",),
     classes=("T2", "T3"),
+    default_config=StagingConfig().as_dict(),
 ))

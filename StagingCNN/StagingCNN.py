@@ -1,0 +1,116 @@
+"""StagingCNN: T2 vs T3 rectal cancer from the T2w volume (paper 002).
+
+The Qt layer only: the panel binds StagingCNN.ui to :class:`StagingParameters` and calls
+:class:`StagingLogic` (``StagingCNNLib``, no Qt, tested headless on slicer-core). The run
+happens in a worker thread polled by a timer; training runs as a separate process. A click on a
+point of the slice-score plot moves the slice views to that slice.
+"""
+
+from pathlib import Path
+
+import slicer
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+
+from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
+
+
+class StagingCNN(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = "StagingCNN"
+        self.parent.categories = ["OncoSeg"]
+        self.parent.dependencies = ["OncoSegCommon"]
+        self.parent.contributors = ["OncoSeg developers"]
+        self.parent.helpText = (
+            "Discriminates T2 from T3 rectal cancer on an axial T2w volume: N4 bias-field "
+            "correction, a crop around rectum and tumour (place an ROI), every slice resized to "
+            "256 x 256; a ResNet-18 style network with 3D convolution in its last stage (f-rMC5) "
+            "and bilinear pooling over slices gives P(T3), the stage at the model's threshold, "
+            "and a score per slice. Research use only, not for clinical use."
+        )
+        self.parent.acknowledgementText = (
+            "Method: a volumetric CNN with late 3D fusion, bilinear depth aggregation and "
+            "focal + triplet loss for T2/T3 rectal cancer staging (paper 002 of DESIGN.md)."
+        )
+
+
+class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
+    task_name = "staging"
+    layouts = ("staging", "auto")
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        from OncoSegCommonLib.context import MRMLContext
+        from StagingCNNLib.logic import StagingLogic
+
+        self.setup_panel(self.resourcePath("UI/StagingCNN.ui"),
+                         StagingLogic(MRMLContext.from_application()))
+        self.ui.t2wSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
+        self.ui.slicePlotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)",
+                                                   self._slice_clicked)
+        self.update_buttons()
+
+    def cleanup(self):
+        self.cleanup_panel()
+
+    # ------------------------------------------------------------------ TaskPanel hooks
+
+    def inputs_ready(self):
+        return self.ui.t2wSelector.currentNode() is not None
+
+    def prepare_run(self):
+        from StagingCNNLib.logic import StagingParameters
+
+        self.t2w_node = self.ui.t2wSelector.currentNode()
+        images, roi_box = self.logic.start(self.t2w_node, self.ui.roiSelector.currentNode())
+        threshold = self.ui.thresholdSpinBox.value
+        parameters = StagingParameters(model=self.selected_model(),
+                                       device=self.ui.deviceSelector.currentText,
+                                       tta=self.ui.ttaSpinBox.value,
+                                       threshold=threshold if threshold > 0 else None)
+        return self.logic.compute, (images, roi_box, parameters)
+
+    def finish_run(self, prediction):
+        return self.logic.finish(prediction, self.t2w_node)
+
+    def show_result(self):
+        self.ui.stageLabel.text = self.result.summary()
+        view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", "StagingCNN view")
+        view.SetPlotChartNodeID(self.result.chart.GetID())
+        self.ui.slicePlotWidget.setMRMLPlotViewNode(view)
+
+    # ------------------------------------------------------------------ StagingCNN's own
+
+    def _slice_clicked(self, series_ids, points):
+        """The plot reports the clicked points per series; the point's index is the slice."""
+        if self.result is None or points.GetNumberOfItems() == 0:
+            return
+        selected = points.GetItemAsObject(0)
+        if selected is not None and selected.GetNumberOfTuples() > 0:
+            self.logic.jump_to_slice(self.result, int(selected.GetValue(0)))
+
+
+class StagingCNNLogic(ScriptedLoadableModuleLogic):
+    """Slicer's module-logic slot; the real logic is StagingCNNLib.logic.StagingLogic."""
+
+
+class StagingCNNTest(ScriptedLoadableModuleTest):
+    """The same scenarios as the headless tests (StagingCNNLib.scenarios), in the application."""
+
+    def runTest(self):
+        import tempfile
+
+        from OncoSegCommonLib.context import MRMLContext
+        from StagingCNNLib import scenarios
+
+        with tempfile.TemporaryDirectory() as folder:
+            for scenario in scenarios.ALL:
+                self.delayDisplay(scenario.__name__)
+                slicer.mrmlScene.Clear(0)
+                scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
+        self.delayDisplay("StagingCNN scenarios passed")

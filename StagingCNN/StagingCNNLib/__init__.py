@@ -1,0 +1,1 @@
+"""StagingCNN's logic, without Qt (tested headless on slicer-core)."""

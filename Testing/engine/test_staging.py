@@ -1,0 +1,283 @@
+"""StagingCNN (paper 002): every Table 2 variant, the aggregations and losses, pre-processing
+and its refusals, cross-validation from the command line, and the demo model."""
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from sklearn.metrics import roc_auc_score
+
+from oncoseg.cli import main
+from oncoseg.datasets.layouts import read_dataset
+from oncoseg.staging.augment import AugmentRanges, augment
+from oncoseg.staging.config import AGGREGATIONS, VARIANTS
+from oncoseg.staging.losses import batch_hard_triplet, focal_loss
+from oncoseg.staging.network import StagingNet, aggregate, layer_kinds
+from oncoseg.staging.pipeline import phantom
+from oncoseg.staging.preprocessing import n4_correct, representative_slices
+from oncoseg.staging.training import classification_figures, stratified_folds
+
+# Table 2 of the paper, "# params": 1 input channel, one output logit
+TABLE_2 = {"f-R2D": 2796001, "f-R3D": 8291873, "f-R(2+1)D": 8294563, "f-MC2": 2799137,
+           "f-MC3": 2872865, "f-MC4": 3130913, "f-MC5": 4163105, "f-rMC2": 8288737,
+           "f-rMC3": 8215009, "f-rMC4": 7956961, "f-rMC5": 6924769}
+TINY = ["--set", "size=48", "--set", "filters=4", "--set", "max_epochs=1", "--set",
+        "batch_size=4", "--set", "tta=2", "--set", "n4=false", "--progress", "none"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_parameter_counts_match_table_2(variant):
+    count = StagingNet(variant, "average").paper_parameter_count()
+    assert abs(count / TABLE_2[variant] - 1) <= 0.05, (count, TABLE_2[variant])
+
+
+def test_layer_kinds_follow_the_papers_naming():
+    assert layer_kinds("f-rMC5") == ["2d", "2d", "2d", "2d", "3d"]
+    assert layer_kinds("f-MC2") == ["3d", "2d", "2d", "2d", "2d"]
+    assert layer_kinds("f-R(2+1)D") == ["2+1d"] * 5
+    with pytest.raises(ValueError):
+        layer_kinds("f-MC6")
+    from oncoseg.errors import InputError
+    from oncoseg.staging.config import StagingConfig
+
+    with pytest.raises(InputError, match="variant"):
+        StagingConfig.from_overrides({"variant": "f-MC6"})
+    with pytest.raises(InputError, match="aggregation"):
+        StagingConfig(aggregation="sum")
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_variant_runs_on_256_x_256_x_n_and_backpropagates(variant):
+    torch.manual_seed(0)
+    network = StagingNet(variant, "bilinear")
+    for depth in (8, 24):
+        out = network(torch.randn(1, 1, depth, 256, 256))
+        assert out["slice_logits"].shape == (1, depth)
+        assert out["volume_logit"].shape == (1,)
+        network.zero_grad()
+        (out["volume_logit"].sum() + out["slice_logits"].sum()).backward()
+        assert network.stem[0].weight.grad is not None if variant != "f-R(2+1)D" \
+            else network.stem[0][0].weight.grad is not None
+
+
+def test_2d_layers_never_mix_slices():
+    """f-R2D: changing one slice changes only that slice's score."""
+    network = StagingNet("f-R2D", "average", filters=4).eval()
+    volume = torch.randn(1, 1, 5, 32, 32)
+    changed = volume.clone()
+    changed[0, 0, 2] += 1.0
+    with torch.no_grad():
+        a = network(volume)["slice_logits"]
+        b = network(changed)["slice_logits"]
+    differs = (a - b).abs()[0] > 1e-6
+    assert differs.tolist() == [False, False, True, False, False]
+
+
+def test_aggregations():
+    features = torch.randn(3, 6, 5)
+    assert torch.allclose(aggregate(features, "average"), features.mean(2))
+    assert torch.allclose(aggregate(features, "max"), features.amax(2))
+    weights = torch.exp(features) / torch.exp(features).sum(2, keepdim=True)
+    assert torch.allclose(aggregate(features, "attention"), (weights * features).sum(2))
+    bilinear = aggregate(features, "bilinear")
+    assert bilinear.shape == (3, 36)
+    assert torch.allclose(bilinear.norm(dim=1), torch.ones(3), atol=1e-5)
+    for how in AGGREGATIONS:
+        assert StagingNet("f-R2D", how, filters=4)(torch.randn(2, 1, 3, 32, 32))[
+            "volume_logit"].shape == (2,)
+
+
+def test_average_aggregation_scores_the_volume_as_the_mean_slice():
+    network = StagingNet("f-R2D", "average", filters=4).eval()
+    with torch.no_grad():
+        out = network(torch.randn(1, 1, 4, 32, 32))
+    assert out["volume_logit"][0] == pytest.approx(float(out["slice_logits"].mean()), abs=1e-5)
+
+
+def test_focal_loss():
+    logits, targets = torch.tensor([2.0, -1.0, 0.3]), torch.tensor([1, 0, 0])
+    assert focal_loss(logits, targets, 0.0) == pytest.approx(
+        float(torch.nn.functional.binary_cross_entropy_with_logits(logits, targets.float())))
+    # confident right answers cost less than with cross-entropy
+    assert focal_loss(logits, targets, 2.0) < focal_loss(logits, targets, 0.0)
+
+
+def brute_force_triplet(features, labels, margin):
+    """Every anchor's hardest triplet, found by enumerating all (positive, negative) pairs."""
+    x = torch.nn.functional.normalize(features, dim=1)
+    losses = []
+    for a in range(len(labels)):
+        best = None
+        for p, n in itertools.product(range(len(labels)), repeat=2):
+            if p == a or labels[p] != labels[a] or labels[n] == labels[a]:
+                continue
+            value = float(((x[a] - x[p]) ** 2).sum() - ((x[a] - x[n]) ** 2).sum() + margin)
+            best = value if best is None else max(best, value)
+        if best is not None:
+            losses.append(max(best, 0.0))
+    return float(np.mean(losses))
+
+
+def test_batch_hard_triplet_matches_brute_force():
+    rng = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        features = torch.randn(7, 4, generator=rng)
+        labels = torch.tensor([0, 1, 1, 0, 1, 0, 0])
+        assert float(batch_hard_triplet(features, labels, 0.2)) == pytest.approx(
+            brute_force_triplet(features, labels, 0.2), abs=1e-5)
+    assert float(batch_hard_triplet(torch.randn(3, 4), torch.tensor([1, 1, 1]))) == 0.0
+
+
+def test_classification_figures_match_sklearn():
+    rng = np.random.default_rng(3)
+    stages = rng.integers(0, 2, 30)
+    p = np.clip(stages * 0.3 + rng.random(30) * 0.7, 0, 1)
+    figures = classification_figures(stages, p, 0.5)
+    assert figures["auc"] == pytest.approx(roc_auc_score(stages, p))
+    called = p >= 0.5
+    assert figures["recall_t3"] == pytest.approx(called[stages == 1].mean())
+    assert figures["recall_t2"] == pytest.approx((~called[stages == 0]).mean())
+
+
+def test_augmentation_moves_every_slice_alike():
+    volume = torch.randn(1, 40, 40).expand(4, -1, -1).clone()
+    moved = augment(volume, AugmentRanges(), torch.Generator().manual_seed(0))
+    assert moved.shape == volume.shape
+    assert torch.allclose(moved[0], moved[3], atol=1e-5)
+    assert not torch.allclose(moved, volume)
+    still = AugmentRanges(shift=0, scale=0, rotate_deg=0, elastic_px=0, flip=0, brightness=0,
+                          contrast=0, blur_probability=0)
+    assert torch.allclose(augment(volume, still, torch.Generator()), volume, atol=1e-4)
+
+
+def test_n4_flattens_a_bias_field():
+    _, y, x = np.mgrid[0:8, 0:64, 0:64]
+    body = ((y - 32) ** 2 + (x - 32) ** 2) < 26 ** 2
+    field = np.exp(0.5 * (x - 32) / 32)
+    image = sitk.GetImageFromArray((body * 100.0 * field + 1).astype(np.float32))
+    corrected = sitk.GetArrayFromImage(n4_correct(image))
+    inside = body & (np.abs(y - 32) < 10)
+    cv = lambda a: a[inside].std() / a[inside].mean()  # noqa: E731
+    assert cv(corrected) < 0.5 * cv(body * 100.0 * field + 1)
+
+
+def test_representative_slices_are_the_largest_sections():
+    label = np.zeros((6, 4, 4), bool)
+    label[1, :1] = label[2, :3] = label[3, :4] = label[4, :2] = True
+    assert representative_slices(label) == [2, 3, 4]
+
+
+def test_folds_hold_each_patient_once_and_both_stages(tmp_path):
+    phantom(tmp_path / "data", cases=9, seed=2)
+    cases = read_dataset(tmp_path / "data").cases
+    folds = stratified_folds(cases, 3, seed=0)
+    assert sorted(c.id for fold in folds for c in fold) == sorted(c.id for c in cases)
+    assert all({c.info["stage"] for c in fold} == {"T2", "T3"} for fold in folds)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("staging") / "data"
+    phantom(root, cases=6, seed=21)
+    return root
+
+
+def test_cross_validation_from_the_command_line(small_set, tmp_path):
+    out = tmp_path / "cv"
+    assert main(["train", "staging", "--dataset", str(small_set), "--output", str(out),
+                 "--folds", "3", *TINY]) == 0
+    rows = (out / "folds.csv").read_text().splitlines()
+    assert rows[0] == "fold,cases,auc,accuracy,recall_t2,recall_t3" and len(rows) == 4
+    summary = json.loads((out / "cv_summary.json").read_text())
+    assert summary["folds"] == 3 and set(summary["auc"]) == {"mean", "sd"}
+    assert all((out / f"fold_{k}" / "model.safetensors").is_file() for k in (1, 2, 3))
+
+
+def test_folds_on_a_task_without_cross_validation(tmp_path, capsys):
+    assert main(["train", "oar-mr", "--dataset", str(tmp_path), "--output", str(tmp_path / "o"),
+                 "--folds", "3"]) == 2
+    assert "no cross-validation" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def tiny_model(small_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("staging_model") / "run"
+    assert main(["train", "staging", "--dataset", str(small_set), "--output", str(out),
+                 *TINY]) == 0
+    return out / "model.safetensors"
+
+
+def test_predict_gives_p_t3_slice_scores_and_says_how_it_cropped(small_set, tiny_model,
+                                                                 tmp_path):
+    t2w = small_set / "staging_000" / "t2w.nii.gz"
+    out = tmp_path / "auto"
+    assert main(["predict", "staging", "--input", f"t2w={t2w}", "--model", str(tiny_model),
+                 "--output", str(out)]) == 0
+    result = json.loads((out / "result.json").read_text())
+    details = result["details"]
+    assert details["stage"] in ("T2", "T3") and 0 <= details["p_t3"] <= 1
+    assert len(details["slice_p_t3"]) == sitk.ReadImage(str(t2w)).GetSize()[2]
+    assert details["roi"]["source"] == "automatic"
+    assert any("no ROI given" in m for m in result["messages"])
+    roi = read_dataset(small_set).cases[0].info["roi_lps_mm"]
+    out = tmp_path / "box"
+    assert main(["predict", "staging", "--input", f"t2w={t2w}", "--model", str(tiny_model),
+                 "--roi=" + ",".join(str(v) for v in roi), "--output", str(out)]) == 0
+    assert json.loads((out / "result.json").read_text())["details"]["roi"]["source"] == "box"
+
+
+@pytest.mark.parametrize("case", ["2d", "two_slices", "roi_outside"])
+def test_bad_inputs_exit_2_and_write_nothing(case, small_set, tiny_model, tmp_path, capsys):
+    t2w = sitk.ReadImage(str(small_set / "staging_000" / "t2w.nii.gz"))
+    args = []
+    if case == "2d":
+        image, expected = t2w[:, :, 5], "2D"
+    elif case == "two_slices":
+        image, expected = t2w[:, :, 4:6], "2 slices"
+    else:
+        image, expected = t2w, "outside the t2w image"
+        args = ["--roi", "500,500,500,600,600,600"]
+    sitk.WriteImage(image, str(tmp_path / "in.nii.gz"))
+    code = main(["predict", "staging", "--input", f"t2w={tmp_path / 'in.nii.gz'}", "--model",
+                 str(tiny_model), "--output", str(tmp_path / "out"), *args])
+    assert code == 2
+    assert expected in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_roi_on_a_task_without_one(tmp_path, capsys):
+    image = sitk.GetImageFromArray(np.random.default_rng(0).random((5, 16, 16)).astype(np.float32))
+    sitk.WriteImage(image, str(tmp_path / "mr.nii.gz"))
+    assert main(["predict", "oar-mr", "--input", f"mr={tmp_path / 'mr.nii.gz'}", "--roi",
+                 "0,0,0,1,1,1", "--output", str(tmp_path / "o")]) == 2
+    assert "--roi" in capsys.readouterr().err
+
+
+@pytest.mark.xfail(strict=True, reason="issue 7 is open: the shipped demo model scores AUC 0.72 "
+                   "on unseen phantoms (docs/DEMO_MODELS.md); this passes, and must be unmarked, "
+                   "when a demo model meets the goal")
+def test_demo_model_on_unseen_phantoms(tmp_path):
+    """The full figures are in docs/RESULTS.md; here 8 cases and a lower bar."""
+    from oncoseg.staging.pipeline import evaluate
+
+    phantom(tmp_path / "data", cases=8, seed=4343)
+    summary = evaluate(tmp_path / "data", "auto", "demo", tmp_path / "eval")
+    assert summary["classification"]["auc"] >= 0.85, summary["classification"]
+
+
+def test_oncoseg_info_prints_the_tables_count(tmp_path, capsys):
+    """A model file's parts: extractor + slice classifier is Table 2's count."""
+    from oncoseg.modelfile import ModelMetadata, save_model
+
+    network = StagingNet("f-R2D", "bilinear")
+    meta = ModelMetadata(task="staging", architecture="staging-resnet18",
+                         architecture_args={"variant": "f-R2D", "aggregation": "bilinear"},
+                         inputs=["t2w"], preprocessing={}, outputs={"classes": ["T2", "T3"]})
+    path = save_model(tmp_path / "m.safetensors", network.state_dict(), meta)
+    assert main(["info", str(path), "--json"]) == 0
+    parts = json.loads(capsys.readouterr().out)["parameters_by_part"]
+    assert sum(v for k, v in parts.items() if k != "volume_fc") == TABLE_2["f-R2D"]
+    assert parts["volume_fc"] == 256 * 256 + 1

@@ -1,0 +1,27 @@
+"""StagingCNN's module logic on a real MRML scene (slicer-core): the scenarios StagingCNNTest
+also runs in the application."""
+
+import numpy as np
+import pytest
+
+from StagingCNNLib import scenarios
+from StagingCNNLib.logic import StagingParameters, roi_box_lps
+
+
+@pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
+def test_scenario(mrml, tmp_path, scenario):
+    scenario(mrml, tmp_path)
+
+
+def test_a_markups_roi_becomes_its_lps_box(mrml):
+    node = scenarios.roi_node(mrml, [-10.0, -20.0, 5.0, 30.0, 40.0, 25.0])
+    assert np.allclose(roi_box_lps(node), [-10, -20, 5, 30, 40, 25])
+
+
+def test_parameters_are_checked():
+    with pytest.raises(ValueError, match="threshold"):
+        StagingParameters(threshold=1.0)
+    with pytest.raises(ValueError, match="augmentation"):
+        StagingParameters(tta=0)
+    assert StagingParameters(tta=3, threshold=0.4).engine_settings() == {"tta": 3,
+                                                                          "threshold": 0.4}

@@ -1,0 +1,59 @@
+"""The ``oar-mr`` task's settings; defaults are paper 001's where it states them.
+
+Light on purpose (no torch): the task declaration reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from oncoseg.settings import from_overrides
+
+
+@dataclass(frozen=True)
+class OarMrConfig:
+    # 2.5D input: every slice resized to size x size, with `context` neighbours on each side
+    # (`context_stride` slices apart) as extra channels
+    size: int = 266
+    context: int = 1
+    context_stride: int = 1
+    # intensities: each scan scaled to [0, 1] by its 99.5th percentile, then the mean and
+    # standard deviation the paper normalises to
+    mean: float = 0.458
+    std: float = 0.229
+    # network: ResNet-50 topology; width 64 is the standard ResNet-50 (a demo may be narrower)
+    width: int = 64
+    # training
+    batch_size: int = 32
+    learning_rate: float = 1e-4  # Adam
+    max_epochs: int = 50
+    patience: int = 5  # early stopping on the validation loss
+    min_delta: float = 1e-4
+    crop_max_px: int = 10  # random crop of 0-10 px from each border, resized back
+    smoothing_probability: float = 0.4  # each 3 x 3 neighbour of an organ pixel joins it
+    validation_fraction: float = 0.15  # by patient (paper: 29 / 5 / 5 patients)
+    exclude: str = ""  # comma-separated patients or scans flagged bad: the whole patient goes
+    empty_slices: bool = True  # train on all slices (the paper's best) or only non-empty ones
+    two_stage: bool = False  # a slice classifier decides, per organ, whether to segment
+    seed: int = 0
+    # inference
+    threshold: float = 0.4  # used only when the model file stores none
+    gate_threshold: float = 0.5
+    inference_batch: int = 8
+    probabilities: bool = True  # write one probability map per organ
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> OarMrConfig:
+        return from_overrides(cls, overrides, "oar-mr")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def channels(self) -> int:
+        return 2 * self.context + 1
+
+    def excluded(self) -> set[str]:
+        return {name.strip() for name in self.exclude.split(",") if name.strip()}

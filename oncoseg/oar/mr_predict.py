@@ -1,0 +1,129 @@
+"""GI-tract organs on one abdominal MR: slice stacks through the FCN, sigmoid maps back on the
+scan's own grid, the model's tuned threshold, and (two-stage models) the slice gate."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.oar.mr_config import OarMrConfig
+from oncoseg.oar.mr_slices import check_mr, resize_slices, scale_scan, stacks, working_volume
+from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
+from oncoseg.prediction import Prediction
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.settings import settings_from_model
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-mr-demo.safetensors"
+# what a model's preprocessing fixes: a network sees its inputs only as it was trained
+FIXED = ("size", "context", "context_stride", "mean", "std")
+
+
+def load_mr_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
+    return load_model(model, DEMO_MODEL, OAR_MR.name, device)
+
+
+def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None) -> OarMrConfig:
+    """The model fixes the slice stacks and intensities and proposes its tuned threshold; the
+    caller may change the threshold and the rest."""
+    tuned = {k: v for k, v in metadata.outputs.items() if k == "threshold"}
+    return settings_from_model(OarMrConfig, OAR_MR.name, metadata.preprocessing, FIXED,
+                               overrides, tuned)
+
+
+@dataclass
+class OrganMaps:
+    """Per organ (GI_SEGMENTS order) on the scan's grid (z, y, x)."""
+
+    probabilities: np.ndarray  # (3, z, y, x) float32 sigmoid outputs
+    present: np.ndarray | None  # (3, z) gate probabilities of two-stage models
+
+    def masks(self, threshold: float, gate_threshold: float = 0.5) -> np.ndarray:
+        """(3, z, y, x) bool, multi-label: organs may overlap, as the competition's masks do."""
+        masks = self.probabilities >= threshold
+        if self.present is not None:
+            masks &= (self.present >= gate_threshold)[:, :, None, None]
+        return masks
+
+
+def organ_maps(volume: np.ndarray, network: torch.nn.Module, config: OarMrConfig,
+               device: str = "cpu", progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> OrganMaps:
+    """Sigmoid maps for every slice of a (z, y, x) scan, resized back to its matrix."""
+    working = working_volume(scale_scan(volume), config.size)
+    depth, height, width = volume.shape
+    probabilities = np.zeros((len(GI_SEGMENTS), depth, height, width), np.float32)
+    present = None
+    network.eval()
+    with torch.inference_mode():
+        for start in range(0, depth, config.inference_batch):
+            check_cancelled(cancel)
+            report(progress, "Segmenting", start, depth)
+            batch = list(range(start, min(start + config.inference_batch, depth)))
+            inputs = stacks(working, batch, config.context, config.context_stride, config.mean,
+                            config.std).to(device)
+            output = network(inputs)
+            if isinstance(output, tuple):
+                output, gate = output
+                if present is None:
+                    present = np.zeros((len(GI_SEGMENTS), depth), np.float32)
+                present[:, batch] = torch.sigmoid(gate).cpu().numpy().T
+            maps = resize_slices(torch.sigmoid(output).float().cpu(), (height, width))
+            probabilities[:, batch] = maps.numpy().transpose(1, 0, 2, 3)
+    report(progress, "Segmenting", depth, depth)
+    return OrganMaps(probabilities, present)
+
+
+def label_map(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """One label per voxel for the segmentation node: where organs overlap, the most probable
+    one (the multi-label masks themselves are what evaluation scores)."""
+    best = np.where(masks, probabilities, -1.0).argmax(axis=0)
+    return np.where(masks.any(axis=0), best + 1, 0).astype(np.uint8)
+
+
+def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
+               device: str = "cpu", config: Mapping[str, Any] | None = None,
+               progress: ProgressCallback | None = None,
+               cancel: CancelToken | None = None) -> Prediction:
+    OAR_MR.check_images(images)
+    image = images["mr"]
+    check_mr(image)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_mr_model(model, device)
+    settings = settings_for(loaded.metadata, config)
+    timings["load_model"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    maps = organ_maps(sitk.GetArrayFromImage(image), loaded.network, settings, device, progress,
+                      cancel)
+    timings["inference"] = time.perf_counter() - started
+    check_cancelled(cancel)
+
+    started = time.perf_counter()
+    masks = maps.masks(settings.threshold, settings.gate_threshold)
+    labels = sitk.GetImageFromArray(label_map(masks, maps.probabilities))
+    labels.CopyInformation(image)
+    probabilities = {}
+    if settings.probabilities:
+        for index, spec in enumerate(GI_SEGMENTS):
+            organ = sitk.GetImageFromArray(maps.probabilities[index])
+            organ.CopyInformation(image)
+            probabilities[spec.name] = organ
+    timings["postprocess"] = time.perf_counter() - started
+    messages = [DEMO_NOTE] if loaded.metadata.demo else []
+    return Prediction(
+        task=OAR_MR.name, model=model_summary(loaded.path, loaded.metadata),
+        images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
+        probabilities=probabilities, timings=timings,
+        details={"config": settings.as_dict(), "threshold": settings.threshold,
+                 "two_stage": maps.present is not None,
+                 "overlapping_voxels": int(np.count_nonzero(masks.sum(axis=0) > 1))},
+        messages=messages)

@@ -1,0 +1,97 @@
+"""T2 vs T3 on one T2w volume: P(T3) with its decision threshold, and a score per slice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.prediction import Prediction
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.settings import settings_from_model
+from oncoseg.staging.augment import TEST_TIME, augment
+from oncoseg.staging.config import StagingConfig
+from oncoseg.staging.preprocessing import prepare_volume
+from oncoseg.staging.task import TASK
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "staging-demo.safetensors"
+FIXED = ("size", "n4", "roi_margin_mm", "auto_roi_mm")
+TTA_SEED = 20250  # test-time augmentation is random but the same for every run
+
+
+def load_staging_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
+    return load_model(model, DEMO_MODEL, TASK.name, device)
+
+
+def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None
+                 ) -> StagingConfig:
+    """The model fixes its pre-processing and proposes its threshold."""
+    proposed = {k: v for k, v in metadata.outputs.items() if k == "threshold"}
+    return settings_from_model(StagingConfig, TASK.name, metadata.preprocessing, FIXED,
+                               overrides, proposed)
+
+
+def stage_probabilities(array: np.ndarray, network: torch.nn.Module, config: StagingConfig,
+                        device: str = "cpu", cancel: CancelToken | None = None
+                        ) -> tuple[float, np.ndarray]:
+    """P(T3) and the slice-wise P(T3), averaged over the volume as given and ``tta - 1``
+    mildly moved and flipped copies (test-time augmentation)."""
+    volume = torch.from_numpy(np.asarray(array, np.float32))
+    generator = torch.Generator().manual_seed(TTA_SEED)
+    volume_p, slice_p = [], []
+    network.eval()
+    with torch.inference_mode():
+        for index in range(max(config.tta, 1)):
+            check_cancelled(cancel)
+            shown = volume if index == 0 else augment(volume, TEST_TIME, generator)
+            out = network(shown[None, None].to(device))
+            volume_p.append(float(torch.sigmoid(out["volume_logit"])[0]))
+            slice_p.append(torch.sigmoid(out["slice_logits"])[0].cpu().numpy())
+    return float(np.mean(volume_p)), np.mean(slice_p, axis=0)
+
+
+def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
+                    device: str = "cpu", config: Mapping[str, Any] | None = None,
+                    progress: ProgressCallback | None = None,
+                    cancel: CancelToken | None = None,
+                    roi_lps_mm: Sequence[float] | None = None) -> Prediction:
+    TASK.check_images(images)
+    image = images["t2w"]
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_staging_model(model, device)
+    settings = settings_for(loaded.metadata, config)
+    timings["load_model"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    report(progress, "Preparing (N4, crop, resize)", 0, 2)
+    prepared = prepare_volume(image, settings, roi_box=roi_lps_mm, roi_mask=images.get("roi"))
+    timings["preprocess"] = time.perf_counter() - started
+    check_cancelled(cancel)
+
+    started = time.perf_counter()
+    report(progress, "Staging", 1, 2)
+    p_t3, slices = stage_probabilities(prepared.array, loaded.network, settings, device, cancel)
+    timings["inference"] = time.perf_counter() - started
+    report(progress, "Staging", 2, 2)
+    stage = "T3" if p_t3 >= settings.threshold else "T2"
+    messages = list(prepared.messages)
+    if loaded.metadata.demo:
+        messages.append(DEMO_NOTE)
+    x0, x1, y0, y1 = prepared.crop
+    return Prediction(
+        task=TASK.name, model=model_summary(loaded.path, loaded.metadata),
+        images={"t2w": image}, display_role="t2w",
+        class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings,
+        details={"stage": stage, "p_t3": p_t3, "threshold": settings.threshold,
+                 "slice_p_t3": [round(float(v), 5) for v in slices],
+                 "roi": {"source": prepared.roi_source,
+                         "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
+                 "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
+        messages=messages)

@@ -1,0 +1,145 @@
+"""From a T2w volume to the staging network's input (paper 002): N4 bias-field correction, an
+x-y crop around rectum and tumour, every slice resized to size x size, slices kept.
+
+The crop comes from an ROI box (LPS mm, as staging.csv or a Slicer ROI gives it) or an ROI mask
+(its bounding box); without either, a centred square of ``auto_roi_mm`` is used, which fits the
+phantoms and a field of view centred on the rectum, and the result says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference
+from oncoseg.staging.config import StagingConfig
+from oncoseg.validation import check_axial, check_volume
+
+MIN_SLICES = 3
+N4_SHRINK = 4  # N4 fits the bias field on a 4x shrunk volume, then applies it at full size
+
+
+@dataclass
+class PreparedVolume:
+    array: np.ndarray  # (D, size, size) float32, z-scored
+    crop: tuple[int, int, int, int]  # x0, x1, y0, y1 voxel indices (end exclusive) of the crop
+    roi_source: str  # "box", "mask" or "automatic"
+    messages: list[str]
+
+
+def check_t2w(image: sitk.Image, name: str = "t2w") -> None:
+    check_volume(image, name)
+    if image.GetSize()[2] < MIN_SLICES:
+        raise InputError(name, f"has {image.GetSize()[2]} slices; staging needs at least "
+                         f"{MIN_SLICES} (the network relates neighbouring slices)")
+    check_axial(image, name, "the staging network reads axial slices: give the axial T2w")
+
+
+def n4_correct(image: sitk.Image) -> sitk.Image:
+    """N4ITK on a shrunk copy inside an Otsu body mask; the fitted field divides the full
+    volume (the MR community's convention, as the paper)."""
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    shrunk = sitk.Shrink(image, [N4_SHRINK, N4_SHRINK, 1])
+    mask = sitk.OtsuThreshold(shrunk, 0, 1, 200)
+    corrector = sitk.N4BiasFieldCorrectionImageFilter()
+    corrector.SetMaximumNumberOfIterations([50, 50, 30])
+    corrector.Execute(shrunk, mask)
+    log_field = corrector.GetLogBiasFieldAsImage(image)
+    return sitk.Cast(image / sitk.Exp(log_field), sitk.sitkFloat32)
+
+
+def _box_from_lps(image: sitk.Image, box: Sequence[float], margin: float,
+                  ) -> tuple[int, int, int, int]:
+    if len(box) != 6:
+        raise InputError("roi", f"needs 6 numbers (x0 y0 z0 x1 y1 z1 in mm), got {len(box)}")
+    low, high = np.minimum(box[:3], box[3:]) - margin, np.maximum(box[:3], box[3:]) + margin
+    corners = [image.TransformPhysicalPointToContinuousIndex(
+        [float(c) for c in (x, y, z)]) for x in (low[0], high[0]) for y in (low[1], high[1])
+        for z in (low[2], high[2])]
+    index = np.asarray(corners)
+    size = image.GetSize()
+    start = np.floor(index.min(axis=0) + 0.5).astype(int)
+    stop = np.floor(index.max(axis=0) + 0.5).astype(int) + 1
+    if np.any(stop <= 0) or np.any(start >= size):
+        raise InputError("roi", "lies outside the t2w image (no voxel of the box is in it); "
+                         "place the ROI around the rectum and tumour")
+    x0, y0 = max(start[0], 0), max(start[1], 0)
+    x1, y1 = min(stop[0], size[0]), min(stop[1], size[1])
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        raise InputError("roi", "covers less than 2 x 2 voxels of the t2w image")
+    return int(x0), int(x1), int(y0), int(y1)
+
+
+def _box_from_mask(image: sitk.Image, mask: sitk.Image, margin: float
+                   ) -> tuple[int, int, int, int]:
+    on_grid = sitk.GetArrayFromImage(resample_to_reference(mask, image, "nearest",
+                                                           names=("roi", "t2w")))
+    voxels = np.argwhere(on_grid > 0)
+    if not len(voxels):
+        raise InputError("roi", "mask has no voxel inside the t2w image")
+    pad = [int(np.ceil(margin / s)) for s in image.GetSpacing()[:2]]
+    (_, y0, x0), (_, y1, x1) = voxels.min(axis=0), voxels.max(axis=0) + 1
+    size = image.GetSize()
+    return (max(int(x0) - pad[0], 0), min(int(x1) + pad[0], size[0]),
+            max(int(y0) - pad[1], 0), min(int(y1) + pad[1], size[1]))
+
+
+def _automatic_box(image: sitk.Image, side_mm: float) -> tuple[int, int, int, int]:
+    size, spacing = image.GetSize(), image.GetSpacing()
+    half = [min(side_mm / (2 * spacing[i]), size[i] / 2) for i in (0, 1)]
+    centre = [size[0] / 2, size[1] / 2]
+    return (round(centre[0] - half[0]), round(centre[0] + half[0]),
+            round(centre[1] - half[1]), round(centre[1] + half[1]))
+
+
+def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None = None,
+             roi_mask: sitk.Image | None = None) -> tuple[tuple[int, int, int, int], str]:
+    if roi_box is not None and roi_mask is not None:
+        raise InputError("roi", "give a box or a mask, not both")
+    if roi_box is not None:
+        return _box_from_lps(image, roi_box, config.roi_margin_mm), "box"
+    if roi_mask is not None:
+        return _box_from_mask(image, roi_mask, config.roi_margin_mm), "mask"
+    return _automatic_box(image, config.auto_roi_mm), "automatic"
+
+
+def resize_slices(volume: np.ndarray, size: int) -> np.ndarray:
+    """(D, h, w) to (D, size, size), bilinear, antialiased when shrinking."""
+    slices = torch.from_numpy(np.ascontiguousarray(volume, np.float32))[:, None]
+    shrinking = min(volume.shape[1:]) > size
+    return F.interpolate(slices, size=(size, size), mode="bilinear", align_corners=False,
+                         antialias=shrinking)[:, 0].numpy()
+
+
+def prepare_volume(image: sitk.Image, config: StagingConfig,
+                   roi_box: Sequence[float] | None = None,
+                   roi_mask: sitk.Image | None = None) -> PreparedVolume:
+    check_t2w(image)
+    box, source = crop_box(image, config, roi_box, roi_mask)
+    corrected = n4_correct(image) if config.n4 else sitk.Cast(image, sitk.sitkFloat32)
+    x0, x1, y0, y1 = box
+    array = sitk.GetArrayViewFromImage(corrected)[:, y0:y1, x0:x1]
+    resized = resize_slices(array, config.size)
+    std = float(resized.std())
+    if std == 0:
+        raise InputError("t2w", "is constant inside the ROI; it holds no image there")
+    messages = []
+    if source == "automatic":
+        messages.append(f"no ROI given: a centred {config.auto_roi_mm:g} mm square was used as "
+                        "the crop around rectum and tumour; place an ROI for a reliable result")
+    return PreparedVolume(((resized - resized.mean()) / std).astype(np.float32), box, source,
+                          messages)
+
+
+def representative_slices(label: np.ndarray, count: int = 3) -> list[int]:
+    """Up to ``count`` slices with the largest tumour area: what a radiologist would pick as
+    representative, from a tumour mask (D, y, x)."""
+    areas = np.asarray(label, bool).reshape(len(label), -1).sum(axis=1)
+    order = [int(k) for k in np.argsort(-areas, kind="stable") if areas[k] > 0]
+    return sorted(order[:count])

@@ -1,0 +1,299 @@
+"""Training the staging network as paper 002 does, and its k-fold cross-validation.
+
+Each case is prepared once (N4, crop, resize) and cached. The minority stage is oversampled
+until both stages are equally frequent in an epoch; every volume is augmented (augment.py).
+The loss is the focal loss of the volume score, plus the triplet loss with online hard mining
+on the volume features (or the center loss), plus the focal loss of the slice-wise scores on
+the representative slices (the paper trains its slice-wise extractor on them; they come from
+staging.csv or, failing that, the largest tumour sections of the label). SGD, lr 0.01, weight
+decay 0.01. Cross-validation splits patients into k stratified folds and trains one model per
+fold, reporting AUC, accuracy and the recall of each stage as mean +- SD over the folds.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from oncoseg.datasets.base import Case, Dataset
+from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference
+from oncoseg.io.atomic import write_text_atomic
+from oncoseg.io.volumes import read_image
+from oncoseg.metrics import roc_auc
+from oncoseg.modelfile import ModelMetadata, build_network, load_network
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.staging.augment import TRAINING, augment
+from oncoseg.staging.config import StagingConfig
+from oncoseg.staging.losses import batch_hard_triplet, focal_loss
+from oncoseg.staging.preprocessing import prepare_volume, representative_slices
+from oncoseg.staging.task import TASK
+from oncoseg.training import MODEL_FILE, TrainingConfig, train
+
+CACHE_FOLDER = "prepared"
+STAGES = ("T2", "T3")
+
+
+@dataclass
+class PreparedStaging:
+    case_id: str
+    array: np.ndarray  # (D, S, S) float16, z-scored
+    stage: int  # 0 = T2, 1 = T3
+    slices: list[int]  # representative slices (may be empty)
+
+
+def _label_slices(case: Case, image: sitk.Image) -> list[int]:
+    if not case.labels:
+        return []
+    path = sorted(case.labels.values())[0]
+    label = resample_to_reference(read_image(path), image, "nearest",
+                                  names=(f"{case.id}/{path.name}", "t2w"))
+    return representative_slices(sitk.GetArrayViewFromImage(label) > 0)
+
+
+def prepare_case(case: Case, config: StagingConfig, cache: Path | None) -> PreparedStaging:
+    if case.info.get("stage") not in STAGES:
+        raise InputError(f"case '{case.id}'", "has no T2/T3 stage (the staging layout reads it "
+                         "from staging.csv)")
+    stage = STAGES.index(case.info["stage"])
+    key = case_key(case, str(config.size), str(config.n4), repr(config.roi_margin_mm),
+                   repr(config.auto_roi_mm), repr(case.info.get("roi_lps_mm")),
+                   repr(case.info.get("slices")))
+    path = cache / f"{case.id}.npz" if cache is not None else None
+    cached = load_cached(path, key)
+    if cached is not None:
+        arrays, _ = cached
+        return PreparedStaging(case.id, arrays["array"], stage, arrays["slices"].tolist())
+    image = case.read("t2w")
+    prepared = prepare_volume(image, config, roi_box=case.info.get("roi_lps_mm"))
+    slices = list(case.info.get("slices") or _label_slices(case, image))
+    bad = [k for k in slices if not 0 <= k < len(prepared.array)]
+    if bad:
+        raise InputError(f"case '{case.id}'", f"names representative slice {bad[0]}, but its "
+                         f"t2w has {len(prepared.array)} slices (numbered from 0)")
+    result = PreparedStaging(case.id, prepared.array.astype(np.float16), stage, slices)
+    save_cached(path, key, empty_grid(image), {"array": result.array,
+                                               "slices": np.asarray(slices, np.int64)})
+    return result
+
+
+class VolumeSet(TorchDataset):
+    """(volume (1, D, S, S), stage, representative-slice mask (D,)); with ``oversample`` the
+    minority stage's cases repeat until both stages count the same in an epoch, and the whole
+    order repeats up to ``length`` items."""
+
+    def __init__(self, cases: list[PreparedStaging], augment_volumes: bool, oversample: bool,
+                 length: int = 0):
+        self.cases, self.augment = cases, augment_volumes
+        order = list(range(len(cases)))
+        if oversample:
+            by_stage = [[i for i, c in enumerate(cases) if c.stage == s] for s in (0, 1)]
+            larger = max(len(group) for group in by_stage)
+            order = []
+            for group in by_stage:
+                if group:
+                    order += [group[k % len(group)] for k in range(larger)]
+        # a small data set may repeat within an epoch (each repeat augmented differently)
+        self.order = [order[k % len(order)] for k in range(max(length, len(order)))]
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, item: int):
+        case = self.cases[self.order[item]]
+        volume = torch.from_numpy(case.array.astype(np.float32))
+        if self.augment:  # torch's global generator: seeded per epoch by the training loop
+            generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+            volume = augment(volume, TRAINING, generator)
+        mask = torch.zeros(len(volume), dtype=torch.bool)
+        mask[case.slices] = True
+        return volume[None], torch.tensor(case.stage), mask
+
+
+def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Volumes of different depth in one batch: the shorter ones repeat their last slice (and
+    their padding never counts as a representative slice)."""
+    depth = max(volume.shape[1] for volume, _, _ in batch)
+    volumes, masks = [], []
+    for volume, _, mask in batch:
+        missing = depth - volume.shape[1]
+        if missing:
+            volume = torch.cat([volume, volume[:, -1:].expand(-1, missing, -1, -1)], dim=1)
+            mask = torch.cat([mask, torch.zeros(missing, dtype=torch.bool)])
+        volumes.append(volume)
+        masks.append(mask)
+    return torch.stack(volumes), torch.stack([stage for _, stage, _ in batch]), \
+        torch.stack(masks)
+
+
+def make_step(config: StagingConfig):
+    def step(model: torch.nn.Module, batch, device: str) -> tuple[torch.Tensor, int]:
+        volumes, stages, masks = (t.to(device) for t in batch)
+        out = model(volumes)
+        loss = focal_loss(out["volume_logit"], stages, config.focal_gamma)
+        if config.loss == "focal+triplet":
+            loss = loss + batch_hard_triplet(out["volume_features"], stages,
+                                             config.triplet_margin)
+        elif config.loss == "focal+center":
+            net = model.module if hasattr(model, "module") else model
+            loss = loss + config.center_weight * net.centre_loss(out["volume_features"], stages)
+        if masks.any() and config.slice_weight > 0:
+            slice_stages = stages[:, None].expand_as(masks)[masks]
+            loss = loss + config.slice_weight * focal_loss(out["slice_logits"][masks],
+                                                           slice_stages, config.focal_gamma)
+        return loss, len(stages)
+
+    return step
+
+
+def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
+                 validation_ids: list[str], description: str, demo: bool) -> ModelMetadata:
+    return ModelMetadata(
+        task=TASK.name, architecture="staging-resnet18",
+        architecture_args={"variant": config.variant, "aggregation": config.aggregation,
+                           "filters": config.filters, "in_channels": 1,
+                           "centres": config.loss == "focal+center"},
+        inputs=["t2w"],
+        preprocessing={"size": config.size, "n4": config.n4,
+                       "roi_margin_mm": config.roi_margin_mm, "auto_roi_mm": config.auto_roi_mm},
+        outputs={"classes": list(STAGES), "threshold": config.threshold},
+        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
+                                "fingerprint": dataset.fingerprint(), "train": train_ids,
+                                "validation": validation_ids},
+                    "staging_config": config.as_dict()},
+        description=description, demo=demo)
+
+
+def prepare_all(cases: list[Case], config: StagingConfig, cache: Path,
+                progress: ProgressCallback | None, cancel: CancelToken | None
+                ) -> list[PreparedStaging]:
+    prepared = []
+    for index, case in enumerate(cases):
+        check_cancelled(cancel)
+        report(progress, "Preparing volumes (N4, crop, resize)", index, len(cases),
+               message=case.id)
+        prepared.append(prepare_case(case, config, cache))
+    return prepared
+
+
+def train_one(dataset: Dataset, cases: list[Case], output: Path, config: StagingConfig,
+              cache: Path, device: str, resume: bool, description: str, demo: bool,
+              progress: ProgressCallback | None, cancel: CancelToken | None) -> Path:
+    """One model from ``cases``, early-stopped on a stratified share of their patients."""
+    subset = Dataset(dataset.root, dataset.layout, cases)
+    train_cases, validation_cases = subset.split(config.validation_fraction, config.seed,
+                                                 save_to=output / "split.json")
+    if not validation_cases:
+        raise InputError(str(dataset.root), "has one patient only; training needs at least two")
+    prepared = prepare_all(train_cases + validation_cases, config, cache, progress, cancel)
+    training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
+    metadata = metadata_for(config, dataset, [c.id for c in train_cases],
+                            [c.id for c in validation_cases], description, demo)
+    result = train(
+        make_model=lambda: build_network(metadata),
+        step=make_step(config),
+        make_optimizer=lambda parameters: torch.optim.SGD(
+            parameters, lr=config.learning_rate, momentum=config.momentum,
+            weight_decay=config.weight_decay),
+        train_data=VolumeSet(training, config.augment, config.oversample,
+                             config.samples_per_epoch),
+        val_data=VolumeSet(validation, False, False),
+        config=TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
+                              patience=config.patience, min_delta=config.min_delta,
+                              seed=config.seed),
+        output=output, metadata=metadata, device=device, resume=resume, collate=collate,
+        progress=progress, cancel=cancel)
+    return result.model_path or output / MODEL_FILE
+
+
+# ---------------------------------------------------------------------------- cross-validation
+
+
+def stratified_folds(cases: list[Case], folds: int, seed: int) -> list[list[Case]]:
+    """Patients dealt round-robin into ``folds`` after a seeded shuffle within each stage, so
+    every fold holds both stages in the data set's proportion."""
+    patients: dict[str, str] = {}
+    for case in cases:
+        patients.setdefault(case.patient, case.info["stage"])
+    if folds < 2 or folds > len(patients):
+        raise InputError("--folds", f"must lie between 2 and the number of patients "
+                         f"({len(patients)}), got {folds}")
+    rng = np.random.default_rng(seed)
+    assignment: dict[str, int] = {}
+    position = 0
+    for stage in STAGES:
+        group = sorted(p for p, s in patients.items() if s == stage)
+        for index in rng.permutation(len(group)):
+            assignment[group[index]] = position % folds
+            position += 1
+    return [[c for c in cases if assignment[c.patient] == k] for k in range(folds)]
+
+
+def classification_figures(stages: np.ndarray, p_t3: np.ndarray, threshold: float
+                           ) -> dict[str, float]:
+    """AUC, accuracy and the recall of each stage at the decision threshold."""
+    stages, p_t3 = np.asarray(stages, int), np.asarray(p_t3, float)
+    called = (p_t3 >= threshold).astype(int)
+    recall = {name: float(np.mean(called[stages == k] == k)) if np.any(stages == k) else
+              float("nan") for k, name in enumerate(STAGES)}
+    return {"auc": roc_auc(p_t3, stages == 1), "accuracy": float(np.mean(called == stages)),
+            "recall_t2": recall["T2"], "recall_t3": recall["T3"]}
+
+
+def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device: str,
+                   resume: bool, description: str, demo: bool,
+                   progress: ProgressCallback | None, cancel: CancelToken | None) -> Path:
+    """One model per fold, each scored on its held-out patients; folds.csv and
+    cv_summary.json hold the per-fold figures and their mean +- SD."""
+    from oncoseg.staging.predict import stage_probabilities
+
+    folds = stratified_folds(dataset.cases, config.folds, config.seed)
+    cache = output / CACHE_FOLDER
+    rows: list[dict[str, Any]] = []
+    for k, held_out in enumerate(folds):
+        check_cancelled(cancel)
+        report(progress, "Cross-validation", k, len(folds), message=f"fold {k + 1}")
+        training_cases = [c for c in dataset.cases if c not in held_out]
+        folder = output / f"fold_{k + 1}"
+        model = train_one(dataset, training_cases, folder, config, cache, device, resume,
+                          description, demo, progress, cancel)
+        network, _ = load_network(model, expected_task=TASK.name, device=device)
+        tested = prepare_all(held_out, config, cache, progress, cancel)
+        p_t3 = [stage_probabilities(case.array, network, config, device)[0] for case in tested]
+        figures = classification_figures(np.array([c.stage for c in tested]), np.array(p_t3),
+                                         config.threshold)
+        rows.append({"fold": k + 1, "cases": len(tested), **figures})
+    report(progress, "Cross-validation", len(folds), len(folds))
+    summary = {"folds": config.folds, "threshold": config.threshold,
+               **{name: {"mean": float(np.nanmean([r[name] for r in rows])),
+                         "sd": float(np.nanstd([r[name] for r in rows], ddof=1))}
+                  for name in ("auc", "accuracy", "recall_t2", "recall_t3")}}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(output / "folds.csv", buffer.getvalue(), overwrite=True)
+    return write_text_atomic(output / "cv_summary.json", json.dumps(summary, indent=2) + "\n",
+                             overwrite=True)
+
+
+def train_staging(dataset: Dataset, output: Path, config: StagingConfig, device: str = "cpu",
+                  resume: bool = False, description: str = "", demo: bool = False,
+                  progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> Path:
+    output = Path(output)
+    if config.folds:
+        return cross_validate(dataset, output, config, device, resume, description, demo,
+                              progress, cancel)
+    return train_one(dataset, dataset.cases, output, config, output / CACHE_FOLDER, device,
+                     resume, description, demo, progress, cancel)
