@@ -40,6 +40,8 @@ MODEL_FILE = "model.safetensors"
 
 # step(model, batch, device) -> (mean loss over the batch, number of samples)
 StepFunction = Callable[[torch.nn.Module, Any, str], tuple[torch.Tensor, int]]
+# criterion(model) -> a validation figure to minimise (e.g. 1 - AUC), model in eval mode
+Criterion = Callable[[torch.nn.Module], float]
 
 
 @dataclass
@@ -105,6 +107,7 @@ def train(
     collate: Callable | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    criterion: Criterion | None = None,
 ) -> TrainingResult:
     """Train the network ``make_model`` builds and write ``output/model.safetensors`` with
     curves and a checkpoint.
@@ -112,13 +115,15 @@ def train(
     The network is built after seeding, so its initial weights are part of the reproducible
     run (and equal on every process of a torchrun job). A scheduler with ``step(value)``
     (ReduceLROnPlateau) receives the validation loss; others are stepped once per epoch.
+    Early stopping and the kept weights follow the validation loss, or ``criterion`` when
+    given (a paper that selects models by validation AUC passes 1 - AUC).
     """
     output = Path(output)
     context = setup(device)
     try:
         return _Loop(make_model, step, make_optimizer, train_data, val_data, config, output,
                      metadata, device, make_scheduler, collate, progress, cancel,
-                     context).run(resume)
+                     context, criterion).run(resume)
     finally:
         teardown(context)
 
@@ -126,8 +131,9 @@ def train(
 class _Loop:
     def __init__(self, make_model, step, make_optimizer, train_data, val_data, config, output,
                  metadata, device, make_scheduler, collate, progress, cancel,
-                 context: Distributed):
+                 context: Distributed, criterion: Criterion | None = None):
         self.config, self.output, self.metadata = config, output, metadata
+        self.criterion = criterion
         self.device, self.progress, self.cancel, self.context = device, progress, cancel, context
         self.step = step
         if config.batch_size % context.world_size:
@@ -221,7 +227,10 @@ class _Loop:
         while epoch < self.config.max_epochs and not stopped_early:
             record = self._epoch(epoch)
             self.history.append(record)
-            if self.stopper.update(record["val_loss"], epoch):
+            value = record.get("val_criterion", math.nan)
+            if not math.isfinite(value):  # no criterion, or undefined (one class in validation)
+                value = record["val_loss"]
+            if self.stopper.update(value, epoch):
                 self.best_state = {k: v.detach().clone()
                                    for k, v in self.model.state_dict().items()}
             stopped_early = self.stopper.should_stop
@@ -268,7 +277,12 @@ class _Loop:
                 self.scheduler.step(val_loss)
             else:
                 self.scheduler.step()
-        return {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss,
+        extra = {}
+        if self.criterion is not None:
+            self.model.eval()
+            with torch.no_grad():
+                extra["val_criterion"] = float(self.criterion(self.model))
+        return {"epoch": epoch + 1, "train_loss": train_loss, "val_loss": val_loss, **extra,
                 "lr": float(self.optimizer.param_groups[0]["lr"]),
                 "seconds": time.perf_counter() - started,
                 "data_fraction": waiting / training_seconds if training_seconds > 0 else 0.0}
@@ -312,6 +326,7 @@ class _Loop:
                 "stopped_early": stopped_early,
                 "processes": self.context.world_size,
                 "validation_loss": self.stopper.best if best >= 0 else None,
+                "selected_by": "validation criterion" if self.criterion else "validation loss",
             },
         })
         return save_model(self.output / MODEL_FILE, state, meta, overwrite=True)

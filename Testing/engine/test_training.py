@@ -93,3 +93,39 @@ def test_early_stopping_rule():
     assert not stopper.should_stop
     assert not stopper.update(0.9991, 2)
     assert stopper.should_stop and stopper.best_epoch == 0
+
+
+def test_a_validation_criterion_chooses_the_kept_weights(tmp_path):
+    """With ``criterion`` (1 - AUC for staging), early stopping and the written model follow
+    it, not the validation loss."""
+    from torch.utils.data import TensorDataset
+
+    from oncoseg.modelfile import ModelMetadata
+    from oncoseg.training import TrainingConfig, train
+
+    data = TensorDataset(torch.randn(16, 3), torch.randn(16))
+
+    def step(model, batch, device):
+        x, y = batch
+        return ((model(x)[:, 0] - y) ** 2).mean(), len(y)
+
+    scripted = iter([0.5, 0.1, 0.4, 0.3, 0.2])  # best at epoch 2, then no improvement
+    weights = []
+
+    def criterion(model):
+        weights.append(model.weight.detach().clone())
+        return next(scripted)
+
+    meta = ModelMetadata(task="test", architecture="none", architecture_args={}, inputs=["x"],
+                         preprocessing={}, outputs={})
+    result = train(lambda: torch.nn.Linear(3, 1), step,
+                   lambda p: torch.optim.SGD(p, lr=0.1), data, data,
+                   TrainingConfig(max_epochs=5, batch_size=4, patience=3), tmp_path, meta,
+                   criterion=criterion)
+    assert [row["val_criterion"] for row in result.history] == [0.5, 0.1, 0.4, 0.3, 0.2]
+    assert result.stopped_early and len(result.history) == 5
+    kept = load_file(str(tmp_path / MODEL_FILE))["weight"]
+    assert torch.equal(kept, weights[1])
+    provenance = read_header(tmp_path / MODEL_FILE).metadata.provenance["training"]
+    assert provenance["selected_by"] == "validation criterion"
+    assert provenance["best_epoch"] == 2

@@ -40,6 +40,8 @@ class StagingConfig:
     batch_size: int = 8
     max_epochs: int = 60
     patience: int = 10
+    select_by: str = "auc"  # early stopping and the kept weights: validation AUC (the paper's
+    # model selection) or loss
     min_delta: float = 1e-3
     oversample: bool = True  # the minority stage is repeated until the classes balance
     samples_per_epoch: int = 0  # 0 = every case once (after oversampling); more repeats them
@@ -55,7 +57,7 @@ class StagingConfig:
         from oncoseg.errors import InputError
 
         for key, allowed in (("variant", VARIANTS), ("aggregation", AGGREGATIONS),
-                             ("loss", LOSSES)):
+                             ("loss", LOSSES), ("select_by", ("auc", "loss"))):
             if getattr(self, key) not in allowed:
                 raise InputError(f"--set {key}", f"'{getattr(self, key)}' is not one of "
                                  f"{', '.join(allowed)}")

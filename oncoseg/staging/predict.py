@@ -31,8 +31,10 @@ def load_staging_model(model: str | Path | LoadedModel, device: str = "cpu") -> 
 
 def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None
                  ) -> StagingConfig:
-    """The model fixes its pre-processing and proposes its threshold."""
-    proposed = {k: v for k, v in metadata.outputs.items() if k == "threshold"}
+    """The model fixes its pre-processing and proposes its threshold and its number of
+    test-time augmentation passes (1 for a model trained without augmentation: flipped or
+    moved copies would be inputs it never saw)."""
+    proposed = {k: v for k, v in metadata.outputs.items() if k in ("threshold", "tta")}
     return settings_from_model(StagingConfig, TASK.name, metadata.preprocessing, FIXED,
                                overrides, proposed)
 

@@ -156,6 +156,19 @@ def make_step(config: StagingConfig):
     return step
 
 
+def auc_criterion(cases: list[PreparedStaging], device: str):
+    """1 - the volume-score AUC on the validation cases (no test-time augmentation): the
+    paper selects models by AUC, and a 10-patient validation loss swings too much to stop on."""
+    stages = np.array([case.stage for case in cases]) == 1
+
+    def criterion(model: torch.nn.Module) -> float:
+        scores = [float(torch.sigmoid(model(torch.from_numpy(case.array.astype(np.float32))[
+            None, None].to(device))["volume_logit"])) for case in cases]
+        return 1.0 - roc_auc(np.array(scores), stages)
+
+    return criterion
+
+
 def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
                  validation_ids: list[str], description: str, demo: bool) -> ModelMetadata:
     return ModelMetadata(
@@ -166,7 +179,9 @@ def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
         inputs=["t2w"],
         preprocessing={"size": config.size, "n4": config.n4,
                        "roi_margin_mm": config.roi_margin_mm, "auto_roi_mm": config.auto_roi_mm},
-        outputs={"classes": list(STAGES), "threshold": config.threshold},
+        # test-time augmentation uses the transforms training used: none if it used none
+        outputs={"classes": list(STAGES), "threshold": config.threshold,
+                 "tta": config.tta if config.augment else 1},
         provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
                                 "fingerprint": dataset.fingerprint(), "train": train_ids,
                                 "validation": validation_ids},
@@ -212,7 +227,8 @@ def train_one(dataset: Dataset, cases: list[Case], output: Path, config: Staging
                               patience=config.patience, min_delta=config.min_delta,
                               seed=config.seed),
         output=output, metadata=metadata, device=device, resume=resume, collate=collate,
-        progress=progress, cancel=cancel)
+        progress=progress, cancel=cancel,
+        criterion=auc_criterion(validation, device) if config.select_by == "auc" else None)
     return result.model_path or output / MODEL_FILE
 
 
