@@ -65,9 +65,10 @@ class LossPlateauHalving:
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def step(self, loss: float) -> None:
+    def step(self, loss: float | torch.Tensor) -> None:
         """Record one iteration's loss; every ``period`` iterations, decide."""
-        self.losses.append(float(loss))
+        self.losses.append(float(loss.detach()) if isinstance(loss, torch.Tensor) else
+                           float(loss))
         if len(self.losses) < self.period:
             return
         half = self.period // 2
