@@ -80,7 +80,11 @@ class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
 
     def show_result(self):
         self.ui.stageLabel.text = self.result.summary()
-        view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode", "StagingCNN view")
+        view = getattr(self, "plot_view", None)
+        if view is None or slicer.mrmlScene.GetNodeByID(view.GetID()) is None:
+            # one view for the panel's plot, reused by every run
+            view = self.plot_view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode",
+                                                                       "StagingCNN view")
         view.SetPlotChartNodeID(self.result.chart.GetID())
         self.ui.slicePlotWidget.setMRMLPlotViewNode(view)
 
