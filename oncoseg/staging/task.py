@@ -11,7 +11,7 @@ TASK = register_task(Task(
                  "a ResNet-18 style network with late 3D fusion (f-rMC5) and bilinear depth "
                  "pooling gives P(T3) and slice-wise scores."),
     inputs=(InputRole("t2w", "T2-weighted MR of the rectum", name_hints=("t2",)),
-            InputRole("roi", "mask around rectum and tumour (optional; or --roi box)",
+            InputRole("roi", "mask around rectum and tumour (or a box: --roi)",
                       optional=True, name_hints=("roi",))),
     reference_role="t2w",
     pipeline_module="oncoseg.staging.pipeline",
