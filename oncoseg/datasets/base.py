@@ -58,6 +58,19 @@ class Case:
         size[3] = 0
         return sitk.Extract(image, size, [0, 0, 0, channel])
 
+    def label_on(self, reference: sitk.Image, role: str) -> np.ndarray:
+        """The case's (first) label file resampled onto ``reference``, the ``role`` image it is
+        read with, as an array (z, y, x); a case without one is an input error."""
+        from oncoseg.geometry import resample_to_reference
+        from oncoseg.io.volumes import read_image
+
+        if not self.labels:
+            raise InputError(f"case '{self.id}'", "has no label file")
+        path = sorted(self.labels.values())[0]
+        label = resample_to_reference(read_image(path), reference, "nearest",
+                                      names=(f"{self.id}/{path.name}", role))
+        return sitk.GetArrayFromImage(label)
+
 
 @dataclass
 class Dataset:

@@ -58,12 +58,7 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
 
         _, labels, annotated = load_labels(case, {s.name: s.label for s in CT_SEGMENTS})
         return labels, annotated
-    if not case.labels:
-        raise InputError(f"case '{case.id}'", "has no label file")
-    path = sorted(case.labels.values())[0]
-    label_image = resample_to_reference(read_image(path), ct, "nearest",
-                                        names=(f"{case.id}/{path.name}", "ct"))
-    return sitk.GetArrayFromImage(label_image), [s.name for s in CT_SEGMENTS]
+    return case.label_on(ct, "ct"), [s.name for s in CT_SEGMENTS]
 
 
 def read_case_ct(case: Case) -> sitk.Image:

@@ -23,8 +23,6 @@ from torch.utils.data import Dataset as TorchDataset
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference
-from oncoseg.io.volumes import read_image
 from oncoseg.metrics import slice_dice
 from oncoseg.modelfile import ModelMetadata, build_network, load_tensors, save_model
 from oncoseg.oar.mr_config import OarMrConfig
@@ -53,11 +51,7 @@ def case_masks(case: Case, image: sitk.Image) -> np.ndarray:
 
         masks = read_masks(case)
         return np.stack([masks[organ] > 0 for organ in ORGANS])
-    if not case.labels:
-        raise InputError(f"case '{case.id}'", "has no label file")
-    path = sorted(case.labels.values())[0]
-    labels = sitk.GetArrayFromImage(resample_to_reference(
-        read_image(path), image, "nearest", names=(f"{case.id}/{path.name}", "mr")))
+    labels = case.label_on(image, "mr")
     return np.stack([labels == spec.label for spec in GI_SEGMENTS])
 
 

@@ -27,9 +27,7 @@ from torch.utils.data import Dataset as TorchDataset
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference
 from oncoseg.io.atomic import write_text_atomic
-from oncoseg.io.volumes import read_image
 from oncoseg.metrics import roc_auc
 from oncoseg.modelfile import ModelMetadata, build_network, load_network
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
@@ -53,12 +51,7 @@ class PreparedStaging:
 
 
 def _label_slices(case: Case, image: sitk.Image) -> list[int]:
-    if not case.labels:
-        return []
-    path = sorted(case.labels.values())[0]
-    label = resample_to_reference(read_image(path), image, "nearest",
-                                  names=(f"{case.id}/{path.name}", "t2w"))
-    return representative_slices(sitk.GetArrayViewFromImage(label) > 0)
+    return representative_slices(case.label_on(image, "t2w") > 0) if case.labels else []
 
 
 def prepare_case(case: Case, config: StagingConfig, cache: Path | None) -> PreparedStaging:
