@@ -15,7 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, rep
 from oncoseg.staging.augment import TRAINING, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.losses import batch_hard_triplet, focal_loss
+from oncoseg.staging.predict import stage_probabilities
 from oncoseg.staging.preprocessing import prepare_volume, representative_slices
 from oncoseg.staging.task import TASK
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
@@ -149,14 +150,14 @@ def make_step(config: StagingConfig):
     return step
 
 
-def auc_criterion(cases: list[PreparedStaging], device: str):
+def auc_criterion(cases: list[PreparedStaging], config: StagingConfig, device: str):
     """1 - the volume-score AUC on the validation cases (no test-time augmentation): the
     paper selects models by AUC, and a 10-patient validation loss swings too much to stop on."""
     stages = np.array([case.stage for case in cases]) == 1
+    one_pass = replace(config, tta=1)
 
     def criterion(model: torch.nn.Module) -> float:
-        scores = [float(torch.sigmoid(model(torch.from_numpy(case.array.astype(np.float32))[
-            None, None].to(device))["volume_logit"])) for case in cases]
+        scores = [stage_probabilities(case.array, model, one_pass, device)[0] for case in cases]
         return 1.0 - roc_auc(np.array(scores), stages)
 
     return criterion
@@ -221,7 +222,7 @@ def train_one(dataset: Dataset, cases: list[Case], output: Path, config: Staging
                               seed=config.seed),
         output=output, metadata=metadata, device=device, resume=resume, collate=collate,
         progress=progress, cancel=cancel,
-        criterion=auc_criterion(validation, device) if config.select_by == "auc" else None)
+        criterion=auc_criterion(validation, config, device) if config.select_by == "auc" else None)
     return result.model_path or output / MODEL_FILE
 
 
@@ -264,8 +265,6 @@ def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device
                    progress: ProgressCallback | None, cancel: CancelToken | None) -> Path:
     """One model per fold, each scored on its held-out patients; folds.csv and
     cv_summary.json hold the per-fold figures and their mean +- SD."""
-    from oncoseg.staging.predict import stage_probabilities
-
     folds = stratified_folds(dataset.cases, config.folds, config.seed)
     cache = output / CACHE_FOLDER
     rows: list[dict[str, Any]] = []
