@@ -4,7 +4,7 @@ scan's own grid, the model's tuned threshold, and (two-stage models) the slice g
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -61,24 +61,39 @@ def organ_maps(volume: np.ndarray, network: torch.nn.Module, config: OarMrConfig
     depth, height, width = volume.shape
     probabilities = np.zeros((len(GI_SEGMENTS), depth, height, width), np.float32)
     present = None
+    for batch, maps, gate in slice_outputs(working, network, config, device, progress, cancel):
+        if gate is not None:
+            if present is None:
+                present = np.zeros((len(GI_SEGMENTS), depth), np.float32)
+            present[:, batch] = gate.numpy().T
+        probabilities[:, batch] = resize_slices(maps, (height, width)).numpy().transpose(
+            1, 0, 2, 3)
+    return OrganMaps(probabilities, present)
+
+
+def slice_outputs(working: torch.Tensor | np.ndarray, network: torch.nn.Module,
+                  config: OarMrConfig, device: str = "cpu",
+                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                  ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor | None]]:
+    """For each batch of slices of a working volume (z, S, S), in order: the slice numbers,
+    the sigmoid maps (B, organs, S, S) and, for two-stage models, the gate's organ-presence
+    probabilities (B, organs); on the CPU. Prediction and the threshold search share it."""
+    depth = working.shape[0]
     network.eval()
-    with torch.inference_mode():
-        for start in range(0, depth, config.inference_batch):
-            check_cancelled(cancel)
-            report(progress, "Segmenting", start, depth)
-            batch = list(range(start, min(start + config.inference_batch, depth)))
-            inputs = stacks(working, batch, config.context, config.context_stride, config.mean,
-                            config.std).to(device)
-            output = network(inputs)
+    for start in range(0, depth, config.inference_batch):
+        check_cancelled(cancel)
+        report(progress, "Segmenting", start, depth)
+        batch = list(range(start, min(start + config.inference_batch, depth)))
+        with torch.inference_mode():
+            output = network(stacks(working, batch, config.context, config.context_stride,
+                                    config.mean, config.std).to(device))
+            gate = None
             if isinstance(output, tuple):
                 output, gate = output
-                if present is None:
-                    present = np.zeros((len(GI_SEGMENTS), depth), np.float32)
-                present[:, batch] = torch.sigmoid(gate).cpu().numpy().T
-            maps = resize_slices(torch.sigmoid(output).float().cpu(), (height, width))
-            probabilities[:, batch] = maps.numpy().transpose(1, 0, 2, 3)
+                gate = torch.sigmoid(gate).float().cpu()
+            maps = torch.sigmoid(output).float().cpu()
+        yield batch, maps, gate
     report(progress, "Segmenting", depth, depth)
-    return OrganMaps(probabilities, present)
 
 
 def label_map(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:

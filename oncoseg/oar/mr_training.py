@@ -26,6 +26,7 @@ from oncoseg.errors import InputError
 from oncoseg.metrics import slice_dice
 from oncoseg.modelfile import ModelMetadata, build_network, load_tensors, save_model
 from oncoseg.oar.mr_config import OarMrConfig
+from oncoseg.oar.mr_predict import slice_outputs
 from oncoseg.oar.mr_slices import (
     ORGANS,
     random_crop,
@@ -157,28 +158,19 @@ def threshold_curve(network: torch.nn.Module, scans: list[PreparedScan], config:
     and organ, for each candidate threshold."""
     totals = np.zeros(len(THRESHOLDS))
     count = 0
-    network.eval()
-    with torch.inference_mode():
-        for scan in scans:
-            volume = torch.from_numpy(scan.image.astype(np.float32))
-            for start in range(0, len(volume), config.inference_batch):
-                check_cancelled(cancel)
-                batch = list(range(start, min(start + config.inference_batch, len(volume))))
-                output = network(stacks(volume, batch, config.context, config.context_stride,
-                                        config.mean, config.std).to(device))
-                gate = None
-                if isinstance(output, tuple):
-                    output, gate = output
-                    gate = (torch.sigmoid(gate) >= config.gate_threshold).cpu().numpy()
-                probabilities = torch.sigmoid(output).cpu().numpy()
-                truth = scan.masks(batch).astype(bool)
-                for index, threshold in enumerate(THRESHOLDS):
-                    predicted = probabilities >= threshold
-                    if gate is not None:
-                        predicted &= gate[:, :, None, None]
-                    flat = (-1, *predicted.shape[2:])
-                    totals[index] += slice_dice(predicted.reshape(flat), truth.reshape(flat)).sum()
-                count += len(batch) * len(ORGANS)
+    for scan in scans:
+        for batch, maps, gate in slice_outputs(scan.image, network, config, device,
+                                               cancel=cancel):
+            probabilities = maps.numpy()
+            passed = None if gate is None else (gate.numpy() >= config.gate_threshold)
+            truth = scan.masks(batch).astype(bool)
+            for index, threshold in enumerate(THRESHOLDS):
+                predicted = probabilities >= threshold
+                if passed is not None:
+                    predicted &= passed[:, :, None, None]
+                flat = (-1, *predicted.shape[2:])
+                totals[index] += slice_dice(predicted.reshape(flat), truth.reshape(flat)).sum()
+            count += len(batch) * len(ORGANS)
     return {float(t): float(v / max(count, 1)) for t, v in zip(THRESHOLDS, totals, strict=True)}
 
 
