@@ -15,11 +15,12 @@ import torch
 
 from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
 from oncoseg.oar.mr_config import OarMrConfig
-from oncoseg.oar.mr_slices import check_mr, resize_slices, scale_scan, stacks, working_volume
+from oncoseg.oar.mr_slices import check_mr, scale_scan, stacks, working_volume
 from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
+from oncoseg.slices import resize_slices
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-mr-demo.safetensors"
 # what a model's preprocessing fixes: a network sees its inputs only as it was trained

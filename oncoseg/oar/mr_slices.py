@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from oncoseg.slices import resize_slices
 from oncoseg.validation import check_axial, check_volume
 
 ORGANS = ("stomach", "small_bowel", "large_bowel")  # network channels, in GI_SEGMENTS order
@@ -33,14 +34,6 @@ def scale_scan(volume: np.ndarray) -> np.ndarray:
     if high <= low:
         high = float(values.max())
     return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
-
-
-def resize_slices(slices: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, C, H, W) to (N, C, *size), bilinear: used for images, probabilities and masks
-    (masks are thresholded at 0.5 afterwards)."""
-    if tuple(slices.shape[-2:]) == tuple(size):
-        return slices
-    return F.interpolate(slices, size=size, mode="bilinear", align_corners=False)
 
 
 def working_volume(volume: np.ndarray, size: int) -> torch.Tensor:

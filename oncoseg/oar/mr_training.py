@@ -30,7 +30,6 @@ from oncoseg.oar.mr_predict import slice_outputs
 from oncoseg.oar.mr_slices import (
     ORGANS,
     random_crop,
-    resize_slices,
     scale_scan,
     smooth_labels,
     stacks,
@@ -38,6 +37,7 @@ from oncoseg.oar.mr_slices import (
 )
 from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.slices import resize_slices
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
 
 CACHE_FOLDER = "prepared"

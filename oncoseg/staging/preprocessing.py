@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 import torch
-import torch.nn.functional as F
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
+from oncoseg.slices import resize_slices
 from oncoseg.staging.config import StagingConfig
 from oncoseg.validation import check_axial, check_volume
 
@@ -109,14 +109,6 @@ def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] 
     return _automatic_box(image, config.auto_roi_mm), "automatic"
 
 
-def resize_slices(volume: np.ndarray, size: int) -> np.ndarray:
-    """(D, h, w) to (D, size, size), bilinear, antialiased when shrinking."""
-    slices = torch.from_numpy(np.ascontiguousarray(volume, np.float32))[:, None]
-    shrinking = min(volume.shape[1:]) > size
-    return F.interpolate(slices, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=shrinking)[:, 0].numpy()
-
-
 def prepare_volume(image: sitk.Image, config: StagingConfig,
                    roi_box: Sequence[float] | None = None,
                    roi_mask: sitk.Image | None = None) -> PreparedVolume:
@@ -125,7 +117,9 @@ def prepare_volume(image: sitk.Image, config: StagingConfig,
     corrected = n4_correct(image) if config.n4 else sitk.Cast(image, sitk.sitkFloat32)
     x0, x1, y0, y1 = box
     array = sitk.GetArrayViewFromImage(corrected)[:, y0:y1, x0:x1]
-    resized = resize_slices(array, config.size)
+    slices = torch.from_numpy(np.ascontiguousarray(array, np.float32))[:, None]
+    shrinking = min(array.shape[1:]) > config.size
+    resized = resize_slices(slices, (config.size, config.size), antialias=shrinking)[:, 0].numpy()
     std = float(resized.std())
     if std == 0:
         raise InputError("t2w", "is constant inside the ROI; it holds no image there")
