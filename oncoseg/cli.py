@@ -17,6 +17,7 @@ from typing import Any
 
 import oncoseg
 from oncoseg.errors import Cancelled, InputError, OncoSegError
+from oncoseg.export import FORMATS
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
 
@@ -105,6 +106,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     _add_set_option(p)
+
+    p = verbs.add_parser("export", help="write a segmentation as DICOM SEG, RTSTRUCT, NRRD, "
+                         "NIfTI or .seg.nrrd")
+    p.add_argument("segmentation", help="a .seg.nrrd (as predict writes it) or a label map")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--output", required=True, type=Path, help="the file to write")
+    p.add_argument("--reference", type=Path, help="folder of the DICOM series the "
+                   "segmentation belongs to (dicom-seg, rtstruct)")
+    p.add_argument("--series-uid", help="which series, when the folder holds several")
+    p.add_argument("--task", help="name a label map's labels after this task's segments")
+    p.add_argument("--label", default="OncoSeg", help="series description and structure set "
+                   "label")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
     p.add_argument("--output", type=Path, default=Path("oncoseg-demo"))
@@ -286,6 +300,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from oncoseg.export import export_file
+
+    result = export_file(args.segmentation, args.output, args.format, args.reference,
+                         args.series_uid, args.task, args.overwrite, args.label)
+    for message in result.messages:
+        print(f"note: {message}")
+    print(f"{result.format} with {len(result.segments)} segments "
+          f"({', '.join(result.segments)}) written to {result.path}")
+    return EXIT_OK
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
     from oncoseg.tasks import get_task
@@ -300,7 +326,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 COMMANDS = {"tasks": _cmd_tasks, "info": _cmd_info, "predict": _cmd_predict,
             "phantom": _cmd_phantom, "train": _cmd_train, "evaluate": _cmd_evaluate,
-            "demo": _cmd_demo}
+            "export": _cmd_export, "demo": _cmd_demo}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,17 +1,24 @@
-"""Coded meaning of a segment (DICOM / SNOMED CT), in the form Slicer stores it.
+"""Coded meaning of a segment (DICOM / SNOMED CT), in the forms Slicer and DICOM SEG need.
 
 Slicer keeps a segment's terminology as one string in its ``TerminologyEntry`` tag:
 ``context~category~type~typeModifier~anatomicContext~region~regionModifier``, each code written
 ``scheme^value^meaning``. DICOM SEG export needs the same codes, so they are defined once per
-segment in the task's output specification and converted here.
+segment in the task's output specification and converted here. The segments' types live in
+OncoSeg's own terminology context (``OncoSeg.term.json``, generated from the task declarations
+by ``python -m oncoseg.terminology``), which the Slicer modules load so that Segment Editor's
+terminology selector offers them; anatomic regions come from Slicer's DICOM master list.
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-SLICER_CONTEXT = "Segmentation category and type - DICOM master list"
-SLICER_ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+CONTEXT = "Segmentation category and type - OncoSeg"
+ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
+SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#"
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,21 @@ class Code:
             return None
         return cls(*parts)
 
+    def to_json(self) -> dict[str, str]:
+        return {"CodingSchemeDesignator": self.scheme, "CodeValue": self.value,
+                "CodeMeaning": self.meaning}
+
+
+# Categories (DICOM CID 7150) and the codes the tasks' segments use (SNOMED CT)
+ANATOMICAL_STRUCTURE = Code("SCT", "123037004", "Anatomical Structure")
+ABNORMAL_STRUCTURE = Code("SCT", "49755003", "Morphologically Altered Structure")
+SPATIAL_CONCEPT = Code("SCT", "309825002", "Spatial and Relational Concept")
+LEFT = Code("SCT", "7771000", "Left")
+RIGHT = Code("SCT", "24028007", "Right")
+NEOPLASM = Code("SCT", "108369006", "Neoplasm")
+RECTUM = Code("SCT", "34402009", "Rectum")
+BRAIN = Code("SCT", "12738006", "Brain")
+
 
 @dataclass(frozen=True)
 class Terminology:
@@ -46,13 +68,13 @@ class Terminology:
             return c.to_slicer() if c else "^^"
 
         return "~".join([
-            SLICER_CONTEXT, code(self.category), code(self.type), code(self.type_modifier),
-            SLICER_ANATOMIC_CONTEXT, code(self.region), code(self.region_modifier),
+            CONTEXT, code(self.category), code(self.type), code(self.type_modifier),
+            ANATOMIC_CONTEXT, code(self.region), code(self.region_modifier),
         ])
 
     @classmethod
     def from_slicer(cls, text: str) -> Terminology | None:
-        """Parse Slicer's string; None when it holds no category and type."""
+        """Parse Slicer's string (any context); None when it holds no category and type."""
         parts = text.split("~")
         if len(parts) != 7:
             return None
@@ -61,3 +83,48 @@ class Terminology:
             return None
         return cls(category, type_, Code.from_slicer(parts[3]), Code.from_slicer(parts[5]),
                    Code.from_slicer(parts[6]))
+
+
+def context_document(entries: Iterable[tuple[str, Terminology, tuple[float, float, float]]]
+                     ) -> dict[str, Any]:
+    """Slicer's terminology context (a ``.term.json``) holding every (name, terminology,
+    colour 0-1) given: categories, their types, and laterality-style type modifiers, each with
+    the segment's colour and name as Slicer's recommended display values."""
+    categories: dict[Code, dict[Code, dict[str, Any]]] = {}
+    for name, term, color in entries:
+        rgb = [round(255 * c) for c in color]
+        types = categories.setdefault(term.category, {})
+        entry = types.setdefault(term.type, {**term.type.to_json()})
+        described = {"recommendedDisplayRGBValue": rgb, "3dSlicerLabel": name}
+        if term.type_modifier is None:
+            for key, value in described.items():  # the first segment of a type names it
+                entry.setdefault(key, value)
+        else:
+            modifier = {**term.type_modifier.to_json(), **described}
+            entry.setdefault("Modifier", []).append(modifier)
+    document_categories = []
+    for category, types in categories.items():
+        document_categories.append({
+            **category.to_json(),
+            "showAnatomy": category != ANATOMICAL_STRUCTURE,
+            "Type": list(types.values()),
+        })
+    return {"SegmentationCategoryTypeContextName": CONTEXT, "@schema": SCHEMA,
+            "SegmentationCodes": {"Category": document_categories}}
+
+
+def oncoseg_context() -> dict[str, Any]:
+    """The context of every segment OncoSeg's own tasks produce (not tasks a caller
+    registered at run time)."""
+    from oncoseg.tasks import all_tasks
+
+    return context_document((s.name, s.terminology, s.color) for task in all_tasks()
+                            if task.pipeline_module.startswith("oncoseg.")
+                            for s in task.segments if s.terminology is not None)
+
+
+if __name__ == "__main__":
+    # through the package, so the task declarations and this run share one set of Code classes
+    from oncoseg import terminology
+
+    print(json.dumps(terminology.oncoseg_context(), indent=2))

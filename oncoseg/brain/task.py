@@ -1,12 +1,20 @@
 """The ``brain`` task's declaration."""
 
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
+from oncoseg.terminology import ABNORMAL_STRUCTURE, BRAIN, NEOPLASM, Code, Terminology
+
+
+def _in_brain(type_: Code) -> Terminology:
+    return Terminology(ABNORMAL_STRUCTURE, type_, region=BRAIN)
+
 
 # OncoSeg's brain labels; BraTS writes enhancing tumour as 4 (2017-2021) or 3 (2023+).
 SEGMENTS = (
-    SegmentSpec(1, "Necrotic and non-enhancing tumour core", (0.85, 0.2, 0.2)),
-    SegmentSpec(2, "Peritumoral oedema", (0.3, 0.75, 0.3)),
-    SegmentSpec(3, "Enhancing tumour", (0.95, 0.85, 0.2)),
+    SegmentSpec(1, "Necrotic and non-enhancing tumour core", (0.85, 0.2, 0.2),
+                _in_brain(Code("SCT", "6574001", "Necrosis"))),
+    SegmentSpec(2, "Peritumoral oedema", (0.3, 0.75, 0.3),
+                _in_brain(Code("SCT", "79654002", "Edema"))),
+    SegmentSpec(3, "Enhancing tumour", (0.95, 0.85, 0.2), _in_brain(NEOPLASM)),
 )
 
 TASK = register_task(Task(

@@ -61,8 +61,10 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
     return series
 
 
-def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
-    """Read one series; with several in the folder the caller must say which."""
+def choose_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None
+                        ) -> DicomSeries:
+    """The one series in ``folder`` (or the one with ``series_uid``); several without a UID
+    is an error that lists them, so the caller can say which."""
     found = list_dicom_series(folder)
     if not found:
         raise InputError(str(folder), "contains no readable DICOM image series")
@@ -74,8 +76,13 @@ def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = N
         listing = "; ".join(s.summary() for s in found)
         raise InputError(str(folder), f"contains {len(found)} DICOM series, choose one by its "
                          f"series UID: {listing}")
+    return found[0]
+
+
+def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
+    """Read one series; with several in the folder the caller must say which."""
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(found[0].files))
+    reader.SetFileNames(list(choose_dicom_series(folder, series_uid).files))
     try:
         return reader.Execute()
     except RuntimeError as error:

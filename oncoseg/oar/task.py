@@ -3,14 +3,22 @@
 from oncoseg.oar.ct_config import OarCtConfig
 from oncoseg.oar.mr_config import OarMrConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
-from oncoseg.terminology import Code, Terminology
+from oncoseg.terminology import (
+    ANATOMICAL_STRUCTURE,
+    LEFT,
+    RIGHT,
+    SPATIAL_CONCEPT,
+    Code,
+    Terminology,
+)
 
-ANATOMY = Code("SCT", "123037004", "Anatomical Structure")
+FEMORAL_HEAD = Code("SCT", "68367000", "Head of femur")
 
 
 def organ(label: int, name: str, color: tuple[float, float, float], code: str,
           meaning: str) -> SegmentSpec:
-    return SegmentSpec(label, name, color, Terminology(ANATOMY, Code("SCT", code, meaning)))
+    return SegmentSpec(label, name, color,
+                       Terminology(ANATOMICAL_STRUCTURE, Code("SCT", code, meaning)))
 
 
 GI_SEGMENTS = (
@@ -36,11 +44,16 @@ OAR_MR = register_task(Task(
 ))
 
 CT_SEGMENTS = (
-    SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27)),
-    SegmentSpec(2, "Femoral head R", (0.27, 0.86, 0.9)),
+    SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27),
+                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=LEFT)),
+    SegmentSpec(2, "Femoral head R", (0.27, 0.86, 0.9),
+                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=RIGHT)),
     organ(3, "Bladder", (0.86, 0.63, 0.16), "89837001", "Urinary bladder"),
-    SegmentSpec(4, "Bowel bag", (0.75, 0.43, 0.24)),
-    SegmentSpec(5, "Nodal CTV", (0.9, 0.24, 0.24)),
+    # the bowel bag is the volume the small and large bowel loops may occupy
+    organ(4, "Bowel bag", (0.75, 0.43, 0.24), "113276009", "Intestine"),
+    SegmentSpec(5, "Nodal CTV", (0.9, 0.24, 0.24),
+                Terminology(SPATIAL_CONCEPT, Code("SCT", "228790004", "Clinical target volume"),
+                            region=Code("SCT", "59441001", "Lymph node"))),
 )
 
 OAR_CT = register_task(Task(

@@ -2,15 +2,11 @@
 
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
-from oncoseg.terminology import Code, Terminology
+from oncoseg.terminology import ABNORMAL_STRUCTURE, NEOPLASM, RECTUM, Terminology
 
 TUMOUR = SegmentSpec(
     label=1, name="Rectal tumour", color=(0.85, 0.25, 0.2),
-    terminology=Terminology(
-        category=Code("SCT", "49755003", "Morphologically Altered Structure"),
-        type=Code("SCT", "108369006", "Neoplasm"),
-        region=Code("SCT", "34402009", "Rectum"),
-    ),
+    terminology=Terminology(ABNORMAL_STRUCTURE, NEOPLASM, region=RECTUM),
 )
 
 TASK = register_task(Task(

@@ -46,6 +46,8 @@ class StagingConfig:
     oversample: bool = True  # the minority stage is repeated until the classes balance
     samples_per_epoch: int = 0  # 0 = every case once (after oversampling); more repeats them
     augment: bool = True
+    elastic: bool = True  # training augmentation includes the smooth elastic displacement
+    # (the paper's elastic, grid and optical distortions)
     validation_fraction: float = 0.2  # of the training patients, for early stopping
     folds: int = 0  # k-fold cross-validation by patient (paper: 10); 0 = one model
     seed: int = 0

@@ -31,7 +31,7 @@ from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import roc_auc
 from oncoseg.modelfile import ModelMetadata, build_network, load_network
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.staging.augment import TRAINING, augment
+from oncoseg.staging.augment import TRAINING, AugmentRanges, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.losses import batch_hard_triplet, focal_loss
 from oncoseg.staging.predict import stage_probabilities
@@ -86,9 +86,9 @@ class VolumeSet(TorchDataset):
     minority stage's cases repeat until both stages count the same in an epoch, and the whole
     order repeats up to ``length`` items."""
 
-    def __init__(self, cases: list[PreparedStaging], augment_volumes: bool, oversample: bool,
-                 length: int = 0):
-        self.cases, self.augment = cases, augment_volumes
+    def __init__(self, cases: list[PreparedStaging], ranges: AugmentRanges | None,
+                 oversample: bool, length: int = 0):
+        self.cases, self.ranges = cases, ranges
         order = list(range(len(cases)))
         if oversample:
             by_stage = [[i for i, c in enumerate(cases) if c.stage == s] for s in (0, 1)]
@@ -106,12 +106,20 @@ class VolumeSet(TorchDataset):
     def __getitem__(self, item: int):
         case = self.cases[self.order[item]]
         volume = torch.from_numpy(case.array.astype(np.float32))
-        if self.augment:  # torch's global generator: seeded per epoch by the training loop
+        if self.ranges is not None:  # torch's global generator: seeded per epoch by training
             generator = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
-            volume = augment(volume, TRAINING, generator)
+            volume = augment(volume, self.ranges, generator)
         mask = torch.zeros(len(volume), dtype=torch.bool)
         mask[case.slices] = True
         return volume[None], torch.tensor(case.stage), mask
+
+
+def training_ranges(config: StagingConfig) -> AugmentRanges | None:
+    """The training augmentation ``config`` asks for: None, the paper's, or the paper's
+    without the elastic distortion."""
+    if not config.augment:
+        return None
+    return TRAINING if config.elastic else replace(TRAINING, elastic_px=0.0)
 
 
 def collate(batch: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -214,9 +222,9 @@ def train_one(dataset: Dataset, cases: list[Case], output: Path, config: Staging
         make_optimizer=lambda parameters: torch.optim.SGD(
             parameters, lr=config.learning_rate, momentum=config.momentum,
             weight_decay=config.weight_decay),
-        train_data=VolumeSet(training, config.augment, config.oversample,
+        train_data=VolumeSet(training, training_ranges(config), config.oversample,
                              config.samples_per_epoch),
-        val_data=VolumeSet(validation, False, False),
+        val_data=VolumeSet(validation, None, False),
         config=TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                               patience=config.patience, min_delta=config.min_delta,
                               seed=config.seed),

@@ -1,0 +1,154 @@
+"""Export a segmentation to the formats other systems read: DICOM SEG and RTSTRUCT that
+reference the source DICOM series, and NRRD, NIfTI and Slicer's ``.seg.nrrd``.
+
+A segmentation drawn on another grid than the referenced series (the rectal task's b0 grid,
+exported against the T2w series) is resampled onto the series grid, nearest neighbour, and the
+result says so; one that does not overlap the series is refused. Files are written atomically
+and never over an existing file unless asked.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference, same_grid
+from oncoseg.io.atomic import refuse_existing
+from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
+from oncoseg.io.volumes import DicomSeries, choose_dicom_series, read_image, write_image
+from oncoseg.terminology import ABNORMAL_STRUCTURE, SPATIAL_CONCEPT, Terminology
+
+DICOM_FORMATS = ("dicom-seg", "rtstruct")
+FORMATS = (*DICOM_FORMATS, "seg.nrrd", "nrrd", "nifti")
+ENDINGS = {"seg.nrrd": (".seg.nrrd",), "nrrd": (".nrrd",), "nifti": (".nii", ".nii.gz"),
+           "dicom-seg": (".dcm",), "rtstruct": (".dcm",)}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    segments: list[str]
+    messages: list[str] = field(default_factory=list)
+
+
+def load_segmentation(path: str | os.PathLike[str], task: str | None = None) -> Segmentation:
+    """A ``.seg.nrrd`` as it is, or a label-map volume whose labels are named after ``task``'s
+    segments (without a task: ``Label 1``, ``Label 2`` ...)."""
+    path = Path(path)
+    if str(path).lower().endswith(".seg.nrrd"):
+        return read_seg_nrrd(path)
+    labels = read_image(path)
+    array = sitk.GetArrayViewFromImage(labels)
+    if labels.GetNumberOfComponentsPerPixel() != 1 or not np.issubdtype(array.dtype, np.integer):
+        raise InputError(str(path), "is not a label map (integer labels, one component)")
+    values = [int(v) for v in np.unique(array) if v != 0]
+    specs = {}
+    if task is not None:
+        from oncoseg.tasks import get_task
+
+        specs = {s.label: s for s in get_task(task).segments}
+    segments = []
+    for value in values:
+        spec = specs.get(value)
+        segments.append(Segment(
+            id=f"label_{value}", name=spec.name if spec else f"Label {value}",
+            color=spec.color if spec else _default_color(value), label_value=value,
+            terminology=spec.terminology.to_slicer() if spec and spec.terminology else ""))
+    return Segmentation.from_label_image(labels, segments)
+
+
+def _default_color(value: int) -> tuple[float, float, float]:
+    hue = (value * 0.61803398875) % 1.0  # golden-ratio hues: neighbours differ
+    return colorsys.hsv_to_rgb(hue, 0.75, 0.9)
+
+
+def onto_grid(segmentation: Segmentation, reference: sitk.Image, reference_name: str
+              ) -> tuple[Segmentation, list[str]]:
+    """``segmentation`` on ``reference``'s grid; resampled (nearest) when it is elsewhere."""
+    if same_grid(segmentation.geometry, reference, tolerance=1e-3):
+        layers = []  # the series' exact geometry (rounding in the headers aside)
+        for layer in segmentation.layers:
+            copy = sitk.Image(layer)
+            copy.CopyInformation(reference)
+            layers.append(copy)
+        return Segmentation(layers, segmentation.segments), []
+    layers = [resample_to_reference(layer, reference, "nearest",
+                                    names=("the segmentation", reference_name))
+              for layer in segmentation.layers]
+    moved = Segmentation(layers, segmentation.segments)
+    lost = [s.name for s in segmentation.segments
+            if segmentation.mask(s.id).any() and not moved.mask(s.id).any()]
+    if lost:
+        raise InputError("segmentation", f"segments {', '.join(lost)} lie outside "
+                         f"{reference_name}: is it the series they were drawn on?")
+    return moved, [f"the segmentation was resampled (nearest neighbour) onto the grid of "
+                   f"{reference_name}"]
+
+
+def interpreted_type(segment: Segment) -> str:
+    """The RT ROI Interpreted Type a planning system expects of the segment."""
+    term = Terminology.from_slicer(segment.terminology)
+    if term is None:
+        return "ORGAN"
+    if term.category == SPATIAL_CONCEPT and "target volume" in term.type.meaning.lower():
+        return term.type.meaning.split()[0][0] + "TV"  # Clinical / Planning target volume
+    if term.category == ABNORMAL_STRUCTURE:
+        return "GTV"
+    return "ORGAN"
+
+
+def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[str], fmt: str,
+                        series: DicomSeries | None = None, overwrite: bool = False,
+                        label: str = "OncoSeg") -> ExportResult:
+    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series``."""
+    output = Path(output)
+    if fmt not in FORMATS:
+        raise InputError("--format", f"'{fmt}' is not one of {', '.join(FORMATS)}")
+    if not str(output).lower().endswith(ENDINGS[fmt]):
+        raise InputError(str(output), f"a {fmt} file name ends in {' or '.join(ENDINGS[fmt])}")
+    refuse_existing(output, overwrite)
+    messages: list[str] = []
+    names = [s.name for s in segmentation.segments]
+    if fmt in DICOM_FORMATS:
+        if series is None:
+            raise InputError("--reference", f"{fmt} export needs the DICOM series the "
+                             "segmentation belongs to")
+        reference = sitk.ReadImage(list(series.files)) if len(series.files) > 1 \
+            else read_image(series.files[0])
+        segmentation, messages = onto_grid(segmentation, reference,
+                                           f"DICOM series {series.uid}")
+        if fmt == "dicom-seg":
+            from oncoseg.io.dicomseg import write_dicom_seg  # highdicom: 0.4 s to import
+
+            write_dicom_seg(segmentation, series.files, output, overwrite, label)
+        else:
+            from oncoseg.io.rtstruct import write_rtstruct
+
+            structures = [(s.name, segmentation.mask(s.id),
+                           tuple(round(255 * c) for c in s.color), interpreted_type(s))
+                          for s in segmentation.segments]
+            write_rtstruct(structures, reference, series.files, output, label, overwrite)
+    elif fmt == "seg.nrrd":
+        write_seg_nrrd(segmentation, output, overwrite)
+    else:
+        write_image(segmentation.label_image(), output, overwrite)
+        messages.append("label values: " + ", ".join(
+            f"{i} = {name}" for i, name in enumerate(names, start=1)))
+    return ExportResult(output, fmt, names, messages)
+
+
+def export_file(segmentation_path: str | os.PathLike[str], output: str | os.PathLike[str],
+                fmt: str, reference: str | os.PathLike[str] | None = None,
+                series_uid: str | None = None, task: str | None = None,
+                overwrite: bool = False, label: str = "OncoSeg") -> ExportResult:
+    """The command line's export: read, check, write."""
+    segmentation = load_segmentation(segmentation_path, task)
+    series = choose_dicom_series(reference, series_uid) if reference is not None else None
+    return export_segmentation(segmentation, output, fmt, series, overwrite, label)
