@@ -3,8 +3,9 @@
 :class:`TaskPanel` is mixed into a module's ``ScriptedLoadableModuleWidget``. It owns the model
 selector (bundled, trained here, or a file; the header's summary under it), the device
 selector, the run (a :class:`Worker` thread polled by a timer, progress bar, Cancel), the
-probability-overlay opacity, the Segment Editor button and the training panel (a separate
-process, its progress and a live loss plot; a finished model joins the selector). The module
+probability-overlay opacity, the Segment Editor button, the export section (segmentation
+modules) and the training panel (a separate process, its progress and a live loss plot; a
+finished model joins the selector). The module
 supplies its logic and what is specific to it through the hooks at the end of the class.
 The widget names it uses must exist in every module's .ui (checked by a static test), except
 the segmentation widgets (opacity, Segment Editor, compare), which classification modules leave
@@ -54,6 +55,11 @@ class TaskPanel:
             editor.connect("clicked()", self._open_editor)
         self.ui.trainButton.connect("clicked()", self._train)
         self.ui.trainCancelButton.connect("clicked()", self._stop_training)
+        self.export_panel = None
+        if editor is not None:  # segmentation modules export their results
+            from OncoSegCommonLib.export_panel import ExportPanel
+
+            self.export_panel = ExportPanel(self.layout)
 
     def cleanup_panel(self):
         self.timer.stop()
@@ -160,6 +166,8 @@ class TaskPanel:
             self.ui.statusLabel.text = "\n".join([f"Done in {seconds:.1f} s.",
                                                   *prediction.messages])
             self.show_result()
+            if self.export_panel is not None:
+                self.export_panel.show(self.result.nodes.segmentation, self.result.reference_node)
         self.update_buttons()
 
     def _opacity(self, value):

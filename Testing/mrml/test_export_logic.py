@@ -1,0 +1,130 @@
+"""Exporting segmentation nodes on real MRML (slicer-core): the files hold what the nodes hold,
+the DICOM objects reference the series the volume came from, and the scene is left alone."""
+
+import random
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from dicom_ct import DCIODVFY, DCIODVFY_MISSING, dciodvfy_errors, phantom_ct_case
+
+from oncoseg.errors import InputError
+from oncoseg.io.segnrrd import read_seg_nrrd
+from oncoseg.io.volumes import choose_dicom_series
+from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.tasks import SegmentSpec
+from oncoseg.terminology import Terminology
+from OncoSegCommonLib.export import (
+    INSTANCE_UIDS_ATTRIBUTE,
+    export_node,
+    segmentation_of_node,
+    series_of_volume,
+)
+from OncoSegCommonLib.segmentations import (
+    segment_id,
+    segmentation_node_from_labels,
+    set_segments_from_labels,
+)
+from OncoSegCommonLib.volumes import volume_node_from_image
+
+
+@pytest.fixture(scope="module")
+def ct_case(tmp_path_factory):
+    return phantom_ct_case(tmp_path_factory.mktemp("ct"))
+
+
+@pytest.fixture
+def nodes(mrml, ct_case):
+    case, image, segmentation = ct_case
+    volume = volume_node_from_image(mrml.scene, image, "CT")
+    node = None
+    for segment in segmentation.segments:  # one at a time: the phantom's CTV overlaps others
+        spec = next(s for s in CT_SEGMENTS if s.name == segment.name)
+        labels = sitk.GetImageFromArray(segmentation.mask(segment.id).astype(np.uint8))
+        labels.CopyInformation(image)
+        one = [SegmentSpec(1, spec.name, spec.color, spec.terminology)]
+        if node is None:
+            node = segmentation_node_from_labels(mrml.scene, labels, one, volume, "OARs")
+        else:
+            set_segments_from_labels(node, labels, one)
+    return case, segmentation, volume, node
+
+
+class FakeDicomDatabase:
+    """Slicer's ctkDICOMDatabase answers fileForInstance(uid) -> path; so does this."""
+
+    def __init__(self, files):
+        self.paths = {pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID: str(f)
+                      for f in files}
+
+    def fileForInstance(self, uid):
+        return self.paths.get(uid, "")
+
+
+def test_segments_come_out_with_names_colours_codes_and_voxels(nodes):
+    _, truth, volume, node = nodes
+    exported = segmentation_of_node(node, volume)
+    assert [s.name for s in exported.segments] == [s.name for s in truth.segments]
+    for ours, theirs in zip(exported.segments, truth.segments, strict=True):
+        np.testing.assert_array_equal(exported.mask(ours.id), truth.mask(theirs.id))
+        np.testing.assert_allclose(ours.color, theirs.color, atol=1e-6)
+        assert Terminology.from_slicer(ours.terminology) == \
+            Terminology.from_slicer(theirs.terminology)
+
+
+def test_overlapping_segments_stay_whole(nodes):
+    _, _, volume, node = nodes
+    segmentation = node.GetSegmentation()
+    bladder = segment_id(next(s for s in CT_SEGMENTS if s.name == "Bladder"))
+    copy = segmentation.AddEmptySegment("copy", "Bladder copy", [0.1, 0.2, 0.3])
+    segmentation.GetSegment(copy).DeepCopy(segmentation.GetSegment(bladder))
+    segmentation.GetSegment(copy).SetName("Bladder copy")
+    exported = segmentation_of_node(node, volume)
+    assert exported.mask(bladder).sum() > 0
+    np.testing.assert_array_equal(exported.mask(bladder), exported.mask("copy"))
+    assert len(exported.layers) == 2
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason=DCIODVFY_MISSING)
+def test_dicom_seg_of_a_volume_loaded_from_the_dicom_database(mrml, nodes, tmp_path):
+    case, truth, volume, node = nodes
+    series = choose_dicom_series(case)
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in series.files]
+    shuffled = random.Random(1).sample(uids, len(uids))
+    volume.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(shuffled))
+    database = FakeDicomDatabase(series.files)
+    assert series_of_volume(volume, database).files == series.files
+    before = mrml.node_names()
+    result = export_node(node, volume, str(tmp_path / "seg.dcm"), "dicom-seg",
+                         database=database)
+    assert mrml.node_names() == before
+    assert dciodvfy_errors(result.path) == []
+    seg = hd.seg.segread(result.path)
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=list(range(1, len(truth.segments) + 1)))
+    for n, segment in enumerate(truth.segments):
+        np.testing.assert_array_equal(frames[..., n] > 0, truth.mask(segment.id))
+
+
+def test_dicom_export_without_a_series_is_refused_and_changes_nothing(mrml, nodes, tmp_path):
+    case, _, volume, node = nodes
+    before = mrml.node_names()
+    with pytest.raises(InputError, match="folder of its DICOM series"):
+        export_node(node, volume, str(tmp_path / "rs.dcm"), "rtstruct")
+    assert mrml.node_names() == before
+    assert not (tmp_path / "rs.dcm").exists()
+    result = export_node(node, volume, str(tmp_path / "rs.dcm"), "rtstruct",
+                         series_folder=str(case))
+    assert result.path.exists()
+    with pytest.raises(InputError, match="already exists"):
+        export_node(node, volume, str(tmp_path / "rs.dcm"), "rtstruct", series_folder=str(case))
+
+
+def test_seg_nrrd_export_reads_back(nodes, tmp_path):
+    _, truth, volume, node = nodes
+    export_node(node, volume, str(tmp_path / "x.seg.nrrd"), "seg.nrrd")
+    back = read_seg_nrrd(tmp_path / "x.seg.nrrd")
+    for segment in truth.segments:
+        np.testing.assert_array_equal(back.mask(segment.name), truth.mask(segment.id))
