@@ -51,6 +51,10 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        from OncoSegCommonLib.dependency_panel import dependencies_ready
+
+        if not dependencies_ready(self.layout):  # only the install section until restarted
+            return
         from OARSegLib.logic import MODES, OARSegLogic
         from OncoSegCommonLib.context import MRMLContext
 

@@ -45,6 +45,10 @@ class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
 
     def setup(self):
         ScriptedLoadableModuleWidget.setup(self)
+        from OncoSegCommonLib.dependency_panel import dependencies_ready
+
+        if not dependencies_ready(self.layout):  # only the install section until restarted
+            return
         from OncoSegCommonLib.context import MRMLContext
         from StagingCNNLib.logic import StagingLogic
 

@@ -36,7 +36,10 @@ def test_ui_parses_and_names_are_unique(ui_file):
 
 PANELS = ROOT / "OncoSegCommon/OncoSegCommonLib/panels.py"
 # shared panels' .ui files and the code that uses them
-SHARED_PANELS = {"OncoSegExport": ROOT / "OncoSegCommon/OncoSegCommonLib/export_panel.py"}
+SHARED_PANELS = {
+    "OncoSegExport": ROOT / "OncoSegCommon/OncoSegCommonLib/export_panel.py",
+    "OncoSegDependencies": ROOT / "OncoSegCommon/OncoSegCommonLib/dependency_panel.py",
+}
 
 
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)

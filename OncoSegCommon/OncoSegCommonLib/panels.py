@@ -62,6 +62,8 @@ class TaskPanel:
             self.export_panel = ExportPanel(self.layout)
 
     def cleanup_panel(self):
+        if not hasattr(self, "timer"):  # set up without its dependencies: nothing runs
+            return
         self.timer.stop()
         if self.worker is not None:
             self.worker.cancel.cancel()
