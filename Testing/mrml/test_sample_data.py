@@ -1,0 +1,53 @@
+"""Phantom sample data: registered once per task, loaded into a real MRML scene, all or
+nothing."""
+
+import pytest
+
+from OncoSegCommonLib import sample_data
+from OncoSegCommonLib.sample_data import SAMPLES, load_sample, register_sample_data
+
+
+def test_every_task_registers_one_sample_in_the_oncoseg_category(tmp_path):
+    from oncoseg.tasks import all_tasks
+
+    registered, loaded = [], []
+    register_sample_data(lambda **kw: registered.append(kw), loaded.append, tmp_path)
+    assert {kw["category"] for kw in registered} == {"OncoSeg"}
+    assert len(registered) == len(SAMPLES)
+    assert set(SAMPLES) == {t.name for t in all_tasks() if t.pipeline_module.startswith("oncoseg.")}
+    registered[2]["customDownloader"](None)  # SampleData calls it with the source
+    assert loaded == [list(SAMPLES)[2]]
+
+
+@pytest.mark.parametrize("task, roles, segments", [
+    ("rectal", ["t2w", "dwi_b0", "dwi_b1000"], ["Rectal tumour"]),
+    ("brain", ["t1", "t1c", "t2", "flair"], ["Necrotic and non-enhancing tumour core",
+                                             "Peritumoral oedema", "Enhancing tumour"]),
+    ("oar-ct", ["ct"], None),
+])
+def test_a_sample_loads_its_volumes_and_reference(mrml, tmp_path, task, roles, segments):
+    nodes = load_sample(mrml, task, tmp_path)
+    volumes = [n for n in nodes if n.IsA("vtkMRMLScalarVolumeNode")]
+    assert [n.GetName().split()[-1] for n in volumes] == roles
+    found = [n for n in nodes if n.IsA("vtkMRMLSegmentationNode")]
+    if segments is None:
+        assert not found
+        return
+    (reference,) = found
+    segmentation = reference.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName()
+            for i in range(segmentation.GetNumberOfSegments())] == segments
+    again = load_sample(mrml, task, tmp_path)  # from the cache: the same case
+    assert [n.GetName() for n in again] == [n.GetName() for n in nodes]
+
+
+def test_a_failing_sample_leaves_no_nodes(mrml, tmp_path, monkeypatch):
+    before = mrml.node_names()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("import failed")
+
+    monkeypatch.setattr(sample_data, "segmentation_node_from_labels", broken)
+    with pytest.raises(RuntimeError):
+        load_sample(mrml, "rectal", tmp_path)
+    assert mrml.node_names() == before
