@@ -41,7 +41,9 @@ class OARSeg(ScriptedLoadableModule):
             "Method: Sartor H. et al., Auto-segmentations by convolutional neural network in "
             "cervical and anorectal cancer with clinical structure sets as the ground truth. "
             "Clin Transl Radiat Oncol 25 (2020). MR: GI-tract segmentation on the UW-Madison "
-            "Kaggle data with a fully convolutional ResNet-50 (paper 001 of DESIGN.md)."
+            "Kaggle data with a fully convolutional ResNet-50, after Hueber P., Molhoek J., "
+            "van der Voort S., Segmenting MRI scans using deep learning to improve cancer "
+            "treatment (CS4245 Seminar Computer Vision by Deep Learning, TU Delft)."
         )
 
 

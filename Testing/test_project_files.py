@@ -1,5 +1,7 @@
 """The build and lint files agree with the tree: CMake lists every module file, ruff is clean."""
 
+import ast
+import contextlib
 import re
 import shutil
 import subprocess
@@ -57,3 +59,21 @@ def test_ci_runs_exactly_the_readme_test_command():
     assert len(command) == 1
     assert command[0] in (ROOT / "README.md").read_text(encoding="utf-8")
     assert "pytest" in command[0]
+
+
+def module_texts(path: Path) -> dict[str, str]:
+    """The string constants a module assigns to ``self.parent.<name>``."""
+    texts = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
+            with contextlib.suppress(ValueError):
+                texts[node.targets[0].attr] = ast.literal_eval(node.value)
+    return texts
+
+
+def test_every_module_says_research_use_and_cites_its_method():
+    for folder in module_folders():
+        texts = module_texts(folder / f"{folder.name}.py")
+        assert "not for clinical use" in texts["helpText"].lower(), folder.name
+        if folder.name != "OncoSegCommon":
+            assert texts["acknowledgementText"].startswith("Method:"), folder.name
