@@ -25,6 +25,7 @@ from OncoSegCommonLib.scenes import temporary_nodes
 from OncoSegCommonLib.volumes import image_from_volume_node
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
+SERIES_FOLDER_ATTRIBUTE = "OncoSeg.seriesFolder"  # set on volumes OncoSeg read from a folder
 
 
 def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
@@ -57,8 +58,11 @@ def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
 
 
 def series_of_volume(volume_node: Any, database: Any = None) -> DicomSeries | None:
-    """The DICOM series a volume was loaded from, found through Slicer's DICOM database;
-    None when it was not loaded from DICOM (or no database is open)."""
+    """The DICOM series a volume was loaded from: the series folder OncoSeg read it from, or
+    its instances in Slicer's DICOM database; None when it was not loaded from DICOM."""
+    folder = volume_node.GetAttribute(SERIES_FOLDER_ATTRIBUTE)
+    if folder:
+        return choose_dicom_series(folder)
     uids = (volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
     if not uids or database is None:
         return None

@@ -15,8 +15,10 @@ from typing import Any
 import SimpleITK as sitk
 
 from oncoseg.datasets import Case, read_dataset
+from oncoseg.io.volumes import list_dicom_series
 from oncoseg.tasks import get_task
 from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.segmentations import segmentation_node_from_labels
 from OncoSegCommonLib.volumes import volume_node_from_image
@@ -47,10 +49,12 @@ def load_sample(context: MRMLContext, task: str, cache: Path) -> list[Any]:
     before = set(node_ids(context.scene))
     try:
         nodes, images = [], {}
-        for role in case.images:
+        for role, path in case.images.items():
             images[role] = case.read(role)
-            nodes.append(volume_node_from_image(context.scene, images[role],
-                                                f"{case.id} {role}"))
+            node = volume_node_from_image(context.scene, images[role], f"{case.id} {role}")
+            if path.is_dir() and list_dicom_series(path):  # exports can reference it
+                node.SetAttribute(SERIES_FOLDER_ATTRIBUTE, str(path))
+            nodes.append(node)
         reference_role = spec.reference_role if spec.reference_role in images else \
             next(iter(images))
         if case.labels and spec.segments:
