@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "synthetic data (a demo model: not for clinical use)")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation by patient "
                    "instead of one model (tasks that offer it: staging)")
+    p.add_argument("--stage", help="train one stage of a staged method (brain: 2d-axial, "
+                   "2d-coronal, 2d-sagittal, 2d3d, all)")
     _add_set_option(p)
 
     p = _task_verb(verbs, "evaluate", "evaluate a model on a labelled data set")
@@ -277,6 +279,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if "folds" not in task.default_config:
             raise InputError("--folds", f"task '{task.name}' has no cross-validation")
         overrides["folds"] = args.folds
+    if args.stage:
+        if "stage" not in task.default_config:
+            raise InputError("--stage", f"task '{task.name}' is not trained in stages")
+        overrides["stage"] = args.stage
     model = task.verb("train")(args.dataset, layout=args.layout, output=args.output,
                                config=overrides, device=resolve_device(args.device),
                                resume=args.resume, progress=_progress(args.progress),

@@ -38,6 +38,8 @@ class Prediction:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     details: dict[str, Any] = field(default_factory=dict)  # task-specific, JSON-ready
     messages: list[str] = field(default_factory=list)  # what the user should know
+    # other label maps a reviewer may compare, by name (an ensemble's members)
+    alternatives: dict[str, sitk.Image] = field(default_factory=dict)
 
     def segment_volumes_ml(self) -> dict[str, float]:
         if self.labels is None:

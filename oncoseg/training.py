@@ -114,7 +114,8 @@ def train(
 
     The network is built after seeding, so its initial weights are part of the reproducible
     run (and equal on every process of a torchrun job). A scheduler with ``step(value)``
-    (ReduceLROnPlateau) receives the validation loss; others are stepped once per epoch.
+    (ReduceLROnPlateau) receives the validation loss; one marked ``per_iteration`` receives
+    every iteration's training loss (paper 004's halving); others are stepped once per epoch.
     Early stopping and the kept weights follow the validation loss, or ``criterion`` when
     given (a paper that selects models by validation AUC passes 1 - AUC).
     """
@@ -264,6 +265,8 @@ class _Loop:
             loss.backward()
             self.optimizer.step()
             value = self.context.mean(float(loss.detach()))
+            if getattr(self.scheduler, "per_iteration", False):
+                self.scheduler.step(value)
             self.step_losses.append(value)
             total += value * n
             count += n
@@ -272,7 +275,7 @@ class _Loop:
         training_seconds = time.perf_counter() - started
         train_loss = total / max(count, 1)
         val_loss = self._validate() if self.val_loader is not None else train_loss
-        if self.scheduler is not None:
+        if self.scheduler is not None and not getattr(self.scheduler, "per_iteration", False):
             if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 self.scheduler.step(val_loss)
             else:

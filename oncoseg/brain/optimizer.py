@@ -52,6 +52,8 @@ class NormalisedSGD(torch.optim.Optimizer):
 
 
 class LossPlateauHalving:
+    per_iteration = True  # the training loop hands it every iteration's loss
+
     def __init__(self, optimizer: torch.optim.Optimizer, lr_min: float = 0.001,
                  period: int = 200, d_loss: float = 0.98):
         if period < 2 or not 0 < d_loss < 1:

@@ -1,5 +1,6 @@
 """The ``brain`` task's declaration."""
 
+from oncoseg.brain.config import BrainConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import ABNORMAL_STRUCTURE, BRAIN, NEOPLASM, Code, Terminology
 
@@ -33,5 +34,7 @@ TASK = register_task(Task(
     ),
     reference_role="t1c",
     pipeline_module="oncoseg.brain.pipeline",
+    network_modules=("oncoseg.brain.network",),
     segments=SEGMENTS,
+    default_config=BrainConfig().as_dict(),
 ))

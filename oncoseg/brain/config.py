@@ -1,0 +1,93 @@
+"""The ``brain`` task's settings; defaults are paper 004's where it states them.
+
+Light on purpose (no torch): the task declaration reads it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from oncoseg.settings import from_overrides
+
+SEQUENCES = ("t1", "t1c", "t2", "flair")
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+SUBNETWORKS = ("unet", "shallow")  # 2D model 1 (reduced U-Nets), 2D model 2 (three layers)
+IMPORTS = ("first", "final", "none")  # 2D-3D model A, B, and the plain 3D model
+STAGES = ("2d-axial", "2d-coronal", "2d-sagittal", "2d3d", "all")
+
+
+@dataclass(frozen=True)
+class BrainConfig:
+    # pre-processing: each sequence / median of its non-zero voxels x a constant
+    intensity_constant: float = 1.0
+    # 2D model (one per orientation)
+    subnetwork: str = "unet"
+    width_2d: int = 16  # feature maps of a subnetwork's first layer
+    levels_2d: int = 3  # poolings in the main U-Net
+    main_weight: float = 0.75  # c_main; every subnetwork gets (1 - c_main) / (K + 1)
+    class_targets_2d: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)
+    batches_per_iteration_2d: int = 10  # N: gradients of N batches summed, then normalised
+    batch_size_2d: int = 8  # slices per batch
+    # 2D-3D model(s): the ensemble's members, by where the 2D features enter
+    members: tuple[str, ...] = ("first", "final")
+    width_3d: int = 16
+    levels_3d: int = 2
+    patch: int = 70
+    class_targets_3d: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
+    batches_per_iteration_3d: int = 5
+    batch_size_3d: int = 1
+    # optimiser (section 2.4)
+    learning_rate: float = 0.25
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    halving_period: int = 200  # F iterations
+    d_loss: float = 0.98
+    # robustness to missing sequences at inference: during training a sequence is left out of
+    # a sample (its subnetwork's features zeroed) with this probability
+    sequence_dropout: float = 0.25
+    # training
+    stage: str = "all"  # 2d-axial, 2d-coronal, 2d-sagittal, 2d3d (needs the three 2D), all
+    iterations_2d: int = 400
+    iterations_3d: int = 300
+    iterations_per_epoch: int = 20  # an epoch: a checkpoint, a validation loss, a curve point
+    validation_fraction: float = 0.2
+    seed: int = 0
+    # inference: sequences to leave out even when given ("flair", "t1,t2"), to measure how
+    # the ensemble does without them
+    drop_sequences: str = ""
+    # ensemble vote (section 2.3): P_tumour, P_core, P_enhancing
+    vote_thresholds: tuple[float, float, float] = (0.4, 0.3, 0.4)
+    overlap: float = 0.5  # sliding-window overlap of the 3D networks
+
+    def __post_init__(self) -> None:
+        from oncoseg.errors import InputError
+
+        checks = (("subnetwork", self.subnetwork in SUBNETWORKS, SUBNETWORKS),
+                  ("stage", self.stage in STAGES, STAGES),
+                  ("members", bool(self.members) and all(m in IMPORTS for m in self.members),
+                   IMPORTS))
+        for key, ok, allowed in checks:
+            if not ok:
+                raise InputError(f"--set {key}", f"'{getattr(self, key)}' must be (made of) "
+                                 f"{', '.join(allowed)}")
+        unknown = [s for s in self.dropped if s not in SEQUENCES]
+        if unknown:
+            raise InputError("--set drop_sequences", f"{', '.join(unknown)} is not one of "
+                             f"{', '.join(SEQUENCES)}")
+        for key in ("class_targets_2d", "class_targets_3d"):
+            targets = getattr(self, key)
+            if len(targets) != 4 or abs(sum(targets) - 1) > 1e-6 or min(targets) < 0:
+                raise InputError(f"--set {key}", "must be 4 non-negative weights summing to 1")
+
+    @property
+    def dropped(self) -> list[str]:
+        return [s.strip() for s in self.drop_sequences.split(",") if s.strip()]
+
+    @classmethod
+    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> BrainConfig:
+        return from_overrides(cls, overrides, "brain")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,159 @@
+"""Brain tumour segmentation with an ensemble (paper 004): the three 2D models' class scores
+(axial, coronal, sagittal slices) become 12 extra channels of every 2D-3D member, whose label
+maps are merged by the hierarchical vote. Absent sequences are zeros the networks were
+trained to do without; the result says which sequences were used.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from oncoseg.brain.config import ORIENTATIONS, BrainConfig
+from oncoseg.brain.network import BrainEnsemble
+from oncoseg.brain.preprocessing import (
+    BrainVolume,
+    back_to_grid,
+    from_slices,
+    prepare_volume,
+    to_slices,
+)
+from oncoseg.brain.task import TASK
+from oncoseg.brain.voting import hierarchical_vote
+from oncoseg.inference import SlidingWindow
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.prediction import Prediction
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.settings import settings_from_model
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "brain-demo.safetensors"
+FIXED = ("intensity_constant",)
+SLICE_BATCH = 16
+
+
+def load_brain_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
+    return load_model(model, DEMO_MODEL, TASK.name, device)
+
+
+def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None) -> BrainConfig:
+    return settings_from_model(BrainConfig, TASK.name, metadata.preprocessing, FIXED, overrides)
+
+
+def pad_to_multiple(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    h, w = batch.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return F.pad(batch, (0, pw, 0, ph)), (h, w)
+
+
+def scores_2d(network: torch.nn.Module, volume: np.ndarray, present: np.ndarray,
+              orientation: str, device: str = "cpu", cancel: CancelToken | None = None
+              ) -> np.ndarray:
+    """(C, z, y, x) class scores (no softmax) of one 2D model over every slice of its
+    orientation."""
+    slices = to_slices(volume, orientation)
+    multiple = 2 ** network.levels
+    mask = torch.as_tensor(present, device=device)
+    out = []
+    with torch.inference_mode():
+        for first in range(0, len(slices), SLICE_BATCH):
+            check_cancelled(cancel)
+            batch = torch.from_numpy(np.ascontiguousarray(slices[first:first + SLICE_BATCH]))
+            padded, (h, w) = pad_to_multiple(batch.to(device), multiple)
+            out.append(network(padded, mask)[..., :h, :w].float().cpu().numpy())
+    return from_slices(np.concatenate(out), orientation)
+
+
+def features_2d(nets2d: Mapping[str, torch.nn.Module], image: np.ndarray, present: np.ndarray,
+                device: str = "cpu", progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> np.ndarray:
+    """(12, z, y, x): the axial, coronal and sagittal models' scores, in that order."""
+    parts = []
+    for index, orientation in enumerate(ORIENTATIONS):
+        report(progress, f"2D models ({orientation})", index, len(ORIENTATIONS))
+        parts.append(scores_2d(nets2d[orientation], image, present, orientation, device,
+                               cancel))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def member_probabilities(network: torch.nn.Module, image: np.ndarray, features: np.ndarray,
+                         config: BrainConfig, device: str = "cpu",
+                         cancel: CancelToken | None = None) -> np.ndarray:
+    """(4, z, y, x) softmax of one 2D-3D member, tiled in patches of the configured size."""
+    sequences = image.shape[0]
+    data = torch.from_numpy(np.concatenate([image, features]))
+    window = SlidingWindow((config.patch,) * 3, overlap=config.overlap, device=device,
+                           batch_size=1)
+    with torch.inference_mode():
+        out = window(data, lambda x: network(x[:, :sequences], x[:, sequences:]),
+                     finalize=lambda rows: torch.softmax(rows, 0), cancel=cancel,
+                     stage="2D-3D model")
+    return out.numpy()
+
+
+def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
+            device: str = "cpu", progress: ProgressCallback | None = None,
+            cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels)."""
+    ensemble.eval()
+    features = features_2d(ensemble.nets2d, volume.array, volume.present, device, progress,
+                           cancel)
+    members, mean = [], None
+    for index, network in enumerate(ensemble.nets3d):
+        report(progress, "2D-3D models", index, len(ensemble.nets3d))
+        probabilities = member_probabilities(network, volume.array, features, config, device,
+                                             cancel)
+        members.append(probabilities.argmax(0).astype(np.uint8))
+        mean = probabilities if mean is None else mean + probabilities
+    mean = mean / len(ensemble.nets3d)
+    labels = hierarchical_vote(members, tuple(config.vote_thresholds))
+    return labels, mean, members
+
+
+def predict_brain(images: Mapping[str, sitk.Image | None],
+                  model: str | Path | LoadedModel = "demo", device: str = "cpu",
+                  config: Mapping[str, Any] | None = None,
+                  progress: ProgressCallback | None = None,
+                  cancel: CancelToken | None = None) -> Prediction:
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    loaded = load_brain_model(model, device)
+    settings = settings_for(loaded.metadata, config)
+    timings["load_model"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    volume = prepare_volume(images, settings.intensity_constant, settings.dropped)
+    timings["preprocess"] = time.perf_counter() - started
+    check_cancelled(cancel)
+
+    started = time.perf_counter()
+    labels, probabilities, members = segment(loaded.network, volume, settings, device,
+                                             progress, cancel)
+    timings["inference"] = time.perf_counter() - started
+    report(progress, "Voting", 1, 1)
+    maps = {}
+    for spec in TASK.segments:
+        maps[spec.name] = back_to_grid(probabilities[spec.label].astype(np.float32), volume,
+                                       sitk.sitkFloat32)
+    messages = list(volume.messages)
+    if loaded.metadata.demo:
+        messages.append(DEMO_NOTE)
+    shown = {role: images[role] for role in volume.used}
+    return Prediction(
+        task=TASK.name, model=model_summary(loaded.path, loaded.metadata), images=shown,
+        display_role=volume.reference_role if "flair" not in shown else "flair",
+        segments=TASK.segments, labels=back_to_grid(labels, volume), probabilities=maps,
+        timings=timings, messages=messages,
+        details={"sequences_used": volume.used, "reference": volume.reference_role,
+                 "members": [m.import_at for m in loaded.network.nets3d],
+                 "config": settings.as_dict()},
+        alternatives={f"member {i + 1} ({net.import_at})": back_to_grid(m, volume)
+                      for i, (net, m) in enumerate(zip(loaded.network.nets3d, members,
+                                                       strict=True))},
+    )

@@ -1,0 +1,112 @@
+"""The brain task's inputs, made into what the networks read: the present sequences on one
+grid (T1c's, or the first present sequence's), in LPS axis order, each divided by the median
+of its non-zero voxels times a constant (paper 004, section 3.1); absent sequences are zeros
+and flagged absent.
+
+Array axes (z, y, x) after orienting to LPS are (inferior-superior, anterior-posterior,
+right-left): axial slices stack along z, coronal along y, sagittal along x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.brain.config import SEQUENCES
+from oncoseg.errors import InputError
+from oncoseg.geometry import resample_to_reference, same_grid
+from oncoseg.validation import check_volume
+
+AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
+CANONICAL = "LPS"
+
+
+@dataclass
+class BrainVolume:
+    array: np.ndarray  # (K, z, y, x) float32, LPS axis order
+    present: np.ndarray  # (K,) bool
+    grid: sitk.Image  # the reference grid as given (outputs go back onto it)
+    oriented: sitk.Image  # the reference grid in LPS axis order (the array's)
+    reference_role: str
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def used(self) -> list[str]:
+        return [s for s, p in zip(SEQUENCES, self.present, strict=True) if p]
+
+
+def normalise(array: np.ndarray, constant: float, name: str) -> np.ndarray:
+    """Divide by the median of the non-zero voxels (stabler than the mean, which the tumour
+    sways), times ``constant``."""
+    nonzero = array[array != 0]
+    median = float(np.median(nonzero)) if nonzero.size else 0.0
+    if median <= 0:
+        raise InputError(name, "has no positive median over its non-zero voxels; is it a "
+                         "skull-stripped MR volume?")
+    return (array * (constant / median)).astype(np.float32)
+
+
+def reference_role(images: Mapping[str, sitk.Image | None]) -> str:
+    present = [s for s in SEQUENCES if images.get(s) is not None]
+    if not present:
+        raise InputError("inputs", f"none of {', '.join(SEQUENCES)} was given; at least one "
+                         "sequence is needed")
+    return "t1c" if "t1c" in present else present[0]
+
+
+def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.0,
+                   drop: Sequence[str] = ()) -> BrainVolume:
+    """``drop``: sequences to leave out even when given."""
+    images = {k: (None if k in drop else v) for k, v in images.items()}
+    role = reference_role(images)
+    grid = images[role]
+    messages = []
+    for name in SEQUENCES:
+        if images.get(name) is not None:
+            check_volume(images[name], name)
+    oriented = sitk.DICOMOrient(grid, CANONICAL)
+    shape = sitk.GetArrayViewFromImage(oriented).shape
+    array = np.zeros((len(SEQUENCES), *shape), np.float32)
+    present = np.zeros(len(SEQUENCES), bool)
+    for k, name in enumerate(SEQUENCES):
+        image = images.get(name)
+        if image is None:
+            continue
+        if not same_grid(image, grid, tolerance=1e-3):
+            image = resample_to_reference(sitk.Cast(image, sitk.sitkFloat32), grid, "linear",
+                                          names=(name, role))
+            messages.append(f"{name} was resampled onto the {role} grid")
+        moved = sitk.DICOMOrient(image, CANONICAL)
+        array[k] = normalise(sitk.GetArrayFromImage(moved).astype(np.float32), constant, name)
+        present[k] = True
+    missing = [s for s, p in zip(SEQUENCES, present, strict=True) if not p]
+    if missing:
+        messages.append(f"sequences used: {', '.join(s for s in SEQUENCES if s not in missing)}"
+                        f" ({', '.join(missing)} missing: the model uses the subnetworks it has)")
+    return BrainVolume(array, present, grid, oriented, role, messages)
+
+
+def to_slices(volume: np.ndarray, orientation: str) -> np.ndarray:
+    """(C, z, y, x) -> (n, C, h, w): the volume cut along ``orientation``."""
+    return np.moveaxis(volume, 1 + AXIS[orientation], 0)
+
+
+def from_slices(slices: np.ndarray, orientation: str) -> np.ndarray:
+    """(n, C, h, w) -> (C, z, y, x), the inverse of :func:`to_slices`."""
+    return np.moveaxis(slices, 0, 1 + AXIS[orientation])
+
+
+def back_to_grid(array: np.ndarray, volume: BrainVolume, pixel: int = sitk.sitkUInt8
+                 ) -> sitk.Image:
+    """A (z, y, x) array in LPS axis order as an image on the reference grid as given."""
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(volume.oriented)
+    image = sitk.Cast(image, pixel)
+    back = sitk.DICOMOrient(image, sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
+        volume.grid.GetDirection()))
+    back.CopyInformation(volume.grid)  # the same voxels; rounding of the direction undone
+    return back
+

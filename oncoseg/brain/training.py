@@ -1,0 +1,350 @@
+"""Training the brain ensemble in the paper's stages (section 2.1): three 2D models (axial,
+coronal, sagittal slices), then the 2D-3D members on 3D patches whose extra channels are the
+2D models' scores, extracted once per case and cached, then the ensemble file.
+
+Every stage uses the paper's optimiser: the gradient of N batches summed and divided by its
+norm, SGD with momentum, the learning rate halved when the loss stalls (optimizer.py). A
+loader batch holds the N batches; the step computes each one's batch-weighted loss and sums
+them. Sequences are left out of training samples at random (``sequence_dropout``) so that the
+ensemble works with any of them missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from torch.utils.data import Dataset as TorchDataset
+
+from oncoseg.brain.config import ORIENTATIONS, SEQUENCES, BrainConfig
+from oncoseg.brain.losses import batch_weighted_cross_entropy
+from oncoseg.brain.network import Brain2D, Brain3D, brain_3d
+from oncoseg.brain.optimizer import LossPlateauHalving, NormalisedSGD
+from oncoseg.brain.predict import features_2d
+from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices
+from oncoseg.brain.task import TASK
+from oncoseg.datasets import Case, Dataset, read_dataset
+from oncoseg.datasets.cache import case_key, load_cached, save_cached
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import atomic_path
+from oncoseg.modelfile import ModelMetadata, load_network, save_model
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.training import TrainingConfig, train
+
+
+@dataclass
+class PreparedBrain:
+    id: str
+    image: np.ndarray  # (K, z, y, x) float32, LPS order
+    labels: np.ndarray  # (z, y, x) uint8: 0..3
+    features: np.ndarray | None = None  # (12, z, y, x) once the 2D models exist
+
+
+def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
+    """The case's labels on the prepared grid, BraTS's enhancing label (4 before 2023) as 3."""
+    labels = case.label_on(volume.grid, volume.reference_role)
+    for source, target in case.info.get("label_map", {}).items():
+        labels[labels == int(source)] = int(target)
+    if labels.max(initial=0) > 3:
+        raise InputError(f"case '{case.id}'", f"has label {int(labels.max())}; brain labels "
+                         "are 0-3 (BraTS 4 is read as 3)")
+    image = sitk.GetImageFromArray(labels.astype(np.uint8))
+    image.CopyInformation(volume.grid)
+    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))
+
+
+def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> PreparedBrain:
+    key = case_key(case, f"brain-v1 constant={config.intensity_constant}")
+    path = cache / f"{case.id}.npz" if cache is not None else None
+    cached = load_cached(path, key)
+    if cached is not None:
+        arrays, _ = cached
+        return PreparedBrain(case.id, arrays["image"], arrays["labels"])
+    volume = prepare_volume({role: case.read(role) for role in case.images},
+                            config.intensity_constant)
+    prepared = PreparedBrain(case.id, volume.array, case_labels(case, volume))
+    save_cached(path, key, volume.grid, {"image": prepared.image, "labels": prepared.labels})
+    return prepared
+
+
+def drop_sequences(present: np.ndarray, probability: float, rng: np.random.Generator
+                   ) -> np.ndarray:
+    """Leave one random sequence out with ``probability`` (never the last one present)."""
+    kept = present.copy()
+    if rng.random() < probability and kept.sum() > 1:
+        kept[rng.choice(np.flatnonzero(kept))] = False
+    return kept
+
+
+class SliceSet(TorchDataset):
+    """Random slices of one orientation; half of them cut through the tumour, so that every
+    batch holds the tumour classes the batch weighting assumes."""
+
+    def __init__(self, cases: list[PreparedBrain], orientation: str, length: int,
+                 dropout: float, seed: int):
+        self.cases, self.orientation, self.length = cases, orientation, length
+        self.dropout, self.seed = dropout, seed
+        axis = {"axial": 0, "coronal": 1, "sagittal": 2}[orientation]
+        self.tumour_slices = [np.flatnonzero(np.moveaxis(c.labels, axis, 0).reshape(
+            c.labels.shape[axis], -1).any(axis=1)) for c in cases]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int):
+        rng = np.random.default_rng([self.seed, item, int(torch.randint(0, 2**31 - 1, ()))])
+        index = int(rng.integers(len(self.cases)))
+        case = self.cases[index]
+        image = to_slices(case.image, self.orientation)
+        labels = to_slices(case.labels[None], self.orientation)
+        tumour = self.tumour_slices[index]
+        k = int(rng.choice(tumour)) if len(tumour) and rng.random() < 0.5 else \
+            int(rng.integers(len(image)))
+        present = drop_sequences(np.ones(len(SEQUENCES), bool), self.dropout, rng)
+        x = image[k] * present[:, None, None]
+        return (torch.from_numpy(np.ascontiguousarray(x, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(labels[k, 0]).astype(np.int64)),
+                torch.from_numpy(present))
+
+
+def pad_batch(x: torch.Tensor, y: torch.Tensor, multiple: int):
+    h, w = x.shape[-2:]
+    ph, pw = -h % multiple, -w % multiple
+    return (torch.nn.functional.pad(x, (0, pw, 0, ph)),
+            torch.nn.functional.pad(y, (0, pw, 0, ph)))
+
+
+def step_2d(config: BrainConfig):
+    sequences = len(SEQUENCES)
+    sub_weight = (1 - config.main_weight) / (sequences + 1)
+
+    def step(network: Brain2D, batch, device: str):
+        x, y, present = (t.to(device) for t in batch)
+        x, y = pad_batch(x, y, 2 ** network.levels)
+        total = 0.0
+        for chunk in torch.tensor_split(torch.arange(len(x)), config.batches_per_iteration_2d):
+            if len(chunk) == 0:
+                continue
+            scores, auxiliary = network(x[chunk], present[chunk], auxiliary=True)
+            loss = config.main_weight * batch_weighted_cross_entropy(
+                scores, y[chunk], config.class_targets_2d)
+            for k, aux in enumerate(auxiliary):
+                keep = present[chunk, k] if k < sequences else \
+                    torch.ones(len(chunk), dtype=torch.bool, device=device)
+                if keep.any():
+                    loss = loss + sub_weight * batch_weighted_cross_entropy(
+                        aux[keep], y[chunk][keep], config.class_targets_2d)
+            total = total + loss
+        return total, len(x)
+
+    return step
+
+
+class PatchSet(TorchDataset):
+    """Random 3D patches (image and 2D features), half of them centred in the tumour."""
+
+    def __init__(self, cases: list[PreparedBrain], patch: int, length: int, dropout: float,
+                 seed: int):
+        self.cases, self.patch, self.length = cases, patch, length
+        self.dropout, self.seed = dropout, seed
+        self.tumour = [np.argwhere(c.labels > 0) for c in cases]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, item: int):
+        rng = np.random.default_rng([self.seed, item, int(torch.randint(0, 2**31 - 1, ()))])
+        index = int(rng.integers(len(self.cases)))
+        case, tumour = self.cases[index], self.tumour[index]
+        shape = np.array(case.labels.shape)
+        centre = tumour[rng.integers(len(tumour))] if len(tumour) and rng.random() < 0.5 \
+            else np.array([rng.integers(s) for s in shape])
+        size = np.minimum(self.patch, shape)
+        start = np.clip(centre - size // 2, 0, shape - size)
+        box = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size, strict=True))
+        present = drop_sequences(np.ones(len(SEQUENCES), bool), self.dropout, rng)
+        image = case.image[(slice(None), *box)] * present[:, None, None, None]
+        return (torch.from_numpy(np.ascontiguousarray(image, np.float32)),
+                torch.from_numpy(np.ascontiguousarray(case.features[(slice(None), *box)],
+                                                      np.float32)),
+                torch.from_numpy(case.labels[box].astype(np.int64)))
+
+
+def step_3d(config: BrainConfig):
+    def step(network: Brain3D, batch, device: str):
+        image, features, y = (t.to(device) for t in batch)
+        total = 0.0
+        for chunk in torch.tensor_split(torch.arange(len(image)),
+                                        config.batches_per_iteration_3d):
+            if len(chunk):
+                total = total + batch_weighted_cross_entropy(
+                    network(image[chunk], features[chunk]), y[chunk], config.class_targets_3d)
+        return total, len(image)
+
+    return step
+
+
+def optimiser(config: BrainConfig):
+    return (lambda parameters: NormalisedSGD(parameters, config.learning_rate,
+                                             config.momentum),
+            lambda optimizer: LossPlateauHalving(optimizer, config.learning_rate_min,
+                                                 config.halving_period, config.d_loss))
+
+
+def _metadata(config: BrainConfig, architecture: str, args: dict, dataset: Dataset,
+              split: dict[str, list[str]], description: str, demo: bool, stage: str
+              ) -> ModelMetadata:
+    return ModelMetadata(
+        task=TASK.name, architecture=architecture, architecture_args=args,
+        inputs=list(SEQUENCES),
+        preprocessing={"intensity_constant": config.intensity_constant, "orientation": "LPS"},
+        outputs={"segments": [s.name for s in TASK.segments], "stage": stage,
+                 "vote_thresholds": list(config.vote_thresholds)},
+        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
+                                "fingerprint": dataset.fingerprint(), **split},
+                    "brain_config": config.as_dict()},
+        description=description, demo=demo)
+
+
+def _run(stage: str, make_model, step, data, val_data, iterations: int, batch: int,
+         config: BrainConfig, output: Path, metadata: ModelMetadata, device: str, resume: bool,
+         progress, cancel) -> Path:
+    make_optimizer, make_scheduler = optimiser(config)
+    result = train(
+        make_model=make_model, step=step, make_optimizer=make_optimizer, train_data=data,
+        val_data=val_data,
+        config=TrainingConfig(max_epochs=max(1, iterations // config.iterations_per_epoch),
+                              batch_size=batch, patience=10**6, seed=config.seed),
+        output=output / stage, metadata=metadata, device=device, resume=resume,
+        make_scheduler=make_scheduler, progress=progress, cancel=cancel)
+    return result.model_path
+
+
+def split_cases(dataset: Dataset, config: BrainConfig) -> tuple[list[Case], list[Case]]:
+    rng = np.random.default_rng(config.seed)
+    patients = sorted({c.patient for c in dataset.cases})
+    rng.shuffle(patients)
+    n_val = max(1, round(config.validation_fraction * len(patients))) if len(patients) > 1 \
+        else 0
+    held = set(patients[:n_val])
+    return ([c for c in dataset.cases if c.patient not in held],
+            [c for c in dataset.cases if c.patient in held])
+
+
+def train_brain(dataset: str | os.PathLike[str], output: str | os.PathLike[str],
+                layout: str = "auto", config: BrainConfig | None = None, device: str = "cpu",
+                resume: bool = False, description: str = "", demo: bool = False,
+                progress: ProgressCallback | None = None,
+                cancel: CancelToken | None = None) -> Path:
+    """Run ``config.stage`` (or all stages); returns the last file written (the ensemble
+    for 'all' and '2d3d')."""
+    config = config or BrainConfig()
+    stage = config.stage
+    output = Path(output)
+    data = read_dataset(dataset, layout, roles=list(SEQUENCES))
+    train_cases, val_cases = split_cases(data, config)
+    split = {"train": [c.id for c in train_cases], "validation": [c.id for c in val_cases]}
+    cache = output / "prepared"
+    prepared = []
+    for index, case in enumerate(train_cases + val_cases):
+        check_cancelled(cancel)
+        report(progress, "Preparing volumes", index, len(data.cases), message=case.id)
+        prepared.append(prepare_case(case, config, cache))
+    training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
+    last = None
+    per_iteration_2d = config.batches_per_iteration_2d * config.batch_size_2d
+    for orientation in ORIENTATIONS:
+        name = f"2d-{orientation}"
+        if stage not in (name, "all"):
+            continue
+        args = {"sequences": len(SEQUENCES), "width": config.width_2d,
+                "subnetwork_kind": config.subnetwork, "levels": config.levels_2d}
+        last = _run(
+            name, lambda args=args: Brain2D(**args), step_2d(config),
+            SliceSet(training, orientation, config.iterations_per_epoch * per_iteration_2d,
+                     config.sequence_dropout, config.seed),
+            SliceSet(validation, orientation, per_iteration_2d, 0.0, config.seed + 1)
+            if validation else None,
+            config.iterations_2d, per_iteration_2d, config, output,
+            _metadata(config, "brain-2d", args, data, split, description, demo, name),
+            device, resume, progress, cancel)
+    if stage in ("2d3d", "all"):
+        last = train_members(data, training, validation, split, config, output, device, resume,
+                             description, demo, progress, cancel)
+    return last
+
+
+def attach_features(cases: list[PreparedBrain], nets2d: dict, models: list[Path], cache: Path,
+                    device: str, cancel: CancelToken | None) -> None:
+    """The 2D models' scores of every case, computed once and kept next to the cases (named
+    after the model files, so retrained 2D models are not served stale features)."""
+    digest = hashlib.sha256("".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+                                    for p in models).encode()).hexdigest()[:12]
+    for case in cases:
+        path = cache / f"{case.id}.features-{digest}.npy"  # float16: half the disk, enough
+        if not path.exists():
+            features = features_2d(nets2d, case.image, np.ones(len(SEQUENCES), bool), device,
+                                   cancel=cancel)
+            with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as stream:
+                np.save(stream, features.astype(np.float16))
+        case.features = np.load(path)
+
+
+def train_members(data: Dataset, training: list[PreparedBrain], validation: list[PreparedBrain],
+                  split: dict, config: BrainConfig, output: Path, device: str, resume: bool,
+                  description: str, demo: bool, progress, cancel) -> Path:
+    nets2d, paths = {}, []
+    for orientation in ORIENTATIONS:
+        path = output / f"2d-{orientation}" / "model.safetensors"
+        if not path.is_file():
+            raise InputError(str(path), "is missing: train the 2D stages first")
+        nets2d[orientation], _ = load_network(path, TASK.name, device)
+        paths.append(path)
+    report(progress, "Extracting 2D features", 0, 1)
+    attach_features(training + validation, nets2d, paths, output / "prepared", device, cancel)
+    per_iteration = config.batches_per_iteration_3d * config.batch_size_3d
+    members = []
+    for import_at in config.members:
+        args = {"sequences": len(SEQUENCES), "width": config.width_3d,
+                "levels": config.levels_3d, "import_at": import_at}
+        name = f"3d-{import_at}"
+        path = _run(
+            name, lambda args=args: brain_3d(**args), step_3d(config),
+            PatchSet(training, config.patch, config.iterations_per_epoch * per_iteration,
+                     config.sequence_dropout, config.seed),
+            PatchSet(validation, config.patch, per_iteration, 0.0, config.seed + 1)
+            if validation else None,
+            config.iterations_3d, per_iteration, config, output,
+            _metadata(config, "brain-3d", args, data, split, description, demo, name),
+            device, resume, progress, cancel)
+        members.append((args, path))
+    return assemble(nets2d, members, config, data, split, output / "model.safetensors",
+                    description, demo)
+
+
+def assemble(nets2d: dict, members: list, config: BrainConfig, data: Dataset, split: dict,
+             path: Path, description: str, demo: bool) -> Path:
+    """One ensemble file from the stage files."""
+    tensors = {}
+    for orientation, net in nets2d.items():
+        tensors.update({f"nets2d.{orientation}.{k}": v for k, v in net.state_dict().items()})
+    member_args = []
+    for index, (args, member_path) in enumerate(members):
+        net, _ = load_network(member_path, TASK.name)
+        tensors.update({f"nets3d.{index}.{k}": v for k, v in net.state_dict().items()})
+        member_args.append({k: v for k, v in args.items() if k != "sequences"})
+    args = {"sequences": len(SEQUENCES), "width_2d": config.width_2d,
+            "subnetwork_kind": config.subnetwork, "levels_2d": config.levels_2d,
+            "members": member_args}
+    metadata = _metadata(config, "brain-ensemble", args, data, split, description, demo,
+                         "ensemble")
+    return save_model(path, tensors, metadata, overwrite=True)
+
