@@ -23,6 +23,7 @@ from oncoseg.rectal.task import TASK, TUMOUR
 from OncoSegCommonLib.compare import compare_segmentations
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
+from OncoSegCommonLib.inputs import guess_inputs as common_guess_inputs
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.segmentations import segment_id, set_segments_from_labels
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
@@ -62,22 +63,8 @@ class RectalSegResult:
 
 
 def guess_inputs(scene: Any) -> dict[str, Any]:
-    """Volume nodes for each role from their names (T2, b0, b1000/b1100/high b): the
-    selectors' first fill. A node is given to one role only; later roles yield to earlier."""
-    volumes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
-    nodes = [volumes.GetItemAsObject(i) for i in range(volumes.GetNumberOfItems())]
-    nodes = [n for n in nodes if not n.IsA("vtkMRMLLabelMapVolumeNode")]
-    found: dict[str, Any] = {}
-    # the most specific hints first: 'b1000' must not be taken for 'b0'
-    for role in sorted(TASK.inputs, key=lambda r: -max(len(h) for h in r.name_hints)):
-        for node in nodes:
-            name = (node.GetName() or "").lower().replace(" ", "").replace("-", "_")
-            if node in found.values():
-                continue
-            if any(hint in name for hint in role.name_hints) and not _hint_clash(name, role.name):
-                found[role.name] = node
-                break
-    return {role: found.get(role) for role in ROLES}
+    """Volume nodes for each role from their names (T2, b0, b1000/b1100/high b)."""
+    return common_guess_inputs(scene, TASK, _hint_clash)
 
 
 def _hint_clash(name: str, role: str) -> bool:

@@ -1,0 +1,1 @@
+"""BrainTumor2D3D's MRML-level logic (no Qt): tested headless on slicer-core."""
