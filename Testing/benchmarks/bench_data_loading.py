@@ -31,6 +31,10 @@ SETTINGS = {
     "oar-mr": (6, {"size": 128, "width": 16, "max_epochs": 2}),
     # the paper's network and augmentation on the demo's 128 x 128 slices
     "staging": (6, {"size": 128, "max_epochs": 2, "samples_per_epoch": 32}),
+    # the demo ensemble's networks and batches (docs/DEMO_MODELS.md), two epochs per stage
+    "brain": (4, {"width_2d": 8, "width_3d": 8, "patch": 48, "batches_per_iteration_2d": 4,
+                  "batches_per_iteration_3d": 4, "iterations_2d": 20, "iterations_3d": 20,
+                  "iterations_per_epoch": 10}),
 }
 
 
@@ -40,8 +44,10 @@ def measure(task_name: str, folder: Path) -> dict:
     task.verb("phantom")(folder / "data", cases=cases, seed=0)
     started = time.perf_counter()
     task.verb("train")(folder / "data", output=folder / "run", config=overrides)
-    with open(folder / "run" / "history.csv", encoding="utf-8") as stream:
-        rows = list(csv.DictReader(stream))
+    rows = []  # staged methods (brain) write one history per stage
+    for history in sorted((folder / "run").rglob("history.csv")):
+        with open(history, encoding="utf-8") as stream:
+            rows += list(csv.DictReader(stream))
     fractions = [float(r["data_fraction"]) for r in rows]
     return {"task": task_name, "epochs": len(rows),
             "epoch_seconds": [round(float(r["seconds"]), 2) for r in rows],

@@ -99,11 +99,17 @@ def member_probabilities(network: torch.nn.Module, image: np.ndarray, features: 
 
 def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
             device: str = "cpu", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels)."""
+            cancel: CancelToken | None = None, timings: dict[str, float] | None = None
+            ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels);
+    ``timings`` receives the seconds of the 2D and the 2D-3D stages."""
+    timings = {} if timings is None else timings
     ensemble.eval()
+    started = time.perf_counter()
     features = features_2d(ensemble.nets2d, volume.array, volume.present, device, progress,
                            cancel)
+    timings["models_2d"] = time.perf_counter() - started
+    started = time.perf_counter()
     members, mean = [], None
     for index, network in enumerate(ensemble.nets3d):
         report(progress, "2D-3D models", index, len(ensemble.nets3d))
@@ -112,7 +118,10 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
         members.append(probabilities.argmax(0).astype(np.uint8))
         mean = probabilities if mean is None else mean + probabilities
     mean = mean / len(ensemble.nets3d)
+    timings["models_2d3d"] = time.perf_counter() - started
+    started = time.perf_counter()
     labels = hierarchical_vote(members, tuple(config.vote_thresholds))
+    timings["vote"] = time.perf_counter() - started
     return labels, mean, members
 
 
@@ -133,8 +142,9 @@ def predict_brain(images: Mapping[str, sitk.Image | None],
     check_cancelled(cancel)
 
     started = time.perf_counter()
+    stages: dict[str, float] = {}  # inside inference: in details, not summed twice
     labels, probabilities, members = segment(loaded.network, volume, settings, device,
-                                             progress, cancel)
+                                             progress, cancel, stages)
     timings["inference"] = time.perf_counter() - started
     report(progress, "Voting", 1, 1)
     maps = {}
@@ -152,6 +162,7 @@ def predict_brain(images: Mapping[str, sitk.Image | None],
         timings=timings, messages=messages,
         details={"sequences_used": volume.used, "reference": volume.reference_role,
                  "members": [m.import_at for m in loaded.network.nets3d],
+                 "inference_stages_s": {k: round(v, 3) for k, v in stages.items()},
                  "config": settings.as_dict()},
         alternatives={f"member {i + 1} ({net.import_at})": back_to_grid(m, volume)
                       for i, (net, m) in enumerate(zip(loaded.network.nets3d, members,

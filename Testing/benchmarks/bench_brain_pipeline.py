@@ -1,0 +1,113 @@
+"""`oncoseg predict brain` end to end on a BraTS-size case (240 x 240 x 155, 1 mm), 2 CPU cores.
+
+Reading four NIfTI files, median normalisation, the three 2D models over every axial, coronal
+and sagittal slice, the 2D-3D members tiled in patches, the hierarchical vote, resampling back
+and writing every output: wall time and peak RSS of the command's process. The peer, in the
+same run: MONAI's ``sliding_window_inference`` running the same 2D-3D members (same weights,
+window, overlap and Gaussian blending) on the same 16-channel input; the ratio compares that
+stage alone.
+
+    python Testing/benchmarks/bench_brain_pipeline.py [--size Z Y X] [--model FILE|demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from bench_oar_ct_predict import peak_rss_of
+
+from oncoseg.brain.config import SEQUENCES
+
+
+def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, Path]:
+    """A brain phantom resampled onto a 1 mm BraTS matrix, one NIfTI file per sequence."""
+    from oncoseg.brain.pipeline import phantom
+    from oncoseg.datasets.layouts import read_dataset
+
+    phantom(folder / "phantom", cases=1, seed=77)
+    case = read_dataset(folder / "phantom").cases[0]
+    z, y, x = size_zyx
+    paths = {}
+    for role in SEQUENCES:
+        image = case.read(role)
+        centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(
+            [(s - 1) / 2 for s in image.GetSize()]))
+        reference = sitk.Image([x, y, z], sitk.sitkFloat32)
+        reference.SetDirection(image.GetDirection())
+        reference.SetOrigin(tuple(centre - np.asarray(image.GetDirection()).reshape(3, 3)
+                                  @ (np.array([x, y, z]) - 1) / 2))
+        big = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0,
+                            sitk.sitkFloat32)
+        paths[role] = folder / f"{role}.nii.gz"
+        sitk.WriteImage(big, str(paths[role]))
+    return paths
+
+
+def monai_members_seconds(paths: dict[str, Path], model: str) -> float:
+    """MONAI's sliding window over the same members and input as OncoSeg's 2D-3D stage."""
+    from monai.inferers import sliding_window_inference
+
+    from oncoseg.brain.predict import features_2d, load_brain_model, settings_for
+    from oncoseg.brain.preprocessing import prepare_volume
+
+    loaded = load_brain_model(model)
+    config = settings_for(loaded.metadata, None)
+    volume = prepare_volume({r: sitk.ReadImage(str(p)) for r, p in paths.items()},
+                            config.intensity_constant)
+    features = features_2d(loaded.network.nets2d, volume.array, volume.present)
+    data = torch.from_numpy(np.concatenate([volume.array, features]))[None]
+    k = volume.array.shape[0]
+    started = time.perf_counter()
+    with torch.inference_mode():
+        for network in loaded.network.nets3d:
+            logits = sliding_window_inference(
+                data, (config.patch,) * 3, 1, lambda x, n=network: n(x[:, :k], x[:, k:]),
+                overlap=config.overlap, mode="gaussian")
+            torch.softmax(logits, 1)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, nargs=3, default=[155, 240, 240], help="z y x")
+    parser.add_argument("--model", default="demo")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        paths = brats_size_case(folder, tuple(args.size))
+        command = [sys.executable, "-m", "oncoseg", "predict", "brain", "--model", args.model,
+                   "--output", str(folder / "out"), "--device", "cpu", "--progress", "none"]
+        for role, path in paths.items():
+            command += ["--input", f"{role}={path}"]
+        wall, rss, code = peak_rss_of(command)
+        if code != 0:
+            raise SystemExit(f"oncoseg predict failed with exit code {code}")
+        result = json.loads((folder / "out" / "result.json").read_text())
+        monai_s = monai_members_seconds(paths, args.model)
+    stages = result["details"]["inference_stages_s"]
+    summary = {"size_zyx": args.size, "wall_s": round(wall, 1), "peak_rss_mb": round(rss),
+               "timings_s": result["timings_s"], "inference_stages_s": stages,
+               "monai_members_s": round(monai_s, 2),
+               "members_ratio_oncoseg_over_monai": round(stages["models_2d3d"] / monai_s, 2),
+               "threads": torch.get_num_threads()}
+    if args.json:
+        print(json.dumps(summary))
+        return
+    print(f"oncoseg predict brain on {' x '.join(map(str, args.size))} (z y x): {wall:.1f} s "
+          f"wall, peak RSS {rss:.0f} MB")
+    print(f"  stages: {result['timings_s']}; inside inference: {stages}")
+    print(f"  2D-3D members {stages['models_2d3d']:.2f} s vs MONAI sliding_window_inference "
+          f"{monai_s:.2f} s: ratio {summary['members_ratio_oncoseg_over_monai']}")
+
+
+if __name__ == "__main__":
+    main()
