@@ -110,3 +110,26 @@ def test_model_values_resolve_to_files(tmp_path):
     assert resolve_model_file(str(bundled), tmp_path / "other") == bundled
     with pytest.raises(InputError, match="is not a file"):
         resolve_model_file(tmp_path / "nothing.safetensors", bundled)
+
+
+def test_half_precision_storage_halves_the_file_and_keeps_the_outputs(tmp_path):
+    from oncoseg.modelfile import store_half
+
+    torch.manual_seed(0)
+    net = tiny_conv()
+    save_model(tmp_path / "full.safetensors", net.state_dict(), tiny_metadata())
+    store_half(tmp_path / "full.safetensors", tmp_path / "half.safetensors")
+    _, full = load_tensors(tmp_path / "full.safetensors")
+    _, tensors = load_tensors(tmp_path / "half.safetensors")
+    assert {t.dtype for t in tensors.values() if t.is_floating_point()} == {torch.float16}
+    assert sum(t.nbytes for t in tensors.values()) * 2 == sum(t.nbytes for t in full.values())
+    a, _ = load_network(tmp_path / "full.safetensors")
+    b, metadata = load_network(tmp_path / "half.safetensors")
+    assert metadata.provenance["stored_as"] == "float16"
+    assert next(b.parameters()).dtype == torch.float32  # cast back on loading
+    x = torch.randn(1, 1, 5, 6, 7)
+    with torch.no_grad():
+        assert torch.allclose(a(x), b(x), rtol=1e-2, atol=1e-3)
+    with pytest.raises(InputError, match="already exists"):
+        store_half(tmp_path / "full.safetensors", tmp_path / "half.safetensors")
+
