@@ -23,7 +23,9 @@ def _convert(default: Any, value: Any) -> Any:
             return value.lower() in ("true", "1", "yes")
         return bool(value)
     if isinstance(default, tuple):
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        if isinstance(value, str):  # --set members=first,final
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, bytes) or not hasattr(value, "__iter__"):
             raise ValueError
         converted = tuple(type(default[0])(v) for v in value)
         if not converted:

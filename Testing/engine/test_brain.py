@@ -9,7 +9,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from oncoseg.brain.config import SEQUENCES
+from oncoseg.brain.config import SEQUENCES, BrainConfig
 from oncoseg.brain.losses import batch_weighted_cross_entropy
 from oncoseg.brain.network import Brain2D, Brain3D
 from oncoseg.brain.preprocessing import back_to_grid, from_slices, prepare_volume, to_slices
@@ -189,3 +189,16 @@ def test_predict_without_flair_says_so_and_evaluate_reports_brats_regions(traine
     summary = json.loads((tmp_path / "eval" / "summary.json").read_text())
     assert summary["sequences_dropped"] == ["flair"]
     assert {"dice_wt", "dice_tc", "dice_et"} <= set(summary["metrics"])
+
+
+def test_tuple_settings_take_comma_separated_values_and_are_checked():
+    config = BrainConfig.from_overrides({"members": "first,none",
+                                         "class_targets_3d": "0.7,0.1,0.1,0.1"})
+    assert config.members == ("first", "none")
+    assert config.class_targets_3d == (0.7, 0.1, 0.1, 0.1)
+    with pytest.raises(InputError, match="members"):
+        BrainConfig.from_overrides({"members": "first,sideways"})
+    with pytest.raises(InputError, match="class_targets_3d"):
+        BrainConfig.from_overrides({"class_targets_3d": "0.5,0.1"})
+    with pytest.raises(InputError, match="drop_sequences"):
+        BrainConfig.from_overrides({"drop_sequences": "flair,pd"})
