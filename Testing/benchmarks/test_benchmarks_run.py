@@ -67,3 +67,14 @@ def test_oar_ct_predict_benchmark_runs():
 @pytest.mark.benchmark
 def test_oar_ct_predict_benchmark_full_size():
     print(run("bench_oar_ct_predict.py"))
+
+
+def test_brain_pipeline_benchmark_runs():
+    summary = run("bench_brain_pipeline.py", "--size", "40", "48", "40")
+    assert summary["members_ratio_oncoseg_over_monai"] > 0
+    assert set(summary["inference_stages_s"]) == {"models_2d", "models_2d3d", "vote"}
+
+
+@pytest.mark.benchmark
+def test_brain_pipeline_benchmark_full_size():
+    print(run("bench_brain_pipeline.py"))

@@ -17,6 +17,7 @@ from oncoseg.cli import main
 from oncoseg.datasets import read_dataset
 from oncoseg.errors import InputError
 
+DEMO_BARS = (0.80, 0.70, 0.60)  # whole tumour, tumour core, enhancing tumour
 TINY = ["--set", "width_2d=2", "--set", "width_3d=2", "--set", "levels_2d=2",
         "--set", "patch=48", "--set", "iterations_2d=2", "--set", "iterations_3d=2",
         "--set", "iterations_per_epoch=2", "--set", "batches_per_iteration_2d=2",
@@ -202,3 +203,18 @@ def test_tuple_settings_take_comma_separated_values_and_are_checked():
         BrainConfig.from_overrides({"class_targets_3d": "0.5,0.1"})
     with pytest.raises(InputError, match="drop_sequences"):
         BrainConfig.from_overrides({"drop_sequences": "flair,pd"})
+
+
+def test_demo_ensemble_on_unseen_phantoms(tmp_path):
+    """Lower bars than the 10-case figures of docs/RESULTS.md, on two phantoms the demo
+    ensemble never saw, with all four sequences and without FLAIR."""
+    from oncoseg.brain.pipeline import evaluate, phantom
+
+    phantom(tmp_path / "data", cases=2, seed=4343)
+    full = evaluate(tmp_path / "data", output=tmp_path / "full")["metrics"]
+    assert full["dice_wt"]["mean"] >= DEMO_BARS[0], full
+    assert full["dice_tc"]["mean"] >= DEMO_BARS[1], full
+    assert full["dice_et"]["mean"] >= DEMO_BARS[2], full
+    no_flair = evaluate(tmp_path / "data", output=tmp_path / "no-flair",
+                        config={"drop_sequences": "flair"})["metrics"]
+    assert no_flair["dice_wt"]["mean"] >= full["dice_wt"]["mean"] - 0.15, no_flair
