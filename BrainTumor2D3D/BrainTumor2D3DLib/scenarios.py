@@ -75,7 +75,7 @@ def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) ->
     nodes, _ = load_phantom(context, folder)
     cancelling_mid_run_changes_nothing(
         context, lambda progress, cancel: BrainTumorLogic(context).run(
-            nodes, progress=progress, cancel=cancel), stage="2D-3D model")
+            nodes, progress=progress, cancel=cancel), stage="2D-3D models")
 
 
 ALL = (selectors_fill_from_brats_names, whole_tumour_matches_the_phantom,

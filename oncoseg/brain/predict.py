@@ -43,7 +43,11 @@ def load_brain_model(model: str | Path | LoadedModel, device: str = "cpu") -> Lo
 
 
 def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None) -> BrainConfig:
-    return settings_from_model(BrainConfig, TASK.name, metadata.preprocessing, FIXED, overrides)
+    """The model fixes its normalisation and proposes its vote thresholds (an ensemble of two
+    members needs a tumour threshold above 1/2 for the vote to be more than their union)."""
+    proposed = {k: v for k, v in metadata.outputs.items() if k == "vote_thresholds"}
+    return settings_from_model(BrainConfig, TASK.name, metadata.preprocessing, FIXED,
+                               overrides, proposed)
 
 
 def pad_to_multiple(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
