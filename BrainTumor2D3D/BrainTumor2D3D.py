@@ -6,7 +6,6 @@ The Qt layer only: the panel binds BrainTumor2D3D.ui and calls :class:`BrainTumo
 thread polled by a timer; training runs as a separate process.
 """
 
-from pathlib import Path
 
 import qt
 import slicer
@@ -111,14 +110,8 @@ class BrainTumor2D3DTest(ScriptedLoadableModuleTest):
     """The same scenarios as the headless tests (BrainTumor2D3DLib.scenarios), in the app."""
 
     def runTest(self):
-        import tempfile
-
         from BrainTumor2D3DLib import scenarios
-        from OncoSegCommonLib.context import MRMLContext
+        from OncoSegCommonLib.checks import run_scenarios_in_app
 
-        with tempfile.TemporaryDirectory() as folder:
-            for scenario in scenarios.ALL:
-                self.delayDisplay(scenario.__name__)
-                slicer.mrmlScene.Clear(0)
-                scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
+        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
         self.delayDisplay("BrainTumor2D3D scenarios passed")

@@ -7,7 +7,6 @@ switches the task: organs, models, input label and training layouts follow it. T
 in a worker thread polled by a timer; training runs as a separate process.
 """
 
-from pathlib import Path
 
 import qt
 import slicer
@@ -172,14 +171,8 @@ class OARSegTest(ScriptedLoadableModuleTest):
     """The same scenarios as the headless tests (OARSegLib.scenarios), in the application."""
 
     def runTest(self):
-        import tempfile
-
         from OARSegLib import scenarios
-        from OncoSegCommonLib.context import MRMLContext
+        from OncoSegCommonLib.checks import run_scenarios_in_app
 
-        with tempfile.TemporaryDirectory() as folder:
-            for scenario in scenarios.ALL:
-                self.delayDisplay(scenario.__name__)
-                slicer.mrmlScene.Clear(0)
-                scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
+        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
         self.delayDisplay("OARSeg scenarios passed")

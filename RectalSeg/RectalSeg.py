@@ -5,7 +5,6 @@ The Qt layer only: the panel binds RectalSeg.ui to :class:`RectalSegParameters` 
 run happens in a worker thread polled by a timer; training runs as a separate process.
 """
 
-from pathlib import Path
 
 import qt
 import slicer
@@ -153,15 +152,8 @@ class RectalSegTest(ScriptedLoadableModuleTest):
     """The same scenarios as the headless tests (RectalSegLib.scenarios), in the application."""
 
     def runTest(self):
-        import tempfile
-
-        from OncoSegCommonLib.context import MRMLContext
+        from OncoSegCommonLib.checks import run_scenarios_in_app
         from RectalSegLib import scenarios
 
-        slicer.mrmlScene.Clear(0)
-        with tempfile.TemporaryDirectory() as folder:
-            for scenario in scenarios.ALL:
-                self.delayDisplay(scenario.__name__)
-                slicer.mrmlScene.Clear(0)
-                scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
+        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
         self.delayDisplay("RectalSeg scenarios passed")

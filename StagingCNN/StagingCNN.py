@@ -6,7 +6,6 @@ happens in a worker thread polled by a timer; training runs as a separate proces
 point of the slice-score plot moves the slice views to that slice.
 """
 
-from pathlib import Path
 
 import slicer
 from slicer.ScriptedLoadableModule import (
@@ -114,14 +113,8 @@ class StagingCNNTest(ScriptedLoadableModuleTest):
     """The same scenarios as the headless tests (StagingCNNLib.scenarios), in the application."""
 
     def runTest(self):
-        import tempfile
-
-        from OncoSegCommonLib.context import MRMLContext
+        from OncoSegCommonLib.checks import run_scenarios_in_app
         from StagingCNNLib import scenarios
 
-        with tempfile.TemporaryDirectory() as folder:
-            for scenario in scenarios.ALL:
-                self.delayDisplay(scenario.__name__)
-                slicer.mrmlScene.Clear(0)
-                scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
+        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
         self.delayDisplay("StagingCNN scenarios passed")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from oncoseg.errors import Cancelled
 from oncoseg.progress import CancelToken, ProgressCallback
@@ -29,3 +30,18 @@ def cancelling_mid_run_changes_nothing(
         raise AssertionError(f"the run was not cancelled at '{stage}'")
     after = context.node_names()
     assert after == before, f"the scene changed: {sorted(set(after) - set(before))}"
+
+
+def run_scenarios_in_app(scenarios: Sequence[Callable[[MRMLContext, Path], object]],
+                         show: Callable[[str], object]) -> None:
+    """Each scenario on the application's cleared scene with its own scratch folder;
+    ``show`` is the test case's ``delayDisplay``. What every ``<Name>Test.runTest`` does."""
+    import tempfile
+
+    import slicer
+
+    with tempfile.TemporaryDirectory() as folder:
+        for scenario in scenarios:
+            show(scenario.__name__)
+            slicer.mrmlScene.Clear(0)
+            scenario(MRMLContext.from_application(), Path(folder) / scenario.__name__)
