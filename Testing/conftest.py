@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-MODULE_FOLDERS = ["OncoSegCommon", "RectalSeg", "OARSeg", "StagingCNN", "BrainTumor2D3D"]
+MODULE_FOLDERS = ["OncoSegCommon", "RectalSeg", "OARSeg", "StagingCNN", "BrainTumor2D3D",
+                  "OncoSegWeb"]
 # Slicer puts each module folder on the path; the tests share small builders in helpers/.
 for path in [str(ROOT / folder) for folder in MODULE_FOLDERS] + [str(ROOT / "Testing/helpers")]:
     if path not in sys.path:

@@ -1,0 +1,95 @@
+"""The cases under a data root, each checked on its own so that one broken case does not hide
+the others.
+
+A case is a folder holding image volumes (NIfTI, NRRD, MHA, ...) or a DICOM series directly;
+label files (``label``, ``seg``, ``mask`` in the name) are references, not inputs. Folders are
+searched a few levels deep, so a root of data sets (``root/rectal/rectal_000``) works as well
+as a root of cases.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from oncoseg.io.volumes import is_volume_file, list_dicom_series
+
+MAX_DEPTH = 3
+LABEL_WORDS = ("label", "seg", "mask")
+
+
+@dataclass(frozen=True)
+class CaseEntry:
+    id: str  # the folder relative to the data root, '/'-separated
+    folder: Path
+    volumes: dict[str, Path] = field(default_factory=dict)  # name -> file or series folder
+    error: str = ""  # why the case cannot be opened; empty when it can
+
+    @property
+    def usable(self) -> bool:
+        return not self.error and bool(self.volumes)
+
+
+def volume_name(path: Path) -> str:
+    name = path.name
+    for ending in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return path.stem
+
+
+def is_label_file(path: Path) -> bool:
+    stem = volume_name(path).lower()
+    return any(stem == word or stem.endswith(("_" + word, "-" + word)) for word in LABEL_WORDS)
+
+
+def _check_volume(path: Path) -> str:
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        return f"{path.name} cannot be read ({str(error).strip().splitlines()[-1][:120]})"
+    if reader.GetDimension() != 3:
+        return f"{path.name} is {reader.GetDimension()}D; a 3D volume is needed"
+    return ""
+
+
+def read_case(root: Path, folder: Path) -> CaseEntry | None:
+    """The case in ``folder``, or None when the folder holds no images at all."""
+    case_id = folder.relative_to(root).as_posix() or "."
+    files = sorted(p for p in folder.iterdir() if p.is_file())
+    volumes = {volume_name(p): p for p in files if is_volume_file(p) and not is_label_file(p)}
+    has_dicom = any(p.suffix.lower() == ".dcm" for p in files)
+    if has_dicom:
+        series = list_dicom_series(folder)
+        if not series:
+            return CaseEntry(case_id, folder, error="its DICOM files hold no readable series")
+        for item in series:
+            volumes[item.description or item.modality or "DICOM series"] = folder
+    if not volumes:
+        return None
+    errors = [e for e in (_check_volume(p) for p in volumes.values() if p.is_file()) if e]
+    return CaseEntry(case_id, folder, volumes, "; ".join(errors))
+
+
+def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
+    """Every case under ``root`` (sorted by id); unreadable ones carry their error."""
+    root = Path(root).resolve()
+    cases = []
+    for current, folders, _ in os.walk(root):
+        depth = len(Path(current).relative_to(root).parts)
+        folders[:] = sorted(f for f in folders if not f.startswith(".")) \
+            if depth < MAX_DEPTH else []
+        try:
+            case = read_case(root, Path(current))
+        except OSError as error:
+            case = CaseEntry(Path(current).relative_to(root).as_posix(), Path(current),
+                             error=f"cannot be listed ({error.strerror})")
+        if case is not None:
+            cases.append(case)
+            folders[:] = []  # a case's subfolders (scans, series) belong to it
+    return sorted(cases, key=lambda c: c.id)

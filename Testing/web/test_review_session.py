@@ -1,0 +1,120 @@
+"""The review app's logic on a real MRML scene (slicer-core): cases under a data root, a run,
+a correction, accept and export; refusals for paths outside the root and broken cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.io.segnrrd import read_seg_nrrd
+from oncoseg.rectal.pipeline import phantom as rectal_phantom
+from oncoseg.staging.pipeline import phantom as staging_phantom
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """A data root: two rectal cases, a staging case, and a case with a corrupt volume."""
+    root = tmp_path_factory.mktemp("review")
+    rectal_phantom(root / "rectal", cases=2, seed=11)
+    staging_phantom(root / "staging", cases=1, seed=3)
+    broken = root / "broken_case"
+    broken.mkdir()
+    (broken / "t2w.nii.gz").write_bytes(b"not a NIfTI file at all")
+    return root
+
+
+def test_cases_are_listed_and_a_corrupt_one_carries_its_error(root):
+    from OncoSegWebLib.cases import find_cases
+
+    cases = {c.id: c for c in find_cases(root)}
+    assert sorted(cases) == ["broken_case", "rectal/rectal_000", "rectal/rectal_001",
+                             "staging/staging_000"]
+    assert sorted(cases["rectal/rectal_000"].volumes) == ["dwi_b0", "dwi_b1000", "t2w"]
+    assert "t2w.nii.gz cannot be read" in cases["broken_case"].error
+    assert not cases["broken_case"].usable and cases["rectal/rectal_001"].usable
+
+
+def test_paths_outside_the_data_root_are_refused(root, mrml, tmp_path):
+    from OncoSegWebLib.security import inside_root
+    from OncoSegWebLib.session import ReviewSession
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (root / "link_out").symlink_to(outside)
+    try:
+        for path in ("../elsewhere", str(outside), "link_out", "rectal/../../x"):
+            with pytest.raises(InputError, match="outside the data root"):
+                inside_root(root, path)
+        session = ReviewSession(mrml, root)
+        with pytest.raises(InputError, match="outside the data root"):
+            session.open_case("../")
+        with pytest.raises(InputError, match="cannot be read"):
+            session.open_case("broken_case")
+        assert session.case is None and mrml.scene.GetNodesByClass(
+            "vtkMRMLScalarVolumeNode").GetNumberOfItems() == 0
+    finally:
+        (root / "link_out").unlink()
+
+
+def test_run_correct_accept_and_export_a_rectal_case(root, mrml):
+    from OncoSegWebLib.session import ReviewSession
+
+    session = ReviewSession(mrml, root)
+    nodes = session.open_case("rectal/rectal_000")
+    before = {n.GetName(): sitk.GetArrayFromImage(sitk.ReadImage(
+        str(root / "rectal/rectal_000" / f"{n.GetName()}.nii.gz"))) for n in nodes}
+    result = session.run("rectal", device="cpu")
+    assert result.segmentation is not None and result.rows, result.summary
+
+    with pytest.raises(InputError, match="not accepted"):
+        session.export("seg.nrrd")
+    added = paint_a_block(result.segmentation, result.reference)
+    session.accept()
+    first = session.export("seg.nrrd")
+    second = session.export("seg.nrrd")  # never overwrites: the next free name
+    assert first.path.name == "rectal_000-rectal.seg.nrrd"
+    assert second.path.name == "rectal_000-rectal-2.seg.nrrd"
+    assert first.path.parent == root / "rectal/rectal_000/reviewed"
+
+    exported = sitk.GetArrayFromImage(read_seg_nrrd(first.path).label_image())
+    assert np.all(exported[added] > 0), "the painted voxels are in the exported file"
+    assert exported.sum() > np.prod([s.stop - s.start for s in added])
+    for node in nodes:  # the inputs are untouched
+        from OncoSegCommonLib.volumes import image_from_volume_node
+
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image_from_volume_node(node)),
+                                      before[node.GetName()])
+
+
+def test_staging_case_gives_a_stage_and_no_segmentation(root, mrml):
+    from OncoSegWebLib.session import ReviewSession
+
+    session = ReviewSession(mrml, root)
+    session.open_case("staging/staging_000")
+    result = session.run("staging", device="cpu")
+    assert result.segmentation is None and result.summary.startswith(("T2", "T3"))
+    assert len(result.rows) == 18
+    with pytest.raises(InputError, match="none to review"):
+        session.accept()
+
+
+def paint_a_block(segmentation_node, reference_node) -> tuple[slice, ...]:
+    """What a paint stroke does to the segment: voxels set in its labelmap (z, y, x slices
+    on the reference grid)."""
+    from oncoseg.rectal.task import TASK
+    from OncoSegCommonLib.segmentations import (
+        labels_from_segmentation_node,
+        set_segments_from_labels,
+    )
+
+    labels = labels_from_segmentation_node(segmentation_node, reference_node, TASK.segments)
+    array = sitk.GetArrayFromImage(labels)
+    block = (slice(2, 4), slice(3, 9), slice(3, 9))
+    assert not array[block].any(), "the block is outside the tumour before painting"
+    array[block] = 1
+    painted = sitk.GetImageFromArray(array)
+    painted.CopyInformation(labels)
+    set_segments_from_labels(segmentation_node, painted, TASK.segments)
+    return block
