@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from oncoseg.frontends import add_module_folders
+
 ROOT = Path(__file__).resolve().parents[1]
-MODULE_FOLDERS = ["OncoSegCommon", "RectalSeg", "OARSeg", "StagingCNN", "BrainTumor2D3D",
-                  "OncoSegWeb"]
 # Slicer puts each module folder on the path; the tests share small builders in helpers/.
-for path in [str(ROOT / folder) for folder in MODULE_FOLDERS] + [str(ROOT / "Testing/helpers")]:
-    if path not in sys.path:
-        sys.path.insert(0, path)
+add_module_folders()
+if str(ROOT / "Testing/helpers") not in sys.path:
+    sys.path.insert(0, str(ROOT / "Testing/helpers"))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -127,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--overwrite", action="store_true")
     _add_progress_option(p)
+
+    p = verbs.add_parser("serve", help="the browser review app (needs oncoseg[web] and a "
+                         "source checkout)")
+    p.add_argument("--data", type=Path, default=Path("."), help="the data root: case folders "
+                   "and DICOM series; exports are written under it")
+    p.add_argument("--host", default="127.0.0.1", help="the interface to listen on (default: "
+                   "this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--device", default="auto")
     return parser
 
 
@@ -330,7 +339,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"tasks": _cmd_tasks, "info": _cmd_info, "predict": _cmd_predict,
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import importlib
+
+    from oncoseg.frontends import add_module_folders
+
+    if not args.data.is_dir():
+        raise InputError(str(args.data), "is not a folder (--data: the data root to review)")
+    add_module_folders()
+    try:
+        app = importlib.import_module("OncoSegWebLib.app")
+    except ImportError as error:
+        raise InputError("oncoseg serve", f"needs the web extra: pip install -e '.[web]' "
+                         f"({error})") from None
+    app.serve(args.data, args.host, args.port, args.device)
+    return EXIT_OK
+
+
+COMMANDS = {"serve": _cmd_serve, "tasks": _cmd_tasks, "info": _cmd_info, "predict": _cmd_predict,
             "phantom": _cmd_phantom, "train": _cmd_train, "evaluate": _cmd_evaluate,
             "export": _cmd_export, "demo": _cmd_demo}
 

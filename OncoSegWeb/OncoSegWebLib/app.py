@@ -1,0 +1,242 @@
+"""The browser review app: trame-slicer's slice views and segment editor around a
+:class:`~OncoSegWebLib.session.ReviewSession`.
+
+The page is thin on purpose: each button calls one session method; the run's compute half goes
+to a worker thread (``OncoSegCommonLib.worker``) and its progress is polled into the page, so the
+server keeps answering (and can cancel) while a model runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from trame.app import TrameApp
+from trame.widgets import html
+from trame.widgets import vuetify3 as v3
+from trame_slicer import module as trame_slicer_module
+from trame_slicer.app.logic.layout_button_logic import LayoutButtonLogic
+from trame_slicer.app.logic.segmentation import SegmentEditorLogic
+from trame_slicer.app.ui import SegmentEditorToolbarUI, SegmentEditorUI, ViewerLayout
+from trame_slicer.core import SlicerApp
+from trame_slicer.rca_view import register_rca_factories
+
+from oncoseg.errors import InputError
+from oncoseg.export import FORMATS
+from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.worker import Worker
+from OncoSegWebLib.runners import TASKS, TaskRun
+from OncoSegWebLib.security import LOOPBACK, TOKEN_PARAMETER, new_token, token_middleware
+from OncoSegWebLib.session import ReviewSession
+
+EXPORT_FORMATS = tuple(f for f in FORMATS if f in ("seg.nrrd", "dicom-seg", "rtstruct"))
+POLL_S = 0.25
+
+
+class ReviewApp(TrameApp):
+    def __init__(self, root: str | os.PathLike[str], device: str = "auto", server: Any = None):
+        super().__init__(server)
+        self.server.enable_module(trame_slicer_module)
+        self.slicer = SlicerApp()
+        register_rca_factories(self.slicer.view_manager, self.server)
+        # the views first: effect pipelines made while a view is being built get no view
+        self.layouts = LayoutButtonLogic(self.server, self.slicer)
+        self.editor = SegmentEditorLogic(self.server, self.slicer)
+        self.session = ReviewSession(MRMLContext(self.slicer.scene, self.slicer.app_logic, {
+            "Colors": self.slicer.color_logic, "Volumes": self.slicer.volumes_logic,
+            "Segmentations": self.slicer.segmentations_logic}), root)
+        self.device = device
+        self.worker: Worker | None = None
+        self._init_state()
+        self._build_ui()
+        self.refresh_cases()
+
+    # ------------------------------------------------------------------ state
+
+    def _init_state(self) -> None:
+        state = self.state
+        state.trame__title = "OncoSeg review"
+        state.cases, state.case_id, state.case_errors = [], None, []
+        state.tasks = [{"value": k, "title": v} for k, v in TASKS.items()]
+        state.task, state.models, state.model = "rectal", self.session.models(), "demo"
+        state.running, state.progress, state.progress_text = False, 0, ""
+        state.message, state.message_kind = "", "info"
+        state.summary, state.rows, state.row_headers = "", [], []
+        state.has_segmentation, state.accepted = False, False
+        state.export_format, state.export_formats = "seg.nrrd", list(EXPORT_FORMATS)
+        state.exports = []
+
+    def _say(self, message: str, kind: str = "info") -> None:
+        self.state.message, self.state.message_kind = message, kind
+
+    # ------------------------------------------------------------------ actions
+
+    def refresh_cases(self) -> None:
+        cases = self.session.cases()
+        self.state.cases = [{"value": c.id, "title": c.id} for c in cases if c.usable]
+        self.state.case_errors = [f"{c.id}: {c.error}" for c in cases if c.error]
+
+    def open_case(self) -> None:
+        try:
+            nodes = self.session.open_case(self.state.case_id or "")
+        except InputError as error:
+            self._say(str(error), "error")
+            return
+        self.editor.segmentation_editor.deactivate_effect()
+        self.slicer.display_manager.show_volume(nodes[0], do_reset_views=True)
+        self.state.summary, self.state.rows, self.state.exports = "", [], []
+        self.state.has_segmentation, self.state.accepted = False, False
+        self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}")
+
+    async def run_task(self) -> None:
+        if self.worker is not None:
+            return
+        try:
+            planned = self.session.plan(self.state.task, self.state.model, self.device)
+        except (InputError, ValueError) as error:
+            self._say(str(error), "error")
+            return
+        self.worker = Worker(lambda progress, cancel: planned.compute(progress, cancel))
+        self.state.running, self.state.progress = True, 0
+        self._say(f"Running {TASKS[planned.task]} on " + ", ".join(
+            f"{role}: {name}" for role, name in planned.inputs.items() if name))
+        try:
+            while not self.worker.done:
+                event = self.worker.last_event
+                if event is not None:
+                    fraction = event.fraction
+                    self.state.progress = round(100 * fraction) if fraction is not None else 0
+                    self.state.progress_text = f"{event.stage} {event.message}".strip()
+                self.state.flush()
+                await asyncio.sleep(POLL_S)
+            self._finish(planned, self.worker)
+        finally:
+            self.worker = None
+            self.state.running, self.state.progress_text = False, ""
+            self.state.flush()
+
+    def _finish(self, planned: TaskRun, worker: Worker) -> None:
+        if worker.error is not None:
+            self._say(worker.status_text(), "error")
+            return
+        try:
+            result = self.session.finish(planned, worker.result)
+        except Exception as error:  # nodes were not added; say why
+            self._say(f"Failed: {error}", "error")
+            return
+        self.slicer.display_manager.show_volume(result.reference, do_reset_views=False)
+        if result.segmentation is not None:
+            self.editor.segmentation_editor.set_active_segmentation(result.segmentation,
+                                                                    result.reference)
+            self.editor.segmentation_editor.trigger_all_signals()
+        self.state.summary = result.summary
+        self.state.rows = [{k: f"{v:.4g}" if isinstance(v, float) else str(v)
+                            for k, v in row.items()} for row in result.rows]
+        self.state.row_headers = [{"title": k, "key": k} for k in (result.rows[0] if
+                                                                    result.rows else {})]
+        self.state.has_segmentation = result.segmentation is not None
+        self.state.accepted = False
+        self._say(f"{worker.status_text()} {result.summary}")
+
+    def cancel(self) -> None:
+        if self.worker is not None:
+            self.worker.cancel.cancel()
+            self._say("Cancelling...")
+
+    def accept(self) -> None:
+        try:
+            stamp = self.session.accept()
+        except InputError as error:
+            self._say(str(error), "error")
+            return
+        self.state.accepted = True
+        self._say(f"Accepted at {stamp}; export it below.")
+
+    def export(self) -> None:
+        try:
+            written = self.session.export(self.state.export_format)
+        except InputError as error:
+            self._say(str(error), "error")
+            return
+        relative = written.path.relative_to(self.session.root).as_posix()
+        self.state.exports = [*self.state.exports, relative]
+        self._say(f"Wrote {relative} ({', '.join(written.segments)})")
+
+    # ------------------------------------------------------------------ page
+
+    def _build_ui(self) -> None:
+        with ViewerLayout(self.server, title="OncoSeg review", is_drawer_visible=True) as layout:
+            self.ui = layout
+            with layout.drawer:
+                self._review_panel()
+                self.editor_ui = SegmentEditorUI(v_if=("has_segmentation",))
+            with layout.toolbar:
+                SegmentEditorToolbarUI(editor_ui=self.editor_ui)
+            with layout.content:
+                self.layouts.layout_manager.initialize_layout_grid(layout)
+        self.editor.set_ui(self.editor_ui)
+
+    def _review_panel(self) -> None:
+        with v3.VCard(flat=True, classes="pa-2", id="oncoseg-review"):
+            v3.VCardSubtitle("Research use only, not for clinical use", classes="px-0")
+            v3.VSelect(label="Case", v_model=("case_id",), items=("cases",), density="compact",
+                       id="case-select", hide_details=True, classes="my-1")
+            v3.VBtn("Open case", click=self.open_case, id="open-case", block=True,
+                    disabled=("!case_id || running",), classes="my-1")
+            with html.Div(v_for="e in case_errors", classes="text-caption text-error"):
+                html.Span("{{ e }}")
+            v3.VSelect(label="Task", v_model=("task",), items=("tasks",), density="compact",
+                       id="task-select", hide_details=True, classes="my-1")
+            v3.VSelect(label="Model", v_model=("model",), items=("models",), density="compact",
+                       hide_details=True, classes="my-1")
+            with html.Div(classes="d-flex my-1"):
+                v3.VBtn("Run", click=self.run_task, id="run-task", color="primary",
+                        disabled=("running",), classes="flex-grow-1 mr-1")
+                v3.VBtn("Cancel", click=self.cancel, id="cancel-task",
+                        disabled=("!running",), classes="flex-grow-1")
+            v3.VProgressLinear(v_show=("running",), model_value=("progress",), height=6,
+                               classes="my-1")
+            html.Div("{{ progress_text }}", v_show=("running",), classes="text-caption")
+            v3.VAlert(text=("message",), type=("message_kind",), v_show=("message",),
+                      density="compact", id="message", classes="my-1 text-caption")
+            html.Div("{{ summary }}", id="summary", classes="text-body-2 my-1")
+            v3.VDataTable(items=("rows",), headers=("row_headers",), density="compact",
+                          v_show=("rows.length",), items_per_page=5, classes="my-1")
+            with html.Div(v_show=("has_segmentation",)):
+                v3.VBtn("Accept", click=self.accept, id="accept", block=True,
+                        color=("accepted ? 'success' : undefined",), classes="my-1")
+                with html.Div(classes="d-flex my-1"):
+                    v3.VSelect(v_model=("export_format",), items=("export_formats",),
+                               density="compact", hide_details=True, classes="mr-1")
+                    v3.VBtn("Export", click=self.export, id="export",
+                            disabled=("!accepted",))
+                with html.Div(v_for="f in exports", classes="text-caption export-path"):
+                    html.Span("{{ f }}")
+
+
+def serve(root: str | os.PathLike[str], host: str = LOOPBACK, port: int = 8080,
+          device: str = "auto", token: str | None = None) -> None:
+    """Start the server (blocking); prints the address with its access token."""
+    token = token or new_token()
+    with tempfile.TemporaryDirectory(prefix="oncoseg-review-") as folder:
+        key_file = Path(folder) / "token"
+        key_file.touch(mode=0o600)
+        key_file.write_text(token, encoding="utf-8")
+        # trame reads its options from the command line: give it only these
+        sys.argv = [sys.argv[0], "--authKeyFile", str(key_file), "--server"]
+        app = ReviewApp(root, device)
+        app.server.controller.on_server_bind.add(
+            lambda wslink_server: wslink_server.app.middlewares.append(token_middleware(token)))
+
+        def announce(**_: Any) -> None:
+            port_used = app.server.port
+            print(f"OncoSeg review: http://{host}:{port_used}/?{TOKEN_PARAMETER}={token}",
+                  flush=True)
+            print(f"data root: {app.session.root}", flush=True)
+
+        app.server.controller.on_server_ready.add(announce)
+        app.server.start(host=host, port=port, open_browser=False, show_connection_info=False)
