@@ -87,7 +87,8 @@ async def browser_scenario(url: str, tmp_path) -> None:
         await accept_and_export(page, 1)
         await page.wait_for("document.querySelector('.mdi-brush') !== null", 30, "Paint")
         await page.evaluate("document.querySelector('.mdi-brush').closest('button').click()")
-        await page.wait_for("(window.trame.state.get('SegmentEditorState__active_effect_name') || '').endsWith('EffectPaint')", 10)
+        await page.wait_for("(window.trame.state.get('SegmentEditorState__active_effect_name')"
+                            " || '').endsWith('EffectPaint')", 10, "the Paint effect")
         box = await page.wait_for(VIEW_BOX, 30, "a slice view with its image")
         x0, y0 = box["x"] + 0.5 * box["width"], box["y"] + 0.5 * box["height"]
         step = 0.08 * min(box["width"], box["height"])
