@@ -66,6 +66,7 @@ class ReviewApp(TrameApp):
         state.running, state.progress, state.progress_text = False, 0, ""
         state.message, state.message_kind = "", "info"
         state.summary, state.rows, state.row_headers = "", [], []
+        state.slice_scores = []  # staging: P(T3) per slice, drawn as a line
         state.has_segmentation, state.accepted = False, False
         state.export_format, state.export_formats = "seg.nrrd", list(EXPORT_FORMATS)
         state.exports = []
@@ -87,8 +88,12 @@ class ReviewApp(TrameApp):
             self._say(str(error), "error")
             return
         self.editor.segmentation_editor.deactivate_effect()
-        self.slicer.display_manager.show_volume(nodes[0], do_reset_views=True)
+        # slice views only: the volume rendering trame-slicer adds in 3D says nothing here
+        self.slicer.display_manager.show_volume_in_slice_background(nodes[0])
+        self.slicer.display_manager.show_volume_in_slice_foreground(None)
+        self.slicer.display_manager.reset_views()
         self.state.summary, self.state.rows, self.state.exports = "", [], []
+        self.state.slice_scores = []
         self.state.has_segmentation, self.state.accepted = False, False
         self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}")
 
@@ -128,12 +133,13 @@ class ReviewApp(TrameApp):
         except Exception as error:  # nodes were not added; say why
             self._say(f"Failed: {error}", "error")
             return
-        self.slicer.display_manager.show_volume(result.reference, do_reset_views=False)
         if result.segmentation is not None:
             self.editor.segmentation_editor.set_active_segmentation(result.segmentation,
                                                                     result.reference)
             self.editor.segmentation_editor.trigger_all_signals()
         self.state.summary = result.summary
+        self.state.slice_scores = [float(r["P(T3)"]) for r in result.rows] \
+            if result.task == "staging" else []
         self.state.rows = [{k: f"{v:.4g}" if isinstance(v, float) else str(v)
                             for k, v in row.items()} for row in result.rows]
         self.state.row_headers = [{"title": k, "key": k} for k in (result.rows[0] if
@@ -204,6 +210,9 @@ class ReviewApp(TrameApp):
             v3.VAlert(text=("message",), type=("message_kind",), v_show=("message",),
                       density="compact", id="message", classes="my-1 text-caption")
             html.Div("{{ summary }}", id="summary", classes="text-body-2 my-1")
+            v3.VSparkline(model_value=("slice_scores",), v_show=("slice_scores.length",),
+                          min=0, max=1, line_width=2, height=60, auto_draw=True,
+                          color="red", id="slice-scores")
             v3.VDataTable(items=("rows",), headers=("row_headers",), density="compact",
                           v_show=("rows.length",), items_per_page=5, classes="my-1")
             with html.Div(v_show=("has_segmentation",)):

@@ -118,3 +118,20 @@ def paint_a_block(segmentation_node, reference_node) -> tuple[slice, ...]:
     painted.CopyInformation(labels)
     set_segments_from_labels(segmentation_node, painted, TASK.segments)
     return block
+
+
+def test_a_cancelled_run_adds_nothing(root, mrml):
+    from oncoseg.errors import Cancelled
+    from oncoseg.progress import CancelToken
+    from OncoSegCommonLib.scenes import node_ids
+    from OncoSegWebLib.session import ReviewSession
+
+    session = ReviewSession(mrml, root)
+    session.open_case("rectal/rectal_001")
+    before = node_ids(mrml.scene)
+    planned = session.plan("rectal", device="cpu")
+    token = CancelToken()
+    token.cancel()
+    with pytest.raises(Cancelled):
+        planned.compute(None, token)
+    assert node_ids(mrml.scene) == before and session.result is None
