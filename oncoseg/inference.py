@@ -92,7 +92,10 @@ class SlidingWindow:
         importance = (gaussian_importance(self.window, self.sigma_scale)
                       if self.mode == "gaussian" else torch.ones(self.window))
         runner = _BatchRunner(network, self, window_transform)
+        if _fits_on(runner.device, data.element_size() * data.numel()):
+            data = data.to(runner.device)  # windows are then cut where the network runs
         slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:])
+        blend = torch.device("cpu")  # where windows are summed; the GPU when the output fits
         total = len(starts[0]) * math.prod(len(s) for s in starts[1:])
         done = 0
         output: Tensor | None = None
@@ -107,7 +110,15 @@ class SlidingWindow:
                 batch = corners[first:first + self.batch_size]
                 predictions = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
                 if output is None:
-                    output = torch.zeros((predictions.shape[1], *spatial), dtype=torch.float32)
+                    blend = _blend_device(runner.device, predictions.shape[1], spatial)
+                    output = torch.zeros((predictions.shape[1], *spatial), dtype=torch.float32,
+                                         device=blend)
+                    slab.to(blend)
+                    importance = importance.to(blend)
+                elif runner.device.type == "cpu" and blend.type != "cpu":  # fell back to CPU
+                    blend, output, importance = torch.device("cpu"), output.cpu(), importance.cpu()
+                    slab.to(blend)
+                predictions = predictions.to(blend)
                 for corner, prediction in zip(batch, predictions, strict=True):
                     self._add(output, slab, prediction, importance, corner, pad_lo, spatial)
                 done += len(batch)
@@ -115,7 +126,7 @@ class SlidingWindow:
         assert output is not None
         slab.finish(output, spatial[0], finalize)
         self.notes.extend(runner.notes)
-        return output
+        return output.cpu()
 
     def _cut(self, data: Tensor, corner: tuple[int, ...], pad_lo: tuple[int, ...]) -> Tensor:
         """One raw window; parts outside the image are left for padding after the transform."""
@@ -147,6 +158,9 @@ class _WeightSlab:
         self.weights = torch.zeros((depth, *rest), dtype=torch.float32)
         self.first_row = 0  # image row held in weights[0]
 
+    def to(self, device: torch.device) -> None:
+        self.weights = self.weights.to(device)
+
     def add(self, target: list[slice], w_part: Tensor) -> None:
         rows = slice(target[0].start - self.first_row, target[0].stop - self.first_row)
         self.weights[(rows, *target[1:])] += w_part
@@ -171,6 +185,22 @@ class _WeightSlab:
             self.weights[:keep] = self.weights[n:].clone()
         self.weights[max(keep, 0):] = 0
         self.first_row = upto
+
+
+def _fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
+    """Whether ``nbytes`` take under ``share`` of the GPU's free memory (False on the CPU)."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes < share * free
+
+
+def _blend_device(device: torch.device, channels: int, spatial: tuple[int, ...]) -> torch.device:
+    """Sum the windows on the GPU when the output and its weights fit there (one transfer at
+    the end instead of one per window, as MONAI does); else on the CPU, whose memory the
+    output must fit anyway."""
+    need = 4 * (channels + 1) * math.prod(spatial)
+    return device if _fits_on(device, need) else torch.device("cpu")
 
 
 def _channels_last(spatial_dims: int) -> torch.memory_format:
@@ -212,7 +242,7 @@ class _BatchRunner:
         use_autocast = self.config.autocast and self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16,
                                                     enabled=use_autocast):
-            return self.network(x).float().to("cpu").contiguous()
+            return self.network(x).float().contiguous()
 
     def __call__(self, windows: Tensor) -> Tensor:
         """Predictions for a batch of raw windows (all of one shape), at full window size.

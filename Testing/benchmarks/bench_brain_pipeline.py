@@ -8,6 +8,7 @@ window, overlap and Gaussian blending) on the same 16-channel input; the ratio c
 stage alone.
 
     python Testing/benchmarks/bench_brain_pipeline.py [--size Z Y X] [--model FILE|demo]
+        [--device cpu|cuda]
 """
 
 from __future__ import annotations
@@ -51,20 +52,22 @@ def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, P
     return paths
 
 
-def monai_members_seconds(paths: dict[str, Path], model: str) -> float:
+def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu") -> float:
     """MONAI's sliding window over the same members and input as OncoSeg's 2D-3D stage."""
     from monai.inferers import sliding_window_inference
 
     from oncoseg.brain.predict import features_2d, load_brain_model, settings_for
     from oncoseg.brain.preprocessing import prepare_volume
 
-    loaded = load_brain_model(model)
+    loaded = load_brain_model(model, device)
     config = settings_for(loaded.metadata, None)
     volume = prepare_volume({r: sitk.ReadImage(str(p)) for r, p in paths.items()},
                             config.intensity_constant)
-    features = features_2d(loaded.network.nets2d, volume.array, volume.present)
-    data = torch.from_numpy(np.concatenate([volume.array, features]))[None]
+    features = features_2d(loaded.network.nets2d, volume.array, volume.present, device)
+    data = torch.from_numpy(np.concatenate([volume.array, features]))[None].to(device)
     k = volume.array.shape[0]
+    synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+    synchronise()
     started = time.perf_counter()
     with torch.inference_mode():
         for network in loaded.network.nets3d:
@@ -72,6 +75,7 @@ def monai_members_seconds(paths: dict[str, Path], model: str) -> float:
                 data, (config.patch,) * 3, 1, lambda x, n=network: n(x[:, :k], x[:, k:]),
                 overlap=config.overlap, mode="gaussian")
             torch.softmax(logits, 1)
+    synchronise()
     return time.perf_counter() - started
 
 
@@ -79,26 +83,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=[155, 240, 240], help="z y x")
     parser.add_argument("--model", default="demo")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (both sides)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         paths = brats_size_case(folder, tuple(args.size))
         command = [sys.executable, "-m", "oncoseg", "predict", "brain", "--model", args.model,
-                   "--output", str(folder / "out"), "--device", "cpu", "--progress", "none"]
+                   "--output", str(folder / "out"), "--device", args.device, "--progress", "none"]
         for role, path in paths.items():
             command += ["--input", f"{role}={path}"]
         wall, rss, code = peak_rss_of(command)
         if code != 0:
             raise SystemExit(f"oncoseg predict failed with exit code {code}")
         result = json.loads((folder / "out" / "result.json").read_text())
-        monai_s = monai_members_seconds(paths, args.model)
+        monai_s = monai_members_seconds(paths, args.model, args.device)
     stages = result["details"]["inference_stages_s"]
     summary = {"size_zyx": args.size, "wall_s": round(wall, 1), "peak_rss_mb": round(rss),
                "timings_s": result["timings_s"], "inference_stages_s": stages,
                "monai_members_s": round(monai_s, 2),
                "members_ratio_oncoseg_over_monai": round(stages["models_2d3d"] / monai_s, 2),
-               "threads": torch.get_num_threads()}
+               "threads": torch.get_num_threads(), "device": args.device}
     if args.json:
         print(json.dumps(summary))
         return
