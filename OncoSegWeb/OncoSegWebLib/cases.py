@@ -1,10 +1,11 @@
 """The cases under a data root, each checked on its own so that one broken case does not hide
 the others.
 
-A case is a folder holding image volumes (NIfTI, NRRD, MHA, ...) or a DICOM series directly;
-label files (``label``, ``seg``, ``mask`` in the name) are references, not inputs. Folders are
-searched a few levels deep, so a root of data sets (``root/rectal/rectal_000``) works as well
-as a root of cases.
+A case is a folder holding image volumes (NIfTI, NRRD, MHA, ...), a DICOM series, or a scan's
+PNG slices in the UW-Madison GI layout directly; label files (``label``, ``seg``, ``mask`` in the
+name) are references, not inputs. Folders are searched a few levels deep, so a root of data sets
+(``root/rectal/rectal_000``, ``root/gi/train/case1/case1_day15/scans``) works as well as a root
+of cases.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from oncoseg.datasets import kaggle
 from oncoseg.io.volumes import is_volume_file, list_dicom_series
 
-MAX_DEPTH = 3
+MAX_DEPTH = 5
 LABEL_WORDS = ("label", "seg", "mask")
 
 
@@ -70,6 +72,8 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
             return CaseEntry(case_id, folder, error="its DICOM files hold no readable series")
         for item in series:
             volumes[item.description or item.modality or "DICOM series"] = folder
+    if not volumes and kaggle.slice_files(folder):
+        volumes[folder.parent.name] = folder  # the scan's name: <case>_<day>
     if not volumes:
         return None
     errors = [e for e in (_check_volume(p) for p in volumes.values() if p.is_file()) if e]

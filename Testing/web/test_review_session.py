@@ -135,3 +135,32 @@ def test_a_cancelled_run_adds_nothing(root, mrml):
     with pytest.raises(Cancelled):
         planned.compute(None, token)
     assert node_ids(mrml.scene) == before and session.result is None
+
+
+def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
+    """A DICOM series case: the exports reference the series it was read from."""
+    import pydicom
+
+    from oncoseg.oar.ct_pipeline import phantom as ct_phantom
+    from OncoSegWebLib.session import ReviewSession
+
+    ct_phantom(tmp_path / "ct", cases=1, seed=2)
+    session = ReviewSession(mrml, tmp_path)
+    (case,) = session.cases()
+    assert case.id == "ct/oarct_000" and case.usable
+    session.open_case(case.id)
+    result = session.run("oar-ct", device="cpu")
+    assert result.segmentation is not None and result.rows
+    session.accept()
+    series_uid = pydicom.dcmread(next((tmp_path / case.id).glob("CT_*.dcm")),
+                                 stop_before_pixels=True).SeriesInstanceUID
+    for fmt, sop_class in (("dicom-seg", "1.2.840.10008.5.1.4.1.1.66.4"),
+                           ("rtstruct", "1.2.840.10008.5.1.4.1.1.481.3")):
+        written = session.export(fmt)
+        assert written.path.name == f"oarct_000-oar-ct-{fmt}.dcm"
+        dataset = pydicom.dcmread(written.path)
+        assert dataset.SOPClassUID == sop_class
+        referenced = dataset.ReferencedSeriesSequence[0].SeriesInstanceUID if fmt == \
+            "dicom-seg" else dataset.ReferencedFrameOfReferenceSequence[0] \
+            .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID
+        assert referenced == series_uid
