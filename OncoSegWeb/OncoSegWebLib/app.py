@@ -87,14 +87,12 @@ class ReviewApp(TrameApp):
         except InputError as error:
             self._say(str(error), "error")
             return
-        self.editor.segmentation_editor.deactivate_effect()
         # slice views only: the volume rendering trame-slicer adds in 3D says nothing here
         self.slicer.display_manager.show_volume_in_slice_background(nodes[0])
         self.slicer.display_manager.show_volume_in_slice_foreground(None)
         self.slicer.display_manager.reset_views()
-        self.state.summary, self.state.rows, self.state.exports = "", [], []
-        self.state.slice_scores = []
-        self.state.has_segmentation, self.state.accepted = False, False
+        self._clear_result()
+        self.state.exports = []
         self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}")
 
     async def run_task(self) -> None:
@@ -105,6 +103,7 @@ class ReviewApp(TrameApp):
         except (InputError, ValueError) as error:
             self._say(str(error), "error")
             return
+        self._clear_result()  # the session dropped the previous run's nodes
         self.worker = Worker(lambda progress, cancel: planned.compute(progress, cancel))
         self.state.running, self.state.progress = True, 0
         self._say(f"Running {TASKS[planned.task]} on " + ", ".join(
@@ -123,6 +122,11 @@ class ReviewApp(TrameApp):
             self.worker = None
             self.state.running, self.state.progress_text = False, ""
             self.state.flush()
+
+    def _clear_result(self) -> None:
+        self.editor.segmentation_editor.deactivate_effect()
+        self.state.summary, self.state.rows, self.state.slice_scores = "", [], []
+        self.state.has_segmentation, self.state.accepted = False, False
 
     def _finish(self, planned: TaskRun, worker: Worker) -> None:
         if worker.error is not None:
