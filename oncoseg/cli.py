@@ -17,7 +17,7 @@ from typing import Any
 
 import oncoseg
 from oncoseg.errors import Cancelled, InputError, OncoSegError
-from oncoseg.export import FORMATS
+from oncoseg.export_formats import FORMATS
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
 

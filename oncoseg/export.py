@@ -18,16 +18,12 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
 from oncoseg.geometry import resample_to_reference, same_grid
 from oncoseg.io.atomic import refuse_existing
 from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, read_image, write_image
 from oncoseg.terminology import ABNORMAL_STRUCTURE, SPATIAL_CONCEPT, Terminology
-
-DICOM_FORMATS = ("dicom-seg", "rtstruct")
-FORMATS = (*DICOM_FORMATS, "seg.nrrd", "nrrd", "nifti")
-ENDINGS = {"seg.nrrd": (".seg.nrrd",), "nrrd": (".nrrd",), "nifti": (".nii", ".nii.gz"),
-           "dicom-seg": (".dcm",), "rtstruct": (".dcm",)}
 
 
 @dataclass

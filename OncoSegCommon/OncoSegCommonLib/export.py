@@ -18,7 +18,8 @@ import SimpleITK as sitk
 import vtk
 
 from oncoseg.errors import InputError
-from oncoseg.export import DICOM_FORMATS, ExportResult, export_segmentation
+from oncoseg.export import ExportResult, export_segmentation
+from oncoseg.export_formats import DICOM_FORMATS
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
 from OncoSegCommonLib.scenes import temporary_nodes

@@ -26,7 +26,7 @@ from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 
 from oncoseg.errors import InputError
-from oncoseg.export import FORMATS
+from oncoseg.export_formats import FORMATS
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.worker import Worker
 from OncoSegWebLib.runners import TASKS, TaskRun

@@ -54,7 +54,8 @@ def _check_volume(path: Path) -> str:
     try:
         reader.ReadImageInformation()
     except RuntimeError as error:
-        return f"{path.name} cannot be read ({str(error).strip().splitlines()[-1][:120]})"
+        reason = str(error).strip().splitlines()[-1].replace(str(path), path.name)
+        return f"{path.name} cannot be read ({reason[:120]})"  # no server paths on the page
     if reader.GetDimension() != 3:
         return f"{path.name} is {reader.GetDimension()}D; a 3D volume is needed"
     return ""

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from oncoseg.errors import InputError
-from oncoseg.export import DICOM_FORMATS, ENDINGS, FORMATS, ExportResult
+from oncoseg.export import ExportResult
+from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
 from oncoseg.io.volumes import list_dicom_series, read_image
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE, export_node
