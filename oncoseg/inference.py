@@ -61,6 +61,7 @@ class SlidingWindow:
     channels_last: bool = True  # faster convolutions on CPU (AVX2) and GPU
     autocast: bool = True  # float16 on CUDA only; never bfloat16 on CPU (slow here)
     pad_value: float = 0.0
+    keep_on_device: bool = False  # return the output where it was summed (the GPU, if it fit)
     notes: list[str] = field(default_factory=list)  # what the run had to do (OOM fallbacks)
 
     def __call__(
@@ -77,7 +78,8 @@ class SlidingWindow:
 
         ``window_transform`` maps a batch of raw windows (B, C, *window) to network input;
         ``finalize`` maps blended rows (K, n, ...) to what is kept in their place (same shape,
-        e.g. a softmax over K). Returns float32 (K, *spatial) on the CPU. A ``torch.nn.Module``
+        e.g. a softmax over K). Returns float32 (K, *spatial) on the CPU (with
+        ``keep_on_device``, where it was summed). A ``torch.nn.Module``
         network is switched to channels-last memory format (same weights, faster convolutions).
         """
         data = torch.as_tensor(volume)
@@ -126,7 +128,7 @@ class SlidingWindow:
         assert output is not None
         slab.finish(output, spatial[0], finalize)
         self.notes.extend(runner.notes)
-        return output.cpu()
+        return output if self.keep_on_device else output.cpu()
 
     def _cut(self, data: Tensor, corner: tuple[int, ...], pad_lo: tuple[int, ...]) -> Tensor:
         """One raw window; parts outside the image are left for padding after the transform."""

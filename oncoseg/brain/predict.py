@@ -88,17 +88,17 @@ def features_2d(nets2d: Mapping[str, torch.nn.Module], image: np.ndarray, presen
 
 def member_probabilities(network: torch.nn.Module, image: np.ndarray, features: np.ndarray,
                          config: BrainConfig, device: str = "cpu",
-                         cancel: CancelToken | None = None) -> np.ndarray:
-    """(4, z, y, x) softmax of one 2D-3D member, tiled in patches of the configured size."""
+                         cancel: CancelToken | None = None) -> torch.Tensor:
+    """(4, z, y, x) softmax of one 2D-3D member, tiled in patches of the configured size; left
+    on the GPU when it was summed there, for the vote's argmax and mean."""
     sequences = image.shape[0]
     data = torch.from_numpy(np.concatenate([image, features]))
     window = SlidingWindow((config.patch,) * 3, overlap=config.overlap, device=device,
-                           batch_size=1)
+                           batch_size=1, keep_on_device=True)
     with torch.inference_mode():
-        out = window(data, lambda x: network(x[:, :sequences], x[:, sequences:]),
-                     finalize=lambda rows: torch.softmax(rows, 0), cancel=cancel,
-                     stage="2D-3D model")
-    return out.numpy()
+        return window(data, lambda x: network(x[:, :sequences], x[:, sequences:]),
+                      finalize=lambda rows: torch.softmax(rows, 0), cancel=cancel,
+                      stage="2D-3D model")
 
 
 def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
@@ -114,14 +114,14 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
                            cancel)
     timings["models_2d"] = time.perf_counter() - started
     started = time.perf_counter()
-    members, mean = [], None
+    members, total = [], None
     for index, network in enumerate(ensemble.nets3d):
         report(progress, "2D-3D models", index, len(ensemble.nets3d))
         probabilities = member_probabilities(network, volume.array, features, config, device,
                                              cancel)
-        members.append(probabilities.argmax(0).astype(np.uint8))
-        mean = probabilities if mean is None else mean + probabilities
-    mean = mean / len(ensemble.nets3d)
+        members.append(probabilities.argmax(0).to(torch.uint8).cpu().numpy())
+        total = probabilities if total is None else total + probabilities
+    mean = (total / len(ensemble.nets3d)).cpu().numpy()
     timings["models_2d3d"] = time.perf_counter() - started
     started = time.perf_counter()
     labels = hierarchical_vote(members, tuple(config.vote_thresholds))
