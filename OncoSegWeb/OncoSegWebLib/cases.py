@@ -17,7 +17,7 @@ from pathlib import Path
 import SimpleITK as sitk
 
 from oncoseg.datasets import kaggle
-from oncoseg.io.volumes import is_volume_file, list_dicom_series
+from oncoseg.io.volumes import is_volume_file, list_dicom_series, volume_stem
 
 MAX_DEPTH = 5
 LABEL_WORDS = ("label", "seg", "mask")
@@ -36,11 +36,10 @@ class CaseEntry:
 
 
 def volume_name(path: Path) -> str:
-    name = path.name
-    for ending in (".nii.gz", ".seg.nrrd", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd"):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return path.stem
+    """The file name without its ending; a Slicer segmentation 'x.seg.nrrd' is 'x'."""
+    if path.name.lower().endswith(".seg.nrrd"):
+        return path.name[: -len(".seg.nrrd")]
+    return volume_stem(path) or path.stem
 
 
 def is_label_file(path: Path) -> bool:

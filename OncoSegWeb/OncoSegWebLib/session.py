@@ -103,8 +103,8 @@ class ReviewSession:
     # ------------------------------------------------------------------ review
 
     def accept(self) -> str:
-        """Mark the corrected segmentation as reviewed (the time goes into exports' names
-        list and the node); returns the time stamp."""
+        """Mark the corrected segmentation as reviewed (export requires it): the time, UTC,
+        goes onto the node; returns it."""
         segmentation = self._segmentation()
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         segmentation.SetAttribute(ACCEPTED_ATTRIBUTE, stamp)

@@ -48,11 +48,7 @@ def review_server(root: Path, log: Path):
                 raise RuntimeError(f"oncoseg serve printed no address in 120 s; see {log}")
             yield url
         finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+            _stop(process)
 
 
 class Page:
@@ -140,8 +136,13 @@ async def chromium(profile: Path, size: tuple[int, int] = (1400, 900)):
                 await page.send("Runtime.enable")
                 yield page
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Ask a child to end; kill it if it has not within 10 s."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()

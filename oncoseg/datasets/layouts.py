@@ -17,17 +17,9 @@ from pathlib import Path
 from oncoseg.datasets import kaggle, rtstruct_cohort
 from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
 from oncoseg.errors import InputError
-from oncoseg.io.volumes import VOLUME_ENDINGS
+from oncoseg.io.volumes import volume_stem
 
 LABEL_PREFIXES = ("label", "seg")
-
-
-def _volume_stem(path: Path) -> str | None:
-    name = path.name
-    for ending in sorted(VOLUME_ENDINGS, key=len, reverse=True):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return None
 
 
 # ---------------------------------------------------------------------------- case folders
@@ -35,7 +27,7 @@ def _volume_stem(path: Path) -> str | None:
 
 def _folders_match(root: Path) -> bool:
     subfolders = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    return bool(subfolders) and all(any(_volume_stem(f) for f in p.iterdir() if f.is_file())
+    return bool(subfolders) and all(any(volume_stem(f) for f in p.iterdir() if f.is_file())
                                     for p in subfolders)
 
 
@@ -43,7 +35,7 @@ def _folders_read(root: Path, roles: Sequence[str] | None, **_options) -> list[C
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         check_case_id(folder.name, str(root))
-        files = {_volume_stem(f): f for f in folder.iterdir() if f.is_file() and _volume_stem(f)}
+        files = {volume_stem(f): f for f in folder.iterdir() if f.is_file() and volume_stem(f)}
         labels = {s: f for s, f in files.items() if s.lower().startswith(LABEL_PREFIXES)}
         images = {s: f for s, f in files.items() if s not in labels}
         if roles:

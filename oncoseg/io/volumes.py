@@ -41,6 +41,16 @@ def is_volume_file(path: str | os.PathLike[str]) -> bool:
     return str(path).lower().endswith(VOLUME_ENDINGS)
 
 
+def volume_stem(path: str | os.PathLike[str]) -> str | None:
+    """The file name without its volume ending ('t2w.nii.gz' -> 't2w'); None for a file that
+    is not a volume."""
+    name = Path(path).name
+    for ending in sorted(VOLUME_ENDINGS, key=len, reverse=True):
+        if name.lower().endswith(ending):
+            return name[: -len(ending)]
+    return None
+
+
 def _read_tag(file_name: str, tag: str) -> str:
     reader = sitk.ImageFileReader()
     reader.SetFileName(file_name)
