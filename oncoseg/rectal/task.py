@@ -1,4 +1,13 @@
-"""The ``rectal`` task's declaration: inputs, output segment, the paper's configuration."""
+"""The ``rectal`` task's declaration: inputs, output segment, the paper's configuration.
+
+Besides its three images the task takes ``dwi``: one diffusion series (a DICOM series, a 4D
+NIfTI with its .bval, a DWMRI NRRD) holding every b-value, from which the b0 and the high-b
+images are picked (:mod:`oncoseg.io.diffusion`). It stands in for ``dwi_b0`` + ``dwi_b1000`` and
+is declared apart from ``TASK.inputs``, which are the images a case folder holds and the network
+reads, channel by channel (data sets, training, the nnU-Net export read them role by role).
+"""
+
+from __future__ import annotations
 
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
@@ -18,8 +27,9 @@ TASK = register_task(Task(
                  "p >= 0.5 is the tumour, every candidate component is listed."),
     inputs=(
         InputRole("t2w", "T2-weighted MR", name_hints=("t2",)),
-        InputRole("dwi_b0", "diffusion-weighted MR, b = 0", name_hints=("b0", "b50", "dwi")),
-        InputRole("dwi_b1000", "diffusion-weighted MR, high b (1000-1100)",
+        InputRole("dwi_b0", "diffusion-weighted MR, b = 0 (or give dwi)",
+                  name_hints=("b0", "b50", "dwi")),
+        InputRole("dwi_b1000", "diffusion-weighted MR, high b (1000-1100) (or give dwi)",
                   name_hints=("b1000", "b1100", "b800", "high")),
     ),
     reference_role="dwi_b0",
@@ -28,3 +38,23 @@ TASK = register_task(Task(
     segments=(TUMOUR,),
     default_config=RectalConfig().as_dict(),
 ))
+
+# The alternative to dwi_b0 + dwi_b1000: every b-value in one input (oncoseg.io.diffusion).
+DWI_SERIES = InputRole(
+    "dwi", "diffusion-weighted MR with every b-value (one DICOM series, a 4D NIfTI with its "
+    ".bval, a DWMRI NRRD): b0 and the high b are picked from it; instead of dwi_b0 + dwi_b1000",
+    optional=True, name_hints=("dwi", "diff", "ep2d", "trace"))
+
+# Model metadata may name the high b-value the model was trained with (s/mm^2) under this
+# preprocessing key. The phantoms' 'dwi_b1000' is b = 1000, so a demo model (trained on
+# phantoms) without the key was trained at b = 1000.
+HIGH_B_KEY = "high_b_value"
+PHANTOM_HIGH_B = 1000.0
+
+
+def model_high_b(metadata) -> float | None:
+    """The b-value a model's 'dwi_b1000' channel was trained with, where it is known."""
+    value = metadata.preprocessing.get(HIGH_B_KEY)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return PHANTOM_HIGH_B if metadata.demo else None
