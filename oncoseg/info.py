@@ -18,8 +18,10 @@ from oncoseg.geometry import orientation_code, physical_bounds, voxel_volume_ml
 from oncoseg.io.segnrrd import read_seg_nrrd
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
-from oncoseg.validation import check_volume
+from oncoseg.validation import check_structure, count_nonfinite, volume_problems
 
+# intensity percentiles of bigger images come from a regular sample of this many voxels
+PERCENTILE_SAMPLE = 1 << 24
 MODEL_ENDINGS = (".safetensors", ".pt", ".pth", ".ckpt", ".pkl", ".pickle", ".bin", ".h5")
 
 
@@ -45,21 +47,32 @@ def _geometry(image: sitk.Image) -> dict[str, Any]:
 
 
 def describe_image(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Geometry and intensities of any 3D scalar image, with what would stop a method from
+    using it (a single slice, NaN voxels, a constant image) as warnings in the method's words."""
     image = read_image(path)
-    check_volume(image, str(path), allow_constant=True)
+    check_structure(image, str(path))
+    nan, infinite = count_nonfinite(image)
     array = sitk.GetArrayViewFromImage(image)
-    p1, p50, p99 = np.percentile(array, [1, 50, 99])
+    finite = array[np.isfinite(array)] if nan or infinite else array
+    intensity: dict[str, Any] = {"nan_voxels": nan, "infinite_voxels": infinite}
+    if finite.size:
+        # percentiles of a regular sample: np.percentile copies what it is given
+        step = max(1, finite.size // PERCENTILE_SAMPLE)
+        p1, p50, p99 = np.percentile(finite.reshape(-1)[::step], [1, 50, 99])
+        intensity.update({
+            "min": float(finite.min()), "max": float(finite.max()),
+            "mean": float(finite.mean()), "std": float(finite.std()),
+            "p1": float(p1), "median": float(p50), "p99": float(p99),
+            "constant": bool(finite.min() == finite.max()),
+        })
     return {
         "kind": "image",
         "path": str(path),
         "pixel_type": image.GetPixelIDTypeAsString(),
+        "voxels": int(np.prod(image.GetSize())),
         **_geometry(image),
-        "intensity": {
-            "min": float(array.min()), "max": float(array.max()),
-            "mean": float(array.mean()), "std": float(array.std()),
-            "p1": float(p1), "median": float(p50), "p99": float(p99),
-            "constant": bool(array.min() == array.max()),
-        },
+        "intensity": intensity,
+        "warnings": volume_problems(image, str(path), min_slices=2, allow_constant=False),
     }
 
 
@@ -127,11 +140,14 @@ def format_description(info: dict[str, Any]) -> str:
     if info["kind"] == "image":
         i = info["intensity"]
         lines.append(f"  pixel type: {info['pixel_type']}")
-        lines.append(f"  intensity: min {i['min']:g}, p1 {i['p1']:g}, median {i['median']:g}, "
-                     f"p99 {i['p99']:g}, max {i['max']:g} (mean {i['mean']:.4g}, "
-                     f"sd {i['std']:.4g})")
-        if i["constant"]:
-            lines.append("  warning: the image is constant; no method can use it")
+        if "min" in i:
+            lines.append(f"  intensity: min {i['min']:g}, p1 {i['p1']:g}, median "
+                         f"{i['median']:g}, p99 {i['p99']:g}, max {i['max']:g} (mean "
+                         f"{i['mean']:.4g}, sd {i['std']:.4g})")
+        lines.append(f"  non-finite voxels: {i['nan_voxels']} NaN, {i['infinite_voxels']} "
+                     "infinite")
+        for warning in info["warnings"]:
+            lines.append(f"  warning: a method would refuse it: it {warning}")
     else:
         lines.append(f"  layers: {info['layers']}")
         for s in info["segments"]:

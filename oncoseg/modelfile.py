@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
+from oncoseg.settings import values_problem
 
 if TYPE_CHECKING:
     import torch
@@ -82,7 +83,25 @@ class ModelMetadata:
             values[f.name] = value
         if not all(isinstance(role, str) for role in values["inputs"]):
             raise InputError(source, "model metadata field 'inputs' must list role names")
+        for part in ("preprocessing", "architecture_args"):
+            found = values_problem(values[part])
+            if found:
+                name, problem = found
+                value = _dotted(values[part], name)
+                raise InputError(source, f"field '{part}.{name}' is {value!r}: {problem}")
         return cls(**values)
+
+
+def _dotted(values: Mapping[str, Any], name: str) -> Any:
+    """The value at a dotted name as :func:`oncoseg.settings.values_problem` gives it
+    ('members[1].width')."""
+    value: Any = values
+    for part in name.split("."):
+        key, _, index = part.partition("[")
+        value = value[key]
+        if index:
+            value = value[int(index.rstrip("]"))]
+    return value
 
 
 @dataclass(frozen=True)
@@ -287,7 +306,7 @@ def build_network(metadata: ModelMetadata, source: str = "model") -> torch.nn.Mo
                          f"this OncoSeg does not know (known: {known})")
     try:
         return _ARCHITECTURES[metadata.architecture](**metadata.architecture_args)
-    except TypeError as error:
+    except (TypeError, ValueError, RuntimeError) as error:  # constructors check their arguments
         raise InputError(source, f"field 'architecture_args' does not fit architecture "
                          f"'{metadata.architecture}' ({error})") from None
 

@@ -6,6 +6,7 @@ overrides into a checked instance, with errors that name the setting.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, fields
 from typing import Any, TypeVar
@@ -13,6 +14,86 @@ from typing import Any, TypeVar
 from oncoseg.errors import InputError
 
 T = TypeVar("T")
+
+# What a value must be, by its name. A name means the same thing in every task's settings and in
+# a model file's 'preprocessing' and 'architecture_args', so one table checks all three: an
+# impossible value (a window edge of 200001 voxels, a negative spacing, zero channels) is bad
+# input named where it came from, not a crash deep inside a network or a resampler.
+MAX_WINDOW_EDGE = 4096  # voxels along one axis of a network's window (the largest used: 266)
+_WINDOWS = {"patch_size", "size", "patch"}
+_COUNTS = {"in_channels", "classes", "filters", "width", "width_2d", "width_3d", "levels",
+           "levels_2d", "levels_3d", "sequences", "batch_size", "batch_size_2d", "batch_size_3d",
+           "inference_batch", "context_stride", "max_epochs", "steps_per_epoch", "repeats",
+           "samples_per_class", "batches_per_iteration_2d", "batches_per_iteration_3d"}
+_POSITIVE = {"spacing_mm", "std", "intensity_constant", "auto_roi_mm", "learning_rate",
+             "learning_rate_min"}
+_NON_NEGATIVE = {"context", "roi_margin_mm", "ring_mm", "shift_hu", "rotation_rad", "scale",
+                 "l2", "min_delta", "crop_max_px", "weight_decay", "momentum"}
+_FRACTIONS = {"threshold", "gate_threshold", "vote_thresholds", "smoothing_probability",
+              "sequence_dropout", "class_targets_2d", "class_targets_3d"}
+# (lower, upper): the lower must stay below the upper
+_ORDERED_PAIRS = (("hu_low", "hu_high"),)
+
+
+def _numbers(value: Any) -> list[Any] | None:
+    """The numbers a value holds (a number or a flat sequence of numbers); None otherwise."""
+    items = list(value) if isinstance(value, (list, tuple)) else [value]
+    if not items or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in items):
+        return None
+    return items
+
+
+def value_problem(name: str, value: Any) -> str | None:
+    """Why ``value`` is impossible for a setting called ``name``; None if it is possible (or
+    the name is not one this table knows)."""
+    numbers = _numbers(value)
+    if numbers is None:
+        return None
+    each = "each entry" if isinstance(value, (list, tuple)) else "it"
+    if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+        return f"{each} must be a finite number"
+    whole = all(isinstance(v, int) or float(v).is_integer() for v in numbers)
+    if name in _WINDOWS and (not whole or not all(1 <= v <= MAX_WINDOW_EDGE for v in numbers)):
+        return (f"{each} must be a whole number of voxels from 1 to {MAX_WINDOW_EDGE} (a "
+                "network window's edge)")
+    if name in _COUNTS and (not whole or not all(v >= 1 for v in numbers)):
+        return f"{each} must be a whole number of at least 1"
+    if (name in _POSITIVE or name.endswith("spacing")) and not all(v > 0 for v in numbers):
+        return f"{each} must be greater than 0"
+    if name in _NON_NEGATIVE and not all(v >= 0 for v in numbers):
+        return f"{each} must be 0 or more"
+    if (name in _FRACTIONS or name.endswith("_fraction")) and \
+            not all(0 <= v <= 1 for v in numbers):
+        return f"{each} must lie between 0 and 1"
+    if name == "overlap" and not all(0 <= v < 1 for v in numbers):
+        return f"{each} must be at least 0 and below 1 (a fraction of the window)"
+    return None
+
+
+def values_problem(values: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, problem) of the first impossible value in ``values``, pairs included; nested
+    mappings and lists of mappings (an ensemble's members) are checked with dotted names."""
+    for name, value in values.items():
+        if isinstance(value, Mapping):
+            nested = values_problem(value)
+            if nested:
+                return f"{name}.{nested[0]}", nested[1]
+            continue
+        if isinstance(value, (list, tuple)) and value and \
+                all(isinstance(v, Mapping) for v in value):
+            for index, item in enumerate(value):
+                nested = values_problem(item)
+                if nested:
+                    return f"{name}[{index}].{nested[0]}", nested[1]
+            continue
+        problem = value_problem(name, value)
+        if problem:
+            return name, problem
+    for low, high in _ORDERED_PAIRS:
+        a, b = values.get(low), values.get(high)
+        if _numbers(a) and _numbers(b) and not a < b:
+            return low, f"must be below {high} ({b})"
+    return None
 
 
 def _convert(default: Any, value: Any) -> Any:
@@ -49,7 +130,12 @@ def from_overrides(cls: type[T], overrides: Mapping[str, Any] | None, task: str)
         except (TypeError, ValueError):
             raise InputError(f"--set {key}", f"'{value}' is not a valid "
                              f"{type(default).__name__} (default {default!r})") from None
-    return cls(**values)
+    settings = cls(**values)
+    found = values_problem(asdict(settings))
+    if found:
+        name, problem = found
+        raise InputError(f"--set {name}", f"is {getattr(settings, name)!r}: {problem}")
+    return settings
 
 
 def as_dict(settings: Any) -> dict[str, Any]:

@@ -21,9 +21,18 @@ MAX_SLICE_TILT_DEGREES = 30.0
 def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
                  allow_constant: bool = False) -> None:
     """Raise :class:`InputError` unless ``image`` is a usable 3D scalar volume."""
+    check_structure(image, name)
+    problems = volume_problems(image, name, min_slices, allow_constant)
+    if problems:
+        raise InputError(name, problems[0])
+
+
+def check_structure(image: sitk.Image, name: str) -> None:
+    """Raise :class:`InputError` unless ``image`` is a 3D scalar image at all (what ``info`` can
+    describe); :func:`volume_problems` says whether a method can use it."""
     dimension = image.GetDimension()
     size = image.GetSize()
-    if dimension == 2 or (dimension == 3 and min(size) == 1 and min_slices > 1):
+    if dimension == 2:
         raise InputError(name, f"is a 2D image (size {_size(size)}); a 3D volume is needed")
     if dimension != 3:
         raise InputError(name, f"is a {dimension}D image (size {_size(size)}); a 3D volume is "
@@ -31,18 +40,69 @@ def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(name, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel "
                          "(colour or vector image); a scalar volume is needed")
-    if min(size) < min_slices:
-        raise InputError(name, f"has only {min(size)} slices along one axis (size {_size(size)}); "
-                         f"at least {min_slices} are needed")
+
+
+def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
+                    allow_constant: bool = False) -> list[str]:
+    """What stops a method from using a 3D scalar ``image``, most basic first (empty: usable).
+
+    The texts follow the input's name in an :class:`InputError`; ``info`` lists them as
+    warnings, so a file it describes and a method refuses get the same words."""
+    size = image.GetSize()
+    voxels = int(np.prod(size))
+    problems = []
+    if voxels == 1:
+        problems.append("has 1 voxel; a 3D volume is needed (size 1 x 1 x 1)")
+    elif sorted(size)[1] == 1:
+        problems.append(f"is a single row of voxels; a 3D volume is needed (size "
+                        f"{_size(size)})")
+    elif min(size) == 1 and min_slices > 1:
+        problems.append(f"is a single slice; a 3D series is needed (size {_size(size)})")
+    elif min(size) < min_slices:
+        problems.append(f"has only {min(size)} slices along one axis (size {_size(size)}); "
+                        f"at least {min_slices} are needed")
     if np.any(np.asarray(image.GetSpacing()) <= 0):
-        raise InputError(name, f"has a non-positive voxel spacing {image.GetSpacing()}")
-    array = sitk.GetArrayViewFromImage(image)
-    if image.GetPixelID() in _FLOAT_TYPES:
-        bad = int(np.count_nonzero(~np.isfinite(array)))
-        if bad:
-            raise InputError(name, f"contains {bad} NaN or infinite voxels")
-    if not allow_constant and array.size and array.min() == array.max():
-        raise InputError(name, f"is constant (every voxel is {array.flat[0]}); it holds no image")
+        problems.append(f"has a non-positive voxel spacing {image.GetSpacing()}")
+    nan, infinite = count_nonfinite(image)
+    if nan or infinite:
+        problems.append(f"contains {nan} NaN and {infinite} infinite voxels (a method needs a "
+                        "value in every voxel)")
+    elif not allow_constant and voxels > 1:
+        low, high = intensity_range(image)
+        if low == high:
+            problems.append(f"is constant (every voxel is {low:g}); it holds no image")
+    return problems
+
+
+def count_nonfinite(image: sitk.Image) -> tuple[int, int]:
+    """(NaN voxels, infinite voxels); integer images have neither. Counted slab by slab, so a
+    big volume needs no full-size mask."""
+    if image.GetPixelID() not in _FLOAT_TYPES:
+        return 0, 0
+    nan = infinite = 0
+    for slab in _slabs(sitk.GetArrayViewFromImage(image)):
+        nan += int(np.count_nonzero(np.isnan(slab)))
+        infinite += int(np.count_nonzero(np.isinf(slab)))
+    return nan, infinite
+
+
+def intensity_range(image: sitk.Image) -> tuple[float, float]:
+    """(lowest, highest) finite voxel value; (nan, nan) when there is none."""
+    low, high = np.inf, -np.inf
+    for slab in _slabs(sitk.GetArrayViewFromImage(image)):
+        if slab.dtype.kind == "f":
+            slab = slab[np.isfinite(slab)]
+        if slab.size:
+            low, high = min(low, float(slab.min())), max(high, float(slab.max()))
+    return (low, high) if low <= high else (float("nan"), float("nan"))
+
+
+def _slabs(array: np.ndarray, voxels: int = 1 << 24) -> list[np.ndarray]:
+    """Views of ``array`` along its first axis, each about ``voxels`` large."""
+    if array.ndim == 0 or array.size == 0:
+        return [array.reshape(-1)]
+    step = max(1, voxels // max(1, array[0].size))
+    return [array[i:i + step] for i in range(0, array.shape[0], step)]
 
 
 def check_axial(image: sitk.Image, name: str, advice: str) -> None:

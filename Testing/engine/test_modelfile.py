@@ -1,13 +1,23 @@
 import pickle
 import struct
+from pathlib import Path
 
 import pytest
 import torch
 from pickles import WritesMarker
 from tinynet import tiny_conv, tiny_metadata
 
+import oncoseg
 from oncoseg.errors import InputError
-from oncoseg.modelfile import load_network, load_tensors, read_header, save_model
+from oncoseg.modelfile import (
+    build_network,
+    load_network,
+    load_tensors,
+    read_header,
+    register_architecture,
+    save_model,
+)
+from oncoseg.settings import values_problem
 
 
 def test_round_trip_with_metadata(tmp_path):
@@ -133,3 +143,55 @@ def test_half_precision_storage_halves_the_file_and_keeps_the_outputs(tmp_path):
     with pytest.raises(InputError, match="already exists"):
         store_half(tmp_path / "full.safetensors", tmp_path / "half.safetensors")
 
+
+
+def test_demo_models_and_every_tasks_defaults_hold_possible_values():
+    """The value rules refuse nothing that ships: every demo model reads, every default
+    passes."""
+    from oncoseg.tasks import all_tasks
+
+    models = sorted((Path(oncoseg.__file__).parent / "data" / "models").glob("*.safetensors"))
+    assert len(models) == 5
+    for path in models:
+        read_header(path)
+    for task in all_tasks():
+        assert values_problem(dict(task.default_config)) is None, task.name
+
+
+def test_impossible_values_in_nested_arguments_are_named(tmp_path):
+    metadata = tiny_metadata(architecture_args={"in_channels": 1, "classes": 2, "members": [
+        {"width": 8, "levels": 2}, {"width": 0, "levels": 2}]})
+    path = save_model(tmp_path / "m.safetensors", tiny_conv().state_dict(), metadata)
+    with pytest.raises(InputError, match=r"m.safetensors: field 'architecture_args.members\[1\]"
+                       r".width' is 0: it must be a whole number of at least 1"):
+        read_header(path)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"patch_size": [0, 64, 64]}, "--set patch_size: is (0, 64, 64): each entry must be a whole "
+     "number of voxels from 1 to 4096"),
+    ({"spacing_mm": "2,-2,3"}, "--set spacing_mm: is (2.0, -2.0, 3.0): each entry must be "
+     "greater than 0"),
+    ({"overlap": 1.0}, "--set overlap: is 1.0: it must be at least 0 and below 1"),
+    ({"hu_low": 900}, "--set hu_low: is 900.0: must be below hu_high (800.0)"),
+    ({"hu_high": float("nan")}, "--set hu_high: is nan: it must be a finite number"),
+])
+def test_impossible_overrides_are_refused(overrides, message):
+    from oncoseg.oar.ct_config import OarCtConfig
+
+    with pytest.raises(InputError) as error:
+        OarCtConfig.from_overrides(overrides)
+    assert str(error.value).startswith(message)
+
+
+def test_a_constructor_refusing_its_arguments_is_bad_input(tmp_path):
+    metadata = tiny_metadata(architecture_args={"in_channels": 1, "classes": 2, "seed": -1})
+
+    @register_architecture("test-refusing")
+    def refusing(in_channels: int, classes: int, seed: int) -> torch.nn.Module:
+        raise ValueError("seed must not be negative")
+
+    metadata.architecture = "test-refusing"
+    with pytest.raises(InputError, match=r"m: field 'architecture_args' does not fit "
+                       r"architecture 'test-refusing' \(seed must not be negative\)"):
+        build_network(metadata, "m")

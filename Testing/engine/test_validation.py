@@ -4,7 +4,13 @@ import SimpleITK as sitk
 from imaging import make_image
 
 from oncoseg.errors import InputError
-from oncoseg.validation import check_volume
+from oncoseg.validation import (
+    check_structure,
+    check_volume,
+    count_nonfinite,
+    intensity_range,
+    volume_problems,
+)
 
 
 def test_a_good_volume_passes():
@@ -13,7 +19,10 @@ def test_a_good_volume_passes():
 
 @pytest.mark.parametrize(("image", "message"), [
     (sitk.Image(8, 8, sitk.sitkFloat32), "t2w: is a 2D image"),
-    (sitk.Image(8, 8, 1, sitk.sitkFloat32), "t2w: is a 2D image"),
+    (sitk.Image(8, 8, 1, sitk.sitkFloat32), "t2w: is a single slice; a 3D series is needed"),
+    (sitk.Image(1, 8, 6, sitk.sitkFloat32), "t2w: is a single slice; a 3D series is needed"),
+    (sitk.Image(1, 1, 1, sitk.sitkFloat32), "t2w: has 1 voxel; a 3D volume is needed"),
+    (sitk.Image(1, 1, 9, sitk.sitkFloat32), "t2w: is a single row of voxels"),
     (sitk.Image([8, 8, 6, 3], sitk.sitkFloat32), "t2w: is a 4D image"),
     (sitk.Image([8, 8, 6], sitk.sitkVectorFloat32, 3), "3 components"),
     (sitk.Image(8, 8, 6, sitk.sitkInt16), "is constant"),
@@ -27,8 +36,31 @@ def test_nan_voxels_are_counted():
     array = sitk.GetArrayFromImage(make_image(dtype=np.float32))
     array[0, 0, :3] = np.nan
     array[1, 1, 1] = np.inf
-    with pytest.raises(InputError, match="dwi_b0: contains 4 NaN or infinite voxels"):
+    with pytest.raises(InputError, match="dwi_b0: contains 3 NaN and 1 infinite voxels"):
         check_volume(sitk.GetImageFromArray(array), "dwi_b0")
+    assert count_nonfinite(sitk.GetImageFromArray(array)) == (3, 1)
+    assert count_nonfinite(make_image()) == (0, 0)  # integer voxels are always finite
+
+
+def test_nan_beats_constant_and_the_range_ignores_nan():
+    """A NaN-filled image is named for its NaN voxels, not called constant."""
+    array = np.full((4, 5, 6), np.nan, np.float32)
+    array[0, 0, 0] = 7.0
+    image = sitk.GetImageFromArray(array)
+    with pytest.raises(InputError, match="contains 119 NaN and 0 infinite voxels"):
+        check_volume(image, "t1")
+    assert intensity_range(image) == (7.0, 7.0)
+    assert all(np.isnan(intensity_range(sitk.GetImageFromArray(array[1:]))))
+
+
+def test_problems_are_listed_without_raising():
+    """``info`` describes what a method refuses: the same words, as a list."""
+    image = sitk.Image(1, 1, 1, sitk.sitkFloat32)
+    assert volume_problems(image, "x", min_slices=2) == [
+        "has 1 voxel; a 3D volume is needed (size 1 x 1 x 1)"]
+    assert volume_problems(make_image(), "x") == []
+    with pytest.raises(InputError, match="is a 4D image"):
+        check_structure(sitk.Image([6, 6, 5, 3], sitk.sitkFloat32), "x")
 
 
 def test_minimum_slices():

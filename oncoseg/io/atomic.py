@@ -3,6 +3,12 @@
 A reader of an output path sees either nothing or the complete file: data are written to a
 temporary sibling (same directory, so the final step is a rename on one file system) and moved
 into place only when the writer succeeded. Existing files are replaced only when the caller asks.
+
+A temporary ``.part`` sibling is removed on every way out Python sees, SIGTERM included (the
+signal a cluster scheduler, ``timeout`` or a closing terminal sends): while one is being
+written, SIGTERM raises :class:`Terminated` in the main thread, so the ``finally`` clauses run
+and the process then ends with status 143 (128 + SIGTERM), as it would have. Only SIGKILL
+(nothing can catch it) can leave a ``.part`` behind.
 """
 
 from __future__ import annotations
@@ -10,7 +16,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +29,51 @@ from oncoseg.errors import InputError
 # (the umask, read once at import; reading it means setting it, which is not thread-safe)
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
+
+
+class Terminated(SystemExit):
+    """SIGTERM arrived while output was being written; raised so that clean-up runs. A
+    ``SystemExit`` (exit status 143), so no ``except Exception`` swallows it."""
+
+    def __init__(self) -> None:
+        super().__init__(128 + signal.SIGTERM)
+
+
+_writers = 0  # atomic writes under way in this process (main thread)
+_previous_handler: object = None
+_lock = threading.Lock()
+_terminating = False
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    global _terminating
+    if _terminating:  # a second SIGTERM must not interrupt the clean-up of the first
+        return
+    _terminating = True
+    print("oncoseg: terminated (SIGTERM); removing unfinished output", file=sys.stderr)
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _removed_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` while the block runs (main thread only: Python
+    delivers signals there, and a worker thread's writes end with its process anyway)."""
+    global _writers, _previous_handler, _terminating
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with _lock:
+        if _writers == 0:
+            _previous_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        _writers += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _writers -= 1
+            if _writers == 0:
+                signal.signal(signal.SIGTERM, _previous_handler)  # type: ignore[arg-type]
+                _terminating = False
 
 
 def full_suffix(path: Path) -> str:
@@ -56,28 +110,34 @@ def atomic_path(path: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     target = Path(path)
     refuse_existing(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
+    with _removed_on_sigterm():
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{target.name}.", suffix=f".part{full_suffix(target)}", dir=target.parent
+        )
+        os.close(fd)
+        tmp = Path(tmp_name)
+        try:
+            yield tmp
+            _publish_file(tmp, target, overwrite)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+
+def _publish_file(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move a written temporary file to ``target`` (never clobbering one without overwrite)."""
+    _flush_to_disk(tmp)
+    mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_UMASK
+    os.chmod(tmp, mode)
+    if overwrite:
+        os.replace(tmp, target)
+        return
     try:
-        yield tmp
-        _flush_to_disk(tmp)
-        mode = target.stat().st_mode & 0o7777 if target.exists() else 0o666 & ~_UMASK
-        os.chmod(tmp, mode)
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise InputError(str(target), "appeared while writing; not overwritten") from None
-            except OSError:  # file systems without hard links
-                refuse_existing(target, overwrite)
-                os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
+        os.link(tmp, target)
+    except FileExistsError:
+        raise InputError(str(target), "appeared while writing; not overwritten") from None
+    except OSError:  # file systems without hard links
+        refuse_existing(target, overwrite)
+        os.replace(tmp, target)
 
 
 def _flush_to_disk(path: Path) -> None:
@@ -108,17 +168,19 @@ def atomic_directory(path: str | os.PathLike[str], overwrite: bool = False) -> I
         raise InputError(str(target), "already exists and is not empty; choose another folder "
                          "or ask to overwrite it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
-    try:
-        yield tmp
-        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private (0700)
-        if target.exists():
-            old = target.with_name(f".{target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _removed_on_sigterm():
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part",
+                                    dir=target.parent))
+        try:
+            yield tmp
+            os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp's folders are private (0700)
+            if target.exists():
+                old = target.with_name(f".{target.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                os.replace(target, old)
+                os.replace(tmp, target)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, target)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -17,6 +17,8 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
+from oncoseg.io.header import check_declared_size
+from oncoseg.io.nifti import restore_nonfinite
 
 VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 DICOM_DESCRIPTION_TAG = "0008|103e"
@@ -133,6 +135,7 @@ def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> s
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), "no such file or folder")
+    check_declared_size(p, series_uid)  # before any pixel is read: refuse what cannot fit
     if p.is_dir():
         from oncoseg.datasets import kaggle
 
@@ -140,7 +143,7 @@ def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> s
             return kaggle.read_scan(p, p.parent.name)
         return read_dicom_series(p, series_uid)
     try:
-        return sitk.ReadImage(str(p))
+        return restore_nonfinite(sitk.ReadImage(str(p)), p)  # NIfTI NaN
     except RuntimeError as error:
         raise InputError(str(path), f"is not a readable image ({_first_line(error)})") from None
 

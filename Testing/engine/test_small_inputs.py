@@ -1,0 +1,225 @@
+"""Issue 17, point 6: NaN/Inf in every format, single slices, one voxel, impossible model
+settings, SIGTERM while writing."""
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from imaging import make_image
+
+from oncoseg.errors import InputError
+from oncoseg.io.atomic import atomic_directory
+from oncoseg.io.nifti import nonfinite_voxels
+from oncoseg.io.volumes import read_image
+from oncoseg.modelfile import load_tensors, read_header, save_model
+from oncoseg.validation import check_volume
+
+HELPERS = Path(__file__).resolve().parents[1] / "helpers"
+CT_SMALL = Path(pydicom.__file__).parent / "data" / "test_files" / "CT_small.dcm"
+OAR_CT_DEMO = Path(__file__).resolve().parents[2] / "oncoseg/data/models/oar-ct-demo.safetensors"
+
+
+def oncoseg(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "oncoseg", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def nan_array():
+    array = sitk.GetArrayFromImage(make_image(dtype=np.float32))
+    array[0, 0, :3] = np.nan
+    array[1, 1, 1] = np.inf
+    array[2, 2, 2] = -np.inf
+    return array
+
+
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz", ".nrrd", ".mha"])
+def test_nan_and_inf_are_read_and_named_in_every_format(tmp_path, ending):
+    array = nan_array()
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 1.3, 3.5))
+    path = tmp_path / f"b0{ending}"
+    sitk.WriteImage(image, str(path))
+    read = read_image(path)
+    np.testing.assert_array_equal(sitk.GetArrayViewFromImage(read), array)  # NaN == NaN here
+    assert read.GetSpacing() == pytest.approx((0.8, 1.3, 3.5))
+    with pytest.raises(InputError, match=r"b0.*: contains 3 NaN and 2 infinite voxels"):
+        check_volume(read, f"b0{ending}")
+
+
+def test_simpleitk_alone_hides_nifti_nan(tmp_path):
+    """Why the NIfTI scan exists: ITK's NIfTI reader turns NaN into 0 (an image of NaN and one
+    value read as 'constant' before)."""
+    array = np.full((5, 6, 7), np.nan, np.float32)
+    array[0, 0, 0] = 3.0
+    path = tmp_path / "mask.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    plain = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+    assert not np.isnan(plain).any() and plain.max() == 3.0
+    indices, values = nonfinite_voxels(path)
+    assert indices.size == 209 and np.isnan(values).all()
+    with pytest.raises(InputError, match="contains 209 NaN and 0 infinite voxels"):
+        check_volume(read_image(path), "mask")
+
+
+def test_nifti_scaling_and_integer_files(tmp_path):
+    """Integer NIfTI files are not scanned (they cannot hold NaN); a float file's slope and
+    intercept carry over to its infinities."""
+    sitk.WriteImage(make_image(), str(tmp_path / "ct.nii.gz"))
+    assert nonfinite_voxels(tmp_path / "ct.nii.gz")[0].size == 0
+    sitk.WriteImage(sitk.GetImageFromArray(nan_array()), str(tmp_path / "f.nii"))
+    raw = bytearray((tmp_path / "f.nii").read_bytes())
+    raw[112:120] = np.array([-2.0, 5.0], "<f4").tobytes()  # scl_slope, scl_inter
+    (tmp_path / "scaled.nii").write_bytes(bytes(raw))
+    read = sitk.GetArrayFromImage(read_image(tmp_path / "scaled.nii"))
+    expected = nan_array() * -2.0 + 5.0
+    np.testing.assert_allclose(read, expected, rtol=1e-6)
+    assert np.isneginf(read[1, 1, 1]) and np.isposinf(read[2, 2, 2])
+
+
+def test_info_reports_nan_counts_and_still_describes(tmp_path):
+    sitk.WriteImage(sitk.GetImageFromArray(nan_array()), str(tmp_path / "b0.nii.gz"))
+    result = oncoseg("info", tmp_path / "b0.nii.gz", "--json")
+    assert result.returncode == 0, result.stderr
+    info = json.loads(result.stdout)
+    assert info["intensity"]["nan_voxels"] == 3 and info["intensity"]["infinite_voxels"] == 2
+    assert np.isfinite(info["intensity"]["max"])
+    assert info["warnings"] == ["contains 3 NaN and 2 infinite voxels (a method needs a value "
+                                "in every voxel)"]
+    text = oncoseg("info", tmp_path / "b0.nii.gz").stdout
+    assert "non-finite voxels: 3 NaN, 2 infinite" in text
+
+
+def test_single_slice_dicom_is_described_but_not_predicted(tmp_path):
+    """pydicom's real CT_small.dcm: one 128 x 128 slice."""
+    result = oncoseg("info", CT_SMALL)
+    assert result.returncode == 0, result.stderr
+    assert "size: 128 x 128 x 1 voxels" in result.stdout
+    assert "a single slice; a 3D series is needed" in result.stdout
+    result = oncoseg("predict", "oar-ct", "--input", f"ct={CT_SMALL}", "--output",
+                     tmp_path / "out", "--device", "cpu", "--progress", "none")
+    assert result.returncode == 2, result.stderr
+    assert "ct: is a single slice; a 3D series is needed" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_one_voxel_image_is_described_as_one_voxel(tmp_path):
+    sitk.WriteImage(sitk.Image(1, 1, 1, sitk.sitkInt16), str(tmp_path / "dot.nrrd"))
+    result = oncoseg("info", tmp_path / "dot.nrrd")
+    assert result.returncode == 0, result.stderr
+    assert "size: 1 x 1 x 1 voxels" in result.stdout and "2D" not in result.stdout
+    assert "has 1 voxel; a 3D volume is needed" in result.stdout
+
+
+def _bad_model(tmp_path, part, key, value):
+    metadata, tensors = load_tensors(OAR_CT_DEMO)
+    metadata = copy.deepcopy(metadata)
+    getattr(metadata, part)[key] = value
+    return save_model(tmp_path / f"bad-{key}.safetensors", tensors, metadata)
+
+
+@pytest.mark.parametrize(("part", "key", "value", "message"), [
+    ("preprocessing", "patch_size", [200001, 64, 64], "whole number of voxels from 1 to 4096"),
+    ("preprocessing", "spacing_mm", [-3.0, 3.0, 3.0], "must be greater than 0"),
+    ("preprocessing", "spacing_mm", [0, 3, 3], "must be greater than 0"),
+    ("architecture_args", "in_channels", 0, "whole number of at least 1"),
+    ("architecture_args", "filters", [0, 16, 32, 64], "whole number of at least 1"),
+    ("preprocessing", "hu_low", 900.0, "must be below hu_high"),
+])
+def test_impossible_model_settings_name_file_and_field(tmp_path, part, key, value, message):
+    path = _bad_model(tmp_path, part, key, value)
+    with pytest.raises(InputError) as error:
+        read_header(path)
+    assert str(error.value).startswith(f"{path}: field '{part}.{key}' is ")
+    assert message in str(error.value)
+
+
+def test_predict_with_an_impossible_model_is_exit_2(tmp_path):
+    """Before: exit 1 after trying to allocate 52 GB for a 200001-voxel window."""
+    path = _bad_model(tmp_path, "preprocessing", "patch_size", [200001, 64, 64])
+    sitk.WriteImage(make_image(shape_zyx=(12, 20, 24)), str(tmp_path / "ct.nrrd"))
+    result = oncoseg("predict", "oar-ct", "--input", f"ct={tmp_path / 'ct.nrrd'}", "--model",
+                     path, "--output", tmp_path / "out", "--device", "cpu", "--progress", "none")
+    assert result.returncode == 2, result.stderr
+    assert f"{path}: field 'preprocessing.patch_size' is [200001, 64, 64]" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# A child process writing an output folder that stops, once its files are on disk, until the
+# test has sent SIGTERM: deterministic, no sleep race.
+ATOMIC_CHILD = """
+import sys
+from oncoseg.io.atomic import atomic_directory
+with atomic_directory(sys.argv[1]) as folder:
+    (folder / "labels.nii.gz").write_bytes(b"x" * 1000)
+    print(folder, flush=True)
+    sys.stdin.readline()
+"""
+PREDICT_CHILD = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import tinynet
+tinynet.register()
+import oncoseg.overview as overview
+real = overview.save_overview
+def save_and_wait(prediction, path):
+    real(prediction, path)
+    print(path.parent, flush=True)
+    sys.stdin.readline()
+overview.save_overview = save_and_wait
+from oncoseg.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def _terminate_while_writing(command, tmp_path):
+    child = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        part = Path(child.stdout.readline().strip())
+        assert part.name.endswith(".part") and part.is_dir(), child.stderr.read()
+        assert any(part.iterdir())
+        child.send_signal(signal.SIGTERM)
+        _, stderr = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    assert child.returncode == 128 + signal.SIGTERM, stderr
+    assert "terminated (SIGTERM)" in stderr
+    return part
+
+
+def test_sigterm_while_writing_leaves_no_part_folder(tmp_path):
+    part = _terminate_while_writing([sys.executable, "-c", ATOMIC_CHILD, tmp_path / "out"],
+                                    tmp_path)
+    assert not part.exists() and not (tmp_path / "out").exists()
+    assert os.listdir(tmp_path) == []
+
+
+def test_sigterm_during_predict_output_leaves_nothing(tmp_path):
+    sitk.WriteImage(make_image(shape_zyx=(8, 20, 24), dtype=np.float32), str(tmp_path / "in.nrrd"))
+    command = [sys.executable, "-c", PREDICT_CHILD, HELPERS, "predict", "test-threshold",
+               "--input", f"image={tmp_path / 'in.nrrd'}", "--output", tmp_path / "out",
+               "--device", "cpu", "--progress", "none"]
+    part = _terminate_while_writing(list(map(str, command)), tmp_path)
+    assert part.parent == tmp_path
+    assert sorted(os.listdir(tmp_path)) == ["in.nrrd"]
+
+
+def test_signal_handler_is_restored_after_writing(tmp_path):
+    before = signal.getsignal(signal.SIGTERM)
+    with atomic_directory(tmp_path / "a") as folder:
+        assert signal.getsignal(signal.SIGTERM) is not before
+        with atomic_directory(tmp_path / "b"):  # nested writers share the handler
+            pass
+        assert signal.getsignal(signal.SIGTERM) is not before
+        (folder / "f").write_text("x")
+    assert signal.getsignal(signal.SIGTERM) is before
+    assert (tmp_path / "a" / "f").read_text() == "x"
