@@ -81,7 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _task_verb(verbs, "predict", "run a task on one case")
     p.add_argument("--input", dest="inputs", action="append", default=[], metavar="ROLE=PATH",
-                   help="an input volume or DICOM series folder (repeat for each role)")
+                   help="an input volume, DICOM file, DICOM series folder, or study folder / "
+                   "DICOMDIR tree with --series (repeat for each role)")
+    p.add_argument("--series", dest="series", action="append", default=[],
+                   metavar="[ROLE=]UID|NUMBER|PATTERN",
+                   help="which DICOM series an --input folder means when it holds several "
+                   "(sub-folders are searched 3 levels deep): the series UID, the series "
+                   "number, or a pattern on the series description ('*t2*ax*', any case). "
+                   "ROLE= names the input; it may be left out when only one input is given. "
+                   "Repeat for each role. Without it such a folder is refused with a table of "
+                   "its series")
     p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     p.add_argument("--seed-point", metavar="X,Y,Z", help="LPS point (mm) inside the structure: "
@@ -190,6 +199,48 @@ def parse_inputs(items: Sequence[str]) -> dict[str, str]:
     return inputs
 
 
+def parse_series(items: Sequence[str], inputs: dict[str, str]) -> dict[str, str]:
+    """``--series [ROLE=]SELECTOR`` options: role -> selector. Without ROLE= the selector
+    applies to the only input; every role named must be a DICOM folder input."""
+    selectors: dict[str, str] = {}
+    for item in items:
+        role, sep, selector = item.partition("=")
+        if not sep or role not in inputs:  # no ROLE= (a pattern may itself hold '=')
+            if len(inputs) != 1:
+                raise InputError(f"--series {item}", "say which input it is for: --series "
+                                 f"ROLE={item} (inputs: {', '.join(inputs) or 'none'})")
+            role, selector = next(iter(inputs)), item
+        if not selector:
+            raise InputError(f"--series {item}", "needs a series UID, number or pattern")
+        if role in selectors:
+            raise InputError(f"--series {role}", "is given twice")
+        path = Path(inputs[role])
+        if not (path.is_dir() or path.name.upper() == "DICOMDIR"):
+            raise InputError(f"--series {item}", f"--input {role} is {path}, not a DICOM "
+                             "folder to choose a series in")
+        selectors[role] = selector
+    return selectors
+
+
+def read_inputs(paths: dict[str, str], selectors: dict[str, str]
+                ) -> tuple[dict[str, Any], list[str]]:
+    """The input images by role, and the reading notes (a DICOM series resampled onto a
+    regular grid ...) in words for the terminal and result.json."""
+    from oncoseg.io.dicom_series import SeriesChoiceError
+    from oncoseg.io.volumes import read_volume
+
+    images, notes = {}, []
+    for role, path in paths.items():
+        try:
+            volume = read_volume(path, selectors.get(role))
+        except SeriesChoiceError as error:
+            raise InputError(f"--input {role}={error.what}", f"{error.problem}\nChoose one "
+                             f"with --series {role}=UID|NUMBER|PATTERN") from None
+        images[role] = volume.image
+        notes += [f"input {role}: {note}" for note in volume.notes]
+    return images, notes
+
+
 def _cmd_tasks(args: argparse.Namespace) -> int:
     from oncoseg.tasks import all_tasks
 
@@ -221,12 +272,12 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
-    from oncoseg.io.volumes import read_image
     from oncoseg.prediction import write_prediction
     from oncoseg.tasks import get_task
 
     task = get_task(args.task)
     paths = parse_inputs(args.inputs)
+    selectors = parse_series(args.series, paths)
     for role in paths:
         task.role(role)
     missing = [r for r in task.required_roles if r not in paths]
@@ -245,12 +296,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for key, option in (("seed_lps_mm", "--seed-point"), ("roi_lps_mm", "--roi")):
         if key in extra and key not in accepted:
             raise InputError(option, f"is not used by task '{task.name}'")
-    images = {role: read_image(path) for role, path in paths.items()}
+    images, reading_notes = read_inputs(paths, selectors)
     started = time.perf_counter()
     prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
                                       progress=_progress(args.progress), cancel=CancelToken(),
                                       **extra)
     prediction.timings.setdefault("total", time.perf_counter() - started)
+    prediction.messages[:0] = reading_notes  # printed below and kept in result.json
     write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
                      overwrite=args.overwrite)
     for message in prediction.messages:

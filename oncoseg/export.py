@@ -1,16 +1,20 @@
 """Export a segmentation to the formats other systems read: DICOM SEG and RTSTRUCT that
 reference the source DICOM series, and NRRD, NIfTI and Slicer's ``.seg.nrrd``.
 
-A segmentation drawn on another grid than the referenced series (the rectal task's b0 grid,
-exported against the T2w series) is resampled onto the series grid, nearest neighbour, and the
-result says so; one that does not overlap the series is refused. Files are written atomically
-and never over an existing file unless asked.
+Every DICOM SEG frame and RTSTRUCT contour shows the segmentation where its source image lies
+(its ImagePositionPatient), so a series with a missing slice, a varying step or a gantry tilt is
+referenced image by image. A segmentation drawn on another grid than the series' own (the rectal
+task's b0 grid, exported against the T2w series) is sampled there, nearest neighbour, and the
+result says so; one that does not overlap the series is refused, and so is a series whose UIDs
+were blanked (nothing to reference). Files are written atomically and never over an existing
+file unless asked.
 """
 
 from __future__ import annotations
 
 import colorsys
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,10 +23,12 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
-from oncoseg.geometry import resample_to_reference, same_grid
+from oncoseg.geometry import check_overlap, same_grid
 from oncoseg.io.atomic import refuse_existing
+from oncoseg.io.dicom_geometry import SlicePlane, plan_stack
+from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, reference_planes
 from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
-from oncoseg.io.volumes import DicomSeries, choose_dicom_series, read_image, write_image
+from oncoseg.io.volumes import read_image, write_image
 from oncoseg.terminology import ABNORMAL_STRUCTURE, SPATIAL_CONCEPT, Terminology
 
 
@@ -65,27 +71,33 @@ def _default_color(value: int) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(hue, 0.75, 0.9)
 
 
-def onto_grid(segmentation: Segmentation, reference: sitk.Image, reference_name: str
-              ) -> tuple[Segmentation, list[str]]:
-    """``segmentation`` on ``reference``'s grid; resampled (nearest) when it is elsewhere."""
-    if same_grid(segmentation.geometry, reference, tolerance=1e-3):
-        layers = []  # the series' exact geometry (rounding in the headers aside)
-        for layer in segmentation.layers:
-            copy = sitk.Image(layer)
-            copy.CopyInformation(reference)
-            layers.append(copy)
-        return Segmentation(layers, segmentation.segments), []
-    layers = [resample_to_reference(layer, reference, "nearest",
-                                    names=("the segmentation", reference_name))
-              for layer in segmentation.layers]
-    moved = Segmentation(layers, segmentation.segments)
-    lost = [s.name for s in segmentation.segments
-            if segmentation.mask(s.id).any() and not moved.mask(s.id).any()]
-    if lost:
-        raise InputError("segmentation", f"segments {', '.join(lost)} lie outside "
-                         f"{reference_name}: is it the series they were drawn on?")
-    return moved, [f"the segmentation was resampled (nearest neighbour) onto the grid of "
-                   f"{reference_name}"]
+def instance_grid_note(segmentation: Segmentation, planes: Sequence[SlicePlane],
+                       reference_name: str) -> list[str]:
+    """Whether exporting samples the segmentation off its own grid: none when it lies on the
+    series' regular grid (each image is one of its slices), else a note (nearest neighbour onto
+    each image's plane); a segmentation elsewhere in space is refused."""
+    try:
+        grid = plan_stack(planes, reference_name).grid()
+    except InputError:  # a gap no reader accepts: the images' own planes are still exact
+        grid = None
+    if grid is not None and same_grid(segmentation.geometry, grid, tolerance=1e-3):
+        return []
+    extent = grid if grid is not None else _box_through(planes)
+    check_overlap(segmentation.geometry, extent, "the segmentation", reference_name)
+    return [f"the segmentation was resampled (nearest neighbour) onto the planes of the "
+            f"images of {reference_name}"]
+
+
+def _box_through(planes: Sequence[SlicePlane]) -> sitk.Image:
+    """A two-slice grid from the first plane to the last: the series' extent."""
+    first, last = planes[0], planes[-1]
+    span = float(np.dot(first.normal, np.subtract(last.position, first.position)))
+    box = first.grid()
+    grid = sitk.Image([first.columns, first.rows, 2], sitk.sitkUInt8)
+    grid.SetOrigin(box.GetOrigin())
+    grid.SetDirection(box.GetDirection())
+    grid.SetSpacing([*box.GetSpacing()[:2], max(span, 1e-3)])
+    return grid
 
 
 def interpreted_type(segment: Segment) -> str:
@@ -116,21 +128,23 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
         if series is None:
             raise InputError("--reference", f"{fmt} export needs the DICOM series the "
                              "segmentation belongs to")
-        reference = sitk.ReadImage(list(series.files)) if len(series.files) > 1 \
-            else read_image(series.files[0])
-        segmentation, messages = onto_grid(segmentation, reference,
-                                           f"DICOM series {series.uid}")
+        planes = reference_planes(series)  # refuses series without usable UIDs
+        name = f"DICOM series {series.uid or series.name}"
+        messages = instance_grid_note(segmentation, planes, name)
+        files = [p.file for p in planes]
         if fmt == "dicom-seg":
             from oncoseg.io.dicomseg import write_dicom_seg  # highdicom: 0.4 s to import
 
-            write_dicom_seg(segmentation, series.files, output, overwrite, label)
+            write_dicom_seg(segmentation, files, output, overwrite, label,
+                            reference_name=name)
         else:
             from oncoseg.io.rtstruct import write_rtstruct
 
             structures = [(s.name, segmentation.mask(s.id),
                            tuple(round(255 * c) for c in s.color), interpreted_type(s))
                           for s in segmentation.segments]
-            write_rtstruct(structures, reference, series.files, output, label, overwrite)
+            write_rtstruct(structures, segmentation.geometry, files, output, label, overwrite,
+                           reference_name=name)
     elif fmt == "seg.nrrd":
         write_seg_nrrd(segmentation, output, overwrite)
     else:

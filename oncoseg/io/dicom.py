@@ -1,4 +1,5 @@
-"""Writing image series as DICOM (the CT phantoms, sample data) and reading their headers.
+"""Writing image series as DICOM (the CT phantoms, sample data, the readers' test series) and
+reading their headers.
 
 Only what a planning system and the validators expect of a CT Image object is written: patient,
 study, series, frame of reference, equipment, image plane and pixel modules. Pixels are signed
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,19 +52,43 @@ def _common(ds: pydicom.Dataset, patient: Patient, study_uid: str, frame_uid: st
     ds.SoftwareVersions = oncoseg.__version__
 
 
+@dataclass(frozen=True)
+class CTSlice:
+    """One CT image to write: its pixels (rows, columns; HU) and where its first pixel lies."""
+
+    pixels: np.ndarray
+    position: tuple[float, float, float]  # ImagePositionPatient, LPS mm
+
+
 def write_ct_series(image: sitk.Image, folder: str | os.PathLike[str], patient: Patient,
                     description: str = "CT", study_uid: str | None = None) -> list[Path]:
     """One file per slice, in slice order (k = 0, 1, ...); returns their paths."""
+    hu = sitk.GetArrayFromImage(image)
+    direction = np.asarray(image.GetDirection()).reshape(3, 3)
+    slices = [CTSlice(hu[k], image.TransformIndexToPhysicalPoint((0, 0, k)))
+              for k in range(hu.shape[0])]
+    return write_ct_slices(slices, direction[:, 0], direction[:, 1], image.GetSpacing()[:2],
+                           folder, patient, description, study_uid,
+                           thickness=image.GetSpacing()[2])
+
+
+def write_ct_slices(slices: Sequence[CTSlice], row: Sequence[float], column: Sequence[float],
+                    pixel_spacing_xy: Sequence[float], folder: str | os.PathLike[str],
+                    patient: Patient, description: str = "CT", study_uid: str | None = None,
+                    thickness: float | None = None, gantry_tilt_degrees: float = 0.0
+                    ) -> list[Path]:
+    """One CT Image file per slice, each where its ImagePositionPatient says (a scanner's
+    series need not be a uniform stack: the readers' tests write gaps and gantry tilts this
+    way); ``row`` / ``column`` are the directions of increasing column / row index and
+    ``pixel_spacing_xy`` the spacing along them. Returns the paths, in the order given."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    hu = sitk.GetArrayFromImage(image).astype(np.int16)
-    direction = np.asarray(image.GetDirection()).reshape(3, 3)
-    spacing = image.GetSpacing()
     study_uid = study_uid or generate_uid()
     series_uid, frame_uid = generate_uid(), generate_uid()
     now = _dt.datetime.now()
     paths = []
-    for k in range(hu.shape[0]):
+    for k, item in enumerate(slices):
+        hu = np.asarray(item.pixels).astype(np.int16)
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = CT_IMAGE_STORAGE
         meta.MediaStorageSOPInstanceUID = generate_uid()
@@ -82,18 +108,20 @@ def write_ct_series(image: sitk.Image, folder: str | os.PathLike[str], patient: 
         ds.ContentDate, ds.ContentTime = ds.StudyDate, ds.StudyTime
         ds.KVP = "120"
         ds.PatientPosition = "HFS"
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in image.TransformIndexToPhysicalPoint(
-            (0, 0, k))]
-        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*direction[:, 0], *direction[:, 1])]
-        ds.PixelSpacing = [f"{spacing[1]:.4f}", f"{spacing[0]:.4f}"]  # row, column spacing
-        ds.SliceThickness = f"{spacing[2]:.4f}"
+        if gantry_tilt_degrees:
+            ds.GantryDetectorTilt = f"{gantry_tilt_degrees:.4f}"
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in item.position]
+        ds.ImageOrientationPatient = [f"{v:.6f}" for v in (*row, *column)]
+        ds.PixelSpacing = [f"{pixel_spacing_xy[1]:.4f}", f"{pixel_spacing_xy[0]:.4f}"]  # row, col
+        if thickness is not None:
+            ds.SliceThickness = f"{thickness:.4f}"
         ds.SamplesPerPixel = 1
         ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows, ds.Columns = hu.shape[1], hu.shape[2]
+        ds.Rows, ds.Columns = hu.shape
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 16, 15
         ds.PixelRepresentation = 1
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
-        ds.PixelData = np.ascontiguousarray(hu[k]).tobytes()
+        ds.PixelData = np.ascontiguousarray(hu).tobytes()
         path = folder / f"CT_{k + 1:04d}.dcm"
         ds.save_as(path, enforce_file_format=True)
         paths.append(path)

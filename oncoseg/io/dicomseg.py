@@ -1,10 +1,10 @@
 """DICOM Segmentation objects (highdicom), referencing the image series they were drawn on.
 
-A BINARY SEG: one frame per source slice and segment that holds voxels, each frame pointing at
-its source instance. Segments carry their SNOMED CT category, type (with modifier) and anatomic
-region from the segment's terminology, the display colour (CIELab), and OncoSeg as the
-algorithm. A segment without terminology (added by hand in Segment Editor) is coded as Slicer
-codes new segments: Tissue.
+A BINARY SEG: one frame per source image and segment that holds voxels, each frame pointing at
+its source instance and showing the segmentation where that image lies. Segments carry their
+SNOMED CT category, type (with modifier) and anatomic region from the segment's terminology,
+the display colour (CIELab), and OncoSeg as the algorithm. A segment without terminology (added
+by hand in Segment Editor) is coded as Slicer codes new segments: Tissue.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import pydicom
 from pydicom.sr.codedict import codes
 
 import oncoseg
+from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
+from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes, slice_planes
+from oncoseg.io.dicom_series import check_referenceable
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.terminology import Code, Terminology
 
@@ -56,20 +59,23 @@ def segment_description(number: int, segment: Segment, manual: bool = False
 
 def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.PathLike[str]],
                     path: str | os.PathLike[str], overwrite: bool = False,
-                    label: str = "OncoSeg", manual: bool = False) -> Path:
-    """Write ``segmentation`` (on the grid of the series, slice k = ``series_files[k]``) as a
-    DICOM SEG referencing that series."""
-    sources = [pydicom.dcmread(str(f)) for f in series_files]
-    shape = (len(sources), int(sources[0].Rows), int(sources[0].Columns))
-    grid = sitk_shape(segmentation)
-    if grid != shape:
-        raise ValueError(f"segmentation grid {grid} is not the series' {shape}")
+                    label: str = "OncoSeg", manual: bool = False,
+                    reference_name: str = "the DICOM series") -> Path:
+    """Write ``segmentation`` as a DICOM SEG referencing the single-frame images
+    ``series_files``: frame by frame, the segmentation (on any grid) sampled where each source
+    image actually lies, so a series with a missing slice or a gantry tilt is referenced
+    correctly."""
     if not segmentation.segments:
         raise ValueError("a DICOM SEG needs at least one segment")
-    pixels = np.stack([segmentation.mask(s.id) for s in segmentation.segments], axis=-1)
+    headers = [(str(f), pydicom.dcmread(str(f))) for f in series_files]
+    check_referenceable(headers, reference_name)
+    sources = [ds for _, ds in headers]
+    planes = [_single_plane(f, ds) for f, ds in headers]
+    masks = masks_on_planes([(s.name, segmentation.mask(s.id)) for s in segmentation.segments],
+                            segmentation.geometry, planes, reference_name)
     seg = hd.seg.Segmentation(
         source_images=sources,
-        pixel_array=pixels.astype(np.uint8),
+        pixel_array=np.stack(masks, axis=-1).astype(np.uint8),
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment_description(n, s, manual)
                               for n, s in enumerate(segmentation.segments, start=1)],
@@ -90,6 +96,9 @@ def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.
     return Path(path)
 
 
-def sitk_shape(segmentation: Segmentation) -> tuple[int, int, int]:
-    size = segmentation.geometry.GetSize()
-    return (size[2], size[1], size[0])
+def _single_plane(path: str, header: pydicom.Dataset) -> SlicePlane:
+    planes = slice_planes(path, header)
+    if not planes or len(planes) != 1:
+        raise InputError(path, "is not a single-frame image that says where it lies "
+                         "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
+    return planes[0]

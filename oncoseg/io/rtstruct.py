@@ -106,12 +106,30 @@ def write_rtstruct(
     path: str | os.PathLike[str],
     label: str = "OncoSeg",
     overwrite: bool = False,
+    reference_name: str = "the DICOM series",
 ) -> Path:
-    """Write (name, mask (z, y, x), RGB 0-255, interpreted type) structures as an RT structure
-    set referencing the image series ``series_files`` (in slice order, as ``image`` was read)."""
-    if len(series_files) != image.GetSize()[2]:
-        raise ValueError(f"{len(series_files)} series files for {image.GetSize()[2]} slices")
-    headers = [pydicom.dcmread(str(f), stop_before_pixels=True) for f in series_files]
+    """Write (name, mask (z, y, x) on ``image``'s grid, RGB 0-255, interpreted type) structures
+    as an RT structure set referencing the single-frame images ``series_files``.
+
+    Contours are traced on each image's own plane (IPP and orientation from its header): the
+    masks are sampled there, nearest neighbour, so a series with a missing slice or a gantry
+    tilt gets contours that lie on, and reference, the image they were drawn on."""
+    from oncoseg.io.dicom_geometry import masks_on_planes, slice_planes
+    from oncoseg.io.dicom_series import check_referenceable
+
+    files = [str(f) for f in series_files]
+    read = [(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
+    check_referenceable(read, reference_name)
+    planes = []
+    for f, header in read:
+        found = slice_planes(f, header)
+        if not found or len(found) != 1:
+            raise InputError(f, "is not a single-frame image that says where it lies "
+                             "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
+        planes += found
+    masks = masks_on_planes([(name, mask) for name, mask, _, _ in structures], image, planes,
+                            reference_name)
+    headers = [h for _, h in read]
     first = headers[0]
     now = _dt.datetime.now()
     meta = FileMetaDataset()
@@ -162,7 +180,7 @@ def write_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
 
     roi_items, contour_items, observations = [], [], []
-    for number, (name, mask, color, interpreted) in enumerate(structures, start=1):
+    for number, (name, _, color, interpreted) in enumerate(structures, start=1):
         roi = pydicom.Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
@@ -173,7 +191,10 @@ def write_rtstruct(
         roi_contour.ROIDisplayColor = [int(c) for c in color]
         roi_contour.ReferencedROINumber = number
         contours = []
-        for k, points in mask_to_contours(np.asarray(mask, bool), image):
+        on_planes = masks[number - 1]
+        traced = [(k, points) for k, plane in enumerate(planes) if on_planes[k].any()
+                  for _, points in mask_to_contours(on_planes[k][None], plane.grid())]
+        for k, points in traced:
             contour = pydicom.Dataset()
             reference = pydicom.Dataset()
             reference.ReferencedSOPClassUID = headers[k].SOPClassUID

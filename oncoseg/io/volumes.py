@@ -1,42 +1,53 @@
-"""Volumes on disk <-> SimpleITK images: NRRD, NIfTI, MHA and DICOM series folders.
+"""Volumes on disk <-> SimpleITK images: NRRD, NIfTI, MHA, DICOM series folders and files.
 
 Geometry (origin, spacing, direction, in ITK's LPS convention) is read and written with the
-pixels; nothing here reorients or resamples, so what comes back is exactly what the file holds.
+pixels. Volume files come back exactly as stored; a DICOM series is put on a regular grid from
+its slice positions (:mod:`oncoseg.io.dicom_series`), and :func:`read_volume` returns the notes
+that say when that meant resampling. :func:`read_image` is the same without the notes.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pydicom
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
+from oncoseg.io.dicom_series import (
+    DicomSeries,
+    choose_dicom_series,
+    dicom_series_from_files,
+    find_dicom_series,
+    is_image,
+    itk_error_message,
+    list_dicom_series,
+    read_dicom_header,
+    read_dicom_series,
+    read_series,
+)
 from oncoseg.io.header import check_declared_size
 from oncoseg.io.nifti import restore_nonfinite
 
+# DICOM names other modules import from here
+__all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
+           "dicom_series_from_files", "find_dicom_series", "is_volume_file", "list_dicom_series",
+           "read_dicom_series", "read_image", "read_volume", "volume_stem", "write_image"]
+
 VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
-DICOM_DESCRIPTION_TAG = "0008|103e"
-DICOM_MODALITY_TAG = "0008|0060"
 
 
-@dataclass(frozen=True)
-class DicomSeries:
-    """One series found in a folder, described well enough for a user to choose it."""
+@dataclass
+class ReadResult:
+    """A volume as read, what the user should know about how it was read (a DICOM series
+    resampled onto a regular grid, duplicated slices skipped), and the DICOM series it came
+    from (exports reference it)."""
 
-    uid: str
-    files: tuple[str, ...]
-    description: str
-    modality: str
-
-    def summary(self) -> str:
-        text = f"{self.uid} ({self.modality or '?'}, {len(self.files)} files"
-        return text + (f", '{self.description}')" if self.description else ")")
+    image: sitk.Image
+    notes: list[str] = field(default_factory=list)
+    series: DicomSeries | None = None
 
 
 def is_volume_file(path: str | os.PathLike[str]) -> bool:
@@ -53,99 +64,38 @@ def volume_stem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-def _read_tag(file_name: str, tag: str) -> str:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(file_name)
-    reader.LoadPrivateTagsOff()
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return ""
-    return reader.GetMetaData(tag).strip() if reader.HasMetaDataKey(tag) else ""
-
-
-def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
-    """Every DICOM image series directly in ``folder``, files sorted by slice position."""
-    folder = str(folder)
-    series = []
-    for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(folder) or ():
-        files = tuple(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(folder, uid))
-        if files:
-            series.append(DicomSeries(uid, files, _read_tag(files[0], DICOM_DESCRIPTION_TAG),
-                                      _read_tag(files[0], DICOM_MODALITY_TAG)))
-    return series
-
-
-def dicom_series_from_files(files: Sequence[str | os.PathLike[str]]) -> DicomSeries:
-    """One series from its files wherever they lie (Slicer's DICOM database keeps them in
-    several folders), in slice order along the slice normal, as GDCM orders a folder."""
-    if not files:
-        raise InputError("DICOM files", "none were given")
-    headers = []
-    for f in files:
-        try:
-            headers.append((str(f), pydicom.dcmread(str(f), stop_before_pixels=True)))
-        except (pydicom.errors.InvalidDicomError, OSError) as error:
-            raise InputError(str(f), f"is not a readable DICOM file ({error})") from None
-    uids = {h.SeriesInstanceUID for _, h in headers}
-    if len(uids) != 1:
-        raise InputError("DICOM files", f"belong to {len(uids)} series, not one")
-    first = headers[0][1]
-    row, column = np.asarray(first.ImageOrientationPatient, float).reshape(2, 3)
-    normal = np.cross(row, column)
-    ordered = sorted(headers, key=lambda h: float(np.dot(normal, np.asarray(
-        h[1].ImagePositionPatient, float))))
-    return DicomSeries(uids.pop(), tuple(f for f, _ in ordered),
-                       str(getattr(first, "SeriesDescription", "")),
-                       str(getattr(first, "Modality", "")))
-
-
-def choose_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None
-                        ) -> DicomSeries:
-    """The one series in ``folder`` (or the one with ``series_uid``); several without a UID
-    is an error that lists them, so the caller can say which."""
-    found = list_dicom_series(folder)
-    if not found:
-        raise InputError(str(folder), "contains no readable DICOM image series")
-    if series_uid is not None:
-        found = [s for s in found if s.uid == series_uid]
-        if not found:
-            raise InputError(str(folder), f"has no DICOM series with UID {series_uid}")
-    if len(found) > 1:
-        listing = "; ".join(s.summary() for s in found)
-        raise InputError(str(folder), f"contains {len(found)} DICOM series, choose one by its "
-                         f"series UID: {listing}")
-    return found[0]
-
-
-def read_dicom_series(folder: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
-    """Read one series; with several in the folder the caller must say which."""
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(list(choose_dicom_series(folder, series_uid).files))
-    try:
-        return reader.Execute()
-    except RuntimeError as error:
-        raise InputError(str(folder), f"DICOM series could not be read ({_first_line(error)})") \
-            from None
-
-
-def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
-    """Read a volume file, a DICOM series folder, or a UW-Madison (Kaggle) scans folder of
-    PNG slices."""
+def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> ReadResult:
+    """Read a volume file, a DICOM file or series folder (``series_uid``: which series, by UID,
+    series number or description pattern, when the folder holds several), or a UW-Madison
+    (Kaggle) scans folder of PNG slices."""
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), "no such file or folder")
     check_declared_size(p, series_uid)  # before any pixel is read: refuse what cannot fit
-    if p.is_dir():
+    if p.is_dir() or p.name.upper() == "DICOMDIR":
         from oncoseg.datasets import kaggle
 
-        if kaggle.slice_files(p):
-            return kaggle.read_scan(p, p.parent.name)
-        return read_dicom_series(p, series_uid)
+        if p.is_dir() and kaggle.slice_files(p):
+            return ReadResult(kaggle.read_scan(p, p.parent.name))
+        series = choose_dicom_series(p, series_uid)
+        volume = read_series(series)
+        return ReadResult(volume.image, volume.notes, series)
+    if not is_volume_file(p):
+        header = read_dicom_header(str(p))
+        if header is not None and is_image(header):  # one DICOM file (multi-frame: a volume)
+            series = dicom_series_from_files([p])
+            volume = read_series(series)
+            return ReadResult(volume.image, volume.notes, series)
     try:
-        return restore_nonfinite(sitk.ReadImage(str(p)), p)  # NIfTI NaN
+        return ReadResult(restore_nonfinite(sitk.ReadImage(str(p)), p))  # NIfTI NaN
     except RuntimeError as error:
-        raise InputError(str(path), f"is not a readable image ({_first_line(error)})") from None
+        raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
+            from None
+
+
+def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
+    """:func:`read_volume`'s image, for callers that pass no notes on."""
+    return read_volume(path, series_uid).image
 
 
 def write_image(
@@ -156,9 +106,3 @@ def write_image(
     with atomic_path(path, overwrite) as tmp:
         sitk.WriteImage(image, str(tmp), useCompression=compress)
     return Path(path)
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    # ITK's messages start with a file:line location; the description is the last line.
-    return lines[-1] if lines else type(error).__name__

@@ -1,0 +1,341 @@
+"""DICOM series as archives hold them: slice positions from ImagePositionPatient, gaps, uneven
+steps, gantry tilt, duplicated and undecodable files, blank UIDs, enhanced multi-frame files,
+study folders, DICOMDIR trees.
+
+The series are an analytic CT sampled on each slice's plane (so the truth is known at every
+point), and the real files shipped in pydicom's wheel. Where GDCM alone (what OncoSeg read
+before) gets a case wrong, the test shows that too, so it can fail.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+import SimpleITK as sitk
+from dicom_ct import (
+    BONE_CENTRE_MM,
+    FIRST,
+    OBLIQUE_ROWS,
+    analytic_hu,
+    grid_points,
+    set_attributes,
+    stack_positions,
+    uniform_series,
+    write_analytic_series,
+)
+
+from oncoseg.cli import main
+from oncoseg.errors import InputError
+from oncoseg.io.dicom_series import SeriesChoiceError, choose_dicom_series, find_dicom_series
+from oncoseg.io.volumes import read_volume
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
+DICOMDIR_TREE = PYDICOM_FILES / "dicomdirtests"
+
+
+def _array(image):
+    return sitk.GetArrayFromImage(image).astype(float)
+
+
+def _truth(image):
+    return analytic_hu(grid_points(image))
+
+
+def _bone_centroid(image):
+    points = grid_points(image)[_array(image) >= 400]
+    return points.mean(axis=0)
+
+
+def test_uniform_series_is_read_as_stored_without_notes(tmp_path):
+    uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
+    result = read_volume(tmp_path / "ct")
+    image = result.image
+    assert result.notes == []
+    assert result.series is not None and len(result.series.files) == 25
+    assert image.GetSize() == (48, 40, 25)
+    np.testing.assert_allclose(image.GetSpacing(), (2, 2, 2.5), atol=1e-5)
+    np.testing.assert_allclose(image.GetOrigin(), FIRST, atol=1e-4)
+    row, column = OBLIQUE_ROWS
+    np.testing.assert_allclose(np.reshape(image.GetDirection(), (3, 3)),
+                               np.stack([row, column, np.cross(row, column)], axis=1), atol=1e-6)
+    np.testing.assert_array_equal(_array(image), _truth(image))
+
+
+def test_a_missing_slice_is_resampled_onto_the_uniform_grid_with_a_note(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    files[12].unlink()  # z = 0 mm
+    left = [str(f) for f in files if f.exists()]
+    gdcm = sitk.ReadImage(left)  # GDCM alone: 24 slices stretched over the 25 positions
+    assert gdcm.GetSize()[2] == 24 and gdcm.GetSpacing()[2] == pytest.approx(60 / 23, abs=1e-3)
+
+    result = read_volume(tmp_path / "ct")
+    image, array = result.image, _array(result.image)
+    assert image.GetSize() == (48, 40, 25)
+    assert image.GetSpacing()[2] == pytest.approx(2.5, abs=1e-5)
+    assert "1 slice(s) missing at 0 mm along the slice normal" in result.notes[0]
+    assert "resampled onto a uniform" in result.notes[-1]
+    truth = _truth(image)
+    real = [k for k in range(25) if k != 12]
+    np.testing.assert_array_equal(array[real], truth[real])  # the real slices are untouched
+    np.testing.assert_array_equal(array[12], np.rint((truth[11] + truth[13]) / 2))
+    body = (truth[12] > -1000) & (truth[11] < 400) & (truth[13] < 400)  # soft tissue around
+    np.testing.assert_array_equal(array[12][body], truth[12][body])  # linear in z: exact
+
+
+def test_gaps_of_more_than_two_slices_are_refused_naming_the_folder_and_positions(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    for f in files[10:12]:
+        f.unlink()
+    two = read_volume(tmp_path / "ct")
+    assert "2 slice(s) missing at -5, -2.5 mm" in two.notes[0]
+    files[12].unlink()
+    with pytest.raises(InputError) as error:
+        read_volume(tmp_path / "ct")
+    message = str(error.value)
+    assert message.startswith(str(tmp_path / "ct"))
+    assert "missing between -7.5 mm (CT_0010.dcm (instance 10)) and 2.5 mm (CT_0014.dcm " \
+        "(instance 14))" in message
+    assert "10 mm gap is 4.0 x the 2.5 mm slice step" in message
+
+
+def test_an_uneven_slice_step_is_resampled_covering_first_to_last_position(tmp_path):
+    steps = [2.5] * 8 + [3.0] * 5 + [2.5] * 8
+    distances = np.concatenate([[0.0], np.cumsum(steps)])
+    write_analytic_series(tmp_path / "ct", stack_positions(distances))
+    result = read_volume(tmp_path / "ct")
+    image = result.image
+    assert any("step varies from 2.5 to 3 mm (median 2.5 mm)" in n for n in result.notes)
+    spacing = image.GetSpacing()[2]
+    assert spacing == pytest.approx(2.5, abs=0.1)
+    last = image.TransformIndexToPhysicalPoint((0, 0, image.GetSize()[2] - 1))
+    assert last[2] == pytest.approx(FIRST[2] + distances[-1], abs=1e-3)
+    points = grid_points(image)
+    near_bone = np.abs(np.linalg.norm(points - np.asarray(BONE_CENTRE_MM), axis=-1) - 9) < 4
+    body = (_truth(image) > -1000) & ~near_bone
+    assert np.abs(_array(image) - _truth(image))[body].max() <= 1  # linear in z: exact
+
+
+def test_a_tilted_gantry_series_is_resampled_onto_an_orthogonal_grid(tmp_path):
+    positions = stack_positions([2.5 * k for k in range(25)], tilt_degrees=15)
+    files = write_analytic_series(tmp_path / "ct", positions, tilt_degrees=15)
+    result = read_volume(tmp_path / "ct")
+    image = result.image
+    assert any("gantry tilt 15.0 degrees" in n for n in result.notes)
+    np.testing.assert_allclose(image.GetDirection(), np.eye(3).ravel(), atol=1e-6)
+    # the bone sphere lies where it is in the patient ...
+    np.testing.assert_allclose(_bone_centroid(image), BONE_CENTRE_MM, atol=0.5)
+    # ... where GDCM alone stacks the slices as if untilted: 10.7 mm off at z = 10 mm
+    gdcm = sitk.ReadImage([str(f) for f in files])
+    assert abs(_bone_centroid(gdcm)[1] - BONE_CENTRE_MM[1]) > 5
+
+
+def test_duplicated_instances_with_the_same_pixels_are_skipped_different_ones_refused(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    shutil.copy(files[5], tmp_path / "ct" / "copy_of_6.dcm")  # sent twice by a PACS
+    result = read_volume(tmp_path / "ct")
+    assert result.image.GetSize()[2] == 25
+    assert "1 duplicated instance(s) with the same pixels at -17.5 mm" in result.notes[0]
+    np.testing.assert_array_equal(_array(result.image), _truth(result.image))
+
+    other = pydicom.dcmread(files[5])
+    pixels = other.pixel_array.copy()
+    pixels[10:20, 10:20] += 300
+    other.PixelData = pixels.tobytes()
+    other.SOPInstanceUID = pydicom.uid.generate_uid()
+    other.save_as(tmp_path / "ct" / "other_6.dcm")
+    with pytest.raises(InputError, match=r"CT_0006.dcm \(instance 6\) and other_6.dcm "
+                       r"\(instance 6\) lie at the same position \(-17.5 mm along the slice "
+                       r"normal\) with different pixels"):
+        read_volume(tmp_path / "ct")
+
+
+def test_an_undecodable_slice_is_left_out_like_a_missing_one(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    data = files[7].read_bytes()
+    files[7].write_bytes(data[: len(data) - 1500])  # pixel data cut short: header intact
+    result = read_volume(tmp_path / "ct")
+    assert "1 file(s) could not be decoded and were left out (CT_0008.dcm" in result.notes[0]
+    assert any("1 slice(s) missing at -12.5 mm" in n for n in result.notes)
+    assert result.image.GetSize()[2] == 25
+
+
+@pytest.mark.parametrize("blank", ["", None])  # empty, absent
+def test_a_series_without_uids_is_listed_and_read(tmp_path, blank):
+    intact = read_volume(_series(tmp_path / "intact")).image
+    files = uniform_series(tmp_path / "anonymised")
+    set_attributes(files, StudyInstanceUID=blank, SeriesInstanceUID=blank,
+                   SOPInstanceUID=blank, FrameOfReferenceUID=blank)
+    found = find_dicom_series(tmp_path / "anonymised")
+    assert len(found) == 1 and found[0].uid == "" and len(found[0].files) == 25
+    assert "(no series UID)" in found[0].summary()
+    image = read_volume(tmp_path / "anonymised").image
+    np.testing.assert_array_equal(_array(image), _array(intact))
+    assert image.GetOrigin() == intact.GetOrigin()
+    assert image.GetSpacing() == intact.GetSpacing()
+
+
+def _series(folder, **kwargs):
+    uniform_series(folder, **kwargs)
+    return folder
+
+
+def test_a_study_folder_lists_its_series_and_chooses_by_uid_number_or_description(tmp_path):
+    study = tmp_path / "study"
+    uniform_series(study / "1 arterial", description="CT Arterial 2.5mm")
+    uniform_series(study / "2 venous", description="CT Venous 2.5mm", count=20)
+    set_attributes(sorted((study / "2 venous").glob("*.dcm")), SeriesNumber="7")
+    with pytest.raises(SeriesChoiceError) as error:
+        choose_dicom_series(study)
+    table = str(error.value)
+    assert "contains 2 DICOM series in its sub-folders" in table
+    assert "'CT Venous 2.5mm'" in table and "2 venous" in table and " 20 " in table
+    venous = choose_dicom_series(study, "*venous*")
+    assert venous.description == "CT Venous 2.5mm" and len(venous.files) == 20
+    assert choose_dicom_series(study, "7") == venous
+    assert choose_dicom_series(study, venous.uid) == venous
+    with pytest.raises(SeriesChoiceError, match="no DICOM image series whose UID, number or "
+                       "description matches 'T2'"):
+        choose_dicom_series(study, "T2")
+    with pytest.raises(SeriesChoiceError, match=r"has 2 DICOM image series matching '\*2\.5mm'"):
+        choose_dicom_series(study, "*2.5mm")
+    # two series mixed in one folder: the same table
+    for f in (study / "2 venous").glob("*.dcm"):
+        shutil.copy(f, study / "1 arterial" / f"v_{f.name}")
+    with pytest.raises(SeriesChoiceError, match="contains 2 DICOM series;"):
+        read_volume(study / "1 arterial")
+
+
+def test_enhanced_multiframe_ct_is_read_with_the_geometry_of_its_single_frame_series(tmp_path):
+    files = uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
+    single = read_volume(tmp_path / "ct").image
+    datasets = [pydicom.dcmread(f) for f in files]
+    # highdicom's legacy converter (not ours) stores the frames top to bottom
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        datasets[::2] + datasets[1::2], series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "mf").mkdir()
+    enhanced.save_as(tmp_path / "mf" / "enhanced.dcm")
+    _shuffle_frames(tmp_path / "mf" / "enhanced.dcm", tmp_path / "shuffled" / "enhanced.dcm")
+    for path in (tmp_path / "mf", tmp_path / "mf" / "enhanced.dcm", tmp_path / "shuffled"):
+        result = read_volume(path)
+        image = result.image
+        assert result.notes == []
+        assert image.GetSize() == single.GetSize()
+        np.testing.assert_allclose(image.GetOrigin(), single.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(image.GetSpacing(), single.GetSpacing(), atol=1e-5)
+        np.testing.assert_allclose(image.GetDirection(), single.GetDirection(), atol=1e-6)
+        np.testing.assert_array_equal(_array(image), _array(single))
+    gdcm = sitk.ReadImage(str(tmp_path / "mf" / "enhanced.dcm"))  # frames in storage order
+    assert not np.array_equal(_array(gdcm), _array(single))
+
+
+def _shuffle_frames(source, target):
+    """An enhanced CT of our own: the same frames in a scrambled order (a permutation of the
+    per-frame functional groups and of the pixel frames alike)."""
+    ds = pydicom.dcmread(source)
+    order = [3, 0, 7, 1, 2, 9, 4, *range(10, ds.NumberOfFrames), 8, 6, 5]
+    ds.PerFrameFunctionalGroupsSequence = [ds.PerFrameFunctionalGroupsSequence[i]
+                                           for i in order]
+    ds.PixelData = np.ascontiguousarray(ds.pixel_array[order]).tobytes()
+    ds.NumberOfFrames = len(order)
+    target.parent.mkdir()
+    ds.save_as(target)
+
+
+def test_enhanced_multiframe_with_a_missing_frame_is_resampled(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    datasets = [pydicom.dcmread(f) for i, f in enumerate(files) if i != 12]
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        datasets, series_instance_uid=hd.UID(), series_number=2, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    enhanced.save_as(tmp_path / "enhanced.dcm")
+    result = read_volume(tmp_path / "enhanced.dcm")
+    assert result.image.GetSize() == (48, 40, 25)
+    assert "1 slice(s) missing at 0 mm" in result.notes[0]
+
+
+def test_real_single_files_match_pydicom_in_every_transfer_syntax():
+    reference = pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm")
+    for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
+                 "MR_small_jpeg_ls_lossless.dcm", "MR_small_bigendian.dcm",
+                 "MR_small_implicit.dcm"):
+        image = read_volume(PYDICOM_FILES / name).image
+        np.testing.assert_array_equal(_array(image)[0], reference.pixel_array)
+        np.testing.assert_allclose(image.GetOrigin(), reference.ImagePositionPatient)
+        np.testing.assert_allclose(image.GetSpacing()[:2], reference.PixelSpacing)
+    ct = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    image = read_volume(PYDICOM_FILES / "CT_small.dcm").image
+    np.testing.assert_array_equal(
+        _array(image)[0], ct.pixel_array * float(ct.RescaleSlope) + float(ct.RescaleIntercept))
+    assert image.GetSpacing()[2] == pytest.approx(float(ct.SliceThickness))
+
+
+def test_real_mr_copies_in_several_transfer_syntaxes_are_one_slice(tmp_path):
+    for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"):
+        shutil.copy(PYDICOM_FILES / name, tmp_path / name)
+    result = read_volume(tmp_path)
+    assert result.image.GetSize() == (64, 64, 1)
+    assert "2 duplicated instance(s) with the same pixels" in result.notes[0]
+
+
+def test_real_rt_dose_frames_lie_at_their_grid_frame_offsets():
+    dose = pydicom.dcmread(PYDICOM_FILES / "rtdose.dcm", stop_before_pixels=True)
+    image = read_volume(PYDICOM_FILES / "rtdose.dcm").image
+    offsets = [float(v) for v in dose.GridFrameOffsetVector]
+    assert image.GetSize() == (10, 10, len(offsets))
+    np.testing.assert_allclose(image.GetOrigin(), dose.ImagePositionPatient)
+    assert image.GetSpacing()[2] == pytest.approx(abs(offsets[1] - offsets[0]))
+
+
+def test_real_dicomdir_tree_lists_its_series_and_refuses_what_is_unsafe(capsys):
+    with pytest.raises(SeriesChoiceError) as error:
+        read_volume(DICOMDIR_TREE)
+    assert len(error.value.series) == 13
+    assert "'SmartScore - Gated 0.5 sec'" in str(error.value)
+    assert "98892001/CT5N" in str(error.value)
+    chosen = read_volume(DICOMDIR_TREE / "DICOMDIR", "*smartscore*")  # the DICOMDIR file
+    assert chosen.image.GetSize() == (16, 16, 5) and chosen.notes == []
+    assert chosen.series.description == "SmartScore - Gated 0.5 sec"
+    # real series that are not one uniform stack
+    with pytest.raises(InputError, match=r"slices are missing between -99\.48 mm .* 202\.5 mm gap"):
+        read_volume(DICOMDIR_TREE / "77654033" / "CT2")  # instances 18, 180, 181, 182
+    with pytest.raises(InputError, match=r"same position .* with different pixels"):
+        read_volume(DICOMDIR_TREE / "98892003" / "MR700")  # 7 projections at one position
+    with pytest.raises(InputError, match="its DICOMDIR lists 50 files, 50 of them present, "
+                       "none an image"):
+        read_volume(DICOMDIR_TREE / "TINY_ALPHA")
+
+
+@pytest.mark.parametrize("where", ["", "DICOMDIR", "77654033/CT2", "TINY_ALPHA"])
+def test_info_on_dicomdir_trees_ends_with_exit_2_and_a_clear_message(where, capsys):
+    assert main(["info", str(DICOMDIR_TREE / where)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("oncoseg: error: ")
+    assert "GDCM" not in err and "sitk::ERROR" not in err and "Traceback" not in err
+
+
+def test_predict_chooses_a_series_in_a_study_folder_and_reports_the_resampling(tmp_path,
+                                                                             capsys):
+    study = tmp_path / "study"
+    uniform_series(study / "a", description="scout", count=3)
+    files = uniform_series(study / "b", description="CT abdomen")
+    files[12].unlink()
+    args = ["predict", "oar-ct", "--input", f"ct={study}", "--output", str(tmp_path / "out"),
+            "--progress", "none", "--device", "cpu"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "contains 2 DICOM series in its sub-folders" in err
+    assert "'CT abdomen'" in err and "'scout'" in err
+    assert "Choose one with --series ct=UID|NUMBER|PATTERN" in err
+    assert not (tmp_path / "out").exists()
+    assert main([*args, "--series", "dwi=*abdomen*"]) == 2  # not an input of this task
+    assert main([*args, "--series", "*ABDOMEN*"]) == 0
+    err = capsys.readouterr().err
+    assert "note: input ct: 1 slice(s) missing at 0 mm" in err
+    result = json.loads((tmp_path / "out" / "result.json").read_text())
+    assert any("1 slice(s) missing at 0 mm" in m for m in result["messages"])
+    assert result["reference_grid"]["size"] == [48, 40, 25]

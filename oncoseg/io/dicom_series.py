@@ -1,0 +1,516 @@
+"""DICOM image series in folders: finding them, choosing one, reading it as a volume.
+
+Folders are scanned with pydicom's header reader, not GDCM's series grouping: anonymised series
+with empty or absent UIDs are still found (grouped by folder, series number and description),
+files of one series may lie in several folders, and a study folder with one sub-folder per series
+(or a DICOMDIR tree) is listed down to :data:`MAX_DEPTH` levels. Non-image objects (RT structure
+sets, DICOM SEG, reports, DICOMDIR) are not series to read and are skipped.
+
+Reading takes the slice geometry from the headers (:mod:`oncoseg.io.dicom_geometry`) and the
+pixels from GDCM (SimpleITK), which decodes every transfer syntax; a series that is not a uniform
+stack comes back resampled onto a regular grid with notes saying so, or is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fnmatch
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import SimpleITK as sitk
+
+from oncoseg.errors import InputError
+from oncoseg.io.dicom_geometry import (
+    SlicePlane,
+    StackLayout,
+    distances_along_normal,
+    plan_stack,
+    regularize,
+    same_position_groups,
+    slice_planes,
+    sort_planes,
+)
+
+MAX_DEPTH = 3  # study/series/files, patient/study/series/files, DICOMDIR trees
+DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
+SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+NOT_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
+_LISTING_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID",
+                 "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns",
+                 "NumberOfFrames", "InstanceNumber", "ImagePositionPatient",
+                 "ImageOrientationPatient"]
+
+
+@dataclass(frozen=True)
+class DicomSeries:
+    """One image series, described well enough for a user to choose it."""
+
+    uid: str  # SeriesInstanceUID; "" when the files have none
+    files: tuple[str, ...]  # in slice order along the normal (where the headers say)
+    description: str
+    modality: str
+    number: str = ""  # SeriesNumber
+    size_bytes: int = 0
+    folder: str = ""  # the folder holding its files (their common parent)
+
+    def summary(self) -> str:
+        text = f"{self.uid or '(no series UID)'} ({self.modality or '?'}, {len(self.files)} files"
+        return text + (f", '{self.description}')" if self.description else ")")
+
+    @property
+    def name(self) -> str:
+        """How messages name the series: its folder (and UID when the folder holds others)."""
+        return self.folder or (str(Path(self.files[0]).parent) if self.files else "DICOM series")
+
+
+class SeriesChoiceError(InputError):
+    """A folder holds several series (or none that matches): the message lists them, and
+    ``series`` lets a front end say how to choose in its own words."""
+
+    def __init__(self, what: str, problem: str, series: Sequence[DicomSeries]):
+        super().__init__(what, problem)
+        self.series = list(series)
+
+
+def read_dicom_header(path: str, tags: list[str] | None = None) -> pydicom.Dataset | None:
+    """The file's header, or None when it is not DICOM. Files without the DICOM preamble (old
+    ACR-NEMA style, which GDCM reads too) count when they hold an SOP class and an image."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags)
+    except pydicom.errors.InvalidDicomError:
+        pass
+    except Exception:  # truncated or corrupt: not a file anyone can read
+        return None
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=tags, force=True)
+        return header if "SOPClassUID" in header and "Rows" in header else None
+    except Exception:
+        return None
+
+
+def is_dicomdir(header: pydicom.Dataset) -> bool:
+    meta = getattr(header, "file_meta", None)
+    return str(getattr(meta, "MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS or \
+        "DirectoryRecordSequence" in header
+
+
+def is_image(header: pydicom.Dataset) -> bool:
+    """An object with pixels to read as a volume (not a SEG, RTSTRUCT, report, DICOMDIR)."""
+    return ("Rows" in header and "Columns" in header and not is_dicomdir(header)
+            and str(getattr(header, "SOPClassUID", "")) != SEGMENTATION_SOP_CLASS
+            and str(getattr(header, "Modality", "")).upper() not in NOT_IMAGE_MODALITIES)
+
+
+def _walk(folder: Path, depth: int) -> list[Path]:
+    files = []
+    for current, folders, names in os.walk(folder):
+        level = len(Path(current).relative_to(folder).parts)
+        folders[:] = sorted(f for f in folders if not f.startswith(".")) if level < depth else []
+        files += [Path(current) / n for n in sorted(names) if not n.startswith(".")]
+    return files
+
+
+def dicomdir_files(folder: Path) -> list[Path]:
+    """The files the DICOMDIR in ``folder`` lists (a CD/DVD or archive export), wherever they
+    lie below it; [] without a readable DICOMDIR."""
+    path = folder / "DICOMDIR"
+    if not path.is_file():
+        return []
+    try:
+        records = pydicom.dcmread(str(path), force=True).get("DirectoryRecordSequence", [])
+    except Exception:
+        return []
+    files = []
+    for record in records:
+        reference = record.get("ReferencedFileID")
+        if reference:
+            parts = [reference] if isinstance(reference, str) else list(reference)
+            files.append(folder.joinpath(*[str(part) for part in parts]))
+    return files
+
+
+def _slice_order(headers: list[tuple[str, pydicom.Dataset]]) -> list[str]:
+    """Files along the first file's slice normal where every header has a position, else by
+    instance number, then name."""
+    def key(item: tuple[str, pydicom.Dataset]) -> tuple[float, int, str]:
+        path, header = item
+        position = getattr(header, "ImagePositionPatient", None)
+        distance = float(np.dot(normal, np.asarray(position, float))) if normal is not None \
+            and position is not None and len(position) == 3 else 0.0
+        number = getattr(header, "InstanceNumber", None)
+        return distance, int(number) if str(number or "").strip().lstrip("-").isdigit() else 0, \
+            path
+    orientation = getattr(headers[0][1], "ImageOrientationPatient", None)
+    normal = None
+    if orientation is not None and len(orientation) == 6:
+        values = np.asarray(orientation, float)
+        normal = np.cross(values[:3], values[3:])
+    return [path for path, _ in sorted(headers, key=key)]
+
+
+def _common_folder(files: Sequence[str]) -> str:
+    return os.path.commonpath([str(Path(f).parent) for f in files])
+
+
+def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]]) -> DicomSeries:
+    first = headers[0][1]
+    files = tuple(_slice_order(headers))
+    size = 0
+    for path in files:
+        with contextlib.suppress(OSError):
+            size += os.path.getsize(path)
+    return DicomSeries(uid, files, str(getattr(first, "SeriesDescription", "") or "").strip(),
+                       str(getattr(first, "Modality", "") or ""),
+                       str(getattr(first, "SeriesNumber", "") or ""), size,
+                       _common_folder(files))
+
+
+def find_dicom_series(folder: str | os.PathLike[str], depth: int = MAX_DEPTH
+                      ) -> list[DicomSeries]:
+    """Every DICOM image series in ``folder`` and its sub-folders down to ``depth`` levels
+    (0: the folder's own files), grouped by SeriesInstanceUID. Files without one are grouped by
+    folder, series number, description and modality (anonymised archives blank UIDs)."""
+    groups: dict[tuple[str, ...], list[tuple[str, pydicom.Dataset]]] = {}
+    paths = _walk(Path(folder), depth)
+    seen = set(paths)
+    paths += [f for f in dicomdir_files(Path(folder)) if f not in seen and f.is_file()]
+    for path in paths:
+        header = read_dicom_header(str(path), _LISTING_TAGS)
+        if header is None or not is_image(header):
+            continue
+        uid = str(getattr(header, "SeriesInstanceUID", "") or "").strip()
+        key = (uid,) if uid else ("", str(path.parent), str(getattr(header, "SeriesNumber", "")),
+                                  str(getattr(header, "SeriesDescription", "")),
+                                  str(getattr(header, "Modality", "")))
+        groups.setdefault(key, []).append((str(path), header))
+    series = [_series_from_headers(key[0], headers) for key, headers in groups.items()]
+    return sorted(series, key=lambda s: (s.folder, _as_number(s.number), s.description, s.uid))
+
+
+def _as_number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return float("inf")
+
+
+def list_dicom_series(folder: str | os.PathLike[str]) -> list[DicomSeries]:
+    """Every DICOM image series directly in ``folder`` (not its sub-folders)."""
+    return find_dicom_series(folder, depth=0)
+
+
+def dicom_series_from_files(files: Sequence[str | os.PathLike[str]]) -> DicomSeries:
+    """One series from its files wherever they lie (Slicer's DICOM database keeps them in
+    several folders), in slice order along the slice normal."""
+    if not files:
+        raise InputError("DICOM files", "none were given")
+    headers = []
+    for f in files:
+        header = read_dicom_header(str(f), _LISTING_TAGS)
+        if header is None:
+            raise InputError(str(f), "is not a readable DICOM file")
+        headers.append((str(f), header))
+    uids = {str(getattr(h, "SeriesInstanceUID", "") or "") for _, h in headers}
+    if len(uids) != 1:
+        raise InputError("DICOM files", f"belong to {len(uids)} series, not one")
+    return _series_from_headers(uids.pop(), headers)
+
+
+def series_table(series: Sequence[DicomSeries], root: str | os.PathLike[str] | None = None
+                 ) -> str:
+    """The series as an aligned table: UID, number, modality, files, size, description,
+    folder (relative to ``root``)."""
+    rows = [("series UID", "no.", "modality", "files", "size", "description", "folder")]
+    for s in series:
+        folder = s.folder
+        if root is not None and folder:
+            with contextlib.suppress(ValueError):  # another drive (Windows)
+                folder = os.path.relpath(folder, root)
+        rows.append((s.uid or "(none)", s.number or "-", s.modality or "?", str(len(s.files)),
+                     _size(s.size_bytes), repr(s.description) if s.description else "-",
+                     folder or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  " + "  ".join(row[i].ljust(widths[i]) for i in range(len(row))).rstrip()
+                     for row in rows)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.0f} kB"
+
+
+def matches(series: DicomSeries, selector: str) -> bool:
+    """A selector names a series by UID, by series number, or by a shell pattern on its
+    description (case-insensitive: ``'*t2*'``)."""
+    selector = selector.strip()
+    return selector == series.uid or (selector.isdigit() and selector == series.number) or \
+        fnmatch.fnmatchcase(series.description.lower(), selector.lower())
+
+
+def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = None
+                        ) -> DicomSeries:
+    """The series to read from ``folder``: the one ``series`` names (UID, series number or
+    description pattern; see :func:`matches`), or else the only one. Series directly in the
+    folder come before those in its sub-folders; several candidates are an error that lists
+    them all, so the caller can say which."""
+    folder = Path(folder)
+    if folder.is_file() and folder.name.upper() == "DICOMDIR":
+        folder = folder.parent  # the DICOMDIR's tree: its series lie in the sub-folders
+    if not folder.is_dir():
+        raise InputError(str(folder), "is not a folder of DICOM files")
+    found = find_dicom_series(folder)
+    if not found:
+        listed = dicomdir_files(folder)
+        dicomdir = f" (its DICOMDIR lists {len(listed)} files, "\
+            f"{sum(f.is_file() for f in listed)} of them present, none an image with pixels)" \
+            if listed else ""
+        raise InputError(str(folder), f"contains no readable DICOM image series{dicomdir}")
+    if series is None:
+        direct = [s for s in found if Path(s.folder) == folder]
+        candidates = direct or found
+        if len(candidates) == 1:
+            return candidates[0]
+        where = "" if direct else f" in its sub-folders (up to {MAX_DEPTH} levels)"
+        raise SeriesChoiceError(str(folder), f"contains {len(candidates)} DICOM series"
+                                f"{where}; choose one by its series UID, number or a "
+                                f"description pattern:\n{series_table(candidates, folder)}",
+                                candidates)
+    chosen = [s for s in found if s.uid == series.strip()] or \
+        [s for s in found if matches(s, series)]
+    if len(chosen) == 1:
+        return chosen[0]
+    if not chosen:
+        raise SeriesChoiceError(str(folder), f"has no DICOM image series whose UID, number or "
+                                f"description matches '{series}'; it holds:\n"
+                                f"{series_table(found, folder)}", found)
+    raise SeriesChoiceError(str(folder), f"has {len(chosen)} DICOM image series matching "
+                            f"'{series}'; choose one by its series UID:\n"
+                            f"{series_table(chosen, folder)}", chosen)
+
+
+# ---------------------------------------------------------------------------------------------
+# reading
+
+
+def itk_error_message(error: Exception) -> str:
+    """The line of an ITK/GDCM exception that says what went wrong."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # ITK's messages start with a file:line location; the description is the last line.
+    return lines[-1] if lines else type(error).__name__
+
+
+class _QuietITK:
+    """ITK prints its own 'Non uniform sampling' warnings to stderr; the notes say it better."""
+
+    def __enter__(self) -> None:
+        self.before = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+
+    def __exit__(self, *exc: object) -> None:
+        sitk.ProcessObject.SetGlobalWarningDisplay(self.before)
+
+
+def _read_files(files: Sequence[str]) -> sitk.Image:
+    if len(files) == 1:
+        return sitk.ReadImage(files[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(list(files))  # stacked in this order, whatever GDCM would sort
+    return reader.Execute()
+
+
+def _frames(image: sitk.Image) -> np.ndarray:
+    array = sitk.GetArrayFromImage(image)
+    return array if image.GetDimension() == 3 else array[None]
+
+
+def _pixels(planes: Sequence[SlicePlane]) -> np.ndarray:
+    """(n, rows, columns[, components]) for the planes, in their order."""
+    if all(p.frame is None for p in planes):
+        return _frames(_read_files([p.file for p in planes]))
+    stacks: dict[str, np.ndarray] = {}
+    out = []
+    for plane in planes:
+        if plane.file not in stacks:
+            stacks[plane.file] = _frames(sitk.ReadImage(plane.file))
+        out.append(stacks[plane.file][plane.frame or 0])
+    return np.stack(out)
+
+
+def _readable(planes: list[SlicePlane], notes: list[str]) -> list[SlicePlane]:
+    """The planes whose files GDCM can decode; the others are left out with a note (a slice
+    that cannot be read is a missing slice)."""
+    bad: dict[str, str] = {}
+    for path in dict.fromkeys(p.file for p in planes):
+        try:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(path)
+            reader.Execute()
+        except RuntimeError as error:
+            bad[path] = itk_error_message(error)
+    if bad:
+        first = next(iter(bad))
+        notes.append(f"{len(bad)} file(s) could not be decoded and were left out "
+                     f"({Path(first).name}: {bad[first]})")
+    return [p for p in planes if p.file not in bad]
+
+
+def _without_duplicates(planes: list[SlicePlane], name: str, notes: list[str]
+                        ) -> list[SlicePlane]:
+    """One plane per position: instances repeated with identical pixels (a file copied twice,
+    or sent twice by a PACS) are skipped; different pixels at one position are refused."""
+    groups = same_position_groups(planes)
+    if not groups:
+        return planes
+    distances = distances_along_normal(planes)
+    skipped: set[int] = set()
+    for group in groups:
+        pixels = _pixels([planes[i] for i in group])
+        for n, i in enumerate(group[1:], start=1):
+            if not np.array_equal(pixels[n], pixels[0]):
+                raise InputError(name, (
+                    f"{planes[group[0]].label()} and {planes[i].label()} lie at the same "
+                    f"position ({distances[i]:g} mm along the slice normal) with different "
+                    "pixels: the series mixes several acquisitions (echoes, phases, "
+                    "repetitions or two series sharing one UID); put each in a folder of its "
+                    "own"))
+        skipped.update(group[1:])
+    shown = ", ".join(f"{distances[g[0]]:g}" for g in groups[:6])
+    notes.append(f"{len(skipped)} duplicated instance(s) with the same pixels at {shown} mm "
+                 "along the slice normal were skipped")
+    return [p for i, p in enumerate(planes) if i not in skipped]
+
+
+@dataclass
+class SeriesVolume:
+    """A series read as a volume, with what the user should know about how."""
+
+    image: sitk.Image
+    notes: list[str]
+    layout: StackLayout | None  # None when the headers hold no slice geometry
+
+
+def _full_headers(series: DicomSeries) -> list[tuple[str, pydicom.Dataset]]:
+    headers = []
+    for path in series.files:
+        try:
+            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+        except Exception as error:
+            raise InputError(path, f"is not a readable DICOM file ({error})") from None
+    return headers
+
+
+def _planes(headers: list[tuple[str, pydicom.Dataset]]) -> list[SlicePlane] | None:
+    planes: list[SlicePlane] = []
+    for path, header in headers:
+        found = slice_planes(path, header)
+        if not found:
+            return None
+        planes += found
+    return sort_planes(planes)
+
+
+def series_planes(series: DicomSeries) -> list[SlicePlane] | None:
+    """Every slice plane of the series' files (frames of multi-frame files included), sorted
+    along the normal; None when some file does not say where it lies."""
+    return _planes(_full_headers(series))
+
+
+REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+                  "SOPClassUID", "SOPInstanceUID")
+
+
+def missing_reference_uids(headers: Sequence[tuple[str, pydicom.Dataset]]) -> list[str]:
+    """What keeps a DICOM SEG or RTSTRUCT from referencing these images: each UID attribute
+    that is absent, empty or (instance UIDs) repeated, with how many files it concerns."""
+    problems = []
+    for keyword in REFERENCE_UIDS:
+        values = [str(getattr(h, keyword, "") or "").strip() for _, h in headers]
+        empty = sum(not v for v in values)
+        if empty:
+            problems.append(f"{keyword} (absent or empty in {empty} of {len(values)} files)")
+        elif keyword == "SOPInstanceUID" and len(set(values)) < len(values):
+            problems.append(f"SOPInstanceUID (the same UID in several files: "
+                            f"{len(values) - len(set(values))} repeats)")
+        elif keyword != "SOPInstanceUID" and keyword != "SOPClassUID" and len(set(values)) > 1:
+            problems.append(f"{keyword} ({len(set(values))} different values)")
+    return problems
+
+
+def check_referenceable(headers: Sequence[tuple[str, pydicom.Dataset]], name: str) -> None:
+    """Refuse (naming the attributes) images without usable UIDs: anonymisers that blank them
+    leave a DICOM SEG or RTSTRUCT nothing to reference. Volume formats (NIfTI, NRRD) need no
+    UIDs and still work."""
+    missing = missing_reference_uids(headers)
+    if missing:
+        raise InputError(name, "its images cannot be referenced by a DICOM SEG or RTSTRUCT: "
+                         f"{'; '.join(missing)}. Export NIfTI or NRRD instead, or use the "
+                         "series as the archive holds it (with its UIDs)")
+
+
+def reference_planes(series: DicomSeries) -> list[SlicePlane]:
+    """The images a DICOM SEG or RTSTRUCT references, one per slice position in slice order
+    (see :func:`check_referenceable`)."""
+    headers = _full_headers(series)
+    check_referenceable(headers, series.name)
+    planes = _planes(headers)
+    if planes is None:
+        raise InputError(series.name, "its images do not all say where they lie "
+                         "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), so no "
+                         "frame or contour can be placed on them")
+    if any(p.frame is not None for p in planes):
+        raise InputError(series.name, "is a multi-frame image: DICOM SEG and RTSTRUCT export "
+                         "reference single-frame series only; export NIfTI or NRRD instead")
+    groups = same_position_groups(planes)
+    repeated = {i for group in groups for i in group[1:]}  # the reader skipped them too
+    return [p for i, p in enumerate(planes) if i not in repeated]
+
+
+def _read_planes(planes: list[SlicePlane], name: str) -> SeriesVolume:
+    notes: list[str] = []
+    planes = _without_duplicates(planes, name, notes)
+    layout = plan_stack(planes, name)
+    if layout.regular and all(p.frame is None for p in planes):
+        image = _read_files([p.file for p in planes])  # the pixel type GDCM chose, as it is
+    else:
+        pixels = regularize(_pixels(planes), layout)
+        image = sitk.GetImageFromArray(pixels, isVector=pixels.ndim == 4)
+    image.SetOrigin(layout.origin)
+    image.SetSpacing(layout.spacing)
+    image.SetDirection(layout.direction)
+    return SeriesVolume(image, notes + list(layout.notes), layout)
+
+
+def read_series(series: DicomSeries) -> SeriesVolume:
+    """The series as a volume on a regular grid (see the module's docstring)."""
+    name = series.name
+    with _QuietITK():
+        try:
+            planes = series_planes(series)
+            if planes is None:
+                return SeriesVolume(_read_files(series.files), [
+                    "the files do not all carry ImagePositionPatient, ImageOrientationPatient "
+                    "and PixelSpacing: slice order and spacing are GDCM's guesses"], None)
+            try:
+                return _read_planes(planes, name)
+            except RuntimeError:
+                pass  # a file GDCM cannot decode: find it, and read the rest without it
+            notes: list[str] = []
+            readable = _readable(planes, notes)
+            if not readable:
+                raise InputError(name, f"none of its {len(planes)} DICOM images could be "
+                                 f"decoded ({notes[0] if notes else 'GDCM failed'})")
+            volume = _read_planes(readable, name)
+            volume.notes[:0] = notes
+            return volume
+        except RuntimeError as error:
+            raise InputError(name, "DICOM series could not be read "
+                             f"({itk_error_message(error)})") from None
+
+
+def read_dicom_series(folder: str | os.PathLike[str], series: str | None = None) -> sitk.Image:
+    """Read one series from a folder; with several in it the caller must say which."""
+    return read_series(choose_dicom_series(folder, series)).image
