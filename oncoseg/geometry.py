@@ -124,16 +124,24 @@ def grid_with_spacing(image: sitk.Image, spacing: tuple[float, float, float]) ->
 
     The direction is kept, so resampling onto it never re-slices an oblique acquisition.
     """
-    old_spacing = np.asarray(image.GetSpacing(), float)
-    new_spacing = np.asarray(spacing, float)
-    old_size = np.asarray(image.GetSize(), float)
+    return grid_from_box(image.GetSize(), image.GetSpacing(), image.GetOrigin(),
+                         image.GetDirection(), spacing)
+
+
+def grid_from_box(size, spacing, origin, direction, new_spacing) -> sitk.Image:
+    """An empty grid covering the box of a grid given by its header (size, spacing, origin,
+    direction as a flat or 3 x 3 matrix) at ``new_spacing``: the same first corner and axes."""
+    old_spacing = np.asarray(spacing, float)
+    new_spacing = np.asarray(new_spacing, float)
+    old_size = np.asarray(size, float)
+    matrix = np.asarray(direction, float).reshape(3, 3)
     new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
     # Keep the box's first corner: shift the origin by half a voxel difference.
-    shift = direction_matrix(image) @ ((new_spacing - old_spacing) / 2.0)
+    shift = matrix @ ((new_spacing - old_spacing) / 2.0)
     reference = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
-    reference.SetSpacing(tuple(new_spacing))
-    reference.SetDirection(image.GetDirection())
-    reference.SetOrigin(tuple(np.asarray(image.GetOrigin()) + shift))
+    reference.SetSpacing(tuple(float(s) for s in new_spacing))
+    reference.SetDirection(tuple(float(v) for v in matrix.ravel()))
+    reference.SetOrigin(tuple(np.asarray(origin, float) + shift))
     return reference
 
 

@@ -2,8 +2,9 @@
 
 For segmentation tasks: the slice where the segmentation is largest, shown plain and with the
 probability map and segment outlines. For classification tasks: the middle slice and the class
-probabilities. Axis-aligned images are shown in radiological convention (patient's right on the
-viewer's left, anterior up) with their true aspect ratio.
+probabilities. Images are shown in the canonical orientation of :mod:`oncoseg.orientation`,
+the radiological convention (patient's right on the viewer's left, anterior up), with their
+true aspect ratio.
 """
 
 from __future__ import annotations
@@ -14,16 +15,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.geometry import is_oblique
+from oncoseg.orientation import to_canonical
 
 if TYPE_CHECKING:
     from oncoseg.prediction import Prediction
-
-
-def _display_orient(image: sitk.Image) -> sitk.Image:
-    # LPS index order puts x towards the patient's left (viewer's right) and y towards
-    # posterior (down): the radiological axial view, with no flip needed.
-    return image if is_oblique(image) else sitk.DICOMOrient(image, "LPS")
 
 
 def _best_slice(labels: np.ndarray | None, depth: int) -> int:
@@ -39,11 +34,11 @@ def save_overview(prediction: Prediction, path: str | os.PathLike[str]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
 
-    image = _display_orient(prediction.images[prediction.display_role])
+    image = to_canonical(prediction.images[prediction.display_role])
     array = sitk.GetArrayFromImage(image).astype(np.float32)
     labels = None
     if prediction.labels is not None:
-        labels = sitk.GetArrayFromImage(_display_orient(prediction.labels))
+        labels = sitk.GetArrayFromImage(to_canonical(prediction.labels))
     k = _best_slice(labels, array.shape[0])
     spacing = image.GetSpacing()
     aspect = spacing[1] / spacing[0]
@@ -60,7 +55,7 @@ def save_overview(prediction: Prediction, path: str | os.PathLike[str]) -> None:
     if prediction.probabilities:
         total = np.zeros_like(array[k])
         for probability in prediction.probabilities.values():
-            total = np.maximum(total, sitk.GetArrayFromImage(_display_orient(probability))[k])
+            total = np.maximum(total, sitk.GetArrayFromImage(to_canonical(probability))[k])
         shown = np.ma.masked_less(total, 0.05)
         im = overlay_ax.imshow(shown, cmap="inferno", vmin=0, vmax=1, alpha=0.55, aspect=aspect,
                                interpolation="nearest")

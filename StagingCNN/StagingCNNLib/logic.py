@@ -82,14 +82,6 @@ def roi_box_lps(roi_node: Any) -> list[float]:
     return [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
 
 
-def slice_centre_ras(volume_node: Any, index: int) -> list[float]:
-    """The RAS centre of slice ``index`` (third voxel axis) of a volume node."""
-    matrix = _ijk_to_ras(volume_node)
-    size = volume_node.GetImageData().GetDimensions()
-    point = matrix @ np.array([(size[0] - 1) / 2, (size[1] - 1) / 2, index, 1.0])
-    return point[:3].tolist()
-
-
 def _ijk_to_ras(volume_node: Any) -> np.ndarray:
     import vtk
 
@@ -169,7 +161,9 @@ class StagingLogic:
         if not 0 <= index < len(result.slice_scores):
             raise ValueError(f"slice {index} is not a slice of the volume "
                              f"(0-{len(result.slice_scores) - 1})")
-        ras = slice_centre_ras(result.reference_node, index)
+        # the network's axial slices, wherever they lie in the node's own voxel order
+        x, y, z = result.prediction.details["slice_centres_lps_mm"][index]
+        ras = [-x, -y, z]
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras,
                                               slicer.vtkMRMLSliceNode.CenteredJumpSlice)
         return ras

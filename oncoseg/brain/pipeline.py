@@ -21,14 +21,15 @@ PHANTOM_NAMINGS = {"native": "brats2021", "brats2021": "brats2021", "brats2023":
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
     """BraTS case folders with the 2017-2021 file names (native) or the 2023+ ones."""
     check_phantom_layout(layout, list(PHANTOM_NAMINGS))
     naming = PHANTOM_NAMINGS[layout]
     return generate_dataset(
         output, cases, seed, functools.partial(brain_phantom.generate_case, naming=naming),
         "brain", progress, cancel,
-        names=functools.partial(brain_phantom.case_folder_name, naming=naming))
+        names=functools.partial(brain_phantom.case_folder_name, naming=naming),
+        orientation=orientation)
 
 
 def predict(images: Mapping[str, sitk.Image | None], model: str | os.PathLike[str] = "demo",

@@ -1,5 +1,6 @@
 """The brain task's inputs, made into what the networks read: the present sequences on one
-grid (T1c's, or the first present sequence's), in LPS axis order, each divided by the median
+grid (T1c's, or the first present sequence's), in the canonical (LPS) axis order of
+:mod:`oncoseg.orientation`, each divided by the median
 of its non-zero voxels times a constant (paper 004, section 3.1); absent sequences are zeros
 and flagged absent.
 
@@ -18,10 +19,10 @@ import SimpleITK as sitk
 from oncoseg.brain.config import SEQUENCES
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference, same_grid
+from oncoseg.orientation import onto_grid, to_canonical
 from oncoseg.validation import check_volume
 
 AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
-CANONICAL = "LPS"
 
 
 @dataclass
@@ -67,7 +68,7 @@ def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.
     for name in SEQUENCES:
         if images.get(name) is not None:
             check_volume(images[name], name)
-    oriented = sitk.DICOMOrient(grid, CANONICAL)
+    oriented = to_canonical(grid)
     shape = sitk.GetArrayViewFromImage(oriented).shape
     array = np.zeros((len(SEQUENCES), *shape), np.float32)
     present = np.zeros(len(SEQUENCES), bool)
@@ -79,7 +80,7 @@ def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.
             image = resample_to_reference(sitk.Cast(image, sitk.sitkFloat32), grid, "linear",
                                           names=(name, role))
             messages.append(f"{name} was resampled onto the {role} grid")
-        moved = sitk.DICOMOrient(image, CANONICAL)
+        moved = to_canonical(image)
         array[k] = normalise(sitk.GetArrayFromImage(moved).astype(np.float32), constant, name)
         present[k] = True
     missing = [s for s, p in zip(SEQUENCES, present, strict=True) if not p]
@@ -104,9 +105,5 @@ def back_to_grid(array: np.ndarray, volume: BrainVolume, pixel: int = sitk.sitkU
     """A (z, y, x) array in LPS axis order as an image on the reference grid as given."""
     image = sitk.GetImageFromArray(array)
     image.CopyInformation(volume.oriented)
-    image = sitk.Cast(image, pixel)
-    back = sitk.DICOMOrient(image, sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(
-        volume.grid.GetDirection()))
-    back.CopyInformation(volume.grid)  # the same voxels; rounding of the direction undone
-    return back
+    return onto_grid(sitk.Cast(image, pixel), volume.grid)
 

@@ -34,6 +34,7 @@ from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.modelfile import ModelMetadata, load_network, save_model
+from oncoseg.orientation import to_canonical
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.training import TrainingConfig, train
 
@@ -56,7 +57,7 @@ def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
                          "are 0-3 (BraTS 4 is read as 3)")
     image = sitk.GetImageFromArray(labels.astype(np.uint8))
     image.CopyInformation(volume.grid)
-    return sitk.GetArrayFromImage(sitk.DICOMOrient(image, "LPS"))
+    return sitk.GetArrayFromImage(to_canonical(image))
 
 
 def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> PreparedBrain:

@@ -42,32 +42,37 @@ class Case:
             self.patient = self.id
 
     def read(self, role: str) -> sitk.Image:
-        """The role's volume. Medical Segmentation Decathlon cases keep all channels in one
-        4D file; ``info['channels']`` then says which channel a role is."""
+        """The role's volume in the canonical orientation (training and evaluation see every
+        case in one axis order, as prediction does; see :mod:`oncoseg.orientation`). Medical
+        Segmentation Decathlon cases keep all channels in one 4D file; ``info['channels']``
+        then says which channel a role is."""
         from oncoseg.io.volumes import read_image
+        from oncoseg.orientation import to_canonical
 
         image = read_image(self.images[role])
         channel = self.info.get("channels", {}).get(role)
         if channel is None:
-            return image
+            return to_canonical(image)
         if image.GetDimension() != 4 or channel >= image.GetSize()[3]:
             raise InputError(f"case '{self.id}'", f"{self.images[role].name} should hold "
                              f"channel {channel} ({role}) along a fourth axis; its size is "
                              f"{image.GetSize()}")
         size = list(image.GetSize())
         size[3] = 0
-        return sitk.Extract(image, size, [0, 0, 0, channel])
+        return to_canonical(sitk.Extract(image, size, [0, 0, 0, channel]))
 
     def label_on(self, reference: sitk.Image, role: str) -> np.ndarray:
         """The case's (first) label file resampled onto ``reference``, the ``role`` image it is
         read with, as an array (z, y, x); a case without one is an input error."""
         from oncoseg.geometry import resample_to_reference
         from oncoseg.io.volumes import read_image
+        from oncoseg.orientation import to_canonical
 
         if not self.labels:
             raise InputError(f"case '{self.id}'", "has no label file")
         path = sorted(self.labels.values())[0]
-        label = resample_to_reference(read_image(path), reference, "nearest",
+        # a label stored in the reference's own order comes back without interpolation
+        label = resample_to_reference(to_canonical(read_image(path)), reference, "nearest",
                                       names=(f"{self.id}/{path.name}", role))
         return sitk.GetArrayFromImage(label)
 

@@ -11,7 +11,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.geometry import grid_with_spacing, resample_to_reference
+from oncoseg.geometry import resample_to_reference
+from oncoseg.orientation import canonical_grid
 from oncoseg.validation import check_volume
 
 AIR_HU = -1024.0
@@ -35,7 +36,9 @@ def check_ct(image: sitk.Image, name: str = "ct") -> list[str]:
 
 
 def working_grid(image: sitk.Image, spacing_mm: tuple[float, float, float]) -> sitk.Image:
-    return grid_with_spacing(image, spacing_mm)
+    """The network's grid: the CT's box at the model's spacing, in the canonical orientation
+    (resampling onto it reorders any storage in the same step; nothing is copied first)."""
+    return canonical_grid(image, spacing_mm)
 
 
 def to_working_grid(image: sitk.Image, grid: sitk.Image) -> np.ndarray:

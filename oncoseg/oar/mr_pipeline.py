@@ -9,6 +9,7 @@ from typing import Any
 
 import SimpleITK as sitk
 
+from oncoseg.errors import InputError
 from oncoseg.phantoms import gi
 from oncoseg.phantoms.common import check_phantom_layout
 from oncoseg.prediction import Prediction
@@ -17,9 +18,13 @@ from oncoseg.progress import CancelToken, ProgressCallback
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
     """Patients in the UW-Madison Kaggle layout (train.csv, train/caseN/caseN_dayN/scans)."""
     check_phantom_layout(layout, ["native"])
+    if orientation.upper() != "LPS":
+        raise InputError("--orientation", "the GI tract phantoms are written in the Kaggle "
+                         "layout, whose PNG slices carry no orientation (read as LPS axial "
+                         "slices); only LPS is possible")
     return gi.generate(output, cases, seed, progress, cancel)
 
 

@@ -17,6 +17,7 @@ from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model,
 from oncoseg.oar.mr_config import OarMrConfig
 from oncoseg.oar.mr_slices import check_mr, scale_scan, stacks, working_volume
 from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
+from oncoseg.orientation import restore_prediction, to_canonical
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
@@ -109,7 +110,7 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
                progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None) -> Prediction:
     OAR_MR.check_images(images)
-    image = images["mr"]
+    image = to_canonical(images["mr"])
     check_mr(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -135,11 +136,11 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
             probabilities[spec.name] = organ
     timings["postprocess"] = time.perf_counter() - started
     messages = [DEMO_NOTE] if loaded.metadata.demo else []
-    return Prediction(
+    return restore_prediction(Prediction(
         task=OAR_MR.name, model=model_summary(loaded.path, loaded.metadata),
         images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
         probabilities=probabilities, timings=timings,
         details={"config": settings.as_dict(), "threshold": settings.threshold,
                  "two_stage": maps.present is not None,
                  "overlapping_voxels": int(np.count_nonzero(masks.sum(axis=0) > 1))},
-        messages=messages)
+        messages=messages), images["mr"])

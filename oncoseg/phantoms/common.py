@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -109,6 +110,37 @@ def smooth_displacement(points: np.ndarray, amplitude: float, wavelength: float,
     return amplitude * field + np.asarray(shift, np.float32)
 
 
+# Every way of storing a volume: each array axis points to one of L/R, P/A, S/I (48 codes).
+STORAGE_ORIENTATIONS = tuple(
+    "".join(("LPS" if signs[i] > 0 else "RAI")[order[i]] for i in range(3))
+    for order in itertools.permutations(range(3))
+    for signs in itertools.product((1, -1), repeat=3))
+
+
+def storage_orientation(orientation: str, seed: int, case: int, axial_only: bool = False) -> str:
+    """The orientation code a case is stored in: ``orientation`` itself, or for ``random`` one
+    of the 48 drawn per case (from its own stream, so the anatomy does not change with it).
+    ``axial_only`` keeps the slices along S-I (a DICOM CT series is a stack of axial slices)."""
+    choices = tuple(c for c in STORAGE_ORIENTATIONS if not axial_only or c[2] in "SI")
+    if orientation == "random":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, case, 48]))
+        return choices[int(rng.integers(len(choices)))]
+    code = orientation.upper()
+    if code not in choices:
+        from oncoseg.errors import InputError
+
+        kind = "an axial orientation code (third letter S or I)" if axial_only else \
+            "a three-letter orientation code (one of L/R, P/A, S/I each, e.g. LPS, RAS, LAS)"
+        raise InputError("--orientation", f"'{orientation}' is not {kind} or 'random'")
+    return code
+
+
+def stored(image: sitk.Image, orientation: str) -> sitk.Image:
+    """The image with its voxels reordered so its axes point as ``orientation`` says (the
+    same anatomy, stored as another scanner or converter would)."""
+    return image if orientation == "LPS" else sitk.DICOMOrient(image, orientation)
+
+
 def check_phantom_layout(layout: str, allowed: Sequence[str]) -> None:
     if layout not in allowed:
         from oncoseg.errors import InputError
@@ -119,21 +151,25 @@ def check_phantom_layout(layout: str, allowed: Sequence[str]) -> None:
 
 
 def generate_dataset(output: str | os.PathLike[str], cases: int, seed: int,
-                     generate_case: Callable[[Path, int, int], dict], prefix: str,
+                     generate_case: Callable[..., dict], prefix: str,
                      progress: ProgressCallback | None = None,
                      cancel: CancelToken | None = None,
                      finish: Callable[[Path, list[dict]], object] | None = None,
-                     names: Callable[[int], str] | None = None) -> list[Path]:
+                     names: Callable[[int], str] | None = None, orientation: str = "LPS",
+                     axial_only: bool = False) -> list[Path]:
     """Write ``cases`` case folders, all or nothing: they appear in ``output`` only when every
     case was written. ``finish(folder, infos)`` adds data-set-level files (a label table);
-    ``names(index)`` gives a layout's own folder names (default ``<prefix>_000``)."""
+    ``names(index)`` gives a layout's own folder names (default ``<prefix>_000``);
+    ``orientation`` is how the volumes are stored (see :func:`storage_orientation`)."""
+    storage_orientation(orientation, seed, 0, axial_only)  # a bad code fails before writing
     output = Path(output)
     written, infos = [], []
     with atomic_directory(output) as folder:
         for index in range(cases):
             check_cancelled(cancel)
             name = names(index) if names else f"{prefix}_{index:03d}"
-            infos.append(generate_case(folder / name, seed, index))
+            code = storage_orientation(orientation, seed, index, axial_only)
+            infos.append(generate_case(folder / name, seed, index, orientation=code))
             written.append(output / name)
             report(progress, f"Writing {prefix} phantoms", index + 1, cases)
         if finish is not None:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 from scipy import ndimage
 
 from oncoseg.io.dicom import Patient, write_ct_series
@@ -25,6 +26,7 @@ from oncoseg.phantoms.common import (
     lumpy,
     make_grid,
     soft,
+    stored,
     to_image,
     tube_distance,
 )
@@ -104,11 +106,16 @@ def render(points: np.ndarray, rng: np.random.Generator, width: float
     return hu, masks
 
 
-def generate_case(folder: Path, seed: int, case: int) -> dict:
+def generate_case(folder: Path, seed: int, case: int, orientation: str = "LPS") -> dict:
+    """A CT series and its structure set, the series' slices stored along ``orientation``
+    (an axial code: row and column directions and slice order as a scanner may write them)."""
     rng = case_rng(seed, case)
     grid = make_grid(SIZE, SPACING)
     hu, masks = render(grid_points(grid), rng, width=SPACING[0])
-    ct = to_image(np.clip(np.round(hu), -1024, 3071).astype(np.int16), grid)
+    ct = stored(to_image(np.clip(np.round(hu), -1024, 3071).astype(np.int16), grid), orientation)
+    masks = {name: sitk.GetArrayFromImage(stored(to_image(mask.astype(np.uint8), grid,
+                                                          sitk.sitkUInt8), orientation)) > 0
+             for name, mask in masks.items()}
     patient = Patient(folder.name, f"Phantom^{folder.name}", "19600101", "O")
     files = write_ct_series(ct, folder, patient, "Pelvis CT (synthetic)")
     naming = NAMINGS[case % len(NAMINGS)]
@@ -122,7 +129,8 @@ def generate_case(folder: Path, seed: int, case: int) -> dict:
         structures.append((clinic_name, masks[name], colour, kind))
     write_rtstruct(structures, ct, files, folder / f"RS_{folder.name}.dcm")
     info = {"task": "oar-ct", "case": folder.name, "seed": seed, "index": case,
-            "synthetic": True, "structure_names": [s[0] for s in structures],
+            "synthetic": True, "stored_as": orientation,
+            "structure_names": [s[0] for s in structures],
             "unannotated": ["Bladder"] if lacks_bladder else []}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info

@@ -29,6 +29,7 @@ from oncoseg.phantoms.common import (
     rician,
     smooth_displacement,
     soft,
+    stored,
     to_image,
     tube_distance,
 )
@@ -155,7 +156,7 @@ class RectalAnatomy:
 
 
 def generate_case(folder: Path, seed: int, case: int,
-                  geometry: RectalPhantomGeometry | None = None) -> dict:
+                  geometry: RectalPhantomGeometry | None = None, orientation: str = "LPS") -> dict:
     g = geometry or RectalPhantomGeometry()
     rng = case_rng(seed, case)
     anatomy = RectalAnatomy(rng)
@@ -184,11 +185,13 @@ def generate_case(folder: Path, seed: int, case: int,
         signal = rician(values * bias_field(points, rng, bias), rng, noise)
         grid = t2_grid if role == "t2w" else dwi_grid
         image = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-        sitk.WriteImage(image, str(folder / f"{role}.nii.gz"), useCompression=True)
+        sitk.WriteImage(stored(image, orientation), str(folder / f"{role}.nii.gz"),
+                        useCompression=True)
     label = to_image((tumour > 0.5).astype(np.uint8), dwi_grid, sitk.sitkUInt8)
-    sitk.WriteImage(label, str(folder / "label.nii.gz"), useCompression=True)
+    sitk.WriteImage(stored(label, orientation), str(folder / "label.nii.gz"),
+                    useCompression=True)
     info = {"task": "rectal", "case": folder.name, "seed": seed, "index": case,
-            "synthetic": True, "reference_role": "dwi_b0",
+            "synthetic": True, "reference_role": "dwi_b0", "stored_as": orientation,
             "tumour_voxels": int((tumour > 0.5).sum()),
             "misalignment_dwi_vs_t2w": motion}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

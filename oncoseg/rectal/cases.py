@@ -18,6 +18,7 @@ from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cache
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.io.volumes import read_image
+from oncoseg.orientation import to_canonical
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
 
@@ -34,7 +35,7 @@ class PreparedArrays:
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
     labels = {}
     for name, path in sorted(case.labels.items()):
-        image = read_image(path)
+        image = to_canonical(read_image(path))  # exact when it shares the b0's grid
         on_grid = resample_to_reference(image, reference, "nearest",
                                         names=(f"{case.id}/{path.name}", REFERENCE))
         labels[name] = sitk.GetArrayFromImage(on_grid) > 0

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 import torch
 
 from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.orientation import restore_prediction, to_canonical
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
@@ -58,13 +59,21 @@ def stage_probabilities(array: np.ndarray, network: torch.nn.Module, config: Sta
     return float(np.mean(volume_p)), np.mean(slice_p, axis=0)
 
 
+def slice_centres(image: sitk.Image) -> list[list[float]]:
+    """The centre (LPS, mm) of each axial slice the network read, in its order: slice scores
+    point at places, not at indices of a storage order."""
+    x, y = (image.GetSize()[0] - 1) / 2, (image.GetSize()[1] - 1) / 2
+    return [[round(v, 3) for v in image.TransformContinuousIndexToPhysicalPoint((x, y, k))]
+            for k in range(image.GetSize()[2])]
+
+
 def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
                     device: str = "cpu", config: Mapping[str, Any] | None = None,
                     progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None,
                     roi_lps_mm: Sequence[float] | None = None) -> Prediction:
     TASK.check_images(images)
-    image = images["t2w"]
+    image = to_canonical(images["t2w"])
     timings: dict[str, float] = {}
     started = time.perf_counter()
     loaded = load_staging_model(model, device)
@@ -87,13 +96,14 @@ def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | Loaded
     if loaded.metadata.demo:
         messages.append(DEMO_NOTE)
     x0, x1, y0, y1 = prepared.crop
-    return Prediction(
+    return restore_prediction(Prediction(
         task=TASK.name, model=model_summary(loaded.path, loaded.metadata),
         images={"t2w": image}, display_role="t2w",
         class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings,
         details={"stage": stage, "p_t3": p_t3, "threshold": settings.threshold,
                  "slice_p_t3": [round(float(v), 5) for v in slices],
+                 "slice_centres_lps_mm": slice_centres(image),
                  "roi": {"source": prepared.roi_source,
                          "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
                  "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
-        messages=messages)
+        messages=messages), images["t2w"])
