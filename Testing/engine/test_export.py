@@ -1,20 +1,40 @@
 """Export against things no one here wrote: dciodvfy (David Clunie's DICOM validator) judges the
 DICOM SEG and RTSTRUCT, highdicom reads the SEG back, and the phantom's own RTSTRUCT is the
-truth the exported contours are compared with."""
+truth the exported contours are compared with. Series as archives hold them (a missing slice, a
+gantry tilt, blank UIDs) must get every frame and contour on the image it references."""
+
+import shutil
+from pathlib import Path
 
 import highdicom as hd
 import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_ct import DCIODVFY, DCIODVFY_MISSING, dciodvfy_errors, phantom_ct_case
+from dicom_ct import (
+    AXIAL,
+    DCIODVFY,
+    DCIODVFY_MISSING,
+    SHAPE,
+    SPACING_XY,
+    bone_mask,
+    dciodvfy_errors,
+    grid_points,
+    phantom_ct_case,
+    plane_points,
+    set_attributes,
+    stack_positions,
+    uniform_series,
+    write_analytic_series,
+)
 
 from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.export import export_file, export_segmentation, interpreted_type, load_segmentation
+from oncoseg.geometry import same_grid
 from oncoseg.io.rtstruct import read_rtstruct
-from oncoseg.io.segnrrd import Segmentation, write_seg_nrrd
-from oncoseg.io.volumes import choose_dicom_series
+from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
+from oncoseg.io.volumes import choose_dicom_series, read_volume
 from oncoseg.metrics import dice
 
 
@@ -137,3 +157,172 @@ def test_label_maps_export_as_nifti_nrrd_and_seg_nrrd_named_after_the_task(ct_ca
     np.testing.assert_array_equal(back == 1, array == 3)  # one segment: label 1
     with pytest.raises(InputError, match="ends in"):
         export_file(tmp_path / "labels.nii.gz", tmp_path / "x.dcm", "nifti")
+
+
+# ---------------------------------------------------------------------------------------------
+# series as archives hold them: every frame and contour on its own instance's plane
+
+
+def _instance_planes(files):
+    """(SOP instance UID -> (IPP, normal)) of the series' files."""
+    planes = {}
+    for f in files:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        row, column = np.reshape(np.asarray(ds.ImageOrientationPatient, float), (2, 3))
+        planes[ds.SOPInstanceUID] = (np.asarray(ds.ImagePositionPatient, float),
+                                     np.cross(row, column))
+    return planes
+
+
+def _slice_index(image, position):
+    return round(image.TransformPhysicalPointToContinuousIndex(position.tolist())[2])
+
+
+def _dice_2d(a, b):
+    return 1.0 if not a.any() and not b.any() else dice(a, b)
+
+
+@pytest.fixture(scope="module")
+def damaged_case(ct_case, tmp_path_factory):
+    """The phantom CT series with one slice through the organs missing, read onto the uniform
+    grid, and its structures as a predict-like label on that grid."""
+    case, image, segmentation = ct_case
+    folder = tmp_path_factory.mktemp("damaged") / "ct"
+    folder.mkdir()
+    series = choose_dicom_series(case)
+    for f in series.files:
+        shutil.copy(f, folder)
+    counts = [sum(segmentation.mask(s.id)[k].sum() for s in segmentation.segments)
+              for k in range(image.GetSize()[2])]
+    gone = int(np.argmax(counts))  # the slice with the most labelled voxels
+    (folder / Path(series.files[gone]).name).unlink()
+    read = read_volume(folder)
+    assert any("1 slice(s) missing" in n for n in read.notes)
+    assert same_grid(read.image, image, tolerance=1e-3)
+    layers = []
+    for layer in segmentation.layers:
+        copy = sitk.Image(layer)
+        copy.CopyInformation(read.image)
+        layers.append(copy)
+    return folder, read.image, Segmentation(layers, segmentation.segments), gone
+
+
+@needs_dciodvfy
+def test_dicom_seg_frames_on_a_series_with_a_missing_slice_match_each_instance(damaged_case,
+                                                                             tmp_path):
+    folder, image, segmentation, gone = damaged_case
+    series = choose_dicom_series(folder)
+    result = export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg", series)
+    assert result.messages == []  # the label is on the series' own (uniform) grid
+    assert dciodvfy_errors(result.path) == []
+    seg = hd.seg.segread(result.path)
+    planes = _instance_planes(series.files)
+    uids = list(planes)
+    numbers = list(range(1, len(segmentation.segments) + 1))
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               segment_numbers=numbers)
+    worst, naive_worst = 1.0, 1.0
+    for j, uid in enumerate(uids):  # uids in slice order: j is the file's index
+        k = _slice_index(image, planes[uid][0])
+        assert k != gone
+        for n, segment in enumerate(segmentation.segments):
+            truth = segmentation.mask(segment.id)
+            worst = min(worst, _dice_2d(frames[j, :, :, n] > 0, truth[k]))
+            naive_worst = min(naive_worst, _dice_2d(frames[j, :, :, n] > 0, truth[j]))
+    assert worst >= 0.99
+    assert naive_worst < 0.9  # file j is not slice j past the gap: the test can tell
+
+
+@needs_dciodvfy
+def test_rtstruct_contours_on_a_series_with_a_missing_slice_lie_on_their_instance(damaged_case,
+                                                                                 tmp_path):
+    folder, image, segmentation, gone = damaged_case
+    series = choose_dicom_series(folder)
+    result = export_segmentation(segmentation, tmp_path / "rs.dcm", "rtstruct", series)
+    assert dciodvfy_errors(result.path) == []
+    planes = _instance_planes(series.files)
+    ds = pydicom.dcmread(result.path)
+    names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
+    referenced = set()
+    for roi in ds.ROIContourSequence:
+        for contour in roi.ContourSequence:
+            uid = contour.ContourImageSequence[0].ReferencedSOPInstanceUID
+            position, normal = planes[uid]
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            assert np.abs((points - position) @ normal).max() < 0.01  # on its image's plane
+            referenced.add((names[int(roi.ReferencedROINumber)], uid))
+    back = read_rtstruct(result.path)
+    for segment in segmentation.segments:
+        mask = back.mask(segment.name, image)
+        truth = segmentation.mask(segment.id)
+        for position, _ in planes.values():
+            k = _slice_index(image, position)
+            assert _dice_2d(mask[k], truth[k]) >= 0.99, (segment.name, k)
+        assert not mask[gone].any()  # no contour was put on the missing slice
+
+
+def test_exports_on_a_tilted_series_follow_each_tilted_image(tmp_path):
+    positions = stack_positions([2.5 * k for k in range(25)], tilt_degrees=15)
+    files = write_analytic_series(tmp_path / "ct", positions, tilt_degrees=15)
+    image = read_volume(tmp_path / "ct").image  # resampled onto an orthogonal grid
+    bone = sitk.GetImageFromArray(bone_mask(grid_points(image)).astype(np.uint8))
+    bone.CopyInformation(image)
+    segmentation = Segmentation.from_label_image(bone, [Segment("bone", "Bone", (1, 1, 0.8))])
+    series = choose_dicom_series(tmp_path / "ct")
+    export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg", series)
+    seg = hd.seg.segread(tmp_path / "seg.dcm")
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               segment_numbers=[1])[..., 0] > 0
+    truth = np.stack([bone_mask(plane_points(p, *AXIAL, SPACING_XY, SHAPE)) for p in positions])
+    assert truth.sum() > 200
+    assert dice(frames, truth) >= 0.95  # nearest sampling of a 2 mm grid: 0.967
+    untilted = np.stack([bone_mask(grid_points(image)[k]) for k in range(25)])
+    assert dice(untilted, truth) < 0.5  # grid slice k is not image k (0.23): the test can tell
+    export_segmentation(segmentation, tmp_path / "rs.dcm", "rtstruct", series)
+    planes = _instance_planes(files)
+    for roi in pydicom.dcmread(tmp_path / "rs.dcm").ROIContourSequence:
+        for contour in roi.ContourSequence:
+            position, normal = planes[contour.ContourImageSequence[0].ReferencedSOPInstanceUID]
+            points = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            assert np.abs((points - position) @ normal).max() < 0.01
+
+
+@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
+def test_dicom_exports_refuse_a_series_without_uids_volume_formats_still_work(tmp_path, capsys,
+                                                                           fmt):
+    files = uniform_series(tmp_path / "ct")
+    set_attributes(files, StudyInstanceUID="", SeriesInstanceUID="", SOPInstanceUID=None,
+                   FrameOfReferenceUID="")
+    image = read_volume(tmp_path / "ct").image  # still read: volume and geometry
+    bone = sitk.GetImageFromArray(bone_mask(grid_points(image)).astype(np.uint8))
+    bone.CopyInformation(image)
+    sitk.WriteImage(bone, str(tmp_path / "labels.nii.gz"))
+    out = tmp_path / "out.dcm"
+    args = ["export", str(tmp_path / "labels.nii.gz"), "--format", fmt, "--reference",
+            str(tmp_path / "ct"), "--output", str(out)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    for attribute in ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
+                      "SOPInstanceUID (absent or empty in 25 of 25 files)"):
+        assert attribute in err
+    assert "Traceback" not in err and not out.exists()
+    assert main(["export", str(tmp_path / "labels.nii.gz"), "--format", "nifti",
+                 "--output", str(tmp_path / "labels_out.nii.gz")]) == 0
+
+
+def test_dicom_exports_refuse_a_multiframe_reference_clearly(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    (tmp_path / "mf").mkdir()
+    enhanced.save_as(tmp_path / "mf" / "enhanced.dcm")
+    image = read_volume(tmp_path / "mf").image
+    labels = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    labels.CopyInformation(image)
+    labels[10:20, 10:20, 5:10] = 1
+    segmentation = Segmentation.from_label_image(labels, [Segment("a", "A", (1, 0, 0))])
+    with pytest.raises(InputError, match="is a multi-frame image: DICOM SEG and RTSTRUCT"):
+        export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
+                            choose_dicom_series(tmp_path / "mf"))

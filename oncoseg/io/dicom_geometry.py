@@ -386,9 +386,9 @@ def sample_on_planes(image: sitk.Image, planes: Sequence[SlicePlane]) -> np.ndar
         if k is not None:  # the plane is one of the grid's slices: no resampling
             out[n] = array[k]
         else:
-            out[n] = sitk.GetArrayViewFromImage(sitk.Resample(
-                image, plane.grid(), sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                image.GetPixelID()))[0]
+            sampled = sitk.Resample(image, plane.grid(), sitk.Transform(),
+                                    sitk.sitkNearestNeighbor, 0, image.GetPixelID())
+            out[n] = sitk.GetArrayViewFromImage(sampled)[0]  # copied while ``sampled`` lives
     return out
 
 
