@@ -26,7 +26,8 @@ class RectalSeg(ScriptedLoadableModule):
         self.parent.dependencies = ["OncoSegCommon"]
         self.parent.contributors = ["OncoSeg developers"]
         self.parent.helpText = (
-            "Segments a rectal tumour on T2-weighted and diffusion-weighted MR (b0 and high b): "
+            "Segments a rectal tumour on T2-weighted and diffusion-weighted MR (b0 and high b, "
+            "or one DWI series with every b-value, from which they are picked): "
             "T2w is registered onto the b0 grid, a patch CNN gives every voxel's tumour "
             "probability, and the largest component of p >= threshold is kept; every candidate "
             "component is listed so you can keep another one. Research use only, not for "
@@ -57,8 +58,13 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.candidateTable.setHorizontalHeaderLabels(
             ["#", "volume (ml)", "mean p", "max p"])
         self._fill_inputs()
-        for selector in (self.ui.t2wSelector, self.ui.b0Selector, self.ui.highBSelector):
+        for selector in (self.ui.t2wSelector, self.ui.b0Selector, self.ui.highBSelector,
+                         self.ui.dwiSelector):
             selector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
+        # the diffusion images come in one of two forms: choosing one clears the other
+        self.ui.dwiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._one_dwi_form)
+        for selector in (self.ui.b0Selector, self.ui.highBSelector):
+            selector.connect("currentNodeChanged(vtkMRMLNode*)", self._two_dwi_volumes)
         self.ui.candidateTable.connect("cellClicked(int,int)", self._choose_row)
         self.ui.useSeedButton.connect("clicked()", self._use_seed)
         self.ui.compareButton.connect("clicked()", self._compare)
@@ -72,10 +78,13 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
     def _inputs(self):
         return {"t2w": self.ui.t2wSelector.currentNode(),
                 "dwi_b0": self.ui.b0Selector.currentNode(),
-                "dwi_b1000": self.ui.highBSelector.currentNode()}
+                "dwi_b1000": self.ui.highBSelector.currentNode(),
+                "dwi": self.ui.dwiSelector.currentNode()}
 
     def inputs_ready(self):
-        return all(node is not None for node in self._inputs().values())
+        from RectalSegLib.logic import inputs_ready
+
+        return inputs_ready(self._inputs())
 
     def prepare_run(self):
         from RectalSegLib.logic import RectalSegParameters
@@ -115,6 +124,20 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
                                ("dwi_b1000", self.ui.highBSelector)):
             if selector.currentNode() is None and found[role] is not None:
                 selector.setCurrentNode(found[role])
+        if found["dwi_b0"] is None and found["dwi_b1000"] is None and \
+                self.ui.dwiSelector.currentNode() is None:
+            from RectalSegLib.logic import guess_dwi_node
+
+            self.ui.dwiSelector.setCurrentNode(guess_dwi_node(slicer.mrmlScene))
+
+    def _one_dwi_form(self, node):
+        if node is not None:
+            self.ui.b0Selector.setCurrentNode(None)
+            self.ui.highBSelector.setCurrentNode(None)
+
+    def _two_dwi_volumes(self, node):
+        if node is not None:
+            self.ui.dwiSelector.setCurrentNode(None)
 
     def _choose_row(self, row, _column):
         index = self.result.candidate_rows()[row]["index"]

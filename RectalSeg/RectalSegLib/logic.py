@@ -3,6 +3,11 @@
 The module widget calls :meth:`RectalSegLogic.start` (main thread: copies the inputs),
 :meth:`compute` (any thread: the engine's ``predict``) and :meth:`finish` (main thread: new
 nodes); :meth:`run` does the three in a row for scripts and tests.
+
+The diffusion images come either as two volumes (``dwi_b0``, ``dwi_b1000``) or as one node
+holding every b-value (``dwi``: a MultiVolume, Sequence or DiffusionWeightedVolume node, see
+:mod:`RectalSegLib.diffusion`); the engine picks b0 and the high b from the latter, and
+:meth:`finish` adds the two images it picked as nodes (the segmentation's reference is the b0).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.io.diffusion import B0_ROLE, DWI_ROLE, HIGH_B_ROLE, check_dwi_roles
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.rectal.candidates import Candidates, find_candidates
@@ -25,8 +31,11 @@ from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.inputs import guess_inputs as common_guess_inputs
 from OncoSegCommonLib.models import ModelChoice, available_models
+from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.segmentations import segment_id, set_segments_from_labels
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.volumes import volume_node_from_image
+from RectalSegLib.diffusion import diffusion_nodes, diffusion_series_from_node, is_diffusion_node
 
 ROLES = tuple(role.name for role in TASK.inputs)
 
@@ -63,8 +72,30 @@ class RectalSegResult:
 
 
 def guess_inputs(scene: Any) -> dict[str, Any]:
-    """Volume nodes for each role from their names (T2, b0, b1000/b1100/high b)."""
-    return common_guess_inputs(scene, TASK, _hint_clash)
+    """Volume nodes for each role from their names (T2, b0, b1000/b1100/high b); a node with
+    every b-value (a MultiVolume is a scalar volume too) is never one of them."""
+    found = common_guess_inputs(scene, TASK, _hint_clash)
+    return {role: None if is_diffusion_node(node) else node for role, node in found.items()}
+
+
+def guess_dwi_node(scene: Any) -> Any | None:
+    """The node with every b-value: the only one in the scene, else the one whose name says
+    DWI (see ``DWI_SERIES.name_hints``); None when there is no such node or no clear choice."""
+    from oncoseg.rectal.task import DWI_SERIES
+
+    found = diffusion_nodes(scene)
+    if len(found) == 1:
+        return found[0]
+    named = [n for n in found if any(h in (n.GetName() or "").lower()
+                                     for h in DWI_SERIES.name_hints)]
+    return named[0] if len(named) == 1 else None
+
+
+def inputs_ready(inputs: Mapping[str, Any]) -> bool:
+    """T2w, and the diffusion images in one form: b0 + high b, or one node with every b."""
+    separate = inputs.get(B0_ROLE) is not None and inputs.get(HIGH_B_ROLE) is not None
+    together = inputs.get(DWI_ROLE) is not None
+    return inputs.get("t2w") is not None and separate != together
 
 
 def _hint_clash(name: str, role: str) -> bool:
@@ -84,9 +115,16 @@ class RectalSegLogic:
 
     # ------------------------------------------------------------------ running
 
-    def start(self, inputs: Mapping[str, Any]) -> dict[str, sitk.Image]:
-        """Main thread: copies of the input volumes (never modified afterwards)."""
-        return images_from_nodes({role: inputs.get(role) for role in ROLES})
+    def start(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+        """Main thread: copies of the input volumes (never modified afterwards); a node with
+        every b-value becomes a DiffusionSeries under ``dwi``."""
+        check_dwi_roles(role for role, node in inputs.items() if node is not None)
+        dwi = inputs.get(DWI_ROLE)
+        roles = ("t2w",) if dwi is not None else ROLES
+        images: dict[str, Any] = images_from_nodes({role: inputs.get(role) for role in roles})
+        if dwi is not None:
+            images[DWI_ROLE] = diffusion_series_from_node(dwi)
+        return images
 
     def compute(self, images: Mapping[str, sitk.Image], parameters: RectalSegParameters,
                 seed_ras: Sequence[float] | None = None,
@@ -101,18 +139,36 @@ class RectalSegLogic:
 
     def finish(self, prediction: Prediction, inputs: Mapping[str, Any],
                prefix: str = "RectalSeg") -> RectalSegResult:
-        """Main thread: the new nodes (registered volumes, probability map, segmentation)."""
-        reference = inputs["dwi_b0"]
-        moved = [role for role, done in prediction.details["registration"].items()
-                 if done.get("method") != "same grid"]
-        nodes = add_prediction(self.scene, prediction, prefix, reference, moved,
-                               display_role="t2w")
+        """Main thread: the new nodes (registered volumes, probability map, segmentation, and
+        the b0 / high-b images picked from a ``dwi`` node)."""
+        before = set(node_ids(self.scene))
+        try:
+            picked = self._picked_dwi_nodes(prediction, inputs, prefix)
+            reference = picked[B0_ROLE] if picked else inputs[B0_ROLE]
+            moved = [role for role, done in prediction.details["registration"].items()
+                     if done.get("method") != "same grid"]
+            nodes = add_prediction(self.scene, prediction, prefix, reference, moved,
+                                   display_role="t2w")
+        except Exception:
+            remove_nodes_added_since(self.scene, before)
+            raise
+        nodes.volumes.update(picked)
         probability = prediction.probabilities[TUMOUR.name]
         config = prediction.details["config"]
         candidates = find_candidates(probability, config["threshold"], config["keep"],
                                      prediction.details.get("seed_lps_mm"),
                                      config["connectivity"])
         return RectalSegResult(prediction, nodes, candidates, reference, dict(inputs))
+
+    def _picked_dwi_nodes(self, prediction: Prediction, inputs: Mapping[str, Any],
+                          prefix: str) -> dict[str, Any]:
+        """The b0 and high-b images the engine picked from a ``dwi`` node, as new volumes."""
+        dwi = prediction.details.get("dwi")
+        if inputs.get(DWI_ROLE) is None or not dwi:
+            return {}
+        return {role: volume_node_from_image(self.scene, prediction.images[role],
+                                             f"{prefix} DWI b={value:g}")
+                for role, value in ((B0_ROLE, dwi["b0"]), (HIGH_B_ROLE, dwi["high_b"]))}
 
     def run(self, inputs: Mapping[str, Any], parameters: RectalSegParameters | None = None,
             seed_ras: Sequence[float] | None = None, progress: ProgressCallback | None = None,

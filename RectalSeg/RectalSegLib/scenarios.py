@@ -11,7 +11,7 @@ from oncoseg.rectal.pipeline import phantom
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.segmentations import segmentation_node_from_labels
-from OncoSegCommonLib.volumes import volume_node_from_image
+from OncoSegCommonLib.volumes import update_volume_node, volume_node_from_image
 from RectalSegLib.logic import RectalSegLogic, RectalSegParameters, guess_inputs
 
 NODE_NAMES = {"t2w": "T2 axial", "dwi_b0": "DWI b0", "dwi_b1000": "DWI b1000"}
@@ -92,5 +92,58 @@ def comparing_with_a_reader(context: MRMLContext, folder: Path) -> None:
     assert figures["dsc"] > 0.7 and figures["auc"] > 0.95, figures
 
 
+def dwi_volume_sequence(context: MRMLContext, case: Path, name: str = "ep2d_diff_tra"):
+    """The case's b0 and b1000 as one Sequence node, as the DICOM module's MultiVolumeImporter
+    loads a DWI series as a "Volume Sequence": index values '0', '1' (frame numbers, empty index
+    name and unit) and the MultiVolume attributes copied onto the sequence
+    (MultiVolumeImporterPlugin.load)."""
+    import slicer
+
+    sequence = context.scene.AddNewNodeByClass("vtkMRMLSequenceNode", name)
+    sequence.SetIndexName("")
+    sequence.SetIndexUnit("")
+    sequence.SetAttribute("MultiVolume.FrameLabels", "0.0,1000.0")
+    sequence.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagName", "Siemens.B-value")
+    sequence.SetAttribute("MultiVolume.FrameIdentifyingDICOMTagUnits", "sec/mm2")
+    sequence.SetAttribute("MultiVolume.NumberOfFrames", "2")
+    for frame, role in enumerate(("dwi_b0", "dwi_b1000")):
+        volume = slicer.vtkMRMLScalarVolumeNode()  # not in the scene: the sequence copies it
+        update_volume_node(volume, read_image(case / f"{role}.nii.gz"))
+        sequence.SetDataNodeAtValue(volume, str(frame))
+    return sequence
+
+
+def run_with_every_b_value_in_one_sequence(context: MRMLContext, folder: Path) -> None:
+    """A DWI series loaded as one sequence gives the segmentation of the separate b0 and b1000
+    volumes, and the two images picked become nodes."""
+    import numpy as np
+
+    nodes, case = load_phantom(context, folder)
+    sequence = dwi_volume_sequence(context, case)
+    logic = RectalSegLogic(context)
+    fast = RectalSegParameters(registration=False)
+    separate = logic.run(nodes, fast)
+    combined = logic.run({"t2w": nodes["t2w"], "dwi": sequence}, fast)
+    assert combined.reference_node.GetName() == "RectalSeg DWI b=0", \
+        combined.reference_node.GetName()
+    assert combined.nodes.volumes["dwi_b1000"].GetName() == "RectalSeg DWI b=1000"
+    assert any(m.startswith("dwi: 2 b-values (0, 1000 s/mm^2); b0 = 0, high b = 1000")
+               for m in combined.prediction.messages), combined.prediction.messages
+    a = _labels(separate)
+    b = _labels(combined)
+    dice = 2 * float((a & b).sum()) / float(a.sum() + b.sum())
+    assert dice >= 0.99 and np.any(a), dice
+
+
+def _labels(result):
+    import SimpleITK as sitk
+
+    from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+
+    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference_node)
+    return sitk.GetArrayFromImage(labels) > 0
+
+
 ALL = (run_creates_outputs, choosing_a_candidate_replaces_the_segment,
-       cancelling_leaves_the_scene_unchanged, comparing_with_a_reader)
+       cancelling_leaves_the_scene_unchanged, comparing_with_a_reader,
+       run_with_every_b_value_in_one_sequence)
