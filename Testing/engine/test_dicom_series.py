@@ -153,6 +153,24 @@ def test_duplicated_instances_with_the_same_pixels_are_skipped_different_ones_re
         read_volume(tmp_path / "ct")
 
 
+def test_a_localizer_in_the_series_is_left_out_as_slicer_does(tmp_path):
+    files = uniform_series(tmp_path / "ct")
+    sagittal = ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0))
+    scout = write_analytic_series(tmp_path / "scout", [(0.0, -39.0, 30.0)], sagittal)[0]
+    uid = pydicom.dcmread(files[0], stop_before_pixels=True).SeriesInstanceUID
+    set_attributes([scout], SeriesInstanceUID=uid, InstanceNumber="99")
+    shutil.move(scout, tmp_path / "ct" / "scout.dcm")
+    result = read_volume(tmp_path / "ct")
+    assert "scout.dcm (instance 99) has another orientation than the other images (a " \
+        "localizer) and was left out" in result.notes[0]
+    np.testing.assert_array_equal(_array(result.image), _truth(result.image))
+    second = write_analytic_series(tmp_path / "scout2", [(5.0, -39.0, 30.0)], sagittal)[0]
+    set_attributes([second], SeriesInstanceUID=uid)
+    shutil.move(second, tmp_path / "ct" / "scout2.dcm")
+    with pytest.raises(InputError, match="its slices have different orientations"):
+        read_volume(tmp_path / "ct")  # two odd images: not a localizer, a second stack
+
+
 def test_an_undecodable_slice_is_left_out_like_a_missing_one(tmp_path):
     files = uniform_series(tmp_path / "ct")
     data = files[7].read_bytes()
@@ -303,8 +321,8 @@ def test_real_dicomdir_tree_lists_its_series_and_refuses_what_is_unsafe(capsys):
     # real series that are not one uniform stack
     with pytest.raises(InputError, match=r"slices are missing between -99\.48 mm .* 202\.5 mm gap"):
         read_volume(DICOMDIR_TREE / "77654033" / "CT2")  # instances 18, 180, 181, 182
-    with pytest.raises(InputError, match=r"same position .* with different pixels"):
-        read_volume(DICOMDIR_TREE / "98892003" / "MR700")  # 7 projections at one position
+    with pytest.raises(InputError, match="its slices have different orientations"):
+        read_volume(DICOMDIR_TREE / "98892003" / "MR700")  # 7 angio projections
     with pytest.raises(InputError, match="its DICOMDIR lists 50 files, 50 of them present, "
                        "none an image"):
         read_volume(DICOMDIR_TREE / "TINY_ALPHA")

@@ -11,8 +11,10 @@ say whether the series is a uniform stack: a missing slice, a varying step and a
 A stack that is not uniform is resampled onto a regular orthogonal grid (linear interpolation
 between the two nearest slices along the normal, in-plane shifts for a tilt), with a note for
 the user, as dcm2niix does (its ``_Eq`` and ``_Tilt`` outputs) and as Slicer's "acquisition
-geometry regularization" does with a transform. Where that would invent too much anatomy the
-series is refused instead (:data:`MAX_GAP_STEPS`).
+geometry regularization" does with a transform. The grid's step is the median step, adjusted so
+that whole steps run from the first slice to the last: dcm2niix takes the smallest step instead,
+which for a series with missing slices is the same and for uneven steps adds slices. Where
+interpolation would invent too much anatomy the series is refused (:data:`MAX_GAP_STEPS`).
 """
 
 from __future__ import annotations
@@ -169,6 +171,32 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
             for index, offset in enumerate(offsets)]
 
 
+def same_orientation(a: SlicePlane, b: SlicePlane) -> bool:
+    return bool(np.allclose(a.row, b.row, atol=ORIENTATION_TOLERANCE)
+                and np.allclose(a.column, b.column, atol=ORIENTATION_TOLERANCE))
+
+
+def without_localizer(planes: Sequence[SlicePlane]) -> tuple[list[SlicePlane], list[SlicePlane]]:
+    """(the stack in slice order, the localizer left out): when all images but one share an
+    orientation, the odd one is a localizer (GE and Siemens CBCT series hold one), and Slicer's
+    DICOM module likewise prefers the series without it. Any other mix is left for
+    :func:`check_one_stack` to refuse."""
+    if len(planes) < 3:
+        return list(planes), []
+    groups: list[list[SlicePlane]] = []
+    for plane in planes:
+        for group in groups:
+            if same_orientation(group[0], plane):
+                group.append(plane)
+                break
+        else:
+            groups.append([plane])
+    if len(groups) == 2 and min(len(g) for g in groups) == 1:
+        stack, odd = sorted(groups, key=len, reverse=True)
+        return sort_planes(stack), odd  # along the stack's normal, not the localizer's
+    return list(planes), []
+
+
 def distances_along_normal(planes: Sequence[SlicePlane]) -> np.ndarray:
     normal = planes[0].normal
     return np.array([float(np.dot(normal, p.position)) for p in planes])
@@ -229,13 +257,12 @@ def _positions(values: Sequence[float]) -> str:
     return shown + (f" and {len(values) - 6} more" if len(values) > 6 else "")
 
 
-def plan_stack(planes: Sequence[SlicePlane], name: str) -> StackLayout:
-    """The regular grid for distinct planes sorted along their normal (see the module's
-    docstring); refuses, naming ``name`` and the positions, what cannot be read safely."""
+def check_one_stack(planes: Sequence[SlicePlane], name: str) -> None:
+    """Refuse images that are not slices of one volume: other orientations, sizes or pixel
+    spacings (after :func:`without_localizer`)."""
     first = planes[0]
     for plane in planes[1:]:
-        if not (np.allclose(plane.row, first.row, atol=ORIENTATION_TOLERANCE)
-                and np.allclose(plane.column, first.column, atol=ORIENTATION_TOLERANCE)):
+        if not same_orientation(plane, first):
             raise InputError(name, f"its slices have different orientations ({first.label()}: "
                              f"{_cosines(first)}, {plane.label()}: {_cosines(plane)}): a "
                              "localizer or several stacks in one series; put the stack to "
@@ -246,6 +273,13 @@ def plan_stack(planes: Sequence[SlicePlane], name: str) -> StackLayout:
                              f"{first.columns} x {first.rows} at {first.pixel_spacing}, "
                              f"{plane.label()}: {plane.columns} x {plane.rows} at "
                              f"{plane.pixel_spacing}): they are not one volume")
+
+
+def plan_stack(planes: Sequence[SlicePlane], name: str) -> StackLayout:
+    """The regular grid for distinct planes sorted along their normal (see the module's
+    docstring); refuses, naming ``name`` and the positions, what cannot be read safely."""
+    check_one_stack(planes, name)
+    first = planes[0]
     normal = first.normal
     row, column = np.asarray(first.row), np.asarray(first.column)
     direction = tuple(np.stack([row, column, normal], axis=1).ravel().tolist())

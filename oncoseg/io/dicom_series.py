@@ -28,12 +28,14 @@ from oncoseg.errors import InputError
 from oncoseg.io.dicom_geometry import (
     SlicePlane,
     StackLayout,
+    check_one_stack,
     distances_along_normal,
     plan_stack,
     regularize,
     same_position_groups,
     slice_planes,
     sort_planes,
+    without_localizer,
 )
 
 MAX_DEPTH = 3  # study/series/files, patient/study/series/files, DICOMDIR trees
@@ -111,7 +113,8 @@ def _walk(folder: Path, depth: int) -> list[Path]:
     for current, folders, names in os.walk(folder):
         level = len(Path(current).relative_to(folder).parts)
         folders[:] = sorted(f for f in folders if not f.startswith(".")) if level < depth else []
-        files += [Path(current) / n for n in sorted(names) if not n.startswith(".")]
+        files += [Path(current) / n for n in sorted(names)
+                  if not n.startswith(".") and n.upper() != "DICOMDIR"]  # an index, no image
     return files
 
 
@@ -464,13 +467,21 @@ def reference_planes(series: DicomSeries) -> list[SlicePlane]:
     if any(p.frame is not None for p in planes):
         raise InputError(series.name, "is a multi-frame image: DICOM SEG and RTSTRUCT export "
                          "reference single-frame series only; export NIfTI or NRRD instead")
+    planes, _ = without_localizer(planes)  # the reader left it out too
     groups = same_position_groups(planes)
     repeated = {i for group in groups for i in group[1:]}  # the reader skipped them too
     return [p for i, p in enumerate(planes) if i not in repeated]
 
 
+def _localizer_note(dropped: list[SlicePlane]) -> list[str]:
+    return [f"{dropped[0].label()} has another orientation than the other images (a localizer) "
+            "and was left out, as Slicer's DICOM module does"] if dropped else []
+
+
 def _read_planes(planes: list[SlicePlane], name: str) -> SeriesVolume:
-    notes: list[str] = []
+    planes, dropped = without_localizer(planes)
+    check_one_stack(planes, name)
+    notes = _localizer_note(dropped)
     planes = _without_duplicates(planes, name, notes)
     layout = plan_stack(planes, name)
     if layout.regular and all(p.frame is None for p in planes):
