@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", required=True, type=Path, help="the file to write")
     p.add_argument("--reference", type=Path, help="folder of the DICOM series the "
                    "segmentation belongs to (dicom-seg, rtstruct)")
-    p.add_argument("--series-uid", help="which series, when the folder holds several")
+    p.add_argument("--series-uid", help="which series, when the folder holds several: its "
+                   "UID, series number or a pattern on its description")
     p.add_argument("--task", help="name a label map's labels after this task's segments")
     p.add_argument("--label", default="OncoSeg", help="series description and structure set "
                    "label")

@@ -357,3 +357,19 @@ def test_predict_chooses_a_series_in_a_study_folder_and_reports_the_resampling(t
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert any("1 slice(s) missing at 0 mm" in m for m in result["messages"])
     assert result["reference_grid"]["size"] == [48, 40, 25]
+
+
+def test_series_options_say_which_input_they_choose_for(tmp_path):
+    from oncoseg.cli import parse_series
+
+    study = str(tmp_path)
+    assert parse_series(["*t2*"], {"t2w": study}) == {"t2w": "*t2*"}
+    both = {"t2w": study, "dwi_b0": study}
+    assert parse_series(["t2w=*T2*", "dwi_b0=4"], both) == {"t2w": "*T2*", "dwi_b0": "4"}
+    with pytest.raises(InputError, match="say which input it is for: --series ROLE=\\*t2\\*"):
+        parse_series(["*t2*"], both)
+    with pytest.raises(InputError, match="is given twice"):
+        parse_series(["t2w=1", "t2w=2"], both)
+    (tmp_path / "t2.nii.gz").write_bytes(b"")
+    with pytest.raises(InputError, match="not a DICOM folder to choose a series in"):
+        parse_series(["t2w=1"], {"t2w": str(tmp_path / "t2.nii.gz")})
