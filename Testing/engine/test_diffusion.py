@@ -22,6 +22,7 @@ from dwi_series import (
     write_4d_nifti,
     write_dwi_series,
     write_dwmri_nrrd,
+    write_enhanced_dwi,
     write_siemens_mosaic,
 )
 
@@ -95,7 +96,8 @@ def test_real_siemens_mosaics_read_with_nibabels_geometry(siemens_mosaics):
     assert image.GetSize() == (128, 128, 48)  # 48 tiles of 128 x 128 in a 7 x 7 mosaic
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        affine = dicomwrappers.wrapper_from_data(header).affine  # voxel (row, column, slice) -> DICOM patient (LPS) mm
+        # voxel (row, column, slice) -> DICOM patient coordinates (LPS, mm)
+        affine = dicomwrappers.wrapper_from_data(header).affine
     for i, j, k in [(0, 0, 0), (127, 0, 0), (0, 127, 47), (127, 127, 47), (64, 10, 20)]:
         np.testing.assert_allclose(_index_to_lps(image, (j, i, k)),
                                    (affine @ [i, j, k, 1])[:3], atol=1e-3)
@@ -244,6 +246,22 @@ def test_siemens_mosaic_of_a_phantom_comes_back_as_the_volume(phantom_dwi, tmp_p
     np.testing.assert_allclose(choice.b0.GetOrigin(), oblique.GetOrigin(), atol=1e-3)
     np.testing.assert_allclose(choice.b0.GetDirection(), oblique.GetDirection(), atol=1e-6)
     np.testing.assert_allclose(choice.b0.GetSpacing(), oblique.GetSpacing(), atol=1e-4)
+
+
+def test_enhanced_multiframe_dwi_reads_each_frames_diffusion_group(phantom_dwi, tmp_path):
+    b0, b1000 = phantom_dwi
+    volumes = [(0.0, None, b0)] + [(1000.0, d, image) for d, image in
+                                   directional(b1000, 1000)]
+    path = write_enhanced_dwi(volumes, tmp_path / "enhanced.dcm")
+    for source in (path, tmp_path):  # the file, or its folder
+        series = read_diffusion(source)
+        assert series.b_value_source == ("DiffusionBValue (0018,9087) of the MR Diffusion "
+                                         "functional group")
+        choice = choose_b_values(series, 1000)
+        assert "b0 = 0, high b = 1000 (3 directions averaged)" in choice.note
+        np.testing.assert_array_equal(_array(choice.b0), _array(b0))
+        assert np.abs(_array(choice.high_b) - _array(b1000)).max() <= 1.0  # 16-bit rounding
+        np.testing.assert_allclose(choice.b0.GetOrigin(), b0.GetOrigin(), atol=1e-4)
 
 
 def test_4d_nifti_and_dwmri_nrrd_round_trip(phantom_dwi, tmp_path):

@@ -22,6 +22,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
+ENHANCED_MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4.1"
 VENDORS = ("standard", "siemens", "siemens-csa", "ge", "philips")
 MANUFACTURERS = {"standard": "OncoSeg", "siemens": "SIEMENS", "siemens-csa": "SIEMENS",
                  "ge": "GE MEDICAL SYSTEMS", "philips": "Philips Medical Systems"}
@@ -264,4 +265,62 @@ def write_dwmri_nrrd(volumes: Sequence[Volume], path: str | Path) -> Path:
         vector = np.asarray(direction or (1.0, 0.0, 0.0), float) * scale
         header[f"DWMRI_gradient_{index:04d}"] = " ".join(f"{v:.8f}" for v in vector)
     nrrd.write(str(path), data, header)
+    return Path(path)
+
+
+def write_enhanced_dwi(volumes: Sequence[Volume], path: str | Path) -> Path:
+    """Every volume as frames of ONE enhanced MR image (as Philips and Siemens XA write DWI):
+    per frame its plane position and MR Diffusion functional group (DiffusionBValue,
+    directionality, gradient direction); pixel measures and orientation shared."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence as DicomSequence
+
+    first = volumes[0][2]
+    matrix = np.asarray(first.GetDirection(), float).reshape(3, 3)
+    spacing = first.GetSpacing()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ENHANCED_MR_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = ENHANCED_MR_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.PatientName, ds.PatientID, ds.Modality = "Phantom^Enhanced", "ENH001", "MR"
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.Manufacturer, ds.InstanceNumber = "Philips Medical Systems", 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "DIFFUSION", "NONE"]
+    shared = Dataset()
+    measures = Dataset()
+    measures.PixelSpacing = [f"{spacing[1]:.6f}", f"{spacing[0]:.6f}"]
+    measures.SliceThickness = f"{spacing[2]:.6f}"
+    shared.PixelMeasuresSequence = DicomSequence([measures])
+    orientation = Dataset()
+    orientation.ImageOrientationPatient = [f"{v:.8f}" for v in (*matrix[:, 0], *matrix[:, 1])]
+    shared.PlaneOrientationSequence = DicomSequence([orientation])
+    ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
+    frames, pixels = [], []
+    for b_value, direction, image in volumes:
+        array = np.clip(np.rint(sitk.GetArrayFromImage(image)), 0, 65535).astype(np.uint16)
+        for k in range(array.shape[0]):
+            item = Dataset()
+            position = Dataset()
+            position.ImagePositionPatient = [f"{v:.6f}" for v in
+                                             image.TransformIndexToPhysicalPoint((0, 0, k))]
+            item.PlanePositionSequence = DicomSequence([position])
+            diffusion = Dataset()
+            diffusion.DiffusionBValue = float(b_value)
+            diffusion.DiffusionDirectionality = "DIRECTIONAL" if direction else "NONE"
+            if direction:
+                gradient = Dataset()
+                gradient.DiffusionGradientOrientation = list(direction)
+                diffusion.DiffusionGradientDirectionSequence = DicomSequence([gradient])
+            item.MRDiffusionSequence = DicomSequence([diffusion])
+            frames.append(item)
+            pixels.append(array[k])
+    ds.PerFrameFunctionalGroupsSequence = DicomSequence(frames)
+    ds.NumberOfFrames = len(frames)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.Rows, ds.Columns = pixels[0].shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelData = np.ascontiguousarray(np.stack(pixels)).tobytes()
+    _save(ds, Path(path))
     return Path(path)
