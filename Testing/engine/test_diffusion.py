@@ -279,6 +279,17 @@ def test_4d_nifti_and_dwmri_nrrd_round_trip(phantom_dwi, tmp_path):
         assert "3 directions averaged" in choice.note
 
 
+def test_a_study_folder_needs_the_series_chosen(phantom_dwi, tmp_path):
+    b0, b1000 = phantom_dwi
+    write_dwi_series([(0.0, None, b0), (1000.0, None, b1000)], tmp_path / "dwi", "siemens")
+    write_dwi_series([(0.0, None, b0), (800.0, None, b1000)], tmp_path / "other", "siemens",
+                     description="ep2d_diff_b800_tra")
+    with pytest.raises(InputError, match=r"contains 2 DICOM (image )?series"):
+        read_diffusion(tmp_path)
+    series = read_diffusion(tmp_path, "*diff_tra")
+    assert sorted(i.b_value for i in series.images) == [0.0, 1000.0]
+
+
 def test_slices_missing_at_every_b_value_are_resampled_with_a_note(phantom_dwi, tmp_path):
     b0, b1000 = phantom_dwi
     paths = write_dwi_series([(0.0, None, b0), (1000.0, None, b1000)], tmp_path, "siemens")
