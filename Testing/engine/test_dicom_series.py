@@ -336,6 +336,16 @@ def test_info_on_dicomdir_trees_ends_with_exit_2_and_a_clear_message(where, caps
     assert "GDCM" not in err and "sitk::ERROR" not in err and "Traceback" not in err
 
 
+def test_a_real_truncated_file_ends_with_exit_2_and_words_not_gdcm_internals(tmp_path, capsys):
+    shutil.copy(PYDICOM_FILES / "MR_truncated.dcm", tmp_path)
+    for path in (tmp_path, tmp_path / "MR_truncated.dcm"):
+        assert main(["info", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "none of its 1 DICOM images could be decoded (MR_truncated.dcm: no reader " \
+            "recognises its pixel data" in err
+        assert "sitk::ERROR" not in err
+
+
 def test_predict_chooses_a_series_in_a_study_folder_and_reports_the_resampling(tmp_path,
                                                                              capsys):
     study = tmp_path / "study"

@@ -66,7 +66,7 @@ class DicomSeries:
 
     @property
     def name(self) -> str:
-        """How messages name the series: its folder (and UID when the folder holds others)."""
+        """How messages name the series: the folder holding its files."""
         return self.folder or (str(Path(self.files[0]).parent) if self.files else "DICOM series")
 
 
@@ -300,10 +300,14 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
 
 
 def itk_error_message(error: Exception) -> str:
-    """The line of an ITK/GDCM exception that says what went wrong."""
+    """The line of an ITK/GDCM exception that says what went wrong, in words for a user."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     # ITK's messages start with a file:line location; the description is the last line.
-    return lines[-1] if lines else type(error).__name__
+    text = lines[-1] if lines else type(error).__name__
+    text = text.removeprefix("sitk::ERROR:").strip()
+    if text.startswith("Unable to determine ImageIO reader"):
+        return "no reader recognises its pixel data: truncated, or an unknown encoding"
+    return text
 
 
 class _QuietITK:
@@ -319,7 +323,8 @@ class _QuietITK:
 
 def _read_files(files: Sequence[str]) -> sitk.Image:
     if len(files) == 1:
-        return sitk.ReadImage(files[0])
+        image = sitk.ReadImage(files[0])
+        return sitk.JoinSeries([image]) if image.GetDimension() == 2 else image
     reader = sitk.ImageSeriesReader()
     reader.SetFileNames(list(files))  # stacked in this order, whatever GDCM would sort
     return reader.Execute()
@@ -343,9 +348,8 @@ def _pixels(planes: Sequence[SlicePlane]) -> np.ndarray:
     return np.stack(out)
 
 
-def _readable(planes: list[SlicePlane], notes: list[str]) -> list[SlicePlane]:
-    """The planes whose files GDCM can decode; the others are left out with a note (a slice
-    that cannot be read is a missing slice)."""
+def _undecodable(planes: list[SlicePlane]) -> dict[str, str]:
+    """The files among the planes' that GDCM cannot decode, with why."""
     bad: dict[str, str] = {}
     for path in dict.fromkeys(p.file for p in planes):
         try:
@@ -354,11 +358,7 @@ def _readable(planes: list[SlicePlane], notes: list[str]) -> list[SlicePlane]:
             reader.Execute()
         except RuntimeError as error:
             bad[path] = itk_error_message(error)
-    if bad:
-        first = next(iter(bad))
-        notes.append(f"{len(bad)} file(s) could not be decoded and were left out "
-                     f"({Path(first).name}: {bad[first]})")
-    return [p for p in planes if p.file not in bad]
+    return bad
 
 
 def _without_duplicates(planes: list[SlicePlane], name: str, notes: list[str]
@@ -509,13 +509,17 @@ def read_series(series: DicomSeries) -> SeriesVolume:
                 return _read_planes(planes, name)
             except RuntimeError:
                 pass  # a file GDCM cannot decode: find it, and read the rest without it
-            notes: list[str] = []
-            readable = _readable(planes, notes)
+            # a slice that cannot be decoded is a missing slice
+            bad = _undecodable(planes)
+            readable = [p for p in planes if p.file not in bad]
+            first = next(iter(bad), "")
+            why = f"{Path(first).name}: {bad[first]}" if bad else "GDCM failed"
             if not readable:
                 raise InputError(name, f"none of its {len(planes)} DICOM images could be "
-                                 f"decoded ({notes[0] if notes else 'GDCM failed'})")
+                                 f"decoded ({why})")
             volume = _read_planes(readable, name)
-            volume.notes[:0] = notes
+            volume.notes.insert(0, f"{len(bad)} file(s) could not be decoded and were left out "
+                                f"({why})")
             return volume
         except RuntimeError as error:
             raise InputError(name, "DICOM series could not be read "
