@@ -179,10 +179,14 @@ def _float_image(image: sitk.Image) -> sitk.Image:
 def geometric_mean(images: Sequence[sitk.Image]) -> sitk.Image:
     """The voxelwise geometric mean (float32), on the first image's grid: the trace-weighted
     image of directional DWIs. A voxel that is zero (or negative) in any image is zero."""
-    stack = np.stack([sitk.GetArrayViewFromImage(i).astype(np.float64) for i in images])
-    positive = stack > 0
-    mean = np.exp(np.log(np.where(positive, stack, 1.0)).mean(axis=0))
-    mean[~positive.all(axis=0)] = 0.0
+    logs = np.zeros(sitk.GetArrayViewFromImage(images[0]).shape, np.float64)
+    zero = np.zeros(logs.shape, bool)
+    for image in images:  # one image at a time: 64-direction series stay small in memory
+        array = sitk.GetArrayViewFromImage(image).astype(np.float64)
+        zero |= array <= 0
+        logs += np.log(np.where(array > 0, array, 1.0))
+    mean = np.exp(logs / len(images))
+    mean[zero] = 0.0
     out = sitk.GetImageFromArray(mean.astype(np.float32))
     out.CopyInformation(images[0])
     return out
@@ -577,7 +581,7 @@ def _standard_diffusion(item: Any) -> tuple[float | None, tuple | None, str]:
     return b_value, direction, directionality
 
 
-def header_diffusion(header: Any, frame: Any = None, shared: Any = None,
+def _header_diffusion(header: Any, frame: Any = None, shared: Any = None,
                      csa: Mapping[str, list[str]] | None = None) -> _Diffusion:
     """The b-value (and direction) of a legacy image, or of one frame of an enhanced
     multi-frame image (``frame``/``shared``: its functional group items)."""
@@ -693,7 +697,7 @@ def _frames_of(path: str, header: Any) -> list[_Frame]:
     csa = siemens_csa(header)
     mosaic = _mosaic_planes(path, header, csa)
     if mosaic is not None:
-        diffusion = header_diffusion(header, csa=csa)
+        diffusion = _header_diffusion(header, csa=csa)
         tiles = math.ceil(math.sqrt(len(mosaic)))
         return [_Frame(p, diffusion, tiles) for p in mosaic]
     planes = slice_planes(path, header) or []
@@ -703,7 +707,7 @@ def _frames_of(path: str, header: Any) -> list[_Frame]:
     frames = []
     for plane in planes:
         item = per_frame[plane.frame] if per_frame and plane.frame is not None else None
-        frames.append(_Frame(plane, header_diffusion(header, item, shared, csa)))
+        frames.append(_Frame(plane, _header_diffusion(header, item, shared, csa)))
     return frames
 
 
