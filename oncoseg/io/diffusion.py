@@ -582,7 +582,7 @@ def _standard_diffusion(item: Any) -> tuple[float | None, tuple | None, str]:
 
 
 def _header_diffusion(header: Any, frame: Any = None, shared: Any = None,
-                     csa: Mapping[str, list[str]] | None = None) -> _Diffusion:
+                      csa: Mapping[str, list[str]] | None = None) -> _Diffusion:
     """The b-value (and direction) of a legacy image, or of one frame of an enhanced
     multi-frame image (``frame``/``shared``: its functional group items)."""
     image_type = _image_type(header)
