@@ -279,12 +279,21 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     task = get_task(args.task)
     paths = parse_inputs(args.inputs)
     selectors = parse_series(args.series, paths)
+    # dwi: one series or 4D file with every b-value, instead of dwi_b0 + dwi_b1000
+    from oncoseg.io import diffusion
+
+    dwi = diffusion.DWI_ROLE in paths and diffusion.accepts_dwi_series(task.inputs)
     for role in paths:
-        task.role(role)
-    missing = [r for r in task.required_roles if r not in paths]
+        if not (dwi and role == diffusion.DWI_ROLE):
+            task.role(role)
+    if dwi:
+        diffusion.check_dwi_roles(paths)
+    missing = [r for r in task.required_roles if r not in paths
+               and not (dwi and r in (diffusion.B0_ROLE, diffusion.HIGH_B_ROLE))]
     if missing:
         raise InputError(f"--input {missing[0]}", f"is required by task '{task.name}' "
-                         f"(give it as --input {missing[0]}=PATH)")
+                         f"(give it as --input {missing[0]}=PATH"
+                         f"{diffusion.dwi_hint(missing[0], task.inputs)})")
     overrides = parse_overrides(args.overrides, dict(task.default_config))
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
     device = resolve_device(args.device)
@@ -297,7 +306,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for key, option in (("seed_lps_mm", "--seed-point"), ("roi_lps_mm", "--roi")):
         if key in extra and key not in accepted:
             raise InputError(option, f"is not used by task '{task.name}'")
-    images, reading_notes = read_inputs(paths, selectors)
+    images, reading_notes = read_inputs(
+        {r: p for r, p in paths.items() if not (dwi and r == diffusion.DWI_ROLE)}, selectors)
+    if dwi:  # its reading notes come with the b-value choice the task reports
+        images[diffusion.DWI_ROLE] = diffusion.read_diffusion(
+            paths[diffusion.DWI_ROLE], selectors.get(diffusion.DWI_ROLE))
     started = time.perf_counter()
     prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
                                       progress=_progress(args.progress), cancel=CancelToken(),
