@@ -74,6 +74,11 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
     network, metadata, path = load_model(model, device)
     timings["load_model"] = time.perf_counter() - started
     settings = settings_for(metadata, config)
+    from oncoseg.io.diffusion import split_dwi_input
+    from oncoseg.rectal.task import model_high_b
+
+    # 'dwi' (every b-value in one series) becomes dwi_b0 + dwi_b1000, with a note saying which
+    images, dwi = split_dwi_input(images, model_high_b(metadata))
 
     started = time.perf_counter()
     prepared = prepare(images, settings.registration, progress, cancel)
@@ -95,6 +100,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
     timings["postprocess"] = time.perf_counter() - started
 
     messages = [DEMO_NOTE] if metadata.demo else []
+    messages += dwi.messages if dwi else []
     if not candidates.components:
         messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
     elif len(candidates.components) > 1:
@@ -108,7 +114,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
         probabilities={TUMOUR.name: probability_image}, timings=timings,
         details={"config": settings.as_dict(), "registration": prepared.registration,
                  "candidates": candidates.as_dicts(), "seed_lps_mm": list(seed_lps_mm)
-                 if seed_lps_mm is not None else None},
+                 if seed_lps_mm is not None else None, "dwi": dwi.details if dwi else None},
         messages=messages)
 
 
