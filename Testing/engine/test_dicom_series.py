@@ -276,6 +276,37 @@ def test_enhanced_multiframe_with_a_missing_frame_is_resampled(tmp_path):
     assert "1 slice(s) missing at 0 mm" in result.notes[0]
 
 
+def test_real_philips_enhanced_mr_has_the_geometry_nibabel_gives_it(tmp_path):
+    """nibabel's wheel ships a real Philips enhanced MR header (176 sagittal frames, pixels
+    zeroed); nibabel's MultiframeWrapper computes its affine independently of us."""
+    import gzip
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nibabel calls its DICOM readers experimental
+        from nibabel.nicom import dicomwrappers
+
+    source = Path(dicomwrappers.__file__).parent / "tests" / "data" / "philips_mprage.dcm.gz"
+    path = tmp_path / "mprage.dcm"
+    path.write_bytes(gzip.decompress(source.read_bytes()))
+    image = read_volume(path).image
+    assert image.GetSize() == (256, 256, 176)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        affine = dicomwrappers.wrapper_from_data(pydicom.dcmread(path)).affine
+    last = image.GetSize()[2] - 1
+    for i, j, k in [(0, 0, 0), (255, 0, 0), (0, 255, last), (100, 30, 60), (17, 201, 150)]:
+        # nibabel indexes (row, column, slice) and stacks along the opposite normal
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((i, j, k)),
+                                   (affine @ [j, i, last - k, 1])[:3], atol=0.01)
+    frames = pydicom.dcmread(path, stop_before_pixels=True).PerFrameFunctionalGroupsSequence
+    positions = sorted((f.PlanePositionSequence[0].ImagePositionPatient for f in frames),
+                       key=lambda p: -float(p[0]))  # the stack's normal points to -x
+    for k in (0, 75, last):
+        np.testing.assert_allclose(image.TransformIndexToPhysicalPoint((0, 0, k)),
+                                   [float(v) for v in positions[k]], atol=1e-4)
+
+
 def test_real_single_files_match_pydicom_in_every_transfer_syntax():
     reference = pydicom.dcmread(PYDICOM_FILES / "MR_small.dcm")
     for name in ("MR_small.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm",
@@ -361,6 +392,9 @@ def test_predict_chooses_a_series_in_a_study_folder_and_reports_the_resampling(t
     assert "Choose one with --series ct=UID|NUMBER|PATTERN" in err
     assert not (tmp_path / "out").exists()
     assert main([*args, "--series", "dwi=*abdomen*"]) == 2  # not an input of this task
+    assert main(["predict", "oar-ct", "--input", f"ct={DICOMDIR_TREE / 'DICOMDIR'}",
+                 "--output", str(tmp_path / "out")]) == 2
+    assert "contains 13 DICOM series in its sub-folders" in capsys.readouterr().err
     assert main([*args, "--series", "*ABDOMEN*"]) == 0
     err = capsys.readouterr().err
     assert "note: input ct: 1 slice(s) missing at 0 mm" in err
