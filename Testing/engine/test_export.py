@@ -326,3 +326,32 @@ def test_dicom_exports_refuse_a_multiframe_reference_clearly(tmp_path):
     with pytest.raises(InputError, match="is a multi-frame image: DICOM SEG and RTSTRUCT"):
         export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
                             choose_dicom_series(tmp_path / "mf"))
+
+
+def test_a_series_too_gappy_to_read_still_gets_frames_on_its_images(tmp_path):
+    """Slicer reads what OncoSeg refuses (a 4-slice gap, with its regularization transform):
+    its segmentation still exports onto the images that exist."""
+    intact = read_volume(_uniform(tmp_path / "intact")).image
+    files = uniform_series(tmp_path / "ct")
+    for f in files[10:14]:
+        f.unlink()
+    with pytest.raises(InputError, match="slices are missing"):
+        read_volume(tmp_path / "ct")
+    bone = sitk.GetImageFromArray(bone_mask(grid_points(intact)).astype(np.uint8))
+    bone.CopyInformation(intact)
+    segmentation = Segmentation.from_label_image(bone, [Segment("bone", "Bone", (1, 1, 0.8))])
+    result = export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
+                                 choose_dicom_series(tmp_path / "ct"))
+    assert "resampled (nearest neighbour) onto the planes of the images" in result.messages[0]
+    seg = hd.seg.segread(result.path)
+    left = [f for f in files if f.exists()]
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in left]
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               segment_numbers=[1])[..., 0] > 0
+    kept = [k for k in range(25) if not 10 <= k < 14]
+    np.testing.assert_array_equal(frames, sitk.GetArrayViewFromImage(bone)[kept] > 0)
+
+
+def _uniform(folder):
+    uniform_series(folder)
+    return folder
