@@ -44,10 +44,9 @@ class Prediction:
     def segment_volumes_ml(self) -> dict[str, float]:
         if self.labels is None:
             return {}
-        counts = np.bincount(sitk.GetArrayViewFromImage(self.labels).ravel(),
-                             minlength=max((s.label for s in self.segments), default=0) + 1)
         ml = voxel_volume_ml(self.labels)
-        return {s.name: float(counts[s.label] * ml) for s in self.segments}
+        counts = label_counts(self.labels, [s.label for s in self.segments])
+        return {s.name: float(counts[i] * ml) for i, s in enumerate(self.segments)}
 
     def segmentation(self) -> Segmentation:
         if self.labels is None:
@@ -58,6 +57,69 @@ class Prediction:
             for s in self.segments
         ]
         return Segmentation.from_label_image(self.labels, segments)
+
+
+def label_counts(labels: sitk.Image, values: list[int]) -> list[int]:
+    """Voxels of each label value, counted slab by slab (``np.bincount`` converts what it is
+    given to 64-bit integers: 8 GB for a 1024^3 label map at once)."""
+    array = sitk.GetArrayViewFromImage(labels)
+    counts = np.zeros(max(values, default=0) + 1, np.int64)
+    step = max(1, COUNT_SLAB_VOXELS // max(1, array[0].size)) if array.size else 1
+    for start in range(0, array.shape[0], step):
+        slab = array[start:start + step].ravel()
+        found = np.bincount(slab, minlength=counts.size)
+        counts += found[:counts.size]
+    return [int(counts[v]) for v in values]
+
+
+# Voxels counted at a time by label_counts; and the most voxels the overview picture is drawn
+# from: a larger prediction is shown on a coarser copy of its grid (one slice of a 1024^3 CT is
+# drawn from a 256^3 copy, not from a float copy of the whole CT).
+COUNT_SLAB_VOXELS = 1 << 24
+OVERVIEW_MAX_VOXELS = 256 ** 3
+
+
+@dataclass
+class _OverviewPrediction(Prediction):
+    """A prediction on a coarser grid for the overview picture, with the volumes of the full
+    one (the picture's title quotes them)."""
+
+    volumes_ml: dict[str, float] = field(default_factory=dict)
+
+    def segment_volumes_ml(self) -> dict[str, float]:
+        return self.volumes_ml
+
+
+def overview_prediction(prediction: Prediction) -> Prediction:
+    """What the overview picture is drawn from: the prediction itself, or for a large one (or
+    one whose probability maps lie on another grid, as a large CT's do) its images resampled
+    onto a grid of at most :data:`OVERVIEW_MAX_VOXELS` covering the same box."""
+    from oncoseg.geometry import grid_from_box, same_grid
+
+    display = prediction.images[prediction.display_role]
+    voxels = float(np.prod(display.GetSize(), dtype=np.float64))
+    others = [*prediction.probabilities.values()] + \
+        ([] if prediction.labels is None else [prediction.labels])
+    if voxels <= OVERVIEW_MAX_VOXELS and all(same_grid(display, o) for o in others):
+        return prediction
+    factor = max(1.0, (voxels / OVERVIEW_MAX_VOXELS) ** (1 / 3))
+    grid = grid_from_box(display.GetSize(), display.GetSpacing(), display.GetOrigin(),
+                         display.GetDirection(), np.asarray(display.GetSpacing()) * factor)
+
+    def onto(image: sitk.Image, interpolation: int, pixel: int) -> sitk.Image:
+        # sitk.Resample straight from the stored type: no full-size float copy of the input
+        return sitk.Resample(image, grid, sitk.Transform(), interpolation, 0.0, pixel)
+
+    return _OverviewPrediction(
+        task=prediction.task, model=prediction.model,
+        images={prediction.display_role: onto(display, sitk.sitkLinear, sitk.sitkFloat32)},
+        display_role=prediction.display_role, segments=prediction.segments,
+        labels=None if prediction.labels is None else
+        onto(prediction.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8),
+        probabilities={name: onto(image, sitk.sitkLinear, sitk.sitkFloat32)
+                       for name, image in prediction.probabilities.items()},
+        class_probabilities=prediction.class_probabilities, details=prediction.details,
+        messages=prediction.messages, volumes_ml=prediction.segment_volumes_ml())
 
 
 def file_stem(name: str) -> str:
@@ -120,7 +182,7 @@ def write_prediction(prediction: Prediction, output: str | os.PathLike[str],
             path.parent.mkdir(exist_ok=True)
             sitk.WriteImage(sitk.Cast(prediction.probabilities[name], sitk.sitkFloat32),
                             str(path), useCompression=True)
-        save_overview(prediction, folder / files["overview"])
+        save_overview(overview_prediction(prediction), folder / files["overview"])
         document = result_document(prediction, input_paths)
         text = json.dumps(document, indent=2) + "\n"
         (folder / files["result"]).write_text(text, encoding="utf-8")

@@ -11,20 +11,34 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.memory import require_memory
 
 _FLOAT_TYPES = (sitk.sitkFloat32, sitk.sitkFloat64)
+# Memory a method takes per voxel of each input, besides the input itself: float copies, the
+# resampled and normalised images, probability maps. Measured with Testing/benchmarks/
+# bench_memory.py --tasks (peak RSS against input size on phantoms upsampled 2x per axis):
+# rectal 39, brain 53 bytes per input voxel; rounded up. oar-ct works in tiles and passes its own.
+METHOD_BYTES_PER_VOXEL = 64.0
 # A slice-wise method reads in-plane patterns, so its image must be an axial (or near-axial
 # oblique) series: the slice normal may lean this far from the body's long axis.
 MAX_SLICE_TILT_DEGREES = 30.0
+# A spacing this much thicker than the other two marks the acquisition's slice axis.
+SLICE_AXIS_RATIO = 1.2
 
 
 def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
-                 allow_constant: bool = False) -> None:
-    """Raise :class:`InputError` unless ``image`` is a usable 3D scalar volume."""
+                 allow_constant: bool = False,
+                 bytes_per_voxel: float = METHOD_BYTES_PER_VOXEL) -> None:
+    """Raise :class:`InputError` unless ``image`` is a usable 3D scalar volume that the method
+    can process in the memory left (``bytes_per_voxel`` of this input: what the method needs
+    besides the image itself; a tiled method passes its own, smaller figure)."""
     check_structure(image, name)
     problems = volume_problems(image, name, min_slices, allow_constant)
     if problems:
         raise InputError(name, problems[0])
+    size = image.GetSize()
+    require_memory(name, int(np.prod(size, dtype=np.float64) * bytes_per_voxel),
+                   f"process its {_size(size)} voxels")
 
 
 def check_structure(image: sitk.Image, name: str) -> None:
@@ -107,9 +121,21 @@ def _slabs(array: np.ndarray, voxels: int = 1 << 24) -> list[np.ndarray]:
 
 def check_axial(image: sitk.Image, name: str, advice: str) -> None:
     """Raise :class:`InputError` unless ``image``'s slices are (near) axial; ``advice`` tells
-    the user which series to give instead."""
+    the user which series to give instead.
+
+    The acquisition's slice axis is the one with clearly the thickest spacing, whatever its
+    place in the storage order (a NIfTI may store an axial series with its slices along any
+    array axis); a near-isotropic volume can be read in any plane, so its axis nearest the
+    body's long axis is judged."""
     direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    normal = direction[:, 2] / np.linalg.norm(direction[:, 2])
+    spacing = np.asarray(image.GetSpacing(), float)
+    thickest = int(np.argmax(spacing))
+    others = np.delete(spacing, thickest)
+    if spacing[thickest] >= SLICE_AXIS_RATIO * others.max():
+        axis = thickest
+    else:
+        axis = int(np.argmax(np.abs(direction[2])))
+    normal = direction[:, axis] / np.linalg.norm(direction[:, axis])
     tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
     if tilt > MAX_SLICE_TILT_DEGREES:
         raise InputError(name, f"is not an axial series (its slices are tilted {tilt:.0f} "

@@ -15,6 +15,7 @@ import torch
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
+from oncoseg.memory import format_bytes
 from oncoseg.modelfile import (
     DEMO_NOTE,
     LoadedModel,
@@ -35,8 +36,13 @@ from oncoseg.postprocess import clean_label_map
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
+from oncoseg.tiling import Geometry, resample_labels_onto
 
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-ct-demo.safetensors"
+# Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
+# 20 GB. Up to this size they are mapped onto the CT grid; beyond, they stay on the working grid
+# (the model's resolution, which is all the information they hold) with a note.
+FULL_GRID_PROBABILITY_BYTES = 2 << 30
 
 
 def model_path(model: str | Path) -> Path:
@@ -113,15 +119,24 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
     report(progress, "Writing results", 0, 1)
     label_image = sitk.GetImageFromArray(labels)
     label_image.CopyInformation(grid)
-    labels_on_ct = resample_to_reference(label_image, image, "nearest",
-                                         names=("labels", "ct"))
+    labels_on_ct = resample_labels_onto(label_image, Geometry.of(image))
     maps = {}
+    full_grid = probabilities_on_ct_grid(image)
     if settings.probabilities:
         for spec in CT_SEGMENTS:
             organ = sitk.GetImageFromArray(probabilities[spec.label])
             organ.CopyInformation(grid)
             maps[spec.name] = resample_to_reference(organ, image, "linear",
-                                                    names=(spec.name, "ct"))
+                                                    names=(spec.name, "ct")) \
+                if full_grid else organ
+        if not full_grid:
+            messages.append(
+                f"the probability maps are on the model's working grid ("
+                f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm, "
+                f"{' x '.join(map(str, grid.GetSize()))} voxels), not on the CT's "
+                f"{' x '.join(map(str, image.GetSize()))} voxels: there they would take "
+                f"{format_bytes(full_grid_probability_bytes(image))}; viewers place them by "
+                "their own geometry")
     timings["postprocess"] = time.perf_counter() - started
     if metadata.demo:
         messages.append(DEMO_NOTE)
@@ -130,8 +145,20 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
         task=OAR_CT.name,
         model=model_summary(path, metadata),
         images={"ct": image}, display_role="ct", segments=CT_SEGMENTS,
-        labels=sitk.Cast(labels_on_ct, sitk.sitkUInt8), probabilities=maps, timings=timings,
+        labels=labels_on_ct, probabilities=maps, timings=timings,
         details={"config": settings.as_dict(),
                  "working_grid": {"spacing_mm": list(grid.GetSpacing()),
-                                  "size": list(grid.GetSize())}},
+                                  "size": list(grid.GetSize())},
+                 "probability_grid": "ct" if full_grid else "working grid"},
         messages=messages)
+
+
+def full_grid_probability_bytes(image: sitk.Image) -> int:
+    """What one float32 probability map per organ would take on the CT's own grid."""
+    return 4 * len(CT_SEGMENTS) * int(np.prod(image.GetSize(), dtype=np.float64))
+
+
+def probabilities_on_ct_grid(image: sitk.Image) -> bool:
+    """Probability maps are mapped back onto the CT grid while that costs at most
+    :data:`FULL_GRID_PROBABILITY_BYTES`; a larger CT keeps them on the working grid."""
+    return full_grid_probability_bytes(image) <= FULL_GRID_PROBABILITY_BYTES

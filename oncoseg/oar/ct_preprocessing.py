@@ -1,8 +1,11 @@
 """CT as the OAR network reads it: a working grid, HU clipped and scaled (paper 003).
 
-Resampling to the model's working spacing happens on raw HU (int16 stays compact until a
-window is cut); clipping to [-800, 800] and dividing by 800 happens per window inside the
-sliding-window loop, so no float copy of a whole CT is ever made.
+Resampling to the model's working spacing happens on raw HU, slab by slab (:mod:`oncoseg.tiling`:
+int16 stays compact, only one slab's block is ever converted to float); clipping to [-800, 800]
+and dividing by 800 happens per window inside the sliding-window loop, so no float copy of a
+whole CT is ever made. What the task holds at the CT's full resolution is the CT and its uint8
+label map; probability maps stay on the working grid when the CT is large
+(:data:`oncoseg.oar.ct_predict.FULL_GRID_PROBABILITY_BYTES`).
 """
 
 from __future__ import annotations
@@ -11,8 +14,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.geometry import resample_to_reference
 from oncoseg.orientation import canonical_grid
+from oncoseg.tiling import Geometry, VolumeSource, resample_onto
 from oncoseg.validation import check_volume
 
 AIR_HU = -1024.0
@@ -20,13 +23,22 @@ AIR_HU = -1024.0
 # below this, or never above the other, is not HU (an MR passed as CT, or a rescaled export).
 HU_LOWEST_EXPECTED = -500.0
 HU_HIGHEST_EXPECTED = 150.0
+# The HU plausibility check reads a regular sample of this many voxels.
+HU_SAMPLE = 1 << 24
+# Memory the task takes per CT voxel besides the CT (oncoseg.validation.check_volume): the uint8
+# label map on the CT grid, and the writers' copies of it (measured with Testing/benchmarks/
+# bench_memory.py: see docs/RESULTS.md); the working grid, the network and full-resolution
+# probability maps (at most FULL_GRID_PROBABILITY_BYTES) come on top as a constant.
+CT_BYTES_PER_VOXEL = 4.0
 
 
 def check_ct(image: sitk.Image, name: str = "ct") -> list[str]:
-    """Refuse what cannot be a CT volume; return warnings for what is probably not HU."""
-    check_volume(image, name)
-    array = sitk.GetArrayViewFromImage(image)
-    low, high = float(np.percentile(array, 0.5)), float(np.percentile(array, 99.5))
+    """Refuse what cannot be a CT volume (or cannot be processed in the memory left); return
+    warnings for what is probably not HU."""
+    check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL)
+    array = sitk.GetArrayViewFromImage(image).reshape(-1)
+    sample = array[::max(1, array.size // HU_SAMPLE)]  # np.percentile copies what it is given
+    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
     warnings = []
     if low > HU_LOWEST_EXPECTED or high < HU_HIGHEST_EXPECTED:
         warnings.append(f"{name}: intensities {low:.0f} to {high:.0f} are impossible for a CT in "
@@ -41,11 +53,12 @@ def working_grid(image: sitk.Image, spacing_mm: tuple[float, float, float]) -> s
     return canonical_grid(image, spacing_mm)
 
 
-def to_working_grid(image: sitk.Image, grid: sitk.Image) -> np.ndarray:
-    """HU on the working grid (z, y, x) as float32; outside the CT reads air."""
-    resampled = resample_to_reference(image, grid, "linear", default_value=AIR_HU,
-                                      names=("ct", "working grid"))
-    return sitk.GetArrayFromImage(resampled).astype(np.float32, copy=False)
+def to_working_grid(image: sitk.Image | VolumeSource, grid: sitk.Image) -> np.ndarray:
+    """HU on the working grid (z, y, x) as float32, resampled slab by slab; outside the CT
+    reads air. ``image`` may be a :class:`VolumeSource` reading a CT file block by block."""
+    source = image if isinstance(image, VolumeSource) else VolumeSource(image)
+    return resample_onto(source, Geometry.of(grid), "linear", default_value=AIR_HU,
+                         names=("ct", "working grid"))
 
 
 def hu_window(low: float, high: float):

@@ -1,0 +1,178 @@
+"""Resampling a large volume slab by slab, so no full-size float copy of it is ever made.
+
+A 1024^3 int16 CT is 2 GB; resampling it the plain way (cast to float32, then resample) holds
+6 GB before the network sees a voxel. Here the target grid is filled a slab at a time: for each
+slab of target slices, the block of source voxels that slab's points fall in (plus the
+interpolation's one-voxel margin) is cut out, converted and resampled, and the result is
+written into the output array. The source can be an in-memory image or a file that SimpleITK
+streams (MetaImage and NIfTI, compressed or not; NRRD is read whole by ITK, so a NRRD source is
+read once), and the values are those of one whole-volume resampling: every point a slab needs
+lies inside its block.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.geometry import check_overlap
+
+# Bytes of source block (as float32) converted at a time: the working set of a slab.
+SLAB_BYTES = 64 << 20
+_INTERPOLATORS = {"linear": sitk.sitkLinear, "nearest": sitk.sitkNearestNeighbor}
+# Formats whose ImageIO reads a requested region without reading the rest of the file
+# (measured: a 16-slice slab of a 512 x 512 x 384 int16 volume costs 11-27 MB for these,
+# 204 MB - the whole volume - for NRRD; Testing/benchmarks/bench_memory.py)
+STREAMED_ENDINGS = (".mha", ".mhd", ".nii", ".nii.gz")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """A grid without voxels: what resampling needs to know about its source or target."""
+
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+
+    @classmethod
+    def of(cls, image: sitk.Image | sitk.ImageFileReader) -> Geometry:
+        return cls(tuple(int(s) for s in image.GetSize()),
+                   tuple(float(s) for s in image.GetSpacing()),
+                   tuple(float(o) for o in image.GetOrigin()),
+                   tuple(float(d) for d in image.GetDirection()))
+
+    def index_to_physical(self) -> np.ndarray:
+        """4 x 4 matrix taking (i, j, k, 1) to (x, y, z, 1) in LPS millimetres."""
+        matrix = np.eye(4)
+        matrix[:3, :3] = np.asarray(self.direction).reshape(3, 3) * np.asarray(self.spacing)
+        matrix[:3, 3] = self.origin
+        return matrix
+
+    def slab(self, start: int, stop: int) -> Geometry:
+        """Slices ``start:stop`` along the third (k) axis as a grid of their own."""
+        matrix = self.index_to_physical()
+        origin = matrix @ np.array([0.0, 0.0, float(start), 1.0])
+        return Geometry((self.size[0], self.size[1], stop - start), self.spacing,
+                        tuple(float(o) for o in origin[:3]), self.direction)
+
+    def empty(self) -> sitk.Image:
+        """A one-voxel stand-in carrying this grid's geometry (for overlap checks)."""
+        image = sitk.Image([1, 1, 1], sitk.sitkUInt8)
+        corner = Geometry((1, 1, 1), tuple(np.asarray(self.spacing) * self.size), self.origin,
+                          self.direction)
+        # the stand-in voxel covers the whole box: shift its centre to the box's middle
+        centre = self.index_to_physical() @ np.array([*((np.asarray(self.size) - 1) / 2), 1.0])
+        image.SetSpacing(corner.spacing)
+        image.SetDirection(self.direction)
+        image.SetOrigin(tuple(float(c) for c in centre[:3]))
+        return image
+
+
+class VolumeSource:
+    """Voxel blocks of a volume, from memory or from a file read block by block."""
+
+    def __init__(self, image: sitk.Image | None = None,
+                 path: str | os.PathLike[str] | None = None):
+        if (image is None) == (path is None):
+            raise ValueError("give an image or a path")
+        self.image = image
+        self.path = None if path is None else Path(path)
+        if image is not None:
+            self.geometry = Geometry.of(image)
+            self.pixel_id = image.GetPixelID()
+        else:
+            reader = self._reader()
+            reader.ReadImageInformation()
+            self.geometry = Geometry.of(reader)
+            self.pixel_id = reader.GetPixelID()
+            if not str(self.path).lower().endswith(STREAMED_ENDINGS):
+                self.image, self.path = sitk.ReadImage(str(self.path)), None  # read once
+
+    def _reader(self) -> sitk.ImageFileReader:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(self.path))
+        return reader
+
+    def block(self, index: tuple[int, int, int], size: tuple[int, int, int]) -> sitk.Image:
+        """Voxels ``index`` to ``index + size`` (i, j, k) with their geometry."""
+        if self.image is not None:
+            return sitk.RegionOfInterest(self.image, [int(s) for s in size],
+                                         [int(i) for i in index])
+        reader = self._reader()
+        reader.SetExtractIndex([int(i) for i in index])
+        reader.SetExtractSize([int(s) for s in size])
+        return reader.Execute()
+
+
+def _source_block(source: Geometry, target: Geometry, margin: int
+                  ) -> tuple[tuple[int, int, int], tuple[int, int, int]] | None:
+    """(index, size) of the source voxels that the target grid's points fall among; None when
+    they all lie outside the source."""
+    to_source = np.linalg.inv(source.index_to_physical()) @ target.index_to_physical()
+    last = np.asarray(target.size, float) - 1
+    corners = np.array([[*np.where(c, last, 0.0), 1.0]
+                        for c in itertools.product([False, True], repeat=3)])
+    points = (corners @ to_source.T)[:, :3]
+    low = np.floor(points.min(axis=0)).astype(int) - margin
+    high = np.ceil(points.max(axis=0)).astype(int) + margin
+    low = np.maximum(low, 0)
+    high = np.minimum(high, np.asarray(source.size) - 1)
+    if np.any(high < low):
+        return None
+    return tuple(int(v) for v in low), tuple(int(v) for v in high - low + 1)
+
+
+def slab_ranges(target: Geometry, source: Geometry, slab_bytes: int = SLAB_BYTES
+                ) -> Iterator[tuple[int, int]]:
+    """Target slice ranges whose source blocks hold about ``slab_bytes`` as float32 (measured
+    on the first one and two slices, so any storage order of the source is priced right)."""
+
+    def block_bytes(count: int) -> float:
+        found = _source_block(source, target.slab(0, count), 2)
+        return 4.0 * float(np.prod(found[1])) if found else 0.0
+
+    one = block_bytes(1)
+    per_slice = max(block_bytes(min(2, target.size[2])) - one, 1.0)
+    step = int(max(1, min(target.size[2], (slab_bytes - (one - per_slice)) // per_slice)))
+    for start in range(0, target.size[2], step):
+        yield start, min(target.size[2], start + step)
+
+
+def resample_onto(source: VolumeSource, target: Geometry, interpolation: str = "linear",
+                  default_value: float = 0.0, dtype: type = np.float32,
+                  names: tuple[str, str] = ("image", "target grid"),
+                  slab_bytes: int = SLAB_BYTES) -> np.ndarray:
+    """``source`` on the ``target`` grid as a (z, y, x) array of ``dtype``, computed slab by
+    slab: the same values as one :func:`sitk.Resample` of the whole source (outside it:
+    ``default_value``), with at most one slab's block of the source converted at a time."""
+    if interpolation not in _INTERPOLATORS:
+        raise ValueError(f"unknown interpolation {interpolation!r}")
+    check_overlap(source.geometry.empty(), target.empty(), *names)
+    output = np.full(target.size[::-1], default_value, dtype)
+    pixel = sitk.sitkFloat32 if np.dtype(dtype).kind == "f" else source.pixel_id
+    margin = 1 if interpolation == "linear" else 0
+    for start, stop in slab_ranges(target, source.geometry, slab_bytes):
+        slab = target.slab(start, stop)
+        found = _source_block(source.geometry, slab, margin + 1)
+        if found is None:
+            continue
+        block = source.block(*found)
+        resampled = sitk.Resample(block, list(slab.size), sitk.Transform(),
+                                  _INTERPOLATORS[interpolation], slab.origin, slab.spacing,
+                                  slab.direction, float(default_value), pixel)
+        output[start:stop] = sitk.GetArrayViewFromImage(resampled)
+    return output
+
+
+def resample_labels_onto(labels: sitk.Image, target: Geometry) -> sitk.Image:
+    """A label map on another grid (nearest neighbour) as uint8, written straight into the
+    output image: the only full-size allocation is the result itself."""
+    return sitk.Resample(labels, list(target.size), sitk.Transform(), sitk.sitkNearestNeighbor,
+                         target.origin, target.spacing, target.direction, 0, sitk.sitkUInt8)
