@@ -77,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layout", default="native",
                    help="native (the task's own layout), nnunet (nnU-Net raw), or a layout "
                    "the task offers (brain: brats2021, brats2023)")
+    p.add_argument("--orientation", default="LPS", metavar="LPS|RAS|LAS|CODE|random",
+                   help="how the volumes are stored: where each array axis points (LPS as "
+                   "DICOM, RAS or LAS as dcm2niix and nibabel write NIfTI, any of the 48 codes), "
+                   "or random: one per case")
+    p.add_argument("--tilt", type=float, default=0.0, metavar="DEGREES",
+                   help="oblique acquisitions: each case's grids turned about a random axis by "
+                   "up to this angle (rendered on the tilted grid; default 0, upright)")
     _add_progress_option(p)
 
     p = _task_verb(verbs, "predict", "run a task on one case")
@@ -336,10 +343,12 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
         from oncoseg.datasets.convert import phantoms_as_nnunet
 
         written = phantoms_as_nnunet(task, args.output, args.cases, args.seed,
-                                     _progress(args.progress), CancelToken())
+                                     _progress(args.progress), CancelToken(), args.orientation,
+                                     args.tilt)
     else:
         written = make(args.output, cases=args.cases, seed=args.seed, layout=args.layout,
-                       progress=_progress(args.progress), cancel=CancelToken())
+                       progress=_progress(args.progress), cancel=CancelToken(),
+                       orientation=args.orientation, tilt_degrees=args.tilt)
     print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
     return EXIT_OK
 

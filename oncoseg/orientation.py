@@ -65,10 +65,19 @@ def is_canonical(image: sitk.Image) -> bool:
     return orientation_of(image) == CANONICAL
 
 
-def to_canonical(image: sitk.Image) -> sitk.Image:
+def to_canonical(image: sitk.Image, reslice_oblique: bool = False) -> sitk.Image:
     """The image with its voxels permuted and flipped into the canonical axis order (exact: the
-    same voxels, values and physical positions)."""
-    if image.GetDimension() != 3 or is_canonical(image):
+    same voxels, values and physical positions). With ``reslice_oblique``, a clearly oblique
+    image is instead resampled (linear) onto the axis-aligned :func:`canonical_grid` at its own
+    spacing, reading its lowest value outside."""
+    if image.GetDimension() != 3:
+        return image
+    if reslice_oblique and is_clearly_oblique(image):
+        grid = canonical_grid(image, canonical_geometry(image)[1])
+        lowest = float(sitk.GetArrayViewFromImage(image).min())
+        return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, lowest,
+                             sitk.sitkFloat32)
+    if is_canonical(image):
         return image
     return sitk.DICOMOrient(image, CANONICAL)
 
@@ -81,9 +90,15 @@ def canonical_images(images: Mapping[str, sitk.Image | None]) -> dict[str, sitk.
 
 def onto_grid(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
     """A result computed on ``to_canonical(grid)`` put back on ``grid`` exactly (the inverse
-    permutation and flip; the geometry copied so rounding of the direction is not kept)."""
+    permutation and flip; the geometry copied so rounding of the direction is not kept). A
+    result on a resliced grid is resampled: linear for probabilities, nearest for labels."""
     if image.GetDimension() != 3 or same_grid(image, grid, tolerance=1e-6):
         return image
+    if is_clearly_oblique(grid) and not is_clearly_oblique(image):
+        floating = image.GetPixelID() in (sitk.sitkFloat32, sitk.sitkFloat64)
+        return sitk.Resample(image, grid, sitk.Transform(),
+                             sitk.sitkLinear if floating else sitk.sitkNearestNeighbor, 0.0,
+                             image.GetPixelID())
     back = sitk.DICOMOrient(image, orientation_of(grid))
     if back.GetSize() != grid.GetSize():
         raise ValueError(f"a result of size {image.GetSize()} does not come from the "

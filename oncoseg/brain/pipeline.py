@@ -21,7 +21,8 @@ PHANTOM_NAMINGS = {"native": "brats2021", "brats2021": "brats2021", "brats2023":
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS",
+            tilt_degrees: float = 0.0) -> list[Path]:
     """BraTS case folders with the 2017-2021 file names (native) or the 2023+ ones."""
     check_phantom_layout(layout, list(PHANTOM_NAMINGS))
     naming = PHANTOM_NAMINGS[layout]
@@ -29,7 +30,7 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
         output, cases, seed, functools.partial(brain_phantom.generate_case, naming=naming),
         "brain", progress, cancel,
         names=functools.partial(brain_phantom.case_folder_name, naming=naming),
-        orientation=orientation)
+        orientation=orientation, tilt_degrees=tilt_degrees)
 
 
 def predict(images: Mapping[str, sitk.Image | None], model: str | os.PathLike[str] = "demo",

@@ -16,6 +16,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from oncoseg.body import nonzero_body
 from oncoseg.brain.config import ORIENTATIONS, BrainConfig
 from oncoseg.brain.network import BrainEnsemble
 from oncoseg.brain.preprocessing import (
@@ -106,7 +107,8 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
             cancel: CancelToken | None = None, timings: dict[str, float] | None = None
             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels);
-    ``timings`` receives the seconds of the 2D and the 2D-3D stages."""
+    ``timings`` receives the seconds of the 2D and the 2D-3D stages. Nothing is labelled
+    outside the skull-stripped brain (where every sequence is zero), as BraTS labels are."""
     timings = {} if timings is None else timings
     ensemble.eval()
     started = time.perf_counter()
@@ -124,6 +126,11 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
     mean = (total / len(ensemble.nets3d)).cpu().numpy()
     timings["models_2d3d"] = time.perf_counter() - started
     started = time.perf_counter()
+    outside = ~nonzero_body(volume.array)
+    mean[:, outside] = 0.0
+    mean[0, outside] = 1.0
+    for member in members:
+        member[outside] = 0
     labels = hierarchical_vote(members, tuple(config.vote_thresholds))
     timings["vote"] = time.perf_counter() - started
     return labels, mean, members

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
@@ -34,7 +33,6 @@ from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.modelfile import ModelMetadata, load_network, save_model
-from oncoseg.orientation import to_canonical
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.training import TrainingConfig, train
 
@@ -49,15 +47,13 @@ class PreparedBrain:
 
 def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
     """The case's labels on the prepared grid, BraTS's enhancing label (4 before 2023) as 3."""
-    labels = case.label_on(volume.grid, volume.reference_role)
+    labels = case.label_on(volume.oriented, volume.reference_role)
     for source, target in case.info.get("label_map", {}).items():
         labels[labels == int(source)] = int(target)
     if labels.max(initial=0) > 3:
         raise InputError(f"case '{case.id}'", f"has label {int(labels.max())}; brain labels "
                          "are 0-3 (BraTS 4 is read as 3)")
-    image = sitk.GetImageFromArray(labels.astype(np.uint8))
-    image.CopyInformation(volume.grid)
-    return sitk.GetArrayFromImage(to_canonical(image))
+    return labels.astype(np.uint8)
 
 
 def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> PreparedBrain:

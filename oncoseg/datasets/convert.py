@@ -62,8 +62,8 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
 
 def phantoms_as_nnunet(task: Task, output: str | os.PathLike[str], cases: int, seed: int,
                        progress: ProgressCallback | None = None,
-                       cancel: CancelToken | None = None, orientation: str = "LPS"
-                       ) -> list[Path]:
+                       cancel: CancelToken | None = None, orientation: str = "LPS",
+                       tilt_degrees: float = 0.0) -> list[Path]:
     """A segmentation task's phantoms written in nnU-Net raw layout (via its native layout)."""
     from oncoseg.datasets.layouts import read_dataset
 
@@ -74,7 +74,7 @@ def phantoms_as_nnunet(task: Task, output: str | os.PathLike[str], cases: int, s
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
         native = task.verb("phantom")(Path(tmp) / "native", cases=cases, seed=seed,
                                       layout="native", progress=progress, cancel=cancel,
-                                      orientation=orientation)
+                                      orientation=orientation, tilt_degrees=tilt_degrees)
         roles = [r.name for r in task.inputs]
         dataset = read_dataset(Path(tmp) / "native", "auto", roles)
         labels = {"background": 0, **{s.name: s.label for s in task.segments}}

@@ -17,11 +17,13 @@ from oncoseg.progress import CancelToken, ProgressCallback
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS",
+            tilt_degrees: float = 0.0) -> list[Path]:
     """Patient folders with a CT series (DICOM) and an RT structure set each."""
     check_phantom_layout(layout, ["native"])
     return generate_dataset(output, cases, seed, pelvis_ct.generate_case, "oarct", progress,
-                            cancel, orientation=orientation, axial_only=True)
+                            cancel, orientation=orientation, axial_only=True,
+                            tilt_degrees=tilt_degrees)
 
 
 def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "demo",

@@ -12,6 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from oncoseg.body import ct_body
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
@@ -59,7 +60,10 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
                patch_size: tuple[int, int, int], device: str = "cpu",
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                ) -> tuple[np.ndarray, np.ndarray, sitk.Image, list[str]]:
-    """(labels, probabilities (K, z, y, x)) on the working grid, the grid, and run notes."""
+    """(labels, probabilities (K, z, y, x)) on the working grid, the grid, and run notes.
+
+    Organs are kept inside the body (:func:`oncoseg.body.ct_body`): a CT thinner than the
+    window, padded with air, or with air around the patient must not get organs in the air."""
     grid = working_grid(image, config.spacing_mm)
     hu = to_working_grid(image, grid)
     check_cancelled(cancel)
@@ -69,6 +73,9 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
     probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
                            finalize=lambda rows: torch.softmax(rows, dim=0),
                            progress=progress, cancel=cancel, stage="Segmenting").numpy()
+    outside = ~ct_body(hu)
+    probabilities[:, outside] = 0.0
+    probabilities[0, outside] = 1.0
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     if config.keep_largest:
         labels = clean_organs(labels, config.largest_component_organs)

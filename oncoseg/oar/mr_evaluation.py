@@ -20,7 +20,7 @@ import SimpleITK as sitk
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.metrics import kaggle_hausdorff_score, slice_dice
-from oncoseg.oar.mr_slices import ORGANS
+from oncoseg.oar.mr_slices import ORGANS, network_view
 from oncoseg.oar.mr_training import case_masks
 from oncoseg.progress import CancelToken, ProgressCallback
 
@@ -29,7 +29,7 @@ Segmenter = Callable[[sitk.Image], np.ndarray]
 
 
 def scan_figures(case: Case, segment: Segmenter) -> dict[str, Any]:
-    image = case.read("mr")
+    image = network_view(case.read("mr"))
     truth = case_masks(case, image)
     predicted = segment(image)
     row: dict[str, Any] = {"slices": int(truth.shape[1])}

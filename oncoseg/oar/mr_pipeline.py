@@ -18,13 +18,14 @@ from oncoseg.progress import CancelToken, ProgressCallback
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS",
+            tilt_degrees: float = 0.0) -> list[Path]:
     """Patients in the UW-Madison Kaggle layout (train.csv, train/caseN/caseN_dayN/scans)."""
     check_phantom_layout(layout, ["native"])
-    if orientation.upper() != "LPS":
+    if orientation.upper() != "LPS" or tilt_degrees:
         raise InputError("--orientation", "the GI tract phantoms are written in the Kaggle "
                          "layout, whose PNG slices carry no orientation (read as LPS axial "
-                         "slices); only LPS is possible")
+                         "slices); only upright LPS is possible")
     return gi.generate(output, cases, seed, progress, cancel)
 
 

@@ -15,9 +15,9 @@ import torch
 
 from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
 from oncoseg.oar.mr_config import OarMrConfig
-from oncoseg.oar.mr_slices import check_mr, scale_scan, stacks, working_volume
+from oncoseg.oar.mr_slices import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
-from oncoseg.orientation import restore_prediction, to_canonical
+from oncoseg.orientation import restore_prediction
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
@@ -110,7 +110,7 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
                progress: ProgressCallback | None = None,
                cancel: CancelToken | None = None) -> Prediction:
     OAR_MR.check_images(images)
-    image = to_canonical(images["mr"])
+    image = network_view(images["mr"])
     check_mr(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()

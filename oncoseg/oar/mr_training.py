@@ -29,6 +29,7 @@ from oncoseg.oar.mr_config import OarMrConfig
 from oncoseg.oar.mr_predict import slice_outputs
 from oncoseg.oar.mr_slices import (
     ORGANS,
+    network_view,
     random_crop,
     scale_scan,
     smooth_labels,
@@ -76,7 +77,7 @@ def prepare_scan(case: Case, config: OarMrConfig, cache: Path | None) -> Prepare
     if cached is not None:
         arrays, _ = cached
         return PreparedScan(case.id, arrays["image"], arrays["organs"])
-    image = case.read("mr")
+    image = network_view(case.read("mr"))
     masks = case_masks(case, image)
     working = working_volume(scale_scan(sitk.GetArrayFromImage(image)), config.size)
     on_grid = resize_slices(torch.from_numpy(masks.transpose(1, 0, 2, 3).astype(np.float32)),

@@ -17,15 +17,15 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.phantoms.common import (
+    UPRIGHT_LPS,
+    Storage,
     bias_field,
     case_rng,
     ellipsoid_distance,
     grid_points,
     lumpy,
-    make_grid,
     rician,
     soft,
-    stored,
     to_image,
 )
 
@@ -94,11 +94,11 @@ def case_folder_name(index: int, naming: str) -> str:
 
 
 def generate_case(folder: Path, seed: int, case: int, naming: str = "brats2021",
-                  geometry: BrainGeometry | None = None, orientation: str = "LPS") -> dict:
+                  geometry: BrainGeometry | None = None, storage: Storage = UPRIGHT_LPS) -> dict:
     g = geometry or BrainGeometry()
     convention = NAMINGS[naming]
     rng = case_rng(seed, case)
-    grid = make_grid(g.size, g.spacing)
+    grid = storage.grid(g.size, g.spacing)
     points = grid_points(grid)
     values, labels, brain = render(points, rng, width=min(g.spacing))
     name = folder.name
@@ -108,14 +108,14 @@ def generate_case(folder: Path, seed: int, case: int, naming: str = "brats2021",
         signal = rician(values[..., index] * bias_field(points, rng, 0.2), rng, 0.025)
         signal *= brain > 0.05  # skull-stripped: zero outside the brain
         image = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-        sitk.WriteImage(stored(image, orientation), str(folder / f"{name}{sep}{suffix}.nii.gz"),
+        sitk.WriteImage(storage.store(image), str(folder / f"{name}{sep}{suffix}.nii.gz"),
                         useCompression=True)
     on_disk = labels.copy()
     on_disk[labels == 3] = convention["enhancing_label"]
-    sitk.WriteImage(stored(to_image(on_disk, grid, sitk.sitkUInt8), orientation),
+    sitk.WriteImage(storage.store(to_image(on_disk, grid, sitk.sitkUInt8)),
                     str(folder / f"{name}{sep}seg.nii.gz"), useCompression=True)
     info = {"task": "brain", "case": name, "seed": seed, "index": case, "synthetic": True,
-            "naming": naming, "stored_as": orientation,
+            "naming": naming, "stored_as": storage.describe(),
             "voxels": {str(k): int((labels == k).sum()) for k in (1, 2, 3)}}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return info

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,63 @@ def stored(image: sitk.Image, orientation: str) -> sitk.Image:
     return image if orientation == "LPS" else sitk.DICOMOrient(image, orientation)
 
 
+@dataclass(frozen=True)
+class Storage:
+    """How one phantom case is acquired and stored: the tilt of its grids (an oblique
+    acquisition, rendered directly on the tilted grid, so no interpolation blurs it) and the
+    axis order its files are written in. The anatomy in physical space never changes."""
+
+    orientation: str = "LPS"
+    rotation: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def tilt_degrees(self) -> float:
+        matrix = np.asarray(self.rotation).reshape(3, 3)
+        return float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))))
+
+    def grid(self, size: Sequence[int], spacing: Sequence[float],
+             centre: Sequence[float] = (0.0, 0.0, 0.0)) -> sitk.Image:
+        """:func:`make_grid`, turned by the case's tilt about its own centre."""
+        image = make_grid(size, spacing, centre)
+        if self.tilt_degrees == 0.0:
+            return image
+        matrix = np.asarray(self.rotation).reshape(3, 3)
+        extent = (np.asarray(size) - 1) * np.asarray(spacing)
+        image.SetDirection(tuple(float(v) for v in matrix.ravel()))
+        image.SetOrigin(tuple(np.asarray(centre, float) - matrix @ (extent / 2)))
+        return image
+
+    def store(self, image: sitk.Image) -> sitk.Image:
+        return stored(image, self.orientation)
+
+    def describe(self) -> dict:
+        return {"orientation": self.orientation, "tilt_degrees": round(self.tilt_degrees, 2)}
+
+
+# What the generators write unless told otherwise: upright grids stored in LPS order.
+UPRIGHT_LPS = Storage()
+
+
+def case_storage(orientation: str, tilt_degrees: float, seed: int, case: int,
+                 axial_only: bool = False) -> Storage:
+    """The storage of one case: :func:`storage_orientation`, and with ``tilt_degrees`` > 0 a
+    rotation about a random axis by up to that angle (its own stream: anatomy unchanged)."""
+    code = storage_orientation(orientation, seed, case, axial_only)
+    if not 0.0 <= tilt_degrees <= 90.0:
+        from oncoseg.errors import InputError
+
+        raise InputError("--tilt", f"{tilt_degrees:g} is not an angle from 0 to 90 degrees")
+    if tilt_degrees == 0.0:
+        return Storage(code)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, case, 90]))
+    axis = rng.normal(size=3)
+    angle = np.radians(rng.uniform(0.0, tilt_degrees))
+    from scipy.spatial.transform import Rotation
+
+    matrix = Rotation.from_rotvec(axis / np.linalg.norm(axis) * angle).as_matrix()
+    return Storage(code, tuple(float(v) for v in matrix.ravel()))
+
+
 def check_phantom_layout(layout: str, allowed: Sequence[str]) -> None:
     if layout not in allowed:
         from oncoseg.errors import InputError
@@ -156,20 +214,20 @@ def generate_dataset(output: str | os.PathLike[str], cases: int, seed: int,
                      cancel: CancelToken | None = None,
                      finish: Callable[[Path, list[dict]], object] | None = None,
                      names: Callable[[int], str] | None = None, orientation: str = "LPS",
-                     axial_only: bool = False) -> list[Path]:
+                     axial_only: bool = False, tilt_degrees: float = 0.0) -> list[Path]:
     """Write ``cases`` case folders, all or nothing: they appear in ``output`` only when every
     case was written. ``finish(folder, infos)`` adds data-set-level files (a label table);
     ``names(index)`` gives a layout's own folder names (default ``<prefix>_000``);
-    ``orientation`` is how the volumes are stored (see :func:`storage_orientation`)."""
-    storage_orientation(orientation, seed, 0, axial_only)  # a bad code fails before writing
+    ``orientation`` and ``tilt_degrees`` say how each case is stored (:func:`case_storage`)."""
+    case_storage(orientation, tilt_degrees, seed, 0, axial_only)  # bad values fail first
     output = Path(output)
     written, infos = [], []
     with atomic_directory(output) as folder:
         for index in range(cases):
             check_cancelled(cancel)
             name = names(index) if names else f"{prefix}_{index:03d}"
-            code = storage_orientation(orientation, seed, index, axial_only)
-            infos.append(generate_case(folder / name, seed, index, orientation=code))
+            storage = case_storage(orientation, tilt_degrees, seed, index, axial_only)
+            infos.append(generate_case(folder / name, seed, index, storage=storage))
             written.append(output / name)
             report(progress, f"Writing {prefix} phantoms", index + 1, cases)
         if finish is not None:

@@ -20,13 +20,13 @@ from scipy import ndimage
 from oncoseg.io.dicom import Patient, write_ct_series
 from oncoseg.io.rtstruct import write_rtstruct
 from oncoseg.phantoms.common import (
+    UPRIGHT_LPS,
+    Storage,
     case_rng,
     ellipsoid_distance,
     grid_points,
     lumpy,
-    make_grid,
     soft,
-    stored,
     to_image,
     tube_distance,
 )
@@ -106,15 +106,16 @@ def render(points: np.ndarray, rng: np.random.Generator, width: float
     return hu, masks
 
 
-def generate_case(folder: Path, seed: int, case: int, orientation: str = "LPS") -> dict:
-    """A CT series and its structure set, the series' slices stored along ``orientation``
-    (an axial code: row and column directions and slice order as a scanner may write them)."""
+def generate_case(folder: Path, seed: int, case: int, storage: Storage = UPRIGHT_LPS) -> dict:
+    """A CT series and its structure set, stored as ``storage`` says (an axial code: row and
+    column directions and slice order as a scanner may write them; a tilt: an oblique
+    reconstruction)."""
     rng = case_rng(seed, case)
-    grid = make_grid(SIZE, SPACING)
+    grid = storage.grid(SIZE, SPACING)
     hu, masks = render(grid_points(grid), rng, width=SPACING[0])
-    ct = stored(to_image(np.clip(np.round(hu), -1024, 3071).astype(np.int16), grid), orientation)
-    masks = {name: sitk.GetArrayFromImage(stored(to_image(mask.astype(np.uint8), grid,
-                                                          sitk.sitkUInt8), orientation)) > 0
+    ct = storage.store(to_image(np.clip(np.round(hu), -1024, 3071).astype(np.int16), grid))
+    masks = {name: sitk.GetArrayFromImage(storage.store(to_image(mask.astype(np.uint8), grid,
+                                                                 sitk.sitkUInt8))) > 0
              for name, mask in masks.items()}
     patient = Patient(folder.name, f"Phantom^{folder.name}", "19600101", "O")
     files = write_ct_series(ct, folder, patient, "Pelvis CT (synthetic)")
@@ -129,7 +130,7 @@ def generate_case(folder: Path, seed: int, case: int, orientation: str = "LPS") 
         structures.append((clinic_name, masks[name], colour, kind))
     write_rtstruct(structures, ct, files, folder / f"RS_{folder.name}.dcm")
     info = {"task": "oar-ct", "case": folder.name, "seed": seed, "index": case,
-            "synthetic": True, "stored_as": orientation,
+            "synthetic": True, "stored_as": storage.describe(),
             "structure_names": [s[0] for s in structures],
             "unannotated": ["Bladder"] if lacks_bladder else []}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

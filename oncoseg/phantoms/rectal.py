@@ -20,16 +20,16 @@ import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 from oncoseg.phantoms.common import (
+    UPRIGHT_LPS,
+    Storage,
     bias_field,
     case_rng,
     ellipsoid_distance,
     grid_points,
     lumpy,
-    make_grid,
     rician,
     smooth_displacement,
     soft,
-    stored,
     to_image,
     tube_distance,
 )
@@ -156,12 +156,13 @@ class RectalAnatomy:
 
 
 def generate_case(folder: Path, seed: int, case: int,
-                  geometry: RectalPhantomGeometry | None = None, orientation: str = "LPS") -> dict:
+                  geometry: RectalPhantomGeometry | None = None,
+                  storage: Storage = UPRIGHT_LPS) -> dict:
     g = geometry or RectalPhantomGeometry()
     rng = case_rng(seed, case)
     anatomy = RectalAnatomy(rng)
-    t2_grid = make_grid(g.t2w_size, g.t2w_spacing)
-    dwi_grid = make_grid(g.dwi_size, g.dwi_spacing, centre=(0.0, 0.0, g.dwi_slice_offset_mm))
+    t2_grid = storage.grid(g.t2w_size, g.t2w_spacing)
+    dwi_grid = storage.grid(g.dwi_size, g.dwi_spacing, centre=(0.0, 0.0, g.dwi_slice_offset_mm))
     shift = rng.uniform(-2.0, 2.0, 3)
     motion_rng = np.random.default_rng(rng.integers(2**32))
     motion = {"amplitude_mm": g.misalignment_mm, "wavelength_mm": 120.0,
@@ -185,13 +186,13 @@ def generate_case(folder: Path, seed: int, case: int,
         signal = rician(values * bias_field(points, rng, bias), rng, noise)
         grid = t2_grid if role == "t2w" else dwi_grid
         image = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-        sitk.WriteImage(stored(image, orientation), str(folder / f"{role}.nii.gz"),
+        sitk.WriteImage(storage.store(image), str(folder / f"{role}.nii.gz"),
                         useCompression=True)
     label = to_image((tumour > 0.5).astype(np.uint8), dwi_grid, sitk.sitkUInt8)
-    sitk.WriteImage(stored(label, orientation), str(folder / "label.nii.gz"),
+    sitk.WriteImage(storage.store(label), str(folder / "label.nii.gz"),
                     useCompression=True)
     info = {"task": "rectal", "case": folder.name, "seed": seed, "index": case,
-            "synthetic": True, "reference_role": "dwi_b0", "stored_as": orientation,
+            "synthetic": True, "reference_role": "dwi_b0", "stored_as": storage.describe(),
             "tumour_voxels": int((tumour > 0.5).sum()),
             "misalignment_dwi_vs_t2w": motion}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

@@ -18,12 +18,12 @@ import SimpleITK as sitk
 
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.phantoms.common import (
+    UPRIGHT_LPS,
+    Storage,
     bias_field,
     case_rng,
     grid_points,
-    make_grid,
     rician,
-    stored,
     to_image,
 )
 from oncoseg.phantoms.rectal import RectalAnatomy
@@ -32,26 +32,26 @@ TABLE = "staging.csv"
 SIZE, SPACING = (160, 160, 18), (0.9, 0.9, 4.0)
 
 
-def generate_case(folder: Path, seed: int, case: int, orientation: str = "LPS") -> dict:
+def generate_case(folder: Path, seed: int, case: int, storage: Storage = UPRIGHT_LPS) -> dict:
     rng = case_rng(seed, case)
     stage = "T3" if case % 2 else "T2"  # balanced, and not guessable from the seed stream
     extension = float(rng.uniform(4.0, 9.0)) if stage == "T3" else 0.0
     anatomy = RectalAnatomy(rng, tumour_extension_mm=extension)
-    grid = make_grid(SIZE, SPACING)
+    grid = storage.grid(SIZE, SPACING)
     points = grid_points(grid)
     values, tumour = anatomy.render(points, width=SPACING[0])
     signal = rician(values[..., 0] * bias_field(points, rng, 0.35), rng, 0.03)
     folder.mkdir(parents=True, exist_ok=True)
     t2w = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-    sitk.WriteImage(stored(t2w, orientation), str(folder / "t2w.nii.gz"), useCompression=True)
+    sitk.WriteImage(storage.store(t2w), str(folder / "t2w.nii.gz"), useCompression=True)
     label = to_image((tumour > 0.5).astype(np.uint8), grid, sitk.sitkUInt8)
-    sitk.WriteImage(stored(label, orientation), str(folder / "label.nii.gz"), useCompression=True)
+    sitk.WriteImage(storage.store(label), str(folder / "label.nii.gz"), useCompression=True)
     cx, cy = (float(v) for v in anatomy.rectum_centre(np.array(anatomy.tumour_centre[2])))
     half = 40.0
     roi = [cx - half, cy - half, anatomy.tumour_centre[2] - 30.0,
            cx + half, cy + half, anatomy.tumour_centre[2] + 30.0]
     info = {"task": "staging", "case": folder.name, "seed": seed, "index": case,
-            "stored_as": orientation,
+            "stored_as": storage.describe(),
             "synthetic": True, "stage": stage, "tumour_extension_mm": round(extension, 2),
             "roi_lps_mm": [round(v, 2) for v in roi]}
     (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")

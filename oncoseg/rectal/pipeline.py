@@ -24,10 +24,12 @@ DEMO_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "recta
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS",
+            tilt_degrees: float = 0.0) -> list[Path]:
     """Case folders with t2w, dwi_b0, dwi_b1000, label (on the b0 grid) and case.json."""
     check_phantom_layout(layout, ["native"])
-    return generate_dataset(output, cases, seed, generate_case, "rectal", progress, cancel)
+    return generate_dataset(output, cases, seed, generate_case, "rectal", progress, cancel,
+                            orientation=orientation, tilt_degrees=tilt_degrees)
 
 
 def model_path(model: str | os.PathLike[str]) -> Path:
@@ -66,8 +68,9 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
             cancel: CancelToken | None = None) -> Prediction:
     """Register, standardise, compute every voxel's probability, pick the tumour component."""
     from oncoseg.modelfile import DEMO_NOTE, model_summary
+    from oncoseg.orientation import canonical_images, restore_prediction
     from oncoseg.rectal.dense import probability_map
-    from oncoseg.rectal.preprocessing import prepare
+    from oncoseg.rectal.preprocessing import REFERENCE, prepare
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -81,7 +84,8 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
     images, dwi = split_dwi_input(images, model_high_b(metadata))
 
     started = time.perf_counter()
-    prepared = prepare(images, settings.registration, progress, cancel)
+    given = images
+    prepared = prepare(canonical_images(images), settings.registration, progress, cancel)
     timings["preprocess"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -107,7 +111,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
         rule = settings.keep if seed_lps_mm is None else "seed point"
         messages.append(f"{len(candidates.components)} candidate components; kept "
                         f"{len(candidates.selected)} ({rule}); all are listed in result.json")
-    return Prediction(
+    return restore_prediction(Prediction(
         task=TASK.name,
         model=model_summary(path, metadata),
         images=prepared.images, display_role="t2w", segments=TASK.segments, labels=labels,
@@ -115,7 +119,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
         details={"config": settings.as_dict(), "registration": prepared.registration,
                  "candidates": candidates.as_dicts(), "seed_lps_mm": list(seed_lps_mm)
                  if seed_lps_mm is not None else None, "dwi": dwi.details if dwi else None},
-        messages=messages)
+        messages=messages), given[REFERENCE])
 
 
 def train(dataset: str | os.PathLike[str], layout: str = "auto",

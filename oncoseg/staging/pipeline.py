@@ -18,12 +18,13 @@ from oncoseg.progress import CancelToken, ProgressCallback
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
             layout: str = "native", progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None, orientation: str = "LPS") -> list[Path]:
+            cancel: CancelToken | None = None, orientation: str = "LPS",
+            tilt_degrees: float = 0.0) -> list[Path]:
     """Case folders with t2w (and the tumour label), plus the staging table staging.csv."""
     check_phantom_layout(layout, ["native"])
     return generate_dataset(output, cases, seed, staging_phantom.generate_case, "staging",
                             progress, cancel, finish=staging_phantom.write_table,
-                            orientation=orientation)
+                            orientation=orientation, tilt_degrees=tilt_degrees)
 
 
 def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "demo",
