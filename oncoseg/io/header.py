@@ -3,8 +3,8 @@
 A file's header says how many voxels of which type it holds; a few kilobytes of gzipped NRRD
 can declare 2000^3 voxels. The declared size is checked here against the memory available
 before anything is allocated (SimpleITK's ``ReadImageInformation`` for files; rows x columns x
-files from the DICOM headers for a series folder), so such a file is refused in a fraction of a
-second with the numbers, instead of filling the machine's memory first.
+files from the first header of the series that reading a folder would choose), so such a file
+is refused in a fraction of a second with the numbers, instead of filling the memory first.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, read_dicom_header
 from oncoseg.memory import require_memory
 
 # Peak memory of SimpleITK's reader over the image it returns, measured on a 512 x 512 x 384
@@ -98,60 +99,42 @@ def declared_file(path: str | os.PathLike[str]) -> DeclaredImage | None:
                          probe.GetPixelIDTypeAsString(), _read_factor(path))
 
 
-_DICOM_TAGS = ("SeriesInstanceUID", "Rows", "Columns", "NumberOfFrames", "BitsAllocated",
-               "SamplesPerPixel", "RescaleSlope", "RescaleIntercept")
-
-
-def declared_dicom_folder(folder: str | os.PathLike[str], series_uid: str | None = None
-                          ) -> DeclaredImage | None:
-    """Rows x columns x frames of the series in ``folder`` (the given one, else the largest,
-    which is the most any read of this folder can return), from the files' headers only."""
-    import pydicom
-
-    series: dict[str, list] = {}
-    for entry in sorted(Path(folder).iterdir()):
-        if not entry.is_file():
-            continue
-        try:
-            header = pydicom.dcmread(str(entry), stop_before_pixels=True,
-                                     specific_tags=list(_DICOM_TAGS))
-        except (pydicom.errors.InvalidDicomError, OSError, ValueError, TypeError):
-            continue
-        if "Rows" not in header or "Columns" not in header:
-            continue
-        series.setdefault(str(header.get("SeriesInstanceUID", "")), []).append(header)
-    if series_uid is not None:
-        series = {uid: h for uid, h in series.items() if uid == series_uid}
-    declared = [_declared_series(folder, headers) for headers in series.values()]
-    return max(declared, key=lambda d: d.nbytes, default=None)
-
-
-def _declared_series(folder: str | os.PathLike[str], headers: list) -> DeclaredImage:
-    first = headers[0]
-    frames = sum(int(h.get("NumberOfFrames", 1) or 1) for h in headers)
-    stored = max(1, int(first.get("BitsAllocated", 16) or 16) // 8)
-    samples = int(first.get("SamplesPerPixel", 1) or 1)
+def declared_dicom_series(series: DicomSeries) -> DeclaredImage | None:
+    """Rows x columns x frames of a series, from its first file's header and its file count."""
+    header = read_dicom_header(series.files[0]) if series.files else None
+    if header is None or "Rows" not in header or "Columns" not in header:
+        return None
+    frames = int(header.get("NumberOfFrames", 1) or 1) * len(series.files)
+    stored = max(1, int(header.get("BitsAllocated", 16) or 16) // 8)
+    samples = int(header.get("SamplesPerPixel", 1) or 1)
     # GDCM applies the rescale: 8/16-bit stored values come back as 32-bit integers or floats
-    rescaled = "RescaleSlope" in first or "RescaleIntercept" in first
+    rescaled = "RescaleSlope" in header or "RescaleIntercept" in header
     per_sample = max(stored, 4) if rescaled else stored
-    size = (int(first.Columns), int(first.Rows), frames)
+    size = (int(header.Columns), int(header.Rows), frames)
     kind = f"DICOM, {8 * stored}-bit stored" + (", rescaled" if rescaled else "")
-    return DeclaredImage(str(folder), size, per_sample * samples, kind)
+    return DeclaredImage(series.name, size, per_sample * samples, kind)
 
 
-def declared_image(path: str | os.PathLike[str], series_uid: str | None = None
+def declared_image(path: str | os.PathLike[str], series: str | None = None
                    ) -> DeclaredImage | None:
+    """What ``path`` declares: a file's header, or the DICOM series a folder (or DICOMDIR)
+    holds, chosen as reading chooses it (``series``: UID, number or description pattern).
+    None when there is nothing to declare (a folder of PNG slices, an unreadable header)."""
     path = Path(path)
-    if path.is_dir():
-        return declared_dicom_folder(path, series_uid)
+    if path.is_dir() or path.name.upper() == "DICOMDIR":
+        from oncoseg.datasets import kaggle
+
+        if path.is_dir() and kaggle.slice_files(path):
+            return None
+        return declared_dicom_series(choose_dicom_series(path, series))
     return declared_file(path) if path.is_file() else None
 
 
-def check_declared_size(path: str | os.PathLike[str], series_uid: str | None = None) -> None:
+def check_declared_size(path: str | os.PathLike[str], series: str | None = None) -> None:
     """Refuse (exit 2 in the CLI) a volume that cannot be read and given a label map in the
     memory available, before any pixel is read. Tasks refine this with their own needs once
     the image is read (:func:`oncoseg.validation.check_volume`)."""
-    declared = declared_image(path, series_uid)
+    declared = declared_image(path, series)
     if declared is None:
         return
     held = declared.nbytes + MIN_PIPELINE_BYTES_PER_VOXEL * declared.voxels

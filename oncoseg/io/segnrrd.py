@@ -107,7 +107,9 @@ class Segmentation:
         array = sitk.GetArrayViewFromImage(labels)
         if array.size and (array.min() < 0 or array.max() > 255):
             raise ValueError("label values must lie in 0..255 for one layer")
-        layer = sitk.Cast(labels, sitk.sitkUInt8)
+        # a uint8 label map is used as it is: a copy of a 1024^3 one is another gigabyte
+        layer = labels if labels.GetPixelID() == sitk.sitkUInt8 else \
+            sitk.Cast(labels, sitk.sitkUInt8)
         return cls([layer], [_with_layer(s, 0) for s in segments])
 
     @classmethod

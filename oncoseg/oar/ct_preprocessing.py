@@ -26,10 +26,11 @@ HU_HIGHEST_EXPECTED = 150.0
 # The HU plausibility check reads a regular sample of this many voxels.
 HU_SAMPLE = 1 << 24
 # Memory the task takes per CT voxel besides the CT (oncoseg.validation.check_volume): the uint8
-# label map on the CT grid, and the writers' copies of it (measured with Testing/benchmarks/
-# bench_memory.py: see docs/RESULTS.md); the working grid, the network and full-resolution
-# probability maps (at most FULL_GRID_PROBABILITY_BYTES) come on top as a constant.
-CT_BYTES_PER_VOXEL = 4.0
+# label map on the CT grid and the .seg.nrrd writer's copy of it. Measured with Testing/
+# benchmarks/bench_memory.py: peak RSS grows by 3.5-3.6 bytes per CT voxel from 512^3 to 1024^3,
+# 2 of them the int16 CT itself. The working grid, the network and full-resolution probability
+# maps (at most FULL_GRID_PROBABILITY_BYTES) come on top as a constant.
+CT_BYTES_PER_VOXEL = 2.0
 
 
 def check_ct(image: sitk.Image, name: str = "ct") -> list[str]:
