@@ -17,7 +17,8 @@ _FLOAT_TYPES = (sitk.sitkFloat32, sitk.sitkFloat64)
 # Memory a method takes per voxel of each input, besides the input itself: float copies, the
 # resampled and normalised images, probability maps. Measured with Testing/benchmarks/
 # bench_memory.py --tasks (peak RSS against input size on phantoms upsampled 2x per axis):
-# rectal 39, brain 53 bytes per input voxel; rounded up. oar-ct works in tiles and passes its own.
+# rectal 40, brain 58, staging 7 bytes per input voxel; rounded up. oar-ct works in slabs and
+# passes its own.
 METHOD_BYTES_PER_VOXEL = 64.0
 # A slice-wise method reads in-plane patterns, so its image must be an axial (or near-axial
 # oblique) series: the slice normal may lean this far from the body's long axis.
