@@ -303,6 +303,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          f"{diffusion.dwi_hint(missing[0], task.inputs)})")
     overrides = parse_overrides(args.overrides, dict(task.default_config))
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
+    from oncoseg.io.header import check_declared_size
+
+    for role, path in paths.items():  # before torch loads: refuse what cannot fit, at once
+        check_declared_size(path, selectors.get(role))
     device = resolve_device(args.device)
     extra: dict[str, Any] = {}
     if args.seed_point:
