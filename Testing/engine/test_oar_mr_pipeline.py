@@ -208,7 +208,8 @@ def test_slice_stacks_label_smoothing_and_crops():
 def test_a_coronal_volume_or_a_2d_image_is_refused(tiny_model, tmp_path, capsys):
     volume = sitk.GetImageFromArray(np.random.default_rng(0).random((20, 32, 32))
                                     .astype(np.float32))
-    volume.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))  # coronal slices
+    volume.SetDirection((1, 0, 0, 0, 0, 1, 0, -1, 0))  # coronal slices,
+    volume.SetSpacing((1.5, 1.5, 4.0))  # thick ones: it cannot be read as axial slices
     sitk.WriteImage(volume, str(tmp_path / "coronal.nii.gz"))
     flat = sitk.GetImageFromArray(np.random.default_rng(0).random((32, 32)).astype(np.float32))
     sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
@@ -216,8 +217,9 @@ def test_a_coronal_volume_or_a_2d_image_is_refused(tiny_model, tmp_path, capsys)
         code = main(["predict", "oar-mr", "--input", f"mr={tmp_path / name}", "--model",
                      str(tiny_model), "--output", str(tmp_path / name / "out"),
                      "--progress", "none"])
-        assert code == 2
-        assert expected in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert expected in err
     assert not list(tmp_path.glob("*/out"))
 
 
