@@ -7,6 +7,7 @@ else. Long verbs show tqdm bars on stderr, or JSON lines on stdout with ``--prog
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import json
 import sys
@@ -230,20 +231,38 @@ def parse_series(items: Sequence[str], inputs: dict[str, str]) -> dict[str, str]
     return selectors
 
 
+@contextlib.contextmanager
+def _choosing_series(role: str):
+    """A folder with several series becomes an error that says how to choose one."""
+    from oncoseg.io.dicom_series import SeriesChoiceError
+
+    try:
+        yield
+    except SeriesChoiceError as error:
+        raise InputError(f"--input {role}={error.what}", f"{error.problem}\nChoose one "
+                         f"with --series {role}=UID|NUMBER|PATTERN") from None
+
+
+def check_input_sizes(paths: dict[str, str], selectors: dict[str, str]) -> None:
+    """Refuse an input that cannot fit in memory from its header alone, before anything
+    heavy (torch) is loaded."""
+    from oncoseg.io.header import check_declared_size
+
+    for role, path in paths.items():
+        with _choosing_series(role):
+            check_declared_size(path, selectors.get(role))
+
+
 def read_inputs(paths: dict[str, str], selectors: dict[str, str]
                 ) -> tuple[dict[str, Any], list[str]]:
     """The input images by role, and the reading notes (a DICOM series resampled onto a
     regular grid ...) in words for the terminal and result.json."""
-    from oncoseg.io.dicom_series import SeriesChoiceError
     from oncoseg.io.volumes import read_volume
 
     images, notes = {}, []
     for role, path in paths.items():
-        try:
+        with _choosing_series(role):
             volume = read_volume(path, selectors.get(role))
-        except SeriesChoiceError as error:
-            raise InputError(f"--input {role}={error.what}", f"{error.problem}\nChoose one "
-                             f"with --series {role}=UID|NUMBER|PATTERN") from None
         images[role] = volume.image
         notes += [f"input {role}: {note}" for note in volume.notes]
     return images, notes
@@ -303,10 +322,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
                          f"{diffusion.dwi_hint(missing[0], task.inputs)})")
     overrides = parse_overrides(args.overrides, dict(task.default_config))
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
-    from oncoseg.io.header import check_declared_size
-
-    for role, path in paths.items():  # before torch loads: refuse what cannot fit, at once
-        check_declared_size(path, selectors.get(role))
+    check_input_sizes(paths, selectors)
     device = resolve_device(args.device)
     extra: dict[str, Any] = {}
     if args.seed_point:
