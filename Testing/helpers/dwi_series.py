@@ -144,12 +144,7 @@ def write_dwi_series(volumes: Sequence[Volume], folder: str | Path, vendor: str 
         spacing = image.GetSpacing()
         for k in range(pixels.shape[0]):
             instance += 1
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-            meta.MediaStorageSOPInstanceUID = generate_uid()
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-            ds.SOPClassUID, ds.SOPInstanceUID = MR_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+            ds = _new_instance(MR_IMAGE_STORAGE)
             ds.PatientName, ds.PatientID = "Phantom^DWI", "DWI001"
             ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
             ds.FrameOfReferenceUID = frame
@@ -194,12 +189,7 @@ def write_siemens_mosaic(image: sitk.Image, path: str | Path, b_value: float,
     first = np.asarray(image.GetOrigin())
     ipp = first - column * spacing[1] * (rows * tiles - rows) / 2 \
         - row * spacing[0] * (columns * tiles - columns) / 2
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MR_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = MR_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds = _new_instance(MR_IMAGE_STORAGE)
     ds.PatientName, ds.PatientID, ds.Modality = "Phantom^Mosaic", "MOS001", "MR"
     ds.StudyInstanceUID = generate_uid()
     ds.SeriesInstanceUID = series_uid or generate_uid()
@@ -221,6 +211,18 @@ def write_siemens_mosaic(image: sitk.Image, path: str | Path, b_value: float,
     ds.PixelData = mosaic.tobytes()
     _save(ds, Path(path))
     return Path(path)
+
+
+def _new_instance(sop_class: str) -> FileDataset:
+    """An empty DICOM instance of ``sop_class`` with a new SOP instance UID (explicit VR
+    little endian)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    return ds
 
 
 def _save(ds: FileDataset, path: Path) -> None:
@@ -278,12 +280,7 @@ def write_enhanced_dwi(volumes: Sequence[Volume], path: str | Path) -> Path:
     first = volumes[0][2]
     matrix = np.asarray(first.GetDirection(), float).reshape(3, 3)
     spacing = first.GetSpacing()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = ENHANCED_MR_IMAGE_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = ENHANCED_MR_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds = _new_instance(ENHANCED_MR_IMAGE_STORAGE)
     ds.PatientName, ds.PatientID, ds.Modality = "Phantom^Enhanced", "ENH001", "MR"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.Manufacturer, ds.InstanceNumber = "Philips Medical Systems", 1
