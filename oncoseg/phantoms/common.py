@@ -136,12 +136,6 @@ def storage_orientation(orientation: str, seed: int, case: int, axial_only: bool
     return code
 
 
-def stored(image: sitk.Image, orientation: str) -> sitk.Image:
-    """The image with its voxels reordered so its axes point as ``orientation`` says (the
-    same anatomy, stored as another scanner or converter would)."""
-    return image if orientation == "LPS" else sitk.DICOMOrient(image, orientation)
-
-
 @dataclass(frozen=True)
 class Storage:
     """How one phantom case is acquired and stored: the tilt of its grids (an oblique
@@ -169,7 +163,9 @@ class Storage:
         return image
 
     def store(self, image: sitk.Image) -> sitk.Image:
-        return stored(image, self.orientation)
+        """The image with its voxels reordered so its axes point as the case's orientation
+        says (the same anatomy, stored as another scanner or converter would)."""
+        return image if self.orientation == "LPS" else sitk.DICOMOrient(image, self.orientation)
 
     def describe(self) -> dict:
         return {"orientation": self.orientation, "tilt_degrees": round(self.tilt_degrees, 2)}
