@@ -22,7 +22,8 @@ BUILTIN_TASK_MODULES: tuple[str, ...] = (
     "oncoseg.rectal.task",
     "oncoseg.staging.task",
     "oncoseg.brain.task",
-    "oncoseg.oar.task",
+    "oncoseg.oar.ct.task",
+    "oncoseg.oar.mr.task",
 )
 VERBS = ("phantom", "predict", "train", "evaluate")
 

@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.oar.ct_predict import DEMO_MODEL as CT_DEMO_MODEL
-from oncoseg.oar.mr_predict import DEMO_MODEL as MR_DEMO_MODEL
-from oncoseg.oar.task import CT_SEGMENTS, GI_SEGMENTS, OAR_CT, OAR_MR
+from oncoseg.oar.ct.predict import DEMO_MODEL as CT_DEMO_MODEL
+from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
+from oncoseg.oar.mr.predict import DEMO_MODEL as MR_DEMO_MODEL
+from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import SegmentSpec, Task
@@ -51,13 +52,13 @@ class Mode:
 
 
 def _predict_ct(*args, **kwargs) -> Prediction:
-    from oncoseg.oar.ct_predict import predict_ct
+    from oncoseg.oar.ct.predict import predict_ct
 
     return predict_ct(*args, **kwargs)
 
 
 def _predict_mr(*args, **kwargs) -> Prediction:
-    from oncoseg.oar.mr_predict import predict_mr
+    from oncoseg.oar.mr.predict import predict_mr
 
     return predict_mr(*args, **kwargs)
 

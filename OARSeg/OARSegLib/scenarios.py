@@ -11,8 +11,9 @@ import SimpleITK as sitk
 from OARSegLib.logic import MODES, ORGANS, OARSegLogic, OARSegParameters
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import read_image
-from oncoseg.oar.ct_pipeline import phantom
-from oncoseg.oar.task import CT_SEGMENTS, GI_SEGMENTS
+from oncoseg.oar.ct.pipeline import phantom
+from oncoseg.oar.ct.task import CT_SEGMENTS
+from oncoseg.oar.mr.task import GI_SEGMENTS
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.segmentations import segment_id, segmentation_node_from_labels
@@ -74,7 +75,7 @@ def comparing_the_bladder_with_the_structure_set(context: MRMLContext, folder: P
 def load_mr_phantom(context: MRMLContext, folder: Path):
     """An abdominal MR scan (a Kaggle scans folder) as a volume node, and its case."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.mr_pipeline import phantom as mr_phantom
+    from oncoseg.oar.mr.pipeline import phantom as mr_phantom
 
     mr_phantom(folder, cases=1, seed=PHANTOM_SEED)
     case = read_dataset(folder).cases[0]
@@ -82,7 +83,7 @@ def load_mr_phantom(context: MRMLContext, folder: Path):
 
 
 def mr_mode_segments_the_gi_tract(context: MRMLContext, folder: Path) -> None:
-    from oncoseg.oar.mr_training import case_masks
+    from oncoseg.oar.mr.training import case_masks
 
     mr, case = load_mr_phantom(context, folder)
     logic = OARSegLogic(context)

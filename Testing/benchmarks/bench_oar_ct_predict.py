@@ -62,8 +62,8 @@ def monai_inference_seconds(ct_path: Path, model: str) -> float:
     from monai.inferers import sliding_window_inference
 
     from oncoseg.modelfile import load_network
-    from oncoseg.oar.ct_predict import model_path
-    from oncoseg.oar.ct_preprocessing import to_working_grid, working_grid
+    from oncoseg.oar.ct.predict import model_path
+    from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
 
     network, metadata = load_network(model_path(model), expected_task="oar-ct")
     network.eval()

@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from oncoseg.body import ct_body, nonzero_body
 from oncoseg.io.volumes import read_image
-from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.oar.ct.task import CT_SEGMENTS
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_ct_body_holds_the_gas_in_the_bowel_and_leaves_the_air_out():
 
 
 def test_a_thin_ct_and_a_ct_padded_with_air_get_no_organ_outside_the_body(ct):
-    from oncoseg.oar.ct_predict import predict_ct
+    from oncoseg.oar.ct.predict import predict_ct
 
     full = predict_ct({"ct": ct}, "demo")
     thin = ct[:, :, 10:30]  # 20 slices: thinner than the model's window

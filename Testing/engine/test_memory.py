@@ -182,7 +182,7 @@ def _small_ct():
 
 def test_a_large_ct_keeps_its_probability_maps_on_the_working_grid(tmp_path, monkeypatch):
     """What a 1024^3 CT gets (there: 20 GB of float32 maps avoided), forced on a small CT."""
-    from oncoseg.oar import ct_predict
+    from oncoseg.oar.ct import predict as ct_predict
 
     monkeypatch.setattr(ct_predict, "FULL_GRID_PROBABILITY_BYTES", 0)
     monkeypatch.setattr("oncoseg.prediction.OVERVIEW_MAX_VOXELS", 4000)

@@ -177,7 +177,7 @@ def test_impossible_values_in_nested_arguments_are_named(tmp_path):
     ({"hu_high": float("nan")}, "--set hu_high: is nan: it must be a finite number"),
 ])
 def test_impossible_overrides_are_refused(overrides, message):
-    from oncoseg.oar.ct_config import OarCtConfig
+    from oncoseg.oar.ct.config import OarCtConfig
 
     with pytest.raises(InputError) as error:
         OarCtConfig.from_overrides(overrides)

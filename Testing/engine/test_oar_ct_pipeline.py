@@ -11,7 +11,7 @@ import SimpleITK as sitk
 from oncoseg.cli import main
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
-from oncoseg.oar.ct_pipeline import phantom
+from oncoseg.oar.ct.pipeline import phantom
 
 TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
         "--set", "filters=[4,8,8,8]", "--set", "batch_size=2", "--set", "steps_per_epoch=2",
@@ -100,7 +100,7 @@ def test_evaluate_reports_annotated_organs_only(cohort, tiny_model, tmp_path):
 def test_demo_model_on_unseen_phantoms(tmp_path):
     """The full figures (10 cases) are in docs/RESULTS.md; here two cases and lower bars."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.ct_pipeline import evaluate
+    from oncoseg.oar.ct.pipeline import evaluate
 
     phantom(tmp_path / "data", cases=2, seed=5100, orientation="random")
     summary = evaluate(tmp_path / "data", "rtstruct", "demo", tmp_path / "eval")

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oncoseg.oar.ct_network import OarUNet3D
+from oncoseg.oar.ct.network import OarUNet3D
 from oncoseg.oar.losses import partial_label_nll
 
 BLADDER = 3
@@ -82,7 +82,7 @@ def test_network_output_shape_and_divisor(size, pools):
 
 def test_post_processing_applies_to_the_organs_named():
     from oncoseg.errors import InputError
-    from oncoseg.oar.ct_predict import clean_organs
+    from oncoseg.oar.ct.predict import clean_organs
 
     labels = np.zeros((4, 10, 20), np.uint8)
     labels[1:3, 2:5, 1:4] = 5  # nodal CTV, right side

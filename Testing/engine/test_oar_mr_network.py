@@ -2,7 +2,7 @@
 
 import torch
 
-from oncoseg.oar.mr_network import FCNResNet50
+from oncoseg.oar.mr.network import FCNResNet50
 
 
 def test_parameter_count_matches_torchvision_fcn_resnet50():

@@ -15,10 +15,10 @@ from oncoseg.cli import main
 from oncoseg.datasets.layouts import read_dataset
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
-from oncoseg.oar.mr_evaluation import evaluate_mr_cases
-from oncoseg.oar.mr_pipeline import phantom
-from oncoseg.oar.mr_slices import ORGANS, neighbours, random_crop, smooth_labels
-from oncoseg.oar.mr_training import _step
+from oncoseg.oar.mr.evaluation import evaluate_mr_cases
+from oncoseg.oar.mr.pipeline import phantom
+from oncoseg.oar.mr.slices import ORGANS, neighbours, random_crop, smooth_labels
+from oncoseg.oar.mr.training import _step
 
 TINY = ["--set", "size=64", "--set", "width=4", "--set", "max_epochs=1", "--set",
         "batch_size=16", "--progress", "none"]
@@ -81,7 +81,7 @@ def test_the_layout_reads_as_the_generator_wrote_it(kaggle):
     data = read_dataset(kaggle)
     assert data.layout == "kaggle-gi"
     plain = plain_rle_masks(kaggle)
-    from oncoseg.oar.mr_training import case_masks
+    from oncoseg.oar.mr.training import case_masks
 
     for case in data.cases:
         image = case.read("mr")
@@ -233,7 +233,7 @@ def test_the_model_fixes_its_slice_stacks(kaggle, tiny_model, tmp_path, capsys):
 
 def test_demo_model_on_unseen_phantoms(tmp_path):
     """The full figures are in docs/RESULTS.md; here two patients and lower bars."""
-    from oncoseg.oar.mr_pipeline import evaluate
+    from oncoseg.oar.mr.pipeline import evaluate
 
     phantom(tmp_path / "data", cases=2, seed=4343)
     summary = evaluate(tmp_path / "data", "auto", "demo", tmp_path / "eval")

@@ -289,8 +289,8 @@ def test_rectal_result_does_not_depend_on_storage(tmp_path):
 
 def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
     from oncoseg.io.volumes import read_image
-    from oncoseg.oar.ct_predict import predict_ct
-    from oncoseg.oar.task import CT_SEGMENTS
+    from oncoseg.oar.ct.predict import predict_ct
+    from oncoseg.oar.ct.task import CT_SEGMENTS
     from oncoseg.phantoms import pelvis_ct
 
     images, tilted, _ = _tilted_case(pelvis_ct, tmp_path, 5107,
@@ -315,8 +315,8 @@ def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
 
 
 def test_oar_mr_result_does_not_depend_on_storage():
-    from oncoseg.oar.mr_predict import predict_mr
-    from oncoseg.oar.task import GI_SEGMENTS
+    from oncoseg.oar.mr.predict import predict_mr
+    from oncoseg.oar.mr.task import GI_SEGMENTS
     from oncoseg.phantoms import gi
 
     def scan(storage: Storage) -> sitk.Image:

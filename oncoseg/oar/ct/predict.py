@@ -24,22 +24,22 @@ from oncoseg.modelfile import (
     model_summary,
     resolve_model_file,
 )
-from oncoseg.oar.ct_config import OarCtConfig
-from oncoseg.oar.ct_preprocessing import (
+from oncoseg.oar.ct.config import OarCtConfig
+from oncoseg.oar.ct.preprocessing import (
     AIR_HU,
     check_ct,
     hu_window,
     to_working_grid,
     working_grid,
 )
-from oncoseg.oar.task import CT_SEGMENTS, OAR_CT
+from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.settings import settings_from_model
 from oncoseg.tiling import Geometry, resample_labels_onto
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "oar-ct-demo.safetensors"
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "oar-ct-demo.safetensors"
 # Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
 # 20 GB. Up to this size they are mapped onto the CT grid; beyond, they stay on the working grid
 # (the model's resolution, which is all the information they hold) with a note.

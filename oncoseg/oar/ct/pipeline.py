@@ -31,7 +31,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
             progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Prediction:
     """Femoral heads, bladder, bowel bag and nodal CTV on one CT."""
-    from oncoseg.oar.ct_predict import predict_ct
+    from oncoseg.oar.ct.predict import predict_ct
 
     return predict_ct(images, model, device, config, progress, cancel)
 
@@ -42,8 +42,8 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           description: str = "", demo: bool = False) -> Path:
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.ct_config import OarCtConfig
-    from oncoseg.oar.ct_training import train_oar_ct
+    from oncoseg.oar.ct.config import OarCtConfig
+    from oncoseg.oar.ct.training import train_oar_ct
 
     settings = OarCtConfig.from_overrides(config)
     data = read_dataset(dataset, layout, roles=["ct"])
@@ -59,8 +59,8 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """Dice, mean surface distance and HD95 per organ, for the organs each case annotated."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.ct_evaluation import evaluate_ct_cases
-    from oncoseg.oar.ct_predict import load_ct_model, predict_ct
+    from oncoseg.oar.ct.evaluation import evaluate_ct_cases
+    from oncoseg.oar.ct.predict import load_ct_model, predict_ct
 
     data = read_dataset(dataset, layout, roles=["ct"])
     loaded = load_ct_model(model, device)  # once, not once per case

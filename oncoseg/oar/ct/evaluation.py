@@ -13,8 +13,8 @@ import SimpleITK as sitk
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.metrics import dice, hd95, mean_surface_distance
-from oncoseg.oar.ct_training import case_labels, read_case_ct
-from oncoseg.oar.task import CT_SEGMENTS
+from oncoseg.oar.ct.task import CT_SEGMENTS
+from oncoseg.oar.ct.training import case_labels, read_case_ct
 from oncoseg.prediction import Prediction, file_stem
 from oncoseg.progress import CancelToken, ProgressCallback
 

@@ -28,12 +28,12 @@ from oncoseg.geometry import resample_to_reference
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import ModelMetadata, load_network
-from oncoseg.oar.ct_config import OarCtConfig
-from oncoseg.oar.ct_network import OarUNet3D
-from oncoseg.oar.ct_predict import segment_ct
-from oncoseg.oar.ct_preprocessing import AIR_HU, to_working_grid, working_grid
+from oncoseg.oar.ct.config import OarCtConfig
+from oncoseg.oar.ct.network import OarUNet3D
+from oncoseg.oar.ct.predict import segment_ct
+from oncoseg.oar.ct.preprocessing import AIR_HU, to_working_grid, working_grid
+from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.oar.losses import partial_label_nll
-from oncoseg.oar.task import CT_SEGMENTS, OAR_CT
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
 

@@ -20,8 +20,8 @@ import SimpleITK as sitk
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.metrics import kaggle_hausdorff_score, slice_dice
-from oncoseg.oar.mr_slices import ORGANS, network_view
-from oncoseg.oar.mr_training import case_masks
+from oncoseg.oar.mr.slices import ORGANS, network_view
+from oncoseg.oar.mr.training import case_masks
 from oncoseg.progress import CancelToken, ProgressCallback
 
 # masks (3, z, y, x) bool in ORGANS order for a scan

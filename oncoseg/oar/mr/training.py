@@ -25,9 +25,9 @@ from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cache
 from oncoseg.errors import InputError
 from oncoseg.metrics import slice_dice
 from oncoseg.modelfile import ModelMetadata, build_network, load_tensors, save_model
-from oncoseg.oar.mr_config import OarMrConfig
-from oncoseg.oar.mr_predict import slice_outputs
-from oncoseg.oar.mr_slices import (
+from oncoseg.oar.mr.config import OarMrConfig
+from oncoseg.oar.mr.predict import slice_outputs
+from oncoseg.oar.mr.slices import (
     ORGANS,
     network_view,
     random_crop,
@@ -36,7 +36,7 @@ from oncoseg.oar.mr_slices import (
     stacks,
     working_volume,
 )
-from oncoseg.oar.task import GI_SEGMENTS, OAR_MR
+from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.slices import resize_slices
 from oncoseg.training import MODEL_FILE, TrainingConfig, train

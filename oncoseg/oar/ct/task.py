@@ -1,7 +1,7 @@
-"""The ``oar-ct`` and ``oar-mr`` tasks' declarations."""
+"""The ``oar-ct`` task's declaration."""
 
-from oncoseg.oar.ct_config import OarCtConfig
-from oncoseg.oar.mr_config import OarMrConfig
+from oncoseg.oar.ct.config import OarCtConfig
+from oncoseg.oar.organs import organ
 from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
 from oncoseg.terminology import (
     ANATOMICAL_STRUCTURE,
@@ -13,35 +13,6 @@ from oncoseg.terminology import (
 )
 
 FEMORAL_HEAD = Code("SCT", "68367000", "Head of femur")
-
-
-def organ(label: int, name: str, color: tuple[float, float, float], code: str,
-          meaning: str) -> SegmentSpec:
-    return SegmentSpec(label, name, color,
-                       Terminology(ANATOMICAL_STRUCTURE, Code("SCT", code, meaning)))
-
-
-GI_SEGMENTS = (
-    organ(1, "Stomach", (0.85, 0.55, 0.45), "69695003", "Stomach"),
-    organ(2, "Small bowel", (0.95, 0.75, 0.35), "30315005", "Small intestine"),
-    organ(3, "Large bowel", (0.6, 0.45, 0.25), "14742008", "Large intestine"),
-)
-
-OAR_MR = register_task(Task(
-    name="oar-mr",
-    title="GI tract organs on abdominal MR (2.5D)",
-    paper="UW-Madison GI tract segmentation (paper 001)",
-    description=("Axial slices resized to 266 x 266 with adjacent slices as channels; an "
-                 "FCN-ResNet50 gives sigmoid maps for stomach, small and large bowel; the "
-                 "threshold is tuned on validation (paper 0.4)."),
-    inputs=(InputRole("mr", "abdominal MR volume or a Kaggle scans folder",
-                      name_hints=("mr", "abdomen", "t1", "t2")),),
-    reference_role="mr",
-    pipeline_module="oncoseg.oar.mr_pipeline",
-    network_modules=("oncoseg.oar.mr_network",),
-    segments=GI_SEGMENTS,
-    default_config=OarMrConfig().as_dict(),
-))
 
 CT_SEGMENTS = (
     SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27),
@@ -67,8 +38,8 @@ OAR_CT = register_task(Task(
     inputs=(InputRole("ct", "CT in Hounsfield units (volume or DICOM series folder)",
                       name_hints=("ct",)),),
     reference_role="ct",
-    pipeline_module="oncoseg.oar.ct_pipeline",
-    network_modules=("oncoseg.oar.ct_network",),
+    pipeline_module="oncoseg.oar.ct.pipeline",
+    network_modules=("oncoseg.oar.ct.network",),
     segments=CT_SEGMENTS,
     default_config=OarCtConfig().as_dict(),
 ))

@@ -1,0 +1,1 @@
+"""GI-tract organs on abdominal MR (UW-Madison GI tract, paper 001)."""
