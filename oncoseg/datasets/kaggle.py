@@ -4,8 +4,10 @@
     train/case123/case123_day20/scans/slice_0001_266_266_1.50_1.50.png
 
 One scan (a case on a day) is a stack of 16-bit PNG slices named with their number, width,
-height and pixel spacing; slices are 3 mm apart. Masks are run-length encoded per slice and
-organ ("start length ..." over the row-major flattened slice, starts counted from 1).
+height and pixel spacing; slices are 3 mm apart. Reading such a stack is a volume format
+(:mod:`oncoseg.io.png_slices`, which ``read_volume`` also uses); its names are available here
+too. Masks are run-length encoded per slice and organ ("start length ..." over the row-major
+flattened slice, starts counted from 1).
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case, check_case_id
 from oncoseg.errors import InputError
+from oncoseg.io.png_slices import SLICE_THICKNESS_MM, read_scan, slice_files
+
+# the scans' format, for the callers that know it as part of this layout
+__all__ = ["CLASSES", "SLICE_THICKNESS_MM", "TABLE", "check_case", "matches", "read_cases",
+           "read_masks", "read_scan", "rle_decode", "rle_encode", "slice_files"]
 
 CLASSES = ("large_bowel", "small_bowel", "stomach")
-SLICE_THICKNESS_MM = 3.0
 TABLE = "train.csv"
-_SLICE = re.compile(r"^slice_(\d{4})_(\d+)_(\d+)_([\d.]+)_([\d.]+)\.png$")
 _ID = re.compile(r"^(case\d+)_(day\d+)_slice_(\d{4})$")
 
 
@@ -52,42 +56,6 @@ def rle_decode(text: str, shape: tuple[int, int], where: str) -> np.ndarray:
     for start, length in zip(starts, lengths, strict=True):
         mask[start:start + length] = 1
     return mask.reshape(shape)
-
-
-def slice_files(scans: Path) -> list[tuple[int, Path, tuple[int, int], tuple[float, float]]]:
-    """(number, path, (width, height), (sx, sy)) of each slice, in slice order."""
-    found = []
-    for path in scans.iterdir():
-        match = _SLICE.match(path.name)
-        if match:
-            n, w, h, sx, sy = match.groups()
-            found.append((int(n), path, (int(w), int(h)), (float(sx), float(sy))))
-    return sorted(found)
-
-
-def read_scan(scans: Path, case_id: str = "") -> sitk.Image:
-    """The slices of one scan as a 3D image (x: width, y: height, z: slice number)."""
-    from PIL import Image
-
-    slices = slice_files(scans)
-    if not slices:
-        raise InputError(f"case '{case_id}'", f"has no slice_*.png files in {scans}")
-    sizes = {s[2] for s in slices}
-    spacings = {s[3] for s in slices}
-    if len(sizes) > 1 or len(spacings) > 1:
-        raise InputError(f"case '{case_id}'", f"has slices of different sizes or spacings in "
-                         f"{scans}: {sorted(sizes)}")
-    (width, height), (sx, sy) = sizes.pop(), spacings.pop()
-    stack = np.zeros((len(slices), height, width), np.uint16)
-    for index, (_, path, _, _) in enumerate(slices):
-        pixels = np.asarray(Image.open(path))
-        if pixels.shape != (height, width):
-            raise InputError(f"case '{case_id}'", f"slice {path.name} is {pixels.shape[1]} x "
-                             f"{pixels.shape[0]} pixels, its name says {width} x {height}")
-        stack[index] = pixels
-    image = sitk.GetImageFromArray(stack)
-    image.SetSpacing((sx, sy, SLICE_THICKNESS_MM))
-    return image
 
 
 def read_masks(case: Case) -> dict[str, np.ndarray]:

@@ -122,9 +122,9 @@ def declared_image(path: str | os.PathLike[str], series: str | None = None
     None when there is nothing to declare (a folder of PNG slices, an unreadable header)."""
     path = Path(path)
     if path.is_dir() or path.name.upper() == "DICOMDIR":
-        from oncoseg.datasets import kaggle
+        from oncoseg.io.png_slices import slice_files
 
-        if path.is_dir() and kaggle.slice_files(path):
+        if path.is_dir() and slice_files(path):
             return None
         return declared_dicom_series(choose_dicom_series(path, series))
     return declared_file(path) if path.is_file() else None

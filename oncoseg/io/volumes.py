@@ -73,10 +73,10 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         raise InputError(str(path), "no such file or folder")
     check_declared_size(p, series_uid)  # before any pixel is read: refuse what cannot fit
     if p.is_dir() or p.name.upper() == "DICOMDIR":
-        from oncoseg.datasets import kaggle
+        from oncoseg.io.png_slices import read_scan, slice_files
 
-        if p.is_dir() and kaggle.slice_files(p):
-            return ReadResult(kaggle.read_scan(p, p.parent.name))
+        if p.is_dir() and slice_files(p):
+            return ReadResult(read_scan(p, p.parent.name))
         series = choose_dicom_series(p, series_uid)
         volume = read_series(series)
         return ReadResult(volume.image, volume.notes, series)
