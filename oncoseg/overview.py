@@ -10,15 +10,53 @@ true aspect ratio.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.orientation import to_canonical
 
-if TYPE_CHECKING:
-    from oncoseg.prediction import Prediction
+
+class _Segment(Protocol):
+    @property
+    def label(self) -> int: ...
+
+    @property
+    def color(self) -> tuple[float, float, float]: ...
+
+
+class OverviewContent(Protocol):
+    """What the picture reads, as :class:`oncoseg.prediction.Prediction` holds it. Declared
+    here rather than imported, so that the arrow runs one way: writing a prediction uses the
+    picture, the picture knows no prediction type."""
+
+    @property
+    def task(self) -> str: ...
+
+    @property
+    def model(self) -> Mapping[str, Any]: ...
+
+    @property
+    def images(self) -> Mapping[str, sitk.Image]: ...
+
+    @property
+    def display_role(self) -> str: ...
+
+    @property
+    def labels(self) -> sitk.Image | None: ...
+
+    @property
+    def probabilities(self) -> Mapping[str, sitk.Image]: ...
+
+    @property
+    def class_probabilities(self) -> Mapping[str, float]: ...
+
+    @property
+    def segments(self) -> Sequence[_Segment]: ...
+
+    def segment_volumes_ml(self) -> Mapping[str, float]: ...
 
 
 def _best_slice(labels: np.ndarray | None, depth: int) -> int:
@@ -27,7 +65,9 @@ def _best_slice(labels: np.ndarray | None, depth: int) -> int:
     return int(np.argmax((labels > 0).reshape(depth, -1).sum(axis=1)))
 
 
-def save_overview(prediction: Prediction, path: str | os.PathLike[str]) -> None:
+def save_overview(prediction: OverviewContent, path: str | os.PathLike[str]) -> None:
+    """Draw ``prediction`` (a :class:`oncoseg.prediction.Prediction`, or anything that offers
+    what :class:`OverviewContent` lists) into a PNG at ``path``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
