@@ -12,8 +12,8 @@ from oncoseg.terminology import (
     Code,
     Terminology,
     context_document,
-    oncoseg_context,
 )
+from oncoseg.terminology_context import oncoseg_context
 
 TERM_FILE = (Path(__file__).resolve().parents[2]
              / "OncoSegCommon/Resources/Terminology/OncoSeg.term.json")
@@ -34,7 +34,7 @@ def test_every_segment_of_every_task_is_coded():
 def test_the_shipped_term_file_is_the_generated_one():
     on_disk = json.loads(TERM_FILE.read_text(encoding="utf-8"))
     assert on_disk == oncoseg_context(), \
-        "regenerate: python -m oncoseg.terminology > " + str(TERM_FILE)
+        "regenerate: python -m oncoseg.terminology_context > " + str(TERM_FILE)
 
 
 def test_slicer_string_round_trip_keeps_modifier_and_region():
