@@ -5,7 +5,9 @@ outputs, provenance).
 Loading never unpickles: the header is checked by hand before the safetensors library reads
 the tensors, a pickle or a PyTorch ``.pt`` archive is refused with a message that says why, and
 the network is built from a registry of known architectures (a name in the file selects one; it
-cannot name code to run).
+cannot name code to run). Network modules register their architectures when imported; to find
+one, only the modules the file's own task declares (:attr:`oncoseg.tasks.Task.network_modules`)
+are imported, never every method's networks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.settings import values_problem
+from oncoseg.tasks import get_task, import_network_modules
 
 if TYPE_CHECKING:
     import torch
@@ -292,20 +295,40 @@ def register_architecture(name: str) -> Callable[[ArchitectureFactory], Architec
 
 
 def architecture_names() -> list[str]:
-    from oncoseg.tasks import import_network_modules
-
+    """Every architecture of every installed task. This imports all their networks: it lists,
+    it is not what loading a model file does (:func:`build_network` imports one task's)."""
     import_network_modules()
     return sorted(_ARCHITECTURES)
 
 
+def _architecture(metadata: ModelMetadata, source: str) -> ArchitectureFactory:
+    """The constructor the metadata names. One not registered yet is looked for in the network
+    modules of the metadata's own task only: loading an oar-mr model imports no other
+    method's torch code."""
+    factory = _ARCHITECTURES.get(metadata.architecture)
+    if factory is not None:
+        return factory
+    unknown = f"field 'architecture' names '{metadata.architecture}', which this OncoSeg does " \
+        "not know"
+    try:
+        get_task(metadata.task)
+    except InputError as error:
+        raise InputError(source, f"{unknown}, and field 'task' names '{metadata.task}', which "
+                         f"{error.problem}") from None
+    modules = import_network_modules(metadata.task)
+    factory = _ARCHITECTURES.get(metadata.architecture)
+    if factory is None:
+        known = sorted(name for name, f in _ARCHITECTURES.items() if f.__module__ in modules)
+        raise InputError(source, f"{unknown} (architectures of the '{metadata.task}' task: "
+                         f"{', '.join(known) or 'none'})")
+    return factory
+
+
 def build_network(metadata: ModelMetadata, source: str = "model") -> torch.nn.Module:
     """A fresh network as the metadata describes it (weights not loaded)."""
-    if metadata.architecture not in architecture_names():
-        known = ", ".join(architecture_names()) or "none"
-        raise InputError(source, f"field 'architecture' names '{metadata.architecture}', which "
-                         f"this OncoSeg does not know (known: {known})")
+    factory = _architecture(metadata, source)
     try:
-        return _ARCHITECTURES[metadata.architecture](**metadata.architecture_args)
+        return factory(**metadata.architecture_args)
     except (TypeError, ValueError, RuntimeError) as error:  # constructors check their arguments
         raise InputError(source, f"field 'architecture_args' does not fit architecture "
                          f"'{metadata.architecture}' ({error})") from None

@@ -154,11 +154,15 @@ def import_task_modules() -> None:
         entry.load()
 
 
-def import_network_modules() -> None:
-    """Register every task's network architectures (model files name them)."""
-    for task in all_tasks():
-        for module in task.network_modules:
-            importlib.import_module(module)
+def import_network_modules(task: str | None = None) -> tuple[str, ...]:
+    """Register the network architectures of ``task`` (of every task when None) and return
+    the modules that declare them. A model file names its architecture and its task; loading
+    it imports that task's networks only, not the torch code of every other method."""
+    tasks = all_tasks() if task is None else [get_task(task)]
+    modules = tuple(module for t in tasks for module in t.network_modules)
+    for module in modules:
+        importlib.import_module(module)
+    return modules
 
 
 def all_tasks() -> list[Task]:
