@@ -21,6 +21,7 @@ from oncoseg.errors import Cancelled, InputError, OncoSegError
 from oncoseg.export_formats import FORMATS
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
+from oncoseg.settings import PREDICTION, TRAINING
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -182,6 +183,17 @@ def parse_overrides(items: Sequence[str], defaults: dict[str, Any]) -> dict[str,
     return overrides
 
 
+def task_overrides(items: Sequence[str], task: Any, phase: str) -> dict[str, Any]:
+    """``--set`` pairs for a task's verb: each a setting of the task that the verb's phase
+    reads (``predict --set max_epochs=3`` is refused, before anything is read or loaded)."""
+    from oncoseg.settings import check_phase
+
+    overrides = parse_overrides(items, dict(task.default_config))
+    if task.settings is not None:
+        check_phase(task.settings, overrides, phase)
+    return overrides
+
+
 def parse_numbers(text: str, count: int, option: str, form: str) -> list[float]:
     try:
         numbers = [float(v) for v in text.split(",")]
@@ -320,7 +332,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise InputError(f"--input {missing[0]}", f"is required by task '{task.name}' "
                          f"(give it as --input {missing[0]}=PATH"
                          f"{diffusion.dwi_hint(missing[0], task.inputs)})")
-    overrides = parse_overrides(args.overrides, dict(task.default_config))
+    overrides = task_overrides(args.overrides, task, PREDICTION)
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
     check_input_sizes(paths, selectors)
     device = resolve_device(args.device)
@@ -378,7 +390,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from oncoseg.tasks import get_task
 
     task = get_task(args.task)
-    overrides = parse_overrides(args.overrides, dict(task.default_config))
+    overrides = task_overrides(args.overrides, task, TRAINING)
     if args.folds:
         if "folds" not in task.default_config:
             raise InputError("--folds", f"task '{task.name}' has no cross-validation")
@@ -401,7 +413,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from oncoseg.tasks import get_task
 
     task = get_task(args.task)
-    overrides = parse_overrides(args.overrides, dict(task.default_config))
+    overrides = task_overrides(args.overrides, task, PREDICTION)
     summary = task.verb("evaluate")(args.dataset, layout=args.layout, model=args.model,
                                     output=args.output, device=resolve_device(args.device),
                                     overwrite=args.overwrite, config=overrides,

@@ -27,16 +27,11 @@ the picture, which is what OncoSeg's phantoms and demo models were made in.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.geometry import grid_from_box, physical_bounds, same_grid
-
-if TYPE_CHECKING:
-    from oncoseg.prediction import Prediction
 
 CANONICAL = "LPS"
 _POSITIVE, _NEGATIVE = "LPS", "RAI"
@@ -107,17 +102,6 @@ def onto_grid(image: sitk.Image, grid: sitk.Image) -> sitk.Image:
     back.CopyInformation(grid)
     return back
 
-
-def restore_prediction(prediction: Prediction, grid: sitk.Image) -> Prediction:
-    """Every image of a prediction made on the canonical form of ``grid`` (labels,
-    probability maps, the inputs as the model saw them, alternatives) back on ``grid``."""
-    return replace(
-        prediction,
-        images={r: onto_grid(i, grid) for r, i in prediction.images.items()},
-        labels=None if prediction.labels is None else onto_grid(prediction.labels, grid),
-        probabilities={n: onto_grid(i, grid) for n, i in prediction.probabilities.items()},
-        alternatives={n: onto_grid(i, grid) for n, i in prediction.alternatives.items()},
-    )
 
 
 def canonical_geometry(image: sitk.Image) -> tuple[tuple[int, ...], np.ndarray, np.ndarray,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import oncoseg
 from oncoseg.geometry import voxel_volume_ml
 from oncoseg.io.atomic import atomic_directory
 from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
+from oncoseg.orientation import onto_grid
 from oncoseg.tasks import SegmentSpec
 
 
@@ -57,6 +58,17 @@ class Prediction:
             for s in self.segments
         ]
         return Segmentation.from_label_image(self.labels, segments)
+
+    def onto_grid(self, grid: sitk.Image) -> Prediction:
+        """This prediction, made on the canonical form of ``grid``, with every image (labels,
+        probability maps, the inputs as the model saw them, alternatives) back on ``grid``."""
+        return replace(
+            self,
+            images={r: onto_grid(i, grid) for r, i in self.images.items()},
+            labels=None if self.labels is None else onto_grid(self.labels, grid),
+            probabilities={n: onto_grid(i, grid) for n, i in self.probabilities.items()},
+            alternatives={n: onto_grid(i, grid) for n, i in self.alternatives.items()},
+        )
 
 
 def label_counts(labels: sitk.Image, values: list[int]) -> list[int]:

@@ -1,19 +1,25 @@
 """Task settings as frozen dataclasses, changed by ``--set KEY=VALUE`` or a Slicer panel.
 
-Each task keeps its settings in one dataclass whose defaults are its paper's; this module turns
-overrides into a checked instance, with errors that name the setting.
+Each task keeps its settings in one :class:`Settings` dataclass whose defaults are its paper's;
+this module turns overrides into a checked instance, with errors that name the setting. A setting
+belongs to a phase: some only shape training (the optimiser, sampling, the architecture a new
+model gets), some only a model's run (post-processing, inference batch), the rest both
+(pre-processing a model is trained and run with). Setting one in a phase that never reads it is
+an error, not a silent no-op.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, fields
-from typing import Any, TypeVar
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar, TypeVar
 
 from oncoseg.errors import InputError
 
 T = TypeVar("T")
+S = TypeVar("S", bound="Settings")
+PREDICTION, TRAINING = "prediction", "training"  # the phases: a model's run (predict, evaluate)
 
 # What a value must be, by its name. A name means the same thing in every task's settings and in
 # a model file's 'preprocessing' and 'architecture_args', so one table checks all three: an
@@ -138,18 +144,62 @@ def from_overrides(cls: type[T], overrides: Mapping[str, Any] | None, task: str)
     return settings
 
 
-def as_dict(settings: Any) -> dict[str, Any]:
-    return asdict(settings)
+@dataclass(frozen=True)
+class Settings:
+    """The shared base of every task's settings: overrides checked by name, type, value and
+    phase; subclasses declare their fields (the paper's defaults) and which phase reads which."""
+
+    TASK: ClassVar[str] = ""
+    # read only while training (a model's run ignores them: the model file carries what counts)
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset()
+    # read only when a model runs (predict, evaluate); training ignores them
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def from_overrides(cls: type[S], overrides: Mapping[str, Any] | None = None,
+                       phase: str | None = None) -> S:
+        """Defaults with ``overrides`` applied; with a ``phase``, a setting that phase never
+        reads is refused by name."""
+        check_phase(cls, overrides, phase)
+        return from_overrides(cls, overrides, cls.TASK)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def names(cls, phase: str | None = None) -> list[str]:
+        """The settings a phase reads (all of them without a phase)."""
+        ignored = {PREDICTION: cls.TRAINING_ONLY, TRAINING: cls.PREDICTION_ONLY}.get(phase,
+                                                                                   frozenset())
+        return [f.name for f in fields(cls) if f.name not in ignored]
 
 
-def settings_from_model(cls: type[T], task: str, preprocessing: Mapping[str, Any],
+def check_phase(cls: type[Settings], overrides: Mapping[str, Any] | None,
+                phase: str | None) -> None:
+    """Refuse a setting the phase never reads (``predict --set max_epochs=3``)."""
+    if phase not in (PREDICTION, TRAINING):
+        if phase is not None:
+            raise ValueError(f"unknown phase {phase!r}")
+        return
+    ignored = cls.TRAINING_ONLY if phase == PREDICTION else cls.PREDICTION_ONLY
+    for key in overrides or {}:
+        if key in ignored:
+            what = "training; running a model does not read it" if phase == PREDICTION else \
+                "running a model (predict, evaluate); training does not read it"
+            raise InputError(f"--set {key}", f"is a setting of the {cls.TASK} task for {what} "
+                             f"(settings here: {', '.join(sorted(cls.names(phase)))})")
+
+
+def settings_from_model(cls: type[S], preprocessing: Mapping[str, Any],
                         fixed_keys: tuple[str, ...], overrides: Mapping[str, Any] | None,
-                        proposed: Mapping[str, Any] | None = None) -> T:
+                        proposed: Mapping[str, Any] | None = None) -> S:
     """Settings for running a model: the pre-processing it was trained with is fixed (an
-    override that differs is refused), values it ``proposed`` (its tuned threshold) are
-    defaults the caller may change."""
+    override that differs is refused), values it ``proposed`` (its tuned threshold, the
+    registration it was trained with) are defaults the caller may change; training settings
+    are refused."""
+    check_phase(cls, overrides, PREDICTION)
     fixed = {k: preprocessing[k] for k in fixed_keys if k in preprocessing}
     for key in fixed:
         if overrides and key in overrides and overrides[key] != fixed[key]:
             raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
-    return from_overrides(cls, {**(proposed or {}), **(overrides or {}), **fixed}, task)
+    return from_overrides(cls, {**(proposed or {}), **(overrides or {}), **fixed}, cls.TASK)

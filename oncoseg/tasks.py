@@ -62,8 +62,17 @@ class Task:
     network_modules: tuple[str, ...] = ()  # modules that register the task's architectures
     classes: tuple[str, ...] = ()
     default_config: Mapping[str, Any] = field(default_factory=dict)
+    # the task's settings class (oncoseg.settings.Settings); its defaults are default_config
+    settings: type | None = None
+    # what a model file decides: settings it was trained with and that a run may not change
+    # (read from its pre-processing), and values it proposes that a caller may change (read
+    # from its outputs or pre-processing: a tuned threshold, the registration it saw)
+    fixed_settings: tuple[str, ...] = ()
+    proposed_settings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.settings is not None and not self.default_config:
+            object.__setattr__(self, "default_config", self.settings().as_dict())
         roles = [r.name for r in self.inputs]
         if len(set(roles)) != len(roles):
             raise ValueError(f"task {self.name}: duplicate input roles {roles}")
@@ -124,6 +133,11 @@ class Task:
                          for s in self.segments],
             "classes": list(self.classes),
             "default_config": dict(self.default_config),
+            "settings_by_phase": {
+                "training_only": sorted(getattr(self.settings, "TRAINING_ONLY", ())),
+                "prediction_only": sorted(getattr(self.settings, "PREDICTION_ONLY", ())),
+                "fixed_by_model": list(self.fixed_settings),
+                "proposed_by_model": list(self.proposed_settings)},
         }
 
 

@@ -79,9 +79,9 @@ class BrainTumorLogic:
         self.scene = context.scene
 
     def models(self) -> list[ModelChoice]:
-        from oncoseg.brain.predict import DEMO_MODEL
+        from oncoseg.method import demo_model_file
 
-        return available_models(TASK.name, {"Demo ensemble (phantoms)": DEMO_MODEL})
+        return available_models(TASK.name, {"Demo ensemble (phantoms)": demo_model_file(TASK)})
 
     def start(self, inputs: Mapping[str, Any]) -> dict[str, sitk.Image | None]:
         """Copies of the selected volumes; empty selectors are missing sequences."""

@@ -16,9 +16,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.oar.ct.predict import DEMO_MODEL as CT_DEMO_MODEL
+from oncoseg.method import demo_model_file
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
-from oncoseg.oar.mr.predict import DEMO_MODEL as MR_DEMO_MODEL
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
@@ -64,9 +63,9 @@ def _predict_mr(*args, **kwargs) -> Prediction:
 
 
 MODES = {
-    "CT": Mode("CT", OAR_CT, "Pelvic CT:", CT_SEGMENTS, CT_DEMO_MODEL,
+    "CT": Mode("CT", OAR_CT, "Pelvic CT:", CT_SEGMENTS, demo_model_file(OAR_CT),
                ("rtstruct", "nnunet", "folders", "auto"), _predict_ct),
-    "MR": Mode("MR", OAR_MR, "Abdominal MR:", GI_SEGMENTS, MR_DEMO_MODEL,
+    "MR": Mode("MR", OAR_MR, "Abdominal MR:", GI_SEGMENTS, demo_model_file(OAR_MR),
                ("kaggle-gi", "nnunet", "folders", "auto"), _predict_mr),
 }
 ORGANS = MODES["CT"].organs  # the CT mode's, the default

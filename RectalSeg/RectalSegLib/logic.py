@@ -21,10 +21,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.io.diffusion import B0_ROLE, DWI_ROLE, HIGH_B_ROLE, check_dwi_roles
+from oncoseg.method import demo_model_file
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.rectal.candidates import Candidates, find_candidates
-from oncoseg.rectal.pipeline import DEMO_MODEL, predict
+from oncoseg.rectal.pipeline import predict
 from oncoseg.rectal.task import TASK, TUMOUR
 from OncoSegCommonLib.compare import compare_segmentations
 from OncoSegCommonLib.context import MRMLContext
@@ -111,7 +112,7 @@ class RectalSegLogic:
     # ------------------------------------------------------------------ models
 
     def models(self) -> list[ModelChoice]:
-        return available_models(TASK.name, {"Demo model (phantoms)": DEMO_MODEL})
+        return available_models(TASK.name, {"Demo model (phantoms)": demo_model_file(TASK)})
 
     # ------------------------------------------------------------------ running
 

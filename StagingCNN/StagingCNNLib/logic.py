@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.method import demo_model_file
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
-from oncoseg.staging.predict import DEMO_MODEL, predict_staging
+from oncoseg.staging.predict import predict_staging
 from oncoseg.staging.task import TASK
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
@@ -96,7 +97,7 @@ class StagingLogic:
         self.scene = context.scene
 
     def models(self) -> list[ModelChoice]:
-        return available_models(TASK.name, {"Demo model (phantoms)": DEMO_MODEL})
+        return available_models(TASK.name, {"Demo model (phantoms)": demo_model_file(TASK)})
 
     def start(self, t2w_node: Any, roi_node: Any | None = None
               ) -> tuple[dict[str, sitk.Image], list[float] | None]:

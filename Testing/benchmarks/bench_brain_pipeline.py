@@ -56,11 +56,12 @@ def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu
     """MONAI's sliding window over the same members and input as OncoSeg's 2D-3D stage."""
     from monai.inferers import sliding_window_inference
 
-    from oncoseg.brain.predict import features_2d, load_brain_model, settings_for
+    from oncoseg.brain.predict import features_2d
     from oncoseg.brain.preprocessing import prepare_volume
+    from oncoseg.method import load_task_model, model_settings
 
-    loaded = load_brain_model(model, device)
-    config = settings_for(loaded.metadata, None)
+    loaded = load_task_model("brain", model, device)
+    config = model_settings("brain", loaded.metadata)
     volume = prepare_volume({r: sitk.ReadImage(str(p)) for r, p in paths.items()},
                             config.intensity_constant)
     features = features_2d(loaded.network.nets2d, volume.array, volume.present, device)

@@ -61,11 +61,11 @@ def peak_rss_of(command: list[str]) -> tuple[float, float, int]:
 def monai_inference_seconds(ct_path: Path, model: str) -> float:
     from monai.inferers import sliding_window_inference
 
-    from oncoseg.modelfile import load_network
-    from oncoseg.oar.ct.predict import model_path
+    from oncoseg.method import load_task_model
     from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
 
-    network, metadata = load_network(model_path(model), expected_task="oar-ct")
+    loaded = load_task_model("oar-ct", model)
+    network, metadata = loaded.network, loaded.metadata
     network.eval()
     ct = sitk.ReadImage(str(ct_path))
     hu = to_working_grid(ct, working_grid(ct, tuple(metadata.preprocessing["spacing_mm"])))

@@ -11,11 +11,12 @@ import torch
 from oncoseg.cli import main
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.volumes import read_image
+from oncoseg.method import demo_model_file, load_task_model
 from oncoseg.modelfile import read_header
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.candidates import find_candidates
 from oncoseg.rectal.dense import probability_map
-from oncoseg.rectal.pipeline import DEMO_MODEL, load_model, phantom, predict
+from oncoseg.rectal.pipeline import phantom, predict
 from oncoseg.rectal.preprocessing import prepare
 from oncoseg.rectal.sampling import extract_patches
 from oncoseg.registration import RegistrationFailed
@@ -42,7 +43,7 @@ def dice_with_truth(prediction, case):
 
 
 def test_dense_probability_equals_classifying_every_patch_of_a_phantom(cases):
-    network, _, _ = load_model("demo")
+    network = load_task_model("rectal").network
     prepared = prepare(images_of(cases[0]), registration="none")
     dense = probability_map(network, prepared.channels, batch=3)
     z, h, w = dense.shape
@@ -68,7 +69,7 @@ def test_demo_model_segments_unseen_phantoms(cases):
 
 
 def test_the_model_decides_its_registration_unless_told(cases):
-    header = read_header(DEMO_MODEL)
+    header = read_header(demo_model_file("rectal"))
     prediction = predict(images_of(cases[0]), "demo", config={"registration": "none"})
     assert prediction.details["config"]["registration"] == "none"
     assert prediction.details["registration"]["t2w"]["method"].startswith("resampled")

@@ -5,9 +5,12 @@ import shutil
 import pytest
 
 from oncoseg.errors import InputError
-from oncoseg.rectal.pipeline import DEMO_MODEL, phantom
+from oncoseg.method import demo_model_file
+from oncoseg.rectal.pipeline import phantom
 from OncoSegCommonLib.models import available_models, model_choice, models_folder
 from OncoSegCommonLib.training_process import TrainingProcess, training_command
+
+DEMO_MODEL = demo_model_file("rectal")
 
 
 @pytest.fixture

@@ -27,18 +27,19 @@ def test_auto_fill_reads_scanner_like_names(mrml):
 
 
 def test_parameters_turn_into_engine_settings():
+    from oncoseg.method import demo_model_file, model_settings
     from oncoseg.modelfile import read_header
-    from oncoseg.rectal.pipeline import DEMO_MODEL, settings_for
 
-    demo = read_header(DEMO_MODEL).metadata
+    demo = read_header(demo_model_file("rectal")).metadata
     off = RectalSegParameters(registration=False).overrides()
     assert off == {"threshold": 0.5, "registration": "none"}
-    assert settings_for(demo, off).registration == "none"
+    assert model_settings("rectal", demo, off).registration == "none"
     on = RectalSegParameters(threshold=0.3).overrides()
     assert on == {"threshold": 0.3}
     # registration on: the engine applies the preset the model was trained with
-    assert settings_for(demo, on).registration == demo.preprocessing["registration"] == "rigid"
-    assert settings_for(demo, on).threshold == 0.3
+    settings = model_settings("rectal", demo, on)
+    assert settings.registration == demo.preprocessing["registration"] == "rigid"
+    assert settings.threshold == 0.3
 
 
 # ------------------------------------------------------------------ every b-value in one node

@@ -5,11 +5,10 @@ Light on purpose (no torch): the task declaration reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from oncoseg.settings import from_overrides
+from oncoseg.settings import Settings
 
 SEQUENCES = ("t1", "t1c", "t2", "flair")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -19,7 +18,17 @@ STAGES = ("2d-axial", "2d-coronal", "2d-sagittal", "2d3d", "all")
 
 
 @dataclass(frozen=True)
-class BrainConfig:
+class BrainConfig(Settings):
+    TASK: ClassVar[str] = "brain"
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "subnetwork", "width_2d", "levels_2d", "main_weight", "class_targets_2d",
+        "batches_per_iteration_2d", "batch_size_2d", "members", "width_3d", "levels_3d",
+        "class_targets_3d", "batches_per_iteration_3d", "batch_size_3d", "learning_rate",
+        "learning_rate_min", "momentum", "halving_period", "d_loss", "sequence_dropout",
+        "stage", "iterations_2d", "iterations_3d", "iterations_per_epoch",
+        "validation_fraction", "seed"})
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "drop_sequences", "overlap"})
     # pre-processing: each sequence / median of its non-zero voxels x a constant
     intensity_constant: float = 1.0
     # 2D model (one per orientation)
@@ -85,9 +94,3 @@ class BrainConfig:
     def dropped(self) -> list[str]:
         return [s.strip() for s in self.drop_sequences.split(",") if s.strip()]
 
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> BrainConfig:
-        return from_overrides(cls, overrides, "brain")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

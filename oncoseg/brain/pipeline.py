@@ -51,10 +51,10 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           description: str = "", demo: bool = False) -> Path:
     """The paper's stages: 2D models per orientation, then the 2D-3D members and the
     ensemble file (``--stage`` runs one)."""
-    from oncoseg.brain.config import BrainConfig
     from oncoseg.brain.training import train_brain
+    from oncoseg.method import training_settings
 
-    return train_brain(dataset, output, layout, BrainConfig.from_overrides(config), device,
+    return train_brain(dataset, output, layout, training_settings("brain", config), device,
                        resume, description, demo, progress, cancel)
 
 
@@ -67,16 +67,17 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
     """Dice and HD95 of whole tumour, tumour core and enhancing tumour per case (BraTS
     regions; the reference read as BraTS writes it)."""
     from oncoseg.brain.config import SEQUENCES
-    from oncoseg.brain.predict import load_brain_model, segment, settings_for
+    from oncoseg.brain.predict import segment
     from oncoseg.brain.preprocessing import back_to_grid, prepare_volume
     from oncoseg.brain.training import case_labels
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.evaluation import evaluate_dataset
+    from oncoseg.method import load_task_model, model_settings
     from oncoseg.metrics import brats_regions, dice, hd95
 
     data = read_dataset(dataset, layout, roles=list(SEQUENCES))
-    loaded = load_brain_model(model, device)
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model("brain", model, device)
+    settings = model_settings("brain", loaded.metadata, config)
 
     def case_row(case) -> dict[str, Any]:
         volume = prepare_volume({role: case.read(role) for role in case.images},

@@ -29,26 +29,12 @@ from oncoseg.brain.preprocessing import (
 from oncoseg.brain.task import TASK
 from oncoseg.brain.voting import hierarchical_vote
 from oncoseg.inference import SlidingWindow
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.method import load_task_model, model_settings
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.settings import settings_from_model
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "brain-demo.safetensors"
-FIXED = ("intensity_constant",)
 SLICE_BATCH = 16
-
-
-def load_brain_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
-    return load_model(model, DEMO_MODEL, TASK.name, device)
-
-
-def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None) -> BrainConfig:
-    """The model fixes its normalisation and proposes its vote thresholds (an ensemble of two
-    members needs a tumour threshold above 1/2 for the vote to be more than their union)."""
-    proposed = {k: v for k, v in metadata.outputs.items() if k == "vote_thresholds"}
-    return settings_from_model(BrainConfig, TASK.name, metadata.preprocessing, FIXED,
-                               overrides, proposed)
 
 
 def pad_to_multiple(batch: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -143,8 +129,8 @@ def predict_brain(images: Mapping[str, sitk.Image | None],
                   cancel: CancelToken | None = None) -> Prediction:
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = load_brain_model(model, device)
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model(TASK, model, device)
+    settings = model_settings(TASK, loaded.metadata, config)
     timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()

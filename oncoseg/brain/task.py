@@ -36,5 +36,7 @@ TASK = register_task(Task(
     pipeline_module="oncoseg.brain.pipeline",
     network_modules=("oncoseg.brain.network",),
     segments=SEGMENTS,
-    default_config=BrainConfig().as_dict(),
+    settings=BrainConfig,
+    fixed_settings=("intensity_constant",),
+    proposed_settings=("vote_thresholds",),
 ))

@@ -1,20 +1,27 @@
 """The rectal task's settings; the defaults are the paper's (Trebeschi et al. 2017).
 
-One dataclass serves prediction and training: ``--set KEY=VALUE`` on the command line and the
-Slicer panel's fields both change these. Light on purpose (no torch): task declarations read it.
+One dataclass for both phases, each field's phase declared (``TRAINING_ONLY``,
+``PREDICTION_ONLY``, the rest both): ``--set KEY=VALUE`` on the command line and the Slicer
+panel's fields change these. Light on purpose (no torch): task declarations read it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from oncoseg.settings import from_overrides
+from oncoseg.settings import Settings
 
 
 @dataclass(frozen=True)
-class RectalConfig:
+class RectalConfig(Settings):
+    TASK: ClassVar[str] = "rectal"
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "samples_per_class", "ring_mm", "bright_threshold", "patch_size", "learning_rate",
+        "rho", "l2", "batch_size", "max_epochs", "patience", "min_delta",
+        "validation_fraction", "seed", "repeats", "label"})
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "threshold", "keep", "connectivity"})
     # pre-processing
     registration: str = "rectal"  # elastix preset for T2w (and a high-b on its own grid); none
     # inference and post-processing
@@ -40,9 +47,3 @@ class RectalConfig:
     repeats: int = 1  # > 1: the paper's stability analysis (ICC of per-case DSC over repeats)
     label: str = "label"  # which reader's label file trains the model
 
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> RectalConfig:
-        return from_overrides(cls, overrides, "rectal")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

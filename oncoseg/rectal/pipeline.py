@@ -16,10 +16,7 @@ from oncoseg.phantoms.common import check_phantom_layout, generate_dataset
 from oncoseg.phantoms.rectal import generate_case
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.task import TASK, TUMOUR
-
-DEMO_MODEL = Path(__file__).resolve().parent.parent / "data" / "models" / "rectal-demo.safetensors"
 
 
 def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
@@ -30,29 +27,6 @@ def phantom(output: str | os.PathLike[str], cases: int = 4, seed: int = 0,
     check_phantom_layout(layout, ["native"])
     return generate_dataset(output, cases, seed, generate_case, "rectal", progress, cancel,
                             orientation=orientation, tilt_degrees=tilt_degrees)
-
-
-def model_path(model: str | os.PathLike[str]) -> Path:
-    """A model file path; ``demo`` is the bundled model trained on phantoms."""
-    from oncoseg.modelfile import resolve_model_file
-
-    return resolve_model_file(model, DEMO_MODEL)
-
-
-def load_model(model: str | os.PathLike[str], device: str = "cpu"):
-    from oncoseg.modelfile import load_network
-
-    path = model_path(model)
-    network, metadata = load_network(path, expected_task=TASK.name, device=device)
-    return network, metadata, path
-
-
-def settings_for(metadata, overrides: Mapping[str, Any] | None) -> RectalConfig:
-    """The settings a model was trained with for its pre-processing (a model trained on
-    rigidly registered T2w must see rigidly registered T2w), then the caller's overrides."""
-    trained = {"registration": metadata.preprocessing["registration"]} \
-        if "registration" in metadata.preprocessing else {}
-    return RectalConfig.from_overrides({**trained, **(overrides or {})})
 
 
 def _image(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
@@ -67,16 +41,18 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
             progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None) -> Prediction:
     """Register, standardise, compute every voxel's probability, pick the tumour component."""
+    from oncoseg.method import load_task_model, model_settings
     from oncoseg.modelfile import DEMO_NOTE, model_summary
-    from oncoseg.orientation import canonical_images, restore_prediction
+    from oncoseg.orientation import canonical_images
     from oncoseg.rectal.dense import probability_map
     from oncoseg.rectal.preprocessing import REFERENCE, prepare
 
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    network, metadata, path = load_model(model, device)
+    loaded = load_task_model(TASK, model, device)
+    network, metadata, path = loaded.network, loaded.metadata, loaded.path
     timings["load_model"] = time.perf_counter() - started
-    settings = settings_for(metadata, config)
+    settings = model_settings(TASK, metadata, config)
     from oncoseg.io.diffusion import split_dwi_input
     from oncoseg.rectal.task import model_high_b
 
@@ -111,7 +87,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
         rule = settings.keep if seed_lps_mm is None else "seed point"
         messages.append(f"{len(candidates.components)} candidate components; kept "
                         f"{len(candidates.selected)} ({rule}); all are listed in result.json")
-    return restore_prediction(Prediction(
+    return Prediction(
         task=TASK.name,
         model=model_summary(path, metadata),
         images=prepared.images, display_role="t2w", segments=TASK.segments, labels=labels,
@@ -119,7 +95,7 @@ def predict(images: Mapping[str, sitk.Image], model: str | os.PathLike[str] = "d
         details={"config": settings.as_dict(), "registration": prepared.registration,
                  "candidates": candidates.as_dicts(), "seed_lps_mm": list(seed_lps_mm)
                  if seed_lps_mm is not None else None, "dwi": dwi.details if dwi else None},
-        messages=messages), given[REFERENCE])
+        messages=messages).onto_grid(given[REFERENCE])
 
 
 def train(dataset: str | os.PathLike[str], layout: str = "auto",
@@ -127,9 +103,10 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           device: str = "cpu", resume: bool = False, progress: ProgressCallback | None = None,
           cancel: CancelToken | None = None, description: str = "", demo: bool = False) -> Path:
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.method import training_settings
     from oncoseg.rectal.training import train_rectal
 
-    settings = RectalConfig.from_overrides(config)
+    settings = training_settings(TASK, config)
     data = read_dataset(dataset, layout, roles=[r.name for r in TASK.inputs])
     if settings.repeats > 1:
         from oncoseg.rectal.stability import train_repeats
@@ -149,11 +126,13 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """DSC against every reader's label and voxelwise AUC, per case, with a summary."""
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.method import load_task_model, model_settings
     from oncoseg.rectal.evaluation import evaluate_cases
 
     data = read_dataset(dataset, layout, roles=[r.name for r in TASK.inputs])
-    network, metadata, path = load_model(model, device)
-    settings = settings_for(metadata, config)
+    loaded = load_task_model(TASK, model, device)
+    network, metadata, path = loaded.network, loaded.metadata, loaded.path
+    settings = model_settings(TASK, metadata, config)
     return evaluate_cases(data, network, str(path), settings, Path(output), device, overwrite,
                           progress, cancel)
 

@@ -36,7 +36,9 @@ TASK = register_task(Task(
     pipeline_module="oncoseg.rectal.pipeline",
     network_modules=("oncoseg.rectal.network",),
     segments=(TUMOUR,),
-    default_config=RectalConfig().as_dict(),
+    settings=RectalConfig,
+    fixed_settings=(),
+    proposed_settings=("registration",),
 ))
 
 # The alternative to dwi_b0 + dwi_b1000: every b-value in one input (oncoseg.io.diffusion).

@@ -5,11 +5,10 @@ Light on purpose (no torch): the task declaration reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from oncoseg.settings import from_overrides
+from oncoseg.settings import Settings
 
 VARIANTS = ("f-R2D", "f-R3D", "f-R(2+1)D", "f-MC2", "f-MC3", "f-MC4", "f-MC5", "f-rMC2",
             "f-rMC3", "f-rMC4", "f-rMC5")
@@ -18,7 +17,14 @@ LOSSES = ("focal", "focal+triplet", "focal+center")
 
 
 @dataclass(frozen=True)
-class StagingConfig:
+class StagingConfig(Settings):
+    TASK: ClassVar[str] = "staging"
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "variant", "aggregation", "filters", "loss", "focal_gamma", "triplet_margin",
+        "center_weight", "slice_weight", "learning_rate", "momentum", "weight_decay",
+        "batch_size", "max_epochs", "patience", "select_by", "min_delta", "oversample",
+        "samples_per_epoch", "augment", "elastic", "validation_fraction", "folds", "seed"})
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset()
     # pre-processing: N4, x-y crop around rectum and tumour, resize to size x size x N
     n4: bool = True
     size: int = 256
@@ -64,9 +70,3 @@ class StagingConfig:
                 raise InputError(f"--set {key}", f"'{getattr(self, key)}' is not one of "
                                  f"{', '.join(allowed)}")
 
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> StagingConfig:
-        return from_overrides(cls, overrides, "staging")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

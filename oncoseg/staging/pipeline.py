@@ -44,10 +44,10 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           description: str = "", demo: bool = False) -> Path:
     """One model, or with ``folds`` a k-fold cross-validation (cv_summary.json)."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.staging.config import StagingConfig
+    from oncoseg.method import training_settings
     from oncoseg.staging.training import train_staging
 
-    settings = StagingConfig.from_overrides(config)
+    settings = training_settings("staging", config)
     data = read_dataset(dataset, layout, roles=["t2w"])
     return train_staging(data, Path(output), settings, device, resume, description, demo,
                          progress, cancel)
@@ -62,13 +62,14 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
     """P(T3) per case; AUC, accuracy and each stage's recall over the data set."""
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.evaluation import evaluate_dataset
-    from oncoseg.staging.predict import load_staging_model, settings_for, stage_probabilities
+    from oncoseg.method import load_task_model, model_settings
+    from oncoseg.staging.predict import stage_probabilities
     from oncoseg.staging.preprocessing import prepare_volume
     from oncoseg.staging.training import STAGES, classification_figures
 
     data = read_dataset(dataset, layout, roles=["t2w"])
-    loaded = load_staging_model(model, device)  # once, not once per case
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model("staging", model, device)  # once, not once per case
+    settings = model_settings("staging", loaded.metadata, config)
 
     def case_row(case) -> dict[str, Any]:
         prepared = prepare_volume(case.read("t2w"), settings, roi_box=case.info.get("roi_lps_mm"))

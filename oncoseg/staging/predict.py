@@ -11,33 +11,17 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
-from oncoseg.orientation import restore_prediction, to_canonical
+from oncoseg.method import load_task_model, model_settings
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
+from oncoseg.orientation import to_canonical
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.settings import settings_from_model
 from oncoseg.staging.augment import TEST_TIME, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.preprocessing import prepare_volume
 from oncoseg.staging.task import TASK
 
-DEMO_MODEL = Path(__file__).resolve().parents[1] / "data" / "models" / "staging-demo.safetensors"
-FIXED = ("size", "n4", "roi_margin_mm", "auto_roi_mm")
 TTA_SEED = 20250  # test-time augmentation is random but the same for every run
-
-
-def load_staging_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
-    return load_model(model, DEMO_MODEL, TASK.name, device)
-
-
-def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None
-                 ) -> StagingConfig:
-    """The model fixes its pre-processing and proposes its threshold and its number of
-    test-time augmentation passes (1 for a model trained without augmentation: flipped or
-    moved copies would be inputs it never saw)."""
-    proposed = {k: v for k, v in metadata.outputs.items() if k in ("threshold", "tta")}
-    return settings_from_model(StagingConfig, TASK.name, metadata.preprocessing, FIXED,
-                               overrides, proposed)
 
 
 def stage_probabilities(array: np.ndarray, network: torch.nn.Module, config: StagingConfig,
@@ -76,8 +60,8 @@ def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | Loaded
     image = to_canonical(images["t2w"])
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = load_staging_model(model, device)
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model(TASK, model, device)
+    settings = model_settings(TASK, loaded.metadata, config)
     timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -96,7 +80,7 @@ def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | Loaded
     if loaded.metadata.demo:
         messages.append(DEMO_NOTE)
     x0, x1, y0, y1 = prepared.crop
-    return restore_prediction(Prediction(
+    return Prediction(
         task=TASK.name, model=model_summary(loaded.path, loaded.metadata),
         images={"t2w": image}, display_role="t2w",
         class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings,
@@ -106,4 +90,4 @@ def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | Loaded
                  "roi": {"source": prepared.roi_source,
                          "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
                  "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
-        messages=messages), images["t2w"])
+        messages=messages).onto_grid(images["t2w"])

@@ -17,5 +17,7 @@ TASK = register_task(Task(
     pipeline_module="oncoseg.staging.pipeline",
     network_modules=("oncoseg.staging.network",),
     classes=("T2", "T3"),
-    default_config=StagingConfig().as_dict(),
+    settings=StagingConfig,
+    fixed_settings=("size", "n4", "roi_margin_mm", "auto_roi_mm"),
+    proposed_settings=("threshold", "tta"),
 ))

@@ -5,15 +5,24 @@ Light on purpose (no torch): the task declaration reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from oncoseg.settings import from_overrides
+from oncoseg.settings import Settings
 
 
 @dataclass(frozen=True)
-class OarCtConfig:
+class OarCtConfig(Settings):
+    TASK: ClassVar[str] = "oar-ct"
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "filters", "batch_size", "foreground_fraction", "rotation_rad", "scale",
+        "shift_hu", "learning_rate", "plateau_patience", "plateau_factor", "max_epochs",
+        "steps_per_epoch", "patience", "min_delta", "validation_fraction",
+        "validation_patches_per_case", "hard_negative_rounds", "hard_negative_fraction",
+        "seed"})
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "overlap", "inference_batch", "keep_largest", "largest_component_organs",
+        "probabilities"})
     # pre-processing: HU clipped to [-800, 800] and divided by 800; a working grid
     hu_low: float = -800.0
     hu_high: float = 800.0
@@ -49,9 +58,3 @@ class OarCtConfig:
         "Femoral head L", "Femoral head R", "Bladder", "Bowel bag", "Nodal CTV")
     probabilities: bool = True  # write one probability map per organ
 
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> OarCtConfig:
-        return from_overrides(cls, overrides, "oar-ct")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)

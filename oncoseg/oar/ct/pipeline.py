@@ -42,10 +42,10 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           description: str = "", demo: bool = False) -> Path:
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.ct.config import OarCtConfig
+    from oncoseg.method import training_settings
     from oncoseg.oar.ct.training import train_oar_ct
 
-    settings = OarCtConfig.from_overrides(config)
+    settings = training_settings("oar-ct", config)
     data = read_dataset(dataset, layout, roles=["ct"])
     return train_oar_ct(data, Path(output), settings, device, resume, description, demo,
                         progress, cancel)
@@ -59,11 +59,12 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """Dice, mean surface distance and HD95 per organ, for the organs each case annotated."""
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.method import load_task_model
     from oncoseg.oar.ct.evaluation import evaluate_ct_cases
-    from oncoseg.oar.ct.predict import load_ct_model, predict_ct
+    from oncoseg.oar.ct.predict import predict_ct
 
     data = read_dataset(dataset, layout, roles=["ct"])
-    loaded = load_ct_model(model, device)  # once, not once per case
+    loaded = load_task_model("oar-ct", model, device)  # once, not once per case
     settings = {**(config or {}), "probabilities": False}
 
     def segment(ct: sitk.Image) -> Prediction:

@@ -17,12 +17,11 @@ from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
 from oncoseg.memory import format_bytes
+from oncoseg.method import load_task_model, model_settings
 from oncoseg.modelfile import (
     DEMO_NOTE,
     LoadedModel,
-    load_model,
     model_summary,
-    resolve_model_file,
 )
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.preprocessing import (
@@ -36,24 +35,12 @@ from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.settings import settings_from_model
 from oncoseg.tiling import Geometry, resample_labels_onto
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "oar-ct-demo.safetensors"
 # Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
 # 20 GB. Up to this size they are mapped onto the CT grid; beyond, they stay on the working grid
 # (the model's resolution, which is all the information they hold) with a note.
 FULL_GRID_PROBABILITY_BYTES = 2 << 30
-
-
-def model_path(model: str | Path) -> Path:
-    return resolve_model_file(model, DEMO_MODEL)
-
-
-def settings_for(metadata, overrides: Mapping[str, Any] | None) -> OarCtConfig:
-    """The model fixes its working grid and window; the caller may change the rest."""
-    return settings_from_model(OarCtConfig, OAR_CT.name, metadata.preprocessing,
-                               ("spacing_mm", "hu_low", "hu_high"), overrides)
 
 
 def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
@@ -97,10 +84,6 @@ def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
     return cleaned
 
 
-def load_ct_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
-    return load_model(model, DEMO_MODEL, OAR_CT.name, device)
-
-
 def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
                device: str = "cpu", config: Mapping[str, Any] | None = None,
                progress: ProgressCallback | None = None,
@@ -110,9 +93,9 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
     messages = check_ct(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = load_ct_model(model, device)
+    loaded = load_task_model(OAR_CT, model, device)
     network, metadata, path = loaded.network, loaded.metadata, loaded.path
-    settings = settings_for(metadata, config)
+    settings = model_settings(OAR_CT, metadata, config)
     timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()

@@ -41,5 +41,7 @@ OAR_CT = register_task(Task(
     pipeline_module="oncoseg.oar.ct.pipeline",
     network_modules=("oncoseg.oar.ct.network",),
     segments=CT_SEGMENTS,
-    default_config=OarCtConfig().as_dict(),
+    settings=OarCtConfig,
+    fixed_settings=("spacing_mm", "hu_low", "hu_high"),
+    proposed_settings=(),
 ))

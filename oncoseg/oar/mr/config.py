@@ -5,15 +5,21 @@ Light on purpose (no torch): the task declaration reads it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
-from oncoseg.settings import from_overrides
+from oncoseg.settings import Settings
 
 
 @dataclass(frozen=True)
-class OarMrConfig:
+class OarMrConfig(Settings):
+    TASK: ClassVar[str] = "oar-mr"
+    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "width", "batch_size", "learning_rate", "max_epochs", "patience", "min_delta",
+        "crop_max_px", "smoothing_probability", "validation_fraction", "exclude",
+        "empty_slices", "two_stage", "seed"})
+    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
+        "inference_batch", "probabilities"})
     # 2.5D input: every slice resized to size x size, with `context` neighbours on each side
     # (`context_stride` slices apart) as extra channels
     size: int = 266
@@ -44,12 +50,6 @@ class OarMrConfig:
     inference_batch: int = 8
     probabilities: bool = True  # write one probability map per organ
 
-    @classmethod
-    def from_overrides(cls, overrides: Mapping[str, Any] | None) -> OarMrConfig:
-        return from_overrides(cls, overrides, "oar-mr")
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
     @property
     def channels(self) -> int:

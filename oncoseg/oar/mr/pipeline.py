@@ -45,10 +45,10 @@ def train(dataset: str | os.PathLike[str], layout: str = "auto",
           progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
           description: str = "", demo: bool = False) -> Path:
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.mr.config import OarMrConfig
+    from oncoseg.method import training_settings
     from oncoseg.oar.mr.training import train_oar_mr
 
-    settings = OarMrConfig.from_overrides(config)
+    settings = training_settings("oar-mr", config)
     data = read_dataset(dataset, layout, roles=["mr"])
     return train_oar_mr(data, Path(output), settings, device, resume, description, demo,
                         progress, cancel)
@@ -62,13 +62,14 @@ def evaluate(dataset: str | os.PathLike[str], layout: str = "auto",
              cancel: CancelToken | None = None) -> dict[str, Any]:
     """Per-slice Dice, Hausdorff score and the Kaggle score per organ."""
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.method import load_task_model, model_settings
     from oncoseg.oar.mr.evaluation import evaluate_mr_cases
-    from oncoseg.oar.mr.predict import load_mr_model, organ_maps, settings_for
+    from oncoseg.oar.mr.predict import organ_maps
     from oncoseg.oar.mr.slices import check_mr
 
     data = read_dataset(dataset, layout, roles=["mr"])
-    loaded = load_mr_model(model, device)  # once, not once per scan
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model("oar-mr", model, device)  # once, not once per scan
+    settings = model_settings("oar-mr", loaded.metadata, config)
 
     def segment(image: sitk.Image):
         check_mr(image)

@@ -13,31 +13,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, ModelMetadata, load_model, model_summary
+from oncoseg.method import load_task_model, model_settings
+from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
 from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.slices import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
-from oncoseg.orientation import restore_prediction
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.settings import settings_from_model
 from oncoseg.slices import resize_slices
 
-DEMO_MODEL = Path(__file__).resolve().parents[2] / "data" / "models" / "oar-mr-demo.safetensors"
 # what a model's preprocessing fixes: a network sees its inputs only as it was trained
-FIXED = ("size", "context", "context_stride", "mean", "std")
-
-
-def load_mr_model(model: str | Path | LoadedModel, device: str = "cpu") -> LoadedModel:
-    return load_model(model, DEMO_MODEL, OAR_MR.name, device)
-
-
-def settings_for(metadata: ModelMetadata, overrides: Mapping[str, Any] | None) -> OarMrConfig:
-    """The model fixes the slice stacks and intensities and proposes its tuned threshold; the
-    caller may change the threshold and the rest."""
-    tuned = {k: v for k, v in metadata.outputs.items() if k == "threshold"}
-    return settings_from_model(OarMrConfig, OAR_MR.name, metadata.preprocessing, FIXED,
-                               overrides, tuned)
 
 
 @dataclass
@@ -114,8 +99,8 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
     check_mr(image)
     timings: dict[str, float] = {}
     started = time.perf_counter()
-    loaded = load_mr_model(model, device)
-    settings = settings_for(loaded.metadata, config)
+    loaded = load_task_model(OAR_MR, model, device)
+    settings = model_settings(OAR_MR, loaded.metadata, config)
     timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -136,11 +121,11 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
             probabilities[spec.name] = organ
     timings["postprocess"] = time.perf_counter() - started
     messages = [DEMO_NOTE] if loaded.metadata.demo else []
-    return restore_prediction(Prediction(
+    return Prediction(
         task=OAR_MR.name, model=model_summary(loaded.path, loaded.metadata),
         images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
         probabilities=probabilities, timings=timings,
         details={"config": settings.as_dict(), "threshold": settings.threshold,
                  "two_stage": maps.present is not None,
                  "overlapping_voxels": int(np.count_nonzero(masks.sum(axis=0) > 1))},
-        messages=messages), images["mr"])
+        messages=messages).onto_grid(images["mr"])

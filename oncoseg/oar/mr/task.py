@@ -23,5 +23,7 @@ OAR_MR = register_task(Task(
     pipeline_module="oncoseg.oar.mr.pipeline",
     network_modules=("oncoseg.oar.mr.network",),
     segments=GI_SEGMENTS,
-    default_config=OarMrConfig().as_dict(),
+    settings=OarMrConfig,
+    fixed_settings=("size", "context", "context_stride", "mean", "std"),
+    proposed_settings=("threshold",),
 ))

@@ -1,0 +1,77 @@
+"""Settings by phase: a setting a verb never reads is refused by name; what a model fixes or
+proposes is declared once, on its task, and applied the same way for every task."""
+
+from dataclasses import fields
+
+import pytest
+
+from oncoseg.cli import main
+from oncoseg.errors import InputError
+from oncoseg.method import demo_model_file, model_settings, training_settings
+from oncoseg.modelfile import read_header
+from oncoseg.settings import PREDICTION, TRAINING
+from oncoseg.tasks import all_tasks
+
+TASKS = [t for t in all_tasks() if t.settings is not None]
+
+
+def test_every_built_in_task_declares_its_settings_and_phases():
+    assert {t.name for t in TASKS} >= {"rectal", "oar-ct", "oar-mr", "staging", "brain"}
+    for task in TASKS:
+        names = {f.name for f in fields(task.settings)}
+        declared = task.settings.TRAINING_ONLY | task.settings.PREDICTION_ONLY
+        assert declared <= names, (task.name, declared - names)
+        assert not task.settings.TRAINING_ONLY & task.settings.PREDICTION_ONLY, task.name
+        assert set(task.fixed_settings) | set(task.proposed_settings) <= names, task.name
+        # a model fixes or proposes only what a run reads
+        assert not (set(task.fixed_settings) | set(task.proposed_settings)) & \
+            task.settings.TRAINING_ONLY, task.name
+        assert task.settings.TASK == task.name
+        assert demo_model_file(task).is_file(), task.name
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_a_training_setting_is_refused_when_a_model_runs(task):
+    key = sorted(task.settings.TRAINING_ONLY)[0]
+    metadata = read_header(demo_model_file(task)).metadata
+    value = getattr(task.settings(), key)
+    with pytest.raises(InputError, match=f"--set {key}: is a setting of the {task.name} task "
+                       "for training"):
+        model_settings(task, metadata, {key: value})
+    assert task.settings.names(PREDICTION) and key not in task.settings.names(PREDICTION)
+
+
+def test_a_run_setting_is_refused_in_training_and_the_rest_is_taken():
+    with pytest.raises(InputError, match="--set keep: is a setting of the rectal task for "
+                       "running a model"):
+        training_settings("rectal", {"keep": "all"})
+    assert training_settings("rectal", {"max_epochs": 3}).max_epochs == 3
+    assert "keep" not in training_settings("rectal").names(TRAINING)
+
+
+def test_fixed_and_proposed_settings_are_applied_from_the_model_file():
+    staging = read_header(demo_model_file("staging")).metadata
+    settings = model_settings("staging", staging)
+    assert settings.threshold == staging.outputs["threshold"]  # proposed: taken ...
+    assert model_settings("staging", staging, {"threshold": 0.9}).threshold == 0.9  # ... changed
+    assert settings.size == staging.preprocessing["size"]  # fixed: taken ...
+    with pytest.raises(InputError, match="--set size: is fixed by the model"):
+        model_settings("staging", staging, {"size": staging.preprocessing["size"] + 2})
+
+
+@pytest.mark.parametrize(("verb", "key", "phase"), [
+    ("predict", "max_epochs=3", "training; running a model does not read it"),
+    ("evaluate", "learning_rate=0.1", "training; running a model does not read it"),
+    ("train", "keep=all", "running a model (predict, evaluate); training does not read it"),
+])
+def test_the_command_line_refuses_a_setting_of_the_other_phase_before_reading(
+        tmp_path, capsys, verb, key, phase):
+    where = ["--input", "t2w=missing.nii.gz", "--input", "dwi_b0=missing.nii.gz",
+             "--input", "dwi_b1000=missing.nii.gz"] if verb == "predict" else \
+        ["--dataset", str(tmp_path / "missing")]
+    output = tmp_path / "out"
+    assert main([verb, "rectal", *where, "--output", str(output), "--set", key]) == 2
+    name = key.partition("=")[0]
+    assert f"--set {name}: is a setting of the rectal task for {phase}" in \
+        capsys.readouterr().err
+    assert not output.exists()
