@@ -4,6 +4,8 @@
 The Qt layer only: the panel binds BrainTumor2D3D.ui and calls :class:`BrainTumorLogic`
 (``BrainTumor2D3DLib``, no Qt, tested headless on slicer-core). The run happens in a worker
 thread polled by a timer; training runs as a separate process.
+``BrainTumor2D3D.BrainTumor2D3DLogic`` is that logic, imported on first use (see
+``__getattr__``).
 """
 
 
@@ -11,7 +13,6 @@ import qt
 import slicer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -82,28 +83,35 @@ class BrainTumor2D3DWidget(ScriptedLoadableModuleWidget, TaskPanel):
     def prepare_run(self):
         from BrainTumor2D3DLib.logic import BrainParameters
 
-        self.inputs = self._inputs()
-        images = self.logic.start(self.inputs)
         parameters = BrainParameters(model=self.selected_model(),
                                      device=self.ui.deviceSelector.currentText,
                                      probabilities=self.ui.probabilitiesCheckBox.checked,
                                      members=self.ui.membersCheckBox.checked)
-        return self.logic.compute, (images, parameters)
+        self.started = self.logic.start(self._inputs(), parameters.request())
+        return self.logic.compute, (self.started,)
 
     def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.inputs)
+        return self.logic.finish(prediction, self.started)
 
     def show_result(self):
         self.ui.summaryLabel.text = self.result.summary()
-        rows = self.result.volume_rows()
+        rows = self.result.rows()
         self.ui.volumeTable.setRowCount(len(rows))
         for r, row in enumerate(rows):
             self.ui.volumeTable.setItem(r, 0, qt.QTableWidgetItem(row["region"]))
             self.ui.volumeTable.setItem(r, 1, qt.QTableWidgetItem(f"{row['volume_ml']:.1f}"))
 
 
-class BrainTumor2D3DLogic(ScriptedLoadableModuleLogic):
-    """Slicer's module-logic slot; the real logic is BrainTumor2D3DLib.logic.BrainTumorLogic."""
+def __getattr__(name: str) -> type:
+    """``BrainTumor2D3D.BrainTumor2D3DLogic``, Slicer's name for the module logic, is
+    ``BrainTumor2D3DLib.logic.BrainTumorLogic``: imported on first use, because it imports the
+    engine (torch), which Slicer may not have installed yet when it loads this file at
+    start-up."""
+    if name == "BrainTumor2D3DLogic":
+        from BrainTumor2D3DLib.logic import BrainTumorLogic
+
+        return BrainTumorLogic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class BrainTumor2D3DTest(ScriptedLoadableModuleTest):

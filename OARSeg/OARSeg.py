@@ -3,8 +3,10 @@ MR (UW-Madison GI tract, paper 001).
 
 The Qt layer only: the panel binds OARSeg.ui to :class:`OARSegParameters` and calls
 :class:`OARSegLogic` (``OARSegLib``, no Qt, tested headless on slicer-core). The mode selector
-switches the task: organs, models, input label and training layouts follow it. The run happens
-in a worker thread polled by a timer; training runs as a separate process.
+switches the task (one :class:`OARSegLogic` per task): organs, models, input label and
+training layouts follow it. The run happens in a worker thread polled by a timer; training runs
+as a separate process. ``OARSeg.OARSegLogic`` is that logic, imported on first use (see
+``__getattr__``).
 """
 
 
@@ -12,7 +14,6 @@ import qt
 import slicer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -77,11 +78,13 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.cleanup_panel()
 
     def _set_mode(self, name):
-        """Organs, models, input label and training layouts of the chosen mode."""
-        from OARSegLib.logic import MODES
+        """The chosen mode's logic (its task), organs, models, input label and training
+        layouts."""
+        from OARSegLib.logic import MODES, OARSegLogic
 
         mode = MODES[name]
         self.mode, self.task_name, self.layouts = name, mode.task.name, mode.layouts
+        self.logic = OARSegLogic(self.logic.context, mode.task)
         self.ui.inputLabel.text = mode.input_label
         self.ui.organList.clear()
         self.ui.compareOrganSelector.clear()
@@ -109,12 +112,10 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         return self.ui.inputSelector.currentNode() is not None
 
     def prepare_run(self):
-        from OARSegLib.logic import OARSegParameters
+        from OARSegLib.logic import MODES, OARSegParameters
 
         if not self._organs():
             raise ValueError("Tick at least one organ.")
-        self.input_node = self.ui.inputSelector.currentNode()
-        images = self.logic.start(self.input_node, self.mode)
         threshold = self.ui.thresholdSpinBox.value
         parameters = OARSegParameters(mode=self.mode, model=self.selected_model(),
                                       device=self.ui.deviceSelector.currentText,
@@ -122,16 +123,15 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
                                       probabilities=self.ui.probabilitiesCheckBox.checked,
                                       threshold=threshold if self.mode == "MR" and threshold > 0
                                       else None)
-        return self.logic.compute, (images, parameters)
+        inputs = {MODES[self.mode].role: self.ui.inputSelector.currentNode()}
+        self.started = self.logic.start(inputs, parameters.request())
+        return self.logic.compute, (self.started,)
 
     def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.input_node)
-
-    def available_models(self):
-        return self.logic.models(self.mode)
+        return self.logic.finish(prediction, self.started)
 
     def show_result(self):
-        rows = self.result.volume_rows()
+        rows = self.result.rows()
         self.ui.volumeTable.setRowCount(len(rows))
         for r, row in enumerate(rows):
             self.ui.volumeTable.setItem(r, 0, qt.QTableWidgetItem(row["organ"]))
@@ -163,8 +163,15 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.compareResultLabel.text = ", ".join(f"{k}: {v:.3f}" for k, v in figures.items())
 
 
-class OARSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer's module-logic slot; the real logic is OARSegLib.logic.OARSegLogic."""
+def __getattr__(name: str) -> type:
+    """``OARSeg.OARSegLogic``, Slicer's name for the module logic, is
+    ``OARSegLib.logic.OARSegLogic``: imported on first use, because it imports the engine
+    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
+    if name == "OARSegLogic":
+        from OARSegLib.logic import OARSegLogic
+
+        return OARSegLogic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class OARSegTest(ScriptedLoadableModuleTest):

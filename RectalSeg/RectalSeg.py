@@ -3,6 +3,7 @@
 The Qt layer only: the panel binds RectalSeg.ui to :class:`RectalSegParameters` and calls
 :class:`RectalSegLogic` (``RectalSegLib``, no Qt), which is tested headless on slicer-core. The
 run happens in a worker thread polled by a timer; training runs as a separate process.
+``RectalSeg.RectalSegLogic`` is that logic, imported on first use (see ``__getattr__``).
 """
 
 
@@ -10,7 +11,6 @@ import qt
 import slicer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -89,19 +89,19 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
     def prepare_run(self):
         from RectalSegLib.logic import RectalSegParameters
 
-        self.inputs = self._inputs()
-        images = self.logic.start(self.inputs)
         parameters = RectalSegParameters(model=self.selected_model(),
                                          device=self.ui.deviceSelector.currentText,
                                          registration=self.ui.registrationCheckBox.checked,
                                          threshold=self.ui.thresholdSlider.value)
-        return self.logic.compute, (images, parameters, None)  # None: no seed point
+        # no seed point: the seed selector chooses among the candidates after the run
+        self.started = self.logic.start(self._inputs(), parameters.request())
+        return self.logic.compute, (self.started,)
 
     def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.inputs)
+        return self.logic.finish(prediction, self.started)
 
     def show_result(self):
-        rows = self.result.candidate_rows()
+        rows = self.result.rows()
         table = self.ui.candidateTable
         table.setRowCount(len(rows))
         for r, row in enumerate(rows):
@@ -140,7 +140,7 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
             self.ui.dwiSelector.setCurrentNode(None)
 
     def _choose_row(self, row, _column):
-        index = self.result.candidate_rows()[row]["index"]
+        index = self.result.rows()[row]["index"]
         self.logic.choose_candidate(self.result, index)
         self.show_result()
 
@@ -167,8 +167,15 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.compareResultLabel.text = ", ".join(f"{k}: {v:.3f}" for k, v in figures.items())
 
 
-class RectalSegLogic(ScriptedLoadableModuleLogic):
-    """Slicer's module-logic slot; the real logic is RectalSegLib.logic.RectalSegLogic."""
+def __getattr__(name: str) -> type:
+    """``RectalSeg.RectalSegLogic``, Slicer's name for the module logic, is
+    ``RectalSegLib.logic.RectalSegLogic``: imported on first use, because it imports the engine
+    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
+    if name == "RectalSegLogic":
+        from RectalSegLib.logic import RectalSegLogic
+
+        return RectalSegLogic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class RectalSegTest(ScriptedLoadableModuleTest):

@@ -3,14 +3,14 @@
 The Qt layer only: the panel binds StagingCNN.ui to :class:`StagingParameters` and calls
 :class:`StagingLogic` (``StagingCNNLib``, no Qt, tested headless on slicer-core). The run
 happens in a worker thread polled by a timer; training runs as a separate process. A click on a
-point of the slice-score plot moves the slice views to that slice.
+point of the slice-score plot moves the slice views to that slice. ``StagingCNN.StagingCNNLogic``
+is that logic, imported on first use (see ``__getattr__``).
 """
 
 
 import slicer
 from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModule,
-    ScriptedLoadableModuleLogic,
     ScriptedLoadableModuleTest,
     ScriptedLoadableModuleWidget,
 )
@@ -72,17 +72,19 @@ class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
     def prepare_run(self):
         from StagingCNNLib.logic import StagingParameters
 
-        self.t2w_node = self.ui.t2wSelector.currentNode()
-        images, roi_box = self.logic.start(self.t2w_node, self.ui.roiSelector.currentNode())
         threshold = self.ui.thresholdSpinBox.value
         parameters = StagingParameters(model=self.selected_model(),
                                        device=self.ui.deviceSelector.currentText,
                                        tta=self.ui.ttaSpinBox.value,
                                        threshold=threshold if threshold > 0 else None)
-        return self.logic.compute, (images, roi_box, parameters)
+        # the markups ROI (if any) becomes the crop box in start
+        inputs = {"t2w": self.ui.t2wSelector.currentNode(),
+                  "roi": self.ui.roiSelector.currentNode()}
+        self.started = self.logic.start(inputs, parameters.request())
+        return self.logic.compute, (self.started,)
 
     def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.t2w_node)
+        return self.logic.finish(prediction, self.started)
 
     def show_result(self):
         self.ui.stageLabel.text = self.result.summary()
@@ -105,8 +107,15 @@ class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
             self.logic.jump_to_slice(self.result, int(selected.GetValue(0)))
 
 
-class StagingCNNLogic(ScriptedLoadableModuleLogic):
-    """Slicer's module-logic slot; the real logic is StagingCNNLib.logic.StagingLogic."""
+def __getattr__(name: str) -> type:
+    """``StagingCNN.StagingCNNLogic``, Slicer's name for the module logic, is
+    ``StagingCNNLib.logic.StagingLogic``: imported on first use, because it imports the engine
+    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
+    if name == "StagingCNNLogic":
+        from StagingCNNLib.logic import StagingLogic
+
+        return StagingLogic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class StagingCNNTest(ScriptedLoadableModuleTest):

@@ -64,7 +64,7 @@ def test_lib_packages_never_import_qt_or_ctk():
 # is a module of the engine; ``from a.b import c`` to ``a.b.c`` when that is a module, else to
 # ``a.b``. A package's ``__init__`` is the module named after the package. Relative imports are
 # resolved. Modules imported by a name in a string (``importlib.import_module``) are not arrows:
-# that is how the task registry loads the declarations and pipelines of tasks it cannot know
+# that is how the task registry loads the declarations and methods of tasks it cannot know
 # statically (built-in or plug-in), and how ``oncoseg.io`` loads its submodules lazily; the
 # model-loading test below checks what such loading actually imports.
 #
@@ -73,7 +73,7 @@ def test_lib_packages_never_import_qt_or_ctk():
 # the name -> Task table) sits low, below model files, data sets and prediction writing: each
 # method's ``task.py`` registers its task there, model files look their task's networks up
 # there, and results carry its SegmentSpecs. Registration is a low-level act; the registry
-# reaches the methods only through module names in strings (``pipeline_module``,
+# reaches the methods only through module names in strings (``method_module``,
 # ``network_modules``, ``BUILTIN_TASK_MODULES``). For the same reason prediction writing
 # (``oncoseg.prediction``) and its picture (``oncoseg.overview``) sit below the methods: every
 # method fills a Prediction. What drives the methods by name (the command line, ``oncoseg
@@ -100,8 +100,10 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
       "oncoseg.method")),
     (4, "methods, one subpackage per family (see METHOD_FAMILIES)",
      ("oncoseg.rectal.*", "oncoseg.oar.*", "oncoseg.staging.*", "oncoseg.brain.*")),
-    (5, "front ends: the command line, info, export, the terminology file generator",
-     ("oncoseg.__main__", "oncoseg.cli", "oncoseg.info", "oncoseg.export",
+    (5, "front ends: the generic verbs every front end calls, the command line, the demo, "
+        "info, export, the terminology file generator",
+     ("oncoseg.verbs", "oncoseg.demo", "oncoseg.__main__", "oncoseg.cli", "oncoseg.info",
+      "oncoseg.export",
       "oncoseg.export_formats", "oncoseg.frontends", "oncoseg.terminology_context")),
 )
 # Method families never import each other. oar/ct and oar/mr share the modules of the oar

@@ -11,13 +11,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cmake_list(text: str, variable: str, module: str) -> set[str]:
-    block = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
-    assert block, f"{variable} not found"
-    items = block.group(1).split()
-    return {item.replace("${MODULE_NAME}", module) for item in items}
-
-
 def module_folders() -> list[Path]:
     top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     return [ROOT / name for name in re.findall(r"add_subdirectory\((\w+)\)", top)]
@@ -30,20 +23,23 @@ def test_every_module_folder_is_built():
     assert "OncoSegCommon" in declared
 
 
-def test_cmake_lists_match_the_files_on_disk():
+def test_each_module_builds_its_own_folder_and_nothing_is_left_out():
+    """A module's CMakeLists names itself; the build takes <Name>.py, <Name>Lib/**/*.py and
+    Resources/** (oncoseg_scripted_module), so every Python file must live there."""
+    top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    assert "function(oncoseg_scripted_module NAME)" in top
     for folder in module_folders():
         text = (folder / "CMakeLists.txt").read_text(encoding="utf-8")
-        module = re.search(r"set\(MODULE_NAME (\w+)\)", text).group(1)
-        assert module == folder.name
-        scripts = cmake_list(text, "MODULE_PYTHON_SCRIPTS", module)
+        call = re.search(r"oncoseg_scripted_module\((\w+)( PANEL)?\)", text)
+        assert call and call.group(1) == folder.name, folder
+        assert bool(call.group(2)) == (folder / "Resources" / "UI" / f"{folder.name}.ui"
+                                       ).is_file(), folder  # a panel has its .ui
+        built = {f"{folder.name}.py"} | {
+            p.relative_to(folder).as_posix() for p in (folder / f"{folder.name}Lib").rglob("*.py")
+            if "__pycache__" not in p.parts}
         python_files = {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")
                         if "Testing" not in p.parts and "__pycache__" not in p.parts}
-        assert scripts == python_files
-        resources = cmake_list(text, "MODULE_PYTHON_RESOURCES", module)
-        resource_files = {p.relative_to(folder).as_posix()
-                          for p in (folder / "Resources").rglob("*") if p.is_file()} \
-            if (folder / "Resources").exists() else set()
-        assert resources == resource_files
+        assert python_files == built, folder
 
 
 def test_ruff_is_clean():

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import inspect
 import json
 import sys
 import time
@@ -313,6 +312,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
     from oncoseg.prediction import write_prediction
     from oncoseg.tasks import get_task
+    from oncoseg.verbs import Hints, RunContext, check_hints, predict
 
     task = get_task(args.task)
     paths = parse_inputs(args.inputs)
@@ -336,24 +336,18 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     refuse_nonempty_folder(args.output, args.overwrite, "--output ")
     check_input_sizes(paths, selectors)
     device = resolve_device(args.device)
-    extra: dict[str, Any] = {}
-    if args.seed_point:
-        extra["seed_lps_mm"] = parse_point(args.seed_point)
-    if args.roi:
-        extra["roi_lps_mm"] = parse_numbers(args.roi, 6, "--roi", "X0,Y0,Z0,X1,Y1,Z1 (LPS, mm)")
-    accepted = inspect.signature(task.verb("predict")).parameters
-    for key, option in (("seed_lps_mm", "--seed-point"), ("roi_lps_mm", "--roi")):
-        if key in extra and key not in accepted:
-            raise InputError(option, f"is not used by task '{task.name}'")
+    hints = check_hints(task, Hints(
+        seed_lps_mm=parse_point(args.seed_point) if args.seed_point else None,
+        roi_lps_mm=parse_numbers(args.roi, 6, "--roi", "X0,Y0,Z0,X1,Y1,Z1 (LPS, mm)")
+        if args.roi else None))
     images, reading_notes = read_inputs(
         {r: p for r, p in paths.items() if not (dwi and r == diffusion.DWI_ROLE)}, selectors)
     if dwi:  # its reading notes come with the b-value choice the task reports
         images[diffusion.DWI_ROLE] = diffusion.read_diffusion(
             paths[diffusion.DWI_ROLE], selectors.get(diffusion.DWI_ROLE))
     started = time.perf_counter()
-    prediction = task.verb("predict")(images, model=args.model, device=device, config=overrides,
-                                      progress=_progress(args.progress), cancel=CancelToken(),
-                                      **extra)
+    prediction = predict(task, images, args.model, overrides,
+                         RunContext(device, _progress(args.progress), CancelToken()), hints)
     prediction.timings.setdefault("total", time.perf_counter() - started)
     prediction.messages[:0] = reading_notes  # printed below and kept in result.json
     write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
@@ -366,21 +360,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 def _cmd_phantom(args: argparse.Namespace) -> int:
     from oncoseg.tasks import get_task
+    from oncoseg.verbs import RunContext, phantom
 
-    if args.cases < 1:
-        raise InputError("--cases", "must be at least 1")
     task = get_task(args.task)
-    make = task.verb("phantom")
+    context = RunContext(progress=_progress(args.progress), cancel=CancelToken())
     if args.layout == "nnunet":
         from oncoseg.datasets.convert import phantoms_as_nnunet
 
         written = phantoms_as_nnunet(task, args.output, args.cases, args.seed,
-                                     _progress(args.progress), CancelToken(), args.orientation,
+                                     context.progress, context.cancel, args.orientation,
                                      args.tilt)
     else:
-        written = make(args.output, cases=args.cases, seed=args.seed, layout=args.layout,
-                       progress=_progress(args.progress), cancel=CancelToken(),
-                       orientation=args.orientation, tilt_degrees=args.tilt)
+        written = phantom(task, args.output, args.cases, args.seed, args.layout,
+                          args.orientation, args.tilt, context)
     print(f"{len(written)} {task.name} phantom case(s) written to {args.output}/")
     return EXIT_OK
 
@@ -388,6 +380,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
     from oncoseg.tasks import get_task
+    from oncoseg.verbs import RunContext, TrainOptions, train
 
     task = get_task(args.task)
     overrides = task_overrides(args.overrides, task, TRAINING)
@@ -399,11 +392,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if "stage" not in task.default_config:
             raise InputError("--stage", f"task '{task.name}' is not trained in stages")
         overrides["stage"] = args.stage
-    model = task.verb("train")(args.dataset, layout=args.layout, output=args.output,
-                               config=overrides, device=resolve_device(args.device),
-                               resume=args.resume, progress=_progress(args.progress),
-                               cancel=CancelToken(), description=args.description,
-                               demo=args.synthetic)
+    context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
+    model = train(task, args.dataset, args.output, overrides, context, args.layout,
+                  TrainOptions(args.resume, args.description, args.synthetic))
     print(f"Cross-validation written to {model}" if args.folds else f"Model written to {model}")
     return EXIT_OK
 
@@ -411,13 +402,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
     from oncoseg.tasks import get_task
+    from oncoseg.verbs import RunContext, evaluate
 
     task = get_task(args.task)
     overrides = task_overrides(args.overrides, task, PREDICTION)
-    summary = task.verb("evaluate")(args.dataset, layout=args.layout, model=args.model,
-                                    output=args.output, device=resolve_device(args.device),
-                                    overwrite=args.overwrite, config=overrides,
-                                    progress=_progress(args.progress), cancel=CancelToken())
+    context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
+    summary = evaluate(task, args.dataset, args.output, args.model, overrides, context,
+                       args.layout, args.overwrite)
     print(json.dumps(summary, indent=2))
     return EXIT_OK
 
@@ -435,13 +426,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from oncoseg.demo import demo
     from oncoseg.device import resolve_device
-    from oncoseg.tasks import get_task
+    from oncoseg.verbs import RunContext
 
-    task = get_task("rectal")
-    result = task.verb("demo")(args.output, device=resolve_device(args.device),
-                               overwrite=args.overwrite, progress=_progress(args.progress),
-                               cancel=CancelToken())
+    context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
+    result = demo(args.output, context, args.overwrite)
     print(f"Demo results written to {result}/")
     return EXIT_OK
 

@@ -22,6 +22,13 @@ _INTERPOLATORS = {
 }
 
 
+def image_like(array: np.ndarray, reference: sitk.Image) -> sitk.Image:
+    """An array (z, y, x) as an image on ``reference``'s grid: geometry travels with pixels."""
+    image = sitk.GetImageFromArray(array)
+    image.CopyInformation(reference)
+    return image
+
+
 def direction_matrix(image: sitk.Image) -> np.ndarray:
     d = image.GetDimension()
     return np.asarray(image.GetDirection(), float).reshape(d, d)

@@ -1,24 +1,37 @@
-"""What every method shares around its maths: the run context, its model file and its settings.
+"""The method contract: what every method implements, and what it gets from the engine.
 
-A method's code receives a :class:`RunContext` (where to compute, how to report progress, how to
-stop) instead of three loose arguments, and gets its model and settings from here, declared on
-its :class:`~oncoseg.tasks.Task`: the demo model file is named after the task, the settings
-class and which settings a model fixes or proposes are fields of the declaration. So a method
-has no loader, no demo path and no settings merge of its own.
+A method is a module (``oncoseg/<method>/method.py``, named by its task's ``method_module``)
+with four functions of the :class:`Method` shape: ``phantom``, ``predict``, ``train`` and
+``evaluate``. Each receives a :class:`RunContext` (where to compute, how to report progress, how
+to stop) instead of three loose arguments; ``predict`` and ``evaluate`` receive a
+:class:`Prepared` model (read once, with the settings it runs with), ``train`` its settings and
+a :class:`~oncoseg.datasets.Dataset` already read. Loading, settings, reading data sets and
+checking inputs are done once, here and in :mod:`oncoseg.verbs`, from what the task declares:
+the demo model file is named after the task, the settings class and which settings a model
+fixes or proposes are fields of its :class:`~oncoseg.tasks.Task`. So a method has no loader, no
+demo path and no settings merge of its own, and the CLI, the Slicer modules and the review app
+drive every method through the same calls.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from oncoseg.modelfile import LoadedModel, ModelMetadata, load_model
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.settings import TRAINING, Settings, settings_from_model
 from oncoseg.tasks import Task, get_task
+
+if TYPE_CHECKING:
+    import SimpleITK as sitk
+
+    from oncoseg.datasets.base import Dataset
+    from oncoseg.prediction import Prediction
 
 MODELS = Path(__file__).resolve().parent / "data" / "models"
 
@@ -30,6 +43,71 @@ class RunContext:
     device: str = "cpu"
     progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A task's model read once and the settings it runs with: what ``predict`` and
+    ``evaluate`` share (an evaluation reads the model once for every case)."""
+
+    task: Task
+    model: LoadedModel | None  # None for a method without networks
+    settings: Any  # the task's Settings instance (a dict for a task without a class)
+
+    @property
+    def network(self) -> Any:
+        if self.model is None:
+            raise ValueError(f"task {self.task.name} runs no network")
+        return self.model.network
+
+
+@dataclass(frozen=True)
+class Hints:
+    """What a user may point at, for the tasks that read it (``Task.hints`` names them)."""
+
+    seed_lps_mm: Sequence[float] | None = None  # a point inside the structure to keep (LPS mm)
+    roi_lps_mm: Sequence[float] | None = None  # a box around the region to classify (LPS mm)
+
+    def given(self) -> list[str]:
+        return [name for name in ("seed_lps_mm", "roi_lps_mm") if getattr(self, name) is not None]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    resume: bool = False  # continue from the last checkpoint in the output folder
+    description: str = ""  # what the model file says it is
+    demo: bool = False  # trained on synthetic data: not for clinical use
+
+
+@dataclass(frozen=True)
+class PhantomOptions:
+    cases: int = 4
+    seed: int = 0
+    layout: str = "native"  # the task's own layout, or one it offers (brain: brats2023)
+    orientation: str = "LPS"  # storage order: an orientation code or "random"
+    tilt_degrees: float = 0.0  # oblique acquisitions up to this angle
+
+
+@runtime_checkable
+class Method(Protocol):
+    """The four verbs every method module offers (module-level functions of these shapes)."""
+
+    def phantom(self, output: Path, options: PhantomOptions, context: RunContext
+                ) -> list[Path]: ...
+
+    def predict(self, prepared: Prepared, images: Mapping[str, sitk.Image],
+                context: RunContext, hints: Hints) -> Prediction: ...
+
+    def train(self, data: Dataset, output: Path, settings: Any, context: RunContext,
+              options: TrainOptions) -> Path: ...
+
+    def evaluate(self, data: Dataset, prepared: Prepared, output: Path, context: RunContext,
+                 overwrite: bool) -> dict[str, Any]: ...
+
+
+def method_of(task: str | Task) -> Method:
+    """The module that implements a task's method (imported on first use: torch is heavy)."""
+    return importlib.import_module(_task(task).method_module)  # type: ignore[return-value]
 
 
 def _task(task: str | Task) -> Task:
@@ -62,6 +140,8 @@ def model_settings(task: str | Task, metadata: ModelMetadata,
     task = _task(task)
     offered = {**metadata.preprocessing, **metadata.outputs}
     proposed = {k: offered[k] for k in task.proposed_settings if k in offered}
+    if task.settings is None:
+        return {**task.default_config, **proposed, **(overrides or {})}
     return settings_from_model(_settings_class(task), metadata.preprocessing,
                                task.fixed_settings, overrides, proposed)
 
@@ -69,4 +149,20 @@ def model_settings(task: str | Task, metadata: ModelMetadata,
 def training_settings(task: str | Task, overrides: Mapping[str, Any] | None = None) -> Any:
     """The settings a training run uses: the paper's defaults with the overrides; a setting
     only a model's run reads is refused by name."""
-    return _settings_class(_task(task)).from_overrides(overrides, TRAINING)
+    task = _task(task)
+    if task.settings is None:
+        return {**task.default_config, **(overrides or {})}
+    return _settings_class(task).from_overrides(overrides, TRAINING)
+
+
+def prepare(task: str | Task, model: str | os.PathLike[str] | LoadedModel | Prepared = "demo",
+            overrides: Mapping[str, Any] | None = None,
+            context: RunContext | None = None) -> Prepared:
+    """A model read once with the settings it runs with (a ``Prepared`` passes through)."""
+    task = _task(task)
+    if isinstance(model, Prepared):
+        return model
+    if not task.network_modules:  # a method without networks has no model file
+        return Prepared(task, None, {**task.default_config, **(overrides or {})})
+    loaded = load_task_model(task, model, (context or RunContext()).device)
+    return Prepared(task, loaded, model_settings(task, loaded.metadata, overrides))

@@ -9,7 +9,7 @@ the ``oncoseg.tasks`` entry-point group.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
@@ -57,7 +57,7 @@ class Task:
     description: str
     inputs: tuple[InputRole, ...]
     reference_role: str  # the grid outputs are computed on
-    pipeline_module: str  # dotted module with the verbs (phantom, predict, train, evaluate)
+    method_module: str  # the module implementing oncoseg.method.Method (the four verbs)
     segments: tuple[SegmentSpec, ...] = ()
     network_modules: tuple[str, ...] = ()  # modules that register the task's architectures
     classes: tuple[str, ...] = ()
@@ -69,6 +69,11 @@ class Task:
     # from its outputs or pre-processing: a tuned threshold, the registration it saw)
     fixed_settings: tuple[str, ...] = ()
     proposed_settings: tuple[str, ...] = ()
+    # what a user may point at that this method reads (names of oncoseg.method.Hints fields)
+    hints: tuple[str, ...] = ()
+    # inputs that stand in for several roles: name -> the roles it provides (rectal: one DWI
+    # series with every b-value instead of dwi_b0 + dwi_b1000)
+    alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.settings is not None and not self.default_config:
@@ -98,24 +103,22 @@ class Task:
                          f"{', '.join(r.name for r in self.inputs)})")
 
     def check_images(self, images: Mapping[str, Any]) -> None:
-        """Every required role given, no role the task does not know."""
+        """Every required role given (or an alternative that stands in for it), no role the
+        task does not know, and at least one image when every role is optional."""
         names = [r.name for r in self.inputs]
-        extra = sorted(set(images) - set(names))
+        extra = sorted(set(images) - set(names) - set(self.alternatives))
         if extra:
             raise InputError(extra[0], f"is not an input of the {self.name} task (its inputs: "
-                             f"{', '.join(names)})")
+                             f"{', '.join(names + list(self.alternatives))})")
+        covered = {role for alternative, roles in self.alternatives.items()
+                   if alternative in images for role in roles}
         for role in self.required_roles:
-            if role not in images:
+            if role not in images and role not in covered:
                 raise InputError(role, f"is missing: the {self.name} task needs "
                                  f"{', '.join(self.required_roles)}")
-
-    def verb(self, name: str) -> Callable[..., Any]:
-        """The pipeline function for a verb; a clear error when the task does not offer it."""
-        module = importlib.import_module(self.pipeline_module)
-        function = getattr(module, name, None)
-        if function is None:
-            raise InputError(f"task '{self.name}'", f"does not support '{name}'")
-        return function
+        if not self.required_roles and all(images.get(n) is None for n in names):
+            raise InputError("inputs", f"none given: the {self.name} task needs at least one "
+                             f"of {', '.join(names)}")
 
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary (``oncoseg tasks --json``, the Slicer panels)."""

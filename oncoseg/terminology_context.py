@@ -21,7 +21,7 @@ def oncoseg_context() -> dict[str, Any]:
     """The context of every segment OncoSeg's own tasks produce (not tasks a caller
     registered at run time)."""
     return context_document((s.name, s.terminology, s.color) for task in all_tasks()
-                            if task.pipeline_module.startswith("oncoseg.")
+                            if task.method_module.startswith("oncoseg.")
                             for s in task.segments if s.terminology is not None)
 
 

@@ -93,6 +93,7 @@ def seed_everything(seed: int) -> None:
 
 
 def train(
+    *,
     make_model: Callable[[], torch.nn.Module],
     step: StepFunction,
     make_optimizer: Callable[[Iterable[torch.nn.Parameter]], torch.optim.Optimizer],

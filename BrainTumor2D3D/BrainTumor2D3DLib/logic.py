@@ -2,14 +2,15 @@
 ensemble's segmentation with the three sub-regions, optional probability overlays, a table of
 region volumes, and on request each ensemble member's own segmentation for review.
 
-As in the other modules, :meth:`start` copies the inputs (main thread), :meth:`compute` runs
-the engine (any thread, no node touched) and :meth:`finish` adds the nodes all at once.
+:class:`BrainTumorLogic` is the :class:`~OncoSegCommonLib.tasklogic.TaskLogic` of the ``brain``
+task: :meth:`start` copies the inputs (main thread), :meth:`compute` runs the engine (any
+thread, no node touched) and :meth:`finish` adds the nodes all at once.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import SimpleITK as sitk
@@ -21,12 +22,17 @@ from oncoseg.geometry import voxel_volume_ml
 from oncoseg.metrics import brats_regions
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
-from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.inputs import guess_inputs as common_guess_inputs
-from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.segmentations import segmentation_node_from_labels
-from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.tasklogic import (
+    RunRequest,
+    StartedRun,
+    TaskLogic,
+    TaskResult,
+    register_logic,
+)
+from OncoSegCommonLib.taskrun import add_prediction
 
 ROLES = SEQUENCES
 LABELS = {"t1": "T1:", "t1c": "T1c (T1Gd):", "t2": "T2:", "flair": "FLAIR:"}
@@ -43,21 +49,39 @@ def guess_inputs(scene: Any) -> dict[str, Any]:
 
 
 @dataclass
+class BrainRequest(RunRequest):
+    """A brain run: overlays shown or not, ensemble members added for review or not."""
+
+    probabilities: bool = True  # the three sub-regions' probability overlays
+    members: bool = False  # each ensemble member's segmentation too, for review
+
+
+@dataclass
 class BrainParameters:
     model: str = "demo"
     device: str = "auto"
     probabilities: bool = True  # the three sub-regions' probability overlays
     members: bool = False  # each ensemble member's segmentation too, for review
 
+    def overrides(self) -> dict[str, Any]:
+        """Engine settings: none from the panel (a model fixes how its ensemble runs)."""
+        return {}
+
+    def request(self) -> BrainRequest:
+        return BrainRequest(self.model, self.device, self.overrides(),
+                            probabilities=self.probabilities, members=self.members)
+
 
 @dataclass
-class BrainResult:
-    prediction: Prediction
-    nodes: PredictionNodes
-    reference_node: Any
-    member_nodes: list[Any] = field(default_factory=list)
+class BrainResult(TaskResult):
+    """The vote's nodes; ``other_nodes`` holds one segmentation per ensemble member (hidden)
+    when they were asked for."""
 
-    def volume_rows(self) -> list[dict]:
+    @property
+    def member_nodes(self) -> list[Any]:
+        return list(self.other_nodes)
+
+    def rows(self) -> list[dict[str, Any]]:
         """Whole tumour, tumour core, enhancing tumour and each label, in mL."""
         labels = sitk.GetArrayViewFromImage(self.prediction.labels)
         ml = voxel_volume_ml(self.prediction.labels)
@@ -73,44 +97,45 @@ class BrainResult:
         return f"Sequences used: {', '.join(used)}."
 
 
-class BrainTumorLogic:
-    def __init__(self, context: MRMLContext):
-        self.context = context
-        self.scene = context.scene
+class BrainTumorLogic(TaskLogic):
+    """The brain task on up to four sequence nodes."""
 
-    def models(self) -> list[ModelChoice]:
-        from oncoseg.method import demo_model_file
+    tasks = (TASK.name,)
+    request_type = BrainRequest
+    demo_label = "Demo ensemble (phantoms)"
+    prefix = "BrainTumor2D3D"
 
-        return available_models(TASK.name, {"Demo ensemble (phantoms)": demo_model_file(TASK)})
+    def guess_inputs(self) -> dict[str, Any]:
+        return guess_inputs(self.scene)
 
-    def start(self, inputs: Mapping[str, Any]) -> dict[str, sitk.Image | None]:
+    def start(self, inputs: Mapping[str, Any], request: RunRequest | None = None
+              ) -> StartedRun:
         """Copies of the selected volumes; empty selectors are missing sequences."""
-        chosen = {role: node for role, node in inputs.items() if node is not None}
-        if not chosen:
+        if all(node is None for node in inputs.values()):
             raise InputError("inputs", "select at least one of T1, T1c, T2 and FLAIR")
-        images: dict[str, sitk.Image | None] = dict.fromkeys(ROLES)
-        images.update(images_from_nodes(chosen))
-        return images
+        return super().start(inputs, request)
 
-    def compute(self, images: Mapping[str, sitk.Image | None], parameters: BrainParameters,
-                progress: ProgressCallback | None = None,
+    def compute(self, started: StartedRun, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
-        from oncoseg.brain.predict import predict_brain
-        from oncoseg.device import resolve_device
-
-        prediction = predict_brain(images, parameters.model, resolve_device(parameters.device),
-                                   None, progress, cancel)
-        if not parameters.probabilities:
+        """Any thread: the ensemble's vote, without the overlays or the members' label maps
+        when they were not asked for."""
+        prediction = super().compute(started, progress, cancel)
+        request = self.own_request(started.request)
+        if not getattr(request, "probabilities", True):
             prediction = replace(prediction, probabilities={})
-        if not parameters.members:
+        if not getattr(request, "members", False):
             prediction = replace(prediction, alternatives={})
         return prediction
 
-    def finish(self, prediction: Prediction, inputs: Mapping[str, Any],
-               prefix: str = "BrainTumor2D3D") -> BrainResult:
+    def reference(self, prediction: Prediction, started: StartedRun) -> Any:
+        """The node of the sequence the engine computed on (T1c unless it is missing)."""
+        return started.nodes[prediction.details["reference"]]
+
+    def finish(self, prediction: Prediction, started: StartedRun) -> BrainResult:
         """The segmentation on the reference sequence's volume, its overlays and, when the
         prediction carries them, one segmentation per ensemble member; all or nothing."""
-        reference = inputs[prediction.details["reference"]]
+        reference = self.reference(prediction, started)
+        prefix = self.prefix
         before = set(node_ids(self.scene))
         try:
             nodes = add_prediction(self.scene, prediction, prefix, reference,
@@ -125,10 +150,5 @@ class BrainTumorLogic:
             node.GetDisplayNode().SetVisibility(False)
         return BrainResult(prediction, nodes, reference, members)
 
-    def run(self, inputs: Mapping[str, Any], parameters: BrainParameters | None = None,
-            progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> BrainResult:
-        parameters = parameters or BrainParameters()
-        prediction = self.compute(self.start(inputs), parameters, progress, cancel)
-        return self.finish(prediction, inputs)
 
+register_logic(TASK.name, BrainTumorLogic)

@@ -9,10 +9,10 @@ import numpy as np
 import SimpleITK as sitk
 
 from BrainTumor2D3DLib.logic import ROLES, BrainParameters, BrainTumorLogic, guess_inputs
-from oncoseg.brain.pipeline import phantom
 from oncoseg.datasets.layouts import read_dataset
 from oncoseg.errors import InputError
 from oncoseg.metrics import brats_regions, dice
+from oncoseg.verbs import phantom
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.volumes import volume_node_from_image
@@ -22,7 +22,7 @@ PHANTOM_SEED = 4343  # not a seed the demo ensemble trained on
 
 def load_phantom(context: MRMLContext, folder: Path, naming: str = "brats2023"):
     """The four sequences as volume nodes named as BraTS names the files, and the case."""
-    phantom(folder, cases=1, seed=PHANTOM_SEED, layout=naming)
+    phantom("brain", folder, cases=1, seed=PHANTOM_SEED, layout=naming)
     case = read_dataset(folder).cases[0]
     nodes = {role: volume_node_from_image(context.scene, case.read(role),
                                           Path(case.images[role]).name.split(".")[0])
@@ -39,24 +39,26 @@ def selectors_fill_from_brats_names(context: MRMLContext, folder: Path) -> None:
 
 def whole_tumour_matches_the_phantom(context: MRMLContext, folder: Path) -> None:
     nodes, case = load_phantom(context, folder)
-    result = BrainTumorLogic(context).run(nodes, BrainParameters(members=True))
+    result = BrainTumorLogic(context).run(nodes, BrainParameters(members=True).request())
     segmentation = result.nodes.segmentation.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 3
     assert len(result.nodes.probabilities) == 3 and len(result.member_nodes) == 2
+    assert set(result.member_nodes) <= set(result.all_nodes())
     truth = case.label_on(case.read("t1c"), "t1c") > 0  # any BraTS label is tumour
     predicted = brats_regions(sitk.GetArrayViewFromImage(result.prediction.labels))[
         "whole tumour"]
     assert dice(predicted, truth) > 0.7, dice(predicted, truth)
-    rows = {r["region"]: r["volume_ml"] for r in result.volume_rows()}
+    rows = {r["region"]: r["volume_ml"] for r in result.rows()}
     assert rows["whole tumour"] >= rows["tumour core"] >= rows["enhancing tumour"] > 0
 
 
 def a_missing_flair_still_segments(context: MRMLContext, folder: Path) -> None:
     nodes, _ = load_phantom(context, folder)
     nodes["flair"] = None
-    result = BrainTumorLogic(context).run(nodes, BrainParameters(probabilities=False))
+    result = BrainTumorLogic(context).run(nodes, BrainParameters(probabilities=False).request())
     assert result.prediction.details["sequences_used"] == ["t1", "t1c", "t2"]
     assert "t1, t1c, t2" in result.summary()
+    assert not result.nodes.probabilities and not result.member_nodes  # as asked
     assert np.any(sitk.GetArrayViewFromImage(result.prediction.labels))
 
 

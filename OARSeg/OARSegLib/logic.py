@@ -1,15 +1,17 @@
-"""OARSeg on a volume node, in one of two modes: pelvic organs at risk on CT (paper 003) or
-GI-tract organs on abdominal MR (paper 001). Run, keep the chosen organs, tabulate volumes,
-compare.
+"""OARSeg on a volume node, for one of two tasks: pelvic organs at risk on CT (``oar-ct``,
+paper 003) or GI-tract organs on abdominal MR (``oar-mr``, paper 001). Run, keep the chosen
+organs, tabulate volumes, compare.
 
-As in RectalSeg, :meth:`start` copies the input (main thread), :meth:`compute` runs the engine
-(any thread, no node touched) and :meth:`finish` adds the nodes all at once.
+:class:`OARSegLogic` is the :class:`~OncoSegCommonLib.tasklogic.TaskLogic` of both tasks (one
+instance per task; the panel's mode selector picks it): :meth:`~TaskLogic.start` copies the
+input (main thread), :meth:`compute` runs the engine and keeps the chosen organs (any thread,
+no node touched) and :meth:`finish` adds the nodes all at once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +25,15 @@ from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import SegmentSpec, Task
 from OncoSegCommonLib.compare import compare_segmentations
-from OncoSegCommonLib.context import MRMLContext
-from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.segmentations import segment_id
-from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.tasklogic import (
+    RunRequest,
+    StartedRun,
+    TaskLogic,
+    TaskResult,
+    register_logic,
+)
+from OncoSegCommonLib.taskrun import add_prediction
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,6 @@ class Mode:
     segments: tuple[SegmentSpec, ...]
     demo_model: Path
     layouts: tuple[str, ...]  # training layouts offered, the default first
-    predict: Callable[..., Prediction]
 
     @property
     def role(self) -> str:
@@ -50,25 +56,20 @@ class Mode:
         return tuple(spec.name for spec in self.segments)
 
 
-def _predict_ct(*args, **kwargs) -> Prediction:
-    from oncoseg.oar.ct.predict import predict_ct
-
-    return predict_ct(*args, **kwargs)
-
-
-def _predict_mr(*args, **kwargs) -> Prediction:
-    from oncoseg.oar.mr.predict import predict_mr
-
-    return predict_mr(*args, **kwargs)
-
-
 MODES = {
     "CT": Mode("CT", OAR_CT, "Pelvic CT:", CT_SEGMENTS, demo_model_file(OAR_CT),
-               ("rtstruct", "nnunet", "folders", "auto"), _predict_ct),
+               ("rtstruct", "nnunet", "folders", "auto")),
     "MR": Mode("MR", OAR_MR, "Abdominal MR:", GI_SEGMENTS, demo_model_file(OAR_MR),
-               ("kaggle-gi", "nnunet", "folders", "auto"), _predict_mr),
+               ("kaggle-gi", "nnunet", "folders", "auto")),
 }
 ORGANS = MODES["CT"].organs  # the CT mode's, the default
+
+
+@dataclass
+class OARSegRequest(RunRequest):
+    """A run that keeps some organs only (none given: every organ of the task)."""
+
+    organs: tuple[str, ...] = ()
 
 
 @dataclass
@@ -91,24 +92,37 @@ class OARSegParameters:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"the threshold must lie between 0 and 1 (got {self.threshold})")
 
-    def engine_settings(self) -> dict[str, Any]:
+    @property
+    def task(self) -> Task:
+        """The engine task the mode runs (the one to build :class:`OARSegLogic` for)."""
+        return MODES[self.mode].task
+
+    def overrides(self) -> dict[str, Any]:
+        """Engine settings: overlays on request; MR's threshold when one is set."""
         settings: dict[str, Any] = {"probabilities": self.probabilities}
         if self.threshold is not None:
             settings["threshold"] = self.threshold
         return settings
 
+    def request(self) -> OARSegRequest:
+        return OARSegRequest(self.model, self.device, self.overrides(), organs=self.organs)
+
 
 @dataclass
-class OARSegResult:
-    prediction: Prediction
-    nodes: PredictionNodes
-    reference_node: Any
-    organs: tuple[str, ...] = field(default_factory=tuple)
+class OARSegResult(TaskResult):
+    """The run's nodes; its rows are the kept organs' volumes."""
 
-    def volume_rows(self) -> list[dict]:
+    @property
+    def organs(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.prediction.segments)
+
+    def rows(self) -> list[dict[str, Any]]:
         """The per-organ volume table."""
         volumes = self.prediction.segment_volumes_ml()
         return [{"organ": name, "volume_ml": round(volumes[name], 2)} for name in self.organs]
+
+    def summary(self) -> str:
+        return f"{len(self.organs)} organ(s)"
 
 
 def keep_organs(prediction: Prediction, organs: Sequence[str]) -> Prediction:
@@ -123,46 +137,38 @@ def keep_organs(prediction: Prediction, organs: Sequence[str]) -> Prediction:
                                   if k in organs})
 
 
-class OARSegLogic:
-    def __init__(self, context: MRMLContext):
-        self.context = context
-        self.scene = context.scene
+class OARSegLogic(TaskLogic):
+    """``oar-ct`` or ``oar-mr`` on a volume node (``oar-ct`` when no task is given)."""
 
-    def models(self, mode: str = "CT") -> list[ModelChoice]:
-        chosen = MODES[mode]
-        return available_models(chosen.task.name, {"Demo model (phantoms)": chosen.demo_model})
+    tasks = (OAR_CT.name, OAR_MR.name)
+    request_type = OARSegRequest
+    prefix = "OARSeg"
 
-    def start(self, volume_node: Any, mode: str = "CT") -> dict[str, sitk.Image]:
-        return images_from_nodes({MODES[mode].role: volume_node})
+    @property
+    def mode(self) -> Mode:
+        return next(mode for mode in MODES.values() if mode.task.name == self.task.name)
 
-    def compute(self, images: dict[str, sitk.Image], parameters: OARSegParameters,
-                progress: ProgressCallback | None = None,
+    def compute(self, started: StartedRun, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> Prediction:
-        from oncoseg.device import resolve_device
+        """Any thread: the engine's segmentation, restricted to the organs asked for."""
+        prediction = super().compute(started, progress, cancel)
+        request = self.own_request(started.request)
+        organs = getattr(request, "organs", ()) or self.mode.organs
+        return keep_organs(prediction, organs)
 
-        mode = MODES[parameters.mode]
-        prediction = mode.predict(images, parameters.model, resolve_device(parameters.device),
-                                  parameters.engine_settings(), progress, cancel)
-        return keep_organs(prediction, parameters.organs)
-
-    def finish(self, prediction: Prediction, volume_node: Any,
-               prefix: str = "OARSeg") -> OARSegResult:
-        nodes = add_prediction(self.scene, prediction, prefix, volume_node)
-        return OARSegResult(prediction, nodes, volume_node,
-                            tuple(s.name for s in prediction.segments))
-
-    def run(self, volume_node: Any, parameters: OARSegParameters | None = None,
-            progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> OARSegResult:
-        parameters = parameters or OARSegParameters()
-        images = self.start(volume_node, parameters.mode)
-        prediction = self.compute(images, parameters, progress, cancel)
-        return self.finish(prediction, volume_node)
+    def finish(self, prediction: Prediction, started: StartedRun) -> OARSegResult:
+        reference = self.reference(prediction, started)
+        nodes = add_prediction(self.scene, prediction, self.prefix, reference)
+        return OARSegResult(prediction, nodes, reference)
 
     def compare(self, result: OARSegResult, reference_segmentation: Any, organ: str,
                 reference_segment_id: str) -> dict[str, float]:
         """One organ against a reader's segment: DSC, HD95, mean surface distance."""
         spec = next(s for s in result.prediction.segments if s.name == organ)
         return compare_segmentations(result.nodes.segmentation, reference_segmentation,
-                                     result.reference_node, None, segment_id(spec),
+                                     result.reference, None, segment_id(spec),
                                      reference_segment_id)
+
+
+for _task in OARSegLogic.tasks:
+    register_logic(_task, OARSegLogic)

@@ -11,9 +11,9 @@ import SimpleITK as sitk
 from OARSegLib.logic import MODES, ORGANS, OARSegLogic, OARSegParameters
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import read_image
-from oncoseg.oar.ct.pipeline import phantom
 from oncoseg.oar.ct.task import CT_SEGMENTS
 from oncoseg.oar.mr.task import GI_SEGMENTS
+from oncoseg.verbs import phantom
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.segmentations import segment_id, segmentation_node_from_labels
@@ -23,19 +23,19 @@ PHANTOM_SEED = 4343  # not a seed the demo model trained on
 
 
 def load_phantom(context: MRMLContext, folder: Path) -> tuple[object, Path]:
-    [case] = phantom(folder, cases=1, seed=PHANTOM_SEED)
+    [case] = phantom("oar-ct", folder, cases=1, seed=PHANTOM_SEED)
     return volume_node_from_image(context.scene, read_image(case), "Pelvis CT"), case
 
 
 def run_gives_one_segment_per_organ(context: MRMLContext, folder: Path):
     ct, case = load_phantom(context, folder)
-    result = OARSegLogic(context).run(ct)
+    result = OARSegLogic(context).run({"ct": ct})
     segmentation = result.nodes.segmentation.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName()
              for i in range(segmentation.GetNumberOfSegments())]
     assert names == list(ORGANS), names
     assert context.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 1
-    rows = result.volume_rows()
+    rows = result.rows()
     assert [r["organ"] for r in rows] == list(ORGANS)
     assert all(r["volume_ml"] > 1.0 for r in rows), rows
     return result, ct, case
@@ -43,7 +43,8 @@ def run_gives_one_segment_per_organ(context: MRMLContext, folder: Path):
 
 def a_subset_of_organs(context: MRMLContext, folder: Path) -> None:
     ct, _ = load_phantom(context, folder)
-    result = OARSegLogic(context).run(ct, OARSegParameters(organs=("Bladder", "Femoral head L")))
+    result = OARSegLogic(context).run(
+        {"ct": ct}, OARSegParameters(organs=("Bladder", "Femoral head L")).request())
     segmentation = result.nodes.segmentation.GetSegmentation()
     assert segmentation.GetNumberOfSegments() == 2
     labels = np.unique(sitk.GetArrayViewFromImage(result.prediction.labels))
@@ -53,8 +54,8 @@ def a_subset_of_organs(context: MRMLContext, folder: Path) -> None:
 def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) -> None:
     ct, _ = load_phantom(context, folder)
     cancelling_mid_run_changes_nothing(
-        context, lambda progress, cancel: OARSegLogic(context).run(ct, progress=progress,
-                                                                  cancel=cancel))
+        context, lambda progress, cancel: OARSegLogic(context).run(
+            {"ct": ct}, progress=progress, cancel=cancel))
 
 
 def comparing_the_bladder_with_the_structure_set(context: MRMLContext, folder: Path) -> None:
@@ -75,9 +76,8 @@ def comparing_the_bladder_with_the_structure_set(context: MRMLContext, folder: P
 def load_mr_phantom(context: MRMLContext, folder: Path):
     """An abdominal MR scan (a Kaggle scans folder) as a volume node, and its case."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.mr.pipeline import phantom as mr_phantom
 
-    mr_phantom(folder, cases=1, seed=PHANTOM_SEED)
+    phantom("oar-mr", folder, cases=1, seed=PHANTOM_SEED)
     case = read_dataset(folder).cases[0]
     return volume_node_from_image(context.scene, case.read("mr"), "Abdomen MR"), case
 
@@ -86,15 +86,16 @@ def mr_mode_segments_the_gi_tract(context: MRMLContext, folder: Path) -> None:
     from oncoseg.oar.mr.training import case_masks
 
     mr, case = load_mr_phantom(context, folder)
-    logic = OARSegLogic(context)
-    assert [m.label for m in logic.models("MR")] == ["Demo model (phantoms)"]
-    result = logic.run(mr, OARSegParameters(mode="MR", probabilities=True))
+    parameters = OARSegParameters(mode="MR", probabilities=True)
+    logic = OARSegLogic(context, parameters.task)
+    assert [m.label for m in logic.models()] == ["Demo model (phantoms)"]
+    result = logic.run({"mr": mr}, parameters.request())
     segmentation = result.nodes.segmentation.GetSegmentation()
     names = [segmentation.GetNthSegment(i).GetName()
              for i in range(segmentation.GetNumberOfSegments())]
     assert names == list(MODES["MR"].organs), names
     assert len(result.nodes.probabilities) == 3
-    assert all(r["volume_ml"] > 1.0 for r in result.volume_rows()), result.volume_rows()
+    assert all(r["volume_ml"] > 1.0 for r in result.rows()), result.rows()
     stomach = next(s for s in GI_SEGMENTS if s.name == "Stomach")
     truth = case_masks(case, case.read("mr"))[0].astype(np.uint8) * stomach.label
     mask = sitk.GetImageFromArray(truth)
@@ -108,8 +109,8 @@ def a_model_of_the_other_mode_is_refused(context: MRMLContext, folder: Path) -> 
     ct, _ = load_phantom(context, folder)
     nodes_before = context.scene.GetNumberOfNodes()
     try:
-        OARSegLogic(context).run(ct, OARSegParameters(mode="CT",
-                                                      model=str(MODES["MR"].demo_model)))
+        OARSegLogic(context).run({"ct": ct}, OARSegParameters(
+            mode="CT", model=str(MODES["MR"].demo_model)).request())
     except InputError as error:
         assert "oar-mr" in str(error) and "oar-ct" in str(error), error
     else:

@@ -169,7 +169,7 @@ class TaskPanel:
                                                   *prediction.messages])
             self.show_result()
             if self.export_panel is not None:
-                self.export_panel.show(self.result.nodes.segmentation, self.result.reference_node)
+                self.export_panel.show(self.result.nodes.segmentation, self.result.reference)
         self.update_buttons()
 
     def _opacity(self, value):
@@ -181,7 +181,7 @@ class TaskPanel:
         slicer.util.selectModule("SegmentEditor")
         editor = slicer.modules.segmenteditor.widgetRepresentation().self().editor
         editor.setSegmentationNode(self.result.nodes.segmentation)
-        editor.setSourceVolumeNode(self.result.reference_node)
+        editor.setSourceVolumeNode(self.result.reference)
 
     # ------------------------------------------------------------------ training
 

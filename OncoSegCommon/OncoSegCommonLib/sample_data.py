@@ -17,6 +17,7 @@ import SimpleITK as sitk
 from oncoseg.datasets import Case, read_dataset
 from oncoseg.io.volumes import list_dicom_series
 from oncoseg.tasks import get_task
+from oncoseg.verbs import phantom
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
@@ -38,7 +39,7 @@ def sample_case(task: str, cache: Path) -> Case:
     """The task's phantom case, written into ``cache`` on first use."""
     folder = cache / f"{task}-phantom"
     if not folder.exists():
-        get_task(task).verb("phantom")(folder, cases=1, seed=SAMPLE_SEED)
+        phantom(task, folder, cases=1, seed=SAMPLE_SEED)
     return read_dataset(folder).cases[0]
 
 

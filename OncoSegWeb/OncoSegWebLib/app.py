@@ -29,7 +29,7 @@ from oncoseg.errors import InputError
 from oncoseg.export_formats import FORMATS
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.worker import Worker
-from OncoSegWebLib.runners import TASKS, TaskRun
+from OncoSegWebLib.runners import TaskRun, task_titles
 from OncoSegWebLib.security import LOOPBACK, TOKEN_PARAMETER, new_token, token_middleware
 from OncoSegWebLib.session import ReviewSession
 
@@ -61,7 +61,7 @@ class ReviewApp(TrameApp):
         state = self.state
         state.trame__title = "OncoSeg review"
         state.cases, state.case_id, state.case_errors = [], None, []
-        state.tasks = [{"value": k, "title": v} for k, v in TASKS.items()]
+        state.tasks = [{"value": k, "title": v} for k, v in task_titles().items()]
         state.task, state.models, state.model = "rectal", self.session.models(), "demo"
         state.running, state.progress, state.progress_text = False, 0, ""
         state.message, state.message_kind = "", "info"
@@ -106,7 +106,7 @@ class ReviewApp(TrameApp):
         self._clear_result()  # the session dropped the previous run's nodes
         self.worker = Worker(lambda progress, cancel: planned.compute(progress, cancel))
         self.state.running, self.state.progress = True, 0
-        self._say(f"Running {TASKS[planned.task]} on " + ", ".join(
+        self._say(f"Running {task_titles()[planned.task]} on " + ", ".join(
             f"{role}: {name}" for role, name in planned.inputs.items() if name))
         try:
             while not self.worker.done:

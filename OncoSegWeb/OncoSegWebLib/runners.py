@@ -1,32 +1,38 @@
-"""Each task as the review app runs it: through the Slicer module's own ``*Lib`` logic, in the
-three halves the panels use (copy the inputs on the main thread, compute anywhere, add nodes on
-the main thread), so a cancelled or failed run leaves the scene as it was.
+"""Any task as the review app runs it: through the task's logic
+(:func:`OncoSegCommonLib.tasklogic.logic_for`: its Slicer module's own where one is registered,
+else the generic one), in the three halves the panels use (copy the inputs on the main thread,
+compute anywhere, add nodes on the main thread), so a cancelled or failed run leaves the scene
+as it was. Nothing here knows one task from another: a registered task, a new method included,
+is offered and run as it is.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from oncoseg.errors import InputError
+from oncoseg.frontends import MODULE_FOLDERS
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
+from oncoseg.tasks import all_tasks, get_task
 from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.tasklogic import RunRequest, TaskLogic, TaskResult, logic_for
 
-TASKS = {
-    "rectal": "Rectal tumour (T2w + DWI)",
-    "oar-ct": "Pelvic organs at risk (CT)",
-    "oar-mr": "GI organs (abdominal MR)",
-    "staging": "T2 / T3 staging (T2w)",
-    "brain": "Brain tumour (T1, T1c, T2, FLAIR)",
-}
+
+def task_titles() -> dict[str, str]:
+    """Every registered task's name and title (the page's task selector), asked each time so
+    that a task registered after start-up is offered too."""
+    return {task.name: task.title for task in all_tasks()}
 
 
 @dataclass
 class ReviewResult:
-    """What the page shows: the segmentation to review (None for staging), the volume it
-    lies on, the probability overlays, and the task's own figures."""
+    """What the page shows: the segmentation to review (None for a classification), the volume
+    it lies on, the probability overlays, and the task's own figures."""
 
     task: str
     segmentation: Any | None
@@ -35,6 +41,13 @@ class ReviewResult:
     summary: str = ""
     rows: list[dict] = field(default_factory=list)  # candidates, volumes or slice scores
     nodes: list[Any] = field(default_factory=list)  # every node the run added
+
+    @classmethod
+    def of(cls, task: str, result: TaskResult) -> ReviewResult:
+        """The page's view of a logic's result, through the interface every result has."""
+        return cls(task, result.nodes.segmentation, result.reference,
+                   dict(result.nodes.probabilities), result.summary(), result.rows(),
+                   result.all_nodes())
 
 
 @dataclass
@@ -48,93 +61,28 @@ class TaskRun:
     finish: Callable[[Prediction], ReviewResult]
 
 
+_registered = False
+
+
+def register_module_logics() -> None:
+    """Import the module logics (``<Module>Lib.logic``) of the module folders the app runs
+    from, once: importing one registers its logic for its tasks. Folders without one (the
+    common library, the app itself) are skipped; a folder missing from the path is an error,
+    not a silent fall-back to the generic logic for its tasks."""
+    global _registered
+    if _registered:
+        return
+    for folder in MODULE_FOLDERS:
+        if importlib.util.find_spec(f"{folder}Lib") is None:
+            raise ImportError(f"{folder}Lib is not importable: put the module folders on the "
+                              "path first (oncoseg.frontends.add_module_folders)")
+        if importlib.util.find_spec(f"{folder}Lib.logic") is not None:
+            importlib.import_module(f"{folder}Lib.logic")
+    _registered = True
+
+
 def _names(inputs: dict[str, Any]) -> dict[str, str]:
     return {role: node.GetName() if node is not None else "" for role, node in inputs.items()}
-
-
-def _rectal(context: MRMLContext, model: str, device: str) -> TaskRun:
-    from RectalSegLib.logic import RectalSegLogic, RectalSegParameters, guess_inputs
-
-    logic, inputs = RectalSegLogic(context), guess_inputs(context.scene)
-    images = logic.start(inputs)
-    parameters = RectalSegParameters(model=model, device=device)
-
-    def finish(prediction: Prediction) -> ReviewResult:
-        result = logic.finish(prediction, inputs)
-        return ReviewResult("rectal", result.nodes.segmentation, result.reference_node,
-                            result.nodes.probabilities,
-                            f"{len(result.candidates.components)} candidate(s)",
-                            result.candidate_rows(), result.nodes.all())
-
-    return TaskRun("rectal", _names(inputs),
-                   lambda p, c: logic.compute(images, parameters, None, p, c), finish)
-
-
-def _oar(mode: str) -> Callable[[MRMLContext, str, str], TaskRun]:
-    def plan(context: MRMLContext, model: str, device: str) -> TaskRun:
-        from OARSegLib.logic import MODES, OARSegLogic, OARSegParameters
-        from OncoSegCommonLib.inputs import guess_inputs
-
-        task = MODES[mode].task
-        logic = OARSegLogic(context)
-        node = guess_inputs(context.scene, task)[MODES[mode].role] or _only_volume(context)
-        images = logic.start(node, mode)
-        parameters = OARSegParameters(mode=mode, model=model, device=device)
-
-        def finish(prediction: Prediction) -> ReviewResult:
-            result = logic.finish(prediction, node)
-            return ReviewResult(task.name, result.nodes.segmentation, node,
-                                result.nodes.probabilities,
-                                f"{len(result.organs)} organ(s)", result.volume_rows(),
-                                result.nodes.all())
-
-        return TaskRun(task.name, {MODES[mode].role: node.GetName()},
-                       lambda p, c: logic.compute(images, parameters, p, c), finish)
-
-    return plan
-
-
-def _staging(context: MRMLContext, model: str, device: str) -> TaskRun:
-    from oncoseg.staging.task import TASK
-    from OncoSegCommonLib.inputs import guess_inputs
-    from StagingCNNLib.logic import StagingLogic, StagingParameters
-
-    logic = StagingLogic(context)
-    node = guess_inputs(context.scene, TASK)["t2w"] or _only_volume(context)
-    images, roi = logic.start(node)
-    parameters = StagingParameters(model=model, device=device)
-
-    def finish(prediction: Prediction) -> ReviewResult:
-        result = logic.finish(prediction, node)
-        rows = [{"slice": k, "P(T3)": round(s, 3)} for k, s in enumerate(result.slice_scores)]
-        return ReviewResult("staging", None, node, {}, result.summary(), rows,
-                            [result.table, result.chart])
-
-    return TaskRun("staging", {"t2w": node.GetName()},
-                   lambda p, c: logic.compute(images, roi, parameters, p, c), finish)
-
-
-def _brain(context: MRMLContext, model: str, device: str) -> TaskRun:
-    from BrainTumor2D3DLib.logic import BrainParameters, BrainTumorLogic, guess_inputs
-
-    logic, inputs = BrainTumorLogic(context), guess_inputs(context.scene)
-    images = logic.start(inputs)
-    parameters = BrainParameters(model=model, device=device)
-
-    def finish(prediction: Prediction) -> ReviewResult:
-        result = logic.finish(prediction, inputs)
-        return ReviewResult("brain", result.nodes.segmentation, result.reference_node,
-                            result.nodes.probabilities, result.summary(),
-                            result.volume_rows(), result.nodes.all() + result.member_nodes)
-
-    return TaskRun("brain", _names(inputs),
-                   lambda p, c: logic.compute(images, parameters, p, c), finish)
-
-
-PLANS: dict[str, Callable[[MRMLContext, str, str], TaskRun]] = {
-    "rectal": _rectal, "oar-ct": _oar("CT"), "oar-mr": _oar("MR"), "staging": _staging,
-    "brain": _brain,
-}
 
 
 def _only_volume(context: MRMLContext) -> Any:
@@ -148,9 +96,25 @@ def _only_volume(context: MRMLContext) -> Any:
     return nodes[0]
 
 
+def _inputs(logic: TaskLogic, context: MRMLContext) -> dict[str, Any]:
+    """The case's volumes by role, from their names; a task with one required input takes
+    the case's only volume when no name says which it is."""
+    inputs = logic.guess_inputs()
+    required = logic.task.required_roles
+    if len(required) == 1 and inputs.get(required[0]) is None:
+        inputs[required[0]] = _only_volume(context)
+    return inputs
+
+
 def plan_run(context: MRMLContext, task: str, model: str = "demo",
              device: str = "auto") -> TaskRun:
     """Copy the case's inputs for ``task`` (main thread); errors name the missing input."""
-    if task not in PLANS:
-        raise InputError("task", f"'{task}' is not one of {', '.join(PLANS)}")
-    return PLANS[task](context, model, device)
+    if task not in task_titles():
+        raise InputError("task", f"'{task}' is not one of {', '.join(task_titles())}")
+    register_module_logics()
+    logic = logic_for(context, get_task(task))
+    inputs = _inputs(logic, context)
+    started = logic.start(inputs, RunRequest(model=model, device=device))
+    return TaskRun(task, _names(inputs),
+                   lambda progress, cancel: logic.compute(started, progress, cancel),
+                   lambda prediction: ReviewResult.of(task, logic.finish(prediction, started)))

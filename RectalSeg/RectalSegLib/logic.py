@@ -1,8 +1,10 @@
 """RectalSeg on volume nodes: the whole run, candidate picking and comparison.
 
-The module widget calls :meth:`RectalSegLogic.start` (main thread: copies the inputs),
-:meth:`compute` (any thread: the engine's ``predict``) and :meth:`finish` (main thread: new
-nodes); :meth:`run` does the three in a row for scripts and tests.
+:class:`RectalSegLogic` is the :class:`~OncoSegCommonLib.tasklogic.TaskLogic` of the ``rectal``
+task: the module widget and the review app call :meth:`~TaskLogic.start` (main thread: copies
+the inputs), :meth:`~TaskLogic.compute` (any thread: the engine's ``predict``) and
+:meth:`finish` (main thread: new nodes); :meth:`~TaskLogic.run` does the three in a row for
+scripts and tests.
 
 The diffusion images come either as two volumes (``dwi_b0``, ``dwi_b1000``) or as one node
 holding every b-value (``dwi``: a MultiVolume, Sequence or DiffusionWeightedVolume node, see
@@ -13,7 +15,7 @@ holding every b-value (``dwi``: a MultiVolume, Sequence or DiffusionWeightedVolu
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,20 +23,23 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.io.diffusion import B0_ROLE, DWI_ROLE, HIGH_B_ROLE, check_dwi_roles
-from oncoseg.method import demo_model_file
+from oncoseg.method import Hints
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.rectal.candidates import Candidates, find_candidates
-from oncoseg.rectal.pipeline import predict
 from oncoseg.rectal.task import TASK, TUMOUR
 from OncoSegCommonLib.compare import compare_segmentations
-from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.inputs import guess_inputs as common_guess_inputs
-from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.segmentations import segment_id, set_segments_from_labels
-from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.tasklogic import (
+    RunRequest,
+    StartedRun,
+    TaskLogic,
+    TaskResult,
+    register_logic,
+)
+from OncoSegCommonLib.taskrun import add_prediction, images_from_nodes
 from OncoSegCommonLib.volumes import volume_node_from_image
 from RectalSegLib.diffusion import diffusion_nodes, diffusion_series_from_node, is_diffusion_node
 
@@ -58,18 +63,26 @@ class RectalSegParameters:
             settings["registration"] = "none"
         return settings
 
+    def request(self, seed_ras: Sequence[float] | None = None) -> RunRequest:
+        """The run these parameters ask for; ``seed_ras``: a point inside the tumour (RAS, as
+        Slicer places it), the component to keep."""
+        seed = None if seed_ras is None else _ras_to_lps(seed_ras)
+        return RunRequest(self.model, self.device, self.overrides(), Hints(seed_lps_mm=seed))
+
 
 @dataclass
-class RectalSegResult:
-    prediction: Prediction
-    nodes: PredictionNodes
-    candidates: Candidates
-    reference_node: Any
-    inputs: dict[str, Any] = field(default_factory=dict)
+class RectalSegResult(TaskResult):
+    """The run's nodes and its candidate components (every component of p >= threshold)."""
 
-    def candidate_rows(self) -> list[dict]:
+    candidates: Candidates | None = None  # always set by finish
+
+    def rows(self) -> list[dict[str, Any]]:
         """The candidate table: one row per component, largest first."""
-        return self.candidates.as_dicts()
+        return self.candidates.as_dicts() if self.candidates is not None else []
+
+    def summary(self) -> str:
+        count = len(self.candidates.components) if self.candidates is not None else 0
+        return f"{count} candidate(s)"
 
 
 def guess_inputs(scene: Any) -> dict[str, Any]:
@@ -104,51 +117,43 @@ def _hint_clash(name: str, role: str) -> bool:
     return role == "t2w" and any(h in name for h in ("dwi", "b0", "b1000", "b800", "b1100", "adc"))
 
 
-class RectalSegLogic:
-    def __init__(self, context: MRMLContext):
-        self.context = context
-        self.scene = context.scene
+class RectalSegLogic(TaskLogic):
+    """The rectal task on nodes, with the DWI-series input, candidates and comparison."""
 
-    # ------------------------------------------------------------------ models
+    tasks = (TASK.name,)
+    prefix = "RectalSeg"
 
-    def models(self) -> list[ModelChoice]:
-        return available_models(TASK.name, {"Demo model (phantoms)": demo_model_file(TASK)})
+    def guess_inputs(self) -> dict[str, Any]:
+        return guess_inputs(self.scene)
 
     # ------------------------------------------------------------------ running
 
-    def start(self, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    def start(self, inputs: Mapping[str, Any], request: RunRequest | None = None
+              ) -> StartedRun:
         """Main thread: copies of the input volumes (never modified afterwards); a node with
-        every b-value becomes a DiffusionSeries under ``dwi``."""
+        every b-value (``dwi``) stands in for ``dwi_b0`` + ``dwi_b1000``, never beside them."""
         check_dwi_roles(role for role, node in inputs.items() if node is not None)
-        dwi = inputs.get(DWI_ROLE)
-        roles = ("t2w",) if dwi is not None else ROLES
-        images: dict[str, Any] = images_from_nodes({role: inputs.get(role) for role in roles})
-        if dwi is not None:
-            images[DWI_ROLE] = diffusion_series_from_node(dwi)
+        return super().start(inputs, request)
+
+    def images(self, nodes: Mapping[str, Any]) -> dict[str, Any]:
+        """The volumes' copies; the ``dwi`` node becomes a DiffusionSeries."""
+        images: dict[str, Any] = images_from_nodes(
+            {role: node for role, node in nodes.items() if role != DWI_ROLE})
+        if nodes.get(DWI_ROLE) is not None:
+            images[DWI_ROLE] = diffusion_series_from_node(nodes[DWI_ROLE])
         return images
 
-    def compute(self, images: Mapping[str, sitk.Image], parameters: RectalSegParameters,
-                seed_ras: Sequence[float] | None = None,
-                progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None) -> Prediction:
-        """Any thread: the engine's prediction; touches no node."""
-        from oncoseg.device import resolve_device
-
-        seed = None if seed_ras is None else _ras_to_lps(seed_ras)
-        return predict(images, parameters.model, resolve_device(parameters.device),
-                       parameters.overrides(), seed, progress, cancel)
-
-    def finish(self, prediction: Prediction, inputs: Mapping[str, Any],
-               prefix: str = "RectalSeg") -> RectalSegResult:
+    def finish(self, prediction: Prediction, started: StartedRun) -> RectalSegResult:
         """Main thread: the new nodes (registered volumes, probability map, segmentation, and
-        the b0 / high-b images picked from a ``dwi`` node)."""
+        the b0 / high-b images picked from a ``dwi`` node) and the candidate components."""
+        inputs = started.nodes
         before = set(node_ids(self.scene))
         try:
-            picked = self._picked_dwi_nodes(prediction, inputs, prefix)
+            picked = self._picked_dwi_nodes(prediction, inputs)
             reference = picked[B0_ROLE] if picked else inputs[B0_ROLE]
             moved = [role for role, done in prediction.details["registration"].items()
                      if done.get("method") != "same grid"]
-            nodes = add_prediction(self.scene, prediction, prefix, reference, moved,
+            nodes = add_prediction(self.scene, prediction, self.prefix, reference, moved,
                                    display_role="t2w")
         except Exception:
             remove_nodes_added_since(self.scene, before)
@@ -159,25 +164,17 @@ class RectalSegLogic:
         candidates = find_candidates(probability, config["threshold"], config["keep"],
                                      prediction.details.get("seed_lps_mm"),
                                      config["connectivity"])
-        return RectalSegResult(prediction, nodes, candidates, reference, dict(inputs))
+        return RectalSegResult(prediction, nodes, reference, candidates=candidates)
 
-    def _picked_dwi_nodes(self, prediction: Prediction, inputs: Mapping[str, Any],
-                          prefix: str) -> dict[str, Any]:
+    def _picked_dwi_nodes(self, prediction: Prediction, inputs: Mapping[str, Any]
+                          ) -> dict[str, Any]:
         """The b0 and high-b images the engine picked from a ``dwi`` node, as new volumes."""
         dwi = prediction.details.get("dwi")
         if inputs.get(DWI_ROLE) is None or not dwi:
             return {}
         return {role: volume_node_from_image(self.scene, prediction.images[role],
-                                             f"{prefix} DWI b={value:g}")
+                                             f"{self.prefix} DWI b={value:g}")
                 for role, value in ((B0_ROLE, dwi["b0"]), (HIGH_B_ROLE, dwi["high_b"]))}
-
-    def run(self, inputs: Mapping[str, Any], parameters: RectalSegParameters | None = None,
-            seed_ras: Sequence[float] | None = None, progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> RectalSegResult:
-        images = self.start(inputs)
-        prediction = self.compute(images, parameters or RectalSegParameters(), seed_ras,
-                                  progress, cancel)
-        return self.finish(prediction, inputs)
 
     # ------------------------------------------------------------------ candidates
 
@@ -211,7 +208,7 @@ class RectalSegLogic:
                 reference_segment_id: str | None = None) -> dict[str, float]:
         """DSC, HD95, mean surface distance and AUC against a reader's segmentation."""
         return compare_segmentations(
-            result.nodes.segmentation, reference_segmentation, result.reference_node,
+            result.nodes.segmentation, reference_segmentation, result.reference,
             result.nodes.probabilities.get(TUMOUR.name), segment_id(TUMOUR),
             reference_segment_id)
 
@@ -224,3 +221,6 @@ def default_training_output(name: str) -> Path:
     from OncoSegCommonLib.models import models_folder
 
     return models_folder(TASK.name) / name
+
+
+register_logic(TASK.name, RectalSegLogic)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from oncoseg.io.volumes import read_image
-from oncoseg.rectal.pipeline import phantom
+from oncoseg.verbs import phantom
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.segmentations import segmentation_node_from_labels
@@ -20,7 +20,7 @@ PHANTOM_SEED = 4242  # not a seed the demo model trained on
 
 def load_phantom(context: MRMLContext, folder: Path) -> tuple[dict, Path]:
     """A phantom case as three volume nodes named as a scanner would name them."""
-    [case] = phantom(folder, cases=1, seed=PHANTOM_SEED)
+    [case] = phantom("rectal", folder, cases=1, seed=PHANTOM_SEED)
     nodes = {role: volume_node_from_image(context.scene, read_image(case / f"{role}.nii.gz"),
                                           name) for role, name in NODE_NAMES.items()}
     return nodes, case
@@ -41,7 +41,7 @@ def run_creates_outputs(context: MRMLContext, folder: Path):
     assert _count(context, "vtkMRMLScalarVolumeNode") == volumes + 2
     assert list(result.nodes.probabilities) == ["Rectal tumour"]
     assert set(result.nodes.volumes) == {"t2w"}
-    rows = result.candidate_rows()
+    rows = result.rows()
     assert rows and sum(r["selected"] for r in rows) == 1, rows
     assert result.nodes.segmentation.GetSegmentation().GetNumberOfSegments() == 1
     return result, nodes, case
@@ -51,8 +51,8 @@ def choosing_a_candidate_replaces_the_segment(context: MRMLContext, folder: Path
     nodes, _ = load_phantom(context, folder)
     logic = RectalSegLogic(context)
     # a low threshold gives several candidates to choose from
-    result = logic.run(nodes, RectalSegParameters(threshold=0.05))
-    rows = result.candidate_rows()
+    result = logic.run(nodes, RectalSegParameters(threshold=0.05).request())
+    rows = result.rows()
     assert len(rows) >= 2, f"expected several candidates at p >= 0.05, got {len(rows)}"
     segmentation = result.nodes.segmentation
     before = _segment_voxels(result)
@@ -69,7 +69,7 @@ def _segment_voxels(result) -> int:
 
     from OncoSegCommonLib.segmentations import labels_from_segmentation_node
 
-    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference_node)
+    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference)
     return int((sitk.GetArrayViewFromImage(labels) > 0).sum())
 
 
@@ -121,11 +121,11 @@ def run_with_every_b_value_in_one_sequence(context: MRMLContext, folder: Path) -
     nodes, case = load_phantom(context, folder)
     sequence = dwi_volume_sequence(context, case)
     logic = RectalSegLogic(context)
-    fast = RectalSegParameters(registration=False)
+    fast = RectalSegParameters(registration=False).request()
     separate = logic.run(nodes, fast)
     combined = logic.run({"t2w": nodes["t2w"], "dwi": sequence}, fast)
-    assert combined.reference_node.GetName() == "RectalSeg DWI b=0", \
-        combined.reference_node.GetName()
+    assert combined.reference.GetName() == "RectalSeg DWI b=0", \
+        combined.reference.GetName()
     assert combined.nodes.volumes["dwi_b1000"].GetName() == "RectalSeg DWI b=1000"
     assert any(m.startswith("dwi: 2 b-values (0, 1000 s/mm^2); b0 = 0, high b = 1000")
                for m in combined.prediction.messages), combined.prediction.messages
@@ -140,7 +140,7 @@ def _labels(result):
 
     from OncoSegCommonLib.segmentations import labels_from_segmentation_node
 
-    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference_node)
+    labels = labels_from_segmentation_node(result.nodes.segmentation, result.reference)
     return sitk.GetArrayFromImage(labels) > 0
 
 

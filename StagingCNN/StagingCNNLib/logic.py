@@ -1,30 +1,35 @@
 """StagingCNN on a T2w volume node: P(T3) with the predicted stage, and the slice-wise scores as
 a Slicer plot whose points lead the slice views to their slice.
 
-As in the other modules, :meth:`start` copies the inputs (main thread), :meth:`compute` runs the
-engine (any thread, no node touched) and :meth:`finish` adds the score table and chart at once.
+:class:`StagingLogic` is the :class:`~OncoSegCommonLib.tasklogic.TaskLogic` of the ``staging``
+task: :meth:`start` copies the inputs and turns a markups ROI into the box the engine crops to
+(main thread), :meth:`~TaskLogic.compute` runs the engine (any thread, no node touched) and
+:meth:`finish` adds the score table and chart at once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import SimpleITK as sitk
 
-from oncoseg.method import demo_model_file
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback
-from oncoseg.staging.predict import predict_staging
 from oncoseg.staging.task import TASK
-from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
-from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
-from OncoSegCommonLib.taskrun import images_from_nodes
+from OncoSegCommonLib.tasklogic import (
+    RunRequest,
+    StartedRun,
+    TaskLogic,
+    TaskResult,
+    register_logic,
+)
+from OncoSegCommonLib.taskrun import PredictionNodes
 
 SCORE_COLUMNS = ("slice", "P(T3)", "threshold")
+ROI_ROLE = "roi"  # a mask volume (the task's input) or a markups ROI (its box: a hint)
 
 
 @dataclass
@@ -40,7 +45,7 @@ class StagingParameters:
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise ValueError(f"the threshold must lie between 0 and 1 (got {self.threshold})")
 
-    def engine_settings(self) -> dict[str, Any]:
+    def overrides(self) -> dict[str, Any]:
         settings: dict[str, Any] = {}
         if self.tta is not None:
             settings["tta"] = self.tta
@@ -48,13 +53,26 @@ class StagingParameters:
             settings["threshold"] = self.threshold
         return settings
 
+    def request(self) -> RunRequest:
+        """The run these parameters ask for (the ROI is an input: see :meth:`StagingLogic.
+        start`)."""
+        return RunRequest(self.model, self.device, self.overrides())
+
 
 @dataclass
-class StagingResult:
-    prediction: Prediction
-    reference_node: Any
-    table: Any  # vtkMRMLTableNode: slice, P(T3), threshold
-    chart: Any  # vtkMRMLPlotChartNode
+class StagingResult(TaskResult):
+    """P(T3), the stage and the slice scores; ``other_nodes`` holds the score table, the
+    chart and its two series."""
+
+    @property
+    def table(self) -> Any:
+        """vtkMRMLTableNode: slice, P(T3), threshold."""
+        return self.other_nodes[0]
+
+    @property
+    def chart(self) -> Any:
+        """vtkMRMLPlotChartNode of the slice scores and the threshold."""
+        return self.other_nodes[1]
 
     @property
     def stage(self) -> str:
@@ -72,6 +90,10 @@ class StagingResult:
         details = self.prediction.details
         return (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold {details['threshold']:.2f}; "
                 f"crop from the {details['roi']['source']} ROI)")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per slice: its P(T3)."""
+        return [{"slice": k, "P(T3)": round(s, 3)} for k, s in enumerate(self.slice_scores)]
 
 
 def roi_box_lps(roi_node: Any) -> list[float]:
@@ -91,30 +113,28 @@ def _ijk_to_ras(volume_node: Any) -> np.ndarray:
     return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
 
 
-class StagingLogic:
-    def __init__(self, context: MRMLContext):
-        self.context = context
-        self.scene = context.scene
+class StagingLogic(TaskLogic):
+    """The staging task on a T2w node, with a markups ROI as the crop box."""
 
-    def models(self) -> list[ModelChoice]:
-        return available_models(TASK.name, {"Demo model (phantoms)": demo_model_file(TASK)})
+    tasks = (TASK.name,)
+    prefix = "StagingCNN"
 
-    def start(self, t2w_node: Any, roi_node: Any | None = None
-              ) -> tuple[dict[str, sitk.Image], list[float] | None]:
-        images = images_from_nodes({"t2w": t2w_node})
-        return images, roi_box_lps(roi_node) if roi_node is not None else None
+    def start(self, inputs: Mapping[str, Any], request: RunRequest | None = None
+              ) -> StartedRun:
+        """Main thread: a copy of the T2w (and of an ROI mask volume); a markups ROI under
+        ``roi`` becomes the LPS box the engine crops to (``Hints.roi_lps_mm``)."""
+        roi = inputs.get(ROI_ROLE)
+        if roi is None or not roi.IsA("vtkMRMLMarkupsROINode"):
+            return super().start(inputs, request)
+        request = self.own_request(request)
+        request = replace(request, hints=replace(request.hints, roi_lps_mm=roi_box_lps(roi)))
+        started = super().start({**inputs, ROI_ROLE: None}, request)
+        started.nodes[ROI_ROLE] = roi
+        return started
 
-    def compute(self, images: dict[str, sitk.Image], roi_box: list[float] | None,
-                parameters: StagingParameters, progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None) -> Prediction:
-        from oncoseg.device import resolve_device
-
-        return predict_staging(images, parameters.model, resolve_device(parameters.device),
-                               parameters.engine_settings(), progress, cancel, roi_box)
-
-    def finish(self, prediction: Prediction, t2w_node: Any,
-               prefix: str = "StagingCNN") -> StagingResult:
+    def finish(self, prediction: Prediction, started: StartedRun) -> StagingResult:
         """The slice-score table and chart, added together or not at all."""
+        prefix = self.prefix
         before = set(node_ids(self.scene))
         try:
             table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{prefix} slice scores")
@@ -127,6 +147,7 @@ class StagingLogic:
                 for column, value in enumerate((index, score, threshold)):
                     table.SetCellText(row, column, f"{value:g}")
             chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{prefix} chart")
+            series_nodes = []
             for column, colour, kind in (("P(T3)", (0.8, 0.2, 0.2), "PlotTypeScatter"),
                                          ("threshold", (0.5, 0.5, 0.5), "PlotTypeLine")):
                 series = self.scene.AddNewNodeByClass("vtkMRMLPlotSeriesNode",
@@ -137,6 +158,7 @@ class StagingLogic:
                 series.SetPlotType(getattr(series, kind))
                 series.SetColor(*colour)
                 chart.AddAndObservePlotSeriesNodeID(series.GetID())
+                series_nodes.append(series)
             chart.SetTitle(f"{prediction.details['stage']}: P(T3) = "
                            f"{prediction.details['p_t3']:.2f}")
             chart.SetXAxisTitle("slice")
@@ -144,16 +166,8 @@ class StagingLogic:
         except Exception:
             remove_nodes_added_since(self.scene, before)
             raise
-        return StagingResult(prediction, t2w_node, table, chart)
-
-    def run(self, t2w_node: Any, roi_node: Any | None = None,
-            parameters: StagingParameters | None = None,
-            progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> StagingResult:
-        images, roi_box = self.start(t2w_node, roi_node)
-        prediction = self.compute(images, roi_box, parameters or StagingParameters(), progress,
-                                  cancel)
-        return self.finish(prediction, t2w_node)
+        return StagingResult(prediction, PredictionNodes(), self.reference(prediction, started),
+                             [table, chart, *series_nodes])
 
     def jump_to_slice(self, result: StagingResult, index: int) -> list[float]:
         """Centre every slice view on slice ``index`` of the T2w (a click on the plot)."""
@@ -168,3 +182,6 @@ class StagingLogic:
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras,
                                               slicer.vtkMRMLSliceNode.CenteredJumpSlice)
         return ras
+
+
+register_logic(TASK.name, StagingLogic)

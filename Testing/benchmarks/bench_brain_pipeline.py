@@ -30,10 +30,10 @@ from oncoseg.brain.config import SEQUENCES
 
 def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, Path]:
     """A brain phantom resampled onto a 1 mm BraTS matrix, one NIfTI file per sequence."""
-    from oncoseg.brain.pipeline import phantom
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.verbs import phantom
 
-    phantom(folder / "phantom", cases=1, seed=77)
+    phantom("brain", folder / "phantom", cases=1, seed=77)
     case = read_dataset(folder / "phantom").cases[0]
     z, y, x = size_zyx
     paths = {}
@@ -58,20 +58,20 @@ def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu
 
     from oncoseg.brain.predict import features_2d
     from oncoseg.brain.preprocessing import prepare_volume
-    from oncoseg.method import load_task_model, model_settings
+    from oncoseg.verbs import RunContext, prepare
 
-    loaded = load_task_model("brain", model, device)
-    config = model_settings("brain", loaded.metadata)
+    prepared = prepare("brain", model, context=RunContext(device))
+    ensemble, config = prepared.network, prepared.settings
     volume = prepare_volume({r: sitk.ReadImage(str(p)) for r, p in paths.items()},
                             config.intensity_constant)
-    features = features_2d(loaded.network.nets2d, volume.array, volume.present, device)
+    features = features_2d(ensemble.nets2d, volume.array, volume.present, device)
     data = torch.from_numpy(np.concatenate([volume.array, features]))[None].to(device)
     k = volume.array.shape[0]
     synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     synchronise()
     started = time.perf_counter()
     with torch.inference_mode():
-        for network in loaded.network.nets3d:
+        for network in ensemble.nets3d:
             logits = sliding_window_inference(
                 data, (config.patch,) * 3, 1, lambda x, n=network: n(x[:, :k], x[:, k:]),
                 overlap=config.overlap, mode="gaussian")

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from oncoseg.tasks import get_task
+from oncoseg import verbs
 
 # Per task: phantom cases and settings that make a few representative epochs on CPU.
 SETTINGS = {
@@ -40,10 +40,9 @@ SETTINGS = {
 
 def measure(task_name: str, folder: Path) -> dict:
     cases, overrides = SETTINGS[task_name]
-    task = get_task(task_name)
-    task.verb("phantom")(folder / "data", cases=cases, seed=0)
+    verbs.phantom(task_name, folder / "data", cases=cases, seed=0)
     started = time.perf_counter()
-    task.verb("train")(folder / "data", output=folder / "run", config=overrides)
+    verbs.train(task_name, folder / "data", folder / "run", overrides)
     rows = []  # staged methods (brain) write one history per stage
     for history in sorted((folder / "run").rglob("history.csv")):
         with open(history, encoding="utf-8") as stream:

@@ -130,10 +130,10 @@ def upsampled(source: Path, target: Path) -> None:
 
 
 def task_inputs(task: str, work: Path) -> dict[str, Path]:
-    from oncoseg.tasks import get_task
+    from oncoseg.verbs import phantom
 
     root = work / f"phantom_{task}"
-    get_task(task).verb("phantom")(root, cases=1, seed=0)
+    phantom(task, root, cases=1, seed=0)
     if task == "rectal":
         case = next(root.iterdir())
         return {r: case / f"{r}.nii.gz" for r in ("t2w", "dwi_b0", "dwi_b1000")}

@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from oncoseg import verbs
 from oncoseg.body import ct_body, nonzero_body
 from oncoseg.io.volumes import read_image
 from oncoseg.oar.ct.task import CT_SEGMENTS
@@ -44,14 +45,12 @@ def test_ct_body_holds_the_gas_in_the_bowel_and_leaves_the_air_out():
 
 
 def test_a_thin_ct_and_a_ct_padded_with_air_get_no_organ_outside_the_body(ct):
-    from oncoseg.oar.ct.predict import predict_ct
-
-    full = predict_ct({"ct": ct}, "demo")
+    full = verbs.predict("oar-ct", {"ct": ct})
     thin = ct[:, :, 10:30]  # 20 slices: thinner than the model's window
     padding = int(np.ceil(100 / ct.GetSpacing()[0]))  # 100 mm of air each side
     padded = sitk.ConstantPad(ct, [padding, padding, 0], [padding, padding, 0], -1024)
     for name, image in (("full", ct), ("thin", thin), ("padded", padded)):
-        prediction = full if name == "full" else predict_ct({"ct": image}, "demo")
+        prediction = full if name == "full" else verbs.predict("oar-ct", {"ct": image})
         assert not any(_outside_body(prediction, image).values()), name
         if name == "padded":
             # the air around the patient changes nothing inside

@@ -9,6 +9,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from oncoseg import verbs
 from oncoseg.brain.config import SEQUENCES, BrainConfig
 from oncoseg.brain.losses import batch_weighted_cross_entropy
 from oncoseg.brain.network import Brain2D, Brain3D
@@ -208,13 +209,11 @@ def test_tuple_settings_take_comma_separated_values_and_are_checked():
 def test_demo_ensemble_on_unseen_phantoms(tmp_path):
     """Lower bars than the 10-case figures of docs/RESULTS.md, on two phantoms the demo
     ensemble never saw, with all four sequences and without FLAIR."""
-    from oncoseg.brain.pipeline import evaluate, phantom
-
-    phantom(tmp_path / "data", cases=2, seed=4343, orientation="random")
-    full = evaluate(tmp_path / "data", output=tmp_path / "full")["metrics"]
+    verbs.phantom("brain", tmp_path / "data", cases=2, seed=4343, orientation="random")
+    full = verbs.evaluate("brain", tmp_path / "data", tmp_path / "full")["metrics"]
     assert full["dice_wt"]["mean"] >= DEMO_BARS[0], full
     assert full["dice_tc"]["mean"] >= DEMO_BARS[1], full
     assert full["dice_et"]["mean"] >= DEMO_BARS[2], full
-    no_flair = evaluate(tmp_path / "data", output=tmp_path / "no-flair",
-                        config={"drop_sequences": "flair"})["metrics"]
+    no_flair = verbs.evaluate("brain", tmp_path / "data", tmp_path / "no-flair",
+                              overrides={"drop_sequences": "flair"})["metrics"]
     assert no_flair["dice_wt"]["mean"] >= full["dice_wt"]["mean"] - 0.15, no_flair

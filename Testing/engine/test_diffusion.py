@@ -39,7 +39,7 @@ from oncoseg.io.diffusion import (
     split_dwi_input,
 )
 from oncoseg.io.volumes import read_image
-from oncoseg.rectal.pipeline import phantom
+from oncoseg.verbs import phantom
 
 
 def _package_data(package: str, *parts: str) -> Path:
@@ -66,7 +66,7 @@ def siemens_mosaics(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def phantom_dwi(tmp_path_factory):
     """A rectal phantom's DWI b0 and b1000 (the demo model's inputs)."""
-    [case] = phantom(tmp_path_factory.mktemp("rectal"), cases=1, seed=9100)
+    [case] = phantom("rectal", tmp_path_factory.mktemp("rectal"), cases=1, seed=9100)
     return read_image(case / "dwi_b0.nii.gz"), read_image(case / "dwi_b1000.nii.gz")
 
 

@@ -9,12 +9,12 @@ import pytest
 import SimpleITK as sitk
 from dwi_series import directional, write_4d_nifti, write_dwi_series
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.io.diffusion import read_diffusion
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import ModelMetadata
-from oncoseg.rectal.pipeline import phantom, predict
 from oncoseg.rectal.task import model_high_b
 
 ROLES = ("t2w", "dwi_b0", "dwi_b1000")
@@ -23,14 +23,16 @@ FAST = {"registration": "none"}  # as the rectal pipeline tests: what is compare
 
 @pytest.fixture(scope="module")
 def case(tmp_path_factory):
-    [folder] = phantom(tmp_path_factory.mktemp("rectal") / "data", cases=1, seed=9100)
+    [folder] = verbs.phantom("rectal", tmp_path_factory.mktemp("rectal") / "data", cases=1,
+                             seed=9100)
     return folder
 
 
 @pytest.fixture(scope="module")
 def separate(case):
     """The prediction from the three separate inputs (the reference)."""
-    return predict({r: read_image(case / f"{r}.nii.gz") for r in ROLES}, "demo", config=FAST)
+    return verbs.predict("rectal", {r: read_image(case / f"{r}.nii.gz") for r in ROLES}, "demo",
+                         FAST)
 
 
 def dice(a: sitk.Image, b: sitk.Image) -> float:
@@ -53,7 +55,7 @@ def test_one_dwi_input_segments_as_the_separate_inputs(case, separate, tmp_path,
     else:
         path = write_4d_nifti([(0.0, None, b0), (1000.0, None, b1000)], tmp_path / "dwi.nii.gz")
     images = {"t2w": read_image(case / "t2w.nii.gz"), "dwi": read_diffusion(path)}
-    combined = predict(images, "demo", config=FAST)
+    combined = verbs.predict("rectal", images, "demo", FAST)
     assert dice(separate.labels, combined.labels) >= 0.99
     assert separate.labels.GetSize() == combined.labels.GetSize()
     note = next(m for m in combined.messages if m.startswith("dwi: "))
@@ -116,4 +118,4 @@ def test_the_models_high_b_value_from_its_metadata():
     assert model_high_b(metadata({}, True)) == 1000.0  # phantoms' dwi_b1000 is b = 1000
     assert model_high_b(metadata({}, False)) is None
     with pytest.raises(InputError, match="dwi: and dwi_b1000 are two forms"):
-        predict({"t2w": None, "dwi": None, "dwi_b1000": None}, "demo")
+        verbs.predict("rectal", {"t2w": None, "dwi": None, "dwi_b1000": None}, "demo")

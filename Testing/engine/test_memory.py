@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from imaging import FLIPS, OBLIQUE, make_image
 
 import oncoseg.memory
+from oncoseg import verbs
 from oncoseg.errors import InputError
 from oncoseg.io.header import check_declared_size, declared_image
 from oncoseg.io.volumes import read_image
@@ -187,7 +188,7 @@ def test_a_large_ct_keeps_its_probability_maps_on_the_working_grid(tmp_path, mon
     monkeypatch.setattr(ct_predict, "FULL_GRID_PROBABILITY_BYTES", 0)
     monkeypatch.setattr("oncoseg.prediction.OVERVIEW_MAX_VOXELS", 4000)
     ct = _small_ct()
-    prediction = ct_predict.predict_ct({"ct": ct}, "demo")
+    prediction = verbs.predict("oar-ct", {"ct": ct})
     assert prediction.labels.GetSize() == ct.GetSize()
     assert prediction.labels.GetPixelID() == sitk.sitkUInt8
     maps = list(prediction.probabilities.values())

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
-from oncoseg.oar.ct.pipeline import phantom
 
 TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
         "--set", "filters=[4,8,8,8]", "--set", "batch_size=2", "--set", "steps_per_epoch=2",
@@ -22,7 +22,7 @@ TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
 def cohort(tmp_path_factory):
     """Three patients; the third (index 2) has no bladder contour."""
     root = tmp_path_factory.mktemp("oarct") / "cohort"
-    phantom(root, cases=3, seed=77)
+    verbs.phantom("oar-ct", root, cases=3, seed=77)
     return root
 
 
@@ -100,10 +100,10 @@ def test_evaluate_reports_annotated_organs_only(cohort, tiny_model, tmp_path):
 def test_demo_model_on_unseen_phantoms(tmp_path):
     """The full figures (10 cases) are in docs/RESULTS.md; here two cases and lower bars."""
     from oncoseg.datasets.layouts import read_dataset
-    from oncoseg.oar.ct.pipeline import evaluate
 
-    phantom(tmp_path / "data", cases=2, seed=5100, orientation="random")
-    summary = evaluate(tmp_path / "data", "rtstruct", "demo", tmp_path / "eval")
+    verbs.phantom("oar-ct", tmp_path / "data", cases=2, seed=5100, orientation="random")
+    summary = verbs.evaluate("oar-ct", tmp_path / "data", tmp_path / "eval", "demo",
+                             layout="rtstruct")
     metrics = summary["metrics"]
     assert metrics["dice_femoral_head_l"]["mean"] >= 0.85
     assert metrics["dice_femoral_head_r"]["mean"] >= 0.85

@@ -11,12 +11,12 @@ import SimpleITK as sitk
 import torch
 from scipy.spatial.distance import directed_hausdorff
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.datasets.layouts import read_dataset
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
 from oncoseg.oar.mr.evaluation import evaluate_mr_cases
-from oncoseg.oar.mr.pipeline import phantom
 from oncoseg.oar.mr.slices import ORGANS, neighbours, random_crop, smooth_labels
 from oncoseg.oar.mr.training import _step
 
@@ -27,7 +27,7 @@ TINY = ["--set", "size=64", "--set", "width=4", "--set", "max_epochs=1", "--set"
 @pytest.fixture(scope="module")
 def kaggle(tmp_path_factory):
     root = tmp_path_factory.mktemp("gi") / "uw-madison"
-    phantom(root, cases=3, seed=31)
+    verbs.phantom("oar-mr", root, cases=3, seed=31)
     return root
 
 
@@ -233,17 +233,15 @@ def test_the_model_fixes_its_slice_stacks(kaggle, tiny_model, tmp_path, capsys):
 
 def test_demo_model_on_unseen_phantoms(tmp_path):
     """The full figures are in docs/RESULTS.md; here two patients and lower bars."""
-    from oncoseg.oar.mr.pipeline import evaluate
-
-    phantom(tmp_path / "data", cases=2, seed=4343)
-    summary = evaluate(tmp_path / "data", "auto", "demo", tmp_path / "eval")
+    verbs.phantom("oar-mr", tmp_path / "data", cases=2, seed=4343)
+    summary = verbs.evaluate("oar-mr", tmp_path / "data", tmp_path / "eval", "demo")
     assert summary["kaggle"]["score"] >= 0.80
     for organ in ORGANS:
         assert summary["kaggle"]["nonempty_slice_dice"][organ] >= 0.6, organ
 
 
 def test_predict_with_the_demo_model_on_a_scans_folder(tmp_path):
-    phantom(tmp_path / "data", cases=1, seed=4344)
+    verbs.phantom("oar-mr", tmp_path / "data", cases=1, seed=4344)
     scans = read_dataset(tmp_path / "data").cases[0].images["mr"]
     out = tmp_path / "pred"
     assert main(["predict", "oar-mr", "--input", f"mr={scans}", "--output", str(out),

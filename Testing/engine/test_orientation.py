@@ -22,6 +22,7 @@ import pytest
 import SimpleITK as sitk
 from scipy.spatial.transform import Rotation
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.geometry import physical_bounds, resample_to_reference, same_grid
 from oncoseg.orientation import (
@@ -166,10 +167,9 @@ def test_impossible_storage_is_refused(tmp_path, capsys, args, message):
 def test_training_reads_every_storage_as_the_same_arrays(tmp_path):
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.rectal.cases import prepare_case
-    from oncoseg.rectal.pipeline import phantom
 
-    phantom(tmp_path / "lps", cases=1, seed=12)
-    phantom(tmp_path / "las", cases=1, seed=12, orientation="LAS")
+    verbs.phantom("rectal", tmp_path / "lps", cases=1, seed=12)
+    verbs.phantom("rectal", tmp_path / "las", cases=1, seed=12, orientation="LAS")
     roles = ["t2w", "dwi_b0", "dwi_b1000"]
     upright, las = (read_dataset(tmp_path / n, "auto", roles).cases[0] for n in ("lps", "las"))
     a, b = prepare_case(upright, "none"), prepare_case(las, "none")
@@ -274,14 +274,13 @@ def _tilted_case(module, tmp_path, seed: int, read) -> tuple[dict, dict, dict]:
 def test_rectal_result_does_not_depend_on_storage(tmp_path):
     from oncoseg.io.volumes import read_image
     from oncoseg.phantoms import rectal
-    from oncoseg.rectal.pipeline import predict
 
     def read(folder):
         return {r: read_image(folder / f"{r}.nii.gz") for r in ("t2w", "dwi_b0", "dwi_b1000")}
 
     images, tilted, _ = _tilted_case(rectal, tmp_path, 9107, read)
     check_storage_independence(
-        lambda i: predict(i, "demo", config={"registration": "rigid"}), images, tilted,
+        lambda i: verbs.predict("rectal", i, "demo", {"registration": "rigid"}), images, tilted,
         ["Rectal tumour"], "threshold",
         tuple(_masks(read_image(tmp_path / f / "label.nii.gz"), ["Rectal tumour"])
               for f in ("upright", "tilted")))
@@ -289,7 +288,6 @@ def test_rectal_result_does_not_depend_on_storage(tmp_path):
 
 def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
     from oncoseg.io.volumes import read_image
-    from oncoseg.oar.ct.predict import predict_ct
     from oncoseg.oar.ct.task import CT_SEGMENTS
     from oncoseg.phantoms import pelvis_ct
 
@@ -299,7 +297,7 @@ def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
     results = {}
 
     def run(given):
-        prediction = predict_ct(given, "demo")
+        prediction = verbs.predict("oar-ct", given)
         results[orientation_of(given["ct"])] = prediction
         return prediction
 
@@ -315,7 +313,6 @@ def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
 
 
 def test_oar_mr_result_does_not_depend_on_storage():
-    from oncoseg.oar.mr.predict import predict_mr
     from oncoseg.oar.mr.task import GI_SEGMENTS
     from oncoseg.phantoms import gi
 
@@ -330,12 +327,11 @@ def test_oar_mr_result_does_not_depend_on_storage():
     size, spacing = (gi.SIZE, gi.SIZE, gi.SLICES), (gi.PIXEL, gi.PIXEL, gi.SLICE_THICKNESS_MM)
     truths = tuple(dict(zip(names, _rendered(gi, storage, size, spacing, 6107).values(),
                             strict=True)) for storage in (Storage(), TILTED))
-    check_storage_independence(lambda i: predict_mr(i, "demo"), {"mr": scan(Storage())},
+    check_storage_independence(lambda i: verbs.predict("oar-mr", i), {"mr": scan(Storage())},
                                {"mr": scan(TILTED)}, names, "threshold", truths)
 
 
 def test_brain_result_does_not_depend_on_storage(tmp_path):
-    from oncoseg.brain.pipeline import predict
     from oncoseg.brain.task import TASK
     from oncoseg.io.volumes import read_image
     from oncoseg.phantoms import brain
@@ -349,21 +345,21 @@ def test_brain_result_does_not_depend_on_storage(tmp_path):
     # BraTS 2021 names (the phantom's default) store enhancing tumour as 4
     truths = tuple(_masks(sitk.ChangeLabel(read_image(f / f"{f.name}_seg.nii.gz"), {4: 3}), names)
                    for f in (tmp_path / "upright", tmp_path / "tilted"))
-    check_storage_independence(lambda i: predict(i, "demo"), images, tilted, names, "argmax",
-                               truths)
+    check_storage_independence(lambda i: verbs.predict("brain", i), images, tilted, names,
+                               "argmax", truths)
 
 
 def test_staging_probability_does_not_depend_on_storage(tmp_path):
     from oncoseg.io.volumes import read_image
     from oncoseg.phantoms import staging
-    from oncoseg.staging.pipeline import predict
 
     upright, tilted, info = _tilted_case(staging, tmp_path, 3107,
                                          lambda folder: read_image(folder / "t2w.nii.gz"))
     roi = info["roi_lps_mm"]
-    reference = predict({"t2w": upright}, "demo", roi_lps_mm=roi)
+    hints = verbs.Hints(roi_lps_mm=roi)
+    reference = verbs.predict("staging", {"t2w": upright}, hints=hints)
     for image in [*(sitk.DICOMOrient(upright, c) for c in STORAGES), tilted]:
-        result = predict({"t2w": image}, "demo", roi_lps_mm=roi)
+        result = verbs.predict("staging", {"t2w": image}, hints=hints)
         assert result.details["stage"] == reference.details["stage"]
         assert result.details["p_t3"] == pytest.approx(reference.details["p_t3"], abs=2e-3)
         # slice scores point at the same places whatever the storage order

@@ -8,6 +8,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.volumes import read_image
@@ -16,7 +17,6 @@ from oncoseg.modelfile import read_header
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.candidates import find_candidates
 from oncoseg.rectal.dense import probability_map
-from oncoseg.rectal.pipeline import phantom, predict
 from oncoseg.rectal.preprocessing import prepare
 from oncoseg.rectal.sampling import extract_patches
 from oncoseg.registration import RegistrationFailed
@@ -28,7 +28,7 @@ ROLES = ("t2w", "dwi_b0", "dwi_b1000")
 def cases(tmp_path_factory):
     """Three phantom cases the demo model did not train on (it trained on seeds 0..39), each
     stored in another axis order, as real files are."""
-    return phantom(tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100,
+    return verbs.phantom("rectal", tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100,
                    orientation="random")
 
 
@@ -60,7 +60,7 @@ def test_demo_model_segments_unseen_phantoms(cases):
     """The full figure (10 cases) is in docs/RESULTS.md; here three cases."""
     scores = []
     for case in cases:
-        prediction = predict(images_of(case), "demo", config={"registration": "rigid"})
+        prediction = verbs.predict("rectal", images_of(case), "demo", {"registration": "rigid"})
         scores.append(dice_with_truth(prediction, case))
         assert prediction.details["candidates"][0]["selected"]
         assert prediction.model["demo"] is True
@@ -70,7 +70,7 @@ def test_demo_model_segments_unseen_phantoms(cases):
 
 def test_the_model_decides_its_registration_unless_told(cases):
     header = read_header(demo_model_file("rectal"))
-    prediction = predict(images_of(cases[0]), "demo", config={"registration": "none"})
+    prediction = verbs.predict("rectal", images_of(cases[0]), "demo", {"registration": "none"})
     assert prediction.details["config"]["registration"] == "none"
     assert prediction.details["registration"]["t2w"]["method"].startswith("resampled")
     assert header.metadata.preprocessing["registration"] == "rigid"
@@ -79,7 +79,7 @@ def test_the_model_decides_its_registration_unless_told(cases):
 def test_inputs_are_not_modified(cases):
     images = images_of(cases[0])
     copies = {role: sitk.GetArrayFromImage(image).copy() for role, image in images.items()}
-    predict(images, "demo", config={"registration": "none"})
+    verbs.predict("rectal", images, "demo", {"registration": "none"})
     for role, image in images.items():
         np.testing.assert_array_equal(sitk.GetArrayViewFromImage(image), copies[role])
 
@@ -107,7 +107,7 @@ def _sagittal(image):
 ])
 def test_bad_inputs_are_named(cases, change, message):
     with pytest.raises(InputError) as error:
-        predict(change(images_of(cases[0])), "demo")
+        verbs.predict("rectal", change(images_of(cases[0])), "demo")
     assert message in str(error.value)
 
 
@@ -180,8 +180,8 @@ def test_cancel_during_segmentation_raises(cases):
             token.cancel()
 
     with pytest.raises(Cancelled):
-        predict(images_of(cases[0]), "demo", config={"registration": "none"},
-                progress=cancel_when_segmenting, cancel=token)
+        verbs.predict("rectal", images_of(cases[0]), "demo", {"registration": "none"},
+                      verbs.RunContext(progress=cancel_when_segmenting, cancel=token))
 
 
 def test_settings_are_checked(cases, tmp_path, capsys):
@@ -239,7 +239,7 @@ def test_train_then_predict_then_resume(cases, tmp_path):
     assert main([*base, *more, "--resume"]) == 0
     assert read_header(out / "model.safetensors").metadata.provenance["training"][
         "epochs_run"] == 3
-    prediction = predict(images_of(cases[1]), out / "model.safetensors")
+    prediction = verbs.predict("rectal", images_of(cases[1]), out / "model.safetensors")
     assert prediction.labels.GetSize() == read_image(cases[1] / "dwi_b0.nii.gz").GetSize()
 
 

@@ -26,7 +26,7 @@ def test_every_built_in_task_declares_its_settings_and_phases():
         # a model fixes or proposes only what a run reads
         assert not (set(task.fixed_settings) | set(task.proposed_settings)) & \
             task.settings.TRAINING_ONLY, task.name
-        assert task.settings.TASK == task.name
+        assert task.name == task.settings.TASK
         assert demo_model_file(task).is_file(), task.name
 
 

@@ -10,13 +10,13 @@ import SimpleITK as sitk
 import torch
 from sklearn.metrics import roc_auc_score
 
+from oncoseg import verbs
 from oncoseg.cli import main
 from oncoseg.datasets.layouts import read_dataset
 from oncoseg.staging.augment import AugmentRanges, augment
 from oncoseg.staging.config import AGGREGATIONS, VARIANTS
 from oncoseg.staging.losses import batch_hard_triplet, focal_loss
 from oncoseg.staging.network import StagingNet, aggregate, layer_kinds
-from oncoseg.staging.pipeline import phantom
 from oncoseg.staging.preprocessing import n4_correct, representative_slices
 from oncoseg.staging.training import classification_figures, stratified_folds
 
@@ -171,7 +171,7 @@ def test_representative_slices_are_the_largest_sections():
 
 
 def test_folds_hold_each_patient_once_and_both_stages(tmp_path):
-    phantom(tmp_path / "data", cases=9, seed=2)
+    verbs.phantom("staging", tmp_path / "data", cases=9, seed=2)
     cases = read_dataset(tmp_path / "data").cases
     folds = stratified_folds(cases, 3, seed=0)
     assert sorted(c.id for fold in folds for c in fold) == sorted(c.id for c in cases)
@@ -181,7 +181,7 @@ def test_folds_hold_each_patient_once_and_both_stages(tmp_path):
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory):
     root = tmp_path_factory.mktemp("staging") / "data"
-    phantom(root, cases=6, seed=21)
+    verbs.phantom("staging", root, cases=6, seed=21)
     return root
 
 
@@ -259,10 +259,8 @@ def test_roi_on_a_task_without_one(tmp_path, capsys):
 def test_demo_model_on_unseen_phantoms(tmp_path):
     """A regression bar for the shipped demo model: AUC 1.0 and accuracy 1.0 on these 8 cases,
     AUC 0.99 on the 40 of docs/RESULTS.md (issue 7's goal: >= 0.95)."""
-    from oncoseg.staging.pipeline import evaluate
-
-    phantom(tmp_path / "data", cases=8, seed=4343, orientation="random")
-    summary = evaluate(tmp_path / "data", "auto", "demo", tmp_path / "eval")
+    verbs.phantom("staging", tmp_path / "data", cases=8, seed=4343, orientation="random")
+    summary = verbs.evaluate("staging", tmp_path / "data", tmp_path / "eval", "demo")
     assert summary["classification"]["auc"] >= 0.9, summary["classification"]
     assert summary["classification"]["accuracy"] >= 0.75, summary["classification"]
     assert summary["threshold"] == 0.5

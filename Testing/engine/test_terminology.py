@@ -21,7 +21,7 @@ HEAD = Code("SCT", "68367000", "Head of femur")
 
 
 def test_every_segment_of_every_task_is_coded():
-    segments = [s for task in all_tasks() if task.pipeline_module.startswith("oncoseg.")
+    segments = [s for task in all_tasks() if task.method_module.startswith("oncoseg.")
                 for s in task.segments]
     assert len(segments) >= 12
     missing = [s.name for s in segments if s.terminology is None]

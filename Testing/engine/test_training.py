@@ -118,10 +118,10 @@ def test_a_validation_criterion_chooses_the_kept_weights(tmp_path):
 
     meta = ModelMetadata(task="test", architecture="none", architecture_args={}, inputs=["x"],
                          preprocessing={}, outputs={})
-    result = train(lambda: torch.nn.Linear(3, 1), step,
-                   lambda p: torch.optim.SGD(p, lr=0.1), data, data,
-                   TrainingConfig(max_epochs=5, batch_size=4, patience=3), tmp_path, meta,
-                   criterion=criterion)
+    result = train(make_model=lambda: torch.nn.Linear(3, 1), step=step,
+                   make_optimizer=lambda p: torch.optim.SGD(p, lr=0.1), train_data=data,
+                   val_data=data, config=TrainingConfig(max_epochs=5, batch_size=4, patience=3),
+                   output=tmp_path, metadata=meta, criterion=criterion)
     assert [row["val_criterion"] for row in result.history] == [0.5, 0.1, 0.4, 0.3, 0.2]
     assert result.stopped_early and len(result.history) == 5
     kept = load_file(str(tmp_path / MODEL_FILE))["weight"]

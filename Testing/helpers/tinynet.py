@@ -35,20 +35,22 @@ TASK = Task(
     name="test-threshold", title="Threshold (test task)", paper="none",
     description="Marks voxels brighter than the image mean; exercises the CLI contract.",
     inputs=(InputRole("image", "any volume"), InputRole("extra", "unused", optional=True)),
-    reference_role="image", pipeline_module="tinynet", segments=(BRIGHT,),
+    reference_role="image", method_module="tinynet", segments=(BRIGHT,),
     default_config={"offset_sd": 0.0},
 )
 
 
-def predict(images, model, device, config, progress=None, cancel=None) -> Prediction:
+def predict(prepared, images, context, hints) -> Prediction:
+    """The method contract's predict (oncoseg.method.Method): no network, a threshold."""
     image = sitk.Cast(images["image"], sitk.sitkFloat32)
     array = sitk.GetArrayFromImage(image)
-    z = (array - array.mean()) / (array.std() + 1e-6) - float(config.get("offset_sd", 0.0))
+    offset = float(prepared.settings.get("offset_sd", 0.0))
+    z = (array - array.mean()) / (array.std() + 1e-6) - offset
     probability = sitk.GetImageFromArray((1.0 / (1.0 + np.exp(-4 * z))).astype(np.float32))
     probability.CopyInformation(image)
     labels = sitk.GetImageFromArray((z > 0).astype(np.uint8))
     labels.CopyInformation(image)
-    return Prediction(task=TASK.name, model={"name": str(model)}, images={"image": image},
+    return Prediction(task=TASK.name, model={"name": "threshold"}, images={"image": image},
                       display_role="image", segments=TASK.segments, labels=labels,
                       probabilities={BRIGHT.name: probability}, messages=["test task"])
 

@@ -66,11 +66,12 @@ def main() -> None:
     metadata = ModelMetadata(task="test-threshold", architecture="test-tiny-classifier",
                              architecture_args={"channels": 1, "classes": 2}, inputs=["image"],
                              preprocessing={}, outputs={"classes": ["low", "high"]}, demo=True)
-    result = train(tiny_classifier, step, lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9),
-                   phantom_patches(64, 1), phantom_patches(32, 2),
-                   TrainingConfig(max_epochs=args.epochs, batch_size=args.batch, patience=50,
-                                  seed=3),
-                   args.output, metadata, resume=args.resume)
+    result = train(make_model=tiny_classifier, step=step,
+                   make_optimizer=lambda p: torch.optim.SGD(p, lr=0.2, momentum=0.9),
+                   train_data=phantom_patches(64, 1), val_data=phantom_patches(32, 2),
+                   config=TrainingConfig(max_epochs=args.epochs, batch_size=args.batch,
+                                         patience=50, seed=3),
+                   output=args.output, metadata=metadata, resume=args.resume)
     if result.model_path is not None:
         print(json.dumps({"step_losses": result.step_losses, "history": result.history}))
 

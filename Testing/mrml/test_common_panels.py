@@ -6,7 +6,7 @@ import pytest
 
 from oncoseg.errors import InputError
 from oncoseg.method import demo_model_file
-from oncoseg.rectal.pipeline import phantom
+from oncoseg.verbs import phantom
 from OncoSegCommonLib.models import available_models, model_choice, models_folder
 from OncoSegCommonLib.training_process import TrainingProcess, training_command
 
@@ -36,7 +36,7 @@ def test_model_list_has_bundled_then_trained_models(oncoseg_home, tmp_path):
 
 def test_training_process_reports_losses_and_writes_a_model(tmp_path):
     data = tmp_path / "data"
-    phantom(data, cases=2, seed=31)
+    phantom("rectal", data, cases=2, seed=31)
     out = tmp_path / "run"
     command = training_command("rectal", data, out, device="cpu", overrides={
         "registration": "none", "samples_per_class": 24, "max_epochs": 2,
@@ -51,7 +51,7 @@ def test_training_process_reports_losses_and_writes_a_model(tmp_path):
 
 def test_stopping_a_training_leaves_no_model(tmp_path):
     data = tmp_path / "data"
-    phantom(data, cases=2, seed=32)
+    phantom("rectal", data, cases=2, seed=32)
     out = tmp_path / "run"
     process = TrainingProcess(training_command("rectal", data, out, overrides={
         "registration": "none", "max_epochs": 500}))

@@ -4,7 +4,7 @@ in the application."""
 import pytest
 
 from OARSegLib import scenarios
-from OARSegLib.logic import OARSegParameters
+from OARSegLib.logic import MODES, OARSegLogic, OARSegParameters
 
 
 @pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
@@ -25,4 +25,21 @@ def test_modes_check_their_own_organs_and_threshold():
         OARSegParameters(mode="PET")
     with pytest.raises(ValueError, match="threshold"):
         OARSegParameters(mode="MR", threshold=1.5)
-    assert OARSegParameters(mode="MR", threshold=0.3).engine_settings()["threshold"] == 0.3
+    assert OARSegParameters(mode="MR", threshold=0.3).overrides()["threshold"] == 0.3
+
+
+def test_one_logic_serves_both_tasks_and_reads_its_organs_from_the_request(mrml):
+    from OncoSegCommonLib.tasklogic import RunRequest, logic_for
+
+    for mode in MODES.values():
+        logic = logic_for(mrml, mode.task.name)
+        assert type(logic) is OARSegLogic and logic.task is mode.task and logic.mode is mode
+    assert OARSegLogic(mrml).task is MODES["CT"].task
+    with pytest.raises(ValueError, match="not 'brain'"):
+        OARSegLogic(mrml, "brain")
+    request = OARSegParameters(mode="MR", organs=("Stomach",), probabilities=True).request()
+    assert request.organs == ("Stomach",)
+    assert request.overrides == {"probabilities": True}
+    # a plain request (the review app's) keeps every organ
+    plain = logic.own_request(RunRequest(model="m.safetensors", device="cpu"))
+    assert (plain.organs, plain.model, plain.device) == ((), "m.safetensors", "cpu")

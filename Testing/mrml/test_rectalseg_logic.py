@@ -40,6 +40,11 @@ def test_parameters_turn_into_engine_settings():
     settings = model_settings("rectal", demo, on)
     assert settings.registration == demo.preprocessing["registration"] == "rigid"
     assert settings.threshold == 0.3
+    # the request carries them, and a seed placed in Slicer (RAS) as the engine's LPS hint
+    request = RectalSegParameters(threshold=0.3, model="m.safetensors").request([1.0, 2.0, 3.0])
+    assert (request.model, request.overrides) == ("m.safetensors", {"threshold": 0.3})
+    assert list(request.hints.seed_lps_mm) == [-1.0, -2.0, 3.0]
+    assert RectalSegParameters().request().hints.seed_lps_mm is None
 
 
 # ------------------------------------------------------------------ every b-value in one node
@@ -47,9 +52,10 @@ def test_parameters_turn_into_engine_settings():
 
 @pytest.fixture(scope="module")
 def dwi_case(tmp_path_factory):
-    from oncoseg.rectal.pipeline import phantom
+    from oncoseg.verbs import phantom
 
-    [case] = phantom(tmp_path_factory.mktemp("rectal"), cases=1, seed=scenarios.PHANTOM_SEED)
+    [case] = phantom("rectal", tmp_path_factory.mktemp("rectal"), cases=1,
+                     seed=scenarios.PHANTOM_SEED)
     return case
 
 
@@ -97,17 +103,17 @@ def test_a_multivolume_node_is_the_dwi_input(mrml, dwi_case):
     assert guess_dwi_node(mrml.scene) is node
     inputs = {"t2w": t2w, "dwi": node}
     assert inputs_ready(inputs)
-    result = RectalSegLogic(mrml).run(inputs, RectalSegParameters(registration=False))
+    result = RectalSegLogic(mrml).run(inputs, RectalSegParameters(registration=False).request())
     note = next(m for m in result.prediction.messages if m.startswith("dwi: "))
     assert note.startswith("dwi: 3 b-values (0, 50, 1000 s/mm^2); b0 = 0, high b = 1000"), note
     b0 = read_image(dwi_case / "dwi_b0.nii.gz")
-    picked = result.reference_node
+    picked = result.reference
     assert picked.GetName() == "RectalSeg DWI b=0"
     from OncoSegCommonLib.volumes import image_from_volume_node
 
     np.testing.assert_allclose(
         image_from_volume_node(picked).GetOrigin(), b0.GetOrigin(), atol=1e-4)
-    assert result.candidate_rows()
+    assert result.rows()
 
 
 def test_sequences_with_b_values_in_index_or_attributes(mrml, dwi_case):

@@ -15,7 +15,7 @@ def test_every_task_registers_one_sample_in_the_oncoseg_category(tmp_path):
     register_sample_data(lambda **kw: registered.append(kw), loaded.append, tmp_path)
     assert {kw["category"] for kw in registered} == {"OncoSeg"}
     assert len(registered) == len(SAMPLES)
-    assert set(SAMPLES) == {t.name for t in all_tasks() if t.pipeline_module.startswith("oncoseg.")}
+    assert set(SAMPLES) == {t.name for t in all_tasks() if t.method_module.startswith("oncoseg.")}
     registered[2]["customDownloader"](None)  # SampleData calls it with the source
     assert loaded == [list(SAMPLES)[2]]
 

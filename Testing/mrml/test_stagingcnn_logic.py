@@ -23,5 +23,5 @@ def test_parameters_are_checked():
         StagingParameters(threshold=1.0)
     with pytest.raises(ValueError, match="augmentation"):
         StagingParameters(tta=0)
-    assert StagingParameters(tta=3, threshold=0.4).engine_settings() == {"tta": 3,
-                                                                          "threshold": 0.4}
+    assert StagingParameters(tta=3, threshold=0.4).overrides() == {"tta": 3, "threshold": 0.4}
+    assert StagingParameters(tta=3).request().overrides == {"tta": 3}

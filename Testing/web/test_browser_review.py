@@ -15,7 +15,7 @@ import SimpleITK as sitk
 from browser import chromium, chromium_path, review_server
 
 from oncoseg.io.segnrrd import read_seg_nrrd
-from oncoseg.rectal.pipeline import phantom as rectal_phantom
+from oncoseg.verbs import phantom
 
 pytest.importorskip("trame_slicer", reason="the review app needs oncoseg[web]")
 
@@ -23,7 +23,7 @@ pytest.importorskip("trame_slicer", reason="the review app needs oncoseg[web]")
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
-    rectal_phantom(root / "rectal", cases=1, seed=5)
+    phantom("rectal", root / "rectal", cases=1, seed=5)
     (root / "broken").mkdir()
     (root / "broken" / "t2w.nii.gz").write_bytes(b"\x00" * 64)
     with review_server(root, tmp_path_factory.mktemp("log") / "serve.log") as url:

@@ -9,16 +9,15 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.segnrrd import read_seg_nrrd
-from oncoseg.rectal.pipeline import phantom as rectal_phantom
-from oncoseg.staging.pipeline import phantom as staging_phantom
+from oncoseg.verbs import phantom
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     """A data root: two rectal cases, a staging case, and a case with a corrupt volume."""
     root = tmp_path_factory.mktemp("review")
-    rectal_phantom(root / "rectal", cases=2, seed=11)
-    staging_phantom(root / "staging", cases=1, seed=3)
+    phantom("rectal", root / "rectal", cases=2, seed=11)
+    phantom("staging", root / "staging", cases=1, seed=3)
     broken = root / "broken_case"
     broken.mkdir()
     (broken / "t2w.nii.gz").write_bytes(b"not a NIfTI file at all")
@@ -67,6 +66,10 @@ def test_run_correct_accept_and_export_a_rectal_case(root, mrml):
         str(root / "rectal/rectal_000" / f"{n.GetName()}.nii.gz"))) for n in nodes}
     result = session.run("rectal", device="cpu")
     assert result.segmentation is not None and result.rows, result.summary
+    # the rectal logic's own result, through the common interface: candidates
+    assert result.summary == f"{len(result.rows)} candidate(s)"
+    assert sum(row["selected"] for row in result.rows) == 1
+    assert result.segmentation in result.nodes and result.reference in nodes
 
     with pytest.raises(InputError, match="not accepted"):
         session.export("seg.nrrd")
@@ -95,7 +98,8 @@ def test_staging_case_gives_a_stage_and_no_segmentation(root, mrml):
     session.open_case("staging/staging_000")
     result = session.run("staging", device="cpu")
     assert result.segmentation is None and result.summary.startswith(("T2", "T3"))
-    assert len(result.rows) == 18
+    assert len(result.rows) == 18 and [r["slice"] for r in result.rows] == list(range(18))
+    assert len(result.nodes) == 4  # the score table, the chart and its two series
     with pytest.raises(InputError, match="none to review"):
         session.accept()
 
@@ -141,10 +145,9 @@ def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
     """A DICOM series case: the exports reference the series it was read from."""
     import pydicom
 
-    from oncoseg.oar.ct.pipeline import phantom as ct_phantom
     from OncoSegWebLib.session import ReviewSession
 
-    ct_phantom(tmp_path / "ct", cases=1, seed=2)
+    phantom("oar-ct", tmp_path / "ct", cases=1, seed=2)
     session = ReviewSession(mrml, tmp_path)
     (case,) = session.cases()
     assert case.id == "ct/oarct_000" and case.usable
@@ -164,3 +167,13 @@ def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
             "dicom-seg" else dataset.ReferencedFrameOfReferenceSequence[0] \
             .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID
         assert referenced == series_uid
+
+
+def test_the_app_offers_every_registered_task_and_refuses_others(mrml):
+    from oncoseg.tasks import all_tasks
+    from OncoSegWebLib.runners import plan_run, task_titles
+
+    assert task_titles() == {t.name: t.title for t in all_tasks()}
+    assert {"rectal", "oar-ct", "oar-mr", "staging", "brain"} <= set(task_titles())
+    with pytest.raises(InputError, match="task: 'liver' is not one of"):
+        plan_run(mrml, "liver")

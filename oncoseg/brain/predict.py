@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -29,8 +27,8 @@ from oncoseg.brain.preprocessing import (
 from oncoseg.brain.task import TASK
 from oncoseg.brain.voting import hierarchical_vote
 from oncoseg.inference import SlidingWindow
-from oncoseg.method import load_task_model, model_settings
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
+from oncoseg.method import Hints, Prepared, RunContext
+from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 
@@ -122,16 +120,13 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
     return labels, mean, members
 
 
-def predict_brain(images: Mapping[str, sitk.Image | None],
-                  model: str | Path | LoadedModel = "demo", device: str = "cpu",
-                  config: Mapping[str, Any] | None = None,
-                  progress: ProgressCallback | None = None,
-                  cancel: CancelToken | None = None) -> Prediction:
+def predict(prepared: Prepared, images: Mapping[str, sitk.Image | None], context: RunContext,
+            hints: Hints) -> Prediction:
+    """Necrotic / non-enhancing core, oedema and enhancing tumour from any of the four
+    sequences: the 2D models' scores, every 2D-3D member, the hierarchical vote."""
+    settings, metadata, ensemble = prepared.settings, prepared.model.metadata, prepared.network
+    progress, cancel = context.progress, context.cancel
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    loaded = load_task_model(TASK, model, device)
-    settings = model_settings(TASK, loaded.metadata, config)
-    timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()
     volume = prepare_volume(images, settings.intensity_constant, settings.dropped)
@@ -140,7 +135,7 @@ def predict_brain(images: Mapping[str, sitk.Image | None],
 
     started = time.perf_counter()
     stages: dict[str, float] = {}  # inside inference: in details, not summed twice
-    labels, probabilities, members = segment(loaded.network, volume, settings, device,
+    labels, probabilities, members = segment(ensemble, volume, settings, context.device,
                                              progress, cancel, stages)
     timings["inference"] = time.perf_counter() - started
     report(progress, "Voting", 1, 1)
@@ -149,19 +144,18 @@ def predict_brain(images: Mapping[str, sitk.Image | None],
         maps[spec.name] = back_to_grid(probabilities[spec.label].astype(np.float32), volume,
                                        sitk.sitkFloat32)
     messages = list(volume.messages)
-    if loaded.metadata.demo:
+    if metadata.demo:
         messages.append(DEMO_NOTE)
     shown = {role: images[role] for role in volume.used}
     return Prediction(
-        task=TASK.name, model=model_summary(loaded.path, loaded.metadata), images=shown,
+        task=TASK.name, model=model_summary(prepared.model.path, metadata), images=shown,
         display_role=volume.reference_role if "flair" not in shown else "flair",
         segments=TASK.segments, labels=back_to_grid(labels, volume), probabilities=maps,
         timings=timings, messages=messages,
         details={"sequences_used": volume.used, "reference": volume.reference_role,
-                 "members": [m.import_at for m in loaded.network.nets3d],
+                 "members": [m.import_at for m in ensemble.nets3d],
                  "inference_stages_s": {k: round(v, 3) for k, v in stages.items()},
                  "config": settings.as_dict()},
         alternatives={f"member {i + 1} ({net.import_at})": back_to_grid(m, volume)
-                      for i, (net, m) in enumerate(zip(loaded.network.nets3d, members,
-                                                       strict=True))},
+                      for i, (net, m) in enumerate(zip(ensemble.nets3d, members, strict=True))},
     )

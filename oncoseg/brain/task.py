@@ -33,7 +33,7 @@ TASK = register_task(Task(
         InputRole("flair", "FLAIR MR", optional=True, name_hints=("flair", "t2f")),
     ),
     reference_role="t1c",
-    pipeline_module="oncoseg.brain.pipeline",
+    method_module="oncoseg.brain.method",
     network_modules=("oncoseg.brain.network",),
     segments=SEGMENTS,
     settings=BrainConfig,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from oncoseg.brain.optimizer import LossPlateauHalving, NormalisedSGD
 from oncoseg.brain.predict import features_2d
 from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices
 from oncoseg.brain.task import TASK
-from oncoseg.datasets import Case, Dataset, read_dataset
+from oncoseg.datasets import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
@@ -234,17 +233,15 @@ def split_cases(dataset: Dataset, config: BrainConfig) -> tuple[list[Case], list
             [c for c in dataset.cases if c.patient in held])
 
 
-def train_brain(dataset: str | os.PathLike[str], output: str | os.PathLike[str],
-                layout: str = "auto", config: BrainConfig | None = None, device: str = "cpu",
-                resume: bool = False, description: str = "", demo: bool = False,
-                progress: ProgressCallback | None = None,
+def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
+                device: str = "cpu", resume: bool = False, description: str = "",
+                demo: bool = False, progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> Path:
-    """Run ``config.stage`` (or all stages); returns the last file written (the ensemble
-    for 'all' and '2d3d')."""
+    """Run ``config.stage`` (or all stages) on a data set already read; returns the last file
+    written (the ensemble for 'all' and '2d3d')."""
     config = config or BrainConfig()
     stage = config.stage
     output = Path(output)
-    data = read_dataset(dataset, layout, roles=list(SEQUENCES))
     train_cases, val_cases = split_cases(data, config)
     split = {"train": [c.id for c in train_cases], "validation": [c.id for c in val_cases]}
     cache = output / "prepared"

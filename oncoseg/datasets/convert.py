@@ -66,15 +66,19 @@ def phantoms_as_nnunet(task: Task, output: str | os.PathLike[str], cases: int, s
                        tilt_degrees: float = 0.0) -> list[Path]:
     """A segmentation task's phantoms written in nnU-Net raw layout (via its native layout)."""
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.method import PhantomOptions, RunContext, method_of
 
+    if cases < 1:
+        raise InputError("--cases", "must be at least 1")
     if task.kind != "segmentation":
         raise InputError("--layout nnunet", f"task '{task.name}' is not a segmentation task")
     parent = Path(output).absolute().parent
     parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=parent) as tmp:
-        native = task.verb("phantom")(Path(tmp) / "native", cases=cases, seed=seed,
-                                      layout="native", progress=progress, cancel=cancel,
-                                      orientation=orientation, tilt_degrees=tilt_degrees)
+        native = method_of(task).phantom(
+            Path(tmp) / "native", PhantomOptions(cases, seed, "native", orientation,
+                                                 tilt_degrees),
+            RunContext(progress=progress, cancel=cancel))
         roles = [r.name for r in task.inputs]
         dataset = read_dataset(Path(tmp) / "native", "auto", roles)
         labels = {"background": 0, **{s.name: s.label for s in task.segments}}

@@ -15,23 +15,24 @@ import torch
 from oncoseg.datasets.base import Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.geometry import voxel_volume_ml
+from oncoseg.method import Prepared, RunContext
 from oncoseg.metrics import dice, roc_auc
-from oncoseg.progress import CancelToken, ProgressCallback
+from oncoseg.progress import CancelToken
 from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.cases import prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.dense import probability_map
 
 
-def evaluate_cases(dataset: Dataset, network: torch.nn.Module, model_name: str,
-                   config: RectalConfig, output: Path, device: str = "cpu",
-                   overwrite: bool = False, progress: ProgressCallback | None = None,
-                   cancel: CancelToken | None = None) -> dict[str, Any]:
+def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContext,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Every case prepared and segmented as ``predict`` does, scored against its readers."""
+    network, config = prepared.network, prepared.settings
     return evaluate_dataset(
-        dataset, lambda case: evaluate_case(case, network, config, device, cancel), output,
-        plotted=("dsc", "auc"), overwrite=overwrite,
-        extra={"model": model_name, "config": config.as_dict()}, progress=progress,
-        cancel=cancel)
+        data, lambda case: evaluate_case(case, network, config, context.device, context.cancel),
+        output, plotted=("dsc", "auc"), overwrite=overwrite,
+        extra={"model": str(prepared.model.path), "config": config.as_dict()},
+        progress=context.progress, cancel=context.cancel)
 
 
 def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: str,

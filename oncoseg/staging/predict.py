@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Mapping
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.method import load_task_model, model_settings
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
+from oncoseg.method import Hints, Prepared, RunContext
+from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.orientation import to_canonical
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.progress import CancelToken, check_cancelled, report
 from oncoseg.staging.augment import TEST_TIME, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.preprocessing import prepare_volume
@@ -51,43 +49,42 @@ def slice_centres(image: sitk.Image) -> list[list[float]]:
             for k in range(image.GetSize()[2])]
 
 
-def predict_staging(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
-                    device: str = "cpu", config: Mapping[str, Any] | None = None,
-                    progress: ProgressCallback | None = None,
-                    cancel: CancelToken | None = None,
-                    roi_lps_mm: Sequence[float] | None = None) -> Prediction:
+def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
+            hints: Hints) -> Prediction:
+    """P(T3), the stage at the model's threshold, and slice-wise scores; the crop is the box
+    ``hints.roi_lps_mm``, the ``roi`` mask, or (neither given) a centred square, said so."""
     TASK.check_images(images)
     image = to_canonical(images["t2w"])
+    settings, metadata = prepared.settings, prepared.model.metadata
+    progress, cancel = context.progress, context.cancel
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    loaded = load_task_model(TASK, model, device)
-    settings = model_settings(TASK, loaded.metadata, config)
-    timings["load_model"] = time.perf_counter() - started
 
     started = time.perf_counter()
     report(progress, "Preparing (N4, crop, resize)", 0, 2)
-    prepared = prepare_volume(image, settings, roi_box=roi_lps_mm, roi_mask=images.get("roi"))
+    volume = prepare_volume(image, settings, roi_box=hints.roi_lps_mm,
+                            roi_mask=images.get("roi"))
     timings["preprocess"] = time.perf_counter() - started
     check_cancelled(cancel)
 
     started = time.perf_counter()
     report(progress, "Staging", 1, 2)
-    p_t3, slices = stage_probabilities(prepared.array, loaded.network, settings, device, cancel)
+    p_t3, slices = stage_probabilities(volume.array, prepared.network, settings, context.device,
+                                       cancel)
     timings["inference"] = time.perf_counter() - started
     report(progress, "Staging", 2, 2)
     stage = "T3" if p_t3 >= settings.threshold else "T2"
-    messages = list(prepared.messages)
-    if loaded.metadata.demo:
+    messages = list(volume.messages)
+    if metadata.demo:
         messages.append(DEMO_NOTE)
-    x0, x1, y0, y1 = prepared.crop
+    x0, x1, y0, y1 = volume.crop
     return Prediction(
-        task=TASK.name, model=model_summary(loaded.path, loaded.metadata),
+        task=TASK.name, model=model_summary(prepared.model.path, metadata),
         images={"t2w": image}, display_role="t2w",
         class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings,
         details={"stage": stage, "p_t3": p_t3, "threshold": settings.threshold,
                  "slice_p_t3": [round(float(v), 5) for v in slices],
                  "slice_centres_lps_mm": slice_centres(image),
-                 "roi": {"source": prepared.roi_source,
+                 "roi": {"source": volume.roi_source,
                          "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
                  "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
         messages=messages).onto_grid(images["t2w"])

@@ -1,9 +1,15 @@
 """Evaluating the OAR CT model as paper 003 does: per organ Dice, symmetric mean surface
-distance and HD95 (mm) on the CT grid, only for the organs each case annotated."""
+distance and HD95 (mm) on the CT grid, only for the organs each case annotated.
+
+Each case is segmented exactly as ``oncoseg predict`` does, with the model read once for every
+case and no probability maps (evaluation scores the labels only, and the maps of a full CT take
+a gigabyte).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,17 +18,18 @@ import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
+from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.metrics import dice, hd95, mean_surface_distance
+from oncoseg.oar.ct.predict import predict
 from oncoseg.oar.ct.task import CT_SEGMENTS
 from oncoseg.oar.ct.training import case_labels, read_case_ct
 from oncoseg.prediction import Prediction, file_stem
-from oncoseg.progress import CancelToken, ProgressCallback
 
 
-def organ_figures(case: Case, predict: Callable[[sitk.Image], Prediction]) -> dict[str, Any]:
+def organ_figures(case: Case, segment: Callable[[sitk.Image], Prediction]) -> dict[str, Any]:
     ct = read_case_ct(case)
     truth, annotated = case_labels(case, ct)
-    predicted = sitk.GetArrayFromImage(predict(ct).labels)
+    predicted = sitk.GetArrayFromImage(segment(ct).labels)
     spacing = ct.GetSpacing()[::-1]
     row: dict[str, Any] = {}
     for spec in CT_SEGMENTS:
@@ -37,10 +44,16 @@ def organ_figures(case: Case, predict: Callable[[sitk.Image], Prediction]) -> di
     return row
 
 
-def evaluate_ct_cases(dataset: Dataset, predict: Callable[[sitk.Image], Prediction],
-                      output: Path, overwrite: bool = False,
-                      progress: ProgressCallback | None = None,
-                      cancel: CancelToken | None = None) -> dict[str, Any]:
-    return evaluate_dataset(dataset, lambda case: organ_figures(case, predict), output,
-                            plotted=("dice_",), overwrite=overwrite, progress=progress,
-                            cancel=cancel)
+def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContext,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Dice, mean surface distance and HD95 per organ, for the organs each case annotated."""
+    labels_only = replace(prepared, settings=replace(prepared.settings, probabilities=False))
+    # the data set's progress is reported per case; a case's own stages would interleave with it
+    per_case = replace(context, progress=None)
+
+    def segment(ct: sitk.Image) -> Prediction:
+        return predict(labels_only, {"ct": ct}, per_case, Hints())
+
+    return evaluate_dataset(data, lambda case: organ_figures(case, segment), output,
+                            plotted=("dice_",), overwrite=overwrite, progress=context.progress,
+                            cancel=context.cancel)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -17,12 +15,8 @@ from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.inference import SlidingWindow
 from oncoseg.memory import format_bytes
-from oncoseg.method import load_task_model, model_settings
-from oncoseg.modelfile import (
-    DEMO_NOTE,
-    LoadedModel,
-    model_summary,
-)
+from oncoseg.method import Hints, Prepared, RunContext
+from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.preprocessing import (
     AIR_HU,
@@ -84,24 +78,21 @@ def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
     return cleaned
 
 
-def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
-               device: str = "cpu", config: Mapping[str, Any] | None = None,
-               progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None) -> Prediction:
+def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
+            hints: Hints) -> Prediction:
+    """Femoral heads, bladder, bowel bag and nodal CTV on one CT, with the model and settings
+    ``prepared`` holds (read once by the caller, so an evaluation reuses them per case)."""
     OAR_CT.check_images(images)
     image = images["ct"]
     messages = check_ct(image)
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    loaded = load_task_model(OAR_CT, model, device)
-    network, metadata, path = loaded.network, loaded.metadata, loaded.path
-    settings = model_settings(OAR_CT, metadata, config)
-    timings["load_model"] = time.perf_counter() - started
+    settings, metadata = prepared.settings, prepared.model.metadata
+    progress, cancel = context.progress, context.cancel
 
     started = time.perf_counter()
     patch = tuple(metadata.preprocessing.get("patch_size", settings.patch_size))
-    labels, probabilities, grid, notes = segment_ct(image, network, settings, patch, device,
-                                                    progress, cancel)
+    labels, probabilities, grid, notes = segment_ct(image, prepared.network, settings, patch,
+                                                    context.device, progress, cancel)
     timings["inference"] = time.perf_counter() - started
     check_cancelled(cancel)
 
@@ -133,7 +124,7 @@ def predict_ct(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
     messages.extend(notes)
     return Prediction(
         task=OAR_CT.name,
-        model=model_summary(path, metadata),
+        model=model_summary(prepared.model.path, metadata),
         images={"ct": image}, display_role="ct", segments=CT_SEGMENTS,
         labels=labels_on_ct, probabilities=maps, timings=timings,
         details={"config": settings.as_dict(),

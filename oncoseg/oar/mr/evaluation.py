@@ -6,6 +6,9 @@ and the 3D Hausdorff score. The data set's Kaggle score is 0.4 x the Dice averag
 (slice, organ) row + 0.6 x the Hausdorff score averaged over every (scan, organ): slices, not
 scans, weigh the Dice part, so it is computed from the rows' slice counts, not as a mean of
 per-scan scores.
+
+Each scan is segmented as ``oncoseg predict`` does (same slice stacks, tuned threshold and
+gate), with the model read once for every scan.
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
+from oncoseg.method import Prepared, RunContext
 from oncoseg.metrics import kaggle_hausdorff_score, slice_dice
-from oncoseg.oar.mr.slices import ORGANS, network_view
+from oncoseg.oar.mr.predict import organ_maps
+from oncoseg.oar.mr.slices import ORGANS, check_mr, network_view
 from oncoseg.oar.mr.training import case_masks
 from oncoseg.progress import CancelToken, ProgressCallback
 
@@ -68,3 +73,19 @@ def evaluate_mr_cases(dataset: Dataset, segment: Segmenter, output: Path,
     return evaluate_dataset(dataset, lambda case: scan_figures(case, segment), output,
                             plotted=("dice_", "hausdorff_score_"), overwrite=overwrite,
                             extra=extra, totals=kaggle_totals, progress=progress, cancel=cancel)
+
+
+def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContext,
+             overwrite: bool = False) -> dict[str, Any]:
+    """Per-slice Dice, Hausdorff score and the Kaggle score per organ."""
+    settings = prepared.settings
+
+    def segment(image: sitk.Image) -> np.ndarray:
+        check_mr(image)
+        maps = organ_maps(sitk.GetArrayFromImage(image), prepared.network, settings,
+                          context.device, cancel=context.cancel)
+        return maps.masks(settings.threshold, settings.gate_threshold)
+
+    return evaluate_mr_cases(data, segment, output, overwrite,
+                             {"model": str(prepared.model.path), "threshold": settings.threshold},
+                             context.progress, context.cancel)

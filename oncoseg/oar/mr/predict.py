@@ -6,15 +6,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.method import load_task_model, model_settings
-from oncoseg.modelfile import DEMO_NOTE, LoadedModel, model_summary
+from oncoseg.method import Hints, Prepared, RunContext
+from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.slices import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
@@ -90,24 +88,21 @@ def label_map(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return np.where(masks.any(axis=0), best + 1, 0).astype(np.uint8)
 
 
-def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel = "demo",
-               device: str = "cpu", config: Mapping[str, Any] | None = None,
-               progress: ProgressCallback | None = None,
-               cancel: CancelToken | None = None) -> Prediction:
+def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
+            hints: Hints) -> Prediction:
+    """Stomach, small and large bowel on an abdominal MR volume or a Kaggle scans folder, with
+    the model and settings ``prepared`` holds (its tuned threshold unless overridden)."""
     OAR_MR.check_images(images)
     image = network_view(images["mr"])
     check_mr(image)
     timings: dict[str, float] = {}
-    started = time.perf_counter()
-    loaded = load_task_model(OAR_MR, model, device)
-    settings = model_settings(OAR_MR, loaded.metadata, config)
-    timings["load_model"] = time.perf_counter() - started
+    settings, metadata = prepared.settings, prepared.model.metadata
 
     started = time.perf_counter()
-    maps = organ_maps(sitk.GetArrayFromImage(image), loaded.network, settings, device, progress,
-                      cancel)
+    maps = organ_maps(sitk.GetArrayFromImage(image), prepared.network, settings, context.device,
+                      context.progress, context.cancel)
     timings["inference"] = time.perf_counter() - started
-    check_cancelled(cancel)
+    check_cancelled(context.cancel)
 
     started = time.perf_counter()
     masks = maps.masks(settings.threshold, settings.gate_threshold)
@@ -120,9 +115,9 @@ def predict_mr(images: Mapping[str, sitk.Image], model: str | Path | LoadedModel
             organ.CopyInformation(image)
             probabilities[spec.name] = organ
     timings["postprocess"] = time.perf_counter() - started
-    messages = [DEMO_NOTE] if loaded.metadata.demo else []
+    messages = [DEMO_NOTE] if metadata.demo else []
     return Prediction(
-        task=OAR_MR.name, model=model_summary(loaded.path, loaded.metadata),
+        task=OAR_MR.name, model=model_summary(prepared.model.path, metadata),
         images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
         probabilities=probabilities, timings=timings,
         details={"config": settings.as_dict(), "threshold": settings.threshold,

@@ -1,0 +1,137 @@
+"""One start / compute / finish shape for every task: a method defined only in the tests
+(Testing/helpers/toymethod.py), registered by one line, runs through the Slicer logic and the
+review app with no edit anywhere else; the four modules' logics are that shape under Slicer's
+names. (Testing/engine/test_method_contract.py is the command-line half of the same proof.)"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import toymethod
+
+from oncoseg import verbs
+from oncoseg.errors import InputError
+from oncoseg.io.volumes import read_image
+from oncoseg.method import Hints
+from oncoseg.tasks import unregister_task
+from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+from OncoSegCommonLib.tasklogic import RunRequest, TaskLogic, TaskResult, logic_for
+from OncoSegCommonLib.volumes import volume_node_from_image
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy task registered, two phantom cases and a model trained on them."""
+    task = toymethod.register()
+    folder = tmp_path_factory.mktemp("toy")
+    cases = verbs.phantom(task.name, folder / "data", cases=2)
+    model = verbs.train(task.name, folder / "data", folder / "run")
+    yield task, cases[0] / "image.nii.gz", model
+    unregister_task(task.name)
+
+
+def _volume(context: MRMLContext, path: Path, name: str = "image"):
+    return volume_node_from_image(context.scene, read_image(path), name)
+
+
+def test_a_new_method_runs_through_the_slicer_logic(toy, mrml, tmp_path, monkeypatch):
+    monkeypatch.setenv("ONCOSEG_HOME", str(tmp_path))  # no model trained here
+    task, image, model = toy
+    node = _volume(mrml, image)
+    logic = logic_for(mrml, task.name)
+    assert type(logic) is TaskLogic and logic.task is task  # no module logic of its own
+    inputs = logic.guess_inputs()
+    assert inputs == {"image": node}
+    started = logic.start(inputs, RunRequest(model=str(model), device="cpu"))
+    before = mrml.node_names()
+    prediction = logic.compute(started)
+    assert mrml.node_names() == before, "compute touched the scene"
+    result = logic.finish(prediction, started)
+    assert isinstance(result, TaskResult) and result.reference is node
+    segmentation = result.nodes.segmentation
+    assert segmentation is not None and segmentation.GetScene() is mrml.scene
+    assert segmentation.GetSegmentation().GetNthSegment(0).GetName() == "Spot"
+    on_volume = sitk.GetArrayFromImage(labels_from_segmentation_node(segmentation, node))
+    expected = sitk.GetArrayFromImage(prediction.labels)
+    assert on_volume.any() and np.array_equal(on_volume > 0, expected > 0)
+    assert list(result.nodes.probabilities) == ["Spot"]
+    assert result.summary() == "1 of 1 segment(s) found"
+    assert [r["segment"] for r in result.rows()] == ["Spot"] and result.rows()[0]["volume_ml"] > 0
+    assert set(result.all_nodes()) == {segmentation, result.nodes.probabilities["Spot"]}
+    assert [m.label for m in logic.models()] == []  # no bundled model, none trained here
+
+
+def test_a_new_method_runs_through_the_review_app(toy):
+    from OncoSegWebLib.runners import ReviewResult, plan_run, task_titles
+
+    task, image, model = toy
+    assert task_titles()[task.name] == task.title
+    for name in ("image", "scan 1"):  # named for its role, or the case's only volume
+        context = MRMLContext.headless()
+        node = _volume(context, image, name)
+        planned = plan_run(context, task.name, model=str(model), device="cpu")
+        assert (planned.task, planned.inputs) == (task.name, {"image": name})
+        review = planned.finish(planned.compute(None, None))
+        assert isinstance(review, ReviewResult) and review.task == task.name
+        assert review.reference is node and review.segmentation is not None
+        assert review.segmentation in review.nodes and list(review.probabilities) == ["Spot"]
+        assert review.summary == "1 of 1 segment(s) found" and review.rows
+
+
+def test_refusals_come_at_start_by_name_and_change_nothing(toy, mrml):
+    task, image, _ = toy
+    logic = logic_for(mrml, task.name)
+    node = _volume(mrml, image)
+    before = mrml.node_names()
+    with pytest.raises(InputError, match="image: has no volume selected"):
+        logic.start({"image": None})
+    with pytest.raises(InputError, match="image: is missing"):
+        logic.start({})
+    with pytest.raises(InputError, match="--seed-point: is not used by task 'toy-spot'"):
+        logic.start({"image": node}, RunRequest(hints=Hints(seed_lps_mm=(0.0, 0.0, 0.0))))
+    with pytest.raises(InputError, match="other: is not an input of the toy-spot task"):
+        logic.start({"image": node, "other": node})
+    assert mrml.node_names() == before
+
+
+MODULES = {  # module -> Slicer's name of its logic, the Lib class it is, the tasks it runs
+    "RectalSeg": ("RectalSegLogic", "RectalSegLogic", ("rectal",)),
+    "OARSeg": ("OARSegLogic", "OARSegLogic", ("oar-ct", "oar-mr")),
+    "StagingCNN": ("StagingCNNLogic", "StagingLogic", ("staging",)),
+    "BrainTumor2D3D": ("BrainTumor2D3DLogic", "BrainTumorLogic", ("brain",)),
+}
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_each_module_exposes_its_lib_logic_under_slicers_name(module, mrml):
+    """``<Name>.<Name>Logic`` is the Lib's TaskLogic, found through the file's module-level
+    ``__getattr__`` (the file imports qt, so that function is run alone); the file imports
+    neither the Lib logic nor the engine when Slicer loads it."""
+    import importlib
+
+    slicer_name, lib_name, tasks = MODULES[module]
+    tree = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
+    classes = {n.name for n in tree.body if isinstance(n, ast.ClassDef)}
+    assert slicer_name not in classes, "an empty logic class shadows the Lib logic"
+    loaded = [alias.name if isinstance(n, ast.Import) else n.module
+              for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
+              for alias in n.names]
+    assert not [m for m in loaded if m.startswith(("oncoseg", f"{module}Lib"))], loaded
+    [function] = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+                  and n.name == "__getattr__"]
+    namespace = {"__name__": module}
+    exec(compile(ast.Module([function], []), module, "exec"), namespace)
+    found = namespace["__getattr__"](slicer_name)
+    lib = importlib.import_module(f"{module}Lib.logic")
+    assert found is getattr(lib, lib_name) and issubclass(found, TaskLogic)
+    with pytest.raises(AttributeError):
+        namespace["__getattr__"]("Nothing")
+    for task in tasks:
+        assert type(logic_for(mrml, task)) is found

@@ -1,0 +1,69 @@
+"""One rectal case: register, standardise, every voxel's tumour probability, the candidates."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.geometry import image_like
+from oncoseg.io.diffusion import split_dwi_input
+from oncoseg.method import Hints, Prepared, RunContext
+from oncoseg.modelfile import DEMO_NOTE, model_summary
+from oncoseg.orientation import canonical_images
+from oncoseg.prediction import Prediction
+from oncoseg.progress import check_cancelled
+from oncoseg.rectal.candidates import candidates_from_probability
+from oncoseg.rectal.dense import probability_map
+from oncoseg.rectal.preprocessing import REFERENCE, prepare
+from oncoseg.rectal.task import TASK, TUMOUR, model_high_b
+
+
+def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
+            hints: Hints) -> Prediction:
+    """Register, standardise, compute every voxel's probability, pick the tumour component
+    (the largest, every one, or the one at ``hints.seed_lps_mm``)."""
+    settings, metadata = prepared.settings, prepared.model.metadata
+    seed = hints.seed_lps_mm
+    timings: dict[str, float] = {}
+    # 'dwi' (every b-value in one series) becomes dwi_b0 + dwi_b1000, with a note saying which
+    images, dwi = split_dwi_input(images, model_high_b(metadata))
+
+    started = time.perf_counter()
+    ready = prepare(canonical_images(images), settings.registration, context.progress,
+                    context.cancel)
+    timings["preprocess"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    probability = probability_map(prepared.network, ready.channels, context.device,
+                                  progress=context.progress, cancel=context.cancel)
+    timings["inference"] = time.perf_counter() - started
+    check_cancelled(context.cancel)
+
+    started = time.perf_counter()
+    reference = ready.reference
+    probability_image, candidates = candidates_from_probability(probability, reference,
+                                                                settings, seed)
+    labels = image_like(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
+    timings["postprocess"] = time.perf_counter() - started
+
+    messages = [DEMO_NOTE] if metadata.demo else []
+    messages += dwi.messages if dwi else []
+    if not candidates.components:
+        messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
+    elif len(candidates.components) > 1:
+        rule = settings.keep if seed is None else "seed point"
+        messages.append(f"{len(candidates.components)} candidate components; kept "
+                        f"{len(candidates.selected)} ({rule}); all are listed in result.json")
+    return Prediction(
+        task=TASK.name,
+        model=model_summary(prepared.model.path, metadata),
+        images=ready.images, display_role="t2w", segments=TASK.segments, labels=labels,
+        probabilities={TUMOUR.name: probability_image}, timings=timings,
+        details={"config": settings.as_dict(), "registration": ready.registration,
+                 "candidates": candidates.as_dicts(),
+                 "seed_lps_mm": list(seed) if seed is not None else None,
+                 "dwi": dwi.details if dwi else None},
+        messages=messages).onto_grid(images[REFERENCE])
