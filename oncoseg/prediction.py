@@ -41,6 +41,10 @@ class Prediction:
     messages: list[str] = field(default_factory=list)  # what the user should know
     # other label maps a reviewer may compare, by name (an ensemble's members)
     alternatives: dict[str, sitk.Image] = field(default_factory=dict)
+    # the method's own typed result beyond labels and maps, for front ends to use as it is
+    # (rectal: its Candidates; staging: its StagingScores); ``details`` is its JSON view.
+    # One that holds voxels offers ``onto_grid(source, grid)``, applied with the prediction's.
+    extra: Any = None
 
     def segment_volumes_ml(self) -> dict[str, float]:
         if self.labels is None:
@@ -62,8 +66,12 @@ class Prediction:
     def onto_grid(self, grid: sitk.Image) -> Prediction:
         """This prediction, made on the canonical form of ``grid``, with every image (labels,
         probability maps, the inputs as the model saw them, alternatives) back on ``grid``."""
+        extra = self.extra
+        if hasattr(extra, "onto_grid") and self.labels is not None:
+            extra = extra.onto_grid(self.labels, grid)
         return replace(
             self,
+            extra=extra,
             images={r: onto_grid(i, grid) for r, i in self.images.items()},
             labels=None if self.labels is None else onto_grid(self.labels, grid),
             probabilities={n: onto_grid(i, grid) for n, i in self.probabilities.items()},

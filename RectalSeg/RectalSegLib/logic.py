@@ -25,7 +25,7 @@ import SimpleITK as sitk
 from oncoseg.io.diffusion import B0_ROLE, DWI_ROLE, HIGH_B_ROLE, check_dwi_roles
 from oncoseg.method import Hints
 from oncoseg.prediction import Prediction
-from oncoseg.rectal.candidates import Candidates, find_candidates
+from oncoseg.rectal.candidates import Candidates
 from oncoseg.rectal.task import TASK, TUMOUR
 from OncoSegCommonLib.compare import compare_segmentations
 from OncoSegCommonLib.coordinates import ras_lps
@@ -159,12 +159,7 @@ class RectalSegLogic(TaskLogic):
             remove_nodes_added_since(self.scene, before)
             raise
         nodes.volumes.update(picked)
-        probability = prediction.probabilities[TUMOUR.name]
-        config = prediction.details["config"]
-        candidates = find_candidates(probability, config["threshold"], config["keep"],
-                                     prediction.details.get("seed_lps_mm"),
-                                     config["connectivity"])
-        return RectalSegResult(prediction, nodes, reference, candidates=candidates)
+        return RectalSegResult(prediction, nodes, reference, candidates=prediction.extra)
 
     def _picked_dwi_nodes(self, prediction: Prediction, inputs: Mapping[str, Any]
                           ) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from OncoSegCommonLib.tasklogic import (
     register_logic,
 )
 from OncoSegCommonLib.taskrun import PredictionNodes
+
+if TYPE_CHECKING:
+    from oncoseg.staging.predict import StagingScores
 
 SCORE_COLUMNS = ("slice", "P(T3)", "threshold")
 ROI_ROLE = "roi"  # a mask volume (the task's input) or a markups ROI (its box: a hint)
@@ -75,21 +78,24 @@ class StagingResult(TaskResult):
         return self.other_nodes[1]
 
     @property
+    def scores(self) -> StagingScores:
+        return self.prediction.extra
+
+    @property
     def stage(self) -> str:
-        return self.prediction.details["stage"]
+        return self.scores.stage
 
     @property
     def p_t3(self) -> float:
-        return self.prediction.details["p_t3"]
+        return self.scores.p_t3
 
     @property
     def slice_scores(self) -> list[float]:
-        return self.prediction.details["slice_p_t3"]
+        return list(self.scores.slice_p_t3)
 
     def summary(self) -> str:
-        details = self.prediction.details
-        return (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold {details['threshold']:.2f}; "
-                f"crop from the {details['roi']['source']} ROI)")
+        return (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold "
+                f"{self.scores.threshold:.2f}; crop from the {self.scores.roi_source} ROI)")
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per slice: its P(T3)."""
@@ -141,8 +147,9 @@ class StagingLogic(TaskLogic):
             for name in SCORE_COLUMNS:
                 column = table.AddColumn()
                 column.SetName(name)
-            threshold = prediction.details["threshold"]
-            for index, score in enumerate(prediction.details["slice_p_t3"]):
+            scores: StagingScores = prediction.extra
+            threshold = scores.threshold
+            for index, score in enumerate(scores.slice_p_t3):
                 row = table.AddEmptyRow()
                 for column, value in enumerate((index, score, threshold)):
                     table.SetCellText(row, column, f"{value:g}")
@@ -159,8 +166,7 @@ class StagingLogic(TaskLogic):
                 series.SetColor(*colour)
                 chart.AddAndObservePlotSeriesNodeID(series.GetID())
                 series_nodes.append(series)
-            chart.SetTitle(f"{prediction.details['stage']}: P(T3) = "
-                           f"{prediction.details['p_t3']:.2f}")
+            chart.SetTitle(f"{scores.stage}: P(T3) = {scores.p_t3:.2f}")
             chart.SetXAxisTitle("slice")
             chart.SetYAxisTitle("P(T3)")
         except Exception:
@@ -177,7 +183,7 @@ class StagingLogic(TaskLogic):
             raise ValueError(f"slice {index} is not a slice of the volume "
                              f"(0-{len(result.slice_scores) - 1})")
         # the network's axial slices, wherever they lie in the node's own voxel order
-        x, y, z = result.prediction.details["slice_centres_lps_mm"][index]
+        x, y, z = result.scores.slice_centres_lps_mm[index]
         ras = [-x, -y, z]
         slicer.vtkMRMLSliceNode.JumpAllSlices(self.scene, *ras,
                                               slicer.vtkMRMLSliceNode.CenteredJumpSlice)

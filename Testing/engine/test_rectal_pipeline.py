@@ -28,8 +28,8 @@ ROLES = ("t2w", "dwi_b0", "dwi_b1000")
 def cases(tmp_path_factory):
     """Three phantom cases the demo model did not train on (it trained on seeds 0..39), each
     stored in another axis order, as real files are."""
-    return verbs.phantom("rectal", tmp_path_factory.mktemp("rectal") / "data", cases=3, seed=9100,
-                   orientation="random")
+    return verbs.phantom("rectal", tmp_path_factory.mktemp("rectal") / "data", cases=3,
+                         seed=9100, orientation="random")
 
 
 def images_of(case):
@@ -276,3 +276,15 @@ def test_stability_analysis_repeats_training_and_reports_the_icc(cases, tmp_path
     splits = {(out / f"repeat_{i}" / "split.json").exists() for i in range(2)}
     assert splits == {False}  # one split, saved once at the top
     assert (out / "split.json").is_file()
+
+
+def test_the_candidates_a_prediction_carries_lie_on_the_input_grid(cases):
+    """Front ends take the engine's candidates as they are (no second search): found on the
+    canonical grid, they come back with the prediction onto the grid the input was stored on."""
+    images = {r: sitk.DICOMOrient(i, "RAS") for r, i in images_of(cases[0]).items()}
+    prediction = verbs.predict("rectal", images, "demo", {"registration": "none"})
+    carried = prediction.extra
+    again = find_candidates(prediction.probabilities["Rectal tumour"])
+    assert np.array_equal(carried.labels, again.labels)
+    assert np.array_equal(carried.mask(), sitk.GetArrayFromImage(prediction.labels) > 0)
+    assert [c.voxels for c in carried.components] == [c.voxels for c in again.components]

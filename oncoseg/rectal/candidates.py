@@ -9,12 +9,13 @@ the largest by default, the one under a seed point when a reader gives one, or a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.geometry import image_like
 from oncoseg.postprocess import Component, component_at, components
 
 KEEP_CHOICES = ("largest", "all")
@@ -33,6 +34,14 @@ class Candidates:
 
     def as_dicts(self) -> list[dict]:
         return [dict(c.as_dict(), selected=c.index in self.selected) for c in self.components]
+
+    def onto_grid(self, source: sitk.Image, grid: sitk.Image) -> Candidates:
+        """The same candidates with their voxels on ``grid`` (``source``: the grid they were
+        found on, its canonical form); components are physical and stay as they are."""
+        from oncoseg.orientation import onto_grid
+
+        labels = onto_grid(image_like(self.labels.astype(np.int32), source), grid)
+        return replace(self, labels=sitk.GetArrayFromImage(labels))
 
 
 def find_candidates(probability: sitk.Image, threshold: float = 0.5, keep: str = "largest",

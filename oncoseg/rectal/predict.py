@@ -61,7 +61,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
         task=TASK.name,
         model=model_summary(prepared.model.path, metadata),
         images=ready.images, display_role="t2w", segments=TASK.segments, labels=labels,
-        probabilities={TUMOUR.name: probability_image}, timings=timings,
+        probabilities={TUMOUR.name: probability_image}, timings=timings, extra=candidates,
         details={"config": settings.as_dict(), "registration": ready.registration,
                  "candidates": candidates.as_dicts(),
                  "seed_lps_mm": list(seed) if seed is not None else None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,6 +19,20 @@ from oncoseg.staging.augment import TEST_TIME, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.preprocessing import prepare_volume
 from oncoseg.staging.task import TASK
+
+
+@dataclass(frozen=True)
+class StagingScores:
+    """What a staging run found, typed: the stage at the model's threshold, P(T3), and each
+    axial slice's score with its centre (LPS mm) for a front end's plot and jump."""
+
+    stage: str
+    p_t3: float
+    threshold: float
+    slice_p_t3: tuple[float, ...]
+    slice_centres_lps_mm: tuple[tuple[float, float, float], ...]
+    roi_source: str  # where the crop came from: a box, a mask, or the automatic square
+
 
 TTA_SEED = 20250  # test-time augmentation is random but the same for every run
 
@@ -77,13 +92,16 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     if metadata.demo:
         messages.append(DEMO_NOTE)
     x0, x1, y0, y1 = volume.crop
+    scores = StagingScores(stage, p_t3, settings.threshold,
+                           tuple(round(float(v), 5) for v in slices),
+                           tuple(tuple(c) for c in slice_centres(image)), volume.roi_source)
     return Prediction(
         task=TASK.name, model=model_summary(prepared.model.path, metadata),
         images={"t2w": image}, display_role="t2w",
-        class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings,
+        class_probabilities={"T2": 1.0 - p_t3, "T3": p_t3}, timings=timings, extra=scores,
         details={"stage": stage, "p_t3": p_t3, "threshold": settings.threshold,
-                 "slice_p_t3": [round(float(v), 5) for v in slices],
-                 "slice_centres_lps_mm": slice_centres(image),
+                 "slice_p_t3": list(scores.slice_p_t3),
+                 "slice_centres_lps_mm": [list(c) for c in scores.slice_centres_lps_mm],
                  "roi": {"source": volume.roi_source,
                          "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
                  "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
