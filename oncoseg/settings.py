@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar, TypeVar
 
 from oncoseg.errors import InputError
@@ -144,16 +144,30 @@ def from_overrides(cls: type[T], overrides: Mapping[str, Any] | None, task: str)
     return settings
 
 
+def training_only(default: Any) -> Any:
+    """A setting only training reads (the optimiser, sampling, the architecture of a new
+    model): a model's run ignores it, since the model file carries what counts."""
+    return field(default=default, metadata={"phase": TRAINING})
+
+
+def prediction_only(default: Any) -> Any:
+    """A setting only a model's run reads (predict, evaluate: post-processing, inference
+    batch); training ignores it."""
+    return field(default=default, metadata={"phase": PREDICTION})
+
+
 @dataclass(frozen=True)
 class Settings:
     """The shared base of every task's settings: overrides checked by name, type, value and
-    phase; subclasses declare their fields (the paper's defaults) and which phase reads which."""
+    phase; subclasses declare their fields (the paper's defaults), each field's phase with
+    :func:`training_only` / :func:`prediction_only` (unmarked: both)."""
 
     TASK: ClassVar[str] = ""
-    # read only while training (a model's run ignores them: the model file carries what counts)
-    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset()
-    # read only when a model runs (predict, evaluate); training ignores them
-    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset()
+
+    @classmethod
+    def only(cls, phase: str) -> frozenset[str]:
+        """The settings that only ``phase`` reads."""
+        return frozenset(f.name for f in fields(cls) if f.metadata.get("phase") == phase)
 
     @classmethod
     def from_overrides(cls: type[S], overrides: Mapping[str, Any] | None = None,
@@ -169,9 +183,8 @@ class Settings:
     @classmethod
     def names(cls, phase: str | None = None) -> list[str]:
         """The settings a phase reads (all of them without a phase)."""
-        ignored = {PREDICTION: cls.TRAINING_ONLY, TRAINING: cls.PREDICTION_ONLY}.get(phase,
-                                                                                   frozenset())
-        return [f.name for f in fields(cls) if f.name not in ignored]
+        other = {PREDICTION: TRAINING, TRAINING: PREDICTION}.get(phase or "")
+        return [f.name for f in fields(cls) if not other or f.metadata.get("phase") != other]
 
 
 def check_phase(cls: type[Settings], overrides: Mapping[str, Any] | None,
@@ -181,7 +194,7 @@ def check_phase(cls: type[Settings], overrides: Mapping[str, Any] | None,
         if phase is not None:
             raise ValueError(f"unknown phase {phase!r}")
         return
-    ignored = cls.TRAINING_ONLY if phase == PREDICTION else cls.PREDICTION_ONLY
+    ignored = cls.only(TRAINING if phase == PREDICTION else PREDICTION)
     for key in overrides or {}:
         if key in ignored:
             what = "training; running a model does not read it" if phase == PREDICTION else \

@@ -137,8 +137,10 @@ class Task:
             "classes": list(self.classes),
             "default_config": dict(self.default_config),
             "settings_by_phase": {
-                "training_only": sorted(getattr(self.settings, "TRAINING_ONLY", ())),
-                "prediction_only": sorted(getattr(self.settings, "PREDICTION_ONLY", ())),
+                "training_only": sorted(self.settings.only("training") if self.settings
+                                        else ()),
+                "prediction_only": sorted(self.settings.only("prediction") if self.settings
+                                          else ()),
                 "fixed_by_model": list(self.fixed_settings),
                 "proposed_by_model": list(self.proposed_settings)},
         }

@@ -19,20 +19,20 @@ def test_every_built_in_task_declares_its_settings_and_phases():
     assert {t.name for t in TASKS} >= {"rectal", "oar-ct", "oar-mr", "staging", "brain"}
     for task in TASKS:
         names = {f.name for f in fields(task.settings)}
-        declared = task.settings.TRAINING_ONLY | task.settings.PREDICTION_ONLY
-        assert declared <= names, (task.name, declared - names)
-        assert not task.settings.TRAINING_ONLY & task.settings.PREDICTION_ONLY, task.name
+        training, running = task.settings.only(TRAINING), task.settings.only(PREDICTION)
+        assert training and training <= names, task.name
+        assert not training & running, task.name
         assert set(task.fixed_settings) | set(task.proposed_settings) <= names, task.name
         # a model fixes or proposes only what a run reads
         assert not (set(task.fixed_settings) | set(task.proposed_settings)) & \
-            task.settings.TRAINING_ONLY, task.name
+            training, task.name
         assert task.name == task.settings.TASK
         assert demo_model_file(task).is_file(), task.name
 
 
 @pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
 def test_a_training_setting_is_refused_when_a_model_runs(task):
-    key = sorted(task.settings.TRAINING_ONLY)[0]
+    key = sorted(task.settings.only(TRAINING))[0]
     metadata = read_header(demo_model_file(task)).metadata
     value = getattr(task.settings(), key)
     with pytest.raises(InputError, match=f"--set {key}: is a setting of the {task.name} task "

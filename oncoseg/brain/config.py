@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings
+from oncoseg.settings import Settings, prediction_only, training_only
 
 SEQUENCES = ("t1", "t1c", "t2", "flair")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -20,55 +20,49 @@ STAGES = ("2d-axial", "2d-coronal", "2d-sagittal", "2d3d", "all")
 @dataclass(frozen=True)
 class BrainConfig(Settings):
     TASK: ClassVar[str] = "brain"
-    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
-        "subnetwork", "width_2d", "levels_2d", "main_weight", "class_targets_2d",
-        "batches_per_iteration_2d", "batch_size_2d", "members", "width_3d", "levels_3d",
-        "class_targets_3d", "batches_per_iteration_3d", "batch_size_3d", "learning_rate",
-        "learning_rate_min", "momentum", "halving_period", "d_loss", "sequence_dropout",
-        "stage", "iterations_2d", "iterations_3d", "iterations_per_epoch",
-        "validation_fraction", "seed"})
-    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
-        "drop_sequences", "overlap"})
     # pre-processing: each sequence / median of its non-zero voxels x a constant
     intensity_constant: float = 1.0
     # 2D model (one per orientation)
-    subnetwork: str = "unet"
-    width_2d: int = 16  # feature maps of a subnetwork's first layer
-    levels_2d: int = 3  # poolings in the main U-Net
-    main_weight: float = 0.75  # c_main; every subnetwork gets (1 - c_main) / (K + 1)
-    class_targets_2d: tuple[float, ...] = (0.7, 0.1, 0.1, 0.1)
-    batches_per_iteration_2d: int = 10  # N: gradients of N batches summed, then normalised
-    batch_size_2d: int = 8  # slices per batch
+    subnetwork: str = training_only("unet")
+    width_2d: int = training_only(16)  # feature maps of a subnetwork's first layer
+    levels_2d: int = training_only(3)  # poolings in the main U-Net
+    main_weight: float = training_only(0.75)  # c_main; every subnetwork gets (1 - c_main) / (K + 1)
+    class_targets_2d: tuple[float, ...] = training_only((0.7, 0.1, 0.1, 0.1))
+    # N: gradients of N batches summed, then normalised
+    batches_per_iteration_2d: int = training_only(10)
+    batch_size_2d: int = training_only(8)  # slices per batch
     # 2D-3D model(s): the ensemble's members, by where the 2D features enter
-    members: tuple[str, ...] = ("first", "final")
-    width_3d: int = 16
-    levels_3d: int = 2
+    members: tuple[str, ...] = training_only(("first", "final"))
+    width_3d: int = training_only(16)
+    levels_3d: int = training_only(2)
     patch: int = 70
-    class_targets_3d: tuple[float, ...] = (0.4, 0.2, 0.2, 0.2)
-    batches_per_iteration_3d: int = 5
-    batch_size_3d: int = 1
+    class_targets_3d: tuple[float, ...] = training_only((0.4, 0.2, 0.2, 0.2))
+    batches_per_iteration_3d: int = training_only(5)
+    batch_size_3d: int = training_only(1)
     # optimiser (section 2.4)
-    learning_rate: float = 0.25
-    learning_rate_min: float = 0.001
-    momentum: float = 0.9
-    halving_period: int = 200  # F iterations
-    d_loss: float = 0.98
+    learning_rate: float = training_only(0.25)
+    learning_rate_min: float = training_only(0.001)
+    momentum: float = training_only(0.9)
+    halving_period: int = training_only(200)  # F iterations
+    d_loss: float = training_only(0.98)
     # robustness to missing sequences at inference: during training a sequence is left out of
     # a sample (its subnetwork's features zeroed) with this probability
-    sequence_dropout: float = 0.25
+    sequence_dropout: float = training_only(0.25)
     # training
-    stage: str = "all"  # 2d-axial, 2d-coronal, 2d-sagittal, 2d3d (needs the three 2D), all
-    iterations_2d: int = 400
-    iterations_3d: int = 300
-    iterations_per_epoch: int = 20  # an epoch: a checkpoint, a validation loss, a curve point
-    validation_fraction: float = 0.2
-    seed: int = 0
+    # 2d-axial, 2d-coronal, 2d-sagittal, 2d3d (needs the three 2D), all
+    stage: str = training_only("all")
+    iterations_2d: int = training_only(400)
+    iterations_3d: int = training_only(300)
+    # an epoch: a checkpoint, a validation loss, a curve point
+    iterations_per_epoch: int = training_only(20)
+    validation_fraction: float = training_only(0.2)
+    seed: int = training_only(0)
     # inference: sequences to leave out even when given ("flair", "t1,t2"), to measure how
     # the ensemble does without them
-    drop_sequences: str = ""
+    drop_sequences: str = prediction_only("")
     # ensemble vote (section 2.3): P_tumour, P_core, P_enhancing
     vote_thresholds: tuple[float, float, float] = (0.4, 0.3, 0.4)
-    overlap: float = 0.5  # sliding-window overlap of the 3D networks
+    overlap: float = prediction_only(0.5)  # sliding-window overlap of the 3D networks
 
     def __post_init__(self) -> None:
         from oncoseg.errors import InputError

@@ -8,18 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings
+from oncoseg.settings import Settings, prediction_only, training_only
 
 
 @dataclass(frozen=True)
 class OarMrConfig(Settings):
     TASK: ClassVar[str] = "oar-mr"
-    TRAINING_ONLY: ClassVar[frozenset[str]] = frozenset({
-        "width", "batch_size", "learning_rate", "max_epochs", "patience", "min_delta",
-        "crop_max_px", "smoothing_probability", "validation_fraction", "exclude",
-        "empty_slices", "two_stage", "seed"})
-    PREDICTION_ONLY: ClassVar[frozenset[str]] = frozenset({
-        "inference_batch", "probabilities"})
     # 2.5D input: every slice resized to size x size, with `context` neighbours on each side
     # (`context_stride` slices apart) as extra channels
     size: int = 266
@@ -30,25 +24,29 @@ class OarMrConfig(Settings):
     mean: float = 0.458
     std: float = 0.229
     # network: ResNet-50 topology; width 64 is the standard ResNet-50 (a demo may be narrower)
-    width: int = 64
+    width: int = training_only(64)
     # training
-    batch_size: int = 32
-    learning_rate: float = 1e-4  # Adam
-    max_epochs: int = 50
-    patience: int = 5  # early stopping on the validation loss
-    min_delta: float = 1e-4
-    crop_max_px: int = 10  # random crop of 0-10 px from each border, resized back
-    smoothing_probability: float = 0.4  # each 3 x 3 neighbour of an organ pixel joins it
-    validation_fraction: float = 0.15  # by patient (paper: 29 / 5 / 5 patients)
-    exclude: str = ""  # comma-separated patients or scans flagged bad: the whole patient goes
-    empty_slices: bool = True  # train on all slices (the paper's best) or only non-empty ones
-    two_stage: bool = False  # a slice classifier decides, per organ, whether to segment
-    seed: int = 0
+    batch_size: int = training_only(32)
+    learning_rate: float = training_only(1e-4)  # Adam
+    max_epochs: int = training_only(50)
+    patience: int = training_only(5)  # early stopping on the validation loss
+    min_delta: float = training_only(1e-4)
+    crop_max_px: int = training_only(10)  # random crop of 0-10 px from each border, resized back
+    # each 3 x 3 neighbour of an organ pixel joins it
+    smoothing_probability: float = training_only(0.4)
+    validation_fraction: float = training_only(0.15)  # by patient (paper: 29 / 5 / 5 patients)
+    # comma-separated patients or scans flagged bad: the whole patient goes
+    exclude: str = training_only("")
+    # train on all slices (the paper's best) or only non-empty ones
+    empty_slices: bool = training_only(True)
+    # a slice classifier decides, per organ, whether to segment
+    two_stage: bool = training_only(False)
+    seed: int = training_only(0)
     # inference
     threshold: float = 0.4  # used only when the model file stores none
     gate_threshold: float = 0.5
-    inference_batch: int = 8
-    probabilities: bool = True  # write one probability map per organ
+    inference_batch: int = prediction_only(8)
+    probabilities: bool = prediction_only(True)  # write one probability map per organ
 
 
     @property
