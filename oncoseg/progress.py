@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -74,6 +76,21 @@ def check_cancelled(cancel: CancelToken | None) -> None:
     """Raise :class:`Cancelled` if the token was set; a None token never cancels."""
     if cancel is not None:
         cancel.raise_if_cancelled()
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall-clock seconds of the ``with`` block to ``timings[stage]``.
+
+    Every method reports how long its stages took (``Prediction.timings``, written to
+    result.json as ``timings_s``); one clock here keeps those numbers measured the same way
+    everywhere. Seconds are added, not assigned, so a stage timed in several blocks sums them.
+    A block that raises (an error, a cancellation) records nothing: a stage that did not finish
+    has no duration to report.
+    """
+    started = time.perf_counter()
+    yield
+    timings[stage] = timings.get(stage, 0.0) + (time.perf_counter() - started)
 
 
 class TqdmProgress:

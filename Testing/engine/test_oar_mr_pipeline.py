@@ -17,7 +17,7 @@ from oncoseg.datasets.layouts import read_dataset
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import read_header
 from oncoseg.oar.mr.evaluation import evaluate_mr_cases
-from oncoseg.oar.mr.slices import ORGANS, neighbours, random_crop, smooth_labels
+from oncoseg.oar.mr.preprocessing import ORGANS, neighbours, random_crop, smooth_labels
 from oncoseg.oar.mr.training import _step
 
 TINY = ["--set", "size=64", "--set", "width=4", "--set", "max_epochs=1", "--set",

@@ -6,7 +6,6 @@ trained to do without; the result says which sequences were used.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -30,7 +29,7 @@ from oncoseg.inference import SlidingWindow
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 
 SLICE_BATCH = 16
 
@@ -95,28 +94,25 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
     outside the skull-stripped brain (where every sequence is zero), as BraTS labels are."""
     timings = {} if timings is None else timings
     ensemble.eval()
-    started = time.perf_counter()
-    features = features_2d(ensemble.nets2d, volume.array, volume.present, device, progress,
-                           cancel)
-    timings["models_2d"] = time.perf_counter() - started
-    started = time.perf_counter()
-    members, total = [], None
-    for index, network in enumerate(ensemble.nets3d):
-        report(progress, "2D-3D models", index, len(ensemble.nets3d))
-        probabilities = member_probabilities(network, volume.array, features, config, device,
-                                             cancel)
-        members.append(probabilities.argmax(0).to(torch.uint8).cpu().numpy())
-        total = probabilities if total is None else total + probabilities
-    mean = (total / len(ensemble.nets3d)).cpu().numpy()
-    timings["models_2d3d"] = time.perf_counter() - started
-    started = time.perf_counter()
-    outside = ~nonzero_body(volume.array)
-    mean[:, outside] = 0.0
-    mean[0, outside] = 1.0
-    for member in members:
-        member[outside] = 0
-    labels = hierarchical_vote(members, tuple(config.vote_thresholds))
-    timings["vote"] = time.perf_counter() - started
+    with timed(timings, "models_2d"):
+        features = features_2d(ensemble.nets2d, volume.array, volume.present, device, progress,
+                               cancel)
+    with timed(timings, "models_2d3d"):
+        members, total = [], None
+        for index, network in enumerate(ensemble.nets3d):
+            report(progress, "2D-3D models", index, len(ensemble.nets3d))
+            probabilities = member_probabilities(network, volume.array, features, config,
+                                                 device, cancel)
+            members.append(probabilities.argmax(0).to(torch.uint8).cpu().numpy())
+            total = probabilities if total is None else total + probabilities
+        mean = (total / len(ensemble.nets3d)).cpu().numpy()
+    with timed(timings, "vote"):
+        outside = ~nonzero_body(volume.array)
+        mean[:, outside] = 0.0
+        mean[0, outside] = 1.0
+        for member in members:
+            member[outside] = 0
+        labels = hierarchical_vote(members, tuple(config.vote_thresholds))
     return labels, mean, members
 
 
@@ -128,16 +124,14 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image | None], context
     progress, cancel = context.progress, context.cancel
     timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    volume = prepare_volume(images, settings.intensity_constant, settings.dropped)
-    timings["preprocess"] = time.perf_counter() - started
+    with timed(timings, "preprocess"):
+        volume = prepare_volume(images, settings.intensity_constant, settings.dropped)
     check_cancelled(cancel)
 
-    started = time.perf_counter()
     stages: dict[str, float] = {}  # inside inference: in details, not summed twice
-    labels, probabilities, members = segment(ensemble, volume, settings, context.device,
-                                             progress, cancel, stages)
-    timings["inference"] = time.perf_counter() - started
+    with timed(timings, "inference"):
+        labels, probabilities, members = segment(ensemble, volume, settings, context.device,
+                                                 progress, cancel, stages)
     report(progress, "Voting", 1, 1)
     maps = {}
     for spec in TASK.segments:

@@ -18,7 +18,7 @@ import SimpleITK as sitk
 
 from oncoseg.brain.config import SEQUENCES
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference, same_grid
+from oncoseg.geometry import image_like, resample_to_reference, same_grid
 from oncoseg.orientation import onto_grid, to_canonical
 from oncoseg.validation import check_volume
 
@@ -103,7 +103,6 @@ def from_slices(slices: np.ndarray, orientation: str) -> np.ndarray:
 def back_to_grid(array: np.ndarray, volume: BrainVolume, pixel: int = sitk.sitkUInt8
                  ) -> sitk.Image:
     """A (z, y, x) array in LPS axis order as an image on the reference grid as given."""
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(volume.oriented)
+    image = image_like(array, volume.oriented)
     return onto_grid(sitk.Cast(image, pixel), volume.grid)
 

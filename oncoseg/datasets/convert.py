@@ -13,6 +13,7 @@ import SimpleITK as sitk
 
 from oncoseg.datasets.base import Dataset
 from oncoseg.errors import InputError
+from oncoseg.geometry import image_like
 from oncoseg.io.atomic import atomic_directory
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import Task
@@ -24,9 +25,7 @@ def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> No
     out = array.copy()
     for old, new in mapping.items():
         out[array == old] = new
-    remapped = sitk.GetImageFromArray(out)
-    remapped.CopyInformation(image)
-    sitk.WriteImage(remapped, str(target), useCompression=True)
+    sitk.WriteImage(image_like(out, image), str(target), useCompression=True)
 
 
 def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[str],

@@ -29,6 +29,7 @@ import pydicom
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.geometry import image_like
 
 # Slicer's DICOM scalar volume plugin calls spacing uniform within 0.01 mm; headers round IPP
 # to a few decimals, so the tolerance grows to 1 % of the slice step for thick slices.
@@ -432,8 +433,7 @@ def masks_on_planes(masks: Sequence[tuple[str, np.ndarray]], grid: sitk.Image,
     lands on no plane is refused (it was drawn on another series)."""
     sampled, lost = [], []
     for name, mask in masks:
-        image = sitk.GetImageFromArray(np.asarray(mask, np.uint8))
-        image.CopyInformation(grid)
+        image = image_like(np.asarray(mask, np.uint8), grid)
         on_planes = sample_on_planes(image, planes).astype(bool)
         if np.any(mask) and not on_planes.any():
             lost.append(name)

@@ -36,6 +36,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.geometry import image_like
 
 # The roles a multi-b DWI input stands for (the rectal task's inputs).
 DWI_ROLE, B0_ROLE, HIGH_B_ROLE = "dwi", "dwi_b0", "dwi_b1000"
@@ -187,9 +188,7 @@ def geometric_mean(images: Sequence[sitk.Image]) -> sitk.Image:
         logs += np.log(np.where(array > 0, array, 1.0))
     mean = np.exp(logs / len(images))
     mean[zero] = 0.0
-    out = sitk.GetImageFromArray(mean.astype(np.float32))
-    out.CopyInformation(images[0])
-    return out
+    return image_like(mean.astype(np.float32), images[0])
 
 
 # ------------------------------------------------------------------------------ choosing b

@@ -21,6 +21,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.geometry import image_like
 from oncoseg.io.atomic import atomic_path
 
 Color = tuple[float, float, float]
@@ -95,9 +96,7 @@ class Segmentation:
                 raise ValueError(f"segment {segment.name!r} overlaps another segment; "
                                  "use mask() per segment")
             labels[mask] = index
-        image = sitk.GetImageFromArray(labels)
-        image.CopyInformation(self.geometry)
-        return image
+        return image_like(labels, self.geometry)
 
     @classmethod
     def from_label_image(cls, labels: sitk.Image, segments: Sequence[Segment]) -> Segmentation:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.geometry import image_like
 from oncoseg.io.atomic import atomic_directory
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 
@@ -91,8 +92,7 @@ def rician(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndar
 
 
 def to_image(array: np.ndarray, grid: sitk.Image, pixel: int = sitk.sitkFloat32) -> sitk.Image:
-    image = sitk.GetImageFromArray(array)
-    image.CopyInformation(grid)
+    image = image_like(array, grid)
     return sitk.Cast(image, pixel) if image.GetPixelID() != pixel else image
 
 

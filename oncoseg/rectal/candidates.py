@@ -53,8 +53,7 @@ def find_candidates(probability: sitk.Image, threshold: float = 0.5, keep: str =
     if keep not in KEEP_CHOICES:
         raise InputError("keep", f"'{keep}' is not one of {', '.join(KEEP_CHOICES)}")
     mask = sitk.GetArrayViewFromImage(probability) >= threshold
-    mask_image = sitk.GetImageFromArray(mask.astype(np.uint8))
-    mask_image.CopyInformation(probability)
+    mask_image = image_like(mask.astype(np.uint8), probability)
     labels, found = components(mask_image, probability, connectivity)
     if seed_lps_mm is not None:
         hit = component_at(labels, probability, seed_lps_mm)
@@ -76,8 +75,7 @@ def candidates_from_probability(probability: np.ndarray, reference: sitk.Image, 
     """The probability map (z, y, x) as an image on the reference grid, and its candidates
     under a :class:`~oncoseg.rectal.config.RectalConfig`'s threshold, keep rule and
     connectivity."""
-    image = sitk.GetImageFromArray(probability)
-    image.CopyInformation(reference)
+    image = image_like(probability, reference)
     return image, find_candidates(image, config.threshold, config.keep, seed_lps_mm,
                                   config.connectivity)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
 import numpy as np
@@ -14,7 +13,7 @@ from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.orientation import canonical_images
 from oncoseg.prediction import Prediction
-from oncoseg.progress import check_cancelled
+from oncoseg.progress import check_cancelled, timed
 from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.dense import probability_map
 from oncoseg.rectal.preprocessing import REFERENCE, prepare
@@ -31,23 +30,20 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     # 'dwi' (every b-value in one series) becomes dwi_b0 + dwi_b1000, with a note saying which
     images, dwi = split_dwi_input(images, model_high_b(metadata))
 
-    started = time.perf_counter()
-    ready = prepare(canonical_images(images), settings.registration, context.progress,
-                    context.cancel)
-    timings["preprocess"] = time.perf_counter() - started
+    with timed(timings, "preprocess"):
+        ready = prepare(canonical_images(images), settings.registration, context.progress,
+                        context.cancel)
 
-    started = time.perf_counter()
-    probability = probability_map(prepared.network, ready.channels, context.device,
-                                  progress=context.progress, cancel=context.cancel)
-    timings["inference"] = time.perf_counter() - started
+    with timed(timings, "inference"):
+        probability = probability_map(prepared.network, ready.channels, context.device,
+                                      progress=context.progress, cancel=context.cancel)
     check_cancelled(context.cancel)
 
-    started = time.perf_counter()
-    reference = ready.reference
-    probability_image, candidates = candidates_from_probability(probability, reference,
-                                                                settings, seed)
-    labels = image_like(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
-    timings["postprocess"] = time.perf_counter() - started
+    with timed(timings, "postprocess"):
+        reference = ready.reference
+        probability_image, candidates = candidates_from_probability(probability, reference,
+                                                                    settings, seed)
+        labels = image_like(candidates.mask().astype(np.uint8) * TUMOUR.label, reference)
 
     messages = [DEMO_NOTE] if metadata.demo else []
     messages += dwi.messages if dwi else []

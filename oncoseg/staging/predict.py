@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -14,7 +13,7 @@ from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.orientation import to_canonical
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, check_cancelled, report
+from oncoseg.progress import CancelToken, check_cancelled, report, timed
 from oncoseg.staging.augment import TEST_TIME, augment
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.preprocessing import prepare_volume
@@ -74,18 +73,16 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     progress, cancel = context.progress, context.cancel
     timings: dict[str, float] = {}
 
-    started = time.perf_counter()
-    report(progress, "Preparing (N4, crop, resize)", 0, 2)
-    volume = prepare_volume(image, settings, roi_box=hints.roi_lps_mm,
-                            roi_mask=images.get("roi"))
-    timings["preprocess"] = time.perf_counter() - started
+    with timed(timings, "preprocess"):
+        report(progress, "Preparing (N4, crop, resize)", 0, 2)
+        volume = prepare_volume(image, settings, roi_box=hints.roi_lps_mm,
+                                roi_mask=images.get("roi"))
     check_cancelled(cancel)
 
-    started = time.perf_counter()
-    report(progress, "Staging", 1, 2)
-    p_t3, slices = stage_probabilities(volume.array, prepared.network, settings, context.device,
-                                       cancel)
-    timings["inference"] = time.perf_counter() - started
+    with timed(timings, "inference"):
+        report(progress, "Staging", 1, 2)
+        p_t3, slices = stage_probabilities(volume.array, prepared.network, settings,
+                                           context.device, cancel)
     report(progress, "Staging", 2, 2)
     stage = "T3" if p_t3 >= settings.threshold else "T2"
     messages = list(volume.messages)

@@ -3,7 +3,6 @@ the CT grid."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -12,7 +11,7 @@ import torch
 
 from oncoseg.body import ct_body
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference
+from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.inference import SlidingWindow
 from oncoseg.memory import format_bytes
 from oncoseg.method import Hints, Prepared, RunContext
@@ -28,7 +27,7 @@ from oncoseg.oar.ct.preprocessing import (
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.tiling import Geometry, resample_labels_onto
 
 # Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
@@ -89,36 +88,31 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     settings, metadata = prepared.settings, prepared.model.metadata
     progress, cancel = context.progress, context.cancel
 
-    started = time.perf_counter()
-    patch = tuple(metadata.preprocessing.get("patch_size", settings.patch_size))
-    labels, probabilities, grid, notes = segment_ct(image, prepared.network, settings, patch,
-                                                    context.device, progress, cancel)
-    timings["inference"] = time.perf_counter() - started
+    with timed(timings, "inference"):
+        patch = tuple(metadata.preprocessing.get("patch_size", settings.patch_size))
+        labels, probabilities, grid, notes = segment_ct(image, prepared.network, settings,
+                                                        patch, context.device, progress, cancel)
     check_cancelled(cancel)
 
-    started = time.perf_counter()
-    report(progress, "Writing results", 0, 1)
-    label_image = sitk.GetImageFromArray(labels)
-    label_image.CopyInformation(grid)
-    labels_on_ct = resample_labels_onto(label_image, Geometry.of(image))
-    maps = {}
-    full_grid = probabilities_on_ct_grid(image)
-    if settings.probabilities:
-        for spec in CT_SEGMENTS:
-            organ = sitk.GetImageFromArray(probabilities[spec.label])
-            organ.CopyInformation(grid)
-            maps[spec.name] = resample_to_reference(organ, image, "linear",
-                                                    names=(spec.name, "ct")) \
-                if full_grid else organ
-        if not full_grid:
-            messages.append(
-                f"the probability maps are on the model's working grid ("
-                f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm, "
-                f"{' x '.join(map(str, grid.GetSize()))} voxels), not on the CT's "
-                f"{' x '.join(map(str, image.GetSize()))} voxels: there they would take "
-                f"{format_bytes(full_grid_probability_bytes(image))}; viewers place them by "
-                "their own geometry")
-    timings["postprocess"] = time.perf_counter() - started
+    with timed(timings, "postprocess"):
+        report(progress, "Writing results", 0, 1)
+        labels_on_ct = resample_labels_onto(image_like(labels, grid), Geometry.of(image))
+        maps = {}
+        full_grid = probabilities_on_ct_grid(image)
+        if settings.probabilities:
+            for spec in CT_SEGMENTS:
+                organ = image_like(probabilities[spec.label], grid)
+                maps[spec.name] = resample_to_reference(organ, image, "linear",
+                                                        names=(spec.name, "ct")) \
+                    if full_grid else organ
+            if not full_grid:
+                messages.append(
+                    f"the probability maps are on the model's working grid ("
+                    f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm, "
+                    f"{' x '.join(map(str, grid.GetSize()))} voxels), not on the CT's "
+                    f"{' x '.join(map(str, image.GetSize()))} voxels: there they would take "
+                    f"{format_bytes(full_grid_probability_bytes(image))}; viewers place them "
+                    "by their own geometry")
     if metadata.demo:
         messages.append(DEMO_NOTE)
     messages.extend(notes)

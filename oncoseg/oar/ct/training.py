@@ -24,7 +24,7 @@ from torch.utils.data import Dataset as TorchDataset
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference
+from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.volumes import read_image
 from oncoseg.modelfile import ModelMetadata, load_network
@@ -82,8 +82,7 @@ def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> Prepare
     labels, annotated_names = case_labels(case, ct)
     grid = working_grid(ct, config.spacing_mm)
     hu = np.clip(np.round(to_working_grid(ct, grid)), -1024, 3071).astype(np.int16)
-    label_image = sitk.GetImageFromArray(labels.astype(np.uint8))
-    label_image.CopyInformation(ct)
+    label_image = image_like(labels.astype(np.uint8), ct)
     on_grid = sitk.GetArrayFromImage(resample_to_reference(label_image, grid, "nearest"))
     annotated = np.zeros(CLASSES, bool)
     annotated[0] = True
@@ -192,8 +191,7 @@ def _metadata(config: OarCtConfig, dataset: Dataset, train_ids: list[str],
 def false_positive_voxels(network: torch.nn.Module, case: PreparedCT, config: OarCtConfig,
                           device: str) -> np.ndarray:
     """Voxels the model calls an organ the case annotated, where the case says background."""
-    image = sitk.GetImageFromArray(case.hu)
-    image.CopyInformation(case.grid)
+    image = image_like(case.hu, case.grid)
     labels, _, _, _ = segment_ct(image, network, config, config.patch_size, device)
     annotated_organ = case.annotated[labels] & (labels > 0)
     return np.argwhere(annotated_organ & (case.labels == 0))

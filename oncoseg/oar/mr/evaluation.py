@@ -25,7 +25,7 @@ from oncoseg.evaluation import evaluate_dataset
 from oncoseg.method import Prepared, RunContext
 from oncoseg.metrics import kaggle_hausdorff_score, slice_dice
 from oncoseg.oar.mr.predict import organ_maps
-from oncoseg.oar.mr.slices import ORGANS, check_mr, network_view
+from oncoseg.oar.mr.preprocessing import ORGANS, check_mr, network_view
 from oncoseg.oar.mr.training import case_masks
 from oncoseg.progress import CancelToken, ProgressCallback
 

@@ -3,7 +3,6 @@ scan's own grid, the model's tuned threshold, and (two-stage models) the slice g
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -11,13 +10,14 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from oncoseg.geometry import image_like
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.mr.config import OarMrConfig
-from oncoseg.oar.mr.slices import check_mr, network_view, scale_scan, stacks, working_volume
+from oncoseg.oar.mr.preprocessing import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.slices import resize_slices
 
 # what a model's preprocessing fixes: a network sees its inputs only as it was trained
@@ -98,23 +98,18 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     timings: dict[str, float] = {}
     settings, metadata = prepared.settings, prepared.model.metadata
 
-    started = time.perf_counter()
-    maps = organ_maps(sitk.GetArrayFromImage(image), prepared.network, settings, context.device,
-                      context.progress, context.cancel)
-    timings["inference"] = time.perf_counter() - started
+    with timed(timings, "inference"):
+        maps = organ_maps(sitk.GetArrayFromImage(image), prepared.network, settings,
+                          context.device, context.progress, context.cancel)
     check_cancelled(context.cancel)
 
-    started = time.perf_counter()
-    masks = maps.masks(settings.threshold, settings.gate_threshold)
-    labels = sitk.GetImageFromArray(label_map(masks, maps.probabilities))
-    labels.CopyInformation(image)
-    probabilities = {}
-    if settings.probabilities:
-        for index, spec in enumerate(GI_SEGMENTS):
-            organ = sitk.GetImageFromArray(maps.probabilities[index])
-            organ.CopyInformation(image)
-            probabilities[spec.name] = organ
-    timings["postprocess"] = time.perf_counter() - started
+    with timed(timings, "postprocess"):
+        masks = maps.masks(settings.threshold, settings.gate_threshold)
+        labels = image_like(label_map(masks, maps.probabilities), image)
+        probabilities = {}
+        if settings.probabilities:
+            for index, spec in enumerate(GI_SEGMENTS):
+                probabilities[spec.name] = image_like(maps.probabilities[index], image)
     messages = [DEMO_NOTE] if metadata.demo else []
     return Prediction(
         task=OAR_MR.name, model=model_summary(prepared.model.path, metadata),

@@ -27,7 +27,7 @@ from oncoseg.metrics import slice_dice
 from oncoseg.modelfile import ModelMetadata, build_network, load_tensors, save_model
 from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.predict import slice_outputs
-from oncoseg.oar.mr.slices import (
+from oncoseg.oar.mr.preprocessing import (
     ORGANS,
     network_view,
     random_crop,

@@ -1,4 +1,4 @@
-"""2.5D slice stacks for the GI-tract network (paper 001).
+"""Pre-processing for the GI-tract network (paper 001): 2.5D slice stacks.
 
 A scan is scaled to [0, 1] by its own intensity range (the competition's 16-bit slices span
 different ranges per scanner), every slice is resized to the working size (266 x 266 in the
