@@ -62,3 +62,21 @@ def test_atomic_directory_leaves_nothing_when_cancelled(tmp_path):
         (folder / "new.txt").write_text("new", encoding="utf-8")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["result"]
+
+
+def test_timed_adds_a_stage_and_leaves_no_figure_for_a_failed_one():
+    from oncoseg.progress import timed
+
+    timings: dict[str, float] = {}
+    with timed(timings, "inference"):
+        pass
+    first = timings["inference"]
+    with timed(timings, "inference"):
+        sum(range(1000))
+    assert timings["inference"] >= first >= 0.0  # two blocks under one key add up
+    try:
+        with timed(timings, "postprocess"):
+            raise RuntimeError("stopped")
+    except RuntimeError:
+        pass
+    assert "postprocess" not in timings
