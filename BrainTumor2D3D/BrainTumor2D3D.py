@@ -17,6 +17,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
 
 SELECTORS = {"t1": "t1Selector", "t1c": "t1cSelector", "t2": "t2Selector",
@@ -102,16 +103,9 @@ class BrainTumor2D3DWidget(ScriptedLoadableModuleWidget, TaskPanel):
             self.ui.volumeTable.setItem(r, 1, qt.QTableWidgetItem(f"{row['volume_ml']:.1f}"))
 
 
-def __getattr__(name: str) -> type:
-    """``BrainTumor2D3D.BrainTumor2D3DLogic``, Slicer's name for the module logic, is
-    ``BrainTumor2D3DLib.logic.BrainTumorLogic``: imported on first use, because it imports the
-    engine (torch), which Slicer may not have installed yet when it loads this file at
-    start-up."""
-    if name == "BrainTumor2D3DLogic":
-        from BrainTumor2D3DLib.logic import BrainTumorLogic
-
-        return BrainTumorLogic
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Slicer's name for the module logic: BrainTumor2D3DLib's, imported on first use
+__getattr__ = lazy_attribute(__name__, "BrainTumor2D3DLogic", "BrainTumor2D3DLib.logic",
+                             "BrainTumorLogic")
 
 
 class BrainTumor2D3DTest(ScriptedLoadableModuleTest):

@@ -18,6 +18,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
 
 
@@ -163,15 +164,8 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.compareResultLabel.text = ", ".join(f"{k}: {v:.3f}" for k, v in figures.items())
 
 
-def __getattr__(name: str) -> type:
-    """``OARSeg.OARSegLogic``, Slicer's name for the module logic, is
-    ``OARSegLib.logic.OARSegLogic``: imported on first use, because it imports the engine
-    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
-    if name == "OARSegLogic":
-        from OARSegLib.logic import OARSegLogic
-
-        return OARSegLogic
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Slicer's name for the module logic: OARSegLib's, imported on first use
+__getattr__ = lazy_attribute(__name__, "OARSegLogic", "OARSegLib.logic")
 
 
 class OARSegTest(ScriptedLoadableModuleTest):

@@ -15,6 +15,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
 
 
@@ -167,15 +168,8 @@ class RectalSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.compareResultLabel.text = ", ".join(f"{k}: {v:.3f}" for k, v in figures.items())
 
 
-def __getattr__(name: str) -> type:
-    """``RectalSeg.RectalSegLogic``, Slicer's name for the module logic, is
-    ``RectalSegLib.logic.RectalSegLogic``: imported on first use, because it imports the engine
-    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
-    if name == "RectalSegLogic":
-        from RectalSegLib.logic import RectalSegLogic
-
-        return RectalSegLogic
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Slicer's name for the module logic: RectalSegLib's, imported on first use
+__getattr__ = lazy_attribute(__name__, "RectalSegLogic", "RectalSegLib.logic")
 
 
 class RectalSegTest(ScriptedLoadableModuleTest):

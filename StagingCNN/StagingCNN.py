@@ -15,6 +15,7 @@ from slicer.ScriptedLoadableModule import (
     ScriptedLoadableModuleWidget,
 )
 
+from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
 
 
@@ -107,15 +108,9 @@ class StagingCNNWidget(ScriptedLoadableModuleWidget, TaskPanel):
             self.logic.jump_to_slice(self.result, int(selected.GetValue(0)))
 
 
-def __getattr__(name: str) -> type:
-    """``StagingCNN.StagingCNNLogic``, Slicer's name for the module logic, is
-    ``StagingCNNLib.logic.StagingLogic``: imported on first use, because it imports the engine
-    (torch), which Slicer may not have installed yet when it loads this file at start-up."""
-    if name == "StagingCNNLogic":
-        from StagingCNNLib.logic import StagingLogic
-
-        return StagingLogic
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Slicer's name for the module logic: StagingCNNLib's, imported on first use
+__getattr__ = lazy_attribute(__name__, "StagingCNNLogic", "StagingCNNLib.logic",
+                             "StagingLogic")
 
 
 class StagingCNNTest(ScriptedLoadableModuleTest):

@@ -19,6 +19,7 @@ from oncoseg.io.volumes import read_image
 from oncoseg.method import Hints
 from oncoseg.tasks import unregister_task
 from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.segmentations import labels_from_segmentation_node
 from OncoSegCommonLib.tasklogic import RunRequest, TaskLogic, TaskResult, logic_for
 from OncoSegCommonLib.volumes import volume_node_from_image
@@ -112,8 +113,8 @@ MODULES = {  # module -> Slicer's name of its logic, the Lib class it is, the ta
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_each_module_exposes_its_lib_logic_under_slicers_name(module, mrml):
     """``<Name>.<Name>Logic`` is the Lib's TaskLogic, found through the file's module-level
-    ``__getattr__`` (the file imports qt, so that function is run alone); the file imports
-    neither the Lib logic nor the engine when Slicer loads it."""
+    ``__getattr__ = lazy_attribute(...)`` (the file imports qt, so that call is made alone);
+    the file imports neither the Lib logic nor the engine when Slicer loads it."""
     import importlib
 
     slicer_name, lib_name, tasks = MODULES[module]
@@ -124,14 +125,15 @@ def test_each_module_exposes_its_lib_logic_under_slicers_name(module, mrml):
               for n in tree.body if isinstance(n, ast.Import | ast.ImportFrom)
               for alias in n.names]
     assert not [m for m in loaded if m.startswith(("oncoseg", f"{module}Lib"))], loaded
-    [function] = [n for n in tree.body if isinstance(n, ast.FunctionDef)
-                  and n.name == "__getattr__"]
-    namespace = {"__name__": module}
-    exec(compile(ast.Module([function], []), module, "exec"), namespace)
-    found = namespace["__getattr__"](slicer_name)
+    [call] = [n.value for n in tree.body if isinstance(n, ast.Assign)
+              and [t.id for t in n.targets if isinstance(t, ast.Name)] == ["__getattr__"]]
+    assert isinstance(call, ast.Call) and call.func.id == "lazy_attribute"
+    assert isinstance(call.args[0], ast.Name) and call.args[0].id == "__name__"
+    attribute = lazy_attribute(module, *[ast.literal_eval(a) for a in call.args[1:]])
+    found = attribute(slicer_name)
     lib = importlib.import_module(f"{module}Lib.logic")
     assert found is getattr(lib, lib_name) and issubclass(found, TaskLogic)
     with pytest.raises(AttributeError):
-        namespace["__getattr__"]("Nothing")
+        attribute("Nothing")
     for task in tasks:
         assert type(logic_for(mrml, task)) is found
