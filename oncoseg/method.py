@@ -18,13 +18,13 @@ from __future__ import annotations
 import importlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from oncoseg.modelfile import LoadedModel, ModelMetadata, load_model
 from oncoseg.progress import CancelToken, ProgressCallback
-from oncoseg.settings import TRAINING, Settings, settings_from_model
+from oncoseg.settings import TRAINING, settings_from_model
 from oncoseg.tasks import Task, get_task
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Hints:
     roi_lps_mm: Sequence[float] | None = None  # a box around the region to classify (LPS mm)
 
     def given(self) -> list[str]:
-        return [name for name in ("seed_lps_mm", "roi_lps_mm") if getattr(self, name) is not None]
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
 @dataclass(frozen=True)
@@ -107,28 +107,26 @@ class Method(Protocol):
 
 def method_of(task: str | Task) -> Method:
     """The module that implements a task's method (imported on first use: torch is heavy)."""
-    return importlib.import_module(_task(task).method_module)  # type: ignore[return-value]
+    return importlib.import_module(get_task(task).method_module)  # type: ignore[return-value]
 
 
-def _task(task: str | Task) -> Task:
-    return task if isinstance(task, Task) else get_task(task)
-
-
-def _settings_class(task: Task) -> type[Settings]:
-    if task.settings is None:
-        raise TypeError(f"task {task.name} declares no settings class")
-    return task.settings
+def _plain_settings(task: Task, *layers: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Settings of a task without a Settings class: its defaults, then each layer on top."""
+    merged = dict(task.default_config)
+    for layer in layers:
+        merged.update(layer or {})
+    return merged
 
 
 def demo_model_file(task: str | Task) -> Path:
     """The bundled demo model of a task: ``oncoseg/data/models/<task>-demo.safetensors``."""
-    return MODELS / f"{_task(task).name}-demo.safetensors"
+    return MODELS / f"{get_task(task).name}-demo.safetensors"
 
 
 def load_task_model(task: str | Task, model: str | os.PathLike[str] | LoadedModel = "demo",
                     device: str = "cpu") -> LoadedModel:
     """A task's model (``demo``, a file, or one already loaded), its task checked."""
-    task = _task(task)
+    task = get_task(task)
     return load_model(model, demo_model_file(task), task.name, device)
 
 
@@ -137,32 +135,32 @@ def model_settings(task: str | Task, metadata: ModelMetadata,
     """The settings a model runs with: what it was trained with is fixed (a different
     override is refused), what it proposes (a tuned threshold) the caller may change, and a
     training setting is refused by name."""
-    task = _task(task)
+    task = get_task(task)
     offered = {**metadata.preprocessing, **metadata.outputs}
     proposed = {k: offered[k] for k in task.proposed_settings if k in offered}
     if task.settings is None:
-        return {**task.default_config, **proposed, **(overrides or {})}
-    return settings_from_model(_settings_class(task), metadata.preprocessing,
+        return _plain_settings(task, proposed, overrides)
+    return settings_from_model(task.settings, metadata.preprocessing,
                                task.fixed_settings, overrides, proposed)
 
 
 def training_settings(task: str | Task, overrides: Mapping[str, Any] | None = None) -> Any:
     """The settings a training run uses: the paper's defaults with the overrides; a setting
     only a model's run reads is refused by name."""
-    task = _task(task)
+    task = get_task(task)
     if task.settings is None:
-        return {**task.default_config, **(overrides or {})}
-    return _settings_class(task).from_overrides(overrides, TRAINING)
+        return _plain_settings(task, overrides)
+    return task.settings.from_overrides(overrides, TRAINING)
 
 
 def prepare(task: str | Task, model: str | os.PathLike[str] | LoadedModel | Prepared = "demo",
             overrides: Mapping[str, Any] | None = None,
             context: RunContext | None = None) -> Prepared:
     """A model read once with the settings it runs with (a ``Prepared`` passes through)."""
-    task = _task(task)
+    task = get_task(task)
     if isinstance(model, Prepared):
         return model
     if not task.network_modules:  # a method without networks has no model file
-        return Prepared(task, None, {**task.default_config, **(overrides or {})})
+        return Prepared(task, None, _plain_settings(task, overrides))
     loaded = load_task_model(task, model, (context or RunContext()).device)
     return Prepared(task, loaded, model_settings(task, loaded.metadata, overrides))

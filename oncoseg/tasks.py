@@ -9,12 +9,13 @@ the ``oncoseg.tasks`` entry-point group.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any
 
 from oncoseg.errors import InputError
+from oncoseg.settings import PREDICTION, TRAINING
 from oncoseg.terminology import Terminology
 
 # Modules that declare the built-in tasks (each calls register_task on import).
@@ -25,7 +26,6 @@ BUILTIN_TASK_MODULES: tuple[str, ...] = (
     "oncoseg.oar.ct.task",
     "oncoseg.oar.mr.task",
 )
-VERBS = ("phantom", "predict", "train", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -102,6 +102,13 @@ class Task:
         raise InputError(f"--input {name}", f"is not an input of task '{self.name}' (its inputs: "
                          f"{', '.join(r.name for r in self.inputs)})")
 
+    def covered_by(self, given: Iterable[str]) -> set[str]:
+        """The roles the alternatives among ``given`` stand in for (rectal: ``dwi`` gives
+        ``dwi_b0`` and ``dwi_b1000``)."""
+        given = set(given)
+        return {role for alternative, roles in self.alternatives.items() if alternative in given
+                for role in roles}
+
     def check_images(self, images: Mapping[str, Any]) -> None:
         """Every required role given (or an alternative that stands in for it), no role the
         task does not know, and at least one image when every role is optional."""
@@ -110,8 +117,7 @@ class Task:
         if extra:
             raise InputError(extra[0], f"is not an input of the {self.name} task (its inputs: "
                              f"{', '.join(names + list(self.alternatives))})")
-        covered = {role for alternative, roles in self.alternatives.items()
-                   if alternative in images for role in roles}
+        covered = self.covered_by(images)
         for role in self.required_roles:
             if role not in images and role not in covered:
                 raise InputError(role, f"is missing: the {self.name} task needs "
@@ -137,9 +143,9 @@ class Task:
             "classes": list(self.classes),
             "default_config": dict(self.default_config),
             "settings_by_phase": {
-                "training_only": sorted(self.settings.only("training") if self.settings
+                "training_only": sorted(self.settings.only(TRAINING) if self.settings
                                         else ()),
-                "prediction_only": sorted(self.settings.only("prediction") if self.settings
+                "prediction_only": sorted(self.settings.only(PREDICTION) if self.settings
                                           else ()),
                 "fixed_by_model": list(self.fixed_settings),
                 "proposed_by_model": list(self.proposed_settings)},
@@ -189,7 +195,10 @@ def all_tasks() -> list[Task]:
     return [_TASKS[name] for name in sorted(_TASKS)]
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str | Task) -> Task:
+    """The task registered under ``name`` (a Task passes through, so callers take either)."""
+    if isinstance(name, Task):
+        return name
     import_task_modules()
     if name not in _TASKS:
         known = ", ".join(sorted(_TASKS)) or "none installed"

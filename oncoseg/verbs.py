@@ -41,10 +41,6 @@ __all__ = ["Hints", "PhantomOptions", "Prepared", "RunContext", "TrainOptions", 
 Model = str | os.PathLike[str] | LoadedModel | Prepared
 
 
-def _task(task: str | Task) -> Task:
-    return task if isinstance(task, Task) else get_task(task)
-
-
 def data_roles(task: Task) -> list[str]:
     """The roles a data set's cases must hold: the required ones (all, when each is optional)."""
     return list(task.required_roles) or [r.name for r in task.inputs]
@@ -52,7 +48,7 @@ def data_roles(task: Task) -> list[str]:
 
 def check_hints(task: str | Task, hints: Hints | None) -> Hints:
     """Hints the task reads; one it does not is refused by name (the CLI's option name)."""
-    task = _task(task)
+    task = get_task(task)
     hints = hints or Hints()
     options = {"seed_lps_mm": "--seed-point", "roi_lps_mm": "--roi"}
     for name in hints.given():
@@ -77,7 +73,7 @@ def predict(task: str | Task, images: Mapping[str, sitk.Image], model: Model = "
             hints: Hints | None = None) -> Prediction:
     """One case: the model read (or a ``Prepared`` one reused), its settings applied, the
     method run on the images; ``timings['load_model']`` says what reading the model took."""
-    task = _task(task)
+    task = get_task(task)
     context = context or RunContext()
     hints = check_hints(task, hints)
     task.check_images(images)  # before the model is read
@@ -96,7 +92,7 @@ def train(task: str | Task, dataset: str | os.PathLike[str], output: str | os.Pa
     in its layout; returns what was written."""
     from oncoseg.datasets.layouts import read_dataset
 
-    task = _task(task)
+    task = get_task(task)
     settings = training_settings(task, overrides)  # refused before any file is read
     data = read_dataset(dataset, layout, roles=data_roles(task))
     return method_of(task).train(data, Path(output), settings, context or RunContext(),
@@ -111,7 +107,7 @@ def evaluate(task: str | Task, dataset: str | os.PathLike[str],
     summary (also written as ``summary.json`` in ``output``)."""
     from oncoseg.datasets.layouts import read_dataset
 
-    task = _task(task)
+    task = get_task(task)
     context = context or RunContext()
     data = read_dataset(dataset, layout, roles=data_roles(task))
     prepared = prepare(task, model, overrides, context)

@@ -93,7 +93,7 @@ class TaskLogic:
             task = self.tasks[0]
         self.context = context
         self.scene = context.scene
-        self.task = task if isinstance(task, Task) else get_task(task)
+        self.task = get_task(task)
         if self.tasks and self.task.name not in self.tasks:
             raise ValueError(f"{type(self).__name__} runs {', '.join(self.tasks)}, not "
                              f"'{self.task.name}'")
@@ -129,10 +129,10 @@ class TaskLogic:
         thread starts, by name."""
         request = self.own_request(request)
         verbs.check_hints(self.task, request.hints)
-        alternatives = self.task.alternatives
-        covered = {role for name, roles in alternatives.items() if inputs.get(name) is not None
-                   for role in roles}  # e.g. rectal: a dwi node stands in for b0 + high b
-        optional = {r.name for r in self.task.inputs if r.optional} | set(alternatives) | covered
+        # e.g. rectal: a dwi node stands in for b0 + high b
+        covered = self.task.covered_by(r for r, node in inputs.items() if node is not None)
+        optional = {r.name for r in self.task.inputs if r.optional} | \
+            set(self.task.alternatives) | covered
         chosen = {role: node for role, node in inputs.items()
                   if node is not None or role not in optional}
         images = self.images(chosen)
