@@ -13,13 +13,15 @@ import json
 import os
 import queue
 import shutil
-import subprocess
 import sys
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from oncoseg.childprocess import end_tree
+from oncoseg.childprocess import start as start_child
 
 
 def python_executable() -> str:
@@ -59,9 +61,8 @@ class TrainingProcess:
         self.command = command
         self.status = TrainingStatus()
         self._lines: queue.Queue[str | None] = queue.Queue()
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-            env={**os.environ, **(env or {})})
+        # its own process group, so that cancel also ends PythonSlicer's real interpreter
+        self._process = start_child(command, env={**os.environ, **(env or {})})
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -110,12 +111,7 @@ class TrainingProcess:
         return code
 
     def cancel(self) -> None:
-        if self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
+        end_tree(self._process, grace=10)  # the launcher, the interpreter it started, theirs
 
     def model_path(self, output: str | os.PathLike[str]) -> Path | None:
         """The trained model, once the process has finished well."""
