@@ -1,69 +1,68 @@
 """OARSeg: organs at risk on pelvic CT (Sartor et al. 2020) and GI-tract organs on abdominal
 MR (UW-Madison GI tract, paper 001).
 
-The Qt layer only: the panel binds OARSeg.ui to :class:`OARSegParameters` and calls
-:class:`OARSegLogic` (``OARSegLib``, no Qt, tested headless on slicer-core). The mode selector
-switches the task (one :class:`OARSegLogic` per task): organs, models, input label and
-training layouts follow it. The run happens in a worker thread polled by a timer; training runs
-as a separate process. ``OARSeg.OARSegLogic`` is that logic, imported on first use (see
-``__getattr__``).
+The Qt layer only: the panel binds OARSeg.ui to :class:`OARSegParameterNode` and calls
+:class:`OARSegLogic` (``OARSegLib``, no Qt, tested headless on slicer-core); what its buttons do
+is the shared panel's (``OncoSegCommonLib.panels``). The mode selector switches the task (one
+:class:`OARSegLogic` per task): organs, models, input label and training layouts follow it.
+``OARSeg.OARSegLogic`` is that logic, imported on first use.
 """
 
+from typing import Annotated
 
 import qt
-import slicer
-from slicer.ScriptedLoadableModule import (
-    ScriptedLoadableModule,
-    ScriptedLoadableModuleTest,
-    ScriptedLoadableModuleWidget,
-)
+from slicer import vtkMRMLScalarVolumeNode
+from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
 
+from OncoSegCommonLib import panels
 from OncoSegCommonLib.lazy import lazy_attribute
-from OncoSegCommonLib.panels import TaskPanel  # (also makes the engine importable)
 
 
-class OARSeg(ScriptedLoadableModule):
-    def __init__(self, parent):
-        ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "OARSeg"
-        self.parent.categories = ["OncoSeg"]
-        self.parent.dependencies = ["OncoSegCommon"]
-        self.parent.contributors = ["OncoSeg developers"]
-        self.parent.helpText = (
-            "CT mode: segments femoral heads, bladder, bowel bag and the nodal CTV on pelvic CT "
-            "with a 3D fully convolutional network; each organ keeps its largest connected "
-            "component, with holes filled. Trains on clinical RT structure sets, including "
-            "patients whose structure sets lack some organs. MR mode: stomach, small and large "
-            "bowel on axial abdominal MR, slice by slice with neighbouring slices as context "
-            "(FCN-ResNet50), at the threshold tuned on validation data. Research use only, not "
-            "for clinical use."
-        )
-        self.parent.acknowledgementText = (
-            "Method: Sartor H. et al., Auto-segmentations by convolutional neural network in "
-            "cervical and anorectal cancer with clinical structure sets as the ground truth. "
-            "Clin Transl Radiat Oncol 25 (2020). MR: GI-tract segmentation on the UW-Madison "
-            "Kaggle data with a fully convolutional ResNet-50, after Hueber P., Molhoek J., "
-            "van der Voort S., Segmenting MRI scans using deep learning to improve cancer "
-            "treatment (CS4245 Seminar Computer Vision by Deep Learning, TU Delft)."
-        )
+class OARSeg(panels.OncoSegModule):
+    help = (
+        "CT mode: segments femoral heads, bladder, bowel bag and the nodal CTV on pelvic CT "
+        "with a 3D fully convolutional network; each organ keeps its largest connected "
+        "component, with holes filled. Trains on clinical RT structure sets, including "
+        "patients whose structure sets lack some organs. MR mode: stomach, small and large "
+        "bowel on axial abdominal MR, slice by slice with neighbouring slices as context "
+        "(FCN-ResNet50), at the threshold tuned on validation data."
+    )
+    acknowledgement = (
+        "Method: Sartor H. et al., Auto-segmentations by convolutional neural network in "
+        "cervical and anorectal cancer with clinical structure sets as the ground truth. "
+        "Clin Transl Radiat Oncol 25 (2020). MR: GI-tract segmentation on the UW-Madison "
+        "Kaggle data with a fully convolutional ResNet-50, after Hueber P., Molhoek J., "
+        "van der Voort S., Segmenting MRI scans using deep learning to improve cancer "
+        "treatment (CS4245 Seminar Computer Vision by Deep Learning, TU Delft)."
+    )
 
 
-class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
+@parameterNodeWrapper
+class OARSegParameterNode:
+    """The panel's settings, saved with the scene. A threshold of 0 means the model's own."""
+
+    mode: str = "CT"
+    image: vtkMRMLScalarVolumeNode
+    threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0
+    probabilities: bool = False
+    device: str = "auto"
+    model: str = "demo"
+
+
+class OARSegWidget(panels.TaskPanel):
     task_name = "oar-ct"
     layouts = ("rtstruct", "nnunet", "folders", "auto")
+    parameters = OARSegParameterNode
 
-    def setup(self):
-        ScriptedLoadableModuleWidget.setup(self)
-        from OncoSegCommonLib.dependency_panel import dependencies_ready
+    def make_logic(self, context):
+        from OARSegLib.logic import OARSegLogic
 
-        if not dependencies_ready(self.layout):  # only the install section until restarted
-            return
-        from OARSegLib.logic import MODES, OARSegLogic
-        from OncoSegCommonLib.context import MRMLContext
+        return OARSegLogic(context)
 
-        self.mode = "CT"
-        self.setup_panel(self.resourcePath("UI/OARSeg.ui"),
-                         OARSegLogic(MRMLContext.from_application()))
+    def setup_module(self):
+        from OARSegLib.logic import MODES
+
+        self.mode = None
         for name in MODES:
             self.ui.modeSelector.addItem(name)
         self.ui.volumeTable.setColumnCount(2)
@@ -75,14 +74,17 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         self.ui.compareButton.connect("clicked()", self._compare)
         self._set_mode("CT")
 
-    def cleanup(self):
-        self.cleanup_panel()
-
     def _set_mode(self, name):
         """The chosen mode's logic (its task), organs, models, input label and training
         layouts."""
         from OARSegLib.logic import MODES, OARSegLogic
 
+        if name == self.mode:
+            return
+        if self.controller.running:  # the run in progress finishes with its own task
+            self.ui.modeSelector.setCurrentText(self.mode)
+            self.show_status("Wait for the run to end (or cancel it) to switch the mode.")
+            return
         mode = MODES[name]
         self.mode, self.task_name, self.layouts = name, mode.task.name, mode.layouts
         self.logic = OARSegLogic(self.logic.context, mode.task)
@@ -100,43 +102,50 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
             self.ui.layoutSelector.addItem(layout)
         self.ui.thresholdSpinBox.enabled = name == "MR"
         self.fill_models()
-        self.result = None
+        self.controller.forget_result()  # the other task's result is not this one's
         self.update_buttons()
 
     # ------------------------------------------------------------------ TaskPanel hooks
+
+    def fill_empty_inputs(self):
+        from OARSegLib.logic import MODES
+
+        if self.settings.image is None:
+            self.settings.image = self.logic.guess_inputs().get(MODES[self.mode].role)
 
     def _organs(self):
         items = [self.ui.organList.item(i) for i in range(self.ui.organList.count)]
         return tuple(item.text() for item in items if item.checkState() == qt.Qt.Checked)
 
     def inputs_ready(self):
-        return self.ui.inputSelector.currentNode() is not None
+        return self.settings.image is not None
 
     def prepare_run(self):
         from OARSegLib.logic import MODES, OARSegParameters
 
         if not self._organs():
             raise ValueError("Tick at least one organ.")
-        threshold = self.ui.thresholdSpinBox.value
+        settings = self.settings
+        threshold = settings.threshold
         parameters = OARSegParameters(mode=self.mode, model=self.selected_model(),
-                                      device=self.ui.deviceSelector.currentText,
-                                      organs=self._organs(),
-                                      probabilities=self.ui.probabilitiesCheckBox.checked,
+                                      device=settings.device, organs=self._organs(),
+                                      probabilities=settings.probabilities,
                                       threshold=threshold if self.mode == "MR" and threshold > 0
                                       else None)
-        inputs = {MODES[self.mode].role: self.ui.inputSelector.currentNode()}
+        inputs = {MODES[self.mode].role: settings.image}
         self.started = self.logic.start(inputs, parameters.request())
         return self.logic.compute, (self.started,)
 
-    def finish_run(self, prediction):
-        return self.logic.finish(prediction, self.started)
-
-    def show_result(self):
-        rows = self.result.rows()
+    def show_module_result(self, result):
+        rows = result.rows()
         self.ui.volumeTable.setRowCount(len(rows))
         for r, row in enumerate(rows):
             self.ui.volumeTable.setItem(r, 0, qt.QTableWidgetItem(row["organ"]))
             self.ui.volumeTable.setItem(r, 1, qt.QTableWidgetItem(f"{row['volume_ml']:.1f}"))
+
+    def clear_module_result(self):
+        self.ui.volumeTable.setRowCount(0)
+        self.ui.compareResultLabel.text = ""
 
     # ------------------------------------------------------------------ OARSeg's own
 
@@ -154,11 +163,11 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
         reference = self.ui.referenceSelector.currentNode()
         segment = self.ui.referenceSegmentSelector.currentData
         if reference is None or not segment:
-            slicer.util.errorDisplay("Choose a reference segmentation and its segment.")
+            self.show_error("Choose a reference segmentation and its segment.")
             return
         organ = self.ui.compareOrganSelector.currentText
         if organ not in self.result.organs:
-            slicer.util.errorDisplay(f"{organ} was not segmented in this run.")
+            self.show_error(f"{organ} was not segmented in this run.")
             return
         figures = self.logic.compare(self.result, reference, organ, segment)
         self.ui.compareResultLabel.text = ", ".join(f"{k}: {v:.3f}" for k, v in figures.items())
@@ -168,12 +177,5 @@ class OARSegWidget(ScriptedLoadableModuleWidget, TaskPanel):
 __getattr__ = lazy_attribute(__name__, "OARSegLogic", "OARSegLib.logic")
 
 
-class OARSegTest(ScriptedLoadableModuleTest):
-    """The same scenarios as the headless tests (OARSegLib.scenarios), in the application."""
-
-    def runTest(self):
-        from OARSegLib import scenarios
-        from OncoSegCommonLib.checks import run_scenarios_in_app
-
-        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
-        self.delayDisplay("OARSeg scenarios passed")
+class OARSegTest(panels.OncoSegTest):
+    """OARSegLib.scenarios, the headless tests' scenarios, in the application."""

@@ -1,44 +1,111 @@
 """The Qt half every OncoSeg module panel shares (this file may import qt: its name says so).
 
-:class:`TaskPanel` is mixed into a module's ``ScriptedLoadableModuleWidget``. It owns the model
-selector (bundled, trained here, or a file; the header's summary under it), the device
-selector, the run (a :class:`Worker` thread polled by a timer, progress bar, Cancel), the
-probability-overlay opacity, the Segment Editor button, the export section (segmentation
-modules) and the training panel (a separate process, its progress and a live loss plot; a
-finished model joins the selector). The module
-supplies its logic and what is specific to it through the hooks at the end of the class.
+A module file (``RectalSeg.py``, ...) holds three small classes built on the ones here:
+:class:`OncoSegModule` (title, help, acknowledgement), :class:`TaskPanel` (the panel) and
+:class:`OncoSegTest` (the module's scenarios in the application). :class:`TaskPanel` binds
+widgets and nothing else: what its buttons do is :class:`~OncoSegCommonLib.panelstate.
+PanelController`'s (no Qt, tested headless with fakes), and the settings live in the module's
+parameter node (``parameterNodeWrapper``, saved with the scene and restored; bound to the widgets
+that carry a ``SlicerParameterName`` in the .ui). It owns the model selector (bundled, trained
+here, or a file; the header's summary under it), the device selector, the run (a worker thread
+lent the GIL by the panel's timer, progress bar, Cancel), the probability-overlay opacity, the
+Segment Editor button, the export section (segmentation modules) and the training panel (a
+separate process, its progress and a live loss plot; a finished model joins the selector).
 The widget names it uses must exist in every module's .ui (checked by a static test), except
 the segmentation widgets (opacity, Segment Editor, compare), which classification modules leave
 out.
+
+Slicer APIs used here, read at v5.10.0 and v5.12.x: ``ScriptedLoadableModule*`` and
+``slicer.util.VTKObservationMixin`` / ``errorDisplay(text, detailedText=...)``
+(Base/Python/slicer/ScriptedLoadableModule.py, Base/Python/slicer/util.py: ``detailedText``
+is set on the ctkMessageBox), the parameter node as ``ScriptedLoadableModuleLogic.
+getParameterNode`` makes it (see ``OncoSegCommonLib.parameters``) and the template's scene-close
+handling (Utilities/Templates/Modules/Scripted/TemplateKey.py).
 """
 
-import time
 from pathlib import Path
 
 import qt
 import slicer
+import vtk
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
+from slicer.util import VTKObservationMixin
 
 SEGMENTATION_WIDGETS = ("opacitySlider", "openEditorButton", "compareButton")
+DISCLAIMER = " Research use only, not for clinical use."
 
 
-class TaskPanel:
-    POLL_MS = 100
+class OncoSegModule(ScriptedLoadableModule):
+    """A module's entry in Slicer's module list; the module sets ``help`` and
+    ``acknowledgement`` (the method's paper)."""
+
+    help = ""
+    acknowledgement = ""
+
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = type(self).__name__
+        self.parent.categories = ["OncoSeg"]
+        self.parent.dependencies = ["OncoSegCommon"]
+        self.parent.contributors = ["OncoSeg developers"]
+        self.parent.helpText = self.help + DISCLAIMER
+        self.parent.acknowledgementText = self.acknowledgement
+
+
+class OncoSegTest(ScriptedLoadableModuleTest):
+    """The module's scenarios (``<Name>Lib.scenarios``, also run headless by the tests), in the
+    application. Module files subclass it as ``panels.OncoSegTest`` (not imported by name), so
+    that unittest's loader finds only ``<Name>Test`` in the module."""
+
+    def runTest(self):
+        import importlib
+
+        from OncoSegCommonLib.checks import run_scenarios_in_app
+
+        name = type(self).__name__.removesuffix("Test")
+        scenarios = importlib.import_module(f"{name}Lib.scenarios")
+        run_scenarios_in_app(scenarios.ALL, self.delayDisplay)
+        self.delayDisplay(f"{name} scenarios passed")
+
+
+class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """A module's panel. The module sets ``task_name``, ``layouts`` and ``parameters`` (its
+    ``@parameterNodeWrapper`` class) and fills in the hooks at the end of the class."""
+
     task_name = ""  # the engine task the panel runs
     layouts = ("auto",)  # the training layouts offered, first the default
+    parameters = None  # the module's @parameterNodeWrapper class
 
-    def setup_panel(self, ui_path, logic):
-        """Load the .ui, bind the shared widgets; call from the widget's ``setup``."""
-        panel = slicer.util.loadUI(ui_path)
+    def __init__(self, parent=None):
+        VTKObservationMixin.__init__(self)
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+
+    # ------------------------------------------------------------------ life cycle
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        from OncoSegCommonLib.dependency_panel import dependencies_ready
+
+        if not dependencies_ready(self.layout):  # only the install section until restarted
+            return
+        from OncoSegCommonLib.context import MRMLContext
+        from OncoSegCommonLib.panelstate import PanelController
+
+        panel = slicer.util.loadUI(self.resourcePath(f"UI/{self.moduleName}.ui"))
         self.layout.addWidget(panel)
         self.ui = slicer.util.childWidgetVariables(panel)
         panel.setMRMLScene(slicer.mrmlScene)
-        self.logic = logic
-        self.result = None
-        self.worker = None
-        self.training = None
+        self.logic = self.make_logic(MRMLContext.from_application())
+        self.controller = PanelController(self, self)
         self.timer = qt.QTimer()
-        self.timer.setInterval(self.POLL_MS)
-        self.timer.connect("timeout()", self._poll)
+        self.timer.setInterval(self.controller.POLL_MS)
+        self.timer.connect("timeout()", self._tick)
         for device in ("auto", "cpu", "cuda"):
             self.ui.deviceSelector.addItem(device)
         for layout in self.layouts:
@@ -47,28 +114,80 @@ class TaskPanel:
         self.ui.modelSelector.connect("currentIndexChanged(int)", self._show_model)
         self.ui.modelBrowseButton.connect("clicked()", self._browse_model)
         self.ui.applyButton.connect("clicked()", self._apply)
-        self.ui.cancelButton.connect("clicked()", self._cancel)
+        self.ui.cancelButton.connect("clicked()", self.controller.cancel)
         opacity, editor, _ = self._segmentation_widgets()
         if opacity is not None:
             opacity.connect("valueChanged(double)", self._opacity)
         if editor is not None:
             editor.connect("clicked()", self._open_editor)
         self.ui.trainButton.connect("clicked()", self._train)
-        self.ui.trainCancelButton.connect("clicked()", self._stop_training)
+        self.ui.trainCancelButton.connect("clicked()", self.controller.stop_training)
         self.export_panel = None
         if editor is not None:  # segmentation modules export their results
             from OncoSegCommonLib.export_panel import ExportPanel
 
             self.export_panel = ExportPanel(self.layout)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._scene_closing)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self._scene_closed)
+        self.setup_module()
+        self.initialize_parameter_node()
+        self.update_buttons()
 
-    def cleanup_panel(self):
-        if not hasattr(self, "timer"):  # set up without its dependencies: nothing runs
+    def cleanup(self):
+        self.removeObservers()
+        if not hasattr(self, "controller"):  # set up without its dependencies: nothing runs
             return
         self.timer.stop()
-        if self.worker is not None:
-            self.worker.cancel.cancel()
-        if self.training is not None:
-            self.training.cancel()
+        self.controller.close()
+
+    def enter(self):
+        if hasattr(self, "controller"):
+            self.initialize_parameter_node()
+
+    def exit(self):
+        self.set_parameter_node(None)
+
+    def _scene_closing(self, caller, event):
+        self.set_parameter_node(None)
+        self.controller.scene_closing()
+        self.update_buttons()
+
+    def _scene_closed(self, caller, event):
+        if self.parent.isEntered:
+            self.initialize_parameter_node()
+
+    # ------------------------------------------------------------------ parameter node
+
+    def initialize_parameter_node(self):
+        """The module's parameter node (made on first use, found again in a loaded scene),
+        bound to the widgets; empty input selectors get the module's guesses."""
+        from OncoSegCommonLib.parameters import parameter_node
+
+        self.set_parameter_node(self.parameters(parameter_node(slicer.mrmlScene,
+                                                               self.moduleName)))
+        self.fill_empty_inputs()
+        index = self.ui.modelSelector.findData(self._parameterNode.model)
+        if index >= 0:
+            self.ui.modelSelector.setCurrentIndex(index)
+
+    def set_parameter_node(self, parameters):
+        if self._parameterNode is not None:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent,
+                                self.update_buttons)
+            self._parameterNodeGuiTag = None
+        self._parameterNode = parameters
+        if parameters is not None:
+            self._parameterNodeGuiTag = parameters.connectGui(self.ui)
+            self.addObserver(parameters, vtk.vtkCommand.ModifiedEvent, self.update_buttons)
+            self.update_buttons()
+
+    @property
+    def settings(self):
+        """The module's settings (its parameter node)."""
+        if self._parameterNode is None:
+            self.initialize_parameter_node()
+        return self._parameterNode
 
     # ------------------------------------------------------------------ models
 
@@ -90,6 +209,8 @@ class TaskPanel:
         index = self.ui.modelSelector.currentIndex
         self.ui.modelInfoLabel.text = self.models[index].summary() \
             if 0 <= index < len(self.models) else "No model: load a model file."
+        if self._parameterNode is not None:
+            self._parameterNode.model = self.selected_model()
 
     def _browse_model(self):
         from oncoseg.errors import InputError
@@ -102,7 +223,7 @@ class TaskPanel:
         try:
             choice = model_choice(path, self.task_name, Path(path).name)
         except InputError as error:
-            slicer.util.errorDisplay(str(error))
+            self.show_error(str(error))
             return
         self.models.append(choice)
         self.ui.modelSelector.addItem(choice.label, str(choice.path))
@@ -111,66 +232,31 @@ class TaskPanel:
     # ------------------------------------------------------------------ running
 
     def update_buttons(self, *_):
-        running = self.worker is not None
+        if not hasattr(self, "controller"):
+            return
+        running = self.controller.running
         self.ui.applyButton.enabled = self.inputs_ready() and not running
         self.ui.cancelButton.enabled = running
         _, editor, compare = self._segmentation_widgets()
         for widget in (w for w in (editor, compare, *self.result_buttons()) if w is not None):
             widget.enabled = self.result is not None and not running
 
-    def _apply(self):
-        from oncoseg.errors import InputError
-        from OncoSegCommonLib.worker import Worker
+    @property
+    def result(self):
+        """The last run's result, None before a run and after the scene is closed."""
+        return self.controller.result if hasattr(self, "controller") else None
 
-        try:
-            compute, args = self.prepare_run()
-        except (InputError, ValueError) as error:
-            slicer.util.errorDisplay(str(error))
-            return
-        self.worker = Worker(compute, *args)
-        self.ui.statusLabel.text = "Running..."
-        self.ui.progressBar.value = 0
-        self.update_buttons()
-        self.timer.start()
+    def _apply(self):
+        if self.controller.apply():
+            self.timer.start()
+
+    def _tick(self):
+        if not self.controller.tick():
+            self.timer.stop()
 
     def _segmentation_widgets(self):
         """(opacity slider, editor button, compare button), None where the .ui has none."""
         return tuple(getattr(self.ui, name, None) for name in SEGMENTATION_WIDGETS)
-
-    def _cancel(self):
-        if self.worker is not None:
-            self.worker.cancel.cancel()
-            self.ui.statusLabel.text = "Cancelling..."
-
-    def _poll(self):
-        if self.worker is not None:
-            self._poll_worker()
-        if self.training is not None:
-            self._poll_training()
-        if self.worker is None and self.training is None:
-            self.timer.stop()
-
-    def _poll_worker(self):
-        event = self.worker.last_event
-        if event is not None and event.fraction is not None:
-            self.ui.progressBar.value = int(100 * event.fraction)
-            self.ui.statusLabel.text = f"{event.stage} {event.message}".strip()
-        if not self.worker.done:
-            return
-        worker, self.worker = self.worker, None
-        if worker.error is not None:
-            self.ui.statusLabel.text = worker.status_text()
-        else:
-            self.result = self.finish_run(worker.result)
-            prediction = self.result.prediction
-            seconds = sum(v for k, v in prediction.timings.items() if k != "total")
-            self.ui.progressBar.value = 100
-            self.ui.statusLabel.text = "\n".join([f"Done in {seconds:.1f} s.",
-                                                  *prediction.messages])
-            self.show_result()
-            if self.export_panel is not None:
-                self.export_panel.show(self.result.nodes.segmentation, self.result.reference)
-        self.update_buttons()
 
     def _opacity(self, value):
         from OncoSegCommonLib.probability import set_overlay_opacity
@@ -183,54 +269,80 @@ class TaskPanel:
         editor.setSegmentationNode(self.result.nodes.segmentation)
         editor.setSourceVolumeNode(self.result.reference)
 
-    # ------------------------------------------------------------------ training
+    # ------------------------------------------------------------------ PanelView
 
-    def _train(self):
+    def show_status(self, text):
+        self.ui.statusLabel.text = text
+
+    def show_progress(self, fraction):
+        self.ui.progressBar.value = int(100 * fraction)
+
+    def show_running(self, running):
+        self.update_buttons()
+
+    def show_error(self, message, details=""):
+        if details:
+            slicer.util.errorDisplay(message, detailedText=details)
+        else:
+            slicer.util.errorDisplay(message)
+
+    def show_result(self, result):
+        self.show_module_result(result)
+        if self.export_panel is not None:
+            self.export_panel.show(result.nodes.segmentation, result.reference)
+
+    def clear_result(self):
+        self.clear_module_result()
+
+    def training_started(self, title):
         from OncoSegCommonLib.lossplot import LossPlot
-        from OncoSegCommonLib.models import models_folder
-        from OncoSegCommonLib.training_process import TrainingProcess, training_command
 
-        dataset = self.ui.datasetPathLineEdit.currentPath
-        if not dataset:
-            slicer.util.errorDisplay("Choose the data set folder first.")
-            return
-        name = self.ui.runNameLineEdit.text.strip() or \
-            time.strftime(f"{self.task_name}-%Y%m%d-%H%M%S")
-        self.training_output = models_folder(self.task_name) / name
-        self.training = TrainingProcess(training_command(
-            self.task_name, dataset, self.training_output, self.ui.layoutSelector.currentText,
-            self.ui.deviceSelector.currentText))
-        self.loss_plot = LossPlot(slicer.mrmlScene, self.ui.lossPlotWidget,
-                                  f"{self.task_name} training")
+        self.loss_plot = LossPlot(slicer.mrmlScene, self.ui.lossPlotWidget, title)
         self.ui.trainButton.enabled = False
         self.ui.trainCancelButton.enabled = True
         self.timer.start()
 
-    def _stop_training(self):
-        if self.training is not None:
-            self.training.cancel()
-
-    def _poll_training(self):
-        status = self.training.poll()
+    def show_training(self, status):
         if status.fraction is not None:
             self.ui.trainProgressBar.value = int(100 * status.fraction)
         self.ui.trainStatusLabel.text = f"{status.stage} {status.message}".strip()
         self.loss_plot.update(status.epochs)
-        if self.training.returncode is None:
-            return
-        training, self.training = self.training, None
-        model = training.model_path(self.training_output)
-        self.ui.trainStatusLabel.text = (f"Model written to {model}" if model else
-                                         "Training stopped: " + " ".join(status.other_output[-3:]))
+
+    def training_finished(self, model, message):
+        self.ui.trainStatusLabel.text = message
         self.ui.trainButton.enabled = True
         self.ui.trainCancelButton.enabled = False
         if model is not None:
             self.fill_models(select=model)
 
+    # ------------------------------------------------------------------ training
+
+    def _train(self):
+        from OncoSegCommonLib.panelstate import TrainingRequest
+
+        self.controller.train(TrainingRequest(
+            self.task_name, self.ui.datasetPathLineEdit.currentPath,
+            self.ui.runNameLineEdit.text, self.ui.layoutSelector.currentText,
+            self.settings.device))
+
     # ------------------------------------------------------------------ module hooks
 
+    def make_logic(self, context):
+        """The module's Lib logic on the application's scene."""
+        raise NotImplementedError
+
+    def setup_module(self):
+        """The module's own widgets: table headers, extra buttons, its signal connections."""
+
+    def fill_empty_inputs(self):
+        """Empty input selectors get the logic's guesses (from node names)."""
+        for role, node in self.logic.guess_inputs().items():
+            if node is not None and hasattr(self.settings, role) and \
+                    getattr(self.settings, role) is None:
+                setattr(self.settings, role, node)
+
     def inputs_ready(self):
-        """True when every input selector holds a node."""
+        """True when every input the run needs is chosen."""
         raise NotImplementedError
 
     def prepare_run(self):
@@ -240,10 +352,13 @@ class TaskPanel:
 
     def finish_run(self, prediction):
         """Main thread: add the result to the scene; returns the module's result object."""
-        raise NotImplementedError
+        return self.logic.finish(prediction, self.started)
 
-    def show_result(self):
+    def show_module_result(self, result):
         """Fill the module's own result widgets (tables)."""
+
+    def clear_module_result(self):
+        """Empty the module's own result widgets."""
 
     def available_models(self):
         """The model choices for the panel's task (modules with modes pick theirs)."""
