@@ -5,6 +5,11 @@ Training runs for minutes to days, so it never runs inside Slicer's process: the
 step and epoch losses for the live plot). A reader thread collects the lines, so polling from a
 Qt timer never blocks; cancelling terminates the process, whose checkpoint lets ``--resume``
 continue it later.
+
+The child must import ``oncoseg`` the way this process did. Slicer puts the folders of modules
+added as "Additional module paths" (a source checkout, as the README installs them) on
+``sys.path`` only, never on ``PYTHONPATH``, so the child gets the folder holding ``oncoseg``
+and the module folders prepended to ``PYTHONPATH`` (:func:`child_environment`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import json
 import os
 import queue
 import shutil
+import site
 import sys
+import sysconfig
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -31,6 +38,32 @@ def python_executable() -> str:
         if found:
             return found
     return sys.executable
+
+
+def engine_folders() -> list[str]:
+    """The folders a child Python needs on its path to import ``oncoseg`` (and the module
+    libraries) from where this process imported it: the folder holding ``oncoseg`` and, in a
+    source checkout, the module folders (as :mod:`oncoseg.frontends` finds them). A folder that
+    is one of this interpreter's site-packages is left out: the child finds it there anyway,
+    and on ``PYTHONPATH`` it would come before the standard library."""
+    from oncoseg.frontends import CHECKOUT, MODULE_FOLDERS
+
+    site_folders = {os.path.realpath(p) for p in (
+        *site.getsitepackages(), site.getusersitepackages(),
+        sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
+    folders = [CHECKOUT] + [CHECKOUT / name for name in MODULE_FOLDERS]
+    return [str(folder) for folder in folders
+            if folder.is_dir() and os.path.realpath(folder) not in site_folders]
+
+
+def child_environment(base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` with :func:`engine_folders` prepended to its ``PYTHONPATH`` (entries it already
+    has are not repeated). Slicer's launcher prepends its own paths to the ``PYTHONPATH`` it
+    is given and keeps these (commontk/AppLauncher, Base/ctkAppLauncher.cpp; Slicer
+    v5.10.0 Base/QTCore/qSlicerCoreApplication.cxx does the same for the application)."""
+    existing = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
+    added = [p for p in engine_folders() if p not in existing]
+    return {**base, "PYTHONPATH": os.pathsep.join(added + existing)}
 
 
 def training_command(task: str, dataset: str | os.PathLike[str], output: str | os.PathLike[str],
@@ -62,7 +95,7 @@ class TrainingProcess:
         self.status = TrainingStatus()
         self._lines: queue.Queue[str | None] = queue.Queue()
         # its own process group, so that cancel also ends PythonSlicer's real interpreter
-        self._process = start_child(command, env={**os.environ, **(env or {})})
+        self._process = start_child(command, env=child_environment({**os.environ, **(env or {})}))
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
