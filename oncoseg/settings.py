@@ -5,14 +5,17 @@ this module turns overrides into a checked instance, with errors that name the s
 belongs to a phase: some only shape training (the optimiser, sampling, the architecture a new
 model gets), some only a model's run (post-processing, inference batch), the rest both
 (pre-processing a model is trained and run with). Setting one in a phase that never reads it is
-an error, not a silent no-op.
+an error, not a silent no-op. The training settings every method reads (learning rate,
+validation share, seed; for epoch-trained methods the batch, epochs and early stopping) are
+declared once, in :class:`CommonTraining` and :class:`EpochTraining`, and each task gives them its
+own values with :func:`with_defaults`.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, make_dataclass
 from typing import Any, ClassVar, TypeVar
 
 from oncoseg.errors import InputError
@@ -144,9 +147,10 @@ def from_overrides(cls: type[T], overrides: Mapping[str, Any] | None, task: str)
     return settings
 
 
-def training_only(default: Any) -> Any:
+def training_only(default: Any = MISSING) -> Any:
     """A setting only training reads (the optimiser, sampling, the architecture of a new
-    model): a model's run ignores it, since the model file carries what counts."""
+    model): a model's run ignores it, since the model file carries what counts. Without a
+    default, each task gives its own (:func:`with_defaults`)."""
     return field(default=default, metadata={"phase": TRAINING})
 
 
@@ -185,6 +189,49 @@ class Settings:
         """The settings a phase reads (all of them without a phase)."""
         other = {PREDICTION: TRAINING, TRAINING: PREDICTION}.get(phase or "")
         return [f.name for f in fields(cls) if not other or f.metadata.get("phase") != other]
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommonTraining(Settings):
+    """The training settings every method reads, each with one meaning (and, by its name, one
+    check): declared once here instead of once per task. The values are each task's own
+    (its paper's), given through :func:`with_defaults`."""
+
+    # the optimiser's (initial) step size; which optimiser it is, is the method's
+    learning_rate: float = training_only()
+    # the share of the training patients (a patient's cases together) held out for validation
+    validation_fraction: float = training_only(0.2)
+    seed: int = training_only(0)  # everything random in a run: the split, sampling, the weights
+
+
+@dataclass(frozen=True, kw_only=True)
+class EpochTraining(CommonTraining):
+    """The settings of the shared training loop (:func:`oncoseg.training.train`) for the
+    methods that train in epochs and stop early on the validation loss or their criterion."""
+
+    batch_size: int = training_only()  # the global batch (split over a torchrun job's processes)
+    max_epochs: int = training_only()
+    # early stopping: this many epochs without an improvement of at least min_delta
+    patience: int = training_only()
+    min_delta: float = training_only()
+
+
+def with_defaults(base: type[S], **defaults: Any) -> type[S]:
+    """``base`` (:class:`CommonTraining`, :class:`EpochTraining`) with a task's own values for
+    its shared settings, each setting keeping its type and phase: the task's settings class
+    derives from the result. A setting of ``base`` without a default must be given one."""
+    declared = {f.name: f for f in fields(base)}
+    unknown = sorted(set(defaults) - set(declared))
+    missing = sorted(name for name, f in declared.items()
+                     if f.default is MISSING and name not in defaults)
+    if unknown or missing:
+        raise TypeError(f"{base.__name__}: {', '.join(unknown)} not among its settings"
+                        if unknown else f"{base.__name__} needs a value for {', '.join(missing)}")
+    made = make_dataclass(base.__name__, [
+        (name, declared[name].type, field(default=value, metadata=declared[name].metadata))
+        for name, value in defaults.items()], bases=(base,), frozen=True, kw_only=True)
+    made.__module__ = base.__module__
+    return made
 
 
 def check_phase(cls: type[Settings], overrides: Mapping[str, Any] | None,

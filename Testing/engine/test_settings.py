@@ -9,7 +9,7 @@ from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.method import demo_model_file, model_settings, training_settings
 from oncoseg.modelfile import read_header
-from oncoseg.settings import PREDICTION, TRAINING
+from oncoseg.settings import PREDICTION, TRAINING, EpochTraining, with_defaults
 from oncoseg.tasks import all_tasks
 
 TASKS = [t for t in all_tasks() if t.settings is not None]
@@ -75,3 +75,47 @@ def test_the_command_line_refuses_a_setting_of_the_other_phase_before_reading(
     assert f"--set {name}: is a setting of the rectal task for {phase}" in \
         capsys.readouterr().err
     assert not output.exists()
+
+
+# The shared training settings at each task's own (its paper's) values, as each task declared
+# them before they were declared once (oncoseg.settings.CommonTraining / EpochTraining).
+SHARED = ("learning_rate", "batch_size", "max_epochs", "patience", "min_delta",
+          "validation_fraction", "seed")
+PAPER_VALUES = {
+    "rectal": (0.001, 128, 200, 5, 1e-3, 0.2, 0),
+    "oar-ct": (1e-4, 2, 50, 15, 1e-4, 0.2, 0),
+    "oar-mr": (1e-4, 32, 50, 5, 1e-4, 0.15, 0),
+    "staging": (0.01, 8, 60, 10, 1e-3, 0.2, 0),
+    "brain": (0.25, None, None, None, None, 0.2, 0),  # trains in iterations, no early stopping
+}
+
+
+@pytest.mark.parametrize("task", TASKS, ids=lambda t: t.name)
+def test_shared_training_settings_keep_each_tasks_values_and_phase(task):
+    if task.name not in PAPER_VALUES:
+        pytest.skip("not a built-in method")
+    defaults = task.settings()
+    for name, value in zip(SHARED, PAPER_VALUES[task.name], strict=True):
+        if value is None:
+            assert not hasattr(defaults, name), (task.name, name)
+            continue
+        assert getattr(defaults, name) == value and type(getattr(defaults, name)) is \
+            type(value), (task.name, name)
+        assert name in task.settings.only(TRAINING), (task.name, name)
+    overridden = task.settings.from_overrides({"learning_rate": "0.5", "seed": 3}, TRAINING)
+    assert (overridden.learning_rate, overridden.seed) == (0.5, 3)
+    with pytest.raises(InputError, match=r"--set validation_fraction: is 1\.5: it must lie"):
+        task.settings.from_overrides({"validation_fraction": 1.5})
+
+
+def test_with_defaults_needs_every_value_the_base_leaves_open_and_no_other():
+    loop = {"learning_rate": 0.1, "batch_size": 4, "max_epochs": 3, "patience": 2,
+            "min_delta": 0.0}
+    made = with_defaults(EpochTraining, **loop)
+    assert made().as_dict() == {**loop, "validation_fraction": 0.2, "seed": 0}
+    assert made.only(TRAINING) == set(loop) | {"validation_fraction", "seed"}
+    with pytest.raises(TypeError, match="EpochTraining needs a value for max_epochs, "
+                       "min_delta, patience"):
+        with_defaults(EpochTraining, learning_rate=0.1, batch_size=4)
+    with pytest.raises(TypeError, match="lerning_rate not among its settings"):
+        with_defaults(EpochTraining, **loop, lerning_rate=0.1)

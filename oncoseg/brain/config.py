@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings, prediction_only, training_only
+from oncoseg.settings import CommonTraining, prediction_only, training_only, with_defaults
 
 SEQUENCES = ("t1", "t1c", "t2", "flair")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -17,8 +17,9 @@ IMPORTS = ("first", "final", "none")  # 2D-3D model A, B, and the plain 3D model
 STAGES = ("2d-axial", "2d-coronal", "2d-sagittal", "2d3d", "all")
 
 
+# normalised SGD (section 2.4) from learning_rate, halved down to learning_rate_min (below)
 @dataclass(frozen=True)
-class BrainConfig(Settings):
+class BrainConfig(with_defaults(CommonTraining, learning_rate=0.25)):
     TASK: ClassVar[str] = "brain"
     # pre-processing: each sequence / median of its non-zero voxels x a constant
     intensity_constant: float = 1.0
@@ -40,7 +41,6 @@ class BrainConfig(Settings):
     batches_per_iteration_3d: int = training_only(5)
     batch_size_3d: int = training_only(1)
     # optimiser (section 2.4)
-    learning_rate: float = training_only(0.25)
     learning_rate_min: float = training_only(0.001)
     momentum: float = training_only(0.9)
     halving_period: int = training_only(200)  # F iterations
@@ -55,8 +55,6 @@ class BrainConfig(Settings):
     iterations_3d: int = training_only(300)
     # an epoch: a checkpoint, a validation loss, a curve point
     iterations_per_epoch: int = training_only(20)
-    validation_fraction: float = training_only(0.2)
-    seed: int = training_only(0)
     # inference: sequences to leave out even when given ("flair", "t1,t2"), to measure how
     # the ensemble does without them
     drop_sequences: str = prediction_only("")

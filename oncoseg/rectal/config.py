@@ -2,7 +2,9 @@
 
 One dataclass for both phases, each field's phase declared (``training_only``,
 ``prediction_only``, unmarked: both): ``--set KEY=VALUE`` on the command line and the Slicer
-panel's fields change these. Light on purpose (no torch): task declarations read it.
+panel's fields change these. The training settings every epoch-trained method shares come from
+:class:`oncoseg.settings.EpochTraining`, at this task's values. Light on purpose (no torch): task
+declarations read it.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings, prediction_only, training_only
+from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
 
 
+# Adadelta, cross-entropy with a small L2 penalty (below), early stopping
 @dataclass(frozen=True)
-class RectalConfig(Settings):
+class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=128,
+                                 max_epochs=200, patience=5, min_delta=1e-3)):
     TASK: ClassVar[str] = "rectal"
     # pre-processing
     registration: str = "rectal"  # elastix preset for T2w (and a high-b on its own grid); none
@@ -28,16 +32,9 @@ class RectalConfig(Settings):
     ring_mm: float = training_only(10.0)
     bright_threshold: float = training_only(2.0)
     patch_size: int = training_only(21)
-    # optimisation: Adadelta, cross-entropy with a small L2 penalty, early stopping
-    learning_rate: float = training_only(0.001)
+    # optimisation: Adadelta's rho, the L2 penalty
     rho: float = training_only(0.9)
     l2: float = training_only(1e-4)
-    batch_size: int = training_only(128)
-    max_epochs: int = training_only(200)
-    patience: int = training_only(5)
-    min_delta: float = training_only(1e-3)
-    validation_fraction: float = training_only(0.2)
-    seed: int = training_only(0)
     # > 1: the paper's stability analysis (ICC of per-case DSC over repeats)
     repeats: int = training_only(1)
     label: str = training_only("label")  # which reader's label file trains the model

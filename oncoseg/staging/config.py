@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings, training_only
+from oncoseg.settings import EpochTraining, training_only, with_defaults
 
 VARIANTS = ("f-R2D", "f-R3D", "f-R(2+1)D", "f-MC2", "f-MC3", "f-MC4", "f-MC5", "f-rMC2",
             "f-rMC3", "f-rMC4", "f-rMC5")
@@ -16,8 +16,10 @@ AGGREGATIONS = ("average", "max", "attention", "bilinear")
 LOSSES = ("focal", "focal+triplet", "focal+center")
 
 
+# SGD (momentum and weight decay below); early stopping by validation AUC or loss (select_by)
 @dataclass(frozen=True)
-class StagingConfig(Settings):
+class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=8,
+                                  max_epochs=60, patience=10, min_delta=1e-3)):
     TASK: ClassVar[str] = "staging"
     # pre-processing: N4, x-y crop around rectum and tumour, resize to size x size x N
     n4: bool = True
@@ -35,16 +37,10 @@ class StagingConfig(Settings):
     center_weight: float = training_only(0.003)  # Wen et al.
     # focal loss of the slice-wise scores on representative slices
     slice_weight: float = training_only(1.0)
-    learning_rate: float = training_only(0.01)  # SGD
-    momentum: float = training_only(0.9)
+    momentum: float = training_only(0.9)  # SGD's
     weight_decay: float = training_only(0.01)
-    batch_size: int = training_only(8)
-    max_epochs: int = training_only(60)
-    patience: int = training_only(10)
-    # early stopping and the kept weights: validation AUC (the paper's
+    # early stopping and the kept weights: validation AUC (the paper's model selection) or loss
     select_by: str = training_only("auc")
-    # model selection) or loss
-    min_delta: float = training_only(1e-3)
     # the minority stage is repeated until the classes balance
     oversample: bool = training_only(True)
     # 0 = every case once (after oversampling); more repeats them
@@ -53,9 +49,7 @@ class StagingConfig(Settings):
     # training augmentation includes the smooth elastic displacement
     elastic: bool = training_only(True)
     # (the paper's elastic, grid and optical distortions)
-    validation_fraction: float = training_only(0.2)  # of the training patients, for early stopping
     folds: int = training_only(0)  # k-fold cross-validation by patient (paper: 10); 0 = one model
-    seed: int = training_only(0)
     # inference
     tta: int = 8  # test-time augmentation passes (1 = none)
     threshold: float = 0.5  # P(T3) at or above it reads T3

@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings, prediction_only, training_only
+from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
 
 
+# NAdam (Adam with Nesterov momentum), reduced on plateau; early stopping after 15 epochs
 @dataclass(frozen=True)
-class OarCtConfig(Settings):
+class OarCtConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=2, max_epochs=50,
+                                patience=15, min_delta=1e-4)):
     TASK: ClassVar[str] = "oar-ct"
     # pre-processing: HU clipped to [-800, 800] and divided by 800; a working grid
     hu_low: float = -800.0
@@ -22,26 +24,18 @@ class OarCtConfig(Settings):
     filters: tuple[int, ...] = training_only((16, 32, 64, 128))
     # training patches (z, y, x); the paper's 136 x 136 x 72
     patch_size: tuple[int, int, int] = (72, 136, 136)
-    batch_size: int = training_only(2)
     foreground_fraction: float = training_only(0.33)  # patches centred on an annotated organ voxel
     rotation_rad: float = training_only(0.15)
     scale: float = training_only(0.10)
     shift_hu: float = training_only(100.0)
-    # NAdam (Adam with Nesterov momentum), reduced on plateau
-    learning_rate: float = training_only(1e-4)
+    # the learning rate's reduction on plateau
     plateau_patience: int = training_only(5)
     plateau_factor: float = training_only(0.5)
-    max_epochs: int = training_only(50)
     steps_per_epoch: int = training_only(500)
-    # early stopping (epochs without a validation improvement of min_delta)
-    patience: int = training_only(15)
-    min_delta: float = training_only(1e-4)
-    validation_fraction: float = training_only(0.2)
     validation_patches_per_case: int = training_only(4)
     # paper: restart cycles with false-positive-centred patches
     hard_negative_rounds: int = training_only(0)
     hard_negative_fraction: float = training_only(0.10)
-    seed: int = training_only(0)
     # inference and post-processing
     overlap: float = prediction_only(0.5)
     inference_batch: int = prediction_only(2)

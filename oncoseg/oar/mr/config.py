@@ -8,11 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import Settings, prediction_only, training_only
+from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
 
 
+# Adam; early stopping on the validation loss; validation by patient (paper: 29 / 5 / 5)
 @dataclass(frozen=True)
-class OarMrConfig(Settings):
+class OarMrConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=32, max_epochs=50,
+                                patience=5, min_delta=1e-4, validation_fraction=0.15)):
     TASK: ClassVar[str] = "oar-mr"
     # 2.5D input: every slice resized to size x size, with `context` neighbours on each side
     # (`context_stride` slices apart) as extra channels
@@ -26,22 +28,15 @@ class OarMrConfig(Settings):
     # network: ResNet-50 topology; width 64 is the standard ResNet-50 (a demo may be narrower)
     width: int = training_only(64)
     # training
-    batch_size: int = training_only(32)
-    learning_rate: float = training_only(1e-4)  # Adam
-    max_epochs: int = training_only(50)
-    patience: int = training_only(5)  # early stopping on the validation loss
-    min_delta: float = training_only(1e-4)
     crop_max_px: int = training_only(10)  # random crop of 0-10 px from each border, resized back
     # each 3 x 3 neighbour of an organ pixel joins it
     smoothing_probability: float = training_only(0.4)
-    validation_fraction: float = training_only(0.15)  # by patient (paper: 29 / 5 / 5 patients)
     # comma-separated patients or scans flagged bad: the whole patient goes
     exclude: str = training_only("")
     # train on all slices (the paper's best) or only non-empty ones
     empty_slices: bool = training_only(True)
     # a slice classifier decides, per organ, whether to segment
     two_stage: bool = training_only(False)
-    seed: int = training_only(0)
     # inference
     threshold: float = 0.4  # used only when the model file stores none
     gate_threshold: float = 0.5
