@@ -7,7 +7,6 @@ slicer-core); what its buttons do is the shared panel's (``OncoSegCommonLib.pane
 ``BrainTumor2D3D.BrainTumor2D3DLogic`` is that logic, imported on first use.
 """
 
-import qt
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 
@@ -79,11 +78,8 @@ class BrainTumor2D3DWidget(panels.TaskPanel):
 
     def show_module_result(self, result):
         self.ui.summaryLabel.text = result.summary()
-        rows = result.rows()
-        self.ui.volumeTable.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            self.ui.volumeTable.setItem(r, 0, qt.QTableWidgetItem(row["region"]))
-            self.ui.volumeTable.setItem(r, 1, qt.QTableWidgetItem(f"{row['volume_ml']:.1f}"))
+        self.fill_table(self.ui.volumeTable, [(row["region"], f"{row['volume_ml']:.1f}")
+                                              for row in result.rows()])
 
     def clear_module_result(self):
         self.ui.summaryLabel.text = ""

@@ -137,11 +137,8 @@ class OARSegWidget(panels.TaskPanel):
         return self.logic.compute, (self.started,)
 
     def show_module_result(self, result):
-        rows = result.rows()
-        self.ui.volumeTable.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            self.ui.volumeTable.setItem(r, 0, qt.QTableWidgetItem(row["organ"]))
-            self.ui.volumeTable.setItem(r, 1, qt.QTableWidgetItem(f"{row['volume_ml']:.1f}"))
+        self.fill_table(self.ui.volumeTable, [(row["organ"], f"{row['volume_ml']:.1f}")
+                                              for row in result.rows()])
 
     def clear_module_result(self):
         self.ui.volumeTable.setRowCount(0)

@@ -8,7 +8,6 @@ that logic, imported on first use.
 
 from typing import Annotated
 
-import qt
 import slicer
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.parameterNodeWrapper import WithinRange, parameterNodeWrapper
@@ -102,15 +101,10 @@ class RectalSegWidget(panels.TaskPanel):
         return self.logic.compute, (self.started,)
 
     def show_module_result(self, result):
-        rows = result.rows()
-        table = self.ui.candidateTable
-        table.setRowCount(len(rows))
-        for r, row in enumerate(rows):
-            values = [str(row["index"]) + (" (kept)" if row["selected"] else ""),
-                      f"{row['volume_ml']:.2f}", f"{row['mean_probability']:.2f}",
-                      f"{row['max_probability']:.2f}"]
-            for c, value in enumerate(values):
-                table.setItem(r, c, qt.QTableWidgetItem(value))
+        self.fill_table(self.ui.candidateTable, [
+            (str(row["index"]) + (" (kept)" if row["selected"] else ""),
+             f"{row['volume_ml']:.2f}", f"{row['mean_probability']:.2f}",
+             f"{row['max_probability']:.2f}") for row in result.rows()])
 
     def clear_module_result(self):
         self.ui.candidateTable.setRowCount(0)

@@ -36,3 +36,20 @@ def mrml():
     from OncoSegCommonLib.context import MRMLContext
 
     return MRMLContext.headless()
+
+
+@pytest.fixture(scope="module")
+def toy(tmp_path_factory):
+    """The toy method of the tests (helpers/toymethod.py) registered for one test module, two
+    phantom cases and a model trained on them: (task, first case's image, model file)."""
+    import toymethod
+
+    from oncoseg import verbs
+    from oncoseg.tasks import unregister_task
+
+    task = toymethod.register()
+    folder = tmp_path_factory.mktemp("toy")
+    cases = verbs.phantom(task.name, folder / "data", cases=2)
+    model = verbs.train(task.name, folder / "data", folder / "run")
+    yield task, cases[0] / "image.nii.gz", model
+    unregister_task(task.name)

@@ -269,6 +269,14 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSegmentationNode(self.result.nodes.segmentation)
         editor.setSourceVolumeNode(self.result.reference)
 
+    @staticmethod
+    def fill_table(table, rows):
+        """A result table's rows, each a sequence of cell texts."""
+        table.setRowCount(len(rows))
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                table.setItem(r, c, qt.QTableWidgetItem(text))
+
     # ------------------------------------------------------------------ PanelView
 
     def show_status(self, text):

@@ -14,13 +14,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-import toymethod
 
-from oncoseg import verbs
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import read_image
 from oncoseg.progress import ProgressEvent, check_cancelled
-from oncoseg.tasks import unregister_task
 from OncoSegCommonLib.panelstate import PanelController, RunState, TrainingRequest
 from OncoSegCommonLib.tasklogic import RunRequest, logic_for
 from OncoSegCommonLib.volumes import volume_node_from_image
@@ -304,15 +301,6 @@ def test_a_training_without_its_data_set_does_not_start(tmp_path, dataset, messa
     assert not controller.train(TrainingRequest("rectal", dataset, "", "auto", "cpu"))
     assert message in view.errors[0][0] and made == [] and not controller.tick()
 
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    task = toymethod.register()
-    folder = tmp_path_factory.mktemp("toy-panel")
-    cases = verbs.phantom(task.name, folder / "data", cases=2)
-    model = verbs.train(task.name, folder / "data", folder / "run")
-    yield task, cases[0] / "image.nii.gz", model
-    unregister_task(task.name)
 
 
 class LogicHooks:

@@ -11,13 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import toymethod
 
-from oncoseg import verbs
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import read_image
 from oncoseg.method import Hints
-from oncoseg.tasks import unregister_task
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.segmentations import labels_from_segmentation_node
@@ -26,16 +23,6 @@ from OncoSegCommonLib.volumes import volume_node_from_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    """The toy task registered, two phantom cases and a model trained on them."""
-    task = toymethod.register()
-    folder = tmp_path_factory.mktemp("toy")
-    cases = verbs.phantom(task.name, folder / "data", cases=2)
-    model = verbs.train(task.name, folder / "data", folder / "run")
-    yield task, cases[0] / "image.nii.gz", model
-    unregister_task(task.name)
 
 
 def _volume(context: MRMLContext, path: Path, name: str = "image"):
