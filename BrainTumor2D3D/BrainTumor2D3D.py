@@ -31,7 +31,7 @@ class BrainTumor2D3D(panels.OncoSegModule):
 
 
 @parameterNodeWrapper
-class BrainTumor2D3DParameterNode:
+class BrainTumor2D3DParameterNode(panels.PanelSettings):
     """The panel's settings, saved with the scene (defaults: BrainTumor2D3DLib's)."""
 
     t1: vtkMRMLScalarVolumeNode
@@ -40,50 +40,34 @@ class BrainTumor2D3DParameterNode:
     flair: vtkMRMLScalarVolumeNode
     probabilities: bool = True
     members: bool = False
-    device: str = "auto"
-    model: str = "demo"
 
 
 class BrainTumor2D3DWidget(panels.TaskPanel):
     task_name = "brain"
     layouts = ("brats", "nnunet", "auto")
     parameters = BrainTumor2D3DParameterNode
-
-    def make_logic(self, context):
-        from BrainTumor2D3DLib.logic import BrainTumorLogic
-
-        return BrainTumorLogic(context)
-
-    def setup_module(self):
-        self.ui.volumeTable.setColumnCount(2)
-        self.ui.volumeTable.setHorizontalHeaderLabels(["Region", "Volume (mL)"])
+    result_table, result_columns = "volumeTable", ("Region", "Volume (mL)")
 
     # ------------------------------------------------------------------ TaskPanel hooks
 
-    def _inputs(self):
+    def run_inputs(self):
         return {role: getattr(self.settings, role) for role in ROLES}
 
     def inputs_ready(self):
-        return any(node is not None for node in self._inputs().values())
+        return any(node is not None for node in self.run_inputs().values())
 
-    def prepare_run(self):
+    def run_parameters(self):
         from BrainTumor2D3DLib.logic import BrainParameters
 
-        settings = self.settings
-        parameters = BrainParameters(model=self.selected_model(), device=settings.device,
-                                     probabilities=settings.probabilities,
-                                     members=settings.members)
-        self.started = self.logic.start(self._inputs(), parameters.request())
-        return self.logic.compute, (self.started,)
+        return self.settings_as(BrainParameters)
 
     def show_module_result(self, result):
         self.ui.summaryLabel.text = result.summary()
-        self.fill_table(self.ui.volumeTable, [(row["region"], f"{row['volume_ml']:.1f}")
-                                              for row in result.rows()])
+        self.fill_table([(row["region"], f"{row['volume_ml']:.1f}") for row in result.rows()])
 
     def clear_module_result(self):
         self.ui.summaryLabel.text = ""
-        self.ui.volumeTable.setRowCount(0)
+        self.fill_table([])
 
 
 # Slicer's name for the module logic: BrainTumor2D3DLib's, imported on first use

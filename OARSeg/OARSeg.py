@@ -38,26 +38,20 @@ class OARSeg(panels.OncoSegModule):
 
 
 @parameterNodeWrapper
-class OARSegParameterNode:
+class OARSegParameterNode(panels.PanelSettings):
     """The panel's settings, saved with the scene. A threshold of 0 means the model's own."""
 
     mode: str = "CT"
     image: vtkMRMLScalarVolumeNode
     threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0
     probabilities: bool = False
-    device: str = "auto"
-    model: str = "demo"
 
 
 class OARSegWidget(panels.TaskPanel):
     task_name = "oar-ct"
     layouts = ("rtstruct", "nnunet", "folders", "auto")
     parameters = OARSegParameterNode
-
-    def make_logic(self, context):
-        from OARSegLib.logic import OARSegLogic
-
-        return OARSegLogic(context)
+    result_table, result_columns = "volumeTable", ("organ", "volume (ml)")
 
     def setup_module(self):
         from OARSegLib.logic import MODES
@@ -65,10 +59,7 @@ class OARSegWidget(panels.TaskPanel):
         self.mode = None
         for name in MODES:
             self.ui.modeSelector.addItem(name)
-        self.ui.volumeTable.setColumnCount(2)
-        self.ui.volumeTable.setHorizontalHeaderLabels(["organ", "volume (ml)"])
         self.ui.modeSelector.connect("currentTextChanged(QString)", self._set_mode)
-        self.ui.inputSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
         self.ui.referenceSelector.connect("currentNodeChanged(vtkMRMLNode*)",
                                           self._fill_reference_segments)
         self.ui.compareButton.connect("clicked()", self._compare)
@@ -120,28 +111,26 @@ class OARSegWidget(panels.TaskPanel):
     def inputs_ready(self):
         return self.settings.image is not None
 
-    def prepare_run(self):
-        from OARSegLib.logic import MODES, OARSegParameters
+    def run_inputs(self):
+        from OARSegLib.logic import MODES
+
+        return {MODES[self.mode].role: self.settings.image}
+
+    def run_parameters(self):
+        from OARSegLib.logic import OARSegParameters
 
         if not self._organs():
             raise ValueError("Tick at least one organ.")
-        settings = self.settings
-        threshold = settings.threshold
-        parameters = OARSegParameters(mode=self.mode, model=self.selected_model(),
-                                      device=settings.device, organs=self._organs(),
-                                      probabilities=settings.probabilities,
-                                      threshold=threshold if self.mode == "MR" and threshold > 0
-                                      else None)
-        inputs = {MODES[self.mode].role: settings.image}
-        self.started = self.logic.start(inputs, parameters.request())
-        return self.logic.compute, (self.started,)
+        threshold = self.settings.threshold
+        return self.settings_as(OARSegParameters, mode=self.mode, organs=self._organs(),
+                                threshold=threshold if self.mode == "MR" and threshold > 0
+                                else None)
 
     def show_module_result(self, result):
-        self.fill_table(self.ui.volumeTable, [(row["organ"], f"{row['volume_ml']:.1f}")
-                                              for row in result.rows()])
+        self.fill_table([(row["organ"], f"{row['volume_ml']:.1f}") for row in result.rows()])
 
     def clear_module_result(self):
-        self.ui.volumeTable.setRowCount(0)
+        self.fill_table([])
         self.ui.compareResultLabel.text = ""
 
     # ------------------------------------------------------------------ OARSeg's own

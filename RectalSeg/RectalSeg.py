@@ -31,7 +31,7 @@ class RectalSeg(panels.OncoSegModule):
 
 
 @parameterNodeWrapper
-class RectalSegParameterNode:
+class RectalSegParameterNode(panels.PanelSettings):
     """The panel's settings, saved with the scene (defaults: RectalSegLib's)."""
 
     t2w: vtkMRMLScalarVolumeNode
@@ -39,27 +39,17 @@ class RectalSegParameterNode:
     dwi_b1000: vtkMRMLScalarVolumeNode
     registration: bool = True
     threshold: Annotated[float, WithinRange(0.05, 0.95)] = 0.5
-    device: str = "auto"
-    model: str = "demo"
 
 
 class RectalSegWidget(panels.TaskPanel):
     task_name = "rectal"
     layouts = ("auto", "folders", "nnunet")
     parameters = RectalSegParameterNode
-
-    def make_logic(self, context):
-        from RectalSegLib.logic import RectalSegLogic
-
-        return RectalSegLogic(context)
+    result_table, result_columns = "candidateTable", ("#", "volume (ml)", "mean p", "max p")
 
     def setup_module(self):
-        self.ui.candidateTable.setColumnCount(4)
-        self.ui.candidateTable.setHorizontalHeaderLabels(
-            ["#", "volume (ml)", "mean p", "max p"])
-        for selector in (self.ui.t2wSelector, self.ui.b0Selector, self.ui.highBSelector,
-                         self.ui.dwiSelector):
-            selector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
+        # the bound selectors update the buttons through the parameter node; this one is not
+        self.ui.dwiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self.update_buttons)
         # the diffusion images come in one of two forms: choosing one clears the other
         self.ui.dwiSelector.connect("currentNodeChanged(vtkMRMLNode*)", self._one_dwi_form)
         for selector in (self.ui.b0Selector, self.ui.highBSelector):
@@ -70,7 +60,7 @@ class RectalSegWidget(panels.TaskPanel):
 
     # ------------------------------------------------------------------ TaskPanel hooks
 
-    def _inputs(self):
+    def run_inputs(self):
         settings = self.settings
         return {"t2w": settings.t2w, "dwi_b0": settings.dwi_b0,
                 "dwi_b1000": settings.dwi_b1000, "dwi": self.ui.dwiSelector.currentNode()}
@@ -87,27 +77,22 @@ class RectalSegWidget(panels.TaskPanel):
     def inputs_ready(self):
         from RectalSegLib.logic import inputs_ready
 
-        return inputs_ready(self._inputs())
+        return inputs_ready(self.run_inputs())
 
-    def prepare_run(self):
+    def run_parameters(self):
         from RectalSegLib.logic import RectalSegParameters
 
-        settings = self.settings
-        parameters = RectalSegParameters(model=self.selected_model(), device=settings.device,
-                                         registration=settings.registration,
-                                         threshold=settings.threshold)
         # no seed point: the seed selector chooses among the candidates after the run
-        self.started = self.logic.start(self._inputs(), parameters.request())
-        return self.logic.compute, (self.started,)
+        return self.settings_as(RectalSegParameters)
 
     def show_module_result(self, result):
-        self.fill_table(self.ui.candidateTable, [
+        self.fill_table([
             (str(row["index"]) + (" (kept)" if row["selected"] else ""),
              f"{row['volume_ml']:.2f}", f"{row['mean_probability']:.2f}",
              f"{row['max_probability']:.2f}") for row in result.rows()])
 
     def clear_module_result(self):
-        self.ui.candidateTable.setRowCount(0)
+        self.fill_table([])
         self.ui.compareResultLabel.text = ""
 
     def result_buttons(self):

@@ -35,26 +35,19 @@ class StagingCNN(panels.OncoSegModule):
 
 
 @parameterNodeWrapper
-class StagingCNNParameterNode:
+class StagingCNNParameterNode(panels.PanelSettings):
     """The panel's settings, saved with the scene. A threshold of 0 means the model's own."""
 
     t2w: vtkMRMLScalarVolumeNode
     roi: vtkMRMLMarkupsROINode
     threshold: Annotated[float, WithinRange(0.0, 0.95)] = 0.0
     tta: Annotated[int, WithinRange(1, 32)] = 8
-    device: str = "auto"
-    model: str = "demo"
 
 
 class StagingCNNWidget(panels.TaskPanel):
     task_name = "staging"
     layouts = ("staging", "auto")
     parameters = StagingCNNParameterNode
-
-    def make_logic(self, context):
-        from StagingCNNLib.logic import StagingLogic
-
-        return StagingLogic(context)
 
     def setup_module(self):
         self.ui.slicePlotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)",
@@ -65,17 +58,14 @@ class StagingCNNWidget(panels.TaskPanel):
     def inputs_ready(self):
         return self.settings.t2w is not None
 
-    def prepare_run(self):
+    def run_inputs(self):
+        # the markups ROI (if any) becomes the crop box in start
+        return {"t2w": self.settings.t2w, "roi": self.settings.roi}
+
+    def run_parameters(self):
         from StagingCNNLib.logic import StagingParameters
 
-        settings = self.settings
-        parameters = StagingParameters(model=self.selected_model(), device=settings.device,
-                                       tta=settings.tta,
-                                       threshold=settings.threshold or None)
-        # the markups ROI (if any) becomes the crop box in start
-        inputs = {"t2w": settings.t2w, "roi": settings.roi}
-        self.started = self.logic.start(inputs, parameters.request())
-        return self.logic.compute, (self.started,)
+        return self.settings_as(StagingParameters, threshold=self.settings.threshold or None)
 
     def show_module_result(self, result):
         self.ui.stageLabel.text = result.summary()

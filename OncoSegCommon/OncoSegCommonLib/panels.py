@@ -72,6 +72,15 @@ class OncoSegTest(ScriptedLoadableModuleTest):
         self.delayDisplay(f"{name} scenarios passed")
 
 
+class PanelSettings:
+    """The settings every panel has; a module's ``@parameterNodeWrapper`` class derives from it
+    (the wrapper reads the fields with ``typing.get_type_hints``, which includes a base class's:
+    Base/Python/slicer/parameterNodeWrapper/wrapper.py, ``_processClass``, v5.10.0)."""
+
+    device: str = "auto"
+    model: str = "demo"  # the model selector's data: 'demo' or a model file
+
+
 class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     """A module's panel. The module sets ``task_name``, ``layouts`` and ``parameters`` (its
     ``@parameterNodeWrapper`` class) and fills in the hooks at the end of the class."""
@@ -79,6 +88,8 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     task_name = ""  # the engine task the panel runs
     layouts = ("auto",)  # the training layouts offered, first the default
     parameters = None  # the module's @parameterNodeWrapper class
+    result_table = ""  # the .ui's table listing a result (segment volumes, candidates)
+    result_columns = ()  # its column headers
 
     def __init__(self, parent=None):
         VTKObservationMixin.__init__(self)
@@ -129,6 +140,10 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.export_panel = ExportPanel(self.layout)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self._scene_closing)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self._scene_closed)
+        if self.result_table:
+            table = getattr(self.ui, self.result_table)
+            table.setColumnCount(len(self.result_columns))
+            table.setHorizontalHeaderLabels(list(self.result_columns))
         self.setup_module()
         self.initialize_parameter_node()
         self.update_buttons()
@@ -269,9 +284,9 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         editor.setSegmentationNode(self.result.nodes.segmentation)
         editor.setSourceVolumeNode(self.result.reference)
 
-    @staticmethod
-    def fill_table(table, rows):
-        """A result table's rows, each a sequence of cell texts."""
+    def fill_table(self, rows):
+        """The result table's rows, each a sequence of cell texts."""
+        table = getattr(self.ui, self.result_table)
         table.setRowCount(len(rows))
         for r, row in enumerate(rows):
             for c, text in enumerate(row):
@@ -336,8 +351,13 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------------ module hooks
 
     def make_logic(self, context):
-        """The module's Lib logic on the application's scene."""
-        raise NotImplementedError
+        """The logic its ``<Name>Lib.logic`` registers for the panel's task."""
+        import importlib
+
+        from OncoSegCommonLib.tasklogic import logic_for
+
+        importlib.import_module(f"{self.moduleName}Lib.logic")
+        return logic_for(context, self.task_name)
 
     def setup_module(self):
         """The module's own widgets: table headers, extra buttons, its signal connections."""
@@ -354,9 +374,28 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         raise NotImplementedError
 
     def prepare_run(self):
-        """Main thread: (compute function, its arguments) for the worker; raise InputError
-        or ValueError with a message for the user when the inputs are not usable."""
+        """Main thread: (compute function, its arguments) for the worker; InputError or
+        ValueError with a message for the user when the inputs are not usable."""
+        self.started = self.logic.start(self.run_inputs(), self.run_parameters().request())
+        return self.logic.compute, (self.started,)
+
+    def run_inputs(self):
+        """role -> the chosen node (and the logic's other inputs, e.g. an ROI)."""
         raise NotImplementedError
+
+    def run_parameters(self):
+        """The Lib's parameters for this run (see :meth:`settings_as`)."""
+        raise NotImplementedError
+
+    def settings_as(self, parameters_class, **given):
+        """``parameters_class`` (a Lib dataclass) from the settings of the same names, the
+        model from the selector, and ``given`` where the panel's value differs."""
+        import dataclasses
+
+        given.setdefault("model", self.selected_model())
+        names = {f.name for f in dataclasses.fields(parameters_class)} - set(given)
+        values = {n: getattr(self.settings, n) for n in names if hasattr(self.settings, n)}
+        return parameters_class(**values, **given)
 
     def finish_run(self, prediction):
         """Main thread: add the result to the scene; returns the module's result object."""

@@ -41,15 +41,10 @@ CONNECTORS = {  # widget class -> the field types guiConnectors.py binds it to
 FIELDS_WITHOUT_WIDGET = {"model"}  # set by the panel from the model selector's data
 
 
-def wrapper_fields(module: str) -> dict[str, tuple[str, object]]:
-    """name -> (base type, default) of the module file's @parameterNodeWrapper class."""
-    tree = ast.parse((ROOT / module / f"{module}.py").read_text(encoding="utf-8"))
-    classes = [node for node in tree.body if isinstance(node, ast.ClassDef) and any(
-        isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list)]
-    assert len(classes) == 1, f"{module}.py: one @parameterNodeWrapper class expected"
-    assert classes[0].name == f"{module}ParameterNode"
+def class_fields(cls: ast.ClassDef) -> dict[str, tuple[str, object]]:
+    """name -> (base type, default) of a class's annotated fields."""
     found = {}
-    for item in classes[0].body:
+    for item in cls.body:
         if isinstance(item, ast.AnnAssign):
             annotation = item.annotation
             if isinstance(annotation, ast.Subscript):  # Annotated[float, WithinRange(...)]
@@ -58,6 +53,25 @@ def wrapper_fields(module: str) -> dict[str, tuple[str, object]]:
             default = ast.literal_eval(item.value) if item.value is not None else None
             found[item.target.id] = (ast.unparse(annotation), default)
     return found
+
+
+def classes_of(path: Path) -> list[ast.ClassDef]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [node for node in tree.body if isinstance(node, ast.ClassDef)]
+
+
+def wrapper_fields(module: str) -> dict[str, tuple[str, object]]:
+    """The fields of the module file's @parameterNodeWrapper class, its base's included (the
+    wrapper reads them with typing.get_type_hints, which follows the bases)."""
+    wrapped = [c for c in classes_of(ROOT / module / f"{module}.py") if any(
+        isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in c.decorator_list)]
+    assert len(wrapped) == 1, f"{module}.py: one @parameterNodeWrapper class expected"
+    cls = wrapped[0]
+    assert cls.name == f"{module}ParameterNode"
+    assert [ast.unparse(b) for b in cls.bases] == ["panels.PanelSettings"]
+    base, = (c for c in classes_of(ROOT / "OncoSegCommon/OncoSegCommonLib/panels.py")
+             if c.name == "PanelSettings")
+    return {**class_fields(base), **class_fields(cls)}
 
 
 def bound_widgets(module: str) -> dict[str, str]:
