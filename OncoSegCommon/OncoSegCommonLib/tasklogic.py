@@ -24,6 +24,7 @@ from oncoseg.tasks import Task, get_task
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.inputs import guess_inputs
 from OncoSegCommonLib.models import ModelChoice, available_models
+from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
 
 
@@ -161,7 +162,15 @@ class TaskLogic:
         return node if node is not None else started.nodes.get(prediction.display_role)
 
     def finish(self, prediction: Prediction, started: StartedRun) -> TaskResult:
-        """Main thread: the segmentation and probability maps as nodes on the reference."""
+        """Main thread: the results as nodes (:meth:`add_results`), placed in the reference
+        volume's study."""
+        result = self.add_results(prediction, started)
+        place_beside(self.scene, result.all_nodes(), result.reference)
+        return result
+
+    def add_results(self, prediction: Prediction, started: StartedRun) -> TaskResult:
+        """The segmentation and probability maps as nodes on the reference, all or none (a
+        module's logic adds its own: candidates, a table and a chart, members)."""
         reference = self.reference(prediction, started)
         nodes = add_prediction(self.scene, prediction, self.prefix, reference)
         return TaskResult(prediction, nodes, reference)

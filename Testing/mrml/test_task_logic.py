@@ -124,3 +124,29 @@ def test_each_module_exposes_its_lib_logic_under_slicers_name(module, mrml):
         attribute("Nothing")
     for task in tasks:
         assert type(logic_for(mrml, task)) is found
+
+
+def test_results_land_in_the_input_study(toy, mrml):
+    """A volume loaded from DICOM sits under its patient and study in the subject hierarchy;
+    the run's nodes join it there instead of the scene's top level."""
+    import slicer
+
+    task, image, model = toy
+    hierarchy = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(mrml.scene)
+    patient = hierarchy.CreateSubjectItem(hierarchy.GetSceneItemID(), "Anonymous")
+    study = hierarchy.CreateStudyItem(patient, "MR pelvis")
+    node = _volume(mrml, image)
+    hierarchy.CreateItem(study, node)  # as DICOM loading does (headless: no automatic items)
+    result = logic_for(mrml, task.name).run({"image": node},
+                                            RunRequest(model=str(model), device="cpu"))
+    placed = {n.GetName(): hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n))
+              for n in result.all_nodes()}
+    assert len(placed) >= 2 and set(placed.values()) == {study}, placed
+
+    loose = _volume(mrml, image, "loose")  # no study: the results stay at the top level
+    hierarchy.CreateItem(hierarchy.GetSceneItemID(), loose)
+    result = logic_for(mrml, task.name).run({"image": loose},
+                                            RunRequest(model=str(model), device="cpu"))
+    top = hierarchy.GetSceneItemID()
+    assert {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n))
+            for n in result.all_nodes()} == {top}
