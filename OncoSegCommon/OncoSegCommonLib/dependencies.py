@@ -1,8 +1,11 @@
 """Are the engine's Python packages there, and installing them inside Slicer.
 
 Standard library only, so it runs before anything it checks is importable. Packages Slicer
-ships (numpy, SimpleITK, vtk, scipy, pydicom) are never installed or upgraded from here: every
-install is constrained to the versions Slicer has. ``slicer.packaging.pip_ensure`` (Slicer 5.11+:
+ships (numpy, SimpleITK, vtk, scipy, pydicom, pillow, and those of them that the requirements
+also need: packaging, pyparsing, python-dateutil, six, typing_extensions) are never installed
+or upgraded from here: every install is constrained to the versions Slicer has, since Slicer's
+own modules (DICOM, the Extensions Manager, PythonQt) were built and tested with them and some
+are already imported in the running process. ``slicer.packaging.pip_ensure`` (Slicer 5.11+:
 check, ask, install with progress, offer a restart) is used where it exists, otherwise
 ``slicer.util.pip_install``. PyTorch comes from the PyTorch extension, whose ``PyTorchUtils``
 installs the build that matches the computer's GPU.
@@ -18,7 +21,12 @@ from pathlib import Path
 from typing import Any
 
 REQUIREMENTS_FILE = Path(__file__).resolve().parents[1] / "Resources" / "requirements.txt"
-SHIPPED_BY_SLICER = ("numpy", "SimpleITK", "vtk", "scipy", "pydicom")
+# Slicer's SuperBuild installs them (SuperBuild/External_python-*.cmake, External_SimpleITK.cmake,
+# and VTK's dist-info; 5.10 and 5.12 alike): the first six the engine imports, the rest are
+# what matplotlib, scikit-image and pynrrd need of Slicer's packages (Testing/mrml/
+# test_dependencies.py checks the list against constraints/slicer-*.txt).
+SHIPPED_BY_SLICER = ("numpy", "SimpleITK", "vtk", "scipy", "pydicom", "pillow", "packaging",
+                     "pyparsing", "python-dateutil", "six", "typing_extensions")
 REQUESTER = "OncoSeg"
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 

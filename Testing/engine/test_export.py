@@ -4,6 +4,7 @@ truth the exported contours are compared with. Series as archives hold them (a m
 gantry tilt, blank UIDs) must get every frame and contour on the image it references."""
 
 import shutil
+import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -32,6 +33,8 @@ from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.export import export_file, export_segmentation, interpreted_type, load_segmentation
 from oncoseg.geometry import same_grid
+from oncoseg.io import dicom as dicom_io
+from oncoseg.io.dicomseg import cielab
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
 from oncoseg.io.volumes import choose_dicom_series, read_volume
@@ -355,3 +358,52 @@ def test_a_series_too_gappy_to_read_still_gets_frames_on_its_images(tmp_path):
 def _uniform(folder):
     uniform_series(folder)
     return folder
+
+
+# ---------------------------------------------------------------------------------------------
+# pydicom 2.4.4 (Slicer 5.8, 5.10) and 3.x (Slicer 5.12): the tiers run everything above under
+# each (Testing/tiers/run_slicer_tier.py); here both of save_dicom's calls run under whichever
+# pydicom is installed, where it accepts them
+
+
+@pytest.mark.parametrize("pydicom_3_call", [True, False], ids=["enforce_file_format",
+                                                              "write_like_original"])
+def test_every_dicom_writer_writes_the_file_format_with_either_pydicom_call(
+        tmp_path, monkeypatch, pydicom_3_call):
+    if pydicom_3_call and not dicom_io.PYDICOM_3:
+        pytest.skip("pydicom 2 has no enforce_file_format")
+    natural = pydicom_3_call == dicom_io.PYDICOM_3
+    monkeypatch.setattr(dicom_io, "PYDICOM_3", pydicom_3_call)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        files = uniform_series(tmp_path / "ct")
+        image = read_volume(tmp_path / "ct").image
+        bone = bone_mask(grid_points(image))
+        label = sitk.GetImageFromArray(bone.astype(np.uint8))
+        label.CopyInformation(image)
+        segmentation = Segmentation.from_label_image(label, [Segment("b", "Bone", (1, 1, .8))])
+        series = choose_dicom_series(tmp_path / "ct")
+        written = [export_segmentation(segmentation, tmp_path / f"out.{fmt}.dcm", fmt,
+                                       series).path for fmt in ("dicom-seg", "rtstruct")]
+    deprecated = [w for w in caught if "write_like_original" in str(w.message)]
+    assert bool(deprecated) == (not natural)  # pydicom 3 deprecates pydicom 2's call
+    for path in [*files, *written]:
+        assert Path(path).read_bytes()[128:132] == b"DICM", path  # preamble, file meta
+        ds = pydicom.dcmread(path)
+        assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+        assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    seg = pydicom.dcmread(written[0])
+    assert seg.Modality == "SEG" and seg["PixelData"].VR == "OB"
+    assert int(seg.NumberOfFrames) == sum(bool(plane.any()) for plane in bone) > 0
+
+
+def test_segment_colours_are_cielab_as_scikit_image_computes_them():
+    from skimage.color import rgb2lab
+
+    for rgb in [(255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 151, 206), (128, 174, 128),
+                (241, 214, 145), (216, 101, 79)]:
+        lab = rgb2lab(np.asarray(rgb, float)[None, None] / 255)[0, 0]
+        expected = [lab[0] * 65535 / 100, (lab[1] + 128) * 65535 / 255,
+                    (lab[2] + 128) * 65535 / 255]  # PS3.3 C.10.7.1.1
+        # sRGB matrices rounded to 4 digits (pixelmed, highdicom) vs exact: < 0.05 L*a*b*
+        np.testing.assert_allclose(cielab(rgb), expected, atol=0.05 * 65535 / 100)

@@ -23,6 +23,20 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 import oncoseg
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
+# Slicer 5.8 and 5.10 ship pydicom 2.4.4, Slicer 5.12 pydicom 3.0.2: every writer goes through
+# save_dicom, which speaks both.
+PYDICOM_3 = int(pydicom.__version__.split(".")[0]) >= 3
+
+
+def save_dicom(ds: pydicom.Dataset, path: str | os.PathLike[str]) -> None:
+    """Write ``ds`` in the DICOM File Format (128-byte preamble, ``DICM``, file meta
+    information), whichever pydicom is installed: pydicom 3 calls that
+    ``enforce_file_format=True``, pydicom 2 ``write_like_original=False`` (which pydicom 3
+    deprecates), and neither accepts the other's keyword."""
+    if PYDICOM_3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.save_as(path, write_like_original=False)
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,7 @@ def write_ct_slices(slices: Sequence[CTSlice], row: Sequence[float], column: Seq
         ds.RescaleIntercept, ds.RescaleSlope, ds.RescaleType = "0", "1", "HU"
         ds.PixelData = np.ascontiguousarray(hu).tobytes()
         path = folder / f"CT_{k + 1:04d}.dcm"
-        ds.save_as(path, enforce_file_format=True)
+        save_dicom(ds, path)
         paths.append(path)
     return paths
 

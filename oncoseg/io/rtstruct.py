@@ -24,6 +24,7 @@ import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
+from oncoseg.io.dicom import save_dicom
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -217,5 +218,5 @@ def write_rtstruct(
     ds.ROIContourSequence = DicomSequence(contour_items)
     ds.RTROIObservationsSequence = DicomSequence(observations)
     with atomic_path(path, overwrite) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        save_dicom(ds, tmp)
     return Path(path)
