@@ -24,13 +24,20 @@ _RAMP = np.array([
 
 
 def probability_color_table(scene: Any) -> Any:
+    """The scene's 256-entry probability colour table (made once, then reused).
+
+    Each entry is named and marked defined by ``SetColor(index, name, r, g, b, a)`` itself
+    (vtkMRMLColorTableNode::SetColor -> vtkMRMLColorNode::SetColorName, Libs/MRML/Core at
+    v5.10.0 and v5.12.3). ``SetNamesInitialised`` is not called: since Slicer 5.10 it does
+    nothing but log an error (vtkMRMLColorNode.h: "deprecated and has no effect. Use
+    SetColorName() and SetColorDefined() methods instead").
+    """
     existing = scene.GetFirstNodeByName(COLOR_TABLE_NAME)
     if existing is not None and existing.IsA("vtkMRMLColorTableNode"):
         return existing
     table = scene.AddNewNodeByClass("vtkMRMLColorTableNode", COLOR_TABLE_NAME)
     table.SetTypeToUser()
     table.SetNumberOfColors(256)
-    table.SetNamesInitialised(True)
     positions = np.linspace(0.0, 1.0, 256)
     rgb = [np.interp(positions, _RAMP[:, 0], _RAMP[:, c]) for c in (1, 2, 3)]
     for index in range(256):

@@ -5,11 +5,13 @@ import pytest
 
 from OARSegLib import scenarios
 from OARSegLib.logic import MODES, OARSegLogic, OARSegParameters
+from OncoSegCommonLib.checks import run_scenario
 
 
 @pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
 def test_scenario(mrml, tmp_path, scenario):
-    scenario(mrml, tmp_path)
+    """Each scenario passes its asserts and logs no VTK/MRML error or warning."""
+    run_scenario(scenario, mrml, tmp_path)
 
 
 def test_the_checklist_must_name_known_organs():

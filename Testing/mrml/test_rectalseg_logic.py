@@ -4,13 +4,15 @@ also runs in the application."""
 import pytest
 
 from oncoseg.errors import InputError
+from OncoSegCommonLib.checks import run_scenario
 from RectalSegLib import scenarios
 from RectalSegLib.logic import RectalSegParameters, guess_inputs
 
 
 @pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
 def test_scenario(mrml, tmp_path, scenario):
-    scenario(mrml, tmp_path)
+    """Each scenario passes its asserts and logs no VTK/MRML error or warning."""
+    run_scenario(scenario, mrml, tmp_path)
 
 
 def test_auto_fill_reads_scanner_like_names(mrml):

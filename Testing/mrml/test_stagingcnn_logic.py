@@ -4,13 +4,15 @@ also runs in the application."""
 import numpy as np
 import pytest
 
+from OncoSegCommonLib.checks import run_scenario
 from StagingCNNLib import scenarios
 from StagingCNNLib.logic import StagingParameters, roi_box_lps
 
 
 @pytest.mark.parametrize("scenario", scenarios.ALL, ids=lambda s: s.__name__)
 def test_scenario(mrml, tmp_path, scenario):
-    scenario(mrml, tmp_path)
+    """Each scenario passes its asserts and logs no VTK/MRML error or warning."""
+    run_scenario(scenario, mrml, tmp_path)
 
 
 def test_a_markups_roi_becomes_its_lps_box(mrml):
