@@ -15,9 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from oncoseg import verbs
+from oncoseg.errors import InputError
+from oncoseg.method import demo_model_file, model_settings
+from oncoseg.modelfile import resolve_model_file
 from oncoseg.prediction import Prediction
 from oncoseg.staging.task import TASK
 from OncoSegCommonLib.coordinates import ras_lps
+from OncoSegCommonLib.lossplot import numeric_column
+from OncoSegCommonLib.models import model_choice
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.tasklogic import (
     RunRequest,
@@ -63,9 +69,19 @@ class StagingParameters:
 
 
 @dataclass
+class StagingStarted(StartedRun):
+    """A started staging run; ``roi_note`` says how an ROI without a size was placed (empty
+    when the ROI was used as drawn, or none was given)."""
+
+    roi_note: str = ""
+
+
+@dataclass
 class StagingResult(TaskResult):
     """P(T3), the stage and the slice scores; ``other_nodes`` holds the score table, the
-    chart and its two series."""
+    chart and its two series. ``roi_note``: see :class:`StagingStarted`."""
+
+    roi_note: str = ""
 
     @property
     def table(self) -> Any:
@@ -94,8 +110,9 @@ class StagingResult(TaskResult):
         return list(self.scores.slice_p_t3)
 
     def summary(self) -> str:
-        return (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold "
+        line = (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold "
                 f"{self.scores.threshold:.2f}; crop from the {self.scores.roi_source} ROI)")
+        return f"{line}\n{self.roi_note}" if self.roi_note else line
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per slice: its P(T3)."""
@@ -111,12 +128,34 @@ def roi_box_lps(roi_node: Any) -> list[float]:
     return [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
 
 
-def _ijk_to_ras(volume_node: Any) -> np.ndarray:
-    import vtk
+def _world_size(roi_node: Any) -> list[float]:
+    size = [0.0] * 3
+    roi_node.GetSizeWorld(size)
+    return size
 
-    matrix = vtk.vtkMatrix4x4()
-    volume_node.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+def roi_needs_a_size(roi_node: Any) -> bool:
+    """True for a markups ROI that was never given a size: one made from the selector ("Create
+    new ROI") or whose placement stopped after the first click. Its box is a point, so it is
+    placed by :meth:`StagingLogic.default_roi` rather than used as is.
+
+    Slicer itself treats a zero size as "not defined yet" (vtkMRMLMarkupsROINode.cxx,
+    UpdateControlPointsFromBoxROI: ``Norm(Size) == 0`` -> no control point; v5.10.0 and
+    v5.12.3), and placing an ROI with the mouse gives any flat axis the smallest other side
+    (UpdateBoxROIFromControlPoints), so only a script makes a partly flat one: refused by
+    :func:`check_roi_size`.
+    """
+    return not any(_world_size(roi_node))
+
+
+def check_roi_size(roi_node: Any) -> None:
+    """Refuse a markups ROI that is flat along some axis but not all (a plane, not a box)."""
+    size = _world_size(roi_node)
+    if any(size) and not all(side > 0 for side in size):
+        shown = " x ".join(f"{side:g}" for side in size)
+        raise InputError(ROI_ROLE, f"'{roi_node.GetName()}' is flat ({shown} mm): give it a "
+                         "size in every direction in the slice views, or leave the ROI out "
+                         "for the automatic crop")
 
 
 class StagingLogic(TaskLogic):
@@ -128,31 +167,67 @@ class StagingLogic(TaskLogic):
     def start(self, inputs: Mapping[str, Any], request: RunRequest | None = None
               ) -> StartedRun:
         """Main thread: a copy of the T2w (and of an ROI mask volume); a markups ROI under
-        ``roi`` becomes the LPS box the engine crops to (``Hints.roi_lps_mm``)."""
+        ``roi`` becomes the LPS box the engine crops to (``Hints.roi_lps_mm``).
+
+        A markups ROI without a size (:func:`roi_needs_a_size`) is placed first
+        (:meth:`default_roi`), after every input was checked, so a refused run leaves it as
+        it was; a flat one is refused (:func:`check_roi_size`)."""
         roi = inputs.get(ROI_ROLE)
         if roi is None or not roi.IsA("vtkMRMLMarkupsROINode"):
             return super().start(inputs, request)
-        request = self.own_request(request)
-        request = replace(request, hints=replace(request.hints, roi_lps_mm=roi_box_lps(roi)))
+        check_roi_size(roi)
         started = super().start({**inputs, ROI_ROLE: None}, request)
-        started.nodes[ROI_ROLE] = roi
-        return started
+        note = ""
+        if roi_needs_a_size(roi):
+            note = self.default_roi(roi, started.nodes["t2w"], started.request)
+        request = started.request
+        hints = verbs.check_hints(self.task, replace(request.hints,
+                                                     roi_lps_mm=roi_box_lps(roi)))
+        return StagingStarted({**started.nodes, ROI_ROLE: roi}, started.images,
+                              replace(request, hints=hints), note)
+
+    def crop_side_mm(self, request: RunRequest) -> float:
+        """The side of the in-plane square the request's model crops to when no ROI is given
+        (its ``auto_roi_mm``): what a default ROI is given. Reads the model file's header
+        only."""
+        path = resolve_model_file(request.model, demo_model_file(self.task))
+        metadata = model_choice(path, self.task.name).header.metadata
+        return float(model_settings(self.task, metadata, request.overrides).auto_roi_mm)
+
+    def default_roi(self, roi: Any, t2w: Any, request: RunRequest) -> str:
+        """Give a markups ROI without a size the model's crop: ``crop_side_mm`` square in the
+        axial (R-A) plane, through every slice of ``t2w``, centred where the user's one click
+        put it, else on the T2w volume's centre. The node is changed (the views show the box
+        used, to move for the next run); returns what the result says about it."""
+        side = self.crop_side_mm(request)
+        bounds = [0.0] * 6
+        t2w.GetRASBounds(bounds)
+        if roi.GetNumberOfDefinedControlPoints() > 0:
+            centre = [0.0] * 3
+            roi.GetCenterWorld(centre)
+            where = "the point placed"
+        else:
+            centre = [(bounds[2 * axis] + bounds[2 * axis + 1]) / 2 for axis in range(3)]
+            where = f"the centre of '{t2w.GetName()}'"
+        roi.SetCenterWorld(*centre)
+        roi.SetSizeWorld(side, side, bounds[5] - bounds[4])
+        return (f"The ROI '{roi.GetName()}' had no size: it was placed around {where}, "
+                f"{side:g} x {side:g} mm (the model's crop) through every slice. Move it onto "
+                "rectum and tumour and run again for a reliable result.")
 
     def finish(self, prediction: Prediction, started: StartedRun) -> StagingResult:
         """The slice-score table and chart, added together or not at all."""
         prefix = self.prefix
         before = set(node_ids(self.scene))
         try:
-            table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{prefix} slice scores")
-            for name in SCORE_COLUMNS:
-                column = table.AddColumn()
-                column.SetName(name)
             scores: StagingScores = prediction.extra
-            threshold = scores.threshold
-            for index, score in enumerate(scores.slice_p_t3):
-                row = table.AddEmptyRow()
-                for column, value in enumerate((index, score, threshold)):
-                    table.SetCellText(row, column, f"{value:g}")
+            count = len(scores.slice_p_t3)
+            table = self.scene.AddNewNodeByClass("vtkMRMLTableNode", f"{prefix} slice scores")
+            # numbers, not AddColumn()'s strings: a plot view draws nothing from text
+            for column in (numeric_column(SCORE_COLUMNS[0], range(count), integer=True),
+                           numeric_column(SCORE_COLUMNS[1], scores.slice_p_t3),
+                           numeric_column(SCORE_COLUMNS[2], [scores.threshold] * count)):
+                table.AddColumn(column)
             chart = self.scene.AddNewNodeByClass("vtkMRMLPlotChartNode", f"{prefix} chart")
             series_nodes = []
             for column, colour, kind in (("P(T3)", (0.8, 0.2, 0.2), "PlotTypeScatter"),
@@ -173,7 +248,8 @@ class StagingLogic(TaskLogic):
             remove_nodes_added_since(self.scene, before)
             raise
         return StagingResult(prediction, PredictionNodes(), self.reference(prediction, started),
-                             [table, chart, *series_nodes])
+                             [table, chart, *series_nodes],
+                             getattr(started, "roi_note", ""))
 
     def jump_to_slice(self, result: StagingResult, index: int) -> list[float]:
         """Centre every slice view on slice ``index`` of the T2w (a click on the plot)."""

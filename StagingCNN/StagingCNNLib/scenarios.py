@@ -10,11 +10,11 @@ import numpy as np
 from oncoseg.datasets.layouts import read_dataset
 from oncoseg.errors import InputError
 from oncoseg.verbs import phantom
-from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing
+from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing, plotted_points
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.volumes import volume_node_from_image
-from StagingCNNLib.logic import StagingLogic, StagingParameters
+from StagingCNNLib.logic import StagingLogic, StagingParameters, roi_needs_a_size
 
 PHANTOM_SEED = 4343  # not a seed the demo model trained on
 FAST = StagingParameters(tta=2).request()
@@ -48,6 +48,25 @@ def staging_gives_p_t3_and_a_slice_plot(context: MRMLContext, folder: Path) -> N
     assert [r["slice"] for r in result.rows()] == list(range(slices))
     assert result.nodes.segmentation is None and len(result.all_nodes()) == 4  # table, chart,
     assert {result.table, result.chart} <= set(result.all_nodes())  # and the two series
+    slice_scores_are_plotted(result)
+
+
+def slice_scores_are_plotted(result) -> None:
+    """The table's columns are numbers (a plot view draws nothing from AddColumn()'s strings)
+    and each series of the chart, read back as the view reads it, holds the slice scores."""
+    table = result.table.GetTable()
+    assert [table.GetColumn(c).GetClassName() for c in range(table.GetNumberOfColumns())] == \
+        ["vtkIntArray", "vtkDoubleArray", "vtkDoubleArray"], "the score table holds no numbers"
+    slices = [float(k) for k in range(len(result.slice_scores))]
+    plotted = {}
+    for index in range(result.chart.GetNumberOfPlotSeriesNodes()):
+        series = result.chart.GetNthPlotSeriesNode(index)
+        plotted[series.GetYColumnName()] = plotted_points(series)
+    assert set(plotted) == {"P(T3)", "threshold"}, plotted
+    xs, ys = plotted["P(T3)"]
+    assert xs == slices and np.allclose(ys, result.slice_scores, atol=1e-9), (xs, ys)
+    xs, ys = plotted["threshold"]
+    assert xs == slices and np.allclose(ys, result.scores.threshold), ys
 
 
 def without_an_roi_the_crop_is_automatic_and_said(context: MRMLContext, folder: Path) -> None:
@@ -89,6 +108,54 @@ def an_roi_outside_the_image_changes_nothing(context: MRMLContext, folder: Path)
     assert context.node_names() == before
 
 
+def an_roi_without_a_size_gets_the_models_crop(context: MRMLContext, folder: Path) -> None:
+    """A new ROI from the selector has no size: it is placed around the T2w's centre with the
+    model's crop (its auto_roi_mm square, every slice), the run crops to it and says so; an
+    ROI whose placement stopped after one click keeps that point as its centre."""
+    t2w, _, _ = load_phantom(context, folder)
+    logic = StagingLogic(context)
+    side = logic.crop_side_mm(FAST)
+    fresh = context.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "New ROI")
+    assert roi_needs_a_size(fresh)
+    result = logic.run({"t2w": t2w, "roi": fresh}, FAST)
+    bounds = [0.0] * 6
+    t2w.GetRASBounds(bounds)
+    centre, size = [0.0] * 3, [0.0] * 3
+    fresh.GetCenterWorld(centre)
+    fresh.GetSizeWorld(size)
+    assert np.allclose(centre, [(bounds[2 * a] + bounds[2 * a + 1]) / 2 for a in range(3)])
+    assert np.allclose(size, [side, side, bounds[5] - bounds[4]]), size
+    assert not roi_needs_a_size(fresh)
+    assert result.prediction.details["roi"]["source"] == "box"
+    assert "'New ROI' had no size" in result.summary(), result.summary()
+    assert "the centre of 'Rectum T2w'" in result.roi_note
+    # the box is the engine's own automatic square: the same crop, to a voxel
+    automatic = logic.run({"t2w": t2w, "roi": None}, FAST).prediction.details["roi"]
+    crop = result.prediction.details["roi"]["crop_voxels"]
+    for axis in ("x", "y"):
+        assert np.allclose(crop[axis], automatic["crop_voxels"][axis], atol=1), (crop, automatic)
+    clicked = context.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "Clicked ROI")
+    point = [c + 5.0 for c in centre]
+    clicked.AddControlPoint(*point)  # the first of the two clicks that place a box
+    assert roi_needs_a_size(clicked)
+    result = logic.run({"t2w": t2w, "roi": clicked}, FAST)
+    clicked.GetCenterWorld(centre)
+    assert np.allclose(centre, point) and "around the point placed" in result.roi_note
+
+
+def a_flat_roi_is_refused_and_changes_nothing(context: MRMLContext, folder: Path) -> None:
+    t2w, roi, _ = load_phantom(context, folder)
+    roi.SetSize(40.0, 0.0, 30.0)
+    before = context.node_names()
+    try:
+        StagingLogic(context).run({"t2w": t2w, "roi": roi}, FAST)
+    except InputError as error:
+        assert "'Rectum ROI' is flat (40 x 0 x 30 mm)" in str(error), error
+    else:
+        raise AssertionError("a flat ROI was accepted")
+    assert list(roi.GetSize()) == [40.0, 0.0, 30.0] and context.node_names() == before
+
+
 def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) -> None:
     t2w, roi, _ = load_phantom(context, folder)
     cancelling_mid_run_changes_nothing(
@@ -98,4 +165,5 @@ def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) ->
 
 ALL = (staging_gives_p_t3_and_a_slice_plot, without_an_roi_the_crop_is_automatic_and_said,
        clicking_a_slice_moves_the_views_there, an_roi_outside_the_image_changes_nothing,
+       an_roi_without_a_size_gets_the_models_crop, a_flat_roi_is_refused_and_changes_nothing,
        cancelling_leaves_the_scene_unchanged)
