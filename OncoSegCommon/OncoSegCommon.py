@@ -3,7 +3,8 @@
 It has no panel of its own. Its library, ``OncoSegCommonLib``, is importable once Slicer has
 loaded this module, and makes the engine package ``oncoseg`` importable too. When the
 application has started it loads OncoSeg's terminology (the segments' SNOMED CT codes) and
-registers the phantom cases in Sample Data (category OncoSeg).
+registers the phantom cases in Sample Data (category OncoSeg). :class:`OncoSegCommonTest` runs
+the shared library's scenarios in the application.
 """
 
 import logging
@@ -52,3 +53,24 @@ def on_startup():
     register_sample_data(SampleData.SampleDataLogic.registerCustomSampleDataSource,
                          lambda task: load_sample(MRMLContext.from_application(), task, cache),
                          RESOURCES / "Icons")
+
+
+# The base class by its module's name, not imported by name: unittest's loader (Slicer's
+# slicer.testing.runUnitTest, loadTestsFromName) would run every TestCase class found here.
+class OncoSegCommonTest(slicer.ScriptedLoadableModule.ScriptedLoadableModuleTest):
+    """The shared library's scenarios (``OncoSegCommonLib.checks.COMMON_SCENARIOS``: volumes,
+    segmentations, probability overlays, the loss plot), as the headless tests run them, on the
+    application's scene, each failing on a VTK/MRML error or warning it logs.
+
+    Every scripted module's ``runTest`` is registered in ``slicer.selfTests`` (the Self Tests
+    module runs them all; so do the developer-mode Test buttons), and it looks this class up
+    by name: without it ``ScriptedLoadableModule.runTest`` raises "Test case class not found"
+    (Base/Python/slicer/ScriptedLoadableModule.py, v5.10.0 and v5.12.3). The scenarios need
+    only what Slicer ships (numpy, SimpleITK, VTK), so they run before the engine's own
+    dependencies are installed."""
+
+    def runTest(self):
+        from OncoSegCommonLib.checks import COMMON_SCENARIOS, run_scenarios_in_app
+
+        run_scenarios_in_app(COMMON_SCENARIOS, self.delayDisplay)
+        self.delayDisplay("OncoSegCommon scenarios passed")

@@ -1,6 +1,7 @@
 """The Qt layer without Qt: every .ui file parses, and every widget name a module's code uses
 (``self.ui.<name>``) exists in its .ui file, with the class the code expects of a few."""
 
+import ast
 import re
 import xml.etree.ElementTree as ElementTree
 from pathlib import Path
@@ -75,3 +76,100 @@ def test_stagingcnn_plots_slice_scores_and_places_an_roi():
     found = widgets(ROOT / "StagingCNN/Resources/UI/StagingCNN.ui")
     assert found["slicePlotWidget"] == "qMRMLPlotWidget"
     assert found["roiSelector"] == "qMRMLNodeComboBox"
+
+
+# ------------------------------------------------------------------ the classes Slicer looks for
+# Slicer finds a scripted module's parts by name in <Name>.py: the module class <Name>, the panel
+# <Name>Widget, and <Name>Test, which every scripted module's runTest looks up (registered in
+# slicer.selfTests; without the class it raises "Test case class not found":
+# Base/Python/slicer/ScriptedLoadableModule.py, v5.10.0 and v5.12.3).
+
+MODULES = re.findall(r"^add_subdirectory\((\w+)\)", (ROOT / "CMakeLists.txt").read_text(
+    encoding="utf-8"), re.MULTILINE)
+
+
+def _classes(tree: ast.Module) -> dict[str, ast.ClassDef]:
+    return {node.name: node for node in tree.body if isinstance(node, ast.ClassDef)}
+
+
+def _base_names(cls: ast.ClassDef) -> list[str]:
+    """The last name of each base: ``panels.OncoSegTest`` -> ``OncoSegTest``."""
+    return [ast.unparse(base).rsplit(".", 1)[-1] for base in cls.bases]
+
+
+def _calls(node: ast.AST) -> set[str]:
+    return {ast.unparse(call.func).rsplit(".", 1)[-1] for call in ast.walk(node)
+            if isinstance(call, ast.Call)}
+
+
+def _is_hidden(cls: ast.ClassDef) -> bool:
+    """``self.parent.hidden = True`` in the module class: Slicer shows no panel for it."""
+    return any(isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) ==
+               "self.parent.hidden" and ast.unparse(node.value) == "True"
+               for node in ast.walk(cls))
+
+
+def _method(cls: ast.ClassDef, name: str) -> ast.FunctionDef | None:
+    return next((node for node in cls.body if isinstance(node, ast.FunctionDef)
+                 and node.name == name), None)
+
+
+def _shared_test_runs_the_lib_scenarios() -> bool:
+    """panels.OncoSegTest.runTest runs ``<Name>Lib.scenarios.ALL`` through
+    run_scenarios_in_app."""
+    shared = _classes(ast.parse(PANELS.read_text(encoding="utf-8"))).get("OncoSegTest")
+    run_test = _method(shared, "runTest") if shared is not None else None
+    return run_test is not None and "run_scenarios_in_app" in _calls(run_test) and \
+        "Lib.scenarios" in ast.unparse(run_test)
+
+
+def test_the_extension_has_modules():
+    assert {"OncoSegCommon", "RectalSeg", "OARSeg", "StagingCNN", "BrainTumor2D3D"} <= \
+        set(MODULES), MODULES
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_file_defines_what_slicer_looks_up(name):
+    """<Name> (a ScriptedLoadableModule), <Name>Widget for a module with a panel (not hidden;
+    then also its .ui, and CMake's PANEL, which adds Slicer's generic widget tests), and
+    <Name>Test running the module's scenarios through run_scenarios_in_app (so the in-app test
+    fails on a VTK/MRML error or warning, as the headless tests do)."""
+    path = ROOT / name / f"{name}.py"
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    classes = _classes(tree)
+    module = classes.get(name)
+    assert module is not None, f"{path.name} defines no module class {name}"
+    assert set(_base_names(module)) & {"ScriptedLoadableModule", "OncoSegModule"}, \
+        _base_names(module)
+
+    panel = not _is_hidden(module)
+    widget = classes.get(f"{name}Widget")
+    if panel:
+        assert widget is not None, f"{name} is shown in the module list but has no {name}Widget"
+        assert set(_base_names(widget)) & {"ScriptedLoadableModuleWidget", "TaskPanel"}
+        assert (ROOT / name / "Resources/UI" / f"{name}.ui").is_file()
+    cmake = (ROOT / name / "CMakeLists.txt").read_text(encoding="utf-8")
+    declared = re.search(rf"oncoseg_scripted_module\({name}( PANEL)?\)", cmake)
+    assert declared is not None and bool(declared.group(1)) == panel, \
+        f"{name}/CMakeLists.txt: PANEL must be given exactly when the module has a panel"
+
+    test = classes.get(f"{name}Test")
+    assert test is not None, f"{path.name} defines no {name}Test: Slicer's self-test raises"
+    bases = _base_names(test)
+    own = _method(test, "runTest")
+    if own is not None:
+        assert set(bases) & {"ScriptedLoadableModuleTest", "OncoSegTest"}, bases
+        assert "run_scenarios_in_app" in _calls(own), f"{name}Test.runTest runs no scenario"
+    else:
+        assert bases == ["OncoSegTest"], f"{name}Test neither has nor inherits a runTest"
+        assert _shared_test_runs_the_lib_scenarios()
+        lib = ast.parse((ROOT / name / f"{name}Lib/scenarios.py").read_text(encoding="utf-8"))
+        assert any(isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "ALL"
+                   for node in lib.body), f"{name}Lib/scenarios.py has no ALL"
+    # unittest's loader (slicer.testing.runUnitTest: loadTestsFromName) runs every TestCase
+    # class in the module's namespace: only <Name>Test may be there
+    others = {n for n in classes if n.endswith("Test")} - {f"{name}Test"}
+    imported = {alias.asname or alias.name for node in tree.body
+                if isinstance(node, ast.ImportFrom) for alias in node.names
+                if (alias.asname or alias.name).endswith("Test")}
+    assert not others | imported, f"{path.name} also holds TestCase classes {others | imported}"

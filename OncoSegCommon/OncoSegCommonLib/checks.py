@@ -5,6 +5,9 @@ a warning during it: a deprecated call (``SetNamesInitialised`` since Slicer 5.1
 read out of range, ... only print to the console or Slicer's error log and never raise, so a
 scenario that passes its own asserts would hide them. :func:`plotted_points` reads a plot
 series back as Slicer's plot view reads it, for the same reason: an empty plot raises nothing.
+
+:data:`COMMON_SCENARIOS` are the shared library's own scenarios (volumes, segmentations,
+probability overlays, the loss plot), which OncoSegCommonTest runs in the application.
 """
 
 from __future__ import annotations
@@ -158,3 +161,166 @@ def run_scenarios_in_app(scenarios: Sequence[Scenario], show: Callable[[str], ob
             slicer.mrmlScene.Clear(0)
             run_scenario(scenario, MRMLContext.from_application(),
                          Path(folder) / scenario.__name__)
+
+
+# ------------------------------------------------------------------ OncoSegCommonLib's scenarios
+# What the shared library must do on a scene, written once: pytest runs them on slicer-core
+# (Testing/mrml/test_common_scenarios.py) and OncoSegCommonTest in the application, each through
+# run_scenario. Small images made here: the application has none of the tests' helpers.
+
+
+def _oblique_image(values: Any, spacing: Sequence[float] = (0.8, 1.3, 3.5)) -> Any:
+    """``values`` (z, y, x) on an oblique, left-right flipped LPS grid."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    ax, ay, az = 0.3, -0.2, 0.5
+    rx = np.array([[1, 0, 0], [0, np.cos(ax), -np.sin(ax)], [0, np.sin(ax), np.cos(ax)]])
+    ry = np.array([[np.cos(ay), 0, np.sin(ay)], [0, 1, 0], [-np.sin(ay), 0, np.cos(ay)]])
+    rz = np.array([[np.cos(az), -np.sin(az), 0], [np.sin(az), np.cos(az), 0], [0, 0, 1]])
+    image = sitk.GetImageFromArray(np.asarray(values))
+    image.SetSpacing(tuple(spacing))
+    image.SetOrigin((-12.5, 30.25, 7.0))
+    image.SetDirection(tuple((rz @ ry @ rx @ np.diag([-1.0, 1.0, 1.0])).ravel()))
+    return image
+
+
+def _same_image(a: Any, b: Any, what: str) -> None:
+    import numpy as np
+    import SimpleITK as sitk
+
+    assert a.GetSize() == b.GetSize(), (what, a.GetSize(), b.GetSize())
+    for name in ("GetOrigin", "GetSpacing", "GetDirection"):
+        assert np.allclose(getattr(a, name)(), getattr(b, name)(), atol=1e-6), (what, name)
+    assert np.array_equal(sitk.GetArrayViewFromImage(a), sitk.GetArrayViewFromImage(b)), what
+
+
+def a_volume_keeps_its_voxels_and_geometry(context: MRMLContext, folder: Path) -> None:
+    """An oblique, flipped LPS image -> a volume node -> the same image; the node places each
+    voxel at the RAS point of the image's LPS point (RAS = LPS with x and y negated)."""
+    import numpy as np
+    import vtk
+
+    from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
+
+    values = np.arange(6 * 9 * 11, dtype=np.int16).reshape(6, 9, 11) - 200
+    image = _oblique_image(values)
+    node = volume_node_from_image(context.scene, image, "OncoSeg check volume")
+    _same_image(image_from_volume_node(node), image, "volume node")
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    ras = matrix.MultiplyPoint((10.0, 2.0, 5.0, 1.0))[:3]
+    lps = image.TransformIndexToPhysicalPoint((10, 2, 5))
+    assert np.allclose(ras, (-lps[0], -lps[1], lps[2]), atol=1e-6), (ras, lps)
+
+
+def labels_cross_a_segmentation_node(context: MRMLContext, folder: Path) -> None:
+    """A label map -> a segmentation node with one segment per spec (names, colours,
+    terminology; an empty one too) -> the same label map, adding only the segmentation and
+    its display node."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from oncoseg.tasks import SegmentSpec
+    from oncoseg.terminology import Code, Terminology
+    from OncoSegCommonLib.segmentations import (
+        labels_from_segmentation_node,
+        segment_id,
+        segmentation_node_from_labels,
+    )
+    from OncoSegCommonLib.volumes import volume_node_from_image
+
+    bladder = Terminology(Code("SCT", "123037004", "Anatomical Structure"),
+                          Code("SCT", "89837001", "Urinary bladder"))
+    specs = (SegmentSpec(1, "Femoral head L", (0.9, 0.8, 0.3)),
+             SegmentSpec(3, "Bladder", (0.85, 0.65, 0.25), bladder),
+             SegmentSpec(7, "Nodal CTV", (0.3, 0.6, 0.9)))  # left empty on purpose
+    reference = _oblique_image(np.zeros((6, 10, 12), np.int16))
+    volume = volume_node_from_image(context.scene, reference, "OncoSeg check reference")
+    array = np.zeros((6, 10, 12), np.uint8)
+    array[1:3, 2:6, 2:7] = 1
+    array[3:5, 5:8, 6:10] = 3
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(reference)
+    before = context.scene.GetNumberOfNodes()
+    node = segmentation_node_from_labels(context.scene, labels, specs, volume,
+                                         "OncoSeg check segmentation")
+    assert context.scene.GetNumberOfNodes() - before == 2, context.node_names()
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetNthSegment(i).GetName()
+            for i in range(segmentation.GetNumberOfSegments())] == [s.name for s in specs]
+    segment = segmentation.GetSegment(segment_id(specs[1]))
+    assert np.allclose(segment.GetColor(), specs[1].color)
+    assert Terminology.from_slicer(segment.GetTerminology()) == bladder
+    _same_image(labels_from_segmentation_node(node, volume, specs), labels, "segmentation")
+
+
+def a_probability_map_overlays_the_anatomy(context: MRMLContext, folder: Path) -> None:
+    """A probability map is every slice view's foreground over the anatomy, in OncoSeg's
+    colours, hidden below 0.05; showing it again reuses the node and the colour table."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from OncoSegCommonLib.probability import (
+        COLOR_TABLE_NAME,
+        set_overlay_opacity,
+        show_probability_map,
+    )
+    from OncoSegCommonLib.volumes import volume_node_from_image
+
+    if context.scene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode") is None:
+        context.scene.AddNewNodeByClass("vtkMRMLSliceCompositeNode")  # headless: no views
+    reference = _oblique_image(np.ones((5, 8, 9), np.int16))
+    background = volume_node_from_image(context.scene, reference, "OncoSeg check anatomy")
+    probability = sitk.GetImageFromArray(np.linspace(0, 1, 5 * 8 * 9, dtype=np.float32)
+                                         .reshape(5, 8, 9))
+    probability.CopyInformation(reference)
+    node = show_probability_map(context.scene, probability, "OncoSeg check probability",
+                                background, opacity=0.4)
+    display = node.GetDisplayNode()
+    assert display.GetColorNode().GetName() == COLOR_TABLE_NAME
+    assert display.GetApplyThreshold() and abs(display.GetLowerThreshold() - 0.05) < 1e-9
+    composites = context.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    set_overlay_opacity(context.scene, 0.8)
+    for index in range(composites.GetNumberOfItems()):
+        composite = composites.GetItemAsObject(index)
+        assert composite.GetForegroundVolumeID() == node.GetID()
+        assert composite.GetBackgroundVolumeID() == background.GetID()
+        assert abs(composite.GetForegroundOpacity() - 0.8) < 1e-9
+    count = context.scene.GetNumberOfNodes()
+    assert show_probability_map(context.scene, probability, "again", node=node) is node
+    assert context.scene.GetNumberOfNodes() == count
+
+
+class _PlotWidget:
+    """Stands in for the training panel's qMRMLPlotWidget (this file has no Qt)."""
+
+    view = None
+
+    def setMRMLPlotViewNode(self, node: Any) -> None:
+        self.view = node
+
+
+def a_loss_plot_draws_every_epoch(context: MRMLContext, folder: Path) -> None:
+    """The live loss plot's two series hold each epoch's losses as numbers, as the plot view
+    reads them (:func:`plotted_points`)."""
+    from OncoSegCommonLib.lossplot import LossPlot
+
+    widget = _PlotWidget()
+    plot = LossPlot(context.scene, widget, "OncoSeg check training")
+    epochs = [{"epoch": 1, "train_loss": 0.9, "val_loss": 1.0},
+              {"epoch": 2, "train_loss": 0.5, "val_loss": 0.75}]
+    plot.update(epochs[:1])
+    plot.update(epochs)
+    assert widget.view.GetPlotChartNodeID() == plot.chart.GetID()
+    points = {}
+    for index in range(plot.chart.GetNumberOfPlotSeriesNodes()):
+        series = plot.chart.GetNthPlotSeriesNode(index)
+        points[series.GetYColumnName()] = plotted_points(series)
+    assert points == {"train_loss": ([1.0, 2.0], [0.9, 0.5]),
+                      "val_loss": ([1.0, 2.0], [1.0, 0.75])}, points
+
+
+COMMON_SCENARIOS: tuple[Scenario, ...] = (
+    a_volume_keeps_its_voxels_and_geometry, labels_cross_a_segmentation_node,
+    a_probability_map_overlays_the_anatomy, a_loss_plot_draws_every_epoch)
