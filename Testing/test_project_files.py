@@ -66,13 +66,28 @@ def test_ci_runs_exactly_the_readme_test_command():
 
 
 def module_texts(path: Path) -> dict[str, str]:
-    """The string constants a module assigns to ``self.parent.<name>``."""
+    """The string constants a module assigns to ``self.parent.<name>``, and the ``help`` and
+    ``acknowledgement`` a panel module gives panels.OncoSegModule, which sets them as
+    helpText (with panels.DISCLAIMER) and acknowledgementText."""
     texts = {}
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Attribute):
             with contextlib.suppress(ValueError):
                 texts[node.targets[0].attr] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.ClassDef) and any(
+                ast.unparse(base) == "panels.OncoSegModule" for base in node.bases):
+            fields = {target.id: ast.literal_eval(item.value) for item in node.body
+                      if isinstance(item, ast.Assign)
+                      for target in item.targets if isinstance(target, ast.Name)}
+            texts["helpText"] = fields.get("help", "") + panels_constant("DISCLAIMER")
+            texts["acknowledgementText"] = fields.get("acknowledgement", "")
     return texts
+
+
+def panels_constant(name: str) -> str:
+    tree = ast.parse((ROOT / "OncoSegCommon/OncoSegCommonLib/panels.py").read_text("utf-8"))
+    return next(ast.literal_eval(node.value) for node in tree.body if isinstance(node, ast.Assign)
+                and any(isinstance(t, ast.Name) and t.id == name for t in node.targets))
 
 
 def test_every_module_says_research_use_and_cites_its_method():
