@@ -549,3 +549,20 @@ def test_the_license_file_is_the_apache_2_text_pyproject_names():
     text = (ROOT / "LICENSE.txt").read_bytes()
     assert hashlib.sha256(text).hexdigest() == \
         "cfc7749b96f63bd31c3c42b5c471bf756814053e847c10f3eb003417bc523d30"
+
+
+def test_module_self_tests_skip_first_where_the_engine_cannot_run():
+    """The panel modules' Test classes (panels.OncoSegTest) call skip_unless_engine_ready
+    before anything imports the engine: in a build tree without torch they skip, saying why."""
+    import ast
+
+    tree = ast.parse((ROOT / "OncoSegCommon/OncoSegCommonLib/panels.py").read_text("utf-8"))
+    test_class, = (c for c in tree.body if isinstance(c, ast.ClassDef) and
+                   c.name == "OncoSegTest")
+    run, = (f for f in test_class.body if isinstance(f, ast.FunctionDef) and
+            f.name == "runTest")
+    calls = [n for n in run.body if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+    assert ast.unparse(calls[0].value) == "skip_unless_engine_ready(self)"
+    first_call = run.body.index(calls[0])
+    assert all(isinstance(n, ast.ImportFrom) and n.module == "OncoSegCommonLib.selftest"
+               for n in run.body[:first_call])

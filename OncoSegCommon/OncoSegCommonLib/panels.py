@@ -62,6 +62,9 @@ class OncoSegTest(ScriptedLoadableModuleTest):
     that unittest's loader finds only ``<Name>Test`` in the module."""
 
     def runTest(self):
+        from OncoSegCommonLib.selftest import skip_unless_engine_ready
+
+        skip_unless_engine_ready(self)  # first: the scenarios import torch and the engine
         import importlib
 
         from OncoSegCommonLib.checks import run_scenarios_in_app

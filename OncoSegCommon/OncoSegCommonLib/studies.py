@@ -1,11 +1,11 @@
 """Results go where the reader looks for them: in the input's study.
 
-A volume loaded from DICOM sits in Slicer's subject hierarchy under its patient and study; nodes a
+A volume loaded from DICOM sits under its patient and study in the subject hierarchy; nodes a
 module adds land at the scene's top level unless placed, so a segmentation made from a study would
 sit apart from it in the Data module and be left out when the study is exported or closed. The
 API used (``vtkMRMLSubjectHierarchyNode``: ``GetSubjectHierarchyNode``, ``GetItemByDataNode``,
-``GetItemParent``, ``SetItemParent``, ``CreateItem``, ``GetInvalidItemID``) was read at v5.10.0 and v5.12.3 in
-Libs/MRML/Core/vtkMRMLSubjectHierarchyNode.h.
+``GetItemParent``, ``SetItemParent``, ``CreateItem``, ``GetInvalidItemID``) was read at v5.10.0
+and v5.12.3 in Libs/MRML/Core/vtkMRMLSubjectHierarchyNode.h.
 """
 
 from __future__ import annotations
