@@ -68,18 +68,15 @@ class StagingCNNWidget(panels.TaskPanel):
         return self.settings_as(StagingParameters, threshold=self.settings.threshold or None)
 
     def show_module_result(self, result):
+        from OncoSegCommonLib.lossplot import panel_plot_view
+
         self.ui.stageLabel.text = result.summary()
-        view = getattr(self, "plot_view", None)
-        if view is None or slicer.mrmlScene.GetNodeByID(view.GetID()) is not view:
-            # one view for the panel's plot, reused by every run
-            view = self.plot_view = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLPlotViewNode",
-                                                                       "StagingCNN view")
+        view = panel_plot_view(slicer.mrmlScene, "StagingCNN view")
         view.SetPlotChartNodeID(result.chart.GetID())
         self.ui.slicePlotWidget.setMRMLPlotViewNode(view)
 
     def clear_module_result(self):
         self.ui.stageLabel.text = ""
-        self.plot_view = None  # went with the scene
 
     # ------------------------------------------------------------------ StagingCNN's own
 

@@ -38,6 +38,20 @@ def _number(value: float | None) -> float:
     return math.nan if value is None else float(value)
 
 
+def panel_plot_view(scene: Any, name: str) -> Any:
+    """The plot view node a panel's plot widget shows: one per panel plot, found again by
+    every run (a new view per run piled up in the scene)."""
+    tag = f"OncoSeg {name}"
+    view = scene.GetSingletonNode(tag, "vtkMRMLPlotViewNode")
+    if view is None:
+        view = scene.CreateNodeByClass("vtkMRMLPlotViewNode")
+        view.UnRegister(None)  # owned by the Python variable until the scene takes it
+        view.SetSingletonTag(tag)
+        view.SetName(name)
+        view = scene.AddNode(view)
+    return view
+
+
 class LossPlot:
     """A table (epoch: int, train_loss and val_loss: double), a chart of the two losses
     against the epoch, and a plot view showing it in the panel's plot widget."""
@@ -58,7 +72,7 @@ class LossPlot:
         chart.SetXAxisTitle("epoch")
         chart.SetYAxisTitle("loss")
         self.chart = chart
-        view = scene.AddNewNodeByClass("vtkMRMLPlotViewNode", f"{title} view")
+        view = panel_plot_view(scene, f"{title} view")
         view.SetPlotChartNodeID(chart.GetID())
         widget.setMRMLPlotViewNode(view)
         self.rows = 0

@@ -58,3 +58,14 @@ def test_loss_plot_builds_a_chart_and_appends_epochs(mrml):
     table = plot.table.GetTable()
     assert table.GetNumberOfRows() == 2
     assert plot.table.GetCellText(1, 2) == "0.7"
+
+
+def test_a_panel_plot_keeps_one_view_node_whatever_the_runs(mrml):
+    """Each training (and each staging run) used to add a plot view node to the scene."""
+    widget = FakePlotWidget()
+    plots = [LossPlot(mrml.scene, widget, "Test training") for _ in range(3)]
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == 1
+    assert widget.view.GetPlotChartNodeID() == plots[-1].chart.GetID()
+    mrml.scene.Clear(0)  # File > Close Scene: the next run's plot still gets a view
+    LossPlot(mrml.scene, widget, "Test training")
+    assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == 1
