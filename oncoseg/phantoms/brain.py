@@ -9,24 +9,22 @@ FLAIR, ventricles are bright in T2 but dark in FLAIR). Written with the 2017-202
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from oncoseg.phantoms.common import (
     UPRIGHT_LPS,
     Storage,
-    bias_field,
+    blend,
     case_rng,
     ellipsoid_distance,
     grid_points,
     lumpy,
-    rician,
+    scan,
     soft,
-    to_image,
+    write_case_info,
 )
 
 # T1, T1c, T2, FLAIR
@@ -79,9 +77,7 @@ def render(points: np.ndarray, rng: np.random.Generator, width: float
               ("oedema", soft(oedema_d, width) * brain),
               ("enhancing", soft(tumour_d, width) * brain),
               ("necrosis", soft(tumour_d + rim, width) * brain)]
-    values = np.zeros((*points.shape[:-1], 4), np.float32)
-    for tissue, weight in layers:
-        values += weight[..., None] * (np.asarray(TISSUES[tissue], np.float32) - values)
+    values = blend(layers, TISSUES, points.shape[:-1])
     labels = np.zeros(points.shape[:-1], np.uint8)
     labels[(soft(oedema_d, width) > 0.5) & (brain > 0.5)] = 2
     labels[(soft(tumour_d, width) > 0.5) & (brain > 0.5)] = 3
@@ -105,17 +101,13 @@ def generate_case(folder: Path, seed: int, case: int, naming: str = "brats2021",
     folder.mkdir(parents=True, exist_ok=True)
     sep = convention["separator"]
     for index, suffix in enumerate(convention["sequences"].values()):
-        signal = rician(values[..., index] * bias_field(points, rng, 0.2), rng, 0.025)
+        signal = scan(values[..., index], points, rng, bias=0.2, noise=0.025)
         signal *= brain > 0.05  # skull-stripped: zero outside the brain
-        image = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-        sitk.WriteImage(storage.store(image), str(folder / f"{name}{sep}{suffix}.nii.gz"),
-                        useCompression=True)
+        storage.write_signal(folder / f"{name}{sep}{suffix}.nii.gz", signal, grid)
     on_disk = labels.copy()
     on_disk[labels == 3] = convention["enhancing_label"]
-    sitk.WriteImage(storage.store(to_image(on_disk, grid, sitk.sitkUInt8)),
-                    str(folder / f"{name}{sep}seg.nii.gz"), useCompression=True)
+    storage.write_labels(folder / f"{name}{sep}seg.nii.gz", on_disk, grid)
     info = {"task": "brain", "case": name, "seed": seed, "index": case, "synthetic": True,
             "naming": naming, "stored_as": storage.describe(),
             "voxels": {str(k): int((labels == k).sum()) for k in (1, 2, 3)}}
-    (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return info
+    return write_case_info(folder, info)

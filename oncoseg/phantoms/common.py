@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,6 +92,25 @@ def rician(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndar
     return np.sqrt(real * real + imaginary * imaginary)
 
 
+def blend(layers: Sequence[tuple[str, np.ndarray]], tissues: Mapping[str, Sequence[float]],
+          shape: Sequence[int]) -> np.ndarray:
+    """Noise-free intensities (``shape`` + one per sequence) of tissue layers, each given by
+    its inside-ness (0..1): a later layer covers what lies below it by that much, so soft edges
+    give partial-volume mixtures."""
+    sequences = len(next(iter(tissues.values())))
+    values = np.zeros((*shape, sequences), np.float32)
+    for tissue, weight in layers:
+        values += weight[..., None] * (np.asarray(tissues[tissue], np.float32) - values)
+    return values
+
+
+def scan(values: np.ndarray, points: np.ndarray, rng: np.random.Generator, *, bias: float,
+         noise: float) -> np.ndarray:
+    """What an MR scanner records of noise-free ``values`` at ``points``: a coil's bias field
+    (:func:`bias_field` of strength ``bias``) times the signal, then Rician noise of ``noise``."""
+    return rician(values * bias_field(points, rng, bias), rng, noise)
+
+
 def to_image(array: np.ndarray, grid: sitk.Image, pixel: int = sitk.sitkFloat32) -> sitk.Image:
     image = image_like(array, grid)
     return sitk.Cast(image, pixel) if image.GetPixelID() != pixel else image
@@ -170,9 +190,28 @@ class Storage:
     def describe(self) -> dict:
         return {"orientation": self.orientation, "tilt_degrees": round(self.tilt_degrees, 2)}
 
+    def write(self, path: Path, image: sitk.Image) -> None:
+        """``image`` written compressed, in the case's storage order (:meth:`store`)."""
+        sitk.WriteImage(self.store(image), str(path), useCompression=True)
+
+    def write_signal(self, path: Path, signal: np.ndarray, grid: sitk.Image) -> None:
+        """An MR signal (about 0..1) on ``grid`` as scanners store it: int16, x 1000."""
+        self.write(path, to_image(np.round(signal * 1000).astype(np.int16), grid,
+                                  sitk.sitkInt16))
+
+    def write_labels(self, path: Path, labels: np.ndarray, grid: sitk.Image) -> None:
+        """A label map (uint8 values) on ``grid``."""
+        self.write(path, to_image(labels, grid, sitk.sitkUInt8))
+
 
 # What the generators write unless told otherwise: upright grids stored in LPS order.
 UPRIGHT_LPS = Storage()
+
+
+def write_case_info(folder: Path, info: dict) -> dict:
+    """A case's ``case.json`` (what it is, how it was made and stored); returns ``info``."""
+    (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return info
 
 
 def case_storage(orientation: str, tilt_degrees: float, seed: int, case: int,

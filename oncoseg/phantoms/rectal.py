@@ -10,28 +10,26 @@ tumour distinct.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 from scipy.spatial import cKDTree
 
 from oncoseg.phantoms.common import (
     UPRIGHT_LPS,
     Storage,
-    bias_field,
+    blend,
     case_rng,
     ellipsoid_distance,
     grid_points,
     lumpy,
-    rician,
+    scan,
     smooth_displacement,
     soft,
-    to_image,
     tube_distance,
+    write_case_info,
 )
 
 # Tissue intensities (arbitrary units, before bias and noise): T2w, DWI b0, DWI b1000.
@@ -149,10 +147,7 @@ class RectalAnatomy:
                          amplitude=1.5, wavelength=6.0) if self.tumour_extension_mm else 0.0
         layers.append(("tumour", tumour * soft(tube - self.tumour_extension_mm + spicules,
                                                width)))
-        values = np.zeros((*points.shape[:-1], 3), np.float32)
-        for tissue, weight in layers:  # later layers cover earlier ones
-            values += weight[..., None] * (np.asarray(TISSUES[tissue], np.float32) - values)
-        return values, layers[-1][1]
+        return blend(layers, TISSUES, points.shape[:-1]), layers[-1][1]
 
 
 def generate_case(folder: Path, seed: int, case: int,
@@ -183,17 +178,12 @@ def generate_case(folder: Path, seed: int, case: int,
         "dwi_b1000": (dwi_values[..., 2], dwi_points, 0.045, 0.2),
     }
     for role, (values, points, noise, bias) in images.items():
-        signal = rician(values * bias_field(points, rng, bias), rng, noise)
         grid = t2_grid if role == "t2w" else dwi_grid
-        image = to_image(np.round(signal * 1000).astype(np.int16), grid, sitk.sitkInt16)
-        sitk.WriteImage(storage.store(image), str(folder / f"{role}.nii.gz"),
-                        useCompression=True)
-    label = to_image((tumour > 0.5).astype(np.uint8), dwi_grid, sitk.sitkUInt8)
-    sitk.WriteImage(storage.store(label), str(folder / "label.nii.gz"),
-                    useCompression=True)
+        storage.write_signal(folder / f"{role}.nii.gz",
+                             scan(values, points, rng, bias=bias, noise=noise), grid)
+    storage.write_labels(folder / "label.nii.gz", (tumour > 0.5).astype(np.uint8), dwi_grid)
     info = {"task": "rectal", "case": folder.name, "seed": seed, "index": case,
             "synthetic": True, "reference_role": "dwi_b0", "stored_as": storage.describe(),
             "tumour_voxels": int((tumour > 0.5).sum()),
             "misalignment_dwi_vs_t2w": motion}
-    (folder / "case.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-    return info
+    return write_case_info(folder, info)
