@@ -57,6 +57,13 @@ def _add_dataset_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", default="auto", help="data set layout, or auto to detect it")
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model a verb runs (predict, evaluate) and whether its output folder may be replaced."""
+    parser.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing output folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="oncoseg", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"oncoseg {oncoseg.__version__}")
@@ -99,8 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "ROLE= names the input; it may be left out when only one input is given. "
                    "Repeat for each role. Without it such a folder is refused with a table of "
                    "its series")
-    p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_model_options(p)
     p.add_argument("--seed-point", metavar="X,Y,Z", help="LPS point (mm) inside the structure: "
                    "keep the candidate component there (tasks with candidates)")
     p.add_argument("--roi", metavar="X0,Y0,Z0,X1,Y1,Z1", help="box (LPS, mm) around the region "
@@ -122,8 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _task_verb(verbs, "evaluate", "evaluate a model on a labelled data set")
     _add_dataset_options(p)
-    p.add_argument("--model", default="demo", help="a .safetensors model file, or 'demo'")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    _add_model_options(p)
     _add_set_option(p)
 
     p = verbs.add_parser("export", help="write a segmentation as DICOM SEG, RTSTRUCT, NRRD, "
