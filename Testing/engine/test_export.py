@@ -210,16 +210,23 @@ def damaged_case(ct_case, tmp_path_factory):
     return folder, read.image, Segmentation(layers, segmentation.segments), gone
 
 
+def _exported_on_its_series(damaged_case, path, form):
+    """The damaged case's segmentation exported as ``form`` against its own series, which
+    dciodvfy finds no error in; with the plane of each of the series' files, by SOP UID."""
+    folder, _, segmentation, _ = damaged_case
+    series = choose_dicom_series(folder)
+    result = export_segmentation(segmentation, path, form, series)
+    assert dciodvfy_errors(result.path) == []
+    return result, _instance_planes(series.files)
+
+
 @needs_dciodvfy
 def test_dicom_seg_frames_on_a_series_with_a_missing_slice_match_each_instance(damaged_case,
                                                                              tmp_path):
-    folder, image, segmentation, gone = damaged_case
-    series = choose_dicom_series(folder)
-    result = export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg", series)
+    _, image, segmentation, gone = damaged_case
+    result, planes = _exported_on_its_series(damaged_case, tmp_path / "seg.dcm", "dicom-seg")
     assert result.messages == []  # the label is on the series' own (uniform) grid
-    assert dciodvfy_errors(result.path) == []
     seg = hd.seg.segread(result.path)
-    planes = _instance_planes(series.files)
     uids = list(planes)
     numbers = list(range(1, len(segmentation.segments) + 1))
     frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
@@ -239,11 +246,8 @@ def test_dicom_seg_frames_on_a_series_with_a_missing_slice_match_each_instance(d
 @needs_dciodvfy
 def test_rtstruct_contours_on_a_series_with_a_missing_slice_lie_on_their_instance(damaged_case,
                                                                                  tmp_path):
-    folder, image, segmentation, gone = damaged_case
-    series = choose_dicom_series(folder)
-    result = export_segmentation(segmentation, tmp_path / "rs.dcm", "rtstruct", series)
-    assert dciodvfy_errors(result.path) == []
-    planes = _instance_planes(series.files)
+    _, image, segmentation, gone = damaged_case
+    result, planes = _exported_on_its_series(damaged_case, tmp_path / "rs.dcm", "rtstruct")
     ds = pydicom.dcmread(result.path)
     names = {int(r.ROINumber): str(r.ROIName) for r in ds.StructureSetROISequence}
     referenced = set()
