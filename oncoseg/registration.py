@@ -15,10 +15,11 @@ takes over ten seconds to load.
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,26 +189,41 @@ class RegistrationResult:
     final_metric: float | None
     seconds: float
     fixed_grid: sitk.Image
+    child_python: str | None = None  # made in a child process: apply the transform there too
 
-    def apply(self, image: sitk.Image, interpolation: str = "linear") -> sitk.Image:
+    def apply(self, image: sitk.Image, interpolation: str = "linear",
+              cancel: CancelToken | None = None) -> sitk.Image:
         """Another image of the moving image's space, resampled onto the fixed grid."""
         order = {"nearest": "0", "linear": "1", "bspline": "3"}[interpolation]
         maps = [dict(m, FinalBSplineInterpolationOrder=[order]) for m in self.transform]
-        return to_sitk(_itk().transformix_filter(to_itk(image), _parameter_object(maps),
-                                                 log_to_console=False))
+        if self.child_python is not None:
+            return _in_child(self.child_python, "apply", {"image": image}, {"maps": maps},
+                             None, cancel)["output"]
+        return _transformix(image, maps)
 
-    def displacement_field(self) -> np.ndarray:
+    def displacement_field(self, cancel: CancelToken | None = None) -> np.ndarray:
         """Per fixed-grid voxel, the LPS vector (mm) to the corresponding moving point;
         array (z, y, x, 3)."""
-        itk = _itk()
-        moving_like = to_itk(self.fixed_grid)
-        # transformix writes deformationField.mha into its output directory, by default the
-        # user's working directory: give it a scratch folder instead
-        with tempfile.TemporaryDirectory(prefix="oncoseg-transformix-") as scratch:
-            field = itk.transformix_deformation_field(
-                moving_like, _parameter_object(self.transform), log_to_console=False,
-                output_directory=scratch)
-            return np.asarray(itk.GetArrayFromImage(field), np.float64)
+        if self.child_python is not None:
+            return _in_child(self.child_python, "field", {"grid": self.fixed_grid},
+                             {"maps": self.transform}, None, cancel)["field"]
+        return _displacement_field(self.fixed_grid, self.transform)
+
+
+def _transformix(image: sitk.Image, maps: Sequence[ParameterMap]) -> sitk.Image:
+    return to_sitk(_itk().transformix_filter(to_itk(image), _parameter_object(maps),
+                                             log_to_console=False))
+
+
+def _displacement_field(grid: sitk.Image, maps: Sequence[ParameterMap]) -> np.ndarray:
+    itk = _itk()
+    # transformix writes deformationField.mha into its output directory, by default the
+    # user's working directory: give it a scratch folder instead
+    with tempfile.TemporaryDirectory(prefix="oncoseg-transformix-") as scratch:
+        field = itk.transformix_deformation_field(
+            to_itk(grid), _parameter_object(maps), log_to_console=False,
+            output_directory=scratch)
+        return np.asarray(itk.GetArrayFromImage(field), np.float64)
 
 
 def register(
@@ -220,10 +236,16 @@ def register(
     fixed_mask: sitk.Image | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
+    child_python: str | None = None,
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed``. ``fixed_mask`` (non-zero = use) restricts where the
-    metric samples, e.g. to the body rather than noisy air. Cancellation is honoured before and
-    after the elastix run (elastix itself cannot be interrupted in-process)."""
+    metric samples, e.g. to the body rather than noisy air.
+
+    ``child_python``: run elastix in a child process of that interpreter (inside Slicer:
+    ``PythonSlicer``), see "In a child process" below; its progress is reported level by level
+    and iteration by iteration, and cancelling ends the child's whole process tree at once.
+    None (the default, the CLI's): in this process, where cancellation is honoured before and
+    after the elastix run only (elastix cannot be interrupted in-process)."""
     check_overlap(moving, fixed, names[1], names[0])
     if fixed_mask is not None:
         check_overlap(fixed_mask, fixed, f"mask of {names[0]}", names[0])
@@ -232,8 +254,28 @@ def register(
                              "voxel to compare")
     maps = preset_maps(preset, overrides, stage_overrides)
     check_cancelled(cancel)
-    report(progress, f"Registering {names[1]} to {names[0]}", 0, 1,
-           message=f"{preset}: {len(maps)} stage(s)")
+    stage = f"Registering {names[1]} to {names[0]}"
+    where = "in a child process" if child_python is not None else "in this process"
+    report(progress, stage, 0, 1, message=f"{preset}: {len(maps)} stage(s), {where}")
+    if child_python is None:
+        result = _run_elastix(fixed, moving, maps, names, fixed_mask)
+    else:
+        images = {"fixed": fixed, "moving": moving}
+        if fixed_mask is not None:
+            images["mask"] = fixed_mask
+        done = _in_child(child_python, "register", images, {"maps": maps, "names": names},
+                         _ElastixProgress(maps, stage, progress), cancel)
+        result = RegistrationResult(done["warped"], done["transform"], done["final_metric"],
+                                    done["seconds"], fixed, child_python)
+    check_cancelled(cancel)
+    report(progress, stage, 1, 1)
+    return result
+
+
+def _run_elastix(fixed: sitk.Image, moving: sitk.Image, maps: Sequence[ParameterMap],
+                 names: Sequence[str], fixed_mask: sitk.Image | None = None,
+                 console: bool = False) -> RegistrationResult:
+    """elastix in this process; ``console``: its log on stdout too (a child's progress)."""
     itk = _itk()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="oncoseg-elastix-") as folder:
@@ -243,7 +285,7 @@ def register(
         if fixed_mask is not None:
             method.SetFixedMask(to_itk(fixed_mask, pixel="UC"))
         method.SetParameterObject(_parameter_object(maps))
-        method.SetLogToConsole(False)
+        method.SetLogToConsole(console)
         method.SetLogToFile(True)
         method.SetOutputDirectory(folder)
         method.SetLogFileName("elastix.log")
@@ -251,16 +293,151 @@ def register(
             method.Update()
         except RuntimeError as error:
             raise RegistrationFailed(_failure_message(error, Path(folder) / "elastix.log",
-                                                      names)) from None
+                                                      (names[0], names[1]))) from None
         log = _read_log(Path(folder) / "elastix.log")
         warped = to_sitk(method.GetOutput())
         transform_object = method.GetTransformParameterObject()
         transform = [{k: list(v) for k, v in dict(transform_object.GetParameterMap(i)).items()}
                      for i in range(transform_object.GetNumberOfParameterMaps())]
-    seconds = time.perf_counter() - started
-    check_cancelled(cancel)
-    report(progress, f"Registering {names[1]} to {names[0]}", 1, 1)
-    return RegistrationResult(warped, transform, _final_metric(log), seconds, fixed)
+    return RegistrationResult(warped, transform, _final_metric(log),
+                              time.perf_counter() - started, fixed)
+
+
+# ---------------------------------------------------------------------------- in a child process
+#
+# Inside Slicer, pip's ITK must not run in the application's process: its IO plugins and
+# Slicer's clash (Slicer issues #5907, #8947). So the Slicer logic passes ``PythonSlicer`` as
+# ``child_python`` and elastix runs there, the images passed through MetaImage files in a
+# temporary folder, the result written back as JSON and files, elastix's console log streamed
+# as lines and turned into progress (``_ElastixProgress``). ``ITK_AUTOLOAD_PATH`` points ITK at
+# Slicer's own IO plugins (Slicer's launcher sets it, CMake/SlicerBlockCTKAppLauncherSettings.cmake
+# at v5.10.0; Slicer's CLI logic blanks it for its CLIs, Base/Logic/vtkSlicerCLIModuleLogic.cxx):
+# it is removed from the child's environment, and again in the child before anything imports
+# ITK, because PythonSlicer is itself a launcher that sets it from SlicerLauncherSettings.ini
+# (SuperBuild/python_configure_python_launcher.cmake: ADDITIONAL_SETTINGS_FILEPATH) before it
+# starts the real interpreter. ``import SimpleITK`` alone loads those plugins.
+
+# ITK reads ITK_AUTOLOAD_PATH; Slicer issue #8947 calls it ITK_AUTO_LOAD: both go.
+SLICER_ITK_VARIABLES = ("ITK_AUTOLOAD_PATH", "ITK_AUTO_LOAD")
+_CHILD_MAIN = (
+    "import os, sys\n"
+    f"for name in {SLICER_ITK_VARIABLES!r}:\n"
+    "    os.environ.pop(name, None)\n"
+    "from oncoseg.registration import child_main\n"
+    "sys.exit(child_main(sys.argv[1]))\n")
+_OUTPUT_LINES_KEPT = 40  # what a failed child printed last, for the message
+
+
+def _in_child(python: str, kind: str, images: Mapping[str, sitk.Image],
+              request: Mapping[str, Any], on_line: Callable[[str], bool] | None,
+              cancel: CancelToken | None
+              ) -> dict[str, Any]:
+    """Run ``kind`` (register / apply / field) in a child ``python``; what it wrote back."""
+    from oncoseg.childprocess import ChildProcess, engine_environment
+
+    with tempfile.TemporaryDirectory(prefix="oncoseg-elastix-child-") as scratch:
+        folder = Path(scratch)
+        for name, image in images.items():
+            sitk.WriteImage(image, str(folder / f"{name}.mha"), False)
+        (folder / "request.json").write_text(json.dumps({"kind": kind, **request}),
+                                             encoding="utf-8")
+        child = ChildProcess([python, "-c", _CHILD_MAIN, str(folder)],
+                             engine_environment(remove=SLICER_ITK_VARIABLES))
+        output: list[str] = []
+        for line in child.lines(cancel):
+            if on_line is None or not on_line(line):
+                output = [*output[-(_OUTPUT_LINES_KEPT - 1):], line]
+        answer = folder / "result.json"
+        result = json.loads(answer.read_text(encoding="utf-8")) if answer.is_file() else {}
+        if "failed" in result:
+            raise RegistrationFailed(result["failed"])
+        if child.returncode != 0 or not result:
+            raise OncoSegError(f"elastix's child process ({python}) ended with exit code "
+                               f"{child.returncode}: " + "\n".join(output[-10:]))
+        for name in ("warped", "output"):
+            if (folder / f"{name}.mha").is_file():
+                result[name] = sitk.ReadImage(str(folder / f"{name}.mha"))
+        if (folder / "field.npy").is_file():
+            result["field"] = np.load(folder / "field.npy")
+        return result
+
+
+def child_main(folder: str) -> int:
+    """The child's side (``python -c _CHILD_MAIN folder``): read ``request.json`` and the
+    images, run, write ``result.json`` (and images); 0 when done, 1 when elastix failed."""
+    root = Path(folder)
+    request = json.loads((root / "request.json").read_text(encoding="utf-8"))
+
+    def image(name: str) -> sitk.Image | None:
+        path = root / f"{name}.mha"
+        return sitk.ReadImage(str(path)) if path.is_file() else None
+
+    result: dict[str, Any] = {}
+    try:
+        if request["kind"] == "register":
+            done = _run_elastix(image("fixed"), image("moving"), request["maps"],
+                                request["names"], image("mask"), console=True)
+            sitk.WriteImage(done.warped, str(root / "warped.mha"), False)
+            result = {"transform": done.transform, "final_metric": done.final_metric,
+                      "seconds": done.seconds}
+        elif request["kind"] == "apply":
+            sitk.WriteImage(_transformix(image("image"), request["maps"]),
+                            str(root / "output.mha"), False)
+        elif request["kind"] == "field":
+            np.save(root / "field.npy", _displacement_field(image("grid"), request["maps"]))
+        else:
+            raise ValueError(f"unknown request {request['kind']!r}")
+    except RegistrationFailed as error:
+        result = {"failed": str(error)}
+    (root / "result.json").write_text(json.dumps({"kind": request["kind"], **result}),
+                                      encoding="utf-8")
+    return 1 if "failed" in result else 0
+
+
+_RESOLUTION = re.compile(r"^Resolution:\s*(\d+)")
+_ITERATION = re.compile(r"^(\d+)\t")
+
+
+class _ElastixProgress:
+    """elastix's console log -> progress: one unit per level of each stage, split by its
+    iterations (a level that converges early jumps to the next)."""
+
+    def __init__(self, maps: Sequence[ParameterMap], stage: str,
+                 progress: ProgressCallback | None):
+        self.levels: list[tuple[int, int, int]] = []  # (stage, level, iterations)
+        for index, parameters in enumerate(maps):
+            count = int(parameters.get("NumberOfResolutions", ["1"])[0])
+            iterations = parameters.get("MaximumNumberOfIterations", ["500"])
+            for level in range(count):
+                self.levels.append((index, level, int(iterations[min(level,
+                                                                       len(iterations) - 1)])))
+        self.stages = len(maps)
+        self.stage = stage
+        self.progress = progress
+        self.level = -1
+        self.shown = -1.0
+
+    def __call__(self, line: str) -> bool:
+        """Take one line; False when it is not part of elastix's progress log."""
+        if _RESOLUTION.match(line):
+            self.level = min(self.level + 1, len(self.levels) - 1)
+            self._show(0)
+            return True
+        found = _ITERATION.match(line)
+        if found and self.level >= 0:
+            self._show(int(found.group(1)))
+            return True
+        return False
+
+    def _show(self, iteration: int) -> None:
+        stage, level, iterations = self.levels[self.level]
+        done = self.level + min(1.0, iteration / max(iterations, 1))
+        if done - self.shown < 0.01 * len(self.levels) and iteration:
+            return  # about one event per percent
+        self.shown = done
+        counts = sum(1 for s, _, _ in self.levels if s == stage)
+        report(self.progress, self.stage, done, len(self.levels),
+               message=f"stage {stage + 1} of {self.stages}, level {level + 1} of {counts}")
 
 
 def _read_log(path: Path) -> str:
