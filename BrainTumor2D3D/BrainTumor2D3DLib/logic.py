@@ -131,7 +131,7 @@ class BrainTumorLogic(TaskLogic):
         """The node of the sequence the engine computed on (T1c unless it is missing)."""
         return started.nodes[prediction.details["reference"]]
 
-    def finish(self, prediction: Prediction, started: StartedRun) -> BrainResult:
+    def add_results(self, prediction: Prediction, started: StartedRun) -> BrainResult:
         """The segmentation on the reference sequence's volume, its overlays and, when the
         prediction carries them, one segmentation per ensemble member; all or nothing."""
         reference = self.reference(prediction, started)

@@ -156,7 +156,7 @@ class OARSegLogic(TaskLogic):
         organs = getattr(request, "organs", ()) or self.mode.organs
         return keep_organs(prediction, organs)
 
-    def finish(self, prediction: Prediction, started: StartedRun) -> OARSegResult:
+    def add_results(self, prediction: Prediction, started: StartedRun) -> OARSegResult:
         reference = self.reference(prediction, started)
         nodes = add_prediction(self.scene, prediction, self.prefix, reference)
         return OARSegResult(prediction, nodes, reference)

@@ -143,7 +143,7 @@ class RectalSegLogic(TaskLogic):
             images[DWI_ROLE] = diffusion_series_from_node(nodes[DWI_ROLE])
         return images
 
-    def finish(self, prediction: Prediction, started: StartedRun) -> RectalSegResult:
+    def add_results(self, prediction: Prediction, started: StartedRun) -> RectalSegResult:
         """Main thread: the new nodes (registered volumes, probability map, segmentation, and
         the b0 / high-b images picked from a ``dwi`` node) and the candidate components."""
         inputs = started.nodes

@@ -215,7 +215,7 @@ class StagingLogic(TaskLogic):
                 f"{side:g} x {side:g} mm (the model's crop) through every slice. Move it onto "
                 "rectum and tumour and run again for a reliable result.")
 
-    def finish(self, prediction: Prediction, started: StartedRun) -> StagingResult:
+    def add_results(self, prediction: Prediction, started: StartedRun) -> StagingResult:
         """The slice-score table and chart, added together or not at all."""
         prefix = self.prefix
         before = set(node_ids(self.scene))
