@@ -34,6 +34,7 @@ from oncoseg.errors import InputError
 from oncoseg.export import export_file, export_segmentation, interpreted_type, load_segmentation
 from oncoseg.geometry import same_grid
 from oncoseg.io import dicom as dicom_io
+from oncoseg.io.dicom import CTSlice, Patient, write_ct_slices
 from oncoseg.io.dicomseg import cielab
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
@@ -401,6 +402,29 @@ def test_every_dicom_writer_writes_the_file_format_with_either_pydicom_call(
     assert int(seg.NumberOfFrames) == sum(bool(plane.any()) for plane in bone) > 0
 
 
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"],
+                         ids=["implicit", "explicit"])
+def test_a_slice_cut_short_is_found_from_its_header_whatever_simpleitk_does(tmp_path, syntax):
+    """SimpleITK 2.5.2 (Slicer 5.10) reads a file whose pixel data is cut short, 2.5.7
+    refuses it: the reader finds it itself, in either VR encoding, and leaves it out."""
+    from oncoseg.io import dicom_series
+
+    files = uniform_series(tmp_path / "ct")
+    ds = pydicom.dcmread(files[7])
+    ds.file_meta.TransferSyntaxUID = syntax
+    dicom_io.save_dicom(ds, files[7])
+    series = choose_dicom_series(tmp_path / "ct")
+    found: set[str] = set()
+    dicom_series._full_headers(series, found)
+    assert found == set()
+    data = files[7].read_bytes()
+    files[7].write_bytes(data[: len(data) - 1500])
+    dicom_series._full_headers(series, found)
+    assert found == {str(files[7])}
+    result = read_volume(tmp_path / "ct")
+    assert "1 file(s) could not be decoded and were left out (CT_0008.dcm" in result.notes[0]
+
+
 def test_segment_colours_are_cielab_as_scikit_image_computes_them():
     from skimage.color import rgb2lab
 
@@ -411,3 +435,29 @@ def test_segment_colours_are_cielab_as_scikit_image_computes_them():
                     (lab[2] + 128) * 65535 / 255]  # PS3.3 C.10.7.1.1
         # sRGB matrices rounded to 4 digits (pixelmed, highdicom) vs exact: < 0.05 L*a*b*
         np.testing.assert_allclose(cielab(rgb), expected, atol=0.05 * 65535 / 100)
+
+
+@needs_dciodvfy
+def test_dicom_seg_bits_run_on_across_frames_of_an_odd_size(tmp_path):
+    """7 x 9 pixels: 63 bits a frame, so frames start mid-byte (PS3.5 8.1.1: no padding
+    between frames). Two overlapping segments, a frame for each image a segment is on."""
+    rng = np.random.default_rng(7)
+    slices = [CTSlice(np.zeros((7, 9)), (0.0, 0.0, 2.0 * k)) for k in range(6)]
+    files = write_ct_slices(slices, *AXIAL, (1.0, 1.0), tmp_path / "ct",
+                            Patient("ODD", "Odd^Size"), thickness=2.0)
+    image = read_volume(tmp_path / "ct").image
+    masks = [rng.random((6, 7, 9)) > 0.6, rng.random((6, 7, 9)) > 0.6]
+    masks[1][2] = False  # no voxel of segment 2 on image 3: no frame there
+    segmentation = Segmentation.from_masks(image, masks, [Segment("a", "A", (1, 0, 0)),
+                                                          Segment("b", "B", (0, 1, 0))])
+    result = export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
+                                 choose_dicom_series(tmp_path / "ct"))
+    assert dciodvfy_errors(result.path) == []
+    ds = pydicom.dcmread(result.path)
+    assert int(ds.NumberOfFrames) == 11 and ds.SegmentsOverlap == "YES"
+    assert len(ds.PixelData) == 11 * 63 // 8 + 1 + 1  # 87 bytes, padded to an even length
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in files]
+    frames = hd.seg.segread(result.path).get_pixels_by_source_instance(
+        source_sop_instance_uids=uids, segment_numbers=[1, 2])
+    for n, mask in enumerate(masks):
+        np.testing.assert_array_equal(frames[..., n] > 0, mask)

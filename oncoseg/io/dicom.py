@@ -36,6 +36,10 @@ def save_dicom(ds: pydicom.Dataset, path: str | os.PathLike[str]) -> None:
     if PYDICOM_3:
         ds.save_as(path, enforce_file_format=True)
     else:
+        # pydicom 2 encodes by the dataset's own flags (a new FileDataset says implicit VR)
+        # and rewrites the file meta's transfer syntax to match: set them from it instead
+        syntax = ds.file_meta.TransferSyntaxUID
+        ds.is_implicit_VR, ds.is_little_endian = syntax.is_implicit_VR, syntax.is_little_endian
         ds.save_as(path, write_like_original=False)
 
 

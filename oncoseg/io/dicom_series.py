@@ -19,12 +19,14 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pydicom
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.io.dicom import PYDICOM_3
 from oncoseg.io.dicom_geometry import (
     SlicePlane,
     StackLayout,
@@ -42,6 +44,7 @@ MAX_DEPTH = 3  # study/series/files, patient/study/series/files, DICOMDIR trees
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 NOT_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
+UNDECODABLE = "no reader recognises its pixel data: truncated, or an unknown encoding"
 _LISTING_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID",
                  "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns",
                  "NumberOfFrames", "InstanceNumber", "ImagePositionPatient",
@@ -306,7 +309,7 @@ def itk_error_message(error: Exception) -> str:
     text = lines[-1] if lines else type(error).__name__
     text = text.removeprefix("sitk::ERROR:").strip()
     if text.startswith("Unable to determine ImageIO reader"):
-        return "no reader recognises its pixel data: truncated, or an unknown encoding"
+        return UNDECODABLE
     return text
 
 
@@ -396,14 +399,48 @@ class SeriesVolume:
     layout: StackLayout | None  # None when the headers hold no slice geometry
 
 
-def _full_headers(series: DicomSeries) -> list[tuple[str, pydicom.Dataset]]:
+def _full_headers(series: DicomSeries, cut_short: set[str] | None = None
+                  ) -> list[tuple[str, pydicom.Dataset]]:
+    """Every file's header; the files whose pixel data is cut short go into ``cut_short``
+    (when given), found while the header is read."""
     headers = []
     for path in series.files:
         try:
-            headers.append((path, pydicom.dcmread(path, stop_before_pixels=True)))
+            with open(path, "rb") as fp:
+                header = pydicom.dcmread(fp, stop_before_pixels=True)
+                if cut_short is not None and _pixel_data_cut_short(fp, header):
+                    cut_short.add(path)
         except Exception as error:
             raise InputError(path, f"is not a readable DICOM file ({error})") from None
+        headers.append((path, header))
     return headers
+
+
+_PIXEL_DATA_TAG = b"\xe0\x7f\x10\x00"  # (7FE0,0010), little endian
+_LONG_LENGTH_VRS = {b"OB", b"OW", b"OD", b"OF", b"OL", b"OV", b"UN"}
+
+
+def _pixel_data_cut_short(fp: BinaryIO, header: pydicom.Dataset) -> bool:
+    """Whether native (not encapsulated) pixel data claims more bytes than the file holds;
+    ``fp`` stands where ``stop_before_pixels`` left it, at the Pixel Data element.
+
+    GDCM refuses such a file in SimpleITK 2.5.7 but reads it in 2.5.2, the version Slicer 5.10
+    ships, filling in what is missing: checked here, every release leaves the file out alike.
+    Encapsulated pixel data (undefined length) is left to GDCM, which fails to decode it."""
+    start = fp.tell()
+    head = fp.read(12)
+    if len(head) < 8 or head[:4] != _PIXEL_DATA_TAG:
+        return False
+    implicit = header.original_encoding[0] if PYDICOM_3 else header.is_implicit_VR
+    if implicit:
+        length, offset = int.from_bytes(head[4:8], "little"), 8
+    elif head[4:6] in _LONG_LENGTH_VRS:
+        length, offset = int.from_bytes(head[8:12], "little"), 12
+    else:
+        length, offset = int.from_bytes(head[6:8], "little"), 8
+    if length == 0xFFFFFFFF:
+        return False
+    return start + offset + length > os.fstat(fp.fileno()).st_size
 
 
 def _planes(headers: list[tuple[str, pydicom.Dataset]]) -> list[SlicePlane] | None:
@@ -500,17 +537,20 @@ def read_series(series: DicomSeries) -> SeriesVolume:
     name = series.name
     with _QuietITK():
         try:
-            planes = series_planes(series)
+            cut_short: set[str] = set()
+            planes = _planes(_full_headers(series, cut_short))
             if planes is None:
                 return SeriesVolume(_read_files(series.files), [
                     "the files do not all carry ImagePositionPatient, ImageOrientationPatient "
                     "and PixelSpacing: slice order and spacing are GDCM's guesses"], None)
-            try:
-                return _read_planes(planes, name)
-            except RuntimeError:
-                pass  # a file GDCM cannot decode: find it, and read the rest without it
+            bad = {p.file: UNDECODABLE for p in planes if p.file in cut_short}
+            if not bad:
+                try:
+                    return _read_planes(planes, name)
+                except RuntimeError:
+                    pass  # a file GDCM cannot decode: find it, and read the rest without it
+                bad = _undecodable(planes)
             # a slice that cannot be decoded is a missing slice
-            bad = _undecodable(planes)
             readable = [p for p in planes if p.file not in bad]
             first = next(iter(bad), "")
             why = f"{Path(first).name}: {bad[first]}" if bad else "GDCM failed"

@@ -246,17 +246,22 @@ def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[Sl
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     ds.NumberOfFrames = len(frames)
     ds.SegmentsOverlap = "YES" if _overlap(masks) else "NO"
-    pixels = np.stack([masks[n][k] for n, k in frames]).astype(np.uint8)
-    packed = np.packbits(pixels.ravel(), bitorder="little").tobytes()  # PS3.5 8.1.1, 8.2
+    # one bit per pixel, first pixel in the lowest bit, frames back to back (PS3.5 8.1.1, 8.2);
+    # packed eight frames at a time, which always end on a byte, to keep one copy in memory
+    packed = b"".join(
+        np.packbits(np.stack([masks[n][k] for n, k in frames[start:start + 8]]).ravel(),
+                    bitorder="little").tobytes()
+        for start in range(0, len(frames), 8))
     # OB, as PS3.5 A.2 prefers for 8 bits or fewer (pydicom would guess OW for a new dataset)
     ds.add_new(Tag("PixelData"), "OB", packed + b"\0" * (len(packed) % 2))
 
 
 def _overlap(masks: list[np.ndarray]) -> bool:
-    total = np.zeros(masks[0].shape, np.uint16)
-    for mask in masks:
-        total += mask.astype(np.uint16)
-    return bool((total > 1).any())
+    """Does any pixel of any image belong to two segments?"""
+    for k in range(masks[0].shape[0]):
+        if (sum(mask[k].astype(np.uint16) for mask in masks) > 1).any():
+            return True
+    return False
 
 
 def _reference(source: pydicom.Dataset) -> pydicom.Dataset:
