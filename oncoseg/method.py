@@ -43,6 +43,10 @@ class RunContext:
     device: str = "cpu"
     progress: ProgressCallback | None = None
     cancel: CancelToken | None = None
+    # The interpreter for steps that must not run in this process, started as a child: inside
+    # Slicer, PythonSlicer for elastix (pip's ITK beside Slicer's crashes, Slicer issues #5907
+    # and #8947). None (the CLI's default) runs them here.
+    child_python: str | None = None
 
 
 @dataclass(frozen=True)

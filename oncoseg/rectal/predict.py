@@ -32,7 +32,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
 
     with timed(timings, "preprocess"):
         ready = prepare(canonical_images(images), settings.registration, context.progress,
-                        context.cancel)
+                        context.cancel, context.child_python)
 
     with timed(timings, "inference"):
         probability = probability_map(prepared.network, ready.channels, context.device,

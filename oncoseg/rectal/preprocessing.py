@@ -75,8 +75,8 @@ def standardise(image: sitk.Image) -> tuple[float, float]:
 
 
 def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: str,
-                  progress: ProgressCallback | None, cancel: CancelToken | None
-                  ) -> tuple[sitk.Image, dict[str, Any]]:
+                  progress: ProgressCallback | None, cancel: CancelToken | None,
+                  child_python: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
     """``image`` on the reference grid; outside its field of view it reads its own mean."""
     mean, _ = standardise(image)
     if same_grid(image, reference, tolerance=1e-4):
@@ -88,7 +88,8 @@ def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: s
     from oncoseg.registration import register
 
     result = register(reference, image, preset=method, names=(REFERENCE, role),
-                      overrides={"DefaultPixelValue": mean}, progress=progress, cancel=cancel)
+                      overrides={"DefaultPixelValue": mean}, progress=progress, cancel=cancel,
+                      child_python=child_python)
     return sitk.Cast(result.warped, sitk.sitkFloat32), {
         "method": f"elastix preset '{method}'", "seconds": round(result.seconds, 2),
         "final_metric": result.final_metric}
@@ -96,8 +97,11 @@ def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: s
 
 def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
             progress: ProgressCallback | None = None,
-            cancel: CancelToken | None = None) -> PreparedCase:
-    """Check, bring onto the b0 grid (registering as configured) and standardise."""
+            cancel: CancelToken | None = None, child_python: str | None = None
+            ) -> PreparedCase:
+    """Check, bring onto the b0 grid (registering as configured) and standardise;
+    ``child_python``: register in a child process of that interpreter (see
+    :func:`oncoseg.registration.register`)."""
     check_inputs(images)
     reference = sitk.Cast(images[REFERENCE], sitk.sitkFloat32)
     on_grid: dict[str, sitk.Image] = {REFERENCE: reference}
@@ -107,7 +111,7 @@ def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
         report(progress, "Preparing", ROLES.index(role), len(ROLES),
                message=f"{role} onto the {REFERENCE} grid")
         on_grid[role], done[role] = _to_reference(role, images[role], reference, registration,
-                                                  progress, cancel)
+                                                  progress, cancel, child_python)
     channels = np.empty((len(ROLES), *sitk.GetArrayViewFromImage(reference).shape), np.float32)
     for index, role in enumerate(ROLES):
         mean, std = standardise(images[role])
