@@ -24,6 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 from bench_oar_ct_predict import peak_rss_of
+from report import dims, report, versus
 
 from oncoseg.brain.config import SEQUENCES
 
@@ -105,14 +106,12 @@ def main() -> None:
                "monai_members_s": round(monai_s, 2),
                "members_ratio_oncoseg_over_monai": round(stages["models_2d3d"] / monai_s, 2),
                "threads": torch.get_num_threads(), "device": args.device}
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"oncoseg predict brain on {' x '.join(map(str, args.size))} (z y x): {wall:.1f} s "
-          f"wall, peak RSS {rss:.0f} MB")
-    print(f"  stages: {result['timings_s']}; inside inference: {stages}")
-    print(f"  2D-3D members {stages['models_2d3d']:.2f} s vs MONAI sliding_window_inference "
-          f"{monai_s:.2f} s: ratio {summary['members_ratio_oncoseg_over_monai']}")
+    report(summary, args.json, [
+        f"oncoseg predict brain on {dims(args.size)} (z y x): {wall:.1f} s wall, peak RSS "
+        f"{rss:.0f} MB",
+        f"  stages: {result['timings_s']}; inside inference: {stages}",
+        versus("2D-3D members", stages["models_2d3d"], "MONAI sliding_window_inference", monai_s,
+               summary["members_ratio_oncoseg_over_monai"])])
 
 
 if __name__ == "__main__":

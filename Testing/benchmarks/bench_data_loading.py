@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import tempfile
 import time
 from pathlib import Path
+
+from report import report
 
 from oncoseg import verbs
 
@@ -63,13 +64,10 @@ def main() -> None:
     for name in args.tasks:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(measure(name, Path(tmp)))
-    if args.json:
-        print(json.dumps(results))
-        return
-    for r in results:
-        verdict = "met" if r["data_fraction_max"] <= 0.10 else "NOT met"
-        print(f"{r['task']}: data loading {100 * r['data_fraction_max']:.2f} % of the training "
-              f"epoch at most (goal <= 10 %, {verdict}); epochs {r['epoch_seconds']} s")
+    report(results, args.json, [
+        f"{r['task']}: data loading {100 * r['data_fraction_max']:.2f} % of the training epoch "
+        f"at most (goal <= 10 %, {'met' if r['data_fraction_max'] <= 0.10 else 'NOT met'}); "
+        f"epochs {r['epoch_seconds']} s" for r in results])
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import numpy as np
 import psutil
 import SimpleITK as sitk
 import torch
+from report import dims, report, versus
 
 
 def clinical_ct(folder: Path, size_zyx: tuple[int, int, int]) -> Path:
@@ -101,14 +102,12 @@ def main() -> None:
                    "working_grid"], "monai_inference_s": round(monai_s, 2),
                "inference_ratio_oncoseg_over_monai": round(inference / monai_s, 2),
                "threads": torch.get_num_threads()}
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"oncoseg predict oar-ct on {' x '.join(map(str, args.size))} (z y x): "
-          f"{wall:.1f} s wall (goal < 60 s), peak RSS {rss:.0f} MB")
-    print(f"  stages: {result['timings_s']}")
-    print(f"  inference stage {inference:.2f} s vs MONAI sliding_window_inference "
-          f"{monai_s:.2f} s: ratio {summary['inference_ratio_oncoseg_over_monai']}")
+    report(summary, args.json, [
+        f"oncoseg predict oar-ct on {dims(args.size)} (z y x): {wall:.1f} s wall (goal < 60 s), "
+        f"peak RSS {rss:.0f} MB",
+        f"  stages: {result['timings_s']}",
+        versus("inference stage", inference, "MONAI sliding_window_inference", monai_s,
+               summary["inference_ratio_oncoseg_over_monai"])])
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from report import report
 
 from oncoseg.phantoms.common import grid_points, smooth_displacement
 from oncoseg.phantoms.rectal import generate_case
@@ -72,14 +73,11 @@ def main() -> None:
         case = Path(tmp) / "case"
         generate_case(case, args.seed, 0)
         rows = [measure(case, name) for name in args.settings]
-    if args.json:
-        print(json.dumps(rows))
-        return
     baseline = next((r["mean_error_mm"] for r in rows if r["setting"] == "none"), None)
-    for r in rows:
-        ratio = f", {r['mean_error_mm'] / baseline:.2f}x no registration" if baseline else ""
-        print(f"{r['setting']:>16}: mean error {r['mean_error_mm']:.2f} mm (x/y/z "
-              f"{r['xyz_mm']}){ratio}, {r['seconds']} s")
+    report(rows, args.json, [
+        f"{r['setting']:>16}: mean error {r['mean_error_mm']:.2f} mm (x/y/z {r['xyz_mm']})"
+        + (f", {r['mean_error_mm'] / baseline:.2f}x no registration" if baseline else "")
+        + f", {r['seconds']} s" for r in rows])
 
 
 if __name__ == "__main__":

@@ -10,11 +10,11 @@ speed-up of dense over per-patch, their agreement, and the GFLOP/s the dense for
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
+from report import dims, report
 
 from oncoseg.rectal.dense import probability_map
 from oncoseg.rectal.network import RectalPatchCNN
@@ -78,17 +78,15 @@ def main() -> None:
                "flop_ratio": round(patch_flops(network, len(grid))
                                    / dense_flops(network, z, h, w), 1),
                "threads": torch.get_num_threads()}
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"RectalSeg inference on {' x '.join(map(str, args.size))} voxels, 3 channels, "
-          f"{torch.get_num_threads()} threads")
-    print(f"  per-patch (batches of {args.batch}, channels-last): {per_patch_s:.2f} s")
-    print(f"  dense (a trous, channels-last): {dense_s:.3f} s  -> speed-up "
-          f"{summary['speedup']}x, {gflops:.1f} GFLOP/s")
-    print(f"  probabilities agree: max abs difference {difference:.1e}")
-    print(f"  per-patch needs {summary['flop_ratio']}x the arithmetic of dense: the rest of the "
-          "speed-up is efficiency")
+    report(summary, args.json, [
+        f"RectalSeg inference on {dims(args.size)} voxels, 3 channels, "
+        f"{torch.get_num_threads()} threads",
+        f"  per-patch (batches of {args.batch}, channels-last): {per_patch_s:.2f} s",
+        f"  dense (a trous, channels-last): {dense_s:.3f} s  -> speed-up "
+        f"{summary['speedup']}x, {gflops:.1f} GFLOP/s",
+        f"  probabilities agree: max abs difference {difference:.1e}",
+        f"  per-patch needs {summary['flop_ratio']}x the arithmetic of dense: the rest of the "
+        "speed-up is efficiency"])
 
 
 if __name__ == "__main__":

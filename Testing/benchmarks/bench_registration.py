@@ -12,7 +12,6 @@ largest voxel difference between the two warped images, and the landmark TRE of 
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import SimpleITK as sitk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "helpers"))
 from deformations import grid, landmarks, render, true_mapping
+from report import report
 
 from oncoseg.registration import (
     _itk,
@@ -115,18 +115,16 @@ def main() -> None:
         "tre_before_mm": round(before, 2), "tre_in_process_mm": round(tre_in_process, 2),
         "tre_executable_mm": round(tre_cli, 2), "elastix_executable": version,
     }
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"registration, preset {summary['preset']}; fixed {summary['fixed']}, moving "
-          f"{summary['moving']}")
-    print(f"  time      in-process {in_process:7.1f} s   {version} executable "
-          f"{executable:7.1f} s   ratio {summary['time_ratio']:.3f}")
-    print(f"  itk's first load (once per process): {itk_load:.1f} s")
-    print(f"  warped images: max abs difference {difference:.3g} (intensity range "
-          f"{value_range:.3g})")
-    print(f"  landmark TRE: before {before:.2f} mm, in-process {tre_in_process:.2f} mm, "
-          f"executable {tre_cli:.2f} mm")
+    report(summary, args.json, [
+        f"registration, preset {summary['preset']}; fixed {summary['fixed']}, moving "
+        f"{summary['moving']}",
+        f"  time      in-process {in_process:7.1f} s   {version} executable "
+        f"{executable:7.1f} s   ratio {summary['time_ratio']:.3f}",
+        f"  itk's first load (once per process): {itk_load:.1f} s",
+        f"  warped images: max abs difference {difference:.3g} (intensity range "
+        f"{value_range:.3g})",
+        f"  landmark TRE: before {before:.2f} mm, in-process {tre_in_process:.2f} mm, "
+        f"executable {tre_cli:.2f} mm"])
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from report import dims, report
 
 
 def network(classes: int = 6) -> torch.nn.Module:
@@ -123,18 +124,16 @@ def main() -> None:
                                           max(summary["monai_added_mb"], 1), 3)
     if difference > 1e-4:
         raise SystemExit(f"outputs differ by {difference:g}: not a fair comparison")
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"sliding window, {' x '.join(map(str, args.size))} voxels, window "
-          f"{' x '.join(map(str, args.window))}, overlap {args.overlap}, batch {args.batch}")
-    print(f"  outputs agree: max abs difference {difference:.2e}")
-    print(f"  time      MONAI {m['seconds']:8.2f} s   OncoSeg {o['seconds']:8.2f} s   "
-          f"ratio {summary['time_ratio']:.3f}")
-    print(f"  peak RSS  MONAI {m['peak_rss_mb']:8.0f} MB  OncoSeg {o['peak_rss_mb']:8.0f} MB  "
-          f"ratio {summary['peak_rss_ratio']:.3f}")
-    print(f"  added by inference  MONAI {summary['monai_added_mb']} MB  OncoSeg "
-          f"{summary['oncoseg_added_mb']} MB  ratio {summary['added_memory_ratio']:.3f}")
+    report(summary, args.json, [
+        f"sliding window, {dims(args.size)} voxels, window {dims(args.window)}, overlap "
+        f"{args.overlap}, batch {args.batch}",
+        f"  outputs agree: max abs difference {difference:.2e}",
+        f"  time      MONAI {m['seconds']:8.2f} s   OncoSeg {o['seconds']:8.2f} s   "
+        f"ratio {summary['time_ratio']:.3f}",
+        f"  peak RSS  MONAI {m['peak_rss_mb']:8.0f} MB  OncoSeg {o['peak_rss_mb']:8.0f} MB  "
+        f"ratio {summary['peak_rss_ratio']:.3f}",
+        f"  added by inference  MONAI {summary['monai_added_mb']} MB  OncoSeg "
+        f"{summary['oncoseg_added_mb']} MB  ratio {summary['added_memory_ratio']:.3f}"])
 
 
 if __name__ == "__main__":
