@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from cli_runs import phantom_fixture
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,18 +15,11 @@ from oncoseg.datasets import read_dataset
 from oncoseg.errors import InputError
 
 ROLES = ["t2w", "dwi_b0", "dwi_b1000"]
-
-
-def phantoms(tmp_path_factory, task, cases):
-    root = tmp_path_factory.mktemp("phantoms") / task
-    assert main(["phantom", task, "--cases", str(cases), "--output", str(root), "--progress",
-                 "none"]) == 0
-    return root
-
-
-@pytest.fixture(scope="module")
-def rectal_set(tmp_path_factory):
-    return phantoms(tmp_path_factory, "rectal", 3)
+# each written once, by `oncoseg phantom`, for the tests of its layout
+rectal_set = phantom_fixture("rectal", 3)
+staging_set = phantom_fixture("staging", 4)
+kaggle_set = phantom_fixture("oar-mr", 2)
+ct_cohort = phantom_fixture("oar-ct", 3)
 
 
 def copy(root, tmp_path):
@@ -116,11 +110,6 @@ def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
         read_dataset(root, "nnunet", ["t2w"])
 
 
-@pytest.fixture(scope="module")
-def staging_set(tmp_path_factory):
-    return phantoms(tmp_path_factory, "staging", 4)
-
-
 def test_staging_table_reads_back(staging_set):
     dataset = read_dataset(staging_set, "auto", ["t2w"])
     assert dataset.layout == "staging"
@@ -157,11 +146,6 @@ def test_brats_namings_read_back(tmp_path, layout, first, enhancing):
     case.images["flair"].unlink()
     with pytest.raises(InputError, match=rf"case '{first}'.*flair file .* is missing"):
         read_dataset(root, "auto", ["t1", "t1c", "t2", "flair"])
-
-
-@pytest.fixture(scope="module")
-def kaggle_set(tmp_path_factory):
-    return phantoms(tmp_path_factory, "oar-mr", 2)
 
 
 def test_kaggle_layout_reads_back(kaggle_set):
@@ -217,11 +201,6 @@ def test_brats_to_nnunet_maps_enhancing_to_oncoseg_labels(tmp_path):
     label = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset.cases[0].labels["label"])))
     assert set(np.unique(label)) == {0, 1, 2, 3}
     assert dataset.cases[0].info["labels"]["Enhancing tumour"] == 3
-
-
-@pytest.fixture(scope="module")
-def ct_cohort(tmp_path_factory):
-    return phantoms(tmp_path_factory, "oar-ct", 3)
 
 
 def test_rtstruct_cohort_maps_synonyms_and_reports_partial_labels(ct_cohort):

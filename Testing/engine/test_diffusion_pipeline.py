@@ -7,6 +7,7 @@ import json
 
 import pytest
 import SimpleITK as sitk
+from cli_runs import assert_predict_refused
 from dwi_series import directional, write_4d_nifti, write_dwi_series
 
 from oncoseg import verbs
@@ -93,14 +94,8 @@ def test_cli_refuses_both_forms_neither_and_a_series_without_high_b(case, tmp_pa
         "has no high-b image: b-values found: 0, 500 s/mm^2": {"dwi": low},
     }
     for message, extra in runs.items():
-        args = ["predict", "rectal", "--input", f"t2w={case / 't2w.nii.gz'}", "--output",
-                str(tmp_path / "out"), "--progress", "none"]
-        for role, path in extra.items():
-            args += ["--input", f"{role}={path}"]
-        assert main(args) == 2, message
-        err = capsys.readouterr().err
-        assert message in err, err
-        assert not (tmp_path / "out").exists()
+        assert_predict_refused("rectal", {"t2w": case / "t2w.nii.gz", **extra}, message,
+                               tmp_path / "out", capsys)
 
 
 def test_other_tasks_do_not_take_dwi(tmp_path, capsys):

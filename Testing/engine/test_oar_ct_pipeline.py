@@ -5,8 +5,8 @@ import json
 import shutil
 
 import numpy as np
-import pytest
 import SimpleITK as sitk
+from cli_runs import phantom_fixture, trained_fixture
 
 from oncoseg import verbs
 from oncoseg.cli import main
@@ -17,21 +17,10 @@ TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
         "--set", "filters=[4,8,8,8]", "--set", "batch_size=2", "--set", "steps_per_epoch=2",
         "--set", "max_epochs=1", "--set", "validation_patches_per_case=1"]
 
-
-@pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    """Three patients; the third (index 2) has no bladder contour."""
-    root = tmp_path_factory.mktemp("oarct") / "cohort"
-    verbs.phantom("oar-ct", root, cases=3, seed=77)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_model(cohort, tmp_path_factory):
-    out = tmp_path_factory.mktemp("oarct_model") / "run"
-    assert main(["train", "oar-ct", "--dataset", str(cohort), "--layout", "rtstruct",
-                 "--output", str(out), "--progress", "none", *TINY]) == 0
-    return out
+# three patients; the third (index 2) has no bladder contour
+cohort = phantom_fixture("oar-ct", 3, seed=77, folder="cohort")
+tiny_model = trained_fixture("oar-ct", "cohort", "--layout", "rtstruct", "--progress", "none",
+                             *TINY)  # the run folder
 
 
 def test_training_on_a_cohort_with_a_missing_bladder(tiny_model):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from cli_runs import phantom_fixture, trained_fixture
 from scipy.spatial.distance import directed_hausdorff
 
 from oncoseg import verbs
@@ -22,21 +23,8 @@ from oncoseg.oar.mr.training import _step
 
 TINY = ["--set", "size=64", "--set", "width=4", "--set", "max_epochs=1", "--set",
         "batch_size=16", "--progress", "none"]
-
-
-@pytest.fixture(scope="module")
-def kaggle(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gi") / "uw-madison"
-    verbs.phantom("oar-mr", root, cases=3, seed=31)
-    return root
-
-
-@pytest.fixture(scope="module")
-def tiny_model(kaggle, tmp_path_factory):
-    out = tmp_path_factory.mktemp("gi_model") / "run"
-    assert main(["train", "oar-mr", "--dataset", str(kaggle), "--output", str(out),
-                 *TINY]) == 0
-    return out / "model.safetensors"
+kaggle = phantom_fixture("oar-mr", 3, seed=31, folder="uw-madison")
+tiny_model = trained_fixture("oar-mr", "kaggle", *TINY)  # the run folder
 
 
 def plain_rle_masks(root):
@@ -129,7 +117,7 @@ def test_the_kaggle_score_matches_a_plain_implementation(kaggle, tmp_path):
 
 
 def test_training_stores_the_threshold_it_chose(tiny_model):
-    meta = read_header(tiny_model).metadata
+    meta = read_header(tiny_model / "model.safetensors").metadata
     assert meta.task == "oar-mr" and meta.architecture == "fcn-resnet50"
     assert meta.architecture_args == {"in_channels": 3, "classes": 3, "width": 4,
                                       "gate": False}
@@ -215,7 +203,8 @@ def test_a_coronal_volume_or_a_2d_image_is_refused(tiny_model, tmp_path, capsys)
     sitk.WriteImage(flat, str(tmp_path / "flat.nii.gz"))
     for name, expected in (("coronal.nii.gz", "not an axial series"), ("flat.nii.gz", "2D")):
         code = main(["predict", "oar-mr", "--input", f"mr={tmp_path / name}", "--model",
-                     str(tiny_model), "--output", str(tmp_path / name / "out"),
+                     str(tiny_model / "model.safetensors"), "--output",
+                     str(tmp_path / name / "out"),
                      "--progress", "none"])
         err = capsys.readouterr().err
         assert code == 2, err
@@ -225,8 +214,9 @@ def test_a_coronal_volume_or_a_2d_image_is_refused(tiny_model, tmp_path, capsys)
 
 def test_the_model_fixes_its_slice_stacks(kaggle, tiny_model, tmp_path, capsys):
     scans = read_dataset(kaggle).cases[0].images["mr"]
-    code = main(["predict", "oar-mr", "--input", f"mr={scans}", "--model", str(tiny_model),
-                 "--output", str(tmp_path / "o"), "--set", "size=266", "--progress", "none"])
+    code = main(["predict", "oar-mr", "--input", f"mr={scans}", "--model",
+                 str(tiny_model / "model.safetensors"), "--output", str(tmp_path / "o"),
+                 "--set", "size=266", "--progress", "none"])
     assert code == 2
     assert "fixed by the model" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
+from cli_runs import assert_predict_refused
 
 from oncoseg import verbs
 from oncoseg.cli import main
@@ -128,13 +129,7 @@ def test_cli_bad_inputs_exit_2_and_write_nothing(cases, tmp_path, capsys):
             paths = {r: paths[r] for r in spec}
         else:
             paths.update(spec)
-        args = ["predict", "rectal", "--output", str(tmp_path / "out"), "--progress", "none"]
-        for role, path in paths.items():
-            args += ["--input", f"{role}={path}"]
-        assert main(args) == 2, message
-        err = capsys.readouterr().err
-        assert message in err, err
-        assert not (tmp_path / "out").exists()
+        assert_predict_refused("rectal", paths, message, tmp_path / "out", capsys)
 
 
 def test_too_little_overlap_and_a_failed_registration_say_so(cases):
