@@ -14,18 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from oncoseg.phantoms.common import (
-    UPRIGHT_LPS,
-    Storage,
-    blend,
-    case_rng,
-    ellipsoid_distance,
-    grid_points,
-    lumpy,
-    scan,
-    soft,
-    write_case_info,
-)
+from oncoseg.phantoms import common
+from oncoseg.phantoms.common import ellipsoid_distance, lumpy, soft
 
 # T1, T1c, T2, FLAIR
 TISSUES = {
@@ -77,7 +67,7 @@ def render(points: np.ndarray, rng: np.random.Generator, width: float
               ("oedema", soft(oedema_d, width) * brain),
               ("enhancing", soft(tumour_d, width) * brain),
               ("necrosis", soft(tumour_d + rim, width) * brain)]
-    values = blend(layers, TISSUES, points.shape[:-1])
+    values = common.blend(layers, TISSUES, points.shape[:-1])
     labels = np.zeros(points.shape[:-1], np.uint8)
     labels[(soft(oedema_d, width) > 0.5) & (brain > 0.5)] = 2
     labels[(soft(tumour_d, width) > 0.5) & (brain > 0.5)] = 3
@@ -90,18 +80,19 @@ def case_folder_name(index: int, naming: str) -> str:
 
 
 def generate_case(folder: Path, seed: int, case: int, naming: str = "brats2021",
-                  geometry: BrainGeometry | None = None, storage: Storage = UPRIGHT_LPS) -> dict:
+                  geometry: BrainGeometry | None = None,
+                  storage: common.Storage = common.UPRIGHT_LPS) -> dict:
     g = geometry or BrainGeometry()
     convention = NAMINGS[naming]
-    rng = case_rng(seed, case)
+    rng = common.case_rng(seed, case)
     grid = storage.grid(g.size, g.spacing)
-    points = grid_points(grid)
+    points = common.grid_points(grid)
     values, labels, brain = render(points, rng, width=min(g.spacing))
     name = folder.name
     folder.mkdir(parents=True, exist_ok=True)
     sep = convention["separator"]
     for index, suffix in enumerate(convention["sequences"].values()):
-        signal = scan(values[..., index], points, rng, bias=0.2, noise=0.025)
+        signal = common.scan(values[..., index], points, rng, bias=0.2, noise=0.025)
         signal *= brain > 0.05  # skull-stripped: zero outside the brain
         storage.write_signal(folder / f"{name}{sep}{suffix}.nii.gz", signal, grid)
     on_disk = labels.copy()
@@ -110,4 +101,4 @@ def generate_case(folder: Path, seed: int, case: int, naming: str = "brats2021",
     info = {"task": "brain", "case": name, "seed": seed, "index": case, "synthetic": True,
             "naming": naming, "stored_as": storage.describe(),
             "voxels": {str(k): int((labels == k).sum()) for k in (1, 2, 3)}}
-    return write_case_info(folder, info)
+    return common.write_case_info(folder, info)
