@@ -78,3 +78,20 @@ def test_brain_pipeline_benchmark_runs():
 @pytest.mark.benchmark
 def test_brain_pipeline_benchmark_full_size():
     print(run("bench_brain_pipeline.py"))
+
+
+def test_slicer_main_loop_benchmark_runs():
+    """Quick mode: 4 slices, one run of each design on a shared machine, so the bounds are
+    loose; the full figures (goal: >= 90 % of headless speed, a repaint every <= 50 ms) come
+    from the full run."""
+    summary = run("bench_slicer_main_loop.py", "--quick")
+    assert summary["speed_fraction_new"] >= 0.5
+    assert summary["speed_fraction_new"] > summary["speed_fraction_old"] + 0.3
+    assert summary["p95_gap_ms_new"] < summary["p95_gap_ms_old"]
+
+
+@pytest.mark.benchmark
+def test_slicer_main_loop_benchmark_full():
+    summary = run("bench_slicer_main_loop.py")
+    assert summary["speed_fraction_new"] >= 0.9
+    assert summary["p95_gap_ms_new"] <= 50

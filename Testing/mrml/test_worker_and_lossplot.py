@@ -1,5 +1,9 @@
 """The panels' shared non-Qt pieces: the background worker and the loss plot."""
 
+import ctypes
+import itertools
+import statistics
+import threading
 import time
 
 from oncoseg.progress import check_cancelled, report
@@ -38,6 +42,70 @@ def test_worker_cancel_and_errors():
     failing = Worker(slow_count, "many")
     wait(failing)
     assert failing.status_text().startswith("Failed: ")
+
+
+# Slicer's main thread outside Python: a C call made through PyDLL keeps the GIL.
+_nanosleep = ctypes.PyDLL(None).nanosleep
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def hold_gil(seconds):
+    _nanosleep(ctypes.byref(_Timespec(0, int(seconds * 1e9))), None)
+
+
+def pure_python_steps(stop, progress=None, cancel=None):
+    """Work that needs the GIL all the time; returns how many steps it made."""
+    steps = 0
+    while not stop.is_set():
+        steps += 1
+    return steps
+
+
+def steps_under_main_loop(lend_s, cycles=10, period_s=0.05):
+    """The worker's steps while the main thread runs ``cycles`` timer periods holding the GIL
+    except during ``worker.lend(lend_s)``."""
+    stop = threading.Event()
+    worker = Worker(pure_python_steps, stop)
+    for _ in range(cycles):
+        started = time.perf_counter()
+        if lend_s:
+            worker.lend(lend_s)
+        hold_gil(max(0.0, period_s - (time.perf_counter() - started)))
+    stop.set()
+    worker.lend(10)
+    assert worker.done and worker.error is None
+    return worker.result
+
+
+def test_lending_runs_the_worker_while_the_main_thread_holds_the_gil_otherwise():
+    without = steps_under_main_loop(0.0)
+    with_loans = steps_under_main_loop(0.04)
+    # the loans are 80 % of the time; without them the worker runs only at GIL hand-overs
+    assert with_loans > 3 * without, (with_loans, without)
+
+
+def test_lend_returns_when_the_run_ends_and_keeps_the_main_thread_s_rhythm():
+    worker = Worker(slow_count, 5)
+    started = time.perf_counter()
+    assert worker.lend(10) is True and worker.done and worker.result == 5
+    assert time.perf_counter() - started < 5, "lend waited for its whole budget"
+    assert worker.lend(10) is True  # over: at once
+    # while it runs, the main thread gets the GIL back about every `seconds`, its own work
+    # between loans (a 10 ms redraw) included, not every seconds + 10 ms
+    stop = threading.Event()
+    worker = Worker(pure_python_steps, stop)
+    returns = []
+    for _ in range(12):
+        assert worker.lend(0.04) is False
+        returns.append(time.perf_counter())
+        hold_gil(0.01)
+    stop.set()
+    cycles = [b - a for a, b in itertools.pairwise(returns)]
+    assert statistics.median(cycles) < 0.047, cycles
+    assert min(cycles) >= 0.02 + 0.01, "a loan is at least half its budget"
 
 
 class FakePlotWidget:
