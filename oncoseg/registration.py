@@ -1,4 +1,4 @@
-"""Deformable registration with elastix (itk-elastix, in-process).
+"""Deformable registration with elastix (itk-elastix, in this process or in a child one).
 
 Presets are elastix parameter maps kept as plain dictionaries, so that the same maps can be
 written as elastix parameter files and run by the elastix executable for comparison. The
@@ -10,7 +10,10 @@ Facts measured on the development machine shape two choices: the step size is es
 ``ASGDParameterEstimationMethod "DisplacementDistribution"`` (the default estimation spends
 minutes at the finest level), and the thread count is never set (with a multi-metric map that
 crashes itk-elastix, upstream ITKElastix issue 160). ``itk`` is imported on first use only: it
-takes over ten seconds to load.
+takes over ten seconds to load (in a child process, at every registration).
+
+Inside 3D Slicer elastix runs in a child ``PythonSlicer`` (``register(..., child_python=...)``,
+see "In a child process" below); the command line runs it here.
 """
 
 from __future__ import annotations
