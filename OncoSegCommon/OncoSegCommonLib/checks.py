@@ -47,6 +47,22 @@ def cancelling_mid_run_changes_nothing(
     assert after == before, f"the scene changed: {sorted(set(after) - set(before))}"
 
 
+def refused_without_change(context: MRMLContext, run: Callable[[], object],
+                           error: type[Exception], *words: str) -> None:
+    """``run()`` must raise ``error`` whose message holds every one of ``words`` (the input
+    named, what is wrong), and leave the scene's nodes exactly as they were."""
+    before = context.node_names()
+    try:
+        run()
+    except error as raised:
+        missing = [w for w in words if w not in str(raised)]
+        assert not missing, f"{raised!r} does not say {missing}"
+    else:
+        raise AssertionError(f"accepted, where {error.__name__} ({', '.join(words)}) was due")
+    after = context.node_names()
+    assert after == before, f"the scene changed: {sorted(set(after) - set(before))}"
+
+
 def plotted_points(series: Any) -> tuple[list[float], list[float]]:
     """The (x, y) points Slicer's plot view draws for a vtkMRMLPlotSeriesNode, read back
     through the series' table node and column names the way the view reads them; fails, saying
