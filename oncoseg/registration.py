@@ -341,7 +341,7 @@ def _in_child(python: str, kind: str, images: Mapping[str, sitk.Image],
     with tempfile.TemporaryDirectory(prefix="oncoseg-elastix-child-") as scratch:
         folder = Path(scratch)
         for name, image in images.items():
-            sitk.WriteImage(image, str(folder / f"{name}.mha"), False)
+            write_child_input(image, folder / f"{name}.mha")
         (folder / "request.json").write_text(json.dumps({"kind": kind, **request}),
                                              encoding="utf-8")
         child = ChildProcess([python, "-c", _CHILD_MAIN, str(folder)],
@@ -363,6 +363,17 @@ def _in_child(python: str, kind: str, images: Mapping[str, sitk.Image],
         if (folder / "field.npy").is_file():
             result["field"] = np.load(folder / "field.npy")
         return result
+
+
+def write_child_input(image: sitk.Image, path: Path) -> None:
+    """``image`` as an uncompressed MetaImage, without the metadata a file reader attached
+    (NIfTI's qto_xyz, descrip, ...): MetaImage cannot hold them and ITK warns about each one,
+    which inside Slicer fills the error log."""
+    if image.GetMetaDataKeys():
+        image = sitk.Image(image)
+        for key in image.GetMetaDataKeys():
+            image.EraseMetaData(key)
+    sitk.WriteImage(image, str(path), False)
 
 
 def child_main(folder: str) -> int:

@@ -124,3 +124,21 @@ def test_a_child_that_dies_is_reported_with_its_last_words(pair, tmp_path):
     broken.chmod(0o755)
     with pytest.raises(OncoSegError, match=r"ended with exit code 3: Fatal Python error"):
         register(*pair, "affine", child_python=str(broken))
+
+
+def test_images_go_to_the_child_without_the_metadata_metaimage_cannot_hold(tmp_path, capfd):
+    from oncoseg.registration import write_child_input
+
+    image = render(grid(size=(8, 8, 4), spacing=(4, 4, 6)))
+    nifti = tmp_path / "t2w.nii.gz"
+    sitk.WriteImage(image, str(nifti))
+    read = sitk.ReadImage(str(nifti))
+    assert "descrip" in read.GetMetaDataKeys()  # what a NIfTI reader attaches
+    capfd.readouterr()
+    write_child_input(read, tmp_path / "t2w.mha")
+    assert "WARNING" not in capfd.readouterr().err
+    assert "descrip" in read.GetMetaDataKeys(), "the caller's image was changed"
+    back = sitk.ReadImage(str(tmp_path / "t2w.mha"))
+    assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(read))
+    assert back.GetDirection() == pytest.approx(read.GetDirection())
+    assert back.GetOrigin() == pytest.approx(read.GetOrigin())
