@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import itertools
-import json
 import shutil
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from report import report
 
 from oncoseg.frontends import add_module_folders
 
@@ -279,21 +279,17 @@ def main() -> None:
                "p95_gap_ms_new": new["p95_gap_ms"],
                "speed_fraction_old": old["speed_fraction"], "max_gap_ms_old": old["max_gap_ms"],
                "p95_gap_ms_old": old["p95_gap_ms"]}
-    if args.json:
-        print(json.dumps(summary))
-        return
-    print(f"{summary['work']}, {summary['threads']} torch threads, main loop in "
-          f"{summary['main_loop']}; speed: headless time over "
-          f"time in the loop, {args.runs} pairs (goal >= 90 %); repaints: the longest "
-          "and the 95th-percentile gap (goal <= 50 ms)")
-    for name, row in [("old: 100 ms poll, no loan", old),
-                      (f"new: {args.tick_ms:g} ms timer, {args.lend_ms:g} ms loan", new),
-                      *((f"  timer {r['tick_ms']:g} ms, loan {r['lend_ms']:g} ms, repaint "
-                         f"{r['redraw_ms']:g} ms", r) for r in sweep)]:
-        print(f"{name}: {row['seconds']:.2f} s vs {row['headless_s']:.2f} s headless, "
-              f"{100 * row['speed_fraction']:.0f} % of headless speed, gaps "
-              f"{row['max_gap_ms']:.0f} / {row['p95_gap_ms']:.0f} ms")
-
+    rows = [("old: 100 ms poll, no loan", old),
+            (f"new: {args.tick_ms:g} ms timer, {args.lend_ms:g} ms loan", new),
+            *((f"  timer {r['tick_ms']:g} ms, loan {r['lend_ms']:g} ms, repaint "
+               f"{r['redraw_ms']:g} ms", r) for r in sweep)]
+    report(summary, args.json, [
+        f"{summary['work']}, {summary['threads']} torch threads, main loop in "
+        f"{summary['main_loop']}; speed: headless time over time in the loop, {args.runs} "
+        "pairs (goal >= 90 %); repaints: the longest and the 95th-percentile gap (goal <= 50 ms)",
+        *(f"{name}: {row['seconds']:.2f} s vs {row['headless_s']:.2f} s headless, "
+          f"{100 * row['speed_fraction']:.0f} % of headless speed, gaps "
+          f"{row['max_gap_ms']:.0f} / {row['p95_gap_ms']:.0f} ms" for name, row in rows)])
 
 if __name__ == "__main__":
     main()
