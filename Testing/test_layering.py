@@ -83,10 +83,11 @@ def test_lib_packages_never_import_qt_or_ctk():
 # A module takes the rank of its exact entry, else of its longest matching package entry; a
 # module with neither fails the test until it is given a rank here.
 LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (0, "foundation: errors, progress and cancel, setting values, memory and devices, the "
-        "vocabulary of codes, shipped data",
+    (0, "foundation: errors, progress and cancel, setting values, memory and devices, child "
+        "processes, the vocabulary of codes, shipped data",
      ("oncoseg", "oncoseg.errors", "oncoseg.progress", "oncoseg.settings", "oncoseg.memory",
-      "oncoseg.device", "oncoseg.distributed", "oncoseg.terminology", "oncoseg.data.*")),
+      "oncoseg.device", "oncoseg.distributed", "oncoseg.childprocess", "oncoseg.terminology",
+      "oncoseg.data.*")),
     (1, "file formats and image maths",
      ("oncoseg.io.*", "oncoseg.geometry", "oncoseg.orientation", "oncoseg.validation",
       "oncoseg.metrics", "oncoseg.postprocess", "oncoseg.body", "oncoseg.tiling",

@@ -1,5 +1,18 @@
-"""``python -m oncoseg`` (used by Slicer's ``PythonSlicer -m oncoseg`` for training runs)."""
+"""``python -m oncoseg`` (used by Slicer's ``PythonSlicer -m oncoseg`` for training runs).
 
-from oncoseg.cli import main
+PythonSlicer is a launcher that points ``ITK_AUTOLOAD_PATH`` at Slicer's own ITK plugins
+(SlicerLauncherSettings.ini, SuperBuild/python_configure_python_launcher.cmake at v5.10.0), and
+``import SimpleITK`` alone loads them: a known crash (Slicer issue #8947). OncoSeg uses no ITK
+plugin, so they go before anything imports ITK.
+"""
+
+import os
+
+from oncoseg.childprocess import SLICER_ITK_VARIABLES
+
+for _name in SLICER_ITK_VARIABLES:
+    os.environ.pop(_name, None)
+
+from oncoseg.cli import main  # noqa: E402  (after the environment is cleaned)
 
 raise SystemExit(main())

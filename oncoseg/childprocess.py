@@ -37,21 +37,31 @@ POLL_SECONDS = 0.1  # how often a wait for output looks at the cancel token
 _WINDOWS = sys.platform == "win32"
 
 
-def engine_environment(remove: Iterable[str] = (), base: Mapping[str, str] | None = None
+# Set by Slicer's launchers to Slicer's own ITK IO plugins; ITK reads ITK_AUTOLOAD_PATH, Slicer
+# issue #8947 calls it ITK_AUTO_LOAD. A child that imports SimpleITK or itk drops both.
+SLICER_ITK_VARIABLES = ("ITK_AUTOLOAD_PATH", "ITK_AUTO_LOAD")
+
+
+def engine_environment(remove: Iterable[str] = (), base: Mapping[str, str] | None = None,
+                       folders: Iterable[str | os.PathLike[str]] | None = None
                        ) -> dict[str, str]:
     """A copy of ``base`` (default: this process's environment) without the names in
-    ``remove``, in which a child Python imports this ``oncoseg``: the folder holding it goes
-    first on ``PYTHONPATH`` (Slicer puts module folders on ``sys.path`` only), unless it is one
-    of this interpreter's site-packages, which the child finds anyway and which on
-    ``PYTHONPATH`` would come before the standard library."""
+    ``remove``, in which a child Python imports this ``oncoseg``: ``folders`` (default: the
+    folder holding it) are prepended to ``PYTHONPATH``, since Slicer puts module folders on
+    ``sys.path`` only, except those already there and those that are this interpreter's
+    site-packages, which the child finds anyway and which on ``PYTHONPATH`` would come before
+    the standard library."""
     env = dict(os.environ if base is None else base)
     for name in remove:
         env.pop(name, None)
-    engine_parent = str(Path(__file__).resolve().parent.parent)
-    if os.path.realpath(engine_parent) in _site_packages():
-        return env
-    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and p != engine_parent]
-    env["PYTHONPATH"] = os.pathsep.join([engine_parent, *paths])
+    if folders is None:
+        folders = [Path(__file__).resolve().parent.parent]
+    existing = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]
+    site_folders = _site_packages()
+    added = [str(f) for f in folders
+             if str(f) not in existing and os.path.realpath(f) not in site_folders]
+    if added:
+        env["PYTHONPATH"] = os.pathsep.join(added + existing)
     return env
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.childprocess import SLICER_ITK_VARIABLES
 from oncoseg.errors import InputError, OncoSegError
 from oncoseg.geometry import check_overlap
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
@@ -320,8 +321,6 @@ def _run_elastix(fixed: sitk.Image, moving: sitk.Image, maps: Sequence[Parameter
 # (SuperBuild/python_configure_python_launcher.cmake: ADDITIONAL_SETTINGS_FILEPATH) before it
 # starts the real interpreter. ``import SimpleITK`` alone loads those plugins.
 
-# ITK reads ITK_AUTOLOAD_PATH; Slicer issue #8947 calls it ITK_AUTO_LOAD: both go.
-SLICER_ITK_VARIABLES = ("ITK_AUTOLOAD_PATH", "ITK_AUTO_LOAD")
 _CHILD_MAIN = (
     "import os, sys\n"
     f"for name in {SLICER_ITK_VARIABLES!r}:\n"

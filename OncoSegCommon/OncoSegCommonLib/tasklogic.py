@@ -23,6 +23,7 @@ from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import Task, get_task
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.inputs import guess_inputs
+from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
@@ -95,6 +96,8 @@ class TaskLogic:
         self.context = context
         self.scene = context.scene
         self.task = get_task(task)
+        # elastix in a child PythonSlicer inside the application; None: in this process
+        self.child_python = slicer_python()
         if self.tasks and self.task.name not in self.tasks:
             raise ValueError(f"{type(self).__name__} runs {', '.join(self.tasks)}, not "
                              f"'{self.task.name}'")
@@ -151,7 +154,8 @@ class TaskLogic:
         from oncoseg.device import resolve_device
 
         request = started.request
-        context = RunContext(resolve_device(request.device), progress, cancel)
+        context = RunContext(resolve_device(request.device), progress, cancel,
+                             self.child_python)
         return verbs.predict(self.task, started.images, request.model, request.overrides,
                              context, request.hints)
 

@@ -17,53 +17,41 @@ from __future__ import annotations
 import json
 import os
 import queue
-import shutil
-import site
 import sys
-import sysconfig
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oncoseg.childprocess import end_tree
+from oncoseg.childprocess import SLICER_ITK_VARIABLES, end_tree, engine_environment
 from oncoseg.childprocess import start as start_child
+from OncoSegCommonLib.interpreter import slicer_python
 
 
 def python_executable() -> str:
     """The interpreter that has ``oncoseg``: Slicer's own Python inside the application."""
-    if "slicer" in sys.modules and hasattr(sys.modules["slicer"], "app"):
-        found = shutil.which("PythonSlicer")
-        if found:
-            return found
-    return sys.executable
+    return slicer_python() or sys.executable
 
 
 def engine_folders() -> list[str]:
     """The folders a child Python needs on its path to import ``oncoseg`` (and the module
     libraries) from where this process imported it: the folder holding ``oncoseg`` and, in a
-    source checkout, the module folders (as :mod:`oncoseg.frontends` finds them). A folder that
-    is one of this interpreter's site-packages is left out: the child finds it there anyway,
-    and on ``PYTHONPATH`` it would come before the standard library."""
+    source checkout, the module folders (as :mod:`oncoseg.frontends` finds them)."""
     from oncoseg.frontends import CHECKOUT, MODULE_FOLDERS
 
-    site_folders = {os.path.realpath(p) for p in (
-        *site.getsitepackages(), site.getusersitepackages(),
-        sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"])}
     folders = [CHECKOUT] + [CHECKOUT / name for name in MODULE_FOLDERS]
-    return [str(folder) for folder in folders
-            if folder.is_dir() and os.path.realpath(folder) not in site_folders]
+    return [str(folder) for folder in folders if folder.is_dir()]
 
 
 def child_environment(base: Mapping[str, str]) -> dict[str, str]:
-    """``base`` with :func:`engine_folders` prepended to its ``PYTHONPATH`` (entries it already
-    has are not repeated). Slicer's launcher prepends its own paths to the ``PYTHONPATH`` it
-    is given and keeps these (commontk/AppLauncher, Base/ctkAppLauncher.cpp; Slicer
-    v5.10.0 Base/QTCore/qSlicerCoreApplication.cxx does the same for the application)."""
-    existing = [p for p in base.get("PYTHONPATH", "").split(os.pathsep) if p]
-    added = [p for p in engine_folders() if p not in existing]
-    return {**base, "PYTHONPATH": os.pathsep.join(added + existing)}
+    """``base`` with :func:`engine_folders` prepended to its ``PYTHONPATH`` (entries it
+    already has are not repeated; site-packages are left out) and Slicer's ITK plugin variables
+    removed. Slicer's launcher prepends its own paths to the ``PYTHONPATH`` it is given and
+    keeps these (commontk/AppLauncher, Base/ctkAppLauncher.cpp; Slicer v5.10.0
+    Base/QTCore/qSlicerCoreApplication.cxx does the same for the application); it sets the ITK
+    variables again, so ``python -m oncoseg`` drops them too (oncoseg/__main__.py)."""
+    return engine_environment(SLICER_ITK_VARIABLES, base, engine_folders())
 
 
 def training_command(task: str, dataset: str | os.PathLike[str], output: str | os.PathLike[str],

@@ -14,8 +14,6 @@ holding every b-value (``dwi``: a MultiVolume, Sequence or DiffusionWeightedVolu
 
 from __future__ import annotations
 
-import shutil
-import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +22,9 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg import verbs
 from oncoseg.io.diffusion import B0_ROLE, DWI_ROLE, HIGH_B_ROLE, check_dwi_roles
-from oncoseg.method import Hints, RunContext
+from oncoseg.method import Hints
 from oncoseg.prediction import Prediction
-from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.rectal.candidates import Candidates
 from oncoseg.rectal.task import TASK, TUMOUR
 from OncoSegCommonLib.compare import compare_segmentations
@@ -121,27 +117,11 @@ def _hint_clash(name: str, role: str) -> bool:
     return role == "t2w" and any(h in name for h in ("dwi", "b0", "b1000", "b800", "b1100", "adc"))
 
 
-def registration_python() -> str | None:
-    """The interpreter the logic runs elastix with, as a child process: inside the Slicer
-    application ``PythonSlicer`` (pip's ITK must not run in Slicer's process, Slicer issues
-    #5907 and #8947); Slicer's launcher puts the folder holding it on ``PATH``, where
-    SlicerMONAIAuto3DSeg and SlicerTotalSegmentator find it too. Elsewhere (slicer-core, the
-    review app, scripts) None: elastix runs in this process, as on the command line."""
-    slicer = sys.modules.get("slicer")
-    if slicer is None or getattr(slicer, "app", None) is None:
-        return None
-    return shutil.which("PythonSlicer")
-
-
 class RectalSegLogic(TaskLogic):
     """The rectal task on nodes, with the DWI-series input, candidates and comparison."""
 
     tasks = (TASK.name,)
     prefix = "RectalSeg"
-
-    def __init__(self, context: Any, task: Any = None):
-        super().__init__(context, task)
-        self.child_python = registration_python()  # None: register in this process
 
     def guess_inputs(self) -> dict[str, Any]:
         return guess_inputs(self.scene)
@@ -154,18 +134,6 @@ class RectalSegLogic(TaskLogic):
         every b-value (``dwi``) stands in for ``dwi_b0`` + ``dwi_b1000``, never beside them."""
         check_dwi_roles(role for role, node in inputs.items() if node is not None)
         return super().start(inputs, request)
-
-    def compute(self, started: StartedRun, progress: ProgressCallback | None = None,
-                cancel: CancelToken | None = None) -> Prediction:
-        """Any thread: the engine's ``predict`` on the copies, registering in a child process
-        of ``child_python`` when it is set (cancel then ends that process at once)."""
-        from oncoseg.device import resolve_device
-
-        request = started.request
-        context = RunContext(resolve_device(request.device), progress, cancel,
-                             self.child_python)
-        return verbs.predict(self.task, started.images, request.model, request.overrides,
-                             context, request.hints)
 
     def images(self, nodes: Mapping[str, Any]) -> dict[str, Any]:
         """The volumes' copies; the ``dwi`` node becomes a DiffusionSeries."""

@@ -142,3 +142,25 @@ def test_images_go_to_the_child_without_the_metadata_metaimage_cannot_hold(tmp_p
     assert np.array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(read))
     assert back.GetDirection() == pytest.approx(read.GetDirection())
     assert back.GetOrigin() == pytest.approx(read.GetOrigin())
+
+
+def test_the_training_child_loads_no_slicer_itk_plugin(tmp_path, monkeypatch):
+    """``PythonSlicer -m oncoseg train`` (the panel's training process): the launcher sets
+    ITK_AUTOLOAD_PATH again, so ``python -m oncoseg`` itself drops it before SimpleITK loads."""
+    plugins = itk_plugin_folder(tmp_path / "itk")
+    if plugins is None:
+        pytest.skip("needs a C compiler to build the ITK plugin probe")
+    marker = tmp_path / "plugin-loaded"
+    monkeypatch.setenv("ONCOSEG_TEST_ITK_PLUGIN_MARKER", str(marker))
+    launcher = python_launcher(tmp_path / "bin", {"ITK_AUTOLOAD_PATH": str(plugins)})
+    probe = "import SimpleITK"  # the check of the probe itself, through the same launcher
+    subprocess.run([str(launcher), "-c", probe], check=True)
+    assert marker.read_text() == "loaded\n"
+    marker.unlink()
+    # `info` reads an image with SimpleITK, as training does
+    image = tmp_path / "image.nrrd"
+    sitk.WriteImage(sitk.Image(4, 4, 4, sitk.sitkUInt8), str(image))
+    done = subprocess.run([str(launcher), "-m", "oncoseg", "info", str(image)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "python -m oncoseg loaded the ITK plugins of ITK_AUTOLOAD_PATH"

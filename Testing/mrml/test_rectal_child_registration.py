@@ -1,5 +1,6 @@
-"""RectalSeg's logic registers in a child PythonSlicer inside the application, and in its own
-process elsewhere (slicer-core here, the review app, scripts)."""
+"""The logics register in a child PythonSlicer inside the application (RectalSeg's is the one
+that registers), and in their own process elsewhere (slicer-core here, the review app,
+scripts); training children run PythonSlicer there too."""
 
 import sys
 import types
@@ -8,9 +9,11 @@ import pytest
 from launchers import python_launcher
 
 from oncoseg.method import RunContext
+from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.tasklogic import RunRequest, StartedRun
+from OncoSegCommonLib.training_process import python_executable
 from RectalSegLib import scenarios
-from RectalSegLib.logic import RectalSegLogic, registration_python
+from RectalSegLib.logic import RectalSegLogic
 
 
 def test_pythonslicer_is_asked_for_inside_the_application_only(monkeypatch, tmp_path):
@@ -20,11 +23,11 @@ def test_pythonslicer_is_asked_for_inside_the_application_only(monkeypatch, tmp_
     (bin_folder / "PythonSlicer").chmod(0o755)
     monkeypatch.setenv("PATH", str(bin_folder))  # as Slicer's launcher sets it
     monkeypatch.setitem(sys.modules, "slicer", types.ModuleType("slicer"))  # slicer-core
-    assert registration_python() is None
+    assert slicer_python() is None and python_executable() == sys.executable
     application = types.ModuleType("slicer")
     application.app = object()
     monkeypatch.setitem(sys.modules, "slicer", application)
-    assert registration_python() == str(bin_folder / "PythonSlicer")
+    assert slicer_python() == python_executable() == str(bin_folder / "PythonSlicer")
 
 
 def test_the_logic_hands_its_interpreter_to_the_engine(mrml, monkeypatch):
