@@ -308,8 +308,8 @@ def a_probability_map_overlays_the_anatomy(context: MRMLContext, folder: Path) -
     assert context.scene.GetNumberOfNodes() == count
 
 
-class _PlotWidget:
-    """Stands in for the training panel's qMRMLPlotWidget (this file has no Qt)."""
+class PlotWidgetStandIn:
+    """Stands in for a panel's qMRMLPlotWidget (this file has no Qt; the tests use it too)."""
 
     view = None
 
@@ -322,7 +322,7 @@ def a_loss_plot_draws_every_epoch(context: MRMLContext, folder: Path) -> None:
     reads them (:func:`plotted_points`)."""
     from OncoSegCommonLib.lossplot import LossPlot
 
-    widget = _PlotWidget()
+    widget = PlotWidgetStandIn()
     plot = LossPlot(context.scene, widget, "OncoSeg check training")
     epochs = [{"epoch": 1, "train_loss": 0.9, "val_loss": 1.0},
               {"epoch": 2, "train_loss": 0.5, "val_loss": 0.75}]

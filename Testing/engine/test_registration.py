@@ -5,6 +5,8 @@ smooth deformation (helpers/deformations.py); the error is measured at landmarks
 exact inverse mapping.
 """
 
+import sys
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -73,13 +75,15 @@ def test_full_rectal_preset_recovers_a_known_deformation(pelvis_pair):
     check_recovery(pelvis_pair)
 
 
-def test_failure_is_a_clear_message():
+@pytest.mark.parametrize("child_python", [None, sys.executable], ids=["here", "in a child"])
+def test_failure_is_a_clear_message(child_python):
+    """The same words whether elastix ran here or in a child process (as in Slicer)."""
     fixed = render(grid(size=(40, 32, 16), spacing=(4, 4, 6)))
     moving = render(grid(size=(40, 32, 16), spacing=(4, 4, 6), origin=(60, 40, 30)))
     with pytest.raises(RegistrationFailed, match="registration of t2w to dwi_b0 failed: too "
                        "little of the t2w overlaps the dwi_b0"):
         register(fixed, moving, "affine", overrides={"MaximumNumberOfIterations": 20},
-                 names=("dwi_b0", "t2w"))
+                 names=("dwi_b0", "t2w"), child_python=child_python)
 
 
 def test_preset_maps_follow_the_paper(tmp_path):

@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import vtk
 
-from OncoSegCommonLib.checks import LoggedMessage, plotted_points, run_scenario, vtk_messages
+from OncoSegCommonLib.checks import (
+    LoggedMessage,
+    PlotWidgetStandIn,
+    plotted_points,
+    run_scenario,
+    vtk_messages,
+)
 from OncoSegCommonLib.lossplot import LossPlot, numeric_column
 from OncoSegCommonLib.probability import COLOR_TABLE_NAME, probability_color_table
 
@@ -142,15 +148,9 @@ def test_plotted_points_follow_the_plot_views_rule(mrml):
         plotted_points(orphan)
 
 
-class FakePlotWidget:
-    view = None
-
-    def setMRMLPlotViewNode(self, node):
-        self.view = node
-
 
 def test_the_loss_plot_draws_the_epochs(mrml):
-    widget = FakePlotWidget()
+    widget = PlotWidgetStandIn()
     with vtk_messages() as messages:
         plot = LossPlot(mrml.scene, widget, "Training")
         modified = []
@@ -177,7 +177,7 @@ def test_the_loss_plot_draws_the_epochs(mrml):
 
 
 def test_an_epoch_without_its_number_is_counted(mrml):
-    plot = LossPlot(mrml.scene, FakePlotWidget(), "Training")
+    plot = LossPlot(mrml.scene, PlotWidgetStandIn(), "Training")
     plot.update([{"train_loss": 0.9, "val_loss": 1.0}, {"train_loss": 0.8, "val_loss": 0.9}])
     epochs = plot.table.GetTable().GetColumnByName("epoch")
     assert [epochs.GetValue(i) for i in range(2)] == [1, 2]

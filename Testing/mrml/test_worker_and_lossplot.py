@@ -7,6 +7,7 @@ import threading
 import time
 
 from oncoseg.progress import check_cancelled, report
+from OncoSegCommonLib.checks import PlotWidgetStandIn
 from OncoSegCommonLib.lossplot import LossPlot
 from OncoSegCommonLib.worker import Worker
 
@@ -108,15 +109,9 @@ def test_lend_returns_when_the_run_ends_and_keeps_the_main_thread_s_rhythm():
     assert min(cycles) >= 0.02 + 0.01, "a loan is at least half its budget"
 
 
-class FakePlotWidget:
-    view = None
-
-    def setMRMLPlotViewNode(self, node):
-        self.view = node
-
 
 def test_loss_plot_builds_a_chart_and_appends_epochs(mrml):
-    widget = FakePlotWidget()
+    widget = PlotWidgetStandIn()
     plot = LossPlot(mrml.scene, widget, "Test training")
     assert widget.view.GetPlotChartNodeID() == plot.chart.GetID()
     assert plot.chart.GetNumberOfPlotSeriesNodes() == 2
@@ -130,7 +125,7 @@ def test_loss_plot_builds_a_chart_and_appends_epochs(mrml):
 
 def test_a_panel_plot_keeps_one_view_node_whatever_the_runs(mrml):
     """Each training (and each staging run) used to add a plot view node to the scene."""
-    widget = FakePlotWidget()
+    widget = PlotWidgetStandIn()
     plots = [LossPlot(mrml.scene, widget, "Test training") for _ in range(3)]
     assert mrml.scene.GetNumberOfNodesByClass("vtkMRMLPlotViewNode") == 1
     assert widget.view.GetPlotChartNodeID() == plots[-1].chart.GetID()
