@@ -133,7 +133,7 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
         messages = instance_grid_note(segmentation, planes, name)
         files = [p.file for p in planes]
         if fmt == "dicom-seg":
-            from oncoseg.io.dicomseg import write_dicom_seg  # highdicom: 0.4 s to import
+            from oncoseg.io.dicomseg import write_dicom_seg
 
             write_dicom_seg(segmentation, files, output, overwrite, label,
                             reference_name=name)
