@@ -43,6 +43,43 @@ def save_dicom(ds: pydicom.Dataset, path: str | os.PathLike[str]) -> None:
         ds.save_as(path, write_like_original=False)
 
 
+# what a derived object copies from the image it was made from (Patient, General Study)
+PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
+STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
+                  "ReferringPhysicianName")
+
+
+def derived_object(sop_class_uid: str, source: pydicom.Dataset, modality: str,
+                   series_number: int, series_description: str) -> FileDataset:
+    """A new object made by OncoSeg from the series ``source`` belongs to: the same patient,
+    study and frame of reference, a series of its own. Fills what every such object (DICOM
+    SEG, RTSTRUCT) has: file meta, SOP Common, Patient, General Study, General Series, Frame
+    of Reference, General Equipment; the caller adds its IOD's own modules."""
+    now = _dt.datetime.now()
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class_uid
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = sop_class_uid
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), \
+        now.strftime("%H%M%S")
+    for keyword in (*PATIENT_KEYWORDS, *STUDY_KEYWORDS):
+        setattr(ds, keyword, getattr(source, keyword, ""))
+    ds.Modality = modality
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SeriesNumber = series_number
+    ds.SeriesDescription = series_description[:64]
+    ds.FrameOfReferenceUID = source.FrameOfReferenceUID
+    ds.PositionReferenceIndicator = getattr(source, "PositionReferenceIndicator", "")
+    ds.Manufacturer = "OncoSeg"
+    ds.ManufacturerModelName = "OncoSeg"
+    ds.SoftwareVersions = oncoseg.__version__
+    return ds
+
+
 @dataclass(frozen=True)
 class Patient:
     id: str

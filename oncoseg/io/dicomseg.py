@@ -14,22 +14,21 @@ numpy 2 removed). dciodvfy judges the result and highdicom reads it back in the 
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import FileDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
 import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
-from oncoseg.io.dicom import save_dicom
+from oncoseg.io.dicom import derived_object, save_dicom
 from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes, slice_planes
 from oncoseg.io.dicom_series import check_referenceable
 from oncoseg.io.segnrrd import Segment, Segmentation
@@ -40,9 +39,6 @@ TISSUE = Code("SCT", "85756007", "Tissue")
 ARTIFICIAL_INTELLIGENCE = Code("DCM", "123110", "Artificial Intelligence")  # CID 7162
 SEGMENTATION_DERIVATION = Code("DCM", "113076", "Segmentation")  # CID 7203
 SOURCE_IMAGE_PURPOSE = Code("DCM", "121322", "Source image for image processing operation")
-_PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
-_STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-                   "ReferringPhysicianName")
 
 
 def code_item(code: Code) -> pydicom.Dataset:
@@ -137,32 +133,8 @@ def _segmentation_dataset(sources: list[pydicom.Dataset], label: str) -> FileDat
     """Every module but the frames and segments: SOP common, patient, study, series,
     frame of reference, equipment, the image's description, references to the series."""
     first = sources[0]
-    now = _dt.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = SEGMENTATION_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = SEGMENTATION_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), \
-        now.strftime("%H%M%S")
-    for keyword in (*_PATIENT_KEYWORDS, *_STUDY_KEYWORDS):
-        setattr(ds, keyword, getattr(first, keyword, ""))
-    # General Series, Segmentation Series
-    ds.Modality = "SEG"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = 998
-    ds.SeriesDescription = f"{label} segmentation"[:64]
-    # Frame of Reference
-    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = getattr(first, "PositionReferenceIndicator", "")
-    # General Equipment, Enhanced General Equipment
-    ds.Manufacturer = "OncoSeg"
-    ds.ManufacturerModelName = "OncoSeg"
-    ds.DeviceSerialNumber = "0"
-    ds.SoftwareVersions = oncoseg.__version__
+    ds = derived_object(SEGMENTATION_STORAGE, first, "SEG", 998, f"{label} segmentation")
+    ds.DeviceSerialNumber = "0"  # Enhanced General Equipment
     # General Image, Segmentation Image (its Content Identification macro)
     ds.InstanceNumber = 1
     ds.ContentDate, ds.ContentTime = ds.InstanceCreationDate, ds.InstanceCreationTime

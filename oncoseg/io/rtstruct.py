@@ -7,7 +7,6 @@ system and ``dciodvfy`` expect of the RT Structure Set IOD.
 
 from __future__ import annotations
 
-import datetime as _dt
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,15 +15,12 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import SimpleITK as sitk
-from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
-from oncoseg.io.dicom import save_dicom
+from oncoseg.io.dicom import derived_object, save_dicom
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -132,34 +128,13 @@ def write_rtstruct(
                             reference_name)
     headers = [h for _, h in read]
     first = headers[0]
-    now = _dt.datetime.now()
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = RT_STRUCTURE_SET_STORAGE
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = RT_STRUCTURE_SET_STORAGE
-    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
-    for keyword in ("PatientName", "PatientID", "PatientBirthDate", "PatientSex",
-                    "StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
-                    "ReferringPhysicianName"):
-        setattr(ds, keyword, getattr(first, keyword, ""))
-    ds.Modality = "RTSTRUCT"
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SeriesNumber = 999
-    ds.SeriesDescription = f"{label} structures"
-    ds.OperatorsName = ""
-    ds.Manufacturer = "OncoSeg"
-    ds.ManufacturerModelName = "OncoSeg"
-    ds.SoftwareVersions = oncoseg.__version__
-    ds.FrameOfReferenceUID = first.FrameOfReferenceUID
-    ds.PositionReferenceIndicator = getattr(first, "PositionReferenceIndicator", "")
+    ds = derived_object(RT_STRUCTURE_SET_STORAGE, first, "RTSTRUCT", 999,
+                        f"{label} structures")
+    ds.OperatorsName = ""  # RT Series
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label[:16]
     ds.StructureSetName = label[:64]
-    ds.StructureSetDate = now.strftime("%Y%m%d")
-    ds.StructureSetTime = now.strftime("%H%M%S")
+    ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ApprovalStatus = "UNAPPROVED"
 
     image_refs = []
