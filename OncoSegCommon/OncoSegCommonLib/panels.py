@@ -202,9 +202,8 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     @property
     def settings(self):
-        """The module's settings (its parameter node)."""
-        if self._parameterNode is None:
-            self.initialize_parameter_node()
+        """The module's settings (its parameter node); None while none is bound: between
+        the start of File > Close Scene and the module's next entry."""
         return self._parameterNode
 
     # ------------------------------------------------------------------ models
@@ -253,7 +252,8 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if not hasattr(self, "controller"):
             return
         running = self.controller.running
-        self.ui.applyButton.enabled = self.inputs_ready() and not running
+        self.ui.applyButton.enabled = (self.settings is not None and self.inputs_ready()
+                                       and not running)
         self.ui.cancelButton.enabled = running
         _, editor, compare = self._segmentation_widgets()
         for widget in (w for w in (editor, compare, *self.result_buttons()) if w is not None):
