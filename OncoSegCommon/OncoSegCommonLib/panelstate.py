@@ -195,11 +195,10 @@ class PanelController:
         if self._discard:
             self.view.show_status("The scene was closed; the run added nothing.")
             return
-        if isinstance(worker.error, Cancelled):
-            self.view.show_status("Cancelled; nothing was added to the scene.")
-            return
         if worker.error is not None:
-            self.view.show_status(f"Failed: {worker.error}")
+            self.view.show_status(worker.status_text())
+            if isinstance(worker.error, Cancelled):
+                return
             if isinstance(worker.error, InputError):
                 self.view.show_error(str(worker.error))
             else:
