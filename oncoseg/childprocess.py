@@ -215,6 +215,26 @@ class ChildProcess:
         self.process.wait()
         _RUNNING.discard(self)
 
+    def lines_so_far(self) -> list[str]:
+        """Every line printed since the last call; never blocks (a Qt timer's poll)."""
+        taken = []
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                return taken
+            if line is None:
+                _RUNNING.discard(self)
+            else:
+                taken.append(line)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """The exit code, once the child has exited and all its output is read."""
+        code = self.process.wait(timeout)
+        self._reader.join(timeout=5)
+        _RUNNING.discard(self)
+        return code
+
     def end(self, grace: float = GRACE_SECONDS) -> None:
         """End the child and its descendants (see :func:`end_tree`)."""
         end_tree(self.process, grace)

@@ -16,16 +16,13 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import sys
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oncoseg.childprocess import SLICER_ITK_VARIABLES, end_tree, engine_environment
-from oncoseg.childprocess import start as start_child
+from oncoseg.childprocess import SLICER_ITK_VARIABLES, ChildProcess, engine_environment
 from OncoSegCommonLib.interpreter import slicer_python
 
 
@@ -81,27 +78,13 @@ class TrainingProcess:
     def __init__(self, command: list[str], env: Mapping[str, str] | None = None):
         self.command = command
         self.status = TrainingStatus()
-        self._lines: queue.Queue[str | None] = queue.Queue()
         # its own process group, so that cancel also ends PythonSlicer's real interpreter
-        self._process = start_child(command, env=child_environment({**os.environ, **(env or {})}))
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self._process.stdout is not None
-        for line in self._process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self._lines.put(None)
+        self._child = ChildProcess(command, child_environment({**os.environ, **(env or {})}))
 
     def poll(self) -> TrainingStatus:
         """Take in every line printed since the last call; never blocks."""
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self._take(line)
+        for line in self._child.lines_so_far():
+            self._take(line)
         return self.status
 
     def _take(self, line: str) -> None:
@@ -123,16 +106,15 @@ class TrainingProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._process.poll()
+        return self._child.returncode
 
     def wait(self, timeout: float | None = None) -> int:
-        code = self._process.wait(timeout)
-        self._reader.join(timeout=5)
+        code = self._child.wait(timeout)
         self.poll()
         return code
 
     def cancel(self) -> None:
-        end_tree(self._process, grace=10)  # the launcher, the interpreter it started, theirs
+        self._child.end(grace=10)  # the launcher, the interpreter it started, theirs
 
     def model_path(self, output: str | os.PathLike[str]) -> Path | None:
         """The trained model, once the process has finished well."""
