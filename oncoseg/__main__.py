@@ -6,12 +6,9 @@ PythonSlicer is a launcher that points ``ITK_AUTOLOAD_PATH`` at Slicer's own ITK
 plugin, so they go before anything imports ITK.
 """
 
-import os
+from oncoseg.childprocess import forget_slicer_itk
 
-from oncoseg.childprocess import SLICER_ITK_VARIABLES
-
-for _name in SLICER_ITK_VARIABLES:
-    os.environ.pop(_name, None)
+forget_slicer_itk()
 
 from oncoseg.cli import main  # noqa: E402  (after the environment is cleaned)
 

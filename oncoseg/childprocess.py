@@ -42,6 +42,15 @@ _WINDOWS = sys.platform == "win32"
 SLICER_ITK_VARIABLES = ("ITK_AUTOLOAD_PATH", "ITK_AUTO_LOAD")
 
 
+def forget_slicer_itk() -> None:
+    """Drop Slicer's ITK plugin variables from this process's environment: the first thing a
+    child does, before anything imports ITK. A child's environment without them is not enough
+    inside Slicer: PythonSlicer is a launcher that sets them again (SlicerLauncherSettings.ini)
+    before it starts the real interpreter, and ``import SimpleITK`` alone loads the plugins."""
+    for name in SLICER_ITK_VARIABLES:
+        os.environ.pop(name, None)
+
+
 def engine_environment(remove: Iterable[str] = (), base: Mapping[str, str] | None = None,
                        folders: Iterable[str | os.PathLike[str]] | None = None
                        ) -> dict[str, str]:

@@ -322,9 +322,9 @@ def _run_elastix(fixed: sitk.Image, moving: sitk.Image, maps: Sequence[Parameter
 # starts the real interpreter. ``import SimpleITK`` alone loads those plugins.
 
 _CHILD_MAIN = (
-    "import os, sys\n"
-    f"for name in {SLICER_ITK_VARIABLES!r}:\n"
-    "    os.environ.pop(name, None)\n"
+    "import sys\n"
+    "from oncoseg.childprocess import forget_slicer_itk\n"
+    "forget_slicer_itk()\n"
     "from oncoseg.registration import child_main\n"
     "sys.exit(child_main(sys.argv[1]))\n")
 _OUTPUT_LINES_KEPT = 40  # what a failed child printed last, for the message
