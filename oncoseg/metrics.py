@@ -1,11 +1,16 @@
 """Agreement between a result and a reference, as the papers report it.
 
 Overlap: Dice and Jaccard, with the empty/empty case an explicit choice of the caller. Surface:
-symmetric mean surface distance and the 95th-percentile Hausdorff distance in millimetres on the
-voxel grid's spacing, with surfaces and distances defined as in MONAI (edge voxels = mask minus
-its 6-connected erosion; distances from each edge voxel of one mask to the nearest edge voxel of
-the other). Probability maps: voxelwise ROC AUC. Task-specific scores (BraTS regions, the
-UW-Madison Kaggle score) and the per-case table writer sit on top.
+mean surface distance and the 95th-percentile Hausdorff distance in millimetres on the voxel
+grid's spacing, with surfaces and distances defined as in MONAI (edge voxels = mask minus its
+6-connected erosion; distances from each edge voxel of one mask to the nearest edge voxel of
+the other). "Mean surface distance" has two symmetric forms that differ whenever the two
+surfaces have different numbers of voxels, so each has its own function and its own name in
+every table: :func:`mean_surface_distance` pools the distances of both surfaces' voxels
+(MONAI's ``symmetric=True``), :func:`mean_of_directed_surface_distances` averages the two
+directed means (paper 003's MSD, section 2.6). Probability maps: voxelwise ROC AUC.
+Task-specific scores (BraTS regions, the UW-Madison Kaggle score) and the per-case table writer
+sit on top.
 """
 
 from __future__ import annotations
@@ -114,10 +119,26 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray,
 
 def mean_surface_distance(prediction: np.ndarray, reference: np.ndarray,
                           spacing: Sequence[float]) -> float:
-    """Symmetric: the mean over the edge voxels of both masks (nan if both are empty)."""
+    """Symmetric, pooled: the mean over the edge voxels of both masks together, so the larger
+    surface weighs more (MONAI's ``compute_average_surface_distance(symmetric=True)``); nan if
+    both are empty. Not paper 003's MSD: see :func:`mean_of_directed_surface_distances`."""
     to_reference, to_prediction = surface_distances(prediction, reference, spacing)
     both = np.concatenate([to_reference, to_prediction])
     return float(both.mean()) if both.size else math.nan
+
+
+def mean_of_directed_surface_distances(prediction: np.ndarray, reference: np.ndarray,
+                                       spacing: Sequence[float]) -> float:
+    """Symmetric, as paper 003 (Sartor et al. 2020, 2.6) defines its MSD: the mean distance
+    from the prediction's surface voxels to the reference surface, the same from the
+    reference's, and the average of the two means, so each surface weighs one half whatever
+    its size. nan if both masks are empty, inf if one is."""
+    to_reference, to_prediction = surface_distances(prediction, reference, spacing)
+    if not to_reference.size and not to_prediction.size:
+        return math.nan
+    if not to_reference.size or not to_prediction.size:
+        return math.inf
+    return float((to_reference.mean() + to_prediction.mean()) / 2.0)
 
 
 def hausdorff(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
