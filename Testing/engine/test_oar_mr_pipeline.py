@@ -119,8 +119,10 @@ def test_the_kaggle_score_matches_a_plain_implementation(kaggle, tmp_path):
 def test_training_stores_the_threshold_it_chose(tiny_model):
     meta = read_header(tiny_model / "model.safetensors").metadata
     assert meta.task == "oar-mr" and meta.architecture == "fcn-resnet50"
-    assert meta.architecture_args == {"in_channels": 3, "classes": 3, "width": 4,
+    # one slice in, as the blog feeds it (context=0 by default)
+    assert meta.architecture_args == {"in_channels": 1, "classes": 3, "width": 4,
                                       "gate": False}
+    assert meta.preprocessing["context"] == 0
     search = meta.provenance["threshold_search"]
     assert meta.outputs["threshold"] == search["chosen"]
     assert search["dice"][f"{search['chosen']:.2f}"] == max(search["dice"].values())
@@ -219,6 +221,20 @@ def test_the_model_fixes_its_slice_stacks(kaggle, tiny_model, tmp_path, capsys):
                  "--set", "size=266", "--progress", "none"])
     assert code == 2
     assert "fixed by the model" in capsys.readouterr().err
+
+
+def test_the_demo_model_keeps_its_25d_stack():
+    """The default input is one slice (the blog's); the demo model was trained on 3-slice
+    stacks (context=1), which its file fixes, so it predicts exactly as before."""
+    from oncoseg.method import load_task_model, model_settings
+    from oncoseg.oar.mr.config import OarMrConfig
+
+    assert OarMrConfig().context == 0 and OarMrConfig().channels == 1
+    model = load_task_model("oar-mr")
+    assert model.metadata.preprocessing["context"] == 1
+    assert model.metadata.architecture_args["in_channels"] == 3
+    settings = model_settings("oar-mr", model.metadata)
+    assert settings.context == 1 and settings.channels == 3
 
 
 def test_demo_model_on_unseen_phantoms(tmp_path):

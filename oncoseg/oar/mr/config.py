@@ -16,10 +16,13 @@ from oncoseg.settings import EpochTraining, prediction_only, training_only, with
 class OarMrConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=32, max_epochs=50,
                                 patience=5, min_delta=1e-4, validation_fraction=0.15)):
     TASK: ClassVar[str] = "oar-mr"
-    # 2.5D input: every slice resized to size x size, with `context` neighbours on each side
-    # (`context_stride` slices apart) as extra channels
+    # every slice resized to size x size. The blog feeds one slice at a time ("using 3D
+    # convolutions on multiple slices rather than a single slice at a time" is its future
+    # work), hence context=0; context=k adds k neighbours on each side (`context_stride`
+    # slices apart) as extra channels: the 2.5D stack (the demo model was trained with k=1,
+    # which its model file fixes)
     size: int = 266
-    context: int = 1
+    context: int = 0
     context_stride: int = 1
     # intensities: each scan scaled to [0, 1] by its 99.5th percentile, then the mean and
     # standard deviation the paper normalises to

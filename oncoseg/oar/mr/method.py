@@ -1,6 +1,6 @@
 """The GI-tract method on abdominal MR (UW-Madison GI tract segmentation, paper 001) behind the
-contract of :mod:`oncoseg.method`: stomach, small and large bowel from 2.5D slice stacks, with
-the threshold tuned on validation."""
+contract of :mod:`oncoseg.method`: stomach, small and large bowel from single axial slices (or
+2.5D slice stacks, ``context`` > 0), with the threshold tuned on validation."""
 
 from __future__ import annotations
 

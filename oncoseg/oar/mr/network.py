@@ -1,10 +1,11 @@
-"""The GI-tract network of paper 001: an FCN on a ResNet-50 backbone, 2.5D.
+"""The GI-tract network of paper 001: an FCN on a ResNet-50 backbone.
 
 Equivalent to torchvision's ``fcn_resnet50(weights=None, weights_backbone=None)`` (same
 layers, output stride 8 through dilation in the last two stages, the same 3 x 3 FCN head and
 bilinear upsampling), written here because torchvision's wheels for the CPU build of torch this
-project pins do not load. The input channels are adjacent slices (the 2.5D stack); the outputs
-are one logit map per organ (multi-label, sigmoid).
+project pins do not load. The input channels are one slice (the paper's input) or adjacent
+slices (the 2.5D stack, ``context`` > 0); the outputs are one logit map per organ (multi-label,
+sigmoid).
 
 ``width`` scales every stage (64 is ResNet-50; the CPU-trained demo model uses a narrower one and
 says so in its metadata). ``gate`` adds the paper's optional first stage: a slice classifier on

@@ -1,8 +1,9 @@
-"""Pre-processing for the GI-tract network (paper 001): 2.5D slice stacks.
+"""Pre-processing for the GI-tract network (paper 001): one slice, or a 2.5D slice stack.
 
 A scan is scaled to [0, 1] by its own intensity range (the competition's 16-bit slices span
 different ranges per scanner), every slice is resized to the working size (266 x 266 in the
-paper, whatever the acquisition matrix), and each slice is given its neighbours as channels.
+paper, whatever the acquisition matrix), and each slice is the network's input on its own (the
+paper's single slice, ``context=0``) or with ``context`` neighbours on each side as channels.
 The same functions serve training, threshold tuning and prediction, so the three cannot drift.
 """
 

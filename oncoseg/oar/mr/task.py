@@ -12,11 +12,12 @@ GI_SEGMENTS = (
 
 OAR_MR = register_task(Task(
     name="oar-mr",
-    title="GI tract organs on abdominal MR (2.5D)",
+    title="GI tract organs on abdominal MR",
     paper="UW-Madison GI tract segmentation (paper 001)",
-    description=("Axial slices resized to 266 x 266 with adjacent slices as channels; an "
-                 "FCN-ResNet50 gives sigmoid maps for stomach, small and large bowel; the "
-                 "threshold is tuned on validation (paper 0.4)."),
+    description=("Axial slices resized to 266 x 266, each slice on its own (adjacent slices "
+                 "as channels with context > 0); an FCN-ResNet50 gives sigmoid maps for "
+                 "stomach, small and large bowel; the threshold is tuned on validation "
+                 "(paper 0.4)."),
     inputs=(InputRole("mr", "abdominal MR volume or a Kaggle scans folder",
                       name_hints=("mr", "abdomen", "t1", "t2")),),
     reference_role="mr",
