@@ -217,8 +217,10 @@ def test_train_then_predict_then_resume(cases, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(cases[0].parent, data)
     out = tmp_path / "model"
+    # the dense variant: predicting a full-size phantom with the paper's network classifies
+    # 128 000 patches one by one (test_rectal_paper_network.py trains and predicts that one)
     settings = ["--set", "registration=none", "--set", "samples_per_class=40",
-                "--set", "max_epochs=2", "--set", "learning_rate=1.0"]
+                "--set", "max_epochs=2", "--set", "learning_rate=1.0", "--set", "network=dense"]
     base = ["train", "rectal", "--dataset", str(data), "--output", str(out),
             "--progress", "none"]
     assert main([*base, *settings]) == 0
@@ -259,7 +261,8 @@ def test_stability_analysis_repeats_training_and_reports_the_icc(cases, tmp_path
     assert main(["train", "rectal", "--dataset", str(data), "--output", str(out),
                  "--progress", "none", "--set", "registration=none", "--set", "repeats=2",
                  "--set", "samples_per_class=30", "--set", "max_epochs=1",
-                 "--set", "validation_fraction=0.5", "--set", "learning_rate=1.0"]) == 0
+                 "--set", "validation_fraction=0.5", "--set", "learning_rate=1.0",
+                 "--set", "network=dense"]) == 0  # fast whole-slice inference of each repeat
     figures = json.loads((out / "stability.json").read_text())
     assert figures["repeats"] == 2 and len(figures["validation_cases"]) == 2
     assert figures["icc_2_1"] is None or -1.0 <= figures["icc_2_1"] <= 1.0

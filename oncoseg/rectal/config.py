@@ -32,6 +32,10 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     ring_mm: float = training_only(10.0)
     bright_threshold: float = training_only(2.0)
     patch_size: int = training_only(21)
+    # paper: the paper's 9-layer network ('full' padding, 5x5/3x3 filters, three poolings),
+    # each voxel classified from its own patch; dense: OncoSeg's 8-layer valid-padding variant
+    # with an exact whole-slice form (oncoseg/rectal/network.py). The model file names it.
+    network: str = training_only("paper")
     # optimisation: Adadelta's rho, the L2 penalty
     rho: float = training_only(0.9)
     l2: float = training_only(1e-4)

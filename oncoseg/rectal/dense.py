@@ -1,9 +1,16 @@
-"""Every voxel's tumour probability, computed slice by slice with the network's dense form.
+"""Every voxel's tumour probability: each voxel gets what the network gives its own patch.
 
-The dense form gives each voxel exactly what the patch classifier gives its 21 x 21 patch
-(``RectalPatchCNN.dense``), so a whole slice costs one pass instead of one pass per voxel.
-Slices go through in small batches to bound memory: the widest intermediate map holds 256
-channels at the slice size plus the patch margin.
+For the dense-exact network (``RectalPatchCNN``) the dense form gives each voxel exactly what
+the patch classifier gives its 21 x 21 patch (``RectalPatchCNN.dense``), so a whole slice costs
+one pass instead of one pass per voxel. Slices go through in small batches to bound memory: the
+widest intermediate map holds 256 channels at the slice size plus the patch margin.
+
+The paper's network (``RectalPaperCNN``, 'full' padding) has no such form: as the paper does,
+"for each voxel v we (1) extracted a fixed-size patch surrounding v, (2) classified the patch
+via a trained instance of the CNN, (3) collected the resulting probability, and (4) assigned
+the resulting probability to v". The patches are strided views of the zero-padded slice
+(``Tensor.unfold``, no copy) classified in batches of a few hundred voxels, so memory stays
+bounded whatever the volume.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ import numpy as np
 import torch
 
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.network import RectalPaperCNN, RectalPatchCNN
 
 # Bytes per slice pixel of the dense pass's largest intermediate maps (fc1's 256 channels,
 # float32, input and output of the layer alive together).
@@ -26,11 +33,67 @@ def slices_per_batch(height: int, width: int, budget_bytes: int = 512 * 2**20) -
     return max(1, budget_bytes // per_slice)
 
 
-@torch.inference_mode()
-def probability_map(network: RectalPatchCNN, channels: np.ndarray, device: str = "cpu",
-                    batch: int | None = None, progress: ProgressCallback | None = None,
+# Bytes per voxel of the paper network's per-patch pass: its widest maps (conv2's 48 x 29 x 29
+# float32 output and conv1's 24 x 25 x 25, each before and after the activation) plus the
+# copied patch.
+_PAPER_BYTES_PER_VOXEL = (2 * 48 * 29 * 29 + 2 * 24 * 25 * 25 + 3 * 21 * 21) * 4
+
+
+def voxels_per_batch(budget_bytes: int = 256 * 2**20) -> int:
+    """How many voxels' patches the paper network classifies together within the budget."""
+    return max(1, budget_bytes // _PAPER_BYTES_PER_VOXEL)
+
+
+def probability_map(network: RectalPatchCNN | RectalPaperCNN, channels: np.ndarray,
+                    device: str = "cpu", batch: int | None = None,
+                    progress: ProgressCallback | None = None,
                     cancel: CancelToken | None = None) -> np.ndarray:
-    """Tumour probability (z, y, x) float32 for standardised channels (C, z, y, x)."""
+    """Tumour probability (z, y, x) float32 for standardised channels (C, z, y, x); ``batch``
+    counts slices for the dense network and voxels for the paper's."""
+    if isinstance(network, RectalPaperCNN):
+        return patch_probability_map(network, channels, device, batch, progress, cancel)
+    return dense_probability_map(network, channels, device, batch, progress, cancel)
+
+
+@torch.inference_mode()
+def patch_probability_map(network: RectalPaperCNN, channels: np.ndarray, device: str = "cpu",
+                          batch: int | None = None, progress: ProgressCallback | None = None,
+                          cancel: CancelToken | None = None) -> np.ndarray:
+    """Each voxel's probability from its own in-plane patch (zeros beyond the image, as
+    :func:`oncoseg.rectal.sampling.extract_patches` pads in training), batch by batch."""
+    network.eval().to(memory_format=torch.channels_last)
+    _, depth, height, width = channels.shape
+    size = network.patch_size
+    half = size // 2
+    batch = batch or voxels_per_batch()
+    output = np.empty((depth, height, width), np.float32)
+    total = depth * height * width
+    done = 0
+    for z in range(depth):
+        check_cancelled(cancel)
+        plane = torch.from_numpy(np.ascontiguousarray(channels[:, z]))
+        padded = torch.nn.functional.pad(plane, (half, half, half, half))
+        # (C, H, W, M, M) view: the patch around every voxel of the slice, nothing copied
+        windows = padded.unfold(1, size, 1).unfold(2, size, 1)
+        windows = windows.permute(1, 2, 0, 3, 4).reshape(height * width, -1, size, size)
+        flat = output[z].reshape(-1)
+        for start in range(0, height * width, batch):
+            check_cancelled(cancel)
+            stop = min(height * width, start + batch)
+            patches = windows[start:stop].to(device).contiguous(
+                memory_format=torch.channels_last)
+            flat[start:stop] = torch.softmax(network(patches), dim=1)[:, 1].float().cpu().numpy()
+            done += stop - start
+            report(progress, "Segmenting", done, total,
+                   message=f"slice {z + 1} of {depth}, voxel {stop} of {height * width}")
+    return output
+
+
+@torch.inference_mode()
+def dense_probability_map(network: RectalPatchCNN, channels: np.ndarray, device: str = "cpu",
+                          batch: int | None = None, progress: ProgressCallback | None = None,
+                          cancel: CancelToken | None = None) -> np.ndarray:
+    """Tumour probability (z, y, x) float32 with the dense network's whole-slice form."""
     # channels-last: oneDNN's fastest layout for these (dilated) convolutions, about 1.3-1.6x
     # faster than the default layout on the development CPU
     network.eval().to(memory_format=torch.channels_last)

@@ -4,7 +4,9 @@ Cases are split 80/20 by patient; from every case N tumour and N background voxe
 once (RB1 / RB2 / RB3 as :mod:`oncoseg.rectal.sampling` describes) and their in-plane patches
 become the training and validation sets. Adadelta (lr 0.001, rho 0.9) minimises cross-entropy
 with a small L2 penalty (as weight decay) until the validation cost has not improved by more
-than 1e-3 for 5 epochs; the weights of the best epoch are kept.
+than 1e-3 for 5 epochs; the weights of the best epoch are kept. ``network`` picks the paper's
+network or the dense-exact variant (:mod:`oncoseg.rectal.network`); the model file names the
+architecture it trained.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from oncoseg.modelfile import ModelMetadata
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.cases import PreparedArrays, prepare_case
 from oncoseg.rectal.config import RectalConfig
-from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.network import NETWORKS, make_network
 from oncoseg.rectal.preprocessing import ROLES
 from oncoseg.rectal.sampling import background_regions, extract_patches, sample_voxels
 from oncoseg.rectal.task import TASK
@@ -65,7 +67,7 @@ def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
                    validation_ids: list[str], description: str = "",
                    demo: bool = False) -> ModelMetadata:
     return ModelMetadata(
-        task=TASK.name, architecture="rectal-patch-cnn",
+        task=TASK.name, architecture=NETWORKS[config.network],
         architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
         inputs=list(ROLES),
         preprocessing={"reference": "dwi_b0", "registration": config.registration,
@@ -109,6 +111,8 @@ def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: s
 
     ``split`` and ``cache`` let repeated trainings share one split and one set of prepared
     cases (the stability analysis)."""
+    if config.network not in NETWORKS:
+        raise InputError("network", f"'{config.network}' is not one of {', '.join(NETWORKS)}")
     output = Path(output)
     train_ids, validation_ids = split or split_ids(dataset, config, output)
     cache = cache or output / CACHE_FOLDER
@@ -119,7 +123,7 @@ def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: s
     loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                           patience=config.patience, min_delta=config.min_delta, seed=config.seed)
     return train(
-        make_model=lambda: RectalPatchCNN(len(ROLES), config.patch_size),
+        make_model=lambda: make_network(config.network, len(ROLES), config.patch_size),
         step=_step,
         make_optimizer=lambda parameters: torch.optim.Adadelta(
             parameters, lr=config.learning_rate, rho=config.rho, weight_decay=config.l2),
