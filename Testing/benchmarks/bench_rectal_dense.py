@@ -3,8 +3,10 @@
 Both give every voxel's tumour probability on a DWI-sized volume (3 channels); the patch
 classifier runs in large batches, as a careful per-patch implementation would. Prints the
 speed-up of dense over per-patch, their agreement, and the GFLOP/s the dense form reaches.
+``--paper`` also times the paper's network (``network=paper``: 'full' padding, no dense form),
+which the shipped code classifies voxel by voxel from unfolded patches.
 
-    python Testing/benchmarks/bench_rectal_dense.py [--size Z Y X]
+    python Testing/benchmarks/bench_rectal_dense.py [--size Z Y X] [--paper]
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from report import dims, report
 
 from oncoseg.rectal.dense import probability_map
-from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.network import PAPER_LAYOUT, RectalPaperCNN, RectalPatchCNN, paper_map_sizes
 from oncoseg.rectal.sampling import extract_patches
 
 
@@ -42,10 +44,35 @@ def patch_flops(network: RectalPatchCNN, voxels: int) -> float:
     return per_patch * voxels
 
 
+def paper_flops(network: RectalPaperCNN, voxels: int) -> float:
+    """Multiply-adds x 2 of the paper's network on ``voxels`` patches ('full' padding)."""
+    sizes = paper_map_sizes(network.patch_size)
+    outputs = [sizes[i + 1] for i, (kind, _, _) in enumerate(PAPER_LAYOUT) if kind == "conv"]
+    per_patch = sum(2 * conv.weight.numel() * n * n for conv, n in zip(network.convs, outputs,
+                                                                       strict=True))
+    per_patch += 2 * (network.fc1.weight.numel() + network.fc2.weight.numel())
+    return per_patch * voxels
+
+
+def time_paper(channels: np.ndarray) -> dict:
+    """Seconds and GFLOP/s of the paper network's per-voxel probability map (shipped path)."""
+    network = RectalPaperCNN().eval()
+    voxels = int(np.prod(channels.shape[1:]))
+    probability_map(network, channels[:, :1, :8])  # warm-up
+    started = time.perf_counter()
+    probability_map(network, channels)
+    seconds = time.perf_counter() - started
+    return {"paper_s": round(seconds, 2),
+            "paper_gflops": round(paper_flops(network, voxels) / seconds / 1e9, 1),
+            "paper_mflop_per_voxel": round(paper_flops(network, 1) / 1e6, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, nargs=3, default=[20, 80, 80], help="z y x")
     parser.add_argument("--batch", type=int, default=4096, help="patches per batch")
+    parser.add_argument("--paper", action="store_true",
+                        help="also time the paper's network (per-voxel patches)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -78,6 +105,13 @@ def main() -> None:
                "flop_ratio": round(patch_flops(network, len(grid))
                                    / dense_flops(network, z, h, w), 1),
                "threads": torch.get_num_threads()}
+    lines = []
+    if args.paper:
+        summary.update(time_paper(channels))
+        summary["paper_vs_dense"] = round(summary["paper_s"] / dense_s, 1)
+        lines = [f"  paper network ('full' padding, per voxel): {summary['paper_s']:.2f} s, "
+                 f"{summary['paper_gflops']} GFLOP/s, {summary['paper_mflop_per_voxel']} MFLOP "
+                 f"per voxel -> {summary['paper_vs_dense']}x the dense form's time"]
     report(summary, args.json, [
         f"RectalSeg inference on {dims(args.size)} voxels, 3 channels, "
         f"{torch.get_num_threads()} threads",
@@ -86,7 +120,7 @@ def main() -> None:
         f"{summary['speedup']}x, {gflops:.1f} GFLOP/s",
         f"  probabilities agree: max abs difference {difference:.1e}",
         f"  per-patch needs {summary['flop_ratio']}x the arithmetic of dense: the rest of the "
-        "speed-up is efficiency"])
+        "speed-up is efficiency", *lines])
 
 
 if __name__ == "__main__":
