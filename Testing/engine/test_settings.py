@@ -83,7 +83,7 @@ SHARED = ("learning_rate", "batch_size", "max_epochs", "patience", "min_delta",
           "validation_fraction", "seed")
 PAPER_VALUES = {
     "rectal": (0.001, 128, 200, 5, 1e-3, 0.2, 0),
-    "oar-ct": (1e-4, 2, 50, 15, 1e-4, 0.2, 0),
+    "oar-ct": (1e-4, 50, 50, 50, 1e-4, 0.2, 0),  # paper 003: batch 50, 50-epoch cycles
     "oar-mr": (1e-4, 32, 50, 5, 1e-4, 0.15, 0),
     "staging": (0.01, 8, 60, 10, 1e-3, 0.2, 0),
     "brain": (0.25, None, None, None, None, 0.2, 0),  # trains in iterations, no early stopping
