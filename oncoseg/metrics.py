@@ -117,14 +117,35 @@ def surface_distances(prediction: np.ndarray, reference: np.ndarray,
     return to_b, to_a
 
 
+def _pooled_mean(to_reference: np.ndarray, to_prediction: np.ndarray) -> float:
+    both = np.concatenate([to_reference, to_prediction])
+    return float(both.mean()) if both.size else math.nan
+
+
+def _mean_of_means(to_reference: np.ndarray, to_prediction: np.ndarray) -> float:
+    if not to_reference.size and not to_prediction.size:
+        return math.nan
+    if not to_reference.size or not to_prediction.size:
+        return math.inf
+    return float((to_reference.mean() + to_prediction.mean()) / 2.0)
+
+
+def _percentile_hausdorff(to_reference: np.ndarray, to_prediction: np.ndarray,
+                          percentile: float) -> float:
+    if not to_reference.size and not to_prediction.size:
+        return math.nan
+    if not to_reference.size or not to_prediction.size:
+        return math.inf
+    return float(max(np.percentile(to_reference, percentile),
+                     np.percentile(to_prediction, percentile)))
+
+
 def mean_surface_distance(prediction: np.ndarray, reference: np.ndarray,
                           spacing: Sequence[float]) -> float:
     """Symmetric, pooled: the mean over the edge voxels of both masks together, so the larger
     surface weighs more (MONAI's ``compute_average_surface_distance(symmetric=True)``); nan if
     both are empty. Not paper 003's MSD: see :func:`mean_of_directed_surface_distances`."""
-    to_reference, to_prediction = surface_distances(prediction, reference, spacing)
-    both = np.concatenate([to_reference, to_prediction])
-    return float(both.mean()) if both.size else math.nan
+    return _pooled_mean(*surface_distances(prediction, reference, spacing))
 
 
 def mean_of_directed_surface_distances(prediction: np.ndarray, reference: np.ndarray,
@@ -133,12 +154,18 @@ def mean_of_directed_surface_distances(prediction: np.ndarray, reference: np.nda
     from the prediction's surface voxels to the reference surface, the same from the
     reference's, and the average of the two means, so each surface weighs one half whatever
     its size. nan if both masks are empty, inf if one is."""
-    to_reference, to_prediction = surface_distances(prediction, reference, spacing)
-    if not to_reference.size and not to_prediction.size:
-        return math.nan
-    if not to_reference.size or not to_prediction.size:
-        return math.inf
-    return float((to_reference.mean() + to_prediction.mean()) / 2.0)
+    return _mean_of_means(*surface_distances(prediction, reference, spacing))
+
+
+def surface_figures(prediction: np.ndarray, reference: np.ndarray,
+                    spacing: Sequence[float]) -> dict[str, float]:
+    """Both mean surface distances and HD95 from one computation of the distances (the
+    distance transforms are the cost): ``msd_paper_mm`` (the mean of the two directed
+    means), ``msd_pooled_mm`` and ``hd95_mm``, each as its own function gives it."""
+    distances = surface_distances(prediction, reference, spacing)
+    return {"msd_paper_mm": _mean_of_means(*distances),
+            "msd_pooled_mm": _pooled_mean(*distances),
+            "hd95_mm": _percentile_hausdorff(*distances, 95.0)}
 
 
 def hausdorff(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float],
@@ -147,13 +174,8 @@ def hausdorff(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[f
 
     The larger of the two directed percentiles; nan if both masks are empty, inf if one is.
     """
-    to_reference, to_prediction = surface_distances(prediction, reference, spacing)
-    if not to_reference.size and not to_prediction.size:
-        return math.nan
-    if not to_reference.size or not to_prediction.size:
-        return math.inf
-    return float(max(np.percentile(to_reference, percentile),
-                     np.percentile(to_prediction, percentile)))
+    return _percentile_hausdorff(*surface_distances(prediction, reference, spacing),
+                                 percentile)
 
 
 def hd95(prediction: np.ndarray, reference: np.ndarray, spacing: Sequence[float]) -> float:

@@ -62,14 +62,16 @@ def peak_rss_of(command: list[str]) -> tuple[float, float, int]:
 def monai_inference_seconds(ct_path: Path, model: str) -> float:
     from monai.inferers import sliding_window_inference
 
-    from oncoseg.method import load_task_model
+    from oncoseg.method import load_task_model, model_settings
     from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
 
     loaded = load_task_model("oar-ct", model)
     network, metadata = loaded.network, loaded.metadata
     network.eval()
     ct = sitk.ReadImage(str(ct_path))
-    hu = to_working_grid(ct, working_grid(ct, tuple(metadata.preprocessing["spacing_mm"])))
+    # the model's grid: its working grid, or the CT's own voxels (spacing_mm null)
+    spacing = model_settings("oar-ct", metadata).grid_spacing
+    hu = to_working_grid(ct, working_grid(ct, spacing))
     started = time.perf_counter()
     with torch.inference_mode():
         x = torch.from_numpy(np.clip(hu, -800, 800) / 800.0)[None, None].float()

@@ -19,6 +19,7 @@ from oncoseg.metrics import (
     mean_of_directed_surface_distances,
     mean_surface_distance,
     roc_auc,
+    surface_figures,
     write_case_table,
 )
 
@@ -112,6 +113,9 @@ def test_the_papers_msd_averages_the_two_directed_means_the_pooled_one_does_not(
     assert pooled == pytest.approx((n_forward * forward + n_backward * backward)
                                    / (n_forward + n_backward), abs=1e-9)
     assert paper == pytest.approx(4.914, abs=1e-3) and pooled == pytest.approx(5.535, abs=1e-3)
+    assert surface_figures(prediction, reference, spacing) == {
+        "msd_paper_mm": paper, "msd_pooled_mm": pooled,
+        "hd95_mm": hd95(prediction, reference, spacing)}
     # symmetric in the two masks, both of them
     assert mean_of_directed_surface_distances(reference, prediction, spacing) == \
         pytest.approx(paper)

@@ -1,10 +1,14 @@
 """OAR CT end to end on phantom structure-set cohorts: training with partial labels, predict
 on DICOM folders, the HU plausibility warning, evaluation."""
 
+import hashlib
 import json
 import shutil
+import tempfile
+from pathlib import Path
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from cli_runs import phantom_fixture, trained_fixture
 
@@ -15,7 +19,8 @@ from oncoseg.modelfile import read_header
 
 TINY = ["--set", "spacing_mm=[6,6,6]", "--set", "patch_size=[8,16,16]",
         "--set", "filters=[4,8,8,8]", "--set", "batch_size=2", "--set", "steps_per_epoch=2",
-        "--set", "max_epochs=1", "--set", "validation_patches_per_case=1"]
+        "--set", "max_epochs=1", "--set", "validation_patches_per_case=1",
+        "--set", "hard_negative_rounds=0"]
 
 # three patients; the third (index 2) has no bladder contour
 cohort = phantom_fixture("oar-ct", 3, seed=77, folder="cohort")
@@ -80,7 +85,11 @@ def test_evaluate_reports_annotated_organs_only(cohort, tiny_model, tmp_path):
                  "--progress", "none"]) == 0
     rows = (out / "cases.csv").read_text().splitlines()
     header = rows[0].split(",")
-    assert "dice_bladder" in header and "msd_mm_femoral_head_l" in header
+    assert "dice_bladder" in header and "msd_mm_femoral_head_l" not in header
+    # paper 003's MSD and the pooled one, named apart (oncoseg.metrics)
+    assert {"msd_paper_mm_femoral_head_l", "msd_pooled_mm_femoral_head_l"} <= set(header)
+    summary = json.loads((out / "summary.json").read_text())["metrics"]
+    assert {"msd_paper_mm_bowel_bag", "msd_pooled_mm_bowel_bag"} <= set(summary)
     no_bladder = next(r for r in rows if r.startswith("oarct_002")).split(",")
     assert no_bladder[header.index("dice_bladder")] == ""
     assert (out / "distribution.png").is_file()
@@ -109,3 +118,61 @@ def test_a_hard_negative_round_restarts_from_the_first_model(cohort, tmp_path):
     assert (out / "round_1" / "model.safetensors").is_file()
     assert (out / "model.safetensors").read_bytes() == \
         (out / "round_1" / "model.safetensors").read_bytes()
+    # the second cycle holds out another patient (paper 003: the validation set rotates)
+    first = read_header(out / "round_1" / "model.safetensors").metadata.provenance
+    cycles = first["oar_ct_cycles"]["cycles"]
+    assert [len(c["validation"]) for c in cycles] == [1, 1]
+    assert cycles[0]["validation"] != cycles[1]["validation"]
+    assert first["dataset"]["validation"] == cycles[1]["validation"]
+    log = (out / "training_log.txt").read_text()
+    assert "batch: 2 patches per step, as 2 micro-batches of up to 1 with gradient " \
+        "accumulation (automatic: one patch at a time on a CPU)" in log
+    assert "cycle 2/2" in log and "false-positive voxels" in log
+
+
+def test_training_and_prediction_at_the_cts_own_resolution(cohort, tmp_path):
+    """The default grid (paper 003): no resampling; the model file says so (spacing_mm null)
+    and prediction follows it."""
+    out = tmp_path / "run"
+    pairs = [TINY[i:i + 2] for i in range(0, len(TINY), 2)]
+    native = [a for pair in pairs if not pair[1].startswith(("spacing_mm", "patch_size"))
+              for a in pair]
+    assert main(["train", "oar-ct", "--dataset", str(cohort), "--layout", "rtstruct",
+                 "--output", str(out), "--progress", "none", *native,
+                 "--set", "patch_size=[16,64,64]"]) == 0
+    meta = read_header(out / "model.safetensors").metadata
+    assert meta.preprocessing["spacing_mm"] is None
+    ct = read_image(cohort / "oarct_000")
+    cached = np.load(out / "prepared" / "oarct_000.npz")["hu"]
+    assert cached.shape == ct.GetSize()[::-1]  # the CT's own voxels
+    assert "grid: the CT's own resolution" in (out / "training_log.txt").read_text()
+    pred = tmp_path / "pred"
+    assert main(["predict", "oar-ct", "--input", f"ct={cohort / 'oarct_000'}", "--model",
+                 str(out / "model.safetensors"), "--output", str(pred),
+                 "--progress", "none", "--set", "probabilities=false"]) == 0
+    result = json.loads((pred / "result.json").read_text())
+    assert result["details"]["working_grid"]["size"] == list(ct.GetSize())
+    assert result["details"]["working_grid"]["spacing_mm"] == pytest.approx(ct.GetSpacing())
+    assert read_image(pred / "labels.nii.gz").GetSize() == ct.GetSize()
+
+
+def test_the_demo_model_keeps_its_3_mm_grid_and_its_labels():
+    """The demo model was trained on a 3 mm working grid, which its file fixes: a native
+    default must not change what it does. Labels recorded with the code before the native
+    default (commit 157631d) on phantom seed 4242."""
+    from oncoseg.io.volumes import read_image as read
+    from oncoseg.method import Hints, RunContext, method_of, prepare
+
+    prepared = prepare("oar-ct", "demo")
+    assert prepared.settings.grid_spacing == (3.0, 3.0, 3.0)
+    with tempfile.TemporaryDirectory() as folder:
+        verbs.phantom("oar-ct", Path(folder), cases=1, seed=4242)
+        ct = read(Path(folder) / "oarct_000")
+        prediction = method_of("oar-ct").predict(prepared, {"ct": ct}, RunContext(), Hints())
+    labels = sitk.GetArrayFromImage(prediction.labels)
+    assert prediction.details["working_grid"] == {"spacing_mm": [3.0, 3.0, 3.0],
+                                                  "size": [158, 130, 40]}
+    assert np.bincount(labels.ravel(), minlength=6).tolist() == [
+        974264, 2144, 2422, 4891, 27653, 2386]
+    assert hashlib.sha256(labels.tobytes()).hexdigest() == \
+        "9409363edbd8dabde611dd54c82a0396def8b44eca531dec6f392e1d35bb6280"

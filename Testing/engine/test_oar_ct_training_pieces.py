@@ -95,3 +95,156 @@ def test_post_processing_applies_to_the_organs_named():
     assert (ctv_kept == 5).sum() == 36 and (ctv_kept == 3).sum() == 24
     with pytest.raises(InputError, match="'Spleen' is not an organ"):
         clean_organs(labels, ["Spleen"])
+
+
+# ---------------------------------------------------------------------------- paper 003's training
+
+
+def tiny_batch(size=5, seed=3):
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.randn(size, 1, 8, 16, 16, generator=generator)
+    labels = torch.randint(0, 6, (size, 8, 16, 16), generator=generator)
+    annotated = torch.ones(size, 6, dtype=torch.bool)
+    annotated[1, BLADDER] = False  # a case without a bladder contour
+    labels[1][labels[1] == BLADDER] = 0
+    return image, labels, annotated
+
+
+def gradients(step, network, batch):
+    network.zero_grad(set_to_none=True)
+    loss, count = step(network, batch, "cpu")
+    loss.backward()
+    return float(loss.detach()), count, [p.grad.clone() for p in network.parameters()]
+
+
+@pytest.mark.parametrize("micro", [1, 2, 3])
+def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(micro):
+    """Micro-batches of 1, 2 or 3 patches (5 = 2 + 2 + 1 unequal shares) give the loss and
+    the gradient of one pass over all 5, to float tolerance: the batch of 50 is the paper's
+    whatever the memory."""
+    from oncoseg.oar.ct.training import accumulating_step
+
+    torch.manual_seed(0)
+    network = OarUNet3D(filters=(2, 4, 4, 4))
+    batch = tiny_batch()
+    whole_loss, whole_count, whole = gradients(accumulating_step(0), network, batch)
+    loss, count, accumulated = gradients(accumulating_step(micro), network, batch)
+    assert count == whole_count == 5
+    assert loss == pytest.approx(whole_loss, rel=1e-6)
+    for a, b in zip(accumulated, whole, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+    # and not by accident: half the batch alone has another gradient
+    _, _, half = gradients(accumulating_step(0), network, tuple(t[:2] for t in batch))
+    assert max(float((a - b).abs().max()) for a, b in zip(half, whole, strict=True)) > 1e-4
+    # validation (no gradient) gives the batch's mean loss too
+    with torch.no_grad():
+        value, _ = accumulating_step(micro)(network, batch, "cpu")
+    assert float(value) == pytest.approx(whole_loss, rel=1e-6)
+
+
+def test_micro_batch_is_the_setting_or_one_patch_on_a_cpu():
+    from oncoseg.errors import InputError
+    from oncoseg.oar.ct.config import OarCtConfig
+    from oncoseg.oar.ct.training import choose_micro_batch
+
+    assert OarCtConfig().batch_size == 50 and OarCtConfig().micro_batch == 0
+    assert choose_micro_batch(OarCtConfig(micro_batch=8), 25, "cpu")[0] == 8
+    assert choose_micro_batch(OarCtConfig(micro_batch=40), 25, "cpu")[0] == 25  # per process
+    micro, why = choose_micro_batch(OarCtConfig(), 50, "cpu")
+    assert micro == 1 and "automatic" in why
+    with pytest.raises(InputError, match="micro_batch: is 60: it must not exceed batch_size"):
+        OarCtConfig.from_overrides({"micro_batch": 60})
+
+
+def prepared(case_id, patient, shape=(6, 10, 12), seed=0):
+    import SimpleITK as sitk
+
+    from oncoseg.oar.ct.training import CLASSES, PreparedCT
+
+    rng = np.random.default_rng(seed)
+    labels = np.zeros(shape, np.uint8)
+    labels[2:4, 3:6, 3:6] = BLADDER
+    grid = sitk.Image(shape[::-1], sitk.sitkUInt8)
+    grid.SetSpacing((1.0, 1.0, 2.5))
+    return PreparedCT(case_id, rng.integers(-1000, 1000, shape).astype(np.int16), labels,
+                      np.ones(CLASSES, bool), grid, patient)
+
+
+def test_the_validation_set_rotates_so_that_every_scan_trains():
+    """Paper 003: "This cycle was performed fifty times, varying the validation set to allow
+    for all 226 images to be used for direct parameter estimation"."""
+    from oncoseg.oar.ct.config import OarCtConfig
+    from oncoseg.oar.ct.training import cycle_cases, validation_folds
+
+    # 11 patients, one with two scans; the split held out p0 and p1
+    cases = [prepared(f"c{i}", f"p{i}") for i in range(11)] + [prepared("c3b", "p3")]
+    validation = [c for c in cases if c.patient in ("p0", "p1")]
+    training = [c for c in cases if c not in validation]
+    config = OarCtConfig()
+    folds = validation_folds(training, validation, config.validation_fraction, config.seed)
+    assert len(folds) == 5 and folds[0] == ["p0", "p1"]  # the first cycle keeps the split
+    assert sorted(p for fold in folds for p in fold) == sorted({c.patient for c in cases})
+    trained, held_out = set(), []
+    for cycle in range(config.cycles):  # 50 cycles
+        train_part, val_part = cycle_cases(cases, folds, cycle, config.rotate_validation)
+        assert {c.patient for c in train_part}.isdisjoint({c.patient for c in val_part})
+        assert len(train_part) + len(val_part) == len(cases)
+        trained |= {c.case_id for c in train_part}
+        held_out.append({c.case_id for c in val_part})
+    assert trained == {c.case_id for c in cases}
+    assert held_out[0] == {"c0", "c1"} and held_out[5] == held_out[0]
+    # a patient's scans leave together
+    assert all(("c3" in h) == ("c3b" in h) for h in held_out) and any("c3" in h for h in held_out)
+    # without rotation the split's validation patients never train
+    fixed = {c.case_id for cycle in range(config.cycles)
+             for c in cycle_cases(cases, folds, cycle, False)[0]}
+    assert fixed == {c.case_id for c in training}
+    # two patients: the two cycles swap them
+    two = [prepared("a", "a"), prepared("b", "b")]
+    assert validation_folds(two[:1], two[1:], 0.2, 0) == [["b"], ["a"]]
+
+
+def test_a_restart_cycle_centres_a_tenth_of_its_patches_on_false_positives():
+    from oncoseg.oar.ct.config import OarCtConfig
+    from oncoseg.oar.ct.training import PatchSampler
+
+    cases = [prepared("c0", "p0", seed=0), prepared("c1", "p1", seed=1)]
+    negatives = np.array([[1, 1, 1], [5, 9, 11]])  # case 1's false positives
+    config = OarCtConfig(foreground_fraction=0.5, patch_size=(4, 6, 6))
+    sampler = PatchSampler(cases, config, seed=7, length=4000, hard_negatives={1: negatives})
+    draws = [sampler.draw(np.random.default_rng([7, i])) for i in range(4000)]
+    kinds = [kind for _, _, kind in draws]
+    share = kinds.count("false positive") / len(draws)
+    assert share == pytest.approx(config.hard_negative_fraction, abs=0.015)
+    for index, centre, kind in draws:
+        if kind == "false positive":
+            assert index == 1 and any((centre == n).all() for n in negatives)
+    # the first cycle (no false positives yet) draws what a run without cycles drew
+    plain = PatchSampler(cases, config, seed=7, length=10)
+    empty = PatchSampler(cases, config, seed=7, length=10, hard_negatives={0: np.zeros((0, 3))})
+    assert "false positive" not in [empty.draw(np.random.default_rng([7, i]))[2]
+                                    for i in range(200)]
+    for item in range(10):
+        a, b = plain[item], empty[item]
+        assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_the_network_reads_the_ct_at_its_own_resolution_by_default():
+    import SimpleITK as sitk
+
+    from oncoseg.oar.ct.config import NATIVE, OarCtConfig
+    from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
+
+    config = OarCtConfig()
+    assert config.spacing_mm == NATIVE and config.grid_spacing is None
+    ct = sitk.GetImageFromArray(np.random.default_rng(0).integers(
+        -1000, 1000, (7, 9, 11)).astype(np.int16))
+    ct.SetSpacing((0.977, 0.977, 2.5))  # paper 003: 0.977 mm pixels, 2.5 or 3 mm slices
+    grid = working_grid(ct, config.grid_spacing)
+    assert grid.GetSize() == ct.GetSize() and grid.GetSpacing() == ct.GetSpacing()
+    assert np.array_equal(to_working_grid(ct, grid), sitk.GetArrayFromImage(ct))
+    # a working grid only as a setting; a model file's null is the CT's own resolution
+    assert OarCtConfig.from_overrides({"spacing_mm": [2, 2, 3]}).grid_spacing == (2.0, 2.0, 3.0)
+    assert OarCtConfig.from_overrides({"spacing_mm": "2,2,3"}).spacing_mm == (2.0, 2.0, 3.0)
+    assert OarCtConfig.from_overrides({"spacing_mm": None}).grid_spacing is None
+    assert OarCtConfig.from_overrides({"spacing_mm": "native"}).grid_spacing is None

@@ -1,5 +1,5 @@
-"""Pelvic OAR segmentation of one CT: working grid, sliding window, per-organ clean-up, back to
-the CT grid."""
+"""Pelvic OAR segmentation of one CT: the network's grid (the CT's own voxels, or the working
+grid the model file fixes), sliding window, per-organ clean-up, back to the CT grid."""
 
 from __future__ import annotations
 
@@ -40,11 +40,14 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
                patch_size: tuple[int, int, int], device: str = "cpu",
                progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                ) -> tuple[np.ndarray, np.ndarray, sitk.Image, list[str]]:
-    """(labels, probabilities (K, z, y, x)) on the working grid, the grid, and run notes.
+    """(labels, probabilities (K, z, y, x)) on the network's grid, the grid, and run notes.
+
+    The grid is the CT's own (canonical axis order) when ``config.spacing_mm`` is native,
+    else the working grid at that spacing; a model file fixes which.
 
     Organs are kept inside the body (:func:`oncoseg.body.ct_body`): a CT thinner than the
     window, padded with air, or with air around the patient must not get organs in the air."""
-    grid = working_grid(image, config.spacing_mm)
+    grid = working_grid(image, config.grid_spacing)
     hu = to_working_grid(image, grid)
     check_cancelled(cancel)
     # smaller volumes are padded with air up to the window, which the network was built for

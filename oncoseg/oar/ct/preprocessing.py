@@ -1,10 +1,14 @@
-"""CT as the OAR network reads it: a working grid, HU clipped and scaled (paper 003).
+"""CT as the OAR network reads it: HU clipped and scaled (paper 003), on the CT's own voxels or
+a working grid.
 
-Resampling to the model's working spacing happens on raw HU, slab by slab (:mod:`oncoseg.tiling`:
-int16 stays compact, only one slab's block is ever converted to float); clipping to [-800, 800]
-and dividing by 800 happens per window inside the sliding-window loop, so no float copy of a
-whole CT is ever made. What the task holds at the CT's full resolution is the CT and its uint8
-label map; probability maps stay on the working grid when the CT is large
+Paper 003 works at the CT's resolution; a model trained on a working grid (``spacing_mm``, the
+demo model's 3 mm) reads the CT resampled to it. Either way the CT is brought to the canonical
+axis order (at its own resolution a pure reordering of voxels). Resampling happens on raw
+HU, slab by slab (:mod:`oncoseg.tiling`: int16 stays compact, only one slab's block is ever
+converted to float); clipping to [-800, 800] and dividing by 800 happens per window inside the
+sliding-window loop, so no float copy of a whole CT is ever made. What the task holds at the
+CT's full resolution besides the network's grid is the CT and its uint8 label map; probability
+maps stay on the network's grid when the CT is large
 (:data:`oncoseg.oar.ct.predict.FULL_GRID_PROBABILITY_BYTES`).
 """
 
@@ -48,9 +52,11 @@ def check_ct(image: sitk.Image, name: str = "ct") -> list[str]:
     return warnings
 
 
-def working_grid(image: sitk.Image, spacing_mm: tuple[float, float, float]) -> sitk.Image:
-    """The network's grid: the CT's box at the model's spacing, in the canonical orientation
-    (resampling onto it reorders any storage in the same step; nothing is copied first)."""
+def working_grid(image: sitk.Image, spacing_mm: tuple[float, float, float] | None
+                 ) -> sitk.Image:
+    """The network's grid: the CT's box at the model's spacing, or at the CT's own spacing when
+    ``spacing_mm`` is None (the paper's way), in the canonical orientation (resampling onto it
+    reorders any storage in the same step; nothing is copied first)."""
     return canonical_grid(image, spacing_mm)
 
 
