@@ -109,10 +109,21 @@ class StagingResult(TaskResult):
     def slice_scores(self) -> list[float]:
         return list(self.scores.slice_p_t3)
 
+    @property
+    def calibrated(self) -> bool:
+        """Whether P(T3) is a calibrated probability (the model file holds a calibration)
+        or the network's own score."""
+        return self.scores.calibrated
+
     def summary(self) -> str:
-        line = (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold "
-                f"{self.scores.threshold:.2f}; crop from the {self.scores.roi_source} ROI)")
-        return f"{line}\n{self.roi_note}" if self.roi_note else line
+        """The stage, P(T3) and the threshold it was read at; whether P(T3) is calibrated
+        (a reader takes "P(T3) = 0.51" for a probability: an uncalibrated score says so)."""
+        scores = self.scores
+        line = (f"{self.stage}: P(T3) = {self.p_t3:.2f} (threshold {scores.threshold:.2f}; "
+                f"crop from the {scores.roi_source} ROI)")
+        how = (f"P(T3) calibrated: {scores.calibration}" if scores.calibrated else
+               "P(T3) uncalibrated: the network's score, not a probability")
+        return "\n".join([line, how, *([self.roi_note] if self.roi_note else [])])
 
     def rows(self) -> list[dict[str, Any]]:
         """One row per slice: its P(T3)."""
@@ -241,7 +252,9 @@ class StagingLogic(TaskLogic):
                 series.SetColor(*colour)
                 chart.AddAndObservePlotSeriesNodeID(series.GetID())
                 series_nodes.append(series)
-            chart.SetTitle(f"{scores.stage}: P(T3) = {scores.p_t3:.2f}")
+            chart.SetTitle(f"{scores.stage}: P(T3) = {scores.p_t3:.2f}"
+                           f"{'' if scores.calibrated else ' (uncalibrated)'}, threshold "
+                           f"{scores.threshold:.2f}")
             chart.SetXAxisTitle("slice")
             chart.SetYAxisTitle("P(T3)")
         except Exception:

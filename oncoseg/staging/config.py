@@ -1,4 +1,8 @@
-"""The ``staging`` task's settings; defaults are paper 002's where it states them.
+"""The ``staging`` task's settings; defaults are paper 002's where it states them (section 2.5:
+SGD, initial learning rate 0.01, weight decay 0.01, oversampling, test-time augmentation;
+Tables 2-4: f-rMC5, focal + triplet loss, bilinear pooling). Where it states nothing (batch,
+epochs, momentum, how the weights were chosen, the threshold) the comment says the value is
+OncoSeg's.
 
 Light on purpose (no torch): the task declaration reads it.
 """
@@ -16,7 +20,8 @@ AGGREGATIONS = ("average", "max", "attention", "bilinear")
 LOSSES = ("focal", "focal+triplet", "focal+center")
 
 
-# SGD (momentum and weight decay below); early stopping by validation AUC or loss (select_by)
+# SGD (momentum and weight decay below); early stopping by validation AUC or loss (select_by).
+# batch 8, 60 epochs, patience 10: OncoSeg's (the paper gives no batch size or schedule)
 @dataclass(frozen=True)
 class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=8,
                                   max_epochs=60, patience=10, min_delta=1e-3)):
@@ -33,13 +38,21 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
     # training
     loss: str = training_only("focal+triplet")
     focal_gamma: float = training_only(2.0)  # Lin et al.
-    triplet_margin: float = training_only(0.2)  # Schroff et al., on l2-normalised volume features
+    # Schroff et al.'s margin, on l2-normalised volume features. The mining is batch-hard
+    # (each anchor's farthest positive and nearest negative, Hermans et al. 2017), not
+    # Schroff's (every anchor-positive pair with a semi-hard negative): the paper only says
+    # "online-hard mining from Schroff et al."
+    triplet_margin: float = training_only(0.2)
     center_weight: float = training_only(0.003)  # Wen et al.
     # focal loss of the slice-wise scores on representative slices
     slice_weight: float = training_only(1.0)
-    momentum: float = training_only(0.9)  # SGD's
+    # SGD's momentum: the paper states none (plain SGD may be meant); 0.9 is OncoSeg's, the
+    # usual ResNet setting
+    momentum: float = training_only(0.9)
     weight_decay: float = training_only(0.01)
-    # early stopping and the kept weights: validation AUC (the paper's model selection) or loss
+    # early stopping and the kept weights: validation AUC or loss. OncoSeg's: the paper chose
+    # its architecture, loss and aggregation by mean cross-validated AUC (section 2.5) and does
+    # not say how it chose the epoch
     select_by: str = training_only("auc")
     # the minority stage is repeated until the classes balance
     oversample: bool = training_only(True)
@@ -50,9 +63,13 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
     elastic: bool = training_only(True)
     # (the paper's elastic, grid and optical distortions)
     folds: int = training_only(0)  # k-fold cross-validation by patient (paper: 10); 0 = one model
+    # no training: the model file named (or 'demo') gets Platt scaling of its P(T3) fitted on
+    # the data set's cases, written to --output (calibration.py; training always calibrates on
+    # its validation fold). The paper does not calibrate.
+    calibrate_only: str = training_only("")
     # inference
     tta: int = 8  # test-time augmentation passes (1 = none)
-    threshold: float = 0.5  # P(T3) at or above it reads T3
+    threshold: float = 0.5  # P(T3) (calibrated when the model is) at or above it reads T3
 
     def __post_init__(self) -> None:
         from oncoseg.errors import InputError

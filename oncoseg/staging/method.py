@@ -27,8 +27,13 @@ def phantom(output: Path, options: PhantomOptions, context: RunContext) -> list[
 
 def train(data: Dataset, output: Path, settings: StagingConfig, context: RunContext,
           options: TrainOptions) -> Path:
-    """One model, or with ``folds`` a k-fold cross-validation (cv_summary.json)."""
-    from oncoseg.staging.training import train_staging
+    """One model, or with ``folds`` a k-fold cross-validation (cv_summary.json), or with
+    ``calibrate_only`` an existing model calibrated on the data set (no training)."""
+    from oncoseg.staging.training import calibrate_existing, train_staging
+
+    if settings.calibrate_only:
+        return calibrate_existing(data, output, settings.calibrate_only, context.device,
+                                  context.progress, context.cancel)
 
     return train_staging(data, output, settings, context.device, options.resume,
                          options.description, options.demo, context.progress, context.cancel)

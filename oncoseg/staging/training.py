@@ -6,8 +6,12 @@ The loss is the focal loss of the volume score, plus the triplet loss with onlin
 on the volume features (or the center loss), plus the focal loss of the slice-wise scores on
 the representative slices (the paper trains its slice-wise extractor on them; they come from
 staging.csv or, failing that, the largest tumour sections of the label). SGD, lr 0.01, weight
-decay 0.01. Cross-validation splits patients into k stratified folds and trains one model per
-fold, reporting AUC, accuracy and the recall of each stage as mean +- SD over the folds.
+decay 0.01 (the paper's; its momentum is not stated, OncoSeg's is 0.9). The weights kept are
+those of the best validation AUC, and Platt scaling of the volume logit, fitted on the same
+validation cases, is stored in the model file (calibration.py: the paper does not calibrate).
+Cross-validation splits patients into k stratified folds and trains one model per fold,
+reporting AUC, accuracy, the recall of each stage and the calibration error as mean +- SD over
+the folds.
 """
 
 from __future__ import annotations
@@ -29,12 +33,26 @@ from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cache
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import roc_auc
-from oncoseg.modelfile import ModelMetadata, build_network, load_network
+from oncoseg.modelfile import (
+    ModelMetadata,
+    build_network,
+    load_network,
+    load_tensors,
+    provenance,
+    read_header,
+    save_model,
+)
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.staging.augment import TRAINING, AugmentRanges, augment
+from oncoseg.staging.calibration import Calibration, expected_calibration_error, fit_platt
 from oncoseg.staging.config import StagingConfig
 from oncoseg.staging.losses import batch_hard_triplet, focal_loss
-from oncoseg.staging.predict import stage_probabilities
+from oncoseg.staging.predict import (
+    VolumeScores,
+    probability,
+    stage_probabilities,
+    volume_scores,
+)
 from oncoseg.staging.preprocessing import prepare_volume, representative_slices
 from oncoseg.staging.task import TASK
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
@@ -159,8 +177,10 @@ def make_step(config: StagingConfig):
 
 
 def auc_criterion(cases: list[PreparedStaging], config: StagingConfig, device: str):
-    """1 - the volume-score AUC on the validation cases (no test-time augmentation): the
-    paper selects models by AUC, and a 10-patient validation loss swings too much to stop on."""
+    """1 - the volume-score AUC on the validation cases (no test-time augmentation). The
+    paper chose its architecture, loss and aggregation by cross-validated AUC; choosing the
+    epoch by validation AUC is OncoSeg's (the paper does not say how it chose its weights),
+    because a 10-patient validation loss swings too much to stop on."""
     stages = np.array([case.stage for case in cases]) == 1
     one_pass = replace(config, tta=1)
 
@@ -231,7 +251,126 @@ def train_one(dataset: Dataset, cases: list[Case], output: Path, config: Staging
         output=output, metadata=metadata, device=device, resume=resume, collate=collate,
         progress=progress, cancel=cancel,
         criterion=auc_criterion(validation, config, device) if config.select_by == "auc" else None)
-    return result.model_path or output / MODEL_FILE
+    if result.model_path is None:  # another process of a torchrun job: rank 0 writes the file
+        return output / MODEL_FILE
+    report(progress, "Calibrating P(T3) on the validation cases", 0, 1)
+    calibrate_file(result.model_path, result.model_path, validation, "validation fold",
+                   {"cases": [c.id for c in validation_cases]}, device, cancel)
+    report(progress, "Calibrating P(T3) on the validation cases", 1, 1)
+    return result.model_path
+
+
+# ---------------------------------------------------------------------------- calibration
+
+
+def calibrate_file(source: Path, target: Path, cases: list[PreparedStaging], fitted_on: str,
+                   record: dict[str, Any], device: str = "cpu",
+                   cancel: CancelToken | None = None, overwrite: bool = True
+                   ) -> dict[str, Any]:
+    """Fit Platt scaling of ``source``'s volume logit on ``cases`` (prepared with the model's
+    own pre-processing, scored with its test-time passes) and write ``target``: the same
+    tensors, unchanged, with ``outputs.calibration`` added (``provenance.calibration`` says on
+    what, with the calibration error before and after on those cases). Cases of one stage
+    only cannot be fitted: the file is then left uncalibrated and the record says why.
+    Returns the record."""
+    from oncoseg.method import model_settings
+
+    network, metadata = load_network(source, expected_task=TASK.name, device=device)
+    settings = model_settings(TASK, metadata)
+    scores = []
+    for case in cases:
+        check_cancelled(cancel)
+        scores.append(volume_scores(case.array, network, settings, device, cancel))
+    calibration, record = fit_calibration(scores, [c.stage for c in cases],
+                                          max(settings.tta, 1), fitted_on, record)
+    write_calibration(source, target, calibration, record, overwrite)
+    return record
+
+
+def fit_calibration(scores: list[VolumeScores], stages: list[int], tta: int, fitted_on: str,
+                    record: dict[str, Any]) -> tuple[Calibration | None, dict[str, Any]]:
+    """Platt scaling of the cases' mean logits (``tta`` passes each) against their stages
+    (1 = T3), and the record of the fit: when, on how many of each stage, the calibration
+    error of P(T3) before and after on those cases (or why it could not be fitted)."""
+    is_t3 = np.asarray(stages) == 1
+    record = {**record, "fitted_on": fitted_on, "date": provenance()["date"],
+              "t3": int(is_t3.sum()), "t2": int((~is_t3).sum())}
+    try:
+        slope, intercept = fit_platt(np.array([v.logit for v in scores]), is_t3)
+    except InputError as error:
+        return None, {**record, "not_fitted": error.problem}
+    calibration = Calibration(slope, intercept, len(scores), tta, fitted_on)
+    before = np.array([v.p_t3 for v in scores])
+    after = np.array([probability(v, calibration) for v in scores])
+    record.update(ece_before=expected_calibration_error(before, is_t3),
+                  ece_after=expected_calibration_error(after, is_t3), auc=roc_auc(after, is_t3))
+    return calibration, record
+
+
+def write_calibration(source: Path, target: Path, calibration: Calibration | None,
+                      record: dict[str, Any], overwrite: bool = True) -> Path:
+    """``source``'s tensors, byte for byte, with ``outputs.calibration`` set (removed for
+    None) and ``provenance.calibration`` = ``record``, written to ``target``."""
+    header = read_header(source)
+    _, tensors = load_tensors(source)
+    metadata = header.metadata
+    outputs = {k: v for k, v in metadata.outputs.items() if k != "calibration"}
+    if calibration is not None:
+        outputs["calibration"] = calibration.as_dict()
+    metadata.outputs = outputs
+    metadata.provenance = {**metadata.provenance, "calibration": record}
+    return save_model(target, tensors, metadata, overwrite=overwrite)
+
+
+def calibrate_existing(dataset: Dataset, output: Path, model: str, device: str = "cpu",
+                       progress: ProgressCallback | None = None,
+                       cancel: CancelToken | None = None) -> Path:
+    """``--set calibrate_only=MODEL``: no training; ``MODEL`` (a file, or ``demo``) calibrated
+    on every case of ``dataset`` (which it must not have been trained on), written to
+    ``output/model.safetensors`` with ``output/calibration.json`` (the fit's record)."""
+    from oncoseg.method import demo_model_file, model_settings
+    from oncoseg.modelfile import resolve_model_file
+
+    source = resolve_model_file(model, demo_model_file(TASK))
+    metadata = read_header(source).metadata
+    if metadata.task != TASK.name:
+        raise InputError(f"--set calibrate_only={model}", f"is a '{metadata.task}' model, "
+                         "not a staging one")
+    trained_on = set(metadata.provenance.get("dataset", {}).get("train", []))
+    overlap = sorted(trained_on & {c.id for c in dataset.cases})
+    if overlap and metadata.provenance.get("dataset", {}).get("fingerprint") == \
+            dataset.fingerprint():
+        raise InputError(str(dataset.root), f"is the data set the model was trained on (case "
+                         f"'{overlap[0]}'...): calibrate on its validation cases or unseen ones")
+    settings = model_settings(TASK, metadata)
+    config = StagingConfig.from_overrides({k: getattr(settings, k) for k in
+                                           ("size", "n4", "roi_margin_mm", "auto_roi_mm")})
+    output = Path(output)
+    prepared = []  # float32 as predict and evaluate prepare them (the cache keeps float16)
+    for index, case in enumerate(dataset.cases):
+        check_cancelled(cancel)
+        report(progress, "Preparing volumes (N4, crop, resize)", index, len(dataset.cases),
+               message=case.id)
+        if case.info.get("stage") not in STAGES:
+            raise InputError(f"case '{case.id}'", "has no T2/T3 stage (the staging layout "
+                             "reads it from staging.csv); calibration needs every case's stage")
+        volume = prepare_volume(case.read("t2w"), config, roi_box=case.info.get("roi_lps_mm"))
+        prepared.append(PreparedStaging(case.id, volume.array,
+                                        STAGES.index(case.info["stage"]), []))
+    report(progress, "Calibrating P(T3)", 0, 1)
+    target = output / MODEL_FILE
+    record = calibrate_file(source, target, prepared, f"{len(prepared)} cases of "
+                            f"{dataset.root.name}", {"dataset": {
+                                "root": str(dataset.root), "layout": dataset.layout,
+                                "fingerprint": dataset.fingerprint(),
+                                "cases": [c.id for c in dataset.cases]},
+                                "model": str(source)}, device, cancel, overwrite=False)
+    report(progress, "Calibrating P(T3)", 1, 1)
+    write_text_atomic(output / "calibration.json", json.dumps(record, indent=2) + "\n",
+                      overwrite=True)
+    if "not_fitted" in record:
+        raise InputError(str(dataset.root), f"calibration was not fitted: {record['not_fitted']}")
+    return target
 
 
 # ---------------------------------------------------------------------------- cross-validation
@@ -283,17 +422,20 @@ def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device
         folder = output / f"fold_{k + 1}"
         model = train_one(dataset, training_cases, folder, config, cache, device, resume,
                           description, demo, progress, cancel)
-        network, _ = load_network(model, expected_task=TASK.name, device=device)
+        network, metadata = load_network(model, expected_task=TASK.name, device=device)
+        calibration = Calibration.from_outputs(metadata.outputs, str(model))
         tested = prepare_all(held_out, config, cache, progress, cancel)
-        p_t3 = [stage_probabilities(case.array, network, config, device)[0] for case in tested]
-        figures = classification_figures(np.array([c.stage for c in tested]), np.array(p_t3),
-                                         config.threshold)
-        rows.append({"fold": k + 1, "cases": len(tested), **figures})
+        p_t3 = np.array([probability(volume_scores(case.array, network, config, device),
+                                     calibration) for case in tested])
+        stages = np.array([c.stage for c in tested])
+        figures = classification_figures(stages, p_t3, config.threshold)
+        rows.append({"fold": k + 1, "cases": len(tested), **figures,
+                     "ece": expected_calibration_error(p_t3, stages == 1)})
     report(progress, "Cross-validation", len(folds), len(folds))
     summary = {"folds": config.folds, "threshold": config.threshold,
                **{name: {"mean": float(np.nanmean([r[name] for r in rows])),
                          "sd": float(np.nanstd([r[name] for r in rows], ddof=1))}
-                  for name in ("auc", "accuracy", "recall_t2", "recall_t3")}}
+                  for name in ("auc", "accuracy", "recall_t2", "recall_t3", "ece")}}
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
