@@ -65,17 +65,20 @@ def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu
     ensemble, config = prepared.network, prepared.settings
     volume = prepare_volume({r: sitk.ReadImage(str(p)) for r, p in paths.items()},
                             config.intensity_constant)
-    features = features_2d(ensemble.nets2d, volume.array, volume.present, device)
-    data = torch.from_numpy(np.concatenate([volume.array, features]))[None].to(device)
+    data = {kind: torch.from_numpy(np.concatenate([
+        volume.array, features_2d(ensemble.models_2d(kind), volume.array, volume.present,
+                                  device)]))[None].to(device)
+            for kind in dict.fromkeys(n.features_from for n in ensemble.nets3d)}
     k = volume.array.shape[0]
     synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     synchronise()
     started = time.perf_counter()
     with torch.inference_mode():
-        for network in ensemble.nets3d:
+        for network in ensemble.nets3d:  # each member on its 2D model's features
             logits = sliding_window_inference(
-                data, (config.patch,) * 3, 1, lambda x, n=network: n(x[:, :k], x[:, k:]),
-                overlap=config.overlap, mode="gaussian")
+                data[network.features_from], (config.patch,) * 3, 1,
+                lambda x, n=network: n(x[:, :k], x[:, k:]), overlap=config.overlap,
+                mode="gaussian")
             torch.softmax(logits, 1)
     synchronise()
     return time.perf_counter() - started

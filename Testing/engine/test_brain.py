@@ -1,5 +1,6 @@
 """BrainTumor2D3D (paper 004) end to end on phantoms: networks, loss, inputs with sequences
-missing or on other grids, the staged training, prediction and evaluation from the CLI."""
+missing or on other grids, the staged training (the paper's six-member ensemble, subnetwork
+pretraining on cases with a sequence missing), prediction and evaluation from the CLI."""
 
 import json
 
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from oncoseg import verbs
 from oncoseg.brain.config import SEQUENCES, BrainConfig
 from oncoseg.brain.losses import batch_weighted_cross_entropy
-from oncoseg.brain.network import Brain2D, Brain3D
+from oncoseg.brain.network import Brain2D, Brain3D, brain_3d, brain_ensemble
 from oncoseg.brain.preprocessing import back_to_grid, from_slices, prepare_volume, to_slices
 from oncoseg.cli import main
 from oncoseg.datasets import read_dataset
@@ -21,8 +22,12 @@ from oncoseg.errors import InputError
 DEMO_BARS = (0.80, 0.70, 0.60)  # whole tumour, tumour core, enhancing tumour
 TINY = ["--set", "width_2d=2", "--set", "width_3d=2", "--set", "levels_2d=2",
         "--set", "patch=48", "--set", "iterations_2d=2", "--set", "iterations_3d=2",
-        "--set", "iterations_per_epoch=2", "--set", "batches_per_iteration_2d=2",
-        "--set", "batch_size_2d=2", "--set", "batches_per_iteration_3d=2"]
+        "--set", "iterations_pretrain=2", "--set", "iterations_per_epoch=2",
+        "--set", "batches_per_iteration_2d=2", "--set", "batch_size_2d=2",
+        "--set", "batches_per_iteration_3d=2"]
+# the paper's ensemble (Table 3): 2D-3D models A, B, C with 2D model 1's features, then 2D model 2's
+SIX = ["first:unet", "final:unet", "streams:unet", "first:shallow", "final:shallow",
+       "streams:shallow"]
 
 
 @pytest.mark.parametrize("kind", ["unet", "shallow"])
@@ -45,18 +50,55 @@ def test_2d_model_has_k_plus_1_subnetworks_and_ignores_an_absent_sequence(kind):
     assert all(p.grad is not None for p in net.parameters())
 
 
-@pytest.mark.parametrize("import_at", ["first", "final", "none"])
+@pytest.mark.parametrize("import_at", ["first", "final", "streams", "none"])
 def test_2d3d_model_variants_take_odd_patch_sizes_and_backpropagate(import_at):
+    torch.manual_seed(0)
     net = Brain3D(width=2, levels=2, import_at=import_at)
-    image, features = torch.randn(1, 4, 19, 22, 17), torch.randn(1, 12, 19, 22, 17)
+    image = torch.randn(1, 4, 19, 22, 17)
+    features = torch.randn(1, 12, 19, 22, 17, requires_grad=True)
     out = net(image, features)
     assert out.shape == (1, 4, 19, 22, 17)
     out.sum().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    assert (features.grad is not None and features.grad.abs().sum() > 0) == \
+        (import_at != "none")
     first_conv = net.body.down[0][0][0]
-    assert first_conv.in_channels == (16 if import_at == "first" else 4)
+    assert first_conv.in_channels == (16 if import_at in ("first", "streams") else 4)
+    # model C: a second stream sees the image alone; both meet before the final convolutions
+    assert hasattr(net, "image_stream") == (import_at == "streams")
+    if import_at == "streams":
+        assert net.image_stream.down[0][0][0].in_channels == 4
+        assert net.final[0][0].in_channels == 2 * 2
+        assert any(p.grad.abs().sum() > 0 for p in net.image_stream.parameters())
     if import_at != "none":
         with pytest.raises(ValueError, match="features"):
             net(image)
+
+
+def norm_layers(net: torch.nn.Module) -> set[type]:
+    kinds = (torch.nn.InstanceNorm3d, torch.nn.BatchNorm3d)
+    return {type(m) for m in net.modules() if isinstance(m, kinds)}
+
+
+def test_3d_normalisation_is_the_papers_none_by_default_and_old_files_keep_instance_norm():
+    # section 2.1: "We didn't observe the need of using batch normalization" (3D networks)
+    assert BrainConfig().norm_3d == "none"
+    plain = Brain3D(width=2, levels=1)
+    assert norm_layers(plain) == set() and plain.body.down[0][0][0].bias is not None
+    assert norm_layers(Brain3D(width=2, levels=1, norm="batch")) == {torch.nn.BatchNorm3d}
+    # a file that does not record 'norm' (the demo's) was trained with instance norm
+    assert norm_layers(brain_3d(width=2, levels=1)) == {torch.nn.InstanceNorm3d}
+    old = brain_ensemble(width_2d=2, levels_2d=1, members=[
+        {"width": 2, "levels": 1, "import_at": "first"}])
+    assert norm_layers(old) == {torch.nn.InstanceNorm3d}
+    assert "nets2d.axial.head.weight" in old.state_dict() and old.member_name(0) == "first"
+    new = brain_ensemble(width_2d=2, levels_2d=1, subnetwork_kinds=["unet", "shallow"],
+                         members=[{"width": 2, "levels": 1, "import_at": "streams",
+                                   "norm": "none", "features_from": "shallow"}])
+    assert norm_layers(new.nets3d) == set() and new.member_name(0) == "streams:shallow"
+    assert "nets2d.shallow.sagittal.head.weight" in new.state_dict()
+    with pytest.raises(InputError, match="norm_3d"):
+        BrainConfig.from_overrides({"norm_3d": "group"})
 
 
 def test_batch_weights_give_each_class_its_target_share():
@@ -139,6 +181,7 @@ def test_orientation_round_trip_on_a_flipped_permuted_grid():
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """The default ensemble (six members over two 2D models), tiny widths and budgets."""
     root = tmp_path_factory.mktemp("brain")
     assert main(["phantom", "brain", "--output", str(root / "data"), "--cases", "3",
                  "--progress", "none"]) == 0
@@ -147,19 +190,24 @@ def trained(tmp_path_factory):
     return root
 
 
-def test_stages_write_the_2d_models_members_and_the_ensemble(trained):
+def test_stages_write_both_2d_models_the_six_members_and_the_ensemble(trained):
     model = trained / "model"
-    for stage in ("2d-axial", "2d-coronal", "2d-sagittal", "3d-first", "3d-final"):
+    stages = [f"2d-{o}-{k}" for o in ("axial", "coronal", "sagittal") for k in ("unet", "shallow")]
+    stages += [f"3d-{member.replace(':', '-')}" for member in SIX]
+    for stage in stages:
         assert (model / stage / "model.safetensors").is_file()
         assert (model / stage / "history.csv").is_file()
+    assert not list(model.glob("*pretrain*"))  # every case has every sequence
     from oncoseg.modelfile import read_header
 
     header = read_header(model / "model.safetensors")
     assert header.metadata.architecture == "brain-ensemble"
-    assert [m["import_at"] for m in header.metadata.architecture_args["members"]] == \
-        ["first", "final"]
+    args = header.metadata.architecture_args
+    assert args["subnetwork_kinds"] == ["unet", "shallow"]
+    assert [f"{m['import_at']}:{m['features_from']}" for m in args["members"]] == SIX
+    assert {m["norm"] for m in args["members"]} == {"none"}
     features = list((model / "prepared").glob("*.features-*.npy"))
-    assert features and np.load(features[0]).dtype == np.float16
+    assert len(features) == 2 * 3 and np.load(features[0]).dtype == np.float16
 
 
 def test_2d3d_stage_needs_the_2d_models(trained, tmp_path, capsys):
@@ -179,6 +227,7 @@ def test_predict_without_flair_says_so_and_evaluate_reports_brats_regions(traine
     assert main(args) == 0
     result = json.loads((tmp_path / "out" / "result.json").read_text())
     assert any("flair missing" in m for m in result["messages"])
+    assert result["details"]["members"] == SIX  # voted over by the paper's thresholds
     labels = sitk.ReadImage(str(tmp_path / "out" / "labels.nii.gz"))
     assert labels.GetSize() == sitk.ReadImage(str(case.images["t1c"])).GetSize()
     one = tmp_path / "one"  # evaluation of one case is enough here
@@ -197,9 +246,19 @@ def test_tuple_settings_take_comma_separated_values_and_are_checked():
     config = BrainConfig.from_overrides({"members": "first,none",
                                          "class_targets_3d": "0.7,0.1,0.1,0.1"})
     assert config.members == ("first", "none")
+    assert config.member_specs == [("first", "unet"), ("none", "unet"), ("first", "shallow"),
+                                   ("none", "shallow")]
+    assert [f"{i}:{k}" for i, k in BrainConfig().member_specs] == SIX
+    demo_like = BrainConfig.from_overrides({"members": "first,final", "subnetworks": "unet"})
+    assert demo_like.member_specs == [("first", "unet"), ("final", "unet")]
+    assert demo_like.kinds_2d == ["unet"]
+    assert BrainConfig.from_overrides({"members": "streams:shallow"}).kinds_2d == ["shallow"]
     assert config.class_targets_3d == (0.7, 0.1, 0.1, 0.1)
-    with pytest.raises(InputError, match="members"):
-        BrainConfig.from_overrides({"members": "first,sideways"})
+    for members in ("first,sideways", "first:resnet"):
+        with pytest.raises(InputError, match="members"):
+            BrainConfig.from_overrides({"members": members})
+    with pytest.raises(InputError, match="subnetworks"):
+        BrainConfig.from_overrides({"subnetworks": "unet,deep"})
     with pytest.raises(InputError, match="class_targets_3d"):
         BrainConfig.from_overrides({"class_targets_3d": "0.5,0.1"})
     with pytest.raises(InputError, match="drop_sequences"):
@@ -217,3 +276,70 @@ def test_demo_ensemble_on_unseen_phantoms(tmp_path):
     no_flair = verbs.evaluate("brain", tmp_path / "data", tmp_path / "no-flair",
                               overrides={"drop_sequences": "flair"})["metrics"]
     assert no_flair["dice_wt"]["mean"] >= full["dice_wt"]["mean"] - 0.15, no_flair
+
+
+def test_a_case_without_flair_is_read_and_only_pretrains_the_subnetworks(tmp_path, monkeypatch):
+    """Section 3.2 / Table 2: a sequence's subnetwork pretrains on the cases that have it; the
+    whole 2D model (starting from those weights) and the 2D-3D members train on the cases
+    that have all four."""
+    from oncoseg.brain import training
+    from oncoseg.modelfile import load_network
+
+    data = tmp_path / "data"
+    assert main(["phantom", "brain", "--output", str(data), "--cases", "3",
+                 "--progress", "none"]) == 0
+    train_cases, _ = training.split_cases(read_dataset(data), BrainConfig())
+    dropped = train_cases[0].id
+    train_cases[0].images["flair"].unlink()
+    case = {c.id: c for c in read_dataset(data).cases}[dropped]
+    assert sorted(case.images) == ["t1", "t1c", "t2"] and case.info["missing"] == ["flair"]
+
+    seen = []  # (sequence or None, case ids) of every slice set built
+
+    class Recorded(training.SliceSet):
+        def __init__(self, cases, *args, **kwargs):
+            super().__init__(cases, *args, **kwargs)
+            seen.append((self.sequence, {c.id for c in cases}))
+
+    monkeypatch.setattr(training, "SliceSet", Recorded)
+    model = tmp_path / "model"
+    assert main(["train", "brain", "--dataset", str(data), "--output", str(model),
+                 "--progress", "none", *TINY, "--set", "members=first",
+                 "--set", "subnetworks=unet"]) == 0
+    split = json.loads((model / "split.json").read_text())
+    assert split["incomplete"] == [dropped] and split["pretrained_subnetworks"] is True
+    flair, t1 = SEQUENCES.index("flair"), SEQUENCES.index("t1")
+    trained_on: dict = {}  # by sequence: the cases of its pretraining and validation sets
+    for sequence, ids in seen:
+        trained_on.setdefault(sequence, set()).update(ids)
+    assert dropped in trained_on[t1] and dropped not in trained_on[flair]
+    assert dropped not in trained_on[None]  # the whole 2D models: complete cases only
+    for orientation in ("axial", "coronal", "sagittal"):
+        for sequence in SEQUENCES:
+            assert (model / f"2d-{orientation}-unet-pretrain-{sequence}" /
+                    "model.safetensors").is_file()
+    # the 2D model starts from the pretrained subnetwork and auxiliary layer
+    pretrained, _ = load_network(model / "2d-axial-unet-pretrain-t2" / "model.safetensors",
+                                 "brain")
+    args = {"sequences": 4, "width": 2, "subnetwork_kind": "unet", "levels": 2}
+    started = training.model_2d(args, {SEQUENCES.index("t2"): model / "2d-axial-unet-pretrain-t2"
+                                       / "model.safetensors"})
+    for mine, theirs in ((started.subnetworks[2], pretrained.subnetwork),
+                         (started.auxiliary[2], pretrained.auxiliary)):
+        for a, b in zip(mine.state_dict().values(), theirs.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+    assert (model / "model.safetensors").is_file()
+
+
+def test_a_brats_case_without_any_sequence_is_refused(tmp_path):
+    data = tmp_path / "data"
+    assert main(["phantom", "brain", "--output", str(data), "--cases", "1",
+                 "--progress", "none"]) == 0
+    case = read_dataset(data).cases[0]
+    for path in list(case.images.values())[:-1]:
+        path.unlink()
+    last = list(case.images)[-1]
+    assert list(read_dataset(data).cases[0].images) == [last]
+    case.images[last].unlink()
+    with pytest.raises(InputError, match="none of the sequence files"):
+        read_dataset(data, "brats")

@@ -98,3 +98,30 @@ def test_one_model_votes_for_itself():
     assert np.array_equal(hierarchical_vote([labels]), labels)
     with pytest.raises(ValueError):
         hierarchical_vote([])
+
+
+def test_vote_of_the_papers_six_members_at_its_thresholds():
+    """Section 2.3 with n = 6 and T = (0.4, 0.3, 0.4): each column sits at or next to a
+    threshold, so a '>' for '>=' or a share taken over the wrong votes changes its label."""
+    # rows: A1, B1, C1, A2, B2, C2; columns are voxels
+    maps = np.array([
+        [2, 2, 2, 1, 1, 3, 3, 2],
+        [2, 2, 2, 2, 1, 3, 3, 2],
+        [2, 0, 2, 2, 3, 1, 1, 2],
+        [0, 0, 1, 2, 3, 1, 1, 1],
+        [0, 0, 0, 2, 2, 1, 1, 3],
+        [0, 0, 0, 2, 0, 1, 0, 0],
+    ])
+    labels = hierarchical_vote(list(maps), (0.4, 0.3, 0.4))
+    # 0: tumour 3/6 = 0.5, core 0/3 -> oedema; 1: tumour 2/6 = 0.33 < 0.4 -> background;
+    # 2: tumour 4/6, core 1/4 = 0.25 < 0.3 -> oedema; 3: 6/6, core 1/6 < 0.3 -> oedema;
+    # 4: 5/6, core 4/5, enhancing 2/4 = 0.5 -> enhancing; 5: 6/6, core 6/6, enhancing 2/6 =
+    # 0.33 < 0.4 -> necrotic; 6: 5/6, core 5/5, enhancing 2/5 = 0.4 -> enhancing;
+    # 7: 5/6, core 2/5 = 0.4 >= 0.3, enhancing 1/2 -> enhancing
+    assert labels.tolist() == [2, 0, 2, 2, 3, 1, 3, 3]
+    # the default of the settings and of the vote are the paper's
+    from oncoseg.brain.config import BrainConfig
+    from oncoseg.brain.voting import THRESHOLDS
+
+    assert tuple(BrainConfig().vote_thresholds) == THRESHOLDS == (0.4, 0.3, 0.4)
+    assert hierarchical_vote(list(maps)).tolist() == labels.tolist()

@@ -94,14 +94,16 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
     outside the skull-stripped brain (where every sequence is zero), as BraTS labels are."""
     timings = {} if timings is None else timings
     ensemble.eval()
-    with timed(timings, "models_2d"):
-        features = features_2d(ensemble.nets2d, volume.array, volume.present, device, progress,
-                               cancel)
+    with timed(timings, "models_2d"):  # each 2D model kind's features, once
+        features = {kind: features_2d(ensemble.models_2d(kind), volume.array, volume.present,
+                                      device, progress, cancel)
+                    for kind in dict.fromkeys(net.features_from for net in ensemble.nets3d)}
     with timed(timings, "models_2d3d"):
         members, total = [], None
         for index, network in enumerate(ensemble.nets3d):
             report(progress, "2D-3D models", index, len(ensemble.nets3d))
-            probabilities = member_probabilities(network, volume.array, features, config,
+            probabilities = member_probabilities(network, volume.array,
+                                                 features[network.features_from], config,
                                                  device, cancel)
             members.append(probabilities.argmax(0).to(torch.uint8).cpu().numpy())
             total = probabilities if total is None else total + probabilities
@@ -147,9 +149,9 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image | None], context
         segments=TASK.segments, labels=back_to_grid(labels, volume), probabilities=maps,
         timings=timings, messages=messages,
         details={"sequences_used": volume.used, "reference": volume.reference_role,
-                 "members": [m.import_at for m in ensemble.nets3d],
+                 "members": [ensemble.member_name(i) for i in range(len(ensemble.nets3d))],
                  "inference_stages_s": {k: round(v, 3) for k, v in stages.items()},
                  "config": settings.as_dict()},
-        alternatives={f"member {i + 1} ({net.import_at})": back_to_grid(m, volume)
-                      for i, (net, m) in enumerate(zip(ensemble.nets3d, members, strict=True))},
+        alternatives={f"member {i + 1} ({ensemble.member_name(i)})": back_to_grid(m, volume)
+                      for i, m in enumerate(members)},
     )

@@ -1,6 +1,14 @@
-"""Training the brain ensemble in the paper's stages (section 2.1): three 2D models (axial,
-coronal, sagittal slices), then the 2D-3D members on 3D patches whose extra channels are the
-2D models' scores, extracted once per case and cached, then the ensemble file.
+"""Training the brain ensemble in the paper's stages (sections 2.1, 3.2): per 2D model kind
+(2D model 1: reduced U-Net subnetworks, 2D model 2: three-layer ones) three 2D models (axial,
+coronal, sagittal slices), then the 2D-3D members (A, B, C, each with the features of each 2D
+model: six by default) on 3D patches whose extra channels are the 2D models' scores,
+extracted once per case and cached, then the ensemble file.
+
+Cases with a sequence missing (section 3.2, Table 2): each modality-specific subnetwork of a
+2D model, with its auxiliary classification layer, is first pretrained on the slices of the
+training cases that have its sequence (``pretrain_subnetworks``); the whole 2D model, which
+starts from those weights, and the 2D-3D members train on the cases that have all four, as
+the paper trains the main part.
 
 Every stage uses the paper's optimiser: the gradient of N batches summed and divided by its
 norm, SGD with momentum, the learning rate halved when the loss stalls (optimizer.py). A
@@ -13,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +30,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.brain.config import ORIENTATIONS, SEQUENCES, BrainConfig
 from oncoseg.brain.losses import batch_weighted_cross_entropy
-from oncoseg.brain.network import Brain2D, Brain3D, brain_3d
+from oncoseg.brain.network import Brain2D, Brain3D, SubnetworkPretraining, brain_3d
 from oncoseg.brain.optimizer import LossPlateauHalving, NormalisedSGD
 from oncoseg.brain.predict import features_2d
 from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices
@@ -41,7 +49,14 @@ class PreparedBrain:
     id: str
     image: np.ndarray  # (K, z, y, x) float32, LPS order
     labels: np.ndarray  # (z, y, x) uint8: 0..3
-    features: np.ndarray | None = None  # (12, z, y, x) once the 2D models exist
+    # (12, z, y, x) per 2D model kind, once the 2D models exist
+    features: dict[str, np.ndarray] = field(default_factory=dict)
+    # (K,) the sequences the case has: an absent one is all zeros, a present one never is
+    # (its median is positive)
+    present: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.present = self.image.reshape(len(self.image), -1).any(axis=1)
 
 
 def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
@@ -69,6 +84,11 @@ def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> Prepare
     return prepared
 
 
+def complete(cases: list[PreparedBrain]) -> list[PreparedBrain]:
+    """The cases that have every sequence."""
+    return [c for c in cases if c.present.all()]
+
+
 def drop_sequences(present: np.ndarray, probability: float, rng: np.random.Generator
                    ) -> np.ndarray:
     """Leave one random sequence out with ``probability`` (never the last one present)."""
@@ -80,12 +100,13 @@ def drop_sequences(present: np.ndarray, probability: float, rng: np.random.Gener
 
 class SliceSet(TorchDataset):
     """Random slices of one orientation; half of them cut through the tumour, so that every
-    batch holds the tumour classes the batch weighting assumes."""
+    batch holds the tumour classes the batch weighting assumes. With ``sequence``, slices of
+    that sequence alone (a subnetwork's pretraining)."""
 
     def __init__(self, cases: list[PreparedBrain], orientation: str, length: int,
-                 dropout: float, seed: int):
+                 dropout: float, seed: int, sequence: int | None = None):
         self.cases, self.orientation, self.length = cases, orientation, length
-        self.dropout, self.seed = dropout, seed
+        self.dropout, self.seed, self.sequence = dropout, seed, sequence
         axis = {"axial": 0, "coronal": 1, "sagittal": 2}[orientation]
         self.tumour_slices = [np.flatnonzero(np.moveaxis(c.labels, axis, 0).reshape(
             c.labels.shape[axis], -1).any(axis=1)) for c in cases]
@@ -102,11 +123,14 @@ class SliceSet(TorchDataset):
         tumour = self.tumour_slices[index]
         k = int(rng.choice(tumour)) if len(tumour) and rng.random() < 0.5 else \
             int(rng.integers(len(image)))
-        present = drop_sequences(np.ones(len(SEQUENCES), bool), self.dropout, rng)
+        y = torch.from_numpy(np.ascontiguousarray(labels[k, 0]).astype(np.int64))
+        if self.sequence is not None:
+            x = image[k, self.sequence:self.sequence + 1]
+            return torch.from_numpy(np.ascontiguousarray(x, np.float32)), y
+        present = drop_sequences(case.present, self.dropout, rng)
         x = image[k] * present[:, None, None]
         return (torch.from_numpy(np.ascontiguousarray(x, np.float32)),
-                torch.from_numpy(np.ascontiguousarray(labels[k, 0]).astype(np.int64)),
-                torch.from_numpy(present))
+                y, torch.from_numpy(present))
 
 
 def pad_batch(x: torch.Tensor, y: torch.Tensor, multiple: int):
@@ -142,13 +166,30 @@ def step_2d(config: BrainConfig):
     return step
 
 
+def step_pretrain(config: BrainConfig):
+    """A subnetwork's pretraining loss: its auxiliary layer's batch-weighted cross-entropy
+    (eq. 2, the 2D class targets), N batches summed per iteration."""
+    def step(network: SubnetworkPretraining, batch, device: str):
+        x, y = (t.to(device) for t in batch)
+        x, y = pad_batch(x, y, 2 ** network.levels)
+        total = 0.0
+        for chunk in torch.tensor_split(torch.arange(len(x)), config.batches_per_iteration_2d):
+            if len(chunk):
+                total = total + batch_weighted_cross_entropy(network(x[chunk]), y[chunk],
+                                                             config.class_targets_2d)
+        return total, len(x)
+
+    return step
+
+
 class PatchSet(TorchDataset):
-    """Random 3D patches (image and 2D features), half of them centred in the tumour."""
+    """Random 3D patches (image and one 2D model kind's features), half of them centred in
+    the tumour."""
 
     def __init__(self, cases: list[PreparedBrain], patch: int, length: int, dropout: float,
-                 seed: int):
+                 seed: int, kind: str):
         self.cases, self.patch, self.length = cases, patch, length
-        self.dropout, self.seed = dropout, seed
+        self.dropout, self.seed, self.kind = dropout, seed, kind
         self.tumour = [np.argwhere(c.labels > 0) for c in cases]
 
     def __len__(self) -> int:
@@ -164,11 +205,11 @@ class PatchSet(TorchDataset):
         size = np.minimum(self.patch, shape)
         start = np.clip(centre - size // 2, 0, shape - size)
         box = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size, strict=True))
-        present = drop_sequences(np.ones(len(SEQUENCES), bool), self.dropout, rng)
+        present = drop_sequences(case.present, self.dropout, rng)
         image = case.image[(slice(None), *box)] * present[:, None, None, None]
+        features = case.features[self.kind][(slice(None), *box)]
         return (torch.from_numpy(np.ascontiguousarray(image, np.float32)),
-                torch.from_numpy(np.ascontiguousarray(case.features[(slice(None), *box)],
-                                                      np.float32)),
+                torch.from_numpy(np.ascontiguousarray(features, np.float32)),
                 torch.from_numpy(case.labels[box].astype(np.int64)))
 
 
@@ -251,33 +292,87 @@ def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
         report(progress, "Preparing volumes", index, len(data.cases), message=case.id)
         prepared.append(prepare_case(case, config, cache))
     training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
+    if not complete(training):
+        raise InputError("--dataset", "no training case has all four sequences: the 2D "
+                         "models' main part and the 2D-3D members train on complete cases "
+                         "(paper 004, section 3.2); cases with one missing only pretrain the "
+                         "subnetworks")
+    incomplete = [c.id for c in training if not c.present.all()]
+    pretrain = config.pretrain_subnetworks == "on" or \
+        (config.pretrain_subnetworks == "auto" and bool(incomplete))
     output.mkdir(parents=True, exist_ok=True)
-    (output / "split.json").write_text(json.dumps(split, indent=2) + "\n", encoding="utf-8")
+    (output / "split.json").write_text(json.dumps(
+        {**split, "incomplete": incomplete, "pretrained_subnetworks": pretrain}, indent=2)
+        + "\n", encoding="utf-8")
     last = None
     per_iteration_2d = config.batches_per_iteration_2d * config.batch_size_2d
     for orientation in ORIENTATIONS:
-        name = f"2d-{orientation}"
-        if stage not in (name, "all"):
+        if stage not in (f"2d-{orientation}", "all"):
             continue
-        args = {"sequences": len(SEQUENCES), "width": config.width_2d,
-                "subnetwork_kind": config.subnetwork, "levels": config.levels_2d}
-        last = _run(
-            name, lambda args=args: Brain2D(**args), step_2d(config),
-            SliceSet(training, orientation, config.iterations_per_epoch * per_iteration_2d,
-                     config.sequence_dropout, config.seed),
-            SliceSet(validation, orientation, per_iteration_2d, 0.0, config.seed + 1)
-            if validation else None,
-            config.iterations_2d, per_iteration_2d, config, output,
-            _metadata(config, "brain-2d", args, data, split, description, demo, name),
-            device, resume, progress, cancel)
+        for kind in config.kinds_2d:
+            name = f"2d-{orientation}-{kind}"
+            pretrained = pretrain_subnetworks(
+                data, training, validation, split, config, orientation, kind, output, device,
+                resume, description, demo, progress, cancel) if pretrain else {}
+            args = {"sequences": len(SEQUENCES), "width": config.width_2d,
+                    "subnetwork_kind": kind, "levels": config.levels_2d}
+            last = _run(
+                name, lambda args=args, pretrained=pretrained: model_2d(args, pretrained),
+                step_2d(config),
+                SliceSet(complete(training), orientation,
+                         config.iterations_per_epoch * per_iteration_2d,
+                         config.sequence_dropout, config.seed),
+                SliceSet(complete(validation), orientation, per_iteration_2d, 0.0,
+                         config.seed + 1) if complete(validation) else None,
+                config.iterations_2d, per_iteration_2d, config, output,
+                _metadata(config, "brain-2d", args, data, split, description, demo, name),
+                device, resume, progress, cancel)
     if stage in ("2d3d", "all"):
-        last = train_members(data, training, validation, split, config, output, device, resume,
-                             description, demo, progress, cancel)
+        last = train_members(data, complete(training), complete(validation), split, config,
+                             output, device, resume, description, demo, progress, cancel)
     return last
 
 
-def attach_features(cases: list[PreparedBrain], nets2d: dict, models: list[Path], cache: Path,
-                    device: str, cancel: CancelToken | None) -> None:
+def model_2d(args: dict, pretrained: dict[int, Path]) -> Brain2D:
+    """A 2D model whose sequences' subnetworks start from their pretrained weights."""
+    network = Brain2D(**args)
+    for index, path in pretrained.items():
+        subnet, _ = load_network(path, TASK.name)
+        network.load_subnetwork(index, subnet)
+    return network
+
+
+def pretrain_subnetworks(data: Dataset, training: list[PreparedBrain],
+                         validation: list[PreparedBrain], split: dict, config: BrainConfig,
+                         orientation: str, kind: str, output: Path, device: str, resume: bool,
+                         description: str, demo: bool, progress, cancel) -> dict[int, Path]:
+    """Each sequence's subnetwork (and auxiliary layer) of one 2D model, trained alone on the
+    slices of the cases that have that sequence (Table 2's "pretrained subnetworks"); returns
+    the model file of each, by sequence index. The joint subnetwork reads every sequence and
+    is not pretrained."""
+    per_iteration = config.batches_per_iteration_2d * config.batch_size_2d
+    files = {}
+    for index, sequence in enumerate(SEQUENCES):
+        having = [c for c in training if c.present[index]]
+        if not having:
+            continue
+        held = [c for c in validation if c.present[index]]
+        name = f"2d-{orientation}-{kind}-pretrain-{sequence}"
+        args = {"width": config.width_2d, "subnetwork_kind": kind}
+        files[index] = _run(
+            name, lambda args=args: SubnetworkPretraining(**args), step_pretrain(config),
+            SliceSet(having, orientation, config.iterations_per_epoch * per_iteration, 0.0,
+                     config.seed, sequence=index),
+            SliceSet(held, orientation, per_iteration, 0.0, config.seed + 1, sequence=index)
+            if held else None,
+            config.iterations_pretrain, per_iteration, config, output,
+            _metadata(config, "brain-2d-subnetwork", args, data, split, description, demo,
+                      name), device, resume, progress, cancel)
+    return files
+
+
+def attach_features(cases: list[PreparedBrain], kind: str, nets2d: dict, models: list[Path],
+                    cache: Path, device: str, cancel: CancelToken | None) -> None:
     """The 2D models' scores of every case, computed once and kept next to the cases (named
     after the model files, so retrained 2D models are not served stale features)."""
     digest = hashlib.sha256("".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}"
@@ -285,58 +380,64 @@ def attach_features(cases: list[PreparedBrain], nets2d: dict, models: list[Path]
     for case in cases:
         path = cache / f"{case.id}.features-{digest}.npy"  # float16: half the disk, enough
         if not path.exists():
-            features = features_2d(nets2d, case.image, np.ones(len(SEQUENCES), bool), device,
-                                   cancel=cancel)
+            features = features_2d(nets2d, case.image, case.present, device, cancel=cancel)
             with atomic_path(path, overwrite=True) as tmp, open(tmp, "wb") as stream:
                 np.save(stream, features.astype(np.float16))
-        case.features = np.load(path)
+        case.features[kind] = np.load(path)
 
 
 def train_members(data: Dataset, training: list[PreparedBrain], validation: list[PreparedBrain],
                   split: dict, config: BrainConfig, output: Path, device: str, resume: bool,
                   description: str, demo: bool, progress, cancel) -> Path:
-    nets2d, paths = {}, []
-    for orientation in ORIENTATIONS:
-        path = output / f"2d-{orientation}" / "model.safetensors"
-        if not path.is_file():
-            raise InputError(str(path), "is missing: train the 2D stages first")
-        nets2d[orientation], _ = load_network(path, TASK.name, device)
-        paths.append(path)
-    report(progress, "Extracting 2D features", 0, 1)
-    attach_features(training + validation, nets2d, paths, output / "prepared", device, cancel)
+    nets2d: dict[str, dict] = {}
+    for kind_index, kind in enumerate(config.kinds_2d):
+        nets2d[kind], paths = {}, []
+        for orientation in ORIENTATIONS:
+            path = output / f"2d-{orientation}-{kind}" / "model.safetensors"
+            if not path.is_file():
+                raise InputError(str(path), "is missing: train the 2D stages first")
+            nets2d[kind][orientation], _ = load_network(path, TASK.name, device)
+            paths.append(path)
+        report(progress, "Extracting 2D features", kind_index, len(config.kinds_2d),
+               message=kind)
+        attach_features(training + validation, kind, nets2d[kind], paths, output / "prepared",
+                        device, cancel)
     per_iteration = config.batches_per_iteration_3d * config.batch_size_3d
     members = []
-    for import_at in config.members:
+    for import_at, kind in config.member_specs:
         args = {"sequences": len(SEQUENCES), "width": config.width_3d,
-                "levels": config.levels_3d, "import_at": import_at}
-        name = f"3d-{import_at}"
+                "levels": config.levels_3d, "import_at": import_at, "norm": config.norm_3d}
+        name = f"3d-{import_at}-{kind}"
         path = _run(
             name, lambda args=args: brain_3d(**args), step_3d(config),
             PatchSet(training, config.patch, config.iterations_per_epoch * per_iteration,
-                     config.sequence_dropout, config.seed),
-            PatchSet(validation, config.patch, per_iteration, 0.0, config.seed + 1)
+                     config.sequence_dropout, config.seed, kind),
+            PatchSet(validation, config.patch, per_iteration, 0.0, config.seed + 1, kind)
             if validation else None,
             config.iterations_3d, per_iteration, config, output,
             _metadata(config, "brain-3d", args, data, split, description, demo, name),
             device, resume, progress, cancel)
-        members.append((args, path))
+        members.append(({**args, "features_from": kind}, path))
     return assemble(nets2d, members, config, data, split, output / "model.safetensors",
                     description, demo)
 
 
 def assemble(nets2d: dict, members: list, config: BrainConfig, data: Dataset, split: dict,
              path: Path, description: str, demo: bool) -> Path:
-    """One ensemble file from the stage files."""
+    """One ensemble file from the stage files: the 2D models under their kind
+    (``nets2d.unet.axial``), each member with the kind whose features it reads."""
     tensors = {}
-    for orientation, net in nets2d.items():
-        tensors.update({f"nets2d.{orientation}.{k}": v for k, v in net.state_dict().items()})
+    for kind, orientations in nets2d.items():
+        for orientation, net in orientations.items():
+            tensors.update({f"nets2d.{kind}.{orientation}.{k}": v
+                            for k, v in net.state_dict().items()})
     member_args = []
     for index, (args, member_path) in enumerate(members):
         net, _ = load_network(member_path, TASK.name)
         tensors.update({f"nets3d.{index}.{k}": v for k, v in net.state_dict().items()})
         member_args.append({k: v for k, v in args.items() if k != "sequences"})
     args = {"sequences": len(SEQUENCES), "width_2d": config.width_2d,
-            "subnetwork_kind": config.subnetwork, "levels_2d": config.levels_2d,
+            "subnetwork_kinds": list(nets2d), "levels_2d": config.levels_2d,
             "members": member_args}
     metadata = _metadata(config, "brain-ensemble", args, data, split, description, demo,
                          "ensemble")

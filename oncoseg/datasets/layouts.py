@@ -123,9 +123,11 @@ BRATS_ROLES = ("t1", "t1c", "t2", "flair")
 
 
 def _brats_naming(folder: Path) -> str | None:
+    """The naming of the first file of the case found (any sequence, or the labels: a case
+    may lack sequences)."""
     for naming, (sep, suffixes, _) in BRATS_NAMINGS.items():
-        if (folder / f"{folder.name}{sep}{suffixes['t1c']}.nii.gz").is_file() or \
-                (folder / f"{folder.name}{sep}{suffixes['flair']}.nii.gz").is_file():
+        if any((folder / f"{folder.name}{sep}{suffix}.nii.gz").is_file()
+               for suffix in (*suffixes.values(), "seg")):
             return naming
     return None
 
@@ -138,7 +140,8 @@ def _brats_match(root: Path) -> bool:
 def _brats_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
     """BraTS 2017-2021 (_t1 _t1ce _t2 _flair _seg, enhancing = 4) and 2023+ (-t1n -t1c -t2w
     -t2f -seg, enhancing = 3). Labels are mapped to OncoSeg's 1 core, 2 oedema, 3 enhancing
-    when they are read (``info['label_map']``)."""
+    when they are read (``info['label_map']``). A case with a sequence file absent is read
+    without that role (``info['missing']``); one with none is refused."""
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         check_case_id(folder.name, str(root))
@@ -149,11 +152,19 @@ def _brats_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Cas
                              f"{folder.name}-t1c.nii.gz and the other sequences)")
         sep, suffixes, enhancing = BRATS_NAMINGS[naming]
         wanted = roles or BRATS_ROLES
-        images = {role: folder / f"{folder.name}{sep}{suffixes[role]}.nii.gz" for role in wanted}
+        paths = {role: folder / f"{folder.name}{sep}{suffixes[role]}.nii.gz" for role in wanted}
+        # a case may lack a sequence (paper 004 pretrains its subnetworks on such cases):
+        # it is read without it, and info['missing'] names it
+        images = {role: path for role, path in paths.items() if path.is_file()}
+        missing = [role for role in paths if role not in images]
+        if not images:
+            raise InputError(f"case '{folder.name}'", f"in {root} has none of the sequence "
+                             f"files ({', '.join(p.name for p in paths.values())})")
         seg = folder / f"{folder.name}{sep}seg.nii.gz"
         labels = {"label": seg} if seg.is_file() else {}
         cases.append(Case(folder.name, images, labels,
-                          info={"naming": naming, "label_map": {str(enhancing): 3}}))
+                          info={"naming": naming, "label_map": {str(enhancing): 3},
+                                "missing": missing}))
     return cases
 
 
