@@ -76,6 +76,10 @@ class OarCtConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=50
     # fits in its free memory; on a CPU, 1)
     micro_batch: int = training_only(0)
     validation_patches_per_case: int = training_only(4)
+    # processes drawing patches beside the training process (0: none). Drawing one augmented
+    # 136 x 136 x 72 patch takes about a second of one CPU core, so at the paper's batch of 50 a
+    # GPU waits for the patches unless several processes draw them
+    data_workers: int = training_only(0)
     # restart cycles (paper: 50 cycles; each after the first restarts from the previous model
     # with 10 % of the patches centred on its false positives over the training group)
     hard_negative_rounds: int = training_only(49)
@@ -97,7 +101,7 @@ class OarCtConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=50
         """Normalise ``spacing_mm`` (a string when it came through ``--set`` or a model file)
         to :data:`NATIVE` or a tuple, which the shared value checks then see."""
         object.__setattr__(self, "spacing_mm", parse_spacing(self.spacing_mm))
-        for name in ("micro_batch", "hard_negative_rounds"):
+        for name in ("micro_batch", "hard_negative_rounds", "data_workers"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise InputError(f"--set {name}", f"is {value!r}: it must be a whole number, "

@@ -384,7 +384,9 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
         + (f" over {world} processes" if world > 1 else "")
         + (f", {local_batch} per process" if world > 1 else "")
         + (f", as {accumulation} micro-batches of up to {micro} with gradient accumulation"
-           if accumulation > 1 else ", in one pass") + f" ({why})")
+           if accumulation > 1 else ", in one pass") + f" ({why}); patches drawn by "
+        + (f"{config.data_workers} worker processes" if config.data_workers
+           else "the training process"))
     log(f"cycles: {config.cycles} of up to {config.max_epochs} epochs x "
         f"{config.steps_per_epoch} steps; validation "
         + (f"rotating over {len(folds)} patient folds" if config.rotate_validation
@@ -392,6 +394,7 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
     step = accumulating_step(micro)
     loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                           patience=config.patience, min_delta=config.min_delta, seed=config.seed,
+                          num_workers=config.data_workers,
                           max_steps_per_epoch=config.steps_per_epoch)
     length = config.steps_per_epoch * config.batch_size * config.max_epochs
     plan: dict[str, Any] = {"micro_batch": micro, "accumulation_steps": accumulation,
