@@ -28,7 +28,8 @@ def phantom(output: Path, options: PhantomOptions, context: RunContext) -> list[
 
 def train(data: Dataset, output: Path, settings: OarCtConfig, context: RunContext,
           options: TrainOptions) -> Path:
-    """One model (and its hard-negative rounds, when the settings ask for them)."""
+    """One model, trained in the paper's restart cycles (50 by default; each after the first
+    with hard negatives and another validation fold); the last cycle's model is returned."""
     from oncoseg.oar.ct.training import train_oar_ct
 
     return train_oar_ct(data, output, settings, context.device, options.resume,

@@ -31,10 +31,12 @@ OAR_CT = register_task(Task(
     name="oar-ct",
     title="Pelvic organs at risk on CT",
     paper="Sartor et al. 2020 (paper 003)",
-    description=("HU window [-800, 800] / 800; a memory-lean 3D fully convolutional network "
+    description=("HU window [-800, 800] / 800 at the CT's own resolution (or the working grid "
+                 "a model was trained on); a memory-lean 3D fully convolutional network "
                  "with softmax over femoral heads, bladder, bowel bag and nodal CTV; largest "
                  "26-connected component and hole filling per organ. Trains on clinical RT "
-                 "structure sets with partial annotations."),
+                 "structure sets with partial annotations, in restart cycles with hard "
+                 "negatives."),
     inputs=(InputRole("ct", "CT in Hounsfield units (volume or DICOM series folder)",
                       name_hints=("ct",)),),
     reference_role="ct",
