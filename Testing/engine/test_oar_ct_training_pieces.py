@@ -248,3 +248,18 @@ def test_the_network_reads_the_ct_at_its_own_resolution_by_default():
     assert OarCtConfig.from_overrides({"spacing_mm": "2,2,3"}).spacing_mm == (2.0, 2.0, 3.0)
     assert OarCtConfig.from_overrides({"spacing_mm": None}).grid_spacing is None
     assert OarCtConfig.from_overrides({"spacing_mm": "native"}).grid_spacing is None
+
+
+def test_a_native_model_counts_its_full_resolution_grid_in_the_memory_check(monkeypatch):
+    import SimpleITK as sitk
+
+    from oncoseg.oar.ct import preprocessing
+
+    asked = []
+    monkeypatch.setattr(preprocessing, "check_volume",
+                        lambda image, name, bytes_per_voxel: asked.append(bytes_per_voxel))
+    ct = sitk.GetImageFromArray(np.full((4, 8, 8), -1000, np.int16))
+    preprocessing.check_ct(ct)
+    preprocessing.check_ct(ct, native=True)
+    assert asked == [preprocessing.CT_BYTES_PER_VOXEL, preprocessing.CT_BYTES_PER_VOXEL
+                     + preprocessing.NATIVE_GRID_BYTES_PER_VOXEL]

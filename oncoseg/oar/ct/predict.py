@@ -86,9 +86,9 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     ``prepared`` holds (read once by the caller, so an evaluation reuses them per case)."""
     OAR_CT.check_images(images)
     image = images["ct"]
-    messages = check_ct(image)
-    timings: dict[str, float] = {}
     settings, metadata = prepared.settings, prepared.model.metadata
+    messages = check_ct(image, native=settings.grid_spacing is None)
+    timings: dict[str, float] = {}
     progress, cancel = context.progress, context.cancel
 
     with timed(timings, "inference"):

@@ -35,12 +35,19 @@ HU_SAMPLE = 1 << 24
 # 2 of them the int16 CT itself. The working grid, the network and full-resolution probability
 # maps (at most FULL_GRID_PROBABILITY_BYTES) come on top as a constant.
 CT_BYTES_PER_VOXEL = 2.0
+# At the CT's own resolution (a model trained without a working grid) the network's grid is as
+# large as the CT, so what the constant above leaves out grows with it: the sliding window's six
+# float32 class maps, the float32 HU and the body mask and labels on that grid (an estimate from
+# the arrays' sizes, not a measurement).
+NATIVE_GRID_BYTES_PER_VOXEL = 4.0 * 6 + 4.0 + 2.0
 
 
-def check_ct(image: sitk.Image, name: str = "ct") -> list[str]:
-    """Refuse what cannot be a CT volume (or cannot be processed in the memory left); return
-    warnings for what is probably not HU."""
-    check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL)
+def check_ct(image: sitk.Image, name: str = "ct", native: bool = False) -> list[str]:
+    """Refuse what cannot be a CT volume (or cannot be processed in the memory left, which
+    for a ``native`` model includes the network's full-resolution grid); return warnings for
+    what is probably not HU."""
+    check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL
+                 + (NATIVE_GRID_BYTES_PER_VOXEL if native else 0.0))
     array = sitk.GetArrayViewFromImage(image).reshape(-1)
     sample = array[::max(1, array.size // HU_SAMPLE)]  # np.percentile copies what it is given
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
