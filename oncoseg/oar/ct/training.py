@@ -248,6 +248,8 @@ def choose_micro_batch(config: OarCtConfig, local_batch: int, device: str) -> tu
         return min(config.micro_batch, local_batch), "micro_batch setting"
     if not device.startswith("cuda"):
         return 1, "automatic: one patch at a time on a CPU"
+    if device == "cuda":  # this process's GPU under torchrun (train() selects it later)
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
     network = _network(config, None).to(device)
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated(device)
