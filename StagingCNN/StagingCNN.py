@@ -23,7 +23,9 @@ class StagingCNN(panels.OncoSegModule):
         "correction, a crop around rectum and tumour (place an ROI), every slice resized to "
         "256 x 256; a ResNet-18 style network with 3D convolution in its last stage (f-rMC5) "
         "and bilinear pooling over slices gives P(T3), the stage at the model's threshold, "
-        "and a score per slice."
+        "and a score per slice. P(T3) is a calibrated probability when the model file holds "
+        "a calibration (Platt scaling fitted on validation cases; the demo's does); the panel "
+        "says when it is only the network's score."
     )
     acknowledgement = (
         "Method: a ResNet-18 based volumetric CNN for preoperative T2 / T3 staging of rectal "

@@ -19,6 +19,7 @@ from oncoseg.staging.calibration import (
     expected_calibration_error,
     fit_platt,
     reliability_table,
+    separated,
 )
 from oncoseg.staging.network import StagingNet
 from oncoseg.staging.predict import VolumeScores, probability
@@ -48,16 +49,23 @@ def test_reliability_table_has_ten_equal_bins():
 
 def test_platt_recovers_a_known_slope_and_intercept():
     """Logits as narrow as the demo's (SD 0.03), stages drawn from sigmoid(60 z - 0.5): the
-    fit finds 60 and -0.5 (Platt's smoothed targets move them by about 1 / N)."""
+    fit finds 60 and -0.5, as an unregularised logistic regression does."""
+    from sklearn.linear_model import LogisticRegression
+
     rng = np.random.default_rng(0)
     z = rng.normal(0.01, 0.03, 20000)
     stages = rng.random(z.size) < 1 / (1 + np.exp(-(60 * z - 0.5)))
     slope, intercept = fit_platt(z, stages)
     assert slope == pytest.approx(60, rel=0.05) and intercept == pytest.approx(-0.5, abs=0.05)
+    reference = LogisticRegression(C=1e12, tol=1e-10, max_iter=1000).fit(100 * z[:, None],
+                                                                          stages)
+    assert slope == pytest.approx(100 * reference.coef_[0][0], rel=1e-4)
+    assert intercept == pytest.approx(reference.intercept_[0], abs=1e-4)
 
 
 def test_platt_stays_finite_on_separated_cases_and_refuses_what_it_cannot_fit():
     z, stages = np.array([-0.02, -0.01, 0.01, 0.02]), np.array([0, 0, 1, 1])
+    assert separated(z, stages == 1) and not separated(z, np.array([0, 1, 0, 1]) == 1)
     slope, intercept = fit_platt(z, stages)
     assert 0 < slope < 1e4 and math.isfinite(intercept)
     # Platt's targets for 2 + 2 cases are 3/4 and 1/4; at the log-loss minimum the fitted

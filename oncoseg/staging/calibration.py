@@ -8,10 +8,14 @@ OncoSeg's addition (issue 20): the network's own sigmoid is a ranking score (the
 The calibrated P(T3) is ``sigmoid(slope * z + intercept)`` with ``z`` the volume logit
 averaged over the test-time passes. Platt scaling (Platt 1999) rather than a temperature: a
 temperature has no intercept, and a model whose two stages meet away from logit 0 needs one.
-The fit uses Platt's smoothed targets, (N+ + 1) / (N+ + 2) for T3 and 1 / (N- + 2) for T2, so
-a validation fold that the model separates perfectly still gives a finite slope. A model file
-keeps the fit in ``outputs.calibration``; a model without one runs as before and says that its
-P(T3) is uncalibrated.
+The fit is the maximum of the likelihood of the validation stages; where the model separates
+the two stages perfectly that maximum does not exist (the slope grows without bound), and the fit
+then uses Platt's smoothed targets, (N+ + 1) / (N+ + 2) for T3 and 1 / (N- + 2) for T2, which
+keep it finite. Not the smoothed targets always: fitted on 71 of the demo's validation
+phantoms (AUC 0.998) they shrank the slope to a quarter of the likelihood's and left P(T3)
+underconfident (ECE 0.085 against 0.034 on 57 unseen phantoms, measured while choosing).
+A model file keeps the fit in ``outputs.calibration``; a model without one runs as before and
+says that its P(T3) is uncalibrated.
 """
 
 from __future__ import annotations
@@ -86,10 +90,12 @@ def _sigmoid(x: np.ndarray) -> Any:
 
 def fit_platt(logits: np.ndarray, is_t3: np.ndarray, iterations: int = 100
               ) -> tuple[float, float]:
-    """(slope, intercept) minimising the log loss of sigmoid(slope z + intercept) against
-    Platt's smoothed targets; Newton steps on the standardised logits (the demo's span 0.1,
-    so the raw slope is in the hundreds). Refuses data that cannot give a ranking calibration:
-    one stage only, constant logits, or logits that rank T2 above T3 (slope <= 0)."""
+    """(slope, intercept) minimising the log loss of sigmoid(slope z + intercept) against the
+    stages (1 for T3, 0 for T2), or against Platt's smoothed targets when the logits separate
+    the stages perfectly (no T2 logit above the lowest T3 one: the plain loss has no minimum
+    then); Newton steps on the standardised logits (the demo's span 0.1, so the raw slope is
+    in the hundreds). Refuses data that cannot give a ranking calibration: one stage only,
+    constant logits, or logits that rank T2 above T3 (slope <= 0)."""
     z = np.asarray(logits, np.float64).ravel()
     y = np.asarray(is_t3, bool).ravel()
     if z.shape != y.shape:
@@ -103,7 +109,10 @@ def fit_platt(logits: np.ndarray, is_t3: np.ndarray, iterations: int = 100
         raise InputError("calibration", "the model gives every case the same logit; there is "
                          "nothing to calibrate")
     x = (z - centre) / scale
-    target = np.where(y, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0))
+    if separated(z, y):
+        target = np.where(y, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0))
+    else:
+        target = y.astype(np.float64)
     a, b = 0.0, math.log((positives + 1.0) / (negatives + 1.0))
 
     def loss(a: float, b: float) -> float:
@@ -134,6 +143,13 @@ def fit_platt(logits: np.ndarray, is_t3: np.ndarray, iterations: int = 100
         raise InputError("calibration", "the model ranks these T2 cases above their T3 cases "
                          "(the fitted slope is not positive); calibration would invert it")
     return float(a / scale), float(b - a * centre / scale)
+
+
+def separated(logits: np.ndarray, is_t3: np.ndarray) -> bool:
+    """True when every T3 logit lies at or above every T2 one: the log loss then falls for
+    ever as the slope grows, and only smoothed targets give a fit."""
+    z, y = np.asarray(logits, np.float64).ravel(), np.asarray(is_t3, bool).ravel()
+    return bool(z[~y].max() <= z[y].min())
 
 
 def reliability_table(p_t3: np.ndarray, is_t3: np.ndarray, bins: int = ECE_BINS
