@@ -35,7 +35,10 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     # paper: the paper's 9-layer network ('full' padding, 5x5/3x3 filters, three poolings),
     # each voxel classified from its own patch; dense: OncoSeg's 8-layer valid-padding variant
     # with an exact whole-slice form (oncoseg/rectal/network.py). The model file names it.
-    network: str = training_only("paper")
+    # Default dense, by measurement (2026-12-05, 40 phantoms, 3 epochs each, 3 unseen ones):
+    # the paper's network scored DSC 0.70 against 0.82 (AUC 0.9993 / 0.9996) and took ~70x
+    # longer per voxel, 11-13 min per phantom case on two CPU cores against ~10 s.
+    network: str = training_only("dense")
     # optimisation: Adadelta's rho, the L2 penalty
     rho: float = training_only(0.9)
     l2: float = training_only(1e-4)
