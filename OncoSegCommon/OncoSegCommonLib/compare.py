@@ -14,7 +14,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
-from oncoseg.metrics import dice, hd95, mean_surface_distance, roc_auc
+from oncoseg.metrics import dice, roc_auc, surface_figures
 from OncoSegCommonLib.segmentations import labels_from_segmentation_node
 from OncoSegCommonLib.volumes import image_from_volume_node
 
@@ -34,15 +34,16 @@ def _mask(node: Any, reference_volume: Any, segment_id: str | None) -> np.ndarra
 def compare_segmentations(node: Any, reference: Any, reference_volume: Any,
                           probability_node: Any | None = None, segment_id: str | None = None,
                           reference_segment_id: str | None = None) -> dict[str, float]:
-    """DSC, HD95 and mean surface distance (mm) of ``node`` against ``reference``; AUC of the
-    probability map against the reference when one is given. Without segment IDs, all
-    segments of a node together are compared."""
+    """DSC, HD95 and both mean surface distances (mm) of ``node`` against ``reference``: the
+    mean of the two directed means (``msd_paper_mm``, as paper 003 defines it) and the mean
+    over both surfaces' points pooled (``msd_pooled_mm``); AUC of the probability map against
+    the reference when one is given. Without segment IDs, all segments of a node together are
+    compared."""
     predicted = _mask(node, reference_volume, segment_id)
     truth = _mask(reference, reference_volume, reference_segment_id)
     x, y, z = reference_volume.GetSpacing()
     spacing = (z, y, x)
-    figures = {"dsc": dice(predicted, truth), "hd95_mm": hd95(predicted, truth, spacing),
-               "msd_mm": mean_surface_distance(predicted, truth, spacing)}
+    figures = {"dsc": dice(predicted, truth), **surface_figures(predicted, truth, spacing)}
     if probability_node is not None:
         grid = image_from_volume_node(reference_volume)
         probability = resample_to_reference(image_from_volume_node(probability_node), grid,

@@ -27,7 +27,8 @@ SETTINGS = {
     # the demo model's patches and network (docs/DEMO_MODELS.md)
     "oar-ct": (4, {"spacing_mm": [3, 3, 3], "patch_size": [32, 64, 64],
                    "filters": [8, 16, 32, 64], "batch_size": 4, "steps_per_epoch": 10,
-                   "max_epochs": 2, "validation_patches_per_case": 2}),
+                   "max_epochs": 2, "validation_patches_per_case": 2, "micro_batch": 4,
+                   "hard_negative_rounds": 0}),
     # the demo model's slices and network (docs/DEMO_MODELS.md)
     "oar-mr": (6, {"size": 128, "width": 16, "max_epochs": 2}),
     # the paper's network and augmentation on the demo's 128 x 128 slices
@@ -35,7 +36,8 @@ SETTINGS = {
     # the demo ensemble's networks and batches (docs/DEMO_MODELS.md), two epochs per stage
     "brain": (4, {"width_2d": 8, "width_3d": 8, "patch": 48, "batches_per_iteration_2d": 4,
                   "batches_per_iteration_3d": 4, "iterations_2d": 20, "iterations_3d": 20,
-                  "iterations_per_epoch": 10}),
+                  "iterations_per_epoch": 10, "members": ("first", "final"),
+                  "subnetworks": ("unet",), "norm_3d": "instance"}),
 }
 
 
