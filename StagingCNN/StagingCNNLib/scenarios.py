@@ -49,6 +49,11 @@ def staging_gives_p_t3_and_a_slice_plot(context: MRMLContext, folder: Path) -> N
     assert result.table.GetNumberOfRows() == slices == len(result.slice_scores)
     assert result.chart.GetNumberOfPlotSeriesNodes() == 2
     assert "P(T3)" in result.summary()
+    # the shipped demo holds a calibration: the panel says so, with the threshold read at
+    assert result.calibrated and result.prediction.details["calibrated"]
+    assert "P(T3) calibrated: Platt scaling" in result.summary(), result.summary()
+    assert f"threshold {result.scores.threshold:.2f}" in result.summary()
+    assert "threshold" in result.chart.GetTitle()
     assert [r["slice"] for r in result.rows()] == list(range(slices))
     assert result.nodes.segmentation is None and len(result.all_nodes()) == 4  # table, chart,
     assert {result.table, result.chart} <= set(result.all_nodes())  # and the two series
