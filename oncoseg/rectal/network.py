@@ -3,9 +3,10 @@
 Two networks, chosen at training with ``--set network=paper|dense`` (default dense: on phantoms
 at equal budgets the paper's scored a lower DSC and took ~70x longer, see
 :mod:`oncoseg.rectal.config`); the model file names the architecture (``rectal-paper-cnn`` or
-``rectal-patch-cnn``), so a model always predicts with the network it was trained as. :class:`RectalPaperCNN` is the paper's network exactly (its
-docstring quotes the paper); each voxel is classified from its own patch. The rest of this
-docstring describes :class:`RectalPatchCNN`, the dense-exact variant:
+``rectal-patch-cnn``), so a model always predicts with the network it was trained as.
+:class:`RectalPaperCNN` is the paper's network exactly (its docstring quotes the paper); each
+voxel is classified from its own patch. The rest of this docstring describes
+:class:`RectalPatchCNN`, the dense-exact variant:
 
 The paper pads each convolution with zeros ('full' padding), which makes a voxel's result
 depend on the zeros around its own patch: no dense evaluation of the whole slice can reproduce
