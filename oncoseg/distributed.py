@@ -8,6 +8,8 @@ Kubernetes job runs the same command on each node, with torchrun's rendezvous op
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +21,7 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owner: bool = False  # this context created the process group and ends it
 
     @property
     def active(self) -> bool:
@@ -44,6 +47,25 @@ class Distributed:
             dist.barrier()
 
 
+def is_main_process() -> bool:
+    """Rank 0 of a torchrun job, or a process on its own: the one that writes files."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def wait_for_main() -> None:
+    """Every rank waits here until all arrive (after rank 0 wrote what the others read)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The network itself, whether or not DistributedDataParallel wraps it: a training step
+    gets the wrapper (its forward synchronises gradients), but the network's own attributes
+    and methods live on the module inside."""
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) \
+        else model
+
+
 def setup(device: str) -> Distributed:
     """Join the process group torchrun describes in the environment, if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -51,14 +73,31 @@ def setup(device: str) -> Distributed:
         return Distributed()
     rank = int(os.environ["RANK"])
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
+    owner = not dist.is_initialized()
+    if owner:
         backend = "nccl" if device.startswith("cuda") else "gloo"
         dist.init_process_group(backend=backend)
     if device.startswith("cuda"):
         torch.cuda.set_device(local_rank)
-    return Distributed(rank, world_size, local_rank)
+    return Distributed(rank, world_size, local_rank, owner)
 
 
 def teardown(context: Distributed) -> None:
-    if context.active and dist.is_initialized():
+    """End the process group if this context created it (a :func:`session` keeps it)."""
+    if context.active and context.owner and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def session(device: str) -> Iterator[Distributed]:
+    """One process group for a whole command. Methods trained in stages or cycles (brain,
+    OAR-CT's restarts, cross-validation folds) train several networks one after another,
+    and between them rank 0 alone writes files, so the ranks reach the next stage at
+    different moments; a group made anew per stage then finds its late peers' ports closed
+    (gloo: 'Connection refused'). Inside a session every stage joins the same group, and a
+    rank that is ahead waits in the stage's first collective."""
+    context = setup(device)
+    try:
+        yield context
+    finally:
+        teardown(context)

@@ -91,12 +91,15 @@ def train(task: str | Task, dataset: str | os.PathLike[str], output: str | os.Pa
     """A model (or a cross-validation, for tasks that offer one) trained on a data set read
     in its layout; returns what was written."""
     from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.distributed import session
 
     task = get_task(task)
     settings = training_settings(task, overrides)  # refused before any file is read
     data = read_dataset(dataset, layout, roles=data_roles(task))
-    return method_of(task).train(data, Path(output), settings, context or RunContext(),
-                                 options or TrainOptions())
+    context = context or RunContext()
+    with session(context.device):  # one process group under torchrun for every stage
+        return method_of(task).train(data, Path(output), settings, context,
+                                     options or TrainOptions())
 
 
 def evaluate(task: str | Task, dataset: str | os.PathLike[str],

@@ -37,11 +37,12 @@ from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices
 from oncoseg.brain.task import TASK
 from oncoseg.datasets import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
+from oncoseg.distributed import is_main_process, unwrap, wait_for_main
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.modelfile import ModelMetadata, load_network, save_model
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.training import TrainingConfig, train
+from oncoseg.training import MODEL_FILE, TrainingConfig, train
 
 
 @dataclass
@@ -146,7 +147,7 @@ def step_2d(config: BrainConfig):
 
     def step(network: Brain2D, batch, device: str):
         x, y, present = (t.to(device) for t in batch)
-        x, y = pad_batch(x, y, 2 ** network.levels)
+        x, y = pad_batch(x, y, 2 ** unwrap(network).levels)
         total = 0.0
         for chunk in torch.tensor_split(torch.arange(len(x)), config.batches_per_iteration_2d):
             if len(chunk) == 0:
@@ -171,7 +172,7 @@ def step_pretrain(config: BrainConfig):
     (eq. 2, the 2D class targets), N batches summed per iteration."""
     def step(network: SubnetworkPretraining, batch, device: str):
         x, y = (t.to(device) for t in batch)
-        x, y = pad_batch(x, y, 2 ** network.levels)
+        x, y = pad_batch(x, y, 2 ** unwrap(network).levels)
         total = 0.0
         for chunk in torch.tensor_split(torch.arange(len(x)), config.batches_per_iteration_2d):
             if len(chunk):
@@ -260,7 +261,8 @@ def _run(stage: str, make_model, step, data, val_data, iterations: int, batch: i
                               batch_size=batch, patience=10**6, seed=config.seed),
         output=output / stage, metadata=metadata, device=device, resume=resume,
         make_scheduler=make_scheduler, progress=progress, cancel=cancel)
-    return result.model_path
+    # every rank gets the file rank 0 wrote (the loop waits for it): the next stage reads it
+    return result.model_path or output / stage / MODEL_FILE
 
 
 def split_cases(dataset: Dataset, config: BrainConfig) -> tuple[list[Case], list[Case]]:
@@ -393,7 +395,7 @@ def train_members(data: Dataset, training: list[PreparedBrain], validation: list
     for kind_index, kind in enumerate(config.kinds_2d):
         nets2d[kind], paths = {}, []
         for orientation in ORIENTATIONS:
-            path = output / f"2d-{orientation}-{kind}" / "model.safetensors"
+            path = output / f"2d-{orientation}-{kind}" / MODEL_FILE
             if not path.is_file():
                 raise InputError(str(path), "is missing: train the 2D stages first")
             nets2d[kind][orientation], _ = load_network(path, TASK.name, device)
@@ -418,8 +420,11 @@ def train_members(data: Dataset, training: list[PreparedBrain], validation: list
             _metadata(config, "brain-3d", args, data, split, description, demo, name),
             device, resume, progress, cancel)
         members.append(({**args, "features_from": kind}, path))
-    return assemble(nets2d, members, config, data, split, output / "model.safetensors",
-                    description, demo)
+    ensemble = output / MODEL_FILE
+    if is_main_process():
+        assemble(nets2d, members, config, data, split, ensemble, description, demo)
+    wait_for_main()
+    return ensemble
 
 
 def assemble(nets2d: dict, members: list, config: BrainConfig, data: Dataset, split: dict,

@@ -122,10 +122,12 @@ class Dataset:
         train = [c for c in self.cases if c.patient not in val_patients]
         validation = [c for c in self.cases if c.patient in val_patients]
         if save_to is not None:
+            # every process of a torchrun job computes the same split and may write it at the
+            # same moment: the same text, so the last atomic rename wins harmlessly
             write_text_atomic(save_to, json.dumps({
                 "seed": seed, "validation_fraction": validation_fraction,
                 "fingerprint": self.fingerprint(), "train": [c.id for c in train],
-                "validation": [c.id for c in validation]}, indent=2) + "\n")
+                "validation": [c.id for c in validation]}, indent=2) + "\n", overwrite=True)
         return train, validation
 
 
