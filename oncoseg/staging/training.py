@@ -30,6 +30,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
+from oncoseg.distributed import unwrap
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import roc_auc
@@ -165,8 +166,8 @@ def make_step(config: StagingConfig):
             loss = loss + batch_hard_triplet(out["volume_features"], stages,
                                              config.triplet_margin)
         elif config.loss == "focal+center":
-            net = model.module if hasattr(model, "module") else model
-            loss = loss + config.center_weight * net.centre_loss(out["volume_features"], stages)
+            loss = loss + config.center_weight * unwrap(model).centre_loss(
+                out["volume_features"], stages)
         if masks.any() and config.slice_weight > 0:
             slice_stages = stages[:, None].expand_as(masks)[masks]
             loss = loss + config.slice_weight * focal_loss(out["slice_logits"][masks],
