@@ -36,8 +36,8 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     # each voxel classified from its own patch; dense: OncoSeg's 8-layer valid-padding variant
     # with an exact whole-slice form (oncoseg/rectal/network.py). The model file names it.
     # Default dense, by measurement (2026-12-05, 40 phantoms, 3 epochs each, 3 unseen ones):
-    # the paper's network scored DSC 0.70 against 0.82 (AUC 0.9993 / 0.9996) and took ~70x
-    # longer per voxel, 11-13 min per phantom case on two CPU cores against ~10 s.
+    # the paper's network scored DSC 0.70 against 0.82 (AUC 0.9993 / 0.9996) and took 70-140x
+    # longer: 93 s per phantom case (128 000 voxels) on two quiet CPU cores against 0.67 s.
     network: str = training_only("dense")
     # optimisation: Adadelta's rho, the L2 penalty
     rho: float = training_only(0.9)

@@ -1,7 +1,7 @@
 """The RectalSeg voxel classifiers: the paper's network and a dense-exact variant.
 
 Two networks, chosen at training with ``--set network=paper|dense`` (default dense: on phantoms
-at equal budgets the paper's scored a lower DSC and took ~70x longer, see
+at equal budgets the paper's scored a lower DSC and took 70-140x longer, see
 :mod:`oncoseg.rectal.config`); the model file names the architecture (``rectal-paper-cnn`` or
 ``rectal-patch-cnn``), so a model always predicts with the network it was trained as.
 :class:`RectalPaperCNN` is the paper's network exactly (its docstring quotes the paper); each
