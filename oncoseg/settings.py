@@ -33,11 +33,14 @@ _WINDOWS = {"patch_size", "size", "patch"}
 _COUNTS = {"in_channels", "classes", "filters", "width", "width_2d", "width_3d", "levels",
            "levels_2d", "levels_3d", "sequences", "batch_size", "batch_size_2d", "batch_size_3d",
            "inference_batch", "context_stride", "max_epochs", "steps_per_epoch", "repeats",
-           "samples_per_class", "batches_per_iteration_2d", "batches_per_iteration_3d"}
+           "samples_per_class", "batches_per_iteration_2d", "batches_per_iteration_3d",
+           "iterations_2d", "iterations_3d", "iterations_pretrain", "iterations_per_epoch",
+           "halving_period"}
 _POSITIVE = {"spacing_mm", "std", "intensity_constant", "auto_roi_mm", "learning_rate",
              "learning_rate_min"}
 _NON_NEGATIVE = {"context", "roi_margin_mm", "ring_mm", "shift_hu", "rotation_rad", "scale",
-                 "l2", "min_delta", "crop_max_px", "weight_decay", "momentum"}
+                 "l2", "min_delta", "crop_max_px", "weight_decay", "momentum", "micro_batch",
+                 "hard_negative_rounds", "data_workers"}
 _FRACTIONS = {"threshold", "gate_threshold", "vote_thresholds", "smoothing_probability",
               "sequence_dropout", "class_targets_2d", "class_targets_3d"}
 # (lower, upper): the lower must stay below the upper

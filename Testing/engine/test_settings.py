@@ -10,7 +10,7 @@ from oncoseg.errors import InputError
 from oncoseg.method import demo_model_file, model_settings, training_settings
 from oncoseg.modelfile import read_header
 from oncoseg.settings import PREDICTION, TRAINING, EpochTraining, with_defaults
-from oncoseg.tasks import all_tasks
+from oncoseg.tasks import all_tasks, get_task
 
 TASKS = [t for t in all_tasks() if t.settings is not None]
 
@@ -119,3 +119,15 @@ def test_with_defaults_needs_every_value_the_base_leaves_open_and_no_other():
         with_defaults(EpochTraining, learning_rate=0.1, batch_size=4)
     with pytest.raises(TypeError, match="lerning_rate not among its settings"):
         with_defaults(EpochTraining, **loop, lerning_rate=0.1)
+
+
+@pytest.mark.parametrize(("task", "setting", "message"), [
+    ("brain", "iterations_2d=0", "whole number of at least 1"),
+    ("brain", "iterations_per_epoch=-5", "whole number of at least 1"),
+    ("oar-ct", "micro_batch=-1", "0 or more"),
+    ("oar-ct", "hard_negative_rounds=-1", "0 or more"),
+])
+def test_budgets_and_counts_are_refused_by_name(task, setting, message):
+    key = setting.split("=")[0]
+    with pytest.raises(InputError, match=rf"--set {key}.*{message}"):
+        training_settings(get_task(task), dict([setting.split("=")]))
