@@ -95,7 +95,8 @@ def train(task: str | Task, dataset: str | os.PathLike[str], output: str | os.Pa
 
     task = get_task(task)
     settings = training_settings(task, overrides)  # refused before any file is read
-    data = read_dataset(dataset, layout, roles=data_roles(task))
+    data = read_dataset(dataset, layout, roles=data_roles(task),
+                        partial=not task.required_roles)
     context = context or RunContext()
     with session(context.device):  # one process group under torchrun for every stage
         return method_of(task).train(data, Path(output), settings, context,
@@ -112,6 +113,7 @@ def evaluate(task: str | Task, dataset: str | os.PathLike[str],
 
     task = get_task(task)
     context = context or RunContext()
-    data = read_dataset(dataset, layout, roles=data_roles(task))
+    data = read_dataset(dataset, layout, roles=data_roles(task),
+                        partial=not task.required_roles)
     prepared = prepare(task, model, overrides, context)
     return method_of(task).evaluate(data, prepared, Path(output), context, overwrite)

@@ -56,6 +56,39 @@ def test_missing_channel_file_names_the_case(rectal_set, tmp_path):
         read_dataset(root, "auto", ROLES)
 
 
+def test_partial_cases_are_read_only_where_every_role_is_optional(rectal_set, tmp_path):
+    """The brain's four sequences are each optional (paper 004 trains with cases lacking one),
+    so the folders layout reads such a case with what it has; a task with required roles
+    (rectal) still refuses it, as does a case with none of the roles."""
+    root = copy(rectal_set, tmp_path)
+    (root / "rectal_001" / "dwi_b1000.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"case 'rectal_001'.*dwi_b1000 file is missing"):
+        read_dataset(root, "folders", ROLES, partial=False)
+    case = read_dataset(root, "folders", ROLES, partial=True).cases[1]
+    assert sorted(case.images) == ["dwi_b0", "t2w"] and case.info["missing"] == ["dwi_b1000"]
+    for name in ("t2w", "dwi_b0"):
+        (root / "rectal_001" / f"{name}.nii.gz").unlink()
+    with pytest.raises(InputError, match=r"case 'rectal_001'.*t2w file is missing"):
+        read_dataset(root, "folders", ROLES, partial=True)
+
+
+def test_a_brain_data_set_in_folders_may_lack_a_sequence(tmp_path):
+    from oncoseg.tasks import get_task
+    from oncoseg.verbs import data_roles
+
+    image = sitk.Image(8, 8, 4, sitk.sitkFloat32) + 1.0
+    for case, sequences in (("a", ("t1", "t1c", "t2", "flair")), ("b", ("t1", "t1c", "t2"))):
+        (tmp_path / case).mkdir()
+        for sequence in sequences:
+            sitk.WriteImage(image, str(tmp_path / case / f"{sequence}.nii.gz"))
+        sitk.WriteImage(sitk.Cast(image, sitk.sitkUInt8), str(tmp_path / case / "label.nii.gz"))
+    task = get_task("brain")
+    data = read_dataset(tmp_path, "folders", data_roles(task), partial=not task.required_roles)
+    assert [sorted(c.images) for c in data.cases] == [["flair", "t1", "t1c", "t2"],
+                                                       ["t1", "t1c", "t2"]]
+    assert data.cases[1].info["missing"] == ["flair"]
+
+
 def test_label_on_the_wrong_grid_names_the_case(rectal_set, tmp_path):
     root = copy(rectal_set, tmp_path)
     label = sitk.ReadImage(str(root / "rectal_002" / "label.nii.gz"))

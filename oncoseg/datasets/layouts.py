@@ -31,22 +31,28 @@ def _folders_match(root: Path) -> bool:
                                     for p in subfolders)
 
 
-def _folders_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
+def _folders_read(root: Path, roles: Sequence[str] | None, partial: bool = False,
+                  **_options) -> list[Case]:
+    """One folder per case, one file per role. With ``partial`` (a task whose roles are all
+    optional, such as the brain's four sequences) a case lacking some roles is read with the
+    ones it has (``info['missing']``); one with none is refused."""
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         check_case_id(folder.name, str(root))
         files = {volume_stem(f): f for f in folder.iterdir() if f.is_file() and volume_stem(f)}
         labels = {s: f for s, f in files.items() if s.lower().startswith(LABEL_PREFIXES)}
         images = {s: f for s, f in files.items() if s not in labels}
+        missing = [r for r in roles or () if r not in images]
+        if missing and (not partial or len(missing) == len(roles)):
+            raise InputError(f"case '{folder.name}'", f"in {root}: the {missing[0]} file "
+                             f"is missing (expected {missing[0]}.nii.gz or another volume "
+                             f"format; found {', '.join(sorted(images)) or 'none'})")
         if roles:
-            missing = [r for r in roles if r not in images]
-            if missing:
-                raise InputError(f"case '{folder.name}'", f"in {root}: the {missing[0]} file "
-                                 f"is missing (expected {missing[0]}.nii.gz or another volume "
-                                 f"format; found {', '.join(sorted(images)) or 'none'})")
-            images = {r: images[r] for r in roles}
+            images = {r: images[r] for r in roles if r in images}
         info_file = folder / "case.json"
         info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
+        if missing:
+            info["missing"] = missing
         cases.append(Case(folder.name, images, labels, info=info))
     return cases
 
@@ -273,7 +279,8 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
 def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
                  roles: Sequence[str] | None = None, **options) -> Dataset:
     """Read and check a data set; ``roles`` are the task's input roles, in order; ``options``
-    go to the layout's reader (``synonyms`` for RT structure set cohorts)."""
+    go to the layout's reader (``synonyms`` for RT structure set cohorts, ``partial`` when
+    a case may lack some of the roles)."""
     root = Path(root)
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
