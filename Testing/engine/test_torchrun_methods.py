@@ -9,10 +9,10 @@ the brain's two 2D models with 2D-3D models A and C. Rank 0 alone writes the mod
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
+from cli_runs import run_process_tree
 
 from oncoseg import verbs
 from oncoseg.modelfile import read_header
@@ -47,7 +47,7 @@ def test_training_runs_under_torchrun_with_two_processes(task, tmp_path):
         command += ["--layout", "rtstruct"]
     for key, value in settings.items():
         command += ["--set", f"{key}={value}"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=900, env=ENV)
+    result = run_process_tree(command, timeout=900, env=ENV)
     assert result.returncode == 0, result.stderr[-4000:]
     metadata = read_header(tmp_path / "run" / "model.safetensors").metadata
     assert metadata.task == task

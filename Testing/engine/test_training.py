@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import tinynet  # noqa: F401  (registers the test architectures)
 import torch
+from cli_runs import run_process_tree
 from safetensors.torch import load_file
 
 from oncoseg.modelfile import load_network, read_header
@@ -23,8 +24,7 @@ ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 def run(*args, torchrun=False, timeout=300):
     prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone",
               "--nproc_per_node", "2"] if torchrun else [sys.executable]
-    result = subprocess.run([*prefix, str(SCRIPT), *map(str, args)], capture_output=True,
-                            text=True, timeout=timeout, env=ENV)
+    result = run_process_tree([*prefix, str(SCRIPT), *map(str, args)], timeout, ENV)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -8,7 +8,10 @@ module's fixtures by the name they stand under.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,3 +61,20 @@ def assert_predict_refused(task: str, inputs: Mapping[str, Any], message: str, o
     err = capsys.readouterr().err
     assert message in err, err
     assert not output.exists()
+
+
+def run_process_tree(command: Sequence[str], timeout: float,
+                     env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``subprocess.run`` for a command that starts children of its own (torchrun's workers):
+    on timeout the whole process group is killed, so no worker outlives the test."""
+    with subprocess.Popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=None if env is None else dict(env),
+                          start_new_session=True) as process:
+        try:
+            out, err = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            out, err = process.communicate()
+            raise AssertionError(f"timed out after {timeout} s: {' '.join(command)}\n"
+                                 f"{err[-4000:]}") from None
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
