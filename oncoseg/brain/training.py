@@ -254,7 +254,7 @@ def _run(stage: str, make_model, step, data, val_data, iterations: int, batch: i
          config: BrainConfig, output: Path, metadata: ModelMetadata, device: str, resume: bool,
          progress, cancel) -> Path:
     make_optimizer, make_scheduler = optimiser(config)
-    result = train(
+    train(
         make_model=make_model, step=step, make_optimizer=make_optimizer, train_data=data,
         val_data=val_data,
         config=TrainingConfig(max_epochs=max(1, iterations // config.iterations_per_epoch),
@@ -262,7 +262,7 @@ def _run(stage: str, make_model, step, data, val_data, iterations: int, batch: i
         output=output / stage, metadata=metadata, device=device, resume=resume,
         make_scheduler=make_scheduler, progress=progress, cancel=cancel)
     # every rank gets the file rank 0 wrote (the loop waits for it): the next stage reads it
-    return result.model_path or output / stage / MODEL_FILE
+    return output / stage / MODEL_FILE
 
 
 def split_cases(dataset: Dataset, config: BrainConfig) -> tuple[list[Case], list[Case]]:

@@ -35,6 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
+from oncoseg.distributed import is_main_process
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.io.atomic import atomic_path
@@ -304,7 +305,7 @@ class RunLog:
 
     def __init__(self, output: Path, progress: ProgressCallback | None, resume: bool):
         self.path, self.progress = output / LOG_FILE, progress
-        self.main = int(os.environ.get("RANK", "0")) == 0
+        self.main = is_main_process()
         self.lines: list[str] = []
         if self.main:
             output.mkdir(parents=True, exist_ok=True)
@@ -444,8 +445,7 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
             resume=resume and (folder / CHECKPOINT).is_file(), progress=progress, cancel=cancel)
         # every process reads the model the first one wrote (train() ends on a barrier)
         previous = folder / MODEL_FILE
-    if previous is not None and previous != output / MODEL_FILE and \
-            int(os.environ.get("RANK", "0")) == 0:
+    if previous is not None and previous != output / MODEL_FILE and is_main_process():
         with atomic_path(output / MODEL_FILE, overwrite=True) as tmp:
                 shutil.copyfile(previous, tmp)
     return output / MODEL_FILE
