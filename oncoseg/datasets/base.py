@@ -43,23 +43,28 @@ class Case:
 
     def read(self, role: str) -> sitk.Image:
         """The role's volume in the canonical orientation (training and evaluation see every
-        case in one axis order, as prediction does; see :mod:`oncoseg.orientation`). Medical
-        Segmentation Decathlon cases keep all channels in one 4D file; ``info['channels']``
-        then says which channel a role is."""
-        from oncoseg.io.volumes import read_image
+        case in one axis order, as prediction does; see :mod:`oncoseg.orientation`)."""
         from oncoseg.orientation import to_canonical
+
+        return to_canonical(self.read_stored(role))
+
+    def read_stored(self, role: str) -> sitk.Image:
+        """The role's volume as its file stores it, what ``predict`` is given (its results come
+        back on this grid). Medical Segmentation Decathlon cases keep all channels in one 4D
+        file; ``info['channels']`` then says which channel a role is."""
+        from oncoseg.io.volumes import read_image
 
         image = read_image(self.images[role])
         channel = self.info.get("channels", {}).get(role)
         if channel is None:
-            return to_canonical(image)
+            return image
         if image.GetDimension() != 4 or channel >= image.GetSize()[3]:
             raise InputError(f"case '{self.id}'", f"{self.images[role].name} should hold "
                              f"channel {channel} ({role}) along a fourth axis; its size is "
                              f"{image.GetSize()}")
         size = list(image.GetSize())
         size[3] = 0
-        return to_canonical(sitk.Extract(image, size, [0, 0, 0, channel]))
+        return sitk.Extract(image, size, [0, 0, 0, channel])
 
     def label_on(self, reference: sitk.Image, role: str) -> np.ndarray:
         """The case's (first) label file resampled onto ``reference``, the ``role`` image it is

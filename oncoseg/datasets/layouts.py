@@ -224,6 +224,50 @@ def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[C
     return cases
 
 
+# ---------------------------------------------------------------------------- CSV manifest
+
+MANIFEST_COLUMNS = ("case_id", "role", "path")
+
+
+def _manifest_match(root: Path) -> bool:
+    return root.is_file() and root.suffix.lower() == ".csv"
+
+
+def _manifest_read(root: Path, roles: Sequence[str] | None, partial: bool = False,
+                   **_options) -> list[Case]:
+    """Data in no layout, listed in a CSV file: one row per file, ``case_id,role,path``, a
+    relative path read from the CSV's folder. A role starting with 'label' or 'seg' is a label
+    file; cases lacking roles are treated as the folders layout treats them."""
+    with root.open(encoding="utf-8-sig", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows or not set(MANIFEST_COLUMNS) <= set(rows[0]):
+        raise InputError(str(root), "needs the columns " + ",".join(MANIFEST_COLUMNS) +
+                         " (one row per file)")
+    cases: dict[str, Case] = {}
+    for line, row in enumerate(rows, start=2):
+        case_id = check_case_id((row["case_id"] or "").strip(), f"{root} line {line}")
+        role, text = (row["role"] or "").strip(), (row["path"] or "").strip()
+        if not role or not text:
+            raise InputError(f"{root} line {line}", "needs a role and a path")
+        path = Path(text) if Path(text).is_absolute() else root.parent / text
+        case = cases.setdefault(case_id, Case(case_id, {}))
+        files = case.labels if role.lower().startswith(LABEL_PREFIXES) else case.images
+        if role in files:
+            raise InputError(f"{root} line {line}", f"gives case '{case_id}' a second "
+                             f"'{role}' file")
+        files[role] = path
+    for case in cases.values():
+        missing = [r for r in roles or () if r not in case.images]
+        if missing and (not partial or len(missing) == len(roles)):
+            raise InputError(f"case '{case.id}'", f"in {root} has no '{missing[0]}' row "
+                             f"(roles given: {', '.join(sorted(case.images)) or 'none'})")
+        if roles:
+            case.images = {r: case.images[r] for r in roles if r in case.images}
+        if missing:
+            case.info["missing"] = missing
+    return sorted(cases.values(), key=lambda c: c.id)
+
+
 # ---------------------------------------------------------------------------- registry
 
 
@@ -259,6 +303,9 @@ register_layout(Layout("staging", "case folders plus staging.csv (case_id, stage
 register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: dataset.json, "
                        "imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz",
                        _nnunet_match, _nnunet_read))
+register_layout(Layout("manifest", "a CSV file with the columns case_id,role,path (one row "
+                       "per file; relative paths from the CSV's folder)",
+                       _manifest_match, _manifest_read))
 register_layout(Layout("folders", "one folder per case, one file per input role named after "
                        "the role, label files starting with 'label'",
                        _folders_match, _folders_read))
@@ -266,8 +313,10 @@ register_layout(Layout("folders", "one folder per case, one file per input role 
 
 def detect_layout(root: str | os.PathLike[str]) -> str:
     root = Path(root)
+    if _manifest_match(root):
+        return "manifest"
     if not root.is_dir():
-        raise InputError(str(root), "is not a folder")
+        raise InputError(str(root), "is not a folder (nor a CSV manifest)")
     for name, layout in LAYOUTS.items():
         if layout.matches(root):
             return name
@@ -277,20 +326,24 @@ def detect_layout(root: str | os.PathLike[str]) -> str:
 
 
 def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
-                 roles: Sequence[str] | None = None, **options) -> Dataset:
+                 roles: Sequence[str] | None = None, check: bool = True,
+                 **options) -> Dataset:
     """Read and check a data set; ``roles`` are the task's input roles, in order; ``options``
     go to the layout's reader (``synonyms`` for RT structure set cohorts, ``partial`` when
-    a case may lack some of the roles)."""
+    a case may lack some of the roles). Without ``check`` the files are not opened: a cohort
+    prediction finds an unreadable case when it reaches it, records it and goes on."""
     root = Path(root)
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
         raise InputError("--layout", f"'{layout}' is not a known layout (layouts: "
                          f"{', '.join(LAYOUTS)}, auto)")
-    if not root.is_dir():
+    if name == "manifest" and not _manifest_match(root):
+        raise InputError(str(root), "is not a CSV file (the manifest layout reads one)")
+    if name != "manifest" and not root.is_dir():
         raise InputError(str(root), "is not a folder")
     cases = LAYOUTS[name].read(root, roles, **options)
     if not cases:
         raise InputError(str(root), f"holds no cases in the {name} layout")
-    for case in cases:
+    for case in cases if check else ():
         LAYOUTS[name].check(case, str(root))
     return Dataset(root, name, cases)

@@ -1,0 +1,144 @@
+"""Cohort prediction (issue 21): the model read once, each case as `predict` writes it, failures
+recorded while the cohort goes on, re-runs that skip finished cases, shards whose union is the
+one-process run, and the CSV manifest for data in no layout."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from oncoseg import cohort, verbs
+from oncoseg.cohort import Shard, predict_cohort
+from oncoseg.datasets import read_dataset
+from oncoseg.errors import InputError
+
+
+@pytest.fixture
+def data(toy, tmp_path):
+    """Four toy cases (a copy the test may break)."""
+    task, _, model = toy
+    root = tmp_path / "data"
+    verbs.phantom(task.name, root, cases=4, seed=3)
+    return task, root, model
+
+
+def labels_of(folder):
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labels.nii.gz")))
+
+
+def test_every_case_is_predicted_as_predict_predicts_it_with_the_model_read_once(
+        data, tmp_path, monkeypatch):
+    task, root, model = data
+    reads = []
+    real_prepare = cohort.prepare
+    monkeypatch.setattr(cohort, "prepare", lambda *a, **k: reads.append(1) or real_prepare(*a, **k))
+    lines = []
+    outcomes = predict_cohort(task, read_dataset(root, roles=["image"]), tmp_path / "out", model,
+                              write=lines.append)
+    assert len(reads) == 1
+    assert [o.status for o in outcomes] == ["done"] * 4
+    for case in sorted(root.iterdir()):
+        folder = tmp_path / "out" / "cases" / case.name
+        document = json.loads((folder / "result.json").read_text())
+        assert document["inputs"] == {"image": str(case / "image.nii.gz")}
+        alone = verbs.predict(task, {"image": sitk.ReadImage(str(case / "image.nii.gz"))}, model)
+        assert np.array_equal(labels_of(folder), sitk.GetArrayFromImage(alone.labels))
+    assert len(lines) == 4 and lines[-1].startswith("[4/4] ")
+    assert "done 4, failed 0, finished before 0" in lines[-1] and "cases/h" in lines[-1]
+
+
+def test_a_failing_case_is_recorded_the_cohort_goes_on_and_a_rerun_retries_only_it(
+        data, tmp_path):
+    task, root, model = data
+    broken = sorted(root.iterdir())[1]
+    good_image = (broken / "image.nii.gz").read_bytes()
+    (broken / "image.nii.gz").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    outcomes = predict_cohort(task, read_dataset(root, roles=["image"], check=False), out,
+                              model, write=lambda line: None)
+    assert [o.status for o in outcomes] == ["done", "failed", "done", "done"]
+    record = json.loads((out / "failed" / f"{broken.name}.json").read_text())
+    assert broken.name in record["error"] or "image.nii.gz" in record["error"]
+    assert record["traceback"] and not (out / "cases" / broken.name).exists()
+
+    (broken / "image.nii.gz").write_bytes(good_image)
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "cases").iterdir()}
+    outcomes = predict_cohort(task, read_dataset(root, roles=["image"], check=False), out,
+                              model, write=lambda line: None)
+    assert [o.status for o in outcomes] == ["finished before", "done", "finished before",
+                                            "finished before"]
+    assert not (out / "failed" / f"{broken.name}.json").exists()
+    for name, mtime in before.items():  # finished cases were not touched
+        assert (out / "cases" / name).stat().st_mtime_ns == mtime
+
+
+def test_what_a_killed_run_left_is_removed_and_only_for_the_shards_own_cases(data, tmp_path):
+    task, root, model = data
+    out = tmp_path / "out"
+    dataset = read_dataset(root, roles=["image"])
+    first, second = sorted(c.id for c in dataset.cases)[:2]
+    (out / "cases").mkdir(parents=True)
+    left = out / "cases" / f".{first}.ab12cd_3.part"  # as atomic_directory names it
+    left.mkdir()
+    (left / "labels.nii.gz").write_bytes(b"half")
+    other = out / "cases" / f".{first}.x.{second}.ab12cd_3.part"  # not this case's
+    other.mkdir()
+    outcomes = predict_cohort(task, dataset, out, model, shard=Shard(0, 2),
+                              write=lambda line: None)
+    assert [o.case_id for o in outcomes] == sorted(c.id for c in dataset.cases)[0::2]
+    assert not left.exists() and other.exists()
+
+
+def test_the_union_of_shards_is_the_one_process_run_byte_for_byte(data, tmp_path):
+    task, root, model = data
+    dataset = read_dataset(root, roles=["image"])
+    predict_cohort(task, dataset, tmp_path / "one", model, write=lambda line: None)
+    for k in (1, 2, 3):
+        predict_cohort(task, dataset, tmp_path / "sharded", model, shard=Shard.parse(f"{k}/3"),
+                       write=lambda line: None)
+    one = sorted((tmp_path / "one" / "cases").iterdir())
+    sharded = sorted((tmp_path / "sharded" / "cases").iterdir())
+    assert [p.name for p in one] == [p.name for p in sharded] and len(one) == 4
+    for a, b in zip(one, sharded, strict=True):
+        assert (a / "labels.nii.gz").read_bytes() == (b / "labels.nii.gz").read_bytes()
+
+
+@pytest.mark.parametrize("text", ["2", "0/3", "4/3", "a/b", "1/0", "-1/2"])
+def test_a_bad_shard_is_refused_by_name(text):
+    with pytest.raises(InputError, match="--shard"):
+        Shard.parse(text)
+
+
+def test_torchrun_ranks_share_the_cohort(monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert Shard.from_torchrun() == Shard(1, 2) and str(Shard(1, 2)) == "2/2"
+
+
+def test_a_csv_manifest_lists_data_in_no_layout(data, tmp_path):
+    task, root, model = data
+    scattered = tmp_path / "scattered"
+    scattered.mkdir()
+    rows = ["case_id,role,path"]
+    for i, case in enumerate(sorted(root.iterdir())):
+        shutil.copy(case / "image.nii.gz", scattered / f"scan{i}.nii.gz")
+        rows.append(f"p{i},image,scattered/scan{i}.nii.gz")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    dataset = read_dataset(manifest, roles=["image"])
+    assert dataset.layout == "manifest" and [c.id for c in dataset.cases] == \
+        ["p0", "p1", "p2", "p3"]
+    outcomes = predict_cohort(task, dataset, tmp_path / "out", model, write=lambda line: None)
+    assert [o.status for o in outcomes] == ["done"] * 4
+
+    manifest.write_text("\n".join([*rows, "p0,image,scattered/scan1.nii.gz"]) + "\n")
+    with pytest.raises(InputError, match="second 'image'"):
+        read_dataset(manifest, roles=["image"])
+    manifest.write_text("case_id,role,path\np0,mask,scattered/scan0.nii.gz\n")
+    with pytest.raises(InputError, match="no 'image' row"):
+        read_dataset(manifest, roles=["image"])
+    manifest.write_text("id,file\n")
+    with pytest.raises(InputError, match="case_id,role,path"):
+        read_dataset(manifest, roles=["image"])

@@ -1,0 +1,194 @@
+"""Predicting a whole cohort: the model read once, every case written as ``predict`` writes it.
+
+Cohorts are run for hours, on one machine or as many array jobs, and get killed. So the state of
+a cohort lives only in its output folder, never in memory: a case is finished when its folder
+``cases/<case_id>/`` exists (folders are built aside and moved into place whole, so an existing
+one is complete), and a case that failed has ``failed/<case_id>.json`` with its error. A re-run
+skips finished cases and retries failed ones; one killed with SIGKILL leaves at most a hidden
+``.part`` folder, which the shard that owns the case removes when it starts again.
+
+Cases are shared out by position in the sorted case list (case ``i`` belongs to shard
+``i mod N``), so any number of independent processes - SLURM or Kubernetes array jobs with
+``--shard K/N``, or the ranks of one ``torchrun`` job - each predict their own share into the
+same output folder without talking to each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from oncoseg.datasets.base import Case, Dataset
+from oncoseg.errors import Cancelled, InputError
+from oncoseg.io.atomic import write_text_atomic
+from oncoseg.method import Hints, RunContext, prepare
+from oncoseg.tasks import Task, get_task
+
+CASES = "cases"
+FAILED = "failed"
+
+Status = Literal["done", "failed", "finished before"]
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Which share of a cohort one process predicts: ``index`` (from 0) of ``count``."""
+
+    index: int = 0
+    count: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> Shard:
+        """``K/N`` as a user writes it, K counted from 1 (``--shard 3/8``)."""
+        k, sep, n = text.partition("/")
+        if not (sep and k.strip().isdigit() and n.strip().isdigit()):
+            raise InputError(f"--shard {text}", "must be K/N, e.g. 1/4 (K from 1 to N)")
+        index, count = int(k) - 1, int(n)
+        if count < 1 or not 0 <= index < count:
+            raise InputError(f"--shard {text}", f"needs 1 <= K <= N (got K={k}, N={n})")
+        return cls(index, count)
+
+    @classmethod
+    def from_torchrun(cls) -> Shard:
+        """Each rank of a ``torchrun`` job its own share (one shard when run alone)."""
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
+
+    def cases(self, cases: Sequence[Case]) -> list[Case]:
+        ordered = sorted(cases, key=lambda c: c.id)
+        return [c for i, c in enumerate(ordered) if i % self.count == self.index]
+
+    def __str__(self) -> str:
+        return f"{self.index + 1}/{self.count}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one case in this run."""
+
+    case_id: str
+    status: Status
+    seconds: float = 0.0
+    error: str = ""
+
+
+def case_folder(output: Path, case_id: str) -> Path:
+    return output / CASES / case_id
+
+
+def failure_file(output: Path, case_id: str) -> Path:
+    return output / FAILED / f"{case_id}.json"
+
+
+def is_finished(output: Path, case_id: str) -> bool:
+    return case_folder(output, case_id).is_dir()
+
+
+def remove_unfinished(output: Path, cases: Sequence[Case]) -> None:
+    """The hidden ``.<case_id>.*.part`` folders a killed run of these cases left behind (only
+    these cases': other shards may be writing theirs right now)."""
+    folder = output / CASES
+    if not folder.is_dir():
+        return
+    for case in cases:
+        # exactly the names atomic_directory gives (mkdtemp's 8 random characters), so that
+        # case 'a' never takes case 'a.b''s folder
+        pattern = re.compile(rf"\.{re.escape(case.id)}\.[A-Za-z0-9_]{{8}}\.part")
+        for part in folder.glob(f".{case.id}.*.part"):
+            if pattern.fullmatch(part.name):
+                shutil.rmtree(part, ignore_errors=True)
+
+
+def case_hints(task: Task, case: Case) -> Hints:
+    """What a data set says about a case that the task reads as a hint (the staging layout's
+    ROI box)."""
+    roi = case.info.get("roi_lps_mm") if "roi_lps_mm" in task.hints else None
+    return Hints(roi_lps_mm=roi)
+
+
+class CohortProgress:
+    """Plain lines, one per case: cases done, failed, finished before, and the rate (a cohort
+    runs under nohup, SLURM or a CI log, not on a terminal)."""
+
+    def __init__(self, total: int, write: Callable[[str], None], shard: Shard):
+        self.total, self.write, self.shard = total, write, shard
+        self.counts = {"done": 0, "failed": 0, "finished before": 0}
+        self.started = time.perf_counter()
+
+    def __call__(self, outcome: Outcome) -> None:
+        self.counts[outcome.status] += 1
+        seen = sum(self.counts.values())
+        worked = self.counts["done"] + self.counts["failed"]
+        elapsed = time.perf_counter() - self.started
+        rate = f"{3600 * worked / elapsed:.0f} cases/h" if worked and elapsed > 0 else "-"
+        where = "" if self.shard.count == 1 else f"shard {self.shard}: "
+        detail = f" ({outcome.seconds:.1f} s)" if outcome.status == "done" else \
+            f": {outcome.error}" if outcome.status == "failed" else ""
+        self.write(f"{where}[{seen}/{self.total}] {outcome.case_id} {outcome.status}{detail}"
+                   f" | done {self.counts['done']}, failed {self.counts['failed']}, "
+                   f"finished before {self.counts['finished before']} | {rate}")
+
+
+def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike[str],
+                   model: Any = "demo", overrides: dict[str, Any] | None = None,
+                   context: RunContext | None = None, shard: Shard | None = None,
+                   write: Callable[[str], None] = print) -> list[Outcome]:
+    """Predict this shard's cases of ``dataset`` into ``output/cases/<case_id>/``; the model is
+    read once. A case that fails is recorded in ``output/failed/`` and the cohort goes on;
+    cancelling (or Ctrl-C) stops it between cases' files, never inside one."""
+    from oncoseg.prediction import write_prediction
+    from oncoseg.verbs import predict
+
+    task = get_task(task)
+    context = context or RunContext()
+    shard = shard or Shard()
+    output = Path(output)
+    mine = shard.cases(dataset.cases)
+    remove_unfinished(output, mine)
+    prepared = prepare(task, model, overrides, context)  # once for the whole cohort
+    progress = CohortProgress(len(mine), write, shard)
+    outcomes = []
+    for case in mine:
+        if is_finished(output, case.id):
+            outcome = Outcome(case.id, "finished before")
+            failure_file(output, case.id).unlink(missing_ok=True)
+        else:
+            started = time.perf_counter()
+            try:
+                images = {role: case.read_stored(role) for role in case.images}
+                prediction = predict(task, images, prepared, context=context,
+                                     hints=case_hints(task, case))
+                prediction.timings.setdefault("total", time.perf_counter() - started)
+                write_prediction(prediction, case_folder(output, case.id),
+                                 {r: str(p) for r, p in case.images.items()})
+                failure_file(output, case.id).unlink(missing_ok=True)
+                outcome = Outcome(case.id, "done", time.perf_counter() - started)
+            except (Cancelled, KeyboardInterrupt):
+                raise
+            except Exception as error:  # recorded per case; the cohort goes on
+                outcome = Outcome(case.id, "failed", time.perf_counter() - started,
+                                  _describe(error))
+                _record_failure(output, case, outcome, error)
+        outcomes.append(outcome)
+        progress(outcome)
+    return outcomes
+
+
+def _describe(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text if isinstance(error, InputError) else f"{type(error).__name__}: {text}"
+
+
+def _record_failure(output: Path, case: Case, outcome: Outcome, error: Exception) -> None:
+    document = {"case_id": case.id, "error": outcome.error, "seconds": round(outcome.seconds, 3),
+                "inputs": {r: str(p) for r, p in case.images.items()},
+                "traceback": traceback.format_exception(error)}
+    write_text_atomic(failure_file(output, case.id), json.dumps(document, indent=2) + "\n",
+                      overwrite=True)
