@@ -192,3 +192,70 @@ def _record_failure(output: Path, case: Case, outcome: Outcome, error: Exception
                 "traceback": traceback.format_exception(error)}
     write_text_atomic(failure_file(output, case.id), json.dumps(document, indent=2) + "\n",
                       overwrite=True)
+
+
+# ---------------------------------------------------------------------------- the cohort's table
+
+TABLE = "cohort.csv"
+SUMMARY = "cohort.json"
+
+
+def case_row(output: Path, case_id: str) -> dict[str, Any]:
+    """One row of the cohort table: what the case's result.json (or failure record) says."""
+    folder = case_folder(output, case_id)
+    row: dict[str, Any] = {"case_id": case_id, "folder": f"{CASES}/{case_id}"}
+    if folder.is_dir():
+        document = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+        row["status"] = "done"
+        for segment in document["segments"]:
+            row[f"volume_ml:{segment['name']}"] = segment["volume_ml"]
+        for name, value in document.get("class_probabilities", {}).items():
+            row[f"probability:{name}"] = value
+        for stage, seconds in document.get("timings_s", {}).items():
+            row[f"seconds:{stage}"] = seconds
+        row["messages"] = " | ".join(document.get("messages", []))
+    elif failure_file(output, case_id).is_file():
+        record = json.loads(failure_file(output, case_id).read_text(encoding="utf-8"))
+        row.update(status="failed", error=record["error"], folder="")
+    else:
+        row.update(status="not run", folder="")
+    return row
+
+
+def write_table(task: str | Task, dataset: Dataset, output: str | os.PathLike[str]) -> dict:
+    """``cohort.csv`` (one row per case of the whole data set, whichever shard ran it) and
+    ``cohort.json`` (counts and each volume's distribution); returns the summary. Written from
+    the folder, so any process can write it once the shards are done."""
+    import csv
+    import io
+
+    import numpy as np
+
+    task = get_task(task)
+    output = Path(output)
+    rows = [case_row(output, c.id) for c in sorted(dataset.cases, key=lambda c: c.id)]
+    columns = ["case_id", "status"]
+    for row in rows:
+        columns += [k for k in row if k not in columns and k not in ("folder", "messages",
+                                                                     "error")]
+    columns += ["messages", "error", "folder"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(output / TABLE, buffer.getvalue(), overwrite=True)
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("done", "failed", "not run")}
+    distributions = {}
+    for column in columns:
+        if column.startswith(("volume_ml:", "probability:", "seconds:")):
+            values = np.array([r[column] for r in rows if column in r], float)
+            if values.size:
+                distributions[column] = {
+                    "n": int(values.size), "mean": float(values.mean()),
+                    **{f"p{q}": float(np.percentile(values, q)) for q in (0, 5, 50, 95, 100)}}
+    summary = {"task": task.name, "dataset": str(dataset.root), "layout": dataset.layout,
+               "cases": len(rows), **counts, "distributions": distributions,
+               "failed_cases": {r["case_id"]: r["error"] for r in rows
+                                if r["status"] == "failed"}}
+    write_text_atomic(output / SUMMARY, json.dumps(summary, indent=2) + "\n", overwrite=True)
+    return summary

@@ -142,3 +142,30 @@ def test_a_csv_manifest_lists_data_in_no_layout(data, tmp_path):
     manifest.write_text("id,file\n")
     with pytest.raises(InputError, match="case_id,role,path"):
         read_dataset(manifest, roles=["image"])
+
+
+def test_the_cohort_table_has_a_row_per_case_whichever_shard_ran_it(data, tmp_path):
+    import csv
+
+    task, root, model = data
+    broken = sorted(root.iterdir())[2]
+    (broken / "image.nii.gz").write_bytes(b"not an image")
+    dataset = read_dataset(root, roles=["image"], check=False)
+    out = tmp_path / "out"
+    predict_cohort(task, dataset, out, model, shard=Shard(0, 2), write=lambda line: None)
+    summary = cohort.write_table(task, dataset, out)
+    assert (summary["done"], summary["failed"], summary["not run"]) == (1, 1, 2)
+    predict_cohort(task, dataset, out, model, shard=Shard(1, 2), write=lambda line: None)
+    summary = cohort.write_table(task, dataset, out)
+    assert (summary["done"], summary["failed"], summary["not run"]) == (3, 1, 0)
+    with (out / "cohort.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["case_id"] for r in rows] == sorted(p.name for p in root.iterdir())
+    failed = next(r for r in rows if r["case_id"] == broken.name)
+    assert failed["status"] == "failed" and failed["error"] and not failed["folder"]
+    done = [r for r in rows if r["status"] == "done"]
+    for row in done:
+        document = json.loads((out / row["folder"] / "result.json").read_text())
+        assert float(row["volume_ml:Spot"]) == document["segments"][0]["volume_ml"]
+    assert summary["distributions"]["volume_ml:Spot"]["n"] == 3
+    assert json.loads((out / "cohort.json").read_text()) == summary
