@@ -4,6 +4,18 @@ Every task fills a :class:`Prediction`; :func:`write_prediction` turns it into t
 the CLI promises (``result.json``, ``overview.png`` and, for segmentation tasks,
 ``segmentation.seg.nrrd``, ``labels.nii.gz`` and ``probabilities/<segment>.nii.gz``). The folder is
 built aside and moved into place at the end, so a failed or cancelled run leaves nothing.
+
+Probability maps are written in one of :data:`PROBABILITY_FORMATS`, by default ``uint8``: each
+voxel ``round(p * 255)`` with NIfTI's ``scl_slope = 1/255``, which NIfTI readers (SimpleITK, 3D
+Slicer, nibabel) read back as float ``p`` to within 1/510 (:func:`oncoseg.io.nifti.
+write_scaled_uint8`). At 512 x 512 x 150 one map takes 0.1 s and 1 MB so, against 1.5-4 s and
+56-129 MB as gzip-compressed float32 (``float32-gzip``, the earlier format) or 0.3 s and 150 MB
+as uncompressed float32 (``float32``, a ``.nii`` file). NIfTI has no float16 type (nor has NRRD),
+so no float16 is offered. ``result.json`` names the files and says how the maps are stored.
+
+A task may hand its maps over as :class:`ResampledMaps`, kept on the grid the network saw and
+resampled onto the output grid only when one is read: the writer then holds one full-size map
+at a time instead of every one (five float32 maps of a 512 x 512 x 150 CT take 790 MB).
 """
 
 from __future__ import annotations
@@ -11,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -19,11 +32,71 @@ import numpy as np
 import SimpleITK as sitk
 
 import oncoseg
-from oncoseg.geometry import voxel_volume_ml
+from oncoseg.errors import InputError
+from oncoseg.geometry import check_overlap, same_grid, voxel_volume_ml
 from oncoseg.io.atomic import atomic_directory
+from oncoseg.io.nifti import PROBABILITY_SCALE, write_scaled_uint8
 from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
 from oncoseg.orientation import onto_grid
 from oncoseg.tasks import SegmentSpec
+from oncoseg.tiling import Geometry, linear_slabs, resample_linear
+
+# How probability maps are stored: format -> file ending. uint8 is round(p * 255) with
+# scl_slope = 1/255 (read back as float by NIfTI readers); float32 as computed, without or with
+# gzip (the latter the format before uint8 became the default: 10-40x slower to write).
+PROBABILITY_FORMATS = {"uint8": ".nii.gz", "float32": ".nii", "float32-gzip": ".nii.gz"}
+DEFAULT_PROBABILITY_FORMAT = "uint8"
+
+
+class ResampledMaps(Mapping[str, sitk.Image]):
+    """Probability maps held on the grid they were computed on (a model's working grid) and
+    resampled (linear, as float32) onto ``grid`` each time one is read, never cached: a reader
+    that takes one map at a time (the overview) holds one full-size map, not all, and the
+    writer none (:meth:`slabs`). The values are those of ``sitk.Resample`` (linear, 0 outside)
+    to float rounding (:func:`oncoseg.tiling.linear_slabs`: 2e-7 on maps in [0, 1])."""
+
+    def __init__(self, sources: Mapping[str, sitk.Image], grid: sitk.Image,
+                 grid_name: str = "reference"):
+        self.sources = dict(sources)
+        self.grid = grid
+        self.grid_name = grid_name
+
+    def onto(self, name: str, grid: sitk.Image) -> sitk.Image:
+        """Map ``name`` resampled from its own grid straight onto ``grid``."""
+        source = self.sources[name]
+        if same_grid(source, grid, tolerance=1e-6):
+            return source
+        check_overlap(source, grid, name, self.grid_name)
+        return resample_linear(source, grid)
+
+    def slabs(self, name: str) -> Iterator[np.ndarray]:
+        """Map ``name`` on :attr:`grid` as float32 (z, y, x) slabs, first slice first: what
+        ``self[name]`` holds, never whole."""
+        source = self.sources[name]
+        if same_grid(source, self.grid, tolerance=1e-6):
+            return iter((sitk.GetArrayViewFromImage(source),))
+        check_overlap(source, self.grid, name, self.grid_name)
+        return linear_slabs(source, Geometry.of(self.grid))
+
+    def retarget(self, grid: sitk.Image) -> ResampledMaps:
+        """The same maps, read onto another grid."""
+        return ResampledMaps(self.sources, grid, self.grid_name)
+
+    def __getitem__(self, name: str) -> sitk.Image:
+        return self.onto(name, self.grid)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.sources)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+
+def _grids_of(probabilities: Mapping[str, sitk.Image]) -> list[sitk.Image]:
+    """What the maps lie on, without resampling :class:`ResampledMaps` to find out."""
+    if isinstance(probabilities, ResampledMaps):
+        return [probabilities.grid] if len(probabilities) else []
+    return list(probabilities.values())
 
 
 @dataclass
@@ -34,7 +107,8 @@ class Prediction:
     display_role: str  # which image the overview shows
     segments: tuple[SegmentSpec, ...] = ()
     labels: sitk.Image | None = None  # label map on the reference grid
-    probabilities: dict[str, sitk.Image] = field(default_factory=dict)  # segment name -> map
+    # segment name -> map (a dict, or ResampledMaps that resample each map when it is read)
+    probabilities: Mapping[str, sitk.Image] = field(default_factory=dict)
     class_probabilities: dict[str, float] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     details: dict[str, Any] = field(default_factory=dict)  # task-specific, JSON-ready
@@ -74,7 +148,9 @@ class Prediction:
             extra=extra,
             images={r: onto_grid(i, grid) for r, i in self.images.items()},
             labels=None if self.labels is None else onto_grid(self.labels, grid),
-            probabilities={n: onto_grid(i, grid) for n, i in self.probabilities.items()},
+            probabilities=self.probabilities.retarget(grid)
+            if isinstance(self.probabilities, ResampledMaps) else
+            {n: onto_grid(i, grid) for n, i in self.probabilities.items()},
             alternatives={n: onto_grid(i, grid) for n, i in self.alternatives.items()},
         )
 
@@ -118,7 +194,7 @@ def overview_prediction(prediction: Prediction) -> Prediction:
 
     display = prediction.images[prediction.display_role]
     voxels = float(np.prod(display.GetSize(), dtype=np.float64))
-    others = [*prediction.probabilities.values()] + \
+    others = _grids_of(prediction.probabilities) + \
         ([] if prediction.labels is None else [prediction.labels])
     if voxels <= OVERVIEW_MAX_VOXELS and all(same_grid(display, o) for o in others):
         return prediction
@@ -130,14 +206,18 @@ def overview_prediction(prediction: Prediction) -> Prediction:
         # sitk.Resample straight from the stored type: no full-size float copy of the input
         return sitk.Resample(image, grid, sitk.Transform(), interpolation, 0.0, pixel)
 
+    maps = prediction.probabilities
+    # maps kept on their own grid go straight onto the coarse one (one resampling, not two)
+    shown = maps.retarget(grid) if isinstance(maps, ResampledMaps) else \
+        {name: onto(image, sitk.sitkLinear, sitk.sitkFloat32) for name, image in maps.items()}
+
     return _OverviewPrediction(
         task=prediction.task, model=prediction.model,
         images={prediction.display_role: onto(display, sitk.sitkLinear, sitk.sitkFloat32)},
         display_role=prediction.display_role, segments=prediction.segments,
         labels=None if prediction.labels is None else
         onto(prediction.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8),
-        probabilities={name: onto(image, sitk.sitkLinear, sitk.sitkFloat32)
-                       for name, image in prediction.probabilities.items()},
+        probabilities=shown,
         class_probabilities=prediction.class_probabilities, details=prediction.details,
         messages=prediction.messages, volumes_ml=prediction.segment_volumes_ml())
 
@@ -148,11 +228,16 @@ def file_stem(name: str) -> str:
     return stem or "segment"
 
 
-def result_document(prediction: Prediction, input_paths: dict[str, str]) -> dict[str, Any]:
+def result_document(prediction: Prediction, input_paths: dict[str, str],
+                    probability_format: str = DEFAULT_PROBABILITY_FORMAT,
+                    volumes: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """What ``result.json`` holds; ``volumes`` (segment name -> mL), when the caller has them
+    already, spare counting the label map again."""
     reference = prediction.labels if prediction.labels is not None else \
         prediction.images[prediction.display_role]
-    volumes = prediction.segment_volumes_ml()
-    return {
+    if volumes is None:
+        volumes = prediction.segment_volumes_ml()
+    document = {
         "oncoseg_version": oncoseg.__version__,
         "task": prediction.task,
         "model": prediction.model,
@@ -172,38 +257,81 @@ def result_document(prediction: Prediction, input_paths: dict[str, str]) -> dict
         "class_probabilities": prediction.class_probabilities,
         "details": prediction.details,
         "messages": prediction.messages,
-        "files": output_files(prediction),
+        "files": output_files(prediction, probability_format),
     }
+    if prediction.probabilities:
+        document["probability_maps"] = probability_storage(probability_format)
+    return document
 
 
-def output_files(prediction: Prediction) -> dict[str, Any]:
+def check_probability_format(probability_format: str) -> str:
+    """The format, or an :class:`InputError` naming the ones there are."""
+    if probability_format not in PROBABILITY_FORMATS:
+        raise InputError("probability format", f"'{probability_format}' is not one of "
+                         f"{', '.join(PROBABILITY_FORMATS)}")
+    return probability_format
+
+
+def probability_storage(probability_format: str) -> dict[str, Any]:
+    """How the maps are stored, for ``result.json``: a reader of the raw voxels (not through a
+    NIfTI reader, which applies the scaling itself) needs the slope."""
+    if probability_format == "uint8":
+        return {"format": "uint8", "scl_slope": 1.0 / PROBABILITY_SCALE, "scl_inter": 0.0,
+                "largest_error": 0.5 / PROBABILITY_SCALE}
+    return {"format": "float32", "compressed": PROBABILITY_FORMATS[probability_format]
+            .endswith(".gz")}
+
+
+def output_files(prediction: Prediction,
+                 probability_format: str = DEFAULT_PROBABILITY_FORMAT) -> dict[str, Any]:
     files: dict[str, Any] = {"result": "result.json", "overview": "overview.png"}
     if prediction.labels is not None:
         files["segmentation"] = "segmentation.seg.nrrd"
         files["labels"] = "labels.nii.gz"
     if prediction.probabilities:
-        files["probabilities"] = {name: f"probabilities/{file_stem(name)}.nii.gz"
+        ending = PROBABILITY_FORMATS[check_probability_format(probability_format)]
+        files["probabilities"] = {name: f"probabilities/{file_stem(name)}{ending}"
                                   for name in prediction.probabilities}
     return files
 
 
+def write_probability_map(probabilities: Mapping[str, sitk.Image], name: str, path: Path,
+                          probability_format: str) -> None:
+    """Map ``name`` in the chosen format (see :data:`PROBABILITY_FORMATS`); uint8 maps of
+    :class:`ResampledMaps` are written slab by slab as they are resampled."""
+    if probability_format == "uint8":
+        if isinstance(probabilities, ResampledMaps):
+            write_scaled_uint8(probabilities.grid, path, probabilities.slabs(name))
+        else:
+            write_scaled_uint8(probabilities[name], path)
+        return
+    image = probabilities[name]
+    if image.GetPixelID() != sitk.sitkFloat32:  # Cast copies even to the same type
+        image = sitk.Cast(image, sitk.sitkFloat32)
+    sitk.WriteImage(image, str(path), useCompression=str(path).endswith(".gz"))
+
+
 def write_prediction(prediction: Prediction, output: str | os.PathLike[str],
-                     input_paths: dict[str, str], overwrite: bool = False) -> Path:
-    """Write the whole output folder, or nothing."""
+                     input_paths: dict[str, str], overwrite: bool = False,
+                     probability_format: str = DEFAULT_PROBABILITY_FORMAT) -> Path:
+    """Write the whole output folder, or nothing. Probability maps are read (and, for
+    :class:`ResampledMaps`, resampled) one at a time and written in ``probability_format``."""
     from oncoseg.overview import save_overview
 
+    check_probability_format(probability_format)
     with atomic_directory(output, overwrite) as folder:
-        files = output_files(prediction)
+        files = output_files(prediction, probability_format)
         if prediction.labels is not None:
             write_seg_nrrd(prediction.segmentation(), folder / files["segmentation"])
             sitk.WriteImage(prediction.labels, str(folder / files["labels"]), useCompression=True)
         for name, relative in files.get("probabilities", {}).items():
             path = folder / relative
             path.parent.mkdir(exist_ok=True)
-            sitk.WriteImage(sitk.Cast(prediction.probabilities[name], sitk.sitkFloat32),
-                            str(path), useCompression=True)
-        save_overview(overview_prediction(prediction), folder / files["overview"])
-        document = result_document(prediction, input_paths)
+            write_probability_map(prediction.probabilities, name, path, probability_format)
+        shown = overview_prediction(prediction)
+        save_overview(shown, folder / files["overview"])
+        document = result_document(prediction, input_paths, probability_format,
+                                   shown.segment_volumes_ml())
         text = json.dumps(document, indent=2) + "\n"
         (folder / files["result"]).write_text(text, encoding="utf-8")
     return Path(output)

@@ -176,3 +176,129 @@ def resample_labels_onto(labels: sitk.Image, target: Geometry) -> sitk.Image:
     output image: the only full-size allocation is the result itself."""
     return sitk.Resample(labels, list(target.size), sitk.Transform(), sitk.sitkNearestNeighbor,
                          target.origin, target.spacing, target.direction, 0, sitk.sitkUInt8)
+
+
+# Output voxels computed at a time by linear_slabs (a slab's float32 working set, about 3x this)
+LINEAR_SLAB_VOXELS = 1 << 22
+# A direction cosine below this (relative to the axis's largest) counts as zero: the two grids'
+# axes are then parallel, and linear resampling separates into one interpolation per axis.
+_PARALLEL_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True)
+class _AxisWeights:
+    """ITK's linear interpolation along one axis at continuous source positions: inside
+    [-0.5, count - 0.5) (``ImageFunction::IsInsideBuffer``) the neighbours ``low`` and ``high``
+    with weights 1 - d and d, an index past either end clamped to it
+    (``LinearInterpolateImageFunction``); outside, both weights 0 (``inside`` False)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    low_weight: np.ndarray
+    high_weight: np.ndarray
+    inside: np.ndarray
+
+    @classmethod
+    def at(cls, positions: np.ndarray, count: int) -> _AxisWeights:
+        inside = (positions >= -0.5) & (positions < count - 0.5)
+        base = np.floor(np.where(inside, positions, 0.0))
+        fraction = np.where(inside, positions - base, 0.0)
+        return cls(np.clip(base, 0, count - 1).astype(np.intp),
+                   np.clip(base + 1, 0, count - 1).astype(np.intp),
+                   np.where(inside, 1.0 - fraction, 0.0).astype(np.float32),
+                   fraction.astype(np.float32), inside)
+
+    def part(self, start: int, stop: int) -> _AxisWeights:
+        return _AxisWeights(self.low[start:stop], self.high[start:stop],
+                            self.low_weight[start:stop], self.high_weight[start:stop],
+                            self.inside[start:stop])
+
+    def apply(self, array: np.ndarray, axis: int) -> np.ndarray:
+        """``array`` interpolated along ``axis``: two gathers and a weighted sum (each output
+        voxel reads its two neighbours, not a dense row of weights)."""
+        shape = [1] * array.ndim
+        shape[axis] = -1
+        result = np.take(array, self.low, axis=axis)
+        result *= self.low_weight.reshape(shape)
+        upper = np.take(array, self.high, axis=axis)
+        upper *= self.high_weight.reshape(shape)
+        result += upper
+        return result
+
+
+def _separable_weights(source: Geometry, target: Geometry
+                       ) -> tuple[tuple[int, int, int], list[_AxisWeights]] | None:
+    """For grids whose axes are parallel (any permutation and flip): which source axis each
+    target axis (i, j, k) runs along, and each target axis's weights; None otherwise."""
+    to_source = np.linalg.inv(source.index_to_physical()) @ target.index_to_physical()
+    linear = to_source[:3, :3]
+    axes = []
+    for column in range(3):
+        magnitudes = np.abs(linear[:, column])
+        axis = int(np.argmax(magnitudes))
+        if np.any(np.delete(magnitudes, axis) > _PARALLEL_TOLERANCE * magnitudes[axis]):
+            return None
+        axes.append(axis)
+    if sorted(axes) != [0, 1, 2]:
+        return None
+    weights = [_AxisWeights.at(linear[axes[q], q] * np.arange(target.size[q], dtype=np.float64)
+                               + to_source[axes[q], 3], source.size[axes[q]])
+               for q in range(3)]
+    return (axes[0], axes[1], axes[2]), weights
+
+
+def linear_slabs(source: sitk.Image, target: Geometry, default_value: float = 0.0,
+                 slab_voxels: int = LINEAR_SLAB_VOXELS) -> Iterator[np.ndarray]:
+    """``source`` (a scalar 3D image) resampled linearly onto ``target``, as float32 (z, y, x)
+    slabs of consecutive target slices, first to last: the values of one ``sitk.Resample``
+    (identity transform, ``default_value`` outside) to float rounding, without the whole
+    resampled volume ever being held. Grids with parallel axes (a working grid and the CT it
+    came from, in any storage order) are interpolated one axis at a time, each output voxel
+    from its two neighbours along that axis; others are resampled slab by slab with ITK."""
+    height = target.size[1] * target.size[0]
+    step = max(1, min(target.size[2], slab_voxels // max(1, height)))
+    separable = _separable_weights(Geometry.of(source), target)
+    if separable is None:
+        for start in range(0, target.size[2], step):
+            slab = target.slab(start, min(target.size[2], start + step))
+            resampled = sitk.Resample(source, list(slab.size), sitk.Transform(), sitk.sitkLinear,
+                                      slab.origin, slab.spacing, slab.direction,
+                                      float(default_value), sitk.sitkFloat32)
+            yield sitk.GetArrayFromImage(resampled)
+        return
+    (along_i, along_j, along_k), (w_i, w_j, w_k) = separable
+    # the source array's axes (numpy order: source axis a is array axis 2 - a) put in the
+    # target's order: slowest along target k, then j, fastest along i
+    values = sitk.GetArrayViewFromImage(source).astype(np.float32, copy=False)
+    ordered = values.transpose(2 - along_k, 2 - along_j, 2 - along_i)
+    # upsampling along k (a working grid onto its CT): i and j first, on the source's few
+    # slices, then each slab from two of those planes per slice (the least arithmetic)
+    planes = w_j.apply(w_i.apply(ordered, 2), 1) if ordered.shape[0] <= target.size[2] else None
+    for start in range(0, target.size[2], step):
+        part = w_k.part(start, min(target.size[2], start + step))
+        if planes is not None:
+            slab = part.apply(planes, 0)
+        else:
+            slab = w_j.apply(w_i.apply(part.apply(ordered, 0), 2), 1)
+        if default_value != 0.0:  # zero weights give 0 outside; another default is put back
+            slab[~part.inside] = default_value
+            slab[:, ~w_j.inside] = default_value
+            slab[:, :, ~w_i.inside] = default_value
+        yield np.ascontiguousarray(slab, dtype=np.float32)
+
+
+def resample_linear(source: sitk.Image, reference: sitk.Image, default_value: float = 0.0
+                    ) -> sitk.Image:
+    """``source`` on ``reference``'s grid, linear, as a float32 image: :func:`linear_slabs`
+    gathered into one array (the values of ``sitk.Resample`` to float rounding)."""
+    target = Geometry.of(reference)
+    output = np.empty(target.size[::-1], np.float32)
+    start = 0
+    for slab in linear_slabs(source, target, default_value):
+        output[start:start + slab.shape[0]] = slab
+        start += slab.shape[0]
+    image = sitk.GetImageFromArray(output, isVector=False)
+    image.SetOrigin(target.origin)
+    image.SetSpacing(target.spacing)
+    image.SetDirection(target.direction)
+    return image

@@ -11,7 +11,7 @@ import torch
 
 from oncoseg.body import ct_body
 from oncoseg.errors import InputError
-from oncoseg.geometry import image_like, resample_to_reference
+from oncoseg.geometry import image_like
 from oncoseg.inference import SlidingWindow
 from oncoseg.memory import format_bytes
 from oncoseg.method import Hints, Prepared, RunContext
@@ -26,13 +26,14 @@ from oncoseg.oar.ct.preprocessing import (
 )
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map
-from oncoseg.prediction import Prediction
+from oncoseg.prediction import Prediction, ResampledMaps
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.tiling import Geometry, resample_labels_onto
 
 # Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
-# 20 GB. Up to this size they are mapped onto the CT grid; beyond, they stay on the working grid
-# (the model's resolution, which is all the information they hold) with a note.
+# 20 GB. Up to this size they are mapped onto the CT grid (one at a time when written:
+# ResampledMaps; a front end that shows them all holds them all); beyond, they stay on the
+# working grid (the model's resolution, which is all the information they hold) with a note.
 FULL_GRID_PROBABILITY_BYTES = 2 << 30
 
 
@@ -100,14 +101,14 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     with timed(timings, "postprocess"):
         report(progress, "Writing results", 0, 1)
         labels_on_ct = resample_labels_onto(image_like(labels, grid), Geometry.of(image))
-        maps = {}
+        maps: Mapping[str, sitk.Image] = {}
         full_grid = probabilities_on_ct_grid(image)
         if settings.probabilities:
-            for spec in CT_SEGMENTS:
-                organ = image_like(probabilities[spec.label], grid)
-                maps[spec.name] = resample_to_reference(organ, image, "linear",
-                                                        names=(spec.name, "ct")) \
-                    if full_grid else organ
+            organs = {spec.name: image_like(probabilities[spec.label], grid)
+                      for spec in CT_SEGMENTS}
+            # on the CT grid, each map is resampled when it is read (written, shown), so the
+            # writer holds one full-size float map, not five (790 MB at 512 x 512 x 150)
+            maps = ResampledMaps(organs, image, "ct") if full_grid else organs
             if not full_grid:
                 messages.append(
                     f"the probability maps are on the model's working grid ("
