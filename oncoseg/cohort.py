@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from oncoseg import quality
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.atomic import write_text_atomic
@@ -153,6 +154,7 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
     mine = shard.cases(dataset.cases)
     remove_unfinished(output, mine)
     prepared = prepare(task, model, overrides, context)  # once for the whole cohort
+    geometry = _training_geometry(prepared)
     progress = CohortProgress(len(mine), write, shard)
     outcomes = []
     for case in mine:
@@ -166,6 +168,9 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
                 prediction = predict(task, images, prepared, context=context,
                                      hints=case_hints(task, case))
                 prediction.timings.setdefault("total", time.perf_counter() - started)
+                flags = quality.check_inputs(task, images, case.info, geometry) + \
+                    quality.check_prediction(task, prediction, images)
+                prediction.details["quality"] = [f.as_dict() for f in flags]
                 write_prediction(prediction, case_folder(output, case.id),
                                  {r: str(p) for r, p in case.images.items()})
                 failure_file(output, case.id).unlink(missing_ok=True)
@@ -179,6 +184,14 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
         outcomes.append(outcome)
         progress(outcome)
     return outcomes
+
+
+def _training_geometry(prepared: Any) -> dict[str, Any] | None:
+    """The training images' spacing and extent ranges the model file records (models trained
+    before OncoSeg recorded them, the demo models among them, have none: not checked)."""
+    if prepared.model is None:
+        return None
+    return prepared.model.metadata.provenance.get("dataset", {}).get("geometry")
 
 
 def _describe(error: Exception) -> str:
@@ -213,6 +226,9 @@ def case_row(output: Path, case_id: str) -> dict[str, Any]:
             row[f"probability:{name}"] = value
         for stage, seconds in document.get("timings_s", {}).items():
             row[f"seconds:{stage}"] = seconds
+        flags = document.get("details", {}).get("quality", [])
+        row["flags"] = len(flags)
+        row["flag_reasons"] = " | ".join(f["reason"] for f in flags)
         row["messages"] = " | ".join(document.get("messages", []))
     elif failure_file(output, case_id).is_file():
         record = json.loads(failure_file(output, case_id).read_text(encoding="utf-8"))
@@ -234,11 +250,11 @@ def write_table(task: str | Task, dataset: Dataset, output: str | os.PathLike[st
     task = get_task(task)
     output = Path(output)
     rows = [case_row(output, c.id) for c in sorted(dataset.cases, key=lambda c: c.id)]
-    columns = ["case_id", "status"]
+    columns = ["case_id", "status", "flags"]
+    last = ["flag_reasons", "messages", "error", "folder"]
     for row in rows:
-        columns += [k for k in row if k not in columns and k not in ("folder", "messages",
-                                                                     "error")]
-    columns += ["messages", "error", "folder"]
+        columns += [k for k in row if k not in columns and k not in last]
+    columns += last
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, columns, restval="", lineterminator="\n")
     writer.writeheader()
@@ -253,8 +269,10 @@ def write_table(task: str | Task, dataset: Dataset, output: str | os.PathLike[st
                 distributions[column] = {
                     "n": int(values.size), "mean": float(values.mean()),
                     **{f"p{q}": float(np.percentile(values, q)) for q in (0, 5, 50, 95, 100)}}
+    flagged = {r["case_id"]: r["flag_reasons"] for r in rows if r.get("flags")}
     summary = {"task": task.name, "dataset": str(dataset.root), "layout": dataset.layout,
-               "cases": len(rows), **counts, "distributions": distributions,
+               "cases": len(rows), **counts, "flagged": len(flagged),
+               "distributions": distributions, "flagged_cases": flagged,
                "failed_cases": {r["case_id"]: r["error"] for r in rows
                                 if r["status"] == "failed"}}
     write_text_atomic(output / SUMMARY, json.dumps(summary, indent=2) + "\n", overwrite=True)

@@ -37,6 +37,28 @@ class InputRole:
     optional: bool = False
     # Lower-case fragments of node or file names that suggest this role (Slicer auto-fill).
     name_hints: tuple[str, ...] = ()
+    # "CT" or "MR": what a cohort's quality control expects the intensities to look like
+    modality: str = ""
+
+
+@dataclass(frozen=True)
+class Plausible:
+    """What a segment looks like on a real adult scan, for a cohort's quality control: a result
+    outside these bounds is flagged for a reader, never changed. Bounds are deliberately wide
+    (clinical variation, partial fields of view); they catch failures, not anatomy."""
+
+    volume_ml: tuple[float, float] = (0.0, float("inf"))
+    max_components: int | None = None  # after the method's own post-processing
+    may_touch_border: bool = False  # organs that often extend beyond the field of view
+    min_mean_probability: float = 0.6  # the segment's own mean probability over its voxels
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready (no infinite upper bound: None)."""
+        low, high = self.volume_ml
+        return {"volume_ml": [low, None if high == float("inf") else high],
+                "max_components": self.max_components,
+                "may_touch_border": self.may_touch_border,
+                "min_mean_probability": self.min_mean_probability}
 
 
 @dataclass(frozen=True)
@@ -47,6 +69,7 @@ class SegmentSpec:
     name: str
     color: tuple[float, float, float]
     terminology: Terminology | None = None
+    plausible: Plausible = Plausible()
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,10 @@ class Task:
     # inputs that stand in for several roles: name -> the roles it provides (rectal: one DWI
     # series with every b-value instead of dwi_b0 + dwi_b1000)
     alternatives: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # quality control: roles registered onto the reference (their alignment is checked), and
+    # for a classification how close to its threshold a probability is called uncertain
+    registered_roles: tuple[str, ...] = ()
+    uncertain_margin: float = 0.0
 
     def __post_init__(self) -> None:
         if self.settings is not None and not self.default_config:
@@ -135,10 +162,11 @@ class Task:
             "paper": self.paper,
             "description": self.description,
             "reference_role": self.reference_role,
-            "inputs": [{"role": r.name, "description": r.description, "optional": r.optional}
-                       for r in self.inputs],
+            "inputs": [{"role": r.name, "description": r.description, "optional": r.optional,
+                        "modality": r.modality} for r in self.inputs],
             "segments": [{"label": s.label, "name": s.name, "color": list(s.color),
-                          "terminology": s.terminology.to_slicer() if s.terminology else None}
+                          "terminology": s.terminology.to_slicer() if s.terminology else None,
+                          "plausible": s.plausible.describe()}
                          for s in self.segments],
             "classes": list(self.classes),
             "default_config": dict(self.default_config),

@@ -168,4 +168,10 @@ def test_the_cohort_table_has_a_row_per_case_whichever_shard_ran_it(data, tmp_pa
         document = json.loads((out / row["folder"] / "result.json").read_text())
         assert float(row["volume_ml:Spot"]) == document["segments"][0]["volume_ml"]
     assert summary["distributions"]["volume_ml:Spot"]["n"] == 3
+    for row in done:  # quality flags of result.json, counted and explained in the table
+        flags = json.loads((out / row["folder"] / "result.json").read_text())["details"][
+            "quality"]
+        assert int(row["flags"]) == len(flags)
+        assert row["flag_reasons"] == " | ".join(f["reason"] for f in flags)
+    assert summary["flagged"] == sum(int(r["flags"]) > 0 for r in done)
     assert json.loads((out / "cohort.json").read_text()) == summary

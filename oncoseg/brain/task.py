@@ -1,7 +1,7 @@
 """The ``brain`` task's declaration."""
 
 from oncoseg.brain.config import BrainConfig
-from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
+from oncoseg.tasks import InputRole, Plausible, SegmentSpec, Task, register_task
 from oncoseg.terminology import ABNORMAL_STRUCTURE, BRAIN, NEOPLASM, Code, Terminology
 
 
@@ -10,12 +10,17 @@ def _in_brain(type_: Code) -> Terminology:
 
 
 # OncoSeg's brain labels; BraTS writes enhancing tumour as 4 (2017-2021) or 3 (2023+).
+# Quality-control bounds (mL): a glioma study without oedema is rare (BraTS whole tumours span
+# about 5-500 mL); core and enhancing parts may be absent (low-grade tumours).
 SEGMENTS = (
     SegmentSpec(1, "Necrotic and non-enhancing tumour core", (0.85, 0.2, 0.2),
-                _in_brain(Code("SCT", "6574001", "Necrosis"))),
+                _in_brain(Code("SCT", "6574001", "Necrosis")),
+                Plausible((0.0, 250.0), max_components=5)),
     SegmentSpec(2, "Peritumoral oedema", (0.3, 0.75, 0.3),
-                _in_brain(Code("SCT", "79654002", "Edema"))),
-    SegmentSpec(3, "Enhancing tumour", (0.95, 0.85, 0.2), _in_brain(NEOPLASM)),
+                _in_brain(Code("SCT", "79654002", "Edema")),
+                Plausible((1.0, 500.0), max_components=5)),
+    SegmentSpec(3, "Enhancing tumour", (0.95, 0.85, 0.2), _in_brain(NEOPLASM),
+                Plausible((0.0, 200.0), max_components=5)),
 )
 
 TASK = register_task(Task(
@@ -26,11 +31,14 @@ TASK = register_task(Task(
                  "an ensemble votes hierarchically (whole tumour, core, enhancing). Any "
                  "sequence may be missing."),
     inputs=(
-        InputRole("t1", "T1-weighted MR", optional=True, name_hints=("t1n", "t1w", "t1")),
+        InputRole("t1", "T1-weighted MR", optional=True, name_hints=("t1n", "t1w", "t1"),
+                  modality="MR"),
         InputRole("t1c", "contrast-enhanced T1-weighted MR", optional=True,
-                  name_hints=("t1c", "t1ce", "t1gd", "gad")),
-        InputRole("t2", "T2-weighted MR", optional=True, name_hints=("t2w", "t2")),
-        InputRole("flair", "FLAIR MR", optional=True, name_hints=("flair", "t2f")),
+                  name_hints=("t1c", "t1ce", "t1gd", "gad"), modality="MR"),
+        InputRole("t2", "T2-weighted MR", optional=True, name_hints=("t2w", "t2"),
+                  modality="MR"),
+        InputRole("flair", "FLAIR MR", optional=True, name_hints=("flair", "t2f"),
+                  modality="MR"),
     ),
     reference_role="t1c",
     method_module="oncoseg.brain.method",

@@ -244,8 +244,7 @@ def _metadata(config: BrainConfig, architecture: str, args: dict, dataset: Datas
         preprocessing={"intensity_constant": config.intensity_constant, "orientation": "LPS"},
         outputs={"segments": [s.name for s in TASK.segments], "stage": stage,
                  "vote_thresholds": list(config.vote_thresholds)},
-        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
-                                "fingerprint": dataset.fingerprint(), **split},
+        provenance={"dataset": dataset.provenance(TASK.reference_role, **split),
                     "brain_config": config.as_dict()},
         description=description, demo=demo)
 

@@ -104,6 +104,26 @@ class Dataset:
                 digest.update(f"{name}={path.name}:{size}".encode())
         return digest.hexdigest()[:16]
 
+    def provenance(self, reference_role: str, **split: Any) -> dict[str, Any]:
+        """What a model file records about the data it was trained on: where, which layout,
+        the fingerprint, the ``split`` (train / validation ids ...) and the reference images'
+        geometry (spacing and field of view ranges, from the headers), against which a
+        cohort's quality control flags cases unlike anything the model saw."""
+        from oncoseg.quality import training_geometry
+
+        headers = []
+        for case in self.cases:
+            path = case.images.get(reference_role)
+            if path is not None and path.is_file():
+                try:
+                    headers.append(image_information(path))
+                except RuntimeError:
+                    continue
+        headers = [h for h in headers if h.GetDimension() >= 3]
+        geometry = training_geometry(headers) if headers else {}
+        return {"root": str(self.root), "layout": self.layout, "fingerprint": self.fingerprint(),
+                **split, **({"geometry": geometry} if geometry else {})}
+
     def split(self, validation_fraction: float = 0.2, seed: int = 0,
               save_to: str | os.PathLike[str] | None = None) -> tuple[list[Case], list[Case]]:
         """Training and validation cases, split by patient, reproducible from ``seed``.

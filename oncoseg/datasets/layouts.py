@@ -47,12 +47,15 @@ def _folders_read(root: Path, roles: Sequence[str] | None, partial: bool = False
             raise InputError(f"case '{folder.name}'", f"in {root}: the {missing[0]} file "
                              f"is missing (expected {missing[0]}.nii.gz or another volume "
                              f"format; found {', '.join(sorted(images)) or 'none'})")
+        unused = sorted(set(images) - set(roles)) if roles else []
         if roles:
             images = {r: images[r] for r in roles if r in images}
         info_file = folder / "case.json"
         info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else {}
         if missing:
             info["missing"] = missing
+        if unused:
+            info["unused"] = unused
         cases.append(Case(folder.name, images, labels, info=info))
     return cases
 
@@ -184,7 +187,8 @@ def _staging_match(root: Path) -> bool:
     return (root / STAGING_TABLE).is_file()
 
 
-def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
+def _staging_read(root: Path, roles: Sequence[str] | None, partial: bool = False,
+                  **_options) -> list[Case]:
     """Case folders (as in the folders layout) listed in staging.csv with their stage, an
     optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm and optional representative slices
     (``slices``: the numbers, from 0, of the one to three slices a radiologist chose)."""
@@ -194,7 +198,7 @@ def _staging_read(root: Path, roles: Sequence[str] | None, **_options) -> list[C
     if not rows or not {"case_id", "stage"} <= set(rows[0]):
         raise InputError(str(table), "needs the columns case_id and stage (and optionally "
                          "roi_lps_mm)")
-    folders = {c.id: c for c in _folders_read(root, roles)}
+    folders = {c.id: c for c in _folders_read(root, roles, partial)}
     cases = []
     for line, row in enumerate(rows, start=2):
         case_id = check_case_id(row["case_id"].strip(), f"{table} line {line}")

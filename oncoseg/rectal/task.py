@@ -10,12 +10,14 @@ reads, channel by channel (data sets, training, the nnU-Net export read them rol
 from __future__ import annotations
 
 from oncoseg.rectal.config import RectalConfig
-from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
+from oncoseg.tasks import InputRole, Plausible, SegmentSpec, Task, register_task
 from oncoseg.terminology import ABNORMAL_STRUCTURE, NEOPLASM, RECTUM, Terminology
 
 TUMOUR = SegmentSpec(
     label=1, name="Rectal tumour", color=(0.85, 0.25, 0.2),
     terminology=Terminology(ABNORMAL_STRUCTURE, NEOPLASM, region=RECTUM),
+    # one tumour (the method keeps one component); T1-T4 tumours on MR span about 1-200 mL
+    plausible=Plausible((0.5, 300.0), max_components=1),
 )
 
 TASK = register_task(Task(
@@ -26,16 +28,17 @@ TASK = register_task(Task(
                  "patch CNN gives each voxel's tumour probability; the largest component of "
                  "p >= 0.5 is the tumour, every candidate component is listed."),
     inputs=(
-        InputRole("t2w", "T2-weighted MR", name_hints=("t2",)),
+        InputRole("t2w", "T2-weighted MR", name_hints=("t2",), modality="MR"),
         InputRole("dwi_b0", "diffusion-weighted MR, b = 0 (or give dwi)",
-                  name_hints=("b0", "b50", "dwi")),
+                  name_hints=("b0", "b50", "dwi"), modality="MR"),
         InputRole("dwi_b1000", "diffusion-weighted MR, high b (1000-1100) (or give dwi)",
-                  name_hints=("b1000", "b1100", "b800", "high")),
+                  name_hints=("b1000", "b1100", "b800", "high"), modality="MR"),
     ),
     reference_role="dwi_b0",
     method_module="oncoseg.rectal.method",
     hints=("seed_lps_mm",),
     alternatives={"dwi": ("dwi_b0", "dwi_b1000")},
+    registered_roles=("t2w", "dwi_b1000"),
     network_modules=("oncoseg.rectal.network",),
     segments=(TUMOUR,),
     settings=RectalConfig,

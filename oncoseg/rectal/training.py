@@ -73,9 +73,8 @@ def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
         preprocessing={"reference": "dwi_b0", "registration": config.registration,
                        "standardisation": "z-score per sequence over its own voxels"},
         outputs={"segments": [s.name for s in TASK.segments]},
-        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
-                                "fingerprint": dataset.fingerprint(), "train": train_ids,
-                                "validation": validation_ids},
+        provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
+                                                  validation=validation_ids),
                     "rectal_config": config.as_dict()},
         description=description, demo=demo)
 

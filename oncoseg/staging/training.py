@@ -205,9 +205,8 @@ def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
         # test-time augmentation uses the transforms training used: none if it used none
         outputs={"classes": list(STAGES), "threshold": config.threshold,
                  "tta": config.tta if config.augment else 1},
-        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
-                                "fingerprint": dataset.fingerprint(), "train": train_ids,
-                                "validation": validation_ids},
+        provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
+                                                  validation=validation_ids),
                     "staging_config": config.as_dict()},
         description=description, demo=demo)
 

@@ -2,7 +2,7 @@
 
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.organs import organ
-from oncoseg.tasks import InputRole, SegmentSpec, Task, register_task
+from oncoseg.tasks import InputRole, Plausible, SegmentSpec, Task, register_task
 from oncoseg.terminology import (
     ANATOMICAL_STRUCTURE,
     LEFT,
@@ -14,17 +14,27 @@ from oncoseg.terminology import (
 
 FEMORAL_HEAD = Code("SCT", "68367000", "Head of femur")
 
+# Plausible adult volumes (mL) for a cohort's quality control: wide on purpose (a femoral
+# head with or without the neck, an empty or full bladder, a bowel bag cut by the field of view)
+FEMORAL_HEAD_ML = Plausible((15.0, 250.0), max_components=1)
 CT_SEGMENTS = (
     SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27),
-                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=LEFT)),
+                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=LEFT),
+                FEMORAL_HEAD_ML),
     SegmentSpec(2, "Femoral head R", (0.27, 0.86, 0.9),
-                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=RIGHT)),
-    organ(3, "Bladder", (0.86, 0.63, 0.16), "89837001", "Urinary bladder"),
+                Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=RIGHT),
+                FEMORAL_HEAD_ML),
+    organ(3, "Bladder", (0.86, 0.63, 0.16), "89837001", "Urinary bladder",
+          Plausible((10.0, 1200.0), max_components=1)),
     # the bowel bag is the volume the small and large bowel loops may occupy
-    organ(4, "Bowel bag", (0.75, 0.43, 0.24), "113276009", "Intestine"),
+    organ(4, "Bowel bag", (0.75, 0.43, 0.24), "113276009", "Intestine",
+          Plausible((50.0, 6000.0), max_components=3, may_touch_border=True)),
     SegmentSpec(5, "Nodal CTV", (0.9, 0.24, 0.24),
                 Terminology(SPATIAL_CONCEPT, Code("SCT", "228790004", "Clinical target volume"),
-                            region=Code("SCT", "59441001", "Lymph node"))),
+                            region=Code("SCT", "59441001", "Lymph node")),
+                # elective nodal volumes span about 100-1000 mL; a CTV of the mesorectal
+                # nodes alone is smaller; contoured up to where the planning scan ends
+                Plausible((20.0, 2000.0), max_components=2, may_touch_border=True)),
 )
 
 OAR_CT = register_task(Task(
@@ -38,7 +48,7 @@ OAR_CT = register_task(Task(
                  "structure sets with partial annotations, in restart cycles with hard "
                  "negatives."),
     inputs=(InputRole("ct", "CT in Hounsfield units (volume or DICOM series folder)",
-                      name_hints=("ct",)),),
+                      name_hints=("ct",), modality="CT"),),
     reference_role="ct",
     method_module="oncoseg.oar.ct.method",
     network_modules=("oncoseg.oar.ct.network",),

@@ -206,9 +206,9 @@ def _metadata(config: OarMrConfig, dataset: Dataset, train_ids: list[str],
                        "context_stride": config.context_stride, "mean": config.mean,
                        "std": config.std},
         outputs={"segments": [s.name for s in GI_SEGMENTS], "threshold": config.threshold},
-        provenance={"dataset": {"root": str(dataset.root), "layout": dataset.layout,
-                                "fingerprint": dataset.fingerprint(), "train": train_ids,
-                                "validation": validation_ids, "excluded_patients": excluded},
+        provenance={"dataset": dataset.provenance(OAR_MR.reference_role, train=train_ids,
+                                                  validation=validation_ids,
+                                                  excluded_patients=excluded),
                     "oar_mr_config": config.as_dict()},
         description=description, demo=demo)
 
