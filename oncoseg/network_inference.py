@@ -1,0 +1,277 @@
+"""A network made ready for inference on the CPU, equal to 1e-5 to the module it came from.
+
+Measured on the CPU (Testing/benchmarks/bench_sliding_window.py, issue 25): a channels-last
+convolution is fast, but ``InstanceNorm`` is not. PyTorch's instance norm reshapes a
+channels-last input into a batch norm over ``(1, B * C, ...)``, which copies the whole
+activation into the default memory format and back (``aten::copy_``: 29 % of a MONAI BasicUNet's
+forward pass, the norm itself 13 %, on a 96^3 window). Here the norm is computed on the
+channels-last tensor as it lies (one ``var_mean`` and one fused multiply-add). Batch norm in
+eval is folded into the convolution before it, activations that follow a layer with a fresh
+output run in place, and with ``trace`` the result is traced and frozen per input shape
+(``torch.jit.freeze`` folds what is left and lets oneDNN fuse), checked against the eager
+network on the first batch of that shape, and dropped when it differs or fails.
+
+The caller's module is never changed: everything works on a deep copy, so the module can still
+be trained, moved to a GPU or saved afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import logging
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+# Layers whose output is a fresh tensor nobody else holds: an activation right after one of them
+# in an nn.Sequential may overwrite it.
+_FRESH_OUTPUT = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTranspose2d,
+                 nn.ConvTranspose3d, nn.Linear, nn.modules.batchnorm._BatchNorm,
+                 nn.modules.instancenorm._InstanceNorm, nn.GroupNorm)
+_ACTIVATIONS = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.Hardtanh,
+                nn.SiLU, nn.Mish, nn.Hardswish)
+MAX_TRACED_SHAPES = 4  # windows are one shape; the last batch of a run may be a second one
+
+
+class ChannelsLastInstanceNorm(nn.Module):
+    """Instance norm (no running statistics) computed where the tensor lies, without the
+    memory-format round trip of ``F.instance_norm`` on a channels-last input."""
+
+    def __init__(self, norm: nn.modules.instancenorm._InstanceNorm):
+        super().__init__()
+        self.eps = float(norm.eps)
+        self.weight = None if norm.weight is None else nn.Parameter(norm.weight.detach().clone(),
+                                                                     requires_grad=False)
+        self.bias = None if norm.bias is None else nn.Parameter(norm.bias.detach().clone(),
+                                                               requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        dims = tuple(range(2, x.dim()))
+        var, mean = torch.var_mean(x, dim=dims, keepdim=True, correction=0)
+        scale = torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            scale = scale * self.weight.view((1, -1) + (1,) * len(dims))
+        shift = -mean * scale
+        if self.bias is not None:
+            shift = shift + self.bias.view((1, -1) + (1,) * len(dims))
+        return torch.addcmul(shift, x, scale)  # keeps x's memory format
+
+
+def _channels_last_view(x: Tensor) -> Tensor:
+    """``x`` (B, C, *spatial) as (B, *spatial, C): a view when ``x`` is channels-last."""
+    return x.permute(0, *range(2, x.dim()), 1)
+
+
+class PointwiseConv(nn.Module):
+    """A 1 x 1 (x 1) convolution as one matrix product over the channels-last voxels: PyTorch
+    sends such a convolution to its slow path on one thread and converts it out of
+    channels-last."""
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.weight = nn.Parameter(conv.weight.detach().flatten(1).t().contiguous(),
+                                   requires_grad=False)  # (in, out)
+        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(),
+                                                               requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = _channels_last_view(x)
+        spatial = rows.shape[:-1]
+        rows = rows.reshape(-1, rows.shape[-1])  # a view for a channels-last input
+        out = (rows @ self.weight if self.bias is None
+               else torch.addmm(self.bias, rows, self.weight))
+        out = out.view(*spatial, -1)
+        return out.permute(0, out.dim() - 1, *range(1, out.dim() - 1))  # channels-last strides
+
+
+class PatchTransposedConv(nn.Module):
+    """A transposed convolution whose stride equals its kernel (no padding): every input voxel
+    writes its own kernel-sized block, so it is one matrix product over the channels-last
+    voxels and one reshuffle into a channels-last output (PyTorch runs it on its slow path and
+    returns it in the default memory format)."""
+
+    def __init__(self, conv: nn.Module):
+        super().__init__()
+        self.kernel = tuple(conv.kernel_size)
+        dims = len(self.kernel)
+        weight = conv.weight.detach()  # (in, out, *kernel)
+        self.out_channels = int(weight.shape[1])
+        self.weight = nn.Parameter(weight.permute(0, *range(2, 2 + dims), 1).reshape(
+            weight.shape[0], -1).contiguous(), requires_grad=False)  # (in, kernel..., out)
+        self.bias = None if conv.bias is None else nn.Parameter(
+            conv.bias.detach().repeat(math.prod(self.kernel)), requires_grad=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = _channels_last_view(x)
+        spatial = rows.shape[1:-1]
+        flat = rows.reshape(-1, rows.shape[-1])
+        blocks = (flat @ self.weight if self.bias is None
+                  else torch.addmm(self.bias, flat, self.weight))
+        dims = len(self.kernel)
+        blocks = blocks.view(x.shape[0], *spatial, *self.kernel, self.out_channels)
+        # (B, s1, k1, s2, k2, ..., out): each spatial axis followed by its kernel axis
+        order = [0, *[a for i in range(dims) for a in (1 + i, 1 + dims + i)], 1 + 2 * dims]
+        size = [s * k for s, k in zip(spatial, self.kernel, strict=True)]
+        out = torch.empty((x.shape[0], self.out_channels, *size), dtype=blocks.dtype,
+                          device=blocks.device,
+                          memory_format=torch.channels_last if dims == 2
+                          else torch.channels_last_3d)
+        target = _channels_last_view(out).view(
+            x.shape[0], *[a for s, k in zip(spatial, self.kernel, strict=True)
+                          for a in (s, k)], self.out_channels)
+        target.copy_(blocks.permute(order))
+        return out
+
+
+class PreparedNetwork:
+    """What :func:`prepare_for_inference` returns: call it like the module (under
+    ``torch.inference_mode``); ``notes`` says what could not be prepared and why."""
+
+    def __init__(self, eager: nn.Module, original: nn.Module, trace: bool,
+                 notes: list[str]):
+        self.eager = eager  # the rewritten copy (or the original, when nothing could be done)
+        self.original = original
+        self.trace = trace
+        self.notes = notes
+        self.traced: dict[tuple, torch.jit.ScriptModule | None] = {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if not self.trace:
+            return self.eager(x)
+        key = (tuple(x.shape), x.dtype, x.device, x.is_contiguous())
+        if key not in self.traced:
+            if len(self.traced) >= MAX_TRACED_SHAPES:
+                return self.eager(x)
+            self.traced[key], expected = self._trace(x)
+            if expected is not None:
+                return expected
+        traced = self.traced[key]
+        return self.eager(x) if traced is None else traced(x)
+
+    def _trace(self, x: Tensor) -> tuple[torch.jit.ScriptModule | None, Tensor | None]:
+        """The frozen trace for ``x``'s shape and the eager result for ``x`` (the first batch
+        of that shape is answered by the eager network, which the trace is checked against)."""
+        with torch.inference_mode():
+            expected = self.eager(x)
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # TracerWarnings: answered by the check below
+                traced = torch.jit.freeze(torch.jit.trace(self.eager, x.clone(),
+                                                          check_trace=False))
+            with torch.inference_mode():
+                got = traced(x)
+        except Exception as error:  # any failure: run the module as it is
+            self._note(f"network not traced ({type(error).__name__}: {error}); running it "
+                       "as a module")
+            return None, expected
+        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0,
+                                                             atol=1e-5):
+            self._note(f"traced network differs from the module on input {tuple(x.shape)} "
+                       "(data-dependent control flow?); running it as a module")
+            return None, expected
+        return traced, expected
+
+    def _note(self, text: str) -> None:
+        log.info(text)
+        self.notes.append(text)
+
+
+def prepare_for_inference(module: nn.Module, window_shape: Sequence[int] | None = None,
+                          channels_last: bool = True, trace: bool = False,
+                          device: str | torch.device = "cpu") -> PreparedNetwork:
+    """A copy of ``module`` rewritten for inference (see the module docstring); the module
+    itself is left as it is (its memory format aside, which the caller may already have set).
+
+    ``window_shape`` (spatial) picks the memory format (channels-last for 2 or 3 spatial axes
+    when ``channels_last``). A module in training mode, or on another device than the CPU, is
+    run as it is (batch statistics and dropout would change its results; the rewrites are
+    measured on the CPU only), and ``notes`` says so.
+    """
+    notes: list[str] = []
+    device = torch.device(device)
+    if module.training:
+        notes.append("network in training mode: run as it is, not prepared for inference")
+        return PreparedNetwork(module, module, False, notes)
+    if device.type != "cpu":
+        notes.append(f"network on {device}: run as it is, not prepared for inference")
+        return PreparedNetwork(module, module, False, notes)
+    try:
+        eager = copy.deepcopy(module)
+    except Exception as error:  # cannot be copied: run as is
+        notes.append(f"network not copied ({type(error).__name__}: {error}); run as it is")
+        return PreparedNetwork(module, module, False, notes)
+    eager.eval().requires_grad_(False)
+    _rewrite(eager)
+    if channels_last and window_shape is not None and len(window_shape) in (2, 3):
+        eager.to(memory_format=torch.channels_last if len(window_shape) == 2
+                 else torch.channels_last_3d)
+    return PreparedNetwork(eager, module, trace, notes)
+
+
+def _rewrite(module: nn.Module) -> None:
+    """Instance norms computed in place of their memory format, batch norms folded into the
+    convolution before them, activations after a fresh output in place; recursively."""
+    for name, child in list(module.named_children()):
+        if (isinstance(child, nn.modules.instancenorm._InstanceNorm)
+                and not child.track_running_stats):
+            setattr(module, name, ChannelsLastInstanceNorm(child))
+        elif _is_pointwise(child):
+            setattr(module, name, PointwiseConv(child))
+        elif _is_patch_transposed(child):
+            setattr(module, name, PatchTransposedConv(child))
+        else:
+            _rewrite(child)
+    if isinstance(module, nn.Sequential):
+        _fold_and_inplace(module)
+
+
+def _fold_and_inplace(sequence: nn.Sequential) -> None:
+    names = list(sequence._modules)
+    for before, after in itertools.pairwise(names):
+        first, second = sequence._modules[before], sequence._modules[after]
+        if (isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
+                and isinstance(second, nn.modules.batchnorm._BatchNorm)
+                and second.track_running_stats and second.running_mean is not None
+                and second.num_features == first.out_channels):
+            sequence._modules[before] = _folded(first, second)
+            sequence._modules[after] = nn.Identity()
+    previous = None  # the last layer before this one that is not an Identity
+    for name in names:
+        layer = sequence._modules[name]
+        if (isinstance(previous, (*_FRESH_OUTPUT, ChannelsLastInstanceNorm))
+                and isinstance(layer, _ACTIVATIONS) and hasattr(layer, "inplace")):
+            layer.inplace = True
+        if not isinstance(layer, nn.Identity):
+            previous = layer
+
+
+def _folded(conv: nn.Module, norm: nn.modules.batchnorm._BatchNorm) -> nn.Module:
+    """``conv`` followed by ``norm`` (eval) as one convolution: the norm's per-channel scale
+    and shift folded into the weights and bias (what ``torch.jit.freeze`` does on a graph)."""
+    fused = copy.deepcopy(conv)
+    fused.weight, fused.bias = torch.nn.utils.fusion.fuse_conv_bn_weights(
+        conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight,
+        norm.bias)
+    return fused
+
+
+def _is_pointwise(layer: nn.Module) -> bool:
+    return (type(layer) in (nn.Conv2d, nn.Conv3d) and all(k == 1 for k in layer.kernel_size)
+            and all(k == 1 for k in layer.stride) and all(p == 0 for p in layer.padding)
+            and layer.groups == 1)
+
+
+def _is_patch_transposed(layer: nn.Module) -> bool:
+    return (type(layer) in (nn.ConvTranspose2d, nn.ConvTranspose3d)
+            and tuple(layer.kernel_size) == tuple(layer.stride)
+            and all(p == 0 for p in layer.padding)
+            and all(p == 0 for p in layer.output_padding)
+            and all(d == 1 for d in layer.dilation) and layer.groups == 1
+            and layer.padding_mode == "zeros")
