@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from oncoseg import quality
+from oncoseg.cohort_report import THUMBNAILS, write_report
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.atomic import write_text_atomic
@@ -144,6 +145,7 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
     """Predict this shard's cases of ``dataset`` into ``output/cases/<case_id>/``; the model is
     read once. A case that fails is recorded in ``output/failed/`` and the cohort goes on;
     cancelling (or Ctrl-C) stops it between cases' files, never inside one."""
+    from oncoseg.overview import save_thumbnail
     from oncoseg.prediction import write_prediction
     from oncoseg.verbs import predict
 
@@ -171,6 +173,8 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
                 flags = quality.check_inputs(task, images, case.info, geometry) + \
                     quality.check_prediction(task, prediction, images)
                 prediction.details["quality"] = [f.as_dict() for f in flags]
+                # the picture first: a finished case (its folder) always has one
+                save_thumbnail(prediction, output / THUMBNAILS / f"{case.id}.png")
                 write_prediction(prediction, case_folder(output, case.id),
                                  {r: str(p) for r, p in case.images.items()})
                 failure_file(output, case.id).unlink(missing_ok=True)
@@ -238,10 +242,11 @@ def case_row(output: Path, case_id: str) -> dict[str, Any]:
     return row
 
 
-def write_table(task: str | Task, dataset: Dataset, output: str | os.PathLike[str]) -> dict:
-    """``cohort.csv`` (one row per case of the whole data set, whichever shard ran it) and
-    ``cohort.json`` (counts and each volume's distribution); returns the summary. Written from
-    the folder, so any process can write it once the shards are done."""
+def write_summary(task: str | Task, dataset: Dataset, output: str | os.PathLike[str]) -> dict:
+    """``cohort.csv`` (one row per case of the whole data set, whichever shard ran it),
+    ``cohort.json`` (counts, each measurement's distribution, flagged and failed cases) and
+    ``report.html``; returns the summary. Written from the folder alone, so any process can
+    write them once the shards are done."""
     import csv
     import io
 
@@ -276,4 +281,5 @@ def write_table(task: str | Task, dataset: Dataset, output: str | os.PathLike[st
                "failed_cases": {r["case_id"]: r["error"] for r in rows
                                 if r["status"] == "failed"}}
     write_text_atomic(output / SUMMARY, json.dumps(summary, indent=2) + "\n", overwrite=True)
+    write_report(output, task, summary, rows)
     return summary

@@ -23,6 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from oncoseg.orientation import tilt_degrees
 from oncoseg.tasks import Task
 
 if TYPE_CHECKING:
@@ -137,17 +138,10 @@ def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
     return []
 
 
-def oblique_degrees(image: sitk.Image) -> float:
-    """The largest angle between an image axis and the nearest patient axis."""
-    direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
-    cosines = np.clip(np.abs(direction).max(axis=0), -1.0, 1.0)
-    return float(np.degrees(np.arccos(cosines)).max())
-
-
 def _oblique(role: str, image: sitk.Image) -> list[Flag]:
     if image.GetDimension() != 3:
         return []
-    degrees = oblique_degrees(image)
+    degrees = tilt_degrees(image)
     if degrees <= OBLIQUE_DEGREES:
         return []
     return [Flag("input", "oblique", role, f"{role} is oblique: an axis lies {degrees:.1f} "

@@ -153,10 +153,10 @@ def test_the_cohort_table_has_a_row_per_case_whichever_shard_ran_it(data, tmp_pa
     dataset = read_dataset(root, roles=["image"], check=False)
     out = tmp_path / "out"
     predict_cohort(task, dataset, out, model, shard=Shard(0, 2), write=lambda line: None)
-    summary = cohort.write_table(task, dataset, out)
+    summary = cohort.write_summary(task, dataset, out)
     assert (summary["done"], summary["failed"], summary["not run"]) == (1, 1, 2)
     predict_cohort(task, dataset, out, model, shard=Shard(1, 2), write=lambda line: None)
-    summary = cohort.write_table(task, dataset, out)
+    summary = cohort.write_summary(task, dataset, out)
     assert (summary["done"], summary["failed"], summary["not run"]) == (3, 1, 0)
     with (out / "cohort.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -175,3 +175,14 @@ def test_the_cohort_table_has_a_row_per_case_whichever_shard_ran_it(data, tmp_pa
         assert row["flag_reasons"] == " | ".join(f["reason"] for f in flags)
     assert summary["flagged"] == sum(int(r["flags"]) > 0 for r in done)
     assert json.loads((out / "cohort.json").read_text()) == summary
+    report = (out / "report.html").read_text()
+    assert "http://" not in report and "https://" not in report and "<script" not in report
+    cards = [report.index(f"id='case-{r['case_id']}'") for r in rows]
+    flagged_first = sorted(rows, key=lambda r: (
+        {"done": 2, "failed": 1}[r["status"]] - (r["status"] == "done" and int(r["flags"]) > 0)
+        * 2, r["case_id"]))
+    assert sorted(cards) == [report.index(f"id='case-{r['case_id']}'") for r in flagged_first]
+    for row in done:  # each finished case has its picture inlined
+        assert (out / "thumbnails" / f"{row['case_id']}.png").is_file()
+    assert report.count("data:image/png;base64,") == len(done)
+    assert failed["error"] in report.replace("&#x27;", "'").replace("&quot;", '"')
