@@ -283,3 +283,34 @@ def write_summary(task: str | Task, dataset: Dataset, output: str | os.PathLike[
     write_text_atomic(output / SUMMARY, json.dumps(summary, indent=2) + "\n", overwrite=True)
     write_report(output, task, summary, rows)
     return summary
+
+
+# ---------------------------------------------------------------------------- reading a case back
+
+
+def stored_prediction(folder: str | os.PathLike[str]) -> Any:
+    """A case folder as ``predict`` wrote it, read back as a :class:`Prediction` (labels,
+    probability maps as floats, the inputs as stored, figures and messages), so a reviewer can
+    open a cohort's result and correct it without running the model again. What only the
+    method's own objects held (``extra``: rectal candidates, staging slice scores) is not
+    kept in the folder and comes back empty."""
+    import SimpleITK as sitk
+
+    from oncoseg.io.volumes import read_image
+    from oncoseg.prediction import Prediction
+
+    folder = Path(folder)
+    document = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+    task = get_task(document["task"])
+    files = document["files"]
+    images = {role: read_image(path) for role, path in document["inputs"].items()}
+    labels = sitk.ReadImage(str(folder / files["labels"])) if "labels" in files else None
+    probabilities = {name: sitk.Cast(sitk.ReadImage(str(folder / relative)), sitk.sitkFloat32)
+                     for name, relative in files.get("probabilities", {}).items()}
+    display = task.reference_role if task.reference_role in images else next(iter(images))
+    return Prediction(task=task.name, model=document["model"], images=images,
+                      display_role=display, segments=task.segments, labels=labels,
+                      probabilities=probabilities,
+                      class_probabilities=document.get("class_probabilities", {}),
+                      timings=document.get("timings_s", {}), details=document.get("details", {}),
+                      messages=document.get("messages", []))

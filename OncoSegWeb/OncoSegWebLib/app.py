@@ -29,7 +29,8 @@ from oncoseg.errors import InputError
 from oncoseg.export_formats import FORMATS
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.worker import Worker
-from OncoSegWebLib.runners import TaskRun, task_titles
+from OncoSegWebLib.cases import CaseEntry
+from OncoSegWebLib.runners import ReviewResult, TaskRun, task_titles
 from OncoSegWebLib.security import LOOPBACK, TOKEN_PARAMETER, new_token, token_middleware
 from OncoSegWebLib.session import ReviewSession
 
@@ -78,7 +79,7 @@ class ReviewApp(TrameApp):
 
     def refresh_cases(self) -> None:
         cases = self.session.cases()
-        self.state.cases = [{"value": c.id, "title": c.id} for c in cases if c.usable]
+        self.state.cases = [{"value": c.id, "title": case_title(c)} for c in cases if c.usable]
         self.state.case_errors = [f"{c.id}: {c.error}" for c in cases if c.error]
 
     def open_case(self) -> None:
@@ -94,6 +95,12 @@ class ReviewApp(TrameApp):
         self._clear_result()
         self.state.exports = []
         self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}")
+        if self.session.result is not None:  # a cohort case: its stored result, to correct
+            self._show(self.session.result)
+            self.state.task = self.session.result.task
+            self._say(f"Opened {self.state.case_id} with its stored result: "
+                      f"{self.session.result.summary}", "warning" if self.session.case.flags
+                      else "info")
 
     async def run_task(self) -> None:
         if self.worker is not None:
@@ -137,6 +144,10 @@ class ReviewApp(TrameApp):
         except Exception as error:  # nodes were not added; say why
             self._say(f"Failed: {error}", "error")
             return
+        self._show(result)
+        self._say(f"{worker.status_text()} {result.summary}")
+
+    def _show(self, result: ReviewResult) -> None:
         if result.segmentation is not None:
             self.editor.segmentation_editor.set_active_segmentation(result.segmentation,
                                                                     result.reference)
@@ -150,7 +161,6 @@ class ReviewApp(TrameApp):
                                                                     result.rows else {})]
         self.state.has_segmentation = result.segmentation is not None
         self.state.accepted = False
-        self._say(f"{worker.status_text()} {result.summary}")
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -229,6 +239,13 @@ class ReviewApp(TrameApp):
                             disabled=("!accepted",))
                 with html.Div(v_for="f in exports", classes="text-caption export-path"):
                     html.Span("{{ f }}")
+
+
+def case_title(case: CaseEntry) -> str:
+    """The case list's entry: a cohort case says it holds a result, and how many flags."""
+    if case.result is None:
+        return case.id
+    return f"{case.id} (result, {len(case.flags)} flag{'s' * (len(case.flags) != 1)})"
 
 
 def serve(root: str | os.PathLike[str], host: str = LOOPBACK, port: int = 8080,

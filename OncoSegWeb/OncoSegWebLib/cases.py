@@ -6,18 +6,28 @@ PNG slices in the UW-Madison GI layout directly; label files (``label``, ``seg``
 name) are references, not inputs. Folders are searched a few levels deep, so a root of data sets
 (``root/rectal/rectal_000``, ``root/gi/train/case1/case1_day15/scans``) works as well as a root
 of cases.
+
+A cohort's output folder (``oncoseg predict TASK --dataset ...``, recognised by its
+``cohort.json``) lists its finished cases instead, flagged ones first: each opens with its
+inputs and its stored result, ready for correction, without running the model again.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import SimpleITK as sitk
 
+from oncoseg.cohort import CASES, TABLE
+from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
+from oncoseg.errors import InputError
 from oncoseg.io.volumes import is_volume_file, list_dicom_series, volume_stem
+from OncoSegWebLib.security import inside_root
 
 MAX_DEPTH = 5
 LABEL_WORDS = ("label", "seg", "mask")
@@ -29,6 +39,8 @@ class CaseEntry:
     folder: Path
     volumes: dict[str, Path] = field(default_factory=dict)  # name -> file or series folder
     error: str = ""  # why the case cannot be opened; empty when it can
+    result: Path | None = None  # a cohort case: the folder of its stored result
+    flags: tuple[str, ...] = ()  # a cohort case: its quality-control reasons
 
     @property
     def usable(self) -> bool:
@@ -80,14 +92,44 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
     return CaseEntry(case_id, folder, volumes, "; ".join(errors))
 
 
-def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
-    """Every case under ``root`` (sorted by id); unreadable ones carry their error."""
-    root = Path(root).resolve()
+def cohort_cases(root: Path, cohort: Path) -> list[CaseEntry]:
+    """A cohort output folder's finished cases, flagged first (most flags first); a case whose
+    inputs are gone or lie outside the data root carries that as its error."""
+    table = cohort / TABLE
+    if not table.is_file():
+        return []
+    with table.open(encoding="utf-8", newline="") as handle:
+        rows = [r for r in csv.DictReader(handle) if r.get("status") == "done"]
     cases = []
-    for current, folders, _ in os.walk(root):
+    for row in rows:
+        folder = cohort / CASES / row["case_id"]
+        case_id = folder.relative_to(root).as_posix()
+        flags = tuple(r for r in (row.get("flag_reasons") or "").split(" | ") if r)
+        try:
+            document = json.loads((folder / "result.json").read_text(encoding="utf-8"))
+            volumes = {role: inside_root(root, path) for role, path in
+                       document["inputs"].items()}
+            missing = [role for role, path in volumes.items() if not path.exists()]
+            error = f"its {missing[0]} input is gone" if missing else ""
+        except (OSError, ValueError, KeyError, InputError) as problem:
+            volumes, error = {}, f"its result cannot be opened ({str(problem)[:120]})"
+        cases.append(CaseEntry(case_id, folder, volumes, error, folder, flags))
+    return sorted(cases, key=lambda c: (-len(c.flags), c.id))
+
+
+def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
+    """Every case under ``root``: cohorts' finished cases first (flagged first), then input
+    cases sorted by id; unreadable ones carry their error."""
+    root = Path(root).resolve()
+    cases, cohorts = [], []
+    for current, folders, files in os.walk(root):
         depth = len(Path(current).relative_to(root).parts)
         folders[:] = sorted(f for f in folders if not f.startswith(".")) \
             if depth < MAX_DEPTH else []
+        if COHORT_SUMMARY in files:  # a cohort's output: its results, not input cases
+            cohorts += cohort_cases(root, Path(current))
+            folders[:] = []
+            continue
         try:
             case = read_case(root, Path(current))
         except OSError as error:
@@ -96,4 +138,5 @@ def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
         if case is not None:
             cases.append(case)
             folders[:] = []  # a case's subfolders (scans, series) belong to it
-    return sorted(cases, key=lambda c: c.id)
+    return sorted(cohorts, key=lambda c: (-len(c.flags), c.id)) + \
+        sorted(cases, key=lambda c: c.id)

@@ -73,7 +73,35 @@ class ReviewSession:
             raise
         self._remove(self.volumes + (self.result.nodes if self.result else []))
         self.case, self.volumes, self.result = case, nodes, None
+        if case.result is not None:
+            self.result = self._stored_result(case, dict(zip(case.volumes, nodes, strict=True)))
         return nodes
+
+    def _stored_result(self, case: CaseEntry, by_role: dict[str, Any]) -> ReviewResult:
+        """A cohort case's stored result as nodes, as if it had just been run: the segmentation
+        to correct, the probability overlays and the segment volumes."""
+        from oncoseg.cohort import stored_prediction
+        from oncoseg.tasks import get_task
+        from OncoSegCommonLib.taskrun import add_prediction
+
+        prediction = stored_prediction(case.result)
+        task = get_task(prediction.task)
+        reference = by_role.get(task.reference_role) or next(iter(by_role.values()))
+        scene = self.context.scene
+        before = set(node_ids(scene))
+        try:
+            added = add_prediction(scene, prediction, f"OncoSeg {task.name}", reference)
+        except Exception:
+            remove_nodes_added_since(scene, before)
+            raise
+        volumes = prediction.segment_volumes_ml()
+        summary = "; ".join(f"{n} {ml:.1f} mL" for n, ml in volumes.items()) or ", ".join(
+            f"P({n}) {p:.2f}" for n, p in prediction.class_probabilities.items())
+        if case.flags:
+            summary += f" | {len(case.flags)} flag(s): " + " | ".join(case.flags)
+        rows = [{"segment": n, "volume (mL)": ml} for n, ml in volumes.items()]
+        return ReviewResult(task.name, added.segmentation, reference,
+                            dict(added.probabilities), summary, rows, added.all())
 
     # ------------------------------------------------------------------ running
 

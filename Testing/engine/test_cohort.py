@@ -186,3 +186,23 @@ def test_the_cohort_table_has_a_row_per_case_whichever_shard_ran_it(data, tmp_pa
         assert (out / "thumbnails" / f"{row['case_id']}.png").is_file()
     assert report.count("data:image/png;base64,") == len(done)
     assert failed["error"] in report.replace("&#x27;", "'").replace("&quot;", '"')
+
+
+def test_a_finished_case_reads_back_as_the_prediction_that_wrote_it(data, tmp_path):
+    task, root, model = data
+    dataset = read_dataset(root, roles=["image"])
+    predict_cohort(task, dataset, tmp_path / "out", model, write=lambda line: None)
+    case = dataset.cases[0]
+    back = cohort.stored_prediction(tmp_path / "out" / "cases" / case.id)
+    alone = verbs.predict(task, {"image": case.read_stored("image")}, model)
+    assert back.task == task.name and back.segments == task.segments
+    assert np.array_equal(sitk.GetArrayFromImage(back.labels),
+                          sitk.GetArrayFromImage(alone.labels))
+    assert back.segment_volumes_ml() == alone.segment_volumes_ml()
+    for name, image in alone.probabilities.items():  # within the stored precision
+        difference = np.abs(sitk.GetArrayFromImage(back.probabilities[name]) -
+                            sitk.GetArrayFromImage(image))
+        assert difference.max() <= 1 / 510 + 1e-6
+    assert np.array_equal(sitk.GetArrayFromImage(back.images["image"]),
+                          sitk.GetArrayFromImage(case.read_stored("image")))
+    assert "quality" in back.details

@@ -177,3 +177,42 @@ def test_the_app_offers_every_registered_task_and_refuses_others(mrml):
     assert {"rectal", "oar-ct", "oar-mr", "staging", "brain"} <= set(task_titles())
     with pytest.raises(InputError, match="task: 'liver' is not one of"):
         plan_run(mrml, "liver")
+
+
+def test_a_cohorts_flagged_cases_come_first_and_open_with_their_stored_result(root, mrml):
+    import json
+
+    from oncoseg import cohort
+    from oncoseg.datasets import read_dataset
+    from OncoSegWebLib.session import ReviewSession
+
+    dataset = read_dataset(root / "rectal", roles=["t2w", "dwi_b0", "dwi_b1000"])
+    out = root / "runs" / "cohort"
+    cohort.predict_cohort("rectal", dataset, out, write=lambda line: None)
+    flagged = out / "cases" / "rectal_001" / "result.json"  # a reader's attention, by hand
+    document = json.loads(flagged.read_text())
+    document["details"]["quality"].append({"kind": "output", "check": "volume",
+                                           "subject": "Rectal tumour", "reason": "look here"})
+    flagged.write_text(json.dumps(document))
+    cohort.write_summary("rectal", dataset, out)
+    try:
+        session = ReviewSession(mrml, root)
+        listed = [c.id for c in session.cases()]
+        assert listed[:2] == ["runs/cohort/cases/rectal_001", "runs/cohort/cases/rectal_000"]
+        assert "runs/cohort/cases/rectal_001/probabilities" not in listed  # no result as input
+        nodes = session.open_case("runs/cohort/cases/rectal_001")
+        assert sorted(n.GetName() for n in nodes) == ["dwi_b0", "dwi_b1000", "t2w"]
+        result = session.result
+        assert result is not None and result.segmentation is not None
+        assert "look here" in result.summary and result.reference.GetName() == "dwi_b0"
+        session.accept()
+        exported = session.export("seg.nrrd")
+        assert exported.path.parent == out / "cases" / "rectal_001" / "reviewed"
+        stored = sitk.ReadImage(str(out / "cases" / "rectal_001" / "labels.nii.gz"))
+        np.testing.assert_array_equal(
+            sitk.GetArrayFromImage(read_seg_nrrd(exported.path).label_image()) > 0,
+            sitk.GetArrayFromImage(stored) > 0)
+    finally:
+        import shutil
+
+        shutil.rmtree(root / "runs")
