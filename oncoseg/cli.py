@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -112,6 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", metavar="X0,Y0,Z0,X1,Y1,Z1", help="box (LPS, mm) around the region "
                    "to classify (staging: rectum and tumour); write --roi=-80,... when the "
                    "first number is negative")
+    p.add_argument("--dataset", type=Path, help="instead of --input: every case of a data set "
+                   "(any layout train reads, or a CSV manifest case_id,role,path), the model "
+                   "read once; one folder per case in OUTPUT/cases/, failures in "
+                   "OUTPUT/failed/, cohort.csv, cohort.json and report.html with quality "
+                   "flags. Running it again goes on where the last run stopped")
+    p.add_argument("--layout", default="auto", help="with --dataset: its layout, or auto")
+    p.add_argument("--shard", metavar="K/N", help="with --dataset: predict share K of N only "
+                   "(array jobs, e.g. --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT); "
+                   "under torchrun each rank takes its share by itself")
     _add_set_option(p)
 
     p = _task_verb(verbs, "train", "train a task's model on a data set")
@@ -320,6 +330,11 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from oncoseg.verbs import Hints, RunContext, check_hints, predict
 
     task = get_task(args.task)
+    if args.dataset is not None:
+        return _cmd_predict_cohort(args, task)
+    for option, value in (("--shard", args.shard), ("--layout", args.layout != "auto")):
+        if value:
+            raise InputError(option, "is an option of a cohort run (--dataset)")
     paths = parse_inputs(args.inputs)
     selectors = parse_series(args.series, paths)
     # dwi: one series or 4D file with every b-value, instead of dwi_b0 + dwi_b1000
@@ -360,6 +375,54 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for message in prediction.messages:
         print(f"note: {message}", file=sys.stderr)
     print(f"Results written to {args.output}/")
+    return EXIT_OK
+
+
+def _cmd_predict_cohort(args: argparse.Namespace, task: Any) -> int:
+    """``predict --dataset``: every case, resumable; under torchrun every rank its share and
+    rank 0 the summary once all are done."""
+    from oncoseg import cohort
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.device import resolve_device
+    from oncoseg.distributed import session
+    from oncoseg.verbs import RunContext
+
+    for option, value in (("--input", args.inputs), ("--series", args.series),
+                          ("--seed-point", args.seed_point), ("--roi", args.roi),
+                          ("--overwrite", args.overwrite)):
+        if value:
+            raise InputError(option, "cannot be used with --dataset (a cohort folder is "
+                             "resumed, never replaced; per-case hints come from the data set)")
+    overrides = task_overrides(args.overrides, task, PREDICTION)
+    cohort.check_output(args.output, task.name)
+    dataset = read_dataset(args.dataset, args.layout, roles=[r.name for r in task.inputs],
+                           check=False, partial=True)
+    device = resolve_device(args.device)
+    torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if args.shard and torchrun:
+        raise InputError("--shard", "is chosen by torchrun itself (one share per rank)")
+    shard = cohort.Shard.parse(args.shard) if args.shard else cohort.Shard.from_torchrun()
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    with session(device) as group:
+        say(f"cohort: {len(dataset.cases)} cases of {args.dataset} ({dataset.layout} layout)"
+            + ("" if shard.count == 1 else f", shard {shard}: {len(shard.cases(dataset.cases))}"))
+        outcomes = cohort.predict_cohort(task, dataset, args.output, args.model, overrides,
+                                         RunContext(device, None, CancelToken()), shard, say)
+        group.barrier()  # torchrun: the summary once every rank is done
+        if group.is_main:
+            summary = cohort.write_summary(task, dataset, args.output)
+            print(f"Cohort: {summary['done']} of {summary['cases']} cases done, "
+                  f"{summary['failed']} failed, {summary['flagged']} flagged; report: "
+                  f"{Path(args.output) / cohort.REPORT}")
+    failed = [o.case_id for o in outcomes if o.status == "failed"]
+    if failed:
+        say(f"oncoseg: {len(failed)} case(s) failed ({', '.join(failed[:5])}"
+            f"{', ...' if len(failed) > 5 else ''}); the reasons are in "
+            f"{Path(args.output) / cohort.FAILED}/. Run the command again to retry them")
+        return EXIT_FAILURE
     return EXIT_OK
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from oncoseg import quality
-from oncoseg.cohort_report import THUMBNAILS, write_report
+from oncoseg.cohort_report import REPORT, THUMBNAILS, write_report
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.atomic import write_text_atomic
@@ -36,6 +36,8 @@ from oncoseg.tasks import Task, get_task
 
 CASES = "cases"
 FAILED = "failed"
+TABLE = "cohort.csv"
+SUMMARY = "cohort.json"
 
 Status = Literal["done", "failed", "finished before"]
 
@@ -79,6 +81,29 @@ class Outcome:
     status: Status
     seconds: float = 0.0
     error: str = ""
+
+
+def check_output(output: str | os.PathLike[str], task: str) -> None:
+    """A cohort's output folder is new, empty, or this task's earlier run of a cohort (which
+    is resumed); anything else is refused before the model is read."""
+    output = Path(output)
+    if not output.exists() or (output.is_dir() and not any(output.iterdir())):
+        return
+    if not output.is_dir():
+        raise InputError(str(output), "exists and is not a folder")
+    known = {CASES, FAILED, THUMBNAILS, TABLE, SUMMARY, REPORT}
+    if not (output / CASES).is_dir() or any(p.name not in known and not p.name.startswith(".")
+                                            for p in output.iterdir()):
+        raise InputError(str(output), "exists and is not a cohort's output folder; choose "
+                         "a new folder")
+    for folder in (output / CASES).iterdir():
+        result = folder / "result.json"
+        if result.is_file():
+            ran = json.loads(result.read_text(encoding="utf-8")).get("task")
+            if ran != task:
+                raise InputError(str(output), f"holds a cohort of task '{ran}', not "
+                                 f"'{task}'; choose a new folder")
+            break
 
 
 def case_folder(output: Path, case_id: str) -> Path:
@@ -212,10 +237,6 @@ def _record_failure(output: Path, case: Case, outcome: Outcome, error: Exception
 
 
 # ---------------------------------------------------------------------------- the cohort's table
-
-TABLE = "cohort.csv"
-SUMMARY = "cohort.json"
-
 
 def case_row(output: Path, case_id: str) -> dict[str, Any]:
     """One row of the cohort table: what the case's result.json (or failure record) says."""

@@ -206,3 +206,72 @@ def test_a_finished_case_reads_back_as_the_prediction_that_wrote_it(data, tmp_pa
     assert np.array_equal(sitk.GetArrayFromImage(back.images["image"]),
                           sitk.GetArrayFromImage(case.read_stored("image")))
     assert "quality" in back.details
+
+
+def test_the_cli_predicts_a_cohort_resumes_it_and_refuses_what_does_not_fit(data, tmp_path,
+                                                                            capsys):
+    from oncoseg.cli import main
+
+    task, root, model = data
+    out = tmp_path / "out"
+    command = ["predict", task.name, "--dataset", str(root), "--model", str(model),
+               "--output", str(out)]
+    assert main(command) == 0
+    captured = capsys.readouterr()
+    assert "[4/4]" in captured.err and "Cohort: 4 of 4 cases done, 0 failed" in captured.out
+    assert {p.name for p in out.iterdir()} >= {"cases", "thumbnails", "cohort.csv",
+                                               "cohort.json", "report.html"}
+    assert main(command) == 0  # again: nothing to do
+    assert capsys.readouterr().err.count(" finished before |") == 4
+    for extra, message in ((["--input", "image=x.nii.gz"], "--input"),
+                           (["--overwrite"], "--overwrite"), (["--shard", "3/2"], "--shard")):
+        assert main([*command, *extra]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["predict", task.name, "--shard", "1/2", "--input",
+                 f"image={root / 'toy_000' / 'image.nii.gz'}", "--output",
+                 str(tmp_path / "one")]) == 2
+    assert "--shard: is an option of a cohort run" in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    assert main([*command[:-1], str(tmp_path / "other")]) == 2
+    assert "not a cohort's output folder" in capsys.readouterr().err
+
+
+def test_a_failed_case_makes_the_cli_fail_and_name_it(data, tmp_path, capsys):
+    from oncoseg.cli import main
+
+    task, root, model = data
+    (root / "toy_002" / "image.nii.gz").write_bytes(b"broken")
+    assert main(["predict", task.name, "--dataset", str(root), "--model", str(model),
+                 "--output", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "1 case(s) failed (toy_002)" in err and "Run the command again" in err
+
+
+def test_torchrun_ranks_share_a_cohort_and_their_union_is_the_one_process_run(tmp_path):
+    """Two gloo processes on this machine: each rank predicts its share with the demo model,
+    rank 0 writes the summary; the label maps equal one process's byte for byte."""
+    import os
+    import sys
+
+    from cli_runs import run_process_tree
+
+    from oncoseg.cli import main
+
+    verbs.phantom("oar-mr", tmp_path / "data", cases=2, seed=4)  # kaggle layout, 2D network
+    assert main(["predict", "oar-mr", "--dataset", str(tmp_path / "data"), "--output",
+                 str(tmp_path / "one"), "--device", "cpu"]) == 0
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
+    result = run_process_tree(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+         "2", "-m", "oncoseg", "predict", "oar-mr", "--dataset", str(tmp_path / "data"),
+         "--output", str(tmp_path / "two"), "--device", "cpu"], timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "shard 1/2" in result.stderr and "shard 2/2" in result.stderr
+    one = sorted((tmp_path / "one" / "cases").iterdir())
+    two = sorted((tmp_path / "two" / "cases").iterdir())
+    assert [p.name for p in one] == [p.name for p in two] and len(one) >= 2
+    for a, b in zip(one, two, strict=True):
+        assert (a / "labels.nii.gz").read_bytes() == (b / "labels.nii.gz").read_bytes()
+    summary = json.loads((tmp_path / "two" / "cohort.json").read_text())
+    assert summary["done"] == len(one) and (tmp_path / "two" / "report.html").is_file()
