@@ -9,6 +9,14 @@ are normalised, passed through ``finalize`` (e.g. a softmax) and written into th
 so no full-size weight map or second full-size copy exists. Each window is cut from the raw input
 and passed through ``window_transform`` (e.g. CT windowing), so a normalised float copy of the
 whole volume is never made either.
+
+On the CPU a ``torch.nn.Module`` network runs as :func:`oncoseg.network_inference.
+prepare_for_inference` rewrites a copy of it (channels-last instance norm, folded batch norm,
+matrix-product 1x1 and patch transposed convolutions; equal to 1e-5), and its channels-last
+output is blended as it comes, without a conversion per batch. ``output_dtype`` float16 or
+uint8 keeps the open rows in float32 and stores only finished rows in the smaller type (uint8
+as ``round(255 * value)``, for probabilities), so the output costs 2 or 1 bytes per voxel and
+class instead of 4.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from oncoseg.network_inference import PreparedNetwork, prepare_for_inference
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 
 log = logging.getLogger(__name__)
@@ -63,6 +72,8 @@ class SlidingWindow:
     pad_value: float = 0.0
     keep_on_device: bool = False  # return the output where it was summed (the GPU, if it fit)
     notes: list[str] = field(default_factory=list)  # what the run had to do (OOM fallbacks)
+    prepare_network: bool = True  # CPU: run a rewritten copy of a Module (network_inference)
+    output_dtype: torch.dtype = torch.float32  # float16 or uint8 (round(255 * value)) on request
 
     def __call__(
         self,
@@ -78,10 +89,14 @@ class SlidingWindow:
 
         ``window_transform`` maps a batch of raw windows (B, C, *window) to network input;
         ``finalize`` maps blended rows (K, n, ...) to what is kept in their place (same shape,
-        e.g. a softmax over K). Returns float32 (K, *spatial) on the CPU (with
-        ``keep_on_device``, where it was summed). A ``torch.nn.Module``
-        network is switched to channels-last memory format (same weights, faster convolutions).
+        e.g. a softmax over K). Returns ``output_dtype`` (float32 unless asked) (K, *spatial) on
+        the CPU (with ``keep_on_device``, where it was summed). A ``torch.nn.Module``
+        network is switched to channels-last memory format (same weights, faster convolutions)
+        and on the CPU run through a prepared copy (``prepare_network``).
         """
+        if self.output_dtype not in (torch.float32, torch.float16, torch.uint8):
+            raise ValueError(f"output_dtype must be float32, float16 or uint8, not "
+                             f"{self.output_dtype}")
         data = torch.as_tensor(volume)
         spatial = tuple(data.shape[1:])
         if len(spatial) != len(self.window) or len(spatial) not in (2, 3):
@@ -96,7 +111,8 @@ class SlidingWindow:
         runner = _BatchRunner(network, self, window_transform)
         if _fits_on(runner.device, data.element_size() * data.numel()):
             data = data.to(runner.device)  # windows are then cut where the network runs
-        slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:])
+        slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:],
+                           separate_values=self.output_dtype != torch.float32)
         blend = torch.device("cpu")  # where windows are summed; the GPU when the output fits
         total = len(starts[0]) * math.prod(len(s) for s in starts[1:])
         done = 0
@@ -113,9 +129,9 @@ class SlidingWindow:
                 predictions = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
                 if output is None:
                     blend = _blend_device(runner.device, predictions.shape[1], spatial)
-                    output = torch.zeros((predictions.shape[1], *spatial), dtype=torch.float32,
-                                         device=blend)
-                    slab.to(blend)
+                    output = (torch.zeros if slab.separate_values is False else torch.empty)(
+                        (predictions.shape[1], *spatial), dtype=self.output_dtype, device=blend)
+                    slab.start(predictions.shape[1], blend)
                     importance = importance.to(blend)
                 elif runner.device.type == "cpu" and blend.type != "cpu":  # fell back to CPU
                     blend, output, importance = torch.device("cpu"), output.cpu(), importance.cpu()
@@ -128,6 +144,8 @@ class SlidingWindow:
         assert output is not None
         slab.finish(output, spatial[0], finalize)
         self.notes.extend(runner.notes)
+        if isinstance(runner.network, PreparedNetwork):
+            self.notes.extend(runner.network.notes)
         return output if self.keep_on_device else output.cpu()
 
     def _cut(self, data: Tensor, corner: tuple[int, ...], pad_lo: tuple[int, ...]) -> Tensor:
@@ -146,25 +164,43 @@ class SlidingWindow:
             source.append(slice(lo - (c - p), hi - (c - p)))
             target.append(slice(lo, hi))
         w_part = importance[tuple(source)]
-        output[(slice(None), *target)].addcmul_(prediction[(slice(None), *source)], w_part)
-        slab.add(target, w_part)
+        slab.add(output, target, prediction[(slice(None), *source)], w_part)
 
 
 class _WeightSlab:
     """Summed window weights for the rows still open: one window's depth of rows, not a
-    full-size map. Finished rows are normalised and finalized in place, a few at a time."""
+    full-size map. Finished rows are normalised and finalized in place, a few at a time.
+    With ``separate_values`` (an output type other than float32) the weighted predictions of
+    the open rows are summed here too, and only finished rows reach the output."""
 
     ROWS_PER_STEP = 4  # bounds the temporaries of ``finalize``
 
-    def __init__(self, depth: int, rest: tuple[int, ...]):
+    def __init__(self, depth: int, rest: tuple[int, ...], separate_values: bool = False):
         self.weights = torch.zeros((depth, *rest), dtype=torch.float32)
+        self.separate_values = separate_values
+        self.values: Tensor | None = None  # (K, depth, *rest) when separate_values
         self.first_row = 0  # image row held in weights[0]
+
+    def start(self, channels: int, device: torch.device) -> None:
+        """Allocate for ``channels`` classes on ``device`` (known at the first batch)."""
+        self.to(device)
+        if self.separate_values:
+            self.values = torch.zeros((channels, *self.weights.shape), dtype=torch.float32,
+                                      device=device)
 
     def to(self, device: torch.device) -> None:
         self.weights = self.weights.to(device)
+        if self.values is not None:
+            self.values = self.values.to(device)
 
-    def add(self, target: list[slice], w_part: Tensor) -> None:
+    def add(self, output: Tensor, target: list[slice], prediction: Tensor, w_part: Tensor
+            ) -> None:
+        """Add one window's weighted ``prediction`` (K, *window part) at ``target``."""
         rows = slice(target[0].start - self.first_row, target[0].stop - self.first_row)
+        if self.values is None:
+            output[(slice(None), *target)].addcmul_(prediction, w_part)
+        else:
+            self.values[(slice(None), rows, *target[1:])].addcmul_(prediction, w_part)
         self.weights[(rows, *target[1:])] += w_part
 
     def finish(self, output: Tensor, upto: int, finalize: Callable[[Tensor], Tensor] | None
@@ -174,18 +210,27 @@ class _WeightSlab:
             return
         for a in range(0, n, self.ROWS_PER_STEP):
             b = min(a + self.ROWS_PER_STEP, n)
-            rows = output[:, self.first_row + a:self.first_row + b]
+            target = output[:, self.first_row + a:self.first_row + b]
+            rows = target if self.values is None else self.values[:, a:b]
             rows.div_(self.weights[a:b])
+            kept = rows
             if finalize is not None:
                 kept = finalize(rows)
                 if kept.shape != rows.shape:
                     raise ValueError(f"finalize must keep the shape {tuple(rows.shape)}, "
                                      f"it returned {tuple(kept.shape)}")
-                rows.copy_(kept)
+            if output.dtype == torch.uint8:
+                kept = (kept * 255).round_().clamp_(0, 255)
+            if kept is not target:
+                target.copy_(kept)
         keep = len(self.weights) - n
         if keep > 0:  # slide the rows still open to the front
             self.weights[:keep] = self.weights[n:].clone()
+            if self.values is not None:
+                self.values[:, :keep] = self.values[:, n:].clone()
         self.weights[max(keep, 0):] = 0
+        if self.values is not None:
+            self.values[:, max(keep, 0):] = 0
         self.first_row = upto
 
 
@@ -225,6 +270,9 @@ class _BatchRunner:
             if config.channels_last:
                 # both weights and inputs channels-last, or the convolution converts each call
                 network.to(memory_format=_channels_last(len(config.window)))
+            if config.prepare_network and self.device.type == "cpu" and not network.training:
+                self.network = prepare_for_inference(network, config.window,
+                                                     config.channels_last)
 
     def _prepare(self, windows: Tensor) -> Tensor:
         x = windows if self.transform is None else self.transform(windows)
@@ -244,7 +292,9 @@ class _BatchRunner:
         use_autocast = self.config.autocast and self.device.type == "cuda"
         with torch.inference_mode(), torch.autocast(self.device.type, torch.float16,
                                                     enabled=use_autocast):
-            return self.network(x).float().contiguous()
+            y = self.network(x)
+        # a channels-last output is blended as it is (converting it costs a pass per batch)
+        return y.float() if self.device.type == "cpu" else y.float().contiguous()
 
     def __call__(self, windows: Tensor) -> Tensor:
         """Predictions for a batch of raw windows (all of one shape), at full window size.
@@ -261,7 +311,7 @@ class _BatchRunner:
                 position += len(chunk)
             except torch.cuda.OutOfMemoryError:
                 self._shrink()
-        return torch.cat(results)
+        return results[0] if len(results) == 1 else torch.cat(results)
 
     def _shrink(self) -> None:
         if self.device.type == "cuda":
