@@ -275,3 +275,40 @@ def test_torchrun_ranks_share_a_cohort_and_their_union_is_the_one_process_run(tm
         assert (a / "labels.nii.gz").read_bytes() == (b / "labels.nii.gz").read_bytes()
     summary = json.loads((tmp_path / "two" / "cohort.json").read_text())
     assert summary["done"] == len(one) and (tmp_path / "two" / "report.html").is_file()
+
+
+def test_a_cohort_killed_with_sigkill_resumes_with_nothing_half_written(tmp_path):
+    """kill -9 while a case is being written, then the same command: every case finished,
+    none twice, no hidden part left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    verbs.phantom("oar-mr", tmp_path / "data", cases=2, seed=8)
+    command = [sys.executable, "-m", "oncoseg", "predict", "oar-mr", "--dataset",
+               str(tmp_path / "data"), "--output", str(tmp_path / "out"), "--device", "cpu"]
+    cases = tmp_path / "out" / "cases"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not (cases.is_dir() and any(
+                p.name.endswith(".part") for p in cases.iterdir())):
+            time.sleep(0.02)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in cases.iterdir()
+                if not p.name.startswith(".")}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    names = sorted(p.name for p in cases.iterdir())
+    assert not [n for n in names if n.startswith(".")], names
+    assert names == sorted(c.id for c in read_dataset(tmp_path / "data", roles=["mr"]).cases)
+    assert result.stderr.count(" finished before |") == len(finished)
+    for name, mtime in finished.items():
+        assert (cases / name).stat().st_mtime_ns == mtime
+    for name in names:
+        assert json.loads((cases / name / "result.json").read_text())["task"] == "oar-mr"
