@@ -95,3 +95,14 @@ def test_slicer_main_loop_benchmark_full():
     summary = run("bench_slicer_main_loop.py")
     assert summary["speed_fraction_new"] >= 0.9
     assert summary["p95_gap_ms_new"] <= 50
+
+
+def test_cohort_throughput_benchmark_runs():
+    summary = run("bench_cohort_throughput.py", "--tasks", "oar-mr", "--cases", "1")
+    [row] = summary["rows"]
+    assert row["cases"] >= 1 and row["cohort_s"] > 0 and row["one_by_one_s"] > 0
+
+
+@pytest.mark.benchmark
+def test_cohort_throughput_benchmark_full():
+    print(run("bench_cohort_throughput.py"))
