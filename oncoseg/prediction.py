@@ -213,7 +213,8 @@ def overview_prediction(prediction: Prediction) -> Prediction:
 
     return _OverviewPrediction(
         task=prediction.task, model=prediction.model,
-        images={prediction.display_role: onto(display, sitk.sitkLinear, sitk.sitkFloat32)},
+        # linear_slabs: ITK's values axis by axis (a grid from grid_from_box keeps the axes)
+        images={prediction.display_role: resample_linear(display, grid)},
         display_role=prediction.display_role, segments=prediction.segments,
         labels=None if prediction.labels is None else
         onto(prediction.labels, sitk.sitkNearestNeighbor, sitk.sitkUInt8),

@@ -218,9 +218,10 @@ class _AxisWeights:
         voxel reads its two neighbours, not a dense row of weights)."""
         shape = [1] * array.ndim
         shape[axis] = -1
-        result = np.take(array, self.low, axis=axis)
+        # float32 from what is gathered (an int16 CT is never converted whole)
+        result = np.take(array, self.low, axis=axis).astype(np.float32, copy=False)
         result *= self.low_weight.reshape(shape)
-        upper = np.take(array, self.high, axis=axis)
+        upper = np.take(array, self.high, axis=axis).astype(np.float32, copy=False)
         upper *= self.high_weight.reshape(shape)
         result += upper
         return result
@@ -269,8 +270,7 @@ def linear_slabs(source: sitk.Image, target: Geometry, default_value: float = 0.
     (along_i, along_j, along_k), (w_i, w_j, w_k) = separable
     # the source array's axes (numpy order: source axis a is array axis 2 - a) put in the
     # target's order: slowest along target k, then j, fastest along i
-    values = sitk.GetArrayViewFromImage(source).astype(np.float32, copy=False)
-    ordered = values.transpose(2 - along_k, 2 - along_j, 2 - along_i)
+    ordered = sitk.GetArrayViewFromImage(source).transpose(2 - along_k, 2 - along_j, 2 - along_i)
     # upsampling along k (a working grid onto its CT): i and j first, on the source's few
     # slices, then each slab from two of those planes per slice (the least arithmetic)
     planes = w_j.apply(w_i.apply(ordered, 2), 1) if ordered.shape[0] <= target.size[2] else None

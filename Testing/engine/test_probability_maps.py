@@ -142,6 +142,11 @@ def test_axis_by_axis_resampling_gives_itks_values():
         back.CopyInformation(ct)
         np.testing.assert_allclose(sitk.GetArrayFromImage(resample_linear(back, grid)),
                                    _itk(back, grid), atol=1e-6, rtol=0)
+        # an int16 CT (the overview's display image) is converted a slab at a time
+        hu = sitk.GetImageFromArray(rng.integers(-1024, 2000, ct.GetSize()[::-1], np.int16))
+        hu.CopyInformation(ct)
+        np.testing.assert_allclose(sitk.GetArrayFromImage(resample_linear(hu, grid)),
+                                   _itk(hu, grid), atol=1e-3, rtol=0)
 
 
 def test_slabs_cover_the_grid_in_order_and_oblique_grids_use_itk():
