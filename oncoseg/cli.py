@@ -7,8 +7,10 @@ else. Long verbs show tqdm bars on stderr, or JSON lines on stdout with ``--prog
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import json
+import logging
 import os
 import sys
 import time
@@ -545,3 +547,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"oncoseg: unexpected error: {type(error).__name__}: {error} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def console_main() -> None:
+    """The ``oncoseg`` console script (and ``python -m oncoseg``): :func:`main`, then a quick
+    exit.
+
+    Tearing the interpreter down after a prediction took 1.6 s on two cores (issue 25): torch's
+    and itk's modules and up to a gigabyte of objects finalised one by one, for nothing a user
+    needs. By the time ``main`` returns every output is complete (files and folders are written
+    atomically, ``oncoseg.io.atomic``) and the command's temporary folders are gone (context
+    managers closed on the way out). What is left to do is done here, in order: the exit
+    functions registered with ``atexit`` (e.g. ending a child process still running,
+    ``oncoseg.childprocess``), logging's handlers flushed and closed, stdout and stderr flushed;
+    then ``os._exit``. Tests call :func:`main` in-process and keep the ordinary exit.
+    """
+    code = main()
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed pipe (oncoseg ... | head) is no error
+            stream.flush()
+    os._exit(code)

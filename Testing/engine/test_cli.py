@@ -1,4 +1,5 @@
 import json
+import os
 import pickle
 import subprocess
 import sys
@@ -143,3 +144,36 @@ def test_info_refuses_pickles_without_running_them(tmp_path):
     # the files really would run code if unpickled
     pickle.loads((tmp_path / "renamed.safetensors").read_bytes())
     assert (tmp_path / "code-ran").exists()
+
+
+def test_the_console_exit_leaves_a_complete_output_and_no_temporary_file(tmp_path):
+    """``python -m oncoseg`` ends through console_main's os._exit (no interpreter teardown):
+    the output folder is complete and readable, every line printed arrived (progress as JSON
+    lines on a pipe, then the closing message), the atomic folder's temporary sibling and
+    everything under TMPDIR are gone, and the exit functions still ran."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "data" / "phantoms"
+    marker = tmp_path / "atexit-ran"
+    code = ("import atexit, pathlib, runpy, sys\n"
+            f"atexit.register(pathlib.Path({str(marker)!r}).write_text, 'ran')\n"
+            "sys.argv[0] = 'oncoseg'\n"
+            "runpy.run_module('oncoseg', run_name='__main__')\n")
+    result = subprocess.run(
+        [sys.executable, "-c", code, "phantom", "rectal", "--cases", "2", "--seed", "3",
+         "--output", str(out), "--progress", "json"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "TMPDIR": str(scratch)})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.strip().splitlines()
+    assert all(json.loads(line) for line in lines[:-1])
+    assert lines[-1].startswith("2 rectal phantom case(s) written"), lines[-1]
+    cases = sorted(p.name for p in out.iterdir())
+    assert cases == ["rectal_000", "rectal_001"]
+    for case in cases:
+        for role in ("t2w", "dwi_b0", "dwi_b1000", "label"):
+            assert sitk.ReadImage(str(out / case / f"{role}.nii.gz")).GetSize()[2] > 1
+        json.loads((out / case / "case.json").read_text())
+    assert sorted(p.name for p in out.parent.iterdir()) == ["phantoms"], "a .part folder left"
+    assert list(scratch.iterdir()) == []
+    assert marker.read_text() == "ran"
