@@ -126,17 +126,18 @@ class SlidingWindow:
             for first in range(0, len(corners), self.batch_size):
                 check_cancelled(cancel)
                 batch = corners[first:first + self.batch_size]
-                predictions = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
+                chunks = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
                 if output is None:
-                    blend = _blend_device(runner.device, predictions.shape[1], spatial)
+                    classes = chunks[0].shape[1]
+                    blend = _blend_device(runner.device, classes, spatial)
                     output = (torch.zeros if slab.separate_values is False else torch.empty)(
-                        (predictions.shape[1], *spatial), dtype=self.output_dtype, device=blend)
-                    slab.start(predictions.shape[1], blend)
+                        (classes, *spatial), dtype=self.output_dtype, device=blend)
+                    slab.start(classes, blend)
                     importance = importance.to(blend)
                 elif runner.device.type == "cpu" and blend.type != "cpu":  # fell back to CPU
                     blend, output, importance = torch.device("cpu"), output.cpu(), importance.cpu()
                     slab.to(blend)
-                predictions = predictions.to(blend)
+                predictions = [p for chunk in chunks for p in chunk.to(blend)]
                 for corner, prediction in zip(batch, predictions, strict=True):
                     self._add(output, slab, prediction, importance, corner, pad_lo, spatial)
                 done += len(batch)
@@ -273,6 +274,10 @@ class _BatchRunner:
             if config.prepare_network and self.device.type == "cpu" and not network.training:
                 self.network = prepare_for_inference(network, config.window,
                                                      config.channels_last)
+                # measured (bench_sliding_window, issue 25): with every convolution on oneDNN a
+                # single window costs no more time per window than a batch on the CPU, and
+                # holds a batch-size share of the activations
+                self.batch_size = 1
 
     def _prepare(self, windows: Tensor) -> Tensor:
         x = windows if self.transform is None else self.transform(windows)
@@ -296,8 +301,9 @@ class _BatchRunner:
         # a channels-last output is blended as it is (converting it costs a pass per batch)
         return y.float() if self.device.type == "cpu" else y.float().contiguous()
 
-    def __call__(self, windows: Tensor) -> Tensor:
-        """Predictions for a batch of raw windows (all of one shape), at full window size.
+    def __call__(self, windows: Tensor) -> list[Tensor]:
+        """Predictions for a batch of raw windows (all of one shape), at full window size, in
+        chunks of at most ``batch_size`` windows.
 
         Windows are short only along axes where the image is smaller than the window; there is a
         single window position on such an axis, so every window of a batch is cut alike.
@@ -311,7 +317,7 @@ class _BatchRunner:
                 position += len(chunk)
             except torch.cuda.OutOfMemoryError:
                 self._shrink()
-        return results[0] if len(results) == 1 else torch.cat(results)
+        return results
 
     def _shrink(self) -> None:
         if self.device.type == "cuda":
