@@ -279,3 +279,20 @@ def test_oar_ct_maps_are_written_from_the_working_grid_one_at_a_time(tmp_path):
     labels = sitk.ReadImage(str(out / "labels.nii.gz"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels),
                                   sitk.GetArrayFromImage(prediction.labels))
+
+
+def test_putting_a_prediction_back_on_the_users_grid_keeps_its_maps_lazy():
+    """Prediction.onto_grid (a task that worked on the canonical form of the user's grid):
+    ResampledMaps read onto the user's grid give what the exact permutation of the maps read
+    onto the canonical grid gives."""
+    from oncoseg.orientation import onto_grid, to_canonical
+
+    stored = make_image(shape_zyx=(10, 14, 12), direction=FLIPS[5], dtype=np.int16)
+    canonical = to_canonical(stored)
+    maps = _maps_on(canonical)
+    back = _prediction(canonical, maps).onto_grid(stored)
+    assert isinstance(back.probabilities, ResampledMaps) and back.probabilities.grid is stored
+    for name in maps:
+        np.testing.assert_allclose(sitk.GetArrayFromImage(back.probabilities[name]),
+                                   sitk.GetArrayFromImage(onto_grid(maps[name], stored)),
+                                   atol=1e-6, rtol=0)
