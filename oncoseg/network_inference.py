@@ -46,24 +46,29 @@ MAX_TRACED_SHAPES = 4  # windows are one shape; the last batch of a run may be a
 SHIFT_RATIO = 4.0
 
 
-def _var_mean(x: Tensor) -> tuple[Tensor, Tensor]:
+def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
     """Per-sample, per-channel (biased) variance and mean over the spatial axes, shaped
-    (B, C, 1, ...). On a channels-last tensor the voxels are rows of a (B, voxels, C) matrix:
-    a column mean and a Gram matrix's diagonal cost 11 ms where ``var_mean``'s strided reduction
-    costs 63 ms (32 channels, 64^3, one thread)."""
+    (B, C, 1, ...), and whether some mean is far from zero (the norm then centres first).
+    On a channels-last tensor the voxels are rows of a (B, voxels, C) matrix: a column mean
+    and a Gram matrix's diagonal cost 11 ms where ``var_mean``'s strided reduction costs 63 ms
+    (32 channels, 64^3, one thread)."""
     keep = (x.shape[0], x.shape[1]) + (1,) * (x.dim() - 2)
     rows = x.permute(0, *range(2, x.dim()), 1)
     if not rows.is_contiguous() or x.dtype != torch.float32:
-        return torch.var_mean(x, dim=tuple(range(2, x.dim())), keepdim=True, correction=0)
+        var, mean = torch.var_mean(x, dim=tuple(range(2, x.dim())), keepdim=True,
+                                   correction=0)
+        return var, mean, True
     rows = rows.reshape(x.shape[0], -1, x.shape[1])
     n = rows.shape[1]
     mean = rows.mean(1, keepdim=True)  # (B, 1, C)
     square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2)[:, None] / n
     var = square - mean * mean
-    if bool((mean * mean > SHIFT_RATIO * var).any()):
+    far = bool((mean * mean > SHIFT_RATIO * var).any())
+    if far:  # the mean then matters to float32's last bits: summed in float64
+        mean = rows.mean(1, keepdim=True, dtype=torch.float64).float()
         centred = rows - mean
         var = torch.bmm(centred.transpose(1, 2), centred).diagonal(dim1=1, dim2=2)[:, None] / n
-    return var.reshape(keep), mean.reshape(keep)
+    return var.reshape(keep), mean.reshape(keep), far
 
 
 class ChannelsLastInstanceNorm(nn.Module):
@@ -80,10 +85,14 @@ class ChannelsLastInstanceNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         dims = tuple(range(2, x.dim()))
-        var, mean = _var_mean(x)
+        var, mean, far = _var_mean(x)
         scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
             scale = scale * self.weight.view((1, -1) + (1,) * len(dims))
+        if far:  # x * scale - mean * scale would cancel: centre first, as PyTorch does
+            out = (x - mean).mul_(scale)
+            return out if self.bias is None else out.add_(
+                self.bias.view((1, -1) + (1,) * len(dims)))
         shift = -mean * scale
         if self.bias is not None:
             shift = shift + self.bias.view((1, -1) + (1,) * len(dims))
@@ -125,20 +134,18 @@ class DirectConv(nn.Module):
 
     def __init__(self, conv: nn.Module):
         super().__init__()
-        self.weight = nn.Parameter(conv.weight.detach().clone(), requires_grad=False)
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(),
-                                                               requires_grad=False)
+        self.conv = conv  # its weights; and it runs inputs oneDNN does not take (device, type)
         self.padding = list(conv.padding)
         self.stride = list(conv.stride)
         self.dilation = list(conv.dilation)
         self.groups = int(conv.groups)
-        self.conv = conv  # for inputs oneDNN does not take (another device or type)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.device.type != "cpu" or x.dtype != torch.float32:
             return self.conv(x)
-        return torch.ops.aten.mkldnn_convolution(x, self.weight, self.bias, self.padding,
-                                                 self.stride, self.dilation, self.groups)
+        return torch.ops.aten.mkldnn_convolution(x, self.conv.weight, self.conv.bias,
+                                                 self.padding, self.stride, self.dilation,
+                                                 self.groups)
 
 
 class PatchTransposedConv(nn.Module):
@@ -192,38 +199,43 @@ class PreparedNetwork:
         self.notes = notes
         self.traced: dict[tuple, torch.jit.ScriptModule | None] = {}
 
-    def __call__(self, x: Tensor) -> Tensor:
+    def __call__(self, *inputs: Tensor) -> Tensor:
         if not self.trace:
-            return self.eager(x)
-        key = (tuple(x.shape), x.dtype, x.device, x.is_contiguous())
+            return self.eager(*inputs)
+        key = tuple((tuple(x.shape), x.dtype, x.device, x.is_contiguous()) for x in inputs)
         if key not in self.traced:
             if len(self.traced) >= MAX_TRACED_SHAPES:
-                return self.eager(x)
-            self.traced[key], expected = self._trace(x)
-            if expected is not None:
-                return expected
+                return self.eager(*inputs)
+            self.traced[key], expected = self._trace(inputs)
+            return expected
         traced = self.traced[key]
-        return self.eager(x) if traced is None else traced(x)
+        return self.eager(*inputs) if traced is None else traced(*inputs)
 
-    def _trace(self, x: Tensor) -> tuple[torch.jit.ScriptModule | None, Tensor | None]:
-        """The frozen trace for ``x``'s shape and the eager result for ``x`` (the first batch
-        of that shape is answered by the eager network, which the trace is checked against)."""
+    def _trace(self, inputs: tuple[Tensor, ...]) -> tuple[torch.jit.ScriptModule | None, Tensor]:
+        """The frozen trace for these input shapes and the eager result for ``inputs`` (the
+        first call of a shape is answered by the eager network, which the trace is checked
+        against)."""
         with torch.inference_mode():
-            expected = self.eager(x)
+            expected = self.eager(*inputs)
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # TracerWarnings: answered by the check below
-                traced = torch.jit.freeze(torch.jit.trace(self.eager, x.clone(),
-                                                          check_trace=False))
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", torch.jit.TracerWarning)
+                traced = torch.jit.freeze(torch.jit.trace(
+                    self.eager, tuple(x.clone() for x in inputs), check_trace=False))
+            doubts = [w for w in caught if issubclass(w.category, torch.jit.TracerWarning)]
+            if doubts:  # a value read in Python: the trace may hold only this input's branch
+                raise RuntimeError(str(doubts[0].message).splitlines()[0])
             with torch.inference_mode():
-                got = traced(x)
+                got = traced(*inputs)
         except Exception as error:  # any failure: run the module as it is
             self._note(f"network not traced ({type(error).__name__}: {error}); running it "
                        "as a module")
             return None, expected
-        if got.shape != expected.shape or not torch.allclose(got, expected, rtol=0,
-                                                             atol=1e-5):
-            self._note(f"traced network differs from the module on input {tuple(x.shape)} "
+        if not (isinstance(got, Tensor) and isinstance(expected, Tensor)
+                and got.shape == expected.shape
+                and torch.allclose(got, expected, rtol=0, atol=1e-5)):
+            self._note(f"traced network differs from the module on inputs "
+                       f"{[tuple(x.shape) for x in inputs]} "
                        "(data-dependent control flow?); running it as a module")
             return None, expected
         return traced, expected

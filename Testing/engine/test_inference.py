@@ -4,8 +4,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from oncoseg.brain.network import Brain2D, Brain3D
 from oncoseg.errors import Cancelled
 from oncoseg.inference import SlidingWindow, gaussian_importance, window_starts
+from oncoseg.network_inference import (
+    ChannelsLastInstanceNorm,
+    DirectConv,
+    PatchTransposedConv,
+    PointwiseConv,
+    prepare_for_inference,
+)
+from oncoseg.oar.ct.network import OarUNet3D
 from oncoseg.progress import CancelToken
 
 monai_inferers = pytest.importorskip("monai.inferers", reason="MONAI is the test peer")
@@ -111,3 +120,170 @@ def test_numpy_input_and_shape_errors():
     assert SlidingWindow((8, 8, 8))(x, net).shape == (3, 12, 12, 12)
     with pytest.raises(ValueError, match="does not fit"):
         SlidingWindow((8, 8))(x, net)
+
+
+# --- network_inference: the prepared copy SlidingWindow runs on the CPU (issue 25) ---------
+
+CL3 = torch.channels_last_3d
+
+
+def _prepared_equals_module(net, *inputs, memory_format=CL3):
+    """The prepared copy's class probabilities equal the module's to 1e-5 (the project's
+    tolerance), its logits to 5e-5: oneDNN sums a convolution in another order than the
+    slow path PyTorch picks for one small window (7.7e-6 on a brain member's logits, as
+    PyTorch's own choice between them by batch size makes), and instance norm amplifies it."""
+    net.eval()
+    with torch.inference_mode():
+        expected = net(*inputs)
+    prepared = prepare_for_inference(net, inputs[0].shape[2:])
+    with torch.inference_mode():
+        got = prepared(*[x.contiguous(memory_format=memory_format) for x in inputs])
+    torch.testing.assert_close(got, expected, atol=5e-5, rtol=0)
+    torch.testing.assert_close(torch.softmax(got, 1), torch.softmax(expected, 1), atol=1e-5,
+                               rtol=0)
+    return prepared
+
+
+def _kinds(module):
+    """Layer types, not counting the convolution a DirectConv holds for its weights."""
+    held = {id(m.conv) for m in module.modules() if isinstance(m, DirectConv)}
+    return {type(m) for m in module.modules() if id(m) not in held}
+
+
+def test_prepared_oar_ct_network_equals_the_module():
+    torch.manual_seed(3)
+    net = OarUNet3D(1, 6, (8, 16, 32), ((1, 2, 2), (2, 2, 2)))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 1, 8, 24, 32) * 0.5 + 0.2
+    prepared = _prepared_equals_module(net, x)
+    # instance norms, kernel==stride transposed convolutions, the 1x1 head and the other
+    # convolutions were all replaced: the comparison above covered each rewrite
+    kinds = _kinds(prepared.eager)
+    assert {ChannelsLastInstanceNorm, PatchTransposedConv, PointwiseConv, DirectConv} <= kinds
+    assert not kinds & {torch.nn.InstanceNorm3d, torch.nn.ConvTranspose3d, torch.nn.Conv3d}
+    assert all(m.inplace for m in prepared.eager.modules() if isinstance(m, torch.nn.LeakyReLU))
+    # the caller's module is untouched: same types, same weights, trainable
+    assert torch.nn.InstanceNorm3d in _kinds(net) and torch.nn.Conv3d in _kinds(net)
+    for k, v in net.state_dict().items():
+        torch.testing.assert_close(v, before[k], rtol=0, atol=0)
+    net.train()
+    net(x).sum().backward()
+    assert net.head.weight.grad is not None
+
+
+def test_prepared_brain_3d_member_equals_the_module():
+    torch.manual_seed(4)
+    net = Brain3D(sequences=4, features=12, width=4, levels=2, import_at="first",
+                  norm="instance")
+    image, features = torch.randn(1, 4, 16, 16, 16), torch.rand(1, 12, 16, 16, 16)
+    prepared = _prepared_equals_module(net, image, features)
+    assert ChannelsLastInstanceNorm in _kinds(prepared.eager)
+
+
+def test_prepared_batch_norm_network_is_folded_and_equal():
+    torch.manual_seed(5)
+    net = Brain2D(sequences=4, width=4, subnetwork_kind="unet", levels=2)
+    net.train()
+    with torch.no_grad():  # running statistics away from (0, 1), so folding is visible
+        for _ in range(3):
+            net(torch.randn(2, 4, 32, 32) * 3 + 1)
+    x = torch.randn(2, 4, 32, 32) * 3 + 1
+    prepared = _prepared_equals_module(net, x, memory_format=torch.channels_last)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in prepared.eager.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+
+
+def test_instance_norm_statistics_where_the_mean_dwarfs_the_spread():
+    # mean^2 far above the variance (2500x) takes the centred route; both routes are as
+    # close to the float64 norm as PyTorch's float32 norm is (measured: 3-6e-6 for both)
+    norm = torch.nn.InstanceNorm3d(3, affine=True).eval()
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
+        norm.bias.copy_(torch.tensor([0.1, -0.2, 0.3]))
+    generator = torch.Generator().manual_seed(9)
+    for offset in (0.0, 5.0, 5.0, 5.0):
+        x = (torch.randn(2, 3, 6, 7, 8, generator=generator) * 0.1 + offset).contiguous(
+            memory_format=CL3)
+        got = ChannelsLastInstanceNorm(norm)(x)
+        exact = torch.nn.functional.instance_norm(x.double(), weight=norm.weight.double(),
+                                                  bias=norm.bias.double(), eps=norm.eps)
+        torch.testing.assert_close(got.double(), exact, atol=1e-5, rtol=0)
+        torch.testing.assert_close(norm(x).double(), exact, atol=1e-5, rtol=0)
+        assert got.is_contiguous(memory_format=CL3)
+
+
+def test_training_mode_module_runs_as_given():
+    net = small_net().train()
+    prepared = prepare_for_inference(net, (8, 8, 8))
+    assert prepared.eager is net and prepared.notes
+
+
+def test_trace_falls_back_on_data_dependent_control_flow():
+    class Branchy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv3d(1, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return y * 2 if float(y.mean()) > 0 else y - 1
+
+    torch.manual_seed(6)
+    net = Branchy().eval()
+    prepared = prepare_for_inference(net, (6, 6, 6), trace=True)
+    for sign in (1.0, -1.0):  # the second input takes the other branch
+        x = torch.full((1, 1, 6, 6, 6), sign) + 0.01 * torch.randn(1, 1, 6, 6, 6)
+        with torch.inference_mode():
+            torch.testing.assert_close(prepared(x), net(x), atol=1e-5, rtol=0)
+    assert len(prepared.notes) == 1 and "not traced" in prepared.notes[0]
+    assert prepared.traced == {next(iter(prepared.traced)): None}
+
+
+def test_trace_of_a_plain_network_is_used_and_equal():
+    net = small_net()
+    prepared = prepare_for_inference(net, (8, 8, 8), trace=True)
+    x = torch.randn(2, 1, 8, 8, 8).contiguous(memory_format=CL3)
+    with torch.inference_mode():
+        first, second = prepared(x), prepared(x)
+        torch.testing.assert_close(first, net(x), atol=1e-5, rtol=0)
+        torch.testing.assert_close(second, net(x), atol=1e-5, rtol=0)
+    assert prepared.notes == [] and all(t is not None for t in prepared.traced.values())
+
+
+def test_prepared_sliding_window_equals_monai_on_an_oar_network():
+    torch.manual_seed(7)
+    net = OarUNet3D(1, 4, (4, 8), ((2, 2, 2),)).eval()
+    hu = torch.randint(-1000, 1500, (1, 13, 37, 29), dtype=torch.int16)
+
+    def window(x):
+        return x.float().clamp(-800, 800) / 800
+
+    with torch.no_grad():
+        expected = torch.softmax(monai_inferers.sliding_window_inference(
+            window(hu)[None], (8, 16, 16), 3, net, overlap=0.5, mode="gaussian")[0], dim=0)
+    sw = SlidingWindow((8, 16, 16), overlap=0.5, batch_size=3)
+    ours = sw(hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, 0))
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+    assert sw.notes == []
+    plain = SlidingWindow((8, 16, 16), overlap=0.5, batch_size=3, prepare_network=False)(
+        hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, 0))
+    torch.testing.assert_close(plain, expected, atol=1e-5, rtol=0)
+
+
+def test_float16_and_uint8_output():
+    net = small_net(out_channels=4)
+    x = torch.randn(1, 19, 23, 21, generator=torch.Generator().manual_seed(8))
+    kwargs = {"finalize": lambda rows: torch.softmax(rows, 0)}
+    reference = SlidingWindow((8, 8, 8), overlap=0.5, batch_size=2)(x, net, **kwargs)
+    half = SlidingWindow((8, 8, 8), overlap=0.5, batch_size=2,
+                         output_dtype=torch.float16)(x, net, **kwargs)
+    assert half.dtype == torch.float16 and half.shape == reference.shape
+    torch.testing.assert_close(half.float(), reference, atol=1e-3, rtol=0)
+    small = SlidingWindow((8, 8, 8), overlap=0.5, batch_size=2,
+                          output_dtype=torch.uint8)(x, net, **kwargs)
+    assert small.dtype == torch.uint8
+    # round(255 * p), off by one only where float rounding sits on a half step
+    assert int((small.int() - (reference * 255).round().int()).abs().max()) <= 1
+    assert float((small.float() / 255 - reference).abs().max()) <= 0.5 / 255 + 1e-4
+    with pytest.raises(ValueError, match="output_dtype"):
+        SlidingWindow((8, 8, 8), output_dtype=torch.int32)(x, net)
