@@ -261,6 +261,16 @@ def save_model(path: str | os.PathLike[str], tensors: Mapping[str, torch.Tensor]
     return Path(path)
 
 
+def rewritten(source: str | os.PathLike[str], target: str | os.PathLike[str],
+              update: Callable[[ModelMetadata, dict[str, torch.Tensor]], None],
+              overwrite: bool = False) -> Path:
+    """A copy of a model file after ``update`` changed its metadata (and, if it must, its
+    tensors) in place: the one way OncoSeg edits a finished model file."""
+    metadata, tensors = load_tensors(source)
+    update(metadata, tensors)
+    return save_model(target, tensors, metadata, overwrite)
+
+
 def store_half(source: str | os.PathLike[str], target: str | os.PathLike[str],
                overwrite: bool = False) -> Path:
     """A copy of a model file with its float32 tensors stored as float16: half the size for
@@ -268,12 +278,13 @@ def store_half(source: str | os.PathLike[str], target: str | os.PathLike[str],
     by about 1e-3 relative, which the tests of each demo cover)."""
     import torch
 
-    header = read_header(source)
-    _, tensors = load_tensors(source)
-    halved = {k: v.half() if v.dtype == torch.float32 else v for k, v in tensors.items()}
-    metadata = header.metadata
-    metadata.provenance = {**metadata.provenance, "stored_as": "float16"}
-    return save_model(target, halved, metadata, overwrite)
+    def halve(metadata: ModelMetadata, tensors: dict[str, torch.Tensor]) -> None:
+        for name, tensor in tensors.items():
+            if tensor.dtype == torch.float32:
+                tensors[name] = tensor.half()
+        metadata.provenance = {**metadata.provenance, "stored_as": "float16"}
+
+    return rewritten(source, target, halve, overwrite)
 
 
 # ---------------------------------------------------------------------------- networks

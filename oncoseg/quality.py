@@ -170,12 +170,12 @@ def _against_training(role: str, image: sitk.Image, geometry: Mapping[str, Any])
     return flags
 
 
-def training_geometry(images: list[sitk.ImageFileReader | sitk.Image]) -> dict[str, Any]:
-    """What :func:`_against_training` compares with, from the training cases' reference
-    images (headers suffice): per-axis ranges of sorted spacing and extent."""
-    spacing = np.array([np.sort(np.asarray(i.GetSpacing(), float)) for i in images])
-    extent = np.array([np.sort(np.asarray(i.GetSpacing(), float) * np.asarray(i.GetSize()))
-                       for i in images])
+def training_geometry(grids: list[tuple[tuple[float, ...], tuple[int, ...]]]
+                      ) -> dict[str, Any]:
+    """What :func:`_against_training` compares with, from the training cases' reference grids
+    ((spacing, size) pairs, read from headers): per-axis ranges of sorted spacing and extent."""
+    spacing = np.array([np.sort(np.asarray(s, float)) for s, _ in grids])
+    extent = np.array([np.sort(np.asarray(s, float) * np.asarray(n, float)) for s, n in grids])
     return {f"{name}_mm": {"min": [round(float(v), 4) for v in values.min(axis=0)],
                            "max": [round(float(v), 4) for v in values.max(axis=0)]}
             for name, values in (("spacing", spacing), ("extent", extent))}

@@ -168,3 +168,30 @@ def test_plausible_ranges_live_in_the_task_declarations():
             low, high = segment.plausible.volume_ml
             assert 0 <= low < high
     assert get_task("staging").uncertain_margin > 0
+
+
+def test_the_training_geometry_of_a_dicom_cohort_comes_from_its_slice_headers(tmp_path):
+    from oncoseg import verbs
+    from oncoseg.datasets import read_dataset
+
+    verbs.phantom("oar-ct", tmp_path / "ct", cases=1, seed=2)
+    dataset = read_dataset(tmp_path / "ct", "rtstruct", roles=["ct"])
+    image = dataset.cases[0].read_stored("ct")
+    geometry = dataset.provenance("ct")["geometry"]
+    assert geometry["spacing_mm"]["min"] == pytest.approx(sorted(image.GetSpacing()), abs=1e-3)
+    extent = sorted(np.asarray(image.GetSpacing()) * image.GetSize())
+    assert geometry["extent_mm"]["max"] == pytest.approx(extent, abs=1e-2)
+
+
+@pytest.mark.parametrize("task_name", ["rectal", "oar-ct", "oar-mr", "staging", "brain"])
+def test_every_demo_model_records_the_geometry_it_was_trained_on(task_name):
+    """scripts/record_training_geometry.py drew each demo's phantoms again (docs/DEMO_MODELS.md
+    seeds) and wrote their ranges; a cohort's spacing and extent checks compare with them."""
+    from oncoseg.method import demo_model_file
+    from oncoseg.modelfile import read_header
+
+    metadata = read_header(demo_model_file(task_name)).metadata
+    geometry = metadata.provenance["dataset"]["geometry"]
+    for key in ("spacing_mm", "extent_mm"):
+        low, high = geometry[key]["min"], geometry[key]["max"]
+        assert len(low) == 3 and all(0 < a <= b for a, b in zip(low, high, strict=True))

@@ -111,16 +111,8 @@ class Dataset:
         cohort's quality control flags cases unlike anything the model saw."""
         from oncoseg.quality import training_geometry
 
-        headers = []
-        for case in self.cases:
-            path = case.images.get(reference_role)
-            if path is not None and path.is_file():
-                try:
-                    headers.append(image_information(path))
-                except RuntimeError:
-                    continue
-        headers = [h for h in headers if h.GetDimension() >= 3]
-        geometry = training_geometry(headers) if headers else {}
+        grids = [g for g in (_header_grid(c, reference_role) for c in self.cases) if g]
+        geometry = training_geometry(grids) if grids else {}
         return {"root": str(self.root), "layout": self.layout, "fingerprint": self.fingerprint(),
                 **split, **({"geometry": geometry} if geometry else {})}
 
@@ -161,6 +153,37 @@ def image_information(path: Path) -> sitk.ImageFileReader:
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     return reader
+
+
+def _header_grid(case: Case, role: str) -> tuple[tuple[float, ...], tuple[int, ...]] | None:
+    """(spacing, size) of a case's role from headers only: a volume file's, a folder of PNG
+    slices' names, or a DICOM series' slice planes (rows, columns, spacing, the distance
+    between planes); None where none says (an unreadable file)."""
+    path = case.images.get(role)
+    if path is None:
+        return None
+    try:
+        if path.is_file():
+            header = image_information(path)
+            if header.GetDimension() < 3:
+                return None
+            return tuple(header.GetSpacing())[:3], tuple(header.GetSize())[:3]
+        from oncoseg.io.dicom_series import choose_dicom_series, series_planes
+        from oncoseg.io.png_slices import SLICE_THICKNESS_MM, slice_files
+
+        slices = slice_files(path)
+        if slices:  # the UW-Madison layout: size and spacing are in the file names
+            _, _, (width, height), (sx, sy) = slices[0]
+            return (sx, sy, SLICE_THICKNESS_MM), (width, height, len(slices))
+        planes = series_planes(choose_dicom_series(path, case.info.get("series_uid")))
+    except (RuntimeError, InputError, OSError):
+        return None
+    if not planes or len(planes) < 2:
+        return None
+    steps = np.diff([np.dot(p.position, planes[0].normal) for p in planes])
+    first = planes[0]
+    return ((first.pixel_spacing[1], first.pixel_spacing[0], float(np.median(np.abs(steps)))),
+            (first.columns, first.rows, len(planes)))
 
 
 def check_files(case: Case, where: str) -> None:
