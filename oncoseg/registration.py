@@ -147,13 +147,14 @@ def _is_number(text: str) -> bool:
 
 
 def _itk():
+    """All of itk (its lazy loader: 8-16 s and about 1 GB on first use of elastix)."""
     import itk
 
     return itk
 
 
 def to_itk(image: sitk.Image, pixel: str = "F") -> Any:
-    """A float32 itk image with the same geometry (copies the voxels)."""
+    """A float32 itk image with the same geometry (copies the voxels; loads all of itk)."""
     itk = _itk()
     array = sitk.GetArrayFromImage(image).astype(np.float32 if pixel == "F" else np.uint8)
     out = itk.GetImageFromArray(np.ascontiguousarray(array))
@@ -173,12 +174,131 @@ def to_sitk(image: Any) -> sitk.Image:
     return out
 
 
-def _parameter_object(maps: Sequence[ParameterMap]) -> Any:
-    itk = _itk()
-    parameters = itk.ParameterObject.New()
-    for parameter_map in maps:
-        parameters.AddParameterMap({k: list(v) for k, v in parameter_map.items()})
-    return parameters
+# elastix without the rest of itk. itk's lazy loader, asked for ElastixRegistrationMethod,
+# first loads the 55 wrapped modules the Elastix module lists as dependencies (smoothing,
+# convolution, thresholding, intensity filters, ...): 72 shared libraries of up to 137 MB each,
+# 8-16 s on two cores, 10.7 s of it in the dynamic loader (issue 25). Each shared library links
+# its own copy of ITK, and elastix's (_ElastixPython) needs only ITKCommon's at load time, plus
+# ITKBridgeNumPy's for numpy views: those three load in about 1 s. The classes used here are
+# then taken from the per-class SWIG modules they define (itk.itkImagePython, ...), which
+# import nothing else heavy. The parameters and the libraries are the same, so the results are
+# identical to the lazy loader's (measured: the same transform parameters and warped image,
+# bit for bit, on the rectal phantom). Where the installed itk is laid out differently, the
+# full lazy loader is used instead.
+_NARROW_LIBRARIES = ("_ITKCommonPython", "_ElastixPython", "_ITKBridgeNumPyPython")
+_NARROW_MODULES = ("_itkImagePython", "_itkMatrixPython", "_vnl_matrix_fixedPython",
+                   "_itkPyBufferPython", "_elxParameterObjectPython",
+                   "_itkElastixRegistrationMethodPython", "_itkTransformixFilterPython")
+
+
+@dataclass(frozen=True)
+class _Elastix:
+    """The elastix classes registration uses (3D, float pixels), however they were loaded."""
+
+    buffer_f: Any  # itkPyBufferIF3
+    buffer_uc: Any  # itkPyBufferIUC3
+    buffer_vf: Any  # itkPyBufferIVF33
+    vnl_matrix: Any  # vnl_matrix_fixedD_3_3
+    matrix: Any  # itkMatrixD33
+    parameter_object: Any  # elastixParameterObject
+    registration: Any  # itkElastixRegistrationMethodIF3IF3
+    transformix: Any  # itkTransformixFilterIF3
+    narrow: bool
+
+
+_ELASTIX: list[_Elastix] = []
+
+
+def _elastix() -> _Elastix:
+    """elastix's classes, loaded narrowly on first use (see above)."""
+    if not _ELASTIX:
+        try:
+            _ELASTIX.append(_load_elastix(narrow=True))
+        except (ImportError, AttributeError, OSError):
+            _ELASTIX.append(_load_elastix(narrow=False))
+    return _ELASTIX[0]
+
+
+def _load_elastix(narrow: bool) -> _Elastix:
+    import importlib
+    import importlib.util
+    import sys
+
+    import itk
+
+    if not narrow:
+        itk.ElastixRegistrationMethod  # noqa: B018  (the lazy loader loads every dependency)
+    elif "itk._ElastixPython" not in sys.modules:
+        folder = Path(itk.__file__).parent
+        for name in _NARROW_LIBRARIES:
+            key = f"itk.{name}"
+            if key in sys.modules:
+                continue
+            found = sorted(folder.glob(f"{name}.*.so")) + sorted(folder.glob(f"{name}.*.pyd"))
+            if not found:
+                raise ImportError(f"itk has no {name} library")
+            spec = importlib.util.spec_from_file_location(key, found[0])
+            if spec is None or spec.loader is None:
+                raise ImportError(f"cannot load {found[0]}")
+            module = importlib.util.module_from_spec(spec)  # loads the shared library
+            spec.loader.exec_module(module)
+            sys.modules[key] = module
+            itk.__dict__[name] = module  # what the SWIG modules' "from . import" reads
+    for name in _NARROW_MODULES:  # the libraries registered these on loading
+        itk.__dict__.setdefault(name, sys.modules[f"itk.{name}"])
+
+    def wrapped(name: str) -> Any:
+        return importlib.import_module(f"itk.{name}")
+
+    buffers = wrapped("itkPyBufferPython")
+    return _Elastix(
+        buffers.itkPyBufferIF3, buffers.itkPyBufferIUC3, buffers.itkPyBufferIVF33,
+        wrapped("vnl_matrix_fixedPython").vnl_matrix_fixedD_3_3,
+        wrapped("itkMatrixPython").itkMatrixD33,
+        wrapped("elxParameterObjectPython").elastixParameterObject,
+        wrapped("itkElastixRegistrationMethodPython").itkElastixRegistrationMethodIF3IF3,
+        wrapped("itkTransformixFilterPython").itkTransformixFilterIF3, narrow)
+
+
+class _Images:
+    """itk images made from SimpleITK ones, viewing numpy arrays this object keeps alive for
+    as long as elastix may read them (a view avoids a copy the lazy loader's
+    ``GetImageFromArray`` makes through an image duplicator)."""
+
+    def __init__(self, elastix: _Elastix):
+        self.elastix = elastix
+        self.arrays: list[np.ndarray] = []
+
+    def image(self, image: sitk.Image, pixel: str = "F") -> Any:
+        array = np.ascontiguousarray(sitk.GetArrayFromImage(image).astype(
+            np.float32 if pixel == "F" else np.uint8))
+        self.arrays.append(array)
+        buffer = self.elastix.buffer_f if pixel == "F" else self.elastix.buffer_uc
+        out = buffer._GetImageViewFromArray(array, array.shape[::-1], 1)
+        out.SetOrigin(image.GetOrigin())
+        out.SetSpacing(image.GetSpacing())
+        direction = np.asarray(image.GetDirection(), float).reshape(3, 3)
+        matrix = self.elastix.vnl_matrix()
+        for row in range(3):
+            for column in range(3):
+                matrix.put(row, column, float(direction[row, column]))
+        out.__SetDirection_orig__(self.elastix.matrix(matrix))
+        return out
+
+    def parameters(self, maps: Sequence[ParameterMap]) -> Any:
+        parameters = self.elastix.parameter_object.__New_orig__()
+        for parameter_map in maps:
+            parameters.AddParameterMap({k: list(v) for k, v in parameter_map.items()})
+        return parameters
+
+
+def _on_grid(elastix: _Elastix, image: Any, grid: sitk.Image) -> sitk.Image:
+    """elastix's float output (on ``grid``, the fixed image's) as a SimpleITK image."""
+    view = elastix.buffer_f._GetArrayViewFromImage(image)
+    array = np.frombuffer(view, np.float32).reshape(grid.GetSize()[::-1]).copy()
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(grid)
+    return out
 
 
 # ---------------------------------------------------------------------------- registration
@@ -194,11 +314,17 @@ class RegistrationResult:
     seconds: float
     fixed_grid: sitk.Image
     child_python: str | None = None  # made in a child process: apply the transform there too
+    sitk_transform: sitk.Transform | None = None  # made by the SimpleITK engine: applied by it
+    engine: str = "elastix"
 
     def apply(self, image: sitk.Image, interpolation: str = "linear",
               cancel: CancelToken | None = None) -> sitk.Image:
         """Another image of the moving image's space, resampled onto the fixed grid."""
         order = {"nearest": "0", "linear": "1", "bspline": "3"}[interpolation]
+        if self.sitk_transform is not None:
+            default = float(self.transform[-1]["DefaultPixelValue"][0])
+            return sitk.Resample(image, self.fixed_grid, self.sitk_transform,
+                                 _SITK_ORDER[order], default, image.GetPixelID())
         maps = [dict(m, FinalBSplineInterpolationOrder=[order]) for m in self.transform]
         if self.child_python is not None:
             return _in_child(self.child_python, "apply", {"image": image}, {"maps": maps},
@@ -208,26 +334,52 @@ class RegistrationResult:
     def displacement_field(self, cancel: CancelToken | None = None) -> np.ndarray:
         """Per fixed-grid voxel, the LPS vector (mm) to the corresponding moving point;
         array (z, y, x, 3)."""
+        if self.sitk_transform is not None:
+            field = sitk.TransformToDisplacementField(
+                self.sitk_transform, sitk.sitkVectorFloat64, self.fixed_grid.GetSize(),
+                self.fixed_grid.GetOrigin(), self.fixed_grid.GetSpacing(),
+                self.fixed_grid.GetDirection())
+            return sitk.GetArrayFromImage(field)
         if self.child_python is not None:
             return _in_child(self.child_python, "field", {"grid": self.fixed_grid},
                              {"maps": self.transform}, None, cancel)["field"]
         return _displacement_field(self.fixed_grid, self.transform)
 
 
-def _transformix(image: sitk.Image, maps: Sequence[ParameterMap]) -> sitk.Image:
-    return to_sitk(_itk().transformix_filter(to_itk(image), _parameter_object(maps),
-                                             log_to_console=False))
-
-
-def _displacement_field(grid: sitk.Image, maps: Sequence[ParameterMap]) -> np.ndarray:
-    itk = _itk()
+def _transformix(image: sitk.Image, maps: Sequence[ParameterMap],
+                 field: bool = False) -> Any:
+    """transformix on ``image``: the image resampled onto the maps' fixed grid, or with
+    ``field`` the displacement field (z, y, x, 3) of the fixed grid ``image``."""
+    elastix = _elastix()
+    images = _Images(elastix)
+    transformix = elastix.transformix.__New_orig__()
+    transformix.SetMovingImage(images.image(image))
+    transformix.SetTransformParameterObject(images.parameters(maps))
+    transformix.SetLogToConsole(False)
     # transformix writes deformationField.mha into its output directory, by default the
     # user's working directory: give it a scratch folder instead
     with tempfile.TemporaryDirectory(prefix="oncoseg-transformix-") as scratch:
-        field = itk.transformix_deformation_field(
-            to_itk(grid), _parameter_object(maps), log_to_console=False,
-            output_directory=scratch)
-        return np.asarray(itk.GetArrayFromImage(field), np.float64)
+        if field:
+            transformix.SetOutputDirectory(scratch)
+            transformix.SetComputeDeformationField(True)
+        transformix.UpdateLargestPossibleRegion()
+        if not field:
+            output = transformix.GetOutput()
+            grid = sitk.Image([int(v) for v in output.GetLargestPossibleRegion().GetSize()],
+                              sitk.sitkUInt8)
+            grid.SetOrigin([float(v) for v in output.GetOrigin()])
+            grid.SetSpacing([float(v) for v in output.GetSpacing()])
+            direction = output.GetDirection().GetVnlMatrix()
+            grid.SetDirection([direction.get(row, column) for row in range(3)
+                               for column in range(3)])
+            return _on_grid(elastix, output, grid)
+        view = elastix.buffer_vf._GetArrayViewFromImage(transformix.GetOutputDeformationField())
+        return np.frombuffer(view, np.float32).reshape(
+            (*image.GetSize()[::-1], 3)).astype(np.float64)
+
+
+def _displacement_field(grid: sitk.Image, maps: Sequence[ParameterMap]) -> np.ndarray:
+    return _transformix(grid, maps, field=True)
 
 
 def register(
@@ -241,6 +393,7 @@ def register(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     child_python: str | None = None,
+    engine: str = "elastix",
 ) -> RegistrationResult:
     """Register ``moving`` onto ``fixed``. ``fixed_mask`` (non-zero = use) restricts where the
     metric samples, e.g. to the body rather than noisy air.
@@ -249,7 +402,12 @@ def register(
     ``PythonSlicer``), see "In a child process" below; its progress is reported level by level
     and iteration by iteration, and cancelling ends the child's whole process tree at once.
     None (the default, the CLI's): in this process, where cancellation is honoured before and
-    after the elastix run only (elastix cannot be interrupted in-process)."""
+    after the elastix run only (elastix cannot be interrupted in-process).
+
+    ``engine``: "elastix" (the default) or "simpleitk" for one rigid or affine stage (in this
+    process whatever ``child_python`` says: it is Slicer's own SimpleITK, and it reports
+    progress and honours cancellation at every iteration); see the SimpleITK engine's section
+    for why elastix stays the default."""
     check_overlap(moving, fixed, names[1], names[0])
     if fixed_mask is not None:
         check_overlap(fixed_mask, fixed, f"mask of {names[0]}", names[0])
@@ -257,11 +415,17 @@ def register(
             raise InputError(f"mask of {names[0]}", "is empty: registration would have no "
                              "voxel to compare")
     maps = preset_maps(preset, overrides, stage_overrides)
+    engine = _engine(maps, engine)
     check_cancelled(cancel)
     stage = f"Registering {names[1]} to {names[0]}"
-    where = "in a child process" if child_python is not None else "in this process"
-    report(progress, stage, 0, 1, message=f"{preset}: {len(maps)} stage(s), {where}")
-    if child_python is None:
+    where = ("in a child process" if child_python is not None and engine == "elastix"
+             else "in this process")
+    report(progress, stage, 0, 1, message=f"{preset}: {len(maps)} stage(s), {where}"
+           + (", SimpleITK" if engine == "simpleitk" else ""))
+    if engine == "simpleitk":
+        result = _run_simpleitk(fixed, moving, maps[0], names, fixed_mask, stage, progress,
+                                cancel)
+    elif child_python is None:
         result = _run_elastix(fixed, moving, maps, names, fixed_mask)
     else:
         images = {"fixed": fixed, "moving": moving}
@@ -280,15 +444,16 @@ def _run_elastix(fixed: sitk.Image, moving: sitk.Image, maps: Sequence[Parameter
                  names: Sequence[str], fixed_mask: sitk.Image | None = None,
                  console: bool = False) -> RegistrationResult:
     """elastix in this process; ``console``: its log on stdout too (a child's progress)."""
-    itk = _itk()
     started = time.perf_counter()
+    elastix = _elastix()
+    images = _Images(elastix)
     with tempfile.TemporaryDirectory(prefix="oncoseg-elastix-") as folder:
-        method = itk.ElastixRegistrationMethod[itk.Image[itk.F, 3], itk.Image[itk.F, 3]].New()
-        method.SetFixedImage(to_itk(fixed))
-        method.SetMovingImage(to_itk(moving))
+        method = elastix.registration.__New_orig__()
+        method.SetFixedImage(images.image(fixed))
+        method.SetMovingImage(images.image(moving))
         if fixed_mask is not None:
-            method.SetFixedMask(to_itk(fixed_mask, pixel="UC"))
-        method.SetParameterObject(_parameter_object(maps))
+            method.SetFixedMask(images.image(fixed_mask, pixel="UC"))
+        method.SetParameterObject(images.parameters(maps))
         method.SetLogToConsole(console)
         method.SetLogToFile(True)
         method.SetOutputDirectory(folder)
@@ -299,12 +464,197 @@ def _run_elastix(fixed: sitk.Image, moving: sitk.Image, maps: Sequence[Parameter
             raise RegistrationFailed(_failure_message(error, Path(folder) / "elastix.log",
                                                       (names[0], names[1]))) from None
         log = _read_log(Path(folder) / "elastix.log")
-        warped = to_sitk(method.GetOutput())
+        warped = _on_grid(elastix, method.GetOutput(), fixed)
         transform_object = method.GetTransformParameterObject()
         transform = [{k: list(v) for k, v in dict(transform_object.GetParameterMap(i)).items()}
                      for i in range(transform_object.GetNumberOfParameterMaps())]
     return RegistrationResult(warped, transform, _final_metric(log),
                               time.perf_counter() - started, fixed)
+
+
+# ---------------------------------------------------------------------------- SimpleITK engine
+#
+# Rigid and affine presets can run with SimpleITK's ImageRegistrationMethod (``engine=
+# "simpleitk"``): SimpleITK is loaded already (every image passes through it), while itk-elastix
+# costs 8-16 s of loading itk's wrappers on two cores (issue 25), more than the registration
+# itself. It is not the default, by measurement (rigid, T2w onto b0 of rectal phantom seeds 5-8,
+# error against the known displacement): elastix 2.6 / 2.4 / 2.8 / 3.3 mm, this engine 2.7 / 2.9
+# / 4.0 / 6.4-7.2 mm, identity 2.6 / 2.6 / 3.1 / 3.2 mm. Its optimisers (regular-step,
+# learning-rate-estimating and line-search gradient descent, with several scales, samplings and
+# pyramids) stop at poorer mutual information than elastix's stochastic one reaches, by
+# SimpleITK's own metric. The translation keeps the preset's choices: Mattes mutual information
+# with the same bins, a centre-of-gravity
+# start, a smoothing pyramid of the same levels (elastix's default schedule: 2^(levels-1-level)
+# voxels, half that as Gaussian sigma, no down-sampling), the same iteration budget per level,
+# random samples (drawn once per level, so more of them than elastix's new 2048 per iteration),
+# the same final B-spline interpolation and default value. Parameter maps with anything else
+# (another metric, a pyramid schedule, a B-spline stage) run in elastix.
+
+ENGINES = ("elastix", "simpleitk")
+_SITK_TRANSFORMS = ("EulerTransform", "AffineTransform")
+# keys the SimpleITK engine follows; every other key must hold the affine preset's value
+_SITK_KEYS = {"Transform", "NumberOfResolutions", "MaximumNumberOfIterations",
+              "NumberOfHistogramBins", "NumberOfSpatialSamples", "DefaultPixelValue",
+              "FinalBSplineInterpolationOrder", "AutomaticTransformInitialization",
+              "WriteResultImage"}
+_SITK_SAMPLING_FRACTION = 0.1  # of the fixed image's voxels (masked ones) per level
+_SITK_SEED = 1  # the same samples on every run: results are reproducible
+_SITK_ORDER = {"0": sitk.sitkNearestNeighbor, "1": sitk.sitkLinear, "3": sitk.sitkBSpline}
+
+
+def simpleitk_runs(maps: Sequence[ParameterMap]) -> bool:
+    """Whether the SimpleITK engine follows these maps exactly as far as they say: one rigid
+    (Euler) or affine stage of Mattes mutual information, changed from the affine preset only
+    in the keys it translates."""
+    if len(maps) != 1:
+        return False
+    parameters = maps[0]
+    if parameters.get("Transform", [""])[0] not in _SITK_TRANSFORMS:
+        return False
+    if parameters.get("FinalBSplineInterpolationOrder", ["3"])[0] not in _SITK_ORDER:
+        return False
+    if len(set(parameters.get("MaximumNumberOfIterations", ["0"]))) != 1:
+        return False  # one budget for every level: SimpleITK's optimiser holds one
+    return all(key in _SITK_KEYS or AFFINE.get(key) == list(value)
+               for key, value in parameters.items()) and set(AFFINE) <= set(parameters)
+
+
+def _engine(maps: Sequence[ParameterMap], engine: str) -> str:
+    if engine not in ENGINES:
+        raise ValueError(f"unknown registration engine {engine!r} (engines: "
+                         f"{', '.join(ENGINES)})")
+    if engine == "simpleitk" and not simpleitk_runs(maps):
+        raise ValueError("the SimpleITK engine runs one rigid or affine stage of the affine "
+                         "preset's kind only; these maps need elastix")
+    return engine
+
+
+def _per_level(values: Sequence[str], levels: int) -> list[int]:
+    return [int(float(values[min(level, len(values) - 1)])) for level in range(levels)]
+
+
+def _run_simpleitk(fixed: sitk.Image, moving: sitk.Image, parameters: ParameterMap,
+                   names: Sequence[str], fixed_mask: sitk.Image | None,
+                   stage: str, progress: ProgressCallback | None,
+                   cancel: CancelToken | None) -> RegistrationResult:
+    """One rigid or affine stage with SimpleITK (see the section's comment)."""
+    started = time.perf_counter()
+    levels = int(parameters["NumberOfResolutions"][0])
+    iterations = _per_level(parameters["MaximumNumberOfIterations"], levels)
+    samples = _per_level(parameters["NumberOfSpatialSamples"], levels)
+    default = float(parameters["DefaultPixelValue"][0])
+    fixed_f = sitk.Cast(fixed, sitk.sitkFloat32)
+    moving_f = sitk.Cast(moving, sitk.sitkFloat32)
+    rigid = parameters["Transform"][0] == "EulerTransform"
+    transform: sitk.Transform = sitk.Euler3DTransform() if rigid else sitk.AffineTransform(3)
+    try:
+        if parameters["AutomaticTransformInitialization"][0] == "true":
+            transform = sitk.CenteredTransformInitializer(
+                fixed_f, moving_f, transform,
+                sitk.CenteredTransformInitializerFilter.MOMENTS)
+        else:
+            centre = fixed_f.TransformContinuousIndexToPhysicalPoint(
+                [(n - 1) / 2 for n in fixed_f.GetSize()])
+            transform.SetCenter(centre)
+        transform = sitk.Euler3DTransform(transform) if rigid else sitk.AffineTransform(transform)
+        method = sitk.ImageRegistrationMethod()
+        method.SetMetricAsMattesMutualInformation(int(parameters["NumberOfHistogramBins"][0]))
+        counted = (int(np.count_nonzero(sitk.GetArrayViewFromImage(fixed_mask)))
+                   if fixed_mask is not None else int(np.prod(fixed_f.GetSize())))
+        fractions = [min(1.0, max(_SITK_SAMPLING_FRACTION, 4 * n / max(counted, 1)))
+                     for n in samples]
+        method.SetMetricSamplingStrategy(method.RANDOM)
+        method.SetMetricSamplingPercentagePerLevel(fractions, _SITK_SEED)
+        if fixed_mask is not None:
+            method.SetMetricFixedMask(sitk.Cast(fixed_mask != 0, sitk.sitkUInt8))
+        method.SetInterpolator(sitk.sitkLinear)
+        method.SetOptimizerAsRegularStepGradientDescent(
+            learningRate=1.0, minStep=1e-3, numberOfIterations=iterations[0],
+            relaxationFactor=0.5, gradientMagnitudeTolerance=1e-8)
+        method.SetOptimizerScalesFromPhysicalShift()
+        method.SetShrinkFactorsPerLevel([1] * levels)
+        method.SetSmoothingSigmasPerLevel([0.5 * 2 ** (levels - 1 - level)
+                                           for level in range(levels)])
+        method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
+        method.SetInitialTransform(transform, inPlace=True)
+        watcher = _SitkProgress(method, levels, iterations, stage, progress, cancel)
+        method.AddCommand(sitk.sitkIterationEvent, watcher.iteration)
+        method.AddCommand(sitk.sitkMultiResolutionIterationEvent, watcher.level)
+        method.Execute(fixed_f, moving_f)
+    except RuntimeError as error:
+        check_cancelled(cancel)  # an abort on cancel ends Execute with an error
+        raise RegistrationFailed(_failure_message(error, None, (names[0], names[1]))) from None
+    check_cancelled(cancel)
+    order = parameters.get("FinalBSplineInterpolationOrder", ["3"])[0]
+    warped = sitk.Resample(moving_f, fixed_f, transform, _SITK_ORDER[order], default,
+                           sitk.sitkFloat32)
+    return RegistrationResult(warped, [_elastix_transform_map(transform, fixed_f, parameters)],
+                              float(method.GetMetricValue()), time.perf_counter() - started,
+                              fixed, sitk_transform=transform, engine="simpleitk")
+
+
+class _SitkProgress:
+    """SimpleITK's iteration events -> progress (one unit per level) and cancellation."""
+
+    def __init__(self, method: sitk.ImageRegistrationMethod, levels: int,
+                 iterations: Sequence[int], stage: str, progress: ProgressCallback | None,
+                 cancel: CancelToken | None):
+        self.method, self.levels, self.iterations = method, levels, iterations
+        self.stage, self.progress, self.cancel = stage, progress, cancel
+        self.current = -1
+        self.shown = -1.0
+
+    def level(self) -> None:
+        self.current = min(self.current + 1, self.levels - 1)
+        self._show(0)
+
+    def iteration(self) -> None:
+        if self.cancel is not None and self.cancel.cancelled:
+            self.method.Abort()
+            return
+        self._show(self.method.GetOptimizerIteration())
+
+    def _show(self, iteration: int) -> None:
+        if self.current < 0:
+            return
+        done = self.current + min(1.0, iteration / max(self.iterations[self.current], 1))
+        if done - self.shown < 0.01 * self.levels and iteration:
+            return
+        self.shown = done
+        report(self.progress, self.stage, done, self.levels,
+               message=f"stage 1 of 1, level {self.current + 1} of {self.levels}")
+
+
+def _elastix_transform_map(transform: sitk.Transform, grid: sitk.Image,
+                           parameters: ParameterMap) -> ParameterMap:
+    """The transform as an elastix transform parameter map (what transformix reads): elastix's
+    EulerTransform and AffineTransform hold the same parameters as ITK's Euler3DTransform and
+    AffineTransform, about the same centre."""
+    values = [f"{v:.10g}" for v in transform.GetParameters()]
+    centre = [f"{v:.10g}" for v in transform.GetFixedParameters()[:3]]
+    return {
+        "Transform": [parameters["Transform"][0]],
+        "NumberOfParameters": [str(len(values))],
+        "TransformParameters": values,
+        "InitialTransformParametersFileName": ["NoInitialTransform"],
+        "HowToCombineTransforms": ["Compose"],
+        "FixedImageDimension": ["3"], "MovingImageDimension": ["3"],
+        "FixedInternalImagePixelType": ["float"], "MovingInternalImagePixelType": ["float"],
+        "Size": [str(n) for n in grid.GetSize()], "Index": ["0", "0", "0"],
+        "Spacing": [f"{v:.10g}" for v in grid.GetSpacing()],
+        "Origin": [f"{v:.10g}" for v in grid.GetOrigin()],
+        "Direction": [f"{v:.10g}" for v in grid.GetDirection()],
+        "UseDirectionCosines": ["true"],
+        "CenterOfRotationPoint": centre,
+        **({"ComputeZYX": ["false"]} if parameters["Transform"][0] == "EulerTransform" else {}),
+        "ResampleInterpolator": ["FinalBSplineInterpolator"],
+        "FinalBSplineInterpolationOrder": list(parameters.get("FinalBSplineInterpolationOrder",
+                                                              ["3"])),
+        "Resampler": ["DefaultResampler"],
+        "DefaultPixelValue": list(parameters["DefaultPixelValue"]),
+        "ResultImageFormat": ["mha"], "ResultImagePixelType": ["float"],
+        "CompressResultImage": ["false"],
+    }
 
 
 # ---------------------------------------------------------------------------- in a child process
@@ -470,6 +820,10 @@ _KNOWN_FAILURES = (
      "too little of the {moving} overlaps the {fixed} during optimisation (elastix: too many "
      "samples map outside the moving image). Check that both show the same region, or that "
      "the images are not grossly misaligned."),
+    ("samples map outside moving image buffer",  # ITK's v4 metrics (the SimpleITK engine)
+     "too little of the {moving} overlaps the {fixed} during optimisation (all samples map "
+     "outside the moving image). Check that both show the same region, or that the images "
+     "are not grossly misaligned."),
     ("Total Mass of the image was zero",
      "the {moving} or the {fixed} holds (almost) no signal where they overlap, so elastix "
      "cannot centre one on the other. Check that the right series was chosen."),
@@ -478,8 +832,8 @@ _KNOWN_FAILURES = (
 )
 
 
-def _failure_message(error: Exception, log_path: Path, names: tuple[str, str]) -> str:
-    text = f"{error}\n{_read_log(log_path)}"
+def _failure_message(error: Exception, log_path: Path | None, names: tuple[str, str]) -> str:
+    text = f"{error}\n{_read_log(log_path) if log_path is not None else ''}"
     for needle, explanation in _KNOWN_FAILURES:
         if needle in text:
             return (f"registration of {names[1]} to {names[0]} failed: "
