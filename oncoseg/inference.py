@@ -3,10 +3,11 @@
 Windows are placed as MONAI and nnU-Net place them (a regular grid whose last window is moved
 back to end at the border; images smaller than the window are padded symmetrically) and blended
 with the same Gaussian importance map, so results agree with MONAI's ``sliding_window_inference``.
-What differs is the memory: windows are visited slab by slab along the first spatial axis, and
-only one slab of accumulated predictions and weights is held. Rows that no later window touches
-are normalised, passed through ``finalize`` (e.g. a softmax) and written into the output at once,
-so no full-size weight map or second full-size copy exists. Each window is cut from the raw input
+What differs is the memory: windows are visited slab by slab along the first spatial axis and
+blended into the output as they come. Rows that no later window touches are normalised by their
+summed window weights (computed for those rows only, when they finish), passed through
+``finalize`` (e.g. a softmax) and written into the output at once, so no weight map and no second
+full-size copy exists. Each window is cut from the raw input
 and passed through ``window_transform`` (e.g. CT windowing), so a normalised float copy of the
 whole volume is never made either.
 
@@ -111,14 +112,32 @@ class SlidingWindow:
         runner = _BatchRunner(network, self, window_transform)
         if _fits_on(runner.device, data.element_size() * data.numel()):
             data = data.to(runner.device)  # windows are then cut where the network runs
-        slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:],
-                           separate_values=self.output_dtype != torch.float32)
         blend = torch.device("cpu")  # where windows are summed; the GPU when the output fits
         total = len(starts[0]) * math.prod(len(s) for s in starts[1:])
         done = 0
         output: Tensor | None = None
         grid_rest = np.stack(np.meshgrid(*starts[1:], indexing="ij"), -1).reshape(-1,
                                                                                    len(starts) - 1)
+
+        def weights_of(first: int, stop: int) -> Tensor:
+            """Summed window weights of image rows ``first:stop``, added in the order the
+            windows are blended (so equal bit for bit to a map summed as they come)."""
+            weights = torch.zeros((stop - first, *spatial[1:]), dtype=torch.float32,
+                                  device=importance.device)
+            for start0 in starts[0]:
+                lo, hi = max(start0 - pad_lo[0], first), min(start0 - pad_lo[0]
+                                                             + self.window[0], stop)
+                if lo >= hi:
+                    continue
+                rows = slice(lo - (start0 - pad_lo[0]), hi - (start0 - pad_lo[0]))
+                for rest in grid_rest:
+                    source, target = self._place((start0, *map(int, rest)), pad_lo, spatial)
+                    weights[(slice(lo - first, hi - first), *target[1:])] += importance[
+                        (rows, *source[1:])]
+            return weights
+
+        slab = _WeightSlab(min(self.window[0], spatial[0]), spatial[1:], weights_of,
+                           separate_values=self.output_dtype != torch.float32)
         for start0 in starts[0]:
             if output is not None:  # rows above this window row are complete
                 slab.finish(output, max(start0 - pad_lo[0], 0), finalize)
@@ -158,39 +177,48 @@ class SlidingWindow:
 
     def _add(self, output: Tensor, slab: _WeightSlab, prediction: Tensor, importance: Tensor,
              corner: tuple[int, ...], pad_lo: tuple[int, ...], spatial: tuple[int, ...]) -> None:
-        """Blend one window's prediction into the output and its weight into the slab."""
+        """Blend one window's weighted prediction into the output (or the open rows)."""
+        source, target = self._place(corner, pad_lo, spatial)
+        w_part = importance[tuple(source)]
+        slab.add(output, target, prediction[(slice(None), *source)], w_part)
+
+    def _place(self, corner: tuple[int, ...], pad_lo: tuple[int, ...],
+               spatial: tuple[int, ...]) -> tuple[list[slice], list[slice]]:
+        """The part of a window inside the image: (slices in the window, slices in the
+        image)."""
         source, target = [], []
         for c, p, w, s in zip(corner, pad_lo, self.window, spatial, strict=True):
             lo, hi = max(c - p, 0), min(c - p + w, s)
             source.append(slice(lo - (c - p), hi - (c - p)))
             target.append(slice(lo, hi))
-        w_part = importance[tuple(source)]
-        slab.add(output, target, prediction[(slice(None), *source)], w_part)
+        return source, target
 
 
 class _WeightSlab:
-    """Summed window weights for the rows still open: one window's depth of rows, not a
-    full-size map. Finished rows are normalised and finalized in place, a few at a time.
+    """The rows still open. Finished rows are normalised by their summed window weights
+    (``weights_of``, computed for a few rows at a time when they finish: no map of weights is
+    held, not even one window's depth: 67 MB at 64 x 512 x 512) and finalized in place.
     With ``separate_values`` (an output type other than float32) the weighted predictions of
-    the open rows are summed here too, and only finished rows reach the output."""
+    the open rows (one window's depth) are summed here, and only finished rows reach the
+    output."""
 
     ROWS_PER_STEP = 4  # bounds the temporaries of ``finalize``
 
-    def __init__(self, depth: int, rest: tuple[int, ...], separate_values: bool = False):
-        self.weights = torch.zeros((depth, *rest), dtype=torch.float32)
+    def __init__(self, depth: int, rest: tuple[int, ...],
+                 weights_of: Callable[[int, int], Tensor], separate_values: bool = False):
+        self.depth, self.rest = depth, rest
+        self.weights_of = weights_of
         self.separate_values = separate_values
         self.values: Tensor | None = None  # (K, depth, *rest) when separate_values
-        self.first_row = 0  # image row held in weights[0]
+        self.first_row = 0  # image row held in values[:, 0]
 
     def start(self, channels: int, device: torch.device) -> None:
         """Allocate for ``channels`` classes on ``device`` (known at the first batch)."""
-        self.to(device)
         if self.separate_values:
-            self.values = torch.zeros((channels, *self.weights.shape), dtype=torch.float32,
+            self.values = torch.zeros((channels, self.depth, *self.rest), dtype=torch.float32,
                                       device=device)
 
     def to(self, device: torch.device) -> None:
-        self.weights = self.weights.to(device)
         if self.values is not None:
             self.values = self.values.to(device)
 
@@ -202,7 +230,6 @@ class _WeightSlab:
             output[(slice(None), *target)].addcmul_(prediction, w_part)
         else:
             self.values[(slice(None), rows, *target[1:])].addcmul_(prediction, w_part)
-        self.weights[(rows, *target[1:])] += w_part
 
     def finish(self, output: Tensor, upto: int, finalize: Callable[[Tensor], Tensor] | None
                ) -> None:
@@ -213,7 +240,8 @@ class _WeightSlab:
             b = min(a + self.ROWS_PER_STEP, n)
             target = output[:, self.first_row + a:self.first_row + b]
             rows = target if self.values is None else self.values[:, a:b]
-            rows.div_(self.weights[a:b])
+            weights = self.weights_of(self.first_row + a, self.first_row + b)
+            rows.div_(weights.to(rows.device))
             kept = rows
             if finalize is not None:
                 kept = finalize(rows)
@@ -224,13 +252,10 @@ class _WeightSlab:
                 kept = (kept * 255).round_().clamp_(0, 255)
             if kept is not target:
                 target.copy_(kept)
-        keep = len(self.weights) - n
-        if keep > 0:  # slide the rows still open to the front
-            self.weights[:keep] = self.weights[n:].clone()
-            if self.values is not None:
-                self.values[:, :keep] = self.values[:, n:].clone()
-        self.weights[max(keep, 0):] = 0
+        keep = self.depth - n
         if self.values is not None:
+            if keep > 0:  # slide the rows still open to the front
+                self.values[:, :keep] = self.values[:, n:].clone()
             self.values[:, max(keep, 0):] = 0
         self.first_row = upto
 

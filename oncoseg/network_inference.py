@@ -165,25 +165,34 @@ class PatchTransposedConv(nn.Module):
         self.bias = None if conv.bias is None else nn.Parameter(
             conv.bias.detach().repeat(math.prod(self.kernel)), requires_grad=False)
 
+    BLOCK_BYTES = 8 << 20  # products held at a time
+
     def forward(self, x: Tensor) -> Tensor:
-        rows = _channels_last_view(x)
+        rows = _channels_last_view(x)  # (B, *spatial, in)
         spatial = rows.shape[1:-1]
-        flat = rows.reshape(-1, rows.shape[-1])
-        blocks = (flat @ self.weight if self.bias is None
-                  else torch.addmm(self.bias, flat, self.weight))
         dims = len(self.kernel)
-        blocks = blocks.view(x.shape[0], *spatial, *self.kernel, self.out_channels)
-        # (B, s1, k1, s2, k2, ..., out): each spatial axis followed by its kernel axis
-        order = [0, *[a for i in range(dims) for a in (1 + i, 1 + dims + i)], 1 + 2 * dims]
         size = [s * k for s, k in zip(spatial, self.kernel, strict=True)]
-        out = torch.empty((x.shape[0], self.out_channels, *size), dtype=blocks.dtype,
-                          device=blocks.device,
+        out = torch.empty((x.shape[0], self.out_channels, *size), dtype=x.dtype,
+                          device=x.device,
                           memory_format=torch.channels_last if dims == 2
                           else torch.channels_last_3d)
+        # (B, s1, k1, s2, k2, ..., out): each spatial axis followed by its kernel axis
         target = _channels_last_view(out).view(
             x.shape[0], *[a for s, k in zip(spatial, self.kernel, strict=True)
                           for a in (s, k)], self.out_channels)
-        target.copy_(blocks.permute(order))
+        order = [0, *[a for i in range(dims) for a in (1 + i, 1 + dims + i)], 1 + 2 * dims]
+        # the products are made a few input rows at a time: a block the size of the output
+        # would double this layer's memory
+        per_row = x.shape[0] * math.prod(spatial[1:]) * self.weight.shape[1] * x.element_size()
+        step = max(1, self.BLOCK_BYTES // max(per_row, 1))
+        for first in range(0, spatial[0], step):
+            part = rows[:, first:first + step]
+            flat = part.reshape(-1, part.shape[-1])
+            blocks = (flat @ self.weight if self.bias is None
+                      else torch.addmm(self.bias, flat, self.weight))
+            blocks = blocks.view(part.shape[0], *part.shape[1:-1], *self.kernel,
+                                 self.out_channels)
+            target[:, first:first + step].copy_(blocks.permute(order))
         return out
 
 
