@@ -1,8 +1,20 @@
-"""Which torch device to run on; a requested device that is absent is an input error."""
+"""Which torch device to run on, and the network a task's prediction runs there.
+
+A requested device that is absent is an input error. :func:`inference_network` is what every
+task's network stage runs: channels-last weights (fed channels-last inputs, so no convolution
+converts its input or output), and on the CPU the copy :mod:`oncoseg.network_inference`
+prepares. Measured with Testing/benchmarks/bench_network_peak.py (issue 25).
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from oncoseg.errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: this module is read at start-up
+    import torch
+    from torch import nn
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
@@ -22,3 +34,51 @@ def resolve_device(requested: str = "auto") -> str:
     if requested == "mps" and not mps:
         raise InputError("--device", "'mps' was asked for, but Apple's MPS is not available")
     return requested
+
+
+def channels_last_format(tensor: torch.Tensor) -> torch.memory_format:
+    """The channels-last memory format of a 4D (2D images) or 5D (3D volumes) tensor; any other
+    keeps its layout."""
+    import torch
+
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.dim(),
+                                                                     torch.contiguous_format)
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in channels-last memory (a no-op when it already is, or is not 4D/5D): oneDNN's
+    fast convolutions read and write this layout; given another, each convolution converts
+    its input and output, which costs as much as a narrow convolution itself."""
+    return x.contiguous(memory_format=channels_last_format(x))
+
+
+def channels_last_weights(network: nn.Module) -> nn.Module:
+    """The network with every 4D and 5D parameter and buffer in channels-last memory, in place.
+
+    ``Module.to(memory_format=...)`` takes one format and fails on (or skips) the other rank, so
+    a network that mixes 2D and 3D convolutions (the brain ensemble) or holds only 3D ones
+    (``channels_last`` is for rank 4) would keep default-layout weights, and oneDNN would then
+    reorder them on every call. Values are unchanged; training works on the result as before:
+    the copies are made outside inference mode even when the caller is inside it (inference
+    tensors as parameters would refuse a later backward pass).
+    """
+    import torch
+
+    with torch.inference_mode(False):
+        return network._apply(to_channels_last)
+
+
+def inference_network(network: nn.Module, spatial_dims: int,
+                      device: str | torch.device = "cpu") -> nn.Module:
+    """What a task's prediction runs: ``network`` with channels-last weights (the fast layout
+    on the CPU and on CUDA), and on the CPU, in eval mode, the copy that
+    :func:`oncoseg.network_inference.prepare_for_inference` rewrites (eval batch norm folded
+    into its convolution, channels-last instance norm, 1 x 1 convolutions as matrix products,
+    activations in place); a network in training mode is returned as it is (the caller's mode
+    is never changed). Call it once per case or per stage, not per batch: it copies the
+    network. Feed it channels-last inputs (:func:`to_channels_last`)."""
+    from oncoseg.network_inference import prepare_for_inference
+
+    channels_last_weights(network)
+    window = (1,) * spatial_dims  # only its length matters: it picks the memory format
+    return prepare_for_inference(network, window, device=device).eager

@@ -125,3 +125,63 @@ def test_vote_of_the_papers_six_members_at_its_thresholds():
 
     assert tuple(BrainConfig().vote_thresholds) == THRESHOLDS == (0.4, 0.3, 0.4)
     assert hierarchical_vote(list(maps)).tolist() == labels.tolist()
+
+
+
+def test_members_and_2d_models_run_prepared_channels_last_equal_to_the_modules():
+    from oncoseg.brain.network import Brain2D, Brain3D
+    from oncoseg.device import inference_network, to_channels_last
+
+    torch.manual_seed(0)
+    member = Brain3D(4, 12, width=8, levels=2, import_at="first", norm="instance").eval()
+    image, features = torch.randn(1, 4, 16, 16, 16), torch.randn(1, 12, 16, 16, 16)
+    model_2d = Brain2D(4, 8, "unet", levels=2).eval()
+    for m in model_2d.modules():  # trained-looking batch norm statistics, not the identity
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    slices = torch.randn(3, 4, 32, 32)
+    with torch.inference_mode():
+        expected_3d, expected_2d = member(image, features), model_2d(slices)
+        runner_3d, runner_2d = inference_network(member, 3), inference_network(model_2d, 2)
+        got_3d = runner_3d(to_channels_last(image), to_channels_last(features))
+        got_2d = runner_2d(to_channels_last(slices))
+    assert got_3d.is_contiguous(memory_format=torch.channels_last_3d)
+    assert float((got_3d - expected_3d).abs().max()) <= 1e-5 * float(expected_3d.abs().max())
+    assert float((got_2d - expected_2d).abs().max()) <= 1e-5 * float(expected_2d.abs().max())
+    assert runner_3d is not member and not member.training  # a prepared copy on the CPU
+    # the batch norms were folded away in the copy, the caller's module keeps them
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in runner_2d.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model_2d.modules())
+    # a network in training mode is run as it is, its mode untouched
+    model_2d.train()
+    assert inference_network(model_2d, 2) is model_2d and model_2d.training
+
+
+def test_weights_made_channels_last_inside_inference_mode_still_train():
+    from oncoseg.device import channels_last_weights
+
+    conv = torch.nn.Conv3d(2, 3, 3)
+    with torch.inference_mode():
+        channels_last_weights(conv)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    conv(torch.randn(1, 2, 5, 5, 5)).sum().backward()  # inference tensors would refuse this
+    assert conv.weight.grad is not None
+
+def test_channels_last_weights_converts_2d_and_3d_weights_of_one_network():
+    from oncoseg.brain.network import brain_ensemble
+    from oncoseg.device import channels_last_weights
+
+    torch.manual_seed(0)
+    ensemble = brain_ensemble(width_2d=4, levels_2d=1,
+                              members=[{"width": 4, "levels": 1, "import_at": "first"}])
+    values = {name: p.detach().clone() for name, p in ensemble.named_parameters()}
+    channels_last_weights(ensemble)
+    for name, p in ensemble.named_parameters():
+        assert torch.equal(p.detach(), values[name]), name
+        if p.dim() == 4:
+            assert p.is_contiguous(memory_format=torch.channels_last), name
+        if p.dim() == 5:
+            assert p.is_contiguous(memory_format=torch.channels_last_3d), name
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in ensemble.parameters())
+    assert any(p.dim() == 5 and not p.is_contiguous() for p in ensemble.parameters())

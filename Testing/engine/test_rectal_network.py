@@ -64,3 +64,29 @@ def test_a_fresh_process_loads_a_rectal_model_file(tmp_path):
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "RectalPatchCNN"
+
+
+def test_in_place_activations_train_as_the_functional_network():
+    """LeakyReLU runs in place (a copy was a fifth of the dense pass); gradients must be those of
+    the same network written without in-place operations."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    network = RectalPatchCNN().train()
+    patches, targets = torch.randn(6, 3, 21, 21), torch.tensor([0, 1, 1, 0, 1, 0])
+
+    def reference(x: torch.Tensor) -> torch.Tensor:  # dropout off on both sides (eval)
+        act = lambda t: F.leaky_relu(t, network.slope)  # noqa: E731
+        x = act(network.convs[0](x))
+        x = F.max_pool2d(act(network.convs[1](x)), 3, stride=2)
+        x = F.max_pool2d(act(network.convs[2](x)), 2, stride=2)
+        x = act(network.convs[3](x))
+        return network.fc2(act(network.fc1(x.flatten(1))))
+
+    network.eval()  # dropout off; autograd still records
+    F.cross_entropy(network(patches), targets).backward()
+    got = {n: p.grad.clone() for n, p in network.named_parameters()}
+    network.zero_grad()
+    F.cross_entropy(reference(patches), targets).backward()
+    for name, p in network.named_parameters():
+        assert torch.allclose(got[name], p.grad, rtol=1e-5, atol=1e-7), name

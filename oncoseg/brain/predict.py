@@ -25,6 +25,7 @@ from oncoseg.brain.preprocessing import (
 )
 from oncoseg.brain.task import TASK
 from oncoseg.brain.voting import hierarchical_vote
+from oncoseg.device import inference_network, to_channels_last
 from oncoseg.inference import SlidingWindow
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
@@ -48,13 +49,15 @@ def scores_2d(network: torch.nn.Module, volume: np.ndarray, present: np.ndarray,
     slices = to_slices(volume, orientation)
     multiple = 2 ** network.levels
     mask = torch.as_tensor(present, device=device)
+    network = inference_network(network, 2, device)  # with channels-last inputs
     out = []
     with torch.inference_mode():
         for first in range(0, len(slices), SLICE_BATCH):
             check_cancelled(cancel)
             batch = torch.from_numpy(np.ascontiguousarray(slices[first:first + SLICE_BATCH]))
             padded, (h, w) = pad_to_multiple(batch.to(device), multiple)
-            out.append(network(padded, mask)[..., :h, :w].float().cpu().numpy())
+            out.append(network(to_channels_last(padded), mask)[..., :h, :w].float().cpu()
+                       .numpy())
     return from_slices(np.concatenate(out), orientation)
 
 
@@ -76,6 +79,8 @@ def member_probabilities(network: torch.nn.Module, image: np.ndarray, features: 
     """(4, z, y, x) softmax of one 2D-3D member, tiled in patches of the configured size; left
     on the GPU when it was summed there, for the vote's argmax and mean."""
     sequences = image.shape[0]
+    # the window prepares a Module it is given, but this member runs through a lambda
+    network = inference_network(network, 3, device)
     data = torch.from_numpy(np.concatenate([image, features]))
     window = SlidingWindow((config.patch,) * 3, overlap=config.overlap, device=device,
                            batch_size=1, keep_on_device=True)

@@ -63,7 +63,11 @@ class RectalPatchCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, classes)
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.slope)
+        # in place: every input is a fresh convolution or linear output nothing else reads
+        # (their backward needs their inputs, not outputs; LeakyReLU's own backward reads its
+        # output, which autograd allows for a positive slope); a copy cost 21-25 % of the
+        # dense pass
+        return F.leaky_relu(x, self.slope, inplace=True)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """Logits (B, classes) for patches (B, C, 21, 21)."""
@@ -172,7 +176,8 @@ class RectalPaperCNN(nn.Module):
         self.fc2 = nn.Linear(hidden, classes)
 
     def _act(self, x: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(x, self.slope)
+        # in place, as RectalPatchCNN's: its input is always a fresh layer output
+        return F.leaky_relu(x, self.slope, inplace=True)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool_dropout(F.max_pool2d(x, 2, stride=2))

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from oncoseg.device import inference_network, to_channels_last
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.orientation import to_canonical
@@ -62,12 +63,12 @@ def volume_scores(array: np.ndarray, network: torch.nn.Module, config: StagingCo
     volume = torch.from_numpy(np.asarray(array, np.float32))
     generator = torch.Generator().manual_seed(TTA_SEED)
     logits, slice_p = [], []
-    network.eval()
+    network = inference_network(network.eval(), 3, device)  # with channels-last inputs
     with torch.inference_mode():
         for index in range(max(config.tta, 1)):
             check_cancelled(cancel)
             shown = volume if index == 0 else augment(volume, TEST_TIME, generator)
-            out = network(shown[None, None].to(device))
+            out = network(to_channels_last(shown[None, None].to(device)))
             logits.append(float(out["volume_logit"][0]))
             slice_p.append(torch.sigmoid(out["slice_logits"])[0].cpu().numpy())
     p_t3 = float(np.mean([float(torch.sigmoid(torch.tensor(z))) for z in logits]))

@@ -10,6 +10,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
+from oncoseg.device import inference_network, to_channels_last
 from oncoseg.geometry import image_like
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
@@ -64,14 +65,15 @@ def slice_outputs(working: torch.Tensor | np.ndarray, network: torch.nn.Module,
     the sigmoid maps (B, organs, S, S) and, for two-stage models, the gate's organ-presence
     probabilities (B, organs); on the CPU. Prediction and the threshold search share it."""
     depth = working.shape[0]
-    network.eval()
+    network = inference_network(network.eval(), 2, device)  # with channels-last inputs
     for start in range(0, depth, config.inference_batch):
         check_cancelled(cancel)
         report(progress, "Segmenting", start, depth)
         batch = list(range(start, min(start + config.inference_batch, depth)))
         with torch.inference_mode():
-            output = network(stacks(working, batch, config.context, config.context_stride,
-                                    config.mean, config.std).to(device))
+            output = network(to_channels_last(stacks(
+                working, batch, config.context, config.context_stride, config.mean,
+                config.std).to(device)))
             gate = None
             if isinstance(output, tuple):
                 output, gate = output
