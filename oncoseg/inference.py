@@ -11,8 +11,9 @@ full-size copy exists. Each window is cut from the raw input
 and passed through ``window_transform`` (e.g. CT windowing), so a normalised float copy of the
 whole volume is never made either.
 
-On the CPU a ``torch.nn.Module`` network runs as :func:`oncoseg.network_inference.
-prepare_for_inference` rewrites a copy of it (channels-last instance norm, folded batch norm,
+With ``prepare_network`` a ``torch.nn.Module`` network runs on the CPU as
+:func:`oncoseg.network_inference.prepare_for_inference` rewrites a copy of it, one window at a
+time (channels-last instance norm, folded batch norm,
 matrix-product 1x1 and patch transposed convolutions; equal to 1e-5), and its channels-last
 output is blended as it comes, without a conversion per batch. ``output_dtype`` float16 or
 uint8 keeps the open rows in float32 and stores only finished rows in the smaller type (uint8
@@ -73,7 +74,9 @@ class SlidingWindow:
     pad_value: float = 0.0
     keep_on_device: bool = False  # return the output where it was summed (the GPU, if it fit)
     notes: list[str] = field(default_factory=list)  # what the run had to do (OOM fallbacks)
-    prepare_network: bool = True  # CPU: run a rewritten copy of a Module (network_inference)
+    # CPU: run a rewritten copy of a Module (network_inference; 1e-5 on probabilities, not bit
+    # for bit: it moves 2 of oar-ct demo's 1.01 M labels at argmax ties, so callers opt in)
+    prepare_network: bool = False
     output_dtype: torch.dtype = torch.float32  # float16 or uint8 (round(255 * value)) on request
 
     def __call__(

@@ -100,7 +100,7 @@ def run_one(impl: str, name: str, size, window, overlap, batch, sample_path: str
         from oncoseg.inference import SlidingWindow
 
         probabilities = SlidingWindow(window, overlap=overlap, batch_size=batch,
-                                      output_dtype=OUTPUT_TYPES[impl])(
+                                      output_dtype=OUTPUT_TYPES[impl], prepare_network=True)(
             torch.from_numpy(ct)[None], net, window_transform=hu_window,
             finalize=lambda rows: torch.softmax(rows, dim=0))
     seconds = time.perf_counter() - start

@@ -261,7 +261,7 @@ def test_prepared_sliding_window_equals_monai_on_an_oar_network():
     with torch.no_grad():
         expected = torch.softmax(monai_inferers.sliding_window_inference(
             window(hu)[None], (8, 16, 16), 3, net, overlap=0.5, mode="gaussian")[0], dim=0)
-    sw = SlidingWindow((8, 16, 16), overlap=0.5, batch_size=3)
+    sw = SlidingWindow((8, 16, 16), overlap=0.5, batch_size=3, prepare_network=True)
     ours = sw(hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, 0))
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
     assert sw.notes == []
