@@ -8,10 +8,11 @@ built aside and moved into place at the end, so a failed or cancelled run leaves
 Probability maps are written in one of :data:`PROBABILITY_FORMATS`, by default ``uint8``: each
 voxel ``round(p * 255)`` with NIfTI's ``scl_slope = 1/255``, which NIfTI readers (SimpleITK, 3D
 Slicer, nibabel) read back as float ``p`` to within 1/510 (:func:`oncoseg.io.nifti.
-write_scaled_uint8`). At 512 x 512 x 150 one map takes 0.1 s and 1 MB so, against 1.5-4 s and
-56-129 MB as gzip-compressed float32 (``float32-gzip``, the earlier format) or 0.3 s and 150 MB
-as uncompressed float32 (``float32``, a ``.nii`` file). NIfTI has no float16 type (nor has NRRD),
-so no float16 is offered. ``result.json`` names the files and says how the maps are stored.
+write_scaled_uint8`). At 512 x 512 x 150 one map takes about 0.1 s and 1 MB, against 1.5-4 s
+and 56-129 MB as gzip-compressed float32 (``float32-gzip``, the earlier format) or 0.3 s and
+150 MB as uncompressed float32 (``float32``, a ``.nii`` file). NIfTI has no float16 type (nor
+has NRRD), so no float16 is offered. ``result.json`` names the files and says how the maps are
+stored.
 
 A task may hand its maps over as :class:`ResampledMaps`, kept on the grid the network saw and
 resampled onto the output grid only when one is read: the writer then holds one full-size map
