@@ -65,6 +65,21 @@ def _best_slice(labels: np.ndarray | None, depth: int) -> int:
     return int(np.argmax((labels > 0).reshape(depth, -1).sum(axis=1)))
 
 
+def _slice_of(maps: Mapping[str, sitk.Image], name: str, canonical: sitk.Image, k: int
+              ) -> np.ndarray:
+    """Slice ``k`` of the canonical grid of a map, and only that slice: a map kept on another
+    grid (``oncoseg.prediction.ResampledMaps``) is resampled straight onto it, one on the
+    display grid is cut (the canonical grid's voxel centres are the stored ones, reordered)."""
+    plane = sitk.Extract(canonical, [*canonical.GetSize()[:2], 1], [0, 0, k])
+    onto = getattr(maps, "onto", None)
+    if onto is not None:
+        picked = onto(name, plane)
+    else:
+        picked = sitk.Resample(maps[name], plane, sitk.Transform(), sitk.sitkLinear, 0.0,
+                               sitk.sitkFloat32)
+    return sitk.GetArrayFromImage(picked)[0].astype(np.float32)
+
+
 def save_overview(prediction: OverviewContent, path: str | os.PathLike[str]) -> None:
     """Draw ``prediction`` (a :class:`oncoseg.prediction.Prediction`, or anything that offers
     what :class:`OverviewContent` lists) into a PNG at ``path``."""
@@ -75,27 +90,28 @@ def save_overview(prediction: OverviewContent, path: str | os.PathLike[str]) -> 
     from matplotlib.colors import to_rgba
 
     image = to_canonical(prediction.images[prediction.display_role])
-    array = sitk.GetArrayFromImage(image).astype(np.float32)
+    depth = image.GetSize()[2]
     labels = None
     if prediction.labels is not None:
         labels = sitk.GetArrayFromImage(to_canonical(prediction.labels))
-    k = _best_slice(labels, array.shape[0])
+    k = _best_slice(labels, depth)
+    plane = np.asarray(sitk.GetArrayViewFromImage(image)[k], np.float32)  # one slice, no copy
     spacing = image.GetSpacing()
     aspect = spacing[1] / spacing[0]
-    low, high = np.percentile(array[k], [1, 99.5])
+    low, high = np.percentile(plane, [1, 99.5])
 
     panels = 2
     fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 5.4), dpi=110)
     for ax in axes:
-        ax.imshow(array[k], cmap="gray", vmin=low, vmax=high, aspect=aspect,
+        ax.imshow(plane, cmap="gray", vmin=low, vmax=high, aspect=aspect,
                   interpolation="nearest")
         ax.set_axis_off()
-    axes[0].set_title(f"{prediction.display_role}, slice {k + 1}/{array.shape[0]}")
+    axes[0].set_title(f"{prediction.display_role}, slice {k + 1}/{depth}")
     overlay_ax = axes[1]
     if prediction.probabilities:
-        total = np.zeros_like(array[k])
-        for probability in prediction.probabilities.values():
-            total = np.maximum(total, sitk.GetArrayFromImage(to_canonical(probability))[k])
+        total = np.zeros_like(plane)
+        for name in prediction.probabilities:
+            total = np.maximum(total, _slice_of(prediction.probabilities, name, image, k))
         shown = np.ma.masked_less(total, 0.05)
         im = overlay_ax.imshow(shown, cmap="inferno", vmin=0, vmax=1, alpha=0.55, aspect=aspect,
                                interpolation="nearest")
