@@ -115,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi", metavar="X0,Y0,Z0,X1,Y1,Z1", help="box (LPS, mm) around the region "
                    "to classify (staging: rectum and tumour); write --roi=-80,... when the "
                    "first number is negative")
+    p.add_argument("--probability-format", default="uint8",
+                   choices=["uint8", "float32", "float32-gzip"],
+                   help="how probability maps are stored: uint8 (default: round(p*255) with "
+                   "scl_slope 1/255, read as float p within 1/510 by Slicer, SimpleITK and "
+                   "nibabel), float32 (uncompressed .nii) or float32-gzip (.nii.gz, 10-40x "
+                   "slower to write)")
     p.add_argument("--dataset", type=Path, help="instead of --input: every case of a data set "
                    "(any layout train reads, or a CSV manifest case_id,role,path), the model "
                    "read once; one folder per case in OUTPUT/cases/, failures in "
@@ -373,7 +379,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     prediction.timings.setdefault("total", time.perf_counter() - started)
     prediction.messages[:0] = reading_notes  # printed below and kept in result.json
     write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
-                     overwrite=args.overwrite)
+                     overwrite=args.overwrite, probability_format=args.probability_format)
     for message in prediction.messages:
         print(f"note: {message}", file=sys.stderr)
     print(f"Results written to {args.output}/")
@@ -412,7 +418,8 @@ def _cmd_predict_cohort(args: argparse.Namespace, task: Any) -> int:
         say(f"cohort: {len(dataset.cases)} cases of {args.dataset} ({dataset.layout} layout)"
             + ("" if shard.count == 1 else f", shard {shard}: {len(shard.cases(dataset.cases))}"))
         outcomes = cohort.predict_cohort(task, dataset, args.output, args.model, overrides,
-                                         RunContext(device, None, CancelToken()), shard, say)
+                                         RunContext(device, None, CancelToken()), shard, say,
+                                         args.probability_format)
         group.barrier()  # torchrun: the summary once every rank is done
         if group.is_main:
             summary = cohort.write_summary(task, dataset, args.output)

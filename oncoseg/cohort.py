@@ -166,7 +166,8 @@ class CohortProgress:
 def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike[str],
                    model: Any = "demo", overrides: dict[str, Any] | None = None,
                    context: RunContext | None = None, shard: Shard | None = None,
-                   write: Callable[[str], None] = print) -> list[Outcome]:
+                   write: Callable[[str], None] = print,
+                   probability_format: str = "uint8") -> list[Outcome]:
     """Predict this shard's cases of ``dataset`` into ``output/cases/<case_id>/``; the model is
     read once. A case that fails is recorded in ``output/failed/`` and the cohort goes on;
     cancelling (or Ctrl-C) stops it between cases' files, never inside one."""
@@ -201,7 +202,8 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
                 # the picture first: a finished case (its folder) always has one
                 save_thumbnail(prediction, output / THUMBNAILS / f"{case.id}.png")
                 write_prediction(prediction, case_folder(output, case.id),
-                                 {r: str(p) for r, p in case.images.items()})
+                                 {r: str(p) for r, p in case.images.items()},
+                                 probability_format=probability_format)
                 failure_file(output, case.id).unlink(missing_ok=True)
                 outcome = Outcome(case.id, "done", time.perf_counter() - started)
             except (Cancelled, KeyboardInterrupt):

@@ -312,3 +312,20 @@ def test_a_cohort_killed_with_sigkill_resumes_with_nothing_half_written(tmp_path
         assert (cases / name).stat().st_mtime_ns == mtime
     for name in names:
         assert json.loads((cases / name / "result.json").read_text())["task"] == "oar-mr"
+
+
+def test_the_probability_format_is_chosen_on_the_command_line(toy, tmp_path):
+    from oncoseg.cli import build_parser, main
+    from oncoseg.prediction import PROBABILITY_FORMATS
+
+    task, image, model = toy
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]
+    [action] = [a for a in predict._actions if a.dest == "probability_format"]
+    assert set(action.choices) == set(PROBABILITY_FORMATS) and action.default == "uint8"
+    assert main(["predict", task.name, "--input", f"image={image}", "--model", str(model),
+                 "--output", str(tmp_path / "f32"), "--probability-format", "float32"]) == 0
+    document = json.loads((tmp_path / "f32" / "result.json").read_text())
+    assert document["probability_maps"]["format"] == "float32"
+    assert document["files"]["probabilities"]
+    for relative in document["files"]["probabilities"].values():
+        assert relative.endswith(".nii") and (tmp_path / "f32" / relative).is_file()
