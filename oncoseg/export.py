@@ -25,6 +25,7 @@ from oncoseg.errors import InputError
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
 from oncoseg.geometry import check_overlap, same_grid
 from oncoseg.io.atomic import refuse_existing
+from oncoseg.io.dicom import Algorithm
 from oncoseg.io.dicom_geometry import SlicePlane, plan_stack
 from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, reference_planes
 from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
@@ -114,8 +115,10 @@ def interpreted_type(segment: Segment) -> str:
 
 def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[str], fmt: str,
                         series: DicomSeries | None = None, overwrite: bool = False,
-                        label: str = "OncoSeg") -> ExportResult:
-    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series``."""
+                        label: str = "OncoSeg", algorithm: Algorithm | None = None
+                        ) -> ExportResult:
+    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series`` and name
+    ``algorithm`` (the model that made it) as their processing equipment."""
     output = Path(output)
     if fmt not in FORMATS:
         raise InputError("--format", f"'{fmt}' is not one of {', '.join(FORMATS)}")
@@ -136,7 +139,7 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
             from oncoseg.io.dicomseg import write_dicom_seg
 
             write_dicom_seg(segmentation, files, output, overwrite, label,
-                            reference_name=name)
+                            reference_name=name, algorithm=algorithm)
         else:
             from oncoseg.io.rtstruct import write_rtstruct
 
@@ -144,7 +147,7 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
                            tuple(round(255 * c) for c in s.color), interpreted_type(s))
                           for s in segmentation.segments]
             write_rtstruct(structures, segmentation.geometry, files, output, label, overwrite,
-                           reference_name=name)
+                           reference_name=name, algorithm=algorithm)
     elif fmt == "seg.nrrd":
         write_seg_nrrd(segmentation, output, overwrite)
     else:
@@ -158,7 +161,25 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
                 fmt: str, reference: str | os.PathLike[str] | None = None,
                 series_uid: str | None = None, task: str | None = None,
                 overwrite: bool = False, label: str = "OncoSeg") -> ExportResult:
-    """The command line's export: read, check, write."""
+    """The command line's export: read, check, write. A segmentation in a ``predict`` output
+    folder is exported with the identity of the model that made it (its ``result.json``)."""
     segmentation = load_segmentation(segmentation_path, task)
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
-    return export_segmentation(segmentation, output, fmt, series, overwrite, label)
+    return export_segmentation(segmentation, output, fmt, series, overwrite, label,
+                               algorithm_beside(segmentation_path))
+
+
+def algorithm_beside(segmentation_path: str | os.PathLike[str]) -> Algorithm:
+    """The model named by the ``result.json`` of the folder a segmentation file lies in (as
+    ``predict`` writes them), or OncoSeg alone."""
+    import json
+
+    result = Path(segmentation_path).parent / "result.json"
+    try:
+        document = json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return Algorithm()
+    files = document.get("files", {}).values() if isinstance(document, dict) else ()
+    if Path(segmentation_path).name not in files:
+        return Algorithm()  # a result.json of something else
+    return Algorithm.of_model(document.get("model"))

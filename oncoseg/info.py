@@ -17,7 +17,7 @@ import SimpleITK as sitk
 from oncoseg.geometry import orientation_code, physical_bounds, voxel_volume_ml
 from oncoseg.io.segnrrd import read_seg_nrrd
 from oncoseg.io.volumes import read_image
-from oncoseg.modelfile import read_header
+from oncoseg.modelfile import file_sha256, read_header
 from oncoseg.validation import check_structure, count_nonfinite, volume_problems
 
 # intensity percentiles of bigger images come from a regular sample of this many voxels
@@ -107,6 +107,8 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         "outputs": m.outputs,
         "demo": m.demo,
         "description": m.description,
+        "license": m.license or "not stated",
+        "sha256": file_sha256(path),
         "provenance": m.provenance,
         "format_version": m.format_version,
     }
@@ -127,6 +129,7 @@ def format_description(info: dict[str, Any]) -> str:
                   f"  inputs: {', '.join(info['inputs'])}"]
         if info["description"]:
             lines.append(f"  description: {info['description']}")
+        lines += [f"  licence: {info['license']}", f"  sha256: {info['sha256']}"]
         for key in ("preprocessing", "outputs", "provenance"):
             lines.append(f"  {key}: {info[key]}")
         return "\n".join(lines)

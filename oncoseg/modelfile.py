@@ -50,6 +50,8 @@ class ModelMetadata:
     provenance: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     demo: bool = False  # trained on synthetic phantoms: not for clinical use
+    # the weights' licence (SPDX identifier or text); "" when whoever trained it stated none
+    license: str = ""
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> str:
@@ -70,7 +72,7 @@ class ModelMetadata:
         expected_types = {"task": str, "architecture": str, "architecture_args": dict,
                           "inputs": list, "preprocessing": dict, "outputs": dict,
                           "provenance": dict, "description": str, "demo": bool,
-                          "format_version": int}
+                          "license": str, "format_version": int}
         values = {}
         for f in fields(cls):
             if f.name not in document:
@@ -362,11 +364,37 @@ def resolve_model_file(model: str | os.PathLike[str], demo_file: Path) -> Path:
 
 
 def model_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
-    """How a prediction names its model (result.json, the overview's title)."""
+    """How a prediction names its model (result.json, the overview's title, the DICOM objects
+    exported from it): which file exactly (its sha256), when it was trained, under which
+    licence."""
     name = "demo model (synthetic phantoms, not for clinical use)" if metadata.demo \
         else path.name
-    return {"name": name, "path": str(path), "description": metadata.description,
-            "demo": metadata.demo}
+    software = metadata.provenance.get("software", {})
+    return {"name": name, "file": path.name, "path": str(path),
+            "description": metadata.description, "demo": metadata.demo,
+            "sha256": file_sha256(path), "trained": metadata.provenance.get("date", ""),
+            "license": metadata.license or "not stated",
+            "trained_with_oncoseg": software.get("oncoseg", "") if isinstance(software, dict)
+            else ""}
+
+
+_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """The file's SHA-256, computed once per file version (path, size, modification time) in
+    a process: a cohort names its model in every case's result."""
+    import hashlib
+
+    stat = os.stat(path)
+    key = (str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASHES:
+        digest = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASHES[key] = digest.hexdigest()
+    return _HASHES[key]
 
 
 def load_network(path: str | os.PathLike[str], expected_task: str | None = None,

@@ -10,6 +10,7 @@ or a series folder the user names. Nothing is added to the scene.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -20,9 +21,11 @@ import vtk
 from oncoseg.errors import InputError
 from oncoseg.export import ExportResult, export_segmentation
 from oncoseg.export_formats import DICOM_FORMATS
+from oncoseg.io.dicom import Algorithm
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
 from OncoSegCommonLib.scenes import temporary_nodes
+from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE
 from OncoSegCommonLib.volumes import image_from_volume_node
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
@@ -91,4 +94,16 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
                 f"was not loaded from Slicer's DICOM database, so {fmt} export needs the "
                 "folder of its DICOM series"))
     segmentation = segmentation_of_node(segmentation_node, reference_volume_node)
-    return export_segmentation(segmentation, output, fmt, series, overwrite, label)
+    return export_segmentation(segmentation, output, fmt, series, overwrite, label,
+                               algorithm_of_node(segmentation_node))
+
+
+def algorithm_of_node(segmentation_node: Any) -> Algorithm:
+    """The model an OncoSeg run recorded on the node (corrections by hand keep it: the
+    reader's edits start from that model's result); OncoSeg alone for any other node."""
+    text = segmentation_node.GetAttribute(MODEL_ATTRIBUTE)
+    try:
+        model = json.loads(text) if text else None
+    except ValueError:
+        model = None
+    return Algorithm.of_model(model if isinstance(model, dict) else None)

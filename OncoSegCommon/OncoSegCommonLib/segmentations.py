@@ -19,6 +19,10 @@ from oncoseg.tasks import SegmentSpec
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since, temporary_nodes
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
+# The node attribute naming the model that made a segmentation (result.json's "model", as
+# JSON): exports name it in their DICOM objects, and it is saved with the scene.
+MODEL_ATTRIBUTE = "OncoSeg.model"
+
 
 def _consecutive_labels(labels: sitk.Image, segments: Sequence[SegmentSpec]) -> sitk.Image:
     """Segment i -> value i + 1 (what Slicer's import maps onto the i-th segment ID)."""

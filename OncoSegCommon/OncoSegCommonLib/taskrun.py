@@ -8,6 +8,7 @@ the last half therefore leaves the scene exactly as it was.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +19,7 @@ from oncoseg.errors import InputError
 from oncoseg.prediction import Prediction
 from OncoSegCommonLib.probability import show_probability_map
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
-from OncoSegCommonLib.segmentations import segmentation_node_from_labels
+from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, segmentation_node_from_labels
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
 
@@ -64,6 +65,7 @@ def add_prediction(scene: Any, prediction: Prediction, prefix: str, reference_no
             added.segmentation = segmentation_node_from_labels(
                 scene, prediction.labels, prediction.segments, reference_node,
                 f"{prefix} segmentation")
+            added.segmentation.SetAttribute(MODEL_ATTRIBUTE, json.dumps(prediction.model))
         for name, image in prediction.probabilities.items():
             added.probabilities[name] = show_probability_map(
                 scene, image, f"{prefix} {name} probability", background, opacity)

@@ -461,3 +461,42 @@ def test_dicom_seg_bits_run_on_across_frames_of_an_odd_size(tmp_path):
         source_sop_instance_uids=uids, segment_numbers=[1, 2])
     for n, mask in enumerate(masks):
         np.testing.assert_array_equal(frames[..., n] > 0, mask)
+
+
+@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
+def test_exports_name_the_model_file_that_made_them(ct_case, tmp_path, fmt):
+    """IHE AI Results: the algorithm's identity in the object. result.json names the model
+    file by its SHA-256; the DICOM objects exported from that folder carry it in Contributing
+    Equipment and (SEG) the Segmentation Algorithm Identification."""
+    import hashlib
+    import json
+
+    from oncoseg.method import demo_model_file
+
+    case, _, _ = ct_case
+    assert main(["predict", "oar-ct", "--input", f"ct={case}", "--output", str(tmp_path / "p"),
+                 "--progress", "none", "--device", "cpu"]) == 0
+    model = json.loads((tmp_path / "p" / "result.json").read_text())["model"]
+    sha256 = hashlib.sha256(demo_model_file("oar-ct").read_bytes()).hexdigest()
+    assert model["sha256"] == sha256 and model["file"] == "oar-ct-demo.safetensors"
+    assert model["trained"][:4] == "2026"
+    out = tmp_path / "out.dcm"
+    assert main(["export", str(tmp_path / "p" / "segmentation.seg.nrrd"), "--format", fmt,
+                 "--reference", str(case), "--output", str(out)]) == 0
+    ds = pydicom.dcmread(out)
+    [equipment] = ds.ContributingEquipmentSequence
+    assert equipment.Manufacturer == "OncoSeg"
+    assert equipment.ManufacturerModelName == "oar-ct-demo.safetensors"
+    assert sha256 in equipment.ContributionDescription
+    assert equipment.PurposeOfReferenceCodeSequence[0].CodeValue == "109102"
+    if fmt == "dicom-seg":
+        for segment in ds.SegmentSequence:
+            [identity] = segment.SegmentationAlgorithmIdentificationSequence
+            assert identity.AlgorithmName == "oar-ct-demo.safetensors"
+            assert sha256[:16] in identity.AlgorithmVersion
+            assert sha256 in identity.AlgorithmParameters
+    else:
+        assert {r.ROIGenerationDescription for r in ds.StructureSetROISequence} == {
+            "oar-ct-demo.safetensors"}
+    if DCIODVFY is not None:
+        assert dciodvfy_errors(out) == []

@@ -10,9 +10,11 @@ from tinynet import tiny_conv, tiny_metadata
 import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.modelfile import (
+    ModelMetadata,
     build_network,
     load_network,
     load_tensors,
+    model_summary,
     read_header,
     register_architecture,
     save_model,
@@ -195,3 +197,28 @@ def test_a_constructor_refusing_its_arguments_is_bad_input(tmp_path):
     with pytest.raises(InputError, match=r"m: field 'architecture_args' does not fit "
                        r"architecture 'test-refusing' \(seed must not be negative\)"):
         build_network(metadata, "m")
+
+
+@pytest.mark.parametrize("task", ["rectal", "oar-ct", "oar-mr", "staging", "brain"])
+def test_every_demo_model_states_its_licence_and_info_shows_it_with_the_hash(task, capsys):
+    import hashlib
+
+    from oncoseg.cli import main
+    from oncoseg.method import demo_model_file
+
+    path = demo_model_file(task)
+    assert read_header(path).metadata.license == "Apache-2.0"
+    assert main(["info", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  licence: Apache-2.0" in out
+    assert f"  sha256: {hashlib.sha256(path.read_bytes()).hexdigest()}" in out
+
+
+def test_a_model_without_a_licence_says_so(tmp_path):
+    import torch
+
+    metadata = ModelMetadata(task="rectal", architecture="x", architecture_args={},
+                             inputs=["t2w"], preprocessing={}, outputs={"segments": []})
+    path = save_model(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, metadata)
+    assert read_header(path).metadata.license == ""
+    assert model_summary(path, read_header(path).metadata)["license"] == "not stated"

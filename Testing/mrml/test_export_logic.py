@@ -128,3 +128,33 @@ def test_seg_nrrd_export_reads_back(nodes, tmp_path):
     back = read_seg_nrrd(tmp_path / "x.seg.nrrd")
     for segment in truth.segments:
         np.testing.assert_array_equal(back.mask(segment.name), truth.mask(segment.id))
+
+
+def test_a_segmentation_a_run_made_exports_the_models_identity(mrml, ct_case, tmp_path):
+    """add_prediction records the model on the node (saved with the scene); the DICOM export
+    names it; a node OncoSeg did not make names OncoSeg alone."""
+    import json
+
+    from oncoseg.prediction import Prediction
+    from OncoSegCommonLib.export import algorithm_of_node
+    from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE
+    from OncoSegCommonLib.taskrun import add_prediction
+
+    case, image, segmentation = ct_case
+    volume = volume_node_from_image(mrml.scene, image, "CT")
+    labels = sitk.GetImageFromArray(segmentation.mask(segmentation.segments[0].id)
+                                    .astype(np.uint8))
+    labels.CopyInformation(image)
+    model = {"name": "a model", "file": "pelvis-7.safetensors", "sha256": "ab" * 32,
+             "trained": "2026-11-30T10:00:00+00:00", "license": "CC-BY-4.0"}
+    prediction = Prediction(task="oar-ct", model=model, images={"ct": image}, display_role="ct",
+                            segments=CT_SEGMENTS[:1], labels=labels)
+    node = add_prediction(mrml.scene, prediction, "OARSeg", volume).segmentation
+    assert json.loads(node.GetAttribute(MODEL_ATTRIBUTE)) == model
+    result = export_node(node, volume, str(tmp_path / "rt.dcm"), "rtstruct", str(case))
+    [equipment] = pydicom.dcmread(result.path).ContributingEquipmentSequence
+    assert equipment.ManufacturerModelName == "pelvis-7.safetensors"
+    assert "ab" * 32 in equipment.ContributionDescription
+    assert "CC-BY-4.0" in equipment.ContributionDescription
+    assert algorithm_of_node(mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")).name \
+        == "OncoSeg"

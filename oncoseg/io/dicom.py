@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,9 +18,71 @@ import numpy as np
 import pydicom
 import SimpleITK as sitk
 from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 import oncoseg
+from oncoseg.terminology import Code
+
+PROCESSING_EQUIPMENT = Code("DCM", "109102", "Processing Equipment")  # CID 7005
+
+
+def code_item(code: Code) -> pydicom.Dataset:
+    """A Code Sequence item (PS3.3 Table 8.8-1a, basic coded entry attributes)."""
+    item = pydicom.Dataset()
+    item.CodeValue = code.value
+    item.CodingSchemeDesignator = code.scheme
+    item.CodeMeaning = code.meaning[:64]
+    return item
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    """What made a derived object: the model (its file's name, sha256, training date and
+    licence) run by this OncoSeg. The IHE AI Results profile asks for the algorithm's
+    identity in the object; a reviewer auditing a contour needs the exact model file."""
+
+    name: str = "OncoSeg"
+    sha256: str = ""
+    trained: str = ""  # the date training ended (model file provenance)
+    license: str = ""
+
+    @classmethod
+    def of_model(cls, model: Mapping[str, object] | None) -> Algorithm:
+        """From ``result.json``'s ``model`` (:func:`oncoseg.modelfile.model_summary`)."""
+        if not model:
+            return cls()
+        return cls(str(model.get("file") or model.get("name") or "OncoSeg"),
+                   str(model.get("sha256") or ""), str(model.get("trained") or ""),
+                   str(model.get("license") or ""))
+
+    @property
+    def version(self) -> str:
+        """AlgorithmVersion (LO): the training date and the file's hash, which together name
+        one model file; OncoSeg's own version where no model is known."""
+        if not self.sha256:
+            return oncoseg.__version__
+        return f"{self.trained[:10]} sha256:{self.sha256[:16]}".strip()[:64]
+
+    def description(self) -> str:
+        parts = [f"model {self.name}", f"sha256 {self.sha256}" if self.sha256 else "",
+                 f"trained {self.trained}" if self.trained else "",
+                 f"licence {self.license}" if self.license else "",
+                 f"OncoSeg {oncoseg.__version__}"]
+        return "; ".join(p for p in parts if p)
+
+
+def contributing_equipment(algorithm: Algorithm, now: _dt.datetime) -> pydicom.Dataset:
+    """The Contributing Equipment Sequence item (PS3.3 C.12.1.1.5) naming OncoSeg and the
+    model as the processing equipment."""
+    item = pydicom.Dataset()
+    item.Manufacturer = "OncoSeg"
+    item.ManufacturerModelName = algorithm.name[:64]
+    item.SoftwareVersions = [oncoseg.__version__, algorithm.version]
+    item.PurposeOfReferenceCodeSequence = DicomSequence([code_item(PROCESSING_EQUIPMENT)])
+    item.ContributionDateTime = now.strftime("%Y%m%d%H%M%S")
+    item.ContributionDescription = algorithm.description()[:1024]
+    return item
 
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 # Slicer 5.8 and 5.10 ship pydicom 2.4.4, Slicer 5.12 pydicom 3.0.2: every writer goes through
@@ -50,7 +112,8 @@ STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "Acce
 
 
 def derived_object(sop_class_uid: str, source: pydicom.Dataset, modality: str,
-                   series_number: int, series_description: str) -> FileDataset:
+                   series_number: int, series_description: str,
+                   algorithm: Algorithm | None = None) -> FileDataset:
     """A new object made by OncoSeg from the series ``source`` belongs to: the same patient,
     study and frame of reference, a series of its own. Fills what every such object (DICOM
     SEG, RTSTRUCT) has: file meta, SOP Common, Patient, General Study, General Series, Frame
@@ -77,6 +140,8 @@ def derived_object(sop_class_uid: str, source: pydicom.Dataset, modality: str,
     ds.Manufacturer = "OncoSeg"
     ds.ManufacturerModelName = "OncoSeg"
     ds.SoftwareVersions = oncoseg.__version__
+    ds.ContributingEquipmentSequence = DicomSequence([contributing_equipment(
+        algorithm or Algorithm(), now)])
     return ds
 
 

@@ -25,10 +25,9 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
 
-import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
-from oncoseg.io.dicom import derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
 from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes, slice_planes
 from oncoseg.io.dicom_series import check_referenceable
 from oncoseg.io.segnrrd import Segment, Segmentation
@@ -39,15 +38,6 @@ TISSUE = Code("SCT", "85756007", "Tissue")
 ARTIFICIAL_INTELLIGENCE = Code("DCM", "123110", "Artificial Intelligence")  # CID 7162
 SEGMENTATION_DERIVATION = Code("DCM", "113076", "Segmentation")  # CID 7203
 SOURCE_IMAGE_PURPOSE = Code("DCM", "121322", "Source image for image processing operation")
-
-
-def code_item(code: Code) -> pydicom.Dataset:
-    """A Code Sequence item (PS3.3 Table 8.8-1a, basic coded entry attributes)."""
-    item = pydicom.Dataset()
-    item.CodeValue = code.value
-    item.CodingSchemeDesignator = code.scheme
-    item.CodeMeaning = code.meaning[:64]
-    return item
 
 
 def cielab(rgb: Sequence[int]) -> list[int]:
@@ -70,8 +60,8 @@ def cielab(rgb: Sequence[int]) -> list[int]:
     return [min(max(round(v), 0), 0xFFFF) for v in scaled]
 
 
-def segment_description(number: int, segment: Segment, manual: bool = False
-                        ) -> pydicom.Dataset:
+def segment_description(number: int, segment: Segment, manual: bool = False,
+                        algorithm: Algorithm | None = None) -> pydicom.Dataset:
     """A segment's Segment Sequence item (PS3.3 C.8.20.2) from its Slicer terminology
     string."""
     term = Terminology.from_slicer(segment.terminology) or Terminology(TISSUE, TISSUE)
@@ -88,13 +78,15 @@ def segment_description(number: int, segment: Segment, manual: bool = False
         item.AnatomicRegionSequence = DicomSequence([code_item(term.region)])
     item.SegmentAlgorithmType = "MANUAL" if manual else "AUTOMATIC"
     if not manual:
-        item.SegmentAlgorithmName = "OncoSeg"
-        algorithm = pydicom.Dataset()
-        algorithm.AlgorithmFamilyCodeSequence = DicomSequence(
+        algorithm = algorithm or Algorithm()
+        item.SegmentAlgorithmName = algorithm.name[:64]
+        identity = pydicom.Dataset()
+        identity.AlgorithmFamilyCodeSequence = DicomSequence(
             [code_item(ARTIFICIAL_INTELLIGENCE)])
-        algorithm.AlgorithmName = "OncoSeg"
-        algorithm.AlgorithmVersion = oncoseg.__version__
-        item.SegmentationAlgorithmIdentificationSequence = DicomSequence([algorithm])
+        identity.AlgorithmName = algorithm.name[:64]
+        identity.AlgorithmVersion = algorithm.version
+        identity.AlgorithmParameters = algorithm.description()
+        item.SegmentationAlgorithmIdentificationSequence = DicomSequence([identity])
     item.RecommendedDisplayCIELabValue = cielab([round(255 * c) for c in segment.color])
     return item
 
@@ -102,7 +94,8 @@ def segment_description(number: int, segment: Segment, manual: bool = False
 def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.PathLike[str]],
                     path: str | os.PathLike[str], overwrite: bool = False,
                     label: str = "OncoSeg", manual: bool = False,
-                    reference_name: str = "the DICOM series") -> Path:
+                    reference_name: str = "the DICOM series",
+                    algorithm: Algorithm | None = None) -> Path:
     """Write ``segmentation`` as a DICOM SEG referencing the single-frame images
     ``series_files``: frame by frame, the segmentation (on any grid) sampled where each source
     image actually lies, so a series with a missing slice or a gantry tilt is referenced
@@ -120,20 +113,22 @@ def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.
                          "DICOM SEG's frames all have one size")
     masks = masks_on_planes([(s.name, segmentation.mask(s.id)) for s in segmentation.segments],
                             segmentation.geometry, planes, reference_name)
-    ds = _segmentation_dataset(sources, label)
-    ds.SegmentSequence = DicomSequence([segment_description(n, s, manual) for n, s in
-                                        enumerate(segmentation.segments, start=1)])
+    ds = _segmentation_dataset(sources, label, algorithm)
+    ds.SegmentSequence = DicomSequence([segment_description(n, s, manual, algorithm)
+                                        for n, s in enumerate(segmentation.segments, start=1)])
     _add_frames(ds, sources, planes, masks)
     with atomic_path(path, overwrite) as tmp:
         save_dicom(ds, tmp)
     return Path(path)
 
 
-def _segmentation_dataset(sources: list[pydicom.Dataset], label: str) -> FileDataset:
+def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
+                          algorithm: Algorithm | None) -> FileDataset:
     """Every module but the frames and segments: SOP common, patient, study, series,
     frame of reference, equipment, the image's description, references to the series."""
     first = sources[0]
-    ds = derived_object(SEGMENTATION_STORAGE, first, "SEG", 998, f"{label} segmentation")
+    ds = derived_object(SEGMENTATION_STORAGE, first, "SEG", 998, f"{label} segmentation",
+                        algorithm)
     ds.DeviceSerialNumber = "0"  # Enhanced General Equipment
     # General Image, Segmentation Image (its Content Identification macro)
     ds.InstanceNumber = 1

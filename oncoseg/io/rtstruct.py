@@ -20,7 +20,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
-from oncoseg.io.dicom import derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, derived_object, save_dicom
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -104,6 +104,7 @@ def write_rtstruct(
     label: str = "OncoSeg",
     overwrite: bool = False,
     reference_name: str = "the DICOM series",
+    algorithm: Algorithm | None = None,
 ) -> Path:
     """Write (name, mask (z, y, x) on ``image``'s grid, RGB 0-255, interpreted type) structures
     as an RT structure set referencing the single-frame images ``series_files``.
@@ -129,7 +130,7 @@ def write_rtstruct(
     headers = [h for _, h in read]
     first = headers[0]
     ds = derived_object(RT_STRUCTURE_SET_STORAGE, first, "RTSTRUCT", 999,
-                        f"{label} structures")
+                        f"{label} structures", algorithm)
     ds.OperatorsName = ""  # RT Series
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label[:16]
@@ -162,6 +163,7 @@ def write_rtstruct(
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
         roi.ROIName = name
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
+        roi.ROIGenerationDescription = (algorithm or Algorithm()).name[:64]
         roi_items.append(roi)
         roi_contour = pydicom.Dataset()
         roi_contour.ROIDisplayColor = [int(c) for c in color]
