@@ -83,11 +83,12 @@ def test_lib_packages_never_import_qt_or_ctk():
 # A module takes the rank of its exact entry, else of its longest matching package entry; a
 # module with neither fails the test until it is given a rank here.
 LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
-    (0, "foundation: errors, progress and cancel, setting values, memory and devices, child "
-        "processes, the vocabulary of codes, shipped data",
+    (0, "foundation: errors, progress and cancel, setting values, memory and devices (and a "
+        "network's inference copy for them), child processes, the vocabulary of codes, "
+        "shipped data",
      ("oncoseg", "oncoseg.errors", "oncoseg.progress", "oncoseg.settings", "oncoseg.memory",
-      "oncoseg.device", "oncoseg.distributed", "oncoseg.childprocess", "oncoseg.terminology",
-      "oncoseg.data.*")),
+      "oncoseg.device", "oncoseg.network_inference", "oncoseg.distributed",
+      "oncoseg.childprocess", "oncoseg.terminology", "oncoseg.data.*")),
     (1, "file formats and image maths",
      ("oncoseg.io.*", "oncoseg.geometry", "oncoseg.orientation", "oncoseg.validation",
       "oncoseg.metrics", "oncoseg.postprocess", "oncoseg.body", "oncoseg.tiling",
@@ -95,16 +96,17 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (2, "the task registry",
      ("oncoseg.tasks",)),
     (3, "engine services: model files, data sets, phantoms, training loop, inference, "
-        "evaluation tables, prediction writing and its picture, what every method shares",
+        "evaluation tables, prediction writing and its picture, a case's quality control, "
+        "what every method shares",
      ("oncoseg.modelfile", "oncoseg.datasets.*", "oncoseg.phantoms.*", "oncoseg.training",
       "oncoseg.inference", "oncoseg.evaluation", "oncoseg.prediction", "oncoseg.overview",
-      "oncoseg.method")),
+      "oncoseg.quality", "oncoseg.method")),
     (4, "methods, one subpackage per family (see METHOD_FAMILIES)",
      ("oncoseg.rectal.*", "oncoseg.oar.*", "oncoseg.staging.*", "oncoseg.brain.*")),
-    (5, "front ends: the generic verbs every front end calls, the command line, the demo, "
-        "info, export, the terminology file generator",
-     ("oncoseg.verbs", "oncoseg.demo", "oncoseg.__main__", "oncoseg.cli", "oncoseg.info",
-      "oncoseg.export",
+    (5, "front ends: the generic verbs every front end calls, cohort runs and their report, "
+        "the command line, the demo, info, export, the terminology file generator",
+     ("oncoseg.verbs", "oncoseg.cohort", "oncoseg.cohort_report", "oncoseg.demo",
+      "oncoseg.__main__", "oncoseg.cli", "oncoseg.info", "oncoseg.export",
       "oncoseg.export_formats", "oncoseg.frontends", "oncoseg.terminology_context")),
 )
 # Method families never import each other. oar/ct and oar/mr share the modules of the oar
