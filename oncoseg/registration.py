@@ -226,6 +226,14 @@ def _load_elastix(narrow: bool) -> _Elastix:
 
     import itk
 
+    if "torch" not in sys.modules:
+        # itk's SWIG modules wrap their functions to accept torch tensors, importing torch
+        # (1.2-1.6 s) where it is installed; registration passes none. In a process that has
+        # not imported torch (Slicer's registration child, a script) itk's functions then take
+        # numpy arrays and itk images only, for the rest of the process.
+        from itk.support import helpers
+
+        helpers._HAVE_TORCH = False
     if not narrow:
         itk.ElastixRegistrationMethod  # noqa: B018  (the lazy loader loads every dependency)
     elif "itk._ElastixPython" not in sys.modules:

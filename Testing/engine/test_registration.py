@@ -132,6 +132,7 @@ assert registration._elastix().narrow
 heavy = sorted(k for k in sys.modules if k.startswith(("itk.ITKSmoothing", "itk._ITKSmoothing",
                                                        "itk._ITKImageIntensity")))
 assert heavy == [], heavy
+assert "torch" not in sys.modules  # itk would import it for its tensor-accepting wrappers
 field = narrow.displacement_field()
 labels = narrow.apply(moving > 0.6, "nearest")
 # the lazy loader's classes in the same process: the same result, bit for bit
@@ -151,8 +152,8 @@ print("ok")
 def test_elastix_loads_narrowly_and_gives_the_lazy_loaders_result():
     """elastix without itk's other wrapped modules (issue 25: 8-16 s of loading): none of them
     is loaded, and the registration, its field and a resampled label map equal, bit for bit,
-    those made with the classes of itk's lazy loader in the same process. A fresh process:
-    the narrow loading happens once per process."""
+    those made with the classes of itk's lazy loader in the same process; torch is not
+    imported on the way. A fresh process: the narrow loading happens once per process."""
     import subprocess
     from pathlib import Path
 
