@@ -106,3 +106,21 @@ def test_cohort_throughput_benchmark_runs():
 @pytest.mark.benchmark
 def test_cohort_throughput_benchmark_full():
     print(run("bench_cohort_throughput.py"))
+
+
+def test_network_peak_benchmark_runs():
+    summary = run("bench_network_peak.py", "--quick")
+    assert summary["peak_gflops"] > 0
+    assert {t["task"] for t in summary["tasks"]} >= {"rectal", "oar-ct", "oar-mr", "staging"}
+    for task in summary["tasks"]:
+        assert task["seconds"] > 0 and task["gflop"] > 0 and task["fraction_of_peak"] > 0
+
+
+def test_predict_startup_benchmark_runs():
+    summary = run("bench_predict_startup.py", "--quick")
+    assert summary["console_main_s"] > 0 and summary["ordinary_exit_s"] > 0
+
+
+@pytest.mark.benchmark
+def test_sliding_window_benchmark_basicunet_full_size():
+    print(run("bench_sliding_window.py", "--network", "basicunet"))
