@@ -69,16 +69,20 @@ def channels_last_weights(network: nn.Module) -> nn.Module:
 
 
 def inference_network(network: nn.Module, spatial_dims: int,
-                      device: str | torch.device = "cpu") -> nn.Module:
+                      device: str | torch.device = "cpu", prepare: bool = True) -> nn.Module:
     """What a task's prediction runs: ``network`` with channels-last weights (the fast layout
     on the CPU and on CUDA), and on the CPU, in eval mode, the copy that
     :func:`oncoseg.network_inference.prepare_for_inference` rewrites (eval batch norm folded
     into its convolution, channels-last instance norm, 1 x 1 convolutions as matrix products,
     activations in place); a network in training mode is returned as it is (the caller's mode
     is never changed). Call it once per case or per stage, not per batch: it copies the
-    network. Feed it channels-last inputs (:func:`to_channels_last`)."""
+    network. Feed it channels-last inputs (:func:`to_channels_last`). ``prepare=False``: the
+    channels-last module itself, for a model whose pinned results the rewrite (equal to 1e-5,
+    not bit for bit) would move."""
     from oncoseg.network_inference import prepare_for_inference
 
     channels_last_weights(network)
+    if not prepare:
+        return network
     window = (1,) * spatial_dims  # only its length matters: it picks the memory format
     return prepare_for_inference(network, window, device=device).eager
