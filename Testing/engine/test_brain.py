@@ -266,8 +266,10 @@ def test_tuple_settings_take_comma_separated_values_and_are_checked():
 
 
 # The shipped demo model's mean Dice on test seed 4343, computed at 157631d (before the
-# six-member default, model C and norm_3d): a changed label anywhere moves a mean by more
-# than 1e-6 (one voxel of some 25,000), so matching them says it predicts as it did.
+# six-member default, model C and norm_3d). Since issue 25 the CPU runs the networks as
+# network_inference's copy (probabilities equal to 1e-5, not bit for bit), which flips a few
+# voxels at the vote's thresholds: the means agree to 1e-3 (some 25 voxels of 25,000; seen:
+# 2.8e-4), so matching them still says it predicts as it did.
 DEMO_BEFORE = {"full": (0.9551045129278687, 0.9390490528237659, 0.8250246447774874),
                "no_flair": (0.8869666404549241, 0.9246724262946325, 0.7434000129602102)}
 
@@ -292,7 +294,7 @@ def test_demo_ensemble_on_unseen_phantoms(tmp_path):
     assert no_flair["dice_wt"]["mean"] >= full["dice_wt"]["mean"] - 0.15, no_flair
     for name, metrics in (("full", full), ("no_flair", no_flair)):
         means = tuple(metrics[f"dice_{region}"]["mean"] for region in ("wt", "tc", "et"))
-        assert means == pytest.approx(DEMO_BEFORE[name], abs=1e-6), name
+        assert means == pytest.approx(DEMO_BEFORE[name], abs=1e-3), name
 
 
 def test_a_case_without_flair_is_read_and_only_pretrains_the_subnetworks(tmp_path, monkeypatch):

@@ -52,8 +52,11 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
     hu = to_working_grid(image, grid)
     check_cancelled(cancel)
     # smaller volumes are padded with air up to the window, which the network was built for
+    # on the CPU the network runs as network_inference's copy (oneDNN for every convolution,
+    # instance norm in channels-last): probabilities equal to 1e-5, not bit for bit
     window = SlidingWindow(window=tuple(patch_size), overlap=config.overlap,
-                           batch_size=config.inference_batch, device=device, pad_value=AIR_HU)
+                           batch_size=config.inference_batch, device=device, pad_value=AIR_HU,
+                           prepare_network=True)
     probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
                            finalize=lambda rows: torch.softmax(rows, dim=0),
                            progress=progress, cancel=cancel, stage="Segmenting").numpy()
