@@ -53,8 +53,10 @@ def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, P
     return paths
 
 
-def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu") -> float:
-    """MONAI's sliding window over the same members and input as OncoSeg's 2D-3D stage."""
+def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu",
+                          channels_last: bool = False) -> float:
+    """MONAI's sliding window over the same members and input as OncoSeg's 2D-3D stage;
+    ``channels_last``: each member and window in channels-last (the fair peer)."""
     from monai.inferers import sliding_window_inference
 
     from oncoseg.brain.predict import features_2d
@@ -73,12 +75,16 @@ def monai_members_seconds(paths: dict[str, Path], model: str, device: str = "cpu
     synchronise = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     synchronise()
     started = time.perf_counter()
+    layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     with torch.inference_mode():
         for network in ensemble.nets3d:  # each member on its 2D model's features
+            if channels_last:
+                network.to(memory_format=layout)
             logits = sliding_window_inference(
                 data[network.features_from], (config.patch,) * 3, 1,
-                lambda x, n=network: n(x[:, :k], x[:, k:]), overlap=config.overlap,
-                mode="gaussian")
+                lambda x, n=network: n(x[:, :k].contiguous(memory_format=layout),
+                                       x[:, k:].contiguous(memory_format=layout)),
+                overlap=config.overlap, mode="gaussian")
             torch.softmax(logits, 1)
     synchronise()
     return time.perf_counter() - started
@@ -103,18 +109,25 @@ def main() -> None:
             raise SystemExit(f"oncoseg predict failed with exit code {code}")
         result = json.loads((folder / "out" / "result.json").read_text())
         monai_s = monai_members_seconds(paths, args.model, args.device)
+        monai_cl_s = monai_members_seconds(paths, args.model, args.device, channels_last=True)
     stages = result["details"]["inference_stages_s"]
     summary = {"size_zyx": args.size, "wall_s": round(wall, 1), "peak_rss_mb": round(rss),
                "timings_s": result["timings_s"], "inference_stages_s": stages,
                "monai_members_s": round(monai_s, 2),
                "members_ratio_oncoseg_over_monai": round(stages["models_2d3d"] / monai_s, 2),
+               "monai_channels_last_members_s": round(monai_cl_s, 2),
+               "members_ratio_oncoseg_over_monai_channels_last": round(
+                   stages["models_2d3d"] / monai_cl_s, 2),
                "threads": torch.get_num_threads(), "device": args.device}
     report(summary, args.json, [
         f"oncoseg predict brain on {dims(args.size)} (z y x): {wall:.1f} s wall, peak RSS "
         f"{rss:.0f} MB",
         f"  stages: {result['timings_s']}; inside inference: {stages}",
         versus("2D-3D members", stages["models_2d3d"], "MONAI sliding_window_inference", monai_s,
-               summary["members_ratio_oncoseg_over_monai"])])
+               summary["members_ratio_oncoseg_over_monai"]),
+        versus("2D-3D members", stages["models_2d3d"], "MONAI, members and windows "
+               "channels-last", monai_cl_s,
+               summary["members_ratio_oncoseg_over_monai_channels_last"])])
 
 
 if __name__ == "__main__":
