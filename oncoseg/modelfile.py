@@ -172,7 +172,19 @@ def provenance(**extra: Any) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- reading
 
 
-def _refusal_reason(start: bytes) -> str | None:
+def _looks_like_safetensors(start: bytes, size: int) -> bool:
+    """A safetensors file opens with its header's length (u64, little-endian) and the header's
+    '{': such a start is never taken for a pickle, whose protocol mark (0x80, 2-5) the length's
+    first bytes can equal (a header of 0x280-0x5ff bytes)."""
+    if len(start) < 9:
+        return False
+    length = struct.unpack("<Q", start[:8])[0]
+    return start[8:9] == b"{" and 2 <= length <= size - 8
+
+
+def _refusal_reason(start: bytes, size: int) -> str | None:
+    if _looks_like_safetensors(start, size):
+        return None
     if start.startswith(b"PK\x03\x04"):
         return ("is a zip archive (a PyTorch .pt/.pth checkpoint?). It was not opened: such "
                 "files hold pickled Python objects that can run code. OncoSeg model files are "
@@ -193,16 +205,18 @@ def read_header(path: str | os.PathLike[str]) -> ModelFileHeader:
         raise InputError(source, "no such model file")
     size = p.stat().st_size
     with p.open("rb") as handle:
-        start = handle.read(8)
-        reason = _refusal_reason(start)
+        start = handle.read(9)
+        reason = _refusal_reason(start, size)
         if reason:
             raise InputError(source, reason)
+        start = start[:8]
         if len(start) < 8:
             raise InputError(source, "is too short to be a model file")
         (header_len,) = struct.unpack("<Q", start)
         if header_len > min(MAX_HEADER_BYTES, size - 8):
             raise InputError(source, "is not a safetensors model file (its first bytes are not "
                              "a valid header length)")
+        handle.seek(8)
         raw = handle.read(header_len)
     try:
         header = json.loads(raw.decode("utf-8"))

@@ -222,3 +222,28 @@ def test_a_model_without_a_licence_says_so(tmp_path):
     path = save_model(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, metadata)
     assert read_header(path).metadata.license == ""
     assert model_summary(path, read_header(path).metadata)["license"] == "not stated"
+
+
+def test_a_header_whose_length_begins_like_a_pickle_mark_is_still_read(tmp_path):
+    """A safetensors header of 0x280-0x5ff bytes starts with 80 02..05, a pickle protocol
+    mark: such a file was once refused as a pickle (found when a metadata field grew)."""
+    import struct
+
+    import torch
+
+    for description_length in range(300, 1400, 7):
+        metadata = ModelMetadata(task="rectal", architecture="x", architecture_args={},
+                                 inputs=["t2w"], preprocessing={}, outputs={"segments": []},
+                                 description="d" * description_length)
+        path = save_model(tmp_path / "m.safetensors", {"w": torch.zeros(2)}, metadata,
+                          overwrite=True)
+        start = path.read_bytes()[:2]
+        if start[0] == 0x80 and 2 <= start[1] <= 5:
+            assert read_header(path).metadata.description == "d" * description_length
+            break
+    else:
+        raise AssertionError("no header length began with a pickle mark")
+    pickle_like = tmp_path / "p.safetensors"
+    pickle_like.write_bytes(b"\x80\x04" + struct.pack("<Q", 3)[:6] + b"K.")
+    with pytest.raises(InputError, match="Python pickle"):
+        read_header(pickle_like)
