@@ -52,16 +52,23 @@ def test_equals_monai_2d_multichannel():
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
+def hu_window(x):
+    return x.float().clamp(-800, 800) / 800
+
+
+def monai_ct_probabilities(net, hu, window, batch):
+    """The reference: MONAI on the HU-windowed volume, then the softmax, as a MONAI user
+    writes it."""
+    with torch.no_grad():
+        return torch.softmax(monai_inferers.sliding_window_inference(
+            hu_window(hu)[None], window, batch, net, overlap=0.5, mode="gaussian")[0], dim=0)
+
+
 def test_window_transform_and_finalize_equal_doing_it_on_the_whole_volume():
     net = small_net()
     hu = torch.randint(-1200, 1500, (1, 30, 41, 37), dtype=torch.int16)
-
-    def window(x):
-        return x.float().clamp(-800, 800) / 800
-
-    with torch.no_grad():
-        expected = torch.softmax(monai_inferers.sliding_window_inference(
-            window(hu)[None], (12, 16, 16), 2, net, overlap=0.5, mode="gaussian")[0], dim=0)
+    window = hu_window
+    expected = monai_ct_probabilities(net, hu, (12, 16, 16), 2)
     ours = SlidingWindow((12, 16, 16), overlap=0.5, batch_size=2)(
         hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, dim=0))
     torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
@@ -254,13 +261,8 @@ def test_prepared_sliding_window_equals_monai_on_an_oar_network():
     torch.manual_seed(7)
     net = OarUNet3D(1, 4, (4, 8), ((2, 2, 2),)).eval()
     hu = torch.randint(-1000, 1500, (1, 13, 37, 29), dtype=torch.int16)
-
-    def window(x):
-        return x.float().clamp(-800, 800) / 800
-
-    with torch.no_grad():
-        expected = torch.softmax(monai_inferers.sliding_window_inference(
-            window(hu)[None], (8, 16, 16), 3, net, overlap=0.5, mode="gaussian")[0], dim=0)
+    window = hu_window
+    expected = monai_ct_probabilities(net, hu, (8, 16, 16), 3)
     sw = SlidingWindow((8, 16, 16), overlap=0.5, batch_size=3, prepare_network=True)
     ours = sw(hu, net, window_transform=window, finalize=lambda rows: torch.softmax(rows, 0))
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
