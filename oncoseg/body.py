@@ -26,7 +26,13 @@ CT_TISSUE_HU = -500.0
 
 def ct_body(hu: np.ndarray, threshold: float = CT_TISSUE_HU) -> np.ndarray:
     """The body in a CT (z, y, x) in Hounsfield units, as a boolean mask."""
-    tissue = np.asarray(hu) > threshold
+    return body_above(hu, threshold)
+
+
+def body_above(volume: np.ndarray, threshold: float) -> np.ndarray:
+    """The voxels above ``threshold``, gas pockets inside filled slice by slice, the largest
+    6-connected part: the body in any volume whose background lies below ``threshold``."""
+    tissue = np.asarray(volume) > threshold
     if not tissue.any():
         return tissue
     filled = np.stack([ndimage.binary_fill_holes(axial) for axial in tissue])

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import time
 import traceback
@@ -30,7 +29,7 @@ from oncoseg import quality
 from oncoseg.cohort_report import REPORT, THUMBNAILS, write_report
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import Cancelled, InputError
-from oncoseg.io.atomic import write_text_atomic
+from oncoseg.io.atomic import unfinished_parts, write_text_atomic
 from oncoseg.method import Hints, RunContext, prepare
 from oncoseg.tasks import Task, get_task
 
@@ -119,18 +118,11 @@ def is_finished(output: Path, case_id: str) -> bool:
 
 
 def remove_unfinished(output: Path, cases: Sequence[Case]) -> None:
-    """The hidden ``.<case_id>.*.part`` folders a killed run of these cases left behind (only
-    these cases': other shards may be writing theirs right now)."""
-    folder = output / CASES
-    if not folder.is_dir():
-        return
+    """The hidden ``.part`` folders a killed run of these cases left behind (only these
+    cases': other shards may be writing theirs right now)."""
     for case in cases:
-        # exactly the names atomic_directory gives (mkdtemp's 8 random characters), so that
-        # case 'a' never takes case 'a.b''s folder
-        pattern = re.compile(rf"\.{re.escape(case.id)}\.[A-Za-z0-9_]{{8}}\.part")
-        for part in folder.glob(f".{case.id}.*.part"):
-            if pattern.fullmatch(part.name):
-                shutil.rmtree(part, ignore_errors=True)
+        for part in unfinished_parts(case_folder(output, case.id)):
+            shutil.rmtree(part, ignore_errors=True)
 
 
 def case_hints(task: Task, case: Case) -> Hints:

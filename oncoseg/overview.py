@@ -65,6 +65,21 @@ def _best_slice(labels: np.ndarray | None, depth: int) -> int:
     return int(np.argmax((labels > 0).reshape(depth, -1).sum(axis=1)))
 
 
+def _shown_slice(prediction: OverviewContent
+                 ) -> tuple[sitk.Image, np.ndarray | None, int, np.ndarray, float, float]:
+    """What both pictures show: the display image in the canonical orientation, its label map
+    (z, y, x), the slice k with most of the result, that slice as float32 and its grey window
+    (1st to 99.5th percentile)."""
+    image = to_canonical(prediction.images[prediction.display_role])
+    labels = None
+    if prediction.labels is not None:
+        labels = sitk.GetArrayFromImage(to_canonical(prediction.labels))
+    k = _best_slice(labels, image.GetSize()[2])
+    plane = np.asarray(sitk.GetArrayViewFromImage(image)[k], np.float32)  # one slice, no copy
+    low, high = np.percentile(plane, [1, 99.5])
+    return image, labels, k, plane, float(low), float(high)
+
+
 def _slice_of(maps: Mapping[str, sitk.Image], name: str, canonical: sitk.Image, k: int
               ) -> np.ndarray:
     """Slice ``k`` of the canonical grid of a map, and only that slice: a map kept on another
@@ -89,16 +104,10 @@ def save_overview(prediction: OverviewContent, path: str | os.PathLike[str]) -> 
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_rgba
 
-    image = to_canonical(prediction.images[prediction.display_role])
+    image, labels, k, plane, low, high = _shown_slice(prediction)
     depth = image.GetSize()[2]
-    labels = None
-    if prediction.labels is not None:
-        labels = sitk.GetArrayFromImage(to_canonical(prediction.labels))
-    k = _best_slice(labels, depth)
-    plane = np.asarray(sitk.GetArrayViewFromImage(image)[k], np.float32)  # one slice, no copy
     spacing = image.GetSpacing()
     aspect = spacing[1] / spacing[0]
-    low, high = np.percentile(plane, [1, 99.5])
 
     panels = 2
     fig, axes = plt.subplots(1, panels, figsize=(5.0 * panels, 5.4), dpi=110)
@@ -141,18 +150,11 @@ def thumbnail(prediction: OverviewContent, size: int = 160) -> np.ndarray:
     from PIL import Image
     from scipy import ndimage
 
-    image = to_canonical(prediction.images[prediction.display_role])
-    array = sitk.GetArrayViewFromImage(image)
-    labels = None
-    if prediction.labels is not None:
-        labels = sitk.GetArrayViewFromImage(to_canonical(prediction.labels))
-    k = _best_slice(labels, array.shape[0])
-    plane = np.asarray(array[k], np.float32)
+    image, labels, k, plane, low, high = _shown_slice(prediction)
     spacing = image.GetSpacing()
     height_mm, width_mm = plane.shape[0] * spacing[1], plane.shape[1] * spacing[0]
     scale = size / max(height_mm, width_mm)
     shape = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))  # PIL: (w, h)
-    low, high = np.percentile(plane, [1, 99.5])
     grey = np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
     grey = np.asarray(Image.fromarray((255 * grey).astype(np.uint8)).resize(shape,
                                                                             Image.BILINEAR))

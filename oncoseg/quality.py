@@ -227,8 +227,7 @@ def _body(task: Task, prediction: Prediction) -> np.ndarray | None:
     """Where the patient is, on the label grid: CT tissue for a CT reference; for an MR, the
     voxels above a tenth of its bright end, where such a dark background exists at all (a
     pelvic MR's field of view often lies wholly inside the body: then None, nothing to check)."""
-    from oncoseg.body import ct_body
-    from oncoseg.postprocess import largest_component
+    from oncoseg.body import body_above, ct_body
 
     reference = prediction.images.get(task.reference_role)
     if reference is None or reference.GetSize() != prediction.labels.GetSize():
@@ -242,8 +241,8 @@ def _body(task: Task, prediction: Prediction) -> np.ndarray | None:
     threshold = MR_BACKGROUND_FRACTION * float(np.percentile(values, 99))
     if threshold <= 0 or np.mean(values < threshold) < MR_MIN_BACKGROUND:
         return None
-    foreground = np.stack([ndimage.binary_fill_holes(s > threshold) for s in array])
-    return largest_component(foreground, connectivity=6) if foreground.any() else None
+    body = body_above(array, threshold)
+    return body if body.any() else None
 
 
 def _segment(name: str, plausible: Any, mask: np.ndarray, ml: float, body: np.ndarray | None,

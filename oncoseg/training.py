@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from oncoseg.distributed import Distributed, setup, teardown
 from oncoseg.errors import InputError
-from oncoseg.io.atomic import atomic_path, write_text_atomic
+from oncoseg.io.atomic import atomic_path, unfinished_parts, write_text_atomic
 from oncoseg.modelfile import ModelMetadata, provenance, save_model
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 
@@ -216,7 +216,7 @@ class _Loop:
     def run(self, resume: bool) -> TrainingResult:
         if self.context.is_main:
             self.output.mkdir(parents=True, exist_ok=True)
-            for leftover in self.output.glob(f".{CHECKPOINT}.*.part*"):
+            for leftover in unfinished_parts(self.output / CHECKPOINT):
                 leftover.unlink()  # temporaries of a run killed while saving
         self.context.barrier()
         if resume:

@@ -99,3 +99,20 @@ def test_atomic_files_get_the_usual_mode_not_the_temporary_files(tmp_path):
     with atomic_directory(tmp_path / "out") as folder:
         (folder / "f").write_text("z")
     assert (tmp_path / "out").stat().st_mode & 0o777 == 0o777 & ~umask
+
+
+def test_unfinished_parts_are_exactly_what_a_killed_writer_of_that_target_leaves(tmp_path):
+    """The names atomic_path and atomic_directory really give, read off a live writer; a
+    sibling target's parts (``a`` against ``a.b``) and other hidden files are not taken."""
+    from oncoseg.io.atomic import atomic_directory, atomic_path, unfinished_parts
+
+    with atomic_path(tmp_path / "model.nii.gz") as file_part, \
+            atomic_directory(tmp_path / "a") as folder_part, \
+            atomic_directory(tmp_path / "a.b") as other_part:
+        assert unfinished_parts(tmp_path / "model.nii.gz") == [file_part]
+        assert unfinished_parts(tmp_path / "a") == [folder_part]
+        assert unfinished_parts(tmp_path / "a.b") == [other_part]
+        (tmp_path / ".a.notes.part").write_text("someone else's")
+        assert unfinished_parts(tmp_path / "a") == [folder_part]
+    assert unfinished_parts(tmp_path / "a") == []
+    assert unfinished_parts(tmp_path / "missing" / "a") == []

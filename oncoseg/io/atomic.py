@@ -14,7 +14,9 @@ and the process then ends with status 143 (128 + SIGTERM), as it would have. Onl
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import shutil
 import signal
 import sys
@@ -98,6 +100,20 @@ def refuse_nonempty_folder(folder: str | os.PathLike[str], overwrite: bool,
     if folder.exists() and not overwrite and (not folder.is_dir() or any(folder.iterdir())):
         raise InputError(f"{label}{folder}", "exists and is not empty (add --overwrite to "
                          "replace it)")
+
+
+def unfinished_parts(target: str | os.PathLike[str]) -> list[Path]:
+    """The temporary siblings of ``target`` that a writer killed with SIGKILL left (the only
+    way one survives): exactly the names :func:`atomic_path` and :func:`atomic_directory` give
+    (``.<name>.`` + mkstemp's 8 random characters + ``.part`` [+ ending]), so the leftovers of
+    ``a`` never include those of ``a.b``, which another process may be writing."""
+    target = Path(target)
+    pattern = re.compile(rf"\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.part"
+                         rf"(?:{re.escape(full_suffix(target))})?")
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.glob(f".{glob.escape(target.name)}.*.part*")
+                  if pattern.fullmatch(p.name))
 
 
 @contextlib.contextmanager
