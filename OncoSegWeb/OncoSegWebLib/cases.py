@@ -93,8 +93,9 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
 
 
 def cohort_cases(root: Path, cohort: Path) -> list[CaseEntry]:
-    """A cohort output folder's finished cases, flagged first (most flags first); a case whose
-    inputs are gone or lie outside the data root carries that as its error."""
+    """A cohort output folder's finished cases (:func:`find_cases` orders them, most flags
+    first, with every other cohort's); a case whose inputs are gone or lie outside the data
+    root carries that as its error."""
     table = cohort / TABLE
     if not table.is_file():
         return []
@@ -114,7 +115,7 @@ def cohort_cases(root: Path, cohort: Path) -> list[CaseEntry]:
         except (OSError, ValueError, KeyError, InputError) as problem:
             volumes, error = {}, f"its result cannot be opened ({str(problem)[:120]})"
         cases.append(CaseEntry(case_id, folder, volumes, error, folder, flags))
-    return sorted(cases, key=lambda c: (-len(c.flags), c.id))
+    return cases
 
 
 def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
