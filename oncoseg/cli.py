@@ -503,13 +503,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from oncoseg.demo import demo
+    from oncoseg.demo import demo, summary_lines
     from oncoseg.device import resolve_device
     from oncoseg.verbs import RunContext
 
     context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
     result = demo(args.output, context, args.overwrite)
-    print(f"Demo results written to {result}/")
+    print("\n".join(summary_lines(result)))
     return EXIT_OK
 
 

@@ -40,8 +40,43 @@ def evaluate_dataset(dataset: Dataset, evaluate_case: Callable[[Case], dict[str,
         plot_distribution(rows, columns, folder / "distribution.png",
                           title=f"{dataset.root.name}: {len(rows)} cases")
         summary = json.loads((folder / "summary.json").read_text(encoding="utf-8"))
-        summary.update(dataset=str(dataset.root), **(extra or {}),
+        summary.update(dataset=str(dataset.root), **model_configuration(extra or {}),
                        **(totals(rows) if totals else {}))
         (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n",
                                              encoding="utf-8")
     return summary
+
+
+def model_configuration(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``extra`` with its ``config`` (the settings object of the run) told as the model's.
+
+    A run's settings object holds the task's defaults for every training setting, since
+    running a model does not read them; a summary that printed them (learning rate 0.001
+    beside a demo model trained at 1.0) described a model that was never trained. The
+    configuration shown takes the training settings from the configuration stored in the
+    model file (``provenance.<task>_config``) and the settings a run reads from the run
+    (the model's fixed and proposed values, the user's ``--set``). Settings the model file
+    does not record are named in ``config_not_in_model`` (their values are the task's
+    defaults, which the model may or may not have used).
+    """
+    extra = dict(extra)
+    if "config" not in extra or "model" not in extra:
+        return extra
+    from oncoseg.modelfile import read_header
+    from oncoseg.settings import TRAINING
+    from oncoseg.tasks import get_task
+
+    metadata = read_header(extra["model"]).metadata
+    task = get_task(metadata.task)
+    stored = metadata.provenance.get(f"{task.name.replace('-', '_')}_config")
+    if not isinstance(stored, Mapping) or task.settings is None:
+        extra["config_not_in_model"] = sorted(extra["config"])
+        return extra
+    training = task.settings.only(TRAINING)
+    run = extra["config"]
+    extra["config"] = {key: stored[key] if key in training and key in stored else value
+                       for key, value in run.items()}
+    missing = sorted(key for key in training & set(run) if key not in stored)
+    if missing:
+        extra["config_not_in_model"] = missing
+    return extra

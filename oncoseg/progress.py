@@ -94,15 +94,26 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 
 
 class TqdmProgress:
-    """Shows each stage as its own tqdm bar on stderr, closing a bar when its stage changes."""
+    """Shows each stage as its own tqdm bar on stderr, closing a bar when its stage changes.
+
+    ``disable=None`` (the default) draws bars on a terminal only; anywhere else (a pipe, a
+    log file, a SLURM log) each stage is one plain line as it begins (:class:`LineProgress`),
+    since tqdm itself draws nothing there and a redrawn bar is unreadable in a file.
+    ``disable=False`` draws bars wherever the stream goes, ``True`` shows nothing.
+    """
 
     def __init__(self, file: IO[str] | None = None, disable: bool | None = None):
         self._file = file if file is not None else sys.stderr
         self._disable = disable
         self._bar: Any = None
         self._stage: str | None = None
+        self._lines = LineProgress(self._file) if disable is None and not _is_terminal(
+            self._file) else None
 
     def __call__(self, event: ProgressEvent) -> None:
+        if self._lines is not None:
+            self._lines(event)
+            return
         from tqdm import tqdm
 
         if event.stage != self._stage:
@@ -127,6 +138,38 @@ class TqdmProgress:
             self._bar.close()
             self._bar = None
             self._stage = None
+
+
+def _is_terminal(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
+
+
+class LineProgress:
+    """One plain line per stage, written (and flushed) when the stage begins.
+
+    For a pipe or a log: ``[  3.2 s] Registering (of 4)``, the seconds since the first event,
+    so that a log shows where the time went without a line per unit of work.
+    """
+
+    def __init__(self, file: IO[str] | None = None):
+        self._file = file if file is not None else sys.stderr
+        self._stage: str | None = None
+        self._started: float | None = None
+
+    def __call__(self, event: ProgressEvent) -> None:
+        if event.stage == self._stage:
+            return
+        now = time.perf_counter()
+        if self._started is None:
+            self._started = now
+        self._stage = event.stage
+        size = f" (of {event.total:g})" if event.total and event.total > 1 else ""
+        message = f": {event.message}" if event.message else ""
+        self._file.write(f"[{now - self._started:6.1f} s] {event.stage}{size}{message}\n")
+        self._file.flush()
 
 
 class JsonLinesProgress:
