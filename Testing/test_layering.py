@@ -97,10 +97,10 @@ LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
      ("oncoseg.tasks",)),
     (3, "engine services: model files, data sets, phantoms, training loop, inference, "
         "evaluation tables, prediction writing and its picture, a case's quality control, "
-        "what every method shares",
+        "what every method shares, structures' standard names",
      ("oncoseg.modelfile", "oncoseg.datasets.*", "oncoseg.phantoms.*", "oncoseg.training",
       "oncoseg.inference", "oncoseg.evaluation", "oncoseg.prediction", "oncoseg.overview",
-      "oncoseg.quality", "oncoseg.method")),
+      "oncoseg.quality", "oncoseg.method", "oncoseg.structure_names")),
     (4, "methods, one subpackage per family (see METHOD_FAMILIES)",
      ("oncoseg.rectal.*", "oncoseg.oar.*", "oncoseg.staging.*", "oncoseg.brain.*")),
     (5, "front ends: the generic verbs every front end calls, cohort runs and their report, "

@@ -138,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="", help="what the model file says it is")
     p.add_argument("--synthetic", action="store_true", help="mark the model as trained on "
                    "synthetic data (a demo model: not for clinical use)")
+    p.add_argument("--license", default="", metavar="SPDX", help="the licence of the weights, "
+                   "stated in the model file (e.g. Apache-2.0, CC-BY-NC-4.0); the data set's "
+                   "own licence (its dataset.json) is recorded beside it")
     p.add_argument("--folds", type=int, default=0, help="k-fold cross-validation by patient "
                    "instead of one model (tasks that offer it: staging)")
     p.add_argument("--stage", help="train one stage of a staged method (brain: 2d-axial, "
@@ -470,10 +473,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise InputError("--stage", f"task '{task.name}' is not trained in stages")
         overrides["stage"] = args.stage
     context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
+    _say_licences(args.license, args.dataset)
     model = train(task, args.dataset, args.output, overrides, context, args.layout,
-                  TrainOptions(args.resume, args.description, args.synthetic))
+                  TrainOptions(args.resume, args.description, args.synthetic, args.license))
     print(f"Cross-validation written to {model}" if args.folds else f"Model written to {model}")
     return EXIT_OK
+
+
+def _say_licences(license: str, dataset: Path) -> None:
+    """Before hours of training: which licences the model file will state."""
+    from oncoseg.datasets.base import stated_license
+
+    if not license:
+        print("note: the model file states no licence; pass --license SPDX (e.g. Apache-2.0) "
+              "to state the one its weights are shared under", file=sys.stderr)
+    data_license = stated_license(dataset)
+    if data_license:
+        print(f"training data licence: {data_license} (recorded in the model file)",
+              file=sys.stderr)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

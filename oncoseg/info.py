@@ -108,6 +108,7 @@ def describe_model(path: str | os.PathLike[str]) -> dict[str, Any]:
         "demo": m.demo,
         "description": m.description,
         "license": m.license or "not stated",
+        "training_data_license": m.training_data_license or "not stated",
         "sha256": file_sha256(path),
         "provenance": m.provenance,
         "format_version": m.format_version,
@@ -129,7 +130,9 @@ def format_description(info: dict[str, Any]) -> str:
                   f"  inputs: {', '.join(info['inputs'])}"]
         if info["description"]:
             lines.append(f"  description: {info['description']}")
-        lines += [f"  licence: {info['license']}", f"  sha256: {info['sha256']}"]
+        lines += [f"  licence: {info['license']}",
+                  f"  training data licence: {info['training_data_license']}",
+                  f"  sha256: {info['sha256']}"]
         for key in ("preprocessing", "outputs", "provenance"):
             lines.append(f"  {key}: {info[key]}")
         return "\n".join(lines)

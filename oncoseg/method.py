@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from oncoseg.modelfile import LoadedModel, ModelMetadata, load_model
+from oncoseg.modelfile import LoadedModel, ModelMetadata, ModelStatement, load_model
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.settings import TRAINING, settings_from_model
 from oncoseg.tasks import Task, get_task
@@ -81,6 +81,11 @@ class TrainOptions:
     resume: bool = False  # continue from the last checkpoint in the output folder
     description: str = ""  # what the model file says it is
     demo: bool = False  # trained on synthetic data: not for clinical use
+    license: str = ""  # the weights' licence the model file states ("" : not stated)
+
+    @property
+    def statement(self) -> ModelStatement:
+        return ModelStatement(self.description, self.demo, self.license)
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,24 @@ _DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I1
                 "U8": 1, "BOOL": 1}
 
 
+@dataclass(frozen=True)
+class ModelStatement:
+    """What whoever trains a model states of it in its file, beside what training records:
+    a description, whether it learnt from synthetic data only (a demo, not for clinical use),
+    and the weights' licence (SPDX identifier or text; "" where none was stated)."""
+
+    description: str = ""
+    demo: bool = False
+    license: str = ""
+
+    def fields(self) -> dict[str, Any]:
+        """As :class:`ModelMetadata`'s fields of the same names."""
+        return asdict(self)
+
+
+NO_STATEMENT = ModelStatement()
+
+
 @dataclass
 class ModelMetadata:
     """What a model file says about itself. Every field is required unless it has a default."""
@@ -56,6 +74,16 @@ class ModelMetadata:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
+
+    @property
+    def training_data_license(self) -> str:
+        """The licence the training data set states of itself (its ``dataset.json``), as
+        training recorded it; a demo model's data are OncoSeg's own synthetic phantoms; ""
+        where nothing is stated."""
+        dataset = self.provenance.get("dataset", {})
+        stated = str(dataset.get("license", "")) if isinstance(dataset, dict) else ""
+        return stated or ("synthetic phantoms made by OncoSeg (no patient data)"
+                          if self.demo else "")
 
     @classmethod
     def from_json(cls, text: str, source: str) -> ModelMetadata:
@@ -388,6 +416,7 @@ def model_summary(path: Path, metadata: ModelMetadata) -> dict[str, Any]:
             "description": metadata.description, "demo": metadata.demo,
             "sha256": file_sha256(path), "trained": metadata.provenance.get("date", ""),
             "license": metadata.license or "not stated",
+            "training_data_license": metadata.training_data_license or "not stated",
             "trained_with_oncoseg": software.get("oncoseg", "") if isinstance(software, dict)
             else ""}
 

@@ -70,6 +70,9 @@ class SegmentSpec:
     color: tuple[float, float, float]
     terminology: Terminology | None = None
     plausible: Plausible = Plausible()
+    # the AAPM TG-263 primary name, where TG-263 defines the structure: what radiotherapy
+    # systems expect as an RT structure's name (oncoseg.structure_names)
+    tg263: str = ""
 
 
 @dataclass(frozen=True)

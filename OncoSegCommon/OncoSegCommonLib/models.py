@@ -31,6 +31,8 @@ class ModelChoice:
         if training:
             lines.append(f"trained {training.get('epochs_run')} epochs, best validation loss "
                          f"{training.get('validation_loss')}")
+        lines.append(f"licence: {meta.license or 'not stated'}; training data: "
+                     f"{meta.training_data_license or 'licence not stated'}")
         if meta.demo:
             lines.append("DEMO MODEL trained on synthetic phantoms: not for clinical use")
         return "\n".join(lines)

@@ -99,7 +99,8 @@ def train(data, output, settings, context, options) -> Path:
     metadata = ModelMetadata(task=TASK.name, architecture="toy-offset", architecture_args={},
                              inputs=["image"], preprocessing={},
                              outputs={"segments": [{"name": SPOT.name, "label": 1}]},
-                             description=options.description, demo=options.demo)
+                             provenance={"dataset": data.provenance("image")},
+                             **options.statement.fields())
     return save_model(Path(output) / "model.safetensors", {"offset": torch.tensor(best)},
                       metadata, overwrite=options.resume)
 

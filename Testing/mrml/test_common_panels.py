@@ -42,6 +42,7 @@ def test_model_list_has_bundled_then_trained_models(oncoseg_home, tmp_path):
     choices = available_models("rectal", {"Demo": DEMO_MODEL})
     assert [c.label for c in choices] == ["Demo", "my-run"]
     assert "not for clinical use" in choices[0].summary()
+    assert "licence: Apache-2.0; training data: synthetic phantoms" in choices[0].summary()
     with pytest.raises(InputError, match="is a model for task 'rectal', not 'oar-ct'"):
         model_choice(DEMO_MODEL, "oar-ct")
 

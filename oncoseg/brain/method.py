@@ -38,4 +38,4 @@ def train(data: Dataset, output: Path, settings: BrainConfig, context: RunContex
     from oncoseg.brain.training import train_brain
 
     return train_brain(data, output, settings, context.device, options.resume,
-                       options.description, options.demo, context.progress, context.cancel)
+                       options.statement, context.progress, context.cancel)

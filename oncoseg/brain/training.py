@@ -40,7 +40,7 @@ from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.distributed import is_main_process, unwrap, wait_for_main
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
-from oncoseg.modelfile import ModelMetadata, load_network, save_model
+from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement, load_network, save_model
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
 
@@ -236,7 +236,7 @@ def optimiser(config: BrainConfig):
 
 
 def _metadata(config: BrainConfig, architecture: str, args: dict, dataset: Dataset,
-              split: dict[str, list[str]], description: str, demo: bool, stage: str
+              split: dict[str, list[str]], statement: ModelStatement, stage: str
               ) -> ModelMetadata:
     return ModelMetadata(
         task=TASK.name, architecture=architecture, architecture_args=args,
@@ -246,7 +246,7 @@ def _metadata(config: BrainConfig, architecture: str, args: dict, dataset: Datas
                  "vote_thresholds": list(config.vote_thresholds)},
         provenance={"dataset": dataset.provenance(TASK.reference_role, **split),
                     "brain_config": config.as_dict()},
-        description=description, demo=demo)
+        **statement.fields())
 
 
 def _run(stage: str, make_model, step, data, val_data, iterations: int, batch: int,
@@ -276,8 +276,8 @@ def split_cases(dataset: Dataset, config: BrainConfig) -> tuple[list[Case], list
 
 
 def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
-                device: str = "cpu", resume: bool = False, description: str = "",
-                demo: bool = False, progress: ProgressCallback | None = None,
+                device: str = "cpu", resume: bool = False, statement: ModelStatement = NO_STATEMENT,
+                progress: ProgressCallback | None = None,
                 cancel: CancelToken | None = None) -> Path:
     """Run ``config.stage`` (or all stages) on a data set already read; returns the last file
     written (the ensemble for 'all' and '2d3d')."""
@@ -314,7 +314,7 @@ def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
             name = f"2d-{orientation}-{kind}"
             pretrained = pretrain_subnetworks(
                 data, training, validation, split, config, orientation, kind, output, device,
-                resume, description, demo, progress, cancel) if pretrain else {}
+                resume, statement, progress, cancel) if pretrain else {}
             args = {"sequences": len(SEQUENCES), "width": config.width_2d,
                     "subnetwork_kind": kind, "levels": config.levels_2d}
             last = _run(
@@ -326,11 +326,11 @@ def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
                 SliceSet(complete(validation), orientation, per_iteration_2d, 0.0,
                          config.seed + 1) if complete(validation) else None,
                 config.iterations_2d, per_iteration_2d, config, output,
-                _metadata(config, "brain-2d", args, data, split, description, demo, name),
+                _metadata(config, "brain-2d", args, data, split, statement, name),
                 device, resume, progress, cancel)
     if stage in ("2d3d", "all"):
         last = train_members(data, complete(training), complete(validation), split, config,
-                             output, device, resume, description, demo, progress, cancel)
+                             output, device, resume, statement, progress, cancel)
     return last
 
 
@@ -346,7 +346,7 @@ def model_2d(args: dict, pretrained: dict[int, Path]) -> Brain2D:
 def pretrain_subnetworks(data: Dataset, training: list[PreparedBrain],
                          validation: list[PreparedBrain], split: dict, config: BrainConfig,
                          orientation: str, kind: str, output: Path, device: str, resume: bool,
-                         description: str, demo: bool, progress, cancel) -> dict[int, Path]:
+                         statement: ModelStatement, progress, cancel) -> dict[int, Path]:
     """Each sequence's subnetwork (and auxiliary layer) of one 2D model, trained alone on the
     slices of the cases that have that sequence (Table 2's "pretrained subnetworks"); returns
     the model file of each, by sequence index. The joint subnetwork reads every sequence and
@@ -367,7 +367,7 @@ def pretrain_subnetworks(data: Dataset, training: list[PreparedBrain],
             SliceSet(held, orientation, per_iteration, 0.0, config.seed + 1, sequence=index)
             if held else None,
             config.iterations_pretrain, per_iteration, config, output,
-            _metadata(config, "brain-2d-subnetwork", args, data, split, description, demo,
+            _metadata(config, "brain-2d-subnetwork", args, data, split, statement,
                       name), device, resume, progress, cancel)
     return files
 
@@ -389,7 +389,7 @@ def attach_features(cases: list[PreparedBrain], kind: str, nets2d: dict, models:
 
 def train_members(data: Dataset, training: list[PreparedBrain], validation: list[PreparedBrain],
                   split: dict, config: BrainConfig, output: Path, device: str, resume: bool,
-                  description: str, demo: bool, progress, cancel) -> Path:
+                  statement: ModelStatement, progress, cancel) -> Path:
     nets2d: dict[str, dict] = {}
     for kind_index, kind in enumerate(config.kinds_2d):
         nets2d[kind], paths = {}, []
@@ -416,18 +416,18 @@ def train_members(data: Dataset, training: list[PreparedBrain], validation: list
             PatchSet(validation, config.patch, per_iteration, 0.0, config.seed + 1, kind)
             if validation else None,
             config.iterations_3d, per_iteration, config, output,
-            _metadata(config, "brain-3d", args, data, split, description, demo, name),
+            _metadata(config, "brain-3d", args, data, split, statement, name),
             device, resume, progress, cancel)
         members.append(({**args, "features_from": kind}, path))
     ensemble = output / MODEL_FILE
     if is_main_process():
-        assemble(nets2d, members, config, data, split, ensemble, description, demo)
+        assemble(nets2d, members, config, data, split, ensemble, statement)
     wait_for_main()
     return ensemble
 
 
 def assemble(nets2d: dict, members: list, config: BrainConfig, data: Dataset, split: dict,
-             path: Path, description: str, demo: bool) -> Path:
+             path: Path, statement: ModelStatement) -> Path:
     """One ensemble file from the stage files: the 2D models under their kind
     (``nets2d.unet.axial``), each member with the kind whose features it reads."""
     tensors = {}
@@ -443,7 +443,7 @@ def assemble(nets2d: dict, members: list, config: BrainConfig, data: Dataset, sp
     args = {"sequences": len(SEQUENCES), "width_2d": config.width_2d,
             "subnetwork_kinds": list(nets2d), "levels_2d": config.levels_2d,
             "members": member_args}
-    metadata = _metadata(config, "brain-ensemble", args, data, split, description, demo,
+    metadata = _metadata(config, "brain-ensemble", args, data, split, statement,
                          "ensemble")
     return save_model(path, tensors, metadata, overwrite=True)
 

@@ -113,8 +113,10 @@ class Dataset:
 
         grids = [g for g in (_header_grid(c, reference_role) for c in self.cases) if g]
         geometry = training_geometry(grids) if grids else {}
+        stated = stated_license(self.root)
         return {"root": str(self.root), "layout": self.layout, "fingerprint": self.fingerprint(),
-                **split, **({"geometry": geometry} if geometry else {})}
+                **split, **({"geometry": geometry} if geometry else {}),
+                **({"license": stated} if stated else {})}
 
     def split(self, validation_fraction: float = 0.2, seed: int = 0,
               save_to: str | os.PathLike[str] | None = None) -> tuple[list[Case], list[Case]]:
@@ -153,6 +155,21 @@ def image_information(path: Path) -> sitk.ImageFileReader:
     reader.SetFileName(str(path))
     reader.ReadImageInformation()
     return reader
+
+
+def stated_license(root: str | os.PathLike[str]) -> str:
+    """The licence a data set states of itself: the ``licence`` (or ``license``) of its
+    ``dataset.json``, as the Medical Segmentation Decathlon and nnU-Net write it; "" where it
+    states none. A model trained on it records this beside its own licence: weights learnt
+    from non-commercial data are what users of the peers ask about most."""
+    try:
+        document = json.loads((Path(root) / "dataset.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(document, dict):
+        return ""
+    value = document.get("licence", document.get("license", ""))
+    return value.strip() if isinstance(value, str) else ""
 
 
 def _header_grid(case: Case, role: str) -> tuple[tuple[float, ...], tuple[int, ...]] | None:

@@ -1,8 +1,9 @@
 """DICOM cohorts with RT structure sets: one folder per patient, CT series + RTSTRUCT.
 
 Structure names are mapped to a task's segments through an editable synonym table (case,
-spaces and punctuation ignored). A segment that a patient's structure set does not contain is
-*unannotated* for that patient: training must not treat its absence as background
+spaces and punctuation ignored) and the segments' AAPM TG-263 names. A segment that a
+patient's structure set does not contain is *unannotated* for that patient: training must not
+treat its absence as background
 (``Case.info['annotated']`` lists what is known).
 """
 
@@ -23,6 +24,7 @@ from oncoseg.datasets.base import Case, check_case_id
 from oncoseg.errors import InputError
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.volumes import list_dicom_series, read_dicom_series
+from oncoseg.structure_names import tg263_synonyms
 
 DEFAULT_SYNONYMS = "oar_ct_synonyms.json"
 
@@ -51,8 +53,10 @@ def load_synonyms(path: str | os.PathLike[str] | None = None) -> dict[str, list[
 
 def map_structures(names: list[str], synonyms: Mapping[str, list[str]]
                    ) -> tuple[dict[str, str], list[str]]:
-    """(segment -> structure name, structure names that map to nothing)."""
-    lookup = {}
+    """(segment -> structure name, structure names that map to nothing). A segment's TG-263
+    name maps to it whatever the table says: structure sets named by the standard need no
+    editing of the table."""
+    lookup = {normalise(tg263): segment for tg263, segment in tg263_synonyms(synonyms).items()}
     for segment, spellings in synonyms.items():
         for spelling in [segment, *spellings]:
             lookup[normalise(spelling)] = segment

@@ -11,6 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pydicom
@@ -20,7 +21,8 @@ from pydicom.sequence import Sequence as DicomSequence
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
-from oncoseg.io.dicom import Algorithm, derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
+from oncoseg.terminology import Code
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -34,6 +36,19 @@ class Structure:
     color: tuple[int, int, int] = (255, 0, 0)
     interpreted_type: str = "ORGAN"
     contours: list[np.ndarray] = field(default_factory=list)
+
+
+class StructureToWrite(NamedTuple):
+    """A structure to contour: its name, mask (z, y, x) on the segmentation's grid, colour
+    (0-255 RGB), RT ROI Interpreted Type, and, where known, a longer description (OncoSeg's
+    name beside a TG-263 one) and its coded meaning (the RT ROI Identification Code)."""
+
+    name: str
+    mask: np.ndarray
+    color: tuple[int, int, int]
+    interpreted_type: str
+    description: str = ""
+    code: Code | None = None
 
 
 @dataclass
@@ -97,7 +112,7 @@ def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
 
 
 def write_rtstruct(
-    structures: Sequence[tuple[str, np.ndarray, tuple[int, int, int], str]],
+    structures: Sequence[StructureToWrite | tuple],
     image: sitk.Image,
     series_files: Sequence[str | os.PathLike[str]],
     path: str | os.PathLike[str],
@@ -106,8 +121,8 @@ def write_rtstruct(
     reference_name: str = "the DICOM series",
     algorithm: Algorithm | None = None,
 ) -> Path:
-    """Write (name, mask (z, y, x) on ``image``'s grid, RGB 0-255, interpreted type) structures
-    as an RT structure set referencing the single-frame images ``series_files``.
+    """Write structures (:class:`StructureToWrite`, or its first four fields as a tuple) as an
+    RT structure set referencing the single-frame images ``series_files``.
 
     Contours are traced on each image's own plane (IPP and orientation from its header): the
     masks are sampled there, nearest neighbour, so a series with a missing slice or a gantry
@@ -115,6 +130,7 @@ def write_rtstruct(
     from oncoseg.io.dicom_geometry import masks_on_planes, slice_planes
     from oncoseg.io.dicom_series import check_referenceable
 
+    structures = [StructureToWrite(*s) for s in structures]
     files = [str(f) for f in series_files]
     read = [(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
     check_referenceable(read, reference_name)
@@ -125,7 +141,7 @@ def write_rtstruct(
             raise InputError(f, "is not a single-frame image that says where it lies "
                              "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
         planes += found
-    masks = masks_on_planes([(name, mask) for name, mask, _, _ in structures], image, planes,
+    masks = masks_on_planes([(s.name, s.mask) for s in structures], image, planes,
                             reference_name)
     headers = [h for _, h in read]
     first = headers[0]
@@ -157,16 +173,18 @@ def write_rtstruct(
     ds.ReferencedFrameOfReferenceSequence = DicomSequence([frame])
 
     roi_items, contour_items, observations = [], [], []
-    for number, (name, _, color, interpreted) in enumerate(structures, start=1):
+    for number, structure in enumerate(structures, start=1):
         roi = pydicom.Dataset()
         roi.ROINumber = number
         roi.ReferencedFrameOfReferenceUID = first.FrameOfReferenceUID
-        roi.ROIName = name
+        roi.ROIName = structure.name[:64]
+        if structure.description:
+            roi.ROIDescription = structure.description
         roi.ROIGenerationAlgorithm = "AUTOMATIC"
         roi.ROIGenerationDescription = (algorithm or Algorithm()).name[:64]
         roi_items.append(roi)
         roi_contour = pydicom.Dataset()
-        roi_contour.ROIDisplayColor = [int(c) for c in color]
+        roi_contour.ROIDisplayColor = [int(c) for c in structure.color]
         roi_contour.ReferencedROINumber = number
         contours = []
         on_planes = masks[number - 1]
@@ -188,8 +206,11 @@ def write_rtstruct(
         observation = pydicom.Dataset()
         observation.ObservationNumber = number
         observation.ReferencedROINumber = number
-        observation.RTROIInterpretedType = interpreted
+        observation.RTROIInterpretedType = structure.interpreted_type
         observation.ROIInterpreter = ""
+        if structure.code is not None:  # PS3.3 C.8.8.8: what the ROI is, coded
+            observation.RTROIIdentificationCodeSequence = DicomSequence(
+                [code_item(structure.code)])
         observations.append(observation)
     ds.StructureSetROISequence = DicomSequence(roi_items)
     ds.ROIContourSequence = DicomSequence(contour_items)

@@ -5,6 +5,7 @@ from oncoseg.terminology import ANATOMICAL_STRUCTURE, Code, Terminology
 
 
 def organ(label: int, name: str, color: tuple[float, float, float], code: str,
-          meaning: str, plausible: Plausible) -> SegmentSpec:
+          meaning: str, plausible: Plausible, tg263: str = "") -> SegmentSpec:
     return SegmentSpec(label, name, color,
-                       Terminology(ANATOMICAL_STRUCTURE, Code("SCT", code, meaning)), plausible)
+                       Terminology(ANATOMICAL_STRUCTURE, Code("SCT", code, meaning)), plausible,
+                       tg263)

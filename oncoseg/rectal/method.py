@@ -32,10 +32,10 @@ def train(data: Dataset, output: Path, settings: RectalConfig, context: RunConte
         from oncoseg.rectal.stability import train_repeats
 
         model, _ = train_repeats(data, output, settings, context.device, options.resume,
-                                 options.description, options.demo, context.progress,
+                                 options.statement, context.progress,
                                  context.cancel)
         return model
     result = train_rectal(data, output, settings, context.device, options.resume,
-                          options.description, options.demo, context.progress, context.cancel)
+                          options.statement, context.progress, context.cancel)
     return result.model_path or output
 

@@ -21,7 +21,7 @@ import numpy as np
 from oncoseg.datasets.base import Dataset
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import dice, icc_agreement, summarise
-from oncoseg.modelfile import load_network
+from oncoseg.modelfile import NO_STATEMENT, ModelStatement, load_network
 from oncoseg.progress import CancelToken, ProgressCallback, report
 from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.cases import PreparedArrays, prepare_case
@@ -31,7 +31,7 @@ from oncoseg.rectal.training import CACHE_FOLDER, split_ids, train_rectal
 
 
 def train_repeats(dataset: Dataset, output: Path, config: RectalConfig, device: str = "cpu",
-                  resume: bool = False, description: str = "", demo: bool = False,
+                  resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                   progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> tuple[Path, dict[str, Any]]:
     """``config.repeats`` models in ``output/repeat_<i>``, and ``stability.json`` / ``.csv``;
@@ -43,7 +43,7 @@ def train_repeats(dataset: Dataset, output: Path, config: RectalConfig, device: 
     for repeat in range(config.repeats):
         report(progress, "Repeated training", repeat, config.repeats)
         run = train_rectal(dataset, output / f"repeat_{repeat}", replace(
-            config, seed=config.seed + repeat), device, resume, description, demo, progress,
+            config, seed=config.seed + repeat), device, resume, statement, progress,
             cancel, split=split, cache=cache)
         models.append(run.model_path)
     report(progress, "Repeated training", config.repeats, config.repeats)

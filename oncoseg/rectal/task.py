@@ -18,6 +18,7 @@ TUMOUR = SegmentSpec(
     terminology=Terminology(ABNORMAL_STRUCTURE, NEOPLASM, region=RECTUM),
     # one tumour (the method keeps one component); T1-T4 tumours on MR span about 1-200 mL
     plausible=Plausible((0.5, 300.0), max_components=1),
+    tg263="GTVp",  # TG-263 target naming: the gross tumour volume of the primary
 )
 
 TASK = register_task(Task(

@@ -20,7 +20,7 @@ from torch.utils.data import TensorDataset
 
 from oncoseg.datasets.base import Dataset
 from oncoseg.errors import InputError
-from oncoseg.modelfile import ModelMetadata
+from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.cases import PreparedArrays, prepare_case
 from oncoseg.rectal.config import RectalConfig
@@ -64,8 +64,8 @@ def _step(model: torch.nn.Module, batch, device: str) -> tuple[torch.Tensor, int
 
 
 def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
-                   validation_ids: list[str], description: str = "",
-                   demo: bool = False) -> ModelMetadata:
+                   validation_ids: list[str], statement: ModelStatement = NO_STATEMENT
+                   ) -> ModelMetadata:
     return ModelMetadata(
         task=TASK.name, architecture=NETWORKS[config.network],
         architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
@@ -76,7 +76,7 @@ def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
         provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
                                                   validation=validation_ids),
                     "rectal_config": config.as_dict()},
-        description=description, demo=demo)
+        **statement.fields())
 
 
 def prepare_cases(dataset: Dataset, ids: list[str], config: RectalConfig, cache: Path,
@@ -102,7 +102,7 @@ def split_ids(dataset: Dataset, config: RectalConfig, output: Path
 
 
 def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: str = "cpu",
-                 resume: bool = False, description: str = "", demo: bool = False,
+                 resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                  progress: ProgressCallback | None = None, cancel: CancelToken | None = None,
                  split: tuple[list[str], list[str]] | None = None,
                  cache: Path | None = None) -> TrainingResult:
@@ -118,7 +118,7 @@ def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: s
     prepared = prepare_cases(dataset, train_ids + validation_ids, config, cache, progress, cancel)
     train_set = sample_set(prepared[:len(train_ids)], config, config.seed)
     validation_set = sample_set(prepared[len(train_ids):], config, config.seed + 1)
-    metadata = model_metadata(config, dataset, train_ids, validation_ids, description, demo)
+    metadata = model_metadata(config, dataset, train_ids, validation_ids, statement)
     loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                           patience=config.patience, min_delta=config.min_delta, seed=config.seed)
     return train(

@@ -36,4 +36,4 @@ def train(data: Dataset, output: Path, settings: StagingConfig, context: RunCont
                                   context.progress, context.cancel)
 
     return train_staging(data, output, settings, context.device, options.resume,
-                         options.description, options.demo, context.progress, context.cancel)
+                         options.statement, context.progress, context.cancel)

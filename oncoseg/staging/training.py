@@ -35,7 +35,9 @@ from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import roc_auc
 from oncoseg.modelfile import (
+    NO_STATEMENT,
     ModelMetadata,
+    ModelStatement,
     build_network,
     load_network,
     load_tensors,
@@ -193,7 +195,7 @@ def auc_criterion(cases: list[PreparedStaging], config: StagingConfig, device: s
 
 
 def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
-                 validation_ids: list[str], description: str, demo: bool) -> ModelMetadata:
+                 validation_ids: list[str], statement: ModelStatement) -> ModelMetadata:
     return ModelMetadata(
         task=TASK.name, architecture="staging-resnet18",
         architecture_args={"variant": config.variant, "aggregation": config.aggregation,
@@ -208,7 +210,7 @@ def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
         provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
                                                   validation=validation_ids),
                     "staging_config": config.as_dict()},
-        description=description, demo=demo)
+        **statement.fields())
 
 
 def prepare_all(cases: list[Case], config: StagingConfig, cache: Path,
@@ -224,7 +226,7 @@ def prepare_all(cases: list[Case], config: StagingConfig, cache: Path,
 
 
 def train_one(dataset: Dataset, cases: list[Case], output: Path, config: StagingConfig,
-              cache: Path, device: str, resume: bool, description: str, demo: bool,
+              cache: Path, device: str, resume: bool, statement: ModelStatement,
               progress: ProgressCallback | None, cancel: CancelToken | None) -> Path:
     """One model from ``cases``, early-stopped on a stratified share of their patients."""
     subset = Dataset(dataset.root, dataset.layout, cases)
@@ -235,7 +237,7 @@ def train_one(dataset: Dataset, cases: list[Case], output: Path, config: Staging
     prepared = prepare_all(train_cases + validation_cases, config, cache, progress, cancel)
     training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
     metadata = metadata_for(config, dataset, [c.id for c in train_cases],
-                            [c.id for c in validation_cases], description, demo)
+                            [c.id for c in validation_cases], statement)
     result = train(
         make_model=lambda: build_network(metadata),
         step=make_step(config),
@@ -408,7 +410,7 @@ def classification_figures(stages: np.ndarray, p_t3: np.ndarray, threshold: floa
 
 
 def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device: str,
-                   resume: bool, description: str, demo: bool,
+                   resume: bool, statement: ModelStatement,
                    progress: ProgressCallback | None, cancel: CancelToken | None) -> Path:
     """One model per fold, each scored on its held-out patients; folds.csv and
     cv_summary.json hold the per-fold figures and their mean +- SD."""
@@ -421,7 +423,7 @@ def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device
         training_cases = [c for c in dataset.cases if c not in held_out]
         folder = output / f"fold_{k + 1}"
         model = train_one(dataset, training_cases, folder, config, cache, device, resume,
-                          description, demo, progress, cancel)
+                          statement, progress, cancel)
         network, metadata = load_network(model, expected_task=TASK.name, device=device)
         calibration = Calibration.from_outputs(metadata.outputs, str(model))
         tested = prepare_all(held_out, config, cache, progress, cancel)
@@ -446,12 +448,12 @@ def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device
 
 
 def train_staging(dataset: Dataset, output: Path, config: StagingConfig, device: str = "cpu",
-                  resume: bool = False, description: str = "", demo: bool = False,
+                  resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                   progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> Path:
     output = Path(output)
     if config.folds:
-        return cross_validate(dataset, output, config, device, resume, description, demo,
+        return cross_validate(dataset, output, config, device, resume, statement,
                               progress, cancel)
     return train_one(dataset, dataset.cases, output, config, output / CACHE_FOLDER, device,
-                     resume, description, demo, progress, cancel)
+                     resume, statement, progress, cancel)

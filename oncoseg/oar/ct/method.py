@@ -33,4 +33,4 @@ def train(data: Dataset, output: Path, settings: OarCtConfig, context: RunContex
     from oncoseg.oar.ct.training import train_oar_ct
 
     return train_oar_ct(data, output, settings, context.device, options.resume,
-                        options.description, options.demo, context.progress, context.cancel)
+                        options.statement, context.progress, context.cancel)

@@ -20,21 +20,23 @@ FEMORAL_HEAD_ML = Plausible((15.0, 250.0), max_components=1)
 CT_SEGMENTS = (
     SegmentSpec(1, "Femoral head L", (0.9, 0.86, 0.27),
                 Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=LEFT),
-                FEMORAL_HEAD_ML),
+                FEMORAL_HEAD_ML, tg263="Femur_Head_L"),
     SegmentSpec(2, "Femoral head R", (0.27, 0.86, 0.9),
                 Terminology(ANATOMICAL_STRUCTURE, FEMORAL_HEAD, type_modifier=RIGHT),
-                FEMORAL_HEAD_ML),
+                FEMORAL_HEAD_ML, tg263="Femur_Head_R"),
     organ(3, "Bladder", (0.86, 0.63, 0.16), "89837001", "Urinary bladder",
-          Plausible((10.0, 1200.0), max_components=1)),
+          Plausible((10.0, 1200.0), max_components=1), tg263="Bladder"),
     # the bowel bag is the volume the small and large bowel loops may occupy
     organ(4, "Bowel bag", (0.75, 0.43, 0.24), "113276009", "Intestine",
-          Plausible((50.0, 6000.0), max_components=3, may_touch_border=True)),
+          Plausible((50.0, 6000.0), max_components=3, may_touch_border=True),
+          tg263="Bag_Bowel"),
     SegmentSpec(5, "Nodal CTV", (0.9, 0.24, 0.24),
                 Terminology(SPATIAL_CONCEPT, Code("SCT", "228790004", "Clinical target volume"),
                             region=Code("SCT", "59441001", "Lymph node")),
                 # elective nodal volumes span about 100-1000 mL; a CTV of the mesorectal
                 # nodes alone is smaller; contoured up to where the planning scan ends
-                Plausible((20.0, 2000.0), max_components=2, may_touch_border=True)),
+                Plausible((20.0, 2000.0), max_components=2, may_touch_border=True),
+                tg263="CTVn"),
 )
 
 OAR_CT = register_task(Task(

@@ -40,7 +40,7 @@ from oncoseg.errors import InputError
 from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.volumes import read_image
-from oncoseg.modelfile import ModelMetadata, load_network
+from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement, load_network
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.network import OarUNet3D
 from oncoseg.oar.ct.predict import segment_ct
@@ -324,7 +324,7 @@ class RunLog:
 
 
 def _metadata(config: OarCtConfig, dataset: Dataset, train_ids: list[str],
-              validation_ids: list[str], description: str, demo: bool,
+              validation_ids: list[str], statement: ModelStatement,
               plan: dict[str, Any] | None = None) -> ModelMetadata:
     spacing = config.grid_spacing
     return ModelMetadata(
@@ -340,7 +340,7 @@ def _metadata(config: OarCtConfig, dataset: Dataset, train_ids: list[str],
                                                   validation=validation_ids),
                     "oar_ct_config": config.as_dict(),
                     **({"oar_ct_cycles": plan} if plan is not None else {})},
-        description=description, demo=demo)
+        **statement.fields())
 
 
 def false_positive_voxels(network: torch.nn.Module, case: PreparedCT, config: OarCtConfig,
@@ -353,7 +353,7 @@ def false_positive_voxels(network: torch.nn.Module, case: PreparedCT, config: Oa
 
 
 def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: str = "cpu",
-                 resume: bool = False, description: str = "", demo: bool = False,
+                 resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                  progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> Path:
     """Train in ``config.cycles`` cycles (paper: 50) and return the last cycle's model, which
@@ -429,7 +429,7 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
                                config.validation_patches_per_case * len(validation),
                                augment=False)
         metadata = _metadata(config, dataset, [c.case_id for c in training],
-                             [c.case_id for c in validation], description, demo,
+                             [c.case_id for c in validation], statement,
                              plan if config.cycles > 1 or accumulation > 1 else None)
         start_from = previous
         train(

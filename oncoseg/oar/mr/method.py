@@ -35,4 +35,4 @@ def train(data: Dataset, output: Path, settings: OarMrConfig, context: RunContex
     from oncoseg.oar.mr.training import train_oar_mr
 
     return train_oar_mr(data, output, settings, context.device, options.resume,
-                        options.description, options.demo, context.progress, context.cancel)
+                        options.statement, context.progress, context.cancel)

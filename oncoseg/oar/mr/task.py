@@ -8,11 +8,14 @@ from oncoseg.tasks import InputRole, Plausible, Task, register_task
 # view, a resected stomach), so none must be present; bowel loops cut by the slices come apart.
 GI_SEGMENTS = (
     organ(1, "Stomach", (0.85, 0.55, 0.45), "69695003", "Stomach",
-          Plausible((0.0, 2500.0), max_components=3, may_touch_border=True)),
+          Plausible((0.0, 2500.0), max_components=3, may_touch_border=True),
+          tg263="Stomach"),
     organ(2, "Small bowel", (0.95, 0.75, 0.35), "30315005", "Small intestine",
-          Plausible((0.0, 4000.0), max_components=20, may_touch_border=True)),
+          Plausible((0.0, 4000.0), max_components=20, may_touch_border=True),
+          tg263="Bowel_Small"),
     organ(3, "Large bowel", (0.6, 0.45, 0.25), "14742008", "Large intestine",
-          Plausible((0.0, 3000.0), max_components=10, may_touch_border=True)),
+          Plausible((0.0, 3000.0), max_components=10, may_touch_border=True),
+          tg263="Bowel_Large"),
 )
 
 OAR_MR = register_task(Task(

@@ -24,7 +24,14 @@ from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
 from oncoseg.metrics import slice_dice
-from oncoseg.modelfile import ModelMetadata, build_network, load_tensors, save_model
+from oncoseg.modelfile import (
+    NO_STATEMENT,
+    ModelMetadata,
+    ModelStatement,
+    build_network,
+    load_tensors,
+    save_model,
+)
 from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.predict import slice_outputs
 from oncoseg.oar.mr.preprocessing import (
@@ -195,8 +202,8 @@ def store_threshold(model_file: Path, scans: list[PreparedScan], config: OarMrCo
 
 
 def _metadata(config: OarMrConfig, dataset: Dataset, train_ids: list[str],
-              validation_ids: list[str], excluded: list[str], description: str,
-              demo: bool) -> ModelMetadata:
+              validation_ids: list[str], excluded: list[str], statement: ModelStatement
+              ) -> ModelMetadata:
     return ModelMetadata(
         task=OAR_MR.name, architecture="fcn-resnet50",
         architecture_args={"in_channels": config.channels, "classes": len(ORGANS),
@@ -210,11 +217,11 @@ def _metadata(config: OarMrConfig, dataset: Dataset, train_ids: list[str],
                                                   validation=validation_ids,
                                                   excluded_patients=excluded),
                     "oar_mr_config": config.as_dict()},
-        description=description, demo=demo)
+        **statement.fields())
 
 
 def train_oar_mr(dataset: Dataset, output: Path, config: OarMrConfig, device: str = "cpu",
-                 resume: bool = False, description: str = "", demo: bool = False,
+                 resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                  progress: ProgressCallback | None = None,
                  cancel: CancelToken | None = None) -> Path:
     output = Path(output)
@@ -233,7 +240,7 @@ def train_oar_mr(dataset: Dataset, output: Path, config: OarMrConfig, device: st
         prepared.append(prepare_scan(case, config, cache))
     training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
     metadata = _metadata(config, kept, [c.id for c in train_cases],
-                         [c.id for c in validation_cases], excluded, description, demo)
+                         [c.id for c in validation_cases], excluded, statement)
     result = train(
         make_model=lambda: build_network(metadata),
         step=_step,

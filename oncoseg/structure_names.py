@@ -1,0 +1,71 @@
+"""Structure names as radiotherapy systems expect them: AAPM TG-263 (Mayo et al., "American
+Association of Physicists in Medicine Task Group 263: Standardizing Nomenclatures in Radiation
+Oncology", Int J Radiat Oncol Biol Phys 2018).
+
+Treatment planning systems, dose-volume tools and registries match structures by name
+(``Femur_Head_L``, ``Bag_Bowel``, ``CTVn``), not by OncoSeg's readable names or by SNOMED
+codes; so DICOM exports name a structure by TG-263 where TG-263 defines it, and keep OncoSeg's
+name (as the description) and the codes alongside. The TG-263 name of each segment is declared
+with the segment (``SegmentSpec.tg263``); a segment is recognised by its coded meaning first, so
+a segment renamed in Slicer keeps its TG-263 name, and by OncoSeg's name where it carries no
+codes. Structures TG-263 does not define (the brain tumour's subregions) keep OncoSeg's names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from oncoseg.errors import InputError
+from oncoseg.tasks import SegmentSpec, all_tasks
+from oncoseg.terminology import Code, Terminology
+
+NAMINGS = ("tg263", "oncoseg")
+DEFAULT_NAMING = "tg263"
+
+
+def check_naming(naming: str) -> str:
+    """The naming, or an :class:`InputError` naming the ones there are."""
+    if naming not in NAMINGS:
+        raise InputError("structure names", f"'{naming}' is not one of {', '.join(NAMINGS)}")
+    return naming
+
+
+def _declared() -> Iterator[SegmentSpec]:
+    for task in all_tasks():
+        yield from (spec for spec in task.segments if spec.tg263)
+
+
+def _values(code: Code | None) -> tuple[str, str] | None:
+    return None if code is None else (code.scheme, code.value)
+
+
+def _concept(term: Terminology) -> tuple:
+    """What a coded meaning says, meanings' wording aside (Slicer may spell them otherwise)."""
+    return tuple(_values(c) for c in (term.category, term.type, term.type_modifier,
+                                      term.region, term.region_modifier))
+
+
+def tg263_name(name: str, terminology: str = "") -> str | None:
+    """The TG-263 primary name of a segment (``name``, Slicer ``terminology`` string), or None
+    where TG-263 defines no such structure."""
+    term = Terminology.from_slicer(terminology) if terminology else None
+    declared = list(_declared())
+    if term is not None:
+        for spec in declared:
+            if spec.terminology is not None and _concept(spec.terminology) == _concept(term):
+                return spec.tg263
+    return next((spec.tg263 for spec in declared if spec.name == name), None)
+
+
+def structure_name(name: str, terminology: str = "", naming: str = DEFAULT_NAMING) -> str:
+    """The name an exported structure carries under ``naming``."""
+    if check_naming(naming) == "tg263":
+        return tg263_name(name, terminology) or name
+    return name
+
+
+def tg263_synonyms(segments: Mapping[str, object] | None = None) -> dict[str, str]:
+    """TG-263 name -> OncoSeg segment name, for every declared segment (or those named in
+    ``segments``): what an imported structure set named by TG-263 maps to."""
+    return {spec.tg263: spec.name for spec in _declared()
+            if segments is None or spec.name in segments}
