@@ -73,7 +73,9 @@ class ReviewApp(TrameApp):
         state.exports = []
 
     def _say(self, message: str, kind: str = "info") -> None:
-        self.state.message, self.state.message_kind = message, kind
+        """Every message the page shows goes through here, its paths made relative to the
+        data root (errors from any layer name the server's absolute paths)."""
+        self.state.message, self.state.message_kind = self.session.message(message), kind
 
     # ------------------------------------------------------------------ actions
 
@@ -152,7 +154,7 @@ class ReviewApp(TrameApp):
             self.editor.segmentation_editor.set_active_segmentation(result.segmentation,
                                                                     result.reference)
             self.editor.segmentation_editor.trigger_all_signals()
-        self.state.summary = result.summary
+        self.state.summary = self.session.message(result.summary)
         self.state.slice_scores = [float(r["P(T3)"]) for r in result.rows] \
             if result.task == "staging" else []
         self.state.rows = [{k: f"{v:.4g}" if isinstance(v, float) else str(v)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -38,8 +39,34 @@ def inside_root(root: str | os.PathLike[str], requested: str | os.PathLike[str])
     path = (base / requested).resolve()
     if path != base and base not in path.parents:
         raise InputError(str(requested), "is outside the data root; only files under "
-                         f"{base} can be opened or written")
+                         "the data root can be opened or written")
     return path
+
+
+# An absolute path left after the data root's own were made relative: POSIX (two parts at
+# least, so that "1/2" or "/s" in a sentence stays) or Windows (a drive letter).
+_ABSOLUTE = re.compile(r"(?<![\w.~/-])(?:/[^\s/'\"():;,<>|]+){2,}/?"
+                       r"|\b[A-Za-z]:[\\/](?:[^\s\\/'\"():;,<>|]+[\\/])*[^\s\\/'\"():;,<>|]*")
+
+
+def relative_paths(text: str, root: str | os.PathLike[str]) -> str:
+    """``text`` with every path under the data root written relative to it (the root itself
+    as ``.``), and any other absolute path cut to ``.../<its last part>``.
+
+    What the page shows (errors from any layer below included: an ITK reader, a model file
+    refused, an input that cannot be read) must not tell a browser how the server's disks are
+    laid out, and a reviewer knows the files by their place under the data root anyway. The
+    root is matched as given and resolved (symbolic links followed), since messages may carry
+    either form.
+    """
+    given = Path(root).absolute()
+    forms = sorted({str(given), str(given.resolve())}, key=len, reverse=True)
+    for form in forms:
+        form = form.rstrip(os.sep) or os.sep
+        text = re.sub(re.escape(form) + r"(?:[/\\]+|(?![^\s/'\"():;,<>|]))",
+                      lambda m, form=form: "" if m.group(0) != form else ".", text)
+    return _ABSOLUTE.sub(lambda m: ".../" + re.split(r"[\\/]", m.group(0).rstrip("/\\"))[-1],
+                         text)
 
 
 def token_middleware(token: str) -> Callable[..., Awaitable[Any]]:

@@ -9,6 +9,7 @@ run's nodes; exports go into ``<case>/reviewed/`` under the data root and never 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.volumes import volume_node_from_image
 from OncoSegWebLib.cases import CaseEntry, find_cases
 from OncoSegWebLib.runners import ReviewResult, TaskRun, plan_run
-from OncoSegWebLib.security import inside_root
+from OncoSegWebLib.security import inside_root, relative_paths
 
 EXPORT_FOLDER = "reviewed"
 MODEL_FOLDER = "models"  # model files offered besides the demo: <root>/models/*.safetensors
@@ -33,6 +34,7 @@ ACCEPTED_ATTRIBUTE = "OncoSeg.acceptedAt"
 class ReviewSession:
     def __init__(self, context: MRMLContext, root: str | os.PathLike[str]):
         self.context = context
+        self.given_root = Path(root).absolute()  # as the server was started: messages may say it
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise InputError(str(root), "is not a folder (the data root to review)")
@@ -43,7 +45,14 @@ class ReviewSession:
     # ------------------------------------------------------------------ cases and models
 
     def cases(self) -> list[CaseEntry]:
-        return find_cases(self.root)
+        """The cases under the root, their errors told with relative paths (:meth:`message`)."""
+        return [replace(c, error=self.message(c.error)) if c.error else c
+                for c in find_cases(self.root)]
+
+    def message(self, text: object) -> str:
+        """``text`` (an error, a summary) as the page may show it: paths under the data root
+        relative to it, no other absolute server path (security.relative_paths)."""
+        return relative_paths(str(text), self.given_root)
 
     def models(self) -> list[str]:
         """'demo' and the model files in the data root's models folder, relative to the root."""
