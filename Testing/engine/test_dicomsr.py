@@ -14,7 +14,19 @@ import numpy as np
 import pydicom
 import pytest
 import SimpleITK as sitk
-from dicom_ct import DCIODVFY, DCIODVFY_MISSING, dciodvfy_errors, phantom_ct_case, uniform_series
+from dicom_ct import (
+    AXIAL,
+    DCIODVFY,
+    DCIODVFY_MISSING,
+    OBLIQUE_ROWS,
+    bone_mask,
+    dciodvfy_errors,
+    grid_points,
+    phantom_ct_case,
+    stack_positions,
+    uniform_series,
+    write_analytic_series,
+)
 
 from oncoseg.errors import InputError
 from oncoseg.export import export_segmentation
@@ -186,6 +198,47 @@ def test_volumes_on_pydicoms_real_ct(tmp_path):
     ct = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm", stop_before_pixels=True)
     assert group.referenced_segment.source_series_for_segmentation.value == ct.SeriesInstanceUID
     assert texts(measurement[0])["111001"] == "OncoSeg"  # no model known: OncoSeg itself
+
+
+@needs_dicom3tools
+@pytest.mark.parametrize(("orientation", "first", "step"),
+                         [(AXIAL, (-47.0, -39.0, 25.0), -2.5),
+                          (OBLIQUE_ROWS, (-47.0, -39.0, 0.0), 2.0)],
+                         ids=["axial-stored-head-first", "oblique"])
+def test_volumes_on_analytic_series_in_other_orientations(tmp_path, orientation, first, step):
+    """The analytic CT's bone sphere on a stack stored from its last slice down, and on one
+    rotated 15 degrees in-plane: the referenced segment holds the reported volume, and each
+    image library entry places its image as the file does."""
+    positions = stack_positions([k * step for k in range(12)], orientation, first)
+    files = write_analytic_series(tmp_path / "ct", positions, orientation)
+    image = read_volume(tmp_path / "ct").image
+    bone = bone_mask(grid_points(image))
+    segmentation = Segmentation.from_masks(image, [bone], [Segment("b", "Bone", (1, 1, .8))])
+    export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
+                        choose_dicom_series(tmp_path / "ct"))
+    volume_ml = float(bone.sum() * np.prod(image.GetSpacing())) / 1000
+    write_measurement_report(tmp_path / "sr.dcm", files, [SegmentVolume("Bone", 1, "", volume_ml)],
+                             MODEL, tmp_path / "seg.dcm")
+    assert dciodvfy_errors(tmp_path / "sr.dcm") == []
+    sr = hd.sr.srread(tmp_path / "sr.dcm")
+    [group] = sr.content.get_volumetric_roi_measurement_groups()
+    [measurement] = group.get_measurements()
+    headers = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    held = hd.seg.segread(tmp_path / "seg.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=[h.SOPInstanceUID for h in headers], segment_numbers=[1])
+    assert held.sum() == bone.sum() > 0
+    assert measurement.value == pytest.approx(volume_ml, rel=1e-12)
+    library = next(item for item in sr.ContentSequence
+                   if item.ConceptNameCodeSequence[0].CodeValue == "111028")
+    for entry, header in zip(library.ContentSequence[0].ContentSequence, headers, strict=True):
+        assert entry.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == header.SOPInstanceUID
+        values = {d.ConceptNameCodeSequence[0].CodeValue: float(
+            d.MeasuredValueSequence[0].NumericValue) for d in entry.ContentSequence
+            if d.ValueType == "NUM"}
+        np.testing.assert_allclose([values[f"11090{i}"] for i in range(4, 10)],
+                                   [float(v) for v in header.ImageOrientationPatient])
+        np.testing.assert_allclose([values[f"11090{i}"] for i in range(1, 4)],
+                                   [float(v) for v in header.ImagePositionPatient])
 
 
 @needs_dicom3tools
