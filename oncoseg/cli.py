@@ -153,8 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(p)
 
     p = verbs.add_parser("export", help="write a segmentation as DICOM SEG, RTSTRUCT, NRRD, "
-                         "NIfTI or .seg.nrrd")
-    p.add_argument("segmentation", help="a .seg.nrrd (as predict writes it) or a label map")
+                         "NIfTI or .seg.nrrd, or a result's probability maps as a FRACTIONAL "
+                         "DICOM SEG (dicom-seg-fractional)")
+    p.add_argument("segmentation", help="a .seg.nrrd (as predict writes it), a label map, or "
+                   "a predict output folder or its result.json (dicom-seg-fractional: the "
+                   "maps it lists)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, type=Path, help="the file to write")
     p.add_argument("--reference", type=Path, help="folder of the DICOM series the "
@@ -164,6 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", help="name a label map's labels after this task's segments")
     p.add_argument("--label", default="OncoSeg", help="series description and structure set "
                    "label")
+    p.add_argument("--maximum-fractional-value", type=int, help="dicom-seg-fractional: the "
+                   "stored value of probability 1, 1-255 (default 255: steps of 1/255)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
@@ -511,7 +516,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from oncoseg.export import export_file
 
     result = export_file(args.segmentation, args.output, args.format, args.reference,
-                         args.series_uid, args.task, args.overwrite, args.label)
+                         args.series_uid, args.task, args.overwrite, args.label,
+                         args.maximum_fractional_value)
     for message in result.messages:
         print(f"note: {message}")
     print(f"{result.format} with {len(result.segments)} segments "

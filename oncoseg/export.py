@@ -1,28 +1,36 @@
 """Export a segmentation to the formats other systems read: DICOM SEG and RTSTRUCT that
-reference the source DICOM series, and NRRD, NIfTI and Slicer's ``.seg.nrrd``.
+reference the source DICOM series, and NRRD, NIfTI and Slicer's ``.seg.nrrd``; and a result's
+probability maps as a FRACTIONAL DICOM SEG that references the series the same way.
 
 Every DICOM SEG frame and RTSTRUCT contour shows the segmentation where its source image lies
 (its ImagePositionPatient), so a series with a missing slice, a varying step or a gantry tilt is
 referenced image by image. A segmentation drawn on another grid than the series' own (the rectal
 task's b0 grid, exported against the T2w series) is sampled there, nearest neighbour, and the
 result says so; one that does not overlap the series is refused, and so is a series whose UIDs
-were blanked (nothing to reference). Files are written atomically and never over an existing
-file unless asked.
+were blanked (nothing to reference). Probability maps are sampled there by linear
+interpolation (:func:`oncoseg.io.dicomseg.fractions_on_planes`). Files are written atomically
+and never over an existing file unless asked.
+
+A ``predict`` output folder is exported by naming the folder, its ``result.json`` or its
+segmentation: the segmentation and the maps are the files ``result.json`` lists, and the DICOM
+objects name the model it records.
 """
 
 from __future__ import annotations
 
 import colorsys
+import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
-from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
+from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS, FRACTIONAL
 from oncoseg.geometry import check_overlap, same_grid
 from oncoseg.io.atomic import refuse_existing
 from oncoseg.io.dicom import Algorithm
@@ -72,21 +80,23 @@ def _default_color(value: int) -> tuple[float, float, float]:
     return colorsys.hsv_to_rgb(hue, 0.75, 0.9)
 
 
-def instance_grid_note(segmentation: Segmentation, planes: Sequence[SlicePlane],
-                       reference_name: str) -> list[str]:
-    """Whether exporting samples the segmentation off its own grid: none when it lies on the
-    series' regular grid (each image is one of its slices), else a note (nearest neighbour onto
-    each image's plane); a segmentation elsewhere in space is refused."""
+def instance_grid_note(image: sitk.Image, planes: Sequence[SlicePlane], reference_name: str,
+                       what: str = "the segmentation", how: str = "nearest neighbour"
+                       ) -> list[str]:
+    """Whether exporting samples ``image`` (``what``: the segmentation's grid, a probability
+    map) off its own grid: none when it lies on the series' regular grid (each image is one of
+    its slices), else a note (``how`` it is sampled onto each image's plane); an image
+    elsewhere in space is refused."""
     try:
         grid = plan_stack(planes, reference_name).grid()
     except InputError:  # a gap no reader accepts: the images' own planes are still exact
         grid = None
-    if grid is not None and same_grid(segmentation.geometry, grid, tolerance=1e-3):
+    if grid is not None and same_grid(image, grid, tolerance=1e-3):
         return []
     extent = grid if grid is not None else _box_through(planes)
-    check_overlap(segmentation.geometry, extent, "the segmentation", reference_name)
-    return [f"the segmentation was resampled (nearest neighbour) onto the planes of the "
-            f"images of {reference_name}"]
+    check_overlap(image, extent, what, reference_name)
+    return [f"{what} {'were' if what.endswith('s') else 'was'} resampled ({how}) onto the "
+            f"planes of the images of {reference_name}"]
 
 
 def _box_through(planes: Sequence[SlicePlane]) -> sitk.Image:
@@ -119,21 +129,14 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
                         ) -> ExportResult:
     """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series`` and name
     ``algorithm`` (the model that made it) as their processing equipment."""
-    output = Path(output)
-    if fmt not in FORMATS:
-        raise InputError("--format", f"'{fmt}' is not one of {', '.join(FORMATS)}")
-    if not str(output).lower().endswith(ENDINGS[fmt]):
-        raise InputError(str(output), f"a {fmt} file name ends in {' or '.join(ENDINGS[fmt])}")
-    refuse_existing(output, overwrite)
+    output = _checked_output(output, fmt, overwrite)
+    if fmt == FRACTIONAL:
+        raise ValueError(f"{FRACTIONAL} writes probability maps: export_probabilities")
     messages: list[str] = []
     names = [s.name for s in segmentation.segments]
     if fmt in DICOM_FORMATS:
-        if series is None:
-            raise InputError("--reference", f"{fmt} export needs the DICOM series the "
-                             "segmentation belongs to")
-        planes = reference_planes(series)  # refuses series without usable UIDs
-        name = f"DICOM series {series.uid or series.name}"
-        messages = instance_grid_note(segmentation, planes, name)
+        planes, name = _referenced_planes(series, fmt)
+        messages = instance_grid_note(segmentation.geometry, planes, name)
         files = [p.file for p in planes]
         if fmt == "dicom-seg":
             from oncoseg.io.dicomseg import write_dicom_seg
@@ -157,29 +160,169 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
     return ExportResult(output, fmt, names, messages)
 
 
+def export_probabilities(maps: Mapping[str, sitk.Image], segments: Sequence[Segment],
+                         output: str | os.PathLike[str], series: DicomSeries | None,
+                         overwrite: bool = False, label: str = "OncoSeg",
+                         algorithm: Algorithm | None = None,
+                         maximum: int | None = None) -> ExportResult:
+    """Write the probability map of each of ``segments`` (``maps`` by segment name, each on
+    any grid, read one at a time) as a FRACTIONAL DICOM SEG referencing ``series``, its
+    MaximumFractionalValue ``maximum`` (default 255)."""
+    from oncoseg.io.dicomseg import DEFAULT_MAXIMUM_FRACTIONAL_VALUE, write_fractional_dicom_seg
+
+    output = _checked_output(output, FRACTIONAL, overwrite)
+    planes, name = _referenced_planes(series, FRACTIONAL)
+    messages: list[str] = []
+
+    def checked() -> Iterator[tuple[Segment, sitk.Image]]:
+        for segment in segments:
+            image = maps[segment.name]
+            for note in instance_grid_note(image, planes, name, "the probability maps",
+                                           "linear interpolation"):
+                if note not in messages:
+                    messages.append(note)
+            yield segment, image
+
+    write_fractional_dicom_seg(checked(), [p.file for p in planes], output, overwrite, label,
+                               reference_name=name, algorithm=algorithm,
+                               maximum=DEFAULT_MAXIMUM_FRACTIONAL_VALUE if maximum is None
+                               else maximum)
+    return ExportResult(output, FRACTIONAL, [s.name for s in segments], messages)
+
+
+def _checked_output(output: str | os.PathLike[str], fmt: str, overwrite: bool) -> Path:
+    output = Path(output)
+    if fmt not in FORMATS:
+        raise InputError("--format", f"'{fmt}' is not one of {', '.join(FORMATS)}")
+    if not str(output).lower().endswith(ENDINGS[fmt]):
+        raise InputError(str(output), f"a {fmt} file name ends in {' or '.join(ENDINGS[fmt])}")
+    refuse_existing(output, overwrite)
+    return output
+
+
+def _referenced_planes(series: DicomSeries | None, fmt: str) -> tuple[list[SlicePlane], str]:
+    """The planes of the series' images a DICOM export references, and how messages name
+    the series."""
+    if series is None:
+        raise InputError("--reference", f"{fmt} export needs the DICOM series the "
+                         "segmentation belongs to")
+    planes = reference_planes(series)  # refuses series without usable UIDs
+    return planes, f"DICOM series {series.uid or series.name}"
+
+
 def export_file(segmentation_path: str | os.PathLike[str], output: str | os.PathLike[str],
                 fmt: str, reference: str | os.PathLike[str] | None = None,
                 series_uid: str | None = None, task: str | None = None,
-                overwrite: bool = False, label: str = "OncoSeg") -> ExportResult:
-    """The command line's export: read, check, write. A segmentation in a ``predict`` output
-    folder is exported with the identity of the model that made it (its ``result.json``)."""
-    segmentation = load_segmentation(segmentation_path, task)
+                overwrite: bool = False, label: str = "OncoSeg",
+                maximum_fractional_value: int | None = None) -> ExportResult:
+    """The command line's export: read, check, write. ``segmentation_path`` is a segmentation
+    file, or a ``predict`` output folder (or its ``result.json``) for its segmentation; what
+    lies in such a folder is exported with the identity of the model that made it. The
+    probability maps (``dicom-seg-fractional``) are those the folder's ``result.json`` lists."""
+    found = prediction_folder(segmentation_path)
+    if fmt == FRACTIONAL:
+        if found is None or not found[1].get("files", {}).get("probabilities"):
+            raise InputError(str(segmentation_path), (
+                f"has no probability maps beside it: {FRACTIONAL} exports the maps of a "
+                "predict output folder (the files its result.json lists under "
+                "'probabilities'); name that folder, its result.json or its segmentation. "
+                "Tasks that classify (staging) write no maps"))
+        folder, document = found
+        maps = result_maps(folder, document["files"]["probabilities"])
+        series = choose_dicom_series(reference, series_uid) if reference is not None else None
+        return export_probabilities(maps, result_segments(document, list(maps)), output,
+                                    series, overwrite, label,
+                                    Algorithm.of_model(document.get("model")),
+                                    maximum_fractional_value)
+    source = Path(segmentation_path)
+    if found is not None and (source.is_dir() or source.name == "result.json"):
+        relative = found[1].get("files", {}).get("segmentation")
+        if not relative:
+            raise InputError(str(segmentation_path), "holds no segmentation (its task "
+                             f"'{found[1].get('task')}' makes none)")
+        source = found[0] / relative
+    segmentation = load_segmentation(source, task)
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
     return export_segmentation(segmentation, output, fmt, series, overwrite, label,
-                               algorithm_beside(segmentation_path))
+                               Algorithm.of_model(found[1].get("model")) if found else
+                               Algorithm())
+
+
+def prediction_folder(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:
+    """(the folder, its ``result.json``) when ``path`` is a ``predict`` output folder, its
+    ``result.json`` or a file that ``result.json`` lists beside it; else None."""
+    path = Path(path)
+    result = path / "result.json" if path.is_dir() else \
+        path if path.name == "result.json" else path.parent / "result.json"
+    try:
+        document = json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("files", {}), dict):
+        return None
+    if result.parent != path and path != result and \
+            path.name not in document.get("files", {}).values():
+        return None  # a result.json of something else
+    return result.parent, document
 
 
 def algorithm_beside(segmentation_path: str | os.PathLike[str]) -> Algorithm:
     """The model named by the ``result.json`` of the folder a segmentation file lies in (as
     ``predict`` writes them), or OncoSeg alone."""
-    import json
+    found = prediction_folder(segmentation_path)
+    return Algorithm.of_model(found[1].get("model")) if found else Algorithm()
 
-    result = Path(segmentation_path).parent / "result.json"
+
+class LazyMaps(Mapping[str, sitk.Image]):
+    """Probability maps by segment name, each made by its reader (read from its file, copied
+    out of a scene) when it is asked for and not kept: an export holds one at a time."""
+
+    def __init__(self, readers: Mapping[str, Callable[[], sitk.Image]]):
+        self.readers = dict(readers)
+
+    def __getitem__(self, name: str) -> sitk.Image:
+        return self.readers[name]()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.readers)
+
+    def __len__(self) -> int:
+        return len(self.readers)
+
+
+def result_maps(folder: Path, files: Mapping[str, str]) -> LazyMaps:
+    """The maps a ``result.json`` lists (segment name -> file in ``folder``); uint8 ones read
+    back as float through their NIfTI slope."""
+    def reader(name: str, path: Path) -> Callable[[], sitk.Image]:
+        def read() -> sitk.Image:
+            if not path.is_file():
+                raise InputError(str(path), "is missing: result.json lists it as the "
+                                 f"probability map of {name}")
+            return read_image(path)
+        return read
+
+    return LazyMaps({name: reader(name, folder / relative) for name, relative in files.items()})
+
+
+def result_segments(document: Mapping[str, Any], names: Sequence[str]) -> list[Segment]:
+    """The segments of maps ``names`` as ``predict`` describes them in the segmentation: the
+    task's colour and terminology for each, else the colour ``result.json`` lists (Tissue, as
+    any segment without terminology)."""
+    from oncoseg.prediction import file_stem
+    from oncoseg.tasks import get_task
+
     try:
-        document = json.loads(result.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return Algorithm()
-    files = document.get("files", {}).values() if isinstance(document, dict) else ()
-    if Path(segmentation_path).name not in files:
-        return Algorithm()  # a result.json of something else
-    return Algorithm.of_model(document.get("model"))
+        specs = {s.name: s for s in get_task(str(document.get("task"))).segments}
+    except InputError:  # a task this installation lacks
+        specs = {}
+    listed = {s.get("name"): s for s in document.get("segments", []) if isinstance(s, dict)}
+    segments = []
+    for value, name in enumerate(names, start=1):
+        spec = specs.get(name)
+        color = spec.color if spec else listed.get(name, {}).get("color") or \
+            _default_color(value)
+        segments.append(Segment(
+            id=file_stem(name), name=name, color=tuple(color),
+            label_value=spec.label if spec else value,
+            terminology=spec.terminology.to_slicer() if spec and spec.terminology else ""))
+    return segments

@@ -1,17 +1,22 @@
 """Export a segmentation node through the engine's writers (DICOM SEG, RTSTRUCT, NRRD, NIfTI,
-``.seg.nrrd``).
+``.seg.nrrd``), and the probability maps of the run that made it as a FRACTIONAL DICOM SEG.
 
 Each segment is exported on the reference volume's grid by Slicer's own segmentation logic (so
 what is written is what Segment Editor shows, closed-surface edits included), one segment at a
 time so that overlapping segments stay whole. The DICOM formats reference the series the
 reference volume was loaded from (Slicer's DICOM database, through the volume's instance UIDs)
-or a series folder the user names. Nothing is added to the scene.
+or a series folder the user names. The probability maps are the volume nodes the run added
+beside the segmentation (:func:`probability_nodes_of`), copied out one at a time and sampled
+onto the series' images as ``oncoseg export`` samples the maps of an output folder. Nothing is
+added to the scene.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -19,8 +24,8 @@ import SimpleITK as sitk
 import vtk
 
 from oncoseg.errors import InputError
-from oncoseg.export import ExportResult, export_segmentation
-from oncoseg.export_formats import DICOM_FORMATS
+from oncoseg.export import ExportResult, LazyMaps, export_probabilities, export_segmentation
+from oncoseg.export_formats import DICOM_FORMATS, FRACTIONAL
 from oncoseg.io.dicom import Algorithm
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
@@ -30,6 +35,10 @@ from OncoSegCommonLib.volumes import image_from_volume_node
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
 SERIES_FOLDER_ATTRIBUTE = "OncoSeg.seriesFolder"  # set on volumes OncoSeg read from a folder
+# how OncoSegCommonLib.taskrun.add_prediction names a run's nodes: '<prefix> segmentation' and
+# '<prefix> <segment name> probability'
+SEGMENTATION_SUFFIX = " segmentation"
+PROBABILITY_SUFFIX = " probability"
 
 
 def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
@@ -52,13 +61,18 @@ def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
                 raise RuntimeError(f"Slicer could not export segment '{vtk_segment.GetName()}'")
             image = image_from_volume_node(labelmap)
         masks.append(sitk.GetArrayViewFromImage(image) > 0)
-        segments.append(Segment(sid, vtk_segment.GetName(), tuple(vtk_segment.GetColor()),
-                                terminology=vtk_segment.GetTerminology() or ""))
+        segments.append(_segment(sid, vtk_segment))
     if not segments:
         raise InputError(node.GetName(), "has no segments to export")
     reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)
     reference.CopyInformation(image)
     return Segmentation.from_masks(reference, [np.array(m) for m in masks], segments)
+
+
+def _segment(sid: str, vtk_segment: Any) -> Segment:
+    """A segment's description: name, colour, terminology."""
+    return Segment(sid, vtk_segment.GetName(), tuple(vtk_segment.GetColor()),
+                   terminology=vtk_segment.GetTerminology() or "")
 
 
 def series_of_volume(volume_node: Any, database: Any = None) -> DicomSeries | None:
@@ -82,9 +96,12 @@ def series_of_volume(volume_node: Any, database: Any = None) -> DicomSeries | No
 def export_node(segmentation_node: Any, reference_volume_node: Any, output: str, fmt: str,
                 series_folder: str | None = None, series_uid: str | None = None,
                 overwrite: bool = False, database: Any = None,
-                label: str = "OncoSeg") -> ExportResult:
+                label: str = "OncoSeg", probability_nodes: Mapping[str, Any] | None = None,
+                maximum_fractional_value: int | None = None) -> ExportResult:
     """Write the segmentation node as ``fmt``; DICOM formats need the reference volume's
-    series, from ``series_folder`` or else from the DICOM database."""
+    series, from ``series_folder`` or else from the DICOM database. ``dicom-seg-fractional``
+    writes the run's probability maps instead: ``probability_nodes`` (segment name -> volume
+    node), or else those :func:`probability_nodes_of` finds."""
     series = None
     if fmt in DICOM_FORMATS:
         series = choose_dicom_series(series_folder, series_uid) if series_folder else \
@@ -93,9 +110,59 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
             raise InputError(reference_volume_node.GetName(), (
                 f"was not loaded from Slicer's DICOM database, so {fmt} export needs the "
                 "folder of its DICOM series"))
+    algorithm = algorithm_of_node(segmentation_node)
+    if fmt == FRACTIONAL:
+        nodes = dict(probability_nodes) if probability_nodes is not None else \
+            probability_nodes_of(segmentation_node)
+        if not nodes:
+            raise InputError(segmentation_node.GetName(), (
+                f"has no probability maps in the scene: {FRACTIONAL} exports the maps an "
+                f"OncoSeg run adds beside its segmentation ('<name> <segment>{PROBABILITY_SUFFIX}'"
+                " volumes); choose the segmentation of such a run"))
+        segments = segment_descriptions(segmentation_node, list(nodes))
+        maps = LazyMaps({name: partial(image_from_volume_node, node)
+                         for name, node in nodes.items()})
+        return export_probabilities(maps, segments, output, series, overwrite, label,
+                                    algorithm, maximum_fractional_value)
     segmentation = segmentation_of_node(segmentation_node, reference_volume_node)
-    return export_segmentation(segmentation, output, fmt, series, overwrite, label,
-                               algorithm_of_node(segmentation_node))
+    return export_segmentation(segmentation, output, fmt, series, overwrite, label, algorithm)
+
+
+def probability_nodes_of(segmentation_node: Any) -> dict[str, Any]:
+    """The probability maps of the run that made the node, by segment name: the scalar volumes
+    ``add_prediction`` names '<prefix> <segment> probability' beside '<prefix> segmentation'.
+    A name that several volumes share (a run repeated without removing the first) is refused:
+    which map belongs to this segmentation is then unknown."""
+    name = segmentation_node.GetName() or ""
+    if not name.endswith(SEGMENTATION_SUFFIX):
+        return {}
+    prefix = name[:-len(SEGMENTATION_SUFFIX)]
+    scene = segmentation_node.GetScene()
+    segmentation = segmentation_node.GetSegmentation()
+    found = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(index).GetName()
+        wanted = f"{prefix} {segment}{PROBABILITY_SUFFIX}"
+        nodes = scene.GetNodesByClassByName("vtkMRMLScalarVolumeNode", wanted)
+        if nodes.GetNumberOfItems() > 1:
+            raise InputError(wanted, f"names {nodes.GetNumberOfItems()} volumes: which one is "
+                             f"the map of '{name}' is unknown; remove or rename the others")
+        if nodes.GetNumberOfItems() == 1:
+            found[segment] = nodes.GetItemAsObject(0)
+    return found
+
+
+def segment_descriptions(segmentation_node: Any, names: list[str]) -> list[Segment]:
+    """The node's description (colour, terminology) of each segment named, by name; Tissue in
+    a default colour for a map whose segment the node no longer has."""
+    segmentation = segmentation_node.GetSegmentation()
+    described = {}
+    for index in range(segmentation.GetNumberOfSegments()):
+        sid = segmentation.GetNthSegmentID(index)
+        segment = _segment(sid, segmentation.GetSegment(sid))
+        described.setdefault(segment.name, segment)
+    return [described.get(name) or Segment(f"map_{n}", name, (0.5, 0.5, 0.5))
+            for n, name in enumerate(names, start=1)]
 
 
 def algorithm_of_node(segmentation_node: Any) -> Algorithm:

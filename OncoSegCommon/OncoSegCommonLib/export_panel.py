@@ -3,7 +3,8 @@
 
 The user picks the segmentation (the result, or any other), the reference volume, a format and
 a file; DICOM formats find the volume's series in Slicer's DICOM database, or in a folder the
-user names. An existing file is replaced only with the box ticked.
+user names. "DICOM SEG (probabilities)" writes the probability maps of the run that made the
+segmentation (a FRACTIONAL SEG). An existing file is replaced only with the box ticked.
 """
 
 from pathlib import Path
@@ -11,7 +12,9 @@ from pathlib import Path
 import slicer
 
 UI_FILE = Path(__file__).resolve().parents[1] / "Resources" / "UI" / "OncoSegExport.ui"
-FORMAT_CHOICES = (("DICOM SEG", "dicom-seg", ".dcm"), ("DICOM RTSTRUCT", "rtstruct", ".dcm"),
+FORMAT_CHOICES = (("DICOM SEG", "dicom-seg", ".dcm"),
+                  ("DICOM SEG (probabilities)", "dicom-seg-fractional", ".dcm"),
+                  ("DICOM RTSTRUCT", "rtstruct", ".dcm"),
                   ("Slicer segmentation (.seg.nrrd)", "seg.nrrd", ".seg.nrrd"),
                   ("Label map (NRRD)", "nrrd", ".nrrd"), ("Label map (NIfTI)", "nifti", ".nii.gz"))
 
@@ -26,9 +29,14 @@ class ExportPanel:
             self.ui.exportFormatSelector.addItem(text, fmt)
         self.ui.exportFormatSelector.connect("currentIndexChanged(int)", self._suggest_name)
         self.ui.exportButton.connect("clicked()", self._export)
+        self._maps = (None, None)  # (segmentation node, its run's probability nodes by name)
 
-    def show(self, segmentation_node, volume_node):
-        """Offer a fresh result for export."""
+    def show(self, segmentation_node, volume_node, probability_nodes=None):
+        """Offer a fresh result for export; ``probability_nodes`` (segment name -> volume
+        node, the run's ``PredictionNodes.probabilities``) are what its probabilities export
+        writes, else the maps are found by name (OncoSegCommonLib.export.probability_nodes_of).
+        """
+        self._maps = (segmentation_node, probability_nodes)
         self.ui.exportSegmentationSelector.setCurrentNode(segmentation_node)
         self.ui.exportVolumeSelector.setCurrentNode(volume_node)
         self._suggest_name()
@@ -54,12 +62,14 @@ class ExportPanel:
             slicer.util.errorDisplay("Choose the segmentation, its reference volume and the "
                                      "output file.")
             return
+        shown, maps = self._maps
         try:
             result = export_node(
                 segmentation, volume, output, self.ui.exportFormatSelector.currentData,
                 series_folder=self.ui.exportSeriesPathLineEdit.currentPath or None,
                 overwrite=self.ui.exportOverwriteCheckBox.checked,
-                database=getattr(slicer, "dicomDatabase", None))
+                database=getattr(slicer, "dicomDatabase", None),
+                probability_nodes=maps if segmentation is shown else None)
         except InputError as error:
             self.ui.exportStatusLabel.text = str(error)
             return

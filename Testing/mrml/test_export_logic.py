@@ -158,3 +158,89 @@ def test_a_segmentation_a_run_made_exports_the_models_identity(mrml, ct_case, tm
     assert "CC-BY-4.0" in equipment.ContributionDescription
     assert algorithm_of_node(mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode")).name \
         == "OncoSeg"
+
+
+def _probability_run(mrml, ct_case, prefix="OARSeg"):
+    """A run's nodes as add_prediction adds them: the segmentation and, for two segments, a
+    probability map: the bladder's on the CT grid, the bowel bag's on a coarser working grid
+    (as oar-ct hands over maps for a large CT)."""
+    from oncoseg.prediction import Prediction
+    from OncoSegCommonLib.taskrun import add_prediction
+
+    _, image, segmentation = ct_case
+    specs = [s for s in CT_SEGMENTS if s.name in ("Bladder", "Bowel bag")]
+    masks = [segmentation.mask(segmentation.segment(s.name).id) for s in specs]
+    labels = sitk.GetImageFromArray(np.where(masks[0], 1, np.where(masks[1], 2, 0))
+                                    .astype(np.uint8))
+    labels.CopyInformation(image)
+    maps = {}
+    for spec, mask in zip(specs, masks, strict=True):
+        blurred = sitk.SmoothingRecursiveGaussian(
+            sitk.Cast(sitk.GetImageFromArray(mask.astype(np.uint8)), sitk.sitkFloat32), 1.5)
+        blurred.CopyInformation(image)
+        maps[spec.name] = sitk.Clamp(blurred, sitk.sitkFloat32, 0.0, 1.0)
+    coarse = sitk.Image([s // 2 for s in image.GetSize()], sitk.sitkFloat32)
+    coarse.SetSpacing([2 * s for s in image.GetSpacing()])
+    coarse.SetOrigin(image.GetOrigin())
+    coarse.SetDirection(image.GetDirection())
+    maps["Bowel bag"] = sitk.Resample(maps["Bowel bag"], coarse, sitk.Transform(),
+                                      sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    volume = volume_node_from_image(mrml.scene, image, "CT")
+    model = {"name": "a model", "file": "pelvis-7.safetensors", "sha256": "cd" * 32}
+    prediction = Prediction(task="oar-ct", model=model, images={"ct": image},
+                            display_role="ct", segments=tuple(specs), labels=labels,
+                            probabilities=maps)
+    return volume, add_prediction(mrml.scene, prediction, prefix, volume), maps
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason=DCIODVFY_MISSING)
+def test_the_probability_maps_of_a_run_export_as_a_fractional_dicom_seg(mrml, ct_case,
+                                                                         tmp_path):
+    """The maps are the volume nodes add_prediction made; each frame gives back the node's
+    map where its image lies: to half a 1/255 step on the CT grid, and where the map lies on a
+    coarser grid, the map linearly resampled (sitk.Resample) onto the image's slice."""
+    case, image, _ = ct_case
+    volume, nodes, maps = _probability_run(mrml, ct_case)
+    series = choose_dicom_series(case)
+    uids = [pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID for f in series.files]
+    volume.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(uids))
+    before = mrml.node_names()
+    result = export_node(nodes.segmentation, volume, str(tmp_path / "p.dcm"),
+                         "dicom-seg-fractional", database=FakeDicomDatabase(series.files))
+    assert mrml.node_names() == before
+    assert result.segments == ["Bladder", "Bowel bag"]
+    assert "probability maps were resampled (linear interpolation)" in result.messages[0]
+    assert dciodvfy_errors(result.path) == []
+    seg = hd.seg.segread(result.path)
+    assert seg.SegmentationType == "FRACTIONAL"
+    frames = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids,
+                                               segment_numbers=[1, 2])
+    on_ct = sitk.GetArrayFromImage(maps["Bladder"])  # slice k is series file k
+    assert np.abs(frames[..., 0] - on_ct).max() <= 0.5 / 255 + 1e-6
+    resampled = sitk.GetArrayFromImage(sitk.Resample(maps["Bowel bag"], image,
+                                                     sitk.Transform(), sitk.sitkLinear, 0.0,
+                                                     sitk.sitkFloat32))
+    assert np.abs(frames[..., 1] - resampled).max() <= 0.5 / 255 + 1e-5
+    assert frames[..., 1].max() > 0.5
+    binary = export_node(nodes.segmentation, volume, str(tmp_path / "b.dcm"), "dicom-seg",
+                         database=FakeDicomDatabase(series.files))
+    assert pydicom.dcmread(result.path).SegmentSequence == \
+        pydicom.dcmread(binary.path).SegmentSequence
+
+
+def test_probability_export_needs_the_maps_of_one_run(mrml, ct_case, tmp_path):
+    case, _, _ = ct_case
+    volume, first, _ = _probability_run(mrml, ct_case)
+    with pytest.raises(InputError, match="has no probability maps in the scene"):
+        export_node(mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn"), volume,
+                    str(tmp_path / "p.dcm"), "dicom-seg-fractional", str(case))
+    _probability_run(mrml, ct_case)  # the same run again, its nodes named as the first's
+    with pytest.raises(InputError, match="names 2 volumes"):
+        export_node(first.segmentation, volume, str(tmp_path / "p.dcm"),
+                    "dicom-seg-fractional", str(case))
+    assert not (tmp_path / "p.dcm").exists()
+    # the panel hands over the run's own nodes: no name to look up
+    result = export_node(first.segmentation, volume, str(tmp_path / "p.dcm"),
+                         "dicom-seg-fractional", str(case),
+                         probability_nodes={"Bladder": first.probabilities["Bladder"]})
+    assert result.segments == ["Bladder"]

@@ -1,10 +1,16 @@
 """DICOM Segmentation objects, referencing the image series they were drawn on.
 
 A BINARY SEG: one frame per source image and segment that holds voxels, each frame pointing at
-its source instance and showing the segmentation where that image lies. Segments carry their
-SNOMED CT category, type (with modifier) and anatomic region from the segment's terminology,
-the display colour (CIELab), and OncoSeg as the algorithm. A segment without terminology (added
-by hand in Segment Editor) is coded as Slicer codes new segments: Tissue.
+its source instance and showing the segmentation where that image lies. A FRACTIONAL SEG
+(SegmentationFractionalType PROBABILITY) holds probability maps the same way: 8 bits per pixel,
+``round(p * MaximumFractionalValue)`` (255 by default), one frame per source image and segment
+where the map is not 0 there, each map sampled on the image's plane by linear interpolation
+(see :func:`fractions_on_planes`). Both types share every module but the pixels.
+
+Segments carry their SNOMED CT category, type (with modifier) and anatomic region from the
+segment's terminology, the display colour (CIELab), and OncoSeg as the algorithm. A segment
+without terminology (added by hand in Segment Editor) is coded as Slicer codes new segments:
+Tissue.
 
 Written with pydicom alone, module by module of the Segmentation IOD (PS3.3 A.51), so that it
 runs on every supported Slicer: Slicer 5.10 ships pydicom 2.4.4 and numpy 2.0.2, and no
@@ -15,11 +21,12 @@ numpy 2 removed). dciodvfy judges the result and highdicom reads it back in the 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 import pydicom
+import SimpleITK as sitk
 from pydicom.dataset import FileDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
@@ -38,6 +45,11 @@ TISSUE = Code("SCT", "85756007", "Tissue")
 ARTIFICIAL_INTELLIGENCE = Code("DCM", "123110", "Artificial Intelligence")  # CID 7162
 SEGMENTATION_DERIVATION = Code("DCM", "113076", "Segmentation")  # CID 7203
 SOURCE_IMAGE_PURPOSE = Code("DCM", "121322", "Source image for image processing operation")
+# A FRACTIONAL SEG's stored value for probability 1 (PS3.3 C.8.20.2.3: 8 bits per pixel, so
+# at most 255; a map read back is within half a step, 0.5 / MaximumFractionalValue, of the map)
+DEFAULT_MAXIMUM_FRACTIONAL_VALUE = 255
+# Probabilities this far outside [0, 1] are not float rounding: the image is not a map.
+PROBABILITY_SLACK = 1e-3
 
 
 def cielab(rgb: Sequence[int]) -> list[int]:
@@ -96,36 +108,113 @@ def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.
                     label: str = "OncoSeg", manual: bool = False,
                     reference_name: str = "the DICOM series",
                     algorithm: Algorithm | None = None) -> Path:
-    """Write ``segmentation`` as a DICOM SEG referencing the single-frame images
+    """Write ``segmentation`` as a BINARY DICOM SEG referencing the single-frame images
     ``series_files``: frame by frame, the segmentation (on any grid) sampled where each source
     image actually lies, so a series with a missing slice or a gantry tilt is referenced
     correctly."""
     if not segmentation.segments:
         raise ValueError("a DICOM SEG needs at least one segment")
+    sources, planes = _referenced_images(series_files, reference_name)
+    masks = masks_on_planes([(s.name, segmentation.mask(s.id)) for s in segmentation.segments],
+                            segmentation.geometry, planes, reference_name)
+    return _write_seg(path, overwrite, sources, planes, segmentation.segments, masks, label,
+                      manual, algorithm, maximum=None)
+
+
+def write_fractional_dicom_seg(maps: Iterable[tuple[Segment, sitk.Image]],
+                               series_files: Sequence[str | os.PathLike[str]],
+                               path: str | os.PathLike[str], overwrite: bool = False,
+                               label: str = "OncoSeg", reference_name: str = "the DICOM series",
+                               algorithm: Algorithm | None = None,
+                               maximum: int = DEFAULT_MAXIMUM_FRACTIONAL_VALUE) -> Path:
+    """Write probability maps (each with the segment it belongs to, on any grid) as a
+    FRACTIONAL DICOM SEG referencing ``series_files`` as :func:`write_dicom_seg` does.
+
+    ``maps`` is consumed one map at a time and each is kept only as its 8-bit frames, so a
+    caller that reads maps from files as they are asked for holds one float map at a time."""
+    if not isinstance(maximum, int) or not 1 <= maximum <= 255:
+        raise InputError("MaximumFractionalValue", f"is {maximum}: a FRACTIONAL SEG stores 8 "
+                         "bits per pixel, so it is a whole number from 1 to 255")
+    sources, planes = _referenced_images(series_files, reference_name)
+    segments, stacks = [], []
+    for segment, image in maps:
+        segments.append(segment)
+        stacks.append(fractions_on_planes(image, planes, maximum, segment.name, reference_name))
+    if not segments:
+        raise ValueError("a DICOM SEG needs at least one segment")
+    return _write_seg(path, overwrite, sources, planes, segments, stacks, label, False,
+                      algorithm, maximum=maximum)
+
+
+def fractions_on_planes(image: sitk.Image, planes: Sequence[SlicePlane], maximum: int,
+                        name: str = "the probability map",
+                        reference_name: str = "the DICOM series") -> np.ndarray:
+    """A probability map (any grid) on each plane as stored fractions, (n, rows, columns)
+    uint8 ``round(p * maximum)``.
+
+    Sampled by linear interpolation, 0 outside the map, as :class:`oncoseg.prediction.
+    ResampledMaps` puts maps on the CT's grid and Slicer's slice views show them: a map on a
+    coarser working grid then gives the frames ``predict`` would have written on the series'
+    own grid, not nearest neighbour's blocks. Where a plane is one of the map's slices, linear
+    interpolation lands on the voxels (a stored uint8 map comes back exactly). Non-finite
+    values, or values outside [0, 1] beyond float rounding, are refused: not a probability map.
+    """
+    array = sitk.GetArrayViewFromImage(image)
+    out = np.empty((len(planes), planes[0].rows, planes[0].columns), np.uint8)
+    for n, plane in enumerate(planes):
+        sampled = sitk.Resample(image, plane.grid(), sitk.Transform(), sitk.sitkLinear, 0.0,
+                                sitk.sitkFloat32)
+        values = sitk.GetArrayViewFromImage(sampled)[0]
+        if not np.isfinite(values).all():
+            raise InputError(name, "holds values that are not numbers (NaN or infinite): it "
+                             "is not a probability map")
+        low, high = float(values.min()), float(values.max())
+        if low < -PROBABILITY_SLACK or high > 1 + PROBABILITY_SLACK:
+            raise InputError(name, f"holds values from {low:g} to {high:g}: a probability map "
+                             "holds values from 0 to 1")
+        # rounded half up in float64, as oncoseg.io.nifti.write_scaled_uint8 stores maps
+        out[n] = np.floor(np.clip(values.astype(np.float64), 0.0, 1.0) * maximum + 0.5)
+    if not out.any() and array.any():
+        raise InputError(name, f"lies on no image of {reference_name}: is it the series it "
+                         "was computed on?")
+    return out
+
+
+def _referenced_images(series_files: Sequence[str | os.PathLike[str]], reference_name: str
+                       ) -> tuple[list[pydicom.Dataset], list[SlicePlane]]:
+    """The source images' headers and planes, refused unless a SEG can reference them all
+    (UIDs, one plane each, one size)."""
     headers = [(str(f), pydicom.dcmread(str(f), stop_before_pixels=True))
                for f in series_files]
     check_referenceable(headers, reference_name)
-    sources = [ds for _, ds in headers]
     planes = [_single_plane(f, ds) for f, ds in headers]
     sizes = {(p.rows, p.columns) for p in planes}
     if len(sizes) != 1:
         raise InputError(reference_name, f"has images of {len(sizes)} different sizes: a "
                          "DICOM SEG's frames all have one size")
-    masks = masks_on_planes([(s.name, segmentation.mask(s.id)) for s in segmentation.segments],
-                            segmentation.geometry, planes, reference_name)
-    ds = _segmentation_dataset(sources, label, algorithm)
+    return [ds for _, ds in headers], planes
+
+
+def _write_seg(path: str | os.PathLike[str], overwrite: bool, sources: list[pydicom.Dataset],
+               planes: list[SlicePlane], segments: Sequence[Segment], stacks: list[np.ndarray],
+               label: str, manual: bool, algorithm: Algorithm | None,
+               maximum: int | None) -> Path:
+    """The SEG of ``segments``, each with its (n, rows, columns) stack on the source images:
+    BINARY masks, or FRACTIONAL stored fractions (``maximum`` their MaximumFractionalValue)."""
+    ds = _segmentation_dataset(sources, label, algorithm, maximum)
     ds.SegmentSequence = DicomSequence([segment_description(n, s, manual, algorithm)
-                                        for n, s in enumerate(segmentation.segments, start=1)])
-    _add_frames(ds, sources, planes, masks)
+                                        for n, s in enumerate(segments, start=1)])
+    _add_frames(ds, sources, planes, stacks)
     with atomic_path(path, overwrite) as tmp:
         save_dicom(ds, tmp)
     return Path(path)
 
 
 def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
-                          algorithm: Algorithm | None) -> FileDataset:
+                          algorithm: Algorithm | None, maximum: int | None) -> FileDataset:
     """Every module but the frames and segments: SOP common, patient, study, series,
-    frame of reference, equipment, the image's description, references to the series."""
+    frame of reference, equipment, the image's description, references to the series; BINARY,
+    or FRACTIONAL probabilities up to ``maximum``."""
     first = sources[0]
     ds = derived_object(SEGMENTATION_STORAGE, first, "SEG", 998, f"{label} segmentation",
                         algorithm)
@@ -137,12 +226,18 @@ def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
     ds.ContentLabel = label.upper().replace(" ", "_")[:16]
     ds.ContentDescription = f"{label} segmentation"[:64]
     ds.ContentCreatorName = ""
-    ds.SegmentationType = "BINARY"
     ds.LossyImageCompression = "00"
-    # Image Pixel: one bit per pixel, frames packed back to back
+    # Image Pixel: BINARY one bit per pixel, frames packed back to back; FRACTIONAL 8 bits
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    if maximum is None:
+        ds.SegmentationType = "BINARY"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 1, 1, 0
+    else:
+        ds.SegmentationType = "FRACTIONAL"
+        ds.SegmentationFractionalType = "PROBABILITY"
+        ds.MaximumFractionalValue = maximum
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelRepresentation = 0
     ds.Rows, ds.Columns = int(first.Rows), int(first.Columns)
     # Common Instance Reference; General Image's Source Image Sequence
@@ -157,8 +252,9 @@ def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
 def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[SlicePlane],
                 masks: list[np.ndarray]) -> None:
     """Multi-frame Functional Groups and Dimension modules and the pixels: a frame for each
-    segment on each image where it holds voxels (every image, if none does), ordered by
-    segment, then along the images' normal."""
+    segment on each image where it holds voxels (BINARY) or a fraction above 0 (FRACTIONAL),
+    every image if none does, ordered by segment, then along the images' normal. A frame left
+    out reads as 0: highdicom's writer leaves empty frames out too."""
     normal = planes[0].normal
     along = np.array([np.dot(p.position, normal) for p in planes])
     order = np.argsort(along, kind="stable")
@@ -213,20 +309,23 @@ def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[Sl
     ds.PerFrameFunctionalGroupsSequence = DicomSequence(per_frame)
     ds.NumberOfFrames = len(frames)
     ds.SegmentsOverlap = "YES" if _overlap(masks) else "NO"
-    # one bit per pixel, first pixel in the lowest bit, frames back to back (PS3.5 8.1.1, 8.2);
-    # packed eight frames at a time, which always end on a byte, to keep one copy in memory
-    packed = b"".join(
-        np.packbits(np.stack([masks[n][k] for n, k in frames[start:start + 8]]).ravel(),
-                    bitorder="little").tobytes()
-        for start in range(0, len(frames), 8))
+    if ds.SegmentationType == "BINARY":
+        # one bit per pixel, first pixel in the lowest bit, frames back to back (PS3.5 8.1.1,
+        # 8.2); packed eight frames at a time, which always end on a byte, to keep one copy
+        pixels = b"".join(
+            np.packbits(np.stack([masks[n][k] for n, k in frames[start:start + 8]]).ravel(),
+                        bitorder="little").tobytes()
+            for start in range(0, len(frames), 8))
+    else:  # one byte per pixel, frames back to back
+        pixels = b"".join(masks[n][k].tobytes() for n, k in frames)
     # OB, as PS3.5 A.2 prefers for 8 bits or fewer (pydicom would guess OW for a new dataset)
-    ds.add_new(Tag("PixelData"), "OB", packed + b"\0" * (len(packed) % 2))
+    ds.add_new(Tag("PixelData"), "OB", pixels + b"\0" * (len(pixels) % 2))
 
 
 def _overlap(masks: list[np.ndarray]) -> bool:
-    """Does any pixel of any image belong to two segments?"""
+    """Does any pixel of any image belong to two segments (a fraction above 0 in both)?"""
     for k in range(masks[0].shape[0]):
-        if (sum(mask[k].astype(np.uint16) for mask in masks) > 1).any():
+        if (sum((mask[k] != 0).astype(np.uint16) for mask in masks) > 1).any():
             return True
     return False
 
