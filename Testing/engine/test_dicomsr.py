@@ -268,7 +268,7 @@ def test_a_staging_report_on_pydicoms_real_mr_reads_back(tmp_path, p_t3, stage, 
     [evaluation] = group.get_qualitative_evaluations()
     assert code(evaluation.name) == ("SCT", "399504009")  # cT category
     assert code(evaluation.value) == ("SCT", concept)
-    [source] = group.source_images
+    [source] = group.source_images  # read by highdicom 0.22, 0.27 and 0.28 alike
     assert source.referenced_sop_instance_uid == mr.SOPInstanceUID
     assert procedures(sr) == [("LN", "25056-3")]  # MRI unspecified body region
     [scheme] = sr.CodingSchemeIdentificationSequence  # the private codes are declared

@@ -82,7 +82,6 @@ LATERALITY = Code("SCT", "272741003", "Laterality")
 LATERALITIES = {LEFT.value, RIGHT.value, "51440002"}  # CID 244: left, right, bilateral
 REFERENCED_SEGMENT = Code("DCM", "121191", "Referenced Segment")
 SOURCE_SERIES_FOR_SEGMENTATION = Code("DCM", "121232", "Source series for segmentation")
-SOURCE_OF_MEASUREMENT = Code("DCM", "121112", "Source of Measurement")
 ALGORITHM_NAME = Code("DCM", "111001", "Algorithm Name")
 ALGORITHM_VERSION = Code("DCM", "111003", "Algorithm Version")
 ALGORITHM_PARAMETERS = Code("DCM", "111002", "Algorithm Parameters")
@@ -395,7 +394,10 @@ def _finding_sites(term: Terminology) -> list[pydicom.Dataset]:
 def _staging_group(staging: Staging, sources: Sequence[pydicom.Dataset],
                    algorithm: Algorithm) -> pydicom.Dataset:
     """TID 1501: the T category read by the model at its threshold, P(T3) and the threshold,
-    measured on the source images."""
+    measured on the source images. The images are named SCT "Source", as the note to TID
+    1501's image row has it: highdicom 0.22 and 0.27 (Slicer 5.10's and 5.12's test tiers)
+    find a group's source images by that name only; 0.28 also reads CID 7551's DCM 121112
+    "Source of Measurement", which it now writes."""
     if staging.stage not in T_STAGES:
         raise ValueError(f"stage '{staging.stage}' is not one of {', '.join(T_STAGES)}")
     for name, value in (("P(T3)", staging.p_t3), ("the threshold", staging.threshold)):
@@ -409,7 +411,7 @@ def _staging_group(staging: Staging, sources: Sequence[pydicom.Dataset],
              _num(P_T3, staging.p_t3, NO_UNITS, children=_algorithm(algorithm)),
              _num(T3_THRESHOLD, staging.threshold, NO_UNITS, children=_algorithm(algorithm)),
              _code(T_CATEGORY, T_STAGES[staging.stage]),
-             *(_image(SOURCE_OF_MEASUREMENT, ds, "CONTAINS") for ds in sources)]
+             *(_image(SOURCE, ds, "CONTAINS") for ds in sources)]
     return _container(MEASUREMENT_GROUP, items, template="1501")
 
 
