@@ -179,7 +179,7 @@ def staging_from_result(document: Mapping[str, object]) -> Staging | None:
     details = document.get("details")
     if not isinstance(details, Mapping) or not {"p_t3", "threshold", "stage"} <= set(details):
         return None
-    return Staging(float(details["p_t3"]), float(details["threshold"]),  # type: ignore[arg-type]
+    return Staging(float(details["p_t3"]), float(details["threshold"]),
                    str(details["stage"]))
 
 
