@@ -1,0 +1,153 @@
+"""OncoSeg refine on real MRML (slicer-core): finding a result's probability volumes, RAS
+clicks landing on the right voxel of a RAS-stored volume, modifier labelmaps that reproduce the
+engine's answer, hand edits locked, an undo forgetting the undone step."""
+
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.prediction import Prediction
+from oncoseg.refine import Stroke, refine
+from oncoseg.tasks import SegmentSpec
+from OncoSegCommonLib.coordinates import ras_lps
+from OncoSegCommonLib.refine import (
+    RefineLogic,
+    apply_edit,
+    is_oncoseg_result,
+    probability_nodes,
+    ras_of_voxel,
+)
+from OncoSegCommonLib.segmentations import (
+    labels_from_segmentation_node,
+    segment_id,
+    segmentation_node_from_labels,
+    set_segments_from_labels,
+)
+from OncoSegCommonLib.taskrun import add_prediction
+from OncoSegCommonLib.volumes import volume_node_from_image
+
+SPECS = (SegmentSpec(1, "Tumour", (0.9, 0.3, 0.2)), SegmentSpec(2, "Bladder", (0.9, 0.8, 0.3)))
+
+
+def scene_case():
+    """A RAS-stored 48 x 40 x 12 volume (1.5 x 1.5 x 4 mm) with a bright tumour box and a
+    bladder box beside it; the 'model' missed the tumour's right part and holds the bladder."""
+    shape = (12, 40, 48)
+    array = np.zeros(shape, np.float32)
+    array[3:9, 10:30, 8:24] = 100.0  # tumour
+    array[3:9, 10:30, 26:40] = 60.0  # bladder
+    rng = np.random.default_rng(1)
+    image = sitk.GetImageFromArray(array + rng.normal(0, 2, shape).astype(np.float32))
+    image.SetSpacing((1.5, 1.5, 4.0))
+    image.SetDirection((-1, 0, 0, 0, -1, 0, 0, 0, 1))  # stored RAS
+    image.SetOrigin((30.0, 25.0, -20.0))
+    truth = np.zeros(shape, np.uint8)
+    truth[3:9, 10:30, 8:24] = 1
+    truth[3:9, 10:30, 26:40] = 2
+    model = truth.copy()
+    model[3:9, 10:30, 16:24] = 0  # missed
+    labels = sitk.GetImageFromArray(model)
+    labels.CopyInformation(image)
+    probability = sitk.GetImageFromArray(np.where(truth == 1, 0.7, 0.05).astype(np.float32))
+    probability.CopyInformation(image)
+    return image, labels, probability, truth
+
+
+def add_result(mrml):
+    image, labels, probability, truth = scene_case()
+    volume = volume_node_from_image(mrml.scene, image, "T2")
+    bladder = sitk.GetImageFromArray(np.where(sitk.GetArrayFromImage(labels) == 2, 0.9,
+                                              0.05).astype(np.float32))
+    bladder.CopyInformation(image)
+    prediction = Prediction(task="toy", model={"name": "toy"}, images={"t2w": image},
+                            display_role="t2w", segments=SPECS, labels=labels,
+                            probabilities={"Tumour": probability, "Bladder": bladder})
+    nodes = add_prediction(mrml.scene, prediction, "Case 1", volume)
+    return volume, nodes, image, labels, probability, truth
+
+
+def test_the_results_probability_volumes_are_found(mrml):
+    volume, nodes, image, labels, *_ = add_result(mrml)
+    found = probability_nodes(nodes.segmentation)
+    assert {k: v.GetID() for k, v in found.items()} == \
+        {k: v.GetID() for k, v in nodes.probabilities.items()}
+    assert is_oncoseg_result(nodes.segmentation)
+    # a second result of another case does not lend its maps; a hand-made segmentation has none
+    add_prediction(mrml.scene, Prediction(task="toy", model={}, images={}, display_role="t2w",
+                                          segments=SPECS, labels=labels,
+                                          probabilities={"Tumour": image}), "Case 2", volume)
+    assert probability_nodes(nodes.segmentation)["Tumour"].GetID() == \
+        nodes.probabilities["Tumour"].GetID()
+    plain = segmentation_node_from_labels(mrml.scene, labels, SPECS, volume, "Mine")
+    assert probability_nodes(plain) == {} and not is_oncoseg_result(plain)
+
+
+def test_a_ras_click_adds_at_its_voxel_and_the_modifiers_reproduce_the_engine(mrml):
+    volume, nodes, image, labels, probability, truth = add_result(mrml)
+    logic = RefineLogic(nodes.segmentation, volume)
+    tumour = segment_id(SPECS[0])
+    ijk = (20, 20, 6)  # x, y, z of a missed tumour voxel
+    ras = ras_of_voxel(volume, ijk)
+    # the same physical point by the engine's own transform of the LPS image
+    assert image.TransformPhysicalPointToIndex(tuple(ras_lps(np.array(ras)))) == ijk
+    edit = logic.stroke(tumour, [ras], positive=True)
+    assert edit.removed is None and edit.added is not None
+    apply_edit(nodes.segmentation, edit)
+    logic.applied()
+    after = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume,
+                                                                 SPECS))
+    assert after[ijk[2], ijk[1], ijk[0]] == 1
+    # exactly the engine's answer (segment 1 -> value 1, 2 -> 2 in both), bladder untouched
+    np.testing.assert_array_equal(after, sitk.GetArrayFromImage(edit.result.labels))
+    np.testing.assert_array_equal(after == 2, truth == 2)
+    assert (after == 1).sum() > (sitk.GetArrayFromImage(labels) == 1).sum() + 200
+    # the expected engine call, made directly, gives the same label map
+    direct = refine(image, probability, labels, 1,
+                    [Stroke.click(ras_lps(np.array(ras)), positive=True)])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(direct.labels), after)
+
+
+def test_a_negative_click_removes_and_the_bladder_is_never_touched(mrml):
+    volume, nodes, *_ = add_result(mrml)
+    logic = RefineLogic(nodes.segmentation, volume)
+    before = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume,
+                                                                  SPECS))
+    ras = ras_of_voxel(volume, (10, 20, 6))  # inside what the model kept of the tumour
+    edit = logic.stroke(segment_id(SPECS[0]), [ras], positive=False)
+    assert edit.added is None and edit.removed is not None
+    apply_edit(nodes.segmentation, edit)
+    after = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume,
+                                                                 SPECS))
+    assert after[6, 20, 10] == 0
+    assert (after == 1).sum() < (before == 1).sum()
+    np.testing.assert_array_equal(after == 2, before == 2)
+
+
+def test_hand_painted_voxels_are_locked_and_an_undo_forgets_the_step(mrml):
+    volume, nodes, image, labels, *_ = add_result(mrml)
+    logic = RefineLogic(nodes.segmentation, volume)
+    tumour = segment_id(SPECS[0])
+    first = logic.stroke(tumour, [ras_of_voxel(volume, (20, 20, 6))])
+    apply_edit(nodes.segmentation, first)
+    logic.applied()
+    # the reader erases a slab of what refine added, by hand
+    painted = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume,
+                                                                   SPECS))
+    painted[5, 10:30, 18:24] = 0
+    hand = sitk.GetImageFromArray(painted)
+    hand.CopyInformation(image)
+    set_segments_from_labels(nodes.segmentation, hand, SPECS)
+    # a second click nearby gives the slab back to a logic that never saw the segmentation
+    # before (to it, the erased slab is the model's)...
+    click = [ras_of_voxel(volume, (22, 12, 4))]
+    fresh = RefineLogic(nodes.segmentation, volume).stroke(tumour, click)
+    assert (sitk.GetArrayFromImage(fresh.result.labels)[5, 10:30, 18:24] == 1).any()
+    # ...but to the logic that made the first step the slab was painted by hand: locked
+    second = logic.stroke(tumour, click)
+    out = sitk.GetArrayFromImage(second.result.labels)
+    assert (out[5, 10:30, 18:24] == 0).all()
+    # undo of the first step: the segmentation is the model's again; nothing is locked and the
+    # undone click is no longer a seed
+    set_segments_from_labels(nodes.segmentation, labels, SPECS)
+    third = logic.stroke(tumour, [ras_of_voxel(volume, (20, 20, 6))])
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(third.result.labels),
+                                  sitk.GetArrayFromImage(first.result.labels))
