@@ -98,6 +98,15 @@ def slice_centres(image: sitk.Image) -> list[list[float]]:
             for k in range(image.GetSize()[2])]
 
 
+def crop_corners(image: sitk.Image, crop: tuple[int, int, int, int]) -> list[list[float]]:
+    """Two opposite corners (LPS, mm; voxel edges, on the first slice) of the x-y crop the
+    network read: ``crop_voxels`` count voxels of the canonical grid, these place the box on
+    any grid (the overview draws it on a coarser copy of a large T2w)."""
+    x0, x1, y0, y1 = crop
+    return [[round(v, 3) for v in image.TransformContinuousIndexToPhysicalPoint((x, y, 0.0))]
+            for x, y in ((x0 - 0.5, y0 - 0.5), (x1 - 0.5, y1 - 0.5))]
+
+
 def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
             hints: Hints) -> Prediction:
     """P(T3), the stage at the model's threshold, and slice-wise scores; the crop is the box
@@ -147,6 +156,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                  "slice_p_t3": list(extra.slice_p_t3),
                  "slice_centres_lps_mm": [list(c) for c in extra.slice_centres_lps_mm],
                  "roi": {"source": volume.roi_source,
-                         "crop_voxels": {"x": [x0, x1], "y": [y0, y1]}},
+                         "crop_voxels": {"x": [x0, x1], "y": [y0, y1]},
+                         "corners_lps_mm": crop_corners(image, volume.crop)},
                  "tta_passes": max(settings.tta, 1), "config": settings.as_dict()},
         messages=messages).onto_grid(images["t2w"])
