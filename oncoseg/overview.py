@@ -282,14 +282,11 @@ def _segmentation_figure(prediction: OverviewContent, figure: Any) -> None:
     segments = list(prediction.segments)
     names = ["axial"] if len(segments) <= 1 or labels is None else \
         ["axial", "coronal", "sagittal"]
-    planes = []
-    for name in names:
-        if name == "axial":
-            index = k
-        else:
-            index = _busiest(labels, _PLANES[name][0]) if labels is not None and labels.any() \
-                else image.GetSize()[2 - _PLANES[name][0]] // 2
-        planes.append(_plane(prediction.probabilities, image, labels, name, index))
+    planes = [_plane(prediction.probabilities, image, labels, "axial", k)]
+    for name in names[1:]:  # segments filled, no heat map: no map is resampled for them
+        index = _busiest(labels, _PLANES[name][0]) if labels is not None and labels.any() \
+            else image.GetSize()[2 - _PLANES[name][0]] // 2
+        planes.append(_plane({}, image, labels, name, index))
     field = max(max(p.grey.shape[0] * p.row_mm, p.grey.shape[1] * p.column_mm) for p in planes)
     axes = [figure.add_axes((0, 0, 1, 1)) for _ in range(len(planes) + 1)]
     window = _window(planes[0].grey)
@@ -314,7 +311,8 @@ def _segmentation_figure(prediction: OverviewContent, figure: Any) -> None:
     if mappable is not None:
         colorbar_ax = figure.add_axes((0, 0, 1, 1))
         figure.colorbar(mappable, cax=colorbar_ax, orientation="horizontal",
-                        label="probability")
+                        label="probability" if len(planes) == 1 else
+                        "probability (axial overlay)")
     arrange(figure, axes, side, legend, colorbar_ax, _title(prediction))
 
 

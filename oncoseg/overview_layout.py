@@ -173,11 +173,11 @@ def texts_outside(figure: Any) -> list[Any]:
 def fitted_texts(figure: Any, smallest: float = 5.0) -> None:
     """Shrink any text that leaves the figure until it fits (or reaches ``smallest`` points):
     the layout should leave none, this is the guarantee when a name is longer than foreseen."""
-    figure.canvas.draw()  # legends and colour bars place their texts when drawn
+    figure.draw_without_rendering()  # legends and colour bars place their texts when drawn
     for _ in range(12):
         outside = texts_outside(figure)
         if not outside:
             return
         for text in outside:
             text.set_fontsize(max(smallest, text.get_fontsize() * 0.85))
-        figure.canvas.draw()
+        figure.draw_without_rendering()
