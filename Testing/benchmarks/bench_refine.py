@@ -313,9 +313,9 @@ def main() -> None:
         "refine_s_max": round(max(times), 3) if times else None,
         "refine_256x256x40_s": [round(t, 3) for t in big],
     }
-    lines = [f"refine vs brush ({args.brush_mm:g} mm) vs region growing, simulated reader, "
-             f"Dice after 0/1/3/5/{args.clicks} clicks"]
     marks = sorted({0, 1, min(3, args.clicks), min(5, args.clicks), args.clicks})
+    lines = [f"refine vs brush ({args.brush_mm:g} mm) vs region growing, simulated reader, "
+             f"Dice after {'/'.join(map(str, marks))} clicks"]
     for r in rows:
         cells = "  ".join(f"{m} " + "/".join(f"{r[m][k]:.2f}" for k in marks) for m in METHODS)
         lines.append(f"  {r['task']:7} {r['case'][:16]:16} {r['segment'][:22]:22} {cells}")
