@@ -24,6 +24,7 @@ from oncoseg.export_formats import FORMATS
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
 from oncoseg.settings import PREDICTION, TRAINING
+from oncoseg.terminology import STRUCTURE_NAMINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -153,11 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_option(p)
 
     p = verbs.add_parser("export", help="write a segmentation as DICOM SEG, RTSTRUCT, NRRD, "
-                         "NIfTI or .seg.nrrd, or a result's probability maps as a FRACTIONAL "
-                         "DICOM SEG (dicom-seg-fractional)")
+                         "NIfTI or .seg.nrrd, a result's probability maps as a FRACTIONAL "
+                         "DICOM SEG (dicom-seg-fractional), its measurements as a DICOM SR "
+                         "(dicom-sr)")
     p.add_argument("segmentation", help="a .seg.nrrd (as predict writes it), a label map, or "
                    "a predict output folder or its result.json (dicom-seg-fractional: the "
-                   "maps it lists)")
+                   "maps it lists; dicom-sr: its volumes and staging result)")
     p.add_argument("--format", required=True, choices=FORMATS)
     p.add_argument("--output", required=True, type=Path, help="the file to write")
     p.add_argument("--reference", type=Path, help="folder of the DICOM series the "
@@ -169,6 +171,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "label")
     p.add_argument("--maximum-fractional-value", type=int, help="dicom-seg-fractional: the "
                    "stored value of probability 1, 1-255 (default 255: steps of 1/255)")
+    p.add_argument("--names", choices=STRUCTURE_NAMINGS, default="tg263", help="DICOM "
+                   "structure and segment names: AAPM TG-263 where it defines the structure "
+                   "(OncoSeg's name kept as the description), or OncoSeg's own")
+    p.add_argument("--seg", type=Path, help="dicom-sr: the DICOM SEG already exported from "
+                   "this result (same --names); without it one is written beside the report "
+                   "(OUTPUT with .seg.dcm)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")
 
     p = verbs.add_parser("demo", help="the main job on bundled sample data and demo models")
@@ -517,11 +525,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     result = export_file(args.segmentation, args.output, args.format, args.reference,
                          args.series_uid, args.task, args.overwrite, args.label,
-                         args.maximum_fractional_value)
+                         args.maximum_fractional_value, args.names, args.seg)
     for message in result.messages:
         print(f"note: {message}")
-    print(f"{result.format} with {len(result.segments)} segments "
-          f"({', '.join(result.segments)}) written to {result.path}")
+    if result.segments:
+        print(f"{result.format} with {len(result.segments)} segments "
+              f"({', '.join(result.segments)}) written to {result.path}")
+    else:
+        print(f"{result.format} written to {result.path}")
     return EXIT_OK
 
 

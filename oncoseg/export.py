@@ -22,7 +22,7 @@ import colorsys
 import json
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
-from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS, FRACTIONAL
+from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS, FRACTIONAL, REPORT
 from oncoseg.geometry import check_overlap, same_grid
 from oncoseg.io.atomic import refuse_existing
 from oncoseg.io.dicom import Algorithm
@@ -38,7 +38,8 @@ from oncoseg.io.dicom_geometry import SlicePlane, plan_stack
 from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, reference_planes
 from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
 from oncoseg.io.volumes import read_image, write_image
-from oncoseg.terminology import ABNORMAL_STRUCTURE, SPATIAL_CONCEPT, Terminology
+from oncoseg.structure_names import DEFAULT_NAMING, structure_name
+from oncoseg.terminology import ABNORMAL_STRUCTURE, SPATIAL_CONCEPT, Code, Terminology
 
 
 @dataclass
@@ -125,18 +126,21 @@ def interpreted_type(segment: Segment) -> str:
 
 def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[str], fmt: str,
                         series: DicomSeries | None = None, overwrite: bool = False,
-                        label: str = "OncoSeg", algorithm: Algorithm | None = None
-                        ) -> ExportResult:
-    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series`` and name
-    ``algorithm`` (the model that made it) as their processing equipment."""
+                        label: str = "OncoSeg", algorithm: Algorithm | None = None,
+                        naming: str = DEFAULT_NAMING) -> ExportResult:
+    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series``, name
+    ``algorithm`` (the model that made it) as their processing equipment and name the
+    structures by ``naming`` (TG-263 by default, OncoSeg's name kept as the description)."""
     output = _checked_output(output, fmt, overwrite)
-    if fmt == FRACTIONAL:
-        raise ValueError(f"{FRACTIONAL} writes probability maps: export_probabilities")
+    if fmt in (FRACTIONAL, REPORT):
+        raise ValueError(f"{fmt} is written from a result: export_probabilities, export_report")
     messages: list[str] = []
-    names = [s.name for s in segmentation.segments]
     if fmt in DICOM_FORMATS:
         planes, name = _referenced_planes(series, fmt)
         messages = instance_grid_note(segmentation.geometry, planes, name)
+        segments, renamed = named_segments(segmentation.segments, naming)
+        segmentation = Segmentation(segmentation.layers, segments)
+        messages += renamed
         files = [p.file for p in planes]
         if fmt == "dicom-seg":
             from oncoseg.io.dicomseg import write_dicom_seg
@@ -144,10 +148,12 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
             write_dicom_seg(segmentation, files, output, overwrite, label,
                             reference_name=name, algorithm=algorithm)
         else:
-            from oncoseg.io.rtstruct import write_rtstruct
+            from oncoseg.io.rtstruct import StructureToWrite, write_rtstruct
 
-            structures = [(s.name, segmentation.mask(s.id),
-                           tuple(round(255 * c) for c in s.color), interpreted_type(s))
+            structures = [StructureToWrite(s.name, segmentation.mask(s.id),
+                                           tuple(round(255 * c) for c in s.color),
+                                           interpreted_type(s), s.description,
+                                           _type_code(s))
                           for s in segmentation.segments]
             write_rtstruct(structures, segmentation.geometry, files, output, label, overwrite,
                            reference_name=name, algorithm=algorithm)
@@ -156,27 +162,51 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
     else:
         write_image(segmentation.label_image(), output, overwrite)
         messages.append("label values: " + ", ".join(
-            f"{i} = {name}" for i, name in enumerate(names, start=1)))
-    return ExportResult(output, fmt, names, messages)
+            f"{i} = {s.name}" for i, s in enumerate(segmentation.segments, start=1)))
+    return ExportResult(output, fmt, [s.name for s in segmentation.segments], messages)
+
+
+def named_segments(segments: Sequence[Segment], naming: str = DEFAULT_NAMING
+                   ) -> tuple[list[Segment], list[str]]:
+    """The segments as a DICOM export names them (``naming``: TG-263 where it defines the
+    structure, OncoSeg's name then kept as the description), and a note of the renaming."""
+    named, changes = [], []
+    for segment in segments:
+        name = structure_name(segment.name, segment.terminology, naming)
+        if name == segment.name:
+            named.append(segment)
+            continue
+        named.append(replace(segment, name=name, description=segment.name))
+        changes.append(f"{segment.name} -> {name}")
+    note = [f"structures named by AAPM TG-263 ({', '.join(changes)}); OncoSeg's names are "
+            "their descriptions (--names oncoseg keeps OncoSeg's)"] if changes else []
+    return named, note
+
+
+def _type_code(segment: Segment) -> Code | None:
+    term = Terminology.from_slicer(segment.terminology)
+    return term.type if term is not None else None
 
 
 def export_probabilities(maps: Mapping[str, sitk.Image], segments: Sequence[Segment],
                          output: str | os.PathLike[str], series: DicomSeries | None,
                          overwrite: bool = False, label: str = "OncoSeg",
                          algorithm: Algorithm | None = None,
-                         maximum: int | None = None) -> ExportResult:
+                         maximum: int | None = None,
+                         naming: str = DEFAULT_NAMING) -> ExportResult:
     """Write the probability map of each of ``segments`` (``maps`` by segment name, each on
     any grid, read one at a time) as a FRACTIONAL DICOM SEG referencing ``series``, its
-    MaximumFractionalValue ``maximum`` (default 255)."""
+    MaximumFractionalValue ``maximum`` (default 255), segments named by ``naming``."""
     from oncoseg.io.dicomseg import DEFAULT_MAXIMUM_FRACTIONAL_VALUE, write_fractional_dicom_seg
 
     output = _checked_output(output, FRACTIONAL, overwrite)
     planes, name = _referenced_planes(series, FRACTIONAL)
+    named, renamed = named_segments(segments, naming)
     messages: list[str] = []
 
     def checked() -> Iterator[tuple[Segment, sitk.Image]]:
-        for segment in segments:
-            image = maps[segment.name]
+        for original, segment in zip(segments, named, strict=True):
+            image = maps[original.name]
             for note in instance_grid_note(image, planes, name, "the probability maps",
                                            "linear interpolation"):
                 if note not in messages:
@@ -187,7 +217,76 @@ def export_probabilities(maps: Mapping[str, sitk.Image], segments: Sequence[Segm
                                reference_name=name, algorithm=algorithm,
                                maximum=DEFAULT_MAXIMUM_FRACTIONAL_VALUE if maximum is None
                                else maximum)
-    return ExportResult(output, FRACTIONAL, [s.name for s in segments], messages)
+    return ExportResult(output, FRACTIONAL, [s.name for s in named], messages + renamed)
+
+
+def export_report(folder: Path, document: Mapping[str, Any], output: str | os.PathLike[str],
+                  series: DicomSeries | None, seg_file: str | os.PathLike[str] | None = None,
+                  overwrite: bool = False, label: str = "OncoSeg",
+                  naming: str = DEFAULT_NAMING) -> ExportResult:
+    """A ``predict`` folder's measurements (the volumes its ``result.json`` lists, staging's
+    P(T3)) as a TID 1500 DICOM SR: :func:`export_measurements`."""
+    from oncoseg.io.dicomsr import staging_from_result
+
+    relative = document.get("files", {}).get("segmentation")
+    staging = staging_from_result(document)
+    if not relative and staging is None:
+        raise InputError(str(folder), "holds no measurements to report (no segmentation, no "
+                         "staging result)")
+    measured = {s["name"]: s["volume_ml"] for s in document.get("segments", [])
+                if isinstance(s, dict)}
+    return export_measurements(output, series, read_seg_nrrd(folder / relative)
+                               if relative else None, measured, staging, seg_file, overwrite,
+                               label, Algorithm.of_model(document.get("model")), naming)
+
+
+def export_measurements(output: str | os.PathLike[str], series: DicomSeries | None,
+                        segmentation: Segmentation | None = None,
+                        volumes_ml: Mapping[str, float] | None = None,
+                        staging: Any = None, seg_file: str | os.PathLike[str] | None = None,
+                        overwrite: bool = False, label: str = "OncoSeg",
+                        algorithm: Algorithm | None = None,
+                        naming: str = DEFAULT_NAMING) -> ExportResult:
+    """Measurements as a TID 1500 DICOM SR referencing ``series``: each segment's volume
+    (``volumes_ml`` by segment name, as ``predict`` measured them, or else counted on
+    ``segmentation`` as it is now), referencing its segment in ``seg_file`` or in a DICOM SEG
+    written beside the report; and ``staging`` (:class:`oncoseg.io.dicomsr.Staging`)."""
+    from oncoseg.io.dicomsr import segment_volumes, write_measurement_report
+
+    output = _checked_output(output, REPORT, overwrite)
+    planes, name = _referenced_planes(series, REPORT)
+    if segmentation is None and staging is None:
+        raise ValueError("a measurement report needs a segmentation or a staging result")
+    messages: list[str] = []
+    volumes, written = [], None
+    if segmentation is not None:
+        named, _ = named_segments(segmentation.segments, naming)
+        counted = volumes_ml if volumes_ml is not None else segment_volumes_ml(segmentation)
+        volumes = segment_volumes(
+            [(n.name, n.terminology) for n in named],
+            {n.name: counted[s.name] for s, n in zip(segmentation.segments, named, strict=True)
+             if s.name in counted})
+        if seg_file is None:
+            written = seg_file = output.with_name(output.name[:-len(".dcm")] + ".seg.dcm")
+            messages += export_segmentation(segmentation, written, "dicom-seg", series,
+                                            overwrite, label, algorithm, naming).messages
+            messages.append(f"the volumes reference their segments in {written.name}, written "
+                            "beside the report: send both")
+    try:
+        write_measurement_report(output, [p.file for p in planes], volumes, algorithm,
+                                 seg_file, staging, overwrite, label, name)
+    except BaseException:
+        if written is not None:
+            written.unlink(missing_ok=True)
+        raise
+    return ExportResult(output, REPORT, [v.name for v in volumes], messages)
+
+
+def segment_volumes_ml(segmentation: Segmentation) -> dict[str, float]:
+    """Each segment's volume (mL) as its voxels on the segmentation's grid."""
+    voxel_ml = float(np.prod(segmentation.geometry.GetSpacing())) / 1000.0
+    return {s.name: float(np.count_nonzero(segmentation.mask(s.id))) * voxel_ml
+            for s in segmentation.segments}
 
 
 def _checked_output(output: str | os.PathLike[str], fmt: str, overwrite: bool) -> Path:
@@ -214,12 +313,21 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
                 fmt: str, reference: str | os.PathLike[str] | None = None,
                 series_uid: str | None = None, task: str | None = None,
                 overwrite: bool = False, label: str = "OncoSeg",
-                maximum_fractional_value: int | None = None) -> ExportResult:
+                maximum_fractional_value: int | None = None,
+                naming: str = DEFAULT_NAMING,
+                seg_file: str | os.PathLike[str] | None = None) -> ExportResult:
     """The command line's export: read, check, write. ``segmentation_path`` is a segmentation
     file, or a ``predict`` output folder (or its ``result.json``) for its segmentation; what
     lies in such a folder is exported with the identity of the model that made it. The
     probability maps (``dicom-seg-fractional``) are those the folder's ``result.json`` lists."""
     found = prediction_folder(segmentation_path)
+    if fmt == REPORT:
+        if found is None:
+            raise InputError(str(segmentation_path), f"{REPORT} reports the measurements of a "
+                             "predict output folder: name the folder, its result.json or its "
+                             "segmentation")
+        series = choose_dicom_series(reference, series_uid) if reference is not None else None
+        return export_report(*found, output, series, seg_file, overwrite, label, naming)
     if fmt == FRACTIONAL:
         if found is None or not found[1].get("files", {}).get("probabilities"):
             raise InputError(str(segmentation_path), (
@@ -233,7 +341,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
         return export_probabilities(maps, result_segments(document, list(maps)), output,
                                     series, overwrite, label,
                                     Algorithm.of_model(document.get("model")),
-                                    maximum_fractional_value)
+                                    maximum_fractional_value, naming)
     source = Path(segmentation_path)
     if found is not None and (source.is_dir() or source.name == "result.json"):
         relative = found[1].get("files", {}).get("segmentation")
@@ -245,7 +353,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
     return export_segmentation(segmentation, output, fmt, series, overwrite, label,
                                Algorithm.of_model(found[1].get("model")) if found else
-                               Algorithm())
+                               Algorithm(), naming)
 
 
 def prediction_folder(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 # the probability maps of a result (not its segmentation) as a FRACTIONAL DICOM SEG
 FRACTIONAL = "dicom-seg-fractional"
-DICOM_FORMATS = ("dicom-seg", "rtstruct", FRACTIONAL)
+# a result's measurements (volumes, P(T3)) as a TID 1500 DICOM Structured Report
+REPORT = "dicom-sr"
+DICOM_FORMATS = ("dicom-seg", "rtstruct", FRACTIONAL, REPORT)
 FORMATS = (*DICOM_FORMATS, "seg.nrrd", "nrrd", "nifti")
 ENDINGS = {"seg.nrrd": (".seg.nrrd",), "nrrd": (".nrrd",), "nifti": (".nii", ".nii.gz"),
-           "dicom-seg": (".dcm",), "rtstruct": (".dcm",), FRACTIONAL: (".dcm",)}
+           "dicom-seg": (".dcm",), "rtstruct": (".dcm",), FRACTIONAL: (".dcm",), REPORT: (".dcm",)}

@@ -17,9 +17,9 @@ from collections.abc import Iterator, Mapping
 
 from oncoseg.errors import InputError
 from oncoseg.tasks import SegmentSpec, all_tasks
-from oncoseg.terminology import Code, Terminology
+from oncoseg.terminology import STRUCTURE_NAMINGS, Code, Terminology
 
-NAMINGS = ("tg263", "oncoseg")
+NAMINGS = STRUCTURE_NAMINGS
 DEFAULT_NAMING = "tg263"
 
 

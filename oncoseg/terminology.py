@@ -18,6 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+# How DICOM exports name structures: by AAPM TG-263 where it defines them
+# (oncoseg.structure_names), or by OncoSeg's own segment names
+STRUCTURE_NAMINGS = ("tg263", "oncoseg")
 CONTEXT = "Segmentation category and type - OncoSeg"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#"

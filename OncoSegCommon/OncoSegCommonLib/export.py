@@ -24,11 +24,18 @@ import SimpleITK as sitk
 import vtk
 
 from oncoseg.errors import InputError
-from oncoseg.export import ExportResult, LazyMaps, export_probabilities, export_segmentation
-from oncoseg.export_formats import DICOM_FORMATS, FRACTIONAL
+from oncoseg.export import (
+    ExportResult,
+    LazyMaps,
+    export_measurements,
+    export_probabilities,
+    export_segmentation,
+)
+from oncoseg.export_formats import DICOM_FORMATS, FRACTIONAL, REPORT
 from oncoseg.io.dicom import Algorithm
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
+from oncoseg.structure_names import DEFAULT_NAMING
 from OncoSegCommonLib.scenes import temporary_nodes
 from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE
 from OncoSegCommonLib.volumes import image_from_volume_node
@@ -97,11 +104,14 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
                 series_folder: str | None = None, series_uid: str | None = None,
                 overwrite: bool = False, database: Any = None,
                 label: str = "OncoSeg", probability_nodes: Mapping[str, Any] | None = None,
-                maximum_fractional_value: int | None = None) -> ExportResult:
+                maximum_fractional_value: int | None = None,
+                naming: str = DEFAULT_NAMING) -> ExportResult:
     """Write the segmentation node as ``fmt``; DICOM formats need the reference volume's
-    series, from ``series_folder`` or else from the DICOM database. ``dicom-seg-fractional``
-    writes the run's probability maps instead: ``probability_nodes`` (segment name -> volume
-    node), or else those :func:`probability_nodes_of` finds."""
+    series, from ``series_folder`` or else from the DICOM database, and name structures by
+    ``naming`` (AAPM TG-263 by default). ``dicom-seg-fractional`` writes the run's probability
+    maps instead: ``probability_nodes`` (segment name -> volume node), or else those
+    :func:`probability_nodes_of` finds. ``dicom-sr`` reports each segment's volume as the node
+    holds it now (corrections included), referencing a DICOM SEG written beside it."""
     series = None
     if fmt in DICOM_FORMATS:
         series = choose_dicom_series(series_folder, series_uid) if series_folder else \
@@ -123,9 +133,13 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
         maps = LazyMaps({name: partial(image_from_volume_node, node)
                          for name, node in nodes.items()})
         return export_probabilities(maps, segments, output, series, overwrite, label,
-                                    algorithm, maximum_fractional_value)
+                                    algorithm, maximum_fractional_value, naming)
     segmentation = segmentation_of_node(segmentation_node, reference_volume_node)
-    return export_segmentation(segmentation, output, fmt, series, overwrite, label, algorithm)
+    if fmt == REPORT:
+        return export_measurements(output, series, segmentation, overwrite=overwrite,
+                                   label=label, algorithm=algorithm, naming=naming)
+    return export_segmentation(segmentation, output, fmt, series, overwrite, label, algorithm,
+                               naming)
 
 
 def probability_nodes_of(segmentation_node: Any) -> dict[str, Any]:

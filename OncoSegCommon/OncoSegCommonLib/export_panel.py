@@ -15,6 +15,7 @@ UI_FILE = Path(__file__).resolve().parents[1] / "Resources" / "UI" / "OncoSegExp
 FORMAT_CHOICES = (("DICOM SEG", "dicom-seg", ".dcm"),
                   ("DICOM SEG (probabilities)", "dicom-seg-fractional", ".dcm"),
                   ("DICOM RTSTRUCT", "rtstruct", ".dcm"),
+                  ("DICOM SR (segment volumes, with a DICOM SEG beside it)", "dicom-sr", ".dcm"),
                   ("Slicer segmentation (.seg.nrrd)", "seg.nrrd", ".seg.nrrd"),
                   ("Label map (NRRD)", "nrrd", ".nrrd"), ("Label map (NIfTI)", "nifti", ".nii.gz"))
 
@@ -69,7 +70,8 @@ class ExportPanel:
                 series_folder=self.ui.exportSeriesPathLineEdit.currentPath or None,
                 overwrite=self.ui.exportOverwriteCheckBox.checked,
                 database=getattr(slicer, "dicomDatabase", None),
-                probability_nodes=maps if segmentation is shown else None)
+                probability_nodes=maps if segmentation is shown else None,
+                naming="tg263" if self.ui.exportTg263CheckBox.checked else "oncoseg")
         except InputError as error:
             self.ui.exportStatusLabel.text = str(error)
             return

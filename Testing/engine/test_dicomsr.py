@@ -78,7 +78,8 @@ def phantom_report(tmp_path_factory):
     root = tmp_path_factory.mktemp("sr")
     case, image, segmentation = phantom_ct_case(root)
     series = choose_dicom_series(case)
-    export_segmentation(segmentation, root / "seg.dcm", "dicom-seg", series, algorithm=MODEL)
+    export_segmentation(segmentation, root / "seg.dcm", "dicom-seg", series, algorithm=MODEL,
+                        naming="oncoseg")
     voxel_ml = float(np.prod(image.GetSpacing())) / 1000
     volumes_ml = {s.name: round(float(segmentation.mask(s.id).sum()) * voxel_ml, 3)
                   for s in segmentation.segments}

@@ -83,8 +83,10 @@ def test_dicom_seg_read_back_by_highdicom_gives_the_same_voxels_slice_by_slice(c
     described = {d.segment_label: d for d in seg.SegmentSequence}
     bladder = described["Bladder"]
     assert bladder.SegmentedPropertyTypeCodeSequence[0].CodeValue == "89837001"
-    left = described["Femoral head L"].SegmentedPropertyTypeCodeSequence[0]
-    assert left.SegmentedPropertyTypeModifierCodeSequence[0].CodeMeaning == "Left"
+    left = described["Femur_Head_L"]  # AAPM TG-263 by default, OncoSeg's name beside it
+    assert left.SegmentDescription == "Femoral head L"
+    modifier = left.SegmentedPropertyTypeCodeSequence[0].SegmentedPropertyTypeModifierCodeSequence
+    assert modifier[0].CodeMeaning == "Left"
 
 
 def test_rtstruct_read_back_matches_every_structure(ct_case, tmp_path):
@@ -93,12 +95,25 @@ def test_rtstruct_read_back_matches_every_structure(ct_case, tmp_path):
     back = read_rtstruct(tmp_path / "rs.dcm")
     assert back.frame_of_reference_uid == pydicom.dcmread(
         next(case.glob("CT_*.dcm")), stop_before_pixels=True).FrameOfReferenceUID
+    tg263 = {"Femoral head L": "Femur_Head_L", "Femoral head R": "Femur_Head_R",
+             "Bladder": "Bladder", "Bowel bag": "Bag_Bowel", "Nodal CTV": "CTVn"}
+    assert [s.name for s in back.structures] == [tg263[s.name] for s in segmentation.segments]
     for segment in segmentation.segments:
-        structure = back.structure(segment.name)
+        structure = back.structure(tg263[segment.name])
         assert structure.color == tuple(round(255 * c) for c in segment.color)
-        assert dice(back.mask(segment.name, image), segmentation.mask(segment.id)) >= 0.95
-    assert back.structure("Nodal CTV").interpreted_type == "CTV"
+        assert dice(back.mask(structure.name, image), segmentation.mask(segment.id)) >= 0.95
+    assert back.structure("CTVn").interpreted_type == "CTV"
     assert back.structure("Bladder").interpreted_type == "ORGAN"
+    ds = pydicom.dcmread(tmp_path / "rs.dcm")
+    assert {r.ROIName: r.get("ROIDescription") for r in ds.StructureSetROISequence} == {
+        **{v: k for k, v in tg263.items()}, "Bladder": None}  # described where renamed
+    codes = [o.RTROIIdentificationCodeSequence[0].CodeValue for o in
+             ds.RTROIObservationsSequence]
+    assert codes[2] == "89837001"  # the bladder's SNOMED code beside its name
+    export_segmentation(segmentation, tmp_path / "own.dcm", "rtstruct", choose_dicom_series(case),
+                        naming="oncoseg")
+    assert [s.name for s in read_rtstruct(tmp_path / "own.dcm").structures] == [
+        s.name for s in segmentation.segments]
 
 
 def test_segmentation_on_another_grid_is_resampled_and_one_elsewhere_refused(ct_case, tmp_path):
@@ -216,7 +231,7 @@ def _exported_on_its_series(damaged_case, path, form):
     dciodvfy finds no error in; with the plane of each of the series' files, by SOP UID."""
     folder, _, segmentation, _ = damaged_case
     series = choose_dicom_series(folder)
-    result = export_segmentation(segmentation, path, form, series)
+    result = export_segmentation(segmentation, path, form, series, naming="oncoseg")
     assert dciodvfy_errors(result.path) == []
     return result, _instance_planes(series.files)
 
@@ -463,8 +478,18 @@ def test_dicom_seg_bits_run_on_across_frames_of_an_odd_size(tmp_path):
         np.testing.assert_array_equal(frames[..., n] > 0, mask)
 
 
-@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
-def test_exports_name_the_model_file_that_made_them(ct_case, tmp_path, fmt):
+@pytest.fixture(scope="module")
+def predicted(ct_case, tmp_path_factory):
+    """The demo oar-ct model's prediction on the phantom CT, as predict writes it."""
+    case, _, _ = ct_case
+    out = tmp_path_factory.mktemp("predicted") / "p"
+    assert main(["predict", "oar-ct", "--input", f"ct={case}", "--output", str(out),
+                 "--progress", "none", "--device", "cpu"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct", "dicom-sr"])
+def test_exports_name_the_model_file_that_made_them(ct_case, predicted, tmp_path, fmt):
     """IHE AI Results: the algorithm's identity in the object. result.json names the model
     file by its SHA-256; the DICOM objects exported from that folder carry it in Contributing
     Equipment and (SEG) the Segmentation Algorithm Identification."""
@@ -474,14 +499,12 @@ def test_exports_name_the_model_file_that_made_them(ct_case, tmp_path, fmt):
     from oncoseg.method import demo_model_file
 
     case, _, _ = ct_case
-    assert main(["predict", "oar-ct", "--input", f"ct={case}", "--output", str(tmp_path / "p"),
-                 "--progress", "none", "--device", "cpu"]) == 0
-    model = json.loads((tmp_path / "p" / "result.json").read_text())["model"]
+    model = json.loads((predicted / "result.json").read_text())["model"]
     sha256 = hashlib.sha256(demo_model_file("oar-ct").read_bytes()).hexdigest()
     assert model["sha256"] == sha256 and model["file"] == "oar-ct-demo.safetensors"
     assert model["trained"][:4] == "2026"
     out = tmp_path / "out.dcm"
-    assert main(["export", str(tmp_path / "p" / "segmentation.seg.nrrd"), "--format", fmt,
+    assert main(["export", str(predicted / "segmentation.seg.nrrd"), "--format", fmt,
                  "--reference", str(case), "--output", str(out)]) == 0
     ds = pydicom.dcmread(out)
     [equipment] = ds.ContributingEquipmentSequence
@@ -495,8 +518,59 @@ def test_exports_name_the_model_file_that_made_them(ct_case, tmp_path, fmt):
             assert identity.AlgorithmName == "oar-ct-demo.safetensors"
             assert sha256[:16] in identity.AlgorithmVersion
             assert sha256 in identity.AlgorithmParameters
-    else:
+    elif fmt == "rtstruct":
         assert {r.ROIGenerationDescription for r in ds.StructureSetROISequence} == {
             "oar-ct-demo.safetensors"}
     if DCIODVFY is not None:
         assert dciodvfy_errors(out) == []
+
+
+def test_a_results_volumes_go_out_as_a_dicom_sr_beside_the_seg_they_reference(
+        ct_case, predicted, tmp_path, capsys):
+    """`oncoseg export FOLDER --format dicom-sr`: result.json's volumes in a TID 1500 report,
+    each referencing its segment (TG-263 named, as in the SEG) in a DICOM SEG written beside
+    it, or in the SEG the user names with --seg; nothing is left behind when it fails."""
+    import json
+
+    case, _, _ = ct_case
+    document = json.loads((predicted / "result.json").read_text())
+    volumes = {s["name"]: s["volume_ml"] for s in document["segments"]}
+    out = tmp_path / "oars-sr.dcm"
+    capsys.readouterr()
+    assert main(["export", str(predicted), "--format", "dicom-sr", "--reference", str(case),
+                 "--output", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "oars-sr.seg.dcm, written beside the report" in said
+    seg = pydicom.dcmread(tmp_path / "oars-sr.seg.dcm", stop_before_pixels=True)
+    labels = {int(s.SegmentNumber): (s.SegmentLabel, s.SegmentDescription)
+              for s in seg.SegmentSequence if "SegmentDescription" in s}
+    groups = hd.sr.srread(out).content.get_volumetric_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == [
+        "Femur_Head_L", "Femur_Head_R", "Bladder", "Bag_Bowel", "CTVn"]
+    for group in groups:
+        [measurement] = group.get_measurements()
+        [number] = group.referenced_segment.referenced_segment_numbers
+        name = labels.get(number, (group.tracking_identifier, group.tracking_identifier))[1]
+        assert measurement.value == pytest.approx(volumes[name], abs=1e-3)
+        assert group.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+    if DCIODVFY is not None:
+        assert dciodvfy_errors(out) == []
+    # an existing SEG named with --seg is referenced, not written again
+    again = tmp_path / "again.dcm"
+    assert main(["export", str(predicted), "--format", "dicom-sr", "--reference", str(case),
+                 "--output", str(again), "--seg", str(tmp_path / "oars-sr.seg.dcm")]) == 0
+    assert not (tmp_path / "again.seg.dcm").exists()
+    [first] = hd.sr.srread(again).content.get_volumetric_roi_measurement_groups()[:1]
+    assert first.referenced_segment.referenced_sop_instance_uid == seg.SOPInstanceUID
+    # a SEG named otherwise (OncoSeg's names) is refused, and no report is left behind
+    assert main(["export", str(predicted), "--format", "dicom-sr", "--reference", str(case),
+                 "--output", str(tmp_path / "own.dcm"), "--names", "oncoseg",
+                 "--seg", str(tmp_path / "oars-sr.seg.dcm")]) == 2
+    assert not (tmp_path / "own.dcm").exists()
+    # a segmentation that is no result's has no measurements to report
+    write_seg_nrrd(load_segmentation(predicted / "segmentation.seg.nrrd"),
+                   tmp_path / "loose.seg.nrrd")
+    assert main(["export", str(tmp_path / "loose.seg.nrrd"), "--format", "dicom-sr",
+                 "--reference", str(case), "--output", str(tmp_path / "x.dcm")]) == 2
+    assert "reports the measurements of a predict output folder" in capsys.readouterr().err
+    assert not (tmp_path / "x.dcm").exists()

@@ -152,7 +152,7 @@ def test_maps_on_the_grid_and_off_it_read_back_in_every_orientation(oriented, tm
     maps = {"Bladder": read_image(on_grid), "Bowel bag": read_image(coarse)}
     segments = result_segments({"task": "oar-ct"}, list(maps))
     result = export_probabilities(maps, segments, tmp_path / "p.dcm",
-                                  choose_dicom_series(files[0].parent))
+                                  choose_dicom_series(files[0].parent), naming="oncoseg")
     assert result.messages == [
         f"the probability maps were resampled (linear interpolation) onto the planes of the "
         f"images of DICOM series {pydicom.dcmread(files[0]).SeriesInstanceUID}"]
@@ -210,8 +210,12 @@ def test_the_real_ct_gets_its_stored_maps_back_through_the_command_line(real_ct_
     output = tmp_path / "p.dcm"
     assert main(["export", str(out), "--format", "dicom-seg-fractional", "--reference",
                  str(ct), "--output", str(output)]) == 0
-    assert f"dicom-seg-fractional with 2 segments ({', '.join(names)})" in \
-        capsys.readouterr().out
+    said = capsys.readouterr().out
+    tg263 = {"Bladder": "Bladder", "Bowel bag": "Bag_Bowel"}  # AAPM TG-263, the default
+    assert f"dicom-seg-fractional with 2 segments ({', '.join(tg263[n] for n in names)})" in said
+    assert "structures named by AAPM TG-263 (Bowel bag -> Bag_Bowel)" in said
+    assert [s.SegmentLabel for s in pydicom.dcmread(output).SegmentSequence] == [
+        tg263[n] for n in names]
     assert dciodvfy_errors(output) == []
     files = [ct / "CT_small.dcm"]
     frames = _read_back(output, files, 2)

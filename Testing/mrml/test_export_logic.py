@@ -208,7 +208,7 @@ def test_the_probability_maps_of_a_run_export_as_a_fractional_dicom_seg(mrml, ct
     result = export_node(nodes.segmentation, volume, str(tmp_path / "p.dcm"),
                          "dicom-seg-fractional", database=FakeDicomDatabase(series.files))
     assert mrml.node_names() == before
-    assert result.segments == ["Bladder", "Bowel bag"]
+    assert result.segments == ["Bladder", "Bag_Bowel"]  # AAPM TG-263 names by default
     assert "probability maps were resampled (linear interpolation)" in result.messages[0]
     assert dciodvfy_errors(result.path) == []
     seg = hd.seg.segread(result.path)
@@ -244,3 +244,41 @@ def test_probability_export_needs_the_maps_of_one_run(mrml, ct_case, tmp_path):
                          "dicom-seg-fractional", str(case),
                          probability_nodes={"Bladder": first.probabilities["Bladder"]})
     assert result.segments == ["Bladder"]
+
+
+@pytest.mark.skipif(DCIODVFY is None, reason=DCIODVFY_MISSING)
+def test_a_corrected_run_reports_the_volumes_the_node_holds_now(mrml, ct_case, tmp_path):
+    """The Export panel's DICOM SR: each segment's volume as the node holds it after the
+    reader's corrections (not the run's result.json), TG-263 named like the SEG written
+    beside it; with the box unticked, OncoSeg's names."""
+    from OncoSegCommonLib.segmentations import set_segments_from_labels
+
+    case, image, segmentation = ct_case
+    volume, nodes, _ = _probability_run(mrml, ct_case)
+    node = nodes.segmentation
+    specs = [s for s in CT_SEGMENTS if s.name in ("Bladder", "Bowel bag")]
+    labels = np.zeros(image.GetSize()[::-1], np.uint8)
+    for spec in specs:
+        labels[segmentation.mask(segmentation.segment(spec.name).id)] = spec.label
+    bowel = labels == specs[1].label
+    before = int(np.count_nonzero(bowel))
+    labels[:, :, : labels.shape[2] // 2][bowel[:, :, : labels.shape[2] // 2]] = 0
+    after = int(np.count_nonzero(labels == specs[1].label))  # the reader erased part of it
+    assert 0 < after < before
+    corrected = sitk.GetImageFromArray(labels)
+    corrected.CopyInformation(image)
+    set_segments_from_labels(node, corrected, specs)  # the node holds the corrected segments
+    case, image, _ = ct_case
+    result = export_node(node, volume, str(tmp_path / "sr.dcm"), "dicom-sr", str(case))
+    assert result.segments == ["Bladder", "Bag_Bowel"]
+    assert dciodvfy_errors(result.path) == []
+    voxel_ml = float(np.prod(image.GetSpacing())) / 1000
+    groups = hd.sr.srread(result.path).content.get_volumetric_roi_measurement_groups()
+    reported = {g.tracking_identifier: g.get_measurements()[0].value for g in groups}
+    assert reported["Bag_Bowel"] == pytest.approx(after * voxel_ml, rel=1e-6)
+    seg = pydicom.dcmread(tmp_path / "sr.seg.dcm", stop_before_pixels=True)
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["Bladder", "Bag_Bowel"]
+    own = export_node(node, volume, str(tmp_path / "own.dcm"), "rtstruct", str(case),
+                      naming="oncoseg")
+    assert [r.ROIName for r in pydicom.dcmread(own.path).StructureSetROISequence] == [
+        "Bladder", "Bowel bag"]

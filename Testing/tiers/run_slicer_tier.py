@@ -46,6 +46,9 @@ DEFAULT_CACHE = Path.home() / ".cache" / "oncoseg" / "slicer-tiers"
 # sample writes a DICOM series).
 DEFAULT_TESTS = (
     "Testing/engine/test_export.py",
+    "Testing/engine/test_export_fractional.py",
+    "Testing/engine/test_dicomsr.py",
+    "Testing/engine/test_structure_names.py",
     "Testing/engine/test_dicom_series.py",
     "Testing/engine/test_diffusion.py",
     "Testing/engine/test_volume_io.py",

@@ -80,6 +80,8 @@ def segment_description(number: int, segment: Segment, manual: bool = False,
     item = pydicom.Dataset()
     item.SegmentNumber = number
     item.SegmentLabel = segment.name[:64]
+    if segment.description:
+        item.SegmentDescription = segment.description[:64]
     item.SegmentedPropertyCategoryCodeSequence = DicomSequence([code_item(term.category)])
     type_item = code_item(term.type)
     if term.type_modifier is not None:

@@ -45,6 +45,9 @@ class Segment:
     layer: int = 0
     terminology: str = ""  # Slicer's TerminologyEntry string, see oncoseg.terminology
     tags: dict[str, str] = field(default_factory=dict)  # other Slicer tags, kept as they are
+    # a longer name the DICOM writers record beside ``name`` (OncoSeg's name when an export
+    # names the segment by TG-263); not part of a .seg.nrrd
+    description: str = ""
 
 
 @dataclass
