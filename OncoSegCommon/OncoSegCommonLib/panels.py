@@ -315,7 +315,8 @@ class TaskPanel(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def show_result(self, result):
         self.show_module_result(result)
         if self.export_panel is not None:
-            self.export_panel.show(result.nodes.segmentation, result.reference)
+            self.export_panel.show(result.nodes.segmentation, result.reference,
+                                   result.nodes.probabilities)
 
     def clear_result(self):
         self.clear_module_result()
