@@ -54,6 +54,7 @@ class StagingCNNWidget(panels.TaskPanel):
     def setup_module(self):
         self.ui.slicePlotWidget.plotView().connect("dataSelected(vtkStringArray*, vtkCollection*)",
                                                    self._slice_clicked)
+        self.ui.reportButton.connect("clicked()", self._report)
 
     # ------------------------------------------------------------------ TaskPanel hooks
 
@@ -79,6 +80,26 @@ class StagingCNNWidget(panels.TaskPanel):
 
     def clear_module_result(self):
         self.ui.stageLabel.text = ""
+        self.ui.reportStatusLabel.text = ""
+
+    def _report(self):
+        """The result as a DICOM SR (StagingCNNLib.logic.report_stage does the work)."""
+        from oncoseg.errors import InputError
+        from StagingCNNLib.logic import report_stage
+
+        output = self.ui.reportOutputPathLineEdit.currentPath
+        if self.result is None or not output:
+            self.ui.reportStatusLabel.text = "Stage a T2w first, then choose the SR file."
+            return
+        try:
+            written = report_stage(self.result, self.settings.t2w, output,
+                                   self.ui.reportSeriesPathLineEdit.currentPath or None,
+                                   self.ui.reportOverwriteCheckBox.checked,
+                                   getattr(slicer, "dicomDatabase", None))
+        except InputError as error:
+            self.ui.reportStatusLabel.text = str(error)
+            return
+        self.ui.reportStatusLabel.text = f"Wrote {written.path}"
 
     # ------------------------------------------------------------------ StagingCNN's own
 

@@ -35,6 +35,7 @@ from OncoSegCommonLib.tasklogic import (
 from OncoSegCommonLib.taskrun import PredictionNodes
 
 if TYPE_CHECKING:
+    from oncoseg.export import ExportResult
     from oncoseg.staging.predict import StagingScores
 
 SCORE_COLUMNS = ("slice", "P(T3)", "threshold")
@@ -128,6 +129,30 @@ class StagingResult(TaskResult):
     def rows(self) -> list[dict[str, Any]]:
         """One row per slice: its P(T3)."""
         return [{"slice": k, "P(T3)": round(s, 3)} for k, s in enumerate(self.slice_scores)]
+
+
+def report_stage(result: StagingResult, t2w_node: Any, output: str,
+                 series_folder: str | None = None, overwrite: bool = False,
+                 database: Any = None) -> ExportResult:
+    """The stage, P(T3) and its threshold as a TID 1500 DICOM SR referencing the T2w's DICOM
+    series (from ``series_folder``, or the series the node was loaded from), naming the model
+    that staged it: what a PACS indexes, where a panel's text is lost."""
+    from oncoseg.export import export_measurements
+    from oncoseg.io.dicom import Algorithm
+    from oncoseg.io.dicomsr import Staging
+    from oncoseg.io.volumes import choose_dicom_series
+    from OncoSegCommonLib.export import series_of_volume
+
+    series = choose_dicom_series(series_folder) if series_folder else \
+        series_of_volume(t2w_node, database)
+    if series is None:
+        raise InputError(t2w_node.GetName(), "was not loaded from Slicer's DICOM database, so "
+                         "a DICOM SR of its stage needs the folder of its DICOM series")
+    scores = result.scores
+    return export_measurements(output, series, staging=Staging(scores.p_t3, scores.threshold,
+                                                               scores.stage),
+                               overwrite=overwrite,
+                               algorithm=Algorithm.of_model(result.prediction.model))
 
 
 def roi_box_lps(roi_node: Any) -> list[float]:

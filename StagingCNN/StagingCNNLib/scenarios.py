@@ -157,7 +157,56 @@ def cancelling_leaves_the_scene_unchanged(context: MRMLContext, folder: Path) ->
             {"t2w": t2w, "roi": roi}, FAST, progress=progress, cancel=cancel), stage="Staging")
 
 
-ALL = (staging_gives_p_t3_and_a_slice_plot, without_an_roi_the_crop_is_automatic_and_said,
+def the_stage_is_reported_as_a_dicom_sr(context: MRMLContext, folder: Path) -> None:
+    """The staged T2w's series gets a TID 1500 report: the cT category, P(T3) and the
+    threshold, referencing the series' images and naming the model; an existing file is
+    replaced only when asked, and without a series nothing is written."""
+    import pydicom
+
+    from oncoseg.io.dicom import Patient, write_ct_series
+    from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE
+    from StagingCNNLib.logic import report_stage
+
+    t2w, roi, case = load_phantom(context, folder / "phantom")
+    result = StagingLogic(context).run({"t2w": t2w, "roi": roi}, FAST)
+    output = folder / "stage-sr.dcm"
+    try:
+        report_stage(result, t2w, str(output))
+        raise AssertionError("a T2w without a DICOM series was reported")
+    except InputError as error:
+        assert "needs the folder of its DICOM series" in str(error)
+    assert not output.exists()
+    series = folder / "series"  # the T2w as a DICOM series (the writer at hand writes CT)
+    write_ct_series(case.read("t2w"), series, Patient("P1", "Phantom^T2"), "T2w")
+    t2w.SetAttribute(SERIES_FOLDER_ATTRIBUTE, str(series))
+    report_stage(result, t2w, str(output))
+    ds = pydicom.dcmread(output)
+    assert ds.Modality == "SR"
+    values = {}
+    for item in _walk(ds.ContentSequence):
+        if item.ValueType == "NUM":
+            measured = item.MeasuredValueSequence[0]
+            values[item.ConceptNameCodeSequence[0].CodeValue] = float(measured.NumericValue)
+    assert abs(values["P-cT3"] - result.p_t3) < 1e-9
+    assert abs(values["cT3-threshold"] - result.scores.threshold) < 1e-9
+    [equipment] = ds.ContributingEquipmentSequence
+    assert equipment.ManufacturerModelName == result.prediction.model["file"]
+    try:
+        report_stage(result, t2w, str(output))
+        raise AssertionError("an existing report was replaced unasked")
+    except InputError:
+        pass
+    report_stage(result, t2w, str(output), overwrite=True)
+
+
+def _walk(items):
+    for item in items:
+        yield item
+        yield from _walk(item.get("ContentSequence", []))
+
+
+ALL = (staging_gives_p_t3_and_a_slice_plot, the_stage_is_reported_as_a_dicom_sr,
+       without_an_roi_the_crop_is_automatic_and_said,
        clicking_a_slice_moves_the_views_there, an_roi_outside_the_image_changes_nothing,
        an_roi_without_a_size_gets_the_models_crop, a_flat_roi_is_refused_and_changes_nothing,
        cancelling_leaves_the_scene_unchanged)
