@@ -151,3 +151,18 @@ def test_hand_painted_voxels_are_locked_and_an_undo_forgets_the_step(mrml):
     third = logic.stroke(tumour, [ras_of_voxel(volume, (20, 20, 6))])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(third.result.labels),
                                   sitk.GetArrayFromImage(first.result.labels))
+
+
+def test_node_references_find_the_maps_of_a_renamed_segmentation(mrml):
+    """What taskrun.add_prediction may set (proposed): a reference per map, the map naming its
+    segment; the link then survives renaming, where the names alone do not."""
+    from OncoSegCommonLib.refine import PROBABILITY_REFERENCE_ROLE, PROBABILITY_SEGMENT_ATTRIBUTE
+
+    _, nodes, *_ = add_result(mrml)
+    nodes.segmentation.SetName("Reviewed by Dr X")
+    assert probability_nodes(nodes.segmentation) == {}
+    for name, node in nodes.probabilities.items():
+        node.SetAttribute(PROBABILITY_SEGMENT_ATTRIBUTE, name)
+        nodes.segmentation.AddNodeReferenceID(PROBABILITY_REFERENCE_ROLE, node.GetID())
+    assert {k: v.GetID() for k, v in probability_nodes(nodes.segmentation).items()} == \
+        {k: v.GetID() for k, v in nodes.probabilities.items()}
