@@ -12,9 +12,10 @@ clicks, each placed on its own errors:
 * ``refine``: :func:`oncoseg.refine.refine` with the click and the earlier clicks;
 * ``brush``: a ball of ``--brush-mm`` radius painted (or erased) at the click, never over other
   segments (what Segment Editor's Paint / Erase with "overwrite other segments: none" does);
-* ``grow``: SimpleITK's ConfidenceConnected region growing on the first image from the click
-  (mean +- 2.5 sd of the neighbourhood, 2 iterations), added or erased, never over other
-  segments: region growing on the image alone, without the model.
+* ``grow``: SimpleITK's ConfidenceConnected region growing from the click on the image the
+  task's overview shows (rectal T2w, brain FLAIR, the CT, the MR; mean +- 2.5 sd of the
+  neighbourhood, 2 iterations), added or erased, never over other segments: region growing on
+  the image alone, without the model.
 
 Cases are phantoms of every segmentation task drawn with seed 3100 (no demo model trained on
 it: docs/DEMO_MODELS.md lists the seeds in use), segmented by the task's demo model.
