@@ -37,8 +37,11 @@ class OncoSegCommon(ScriptedLoadableModule):
 def on_startup():
     """Terminology and sample data, once Terminologies and SampleData exist; skipped (the
     panels offer the install) while the engine's dependencies are missing."""
+    from SegmentEditorOncoSegRefine import register_effect
+
     from OncoSegCommonLib import dependencies
 
+    register_effect()  # Segment Editor effect "OncoSeg refine" (imports the engine when used)
     if not dependencies.check().ready:
         logging.info("OncoSeg: dependencies missing; sample data not registered yet")
         return

@@ -32,8 +32,9 @@ def test_every_module_folder_is_built():
 
 
 def test_each_module_builds_its_own_folder_and_nothing_is_left_out():
-    """A module's CMakeLists names itself; the build takes <Name>.py, <Name>Lib/**/*.py and
-    Resources/** (oncoseg_scripted_module), so every Python file must live there."""
+    """A module's CMakeLists names itself; the build takes <Name>.py, <Name>Lib/**/*.py,
+    SegmentEditor*/*.py (its Segment Editor effects) and Resources/** (oncoseg_scripted_module),
+    so every Python file must live there."""
     top = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "function(oncoseg_scripted_module NAME)" in top
     for folder in module_folders():
@@ -43,8 +44,9 @@ def test_each_module_builds_its_own_folder_and_nothing_is_left_out():
         assert bool(call.group(2)) == (folder / "Resources" / "UI" / f"{folder.name}.ui"
                                        ).is_file(), folder  # a panel has its .ui
         built = {f"{folder.name}.py"} | {
-            p.relative_to(folder).as_posix() for p in (folder / f"{folder.name}Lib").rglob("*.py")
-            if "__pycache__" not in p.parts}
+            p.relative_to(folder).as_posix()
+            for lib in (folder / f"{folder.name}Lib", *folder.glob("SegmentEditor*"))
+            for p in lib.rglob("*.py") if "__pycache__" not in p.parts}
         python_files = {p.relative_to(folder).as_posix() for p in folder.rglob("*.py")
                         if "Testing" not in p.parts and "__pycache__" not in p.parts}
         assert python_files == built, folder

@@ -6,9 +6,9 @@ what is written is what Segment Editor shows, closed-surface edits included), on
 time so that overlapping segments stay whole. The DICOM formats reference the series the
 reference volume was loaded from (Slicer's DICOM database, through the volume's instance UIDs)
 or a series folder the user names. The probability maps are the volume nodes the run added
-beside the segmentation (:func:`probability_nodes_of`), copied out one at a time and sampled
-onto the series' images as ``oncoseg export`` samples the maps of an output folder. Nothing is
-added to the scene.
+beside the segmentation (:func:`OncoSegCommonLib.segmentations.probability_nodes`), copied
+out one at a time and sampled onto the series' images as ``oncoseg export`` samples the maps
+of an output folder. Nothing is added to the scene.
 """
 
 from __future__ import annotations
@@ -36,16 +36,13 @@ from oncoseg.io.dicom import Algorithm
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
 from oncoseg.structure_names import DEFAULT_NAMING
+from OncoSegCommonLib import segmentations
 from OncoSegCommonLib.scenes import temporary_nodes
-from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE
+from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, PROBABILITY_SUFFIX
 from OncoSegCommonLib.volumes import image_from_volume_node
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
 SERIES_FOLDER_ATTRIBUTE = "OncoSeg.seriesFolder"  # set on volumes OncoSeg read from a folder
-# how OncoSegCommonLib.taskrun.add_prediction names a run's nodes: '<prefix> segmentation' and
-# '<prefix> <segment name> probability'
-SEGMENTATION_SUFFIX = " segmentation"
-PROBABILITY_SUFFIX = " probability"
 
 
 def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
@@ -109,9 +106,10 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
     """Write the segmentation node as ``fmt``; DICOM formats need the reference volume's
     series, from ``series_folder`` or else from the DICOM database, and name structures by
     ``naming`` (AAPM TG-263 by default). ``dicom-seg-fractional`` writes the run's probability
-    maps instead: ``probability_nodes`` (segment name -> volume node), or else those
-    :func:`probability_nodes_of` finds. ``dicom-sr`` reports each segment's volume as the node
-    holds it now (corrections included), referencing a DICOM SEG written beside it."""
+    maps instead: ``probability_nodes`` (segment name -> volume node), or else the run's
+    (:func:`OncoSegCommonLib.segmentations.probability_nodes`). ``dicom-sr`` reports each
+    segment's volume as the node holds it now (corrections included), referencing a DICOM SEG
+    written beside it."""
     series = None
     if fmt in DICOM_FORMATS:
         series = choose_dicom_series(series_folder, series_uid) if series_folder else \
@@ -123,7 +121,7 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
     algorithm = algorithm_of_node(segmentation_node)
     if fmt == FRACTIONAL:
         nodes = dict(probability_nodes) if probability_nodes is not None else \
-            probability_nodes_of(segmentation_node)
+            segmentations.probability_nodes(segmentation_node)
         if not nodes:
             raise InputError(segmentation_node.GetName(), (
                 f"has no probability maps in the scene: {FRACTIONAL} exports the maps an "
@@ -140,30 +138,6 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
                                    label=label, algorithm=algorithm, naming=naming)
     return export_segmentation(segmentation, output, fmt, series, overwrite, label, algorithm,
                                naming)
-
-
-def probability_nodes_of(segmentation_node: Any) -> dict[str, Any]:
-    """The probability maps of the run that made the node, by segment name: the scalar volumes
-    ``add_prediction`` names '<prefix> <segment> probability' beside '<prefix> segmentation'.
-    A name that several volumes share (a run repeated without removing the first) is refused:
-    which map belongs to this segmentation is then unknown."""
-    name = segmentation_node.GetName() or ""
-    if not name.endswith(SEGMENTATION_SUFFIX):
-        return {}
-    prefix = name[:-len(SEGMENTATION_SUFFIX)]
-    scene = segmentation_node.GetScene()
-    segmentation = segmentation_node.GetSegmentation()
-    found = {}
-    for index in range(segmentation.GetNumberOfSegments()):
-        segment = segmentation.GetNthSegment(index).GetName()
-        wanted = f"{prefix} {segment}{PROBABILITY_SUFFIX}"
-        nodes = scene.GetNodesByClassByName("vtkMRMLScalarVolumeNode", wanted)
-        if nodes.GetNumberOfItems() > 1:
-            raise InputError(wanted, f"names {nodes.GetNumberOfItems()} volumes: which one is "
-                             f"the map of '{name}' is unknown; remove or rename the others")
-        if nodes.GetNumberOfItems() == 1:
-            found[segment] = nodes.GetItemAsObject(0)
-    return found
 
 
 def segment_descriptions(segmentation_node: Any, names: list[str]) -> list[Segment]:

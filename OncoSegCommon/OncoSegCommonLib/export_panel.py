@@ -35,7 +35,8 @@ class ExportPanel:
     def show(self, segmentation_node, volume_node, probability_nodes=None):
         """Offer a fresh result for export; ``probability_nodes`` (segment name -> volume
         node, the run's ``PredictionNodes.probabilities``) are what its probabilities export
-        writes, else the maps are found by name (OncoSegCommonLib.export.probability_nodes_of).
+        writes, else the run's links or names find them
+        (OncoSegCommonLib.segmentations.probability_nodes).
         """
         self._maps = (segmentation_node, probability_nodes)
         self.ui.exportSegmentationSelector.setCurrentNode(segmentation_node)

@@ -38,41 +38,15 @@ from vtk.util import numpy_support
 
 from oncoseg.refine import RefineResult, RefineSettings, Stroke, hand_edits, refine
 from OncoSegCommonLib.coordinates import ras_lps
-from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, labels_from_segmentation_node
+from OncoSegCommonLib.segmentations import (
+    MODEL_ATTRIBUTE,
+    labels_from_segmentation_node,
+    probability_nodes,
+)
 from OncoSegCommonLib.volumes import image_from_volume_node
 
-# A node reference from a segmentation node to a probability volume, one per segment; the
-# volume's attribute PROBABILITY_SEGMENT_ATTRIBUTE names the segment.
-PROBABILITY_REFERENCE_ROLE = "OncoSeg.probability"
-PROBABILITY_SEGMENT_ATTRIBUTE = "OncoSeg.segment"
-SEGMENTATION_SUFFIX = " segmentation"
-PROBABILITY_SUFFIX = " probability"
 # How many states (before/after each step) the lock and the undo detection remember.
 MAX_STATES = 20
-
-
-def probability_nodes(segmentation_node: Any) -> dict[str, Any]:
-    """Segment name -> probability volume node of the OncoSeg result ``segmentation_node``
-    belongs to; empty for a segmentation that did not come from OncoSeg."""
-    found: dict[str, Any] = {}
-    for index in range(segmentation_node.GetNumberOfNodeReferences(PROBABILITY_REFERENCE_ROLE)):
-        node = segmentation_node.GetNthNodeReference(PROBABILITY_REFERENCE_ROLE, index)
-        name = node.GetAttribute(PROBABILITY_SEGMENT_ATTRIBUTE) if node is not None else None
-        if name:
-            found[name] = node
-    scene = segmentation_node.GetScene()
-    own = segmentation_node.GetName() or ""
-    if found or scene is None or not own.endswith(SEGMENTATION_SUFFIX):
-        return found
-    prefix = own[: -len(SEGMENTATION_SUFFIX)]
-    segmentation = segmentation_node.GetSegmentation()
-    for index in range(segmentation.GetNumberOfSegments()):
-        name = segmentation.GetNthSegment(index).GetName()
-        nodes = scene.GetNodesByClassByName("vtkMRMLScalarVolumeNode",
-                                            f"{prefix} {name}{PROBABILITY_SUFFIX}")
-        if nodes.GetNumberOfItems() > 0:
-            found[name] = nodes.GetItemAsObject(nodes.GetNumberOfItems() - 1)
-    return found
 
 
 def is_oncoseg_result(segmentation_node: Any) -> bool:

@@ -15,6 +15,7 @@ import SimpleITK as sitk
 import slicer
 import vtk
 
+from oncoseg.errors import InputError
 from oncoseg.tasks import SegmentSpec
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since, temporary_nodes
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
@@ -22,6 +23,50 @@ from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_im
 # The node attribute naming the model that made a segmentation (result.json's "model", as
 # JSON): exports name it in their DICOM objects, and it is saved with the scene.
 MODEL_ATTRIBUTE = "OncoSeg.model"
+# A run's probability maps: a node reference from its segmentation to each map, the map's
+# attribute naming its segment (the link survives renaming); scenes saved before the links
+# existed are read by add_prediction's names, '<prefix> segmentation' and
+# '<prefix> <segment> probability'.
+PROBABILITY_REFERENCE_ROLE = "OncoSeg.probability"
+PROBABILITY_SEGMENT_ATTRIBUTE = "OncoSeg.segment"
+SEGMENTATION_SUFFIX = " segmentation"
+PROBABILITY_SUFFIX = " probability"
+
+
+def link_probability(segmentation_node: Any, segment: str, volume_node: Any) -> None:
+    """Record that ``volume_node`` is the probability map of ``segment`` of the run that made
+    ``segmentation_node``."""
+    volume_node.SetAttribute(PROBABILITY_SEGMENT_ATTRIBUTE, segment)
+    segmentation_node.AddNodeReferenceID(PROBABILITY_REFERENCE_ROLE, volume_node.GetID())
+
+
+def probability_nodes(segmentation_node: Any) -> dict[str, Any]:
+    """Segment name -> probability volume of the run that made ``segmentation_node`` (its
+    links, else add_prediction's names); empty for a segmentation OncoSeg did not make. A name
+    that several volumes share (a run repeated without removing the first, in a scene without
+    links) is refused: which map belongs to this segmentation is then unknown."""
+    found: dict[str, Any] = {}
+    for index in range(segmentation_node.GetNumberOfNodeReferences(PROBABILITY_REFERENCE_ROLE)):
+        node = segmentation_node.GetNthNodeReference(PROBABILITY_REFERENCE_ROLE, index)
+        name = node.GetAttribute(PROBABILITY_SEGMENT_ATTRIBUTE) if node is not None else None
+        if name:
+            found[name] = node
+    scene = segmentation_node.GetScene()
+    own = segmentation_node.GetName() or ""
+    if found or scene is None or not own.endswith(SEGMENTATION_SUFFIX):
+        return found
+    prefix = own[: -len(SEGMENTATION_SUFFIX)]
+    segmentation = segmentation_node.GetSegmentation()
+    for index in range(segmentation.GetNumberOfSegments()):
+        name = segmentation.GetNthSegment(index).GetName()
+        wanted = f"{prefix} {name}{PROBABILITY_SUFFIX}"
+        nodes = scene.GetNodesByClassByName("vtkMRMLScalarVolumeNode", wanted)
+        if nodes.GetNumberOfItems() > 1:
+            raise InputError(wanted, f"names {nodes.GetNumberOfItems()} volumes: which one is "
+                             f"the map of '{own}' is unknown; remove or rename the others")
+        if nodes.GetNumberOfItems() == 1:
+            found[name] = nodes.GetItemAsObject(0)
+    return found
 
 
 def _consecutive_labels(labels: sitk.Image, segments: Sequence[SegmentSpec]) -> sitk.Image:

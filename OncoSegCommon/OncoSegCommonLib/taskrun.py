@@ -19,7 +19,12 @@ from oncoseg.errors import InputError
 from oncoseg.prediction import Prediction
 from OncoSegCommonLib.probability import show_probability_map
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
-from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, segmentation_node_from_labels
+from OncoSegCommonLib.segmentations import (
+    MODEL_ATTRIBUTE,
+    PROBABILITY_SUFFIX,
+    link_probability,
+    segmentation_node_from_labels,
+)
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
 
@@ -68,7 +73,9 @@ def add_prediction(scene: Any, prediction: Prediction, prefix: str, reference_no
             added.segmentation.SetAttribute(MODEL_ATTRIBUTE, json.dumps(prediction.model))
         for name, image in prediction.probabilities.items():
             added.probabilities[name] = show_probability_map(
-                scene, image, f"{prefix} {name} probability", background, opacity)
+                scene, image, f"{prefix} {name}{PROBABILITY_SUFFIX}", background, opacity)
+            if added.segmentation is not None:
+                link_probability(added.segmentation, name, added.probabilities[name])
     except Exception:
         remove_nodes_added_since(scene, before)
         raise

@@ -124,3 +124,15 @@ def test_predict_startup_benchmark_runs():
 @pytest.mark.benchmark
 def test_sliding_window_benchmark_basicunet_full_size():
     print(run("bench_sliding_window.py", "--network", "basicunet"))
+
+
+def test_refine_benchmark_runs_and_refine_is_not_worse_than_the_brush():
+    summary = run("bench_refine.py", "--quick")
+    [row] = summary["rows"]
+    assert len(row["refine"]) == 4 and len(summary["refine_256x256x40_s"]) == 3
+    assert row["refine"][-1] >= row["refine"][0] and row["refine"][-1] >= row["brush"][-1]
+
+
+@pytest.mark.benchmark
+def test_refine_benchmark_full():
+    print(run("bench_refine.py"))

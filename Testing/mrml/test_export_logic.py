@@ -229,12 +229,19 @@ def test_the_probability_maps_of_a_run_export_as_a_fractional_dicom_seg(mrml, ct
 
 
 def test_probability_export_needs_the_maps_of_one_run(mrml, ct_case, tmp_path):
+    from OncoSegCommonLib import segmentations
+
     case, _, _ = ct_case
     volume, first, _ = _probability_run(mrml, ct_case)
     with pytest.raises(InputError, match="has no probability maps in the scene"):
         export_node(mrml.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "drawn"), volume,
                     str(tmp_path / "p.dcm"), "dicom-seg-fractional", str(case))
-    _probability_run(mrml, ct_case)  # the same run again, its nodes named as the first's
+    second = _probability_run(mrml, ct_case)[1]  # the same run again, nodes named the same
+    # each run's segmentation is linked to its own maps
+    assert segmentations.probability_nodes(first.segmentation) == first.probabilities
+    assert segmentations.probability_nodes(second.segmentation) == second.probabilities
+    # a scene saved before the links: by names alone, which of two same-named maps is unknown
+    first.segmentation.RemoveNodeReferenceIDs(segmentations.PROBABILITY_REFERENCE_ROLE)
     with pytest.raises(InputError, match="names 2 volumes"):
         export_node(first.segmentation, volume, str(tmp_path / "p.dcm"),
                     "dicom-seg-fractional", str(case))

@@ -154,15 +154,13 @@ def test_hand_painted_voxels_are_locked_and_an_undo_forgets_the_step(mrml):
 
 
 def test_node_references_find_the_maps_of_a_renamed_segmentation(mrml):
-    """What taskrun.add_prediction may set (proposed): a reference per map, the map naming its
-    segment; the link then survives renaming, where the names alone do not."""
-    from OncoSegCommonLib.refine import PROBABILITY_REFERENCE_ROLE, PROBABILITY_SEGMENT_ATTRIBUTE
+    """taskrun.add_prediction links each map to the segmentation (a node reference, the map
+    naming its segment): the link survives renaming, where the names alone do not."""
+    from OncoSegCommonLib.segmentations import PROBABILITY_REFERENCE_ROLE
 
     _, nodes, *_ = add_result(mrml)
     nodes.segmentation.SetName("Reviewed by Dr X")
-    assert probability_nodes(nodes.segmentation) == {}
-    for name, node in nodes.probabilities.items():
-        node.SetAttribute(PROBABILITY_SEGMENT_ATTRIBUTE, name)
-        nodes.segmentation.AddNodeReferenceID(PROBABILITY_REFERENCE_ROLE, node.GetID())
     assert {k: v.GetID() for k, v in probability_nodes(nodes.segmentation).items()} == \
         {k: v.GetID() for k, v in nodes.probabilities.items()}
+    nodes.segmentation.RemoveNodeReferenceIDs(PROBABILITY_REFERENCE_ROLE)  # an older scene
+    assert probability_nodes(nodes.segmentation) == {}  # renamed: its names match no map
