@@ -6,7 +6,6 @@ the phantom CT and on pydicom's real CT_small.dcm; staging on pydicom's real MR_
 
 import shutil
 import subprocess
-import warnings
 from pathlib import Path
 
 import highdicom as hd
@@ -30,7 +29,6 @@ from dicom_ct import (
 
 from oncoseg.errors import InputError
 from oncoseg.export import export_segmentation
-from oncoseg.io import dicom as dicom_io
 from oncoseg.io.dicom import Algorithm
 from oncoseg.io.dicom_series import reference_planes
 from oncoseg.io.dicomsr import (
@@ -330,23 +328,3 @@ def test_what_cannot_be_reported_is_refused_and_nothing_is_overwritten_unasked(p
     with pytest.raises(InputError, match="cannot be referenced by a DICOM SR"):
         write_measurement_report(tmp_path / "i.dcm", blank, staging=Staging(0.9, 0.5, "T3"))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["blank", "other", "sr.dcm"]
-
-
-@pytest.mark.parametrize("pydicom_3_call", [True, False], ids=["enforce_file_format",
-                                                              "write_like_original"])
-def test_the_report_is_written_in_the_file_format_with_either_pydicom_call(
-        tmp_path, monkeypatch, pydicom_3_call):
-    """Slicer 5.10's pydicom 2.4.4 saves through write_like_original (see save_dicom)."""
-    if pydicom_3_call and not dicom_io.PYDICOM_3:
-        pytest.skip("pydicom 2 has no enforce_file_format")
-    monkeypatch.setattr(dicom_io, "PYDICOM_3", pydicom_3_call)
-    shutil.copy(PYDICOM_FILES / "MR_small.dcm", tmp_path / "MR_small.dcm")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        write_measurement_report(tmp_path / "sr.dcm", [tmp_path / "MR_small.dcm"],
-                                 staging=Staging(0.7, 0.5, "T3"))
-    assert (tmp_path / "sr.dcm").read_bytes()[128:132] == b"DICM"
-    ds = pydicom.dcmread(tmp_path / "sr.dcm")
-    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
-    assert ds.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
-    assert ds.Modality == "SR" and "FrameOfReferenceUID" not in ds

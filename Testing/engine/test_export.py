@@ -31,7 +31,13 @@ from dicom_ct import (
 
 from oncoseg.cli import main
 from oncoseg.errors import InputError
-from oncoseg.export import export_file, export_segmentation, interpreted_type, load_segmentation
+from oncoseg.export import (
+    export_file,
+    export_measurements,
+    export_segmentation,
+    interpreted_type,
+    load_segmentation,
+)
 from oncoseg.geometry import same_grid
 from oncoseg.io import dicom as dicom_io
 from oncoseg.io.dicom import CTSlice, Patient, write_ct_slices
@@ -405,6 +411,7 @@ def test_every_dicom_writer_writes_the_file_format_with_either_pydicom_call(
         series = choose_dicom_series(tmp_path / "ct")
         written = [export_segmentation(segmentation, tmp_path / f"out.{fmt}.dcm", fmt,
                                        series).path for fmt in ("dicom-seg", "rtstruct")]
+        written.append(export_measurements(tmp_path / "out.sr.dcm", series, segmentation).path)
     deprecated = [w for w in caught if "write_like_original" in str(w.message)]
     assert bool(deprecated) == (not natural)  # pydicom 3 deprecates pydicom 2's call
     for path in [*files, *written]:
@@ -415,6 +422,8 @@ def test_every_dicom_writer_writes_the_file_format_with_either_pydicom_call(
     seg = pydicom.dcmread(written[0])
     assert seg.Modality == "SEG" and seg["PixelData"].VR == "OB"
     assert int(seg.NumberOfFrames) == sum(bool(plane.any()) for plane in bone) > 0
+    report = pydicom.dcmread(written[2])
+    assert report.Modality == "SR" and "FrameOfReferenceUID" not in report
 
 
 @pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1"],

@@ -36,6 +36,15 @@ def code_item(code: Code) -> pydicom.Dataset:
     return item
 
 
+def sop_reference(ds: pydicom.Dataset) -> pydicom.Dataset:
+    """An item naming one instance by its SOP Class and Instance UIDs: how SEG frames, RT
+    contours and SR content point at the images they were made on."""
+    item = pydicom.Dataset()
+    item.ReferencedSOPClassUID = ds.SOPClassUID
+    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    return item
+
+
 @dataclass(frozen=True)
 class Algorithm:
     """What made a derived object: the model (its file's name, sha256, training date and

@@ -34,7 +34,7 @@ from pydicom.uid import generate_uid
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
-from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
 from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes, slice_planes
 from oncoseg.io.dicom_series import check_referenceable
 from oncoseg.io.segnrrd import Segment, Segmentation
@@ -243,10 +243,10 @@ def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
     ds.PixelRepresentation = 0
     ds.Rows, ds.Columns = int(first.Rows), int(first.Columns)
     # Common Instance Reference; General Image's Source Image Sequence
-    ds.SourceImageSequence = DicomSequence([_reference(s) for s in sources])
+    ds.SourceImageSequence = DicomSequence([sop_reference(s) for s in sources])
     series = pydicom.Dataset()
     series.SeriesInstanceUID = first.SeriesInstanceUID
-    series.ReferencedInstanceSequence = DicomSequence([_reference(s) for s in sources])
+    series.ReferencedInstanceSequence = DicomSequence([sop_reference(s) for s in sources])
     ds.ReferencedSeriesSequence = DicomSequence([series])
     return ds
 
@@ -288,7 +288,7 @@ def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[Sl
     for n, k in frames:
         item = pydicom.Dataset()
         derivation = pydicom.Dataset()
-        source = _reference(sources[k])
+        source = sop_reference(sources[k])
         source.PurposeOfReferenceCodeSequence = DicomSequence([code_item(SOURCE_IMAGE_PURPOSE)])
         source.SpatialLocationsPreserved = "YES"
         derivation.SourceImageSequence = DicomSequence([source])
@@ -331,12 +331,6 @@ def _overlap(masks: list[np.ndarray]) -> bool:
             return True
     return False
 
-
-def _reference(source: pydicom.Dataset) -> pydicom.Dataset:
-    item = pydicom.Dataset()
-    item.ReferencedSOPClassUID = source.SOPClassUID
-    item.ReferencedSOPInstanceUID = source.SOPInstanceUID
-    return item
 
 
 def _dimension(organization: str, index: str, group: str, label: str) -> pydicom.Dataset:

@@ -41,7 +41,7 @@ from pydicom.valuerep import format_number_as_ds
 import oncoseg
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path, refuse_existing
-from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
 from oncoseg.io.dicom_series import missing_reference_uids
 from oncoseg.io.dicomseg import SEGMENTATION_STORAGE, TISSUE
 from oncoseg.terminology import (
@@ -300,7 +300,7 @@ def _evidence(instances: Sequence[pydicom.Dataset]) -> list[pydicom.Dataset]:
         for series_uid, members in series.items():
             item = pydicom.Dataset()
             item.SeriesInstanceUID = series_uid
-            item.ReferencedSOPSequence = DicomSequence([_sop(ds) for ds in members])
+            item.ReferencedSOPSequence = DicomSequence([sop_reference(ds) for ds in members])
             study.ReferencedSeriesSequence.append(item)
         items.append(study)
     return items
@@ -503,18 +503,12 @@ def _num(name: Code, value: float, unit: Code, relationship: str = "CONTAINS",
     return item
 
 
-def _sop(ds: pydicom.Dataset) -> pydicom.Dataset:
-    item = pydicom.Dataset()
-    item.ReferencedSOPClassUID = ds.SOPClassUID
-    item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
-    return item
-
 
 def _image(name: Code, ds: pydicom.Dataset, relationship: str,
            children: Sequence[pydicom.Dataset] = (), segment_number: int | None = None
            ) -> pydicom.Dataset:
     item = _item(name, "IMAGE", relationship)
-    reference = _sop(ds)
+    reference = sop_reference(ds)
     if segment_number is not None:
         reference.ReferencedSegmentNumber = segment_number
     item.ReferencedSOPSequence = DicomSequence([reference])

@@ -21,7 +21,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
-from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
 from oncoseg.terminology import Code
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
@@ -154,12 +154,7 @@ def write_rtstruct(
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ApprovalStatus = "UNAPPROVED"
 
-    image_refs = []
-    for header in headers:
-        item = pydicom.Dataset()
-        item.ReferencedSOPClassUID = header.SOPClassUID
-        item.ReferencedSOPInstanceUID = header.SOPInstanceUID
-        image_refs.append(item)
+    image_refs = [sop_reference(header) for header in headers]
     series = pydicom.Dataset()
     series.SeriesInstanceUID = first.SeriesInstanceUID
     series.ContourImageSequence = DicomSequence(image_refs)
@@ -192,10 +187,7 @@ def write_rtstruct(
                   for _, points in mask_to_contours(on_planes[k][None], plane.grid())]
         for k, points in traced:
             contour = pydicom.Dataset()
-            reference = pydicom.Dataset()
-            reference.ReferencedSOPClassUID = headers[k].SOPClassUID
-            reference.ReferencedSOPInstanceUID = headers[k].SOPInstanceUID
-            contour.ContourImageSequence = DicomSequence([reference])
+            contour.ContourImageSequence = DicomSequence([sop_reference(headers[k])])
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
             contour.ContourData = [f"{v:.3f}" for v in points.ravel()]
