@@ -151,7 +151,9 @@ class LineProgress:
     """One plain line per stage, written (and flushed) when the stage begins.
 
     For a pipe or a log: ``[  3.2 s] Registering (of 4)``, the seconds since the first event,
-    so that a log shows where the time went without a line per unit of work.
+    so that a log shows where the time went without a line per unit of work. A stage that
+    begins part-way (a training's "Training" stage after each epoch's own) says how far, with
+    its values: ``[ 20.1 s] Training 3/200 train_loss=0.41 val_loss=0.38``.
     """
 
     def __init__(self, file: IO[str] | None = None):
@@ -166,9 +168,13 @@ class LineProgress:
         if self._started is None:
             self._started = now
         self._stage = event.stage
-        size = f" (of {event.total:g})" if event.total and event.total > 1 else ""
+        if event.total and event.done:
+            size = f" {event.done:g}/{event.total:g}"
+        else:
+            size = f" (of {event.total:g})" if event.total and event.total > 1 else ""
+        values = "".join(f" {k}={v:.4g}" for k, v in (event.values or {}).items())
         message = f": {event.message}" if event.message else ""
-        self._file.write(f"[{now - self._started:6.1f} s] {event.stage}{size}{message}\n")
+        self._file.write(f"[{now - self._started:6.1f} s] {event.stage}{size}{values}{message}\n")
         self._file.flush()
 
 

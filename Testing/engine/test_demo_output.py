@@ -69,7 +69,15 @@ def test_line_progress_writes_one_line_per_stage():
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
     assert lines[0].endswith("] Registering (of 2)")
-    assert lines[1].endswith("] Segmenting (of 20): slice 3 of 20")
+    assert lines[1].endswith("] Segmenting 3/20: slice 3 of 20")
+    stream = io.StringIO()
+    shown = TqdmProgress(stream)
+    for event in (ProgressEvent("Epoch 1", 1, 4, values={"loss": 0.5}),
+                  ProgressEvent("Training", 1, 200, values={"val_loss": 0.25}),
+                  ProgressEvent("Epoch 2", 1, 4)):
+        shown(event)
+    assert [line.split("] ")[1] for line in stream.getvalue().splitlines()] == [
+        "Epoch 1 1/4 loss=0.5", "Training 1/200 val_loss=0.25", "Epoch 2 1/4"]
     stream = io.StringIO()
     LineProgress(stream)(ProgressEvent("Writing", 0, None))
     assert stream.getvalue().endswith("] Writing\n")
