@@ -96,17 +96,17 @@ def summary_lines(result: DemoResult) -> list[str]:
         + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "total") + ")",
     ]
     lines += [f"note: {message}" for message in document.get("messages", [])]
-    lines += [f"Demo results written to {out}/", f"  {INPUT_FOLDER}/"]
-    lines += [f"    {name:<20}{what}" for name, what in result.inputs.items()]
     files = document["files"]
     described = {"overview": "the T2w with the tumour outline and the probability overlay",
-                 "segmentation": "Slicer's segmentation file",
+                 "segmentation": "Slicer's segmentation file (on the DWI b0 grid)",
                  "labels": "the label map (NIfTI)",
                  "result": "volume, candidates, timings, inputs, model"}
-    rows = [(files[key], what) for key, what in described.items() if key in files]
+    rows = [(f"{INPUT_FOLDER}/{name}", what) for name, what in result.inputs.items()]
+    rows += [(files[key], what) for key, what in described.items() if key in files]
     rows += [(path, f"{name} probability (0-1)")
              for name, path in files.get("probabilities", {}).items()]
     width = max(len(path) for path, _ in rows) + 2
+    lines.append(f"Demo results written to {out}/")
     lines += [f"  {path:<{width}}{what}" for path, what in rows]
     root = out.resolve()
     volume = root / INPUT_FOLDER / "t2w.nii.gz"
@@ -118,6 +118,8 @@ def summary_lines(result: DemoResult) -> list[str]:
         "Open it in 3D Slicer: drag the input/t2w.nii.gz and segmentation.seg.nrrd files onto "
         "its window (or File > Add Data), or start it with both loaded:",
         f"  Slicer --python-code {shlex.quote(code)}",
+        "  (the T2w as acquired may lie a few mm off the segmentation: the registration that "
+        "corrects it is in result.json, details.registration)",
         f"Or look at the picture: {out / files['overview']}",
     ]
     return lines
