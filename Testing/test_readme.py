@@ -351,6 +351,32 @@ def check_parsed(command: str, folder: Path) -> None:
             assert (folder / path).exists(), f"{command}: {path} does not exist"
 
 
+# ---------------------------------------------------------------- what the README says
+
+
+def check_demo_paragraph(folder: Path) -> None:
+    """What the README says `oncoseg demo` wrote is there: every file the paragraph after the
+    first two commands names, and result.json's inputs."""
+    import json
+
+    text = README.read_text(encoding="utf-8")
+    paragraph = text[text.index("Command 1 writes"):]
+    paragraph = paragraph[:paragraph.index("\n\n")]
+    output = folder / "oncoseg-demo"
+    named = [n for n in re.findall(r"`([\w/.-]+)`", paragraph) if re.search(r"\.\w+$", n)]
+    assert {"overview.png", "result.json", "t2w.nii.gz"} <= {Path(n).name for n in named}
+    for name in named:
+        assert (output / name).is_file() or (output / "input" / name).is_file(), name
+    inputs = json.loads((output / "result.json").read_text())["inputs"]
+    assert all((output / path).is_file() for path in inputs.values()), inputs
+
+
+# checks after a command ran, by its words
+AFTER: dict[str, tuple[Callable[[Path], None], ...]] = {
+    ".venv/bin/oncoseg demo": (check_demo_paragraph,),
+}
+
+
 # ---------------------------------------------------------------- the test
 
 
@@ -417,6 +443,8 @@ def test_readme_block_runs_as_written(block, cases_folder, tmp_path, request):
             f"{block.name}: `{command}` exited {result.returncode}\n{result.stdout[-2000:]}"
             f"\n{result.stderr[-4000:]}")
         print(f"{time.monotonic() - started:6.1f} s  {command}")  # shown with -s
+        for check in AFTER.get(" ".join(words(command)), ()):
+            check(folder)
 
 
 def test_the_commands_are_found_and_sorted():
