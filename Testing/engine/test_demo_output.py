@@ -78,6 +78,16 @@ def test_line_progress_writes_one_line_per_stage():
         shown(event)
     assert [line.split("] ")[1] for line in stream.getvalue().splitlines()] == [
         "Epoch 1 1/4 loss=0.5", "Training 1/200 val_loss=0.25", "Epoch 2 1/4"]
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Terminal()  # a terminal keeps its tqdm bars, redrawn in place
+    shown = TqdmProgress(stream)
+    shown(ProgressEvent("Registering", 1, 2))
+    shown.close()
+    assert "\r" in stream.getvalue() and "1/2" in stream.getvalue()
+    assert not stream.getvalue().startswith("[")
     stream = io.StringIO()
     LineProgress(stream)(ProgressEvent("Writing", 0, None))
     assert stream.getvalue().endswith("] Writing\n")
