@@ -34,7 +34,8 @@ from OncoSegWebLib.runners import ReviewResult, TaskRun, task_titles
 from OncoSegWebLib.security import LOOPBACK, TOKEN_PARAMETER, new_token, token_middleware
 from OncoSegWebLib.session import ReviewSession
 
-EXPORT_FORMATS = tuple(f for f in FORMATS if f in ("seg.nrrd", "dicom-seg", "rtstruct"))
+EXPORT_FORMATS = tuple(f for f in FORMATS if f in ("seg.nrrd", "dicom-seg", "rtstruct",
+                                                   "dicom-seg-fractional", "dicom-sr"))
 POLL_S = 0.25
 
 
@@ -154,7 +155,8 @@ class ReviewApp(TrameApp):
             self.editor.segmentation_editor.set_active_segmentation(result.segmentation,
                                                                     result.reference)
             self.editor.segmentation_editor.trigger_all_signals()
-        self.state.summary = self.session.message(result.summary)
+        self.state.summary = self.session.message(
+            " | ".join(part for part in (result.summary, result.model_line) if part))
         self.state.slice_scores = [float(r["P(T3)"]) for r in result.rows] \
             if result.task == "staging" else []
         self.state.rows = [{k: f"{v:.4g}" if isinstance(v, float) else str(v)

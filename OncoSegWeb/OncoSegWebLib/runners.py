@@ -41,13 +41,24 @@ class ReviewResult:
     summary: str = ""
     rows: list[dict] = field(default_factory=list)  # candidates, volumes or slice scores
     nodes: list[Any] = field(default_factory=list)  # every node the run added
+    model: dict = field(default_factory=dict)  # result.json's "model": file, sha256, licences
 
     @classmethod
     def of(cls, task: str, result: TaskResult) -> ReviewResult:
         """The page's view of a logic's result, through the interface every result has."""
         return cls(task, result.nodes.segmentation, result.reference,
                    dict(result.nodes.probabilities), result.summary(), result.rows(),
-                   result.all_nodes())
+                   result.all_nodes(), dict(result.prediction.model or {}))
+
+    @property
+    def model_line(self) -> str:
+        """Which model made the result and under which licences (a reviewer sharing the
+        result needs both)."""
+        if not self.model:
+            return ""
+        return (f"Model: {self.model.get('file') or self.model.get('name', '?')} "
+                f"(licence {self.model.get('license') or 'not stated'}; training data: "
+                f"{self.model.get('training_data_license') or 'licence not stated'})")
 
 
 @dataclass

@@ -110,7 +110,8 @@ class ReviewSession:
             summary += f" | {len(case.flags)} flag(s): " + " | ".join(case.flags)
         rows = [{"segment": n, "volume (mL)": ml} for n, ml in volumes.items()]
         return ReviewResult(task.name, added.segmentation, reference,
-                            dict(added.probabilities), summary, rows, added.all())
+                            dict(added.probabilities), summary, rows, added.all(),
+                            dict(prediction.model or {}))
 
     # ------------------------------------------------------------------ running
 
@@ -163,7 +164,10 @@ class ReviewSession:
         folder.mkdir(exist_ok=True)
         output = free_name(folder, f"{Path(self.case.id).name}-{self.result.task}",
                            ENDINGS[fmt][-1] if fmt not in DICOM_FORMATS else f"-{fmt}.dcm")
-        return export_node(segmentation, self.result.reference, str(output), fmt)
+        # the probabilities export writes the run's own maps (the model's, beside the reviewed
+        # segmentation); the SR reports the volumes of the segmentation as accepted
+        return export_node(segmentation, self.result.reference, str(output), fmt,
+                           probability_nodes=self.result.probabilities or None)
 
     # ------------------------------------------------------------------ helpers
 

@@ -141,8 +141,10 @@ def test_a_cancelled_run_adds_nothing(root, mrml):
     assert node_ids(mrml.scene) == before and session.result is None
 
 
-def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
-    """A DICOM series case: the exports reference the series it was read from."""
+def test_a_dicom_ct_case_exports_every_dicom_object(tmp_path, mrml):
+    """A DICOM series case: the exports (the segmentation, the run's probability maps, the
+    volumes as a report) reference the series it was read from; the page names the model and
+    its licences."""
     import pydicom
 
     from OncoSegWebLib.session import ReviewSession
@@ -154,19 +156,32 @@ def test_a_dicom_ct_case_exports_dicom_seg_and_rtstruct(tmp_path, mrml):
     session.open_case(case.id)
     result = session.run("oar-ct", device="cpu")
     assert result.segmentation is not None and result.rows
+    assert result.model_line == ("Model: oar-ct-demo.safetensors (licence Apache-2.0; "
+                                 "training data: synthetic phantoms made by OncoSeg (no "
+                                 "patient data))")
     session.accept()
     series_uid = pydicom.dcmread(next((tmp_path / case.id).glob("CT_*.dcm")),
                                  stop_before_pixels=True).SeriesInstanceUID
     for fmt, sop_class in (("dicom-seg", "1.2.840.10008.5.1.4.1.1.66.4"),
-                           ("rtstruct", "1.2.840.10008.5.1.4.1.1.481.3")):
+                           ("rtstruct", "1.2.840.10008.5.1.4.1.1.481.3"),
+                           ("dicom-seg-fractional", "1.2.840.10008.5.1.4.1.1.66.4"),
+                           ("dicom-sr", "1.2.840.10008.5.1.4.1.1.88.22")):
         written = session.export(fmt)
         assert written.path.name == f"oarct_000-oar-ct-{fmt}.dcm"
         dataset = pydicom.dcmread(written.path)
         assert dataset.SOPClassUID == sop_class
-        referenced = dataset.ReferencedSeriesSequence[0].SeriesInstanceUID if fmt == \
-            "dicom-seg" else dataset.ReferencedFrameOfReferenceSequence[0] \
-            .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID
+        if fmt == "rtstruct":
+            referenced = dataset.ReferencedFrameOfReferenceSequence[0] \
+                .RTReferencedStudySequence[0].RTReferencedSeriesSequence[0].SeriesInstanceUID
+        elif fmt == "dicom-sr":
+            referenced = dataset.CurrentRequestedProcedureEvidenceSequence[0] \
+                .ReferencedSeriesSequence[0].SeriesInstanceUID
+        else:
+            referenced = dataset.ReferencedSeriesSequence[0].SeriesInstanceUID
         assert referenced == series_uid
+        if fmt == "dicom-seg-fractional":
+            assert dataset.SegmentationType == "FRACTIONAL"
+            assert len(dataset.SegmentSequence) == len(result.probabilities) == 5
 
 
 def test_the_app_offers_every_registered_task_and_refuses_others(mrml):
