@@ -90,14 +90,17 @@ def modifier_labelmap(mask: np.ndarray, box: tuple[slice, slice, slice],
 
 
 def apply_edit(segmentation_node: Any, edit: RefineEdit) -> None:
-    """Apply an edit without Segment Editor (no masking, no undo): added voxels merged in by
-    maximum, removed voxels by minimum with the inverted mask, over the box only."""
+    """Apply an edit without Segment Editor (no masking, no undo): added voxels merged in as
+    Segment Editor adds (MODE_MERGE_MASK: the segment's own label value in a shared layer;
+    MODE_MERGE_MAX would write the modifier's 1, another segment's value there:
+    vtkSlicerSegmentEditorLogic.cxx and vtkSegmentationModifier.cxx at v5.10.0), removed voxels
+    by minimum with the inverted mask, over the box only."""
     import slicer
 
     logic = slicer.vtkSlicerSegmentationsModuleLogic
     if edit.added is not None:
         logic.SetBinaryLabelmapToSegment(edit.added, segmentation_node, edit.segment_id,
-                                         logic.MODE_MERGE_MAX, edit.added.GetExtent())
+                                         logic.MODE_MERGE_MASK, edit.added.GetExtent())
     if edit.removed is not None:
         keep = slicer.vtkOrientedImageData()
         keep.DeepCopy(edit.removed)

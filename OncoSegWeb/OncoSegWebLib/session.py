@@ -4,15 +4,23 @@ The web page calls these; nothing here knows about trame, so the whole review ru
 ``slicer-core`` in the tests. Input volumes are never modified; a new run replaces the previous
 run's nodes; exports go into ``<case>/reviewed/`` under the data root and never replace a file
 (the next free name is taken).
+
+A shown result is corrected with the engine's refine (``OncoSegCommonLib.refine.RefineLogic``,
+the logic of Slicer's "OncoSeg refine" effect): :meth:`ReviewSession.refine` takes the reader's
+clicks and scribbles in RAS, :meth:`ReviewSession.undo_refine` puts the refined segment back as
+it was before the last stroke.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from oncoseg.errors import InputError
 from oncoseg.export import ExportResult
@@ -29,6 +37,17 @@ from OncoSegWebLib.security import inside_root, relative_paths
 EXPORT_FOLDER = "reviewed"
 MODEL_FOLDER = "models"  # model files offered besides the demo: <root>/models/*.safetensors
 ACCEPTED_ATTRIBUTE = "OncoSeg.acceptedAt"
+# Refine steps undo_refine can take back, per shown result: one copy of the refined segment's
+# labelmap each (its effective extent: a rectal tumour's is ~100 kB).
+REFINE_UNDO_STEPS = 20
+
+
+@dataclass
+class _RefineStep:
+    """What undo_refine needs to take one step back: the segment and its labelmap before."""
+
+    segment_id: str
+    before: Any  # vtkOrientedImageData, the segment's binary labelmap (RAS), a deep copy
 
 
 class ReviewSession:
@@ -41,6 +60,9 @@ class ReviewSession:
         self.case: CaseEntry | None = None
         self.volumes: list[Any] = []
         self.result: ReviewResult | None = None
+        self._refine_logic: Any = None  # RefineLogic of the result shown (_refine_for)
+        self._refine_for: ReviewResult | None = None
+        self._refine_steps: list[_RefineStep] = []
 
     # ------------------------------------------------------------------ cases and models
 
@@ -82,6 +104,7 @@ class ReviewSession:
             raise
         self._remove(self.volumes + (self.result.nodes if self.result else []))
         self.case, self.volumes, self.result = case, nodes, None
+        self._reset_refine()
         if case.result is not None:
             self.result = self._stored_result(case, dict(zip(case.volumes, nodes, strict=True)))
         return nodes
@@ -125,6 +148,7 @@ class ReviewSession:
         if self.result is not None:
             self._remove(self.result.nodes)
             self.result = None
+            self._reset_refine()
         return plan_run(self.context, task, model, device)
 
     def finish(self, run: TaskRun, prediction: Any) -> ReviewResult:
@@ -169,6 +193,83 @@ class ReviewSession:
         return export_node(segmentation, self.result.reference, str(output), fmt,
                            probability_nodes=self.result.probabilities or None)
 
+    # ------------------------------------------------------------------ refine
+
+    def refine(self, segment: str, points_ras: Any, positive: bool = True) -> dict[str, Any]:
+        """Correct ``segment`` (its ID or name) of the shown result with one click (one point)
+        or scribble (several), in RAS mm: positive input adds what the model's probability and
+        the image support around it, negative removes the region under it (oncoseg.refine).
+        The same logic as Slicer's "OncoSeg refine" effect, applied without Segment Editor's
+        masking; other segments never change. Returns a summary: the segment, voxels changed,
+        added and removed, seconds, and how many steps :meth:`undo_refine` can take back."""
+        from OncoSegCommonLib.refine import RefineLogic, apply_edit
+
+        segmentation, segment_id = self._refine_target(segment)
+        points = np.asarray(points_ras, float)
+        if points.size == 0 or points.size % 3 or not np.all(np.isfinite(points)):
+            raise InputError("refine", "needs one or more finite RAS points (x, y, z in mm)")
+        if self._refine_for is not self.result:  # a new result (run, case): a fresh logic
+            self._reset_refine()
+            self._refine_logic = RefineLogic(segmentation, self.result.reference)
+            self._refine_for = self.result
+        started = time.perf_counter()
+        before = _segment_labelmap(segmentation, segment_id)
+        edit = self._refine_logic.stroke(segment_id, points.reshape(-1, 3), bool(positive))
+        if edit.changed:
+            apply_edit(segmentation, edit)
+            self._refine_logic.applied()
+            self._refine_steps.append(_RefineStep(segment_id, before))
+            del self._refine_steps[:-REFINE_UNDO_STEPS]
+        return {"segment": segmentation.GetSegmentation().GetSegment(segment_id).GetName(),
+                "positive": bool(positive), "changed": edit.changed,
+                "added": int(edit.result.added.sum()),
+                "removed": int(edit.result.removed.sum()),
+                "seconds": round(time.perf_counter() - started, 3),
+                "undo_steps": len(self._refine_steps)}
+
+    def undo_refine(self) -> dict[str, Any]:
+        """Put the segment the last refine step changed back as it was before that step
+        (whatever was painted on it since goes too); the logic then forgets that step's
+        input (RefineLogic tells an undone state by its labels). Returns the segment and the
+        steps left."""
+        segmentation = self._segmentation()
+        if self._refine_for is not self.result or not self._refine_steps:
+            raise InputError("undo refine", "nothing to undo: no refine step on the result "
+                             "shown")
+        step = self._refine_steps.pop()
+        if segmentation.GetSegmentation().GetSegment(step.segment_id) is None:
+            raise InputError("undo refine", f"segment '{step.segment_id}' was deleted since")
+        _set_segment_labelmap(segmentation, step.segment_id, step.before)
+        return {"segment": segmentation.GetSegmentation().GetSegment(step.segment_id)
+                .GetName(), "undo_steps": len(self._refine_steps)}
+
+    @property
+    def refine_undo_steps(self) -> int:
+        """Refine steps :meth:`undo_refine` can take back on the result shown."""
+        return len(self._refine_steps) if self._refine_for is self.result else 0
+
+    def _refine_target(self, segment: str) -> tuple[Any, str]:
+        """The segmentation and the segment's ID; refused when there is nothing to refine."""
+        from OncoSegCommonLib.segmentations import probability_nodes
+
+        segmentation = self._segmentation()
+        if not probability_nodes(segmentation):
+            raise InputError("refine", f"the {self.result.task} result has no probability "
+                             "maps: refine needs the model's map (correct it with the "
+                             "paint tools)")
+        found = segmentation.GetSegmentation()
+        ids = [found.GetNthSegmentID(i) for i in range(found.GetNumberOfSegments())]
+        names = {found.GetSegment(i).GetName(): i for i in ids}
+        if segment in ids:
+            return segmentation, segment
+        if segment in names:
+            return segmentation, names[segment]
+        raise InputError("segment", f"'{segment}' is not a segment of the {self.result.task} "
+                         f"result (one of: {', '.join(names) or 'none'})")
+
+    def _reset_refine(self) -> None:
+        self._refine_logic, self._refine_for, self._refine_steps = None, None, []
+
     # ------------------------------------------------------------------ helpers
 
     def _segmentation(self) -> Any:
@@ -181,6 +282,38 @@ class ReviewSession:
         for node in nodes:
             if node is not None and node.GetScene() is self.context.scene:
                 self.context.scene.RemoveNode(node)
+
+
+def _segment_labelmap(segmentation_node: Any, segment_id: str) -> Any:
+    """A deep copy of the segment's binary labelmap (its own voxels, even where segments share
+    a layer), in RAS."""
+    import slicer
+
+    image = slicer.vtkOrientedImageData()
+    # the node's own copy keeps only this segment's label value (vtkMRMLSegmentationNode.cxx
+    # at v5.10.0, a vtkImageThreshold); the module logic's copies the whole shared layer
+    if not segmentation_node.GetBinaryLabelmapRepresentation(segment_id, image):
+        raise RuntimeError(f"Slicer could not read segment '{segment_id}' of "
+                           f"'{segmentation_node.GetName()}'")
+    return image
+
+
+def _set_segment_labelmap(segmentation_node: Any, segment_id: str, image: Any) -> None:
+    """Replace the segment by ``image`` (from :func:`_segment_labelmap`); an empty image
+    empties it. Other segments keep their voxels (Slicer's MODE_REPLACE clears only this
+    segment, also where it shares a layer: vtkSegmentationModifier.cxx, v5.10.0)."""
+    import slicer
+
+    extent = image.GetExtent()
+    if extent[0] > extent[1] or extent[2] > extent[3] or extent[4] > extent[5]:
+        segmentation_node.GetSegmentation().ClearSegment(segment_id)
+        segmentation_node.Modified()
+        return
+    logic = slicer.vtkSlicerSegmentationsModuleLogic
+    if not logic.SetBinaryLabelmapToSegment(image, segmentation_node, segment_id,
+                                            logic.MODE_REPLACE):
+        raise RuntimeError(f"Slicer could not restore segment '{segment_id}' of "
+                           f"'{segmentation_node.GetName()}'")
 
 
 def free_name(folder: Path, stem: str, ending: str) -> Path:
