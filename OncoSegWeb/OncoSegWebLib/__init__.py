@@ -3,5 +3,5 @@
 
 Imports ``slicer`` (the ``slicer-core`` wheel, through trame-slicer) but never qt: the same
 ``OncoSegCommonLib`` and module ``*Lib`` logic the Slicer panels use does the work. Only
-``app.py`` imports trame.
+``app.py`` (the page) and ``refine_clicks.py`` (the slice views' strokes) import trame.
 """

@@ -4,6 +4,11 @@
 The page is thin on purpose: each button calls one session method; the run's compute half goes
 to a worker thread (``OncoSegCommonLib.worker``) and its progress is polled into the page, so the
 server keeps answering (and can cancel) while a model runs.
+
+"Refine" (issue 23, as Slicer's "OncoSeg refine" effect): while the switch is on, a click or
+drag in a slice view is a stroke on the selected segment (left adds, right removes; the page's
+Add/Remove choice swaps them), handed to :meth:`ReviewSession.refine`; "Undo refine" takes the
+last stroke back (:meth:`ReviewSession.undo_refine`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from oncoseg.export_formats import FORMATS
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.worker import Worker
 from OncoSegWebLib.cases import CaseEntry
+from OncoSegWebLib.refine_clicks import RefineStrokeEffect
 from OncoSegWebLib.runners import ReviewResult, TaskRun, task_titles
 from OncoSegWebLib.security import LOOPBACK, TOKEN_PARAMETER, new_token, token_middleware
 from OncoSegWebLib.session import ReviewSession
@@ -53,6 +59,12 @@ class ReviewApp(TrameApp):
             "Segmentations": self.slicer.segmentations_logic}), root)
         self.device = device
         self.worker: Worker | None = None
+        # the refine strokes: an effect of the page's segment editor, so that choosing Paint
+        # (or any effect) ends Refine and Refine ends Paint
+        self.refine_effect = self.editor.segmentation_editor.get_effect(RefineStrokeEffect)
+        self.refine_effect.on_stroke = self.refine_stroke
+        self.editor.segmentation_editor.active_effect_name_changed.connect(
+            self._on_effect_changed)
         self._init_state()
         self._build_ui()
         self.refresh_cases()
@@ -72,6 +84,9 @@ class ReviewApp(TrameApp):
         state.has_segmentation, state.accepted = False, False
         state.export_format, state.export_formats = "seg.nrrd", list(EXPORT_FORMATS)
         state.exports = []
+        state.refine_on, state.refine_remove, state.refine_undo = False, False, 0
+        state.change("refine_on")(self._on_refine_switched)
+        state.change("refine_remove")(self._on_refine_choice)
 
     def _say(self, message: str, kind: str = "info") -> None:
         """Every message the page shows goes through here, its paths made relative to the
@@ -135,6 +150,7 @@ class ReviewApp(TrameApp):
 
     def _clear_result(self) -> None:
         self.editor.segmentation_editor.deactivate_effect()
+        self.state.refine_on, self.state.refine_undo = False, 0
         self.state.summary, self.state.rows, self.state.slice_scores = "", [], []
         self.state.has_segmentation, self.state.accepted = False, False
 
@@ -165,6 +181,7 @@ class ReviewApp(TrameApp):
                                                                     result.rows else {})]
         self.state.has_segmentation = result.segmentation is not None
         self.state.accepted = False
+        self.state.refine_on, self.state.refine_undo = False, 0
 
     def cancel(self) -> None:
         if self.worker is not None:
@@ -189,6 +206,51 @@ class ReviewApp(TrameApp):
         relative = written.path.relative_to(self.session.root).as_posix()
         self.state.exports = [*self.state.exports, relative]
         self._say(f"Wrote {relative} ({', '.join(written.segments)})")
+
+    # ------------------------------------------------------------------ refine
+
+    def _on_refine_switched(self, refine_on: bool = False, **_: Any) -> None:
+        editor = self.editor.segmentation_editor
+        if refine_on and editor.active_effect is not self.refine_effect:
+            editor.set_active_effect(self.refine_effect)
+        elif not refine_on and editor.active_effect is self.refine_effect:
+            editor.deactivate_effect()
+
+    def _on_refine_choice(self, refine_remove: bool = False, **_: Any) -> None:
+        self.refine_effect.left_removes = bool(refine_remove)
+
+    def _on_effect_changed(self, name: str = "", *_: Any) -> None:
+        """Another effect chosen in the segment editor (Paint, ...) ends Refine."""
+        self.state.refine_on = name == RefineStrokeEffect.get_effect_name()
+
+    def refine_stroke(self, points_ras: list[tuple[float, float, float]],
+                      positive: bool) -> None:
+        """A stroke from a slice view (RefineStrokeEffect) on the selected segment."""
+        segment_id = self.editor.segmentation_editor.get_active_segment_id()
+        with self.state:
+            if not segment_id:
+                self._say("Refine: select a segment first", "error")
+                return
+            try:
+                summary = self.session.refine(segment_id, points_ras, positive)
+            except InputError as error:
+                self._say(str(error), "error")
+                return
+            except Exception as error:  # shown on the page; the server keeps serving
+                self._say(f"Refine failed: {error}", "error")
+                return
+            self.state.refine_undo = summary["undo_steps"]
+            self._say(refine_message(summary))
+
+    def undo_refine(self) -> None:
+        try:
+            summary = self.session.undo_refine()
+        except InputError as error:
+            self._say(str(error), "error")
+            return
+        self.state.refine_undo = summary["undo_steps"]
+        self._say(f"Undid the last refine of {summary['segment']} "
+                  f"({summary['undo_steps']} more can be undone).")
 
     # ------------------------------------------------------------------ page
 
@@ -234,6 +296,22 @@ class ReviewApp(TrameApp):
             v3.VDataTable(items=("rows",), headers=("row_headers",), density="compact",
                           v_show=("rows.length",), items_per_page=5, classes="my-1")
             with html.Div(v_show=("has_segmentation",)):
+                with html.Div(classes="d-flex align-center my-1"):
+                    v3.VSwitch(label="Refine", v_model=("refine_on",), id="refine",
+                               color="primary", density="compact", hide_details=True,
+                               classes="mr-2")
+                    with v3.VBtnToggle(v_model=("refine_remove",), mandatory=True,
+                                       density="compact", id="refine-mode",
+                                       disabled=("!refine_on",)):
+                        v3.VBtn("Add", value=False, id="refine-add")
+                        v3.VBtn("Remove", value=True, id="refine-remove")
+                html.Div("Click or drag in a slice view: the left button "
+                         "{{ refine_remove ? 'removes' : 'adds' }}, the right button "
+                         "{{ refine_remove ? 'adds' : 'removes' }} (the selected segment, "
+                         "guided by the model's probability map).",
+                         v_show=("refine_on",), classes="text-caption")
+                v3.VBtn("Undo refine", click=self.undo_refine, id="undo-refine", block=True,
+                        disabled=("!refine_undo",), classes="my-1")
                 v3.VBtn("Accept", click=self.accept, id="accept", block=True,
                         color=("accepted ? 'success' : undefined",), classes="my-1")
                 with html.Div(classes="d-flex my-1"):
@@ -243,6 +321,17 @@ class ReviewApp(TrameApp):
                             disabled=("!accepted",))
                 with html.Div(v_for="f in exports", classes="text-caption export-path"):
                     html.Span("{{ f }}")
+
+
+def refine_message(summary: dict[str, Any]) -> str:
+    """What the page says after a stroke (ReviewSession.refine's summary)."""
+    if not summary["changed"]:
+        return (f"Refine {summary['segment']}: nothing to change there (the map and the image "
+                "agree with the segment).")
+    done = (f"added {summary['added']}" if summary["positive"]
+            else f"removed {summary['removed']}")
+    return (f"Refine {summary['segment']}: {done} voxel(s) in {summary['seconds']:.2f} s "
+            f"({summary['undo_steps']} can be undone).")
 
 
 def case_title(case: CaseEntry) -> str:

@@ -210,3 +210,85 @@ def test_a_new_result_starts_a_new_refine_history(shown, tmp_path):
     assert session.result is None and session.refine_undo_steps == 0
     with pytest.raises(InputError, match="there is none to review"):
         session.undo_refine()
+
+
+def test_the_page_turns_slice_view_clicks_into_strokes(shown):
+    """The review page without a browser: its slice views' interactors get mouse events at
+    display positions, as the browser's clicks arrive (trame-rca); the views' own interactor
+    style turns them into RAS (the slice's XYToRAS) and the Refine effect into strokes."""
+    pytest.importorskip("trame_slicer", reason="the review app needs oncoseg[web]")
+    import vtk
+    from trame.app import get_server
+
+    from OncoSegCommonLib.refine import ras_of_voxel
+    from OncoSegWebLib.app import ReviewApp
+    from OncoSegWebLib.refine_clicks import RefineStrokeEffect
+
+    app = ReviewApp(shown.root, "cpu", get_server("refine-page", client_type="vue3"))
+    app.state.ready()  # as the running server: changes made here reach the page's handlers
+    app.state.case_id = "rectal/rectal_000"
+    app.open_case()
+    app._show(app.session.run("rectal", device="cpu"))
+    session, editor = app.session, app.editor.segmentation_editor
+    assert app.state.has_segmentation and not app.state.refine_on and app.state.refine_undo == 0
+    app.state.refine_on = True
+    app.state.flush()
+    assert editor.get_active_effect_name() == RefineStrokeEffect.get_effect_name()
+
+    view = app.slicer.view_manager.get_slice_views()[0]
+    slice_node, interactor = view.get_view_node(), view.interactor()
+
+    def display(ijk):
+        """The display position of a voxel's centre on the slice shown (through it)."""
+        to_xy = vtk.vtkMatrix4x4()
+        vtk.vtkMatrix4x4.Invert(slice_node.GetXYToRAS(), to_xy)
+        x, y, depth, _ = to_xy.MultiplyPoint((*ras_of_voxel(session.result.reference, ijk),
+                                              1.0))
+        assert abs(depth) < 0.5, "the voxel lies on the slice shown"
+        return round(x), round(y)
+
+    def stroke(voxels, button):
+        press, release = {"left": (vtk.vtkCommand.LeftButtonPressEvent,
+                                   vtk.vtkCommand.LeftButtonReleaseEvent),
+                          "right": (vtk.vtkCommand.RightButtonPressEvent,
+                                    vtk.vtkCommand.RightButtonReleaseEvent)}[button]
+        slice_node.JumpSliceByCentering(*ras_of_voxel(session.result.reference, voxels[0]))
+        positions = [display(v) for v in voxels]
+        events = [press] + [vtk.vtkCommand.MouseMoveEvent] * (len(positions) - 1) + [release]
+        for position, event in zip([*positions, positions[-1]], events, strict=True):
+            interactor.SetEventPosition(*position)
+            interactor.InvokeEvent(event)
+
+    model = labels(session)
+    x, y, z = centre_of_tumour(session)
+    edge = next(i for i in range(x, -1, -1) if model[z, y, i] == 0)
+    stroke([(edge, y, z)], "left")  # a left click beyond the edge adds there
+    after_click = labels(session)
+    assert after_click[z, y, edge] == 1 and (after_click == 1).sum() > (model == 1).sum()
+    assert app.state.message.startswith("Refine Rectal tumour: added ")
+    assert app.state.refine_undo == 1
+
+    stroke([(x + d, y, z) for d in range(-2, 3)], "right")  # a right drag removes under it
+    after_drag = labels(session)
+    assert all(after_drag[z, y, x + d] == 0 for d in range(-2, 3))
+    assert app.state.message.startswith("Refine Rectal tumour: removed ")
+
+    app.state.refine_remove = True  # the page's "Remove": the left button removes
+    app.state.flush()
+    inside = next((i, j, k) for k, j, i in np.argwhere(after_drag == 1) if k != z)
+    stroke([inside], "left")
+    assert labels(session)[inside[2], inside[1], inside[0]] == 0
+    assert app.state.refine_undo == 3
+
+    for left, expected in ((2, after_drag), (1, after_click), (0, model)):
+        app.undo_refine()
+        assert app.state.refine_undo == left
+        np.testing.assert_array_equal(labels(session), expected)
+    app.undo_refine()
+    assert app.state.message_kind == "error" and "nothing to undo" in app.state.message
+
+    # choosing another effect (Paint) ends Refine; clicks then paint, not refine
+    editor.set_active_effect_name("trame_slicer.segmentation.segmentation_effect_paint_erase"
+                                  ".SegmentationEffectPaint")
+    app.state.flush()
+    assert not app.state.refine_on
