@@ -29,6 +29,7 @@ from trame_slicer.app.logic.segmentation import SegmentEditorLogic
 from trame_slicer.app.ui import SegmentEditorToolbarUI, SegmentEditorUI, ViewerLayout
 from trame_slicer.core import SlicerApp
 from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.segmentation import ModificationMode
 
 from oncoseg.errors import InputError
 from oncoseg.export_formats import FORMATS
@@ -232,7 +233,8 @@ class ReviewApp(TrameApp):
                 self._say("Refine: select a segment first", "error")
                 return
             try:
-                summary = self.session.refine(segment_id, points_ras, positive)
+                summary = self.session.refine(segment_id, points_ras, positive,
+                                              apply=self._apply_in_editor)
             except InputError as error:
                 self._say(str(error), "error")
                 return
@@ -241,6 +243,18 @@ class ReviewApp(TrameApp):
                 return
             self.state.refine_undo = summary["undo_steps"]
             self._say(refine_message(summary))
+
+    def _apply_in_editor(self, edit: Any) -> None:
+        """A refine edit through the page's segment editor, as Slicer's effect hands it to
+        Segment Editor: its masking settings (editable area, intensity range, overwrite) hold,
+        and the stroke is one step of the editor's own Undo as well."""
+        modifier = self.editor.segmentation_editor.active_segment_modifier
+        with modifier.group_undo_commands("OncoSeg refine"):
+            for labelmap, mode in ((edit.added, ModificationMode.Add),
+                                   (edit.removed, ModificationMode.Remove)):
+                if labelmap is not None:
+                    modifier.apply_labelmap(labelmap, segment_id=edit.segment_id,
+                                            modification_mode=mode)
 
     def undo_refine(self) -> None:
         try:
@@ -326,8 +340,8 @@ class ReviewApp(TrameApp):
 def refine_message(summary: dict[str, Any]) -> str:
     """What the page says after a stroke (ReviewSession.refine's summary)."""
     if not summary["changed"]:
-        return (f"Refine {summary['segment']}: nothing to change there (the map and the image "
-                "agree with the segment).")
+        return (f"Refine {summary['segment']}: nothing changed there (the map and the image "
+                "agree with the segment, or the editor's masking settings keep it out).")
     done = (f"added {summary['added']}" if summary["positive"]
             else f"removed {summary['removed']}")
     return (f"Refine {summary['segment']}: {done} voxel(s) in {summary['seconds']:.2f} s "

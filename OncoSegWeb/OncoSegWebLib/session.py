@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.export import ExportResult
@@ -195,13 +197,18 @@ class ReviewSession:
 
     # ------------------------------------------------------------------ refine
 
-    def refine(self, segment: str, points_ras: Any, positive: bool = True) -> dict[str, Any]:
+    def refine(self, segment: str, points_ras: Any, positive: bool = True,
+               apply: Callable[[Any], None] | None = None) -> dict[str, Any]:
         """Correct ``segment`` (its ID or name) of the shown result with one click (one point)
         or scribble (several), in RAS mm: positive input adds what the model's probability and
         the image support around it, negative removes the region under it (oncoseg.refine).
-        The same logic as Slicer's "OncoSeg refine" effect, applied without Segment Editor's
-        masking; other segments never change. Returns a summary: the segment, voxels changed,
-        added and removed, seconds, and how many steps :meth:`undo_refine` can take back."""
+        The same logic as Slicer's "OncoSeg refine" effect; other segments never change.
+
+        ``apply(edit)`` applies the edit (a ``RefineEdit``: modifier labelmaps to add and to
+        remove), e.g. through the page's segment editor so that its masking settings hold;
+        without it :func:`OncoSegCommonLib.refine.apply_edit` applies it as it is. Returns a
+        summary: the segment, voxels changed, added and removed (as applied), seconds, and how
+        many steps :meth:`undo_refine` can take back."""
         from OncoSegCommonLib.refine import RefineLogic, apply_edit
 
         segmentation, segment_id = self._refine_target(segment)
@@ -212,19 +219,30 @@ class ReviewSession:
             self._reset_refine()
             self._refine_logic = RefineLogic(segmentation, self.result.reference)
             self._refine_for = self.result
+        logic = self._refine_logic
         started = time.perf_counter()
         before = _segment_labelmap(segmentation, segment_id)
-        edit = self._refine_logic.stroke(segment_id, points.reshape(-1, 3), bool(positive))
+        edit = logic.stroke(segment_id, points.reshape(-1, 3), bool(positive))
+        added, removed = int(edit.result.added.sum()), int(edit.result.removed.sum())
         if edit.changed:
-            apply_edit(segmentation, edit)
-            self._refine_logic.applied()
-            self._refine_steps.append(_RefineStep(segment_id, before))
-            del self._refine_steps[:-REFINE_UNDO_STEPS]
+            if apply is None:
+                apply_edit(segmentation, edit)
+            else:  # the front end's masking may keep part of the edit out: count what it did
+                value = logic.segment_value(segment_id)
+                inside = sitk.GetArrayFromImage(edit.result.labels) == value
+                was = inside ^ _box_mask(edit.result.added | edit.result.removed, edit.result.box,
+                                         inside.shape)
+                apply(edit)
+            logic.applied()
+            if apply is not None:
+                now = sitk.GetArrayFromImage(logic.current_labels()) == value
+                added, removed = int((now & ~was).sum()), int((was & ~now).sum())
+            if added or removed:
+                self._refine_steps.append(_RefineStep(segment_id, before))
+                del self._refine_steps[:-REFINE_UNDO_STEPS]
         return {"segment": segmentation.GetSegmentation().GetSegment(segment_id).GetName(),
-                "positive": bool(positive), "changed": edit.changed,
-                "added": int(edit.result.added.sum()),
-                "removed": int(edit.result.removed.sum()),
-                "seconds": round(time.perf_counter() - started, 3),
+                "positive": bool(positive), "changed": added + removed, "added": added,
+                "removed": removed, "seconds": round(time.perf_counter() - started, 3),
                 "undo_steps": len(self._refine_steps)}
 
     def undo_refine(self) -> dict[str, Any]:
@@ -282,6 +300,14 @@ class ReviewSession:
         for node in nodes:
             if node is not None and node.GetScene() is self.context.scene:
                 self.context.scene.RemoveNode(node)
+
+
+def _box_mask(changed: np.ndarray, box: tuple[slice, slice, slice],
+              shape: tuple[int, ...]) -> np.ndarray:
+    """A box-shaped mask (refine's added | removed) placed in the whole label array."""
+    mask = np.zeros(shape, bool)
+    mask[box] = changed
+    return mask
 
 
 def _segment_labelmap(segmentation_node: Any, segment_id: str) -> Any:

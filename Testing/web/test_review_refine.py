@@ -287,6 +287,23 @@ def test_the_page_turns_slice_view_clicks_into_strokes(shown):
     app.undo_refine()
     assert app.state.message_kind == "error" and "nothing to undo" in app.state.message
 
+    # the page's masking settings hold, as Segment Editor's do for Slicer's effect: an
+    # intensity range that no voxel of the source volume meets lets nothing change
+    app.state.refine_remove = False  # the left button adds again
+    app.state.flush()
+    modifier = editor.active_segment_modifier
+    modifier.set_source_volume_intensity_mask_range(-1e9, -1e8)
+    modifier.set_source_volume_intensity_mask_enabled(True)
+    stroke([(edge, y, z)], "left")
+    assert "nothing changed there" in app.state.message and app.state.refine_undo == 0
+    np.testing.assert_array_equal(labels(session), model)
+    modifier.set_source_volume_intensity_mask_enabled(False)
+    # and a stroke is one step of the editor's own Undo too
+    stroke([(edge, y, z)], "left")
+    assert labels(session)[z, y, edge] == 1, app.state.message
+    editor.undo_stack.undo()
+    np.testing.assert_array_equal(labels(session), model)
+
     # choosing another effect (Paint) ends Refine; clicks then paint, not refine
     editor.set_active_effect_name("trame_slicer.segmentation.segmentation_effect_paint_erase"
                                   ".SegmentationEffectPaint")
