@@ -227,14 +227,14 @@ class ReviewSession:
         if edit.changed:
             if apply is None:
                 apply_edit(segmentation, edit)
+                logic.applied()
             else:  # the front end's masking may keep part of the edit out: count what it did
                 value = logic.segment_value(segment_id)
-                inside = sitk.GetArrayFromImage(edit.result.labels) == value
-                was = inside ^ _box_mask(edit.result.added | edit.result.removed, edit.result.box,
-                                         inside.shape)
+                engine = sitk.GetArrayViewFromImage(edit.result.labels) == value
+                was = engine ^ _box_mask(edit.result.added | edit.result.removed,
+                                         edit.result.box, engine.shape)
                 apply(edit)
-            logic.applied()
-            if apply is not None:
+                logic.applied()
                 now = sitk.GetArrayFromImage(logic.current_labels()) == value
                 added, removed = int((now & ~was).sum()), int((was & ~now).sum())
             if added or removed:
