@@ -187,8 +187,9 @@ SCRIPTED_MODULES_DIR = "lib/Slicer-5.10/qt-scripted-modules"  # Slicer_QTSCRIPTE
 
 def build_tree_files() -> dict[str, Path]:
     """What the extension's build copies into ``Slicer_QTSCRIPTEDMODULES_LIB_DIR`` (relative
-    path there -> source), by the CMake files' rules: each module's <Name>.py, <Name>Lib/**/*.py
-    and Resources/** (oncoseg_scripted_module), the engine's oncoseg/**/*.py and oncoseg/data/**
+    path there -> source), by the CMake files' rules: each module's <Name>.py, <Name>Lib/**/*.py,
+    Resources/** and its Segment Editor effects' SegmentEditor*/*.py and *.png
+    (oncoseg_scripted_module), the engine's oncoseg/**/*.py and oncoseg/data/**
     (its data files). Two sources for one destination would overwrite each other: refused."""
     files: dict[str, Path] = {}
     folded: dict[str, Path] = {}  # Windows and macOS builds: names differing in case collide
@@ -200,8 +201,10 @@ def build_tree_files() -> dict[str, Path]:
 
     for folder in module_folders():
         name = folder.name
+        effects = [p for effect in folder.glob("SegmentEditor*") for p in effect.glob("*")
+                   if p.suffix in (".py", ".png")]
         sources = [folder / f"{name}.py", *(folder / f"{name}Lib").rglob("*.py"),
-                   *(p for p in (folder / "Resources").rglob("*") if p.is_file())]
+                   *(p for p in (folder / "Resources").rglob("*") if p.is_file()), *effects]
         for source in sources:
             add(source, source.relative_to(folder).as_posix())
     engine = ROOT / "oncoseg"
