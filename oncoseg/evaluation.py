@@ -48,20 +48,22 @@ def evaluate_dataset(dataset: Dataset, evaluate_case: Callable[[Case], dict[str,
 
 
 def model_configuration(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``extra`` with its ``config`` (the settings object of the run) told as the model's.
-
-    A run's settings object holds the task's defaults for every training setting, since
-    running a model does not read them; a summary that printed them (learning rate 0.001
-    beside a demo model trained at 1.0) described a model that was never trained. The
-    configuration shown takes the training settings from the configuration stored in the
-    model file (``provenance.<task>_config``) and the settings a run reads from the run
-    (the model's fixed and proposed values, the user's ``--set``). Settings the model file
-    does not record are named in ``config_not_in_model`` (their values are the task's
-    defaults, which the model may or may not have used).
-    """
+    """``extra`` with the training settings its ``config`` (the run's settings) holds but the
+    model file does not record named in ``config_not_in_model``: their values are the task's
+    defaults, which the model may or may not have used (a run's settings take every recorded
+    one from the model file: :func:`oncoseg.method.model_settings`)."""
     extra = dict(extra)
     if "config" not in extra or "model" not in extra:
         return extra
+    from oncoseg.method import recorded_training_settings
+    from oncoseg.modelfile import read_header
+
+    metadata = read_header(extra["model"]).metadata
+    _, missing = recorded_training_settings(metadata.task, metadata)
+    missing = [key for key in missing if key in extra["config"]]
+    if missing:
+        extra["config_not_in_model"] = missing
+    return extra
     from oncoseg.modelfile import read_header
     from oncoseg.settings import TRAINING
     from oncoseg.tasks import get_task

@@ -143,14 +143,32 @@ def model_settings(task: str | Task, metadata: ModelMetadata,
                    overrides: Mapping[str, Any] | None = None) -> Any:
     """The settings a model runs with: what it was trained with is fixed (a different
     override is refused), what it proposes (a tuned threshold) the caller may change, and a
-    training setting is refused by name."""
+    training setting is refused by name. Training settings, which a run never reads, hold the
+    values the model file records (:func:`recorded_training_settings`), so that the settings a
+    result or a summary prints describe the model that ran, not the task's defaults."""
     task = get_task(task)
     offered = {**metadata.preprocessing, **metadata.outputs}
     proposed = {k: offered[k] for k in task.proposed_settings if k in offered}
     if task.settings is None:
         return _plain_settings(task, proposed, overrides)
+    recorded, _ = recorded_training_settings(task, metadata)
     return settings_from_model(task.settings, metadata.preprocessing,
-                               task.fixed_settings, overrides, proposed)
+                               task.fixed_settings, overrides, {**recorded, **proposed})
+
+
+def recorded_training_settings(task: str | Task, metadata: ModelMetadata
+                               ) -> tuple[dict[str, Any], list[str]]:
+    """(the training settings the model file records: training's ``provenance.<task>_config``,
+    the training settings it does not record). A model file from before a setting existed lacks
+    it: its value in a run is the task's default, which that model may not have used."""
+    task = get_task(task)
+    if task.settings is None:
+        return {}, []
+    training = task.settings.only(TRAINING)
+    stored = metadata.provenance.get(f"{task.name.replace('-', '_')}_config")
+    stored = stored if isinstance(stored, Mapping) else {}
+    recorded = {key: stored[key] for key in training if key in stored}
+    return recorded, sorted(training - set(recorded))
 
 
 def training_settings(task: str | Task, overrides: Mapping[str, Any] | None = None) -> Any:

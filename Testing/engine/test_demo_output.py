@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import SimpleITK as sitk
 
 from oncoseg.cli import main
@@ -115,3 +116,20 @@ def test_the_evaluate_summary_shows_the_model_configuration(tmp_path, capsys):
     # and what the model file does not record is said, not passed off as the model's
     assert set(printed["config_not_in_model"]) == {k for k in config if k not in stored} - {
         "threshold", "keep", "connectivity", "registration"}
+
+
+@pytest.mark.parametrize("task", ["rectal", "oar-ct", "oar-mr", "staging", "brain"])
+def test_a_runs_settings_hold_the_training_values_its_model_file_records(task):
+    """What result.json's details.config and the evaluate summary print: each demo's recorded
+    training settings, not the task's defaults; the rest named as not recorded."""
+    from oncoseg.method import demo_model_file, model_settings, recorded_training_settings
+    from oncoseg.tasks import get_task
+
+    metadata = read_header(demo_model_file(task)).metadata
+    recorded, missing = recorded_training_settings(task, metadata)
+    assert recorded, "every demo records the configuration it was trained with"
+    settings = model_settings(task, metadata).as_dict()
+    for key, value in recorded.items():
+        assert settings[key] == (tuple(value) if isinstance(settings[key], tuple) else value), key
+    assert not set(missing) & set(recorded)
+    assert set(recorded) | set(missing) == get_task(task).settings.only("training")
