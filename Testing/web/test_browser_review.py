@@ -1,6 +1,7 @@
 """The review app end to end in a real browser (Debian's Chromium, headless, over DevTools):
 open a phantom case, run ``rectal``, paint a stroke, accept, export ``.seg.nrrd``; the exported
-file holds the painted voxels. Also the server's refusals over plain HTTP."""
+file holds the painted voxels; a Refine right click on the stroke removes there and is undone.
+Also the server's refusals over plain HTTP."""
 
 from __future__ import annotations
 
@@ -97,6 +98,36 @@ async def browser_scenario(url: str, tmp_path) -> None:
         await asyncio.sleep(2)
         await page.screenshot(tmp_path / "review.png")
         await accept_and_export(page, 2)
+
+        # Refine: a right click on the painted stroke removes there (the first refine step
+        # takes the segmentation as it finds it, so the paint is not locked); the page says
+        # what it did, and "Undo refine" takes it back, so the exports above stay the last word
+        await page.evaluate("window.trame.state.set('refine_on', true)")
+        await page.wait_for("(window.trame.state.get('SegmentEditorState__active_effect_name')"
+                            " || '').endsWith('RefineStrokeEffect')", 10, "the Refine effect")
+        await click(page, x0, y0, "right")
+        message = await page.wait_for(REFINE_MESSAGE, 30, "the refine stroke")
+        assert message.startswith("Refine Rectal tumour: removed "), message
+        assert await page.evaluate("window.trame.state.get('refine_undo')") == 1
+        await page.evaluate("document.querySelector('#undo-refine').click()")
+        await page.wait_for("window.trame.state.get('refine_undo') === 0", 20, "the undo")
+        message = await page.evaluate("window.trame.state.get('message')")
+        assert message.startswith("Undid the last refine of Rectal tumour"), message
+
+
+# the page's next message after the export's ("Wrote ..."): the stroke's, or its error
+REFINE_MESSAGE = "(m => m.startsWith('Wrote') ? null : m)(window.trame.state.get('message'))"
+
+
+async def click(page, x: float, y: float, button: str) -> None:
+    """Press and release one mouse button at (x, y), as a reader's click."""
+    buttons = {"left": 1, "right": 2}[button]
+    await page.send("Input.dispatchMouseEvent", type="mouseMoved", x=x, y=y)
+    await page.send("Input.dispatchMouseEvent", type="mousePressed", x=x, y=y, button=button,
+                    buttons=buttons, clickCount=1)
+    await asyncio.sleep(0.1)
+    await page.send("Input.dispatchMouseEvent", type="mouseReleased", x=x, y=y, button=button,
+                    buttons=0, clickCount=1)
 
 
 async def accept_and_export(page, count: int) -> None:
