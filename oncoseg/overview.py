@@ -93,15 +93,15 @@ def _shown_slice(prediction: OverviewContent
                  ) -> tuple[sitk.Image, np.ndarray | None, int, np.ndarray, float, float]:
     """What both pictures show: the display image in the canonical orientation, its label map
     (z, y, x), the slice k with most of the result, that slice as float32 and its grey window
-    (1st to 99.5th percentile)."""
+    (1st to 99.5th percentile, without the padding a resampling filled in)."""
     image = to_canonical(prediction.images[prediction.display_role])
     labels = None
     if prediction.labels is not None:
         labels = sitk.GetArrayFromImage(to_canonical(prediction.labels))
     k = _best_slice(labels, image.GetSize()[2])
     plane = np.asarray(sitk.GetArrayViewFromImage(image)[k], np.float32)  # one slice, no copy
-    low, high = np.percentile(plane, [1, 99.5])
-    return image, labels, k, plane, float(low), float(high)
+    low, high = _window(plane)
+    return image, labels, k, plane, low, high
 
 
 # Planes: the array axis (z, y, x) held fixed, the canonical image axes (x, y, z) that run to
@@ -464,6 +464,7 @@ def thumbnail(prediction: OverviewContent, size: int = 160) -> np.ndarray:
     scale = size / max(height_mm, width_mm)
     shape = (max(1, round(width_mm * scale)), max(1, round(height_mm * scale)))  # PIL: (w, h)
     grey = np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
+    grey[padding(plane)] = 0.0  # black like the report's page behind it, not grey bands
     grey = np.asarray(Image.fromarray((255 * grey).astype(np.uint8)).resize(shape,
                                                                             Image.BILINEAR))
     rgb = np.repeat(grey[..., None], 3, axis=2)

@@ -336,3 +336,9 @@ def test_padding_a_resampling_filled_in_is_shown_as_background():
     shown = grey.get_array()
     assert shown.mask[:4].all() and shown.mask[:, -3:].all()
     assert not shown.mask[10:20, 10:20].any()
+    # the cohort report's thumbnail too: the bands black, the image grey
+    from oncoseg.overview import thumbnail
+
+    small = thumbnail(prediction, size=64)
+    assert small[0].max() == 0 and small[:, -1].max() == 0
+    assert small[small.shape[0] // 2].max() > 0
