@@ -31,7 +31,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS, FRACTIONAL, REPORT
-from oncoseg.geometry import check_overlap, same_grid
+from oncoseg.geometry import check_overlap, same_grid, voxel_volume_ml
 from oncoseg.io.atomic import refuse_existing
 from oncoseg.io.dicom import Algorithm
 from oncoseg.io.dicom_geometry import SlicePlane, plan_stack
@@ -284,7 +284,7 @@ def export_measurements(output: str | os.PathLike[str], series: DicomSeries | No
 
 def segment_volumes_ml(segmentation: Segmentation) -> dict[str, float]:
     """Each segment's volume (mL) as its voxels on the segmentation's grid."""
-    voxel_ml = float(np.prod(segmentation.geometry.GetSpacing())) / 1000.0
+    voxel_ml = voxel_volume_ml(segmentation.geometry)
     return {s.name: float(np.count_nonzero(segmentation.mask(s.id))) * voxel_ml
             for s in segmentation.segments}
 

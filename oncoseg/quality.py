@@ -14,7 +14,6 @@ model was trained on in its file (``provenance.dataset.geometry``, where recorde
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from oncoseg.geometry import voxel_volume_ml
 from oncoseg.orientation import tilt_degrees
 from oncoseg.tasks import Task
 
@@ -90,7 +90,7 @@ def check_prediction(task: Task, prediction: Prediction,
     if prediction.labels is not None:
         labels = sitk.GetArrayViewFromImage(prediction.labels)
         body = _body(task, prediction)
-        ml = math.prod(prediction.labels.GetSpacing()) / 1000.0
+        ml = voxel_volume_ml(prediction.labels)
         for segment in task.segments:
             mask = labels == segment.label
             probability = prediction.probabilities.get(segment.name)

@@ -97,6 +97,18 @@ def series_of_volume(volume_node: Any, database: Any = None) -> DicomSeries | No
     return dicom_series_from_files(files)
 
 
+def referenced_series(volume_node: Any, what: str, series_folder: str | None = None,
+                      series_uid: str | None = None, database: Any = None) -> DicomSeries:
+    """The DICOM series ``what`` (an export) references for ``volume_node``: the one in
+    ``series_folder``, else the one the node was loaded from; refused when there is none."""
+    series = choose_dicom_series(series_folder, series_uid) if series_folder else \
+        series_of_volume(volume_node, database)
+    if series is None:
+        raise InputError(volume_node.GetName(), f"was not loaded from Slicer's DICOM database, "
+                         f"so {what} needs the folder of its DICOM series")
+    return series
+
+
 def export_node(segmentation_node: Any, reference_volume_node: Any, output: str, fmt: str,
                 series_folder: str | None = None, series_uid: str | None = None,
                 overwrite: bool = False, database: Any = None,
@@ -110,14 +122,8 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
     (:func:`OncoSegCommonLib.segmentations.probability_nodes`). ``dicom-sr`` reports each
     segment's volume as the node holds it now (corrections included), referencing a DICOM SEG
     written beside it."""
-    series = None
-    if fmt in DICOM_FORMATS:
-        series = choose_dicom_series(series_folder, series_uid) if series_folder else \
-            series_of_volume(reference_volume_node, database)
-        if series is None:
-            raise InputError(reference_volume_node.GetName(), (
-                f"was not loaded from Slicer's DICOM database, so {fmt} export needs the "
-                "folder of its DICOM series"))
+    series = referenced_series(reference_volume_node, f"{fmt} export", series_folder,
+                               series_uid, database) if fmt in DICOM_FORMATS else None
     algorithm = algorithm_of_node(segmentation_node)
     if fmt == FRACTIONAL:
         nodes = dict(probability_nodes) if probability_nodes is not None else \

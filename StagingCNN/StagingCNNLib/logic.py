@@ -140,14 +140,10 @@ def report_stage(result: StagingResult, t2w_node: Any, output: str,
     from oncoseg.export import export_measurements
     from oncoseg.io.dicom import Algorithm
     from oncoseg.io.dicomsr import Staging
-    from oncoseg.io.volumes import choose_dicom_series
-    from OncoSegCommonLib.export import series_of_volume
+    from OncoSegCommonLib.export import referenced_series
 
-    series = choose_dicom_series(series_folder) if series_folder else \
-        series_of_volume(t2w_node, database)
-    if series is None:
-        raise InputError(t2w_node.GetName(), "was not loaded from Slicer's DICOM database, so "
-                         "a DICOM SR of its stage needs the folder of its DICOM series")
+    series = referenced_series(t2w_node, "a DICOM SR of its stage", series_folder,
+                               database=database)
     scores = result.scores
     return export_measurements(output, series, staging=Staging(scores.p_t3, scores.threshold,
                                                                scores.stage),
