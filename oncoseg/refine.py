@@ -77,6 +77,7 @@ import scipy.sparse as sp
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
+from oncoseg.geometry import same_grid
 
 # Half-size of the box around the input in which anything may change, in mm: 3 cm each side
 # (a 6 cm box around a click) holds a rectal tumour or an organ's error region; the change is
@@ -171,10 +172,7 @@ def _sample(labels: sitk.Image, image: sitk.Image, box: tuple[slice, slice, slic
             ) -> np.ndarray:
     """``image`` on the label grid's crop ``box`` as float32, resampled only there (its own
     voxels, copied, when it shares the label map's grid)."""
-    if image.GetSize() == labels.GetSize() \
-            and np.allclose(image.GetOrigin(), labels.GetOrigin(), atol=1e-4) \
-            and np.allclose(image.GetSpacing(), labels.GetSpacing()) \
-            and np.allclose(image.GetDirection(), labels.GetDirection(), atol=1e-6):
+    if same_grid(image, labels):
         return sitk.GetArrayViewFromImage(image)[box].astype(np.float32)
     grid = _crop_grid(labels, box)
     resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0,
