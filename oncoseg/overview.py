@@ -84,9 +84,10 @@ class OverviewContent(Protocol):
 
 
 def _best_slice(labels: np.ndarray | None, depth: int) -> int:
+    """The axial slice with most of the result; the middle one without a result."""
     if labels is None or not labels.any():
         return depth // 2
-    return int(np.argmax((labels > 0).reshape(depth, -1).sum(axis=1)))
+    return _busiest(labels, 0)
 
 
 def _shown_slice(prediction: OverviewContent
