@@ -24,7 +24,7 @@ from oncoseg.export_formats import FORMATS
 from oncoseg.io.atomic import refuse_nonempty_folder
 from oncoseg.progress import CancelToken, JsonLinesProgress, ProgressCallback, TqdmProgress
 from oncoseg.settings import PREDICTION, TRAINING
-from oncoseg.terminology import STRUCTURE_NAMINGS
+from oncoseg.terminology import DEFAULT_NAMING, STRUCTURE_NAMINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "label")
     p.add_argument("--maximum-fractional-value", type=int, help="dicom-seg-fractional: the "
                    "stored value of probability 1, 1-255 (default 255: steps of 1/255)")
-    p.add_argument("--names", choices=STRUCTURE_NAMINGS, default="tg263", help="DICOM "
+    p.add_argument("--names", choices=STRUCTURE_NAMINGS, default=DEFAULT_NAMING, help="DICOM "
                    "structure and segment names: AAPM TG-263 where it defines the structure "
                    "(OncoSeg's name kept as the description), or OncoSeg's own")
     p.add_argument("--seg", type=Path, help="dicom-sr: the DICOM SEG already exported from "

@@ -17,10 +17,11 @@ from collections.abc import Iterator, Mapping
 
 from oncoseg.errors import InputError
 from oncoseg.tasks import SegmentSpec, all_tasks
-from oncoseg.terminology import STRUCTURE_NAMINGS, Code, Terminology
+from oncoseg.terminology import DEFAULT_NAMING, STRUCTURE_NAMINGS, Code, Terminology
 
 NAMINGS = STRUCTURE_NAMINGS
-DEFAULT_NAMING = "tg263"
+__all__ = ["DEFAULT_NAMING", "NAMINGS", "check_naming", "structure_name", "tg263_name",
+           "tg263_synonyms"]
 
 
 def check_naming(naming: str) -> str:

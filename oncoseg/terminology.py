@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 # How DICOM exports name structures: by AAPM TG-263 where it defines them
-# (oncoseg.structure_names), or by OncoSeg's own segment names
+# (oncoseg.structure_names), or by OncoSeg's own segment names; the first is the default
 STRUCTURE_NAMINGS = ("tg263", "oncoseg")
+DEFAULT_NAMING = STRUCTURE_NAMINGS[0]
 CONTEXT = "Segmentation category and type - OncoSeg"
 ANATOMIC_CONTEXT = "Anatomic codes - DICOM master list"
 SCHEMA = "https://raw.githubusercontent.com/qiicr/dcmqi/master/doc/schemas/segment-context-schema.json#"
