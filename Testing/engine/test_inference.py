@@ -1,3 +1,6 @@
+import gc
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -289,3 +292,41 @@ def test_float16_and_uint8_output():
     assert float((small.float() / 255 - reference).abs().max()) <= 0.5 / 255 + 1e-4
     with pytest.raises(ValueError, match="output_dtype"):
         SlidingWindow((8, 8, 8), output_dtype=torch.int32)(x, net)
+
+
+_OUTPUTS: list = []  # weak references to _Watched's outputs (shared by the prepared copy)
+_ALIVE_AT_CALL: list = []
+
+
+class _Watched(torch.nn.Module):
+    """A small network that records, at each call, how many of its earlier outputs are still
+    alive somewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv3d(1, 3, 3, padding=1)
+
+    def forward(self, x):
+        gc.collect()
+        _ALIVE_AT_CALL.append(sum(r() is not None for r in _OUTPUTS))
+        out = self.conv(x)
+        _OUTPUTS.append(weakref.ref(out))
+        return out
+
+
+def test_each_window_is_blended_before_the_next_runs():
+    # a prepared network runs one window at a time while the window asks for batches of 3:
+    # the earlier windows' predictions must be blended and dropped, not held for the batch
+    # (they would add one window's output per window to the peak memory)
+    torch.manual_seed(3)
+    net = _Watched().eval()
+    _OUTPUTS.clear()
+    _ALIVE_AT_CALL.clear()
+    x = torch.randn(1, 12, 20, 20, generator=torch.Generator().manual_seed(4))
+    sw = SlidingWindow((6, 8, 8), overlap=0.5, batch_size=3, prepare_network=True)
+    ours = sw(x, net, finalize=lambda rows: torch.softmax(rows, 0))
+    assert len(_ALIVE_AT_CALL) > 3 and set(_ALIVE_AT_CALL) == {0}
+    with torch.no_grad():
+        expected = torch.softmax(monai_inferers.sliding_window_inference(
+            x[None], (6, 8, 8), 3, net, overlap=0.5, mode="gaussian")[0], 0)
+    torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
