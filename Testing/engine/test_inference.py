@@ -330,3 +330,62 @@ def test_each_window_is_blended_before_the_next_runs():
         expected = torch.softmax(monai_inferers.sliding_window_inference(
             x[None], (6, 8, 8), 3, net, overlap=0.5, mode="gaussian")[0], 0)
     torch.testing.assert_close(ours, expected, atol=1e-5, rtol=0)
+
+
+def _bn_net():
+    torch.manual_seed(5)
+    net = torch.nn.Sequential(torch.nn.Conv2d(2, 4, 3, padding=1), torch.nn.BatchNorm2d(4),
+                              torch.nn.ReLU(), torch.nn.Conv2d(4, 3, 1))
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-1, 1)
+        net[1].running_var.uniform_(0.5, 2)
+    return net.eval()
+
+
+def test_a_module_is_prepared_once_while_it_is_unchanged():
+    net = _bn_net()
+    x = torch.randn(2, 2, 9, 11, generator=torch.Generator().manual_seed(6))
+    first = prepare_for_inference(net, (9, 11))
+    assert prepare_for_inference(net, (9, 11)) is first  # no copy and rewrite per call
+    assert prepare_for_inference(net, (9, 11), channels_last=False) is not first
+    assert prepare_for_inference(net, (9, 11)) is not first  # the last call's format wins
+
+    def check(changed):
+        before = prepare_for_inference(net, (9, 11))
+        changed()
+        after = prepare_for_inference(net, (9, 11))
+        assert after is not before
+        with torch.inference_mode():
+            torch.testing.assert_close(after(x), net(x), atol=1e-5, rtol=0)
+
+    def step():  # an optimiser's in-place update (the version counter moves)
+        net.train()
+        optimiser = torch.optim.SGD(net.parameters(), lr=0.1)
+        net(x).square().mean().backward()
+        optimiser.step()
+        net.eval()
+
+    def through_data():  # a write the version counter does not see
+        net[0].weight.data[0, 0, 0, 0] += 0.5
+
+    def loaded():
+        net.load_state_dict(_bn_net().state_dict())
+
+    def eps():
+        net[1].eps = 0.1
+
+    def replaced():
+        net[2] = torch.nn.LeakyReLU(0.2)
+
+    for change in (step, through_data, loaded, eps, replaced):
+        check(change)
+
+
+def test_the_cache_does_not_keep_a_module_alive():
+    net = _bn_net()
+    prepared = prepare_for_inference(net, (9, 11))
+    gone = weakref.ref(net)
+    del net
+    gc.collect()
+    assert gone() is None
+    assert isinstance(prepared.eager, torch.nn.Module)  # the copy lives on with its holder
