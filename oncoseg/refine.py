@@ -40,8 +40,25 @@ after 3 clicks on average for every setting with beta >= 1 and gamma >= 0.02 (th
 moves between structures: a small gamma lets a click clear a large false positive that the
 image sets apart, e.g. the GI phantom's small bowel, but spills over where the false and the
 true part look alike, e.g. its large bowel), so the defaults are the simplest good setting:
-beta 1, gamma 0.5, a 30 mm margin. Per click, 0.01..0.04 s on the phantoms and 0.08..0.16 s
-on a 256 x 256 x 40 volume (2 shared cores).
+beta 1, gamma 0.5, a 30 mm margin.
+
+The walker alone follows the prior almost everywhere (with gamma 0.5 a seed's pull fades within
+a voxel or two in homogeneous tissue), so a click could not move a boundary the model drew
+confidently in the wrong place: the rectal model's one-voxel over-segmentation shell (its
+voxels at 0.6-0.9, the tumour's at 0.97-1.0), or a false region at the true part's probability.
+The reader's input therefore also recalibrates the prior near it before the walk
+(:func:`_recalibrated_prior`: the logit shifted until the clicked voxel lies one logit unit on
+the reader's side, fading over 15 mm and with image dissimilarity at 2.5 standard deviations).
+Measured with the same benchmark (3 clicks; segments starting below Dice 0.90 that gain 0.05):
+6 of 24 without it, 12 of 24 with it on the benchmark's phantoms (seed 3100, where the settings
+were chosen), and 4 of 20 against 9 of 20 on phantoms not used to choose them (seed 3300).
+Variants measured and not kept: the shift without the image term (8 of 24, but 9 segments made
+worse: the GI phantom's small bowel lost up to 0.10), gated by the click's depth from the
+boundary or by the share of the segment it would move (6-8 of 24), and weighted by a geodesic
+distance on the image gradient (6 of 24).
+
+Per click, 0.016 s median on the phantoms and 0.09..0.20 s on a 256 x 256 x 40 volume (2 shared
+cores; the time grows with the earlier clicks kept as seeds).
 
 Guarantees, whatever the solver returns:
 
@@ -114,6 +131,14 @@ class RefineSettings:
     seed_radius_mm: float = DEFAULT_SEED_RADIUS_MM
     tolerance: float = 1e-3  # conjugate gradient's relative residual
     max_iterations: int = 400
+    # the reader's input recalibrates the model near it (_recalibrated_prior): the logit shift
+    # that puts a clicked voxel ``recalibration_margin`` beyond the decision boundary, fading
+    # with distance from the input (a Gaussian of ``recalibration_mm``) and with how unlike the
+    # clicked voxels a voxel looks (a Gaussian of the z-score, ``recalibration_similarity``
+    # standard deviations); a margin of 0 turns it off
+    recalibration_margin: float = 1.0
+    recalibration_mm: float = 15.0
+    recalibration_similarity: float = 2.5
 
 
 @dataclass
@@ -224,6 +249,65 @@ def _seed_mask(labels: sitk.Image, box: tuple[slice, slice, slice], stroke: Stro
         window = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
         mask[window] |= np.sum((coordinates[window] - point) ** 2, axis=-1) <= radius_mm ** 2
     return mask
+
+
+def _similarity(channels: Sequence[np.ndarray], seeds: np.ndarray, kappa: float
+                ) -> np.ndarray:
+    """How much each voxel looks like the voxels under the seeds: a Gaussian of the z-score
+    summed over channels, the seeds' spread floored at the crop's noise level."""
+    z2 = np.zeros(seeds.shape, np.float64)
+    for image in channels:
+        values = image[seeds].astype(np.float64)
+        spread = max(float(values.std()), float(np.sqrt(_scale(image))))
+        z2 += ((image - values.mean()) / spread) ** 2
+    return np.exp(-0.5 * z2 / kappa ** 2)
+
+
+def _recalibrated_prior(prior: np.ndarray,
+                        seeded: Sequence[tuple[np.ndarray, np.ndarray, bool]],
+                        channels: Sequence[np.ndarray],
+                        spacing_zyx: Sequence[float], settings: RefineSettings) -> np.ndarray:
+    """The model's probability recalibrated by the reader's input: a click says the model's
+    decision boundary is wrong *here*, so the map's logit is shifted near the click until the
+    clicked voxels lie ``recalibration_margin`` beyond the boundary on the reader's side.
+
+    A negative click on a voxel the model gives 0.89 removes, near it, what the model is no
+    more sure of than that (the one-voxel over-segmentation shell a model leaves round a
+    tumour, whose voxels sit at 0.6-0.9 while the tumour's own sit at 0.97-1.0); a positive
+    click on a voxel at 0.3 adds what the model rates at least as likely, near it. This is a
+    local bias correction of the model's logits, the interactive form of a threshold adjusted
+    by the reader (as Slicer's Local Threshold effect adjusts an intensity range from a click),
+    on the model's calibrated map rather than the raw image. The shift fades with distance
+    (Gaussian, ``recalibration_mm``: a model's miscalibration is regional) and with how unlike
+    the clicked voxels a voxel looks (:func:`_similarity`), so that a click on a false region
+    the image sets apart moves that region and not the true part beside it at the same
+    probability (the GI phantom's 45 mL small-bowel false positive has the true loops'
+    probability, 0.82, but under half their MR signal). The walker then keeps only what the
+    image supports and what is connected to the input. ``seeded``: per stroke, its seed ball,
+    the voxels under its points, and its sign."""
+    if settings.recalibration_margin <= 0 or not seeded:
+        return prior
+    eps = 1e-4
+    logit = np.log(np.clip(prior, eps, 1 - eps)) - np.log(np.clip(1 - prior, eps, 1 - eps))
+    shift = np.zeros(prior.shape, np.float64)
+    for positive in (True, False):
+        strongest = np.zeros(prior.shape, np.float64)
+        for seeds, under, sign in seeded:
+            if sign != positive or not under.any():
+                continue
+            at = logit[under]  # the voxels under the points, not the seed ball's rim
+            # how far the clicked voxels must move to lie the margin beyond the boundary
+            needed = (settings.recalibration_margin - float(at.min())) if positive else \
+                (float(at.max()) + settings.recalibration_margin)
+            if needed <= 0:
+                continue
+            distance = ndi.distance_transform_edt(~seeds, sampling=spacing_zyx)
+            weight = np.exp(-0.5 * (distance / settings.recalibration_mm) ** 2)
+            if settings.recalibration_similarity > 0:
+                weight *= _similarity(channels, seeds, settings.recalibration_similarity)
+            strongest = np.maximum(strongest, needed * weight)
+        shift += strongest if positive else -strongest
+    return (1.0 / (1.0 + np.exp(-(logit + shift)))).astype(np.float32)
 
 
 def _edges(shape: tuple[int, ...]) -> list[tuple[int, np.ndarray, np.ndarray]]:
@@ -375,6 +459,7 @@ def refine(
     negative = np.zeros(current.shape, bool)
     new_positive = np.zeros(current.shape, bool)
     new_negative = np.zeros(current.shape, bool)
+    seeded: list[tuple[np.ndarray, np.ndarray, bool]] = []
     inside_low = coordinates.reshape(-1, 3).min(axis=0)
     inside_high = coordinates.reshape(-1, 3).max(axis=0)
     for stroke in [*strokes, *earlier]:
@@ -383,6 +468,8 @@ def refine(
                                                    (stroke_points <= inside_high), axis=1)):
             continue
         seeds = _seed_mask(labels, box, stroke, coordinates, settings.seed_radius_mm)
+        seeded.append((seeds, _seed_mask(labels, box, stroke, coordinates, 0.0),
+                       stroke.positive))
         if stroke.positive:
             positive |= seeds
             if stroke in strokes:
@@ -398,6 +485,9 @@ def refine(
     channels = [_sample(labels, image, box) for image in images]
     prior = np.zeros(current.shape, np.float32) if probability is None else \
         np.clip(_sample(labels, probability, box), 0.0, 1.0)
+    spacing_zyx = labels.GetSpacing()[::-1]
+    if probability is not None:
+        prior = _recalibrated_prior(prior, seeded, channels, spacing_zyx, settings)
     timings["resample"] = time.perf_counter() - started - timings["crop"]
 
     fixed = positive | negative | other | lock
@@ -419,7 +509,6 @@ def refine(
     face &= ~(positive | negative)
     value[face & ~lock & ~other] = is_target[face & ~lock & ~other]
     fixed |= face
-    spacing_zyx = labels.GetSpacing()[::-1]
     walked = time.perf_counter()
     if probability is None:  # no model: the classic walker between the seeds and the faces
         settings = replace(settings, gamma=0.0)

@@ -236,3 +236,63 @@ def test_a_scribble_seeds_its_whole_path_and_earlier_clicks_are_kept():
                    earlier=[Stroke((a, b))], settings=RefineSettings(seed_radius_mm=0.0))
     x, y, z = labels.TransformPhysicalPointToIndex(a)
     assert sitk.GetArrayFromImage(again.labels)[z, y, x] == 1
+
+
+def shell_case() -> tuple[sitk.Image, sitk.Image, sitk.Image, np.ndarray, np.ndarray]:
+    """A bright ball of radius 8 mm that the model over-segments by a one-voxel shell (the
+    shell at 0.80, the ball at 0.99, as the rectal demo model does), on 1 mm voxels; and a
+    dark slab beside it that the model also calls the segment, at the ball's own probability.
+    Returns image, map, labels, the true ball and the false slab."""
+    zz, yy, xx = np.mgrid[:24, :40, :40].astype(float)
+    r = np.sqrt((zz - 12) ** 2 + (yy - 20) ** 2 + (xx - 14) ** 2)
+    ball = r <= 8
+    shell = (r > 8) & (r <= 9)
+    slab = (xx >= 26) & (xx <= 34) & (np.abs(yy - 20) <= 8) & (np.abs(zz - 12) <= 8)
+    rng = np.random.default_rng(0)
+    image = np.where(ball, 100.0, 20.0) + np.where(slab, 30.0, 0.0) + \
+        np.where(shell, 40.0, 0.0) + rng.normal(0, 3, ball.shape)
+    probability = np.where(ball, 0.99, np.where(shell, 0.80, np.where(slab, 0.99, 0.02)))
+    labels = (ball | shell | slab).astype(np.uint8)
+
+    def volume(array, kind):
+        out = sitk.GetImageFromArray(array.astype(kind))
+        out.SetSpacing((1.0, 1.0, 1.0))
+        return out
+
+    return (volume(image, np.float32), volume(probability, np.float32),
+            volume(labels, np.uint8), ball, slab)
+
+
+@pytest.mark.parametrize("recalibrate", [True, False])
+def test_a_negative_click_on_a_confident_shell_removes_the_shell_near_it(recalibrate):
+    image, probability, labels, ball, slab = shell_case()
+    shell = (sitk.GetArrayFromImage(labels) == 1) & ~ball & ~slab
+    point = labels.TransformIndexToPhysicalPoint((14, 20, 12 + 9))  # on the shell, above
+    settings = RefineSettings() if recalibrate else RefineSettings(recalibration_margin=0.0)
+    result = refine([image], probability, labels, 1, [Stroke.click(point, positive=False)],
+                    settings=settings)
+    after = sitk.GetArrayFromImage(result.labels) == 1
+    near = np.zeros_like(ball)
+    near[12:, :, :] = True  # the ball's upper half: within 10-12 mm of the click
+    assert (after & ball).sum() >= 0.98 * ball.sum()  # the confident ball stays
+    assert (after & slab).sum() == slab.sum()  # and the other region, 12 mm away
+    removed_near = 1 - (after & shell & near).sum() / (shell & near).sum()
+    if recalibrate:
+        assert removed_near > 0.8
+    else:  # the walker alone follows the model's 0.80: the shell stays (what recalibration fixes)
+        assert removed_near < 0.3
+
+
+@pytest.mark.parametrize("similarity", [2.5, 0.0])
+def test_a_negative_click_on_a_false_region_the_image_sets_apart_removes_it_alone(similarity):
+    image, probability, labels, ball, slab = shell_case()
+    point = labels.TransformIndexToPhysicalPoint((30, 20, 12))  # the slab's centre
+    settings = RefineSettings(recalibration_similarity=similarity)
+    result = refine([image], probability, labels, 1, [Stroke.click(point, positive=False)],
+                    settings=settings)
+    after = sitk.GetArrayFromImage(result.labels) == 1
+    if similarity:  # most of the slab goes (its far corners fade with distance: a 2nd click)
+        assert (after & slab).sum() <= 0.3 * slab.sum()
+        assert (after & ball).sum() == ball.sum()  # same probability, other signal: kept
+    else:  # distance alone also takes the ball's near side, at the slab's probability
+        assert (after & ball).sum() < 0.97 * ball.sum()
