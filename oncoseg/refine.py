@@ -275,9 +275,12 @@ def _recalibrated_prior(prior: np.ndarray,
     more sure of than that (the one-voxel over-segmentation shell a model leaves round a
     tumour, whose voxels sit at 0.6-0.9 while the tumour's own sit at 0.97-1.0); a positive
     click on a voxel at 0.3 adds what the model rates at least as likely, near it. This is a
-    local bias correction of the model's logits, the interactive form of a threshold adjusted
-    by the reader (as Slicer's Local Threshold effect adjusts an intensity range from a click),
-    on the model's calibrated map rather than the raw image. The shift fades with distance
+    local bias correction of the model's logits: image-specific adaptation of the model to the
+    reader's input (Wang et al., BIFSeg, IEEE TMI 37(7), 2018, fine-tune the network on the
+    scribbles) in its cheapest form, one offset that needs no network, no gradient and no GPU;
+    or, seen from the reader's side, a threshold moved by a click (as Slicer's Local Threshold
+    effect sets an intensity range from one), on the model's calibrated map rather than the
+    raw image. The shift fades with distance
     (Gaussian, ``recalibration_mm``: a model's miscalibration is regional) and with how unlike
     the clicked voxels a voxel looks (:func:`_similarity`), so that a click on a false region
     the image sets apart moves that region and not the true part beside it at the same
