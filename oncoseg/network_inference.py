@@ -29,9 +29,11 @@ import math
 import threading
 import warnings
 import weakref
+from collections import Counter
 from collections.abc import Hashable, Sequence
 
 import torch
+import torch.fx
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -295,6 +297,7 @@ def prepare_for_inference(module: nn.Module, window_shape: Sequence[int] | None 
         notes.append(f"network not copied ({type(error).__name__}: {error}); run as it is")
         return PreparedNetwork(module, False, notes)
     eager.eval().requires_grad_(False)
+    _fold_through_graph(eager)
     _rewrite(eager)
     _direct(eager)
     if memory_format is not None:
@@ -365,6 +368,51 @@ def _rewrite(module: nn.Module) -> None:
             _rewrite(child)
     if isinstance(module, nn.Sequential):
         _fold_and_inplace(module)
+
+
+def _fold_through_graph(module: nn.Module) -> None:
+    """Eval batch norms folded into the convolution before them wherever the module's traced
+    graph (``torch.fx``) shows that convolution's output going to that norm and nowhere else:
+    inside residual blocks, whose ``forward`` calls ``self.bn1(self.conv1(x))``, which the
+    ``nn.Sequential`` rule of :func:`_rewrite` cannot see (staging's and oar-mr's blocks). The
+    graph is traced on a scratch copy (tracing runs ``forward`` with symbolic values); a module
+    that cannot be traced is tried child by child."""
+    if not any(_foldable_norm(m) for m in module.modules()):
+        return
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = torch.fx.symbolic_trace(copy.deepcopy(module)).graph
+    except Exception:  # data-dependent control flow, untraceable calls: its parts
+        for child in module.children():
+            _fold_through_graph(child)
+        return
+    calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
+    for node in graph.nodes:
+        if node.op != "call_module" or len(node.args) != 1 or node.kwargs:
+            continue
+        source = node.args[0]
+        if not (isinstance(source, torch.fx.Node) and source.op == "call_module"
+                and len(source.users) == 1 and calls[node.target] == 1
+                and calls[source.target] == 1):
+            continue
+        norm, conv = module.get_submodule(node.target), module.get_submodule(source.target)
+        if (_foldable_norm(norm) and type(conv) in (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+                and norm.num_features == conv.out_channels
+                and not (conv._forward_hooks or norm._forward_hooks
+                         or norm._forward_pre_hooks)):
+            _replace(module, source.target, _folded(conv, norm))
+            _replace(module, node.target, nn.Identity())
+
+
+def _foldable_norm(layer: nn.Module) -> bool:
+    return (isinstance(layer, nn.modules.batchnorm._BatchNorm) and not layer.training
+            and layer.track_running_stats and layer.running_mean is not None)
+
+
+def _replace(module: nn.Module, target: str, layer: nn.Module) -> None:
+    parent, _, name = target.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, name, layer)
 
 
 def _direct(module: nn.Module) -> None:

@@ -389,3 +389,55 @@ def test_the_cache_does_not_keep_a_module_alive():
     gc.collect()
     assert gone() is None
     assert isinstance(prepared.eager, torch.nn.Module)  # the copy lives on with its holder
+
+
+class _Residual(torch.nn.Module):
+    """A residual block calling its layers from ``forward`` (not an nn.Sequential); ``also``
+    makes the first convolution's output feed a second consumer, which forbids folding."""
+
+    def __init__(self, also: bool = False):
+        super().__init__()
+        self.also = also
+        self.conv1 = torch.nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.bn1 = torch.nn.BatchNorm2d(4)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.bn2 = torch.nn.BatchNorm2d(4)
+
+    def forward(self, x):
+        first = self.conv1(x)
+        out = torch.relu(self.bn1(first))
+        out = self.bn2(self.conv2(out))
+        return torch.relu(out + x + (first if self.also else 0))
+
+
+class _Branching(torch.nn.Module):
+    """Control flow on a value: not traceable as a whole, its blocks are."""
+
+    def __init__(self):
+        super().__init__()
+        self.block = _Residual()
+
+    def forward(self, x):
+        return self.block(x) if float(x.mean()) < 10 else x
+
+
+def _trained_stats(net, x):
+    net.train()
+    with torch.no_grad():
+        for _ in range(3):
+            net(x)
+    return net.eval()
+
+
+def test_batch_norm_inside_residual_blocks_is_folded():
+    torch.manual_seed(9)
+    x = torch.randn(2, 4, 10, 12)
+    for net, left in ((_Residual(), 0), (_Residual(also=True), 1), (_Branching(), 0)):
+        _trained_stats(net, x)
+        prepared = prepare_for_inference(net, (10, 12))
+        norms = [m for m in prepared.eager.modules()
+                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert len(norms) == left, type(net).__name__
+        with torch.inference_mode():
+            torch.testing.assert_close(prepared(x), net(x), atol=1e-5, rtol=0)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules()) == 2  # not the caller's
