@@ -17,6 +17,14 @@ clicks, each placed on its own errors:
   neighbourhood, 2 iterations), added or erased, never over other segments: region growing on
   the image alone, without the model.
 
+A second protocol, ``session``, follows one reader through a whole case: a segment whose
+missed voxels lie under other segments cannot gain from its own clicks until those segments are
+corrected (refine never writes over another segment), so the reader corrects the segments in
+turn, those with the smallest share of their errors under other segments first, each
+with ``--session-clicks`` clicks placed as above on the case's labels as the earlier segments
+left them. Each segment's Dice is reported before and after its own clicks, against the model's
+result.
+
 Cases are phantoms of every segmentation task drawn with seed 3100 (no demo model trained on
 it: docs/DEMO_MODELS.md lists the seeds in use), segmented by the task's demo model.
 
@@ -176,6 +184,47 @@ def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brus
     return curve
 
 
+def hidden_share(labels: np.ndarray, truth: np.ndarray, label: int) -> float:
+    """The share of a segment's errors (missed and false voxels) that its own clicks cannot
+    reach: missed voxels another segment holds."""
+    segment, wanted = labels == label, truth == label
+    missed = wanted & ~segment
+    errors = int(missed.sum() + (segment & ~wanted).sum())
+    return float((missed & (labels != 0)).sum()) / max(errors, 1)
+
+
+def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
+    """One reader corrects every segment of the case in turn (module docstring): per segment,
+    its Dice on the model's result and after each of its own clicks."""
+    from oncoseg.refine import Stroke, refine
+
+    grid = prediction.labels
+    images = [prediction.images[r] for r in prediction.images]
+    labels = sitk.GetArrayFromImage(grid)
+    specs = [s for s in prediction.segments if (truth == s.label).any()]
+    specs.sort(key=lambda s: hidden_share(labels, truth, s.label))
+    start = {s.name: dice(labels == s.label, truth == s.label) for s in specs}
+    out = []
+    for spec in specs:
+        wanted = truth == spec.label
+        curve = [dice(labels == spec.label, wanted)]
+        earlier: list[Stroke] = []
+        for _ in range(clicks):
+            click = next_click(labels == spec.label, wanted, grid, labels == 0)
+            if click is not None:
+                current = sitk.GetImageFromArray(labels)
+                current.CopyInformation(grid)
+                stroke = Stroke.click(*click)
+                labels = sitk.GetArrayFromImage(refine(
+                    images, prediction.probabilities[spec.name], current, spec.label, [stroke],
+                    earlier).labels)
+                earlier.append(stroke)
+            curve.append(dice(labels == spec.label, wanted))
+        out.append({"segment": spec.name, "model": round(start[spec.name], 4),
+                    "session": [round(d, 4) for d in curve]})
+    return out
+
+
 def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
     """Seconds per refine click on the case resampled to 256 x 256 x 40 (the issue's size)."""
     from oncoseg.refine import Stroke, refine
@@ -216,7 +265,8 @@ def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
 
 
 def run_task(task: str, cases: int, clicks: int, brush_mm: float, folder: Path,
-             rows: list[dict], times: list[float]) -> None:
+             rows: list[dict], times: list[float], session_clicks: int = 0,
+             sessions: list[dict] | None = None) -> None:
     from oncoseg import verbs
     from oncoseg.datasets import read_dataset
     from oncoseg.tasks import get_task
@@ -239,6 +289,9 @@ def run_task(task: str, cases: int, clicks: int, brush_mm: float, folder: Path,
                 row[method] = [round(d, 4) for d in simulate(method, prediction, truth, spec,
                                                              clicks, brush_mm, times)]
             rows.append(row)
+        if session_clicks and sessions is not None:
+            for entry in session(prediction, truth, session_clicks):
+                sessions.append({"task": task, "case": case.id, **entry})
 
 
 def mean_curve(rows: list[dict], method: str) -> list[float]:
@@ -277,6 +330,8 @@ def main() -> None:
     parser.add_argument("--cases", type=int, default=2, help="phantom cases per task")
     parser.add_argument("--clicks", type=int, default=10)
     parser.add_argument("--brush-mm", type=float, default=5.0, help="brush radius")
+    parser.add_argument("--session-clicks", type=int, default=3,
+                        help="clicks per segment in the session protocol (0: not run)")
     parser.add_argument("--output", type=Path, help="curve as PNG")
     parser.add_argument("--quick", action="store_true", help="rectal, 1 case, 3 clicks")
     parser.add_argument("--json", action="store_true")
@@ -285,9 +340,11 @@ def main() -> None:
         args.tasks, args.cases, args.clicks = ["rectal"], 1, 3
     rows: list[dict] = []
     times: list[float] = []
+    sessions: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
-            run_task(task, args.cases, args.clicks, args.brush_mm, Path(tmp), rows, times)
+            run_task(task, args.cases, args.clicks, args.brush_mm, Path(tmp), rows, times,
+                     args.session_clicks, sessions)
         from oncoseg import verbs
         from oncoseg.datasets import read_dataset
 
@@ -313,7 +370,12 @@ def main() -> None:
         "refine_s_median": round(statistics.median(times), 3) if times else None,
         "refine_s_max": round(max(times), 3) if times else None,
         "refine_256x256x40_s": [round(t, 3) for t in big],
+        "session_clicks": args.session_clicks, "session": sessions,
     }
+    session_low = [r for r in sessions if r["model"] < 0.90]
+    session_goal = [r for r in session_low if r["session"][-1] - r["model"] >= 0.05]
+    summary["session_below_090"] = len(session_low)
+    summary[f"session_gain_005_within_{args.session_clicks}"] = len(session_goal)
     marks = sorted({0, 1, min(3, args.clicks), min(5, args.clicks), args.clicks})
     lines = [f"refine vs brush ({args.brush_mm:g} mm) vs region growing, simulated reader, "
              f"Dice after {'/'.join(map(str, marks))} clicks"]
@@ -327,6 +389,15 @@ def main() -> None:
             lines.append(f"  mean {name} ({len(group)}): {cells}")
     lines.append(f"  segments starting < 0.90: {len(low)}; +0.05 Dice within {at} clicks: "
                  f"{len(goal)}")
+    if sessions:
+        lines.append(f"  session (each segment corrected in turn, {args.session_clicks} clicks "
+                     "each): Dice on the model's result / before its clicks / after them")
+        for r in sessions:
+            lines.append(f"  {r['task']:7} {r['case'][:16]:16} {r['segment'][:22]:22} "
+                         f"{r['model']:.3f} / {r['session'][0]:.3f} / {r['session'][-1]:.3f}")
+        lines.append(f"  session, segments starting < 0.90: {len(session_low)}; +0.05 Dice "
+                     f"over the model's result after their own {args.session_clicks} clicks: "
+                     f"{len(session_goal)}")
     if times:
         lines.append(f"  refine per click: median {summary['refine_s_median']} s, max "
                      f"{summary['refine_s_max']} s; on 256 x 256 x 40: "

@@ -131,6 +131,8 @@ def test_refine_benchmark_runs_and_refine_is_not_worse_than_the_brush():
     [row] = summary["rows"]
     assert len(row["refine"]) == 4 and len(summary["refine_256x256x40_s"]) == 3
     assert row["refine"][-1] >= row["refine"][0] and row["refine"][-1] >= row["brush"][-1]
+    [entry] = summary["session"]  # the rectal case's one segment, corrected in its session
+    assert len(entry["session"]) == 4 and entry["session"][0] == entry["model"]
 
 
 @pytest.mark.benchmark
