@@ -13,11 +13,11 @@ network on the first batch of that shape, and dropped when it differs or fails.
 
 The caller's module is never changed: everything works on a deep copy, so the module can still
 be trained, moved to a GPU or saved afterwards. The copy is made once per module and state and
-kept while the module lives: preparing the oar-mr demo (a ResNet-50 FCN) took 0.15 s of its
-0.41 s network stage when each call copied and rewrote it (bench_network_peak, issue 25). A
-later call gets the same copy while the module's structure, simple attributes, hooks, and
-every parameter and buffer (storage, version counter and values) are unchanged; a module that
-was trained, loaded or edited since is prepared afresh.
+kept while the module lives (one more copy of the weights in memory), because oar-mr, staging
+and the brain's networks were copied and rewritten on every call of their prediction code
+(issue 25). A later call gets the same copy while the module's structure, simple attributes,
+hooks, and every parameter and buffer (storage, version counter and values) are unchanged; a
+module that was trained, loaded or edited since is prepared afresh.
 """
 
 from __future__ import annotations
