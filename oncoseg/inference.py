@@ -9,9 +9,10 @@ summed window weights (computed for those rows only, when they finish), passed t
 ``finalize`` (e.g. a softmax) and written into the output at once, so no weight map and no second
 full-size copy exists. Each window is cut from the raw input
 and passed through ``window_transform`` (e.g. CT windowing), so a normalised float copy of the
-whole volume is never made either. A batch's predictions are dropped as soon as they are
-blended, before the next batch runs (measured on bench_sliding_window's project network,
-150 x 512 x 512: peak RSS 1.49-1.52 -> 1.42-1.47 GB, issue 25).
+whole volume is never made either. Each chunk of windows the network returns is blended before
+the next chunk runs, so no batch of predictions is held beside the network's activations
+(measured on bench_sliding_window's project network, 150 x 512 x 512: peak RSS 1.50 -> 1.40 GB,
+issue 25).
 
 With ``prepare_network`` a ``torch.nn.Module`` network runs on the CPU as
 :func:`oncoseg.network_inference.prepare_for_inference` rewrites a copy of it, one window at a
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -150,26 +151,26 @@ class SlidingWindow:
             for first in range(0, len(corners), self.batch_size):
                 check_cancelled(cancel)
                 batch = corners[first:first + self.batch_size]
-                chunks = runner(torch.stack([self._cut(data, c, pad_lo) for c in batch]))
-                if output is None:
-                    classes = chunks[0].shape[1]
-                    blend = _blend_device(runner.device, classes, spatial)
-                    output = (torch.zeros if slab.separate_values is False else torch.empty)(
-                        (classes, *spatial), dtype=self.output_dtype, device=blend)
-                    slab.start(classes, blend)
-                    importance = importance.to(blend)
-                elif runner.device.type == "cpu" and blend.type != "cpu":  # fell back to CPU
-                    blend, output, importance = torch.device("cpu"), output.cpu(), importance.cpu()
-                    slab.to(blend)
-                predictions = [p for chunk in chunks for p in chunk.to(blend)]
-                for corner, prediction in zip(batch, predictions, strict=True):
-                    self._add(output, slab, prediction, importance, corner, pad_lo, spatial)
-                # dropped before the next batch runs: kept, they would sit beside its
-                # activations (a prepared network runs one window per chunk, so a batch's
-                # first predictions wait for its last; not blending each chunk as it comes
-                # keeps glibc from handing their pages back and faulting them in again, 2-8 %
-                # of the time on the project bench)
-                del chunks, predictions, prediction
+                placed = 0
+                # each chunk is blended before the next one runs: holding a batch's
+                # predictions would add one window's output per window to the peak
+                for chunk in runner(torch.stack([self._cut(data, c, pad_lo) for c in batch])):
+                    if output is None:
+                        classes = chunk.shape[1]
+                        blend = _blend_device(runner.device, classes, spatial)
+                        output = (torch.zeros if slab.separate_values is False
+                                  else torch.empty)((classes, *spatial), dtype=self.output_dtype,
+                                                    device=blend)
+                        slab.start(classes, blend)
+                        importance = importance.to(blend)
+                    elif runner.device.type == "cpu" and blend.type != "cpu":  # fell back
+                        blend, output = torch.device("cpu"), output.cpu()
+                        importance = importance.cpu()
+                        slab.to(blend)
+                    placed += self._add_chunk(output, slab, chunk.to(blend), importance,
+                                              batch[placed:], pad_lo, spatial)
+                    del chunk
+                assert placed == len(batch)
                 done += len(batch)
                 report(progress, stage, done, total)
         assert output is not None
@@ -185,6 +186,14 @@ class SlidingWindow:
         for c, p, w, s in zip(corner, pad_lo, self.window, data.shape[1:], strict=True):
             index.append(slice(max(c - p, 0), min(c - p + w, s)))
         return data[tuple(index)]
+
+    def _add_chunk(self, output: Tensor, slab: _WeightSlab, chunk: Tensor, importance: Tensor,
+                   corners: list[tuple[int, ...]], pad_lo: tuple[int, ...],
+                   spatial: tuple[int, ...]) -> int:
+        """Blend a chunk's windows (the first ``len(chunk)`` of ``corners``); how many."""
+        for prediction, corner in zip(chunk, corners, strict=False):
+            self._add(output, slab, prediction, importance, corner, pad_lo, spatial)
+        return len(chunk)
 
     def _add(self, output: Tensor, slab: _WeightSlab, prediction: Tensor, importance: Tensor,
              corner: tuple[int, ...], pad_lo: tuple[int, ...], spatial: tuple[int, ...]) -> None:
@@ -337,23 +346,24 @@ class _BatchRunner:
         # a channels-last output is blended as it is (converting it costs a pass per batch)
         return y.float() if self.device.type == "cpu" else y.float().contiguous()
 
-    def __call__(self, windows: Tensor) -> list[Tensor]:
+    def __call__(self, windows: Tensor) -> Iterator[Tensor]:
         """Predictions for a batch of raw windows (all of one shape), at full window size, in
-        chunks of at most ``batch_size`` windows.
+        chunks of at most ``batch_size`` windows, each yielded as soon as it is computed.
 
         Windows are short only along axes where the image is smaller than the window; there is a
         single window position on such an axis, so every window of a batch is cut alike.
         """
-        results = []
         position = 0
         while position < len(windows):
             chunk = windows[position:position + self.batch_size]
             try:
-                results.append(self._forward(self._prepare(chunk)))
-                position += len(chunk)
+                result = self._forward(self._prepare(chunk))
             except torch.cuda.OutOfMemoryError:
                 self._shrink()
-        return results
+                continue
+            position += len(chunk)
+            yield result
+            del result
 
     def _shrink(self) -> None:
         if self.device.type == "cuda":
