@@ -75,10 +75,11 @@ def inference_network(network: nn.Module, spatial_dims: int,
     :func:`oncoseg.network_inference.prepare_for_inference` rewrites (eval batch norm folded
     into its convolution, channels-last instance norm, 1 x 1 convolutions as matrix products,
     activations in place); a network in training mode is returned as it is (the caller's mode
-    is never changed). Call it once per case or per stage, not per batch: it copies the
-    network. Feed it channels-last inputs (:func:`to_channels_last`). ``prepare=False``: the
-    channels-last module itself, for a model whose pinned results the rewrite (equal to 1e-5,
-    not bit for bit) would move."""
+    is never changed). Call it once per case or per stage rather than per batch: the
+    prepared copy is kept and reused while the network is unchanged, but checking that reads
+    every weight (about 10 ms for the oar-mr demo). Feed it channels-last inputs
+    (:func:`to_channels_last`). ``prepare=False``: the channels-last module itself, for a
+    model whose pinned results the rewrite (equal to 1e-5, not bit for bit) would move."""
     from oncoseg.network_inference import prepare_for_inference
 
     channels_last_weights(network)
