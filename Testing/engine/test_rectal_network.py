@@ -5,7 +5,7 @@ import torch
 
 from oncoseg.modelfile import ModelMetadata, load_network, save_model
 from oncoseg.phantoms.rectal import RectalPhantomGeometry, generate_case
-from oncoseg.rectal.network import RectalPatchCNN
+from oncoseg.rectal.network import RectalPatchCNN, window_max
 from oncoseg.rectal.sampling import extract_patches
 
 
@@ -90,3 +90,23 @@ def test_in_place_activations_train_as_the_functional_network():
     F.cross_entropy(reference(patches), targets).backward()
     for name, p in network.named_parameters():
         assert torch.allclose(got[name], p.grad, rtol=1e-5, atol=1e-7), name
+
+
+@pytest.mark.parametrize("size, dilation", [(3, 1), (2, 2), (2, 1), (4, 3)])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_window_max_is_the_pool_bit_for_bit(size, dilation, channels_last):
+    x = torch.randn(2, 5, 13, 11, dtype=torch.float32)
+    x[0, 1, 3, 4] = float("nan")  # propagated as the pool propagates it
+    x[1, 2, 5:8, 5:8] = 7.0  # ties
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = torch.nn.functional.max_pool2d(x, size, stride=1, dilation=dilation)
+    with torch.inference_mode():
+        got = window_max(x, size, dilation)
+    assert got.shape == expected.shape
+    assert torch.equal(torch.nan_to_num(got, nan=-1.0), torch.nan_to_num(expected, nan=-1.0))
+    assert torch.isnan(got).sum() == torch.isnan(expected).sum() > 0
+    # with a graph to keep (training), the pool itself runs and gradients flow
+    y = x.detach().clone().requires_grad_(True)
+    window_max(y, size, dilation).sum().backward()
+    assert y.grad is not None and y.grad.sum() > 0

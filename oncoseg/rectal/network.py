@@ -42,6 +42,25 @@ def output_size(patch_size: int) -> int:
     return size
 
 
+def window_max(x: torch.Tensor, size: int, dilation: int) -> torch.Tensor:
+    """``F.max_pool2d(x, size, stride=1, dilation=dilation)`` (no padding), computed as a
+    maximum along the rows and then along the columns. Equal to the pool bit for bit (a
+    maximum is exact); in inference it writes into its own buffers, and is then 1.5x faster on
+    the dense pass's channels-last maps than torch's pool, which computes the indices a
+    backward pass would need (14 % of the rectal dense pass, bench_network_peak, issue 25)."""
+    if x.requires_grad or x.dim() != 4:
+        return F.max_pool2d(x, size, stride=1, dilation=dilation)
+    reach = (size - 1) * dilation
+    width, height = x.shape[3] - reach, x.shape[2] - reach
+    rows = torch.maximum(x[..., 0:width], x[..., dilation:dilation + width])
+    for k in range(2, size):
+        torch.maximum(rows, x[..., k * dilation:k * dilation + width], out=rows)
+    out = torch.maximum(rows[..., 0:height, :], rows[..., dilation:dilation + height, :])
+    for k in range(2, size):
+        torch.maximum(out, rows[..., k * dilation:k * dilation + height, :], out=out)
+    return out
+
+
 class RectalPatchCNN(nn.Module):
     def __init__(self, in_channels: int = 3, patch_size: int = 21,
                  filters: tuple[int, ...] = (24, 48, 96, 192), hidden: int = 256,
@@ -87,9 +106,9 @@ class RectalPatchCNN(nn.Module):
         x = F.pad(slices, (half, half, half, half))
         x = self._act(self.convs[0](x))
         x = self._act(self.convs[1](x))
-        x = F.max_pool2d(x, 3, stride=1)
+        x = window_max(x, 3, 1)
         x = self._act(F.conv2d(x, self.convs[2].weight, self.convs[2].bias, dilation=2))
-        x = F.max_pool2d(x, 2, stride=1, dilation=2)
+        x = window_max(x, 2, 2)
         x = self._act(F.conv2d(x, self.convs[3].weight, self.convs[3].bias, dilation=4))
         x = self._act(F.conv2d(x, self.fc1.weight[:, :, None, None], self.fc1.bias))
         return F.conv2d(x, self.fc2.weight[:, :, None, None], self.fc2.bias)
