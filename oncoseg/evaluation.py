@@ -64,21 +64,3 @@ def model_configuration(extra: Mapping[str, Any]) -> dict[str, Any]:
     if missing:
         extra["config_not_in_model"] = missing
     return extra
-    from oncoseg.modelfile import read_header
-    from oncoseg.settings import TRAINING
-    from oncoseg.tasks import get_task
-
-    metadata = read_header(extra["model"]).metadata
-    task = get_task(metadata.task)
-    stored = metadata.provenance.get(f"{task.name.replace('-', '_')}_config")
-    if not isinstance(stored, Mapping) or task.settings is None:
-        extra["config_not_in_model"] = sorted(extra["config"])
-        return extra
-    training = task.settings.only(TRAINING)
-    run = extra["config"]
-    extra["config"] = {key: stored[key] if key in training and key in stored else value
-                       for key, value in run.items()}
-    missing = sorted(key for key in training & set(run) if key not in stored)
-    if missing:
-        extra["config_not_in_model"] = missing
-    return extra
