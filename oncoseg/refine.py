@@ -251,21 +251,22 @@ def _seed_mask(labels: sitk.Image, box: tuple[slice, slice, slice], stroke: Stro
     return mask
 
 
-def _similarity(channels: Sequence[np.ndarray], seeds: np.ndarray, kappa: float
-                ) -> np.ndarray:
+def _similarity(channels: Sequence[np.ndarray], scales: Sequence[float], seeds: np.ndarray,
+                kappa: float) -> np.ndarray:
     """How much each voxel looks like the voxels under the seeds: a Gaussian of the z-score
-    summed over channels, the seeds' spread floored at the crop's noise level."""
+    summed over channels, the seeds' spread floored at the crop's noise level (``scales``:
+    each channel's :func:`_scale`)."""
     z2 = np.zeros(seeds.shape, np.float64)
-    for image in channels:
+    for image, scale in zip(channels, scales, strict=True):
         values = image[seeds].astype(np.float64)
-        spread = max(float(values.std()), float(np.sqrt(_scale(image))))
+        spread = max(float(values.std()), float(np.sqrt(scale)))
         z2 += ((image - values.mean()) / spread) ** 2
     return np.exp(-0.5 * z2 / kappa ** 2)
 
 
 def _recalibrated_prior(prior: np.ndarray,
                         seeded: Sequence[tuple[np.ndarray, np.ndarray, bool]],
-                        channels: Sequence[np.ndarray],
+                        channels: Sequence[np.ndarray], scales: Sequence[float],
                         spacing_zyx: Sequence[float], settings: RefineSettings) -> np.ndarray:
     """The model's probability recalibrated by the reader's input: a click says the model's
     decision boundary is wrong *here*, so the map's logit is shifted near the click until the
@@ -307,7 +308,8 @@ def _recalibrated_prior(prior: np.ndarray,
             distance = ndi.distance_transform_edt(~seeds, sampling=spacing_zyx)
             weight = np.exp(-0.5 * (distance / settings.recalibration_mm) ** 2)
             if settings.recalibration_similarity > 0:
-                weight *= _similarity(channels, seeds, settings.recalibration_similarity)
+                weight *= _similarity(channels, scales, seeds,
+                                      settings.recalibration_similarity)
             strongest = np.maximum(strongest, needed * weight)
         shift += strongest if positive else -strongest
     return (1.0 / (1.0 + np.exp(-(logit + shift)))).astype(np.float32)
@@ -328,15 +330,17 @@ def _edges(shape: tuple[int, ...]) -> list[tuple[int, np.ndarray, np.ndarray]]:
 
 def walker_probability(channels: Sequence[np.ndarray], prior: np.ndarray, fixed: np.ndarray,
                        fixed_value: np.ndarray, spacing_zyx: Sequence[float],
-                       settings: RefineSettings) -> np.ndarray:
+                       settings: RefineSettings, scales: Sequence[float] | None = None
+                       ) -> np.ndarray:
     """The random walker's probability of the target on a crop (module docstring): image
-    channels and prior are (z, y, x) arrays; ``fixed`` voxels keep ``fixed_value``."""
+    channels and prior are (z, y, x) arrays; ``fixed`` voxels keep ``fixed_value``;
+    ``scales``: each channel's :func:`_scale`, where the caller has them."""
     shape = prior.shape
     n = prior.size
     pairs = _edges(shape)
     h_min = min(spacing_zyx)
     weights = []
-    scales = [_scale(image) for image in channels]
+    scales = [_scale(image) for image in channels] if scales is None else scales
     for axis, a, b in pairs:
         d2 = np.zeros(a.size, np.float64)
         for image, scale in zip(channels, scales, strict=True):
@@ -489,8 +493,9 @@ def refine(
     prior = np.zeros(current.shape, np.float32) if probability is None else \
         np.clip(_sample(labels, probability, box), 0.0, 1.0)
     spacing_zyx = labels.GetSpacing()[::-1]
+    scales = [_scale(image) for image in channels]  # each channel's noise, for both uses
     if probability is not None:
-        prior = _recalibrated_prior(prior, seeded, channels, spacing_zyx, settings)
+        prior = _recalibrated_prior(prior, seeded, channels, scales, spacing_zyx, settings)
     timings["resample"] = time.perf_counter() - started - timings["crop"]
 
     fixed = positive | negative | other | lock
@@ -515,7 +520,7 @@ def refine(
     walked = time.perf_counter()
     if probability is None:  # no model: the classic walker between the seeds and the faces
         settings = replace(settings, gamma=0.0)
-    x = walker_probability(channels, prior, fixed, value, spacing_zyx, settings)
+    x = walker_probability(channels, prior, fixed, value, spacing_zyx, settings, scales)
     timings["walk"] = time.perf_counter() - walked
 
     new = x > 0.5
