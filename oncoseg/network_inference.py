@@ -429,9 +429,7 @@ def _fold_and_inplace(sequence: nn.Sequential) -> None:
     for before, after in itertools.pairwise(names):
         first, second = sequence._modules[before], sequence._modules[after]
         if (isinstance(first, (nn.Conv1d, nn.Conv2d, nn.Conv3d))
-                and isinstance(second, nn.modules.batchnorm._BatchNorm)
-                and second.track_running_stats and second.running_mean is not None
-                and second.num_features == first.out_channels):
+                and _foldable_norm(second) and second.num_features == first.out_channels):
             sequence._modules[before] = _folded(first, second)
             sequence._modules[after] = nn.Identity()
     previous = None  # the last layer before this one that is not an Identity
