@@ -147,10 +147,28 @@ def grow(labels: np.ndarray, image: sitk.Image, target: int, point, positive: bo
     return out
 
 
+def refine_click(images, probability, grid: sitk.Image, labels: np.ndarray, label: int,
+                 click, earlier: list, times: list[float] | None = None) -> np.ndarray:
+    """The label array after one refine click (the earlier clicks kept as seeds, and this one
+    appended to them); ``times`` gets the refine call's seconds."""
+    from oncoseg.refine import Stroke, refine
+
+    current = sitk.GetImageFromArray(labels)
+    current.CopyInformation(grid)
+    stroke = Stroke.click(*click)
+    started = time.perf_counter()
+    out = sitk.GetArrayFromImage(refine(images, probability, current, label, [stroke],
+                                        earlier).labels)
+    if times is not None:
+        times.append(time.perf_counter() - started)
+    earlier.append(stroke)
+    return out
+
+
 def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brush_mm: float,
              times: list[float]) -> list[float]:
     """Dice of the target segment after 0, 1, ..., ``clicks`` clicks of the simulated reader."""
-    from oncoseg.refine import Stroke, refine
+    from oncoseg.refine import Stroke
 
     grid = prediction.labels
     images = [prediction.images[r] for r in prediction.images]
@@ -166,14 +184,8 @@ def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brus
             continue
         point, positive = click
         if method == "refine":
-            current = sitk.GetImageFromArray(labels)
-            current.CopyInformation(grid)
-            stroke = Stroke.click(point, positive)
-            started = time.perf_counter()
-            labels = sitk.GetArrayFromImage(refine(images, probability, current, spec.label,
-                                                   [stroke], earlier).labels)
-            times.append(time.perf_counter() - started)
-            earlier.append(stroke)
+            labels = refine_click(images, probability, grid, labels, spec.label, click, earlier,
+                                  times)
         elif method == "brush":
             labels = brush(labels, grid, spec.label, point, positive, brush_mm)
         else:
@@ -196,7 +208,7 @@ def hidden_share(labels: np.ndarray, truth: np.ndarray, label: int) -> float:
 def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
     """One reader corrects every segment of the case in turn (module docstring): per segment,
     its Dice on the model's result and after each of its own clicks."""
-    from oncoseg.refine import Stroke, refine
+    from oncoseg.refine import Stroke
 
     grid = prediction.labels
     images = [prediction.images[r] for r in prediction.images]
@@ -212,13 +224,8 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
         for _ in range(clicks):
             click = next_click(labels == spec.label, wanted, grid, labels == 0)
             if click is not None:
-                current = sitk.GetImageFromArray(labels)
-                current.CopyInformation(grid)
-                stroke = Stroke.click(*click)
-                labels = sitk.GetArrayFromImage(refine(
-                    images, prediction.probabilities[spec.name], current, spec.label, [stroke],
-                    earlier).labels)
-                earlier.append(stroke)
+                labels = refine_click(images, prediction.probabilities[spec.name], grid,
+                                      labels, spec.label, click, earlier)
             curve.append(dice(labels == spec.label, wanted))
         out.append({"segment": spec.name, "model": round(start[spec.name], 4),
                     "session": [round(d, 4) for d in curve]})
@@ -227,7 +234,7 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
 
 def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
     """Seconds per refine click on the case resampled to 256 x 256 x 40 (the issue's size)."""
-    from oncoseg.refine import Stroke, refine
+    from oncoseg.refine import Stroke
 
     source = prediction.labels
     size = (256, 256, 40)
@@ -253,14 +260,8 @@ def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
         click = next_click(array == spec.label, wanted, labels, array == 0)
         if click is None:
             break
-        stroke = Stroke.click(*click)
-        current = sitk.GetImageFromArray(array)
-        current.CopyInformation(labels)
-        started = time.perf_counter()
-        array = sitk.GetArrayFromImage(refine(images, probability, current, spec.label,
-                                              [stroke], earlier).labels)
-        times.append(time.perf_counter() - started)
-        earlier.append(stroke)
+        array = refine_click(images, probability, labels, array, spec.label, click, earlier,
+                             times)
     return times
 
 
