@@ -13,7 +13,15 @@ best GFLOP/s of its single most expensive convolution run alone, in isolation, w
 shape and memory format, which says how much of the gap to the peak the shapes alone explain
 (8-16 channel convolutions are memory-bound on this CPU whatever the code around them does).
 
+With ``--widths default`` the same stages run the demo models' architectures at the widths the
+tasks' training builds by default (oar-ct 16-32-64-128 filters instead of the demo's 8-64,
+oar-mr width 64 instead of 16, brain 16 instead of 8 and the 2D-3D members without the demo's
+instance norm, as the paper; the rectal and staging demos already have them), with random
+weights: the same cases, windows and code, so the figure says what the engine reaches on the
+networks a user trains.
+
     python Testing/benchmarks/bench_network_peak.py [--quick] [--tasks T ...] [--repeat N]
+                                                    [--widths demo|default]
 """
 
 from __future__ import annotations
@@ -154,12 +162,14 @@ def shape_ceiling(calls: list[tuple], repeat: int) -> tuple[float, str]:
         _biggest_convolution(calls)
     x = torch.randn(batch, cin, *size).contiguous(memory_format=CL[dims + 2])
     w = torch.randn(cout, cin, *kernel).contiguous(memory_format=CL[dims + 2])
-    conv = F.conv3d if dims == 3 else F.conv2d
+
+    def conv():  # oneDNN directly, as the prepared networks call it (DirectConv)
+        return torch.ops.aten.mkldnn_convolution(x, w, None, list(padding), list(stride),
+                                                 list(dilation), 1)
+
     with torch.inference_mode():
-        out = conv(x, w, stride=stride, padding=padding, dilation=dilation)
-        flops = 2.0 * out.numel() * w[0].numel()
-        seconds = best_seconds(lambda: conv(x, w, stride=stride, padding=padding,
-                                            dilation=dilation), repeat)
+        flops = 2.0 * conv().numel() * w[0].numel()
+        seconds = best_seconds(conv, repeat)
     text = (f"conv{dims}d {cin}->{cout} k{'x'.join(map(str, kernel))} on "
             f"{'x'.join(map(str, size))} b{batch}")
     return flops / seconds / 1e9, text
@@ -177,10 +187,43 @@ def _case(task: str, folder: Path, seed: int = 1):
     return read_dataset(folder / task).cases[0]
 
 
+def _default_widths(task: str, settings, demo: dict) -> dict:
+    """The architecture arguments (of the demo's, ``demo``) that differ between a task's demo
+    model (narrowed to train on a CPU) and the network its training builds by default."""
+    if task == "oar-ct":
+        return {"filters": list(settings.filters)}
+    if task == "oar-mr":
+        return {"width": settings.width}
+    if task == "brain":
+        return {"width_2d": settings.width_2d, "members": [
+            {**member, "width": settings.width_3d, "norm": settings.norm_3d}
+            for member in demo["members"]]}
+    return {}  # rectal and staging: the demo models have the paper's widths
+
+
+WIDTHS = {"value": "demo"}  # --widths
+
+
 def _prepared(task: str):
+    """The demo model as prediction prepares it; with ``--widths default`` the same model
+    file's architecture at the widths the task's training builds by default, random weights
+    (the speed of a network does not depend on its weights)."""
+    from dataclasses import replace
+
+    from oncoseg.method import Prepared, training_settings
+    from oncoseg.modelfile import LoadedModel, build_network
     from oncoseg.verbs import RunContext, prepare
 
-    return prepare(task, "demo", context=RunContext("cpu"))
+    prepared = prepare(task, "demo", context=RunContext("cpu"))
+    if WIDTHS["value"] == "demo":
+        return prepared
+    metadata = prepared.model.metadata
+    widths = _default_widths(task, training_settings(task), metadata.architecture_args)
+    metadata = replace(metadata, architecture_args={**metadata.architecture_args, **widths})
+    torch.manual_seed(0)
+    network = build_network(metadata).eval()
+    return Prepared(prepared.task, LoadedModel(network, metadata, prepared.model.path),
+                    prepared.settings)
 
 
 def rectal_stage(folder: Path, quick: bool) -> Callable[[], object]:
@@ -196,8 +239,8 @@ def rectal_stage(folder: Path, quick: bool) -> Callable[[], object]:
 
 
 def oar_ct_stage(folder: Path, quick: bool) -> Callable[[], object]:
-    from oncoseg.inference import SlidingWindow
-    from oncoseg.oar.ct.preprocessing import AIR_HU, hu_window, to_working_grid, working_grid
+    from oncoseg.oar.ct.predict import organ_probabilities
+    from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
 
     prepared = _prepared("oar-ct")
     settings, metadata = prepared.settings, prepared.model.metadata
@@ -206,11 +249,7 @@ def oar_ct_stage(folder: Path, quick: bool) -> Callable[[], object]:
     patch = tuple(metadata.preprocessing.get("patch_size", settings.patch_size))
     if quick:
         hu, patch = hu[:16, :48, :48], (16, 32, 32)
-    window = SlidingWindow(window=patch, overlap=settings.overlap,
-                           batch_size=settings.inference_batch, pad_value=AIR_HU)
-    transform = hu_window(settings.hu_low, settings.hu_high)
-    return lambda: window(hu[None], prepared.network, transform,
-                          finalize=lambda rows: torch.softmax(rows, dim=0))
+    return lambda: organ_probabilities(hu, prepared.network, settings, patch)
 
 
 def oar_mr_stage(folder: Path, quick: bool) -> Callable[[], object]:
@@ -303,8 +342,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="tiny inputs (the suite's run)")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--repeat", type=int, default=None, help="timed runs (best is kept)")
+    parser.add_argument("--widths", choices=("demo", "default"), default="demo",
+                        help="the demo models as shipped, or their architectures at the widths "
+                             "the tasks' training builds by default (random weights)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    WIDTHS["value"] = args.widths
     repeat = args.repeat or (1 if args.quick else 3)
     torch.manual_seed(0)
     peak = machine_peak(args.quick, repeat)
@@ -313,14 +356,15 @@ def main() -> None:
         for task in args.tasks:
             rows.append(measure(task, Path(tmp), args.quick, repeat, peak["peak_gflops"]))
     summary = {**peak, "threads": torch.get_num_threads(), "torch": torch.__version__,
-               "quick": args.quick, "tasks": rows}
+               "quick": args.quick, "widths": args.widths, "tasks": rows}
     lines = [f"Convolution peak ({torch.get_num_threads()} threads, channels-last): "
              f"{peak['peak_gflops']} GFLOP/s",
              *(f"  {name}: {value} GFLOP/s" for name, value in peak["peak_shapes"].items()),
              *(f"  narrow (not in the peak) {name}: {value} GFLOP/s "
                f"({value / peak['peak_gflops']:.0%})"
                for name, value in peak["narrow_shapes"].items()),
-             "",
+             "", "Networks: " + ("the demo models" if args.widths == "demo" else
+                                "the demo architectures at the default widths (random weights)"),
              f"{'task':<10}{'seconds':>9}{'GFLOP':>9}{'GFLOP/s':>9}{'of peak':>9}"
              f"{'CL share':>9}   biggest convolution alone (GFLOP/s, of peak)"]
     for row in rows:

@@ -108,9 +108,10 @@ def test_cohort_throughput_benchmark_full():
     print(run("bench_cohort_throughput.py"))
 
 
-def test_network_peak_benchmark_runs():
-    summary = run("bench_network_peak.py", "--quick")
-    assert summary["peak_gflops"] > 0
+@pytest.mark.parametrize("widths", ["demo", "default"])
+def test_network_peak_benchmark_runs(widths):
+    summary = run("bench_network_peak.py", "--quick", "--widths", widths)
+    assert summary["peak_gflops"] > 0 and summary["widths"] == widths
     assert {t["task"] for t in summary["tasks"]} >= {"rectal", "oar-ct", "oar-mr", "staging"}
     for task in summary["tasks"]:
         assert task["seconds"] > 0 and task["gflop"] > 0 and task["fraction_of_peak"] > 0

@@ -51,22 +51,34 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
     grid = working_grid(image, config.grid_spacing)
     hu = to_working_grid(image, grid)
     check_cancelled(cancel)
-    # smaller volumes are padded with air up to the window, which the network was built for
-    # on the CPU the network runs as network_inference's copy (oneDNN for every convolution,
-    # instance norm in channels-last): probabilities equal to 1e-5, not bit for bit
-    window = SlidingWindow(window=tuple(patch_size), overlap=config.overlap,
-                           batch_size=config.inference_batch, device=device, pad_value=AIR_HU,
-                           prepare_network=True)
-    probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
-                           finalize=lambda rows: torch.softmax(rows, dim=0),
-                           progress=progress, cancel=cancel, stage="Segmenting").numpy()
+    probabilities, notes = organ_probabilities(hu, network, config, patch_size, device,
+                                               progress, cancel)
     outside = ~ct_body(hu)
     probabilities[:, outside] = 0.0
     probabilities[0, outside] = 1.0
     labels = probabilities.argmax(axis=0).astype(np.uint8)
     if config.keep_largest:
         labels = clean_organs(labels, config.largest_component_organs)
-    return labels, probabilities, grid, window.notes
+    return labels, probabilities, grid, notes
+
+
+def organ_probabilities(hu: np.ndarray, network: torch.nn.Module, config: OarCtConfig,
+                        patch_size: tuple[int, int, int], device: str = "cpu",
+                        progress: ProgressCallback | None = None,
+                        cancel: CancelToken | None = None) -> tuple[np.ndarray, list[str]]:
+    """The network stage alone: softmax (K, z, y, x) of the HU volume on the network's grid,
+    and the window's notes (what bench_network_peak times).
+
+    Smaller volumes are padded with air up to the window, which the network was built for. On
+    the CPU the network runs as network_inference's copy (oneDNN for every convolution,
+    instance norm in channels-last): probabilities equal to 1e-5, not bit for bit."""
+    window = SlidingWindow(window=tuple(patch_size), overlap=config.overlap,
+                           batch_size=config.inference_batch, device=device, pad_value=AIR_HU,
+                           prepare_network=True)
+    probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
+                           finalize=lambda rows: torch.softmax(rows, dim=0),
+                           progress=progress, cancel=cancel, stage="Segmenting").numpy()
+    return probabilities, window.notes
 
 
 def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
