@@ -201,10 +201,7 @@ def _default_widths(task: str, settings, demo: dict) -> dict:
     return {}  # rectal and staging: the demo models have the paper's widths
 
 
-WIDTHS = {"value": "demo"}  # --widths
-
-
-def _prepared(task: str):
+def _prepared(task: str, widths: str):
     """The demo model as prediction prepares it; with ``--widths default`` the same model
     file's architecture at the widths the task's training builds by default, random weights
     (the speed of a network does not depend on its weights)."""
@@ -215,7 +212,7 @@ def _prepared(task: str):
     from oncoseg.verbs import RunContext, prepare
 
     prepared = prepare(task, "demo", context=RunContext("cpu"))
-    if WIDTHS["value"] == "demo":
+    if widths == "demo":
         return prepared
     metadata = prepared.model.metadata
     widths = _default_widths(task, training_settings(task), metadata.architecture_args)
@@ -226,7 +223,7 @@ def _prepared(task: str):
                     prepared.settings)
 
 
-def rectal_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def rectal_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from oncoseg.orientation import canonical_images
     from oncoseg.rectal.dense import probability_map
     from oncoseg.rectal.preprocessing import ROLES, prepare
@@ -234,15 +231,15 @@ def rectal_stage(folder: Path, quick: bool) -> Callable[[], object]:
     case = _case("rectal", folder)
     ready = prepare(canonical_images({r: case.read(r) for r in ROLES}), "none")
     channels = ready.channels[:, :2] if quick else ready.channels
-    network = _prepared("rectal").network
+    network = _prepared("rectal", widths).network
     return lambda: probability_map(network, channels)
 
 
-def oar_ct_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def oar_ct_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from oncoseg.oar.ct.predict import organ_probabilities
     from oncoseg.oar.ct.preprocessing import to_working_grid, working_grid
 
-    prepared = _prepared("oar-ct")
+    prepared = _prepared("oar-ct", widths)
     settings, metadata = prepared.settings, prepared.model.metadata
     image = _case("oar-ct", folder).read("ct")
     hu = to_working_grid(image, working_grid(image, settings.grid_spacing))
@@ -252,27 +249,27 @@ def oar_ct_stage(folder: Path, quick: bool) -> Callable[[], object]:
     return lambda: organ_probabilities(hu, prepared.network, settings, patch)
 
 
-def oar_mr_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def oar_mr_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     import SimpleITK as sitk
 
     from oncoseg.oar.mr.predict import slice_outputs
     from oncoseg.oar.mr.preprocessing import network_view, scale_scan, working_volume
 
-    prepared = _prepared("oar-mr")
+    prepared = _prepared("oar-mr", widths)
     settings = prepared.settings
     array = sitk.GetArrayFromImage(network_view(_case("oar-mr", folder).read("mr")))
     working = working_volume(scale_scan(array[:4] if quick else array), settings.size)
     return lambda: [m for _, m, _ in slice_outputs(working, prepared.network, settings)]
 
 
-def staging_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def staging_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from dataclasses import replace
 
     from oncoseg.orientation import to_canonical
     from oncoseg.staging.predict import volume_scores
     from oncoseg.staging.preprocessing import prepare_volume
 
-    prepared = _prepared("staging")
+    prepared = _prepared("staging", widths)
     settings = prepared.settings
     volume = prepare_volume(to_canonical(_case("staging", folder).read("t2w")), settings)
     array = volume.array[:4] if quick else volume.array
@@ -291,22 +288,22 @@ def _brain_volume(folder: Path, quick: bool):
     return volume
 
 
-def brain_2d_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def brain_2d_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from oncoseg.brain.predict import features_2d
 
-    ensemble = _prepared("brain").network.eval()
+    ensemble = _prepared("brain", widths).network.eval()
     volume = _brain_volume(folder, quick)
     kinds = dict.fromkeys(net.features_from for net in ensemble.nets3d)
     return lambda: [features_2d(ensemble.models_2d(k), volume.array, volume.present)
                     for k in kinds]
 
 
-def brain_3d_stage(folder: Path, quick: bool) -> Callable[[], object]:
+def brain_3d_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from dataclasses import replace
 
     from oncoseg.brain.predict import features_2d, member_probabilities
 
-    prepared = _prepared("brain")
+    prepared = _prepared("brain", widths)
     ensemble, settings = prepared.network.eval(), prepared.settings
     volume = _brain_volume(folder, quick)
     config = replace(settings, patch=16) if quick else settings
@@ -320,9 +317,10 @@ STAGES = {"rectal": rectal_stage, "oar-ct": oar_ct_stage, "oar-mr": oar_mr_stage
           "staging": staging_stage, "brain-2d": brain_2d_stage, "brain-3d": brain_3d_stage}
 
 
-def measure(task: str, folder: Path, quick: bool, repeat: int, peak: float) -> dict:
+def measure(task: str, folder: Path, quick: bool, repeat: int, peak: float,
+            widths: str = "demo") -> dict:
     """Seconds, FLOPs, GFLOP/s and fraction of the peak of one task's network stage."""
-    stage = STAGES[task](folder, quick)
+    stage = STAGES[task](folder, quick, widths)
     seconds = best_seconds(stage, repeat)
     flops = count_flops(stage)
     calls = convolution_shapes(stage)
@@ -347,14 +345,14 @@ def main() -> None:
                              "the tasks' training builds by default (random weights)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    WIDTHS["value"] = args.widths
     repeat = args.repeat or (1 if args.quick else 3)
     torch.manual_seed(0)
     peak = machine_peak(args.quick, repeat)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for task in args.tasks:
-            rows.append(measure(task, Path(tmp), args.quick, repeat, peak["peak_gflops"]))
+            rows.append(measure(task, Path(tmp), args.quick, repeat, peak["peak_gflops"],
+                                args.widths))
     summary = {**peak, "threads": torch.get_num_threads(), "torch": torch.__version__,
                "quick": args.quick, "widths": args.widths, "tasks": rows}
     lines = [f"Convolution peak ({torch.get_num_threads()} threads, channels-last): "
