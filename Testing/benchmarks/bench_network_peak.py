@@ -1,6 +1,7 @@
 """Each task's network stage against the machine's convolution peak, measured in the same run.
 
-The peak: the best GFLOP/s torch reaches on a few large channels-last convolutions (3D and 2D,
+Each task's stage runs in a process of its own, as a prediction does. The peak: the best
+GFLOP/s torch reaches on a few large channels-last convolutions (3D and 2D,
 64-256 channels) with the run's threads. Then each task's network stage, exactly as its
 prediction code runs it, on its shipped demo model and a phantom case (preprocessed as
 prediction preprocesses it; only the network stage is timed): rectal (dense form), oar-ct
@@ -27,6 +28,9 @@ networks a user trains.
 from __future__ import annotations
 
 import argparse
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -335,6 +339,18 @@ def measure(task: str, folder: Path, quick: bool, repeat: int, peak: float,
             "channels_last_flop_share": round(channels_last, 3)}
 
 
+def measure_apart(task: str, quick: bool, repeat: int, peak: float, widths: str) -> dict:
+    """:func:`measure` in a process of its own, as each prediction runs: what an earlier stage
+    left in malloc's heap changes a later one's time (oar-ct's stage after the brain stages:
+    1.56 s, first after the rectal one: 1.26-1.31 s; dev CPU)."""
+    command = [sys.executable, __file__, "--stage", task, "--repeat", str(repeat),
+               "--peak", str(peak), "--widths", widths, *(["--quick"] if quick else [])]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {task} stage failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny inputs (the suite's run)")
@@ -344,15 +360,19 @@ def main() -> None:
                         help="the demo models as shipped, or their architectures at the widths "
                              "the tasks' training builds by default (random weights)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--stage", choices=TASKS, help=argparse.SUPPRESS)  # one, in this process
+    parser.add_argument("--peak", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args()
     repeat = args.repeat or (1 if args.quick else 3)
     torch.manual_seed(0)
+    if args.stage:
+        with tempfile.TemporaryDirectory() as tmp:
+            print(json.dumps(measure(args.stage, Path(tmp), args.quick, repeat, args.peak,
+                                     args.widths)))
+        return
     peak = machine_peak(args.quick, repeat)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for task in args.tasks:
-            rows.append(measure(task, Path(tmp), args.quick, repeat, peak["peak_gflops"],
-                                args.widths))
+    rows = [measure_apart(task, args.quick, repeat, peak["peak_gflops"], args.widths)
+            for task in args.tasks]
     summary = {**peak, "threads": torch.get_num_threads(), "torch": torch.__version__,
                "quick": args.quick, "widths": args.widths, "tasks": rows}
     lines = [f"Convolution peak ({torch.get_num_threads()} threads, channels-last): "
