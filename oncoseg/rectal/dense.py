@@ -25,34 +25,44 @@ from oncoseg.rectal.network import RectalPaperCNN, RectalPatchCNN
 # Bytes per slice pixel of the dense pass's widest intermediate map (fc1's 256 channels,
 # float32), counted on the slice with its patch margin.
 _WIDEST_BYTES_PER_PIXEL = 256 * 4
-# glibc's malloc serves a block from its heap, where a freed block is reused as it is, once a
-# block that size has been freed, up to 32 MiB on 64-bit systems (its dynamic mmap threshold's
-# ceiling); a larger block is mapped afresh for every batch, and the kernel faults in and zeroes
-# each of its pages again. Batches whose widest map
-# stays under it run the rectal phantom's dense pass in 0.38 s instead of 0.53 s with the whole
-# 20-slice volume in one batch (bench_network_peak's stage, dev CPU; 56-59 % -> about 80 % of the
-# machine's convolution peak).
+# On the CPU, glibc's malloc serves a block from its heap, where a freed block is reused as it
+# is, once a block that size has been freed, up to 32 MiB on 64-bit systems (its dynamic mmap
+# threshold's ceiling); a larger block is mapped afresh for every batch, and the kernel faults in
+# and zeroes each of its pages again. Batches whose widest map stays under it run the rectal
+# phantom's dense pass in 0.38 s instead of 0.53 s with the whole 20-slice volume in one batch
+# (bench_network_peak's stage, dev CPU; 56-59 % -> about 80 % of the machine's convolution
+# peak). A GPU's caching allocator keeps its blocks: there, batches are as large as a memory
+# budget allows (fewer kernel launches), as before on every device.
 _HEAP_BLOCK_BYTES = 32 * 2**20
+_GPU_SLICES_BYTES = 512 * 2**20  # the dense pass's budget
+_GPU_PATCHES_BYTES = 256 * 2**20  # the paper network's per-voxel budget
 
 
-def slices_per_batch(height: int, width: int) -> int:
-    """How many slices go through together: as many as keep the widest map in one of malloc's
-    heap blocks, at least one (a slice wider than that is one batch)."""
+def slices_per_batch(height: int, width: int, device: str = "cpu") -> int:
+    """How many slices go through together (at least one): on the CPU as many as keep the
+    widest map in one of malloc's heap blocks; elsewhere as many as fit the memory budget."""
     margin = 20  # the patch margin around a padded slice
     per_slice = (height + margin) * (width + margin) * _WIDEST_BYTES_PER_PIXEL
-    return max(1, _HEAP_BLOCK_BYTES // per_slice)
+    if torch.device(device).type == "cpu":
+        return max(1, _HEAP_BLOCK_BYTES // per_slice)
+    return max(1, _GPU_SLICES_BYTES // (2 * per_slice))  # the widest map and its layer's input
 
 
 # Bytes per voxel of the paper network's widest map in its per-patch pass (conv2's float32
-# output, 48 x 29 x 29).
+# output, 48 x 29 x 29), and of all its maps alive together (conv2's and conv1's outputs, each
+# before and after the activation, and the copied patch).
 _PAPER_WIDEST_BYTES_PER_VOXEL = 48 * 29 * 29 * 4
+_PAPER_BYTES_PER_VOXEL = (2 * 48 * 29 * 29 + 2 * 24 * 25 * 25 + 3 * 21 * 21) * 4
 
 
-def voxels_per_batch() -> int:
-    """How many voxels' patches the paper network classifies together: as many as keep its
-    widest map in one of malloc's heap blocks (207; 3 x 3 x 80 x 80 voxels in 8.7 s, against
-    12.6 s in batches of 598, the 256 MB budget used before; dev CPU)."""
-    return max(1, _HEAP_BLOCK_BYTES // _PAPER_WIDEST_BYTES_PER_VOXEL)
+def voxels_per_batch(device: str = "cpu") -> int:
+    """How many voxels' patches the paper network classifies together: on the CPU as many as
+    keep its widest map in one of malloc's heap blocks (207; 3 x 3 x 80 x 80 voxels in 8.7 s,
+    against 12.6 s in batches of 598, the memory budget it had before; dev CPU); elsewhere as
+    many as fit the memory budget (598)."""
+    if torch.device(device).type == "cpu":
+        return max(1, _HEAP_BLOCK_BYTES // _PAPER_WIDEST_BYTES_PER_VOXEL)
+    return max(1, _GPU_PATCHES_BYTES // _PAPER_BYTES_PER_VOXEL)
 
 
 def probability_map(network: RectalPatchCNN | RectalPaperCNN, channels: np.ndarray,
@@ -76,7 +86,7 @@ def patch_probability_map(network: RectalPaperCNN, channels: np.ndarray, device:
     _, depth, height, width = channels.shape
     size = network.patch_size
     half = size // 2
-    batch = batch or voxels_per_batch()
+    batch = batch or voxels_per_batch(device)
     output = np.empty((depth, height, width), np.float32)
     total = depth * height * width
     done = 0
@@ -109,7 +119,7 @@ def dense_probability_map(network: RectalPatchCNN, channels: np.ndarray, device:
     # faster than the default layout on the development CPU
     network.eval().to(memory_format=torch.channels_last)
     _, depth, height, width = channels.shape
-    batch = batch or slices_per_batch(height, width)
+    batch = batch or slices_per_batch(height, width, device)
     output = np.empty((depth, height, width), np.float32)
     slices = torch.from_numpy(np.ascontiguousarray(channels.transpose(1, 0, 2, 3)))
     for start in range(0, depth, batch):
