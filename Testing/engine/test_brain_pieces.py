@@ -185,3 +185,23 @@ def test_channels_last_weights_converts_2d_and_3d_weights_of_one_network():
             assert p.is_contiguous(memory_format=torch.channels_last_3d), name
     assert any(p.dim() == 4 and not p.is_contiguous() for p in ensemble.parameters())
     assert any(p.dim() == 5 and not p.is_contiguous() for p in ensemble.parameters())
+
+
+def test_2d_slice_batches_keep_the_widest_map_in_a_heap_block(monkeypatch):
+    """On the CPU a 2D model's slices go through in batches whose widest map (6 x the width
+    channels at full resolution) fits one of malloc's reusable 32 MiB blocks, at most
+    SLICE_BATCH; on a GPU SLICE_BATCH. The batch size never changes the scores."""
+    from oncoseg.brain import predict
+    from oncoseg.brain.network import Brain2D
+
+    torch.manual_seed(0)
+    network = Brain2D(width=8).eval()
+    assert predict.slice_batch(network, (240, 240)) == 3  # 48 x 240 x 240 x 4 bytes a slice
+    assert predict.slice_batch(network, (96, 80)) == predict.SLICE_BATCH
+    assert predict.slice_batch(network, (240, 240), "cuda") == predict.SLICE_BATCH
+    assert predict.slice_batch(Brain2D(width=64), (1024, 1024)) == 1  # still progresses
+    volume = np.random.default_rng(0).random((4, 7, 20, 18), dtype=np.float32)
+    present = np.ones(4, bool)
+    scores = predict.scores_2d(network, volume, present, "axial")
+    monkeypatch.setattr(predict, "slice_batch", lambda *args, **kwargs: 2)
+    assert np.array_equal(predict.scores_2d(network, volume, present, "axial"), scores)

@@ -19,21 +19,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from oncoseg.device import heap_batch, runs_on_cpu
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.network import RectalPaperCNN, RectalPatchCNN
 
 # Bytes per slice pixel of the dense pass's widest intermediate map (fc1's 256 channels,
 # float32), counted on the slice with its patch margin.
 _WIDEST_BYTES_PER_PIXEL = 256 * 4
-# On the CPU, glibc's malloc serves a block from its heap, where a freed block is reused as it
-# is, once a block that size has been freed, up to 32 MiB on 64-bit systems (its dynamic mmap
-# threshold's ceiling); a larger block is mapped afresh for every batch, and the kernel faults in
-# and zeroes each of its pages again. Batches whose widest map stays under it run the rectal
-# phantom's dense pass in 0.38 s instead of 0.53 s with the whole 20-slice volume in one batch
-# (bench_network_peak's stage, dev CPU; 56-59 % -> about 80 % of the machine's convolution
-# peak). A GPU's caching allocator keeps its blocks: there, batches are as large as a memory
-# budget allows (fewer kernel launches), as before on every device.
-_HEAP_BLOCK_BYTES = 32 * 2**20
+# A GPU's caching allocator keeps its blocks: there, batches are as large as a memory budget
+# allows (fewer kernel launches), as before on every device; on the CPU they keep the widest
+# map in one of malloc's heap blocks (oncoseg.device.heap_batch: 0.53 -> 0.38 s for the rectal
+# phantom's dense pass, 56-59 % -> about 80 % of the machine's convolution peak).
 _GPU_SLICES_BYTES = 512 * 2**20  # the dense pass's budget
 _GPU_PATCHES_BYTES = 256 * 2**20  # the paper network's per-voxel budget
 
@@ -43,8 +39,8 @@ def slices_per_batch(height: int, width: int, device: str = "cpu") -> int:
     widest map in one of malloc's heap blocks; elsewhere as many as fit the memory budget."""
     margin = 20  # the patch margin around a padded slice
     per_slice = (height + margin) * (width + margin) * _WIDEST_BYTES_PER_PIXEL
-    if torch.device(device).type == "cpu":
-        return max(1, _HEAP_BLOCK_BYTES // per_slice)
+    if runs_on_cpu(device):
+        return heap_batch(per_slice)
     return max(1, _GPU_SLICES_BYTES // (2 * per_slice))  # the widest map and its layer's input
 
 
@@ -60,8 +56,8 @@ def voxels_per_batch(device: str = "cpu") -> int:
     keep its widest map in one of malloc's heap blocks (207; 3 x 3 x 80 x 80 voxels in 8.7 s,
     against 12.6 s in batches of 598, the memory budget it had before; dev CPU); elsewhere as
     many as fit the memory budget (598)."""
-    if torch.device(device).type == "cpu":
-        return max(1, _HEAP_BLOCK_BYTES // _PAPER_WIDEST_BYTES_PER_VOXEL)
+    if runs_on_cpu(device):
+        return heap_batch(_PAPER_WIDEST_BYTES_PER_VOXEL)
     return max(1, _GPU_PATCHES_BYTES // _PAPER_BYTES_PER_VOXEL)
 
 
