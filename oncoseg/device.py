@@ -109,4 +109,3 @@ def heap_batch(widest_bytes_per_item: int) -> int:
     """Items per batch on the CPU (at least one): as many as keep a batch's widest
     intermediate map within one of malloc's reusable heap blocks."""
     return max(1, HEAP_BLOCK_BYTES // max(1, widest_bytes_per_item))
-

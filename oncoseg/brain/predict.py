@@ -55,7 +55,7 @@ def slice_batch(network: torch.nn.Module, size: tuple[int, int], device: str = "
     if not runs_on_cpu(device):
         return SLICE_BATCH
     multiple = 2 ** network.levels
-    height, width = (-(-n // multiple) * multiple for n in size)
+    height, width = (n + -n % multiple for n in size)  # as pad_to_multiple pads them
     return min(SLICE_BATCH, heap_batch(3 * network.head.in_channels * height * width * 4))
 
 
