@@ -47,7 +47,14 @@ def test_ct_body_holds_the_gas_in_the_bowel_and_leaves_the_air_out():
 def test_a_thin_ct_and_a_ct_padded_with_air_get_no_organ_outside_the_body(ct):
     full = verbs.predict("oar-ct", {"ct": ct})
     thin = ct[:, :, 10:30]  # 20 slices: thinner than the model's window
-    padding = int(np.ceil(100 / ct.GetSpacing()[0]))  # 100 mm of air each side
+    # at least 100 mm of air each side, a whole number of the demo's 3 mm working voxels too
+    # (40 x 2.7 mm = 108 mm), so that the working grid samples the patient where it did
+    # without the air: what is compared is the air's effect alone, not a shift of the grid
+    # (that one is measured on tilted and moved grids in test_orientation)
+    padding = 40
+    in_working_voxels = padding * ct.GetSpacing()[0] / 3.0
+    assert padding * ct.GetSpacing()[0] >= 100
+    assert abs(in_working_voxels - round(in_working_voxels)) < 1e-6
     padded = sitk.ConstantPad(ct, [padding, padding, 0], [padding, padding, 0], -1024)
     for name, image in (("full", ct), ("thin", thin), ("padded", padded)):
         prediction = full if name == "full" else verbs.predict("oar-ct", {"ct": image})
@@ -60,6 +67,5 @@ def test_a_thin_ct_and_a_ct_padded_with_air_get_no_organ_outside_the_body(ct):
             dice = {s.name: 2 * ((truth == s.label) & (inside == s.label)).sum()
                     / ((truth == s.label).sum() + (inside == s.label).sum()) for s in CT_SEGMENTS}
             print("padded vs not, Dice per label:", dice)
-            # the nodal CTV, a thin tube, moves with the working grid's half-voxel shift
-            # (docs/RESULTS.md, "Thin and padded CT")
-            assert all(d >= (0.85 if n == "Nodal CTV" else 0.95) for n, d in dice.items()), dice
+            # figures in docs/RESULTS.md, "Thin and padded CT"
+            assert all(d >= 0.95 for d in dice.values()), dice

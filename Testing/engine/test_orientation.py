@@ -50,8 +50,7 @@ GOAL = 0.95
 # reach, so that a regression still fails; every storage order without tilt must reach GOAL.
 BELOW_GOAL_WHEN_TILTED = {
     "Rectal tumour": 0.88,
-    "Bladder": 0.90,
-    "Nodal CTV": 0.78,
+    "Nodal CTV": 0.88,
     "Stomach": 0.87,
     "Small bowel": 0.88,
     "Large bowel": 0.65,
