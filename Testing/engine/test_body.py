@@ -50,7 +50,7 @@ def test_a_thin_ct_and_a_ct_padded_with_air_get_no_organ_outside_the_body(ct):
     # at least 100 mm of air each side, a whole number of the demo's 3 mm working voxels too
     # (40 x 2.7 mm = 108 mm), so that the working grid samples the patient where it did
     # without the air: what is compared is the air's effect alone, not a shift of the grid
-    # (that one is measured on tilted and moved grids in test_orientation)
+    # (what a grid that samples elsewhere does is measured on test_orientation's tilted CT)
     padding = 40
     in_working_voxels = padding * ct.GetSpacing()[0] / 3.0
     assert padding * ct.GetSpacing()[0] >= 100
