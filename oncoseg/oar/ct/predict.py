@@ -132,6 +132,9 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                     f"{' x '.join(map(str, image.GetSize()))} voxels: there they would take "
                     f"{format_bytes(full_grid_probability_bytes(image))}; viewers place them "
                     "by their own geometry")
+    messages.extend(smaller_than_window(grid, patch))
+    if not labels.any():
+        messages.append("no organ was found in this CT")
     if metadata.demo:
         messages.append(DEMO_NOTE)
     messages.extend(notes)
@@ -145,6 +148,21 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                                   "size": list(grid.GetSize())},
                  "probability_grid": "ct" if full_grid else "working grid"},
         messages=messages)
+
+
+def smaller_than_window(grid: sitk.Image, patch: Sequence[int]) -> list[str]:
+    """A note where the CT on the network's grid is shorter than the window along some axis:
+    the window is then part air, which training patches (drawn inside the scans) never are,
+    so an organ can be lost without any other sign (a 20-slice CT gets none from the demo)."""
+    size_zyx = grid.GetSize()[::-1]
+    short = [f"{n} of the window's {p} voxels along {axis}"
+             for axis, n, p in zip("zyx", size_zyx, patch, strict=True) if n < p]
+    if not short:
+        return []
+    return [f"the CT is smaller than the model's window on its "
+            f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm grid ({', '.join(short)}): "
+            f"the rest of each window was filled with air ({AIR_HU:g} HU), which the "
+            "model never saw in training; organs may be missing or cut: check each one"]
 
 
 def full_grid_probability_bytes(image: sitk.Image) -> int:
