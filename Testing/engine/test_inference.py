@@ -146,8 +146,12 @@ def _prepared_equals_module(net, *inputs, memory_format=CL3):
     with torch.inference_mode():
         expected = net(*inputs)
     prepared = prepare_for_inference(net, inputs[0].shape[2:])
+    given = [x.contiguous(memory_format=memory_format) for x in inputs]
+    kept = [x.clone() for x in given]
     with torch.inference_mode():
-        got = prepared(*[x.contiguous(memory_format=memory_format) for x in inputs])
+        got = prepared(*given)
+    for x, before in zip(given, kept, strict=True):  # layers in place never touch the input
+        torch.testing.assert_close(x, before, rtol=0, atol=0)
     torch.testing.assert_close(got, expected, atol=5e-5, rtol=0)
     torch.testing.assert_close(torch.softmax(got, 1), torch.softmax(expected, 1), atol=1e-5,
                                rtol=0)
@@ -172,6 +176,9 @@ def test_prepared_oar_ct_network_equals_the_module():
     assert {ChannelsLastInstanceNorm, PatchTransposedConv, PointwiseConv, DirectConv} <= kinds
     assert not kinds & {torch.nn.InstanceNorm3d, torch.nn.ConvTranspose3d, torch.nn.Conv3d}
     assert all(m.inplace for m in prepared.eager.modules() if isinstance(m, torch.nn.LeakyReLU))
+    # each norm follows a convolution, whose fresh output it may overwrite
+    assert all(m.inplace for m in prepared.eager.modules()
+               if isinstance(m, ChannelsLastInstanceNorm))
     # the caller's module is untouched: same types, same weights, trainable
     assert torch.nn.InstanceNorm3d in _kinds(net) and torch.nn.Conv3d in _kinds(net)
     for k, v in net.state_dict().items():
@@ -205,7 +212,8 @@ def test_prepared_batch_norm_network_is_folded_and_equal():
 
 def test_instance_norm_statistics_where_the_mean_dwarfs_the_spread():
     # mean^2 far above the variance (2500x) takes the centred route; both routes are as
-    # close to the float64 norm as PyTorch's float32 norm is (measured: 3-6e-6 for both)
+    # close to the float64 norm as PyTorch's float32 norm is (measured: 3-6e-6 for both),
+    # in place or not
     norm = torch.nn.InstanceNorm3d(3, affine=True).eval()
     with torch.no_grad():
         norm.weight.copy_(torch.tensor([0.5, 1.0, 2.0]))
@@ -218,6 +226,11 @@ def test_instance_norm_statistics_where_the_mean_dwarfs_the_spread():
         exact = torch.nn.functional.instance_norm(x.double(), weight=norm.weight.double(),
                                                   bias=norm.bias.double(), eps=norm.eps)
         torch.testing.assert_close(got.double(), exact, atol=1e-5, rtol=0)
+        in_place = ChannelsLastInstanceNorm(norm)
+        in_place.inplace = True
+        overwritten = x.clone()
+        assert in_place(overwritten).data_ptr() == overwritten.data_ptr()
+        torch.testing.assert_close(overwritten, got, atol=1e-6, rtol=0)
         torch.testing.assert_close(norm(x).double(), exact, atol=1e-5, rtol=0)
         assert got.is_contiguous(memory_format=CL3)
 
