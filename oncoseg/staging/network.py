@@ -73,7 +73,8 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = self.bn2(self.conv2(out))
-        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)), inplace=True)
+        out += x if self.shortcut is None else self.shortcut(x)  # out is fresh: in place
+        return F.relu(out, inplace=True)
 
 
 def aggregate(features: torch.Tensor, how: str) -> torch.Tensor:

@@ -42,7 +42,8 @@ class Bottleneck(nn.Module):
         out = F.relu(self.bn1(self.conv1(x)), inplace=True)
         out = F.relu(self.bn2(self.conv2(out)), inplace=True)
         out = self.bn3(self.conv3(out))
-        return F.relu(out + identity, inplace=True)
+        out += identity  # out is fresh: in place spares a map's allocation (as torchvision)
+        return F.relu(out, inplace=True)
 
 
 class ResNet50Backbone(nn.Module):
