@@ -86,7 +86,7 @@ def test_3d_normalisation_is_the_papers_none_by_default_and_old_files_keep_insta
     plain = Brain3D(width=2, levels=1)
     assert norm_layers(plain) == set() and plain.body.down[0][0][0].bias is not None
     assert norm_layers(Brain3D(width=2, levels=1, norm="batch")) == {torch.nn.BatchNorm3d}
-    # a file that does not record 'norm' (the demo's until 2026-12-05) was trained with instance norm
+    # a file that does not record 'norm' (the demo's until 2026-12-05): instance norm
     assert norm_layers(brain_3d(width=2, levels=1)) == {torch.nn.InstanceNorm3d}
     old = brain_ensemble(width_2d=2, levels_2d=1, members=[
         {"width": 2, "levels": 1, "import_at": "first"}])
