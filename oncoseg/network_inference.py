@@ -5,11 +5,12 @@ convolution is fast, but ``InstanceNorm`` is not. PyTorch's instance norm reshap
 channels-last input into a batch norm over ``(1, B * C, ...)``, which copies the whole
 activation into the default memory format and back (``aten::copy_``: 29 % of a MONAI BasicUNet's
 forward pass, the norm itself 13 %, on a 96^3 window). Here the norm is computed on the
-channels-last tensor as it lies (one ``var_mean`` and one fused multiply-add). Batch norm in
-eval is folded into the convolution before it, activations that follow a layer with a fresh
-output run in place, and with ``trace`` the result is traced and frozen per input shape
-(``torch.jit.freeze`` folds what is left and lets oneDNN fuse), checked against the eager
-network on the first batch of that shape, and dropped when it differs or fails.
+channels-last tensor as it lies (a column mean, a Gram product's diagonal and one fused
+multiply-add). Batch norm in eval is folded into the convolution before it, instance norms and
+activations that follow a layer with a fresh output run in place, and with ``trace`` the
+result is traced and frozen per input shape (``torch.jit.freeze`` folds what is left and lets
+oneDNN fuse), checked against the eager network on the first batch of that shape, and dropped
+when it differs or fails.
 
 The caller's module is never changed: everything works on a deep copy, so the module can still
 be trained, moved to a GPU or saved afterwards. The copy is made once per module and state and
