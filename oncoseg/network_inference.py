@@ -68,13 +68,14 @@ def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
     if not rows.is_contiguous() or x.dtype != torch.float32:
         var, mean = torch.var_mean(x, dim=tuple(range(2, x.dim())), keepdim=True,
                                    correction=0)
-        return var, mean, False  # Welford's: exact enough wherever the mean lies
-    rows = rows.reshape(x.shape[0], -1, x.shape[1])
-    mean = rows.mean(1, keepdim=True)  # (B, 1, C)
-    square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2)[:, None]
-    var = square / rows.shape[1] - mean * mean
-    far = bool((mean * mean > SHIFT_RATIO * var).any())
-    return var.reshape(keep), mean.reshape(keep), far
+    else:
+        rows = rows.reshape(x.shape[0], -1, x.shape[1])
+        mean = rows.mean(1, keepdim=True)  # (B, 1, C)
+        square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2)[:, None]
+        var = (square / rows.shape[1] - mean * mean).reshape(keep)
+        mean = mean.reshape(keep)
+    # far: the affine step x * scale - mean * scale would cancel too (whatever gave var)
+    return var, mean, bool((mean * mean > SHIFT_RATIO * var).any())
 
 
 class ChannelsLastInstanceNorm(nn.Module):

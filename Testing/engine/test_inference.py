@@ -233,6 +233,9 @@ def test_instance_norm_statistics_where_the_mean_dwarfs_the_spread():
         torch.testing.assert_close(overwritten, got, atol=1e-6, rtol=0)
         torch.testing.assert_close(norm(x).double(), exact, atol=1e-5, rtol=0)
         assert got.is_contiguous(memory_format=CL3)
+        # an input not in channels-last takes var_mean's route, centred too where far
+        plain = ChannelsLastInstanceNorm(norm)(x.contiguous())
+        torch.testing.assert_close(plain.double(), exact, atol=1e-5, rtol=0)
 
 
 def test_training_mode_module_runs_as_given():
