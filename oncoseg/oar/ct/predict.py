@@ -69,16 +69,37 @@ def organ_probabilities(hu: np.ndarray, network: torch.nn.Module, config: OarCtC
     """The network stage alone: softmax (K, z, y, x) of the HU volume on the network's grid,
     and the window's notes (what bench_network_peak times).
 
-    Smaller volumes are padded with air up to the window, which the network was built for. On
-    the CPU the network runs as network_inference's copy (oneDNN for every convolution,
+    A volume smaller than the window is padded up to it: in-plane with air (what surrounds a
+    patient), along the body's long axis by repeating the end slices (:func:`extend_along_body`).
+    On the CPU the network runs as network_inference's copy (oneDNN for every convolution,
     instance norm in channels-last): probabilities equal to 1e-5, not bit for bit."""
+    hu, kept = extend_along_body(hu, patch_size[0])
     window = SlidingWindow(window=tuple(patch_size), overlap=config.overlap,
                            batch_size=config.inference_batch, device=device, pad_value=AIR_HU,
                            prepare_network=True)
     probabilities = window(hu[None], network, hu_window(config.hu_low, config.hu_high),
                            finalize=lambda rows: torch.softmax(rows, dim=0),
                            progress=progress, cancel=cancel, stage="Segmenting").numpy()
+    if kept != slice(None):
+        probabilities = np.ascontiguousarray(probabilities[:, kept])
     return probabilities, window.notes
+
+
+def extend_along_body(hu: np.ndarray, window: int) -> tuple[np.ndarray, slice]:
+    """A CT with fewer slices than the window, its first and last slices repeated up to it, and
+    where the CT lies in the result.
+
+    A scan ends where the patient does not: filling the window with air above and below it
+    makes a window the model never saw in training (patches are drawn inside the scans), and
+    the demo model then finds no organ in a 20-slice CT. Repeated end slices continue the
+    anatomy the way the body does along its long axis (axis 0 of the canonical grid). In-plane,
+    air is what surrounds a patient, so the sliding window pads there with air."""
+    missing = window - hu.shape[0]
+    if missing <= 0:
+        return hu, slice(None)
+    before = missing // 2
+    extended = np.pad(hu, ((before, missing - before), (0, 0), (0, 0)), mode="edge")
+    return extended, slice(before, before + hu.shape[0])
 
 
 def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
@@ -152,17 +173,23 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
 
 def smaller_than_window(grid: sitk.Image, patch: Sequence[int]) -> list[str]:
     """A note where the CT on the network's grid is shorter than the window along some axis:
-    the window is then part air, which training patches (drawn inside the scans) never are,
-    so an organ can be lost without any other sign (a 20-slice CT gets none from the demo)."""
+    the window then holds what training patches (drawn inside the scans) never did, repeated
+    end slices or air (:func:`organ_probabilities`), so an organ near the scan's ends can be cut
+    or lost without any other sign."""
     size_zyx = grid.GetSize()[::-1]
     short = [f"{n} of the window's {p} voxels along {axis}"
              for axis, n, p in zip("zyx", size_zyx, patch, strict=True) if n < p]
     if not short:
         return []
+    filled = []
+    if size_zyx[0] < patch[0]:
+        filled.append("its first and last slices repeated along z")
+    if any(n < p for n, p in zip(size_zyx[1:], patch[1:], strict=True)):
+        filled.append(f"air ({AIR_HU:g} HU) in-plane")
     return [f"the CT is smaller than the model's window on its "
             f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm grid ({', '.join(short)}): "
-            f"the rest of each window was filled with air ({AIR_HU:g} HU), which the "
-            "model never saw in training; organs may be missing or cut: check each one"]
+            f"the rest of each window was filled with {' and '.join(filled)}, which the model "
+            "never saw in training; organs may be missing or cut: check each one"]
 
 
 def full_grid_probability_bytes(image: sitk.Image) -> int:
