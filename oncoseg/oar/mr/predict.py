@@ -17,6 +17,7 @@ from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.preprocessing import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
+from oncoseg.orientation import is_clearly_oblique, share_outside, tilt_degrees
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.slices import resize_slices
@@ -90,6 +91,19 @@ def label_map(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     return np.where(masks.any(axis=0), best + 1, 0).astype(np.uint8)
 
 
+def resliced_note(given: sitk.Image, view: sitk.Image) -> list[str]:
+    """What reslicing an oblique scan upright did, where it did: the reader should know that
+    the result was computed on other voxels, and which part of the scan it cannot cover."""
+    if not is_clearly_oblique(given):
+        return []
+    outside = share_outside(given, view)
+    return [f"the MR is tilted by {tilt_degrees(given):.1f} degrees from the body's axes: it was "
+            f"resliced upright (the GI model only saw upright axial slices) keeping its "
+            f"{view.GetSize()[0]} x {view.GetSize()[1]} matrix"
+            + (f"; {outside:.1%} of its voxels, the tilted slab's corners, lie outside and get "
+               "no organ" if outside > 0 else "")]
+
+
 def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunContext,
             hints: Hints) -> Prediction:
     """Stomach, small and large bowel on an abdominal MR volume or a Kaggle scans folder, with
@@ -112,7 +126,9 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
         if settings.probabilities:
             for index, spec in enumerate(GI_SEGMENTS):
                 probabilities[spec.name] = image_like(maps.probabilities[index], image)
-    messages = [DEMO_NOTE] if metadata.demo else []
+    messages = resliced_note(images["mr"], image)
+    if metadata.demo:
+        messages.append(DEMO_NOTE)
     return Prediction(
         task=OAR_MR.name, model=model_summary(prepared.model.path, metadata),
         images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
