@@ -131,10 +131,10 @@ def upright_grid(image: sitk.Image) -> sitk.Image:
     spacing (canonical x and y), centred on its box, and its whole box along z.
 
     A network that resizes every slice to one size (the GI model, as paper 001 does) reads an
-    organ's size through the matrix: the box covering a slab tilted by 20 degrees is 15 % wider,
-    which shrank the organs by as much and cost the large bowel 0.17 Dice besides the reslicing
-    itself (docs/RESULTS.md). The tilted slab's in-plane corners beyond the matrix are left out
-    (:func:`share_outside` says how much)."""
+    organ's size through the matrix: the box covering a slab tilted by 20 degrees is 16 % wider
+    (148 against 128 voxels), which shrank the organs by 14 % and cost the large bowel 0.17
+    Dice besides the reslicing itself (docs/RESULTS.md). The tilted slab's in-plane corners
+    beyond the matrix are left out (:func:`share_outside` says how much)."""
     own_size, spacing = canonical_geometry(image)[:2]
     covering = canonical_grid(image, tuple(spacing))
     size = np.asarray(covering.GetSize(), int)
@@ -150,15 +150,19 @@ def upright_grid(image: sitk.Image) -> sitk.Image:
     return grid
 
 
-def share_outside(image: sitk.Image, grid: sitk.Image) -> float:
-    """The share of ``image``'s voxels whose centres lie outside ``grid``'s box (what a result
-    computed on the grid and brought back cannot cover)."""
+def covered_by(grid: sitk.Image, image: sitk.Image) -> sitk.Image:
+    """A uint8 mask on ``image``'s voxels: 1 where the voxel's centre lies inside ``grid``'s box
+    (what a result computed on the grid and brought back can cover)."""
     inside = sitk.Image(grid.GetSize(), sitk.sitkUInt8) + 1
     inside.CopyInformation(grid)
-    covered = sitk.Resample(inside, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                            sitk.sitkUInt8)
-    return 1.0 - float(np.count_nonzero(sitk.GetArrayViewFromImage(covered))) \
-        / float(np.prod(image.GetSize(), dtype=np.float64))
+    return sitk.Resample(inside, image, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+
+
+def share_outside(image: sitk.Image, grid: sitk.Image) -> float:
+    """The share of ``image``'s voxels whose centres lie outside ``grid``'s box."""
+    covered = sitk.GetArrayViewFromImage(covered_by(grid, image))
+    return 1.0 - float(np.count_nonzero(covered)) / float(covered.size)
 
 
 def canonical_grid(image: sitk.Image, spacing: tuple[float, float, float] | None = None

@@ -28,6 +28,7 @@ from oncoseg.geometry import physical_bounds, resample_to_reference, same_grid
 from oncoseg.orientation import (
     canonical_geometry,
     canonical_grid,
+    covered_by,
     onto_grid,
     orientation_of,
     share_outside,
@@ -214,10 +215,7 @@ def _labelled(prediction, grid: sitk.Image, names: list[str], combine: str) -> n
 def _seen_by_both(tilted: sitk.Image, grid: sitk.Image) -> np.ndarray:
     """Voxels of the upright grid inside the tilted acquisition's field of view (the two
     acquisitions cover different corners of the body: only the shared part can agree)."""
-    inside = sitk.Image(tilted.GetSize(), sitk.sitkUInt8) + 1
-    inside.CopyInformation(tilted)
-    on_grid = sitk.Resample(inside, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
-    return sitk.GetArrayFromImage(sitk.BinaryErode(on_grid, [2, 2, 2])) > 0
+    return sitk.GetArrayFromImage(sitk.BinaryErode(covered_by(tilted, grid), [2, 2, 2])) > 0
 
 
 def truth_agreement(upright: dict[str, sitk.Image], tilted: dict[str, sitk.Image]) -> dict:
