@@ -57,6 +57,23 @@ MAX_TRACED_SHAPES = 4  # windows are one shape; the last batch of a run may be a
 SHIFT_RATIO = 4.0
 
 
+# Column sums of a (voxels, C) matrix run as sums of (voxels / k, k C) rows folded afterwards:
+# PyTorch's column reduction is slow for narrow rows (16 channels, 131072 voxels: 0.61 ms, as
+# rows of 512 values 0.27 ms, two threads), and rows this wide were never slower.
+FOLDED_ROW = 512
+
+
+def _column_mean(rows: Tensor) -> Tensor:
+    """(B, 1, C) mean of (B, N, C) rows, summed as (B, N / k, k C) rows where k = 512 / C
+    divides N."""
+    batch, count, channels = rows.shape
+    k = FOLDED_ROW // channels if FOLDED_ROW % channels == 0 else 1
+    if k <= 1 or count % k:
+        return rows.mean(1, keepdim=True)
+    partial = rows.reshape(batch, count // k, k * channels).sum(1)
+    return partial.reshape(batch, k, channels).sum(1, keepdim=True) / count
+
+
 def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
     """Per-sample, per-channel (biased) variance and mean over the spatial axes, shaped
     (B, C, 1, ...), and whether some mean is far from zero (the norm then centres and measures
@@ -70,7 +87,7 @@ def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
                                    correction=0)
     else:
         rows = rows.reshape(x.shape[0], -1, x.shape[1])
-        mean = rows.mean(1, keepdim=True)  # (B, 1, C)
+        mean = _column_mean(rows)  # (B, 1, C)
         square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2)[:, None]
         var = (square / rows.shape[1] - mean * mean).reshape(keep)
         mean = mean.reshape(keep)

@@ -118,6 +118,7 @@ def test_network_peak_benchmark_runs(widths, tasks):
     assert [t["task"] for t in summary["tasks"]] == tasks
     for task in summary["tasks"]:
         assert task["seconds"] > 0 and task["gflop"] > 0 and task["fraction_of_peak"] > 0
+        assert task["peak_gflops"] > 0 and task["fraction_of_run_peak"] > 0
 
 
 def test_predict_startup_benchmark_runs():

@@ -15,6 +15,7 @@ from oncoseg.network_inference import (
     DirectConv,
     PatchTransposedConv,
     PointwiseConv,
+    _column_mean,
     prepare_for_inference,
 )
 from oncoseg.oar.ct.network import OarUNet3D
@@ -236,6 +237,24 @@ def test_instance_norm_statistics_where_the_mean_dwarfs_the_spread():
         # an input not in channels-last takes var_mean's route, centred too where far
         plain = ChannelsLastInstanceNorm(norm)(x.contiguous())
         torch.testing.assert_close(plain.double(), exact, atol=1e-5, rtol=0)
+
+
+def test_instance_norm_with_column_sums_folded_into_wide_rows():
+    # 16 channels over 8 x 16 x 16 voxels: the column mean is summed as rows of 512 values
+    # (32 voxels each) and folded; the same norm as float64's, near zero and far from it
+    norm = torch.nn.InstanceNorm3d(16).eval()
+    generator = torch.Generator().manual_seed(10)
+    for offset in (0.0, 40.0):
+        x = (torch.randn(2, 16, 8, 16, 16, generator=generator) + offset).contiguous(
+            memory_format=CL3)
+        exact = torch.nn.functional.instance_norm(x.double(), eps=norm.eps)
+        torch.testing.assert_close(ChannelsLastInstanceNorm(norm)(x).double(), exact,
+                                   atol=1e-5, rtol=0)
+    rows = x.permute(0, 2, 3, 4, 1).reshape(2, -1, 16)
+    torch.testing.assert_close(_column_mean(rows).double(),
+                               rows.double().mean(1, keepdim=True), atol=1e-5, rtol=0)
+    odd = rows[:, :2047]  # a voxel count 32 does not divide: summed as it is
+    torch.testing.assert_close(_column_mean(odd), odd.mean(1, keepdim=True))
 
 
 def test_training_mode_module_runs_as_given():
