@@ -161,7 +161,8 @@ def covered_by(grid: sitk.Image, image: sitk.Image) -> sitk.Image:
 
 def share_outside(image: sitk.Image, grid: sitk.Image) -> float:
     """The share of ``image``'s voxels whose centres lie outside ``grid``'s box."""
-    covered = sitk.GetArrayViewFromImage(covered_by(grid, image))
+    mask = covered_by(grid, image)  # kept: a view of a freed image reads freed memory
+    covered = sitk.GetArrayViewFromImage(mask)
     return 1.0 - float(np.count_nonzero(covered)) / float(covered.size)
 
 
