@@ -127,8 +127,10 @@ def test_lend_keeps_the_main_thread_s_rhythm(monkeypatch):
     worker = Worker(pure_python_steps, stop)
     clock = FakeClock()
     monkeypatch.setattr(worker_module.time, "perf_counter", clock.perf_counter)
+    # the run's thread ends (sets the event) once ``stop`` is set: its set() is a no-op here
     monkeypatch.setattr(worker, "_finished", SimpleNamespace(wait=clock.wait,
-                                                             is_set=lambda: False))
+                                                             is_set=lambda: False,
+                                                             set=lambda: None))
     worker._back = clock.now
     returns = []
     for tick in range(12):
@@ -146,6 +148,8 @@ def test_lend_keeps_the_main_thread_s_rhythm(monkeypatch):
     clock.now += 0.1
     worker.lend(0.04)
     assert clock.waits[-1] == pytest.approx(0.02)
+    worker.thread.join(10)  # nothing of the run outlives the test
+    assert not worker.thread.is_alive()
 
 
 def test_loss_plot_builds_a_chart_and_appends_epochs(mrml):
