@@ -83,15 +83,16 @@ def conv_gflops(dims: int, batch: int, cin: int, cout: int, size: tuple[int, ...
     return flops / seconds / 1e9
 
 
-def machine_peak(quick: bool, repeat: int, narrow: bool = True) -> dict:
+def machine_peak(quick: bool, repeat: int, with_narrow: bool = True) -> dict:
     """Best GFLOP/s over a few large channels-last convolutions, per shape and overall (and
-    the narrow shapes' GFLOP/s, unless ``quick`` or not ``narrow``)."""
+    the narrow shapes' GFLOP/s, unless ``quick`` or not ``with_narrow``)."""
     shapes = {}
     for dims, batch, cin, cout, size, kernel in (QUICK_PEAK_SHAPES if quick else PEAK_SHAPES):
         name = f"conv{dims}d {cin}->{cout} {'x'.join(map(str, size))} b{batch}"
         shapes[name] = round(conv_gflops(dims, batch, cin, cout, size, kernel, repeat), 1)
     narrow = {}
-    for dims, batch, cin, cout, size, kernel in (NARROW_SHAPES if narrow and not quick else ()):
+    measured = NARROW_SHAPES if with_narrow and not quick else ()
+    for dims, batch, cin, cout, size, kernel in measured:
         name = f"conv{dims}d {cin}->{cout} {'x'.join(map(str, size))} b{batch}"
         narrow[name] = round(conv_gflops(dims, batch, cin, cout, size, kernel, repeat), 1)
     return {"peak_gflops": max(shapes.values()), "peak_shapes": shapes, "narrow_shapes": narrow}
@@ -331,9 +332,9 @@ def measure(task: str, folder: Path, quick: bool, repeat: int, peak: float,
     within minutes, so a peak measured a minute earlier says less about the stage's moment.
     The fraction of the run's first peak (``peak``) is reported too."""
     stage = STAGES[task](folder, quick, widths)
-    before = machine_peak(quick, repeat, narrow=False)["peak_gflops"]
+    before = machine_peak(quick, repeat, with_narrow=False)["peak_gflops"]
     seconds = best_seconds(stage, repeat)
-    local = max(before, machine_peak(quick, repeat, narrow=False)["peak_gflops"])
+    local = max(before, machine_peak(quick, repeat, with_narrow=False)["peak_gflops"])
     flops = count_flops(stage)
     calls = convolution_shapes(stage)
     ceiling, biggest = shape_ceiling(calls, repeat)
