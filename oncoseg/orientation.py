@@ -137,12 +137,13 @@ def upright_grid(image: sitk.Image) -> sitk.Image:
     beyond the matrix are left out (:func:`share_outside` says how much)."""
     own_size, spacing = canonical_geometry(image)[:2]
     covering = canonical_grid(image, tuple(spacing))
-    size = np.asarray(covering.GetSize(), int)
+    if not is_clearly_oblique(image):
+        return covering  # the canonical grid itself: nothing to reslice
+    size = np.asarray(covering.GetSize(), int)  # axis-aligned: the in-plane axes are x and y
     origin = np.asarray(covering.GetOrigin(), float)
-    if is_clearly_oblique(image):  # axis-aligned: the in-plane axes are x and y
-        in_plane = np.asarray(own_size[:2], int)
-        origin[:2] += (size[:2] - in_plane) / 2 * np.asarray(covering.GetSpacing())[:2]
-        size[:2] = in_plane
+    in_plane = np.asarray(own_size[:2], int)
+    origin[:2] += (size[:2] - in_plane) / 2 * np.asarray(covering.GetSpacing())[:2]
+    size[:2] = in_plane
     grid = sitk.Image([int(s) for s in size], sitk.sitkUInt8)
     grid.SetSpacing(covering.GetSpacing())
     grid.SetOrigin(tuple(float(v) for v in origin))

@@ -10,6 +10,7 @@ from scipy import ndimage
 from oncoseg import verbs
 from oncoseg.body import ct_body, nonzero_body
 from oncoseg.io.volumes import read_image
+from oncoseg.metrics import dice
 from oncoseg.oar.ct.task import CT_SEGMENTS
 
 
@@ -32,12 +33,8 @@ def _outside_body(prediction, image: sitk.Image) -> dict[str, int]:
 
 def _dice_per_label(truth: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Dice per organ; an organ in neither map is not in the result (nothing to compare)."""
-    dice = {}
-    for s in CT_SEGMENTS:
-        a, b = truth == s.label, labels == s.label
-        if a.any() or b.any():
-            dice[s.name] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
-    return dice
+    return {s.name: dice(labels == s.label, truth == s.label) for s in CT_SEGMENTS
+            if (truth == s.label).any() or (labels == s.label).any()}
 
 
 def test_ct_body_holds_the_gas_in_the_bowel_and_leaves_the_air_out():
