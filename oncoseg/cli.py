@@ -472,6 +472,7 @@ def _cmd_phantom(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from oncoseg.device import resolve_device
+    from oncoseg.distributed import is_main_process
     from oncoseg.tasks import get_task
     from oncoseg.verbs import RunContext, TrainOptions, train
 
@@ -486,10 +487,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
             raise InputError("--stage", f"task '{task.name}' is not trained in stages")
         overrides["stage"] = args.stage
     context = RunContext(resolve_device(args.device), _progress(args.progress), CancelToken())
-    _say_licences(args.license, args.dataset)
+    if is_main_process():  # once per torchrun job, not once per process
+        _say_licences(args.license, args.dataset)
     model = train(task, args.dataset, args.output, overrides, context, args.layout,
                   TrainOptions(args.resume, args.description, args.synthetic, args.license))
-    print(f"Cross-validation written to {model}" if args.folds else f"Model written to {model}")
+    if is_main_process():
+        print(f"Cross-validation written to {model}" if args.folds
+              else f"Model written to {model}")
     return EXIT_OK
 
 

@@ -8,9 +8,10 @@ Kubernetes job runs the same command on each node, with torchrun's rendezvous op
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -56,6 +57,25 @@ def wait_for_main() -> None:
     """Every rank waits here until all arrive (after rank 0 wrote what the others read)."""
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
+
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+def dealt_out(work: Callable[[int, Item], Result], items: Sequence[Item]) -> list[Result]:
+    """``work(index, item)`` for every item, in ``items`` order, on every rank; in a torchrun
+    job each rank works on every N-th item only and the results are gathered. Work that each
+    rank needs whole (OAR-CT's false positives over every case before each cycle) is then done
+    once instead of once per rank: N times faster with N processes."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [work(index, item) for index, item in enumerate(items)]
+    rank, world = dist.get_rank(), dist.get_world_size()
+    mine = {index: work(index, items[index]) for index in range(rank, len(items), world)}
+    gathered: list[dict[int, Result] | None] = [None] * world
+    dist.all_gather_object(gathered, mine)
+    merged = {index: result for part in gathered if part for index, result in part.items()}
+    return [merged[index] for index in range(len(items))]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -22,7 +22,7 @@ ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 # task: (phantom cases, tiny settings on top of the task's defaults)
 RUNS = {
     "rectal": (3, {"registration": "none", "samples_per_class": "40", "max_epochs": "1"}),
-    "oar-ct": (3, {"patch_size": "[8,16,16]", "filters": "[4,8,8,8]", "batch_size": "4",
+    "oar-ct": (3, {"patch_size": "[16,32,32]", "filters": "[4,8,8,8]", "batch_size": "4",
                    "micro_batch": "1", "steps_per_epoch": "2", "max_epochs": "1",
                    "validation_patches_per_case": "1", "hard_negative_rounds": "1"}),
     "oar-mr": (3, {"size": "64", "width": "4", "max_epochs": "1", "batch_size": "16"}),
@@ -54,3 +54,6 @@ def test_training_runs_under_torchrun_with_two_processes(task, tmp_path):
     training = metadata.provenance.get("training", {})
     if task != "brain":  # the brain ensemble file records its stages' runs, not one of its own
         assert training.get("processes") == 2, metadata.provenance
+    # one job, one report: the second process neither announces the model nor the licence
+    assert result.stdout.count("Model written to") == 1, result.stdout
+    assert result.stderr.count("states no licence") == 1

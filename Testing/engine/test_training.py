@@ -129,3 +129,29 @@ def test_a_validation_criterion_chooses_the_kept_weights(tmp_path):
     provenance = read_header(tmp_path / MODEL_FILE).metadata.provenance["training"]
     assert provenance["selected_by"] == "validation criterion"
     assert provenance["best_epoch"] == 2
+
+
+DEALT_OUT = """
+import json, os
+import torch.distributed as dist
+from oncoseg.distributed import dealt_out
+dist.init_process_group("gloo")
+done = dealt_out(lambda index, item: (int(os.environ["RANK"]), index, item * item), [3, 1, 4, 1, 5])
+if dist.get_rank() == 1:
+    print(json.dumps(done))
+dist.destroy_process_group()
+"""
+
+
+def test_work_dealt_out_among_processes_comes_back_whole_and_in_order(tmp_path):
+    from oncoseg.distributed import dealt_out
+
+    script = tmp_path / "dealt_out.py"
+    script.write_text(DEALT_OUT)
+    result = run_process_tree([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--nproc_per_node", "2", str(script)], 120, ENV)
+    assert result.returncode == 0, result.stderr[-4000:]
+    # every item once, in order, on the rank whose turn it was (rank 1 saw rank 0's too)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [
+        [0, 0, 9], [1, 1, 1], [0, 2, 16], [1, 3, 1], [0, 4, 25]]
+    assert dealt_out(lambda index, item: (index, item), "ab") == [(0, "a"), (1, "b")]

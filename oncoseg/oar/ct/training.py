@@ -35,7 +35,7 @@ from torch.utils.data import Dataset as TorchDataset
 
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
-from oncoseg.distributed import is_main_process
+from oncoseg.distributed import dealt_out, is_main_process
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.io.atomic import atomic_path
@@ -352,6 +352,20 @@ def false_positive_voxels(network: torch.nn.Module, case: PreparedCT, config: Oa
     return np.argwhere(annotated_organ & (case.labels == 0))
 
 
+def hard_negatives(network: torch.nn.Module, cases: Sequence[PreparedCT], config: OarCtConfig,
+                   device: str, title: str, progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> dict[str, np.ndarray]:
+    """:func:`false_positive_voxels` of every case (the whole training group, as the paper
+    mines them), by case id; under torchrun each process segments its share of the cases."""
+    def mine(index: int, case: PreparedCT) -> np.ndarray:
+        check_cancelled(cancel)
+        report(progress, title, index, len(cases), message=case.case_id)
+        return false_positive_voxels(network, case, config, device)
+
+    return {case.case_id: found
+            for case, found in zip(cases, dealt_out(mine, cases), strict=True)}
+
+
 def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: str = "cpu",
                  resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                  progress: ProgressCallback | None = None,
@@ -409,12 +423,8 @@ def train_oar_ct(dataset: Dataset, output: Path, config: OarCtConfig, device: st
         if previous is not None:
             network, _ = load_network(previous, expected_task=OAR_CT.name, device=device)
             network.eval()
-            negatives = {}
-            for index, case in enumerate(prepared):  # the whole training group (paper)
-                check_cancelled(cancel)
-                report(progress, f"Cycle {cycle + 1}: false positives", index, len(prepared),
-                       message=case.case_id)
-                negatives[case.case_id] = false_positive_voxels(network, case, config, device)
+            negatives = hard_negatives(network, prepared, config, device,
+                                       f"Cycle {cycle + 1}: false positives", progress, cancel)
         hard = {i: negatives[c.case_id] for i, c in enumerate(training) if c.case_id in negatives}
         with_negatives = sum(1 for v in hard.values() if len(v))
         log(f"cycle {cycle + 1}/{config.cycles}: {len(training)} training, {len(validation)} "
