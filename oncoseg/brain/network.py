@@ -28,11 +28,11 @@ and members with instance norm; they load as they were trained.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from oncoseg.brain.config import IMPORTS, NORMS, ORIENTATIONS, SUBNETWORKS
 from oncoseg.modelfile import register_architecture
+from oncoseg.upsampling import beside_upsampled
 
 CLASSES = 4
 
@@ -61,11 +61,6 @@ def double_block(dims: int, cin: int, cout: int, norm: str = "batch") -> nn.Sequ
     return nn.Sequential(conv_block(dims, cin, cout, norm), conv_block(dims, cout, cout, norm))
 
 
-def upsample_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    mode = "bilinear" if x.dim() == 4 else "trilinear"
-    return F.interpolate(x, size=like.shape[2:], mode=mode, align_corners=False)
-
-
 class UNetBody(nn.Module):
     """Down: double convolution + max-pooling per level; up: upsampling to the skip's size,
     concatenation, double convolution. Output: ``width`` feature maps at full resolution."""
@@ -87,7 +82,7 @@ class UNetBody(nn.Module):
         x = skips.pop()
         for block in self.up:
             skip = skips.pop()
-            x = block(torch.cat([skip, upsample_to(x, skip)], dim=1))
+            x = block(beside_upsampled(skip, x))
         return x
 
 

@@ -1,0 +1,43 @@
+"""The decoder's one-buffer "upsample by two beside the skip" gives PyTorch's own values."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from oncoseg.upsampling import _fused, beside_upsampled
+
+CL3 = torch.channels_last_3d
+
+
+def _plain(skip, x):
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    return torch.cat([skip, F.interpolate(x, size=skip.shape[2:], mode=mode,
+                                          align_corners=False)], 1)
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 7, 3, 4), (1, 3, 1, 6, 2), (1, 8, 2, 1, 1)])
+def test_one_buffer_path_equals_interpolate_and_cat(shape):
+    torch.manual_seed(0)
+    x = torch.randn(shape).contiguous(memory_format=CL3)
+    skip = torch.randn(shape[0], 4, *[2 * n for n in shape[2:]]).contiguous(memory_format=CL3)
+    with torch.inference_mode():
+        assert _fused(skip, x)
+        joined = beside_upsampled(skip, x)
+    assert joined.is_contiguous(memory_format=CL3)  # as torch.cat of channels-last maps
+    torch.testing.assert_close(joined, _plain(skip, x), rtol=0, atol=2e-6)
+
+
+def test_other_maps_take_pytorchs_path():
+    x3 = torch.randn(1, 3, 5, 5, 5).contiguous(memory_format=CL3)
+    odd = torch.randn(1, 2, 11, 10, 10).contiguous(memory_format=CL3)  # not doubled along z
+    assert not _fused(odd, x3)
+    assert not _fused(torch.randn(1, 2, 10, 10, 10), x3)  # skip not channels-last
+    x2, skip2 = torch.randn(2, 3, 4, 4), torch.randn(2, 2, 8, 8)
+    assert not _fused(skip2, x2)  # 2D: measured no faster
+    torch.testing.assert_close(beside_upsampled(odd, x3), _plain(odd, x3), rtol=0, atol=0)
+    # training: autograd goes through PyTorch's operations
+    x = torch.randn(1, 3, 4, 4, 4).contiguous(memory_format=CL3).requires_grad_()
+    skip = torch.randn(1, 2, 8, 8, 8).contiguous(memory_format=CL3)
+    assert not _fused(skip, x)
+    beside_upsampled(skip, x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
