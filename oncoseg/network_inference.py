@@ -74,6 +74,26 @@ def _column_mean(rows: Tensor) -> Tensor:
     return partial.reshape(batch, k, channels).sum(1, keepdim=True) / count
 
 
+# Rows of the (voxels, C) matrix per thread below which its Gram product is made whole: one
+# product per thread is faster from 16384 rows on (16 channels, 131072 rows: 0.75 -> 0.49 ms;
+# 32 channels, 16384 rows: 0.23 -> 0.18 ms, two threads), no faster at 2048 and slower for
+# 128 channels on 256 rows (0.059 -> 0.070 ms); on one thread it is made whole.
+GRAM_ROWS_PER_THREAD = 4096
+
+
+def _square_sums(rows: Tensor) -> Tensor:
+    """(B, 1, C) column sums of squares of (B, N, C) rows: a Gram product's diagonal, in one
+    product per thread (a batched product is split over threads by its batch; one product of
+    16 columns and 131072 rows is not)."""
+    batch, count, channels = rows.shape
+    parts = torch.get_num_threads()
+    if parts < 2 or count % parts or count // parts < GRAM_ROWS_PER_THREAD:
+        parts = 1
+    chunks = rows.reshape(batch * parts, count // parts, channels)
+    square = torch.bmm(chunks.transpose(1, 2), chunks).diagonal(dim1=1, dim2=2)
+    return square.reshape(batch, parts, channels).sum(1, keepdim=True)
+
+
 def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
     """Per-sample, per-channel (biased) variance and mean over the spatial axes, shaped
     (B, C, 1, ...), and whether some mean is far from zero (the norm then centres and measures
@@ -88,8 +108,7 @@ def _var_mean(x: Tensor) -> tuple[Tensor, Tensor, bool]:
     else:
         rows = rows.reshape(x.shape[0], -1, x.shape[1])
         mean = _column_mean(rows)  # (B, 1, C)
-        square = torch.bmm(rows.transpose(1, 2), rows).diagonal(dim1=1, dim2=2)[:, None]
-        var = (square / rows.shape[1] - mean * mean).reshape(keep)
+        var = (_square_sums(rows) / rows.shape[1] - mean * mean).reshape(keep)
         mean = mean.reshape(keep)
     # far: the affine step x * scale - mean * scale would cancel too (whatever gave var)
     return var, mean, bool((mean * mean > SHIFT_RATIO * var).any())

@@ -11,11 +11,13 @@ from oncoseg.brain.network import Brain2D, Brain3D
 from oncoseg.errors import Cancelled
 from oncoseg.inference import SlidingWindow, gaussian_importance, window_starts
 from oncoseg.network_inference import (
+    GRAM_ROWS_PER_THREAD,
     ChannelsLastInstanceNorm,
     DirectConv,
     PatchTransposedConv,
     PointwiseConv,
     _column_mean,
+    _square_sums,
     prepare_for_inference,
 )
 from oncoseg.oar.ct.network import OarUNet3D
@@ -255,6 +257,25 @@ def test_instance_norm_with_column_sums_folded_into_wide_rows():
                                rows.double().mean(1, keepdim=True), atol=1e-5, rtol=0)
     odd = rows[:, :2047]  # a voxel count 32 does not divide: summed as it is
     torch.testing.assert_close(_column_mean(odd), odd.mean(1, keepdim=True))
+
+
+def test_square_sums_in_one_product_per_thread_equal_the_whole_product():
+    # 2 x 8192 rows: with two threads one Gram product per thread; a row count the threads do
+    # not divide, or one thread, gives the whole product; all equal to float64's sums
+    generator = torch.Generator().manual_seed(11)
+    rows = torch.randn(2, 2 * GRAM_ROWS_PER_THREAD, 16, generator=generator) + 3.0
+    exact = (rows.double() ** 2).sum(1, keepdim=True)
+    threads = torch.get_num_threads()
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            for part in (rows, rows[:, 1:]):
+                torch.testing.assert_close(_square_sums(part).double(),
+                                           (part.double() ** 2).sum(1, keepdim=True),
+                                           rtol=2e-6, atol=0)
+    finally:
+        torch.set_num_threads(threads)
+    assert _square_sums(rows).shape == exact.shape
 
 
 def test_training_mode_module_runs_as_given():
