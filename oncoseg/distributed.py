@@ -73,9 +73,24 @@ def dealt_out(work: Callable[[int, Item], Result], items: Sequence[Item]) -> lis
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = {index: work(index, items[index]) for index in range(rank, len(items), world)}
     gathered: list[dict[int, Result] | None] = [None] * world
-    dist.all_gather_object(gathered, mine)
+    dist.all_gather_object(gathered, mine, group=_cpu_group())
     merged = {index: result for part in gathered if part for index, result in part.items()}
     return [merged[index] for index in range(len(items))]
+
+
+_CPU_GROUP: list = []
+
+
+def _cpu_group():
+    """A gloo group for gathering Python objects (None: the default group when it is gloo
+    already). Under NCCL ``all_gather_object`` would pickle every rank's results into GPU
+    memory (Detectron2's ``comm.all_gather`` keeps a gloo group for the same reason).
+    Made once, by every rank at the same call, as ``new_group`` requires."""
+    if dist.get_backend() == "gloo":
+        return None
+    if not _CPU_GROUP:
+        _CPU_GROUP.append(dist.new_group(backend="gloo"))
+    return _CPU_GROUP[0]
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -106,6 +121,7 @@ def teardown(context: Distributed) -> None:
     """End the process group if this context created it (a :func:`session` keeps it)."""
     if context.active and context.owner and dist.is_initialized():
         dist.destroy_process_group()
+        _CPU_GROUP.clear()  # it went with the default group
 
 
 @contextmanager

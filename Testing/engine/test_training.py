@@ -134,9 +134,16 @@ def test_a_validation_criterion_chooses_the_kept_weights(tmp_path):
 DEALT_OUT = """
 import json, os
 import torch.distributed as dist
-from oncoseg.distributed import dealt_out
+import oncoseg.distributed as distributed
 dist.init_process_group("gloo")
-done = dealt_out(lambda index, item: (int(os.environ["RANK"]), index, item * item), [3, 1, 4, 1, 5])
+work = lambda index, item: (int(os.environ["RANK"]), index, item * item)
+done = [distributed.dealt_out(work, [3, 1, 4, 1, 5])]
+# under NCCL the objects travel over a gloo group of their own, made once
+default_backend = dist.get_backend
+dist.get_backend = lambda group=None: "nccl"
+done += [distributed.dealt_out(work, [3, 1, 4, 1, 5]) for _ in range(2)]
+assert len(distributed._CPU_GROUP) == 1
+dist.get_backend = default_backend
 if dist.get_rank() == 1:
     print(json.dumps(done))
 dist.destroy_process_group()
@@ -153,5 +160,5 @@ def test_work_dealt_out_among_processes_comes_back_whole_and_in_order(tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
     # every item once, in order, on the rank whose turn it was (rank 1 saw rank 0's too)
     assert json.loads(result.stdout.strip().splitlines()[-1]) == [
-        [0, 0, 9], [1, 1, 1], [0, 2, 16], [1, 3, 1], [0, 4, 25]]
+        [[0, 0, 9], [1, 1, 1], [0, 2, 16], [1, 3, 1], [0, 4, 25]]] * 3
     assert dealt_out(lambda index, item: (index, item), "ab") == [(0, "a"), (1, "b")]
