@@ -15,7 +15,7 @@ task asks for reslicing (``reslice_oblique``): a volume with an axis more than
 Which is better was measured per task on phantoms tilted by 20 degrees (docs/RESULTS.md): the
 OAR-CT working grid, resampled anyway, is axis-aligned (:func:`canonical_grid` with a spacing);
 GI-tract scans are resliced, onto :func:`upright_grid` (their network only ever saw upright
-Kaggle slices: large bowel Dice 0.89 resliced keeping the scan's matrix, 0.72 onto the whole
+Kaggle slices: large bowel Dice 0.90 resliced keeping the scan's matrix, 0.72 onto the whole
 covering box, 0.41 not); rectal DWI (5 mm slices) and the brain volumes keep their tilt,
 since reslicing blurred them more than the tilt cost (rectal 0.80 resliced, 0.93 not; brain
 enhancing tumour 0.81 resliced, 0.96 not).
@@ -65,15 +65,23 @@ def is_canonical(image: sitk.Image) -> bool:
 def to_canonical(image: sitk.Image, reslice_oblique: bool = False) -> sitk.Image:
     """The image with its voxels permuted and flipped into the canonical axis order (exact: the
     same voxels, values and physical positions). With ``reslice_oblique``, a clearly oblique
-    image is instead resampled (linear) onto its :func:`upright_grid`, reading its lowest value
-    outside."""
+    image is instead resampled onto its :func:`upright_grid`, reading its lowest value outside.
+
+    The reslice is cubic B-spline, clamped to the image's own range (B-splines overshoot at
+    edges), as nnU-Net resamples images (third-order splines): linear interpolation across
+    tilted slices averages neighbouring slices and blurs what the network reads. On GI phantoms
+    tilted by 20 degrees (4 cases, docs/RESULTS.md) B-spline agreed with the upright result
+    better for every organ: large bowel +0.007 to +0.040 Dice, small bowel +0.009 to +0.013,
+    stomach +0.002 to +0.008."""
     if image.GetDimension() != 3:
         return image
     if reslice_oblique and is_clearly_oblique(image):
         grid = upright_grid(image)
-        lowest = float(sitk.GetArrayViewFromImage(image).min())
-        return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, lowest,
-                             sitk.sitkFloat32)
+        values = sitk.GetArrayViewFromImage(image)
+        lowest, highest = float(values.min()), float(values.max())
+        resliced = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkBSpline, lowest,
+                                 sitk.sitkFloat32)
+        return sitk.Clamp(resliced, sitk.sitkFloat32, lowest, highest)
     if is_canonical(image):
         return image
     return sitk.DICOMOrient(image, CANONICAL)

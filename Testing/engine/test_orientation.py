@@ -55,7 +55,7 @@ BELOW_GOAL_WHEN_TILTED = {
     "Rectal tumour": 0.88,
     "Nodal CTV": 0.88,
     "Stomach": 0.92,
-    "Large bowel": 0.86,
+    "Large bowel": 0.88,
     "Necrotic and non-enhancing tumour core": 0.86,
     "Enhancing tumour": 0.88,
 }
