@@ -308,7 +308,7 @@ def brain_2d_stage(folder: Path, quick: bool, widths: str) -> Callable[[], objec
 def brain_3d_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object]:
     from dataclasses import replace
 
-    from oncoseg.brain.predict import features_2d, member_probabilities
+    from oncoseg.brain.predict import features_2d, member_results
 
     prepared = _prepared("brain", widths)
     ensemble, settings = prepared.network.eval(), prepared.settings
@@ -316,8 +316,7 @@ def brain_3d_stage(folder: Path, quick: bool, widths: str) -> Callable[[], objec
     config = replace(settings, patch=16) if quick else settings
     features = {k: features_2d(ensemble.models_2d(k), volume.array, volume.present)
                 for k in dict.fromkeys(net.features_from for net in ensemble.nets3d)}
-    return lambda: [member_probabilities(net, volume.array, features[net.features_from], config)
-                    for net in ensemble.nets3d]
+    return lambda: member_results(ensemble, volume, features, config)
 
 
 STAGES = {"rectal": rectal_stage, "oar-ct": oar_ct_stage, "oar-mr": oar_mr_stage,

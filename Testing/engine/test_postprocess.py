@@ -11,6 +11,7 @@ from oncoseg.postprocess import (
     fill_holes,
     label_components,
     largest_component,
+    most_likely,
 )
 
 
@@ -74,3 +75,17 @@ def test_clean_label_map_keeps_organs_apart():
     assert cleaned[4, 4, 4] == 2  # not overwritten by the hole filling
     assert (cleaned[3:6, 3:6, 3:6] == 1).sum() == 26
     assert largest_component(np.zeros((3, 3, 3), bool)).sum() == 0
+
+
+def test_most_likely_is_argmax_over_classes_with_the_first_of_ties():
+    import torch
+
+    rng = np.random.default_rng(3)
+    for dtype in (np.float16, np.float32, np.float64):
+        scores = rng.integers(0, 3, (4, 9, 10, 11)).astype(dtype)  # ties everywhere
+        expected = scores.argmax(axis=0)
+        for form in (scores, np.asfortranarray(scores), torch.from_numpy(scores)):
+            labels = most_likely(form)
+            assert labels.dtype == np.uint8 and np.array_equal(labels, expected)
+    with pytest.raises(ValueError, match="257 classes"):
+        most_likely(np.zeros((257, 2, 2, 2), np.float32))

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oncoseg.upsampling import _fused, beside_upsampled
+from oncoseg.upsampling import _fused, beside_upsampled, reused_concatenations
 
 CL3 = torch.channels_last_3d
 
@@ -41,3 +41,31 @@ def test_other_maps_take_pytorchs_path():
     assert not _fused(skip, x)
     beside_upsampled(skip, x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_a_buffer_is_reused_only_when_nothing_refers_to_it():
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 4, 5, 6).contiguous(memory_format=CL3)
+    skip = torch.randn(1, 2, 8, 10, 12).contiguous(memory_format=CL3)
+    other = torch.randn(1, 3, 4, 5, 6).contiguous(memory_format=CL3)
+    with torch.inference_mode(), reused_concatenations():
+        first = beside_upsampled(skip, x)
+        address = first.data_ptr()
+        del first
+        second = beside_upsampled(skip, other)  # nothing refers to the first: its buffer
+        assert second.data_ptr() == address
+        torch.testing.assert_close(second, _plain(skip, other), rtol=0, atol=2e-6)
+        kept = second[:, 2:]  # a view of it lives on: the next one gets a buffer of its own
+        before = kept.clone()
+        del second
+        third = beside_upsampled(skip, x)
+        assert third.data_ptr() != address
+        torch.testing.assert_close(kept, before, rtol=0, atol=0)  # not written over
+        held = third  # the result itself, under another name
+        del third
+        fourth = beside_upsampled(skip, other)
+        assert fourth.data_ptr() != held.data_ptr()
+        torch.testing.assert_close(held, _plain(skip, x), rtol=0, atol=2e-6)
+        last = fourth.data_ptr()
+        del fourth
+        assert beside_upsampled(skip, x).data_ptr() == last

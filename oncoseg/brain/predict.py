@@ -29,8 +29,10 @@ from oncoseg.device import heap_batch, inference_network, runs_on_cpu, to_channe
 from oncoseg.inference import SlidingWindow
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
+from oncoseg.postprocess import most_likely
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
+from oncoseg.upsampling import reused_concatenations
 
 SLICE_BATCH = 16  # slices per batch on a GPU
 # On the CPU the networks run as network_inference's copy (members 3.3 s -> 1.5 s per stage,
@@ -109,6 +111,25 @@ def member_probabilities(network: torch.nn.Module, image: np.ndarray, features: 
                       stage="2D-3D model")
 
 
+def member_results(ensemble: BrainEnsemble, volume: BrainVolume,
+                   features: Mapping[str, np.ndarray], config: BrainConfig, device: str = "cpu",
+                   progress: ProgressCallback | None = None, cancel: CancelToken | None = None
+                   ) -> tuple[list[np.ndarray], torch.Tensor]:
+    """Each 2D-3D member's labels (z, y, x) and the sum of their softmax maps (4, z, y, x).
+    The members share their decoders' concatenation buffers (same shapes, one at a time:
+    :func:`oncoseg.upsampling.reused_concatenations`)."""
+    members, total = [], None
+    with reused_concatenations():
+        for index, network in enumerate(ensemble.nets3d):
+            report(progress, "2D-3D models", index, len(ensemble.nets3d))
+            probabilities = member_probabilities(network, volume.array,
+                                                 features[network.features_from], config,
+                                                 device, cancel)
+            members.append(most_likely(probabilities))
+            total = probabilities if total is None else total + probabilities
+    return members, total
+
+
 def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
             device: str = "cpu", progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None, timings: dict[str, float] | None = None
@@ -123,14 +144,8 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
                                       device, progress, cancel)
                     for kind in dict.fromkeys(net.features_from for net in ensemble.nets3d)}
     with timed(timings, "models_2d3d"):
-        members, total = [], None
-        for index, network in enumerate(ensemble.nets3d):
-            report(progress, "2D-3D models", index, len(ensemble.nets3d))
-            probabilities = member_probabilities(network, volume.array,
-                                                 features[network.features_from], config,
-                                                 device, cancel)
-            members.append(probabilities.argmax(0).to(torch.uint8).cpu().numpy())
-            total = probabilities if total is None else total + probabilities
+        members, total = member_results(ensemble, volume, features, config, device, progress,
+                                        cancel)
         mean = (total / len(ensemble.nets3d)).cpu().numpy()
     with timed(timings, "vote"):
         outside = ~nonzero_body(volume.array)

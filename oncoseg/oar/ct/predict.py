@@ -25,7 +25,7 @@ from oncoseg.oar.ct.preprocessing import (
     working_grid,
 )
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
-from oncoseg.postprocess import clean_label_map
+from oncoseg.postprocess import clean_label_map, most_likely
 from oncoseg.prediction import Prediction, ResampledMaps
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.tiling import Geometry, resample_labels_onto
@@ -56,7 +56,7 @@ def segment_ct(image: sitk.Image, network: torch.nn.Module, config: OarCtConfig,
     outside = ~ct_body(hu)
     probabilities[:, outside] = 0.0
     probabilities[0, outside] = 1.0
-    labels = probabilities.argmax(axis=0).astype(np.uint8)
+    labels = most_likely(probabilities)
     if config.keep_largest:
         labels = clean_organs(labels, config.largest_component_organs)
     return labels, probabilities, grid, notes

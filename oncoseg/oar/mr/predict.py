@@ -18,6 +18,7 @@ from oncoseg.oar.mr.config import OarMrConfig
 from oncoseg.oar.mr.preprocessing import check_mr, network_view, scale_scan, stacks, working_volume
 from oncoseg.oar.mr.task import GI_SEGMENTS, OAR_MR
 from oncoseg.orientation import is_clearly_oblique, share_outside, tilt_degrees
+from oncoseg.postprocess import most_likely
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.slices import resize_slices
@@ -87,7 +88,7 @@ def slice_outputs(working: torch.Tensor | np.ndarray, network: torch.nn.Module,
 def label_map(masks: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """One label per voxel for the segmentation node: where organs overlap, the most probable
     one (the multi-label masks themselves are what evaluation scores)."""
-    best = np.where(masks, probabilities, -1.0).argmax(axis=0)
+    best = most_likely(np.where(masks, probabilities, -1.0))
     return np.where(masks.any(axis=0), best + 1, 0).astype(np.uint8)
 
 
