@@ -411,22 +411,25 @@ def _rewrite(module: nn.Module) -> None:
         _fold_and_inplace(module)
 
 
-def _fold_through_graph(module: nn.Module) -> None:
+def _fold_through_graph(module: nn.Module, scratch: nn.Module | None = None) -> None:
     """Eval batch norms folded into the convolution before them wherever the module's traced
     graph (``torch.fx``) shows that convolution's output going to that norm and nowhere else:
     inside residual blocks, whose ``forward`` calls ``self.bn1(self.conv1(x))``, which the
     ``nn.Sequential`` rule of :func:`_rewrite` cannot see (staging's and oar-mr's blocks). The
     graph is traced on a scratch copy (tracing runs ``forward`` with symbolic values); a module
-    that cannot be traced is tried child by child."""
+    that cannot be traced is tried child by child, each on its part of the same copy
+    (``scratch``, made once: a copy per child made the brain's 2D models, traceable only
+    in parts, spend 0.26 s of their 0.42 s preparation copying)."""
     if not any(_foldable_norm(m) for m in module.modules()):
         return
+    scratch = copy.deepcopy(module) if scratch is None else scratch
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = torch.fx.symbolic_trace(copy.deepcopy(module)).graph
+            graph = torch.fx.symbolic_trace(scratch).graph
     except Exception:  # data-dependent control flow, untraceable calls: its parts
-        for child in module.children():
-            _fold_through_graph(child)
+        for child, part in zip(module.children(), scratch.children(), strict=True):
+            _fold_through_graph(child, part)
         return
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     for node in graph.nodes:
