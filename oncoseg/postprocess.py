@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import SimpleITK as sitk
@@ -18,10 +18,13 @@ from scipy import ndimage
 
 from oncoseg.geometry import voxel_volume_ml
 
+if TYPE_CHECKING:
+    import torch
+
 Connectivity = Literal[6, 26]
 
 
-def most_likely(scores: Any) -> np.ndarray:
+def most_likely(scores: np.ndarray | torch.Tensor) -> np.ndarray:
     """Per voxel, the index (uint8) of the highest score along the first axis, the first one
     where several tie: ``argmax(axis=0)``, for a numpy array or a torch tensor (on any device).
 

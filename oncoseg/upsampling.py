@@ -15,10 +15,11 @@ Inside :func:`reused_concatenations`, a concatenation whose earlier buffer of th
 no longer used is written into that buffer again instead of a fresh one. A 66 MB map lies
 above glibc malloc's 32 MB mmap ceiling, so a fresh one is mapped anew and each of its 16,000
 pages faulted in and zeroed by the kernel (the brain members' stage took 128,000 page faults
-per run); reused, it is faulted in once per stage. The brain members' stage: 1.76-1.93 s
-against 1.98-2.05 s (three alternating runs, dev-cpu-2). A process-wide malloc setting would do
-the same for every buffer, but in Slicer inference runs inside Slicer's own process, where it
-would keep freed memory from the system; the scope here frees its buffers when it ends.
+per run); reused, it is faulted in once per stage. The brain members' stage with and without
+the reuse: 1.83-1.93 s against 1.90-2.11 s (five alternating runs, dev-cpu-2; docs/RESULTS.md).
+A process-wide malloc setting would do the same for every buffer, but in Slicer inference runs
+inside Slicer's own process, where it would keep freed memory from the system; the scope here
+frees its buffers when it ends.
 """
 
 from __future__ import annotations
