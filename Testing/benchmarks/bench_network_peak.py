@@ -350,12 +350,12 @@ def measure(task: str, folder: Path, quick: bool, repeat: int, peak: float,
             "channels_last_flop_share": round(channels_last, 3)}
 
 
-def measure_apart(task: str, quick: bool, repeat: int, peak: float, widths: str) -> dict:
+def measure_apart(task: str, repeat: int, peak: float, widths: str) -> dict:
     """:func:`measure` in a process of its own, as each prediction runs: what an earlier stage
     left in malloc's heap changes a later one's time (oar-ct's stage after the brain stages:
     1.56 s, first after the rectal one: 1.26-1.31 s; dev CPU)."""
     command = [sys.executable, __file__, "--stage", task, "--repeat", str(repeat),
-               "--peak", str(peak), "--widths", widths, *(["--quick"] if quick else [])]
+               "--peak", str(peak), "--widths", widths]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"the {task} stage failed:\n{done.stderr[-3000:]}")
@@ -387,7 +387,7 @@ def main() -> None:
             rows = [measure(task, Path(tmp), True, repeat, peak["peak_gflops"],
                             args.widths) for task in args.tasks]
     else:
-        rows = [measure_apart(task, args.quick, repeat, peak["peak_gflops"], args.widths)
+        rows = [measure_apart(task, repeat, peak["peak_gflops"], args.widths)
                 for task in args.tasks]
     summary = {**peak, "threads": torch.get_num_threads(), "torch": torch.__version__,
                "quick": args.quick, "widths": args.widths, "tasks": rows}
