@@ -33,7 +33,7 @@ from oncoseg.prediction import (
     write_prediction,
 )
 from oncoseg.tasks import SegmentSpec
-from oncoseg.tiling import Geometry, linear_slabs, resample_linear
+from oncoseg.tiling import Geometry, linear_slabs, most_likely_onto, resample_linear
 
 HALF_STEP = 0.5 / PROBABILITY_SCALE
 # what reading adds to half a step: the float32 slope (1/255 rounded) and float32 voxels
@@ -247,6 +247,27 @@ def test_the_overview_reads_resampled_maps_straight_onto_its_coarse_grid(monkeyp
         atol=1e-6, rtol=0)
 
 
+def test_the_most_likely_class_of_resampled_maps_is_argmax_over_itks_resampled_maps():
+    """Class maps on a working grid, onto CTs stored in any axis order and onto an oblique one
+    (ITK's path), a slab at a time: argmax of sitk.Resample's maps, ties to the first class,
+    and the first class outside the maps' box (every map reads 0 there)."""
+    rng = np.random.default_rng(11)
+    oblique = make_image(shape_zyx=(11, 9, 8), direction=OBLIQUE, dtype=np.float32)
+    for ct in [*(_random_grid(rng) for _ in range(12)), oblique]:
+        grid = canonical_grid(ct, tuple(rng.uniform(0.9, 5.0, 3)))
+        # coarse values, so that exact ties occur between the classes
+        maps = [sitk.GetImageFromArray(rng.integers(0, 4, grid.GetSize()[::-1]).astype(
+            np.float32) / 4) for _ in range(4)]
+        for m in maps:
+            m.CopyInformation(grid)
+        expected = np.argmax(np.stack([_itk(m, ct) for m in maps]), axis=0)
+        got = most_likely_onto(maps, Geometry.of(ct))
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, expected)
+    with pytest.raises(ValueError, match="1 to 256"):
+        most_likely_onto([], Geometry.of(oblique))
+
+
 def _small_ct(spacing=(1.5, 1.5, 2.0)) -> sitk.Image:
     """Air around a water cylinder with a bone rod, finer than the demo's 3 mm grid."""
     _, y, x = np.mgrid[0:24, 0:64, 0:72]
@@ -279,6 +300,36 @@ def test_oar_ct_maps_are_written_from_the_working_grid_one_at_a_time(tmp_path):
     labels = sitk.ReadImage(str(out / "labels.nii.gz"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(labels),
                                   sitk.GetArrayFromImage(prediction.labels))
+
+
+def test_oar_ct_labels_on_the_ct_are_the_most_likely_class_of_the_maps_written(tmp_path):
+    """The label map and the maps beside it agree: each CT voxel's label is the most likely
+    class of the maps on the CT (background: what the organs leave), with clean-up (largest
+    component, holes) written into the maps it decides from, not into the maps written."""
+    from oncoseg.oar.ct.predict import with_decisions
+    from oncoseg.postprocess import most_likely
+
+    rng = np.random.default_rng(5)
+    maps = rng.dirichlet(np.ones(6), (5, 7, 8)).transpose(3, 0, 1, 2).astype(np.float32)
+    labels = most_likely(maps)
+    labels[2, 3, 4] = 0 if labels[2, 3, 4] else 3  # removed from an organ / a hole filled
+    labels[4, 6, 7] = (labels[4, 6, 7] + 1) % 6
+    kept = maps.copy()
+    decided = with_decisions(maps, labels)
+    np.testing.assert_array_equal(maps, kept)  # the network's maps are left alone
+    np.testing.assert_array_equal(most_likely(decided), labels)
+    changed = most_likely(maps) != labels
+    np.testing.assert_array_equal(decided[:, ~changed], maps[:, ~changed])
+
+    verbs.phantom("oar-ct", tmp_path, cases=1, seed=4242)
+    prediction = verbs.predict("oar-ct", {"ct": read_image(tmp_path / "oarct_000")}, "demo",
+                               {"keep_largest": False})
+    organs = np.stack([sitk.GetArrayFromImage(prediction.probabilities[s.name])
+                       for s in prediction.segments])
+    best = most_likely(np.concatenate([1.0 - organs.sum(axis=0, keepdims=True), organs]))
+    labels = sitk.GetArrayFromImage(prediction.labels)
+    assert set(np.unique(labels)) == set(range(6))
+    assert np.count_nonzero(best != labels) <= 1e-5 * labels.size  # near-ties rounded apart
 
 
 def test_putting_a_prediction_back_on_the_users_grid_keeps_its_maps_lazy():

@@ -28,7 +28,7 @@ from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.postprocess import clean_label_map, most_likely
 from oncoseg.prediction import Prediction, ResampledMaps
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
-from oncoseg.tiling import Geometry, resample_labels_onto
+from oncoseg.tiling import Geometry, most_likely_onto, resample_labels_onto
 
 # Five float32 probability maps on a 512 x 512 x 200 CT take 1 GB; on a 1024^3 CT they would take
 # 20 GB. Up to this size they are mapped onto the CT grid (one at a time when written:
@@ -102,6 +102,42 @@ def extend_along_body(hu: np.ndarray, window: int) -> tuple[np.ndarray, slice]:
     return extended, slice(before, before + hu.shape[0])
 
 
+def labels_on_ct_grid(labels: np.ndarray, probabilities: np.ndarray, grid: sitk.Image,
+                      image: sitk.Image, native: bool = False) -> sitk.Image:
+    """The network grid's labels brought onto the CT's grid as nnU-Net brings its own back:
+    the class maps resampled linearly (with clean-up's decisions written into them:
+    :func:`with_decisions`) and the most likely class taken, slab by slab
+    (:func:`oncoseg.tiling.most_likely_onto`). The organs' edges then follow the maps between
+    the working grid's 3 mm voxels instead of their staircase, and the labels agree with the
+    probability maps written beside them (femoral heads +0.006 to +0.015 Dice, bladder +0.004
+    to +0.006 against nearest neighbour on two unseen phantoms: docs/RESULTS.md). A network
+    grid of the CT's own voxels (``native`` spacing) gives its labels as they are."""
+    target = Geometry.of(image)
+    if native:  # the CT's voxels in the canonical order: a permutation, nothing between
+        return resample_labels_onto(image_like(labels, grid), target)
+    decided = with_decisions(probabilities, labels)
+    chosen = most_likely_onto([image_like(decided[k], grid) for k in range(len(decided))],
+                              target)
+    return image_like(chosen, image)
+
+
+def with_decisions(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The class maps (K, z, y, x) changed where clean-up changed a voxel's label, so that
+    the most likely class of every voxel is its label: there the entries of the class the
+    maps preferred and of the label are swapped, the label's a step above the other's (so
+    no tie lets another class win). The maps themselves are left as the network gave them."""
+    preferred = most_likely(probabilities)
+    changed = np.nonzero(preferred != labels)
+    if not changed[0].size:
+        return probabilities
+    decided = probabilities.copy()
+    was, now = (preferred[changed], *changed), (labels[changed], *changed)
+    highest = probabilities[was]
+    decided[was] = probabilities[now]
+    decided[now] = np.nextafter(highest, np.float32(2.0))
+    return decided
+
+
 def clean_organs(labels: np.ndarray, organs: Sequence[str]) -> np.ndarray:
     """Largest 26-connected component and hole filling for the named organs; the others are
     kept as predicted."""
@@ -136,7 +172,8 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
 
     with timed(timings, "postprocess"):
         report(progress, "Writing results", 0, 1)
-        labels_on_ct = resample_labels_onto(image_like(labels, grid), Geometry.of(image))
+        labels_on_ct = labels_on_ct_grid(labels, probabilities, grid, image,
+                                         native=settings.grid_spacing is None)
         maps: Mapping[str, sitk.Image] = {}
         full_grid = probabilities_on_ct_grid(image)
         if settings.probabilities:
