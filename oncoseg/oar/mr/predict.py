@@ -4,14 +4,14 @@ scan's own grid, the model's tuned threshold, and (two-stage models) the slice g
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
 from oncoseg.device import inference_network, to_channels_last
-from oncoseg.geometry import image_like
+from oncoseg.geometry import image_like, resample_to_reference
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.mr.config import OarMrConfig
@@ -130,7 +130,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     messages = resliced_note(images["mr"], image)
     if metadata.demo:
         messages.append(DEMO_NOTE)
-    return Prediction(
+    prediction = Prediction(
         task=OAR_MR.name, model=model_summary(prepared.model.path, metadata),
         images={"mr": image}, display_role="mr", segments=GI_SEGMENTS, labels=labels,
         probabilities=probabilities, timings=timings,
@@ -138,3 +138,24 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                  "two_stage": maps.present is not None,
                  "overlapping_voxels": int(np.count_nonzero(masks.sum(axis=0) > 1))},
         messages=messages).onto_grid(images["mr"])
+    if is_clearly_oblique(images["mr"]):  # resliced: the labels come from the maps there
+        prediction = replace(prediction, labels=labels_on_scan(
+            maps, image, images["mr"], settings.threshold, settings.gate_threshold))
+    return prediction
+
+
+def labels_on_scan(maps: OrganMaps, view: sitk.Image, scan: sitk.Image, threshold: float,
+                   gate_threshold: float = 0.5) -> sitk.Image:
+    """The label map on an oblique scan's own grid from the organ maps of its upright
+    reslice (``view``) resampled there linearly and thresholded as on the network's grid
+    (slices a two-stage model's gate turned off count as no organ), instead of the upright
+    label map by nearest neighbour: the labels then agree with the maps written beside them
+    and follow them between the resliced voxels (four GI phantoms tilted by 20 degrees,
+    against their truth: stomach +0.005 to +0.012 Dice, small bowel +0.007 to +0.010, large
+    bowel +0.012 to +0.024; docs/RESULTS.md)."""
+    organs = maps.probabilities
+    if maps.present is not None:
+        organs = organs * (maps.present >= gate_threshold)[:, :, None, None]
+    on_scan = np.stack([sitk.GetArrayFromImage(resample_to_reference(
+        image_like(organ, view), scan, "linear")) for organ in organs])
+    return image_like(label_map(on_scan >= threshold, on_scan), scan)
