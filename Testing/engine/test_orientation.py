@@ -227,8 +227,12 @@ def _labelled(prediction, grid: sitk.Image, names: list[str], combine: str) -> n
 
 def _seen_by_both(tilted: sitk.Image, grid: sitk.Image) -> np.ndarray:
     """Voxels of the upright grid inside the tilted acquisition's field of view (the two
-    acquisitions cover different corners of the body: only the shared part can agree)."""
-    return sitk.GetArrayFromImage(sitk.BinaryErode(covered_by(tilted, grid), [2, 2, 2])) > 0
+    acquisitions cover different corners of the body: only the shared part can agree), two
+    voxels in from either one's edge: a prediction near the end of its own scan reads less
+    around it (the upright pelvic CT's first and last two slices: 197 of the nodal CTV's 691
+    differing voxels at 20 degrees, before the upright grid's own edge was left out too)."""
+    return sitk.GetArrayFromImage(sitk.BinaryErode(
+        covered_by(tilted, grid), [2, 2, 2], boundaryToForeground=False)) > 0
 
 
 def truth_agreement(upright: dict[str, sitk.Image], tilted: dict[str, sitk.Image]) -> dict:
