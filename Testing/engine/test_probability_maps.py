@@ -256,16 +256,17 @@ def test_the_most_likely_class_of_resampled_maps_is_argmax_over_itks_resampled_m
     for ct in [*(_random_grid(rng) for _ in range(12)), oblique]:
         grid = canonical_grid(ct, tuple(rng.uniform(0.9, 5.0, 3)))
         # coarse values, so that exact ties occur between the classes
-        maps = [sitk.GetImageFromArray(rng.integers(0, 4, grid.GetSize()[::-1]).astype(
-            np.float32) / 4) for _ in range(4)]
-        for m in maps:
+        maps = rng.integers(0, 4, (4, *grid.GetSize()[::-1])).astype(np.float32) / 4
+        images = [sitk.GetImageFromArray(m) for m in maps]
+        for m in images:
             m.CopyInformation(grid)
-        expected = np.argmax(np.stack([_itk(m, ct) for m in maps]), axis=0)
-        got = most_likely_onto(maps, Geometry.of(ct))
+        expected = np.argmax(np.stack([_itk(m, ct) for m in images]), axis=0)
+        got = most_likely_onto(maps, Geometry.of(grid), Geometry.of(ct))
         assert got.dtype == np.uint8
         np.testing.assert_array_equal(got, expected)
     with pytest.raises(ValueError, match="1 to 256"):
-        most_likely_onto([], Geometry.of(oblique))
+        most_likely_onto(np.zeros((0, 2, 2, 2), np.float32), Geometry.of(oblique),
+                         Geometry.of(oblique))
 
 
 def _small_ct(spacing=(1.5, 1.5, 2.0)) -> sitk.Image:

@@ -116,8 +116,7 @@ def labels_on_ct_grid(labels: np.ndarray, probabilities: np.ndarray, grid: sitk.
     target = Geometry.of(image)
     if native:  # the CT's voxels in the canonical order: a permutation, nothing between
         return resample_labels_onto(image_like(labels, grid), target)
-    decided = with_decisions(probabilities, labels)
-    chosen = most_likely_onto([image_like(decided[k], grid) for k in range(len(decided))],
+    chosen = most_likely_onto(with_decisions(probabilities, labels), Geometry.of(grid),
                               target)
     return image_like(chosen, image)
 
