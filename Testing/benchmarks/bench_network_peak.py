@@ -116,10 +116,32 @@ def _mkldnn_convolution_flops(x_shape, w_shape, bias_shape, padding, stride, dil
     return total
 
 
+def _pointwise_flops(x_shape, w_shape, bias_shape, padding, stride, dilation, groups, attr,
+                     scalars, algorithm, out_shape=None) -> int:
+    """oneDNN's convolution with a post-op (``network_fusion``): the convolution's FLOPs."""
+    return _mkldnn_convolution_flops(x_shape, w_shape, bias_shape, padding, stride, dilation,
+                                     groups, out_shape)
+
+
+def _residual_flops(other_shape, x_shape, w_shape, *args, out_shape=None) -> int:
+    """oneDNN's convolution summed into a residual in place (``network_fusion``)."""
+    return _mkldnn_convolution_flops(x_shape, w_shape, None, None, None, None, None,
+                                     other_shape)
+
+
+def _addmm_flops(self_shape, a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """A matrix product accumulated in place (``network_fusion``'s 1 x 1 residual), which
+    torch's counter knows only out of place."""
+    return 2 * a_shape[0] * a_shape[1] * b_shape[1]
+
+
 def count_flops(stage: Callable[[], object]) -> float:
     """FLOPs of one run of the stage, as torch's flop counter sees them (plus the direct oneDNN
-    convolutions, counted by hand)."""
-    mapping = {torch.ops.aten.mkldnn_convolution: _mkldnn_convolution_flops}
+    convolutions and in-place products, counted by hand)."""
+    mapping = {torch.ops.aten.mkldnn_convolution: _mkldnn_convolution_flops,
+               torch.ops.mkldnn._convolution_pointwise: _pointwise_flops,
+               torch.ops.mkldnn._convolution_pointwise_: _residual_flops,
+               torch.ops.aten.addmm_: _addmm_flops}
     with FlopCounterMode(display=False, custom_mapping=mapping) as counter:
         stage()
     return float(counter.get_total_flops())
@@ -144,7 +166,11 @@ def convolution_shapes(stage: Callable[[], object]) -> list[tuple]:
             kwargs = kwargs or {}
             out = func(*args, **kwargs)
             convolution = func is aten.convolution.default and not args[6]
-            onednn = func is aten.mkldnn_convolution.default  # (x, w, b, padding, stride, ...)
+            # (x, w, b, padding, stride, ...): oneDNN directly, with a post-op or without
+            onednn = func in (aten.mkldnn_convolution.default,
+                              torch.ops.mkldnn._convolution_pointwise.default)
+            if func is torch.ops.mkldnn._convolution_pointwise_.binary:  # (residual, x, ...)
+                args, onednn = args[1:], True
             if func in direct or convolution or onednn:
                 x, w = args[0], args[1]
                 dims = x.dim() - 2

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 from oncoseg.brain.network import Brain2D, Brain3D
 from oncoseg.errors import Cancelled
 from oncoseg.inference import SlidingWindow, gaussian_importance, window_starts
-from oncoseg.network_inference import (
+from oncoseg.network_inference import prepare_for_inference
+from oncoseg.network_layers import (
     GRAM_ROWS_PER_THREAD,
     ChannelsLastInstanceNorm,
     DirectConv,
@@ -18,7 +19,6 @@ from oncoseg.network_inference import (
     PointwiseConv,
     _column_mean,
     _square_sums,
-    prepare_for_inference,
 )
 from oncoseg.oar.ct.network import OarUNet3D
 from oncoseg.progress import CancelToken

@@ -1,0 +1,156 @@
+"""Activations and residual sums fused into the convolutions of a prepared network
+(``oncoseg.network_fusion``, issue 25): equal to the module, and never writing over a tensor
+something else still reads."""
+
+import pytest
+import torch
+from torch import nn
+
+from oncoseg.network_fusion import ResidualConv
+from oncoseg.network_inference import prepare_for_inference
+from oncoseg.network_layers import DirectConv, PointwiseConv
+from oncoseg.oar.mr.network import FCNResNet50
+from oncoseg.staging.network import StagingNet
+
+CL = torch.channels_last
+
+
+def _with_statistics(net: nn.Module) -> nn.Module:
+    """Batch norms away from (0, 1), so that folding them shows in the values."""
+    torch.manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.3, 0.3)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+def _count(module: nn.Module, kind) -> int:
+    return sum(isinstance(m, kind) for m in module.modules())
+
+
+def _post_ops(module: nn.Module) -> int:
+    return sum(isinstance(m, DirectConv) and m.activation is not None
+               for m in module.modules())
+
+
+@pytest.mark.parametrize("name", ["oar-mr", "staging"])
+def test_residual_blocks_write_their_sum_into_the_identity_and_equal_the_module(name):
+    torch.manual_seed(0)
+    if name == "oar-mr":
+        net, x, blocks = FCNResNet50(3, 3, width=4), torch.randn(3, 3, 64, 64), 16
+        layout = CL
+    else:
+        net, x, blocks = StagingNet(filters=8), torch.randn(2, 1, 6, 48, 48), 8
+        layout = torch.channels_last_3d
+    net = _with_statistics(net)
+    with torch.inference_mode():
+        expected = net(x)
+    prepared = prepare_for_inference(net, x.shape[2:]).eager
+    assert isinstance(prepared, torch.fx.GraphModule)
+    assert _count(prepared, ResidualConv) == blocks  # every block's sum and ReLU
+    assert _post_ops(prepared) > blocks  # the stem's and each block's first ReLU too
+    given = x.contiguous(memory_format=layout)
+    kept = given.clone()
+    with torch.inference_mode():
+        got = prepared(given)
+    torch.testing.assert_close(given, kept, rtol=0, atol=0)  # the caller's input untouched
+    # logits and features to 5e-5 (oneDNN sums in another order than PyTorch's path for
+    # small maps), probabilities to 1e-5: the tolerance of every prepared network's test
+    if isinstance(expected, dict):
+        for key, value in expected.items():
+            torch.testing.assert_close(got[key], value, rtol=0, atol=5e-5)
+        expected, got = expected["volume_logit"], got["volume_logit"]
+    torch.testing.assert_close(torch.sigmoid(got), torch.sigmoid(expected), rtol=0, atol=1e-5)
+    # the caller's module keeps its own layers and code
+    assert not isinstance(net, torch.fx.GraphModule) and _count(net, ResidualConv) == 0
+
+
+class _Block(nn.Module):
+    """``relu(conv2(relu(conv1(x))) + identity)``: with ``reread`` the identity is read again
+    after the sum; with ``own_identity`` it is a convolution's output rather than ``x``."""
+
+    def __init__(self, own_identity: bool, reread: bool, pointwise: bool = False):
+        super().__init__()
+        self.own_identity, self.reread = own_identity, reread
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 1 if pointwise else 3, padding=0 if pointwise else 1)
+        self.shortcut = nn.Conv2d(4, 4, 1, bias=False)
+
+    def forward(self, x):
+        identity = self.shortcut(x) if self.own_identity else x
+        out = self.conv2(torch.relu(self.conv1(x)))
+        out += identity
+        out = torch.relu(out)
+        return out + identity if self.reread else out
+
+
+@pytest.mark.parametrize("pointwise", [False, True])
+@pytest.mark.parametrize("own_identity, reread, fused", [
+    (True, False, True),  # the shortcut's fresh output, read by nothing else: written into
+    (False, False, False),  # the caller's input: never written
+    (True, True, False),  # read again after the sum: kept
+])
+def test_the_identity_is_overwritten_only_where_nothing_else_reads_it(own_identity, reread,
+                                                                      fused, pointwise):
+    torch.manual_seed(2)
+    net = _Block(own_identity, reread, pointwise).eval()
+    x = torch.randn(2, 4, 12, 10).contiguous(memory_format=CL)
+    kept = x.clone()
+    with torch.inference_mode():
+        expected = net(x)
+        prepared = prepare_for_inference(net, x.shape[2:]).eager
+        got = prepared(x)
+    torch.testing.assert_close(x, kept, rtol=0, atol=0)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    assert _count(prepared, ResidualConv) == int(fused)
+    assert _post_ops(prepared) >= 1  # conv1's ReLU in every case
+
+
+def test_residual_conv_outside_its_fast_path_adds_out_of_place():
+    """A residual in the default memory format (or any tensor oneDNN and BLAS cannot write
+    into as it lies) gets the block's own computation, and is left as it was."""
+    torch.manual_seed(3)
+    for conv in (nn.Conv2d(4, 6, 3, padding=1), nn.Conv2d(4, 6, 1)):
+        conv = conv.eval()
+        layer = DirectConv(conv) if conv.kernel_size == (3, 3) else PointwiseConv(conv)
+        fused = ResidualConv(layer.to(memory_format=CL))
+        x = torch.randn(2, 4, 9, 7).contiguous(memory_format=CL)
+        for residual in (torch.randn(2, 6, 9, 7),  # default layout
+                         torch.randn(2, 6, 1, 1).contiguous(memory_format=CL)):  # broadcast
+            kept = residual.clone()
+            with torch.inference_mode():
+                got = fused(x, residual)
+            torch.testing.assert_close(residual, kept, rtol=0, atol=0)
+            torch.testing.assert_close(got, torch.relu(conv(x) + residual), rtol=0, atol=1e-5)
+        residual = torch.randn(2, 6, 9, 7).contiguous(memory_format=CL)
+        expected = torch.relu(conv(x) + residual)
+        with torch.inference_mode():
+            got = fused(x, residual)
+        assert got.data_ptr() == residual.data_ptr()  # written into, as the graph allowed
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+class _AddsItsInput(nn.Module):
+    """``relu(conv2(y) + y)``: the convolution reads the tensor the sum would write into."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(4, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+
+    def forward(self, x):
+        y = self.conv1(x)
+        return torch.relu(self.conv2(y) + y)
+
+
+def test_a_convolution_never_writes_into_its_own_input():
+    torch.manual_seed(4)
+    net = _AddsItsInput().eval()
+    x = torch.randn(2, 4, 8, 8).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        expected = net(x)
+        got = prepare_for_inference(net, x.shape[2:]).eager(x)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
