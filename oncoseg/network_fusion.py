@@ -25,6 +25,7 @@ something was fused, the module itself otherwise.
 
 from __future__ import annotations
 
+import functools
 import operator
 import warnings
 
@@ -108,10 +109,40 @@ class _Tracer(torch.fx.Tracer):
         return isinstance(module, _LEAVES) or super().is_leaf_module(module, name)
 
 
+# oneDNN's fused convolutions as this module calls them (registered by PyTorch builds with
+# oneDNN for its own compiler; the project accepts torch >= 2.1): argument names checked, so a
+# build whose operators differ runs the network unfused rather than calling them wrongly
+_POST_OPS = {
+    "_convolution_pointwise.default": ["X", "W", "B", "padding", "stride", "dilation", "groups",
+                                       "attr", "scalars", "algorithm"],
+    "_convolution_pointwise_.binary": ["other", "X", "W", "B", "padding", "stride", "dilation",
+                                       "groups", "binary_attr", "alpha", "unary_attr",
+                                       "unary_scalars", "unary_algorithm"],
+}
+
+
+@functools.cache
+def post_ops_available() -> bool:
+    """Whether this PyTorch has oneDNN's fused convolutions with the arguments used here."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        for name, arguments in _POST_OPS.items():
+            packet, overload = name.split(".")
+            schema = getattr(getattr(torch.ops.mkldnn, packet), overload)._schema
+            if [a.name for a in schema.arguments] != arguments:
+                return False
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
 def fuse_through_graph(module: nn.Module) -> nn.Module:
     """``module`` with its graph's activations and residual sums fused (module docstring); a
     ``GraphModule`` where anything was, ``module`` otherwise (its untraceable parents keep
     their code, with fused children)."""
+    if not post_ops_available():
+        return module
     if any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
         return module  # a graph would not call them as the module does
     try:

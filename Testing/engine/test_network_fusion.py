@@ -36,12 +36,12 @@ def _post_ops(module: nn.Module) -> int:
                for m in module.modules())
 
 
-@pytest.mark.parametrize("name", ["oar-mr", "staging"])
+@pytest.mark.parametrize("name", ["oar-mr", "oar-mr-gate", "staging"])
 def test_residual_blocks_write_their_sum_into_the_identity_and_equal_the_module(name):
     torch.manual_seed(0)
-    if name == "oar-mr":
-        net, x, blocks = FCNResNet50(3, 3, width=4), torch.randn(3, 3, 64, 64), 16
-        layout = CL
+    if name.startswith("oar-mr"):  # with its slice classifier, the backbone's output is read
+        net = FCNResNet50(3, 3, width=4, gate=name.endswith("gate"))  # twice
+        x, blocks, layout = torch.randn(3, 3, 64, 64), 16, CL
     else:
         net, x, blocks = StagingNet(filters=8), torch.randn(2, 1, 6, 48, 48), 8
         layout = torch.channels_last_3d
@@ -63,6 +63,9 @@ def test_residual_blocks_write_their_sum_into_the_identity_and_equal_the_module(
         for key, value in expected.items():
             torch.testing.assert_close(got[key], value, rtol=0, atol=5e-5)
         expected, got = expected["volume_logit"], got["volume_logit"]
+    elif isinstance(expected, tuple):  # maps and the slice classifier's logits
+        torch.testing.assert_close(got[1], expected[1], rtol=0, atol=5e-5)
+        expected, got = expected[0], got[0]
     torch.testing.assert_close(torch.sigmoid(got), torch.sigmoid(expected), rtol=0, atol=1e-5)
     # the caller's module keeps its own layers and code
     assert not isinstance(net, torch.fx.GraphModule) and _count(net, ResidualConv) == 0
@@ -154,3 +157,20 @@ def test_a_convolution_never_writes_into_its_own_input():
         expected = net(x)
         got = prepare_for_inference(net, x.shape[2:]).eager(x)
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_a_pytorch_without_the_fused_operators_runs_the_network_as_prepared_before(
+        monkeypatch):
+    import oncoseg.network_fusion as fusion
+
+    monkeypatch.setattr(fusion, "post_ops_available", lambda: False)
+    torch.manual_seed(5)
+    net = _with_statistics(FCNResNet50(3, 3, width=4))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        expected = net(x)
+        prepared = prepare_for_inference(net, x.shape[2:]).eager
+        got = prepared(x.contiguous(memory_format=CL))
+    assert not isinstance(prepared, torch.fx.GraphModule)
+    assert _count(prepared, ResidualConv) == 0 and _post_ops(prepared) == 0
+    torch.testing.assert_close(torch.sigmoid(got), torch.sigmoid(expected), rtol=0, atol=1e-5)
