@@ -241,6 +241,10 @@ def _only_call(graph: torch.fx.Graph, root: nn.Module, node: torch.fx.Node, kind
     return layer if calls == 1 else None
 
 
+class _Unknown(Exception):
+    """A producer whose aliasing is not known: the residual is not overwritten."""
+
+
 def _overwritable(residual: torch.fx.Node, at: torch.fx.Node, root: nn.Module) -> bool:
     """Whether the tensor ``residual`` may be overwritten at ``at``: it, and every tensor it
     aliases through in-place steps, was made inside the graph and is read before ``at`` only,
@@ -266,9 +270,9 @@ def _overwritable(residual: torch.fx.Node, at: torch.fx.Node, root: nn.Module) -
 
 
 def _aliased_input(node: torch.fx.Node, root: nn.Module) -> torch.fx.Node | None:
-    """The node whose tensor ``node`` returns (an in-place step), if any; a node whose
-    output may alias its input in a way not listed here makes the chain end at it, so the
-    caller treats it as fresh only if it is a known fresh producer."""
+    """The node whose tensor ``node`` returns (an in-place step), None for a producer of a
+    fresh tensor; raises ``_Unknown`` for anything else (a view, an out-of-place function not
+    listed here), and the residual is then not overwritten."""
     if node.op == "call_module":
         layer = root.get_submodule(node.target)
         if isinstance(layer, ResidualConv):
@@ -288,10 +292,6 @@ def _aliased_input(node: torch.fx.Node, root: nn.Module) -> torch.fx.Node | None
         if node.target in (torch.relu_, operator.iadd):
             return node.args[0]
     raise _Unknown
-
-
-class _Unknown(Exception):
-    """A producer whose aliasing is not known: the residual is not overwritten."""
 
 
 def _fresh_reader(user: torch.fx.Node, root: nn.Module) -> bool:
