@@ -160,7 +160,12 @@ def fuse_through_graph(module: nn.Module) -> nn.Module:
     if not any(fused):
         return module
     graph.lint()
-    return torch.fx.GraphModule(module, graph, type(module).__name__)
+    fused_module = torch.fx.GraphModule(module, graph, type(module).__name__)
+    # what callers may read from the network (a task's settings kept on it), as the module has
+    for name, value in vars(module).items():
+        if not name.startswith("_") and not hasattr(fused_module, name):
+            setattr(fused_module, name, value)
+    return fused_module
 
 
 def _drop_identities(graph: torch.fx.Graph, root: nn.Module) -> None:

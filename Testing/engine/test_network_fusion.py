@@ -67,8 +67,11 @@ def test_residual_blocks_write_their_sum_into_the_identity_and_equal_the_module(
         torch.testing.assert_close(got[1], expected[1], rtol=0, atol=5e-5)
         expected, got = expected[0], got[0]
     torch.testing.assert_close(torch.sigmoid(got), torch.sigmoid(expected), rtol=0, atol=1e-5)
-    # the caller's module keeps its own layers and code
+    # the caller's module keeps its own layers and code; the copy its plain attributes
     assert not isinstance(net, torch.fx.GraphModule) and _count(net, ResidualConv) == 0
+    assert not prepared.training
+    if name == "staging":
+        assert prepared.aggregation == net.aggregation
 
 
 class _Block(nn.Module):
