@@ -9,9 +9,10 @@ channels-last tensor as it lies (a column mean, a Gram product's diagonal and on
 multiply-add; the layers are in :mod:`oncoseg.network_layers`). Batch norm in eval is folded
 into the convolution before it, instance norms and activations that follow a layer with a
 fresh output run in place, ReLUs and residual sums after a convolution become its oneDNN
-post-ops (:mod:`oncoseg.network_fusion`), and with ``trace`` the result is traced and frozen
-per input shape (``torch.jit.freeze`` folds what is left and lets oneDNN fuse), checked against
-the eager network on the first batch of that shape, and dropped when it differs or fails.
+post-ops and a concatenation before it is never written (:mod:`oncoseg.network_fusion`), and
+with ``trace`` the result is traced and frozen per input shape (``torch.jit.freeze`` folds what
+is left and lets oneDNN fuse), checked against the eager network on the first batch of that
+shape, and dropped when it differs or fails.
 
 The caller's module is never changed: everything works on a deep copy, so the module can still
 be trained, moved to a GPU or saved afterwards. The copy is made once per module and state and

@@ -177,3 +177,67 @@ def test_a_pytorch_without_the_fused_operators_runs_the_network_as_prepared_befo
     assert not isinstance(prepared, torch.fx.GraphModule)
     assert _count(prepared, ResidualConv) == 0 and _post_ops(prepared) == 0
     torch.testing.assert_close(torch.sigmoid(got), torch.sigmoid(expected), rtol=0, atol=1e-5)
+
+
+def test_a_decoder_convolution_runs_on_the_two_halves_of_its_concatenation():
+    """OAR-CT's U-Net joins each upsampled map to its skip with ``torch.cat``: the prepared
+    copy convolves the two parts with the two halves of the weights instead, equal to the
+    module (probabilities to 1e-5)."""
+    from oncoseg.network_fusion import ConcatenatedConv
+    from oncoseg.oar.ct.network import OarUNet3D
+
+    torch.manual_seed(6)
+    net = OarUNet3D(1, 6, (8, 16, 32), ((1, 2, 2), (2, 2, 2))).eval()
+    x = torch.randn(2, 1, 8, 24, 32) * 0.5 + 0.2
+    with torch.inference_mode():
+        expected = net(x)
+        prepared = prepare_for_inference(net, x.shape[2:]).eager
+        got = prepared(x.contiguous(memory_format=torch.channels_last_3d))
+    assert _count(prepared, ConcatenatedConv) == 2  # one per decoder level
+    torch.testing.assert_close(got, expected, rtol=0, atol=5e-5)
+    torch.testing.assert_close(got.softmax(1), expected.softmax(1), rtol=0, atol=1e-5)
+
+
+class _Joined(nn.Module):
+    """``relu(conv(cat([a, b])))``; with ``also`` the concatenation is read a second time."""
+
+    def __init__(self, also: bool):
+        super().__init__()
+        self.also = also
+        self.a, self.b = nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(3, 6, 1)
+        self.conv = nn.Conv2d(10, 5, 3, padding=1)
+
+    def forward(self, x):
+        joined = torch.cat([self.a(x), self.b(x)], dim=1)
+        out = torch.relu(self.conv(joined))
+        return out + joined.mean() if self.also else out
+
+
+@pytest.mark.parametrize("also", [False, True])
+def test_a_concatenation_read_elsewhere_is_kept(also):
+    from oncoseg.network_fusion import ConcatenatedConv
+
+    torch.manual_seed(7)
+    net = _Joined(also).eval()
+    x = torch.randn(2, 3, 10, 12).contiguous(memory_format=CL)
+    with torch.inference_mode():
+        expected = net(x)
+        prepared = prepare_for_inference(net, x.shape[2:]).eager
+        got = prepared(x)
+    assert _count(prepared, ConcatenatedConv) == int(not also)
+    torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_concatenated_conv_outside_its_fast_path_concatenates():
+    from oncoseg.network_fusion import ConcatenatedConv
+
+    torch.manual_seed(8)
+    conv = nn.Conv2d(10, 5, 3, padding=1).eval()
+    fused = ConcatenatedConv(DirectConv(conv).to(memory_format=CL))
+    first, second = torch.randn(2, 4, 9, 7), torch.randn(2, 6, 9, 7)  # default layout
+    with torch.inference_mode():
+        expected = conv(torch.cat([first, second], 1))
+        slow = fused(first, second)
+        fast = fused(first.contiguous(memory_format=CL), second.contiguous(memory_format=CL))
+    torch.testing.assert_close(slow, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(fast, expected, rtol=0, atol=1e-5)
