@@ -16,7 +16,8 @@ staging demo 99.6 against 107.3 ms, a brain 2D-3D member on one 70^3 window 216 
 223 ms, a brain 2D model on 40 slices 852 against 869 ms.
 
 A convolution whose input is a two-part ``torch.cat`` (a U-Net decoder joining its skip and
-the upsampled map) runs on the two parts with the two halves of its weights, summed as oneDNN
+the upsampled map), or ``upsampling.beside_upsampled`` (the brain networks' join, upsampled
+here instead), runs on the two parts with the two halves of its weights, summed as oneDNN
 writes (:class:`ConcatenatedConv`): the concatenation is never written.
 
 Writing into the identity overwrites a tensor the block did not create, so it is done only
@@ -45,6 +46,7 @@ from oncoseg.network_layers import (
     PointwiseConv,
     channels_last_view,
 )
+from oncoseg.upsampling import beside_upsampled
 
 Tensor = torch.Tensor
 
@@ -114,12 +116,18 @@ class ConcatenatedConv(nn.Module):
     alternating runs in one process), probabilities within 1e-6. Outside the fast path (not
     float32 channels-last on the CPU, shapes that do not join) it concatenates."""
 
-    def __init__(self, conv: DirectConv):
+    def __init__(self, conv: DirectConv, upsample: bool = False):
         super().__init__()
         self.conv = conv
+        # the second part is first upsampled linearly to the first's size (a decoder's
+        # ``beside_upsampled(skip, x)``)
+        self.upsample = upsample
         self._halves: dict[int, tuple[Tensor, Tensor]] = {}  # by the first part's channels
 
     def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        if self.upsample:
+            second = F.interpolate(second, size=first.shape[2:], align_corners=False,
+                                   mode="bilinear" if second.dim() == 4 else "trilinear")
         if not self._joinable(first, second):
             return self.conv(torch.cat([first, second], 1))
         conv = self.conv
@@ -281,15 +289,20 @@ def _fuse_concatenation(graph: torch.fx.Graph, root: nn.Module, node: torch.fx.N
     conv = _only_call(graph, root, node, DirectConv)
     joined = node.args[0] if conv is not None else None
     if not (isinstance(joined, torch.fx.Node) and joined.op == "call_function"
-            and joined.target is torch.cat and len(joined.users) == 1 and conv.groups == 1):
+            and joined.target in (torch.cat, beside_upsampled) and len(joined.users) == 1
+            and conv.groups == 1):
         return False
-    parts = joined.args[0] if joined.args else joined.kwargs.get("tensors")
-    dim = joined.args[1] if len(joined.args) > 1 else joined.kwargs.get("dim", 0)
+    upsample = joined.target is beside_upsampled
+    if upsample:  # (skip, x): skip beside x upsampled to its size
+        parts, dim = (None, 0) if joined.kwargs else (joined.args, 1)
+    else:
+        parts = joined.args[0] if joined.args else joined.kwargs.get("tensors")
+        dim = joined.args[1] if len(joined.args) > 1 else joined.kwargs.get("dim", 0)
     if not (isinstance(parts, (list, tuple)) and len(parts) == 2 and dim == 1
             and all(isinstance(p, torch.fx.Node) for p in parts)):
         return False
     name = _new_name(root, f"{node.target.replace('.', '_')}_concatenated")
-    root.add_module(name, ConcatenatedConv(conv))
+    root.add_module(name, ConcatenatedConv(conv, upsample))
     with graph.inserting_before(node):
         fused = graph.call_module(name, tuple(parts))
     node.replace_all_uses_with(fused)

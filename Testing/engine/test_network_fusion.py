@@ -241,3 +241,32 @@ def test_concatenated_conv_outside_its_fast_path_concatenates():
         fast = fused(first.contiguous(memory_format=CL), second.contiguous(memory_format=CL))
     torch.testing.assert_close(slow, expected, rtol=0, atol=1e-5)
     torch.testing.assert_close(fast, expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_a_brain_decoder_convolves_the_skip_and_the_upsampled_map_without_joining_them(dims):
+    """The brain networks join levels with ``upsampling.beside_upsampled``, one call in the
+    graph: each join becomes a ConcatenatedConv that upsamples the deeper map itself."""
+    from oncoseg.brain.network import Brain2D, Brain3D
+    from oncoseg.network_fusion import ConcatenatedConv
+
+    torch.manual_seed(9)
+    if dims == 3:
+        net = Brain3D(sequences=4, features=12, width=4, levels=2, import_at="first",
+                      norm="none").eval()
+        inputs = (torch.randn(1, 4, 16, 16, 16), torch.rand(1, 12, 16, 16, 16))
+        layout, joins = torch.channels_last_3d, 2
+    else:
+        net = _with_statistics(Brain2D(sequences=4, width=4, subnetwork_kind="unet",
+                                       levels=2))
+        inputs = (torch.randn(2, 4, 32, 32) * 3 + 1,)
+        layout, joins = CL, None
+    with torch.inference_mode():
+        expected = net(*inputs)
+        prepared = prepare_for_inference(net, inputs[0].shape[2:]).eager
+        got = prepared(*(x.contiguous(memory_format=layout) for x in inputs))
+    # the decoder's joins upsample; the 3D member's import of the 2D features is a plain join
+    upsampling = [m.upsample for m in prepared.modules() if isinstance(m, ConcatenatedConv)]
+    assert sum(upsampling) == joins if joins is not None else sum(upsampling) > 0
+    torch.testing.assert_close(got, expected, rtol=0, atol=5e-5)
+    torch.testing.assert_close(got.softmax(1), expected.softmax(1), rtol=0, atol=1e-5)

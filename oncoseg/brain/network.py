@@ -28,11 +28,17 @@ and members with instance norm; they load as they were trained.
 from __future__ import annotations
 
 import torch
+import torch.fx
 from torch import nn
 
 from oncoseg.brain.config import IMPORTS, NORMS, ORIENTATIONS, SUBNETWORKS
 from oncoseg.modelfile import register_architecture
 from oncoseg.upsampling import beside_upsampled
+
+# One call in a traced graph (its fast path is chosen on the tensors' properties, which a trace
+# cannot see): the prepared copy's decoders then convolve the skip and the upsampled map without
+# joining them (oncoseg.network_fusion.ConcatenatedConv).
+torch.fx.wrap("beside_upsampled")
 
 CLASSES = 4
 
