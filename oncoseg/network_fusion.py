@@ -46,7 +46,7 @@ from oncoseg.network_layers import (
     PointwiseConv,
     channels_last_view,
 )
-from oncoseg.upsampling import beside_upsampled
+from oncoseg.upsampling import beside_upsampled, upsampled_to
 
 Tensor = torch.Tensor
 
@@ -126,8 +126,7 @@ class ConcatenatedConv(nn.Module):
 
     def forward(self, first: Tensor, second: Tensor) -> Tensor:
         if self.upsample:
-            second = F.interpolate(second, size=first.shape[2:], align_corners=False,
-                                   mode="bilinear" if second.dim() == 4 else "trilinear")
+            second = upsampled_to(first, second)
         if not self._joinable(first, second):
             return self.conv(torch.cat([first, second], 1))
         conv = self.conv

@@ -89,21 +89,39 @@ def _fused(skip: Tensor, x: Tensor) -> bool:
             and all(s == 2 * n for s, n in zip(skip.shape[2:], x.shape[2:], strict=True)))
 
 
+def upsampled_to(skip: Tensor, x: Tensor) -> Tensor:
+    """``x`` upsampled linearly to ``skip``'s size, the second part of
+    ``beside_upsampled(skip, x)`` with the same values, unjoined (a prepared decoder convolves
+    the two parts apart: ``network_fusion.ConcatenatedConv``); on the one-buffer path into a
+    buffer reused as the joins' are."""
+    if not _fused(skip, x):
+        mode = "bilinear" if x.dim() == 4 else "trilinear"
+        return F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=False)
+    out = _concatenation_buffer((x.shape[0], x.shape[1], *skip.shape[2:]), x.dtype)
+    _doubled_into(x, out)
+    return out
+
+
 def _fused_beside(skip: Tensor, x: Tensor) -> Tensor:
     channels = skip.shape[1]
     out = _concatenation_buffer((x.shape[0], channels + x.shape[1], *skip.shape[2:]), x.dtype)
     out[:, :channels].copy_(skip)
+    _doubled_into(x, out[:, channels:])
+    return out
+
+
+def _doubled_into(x: Tensor, target: Tensor) -> None:
+    """``x`` upsampled by two along its three spatial axes into ``target``."""
     doubled = x
     axes = (4, 3, 2)  # x, then y, then z (measured the faster order)
     for axis in axes:
         if axis == axes[-1]:
-            target = out[:, channels:]
+            step = target
         else:
             shape = list(doubled.shape)
             shape[axis] *= 2
-            target = torch.empty(shape, dtype=x.dtype, memory_format=torch.channels_last_3d)
-        doubled = _doubled_along(doubled, axis, target)
-    return out
+            step = torch.empty(shape, dtype=x.dtype, memory_format=torch.channels_last_3d)
+        doubled = _doubled_along(doubled, axis, step)
 
 
 def _doubled_along(a: Tensor, axis: int, out: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from oncoseg.upsampling import _fused, beside_upsampled, reused_concatenations
+from oncoseg.upsampling import _fused, beside_upsampled, reused_concatenations, upsampled_to
 
 CL3 = torch.channels_last_3d
 
@@ -25,6 +25,21 @@ def test_one_buffer_path_equals_interpolate_and_cat(shape):
         joined = beside_upsampled(skip, x)
     assert joined.is_contiguous(memory_format=CL3)  # as torch.cat of channels-last maps
     torch.testing.assert_close(joined, _plain(skip, x), rtol=0, atol=2e-6)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_the_upsampled_part_alone_is_the_joins_second_half(dims):
+    """``upsampled_to`` (what a prepared decoder convolves beside the skip) gives the values
+    ``beside_upsampled`` puts after the skip, on the one-buffer path (3D) and PyTorch's (2D)."""
+    torch.manual_seed(1)
+    layout = CL3 if dims == 3 else torch.channels_last
+    x = torch.randn(2, 5, *(3, 4, 6)[-dims:]).contiguous(memory_format=layout)
+    skip = torch.randn(2, 4, *[2 * n for n in x.shape[2:]]).contiguous(memory_format=layout)
+    with torch.inference_mode(), reused_concatenations():
+        alone = upsampled_to(skip, x)
+        joined = beside_upsampled(skip, x)
+    assert alone.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(alone, joined[:, 4:], rtol=0, atol=0)
 
 
 def test_other_maps_take_pytorchs_path():
