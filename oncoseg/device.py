@@ -36,19 +36,12 @@ def resolve_device(requested: str = "auto") -> str:
     return requested
 
 
-def channels_last_format(tensor: torch.Tensor) -> torch.memory_format:
-    """The channels-last memory format of a 4D (2D images) or 5D (3D volumes) tensor; any other
-    keeps its layout."""
-    import torch
-
-    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.dim(),
-                                                                     torch.contiguous_format)
-
-
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """``x`` in channels-last memory (a no-op when it already is, or is not 4D/5D): oneDNN's
     fast convolutions read and write this layout; given another, each convolution converts
     its input and output, which costs as much as a narrow convolution itself."""
+    from oncoseg.network_layers import channels_last_format
+
     return x.contiguous(memory_format=channels_last_format(x))
 
 

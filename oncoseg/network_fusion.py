@@ -44,6 +44,7 @@ from oncoseg.network_layers import (
     DirectConv,
     PatchTransposedConv,
     PointwiseConv,
+    channels_last_format,
     channels_last_view,
 )
 from oncoseg.upsampling import beside_upsampled, upsampled_to
@@ -84,14 +85,13 @@ class ResidualConv(nn.Module):
         conv = self.conv
         if isinstance(conv, DirectConv) and conv.activation is not None:
             return False
-        layout = (torch.channels_last if residual.dim() == 4 else
-                  torch.channels_last_3d if residual.dim() == 5 else None)
-        return (layout is not None and x.device.type == "cpu" and residual.device == x.device
+        return (residual.dim() in (4, 5) and x.device.type == "cpu"
+                and residual.device == x.device
                 # the convolution must not read what it writes (a block adding its own input)
                 and x.untyped_storage().data_ptr() != residual.untyped_storage().data_ptr()
                 and x.dtype == residual.dtype == torch.float32
                 and not residual.requires_grad
-                and residual.is_contiguous(memory_format=layout)
+                and residual.is_contiguous(memory_format=channels_last_format(residual))
                 and (isinstance(conv, PointwiseConv) or torch.backends.mkldnn.is_available())
                 and tuple(residual.shape) == _output_shape(conv, x))
 
@@ -132,17 +132,17 @@ class ConcatenatedConv(nn.Module):
         if not self._joinable(first, second):
             return self.conv(torch.cat([first, second], 1))
         conv = self.conv
-        first_weights, second_weights = self._split(first.shape[1], first.dim())
+        first_weights, second_weights = self._split(first.shape[1])
         out = torch.ops.aten.mkldnn_convolution(first, first_weights, conv.conv.bias,
                                                 conv.padding, conv.stride, conv.dilation, 1)
         return torch.ops.mkldnn._convolution_pointwise_(
             out, second, second_weights, None, conv.padding, conv.stride, conv.dilation, 1,
             "add", 1.0, None if conv.activation is None else "relu", [], None)
 
-    def _split(self, channels: int, dims: int) -> tuple[Tensor, Tensor]:
+    def _split(self, channels: int) -> tuple[Tensor, Tensor]:
         if channels not in self._halves:
-            layout = torch.channels_last if dims == 4 else torch.channels_last_3d
             weight = self.conv.conv.weight.detach()
+            layout = channels_last_format(weight)
             self._halves[channels] = (weight[:, :channels].contiguous(memory_format=layout),
                                       weight[:, channels:].contiguous(memory_format=layout))
         return self._halves[channels]
@@ -150,7 +150,7 @@ class ConcatenatedConv(nn.Module):
     def _joinable(self, first: Tensor, second: Tensor) -> bool:
         if first.dim() not in (4, 5) or second.dim() != first.dim():
             return False
-        layout = torch.channels_last if first.dim() == 4 else torch.channels_last_3d
+        layout = channels_last_format(first)
         return (first.device.type == second.device.type == "cpu"
                 and first.dtype == second.dtype == torch.float32
                 and self.conv.conv.weight.dtype == torch.float32

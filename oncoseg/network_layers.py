@@ -113,6 +113,13 @@ class ChannelsLastInstanceNorm(nn.Module):
         return torch.addcmul(shift, x, scale, out=x) if owned else torch.addcmul(shift, x, scale)
 
 
+def channels_last_format(tensor: Tensor) -> torch.memory_format:
+    """The channels-last memory format of a 4D (2D images) or 5D (3D volumes) tensor; any other
+    keeps its layout."""
+    return {4: torch.channels_last, 5: torch.channels_last_3d}.get(tensor.dim(),
+                                                                     torch.contiguous_format)
+
+
 def channels_last_view(x: Tensor) -> Tensor:
     """``x`` (B, C, *spatial) as (B, *spatial, C): a view when ``x`` is channels-last."""
     return x.permute(0, *range(2, x.dim()), 1)

@@ -63,6 +63,14 @@ class Geometry:
         return Geometry((self.size[0], self.size[1], stop - start), self.spacing,
                         tuple(float(o) for o in origin[:3]), self.direction)
 
+    def image(self, array: np.ndarray) -> sitk.Image:
+        """``array`` (z, y, x) as an image on this grid."""
+        image = sitk.GetImageFromArray(array, isVector=False)
+        image.SetOrigin(self.origin)
+        image.SetSpacing(self.spacing)
+        image.SetDirection(self.direction)
+        return image
+
     def empty(self) -> sitk.Image:
         """A one-voxel stand-in carrying this grid's geometry (for overlap checks)."""
         image = sitk.Image([1, 1, 1], sitk.sitkUInt8)
@@ -375,13 +383,7 @@ def _interpolated_best(values: np.ndarray, where: np.ndarray, k: _AxisWeights,
 def _most_likely_slabs(maps: np.ndarray, grid: Geometry, target: Geometry) -> np.ndarray:
     """:func:`most_likely_onto` for grids that are not parallel: every map resampled slab
     by slab (ITK), one slab per map held at a time."""
-    images = []
-    for array in maps:
-        image = sitk.GetImageFromArray(array)
-        image.SetOrigin(grid.origin)
-        image.SetSpacing(grid.spacing)
-        image.SetDirection(grid.direction)
-        images.append(image)
+    images = [grid.image(array) for array in maps]
     output = np.empty(target.size[::-1], np.uint8)
     start = 0
     for slabs in zip(*(linear_slabs(m, target, planes=False) for m in images), strict=True):
@@ -406,8 +408,4 @@ def resample_linear(source: sitk.Image, reference: sitk.Image, default_value: fl
     for slab in linear_slabs(source, target, default_value):
         output[start:start + slab.shape[0]] = slab
         start += slab.shape[0]
-    image = sitk.GetImageFromArray(output, isVector=False)
-    image.SetOrigin(target.origin)
-    image.SetSpacing(target.spacing)
-    image.SetDirection(target.direction)
-    return image
+    return target.image(output)

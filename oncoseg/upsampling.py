@@ -72,9 +72,7 @@ def beside_upsampled(skip: Tensor, x: Tensor) -> Tensor:
     False), as the decoder of a U-Net joins its levels."""
     if _fused(skip, x):
         return _fused_beside(skip, x)
-    mode = "bilinear" if x.dim() == 4 else "trilinear"
-    upsampled = F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=False)
-    return torch.cat([skip, upsampled], dim=1)
+    return torch.cat([skip, _interpolated(skip, x)], dim=1)
 
 
 def _fused(skip: Tensor, x: Tensor) -> bool:
@@ -95,11 +93,16 @@ def upsampled_to(skip: Tensor, x: Tensor) -> Tensor:
     the two parts apart: ``network_fusion.ConcatenatedConv``); on the one-buffer path into a
     buffer reused as the joins' are."""
     if not _fused(skip, x):
-        mode = "bilinear" if x.dim() == 4 else "trilinear"
-        return F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=False)
+        return _interpolated(skip, x)
     out = _concatenation_buffer((x.shape[0], x.shape[1], *skip.shape[2:]), x.dtype)
     _doubled_into(x, out)
     return out
+
+
+def _interpolated(skip: Tensor, x: Tensor) -> Tensor:
+    """PyTorch's path: ``x`` interpolated linearly to ``skip``'s size."""
+    mode = "bilinear" if x.dim() == 4 else "trilinear"
+    return F.interpolate(x, size=skip.shape[2:], mode=mode, align_corners=False)
 
 
 def _fused_beside(skip: Tensor, x: Tensor) -> Tensor:
