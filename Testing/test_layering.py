@@ -84,12 +84,12 @@ def test_lib_packages_never_import_qt_or_ctk():
 # module with neither fails the test until it is given a rank here.
 LAYERS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
     (0, "foundation: errors, progress and cancel, setting values, memory and devices (and a "
-        "network's inference copy, its fused convolutions and its one-buffer upsampling for "
-        "them), child processes, "
+        "network's inference copy, its fused convolutions, the graph tracing they read and "
+        "their one-buffer upsampling), child processes, "
         "the vocabulary of codes, shipped data",
      ("oncoseg", "oncoseg.errors", "oncoseg.progress", "oncoseg.settings", "oncoseg.memory",
       "oncoseg.device", "oncoseg.network_inference", "oncoseg.network_fusion",
-      "oncoseg.network_layers",
+      "oncoseg.network_layers", "oncoseg.graph_tracing",
       "oncoseg.upsampling",
       "oncoseg.distributed",
       "oncoseg.childprocess", "oncoseg.terminology", "oncoseg.data.*")),

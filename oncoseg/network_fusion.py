@@ -39,6 +39,7 @@ import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
+from oncoseg.graph_tracing import ThreadConfinedTracer
 from oncoseg.network_layers import (
     ChannelsLastInstanceNorm,
     DirectConv,
@@ -168,7 +169,7 @@ _READERS = (DirectConv, PointwiseConv, PatchTransposedConv, ConcatenatedConv, nn
             nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
 
-class _Tracer(torch.fx.Tracer):
+class _Tracer(ThreadConfinedTracer):
     def is_leaf_module(self, module: nn.Module, name: str) -> bool:
         return isinstance(module, _LEAVES) or super().is_leaf_module(module, name)
 

@@ -38,6 +38,7 @@ import torch
 import torch.fx
 from torch import nn
 
+from oncoseg.graph_tracing import traced_graph
 from oncoseg.network_fusion import fuse_through_graph
 from oncoseg.network_layers import (
     ChannelsLastInstanceNorm,
@@ -241,7 +242,7 @@ def _fold_through_graph(module: nn.Module, scratch: nn.Module | None = None) -> 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            graph = torch.fx.symbolic_trace(scratch).graph
+            graph = traced_graph(scratch)
     except Exception:  # data-dependent control flow, untraceable calls: its parts
         for child, part in zip(module.children(), scratch.children(), strict=True):
             _fold_through_graph(child, part)
