@@ -10,11 +10,19 @@ a loop in a second thread while the staging network was prepared five times, 32,
 33,873 calls failed. :class:`ThreadConfinedTracer` traces only in the thread that called
 ``trace``: there every call is traced as before, and elsewhere modules run as they would
 without a trace (``Testing/engine/test_graph_tracing.py``).
+
+Tracing also silences the warnings it provokes, with ``warnings.catch_warnings``, which saves
+and restores the process's warning filters: two threads doing so at once can restore each
+other's state, leaving every warning silenced for the rest of the session. OncoSeg's own
+uses take :func:`warnings_caught`, one thread at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import torch.fx
@@ -52,6 +60,19 @@ class ThreadConfinedTracer(torch.fx.Tracer):
         return super().getattr(attr, attr_val, parameter_proxy_cache)
 
 
-def traced_graph(module: nn.Module) -> torch.fx.Graph:
-    """``module``'s graph, as ``torch.fx.symbolic_trace(module).graph`` gives it."""
-    return ThreadConfinedTracer().trace(module)
+_WARNING_FILTERS = threading.RLock()
+
+
+@contextlib.contextmanager
+def warnings_caught(record: bool = False) -> Iterator[list[warnings.WarningMessage] | None]:
+    """``warnings.catch_warnings(record=record)``, never in two of OncoSeg's threads at once."""
+    with _WARNING_FILTERS, warnings.catch_warnings(record=record) as caught:
+        yield caught
+
+
+def quietly_traced(module: nn.Module, tracer: torch.fx.Tracer | None = None) -> torch.fx.Graph:
+    """``module``'s graph as ``tracer`` (a :class:`ThreadConfinedTracer` by default: what
+    ``torch.fx.symbolic_trace(module).graph`` records) traces it, without its warnings."""
+    with warnings_caught():
+        warnings.simplefilter("ignore")
+        return (tracer or ThreadConfinedTracer()).trace(module)

@@ -32,14 +32,13 @@ from __future__ import annotations
 
 import functools
 import operator
-import warnings
 
 import torch
 import torch.fx
 import torch.nn.functional as F
 from torch import nn
 
-from oncoseg.graph_tracing import ThreadConfinedTracer
+from oncoseg.graph_tracing import ThreadConfinedTracer, quietly_traced
 from oncoseg.network_layers import (
     ChannelsLastInstanceNorm,
     DirectConv,
@@ -212,9 +211,7 @@ def fuse_through_graph(module: nn.Module) -> nn.Module:
     if any(m._forward_hooks or m._forward_pre_hooks for m in module.modules()):
         return module  # a graph would not call them as the module does
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = _Tracer().trace(module)
+        graph = quietly_traced(module, _Tracer())
     except Exception:  # data-dependent control flow, untraceable calls: its parts
         for name, child in list(module.named_children()):
             fused = fuse_through_graph(child)

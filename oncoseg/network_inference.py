@@ -38,7 +38,7 @@ import torch
 import torch.fx
 from torch import nn
 
-from oncoseg.graph_tracing import traced_graph
+from oncoseg.graph_tracing import quietly_traced, warnings_caught
 from oncoseg.network_fusion import fuse_through_graph
 from oncoseg.network_layers import (
     ChannelsLastInstanceNorm,
@@ -91,7 +91,7 @@ class PreparedNetwork:
         with torch.inference_mode():
             expected = self.eager(*inputs)
         try:
-            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+            with torch.no_grad(), warnings_caught(record=True) as caught:
                 warnings.simplefilter("always", torch.jit.TracerWarning)
                 traced = torch.jit.freeze(torch.jit.trace(
                     self.eager, tuple(x.clone() for x in inputs), check_trace=False))
@@ -240,9 +240,7 @@ def _fold_through_graph(module: nn.Module, scratch: nn.Module | None = None) -> 
         return
     scratch = copy.deepcopy(module) if scratch is None else scratch
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            graph = traced_graph(scratch)
+        graph = quietly_traced(scratch)
     except Exception:  # data-dependent control flow, untraceable calls: its parts
         for child, part in zip(module.children(), scratch.children(), strict=True):
             _fold_through_graph(child, part)

@@ -47,3 +47,38 @@ def test_the_tracer_records_in_its_own_thread_what_symbolic_trace_records():
     ours = [(n.op, str(n.target)) for n in ThreadConfinedTracer().trace(net).nodes]
     theirs = [(n.op, str(n.target)) for n in torch.fx.symbolic_trace(net).graph.nodes]
     assert ours == theirs
+
+
+def test_warning_filters_are_saved_and_restored_by_one_thread_at_a_time():
+    """Two threads in ``warnings.catch_warnings`` at once can restore each other's filters
+    (e.g. leave "ignore" in place for the whole session): OncoSeg's own uses wait in turn."""
+    import warnings
+
+    from oncoseg.graph_tracing import warnings_caught
+
+    before = list(warnings.filters)
+    first_inside, release, order = threading.Event(), threading.Event(), []
+
+    def first() -> None:
+        with warnings_caught():
+            warnings.simplefilter("ignore")
+            order.append("first in")
+            first_inside.set()
+            release.wait(5)
+            order.append("first out")
+
+    def second() -> None:
+        first_inside.wait(5)
+        with warnings_caught():
+            order.append("second in")
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    first_inside.wait(5)
+    threads[1].join(0.2)  # the second thread waits while the first holds the filters
+    release.set()
+    for thread in threads:
+        thread.join()
+    assert order == ["first in", "first out", "second in"]
+    assert warnings.filters == before
