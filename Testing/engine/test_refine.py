@@ -238,6 +238,13 @@ def test_a_scribble_seeds_its_whole_path_and_earlier_clicks_are_kept():
     assert sitk.GetArrayFromImage(again.labels)[z, y, x] == 1
 
 
+def volume(array: np.ndarray, kind) -> sitk.Image:
+    """``array`` (z, y, x) as an image of ``kind`` on 1 mm voxels."""
+    out = sitk.GetImageFromArray(array.astype(kind))
+    out.SetSpacing((1.0, 1.0, 1.0))
+    return out
+
+
 def shell_case() -> tuple[sitk.Image, sitk.Image, sitk.Image, np.ndarray, np.ndarray]:
     """A bright ball of radius 8 mm that the model over-segments by a one-voxel shell (the
     shell at 0.80, the ball at 0.99, as the rectal demo model does), on 1 mm voxels; and a
@@ -253,12 +260,6 @@ def shell_case() -> tuple[sitk.Image, sitk.Image, sitk.Image, np.ndarray, np.nda
         np.where(shell, 40.0, 0.0) + rng.normal(0, 3, ball.shape)
     probability = np.where(ball, 0.99, np.where(shell, 0.80, np.where(slab, 0.99, 0.02)))
     labels = (ball | shell | slab).astype(np.uint8)
-
-    def volume(array, kind):
-        out = sitk.GetImageFromArray(array.astype(kind))
-        out.SetSpacing((1.0, 1.0, 1.0))
-        return out
-
     return (volume(image, np.float32), volume(probability, np.float32),
             volume(labels, np.uint8), ball, slab)
 
@@ -309,12 +310,6 @@ def test_a_negative_click_on_a_sure_false_region_spares_the_less_sure_true_rim_b
     rng = np.random.default_rng(0)
     image = np.where(interior | rim | false, 100.0, 20.0) + rng.normal(0, 3, r.shape)
     probability = np.where(interior, 0.999, np.where(rim, 0.6, np.where(false, 0.98, 0.02)))
-
-    def volume(array, kind):
-        out = sitk.GetImageFromArray(array.astype(kind))
-        out.SetSpacing((1.0, 1.0, 1.0))
-        return out
-
     image, labels = volume(image, np.float32), volume(interior | rim | false, np.uint8)
     point = labels.TransformIndexToPhysicalPoint((20 + 10, 20, 16))  # the cap, 10 mm out
     removed = {}
