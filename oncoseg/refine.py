@@ -63,6 +63,15 @@ distance on the image gradient (6 of 24), spread along the segment's surface whe
 lies in a thin boundary error (11 of 24, 2-3 segments made worse), and a separate image term
 for negative clicks (9-12 of 24).
 
+A task may set other values for its model's map (``Task.refine``, read by
+``Task.refine_settings``; Slicer's effect, the review app and the benchmark use them): the rectal
+patch CNN's map saturates (median logit 6.7-7.4 inside its tumour, 1.2-2.8 in the GI organs,
+2.5-4.5 in the pelvic CT's) and its error is a one-voxel rim at 0.54-0.99 round a core at
+0.98-1.0, so a negative click there moves the boundary 3 logit units past the clicked voxel
+(``recalibration_margin_negative``) over 25 mm (``recalibration_mm``): its tumours below 0.90
+gain +0.053 / +0.079 (seed 3100) and +0.065 (seed 3300) after 3 clicks instead of +0.025 /
++0.030 and +0.044. The same values for every task lose elsewhere (docs/RESULTS.md).
+
 Per click, 0.016 s median on the phantoms and 0.09..0.20 s on a 256 x 256 x 40 volume (2 shared
 cores; the time grows with the earlier clicks kept as seeds).
 
@@ -148,6 +157,15 @@ class RefineSettings:
     # ... and with how unlike the clicked voxels the model rates a voxel (a Gaussian of the
     # difference in logit, in logit units); 0 turns that term off
     recalibration_confidence: float = 2.0
+    # the margin for negative input where a model needs another than for positive input
+    # (None: ``recalibration_margin``); a task sets it through ``Task.refine``
+    recalibration_margin_negative: float | None = None
+
+    def margin(self, positive: bool) -> float:
+        """How far beyond the decision boundary a click of this sign puts its voxel."""
+        if positive or self.recalibration_margin_negative is None:
+            return self.recalibration_margin
+        return self.recalibration_margin_negative
 
 
 @dataclass
@@ -316,8 +334,8 @@ def _recalibrated_prior(prior: np.ndarray,
                 continue
             at = logit[under]  # the voxels under the points, not the seed ball's rim
             # how far the clicked voxels must move to lie the margin beyond the boundary
-            needed = (settings.recalibration_margin - float(at.min())) if positive else \
-                (float(at.max()) + settings.recalibration_margin)
+            needed = (settings.margin(True) - float(at.min())) if positive else \
+                (float(at.max()) + settings.margin(False))
             if needed <= 0:
                 continue
             distance = ndi.distance_transform_edt(~seeds, sampling=spacing_zyx)

@@ -104,6 +104,10 @@ class Task:
     # for a classification how close to its threshold a probability is called uncertain
     registered_roles: tuple[str, ...] = ()
     uncertain_margin: float = 0.0
+    # click refinement: the oncoseg.refine.RefineSettings fields this task's model needs set
+    # otherwise than the defaults (their logits are the model's own: how sure it is and how its
+    # errors lie differ between methods; read by refine_settings)
+    refine: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.settings is not None and not self.default_config:
@@ -131,6 +135,13 @@ class Task:
                 return role
         raise InputError(f"--input {name}", f"is not an input of task '{self.name}' (its inputs: "
                          f"{', '.join(r.name for r in self.inputs)})")
+
+    def refine_settings(self) -> Any:
+        """The click refinement's settings for this task's results
+        (``oncoseg.refine.RefineSettings``; imported here, not at start-up)."""
+        from oncoseg.refine import RefineSettings
+
+        return RefineSettings(**self.refine)
 
     def covered_by(self, given: Iterable[str]) -> set[str]:
         """The roles the alternatives among ``given`` stand in for (rectal: ``dwi`` gives

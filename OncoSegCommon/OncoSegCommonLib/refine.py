@@ -8,7 +8,8 @@ The "OncoSeg refine" Segment Editor effect only binds mouse events to :class:`Re
   front end sets them, are read first);
 * :meth:`RefineLogic.stroke` takes the reader's points in Slicer's RAS, converts them to LPS
   (``coordinates.ras_lps``, the one place the two meet), runs :func:`oncoseg.refine.refine` on
-  the segmentation exported on the source volume's grid, and returns the change as two modifier
+  the segmentation exported on the source volume's grid (with the settings of the task that made
+  it, :func:`refine_settings_for`), and returns the change as two modifier
   labelmaps (``vtkOrientedImageData`` on the source volume's IJK grid, the box only): voxels to
   add and voxels to remove. The effect hands them to
   ``scriptedEffect.modifySelectedSegmentByLabelmap`` with ``ModificationModeAdd`` /
@@ -36,10 +37,13 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
+from oncoseg.errors import InputError
 from oncoseg.refine import RefineResult, RefineSettings, Stroke, hand_edits, refine
+from oncoseg.tasks import get_task
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.segmentations import (
     MODEL_ATTRIBUTE,
+    TASK_ATTRIBUTE,
     labels_from_segmentation_node,
     probability_nodes,
 )
@@ -53,6 +57,18 @@ def is_oncoseg_result(segmentation_node: Any) -> bool:
     """True for a segmentation an OncoSeg module made (what the effect offers to refine)."""
     return bool(segmentation_node.GetAttribute(MODEL_ATTRIBUTE)) or \
         bool(probability_nodes(segmentation_node))
+
+
+def refine_settings_for(segmentation_node: Any) -> RefineSettings:
+    """The refine settings of the task that made the segmentation (its task attribute, set
+    by ``taskrun.add_prediction``); the defaults for a segmentation of no task known here."""
+    name = segmentation_node.GetAttribute(TASK_ATTRIBUTE)
+    if not name:
+        return RefineSettings()
+    try:
+        return get_task(name).refine_settings()
+    except InputError:  # a plug-in task not installed here
+        return RefineSettings()
 
 
 @dataclass
@@ -123,7 +139,8 @@ class RefineLogic:
 
     segmentation_node: Any
     source_volume_node: Any
-    settings: RefineSettings = field(default_factory=RefineSettings)
+    # None: the settings of the task that made the segmentation (refine_settings_for)
+    settings: RefineSettings | None = None
     _states: list[_State] = field(default_factory=list, repr=False)
     _cache: dict[str, tuple[int, sitk.Image]] = field(default_factory=dict, repr=False)
 
@@ -177,7 +194,8 @@ class RefineLogic:
         probability = None if probability_node is None else self._image(probability_node)
         result = refine(self._image(self.source_volume_node), probability, labels,
                         self.segment_value(segment_id), [new], earlier,
-                        locked if locked.any() else None, self.settings)
+                        locked if locked.any() else None,
+                        self.settings or refine_settings_for(self.segmentation_node))
         added = modifier_labelmap(result.added, result.box, self.source_volume_node) \
             if result.added.any() else None
         removed = modifier_labelmap(result.removed, result.box, self.source_volume_node) \

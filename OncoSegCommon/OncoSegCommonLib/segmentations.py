@@ -23,6 +23,9 @@ from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_im
 # The node attribute naming the model that made a segmentation (result.json's "model", as
 # JSON): exports name it in their DICOM objects, and it is saved with the scene.
 MODEL_ATTRIBUTE = "OncoSeg.model"
+# ... and the task it belongs to (its name): what the "OncoSeg refine" effect reads its
+# settings from (oncoseg.tasks.Task.refine_settings)
+TASK_ATTRIBUTE = "OncoSeg.task"
 # A run's probability maps: a node reference from its segmentation to each map, the map's
 # attribute naming its segment (the link survives renaming); scenes saved before the links
 # existed are read by add_prediction's names, '<prefix> segmentation' and

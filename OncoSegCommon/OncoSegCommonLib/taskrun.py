@@ -22,6 +22,7 @@ from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.segmentations import (
     MODEL_ATTRIBUTE,
     PROBABILITY_SUFFIX,
+    TASK_ATTRIBUTE,
     link_probability,
     segmentation_node_from_labels,
 )
@@ -71,6 +72,7 @@ def add_prediction(scene: Any, prediction: Prediction, prefix: str, reference_no
                 scene, prediction.labels, prediction.segments, reference_node,
                 f"{prefix} segmentation")
             added.segmentation.SetAttribute(MODEL_ATTRIBUTE, json.dumps(prediction.model))
+            added.segmentation.SetAttribute(TASK_ATTRIBUTE, prediction.task)
         for name, image in prediction.probabilities.items():
             added.probabilities[name] = show_probability_map(
                 scene, image, f"{prefix} {name}{PROBABILITY_SUFFIX}", background, opacity)

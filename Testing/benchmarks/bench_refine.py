@@ -9,7 +9,8 @@ its distance transform, in mm); a false negative gives a positive click, a false
 negative one. Up to ``--clicks`` clicks per segment. The three correctors get the same kind of
 clicks, each placed on its own errors:
 
-* ``refine``: :func:`oncoseg.refine.refine` with the click and the earlier clicks;
+* ``refine``: :func:`oncoseg.refine.refine` with the click and the earlier clicks, with the
+  task's settings (``Task.refine_settings``, as Slicer's effect and the review app use them);
 * ``brush``: a ball of ``--brush-mm`` radius painted (or erased) at the click, never over other
   segments (what Segment Editor's Paint / Erase with "overwrite other segments: none" does);
 * ``grow``: SimpleITK's ConfidenceConnected region growing from the click on the image the
@@ -147,8 +148,19 @@ def grow(labels: np.ndarray, image: sitk.Image, target: int, point, positive: bo
     return out
 
 
+def task_settings(prediction):
+    """The refine settings of the prediction's task (what Slicer's effect and the review app
+    use: ``Task.refine_settings``); the defaults where it names none."""
+    from oncoseg.refine import RefineSettings
+    from oncoseg.tasks import get_task
+
+    task = getattr(prediction, "task", None)
+    return get_task(task).refine_settings() if task else RefineSettings()
+
+
 def refine_click(images, probability, grid: sitk.Image, labels: np.ndarray, label: int,
-                 click, earlier: list, times: list[float] | None = None) -> np.ndarray:
+                 click, earlier: list, times: list[float] | None = None,
+                 settings=None) -> np.ndarray:
     """The label array after one refine click (the earlier clicks kept as seeds, and this one
     appended to them); ``times`` gets the refine call's seconds."""
     from oncoseg.refine import Stroke, refine
@@ -158,7 +170,7 @@ def refine_click(images, probability, grid: sitk.Image, labels: np.ndarray, labe
     stroke = Stroke.click(*click)
     started = time.perf_counter()
     out = sitk.GetArrayFromImage(refine(images, probability, current, label, [stroke],
-                                        earlier).labels)
+                                        earlier, settings=settings).labels)
     if times is not None:
         times.append(time.perf_counter() - started)
     earlier.append(stroke)
@@ -185,7 +197,7 @@ def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brus
         point, positive = click
         if method == "refine":
             labels = refine_click(images, probability, grid, labels, spec.label, click, earlier,
-                                  times)
+                                  times, task_settings(prediction))
         elif method == "brush":
             labels = brush(labels, grid, spec.label, point, positive, brush_mm)
         else:
@@ -225,7 +237,8 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
             click = next_click(labels == spec.label, wanted, grid, labels == 0)
             if click is not None:
                 labels = refine_click(images, prediction.probabilities[spec.name], grid,
-                                      labels, spec.label, click, earlier)
+                                      labels, spec.label, click, earlier,
+                                      settings=task_settings(prediction))
             curve.append(dice(labels == spec.label, wanted))
         out.append({"segment": spec.name, "model": round(start[spec.name], 4),
                     "session": [round(d, 4) for d in curve]})
@@ -261,7 +274,7 @@ def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
         if click is None:
             break
         array = refine_click(images, probability, labels, array, spec.label, click, earlier,
-                             times)
+                             times, task_settings(prediction))
     return times
 
 

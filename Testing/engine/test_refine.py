@@ -325,3 +325,41 @@ def test_a_negative_click_on_a_sure_false_region_spares_the_less_sure_true_rim_b
     # 1184 voxels 760 go instead of all of them: the click still takes the rim's nearest part
     assert false_with >= 0.95 * false_without > 0
     assert rim_with <= 0.75 * rim_without
+
+
+def test_the_rectal_tasks_negative_margin_takes_a_rim_whose_probability_spreads():
+    """The rectal patch CNN's over-segmentation rim spreads over 0.54-0.99 round a core at
+    0.98-1.0: a click on one rim voxel with the default margin removes the rim voxels rated
+    like it; with the rectal task's settings (a negative click moves the boundary 3 logit
+    units past the clicked voxel, over 25 mm) most of the rim near it, never the core. A
+    positive click is the same with and without the negative margin."""
+    from oncoseg.tasks import get_task
+
+    image, probability, labels, ball, slab = shell_case()
+    shell = (sitk.GetArrayFromImage(labels) == 1) & ~ball & ~slab
+    spread = sitk.GetArrayFromImage(probability)
+    spread[shell] = np.random.default_rng(1).uniform(0.55, 0.97, int(shell.sum()))
+    spread[21, 20, 14] = 0.65  # the clicked rim voxel, above the ball
+    point = labels.TransformIndexToPhysicalPoint((14, 20, 21))
+    near = np.zeros_like(ball)
+    near[12:, :, :] = True
+    rectal = get_task("rectal").refine_settings()
+    assert rectal.margin(False) > rectal.margin(True) == RefineSettings().margin(True)
+    removed = {}
+    for name, settings in (("default", RefineSettings()), ("rectal", rectal)):
+        result = refine([image], volume(spread, np.float32), labels, 1,
+                        [Stroke.click(point, positive=False)], settings=settings)
+        after = sitk.GetArrayFromImage(result.labels) == 1
+        assert (after & ball).sum() >= 0.98 * ball.sum()  # the sure core stays
+        removed[name] = 1 - (after & shell & near).sum() / (shell & near).sum()
+    assert removed["rectal"] > 0.8 and removed["rectal"] > removed["default"] + 0.2, removed
+    # a positive click in a piece cut out of the slab (243 voxels) ignores the negative margin
+    cut = sitk.GetArrayFromImage(labels)
+    cut[8:17, 16:25, 26:29] = 0
+    grown = [refine([image], probability, volume(cut, np.uint8), 1,
+                    [Stroke.click(labels.TransformIndexToPhysicalPoint((27, 20, 12)))],
+                    settings=RefineSettings(recalibration_margin_negative=m))
+             for m in (None, 3.0)]
+    assert grown[0].added.sum() > 200
+    assert np.array_equal(sitk.GetArrayFromImage(grown[0].labels),
+                          sitk.GetArrayFromImage(grown[1].labels))

@@ -6,8 +6,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.prediction import Prediction
-from oncoseg.refine import Stroke, refine
-from oncoseg.tasks import SegmentSpec
+from oncoseg.refine import RefineSettings, Stroke, refine
+from oncoseg.tasks import SegmentSpec, get_task
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.refine import (
     RefineLogic,
@@ -15,6 +15,7 @@ from OncoSegCommonLib.refine import (
     is_oncoseg_result,
     probability_nodes,
     ras_of_voxel,
+    refine_settings_for,
 )
 from OncoSegCommonLib.segmentations import (
     labels_from_segmentation_node,
@@ -164,3 +165,26 @@ def test_node_references_find_the_maps_of_a_renamed_segmentation(mrml):
         {k: v.GetID() for k, v in nodes.probabilities.items()}
     nodes.segmentation.RemoveNodeReferenceIDs(PROBABILITY_REFERENCE_ROLE)  # an older scene
     assert probability_nodes(nodes.segmentation) == {}  # renamed: its names match no map
+
+
+def test_a_result_refines_with_its_tasks_settings(mrml):
+    """The effect reads the settings of the task that made the segmentation (the rectal
+    model's sharper map needs a wider negative margin); any other segmentation the defaults."""
+    volume, nodes, image, labels, probability, _ = add_result(mrml)
+    assert nodes.segmentation.GetAttribute("OncoSeg.task") == "toy"
+    assert refine_settings_for(nodes.segmentation) == RefineSettings()  # not installed here
+    rectal = add_prediction(mrml.scene, Prediction(
+        task="rectal", model={}, images={}, display_role="t2w", segments=SPECS, labels=labels,
+        probabilities={"Tumour": probability}), "Case 3", volume)
+    assert refine_settings_for(rectal.segmentation) == get_task("rectal").refine_settings() \
+        != RefineSettings()
+    plain = segmentation_node_from_labels(mrml.scene, labels, SPECS, volume, "Mine")
+    assert refine_settings_for(plain) == RefineSettings()
+    # the logic's stroke is the engine's refine with those settings
+    logic = RefineLogic(rectal.segmentation, volume)
+    ras = ras_of_voxel(volume, (20, 20, 6))
+    edit = logic.stroke(segment_id(SPECS[0]), [ras])
+    expected = refine(image, probability, labels, 1, [Stroke.click(ras_lps(ras))],
+                      settings=get_task("rectal").refine_settings())
+    assert np.array_equal(sitk.GetArrayFromImage(edit.result.labels),
+                          sitk.GetArrayFromImage(expected.labels))

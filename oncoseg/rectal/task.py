@@ -45,6 +45,11 @@ TASK = register_task(Task(
     settings=RectalConfig,
     fixed_settings=(),
     proposed_settings=("registration",),
+    # the patch CNN's map saturates (median logit 6.7-7.4 inside its tumour, 1.2-2.8 in the GI
+    # organs) and its error is a one-voxel rim at 0.54-0.99 round a core at 0.98-1.0: a
+    # negative click moves the boundary 3 logit units past the clicked rim voxel, over the
+    # tumour's size (docs/RESULTS.md, "Click refinement")
+    refine={"recalibration_margin_negative": 3.0, "recalibration_mm": 25.0},
 ))
 
 # The alternative to dwi_b0 + dwi_b1000: every b-value in one input (oncoseg.io.diffusion).
