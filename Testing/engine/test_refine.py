@@ -333,8 +333,10 @@ def test_the_rectal_tasks_negative_margin_takes_a_rim_whose_probability_spreads(
     like it; with the rectal task's settings (a negative click moves the boundary 3 logit
     units past the clicked voxel, over 25 mm) most of the rim near it, never the core. A
     positive click is the same with and without the negative margin."""
-    from oncoseg.tasks import get_task
+    from oncoseg.tasks import all_tasks, get_task
 
+    # every task's settings name RefineSettings fields (a wrong name fails here, not on a click)
+    assert all(isinstance(t.refine_settings(), RefineSettings) for t in all_tasks())
     image, probability, labels, ball, slab = shell_case()
     shell = (sitk.GetArrayFromImage(labels) == 1) & ~ball & ~slab
     spread = sitk.GetArrayFromImage(probability)
