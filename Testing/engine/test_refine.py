@@ -365,3 +365,29 @@ def test_the_rectal_tasks_negative_margin_takes_a_rim_whose_probability_spreads(
     assert grown[0].added.sum() > 200
     assert np.array_equal(sitk.GetArrayFromImage(grown[0].labels),
                           sitk.GetArrayFromImage(grown[1].labels))
+
+
+def test_a_click_deep_in_a_large_false_region_reaches_across_it():
+    """A click at the centre of a false cube 25 mm across lies 12-13 mm from the segment's
+    edge: the recalibration's reach grows with that depth (twice it, here 25 mm instead of
+    15), so the click removes the whole region rather than the ball of 15 mm round it, and
+    the true part beside it stays."""
+    zz, yy, xx = np.mgrid[:40, :48, :72].astype(float)
+    cube = (np.abs(zz - 20) <= 12) & (np.abs(yy - 24) <= 12) & (np.abs(xx - 24) <= 12)
+    ball = np.sqrt((zz - 20) ** 2 + (yy - 24) ** 2 + (xx - 46) ** 2) <= 9
+    rng = np.random.default_rng(0)
+    image = np.where(cube, 60.0, np.where(ball, 100.0, 20.0)) + rng.normal(0, 3, cube.shape)
+    probability = np.where(cube, 0.9, np.where(ball, 0.999, 0.02))
+    labels = volume(cube | ball, np.uint8)
+    point = labels.TransformIndexToPhysicalPoint((24, 24, 20))
+    removed = {}
+    for reach in (2.0, 0.0):
+        result = refine([volume(image, np.float32)], volume(probability, np.float32), labels,
+                        1, [Stroke.click(point, positive=False)],
+                        settings=RefineSettings(recalibration_depth_reach=reach))
+        after = sitk.GetArrayFromImage(result.labels) == 1
+        assert (after & ball).sum() == ball.sum()
+        removed[reach] = 1 - (after & cube).sum() / cube.sum()
+    assert RefineSettings().recalibration_depth_reach == 2.0
+    # 96 % of the cube against 60 % with the reach fixed at 15 mm
+    assert removed[2.0] > 0.9 and removed[0.0] < 0.75, removed
