@@ -150,12 +150,10 @@ def grow(labels: np.ndarray, image: sitk.Image, target: int, point, positive: bo
 
 def task_settings(prediction):
     """The refine settings of the prediction's task (what Slicer's effect and the review app
-    use: ``Task.refine_settings``); the defaults where it names none."""
-    from oncoseg.refine import RefineSettings
+    use: ``Task.refine_settings``)."""
     from oncoseg.tasks import get_task
 
-    task = getattr(prediction, "task", None)
-    return get_task(task).refine_settings() if task else RefineSettings()
+    return get_task(prediction.task).refine_settings()
 
 
 def refine_click(images, probability, grid: sitk.Image, labels: np.ndarray, label: int,
@@ -184,6 +182,7 @@ def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brus
 
     grid = prediction.labels
     images = [prediction.images[r] for r in prediction.images]
+    settings = task_settings(prediction)
     probability = prediction.probabilities[spec.name]
     labels = sitk.GetArrayFromImage(grid)
     wanted = truth == spec.label
@@ -197,7 +196,7 @@ def simulate(method: str, prediction, truth: np.ndarray, spec, clicks: int, brus
         point, positive = click
         if method == "refine":
             labels = refine_click(images, probability, grid, labels, spec.label, click, earlier,
-                                  times, task_settings(prediction))
+                                  times, settings)
         elif method == "brush":
             labels = brush(labels, grid, spec.label, point, positive, brush_mm)
         else:
@@ -224,6 +223,7 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
 
     grid = prediction.labels
     images = [prediction.images[r] for r in prediction.images]
+    settings = task_settings(prediction)
     labels = sitk.GetArrayFromImage(grid)
     specs = [s for s in prediction.segments if (truth == s.label).any()]
     specs.sort(key=lambda s: hidden_share(labels, truth, s.label))
@@ -238,7 +238,7 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
             if click is not None:
                 labels = refine_click(images, prediction.probabilities[spec.name], grid,
                                       labels, spec.label, click, earlier,
-                                      settings=task_settings(prediction))
+                                      settings=settings)
             curve.append(dice(labels == spec.label, wanted))
         out.append({"segment": spec.name, "model": round(start[spec.name], 4),
                     "session": [round(d, 4) for d in curve]})
@@ -250,6 +250,7 @@ def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
     from oncoseg.refine import Stroke
 
     source = prediction.labels
+    settings = task_settings(prediction)
     size = (256, 256, 40)
     spacing = [e * (n - 1) / (m - 1) for e, n, m in zip(source.GetSpacing(), source.GetSize(),
                                                          size, strict=True)]
@@ -274,7 +275,7 @@ def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
         if click is None:
             break
         array = refine_click(images, probability, labels, array, spec.label, click, earlier,
-                             times, task_settings(prediction))
+                             times, settings)
     return times
 
 
