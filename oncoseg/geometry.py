@@ -157,7 +157,11 @@ def orientation_code(image: sitk.Image, tolerance: float = 1e-3) -> str:
 
     ``'oblique'`` when an axis is not aligned with a patient axis.
     """
-    matrix = direction_matrix(image)
+    return axis_code(direction_matrix(image), tolerance)
+
+
+def axis_code(matrix: np.ndarray, tolerance: float = 1e-3) -> str:
+    """:func:`orientation_code` of a direction matrix (LPS, columns the index axes)."""
     letters = []
     for column in matrix.T:
         axis = int(np.argmax(np.abs(column)))

@@ -16,7 +16,7 @@ import SimpleITK as sitk
 
 from oncoseg.geometry import orientation_code, physical_bounds, voxel_volume_ml
 from oncoseg.io.segnrrd import read_seg_nrrd
-from oncoseg.io.volumes import read_image
+from oncoseg.io.volumes import read_volume
 from oncoseg.modelfile import file_sha256, read_header
 from oncoseg.validation import check_structure, count_nonfinite, volume_problems
 
@@ -49,7 +49,8 @@ def _geometry(image: sitk.Image) -> dict[str, Any]:
 def describe_image(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Geometry and intensities of any 3D scalar image, with what would stop a method from
     using it (a single slice, NaN voxels, a constant image) as warnings in the method's words."""
-    image = read_image(path)
+    volume = read_volume(path)
+    image = volume.image
     check_structure(image, str(path))
     nan, infinite = count_nonfinite(image)
     array = sitk.GetArrayViewFromImage(image)
@@ -73,6 +74,7 @@ def describe_image(path: str | os.PathLike[str]) -> dict[str, Any]:
         **_geometry(image),
         "intensity": intensity,
         "warnings": volume_problems(image, str(path), min_slices=2, allow_constant=False),
+        "notes": list(volume.notes),  # how it was read (resampled slices, placements ...)
     }
 
 
@@ -154,6 +156,8 @@ def format_description(info: dict[str, Any]) -> str:
                      "infinite")
         for warning in info["warnings"]:
             lines.append(f"  warning: a method would refuse it: it {warning}")
+        for note in info["notes"]:
+            lines.append(f"  note: {note}")
     else:
         lines.append(f"  layers: {info['layers']}")
         for s in info["segments"]:

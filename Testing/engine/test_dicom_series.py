@@ -65,7 +65,7 @@ def test_uniform_series_is_read_as_stored_without_notes(tmp_path):
     np.testing.assert_array_equal(_array(image), _truth(image))
 
 
-def test_a_missing_slice_is_resampled_onto_the_uniform_grid_with_a_note(tmp_path):
+def test_a_missing_slice_is_resampled_onto_the_uniform_grid_with_a_note(tmp_path, capsys):
     files = uniform_series(tmp_path / "ct")
     files[12].unlink()  # z = 0 mm
     left = [str(f) for f in files if f.exists()]
@@ -84,6 +84,9 @@ def test_a_missing_slice_is_resampled_onto_the_uniform_grid_with_a_note(tmp_path
     np.testing.assert_array_equal(array[12], np.rint((truth[11] + truth[13]) / 2))
     body = (truth[12] > -1000) & (truth[11] < 400) & (truth[13] < 400)  # soft tissue around
     np.testing.assert_array_equal(array[12][body], truth[12][body])  # linear in z: exact
+    # `oncoseg info` says how it read the series, as predict does
+    assert main(["info", str(tmp_path / "ct"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == result.notes
 
 
 def test_gaps_of_more_than_two_slices_are_refused_naming_the_folder_and_positions(tmp_path):

@@ -310,6 +310,10 @@ def itk_error_message(error: Exception) -> str:
     text = text.removeprefix("sitk::ERROR:").strip()
     if text.startswith("Unable to determine ImageIO reader"):
         return UNDECODABLE
+    if "orthonormal direction cosines" in text:  # ITK: a sheared NIfTI sform, no qform
+        return ("its voxel axes are not at right angles or not scaled like its spacing (a "
+                "sheared placement, e.g. a NIfTI sform without a qform): ITK and 3D Slicer "
+                "place only rotated, orthogonal grids; resample it onto one first")
     return text
 
 

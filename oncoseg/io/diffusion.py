@@ -390,8 +390,11 @@ def bval_sidecar(path: Path) -> Path | None:
 
 def read_nifti_diffusion(path: str | os.PathLike[str]) -> DiffusionSeries:
     """A 4D NIfTI and its ``.bval`` (and ``.bvec``) sidecar, as dcm2niix writes them."""
+    from oncoseg.io.nifti import orientation_notes
+
     path = Path(path)
-    frames = _frames_of_4d(_read_volume_file(path), str(path))
+    image = _read_volume_file(path)
+    frames = _frames_of_4d(image, str(path))
     bvals = bval_sidecar(path)
     if bvals is None:
         from oncoseg.io.volumes import volume_stem
@@ -410,7 +413,8 @@ def read_nifti_diffusion(path: str | os.PathLike[str]) -> DiffusionSeries:
         directions = list(read_bvecs(bvecs, len(frames)))
     images = tuple(DiffusionImage(frames[k], values[k], _unit(directions[k]))
                    for k in range(len(frames)))
-    return DiffusionSeries(images, str(path), f"{bvals.name}")
+    return DiffusionSeries(images, str(path), f"{bvals.name}",
+                           tuple(orientation_notes(image, path)))
 
 
 def read_nrrd_diffusion(path: str | os.PathLike[str]) -> DiffusionSeries:

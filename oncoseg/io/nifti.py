@@ -1,5 +1,7 @@
 """NIfTI details SimpleITK does not cover: NaN and infinite voxels, which its reader silently
-turns into 0, and maps in [0, 1] stored as scaled uint8, which its writer cannot produce.
+turns into 0, maps in [0, 1] stored as scaled uint8, which its writer cannot produce, and
+files whose two placements (qform, sform) disagree, which it reads without a word
+(:func:`orientation_notes`).
 
 ITK reads NIfTI through nifti1_io, whose ``nifti_read_buffer`` replaces every non-finite float
 by 0 (and counts them only in a debug message). A NaN-filled mask or a failed quantitative map
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import itertools
 import os
 import struct
 import tempfile
@@ -30,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from oncoseg.geometry import axis_code, direction_matrix
 
 # NIfTI datatype codes of real floating-point voxels
 _FLOAT_DATATYPES = {16: "f4", 64: "f8"}
@@ -128,6 +133,80 @@ def restore_nonfinite(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.I
     for key in image.GetMetaDataKeys():
         restored.SetMetaData(key, image.GetMetaData(key))
     return restored
+
+
+_SIDES = {"L": "left and right", "R": "left and right", "P": "front and back",
+          "A": "front and back", "S": "head and feet", "I": "head and feet"}
+
+
+def orientation_notes(image: sitk.Image, path: str | os.PathLike[str]) -> list[str]:
+    """What a reader of ``image`` (as SimpleITK read it from the NIfTI file ``path``) should
+    know about where its voxels lie, when tools disagree about it.
+
+    A NIfTI file may hold two placements, the qform and the sform, each with a code. ITK (hence
+    SimpleITK, nnU-Net and 3D Slicer) takes the sform only when its code is SCANNER_ANAT or the
+    qform is absent, and otherwise the qform (``SetImageIOOrientationFromNIfTI`` in ITK's
+    itkNiftiImageIO.cxx, ITK 5.4 in SimpleITK here and in Slicer v5.10.0 / v5.12.3, whose
+    SuperBuild/External_ITK.cmake pin ITK 5.4.4 / 5.4.6 and whose volume reader,
+    Libs/vtkITK/vtkITKArchetypeImageSeriesReader.cxx, reads NIfTI through that class);
+    nibabel, FSL and the tools built on them (TotalSegmentator) take the sform whenever its
+    code is set. So a file whose sform (code ALIGNED_ANAT, TALAIRACH or MNI)
+    and qform disagree shows the same voxels in different places, mirrored where the two differ
+    by a reflection: a left-right swap between viewers, silent in all of them. A file with
+    neither (ANALYZE-style) says nothing about where left is. Both are read as ITK reads them,
+    as 3D Slicer would show them, with a note."""
+    keys = set(image.GetMetaDataKeys())
+    if not is_nifti(path) or image.GetDimension() < 3 or \
+            not {"qform_code", "sform_code", "srow_x"} <= keys:
+        return []
+    name = Path(path).name
+    qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
+    if qform <= 0 and sform <= 0:
+        return [f"{name} holds no orientation (its qform_code and sform_code are 0, an "
+                "ANALYZE-style header): it was read as ITK and 3D Slicer read it, from origin 0 "
+                "with its axes taken as L, P, S, but where the patient's left, front and head "
+                "lie is not known from the file: check the result's laterality"]
+    if sform <= 0:
+        return []  # the qform alone: every reader takes it
+    try:
+        rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()]
+                         for axis in "xyz"])
+    except ValueError:
+        return []
+    if rows.shape != (3, 4):
+        return []
+    to_lps = np.diag([-1.0, -1.0, 1.0])
+    sform_matrix = np.eye(4)
+    sform_matrix[:3, :3] = to_lps @ rows[:, :3]
+    sform_matrix[:3, 3] = to_lps @ rows[:, 3]
+    read_matrix = np.eye(4)  # ITK's placement of the first three axes (a 4D file's too)
+    read_matrix[:3, :3] = direction_matrix(image)[:3, :3] * np.asarray(image.GetSpacing()[:3])
+    read_matrix[:3, 3] = image.GetOrigin()[:3]
+    size = np.asarray(image.GetSize()[:3], float)
+    corners = np.array([[*(size - 1) * np.array(c), 1.0]
+                        for c in itertools.product((0, 1), repeat=3)]).T
+    apart = float(np.linalg.norm((sform_matrix @ corners - read_matrix @ corners)[:3],
+                                 axis=0).max())
+    if apart <= 0.1 * min(image.GetSpacing()[:3]):
+        return []  # ITK read the sform, or a qform equal to it
+    read_axes, sform_axes = read_matrix[:3, :3], sform_matrix[:3, :3]
+    columns = np.linalg.norm(sform_axes, axis=0)
+    sform_code = axis_code(sform_axes / np.where(columns > 0, columns, 1.0))
+    read_code = axis_code(direction_matrix(image)[:3, :3])
+    how = f"up to {apart:.0f} mm apart"
+    if np.sign(np.linalg.det(read_axes)) != np.sign(np.linalg.det(sform_axes)):
+        swapped = [_SIDES[a] for a, b in zip(read_code, sform_code, strict=True)
+                   if a != b and {a, b} in ({"L", "R"}, {"P", "A"}, {"S", "I"})] \
+            if "oblique" not in (read_code, sform_code) else []
+        how = "mirror images of each other" + (f" ({' and '.join(swapped)} swapped)"
+                                                if len(swapped) == 1 else "")
+    names = {1: "SCANNER_ANAT", 2: "ALIGNED_ANAT", 3: "TALAIRACH", 4: "MNI_152"}
+    return [f"{name} places its voxels twice, and the two disagree: its qform "
+            f"({names.get(qform, qform)}, orientation {read_code}) and "
+            f"its sform ({names.get(sform, sform)}, orientation {sform_code}) are {how}. It was "
+            "read with the qform, as ITK and 3D Slicer read it; nibabel, FSL and the tools "
+            "built on them (TotalSegmentator) use the sform and show it elsewhere: check which "
+            "one the scanner's images agree with before using the result"]
 
 
 def _header_of(image: sitk.Image, folder: Path) -> bytearray:

@@ -29,7 +29,7 @@ from oncoseg.io.dicom_series import (
     read_series,
 )
 from oncoseg.io.header import check_declared_size
-from oncoseg.io.nifti import restore_nonfinite
+from oncoseg.io.nifti import orientation_notes, restore_nonfinite
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
@@ -87,10 +87,11 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
             volume = read_series(series)
             return ReadResult(volume.image, volume.notes, series)
     try:
-        return ReadResult(restore_nonfinite(sitk.ReadImage(str(p)), p))  # NIfTI NaN
+        image = sitk.ReadImage(str(p))
     except RuntimeError as error:
         raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
             from None
+    return ReadResult(restore_nonfinite(image, p), orientation_notes(image, p))  # NIfTI
 
 
 def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:

@@ -1,0 +1,132 @@
+"""NIfTI files whose two placements (qform, sform) disagree, or that hold none: read as ITK
+and 3D Slicer read them, with a note saying what other tools show. The files start from a real
+one shipped in nibabel's wheel (its ``anatomical.nii``: qform and sform equal, both
+ALIGNED_ANAT) and from nibabel's ``standard.nii.gz`` (sform only), and nibabel, which takes the
+sform whenever its code is set, is the independent reader compared against."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+nib = pytest.importorskip("nibabel")
+
+from oncoseg.cli import main, read_inputs  # noqa: E402
+from oncoseg.errors import InputError  # noqa: E402
+from oncoseg.geometry import index_to_physical_matrix  # noqa: E402
+from oncoseg.io.volumes import read_volume  # noqa: E402
+
+DATA = Path(nib.__file__).parent / "tests" / "data"
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def _itk_affine_ras(image) -> np.ndarray:
+    """The placement ITK read, as a nibabel (RAS) affine."""
+    return RAS_TO_LPS @ index_to_physical_matrix(image)
+
+
+def _rewrite(source: Path, target: Path, qform=None, qcode=None, sform=None, scode=None):
+    image = nib.load(source)
+    data = np.asanyarray(image.dataobj)
+    out = nib.Nifti1Image(data, None, header=image.header.copy())
+    q, q_code = image.header.get_qform(coded=True)
+    s, s_code = image.header.get_sform(coded=True)
+    out.set_qform(q if qform is None else qform, code=int(q_code if qcode is None else qcode))
+    out.set_sform(s if sform is None else sform, code=int(s_code if scode is None else scode))
+    nib.save(out, target)
+    return target
+
+
+def _mirrored_in_x(affine: np.ndarray, size_x: int) -> np.ndarray:
+    mirrored = affine.copy()
+    mirrored[:, 0] *= -1
+    mirrored[:3, 3] = affine[:3, 3] + affine[:3, 0] * (size_x - 1)
+    return mirrored
+
+
+def test_a_real_file_whose_placements_agree_reads_without_a_note(tmp_path):
+    for name in ("anatomical.nii", "standard.nii.gz"):  # qform = sform; sform only
+        volume = read_volume(shutil.copy(DATA / name, tmp_path / name))
+        assert volume.notes == []
+        # what ITK read is what nibabel reads (the sform, or both)
+        np.testing.assert_allclose(_itk_affine_ras(volume.image), nib.load(DATA / name).affine,
+                                   atol=1e-4)
+
+
+def test_a_sform_mirroring_the_qform_is_read_with_the_qform_and_named(tmp_path, capsys):
+    source = nib.load(DATA / "anatomical.nii")
+    qform = source.header.get_qform()
+    mirrored = _mirrored_in_x(qform, source.shape[0])
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "mirrored.nii.gz", sform=mirrored,
+                    scode=2)
+    volume = read_volume(path)
+    # ITK took the qform (its sform code is ALIGNED_ANAT); nibabel takes the sform
+    np.testing.assert_allclose(_itk_affine_ras(volume.image), qform, atol=1e-4)
+    np.testing.assert_allclose(nib.load(path).affine, mirrored, atol=1e-4)
+    [note] = volume.notes
+    assert "mirrored.nii.gz" in note and "left and right swapped" in note
+    assert "read with the qform, as ITK and 3D Slicer read it" in note
+    assert "qform (ALIGNED_ANAT, orientation LAS)" in note  # as nibabel names the axes
+    assert "sform (ALIGNED_ANAT, orientation RAS)" in note
+    # the prediction's terminal and result.json get it with the input's role
+    _, notes = read_inputs({"t2w": str(path)}, {})
+    assert notes == [f"input t2w: {note}"]
+    # and `oncoseg info` says it
+    assert main(["info", str(path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["notes"] == [note]
+
+
+def test_a_sform_moved_but_not_mirrored_says_how_far(tmp_path):
+    source = nib.load(DATA / "anatomical.nii")
+    moved = source.header.get_qform().copy()
+    moved[:3, 3] += [0.0, 40.0, 0.0]
+    [note] = read_volume(_rewrite(DATA / "anatomical.nii", tmp_path / "moved.nii",
+                                  sform=moved, scode=4)).notes
+    assert "MNI_152" in note and "up to 40 mm apart" in note and "swapped" not in note
+
+
+def test_a_scanner_sform_is_what_itk_and_nibabel_both_read(tmp_path):
+    source = nib.load(DATA / "anatomical.nii")
+    mirrored = _mirrored_in_x(source.header.get_qform(), source.shape[0])
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "scanner.nii", sform=mirrored,
+                    scode=1)
+    volume = read_volume(path)
+    np.testing.assert_allclose(_itk_affine_ras(volume.image), mirrored, atol=1e-4)
+    np.testing.assert_allclose(nib.load(path).affine, mirrored, atol=1e-4)
+    assert volume.notes == []  # the readers agree, whatever the qform says
+
+
+def test_a_file_with_no_placement_says_laterality_is_unknown(tmp_path):
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "analyze.nii", qcode=0, scode=0)
+    [note] = read_volume(path).notes
+    assert "holds no orientation" in note and "laterality" in note
+
+
+def test_a_sheared_placement_is_refused_in_words(tmp_path, capsys):
+    source = nib.load(DATA / "anatomical.nii")
+    sheared = source.header.get_qform().copy()
+    sheared[0, 1] = 0.4 * sheared[1, 1]
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "sheared.nii", sform=sheared, scode=2,
+                    qcode=0)
+    with pytest.raises(InputError, match=r"sheared\.nii.*not at right angles"):
+        read_volume(path)
+    assert main(["info", str(path)]) == 2
+    assert "resample it onto one first" in capsys.readouterr().err
+
+
+def test_a_diffusion_series_in_one_4d_file_carries_the_note(tmp_path):
+    from oncoseg.io.diffusion import read_nifti_diffusion
+
+    source = nib.load(DATA / "anatomical.nii")
+    data = np.stack([np.asanyarray(source.dataobj)] * 2, axis=-1).astype(np.float32)
+    qform = source.header.get_qform()
+    image = nib.Nifti1Image(data, None)
+    image.set_qform(qform, code=1)
+    image.set_sform(_mirrored_in_x(qform, source.shape[0]), code=2)
+    nib.save(image, tmp_path / "dwi.nii.gz")
+    (tmp_path / "dwi.bval").write_text("0 1000\n")
+    series = read_nifti_diffusion(tmp_path / "dwi.nii.gz")
+    [note] = series.notes
+    assert "dwi.nii.gz" in note and "left and right swapped" in note
