@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import SimpleITK as sitk
+
 from oncoseg import verbs
 from oncoseg.method import Hints, RunContext, demo_model_file
 from oncoseg.prediction import Prediction
@@ -27,6 +29,7 @@ from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.volumes import file_reading_notes
 
 
 @dataclass
@@ -48,6 +51,7 @@ class StartedRun:
     nodes: dict[str, Any]  # role -> the input node chosen (None for an optional role left out)
     images: dict[str, Any]  # role -> a copy of its image (engine input)
     request: RunRequest
+    notes: list[str] = field(default_factory=list)  # how the inputs' files place them
 
 
 @dataclass
@@ -141,7 +145,10 @@ class TaskLogic:
                   if node is not None or role not in optional}
         images = self.images(chosen)
         self.task.check_images(images)
-        return StartedRun(dict(inputs), images, request)
+        notes = [f"input {role}: {note}" for role, node in chosen.items()
+                 if isinstance(images.get(role), sitk.Image)
+                 for note in file_reading_notes(node, images[role])]
+        return StartedRun(dict(inputs), images, request, notes)
 
     def images(self, nodes: Mapping[str, Any]) -> dict[str, Any]:
         """The engine's inputs from the chosen nodes (a module turns a node that is not a
@@ -156,8 +163,10 @@ class TaskLogic:
         request = started.request
         context = RunContext(resolve_device(request.device), progress, cancel,
                              self.child_python)
-        return verbs.predict(self.task, started.images, request.model, request.overrides,
-                             context, request.hints)
+        prediction = verbs.predict(self.task, started.images, request.model,
+                                   request.overrides, context, request.hints)
+        prediction.messages[:0] = started.notes  # shown with the result, as the CLI does
+        return prediction
 
     def reference(self, prediction: Prediction, started: StartedRun) -> Any:
         """The volume node the results lie on: the reference role's (when that role is

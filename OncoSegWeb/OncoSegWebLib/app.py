@@ -113,7 +113,9 @@ class ReviewApp(TrameApp):
         self.slicer.display_manager.reset_views()
         self._clear_result()
         self.state.exports = []
-        self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}")
+        notes = self.session.reading_notes
+        self._say(f"Opened {self.state.case_id}: {', '.join(n.GetName() for n in nodes)}"
+                  + "".join(f". Note: {note}" for note in notes), "warning" if notes else "info")
         if self.session.result is not None:  # a cohort case: its stored result, to correct
             self._show(self.session.result)
             self.state.task = self.session.result.task

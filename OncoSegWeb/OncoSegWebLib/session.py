@@ -27,7 +27,7 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.export import ExportResult
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
-from oncoseg.io.volumes import list_dicom_series, read_image
+from oncoseg.io.volumes import list_dicom_series, read_volume
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE, export_node
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
@@ -62,6 +62,7 @@ class ReviewSession:
         self.case: CaseEntry | None = None
         self.volumes: list[Any] = []
         self.result: ReviewResult | None = None
+        self.reading_notes: list[str] = []  # how the case's volumes were read, to show
         self._refine_logic: Any = None  # RefineLogic of the result shown (_refine_for)
         self._refine_for: ReviewResult | None = None
         self._refine_steps: list[_RefineStep] = []
@@ -95,9 +96,11 @@ class ReviewSession:
         scene = self.context.scene
         before = set(node_ids(scene))
         try:
-            nodes = []
+            nodes, notes = [], []
             for name, path in case.volumes.items():
-                node = volume_node_from_image(scene, read_image(path), name)
+                volume = read_volume(path)
+                notes += [f"{name}: {note}" for note in volume.notes]
+                node = volume_node_from_image(scene, volume.image, name)
                 if path.is_dir() and list_dicom_series(path):  # DICOM exports reference it
                     node.SetAttribute(SERIES_FOLDER_ATTRIBUTE, str(path))
                 nodes.append(node)
@@ -106,6 +109,7 @@ class ReviewSession:
             raise
         self._remove(self.volumes + (self.result.nodes if self.result else []))
         self.case, self.volumes, self.result = case, nodes, None
+        self.reading_notes = notes
         self._reset_refine()
         if case.result is not None:
             self.result = self._stored_result(case, dict(zip(case.volumes, nodes, strict=True)))

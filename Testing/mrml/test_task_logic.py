@@ -150,3 +150,48 @@ def test_results_land_in_the_input_study(toy, mrml):
     top = hierarchy.GetSceneItemID()
     assert {hierarchy.GetItemParent(hierarchy.GetItemByDataNode(n))
             for n in result.all_nodes()} == {top}
+
+
+def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml, tmp_path,
+                                                                       monkeypatch):
+    """Slicer's own reader (vtkMRMLVolumeArchetypeStorageNode, through ITK) takes the qform of
+    a file whose ALIGNED_ANAT sform mirrors it, as the engine does, and says nothing; the run's
+    messages say it, as the CLI's do. A node moved since it was loaded gets no such note."""
+    import slicer
+
+    nib = pytest.importorskip("nibabel")
+    monkeypatch.setenv("ONCOSEG_HOME", str(tmp_path))
+    task, image, model = toy
+    source = nib.load(image)
+    qform = source.affine
+    mirrored = qform.copy()
+    mirrored[:, 0] *= -1
+    mirrored[:3, 3] = qform[:3, 3] + qform[:3, 0] * (source.shape[0] - 1)
+    placed = nib.Nifti1Image(np.asanyarray(source.dataobj), None, header=source.header.copy())
+    placed.set_qform(qform, code=1)
+    placed.set_sform(mirrored, code=2)
+    path = tmp_path / "placed.nii.gz"
+    nib.save(placed, path)
+
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    mrml.scene.AddNode(storage)
+    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node) == 1
+    from OncoSegCommonLib.volumes import image_from_volume_node
+
+    engine = read_image(path)  # the engine's reading: the qform
+    in_slicer = image_from_volume_node(node)
+    assert np.allclose(in_slicer.GetDirection(), engine.GetDirection(), atol=1e-6)
+    assert np.allclose(in_slicer.GetOrigin(), engine.GetOrigin(), atol=1e-4)
+
+    logic = logic_for(mrml, task.name)
+    started = logic.start({"image": node}, RunRequest(model=str(model), device="cpu"))
+    [note] = started.notes
+    assert note.startswith("input image: placed.nii.gz places its voxels twice")
+    assert "left and right swapped" in note
+    assert logic.compute(started).messages[0] == note
+
+    node.SetOrigin(*(np.asarray(node.GetOrigin()) + 10.0))  # moved in the scene since
+    assert logic.start({"image": node}, RunRequest(model=str(model), device="cpu")).notes == []

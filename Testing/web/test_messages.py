@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from oncoseg.errors import InputError
@@ -108,3 +109,44 @@ def test_the_page_shows_only_relative_paths(served, mrml):
     assert page.state.message == "Failed: cannot read rectal/rectal_000/t2w.nii.gz"
     page._say(f"Failed: cannot read {link}/rectal/rectal_000/t2w.nii.gz")
     assert page.state.message == "Failed: cannot read rectal/rectal_000/t2w.nii.gz"
+
+
+def test_opening_a_case_shows_how_its_volumes_were_read(served, mrml):
+    """A NIfTI volume whose sform mirrors its qform is shown as ITK places it (what Slicer
+    shows), and the page says so when the case opens, as `predict` does."""
+    import shutil
+
+    nib = pytest.importorskip("nibabel")
+    from OncoSegWebLib.app import ReviewApp
+    from OncoSegWebLib.session import ReviewSession
+
+    link, real = served
+    case = real / "placed" / "rectal_000"
+    shutil.copytree(real / "rectal" / "rectal_000", case)
+    t2w = nib.load(case / "t2w.nii.gz")
+    qform = t2w.header.get_qform()
+    mirrored = qform.copy()
+    mirrored[:, 0] *= -1
+    mirrored[:3, 3] = qform[:3, 3] + qform[:3, 0] * (t2w.shape[0] - 1)
+    out = nib.Nifti1Image(np.asanyarray(t2w.dataobj), None, header=t2w.header.copy())
+    out.set_qform(qform, code=1)
+    out.set_sform(mirrored, code=2)
+    nib.save(out, case / "t2w.nii.gz")
+
+    views = SimpleNamespace(display_manager=SimpleNamespace(
+        show_volume_in_slice_background=lambda node: None,
+        show_volume_in_slice_foreground=lambda node: None, reset_views=lambda: None))
+    page = SimpleNamespace(session=ReviewSession(mrml, link), worker=None, device="cpu",
+                           slicer=views, state=SimpleNamespace(case_id="placed/rectal_000"),
+                           _clear_result=lambda: None)
+    page._say = lambda message, kind="info": ReviewApp._say(page, message, kind)
+    ReviewApp.open_case(page)
+    assert page.state.message_kind == "warning"
+    assert page.state.message.startswith("Opened placed/rectal_000: ")
+    assert "Note: t2w: t2w.nii.gz places its voxels twice" in page.state.message
+    assert "left and right swapped" in page.state.message
+    assert_relative(page.state.message, link, real)
+    # another case opened after it says nothing of the kind
+    page.state.case_id = "rectal/rectal_000"
+    ReviewApp.open_case(page)
+    assert page.state.message_kind == "info" and "Note" not in page.state.message

@@ -139,9 +139,11 @@ _SIDES = {"L": "left and right", "R": "left and right", "P": "front and back",
           "A": "front and back", "S": "head and feet", "I": "head and feet"}
 
 
-def orientation_notes(image: sitk.Image, path: str | os.PathLike[str]) -> list[str]:
-    """What a reader of ``image`` (as SimpleITK read it from the NIfTI file ``path``) should
-    know about where its voxels lie, when tools disagree about it.
+def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
+                      path: str | os.PathLike[str]) -> list[str]:
+    """What a reader of ``image`` (as SimpleITK read it from the NIfTI file ``path``, or a
+    reader that has read its header) should know about where its voxels lie, when tools
+    disagree about it.
 
     A NIfTI file may hold two placements, the qform and the sform, each with a code. ITK (hence
     SimpleITK, nnU-Net and 3D Slicer) takes the sform only when its code is SCANNER_ANAT or the
