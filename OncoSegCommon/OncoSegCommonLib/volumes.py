@@ -83,18 +83,18 @@ def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
 
 
 def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
-    """What the user should know about how the NIfTI file a volume node was loaded from
-    places its voxels (:func:`oncoseg.io.nifti.orientation_notes`: a qform and a sform that
-    disagree, or neither), while the node still lies where Slicer's reader put it (``image``:
+    """What the user should know about how the volume file a node was loaded from places its
+    voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform and sform that disagree,
+    or no orientation at all), while the node still lies where Slicer's reader put it (``image``:
     the node's copy, :func:`image_from_volume_node`). Slicer reads NIfTI through ITK and says
     nothing; the CLI says this for the same file. Only the file's header is read."""
     from pathlib import Path
 
-    from oncoseg.io.nifti import is_nifti, orientation_notes
+    from oncoseg.io.volumes import is_volume_file, placement_notes
 
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     name = storage.GetFileName() if storage is not None else None
-    if not name or not is_nifti(name) or not Path(name).is_file():
+    if not name or not is_volume_file(name) or not Path(name).is_file():
         return []
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(name))
@@ -107,4 +107,4 @@ def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
             and np.allclose(reader.GetOrigin(), image.GetOrigin(), atol=1e-3)
             and np.allclose(reader.GetDirection(), image.GetDirection(), atol=1e-4)):
         return []  # moved, resampled or edited since: the file no longer says where it lies
-    return orientation_notes(reader, name)
+    return placement_notes(reader, name)

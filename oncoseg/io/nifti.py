@@ -139,6 +139,14 @@ _SIDES = {"L": "left and right", "R": "left and right", "P": "front and back",
           "A": "front and back", "S": "head and feet", "I": "head and feet"}
 
 
+def no_orientation_note(name: str, why: str) -> str:
+    """The note for a file that does not say where the patient's axes lie (``why``: what
+    its header lacks)."""
+    return (f"{name} holds no orientation ({why}): it was read as ITK and 3D Slicer read it, "
+            "with its axes taken as L, P, S, but where the patient's left, front and head lie "
+            "is not known from the file: check the result's laterality")
+
+
 def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
                       path: str | os.PathLike[str]) -> list[str]:
     """What a reader of ``image`` (as SimpleITK read it from the NIfTI file ``path``, or a
@@ -164,10 +172,8 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     name = Path(path).name
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
     if qform <= 0 and sform <= 0:
-        return [f"{name} holds no orientation (its qform_code and sform_code are 0, an "
-                "ANALYZE-style header): it was read as ITK and 3D Slicer read it, from origin 0 "
-                "with its axes taken as L, P, S, but where the patient's left, front and head "
-                "lie is not known from the file: check the result's laterality"]
+        return [no_orientation_note(name, "its qform_code and sform_code are 0, an "
+                                    "ANALYZE-style header")]
     if sform <= 0:
         return []  # the qform alone: every reader takes it
     try:

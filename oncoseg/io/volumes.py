@@ -29,12 +29,13 @@ from oncoseg.io.dicom_series import (
     read_series,
 )
 from oncoseg.io.header import check_declared_size
-from oncoseg.io.nifti import orientation_notes, restore_nonfinite
+from oncoseg.io.nifti import is_nifti, no_orientation_note, orientation_notes, restore_nonfinite
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
            "dicom_series_from_files", "find_dicom_series", "is_volume_file", "list_dicom_series",
-           "read_dicom_series", "read_image", "read_volume", "volume_stem", "write_image"]
+           "placement_notes", "read_dicom_series", "read_image", "read_volume", "volume_stem",
+           "write_image"]
 
 VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
 
@@ -91,7 +92,22 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     except RuntimeError as error:
         raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
             from None
-    return ReadResult(restore_nonfinite(image, p), orientation_notes(image, p))  # NIfTI
+    return ReadResult(restore_nonfinite(image, p), placement_notes(image, p))
+
+
+def placement_notes(source: sitk.Image | sitk.ImageFileReader, path: str | os.PathLike[str]
+                    ) -> list[str]:
+    """What the user should know about where a volume file (as SimpleITK read it, or its
+    header) puts the patient: a NIfTI file's two placements disagreeing, or none
+    (:func:`oncoseg.io.nifti.orientation_notes`); a NRRD header naming no space, which ITK and
+    Slicer's scalar volume reader (``vtkMRMLVolumeArchetypeStorageNode``, through ITK) both
+    take as LPS axes from origin 0."""
+    if is_nifti(path):
+        return orientation_notes(source, path)
+    if str(path).lower().endswith((".nrrd", ".nhdr")) and \
+            "NRRD_space" not in source.GetMetaDataKeys():
+        return [no_orientation_note(Path(path).name, "its header names no 'space'")]
+    return []
 
 
 def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:

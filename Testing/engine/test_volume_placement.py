@@ -1,8 +1,9 @@
-"""NIfTI files whose two placements (qform, sform) disagree, or that hold none: read as ITK
-and 3D Slicer read them, with a note saying what other tools show. The files start from a real
-one shipped in nibabel's wheel (its ``anatomical.nii``: qform and sform equal, both
-ALIGNED_ANAT) and from nibabel's ``standard.nii.gz`` (sform only), and nibabel, which takes the
-sform whenever its code is set, is the independent reader compared against."""
+"""Volume files that do not say where the patient lies, or say it twice: NIfTI files whose
+two placements (qform, sform) disagree or that hold none, and NRRD headers naming no space.
+They are read as ITK and 3D Slicer read them, with a note saying what other tools show. The
+NIfTI files start from real ones shipped in nibabel's wheel (its ``anatomical.nii``: qform and
+sform equal, both ALIGNED_ANAT; its ``standard.nii.gz``: sform only), and nibabel, which takes
+the sform whenever its code is set, is the independent reader compared against."""
 
 import json
 import shutil
@@ -130,3 +131,21 @@ def test_a_diffusion_series_in_one_4d_file_carries_the_note(tmp_path):
     series = read_nifti_diffusion(tmp_path / "dwi.nii.gz")
     [note] = series.notes
     assert "dwi.nii.gz" in note and "left and right swapped" in note
+
+
+def test_a_nrrd_header_naming_no_space_says_laterality_is_unknown(tmp_path):
+    """NRRD's ``space`` field names the patient axes; without it ITK (and Slicer's scalar
+    volume reader, which reads through ITK) take the axes as L, P, S from origin 0."""
+    import SimpleITK as sitk
+
+    data = np.arange(4 * 5 * 6, dtype="<i2")
+    (tmp_path / "plain.raw").write_bytes(data.tobytes())
+    (tmp_path / "plain.nhdr").write_text(
+        "NRRD0004\ntype: short\ndimension: 3\nsizes: 6 5 4\nspacings: 2 2 3\n"
+        "endian: little\nencoding: raw\ndata file: plain.raw\n")
+    volume = read_volume(tmp_path / "plain.nhdr")
+    assert volume.image.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    [note] = volume.notes
+    assert note.startswith("plain.nhdr holds no orientation (its header names no 'space')")
+    sitk.WriteImage(volume.image, str(tmp_path / "placed.nrrd"))  # ITK writes a space
+    assert read_volume(tmp_path / "placed.nrrd").notes == []
