@@ -25,6 +25,12 @@ METHOD_BYTES_PER_VOXEL = 64.0
 MAX_SLICE_TILT_DEGREES = 30.0
 # A spacing this much thicker than the other two marks the acquisition's slice axis.
 SLICE_AXIS_RATIO = 1.2
+# No patient scan spans more than this along an axis (a whole-body CT: about 2 m) or has finer
+# voxels than this (clinical MR and CT: 0.1 mm and more). Outside, its lengths are in other units
+# than mm: a NIfTI file declaring metres, which ITK scales by 1000, or micrometres. A method's
+# working grid over a 475 m "CT" would need terabytes.
+MAX_EXTENT_MM = 4000.0
+MIN_SPACING_MM = 0.01
 
 
 def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
@@ -76,8 +82,11 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
     elif min(size) < min_slices:
         problems.append(f"has only {min(size)} slices along one axis (size {_size(size)}); "
                         f"at least {min_slices} are needed")
-    if np.any(np.asarray(image.GetSpacing()) <= 0):
+    spacing = np.asarray(image.GetSpacing(), float)
+    if np.any(spacing <= 0):
         problems.append(f"has a non-positive voxel spacing {image.GetSpacing()}")
+    else:
+        problems += _scale_problems(spacing, np.asarray(size, float))
     nan, infinite = count_nonfinite(image)
     if nan or infinite:
         problems.append(f"contains {nan} NaN and {infinite} infinite voxels (a method needs a "
@@ -87,6 +96,22 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
         if low == high:
             problems.append(f"is constant (every voxel is {low:g}); it holds no image")
     return problems
+
+
+def _scale_problems(spacing: np.ndarray, size: np.ndarray) -> list[str]:
+    """A patient scan's size in mm is within known bounds; outside them its header measures
+    in other units (see MAX_EXTENT_MM)."""
+    extent = spacing * size
+    shown = " x ".join(f"{v:g}" for v in spacing)
+    if extent.max() > MAX_EXTENT_MM:
+        return [f"spans {extent.max() / 1000:.3g} m along one axis (spacing {shown} mm), more "
+                "than any patient: its lengths are not in mm (a NIfTI file declaring metres "
+                "is scaled to mm by ITK and 3D Slicer)"]
+    if spacing.min() < MIN_SPACING_MM:
+        return [f"has voxels of {spacing.min() * 1000:.3g} micrometres (spacing {shown} mm), "
+                "finer than any patient scan: its lengths are not in mm (a NIfTI file "
+                "declaring micrometres is scaled to mm by ITK and 3D Slicer)"]
+    return []
 
 
 def count_nonfinite(image: sitk.Image) -> tuple[int, int]:

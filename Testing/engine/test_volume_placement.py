@@ -149,3 +149,37 @@ def test_a_nrrd_header_naming_no_space_says_laterality_is_unknown(tmp_path):
     assert note.startswith("plain.nhdr holds no orientation (its header names no 'space')")
     sitk.WriteImage(volume.image, str(tmp_path / "placed.nrrd"))  # ITK writes a space
     assert read_volume(tmp_path / "placed.nrrd").notes == []
+
+
+@pytest.mark.parametrize(("unit", "factor", "words"), [
+    ("meter", 1000.0, "metres"), ("micron", 0.001, "micrometres")])
+def test_lengths_in_metres_or_micrometres_are_named_and_a_method_refuses_them(
+        tmp_path, capsys, unit, factor, words):
+    """ITK scales a NIfTI file's lengths to mm by its xyzt_units, nibabel does not: the same
+    file is a 33 m or a 33 micrometre 'brain' in ITK and Slicer, a 33 mm one in nibabel."""
+    source = nib.load(DATA / "anatomical.nii")  # 33 x 41 x 25 voxels of 3 mm, both forms equal
+    image = nib.Nifti1Image(np.asanyarray(source.dataobj), source.affine,
+                            header=source.header.copy())
+    image.header.set_xyzt_units(xyz=unit)
+    path = tmp_path / f"in_{unit}.nii.gz"
+    nib.save(image, path)
+    volume = read_volume(path)
+    assert volume.image.GetSpacing() == pytest.approx(
+        [z * factor for z in source.header.get_zooms()[:3]])
+    np.testing.assert_allclose(nib.load(path).header.get_zooms()[:3],
+                               source.header.get_zooms()[:3])  # nibabel: as stored
+    [note] = volume.notes  # only the unit: both placements are scaled alike
+    assert f"gives its lengths in {words}" in note
+    assert main(["info", str(path)]) == 0  # described, with what a method would say
+    assert "a method would refuse it: it " in capsys.readouterr().out
+    assert main(["predict", "brain", "--input", f"t1={path}", "--output",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert "t1: " in (err := capsys.readouterr().err) and "its lengths are not in mm" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_patient_sized_scan_in_mm_has_no_scale_problem():
+    from oncoseg.validation import volume_problems
+
+    image = read_volume(DATA / "anatomical.nii").image
+    assert volume_problems(image, "anatomical.nii") == []

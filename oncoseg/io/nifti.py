@@ -139,6 +139,39 @@ _SIDES = {"L": "left and right", "R": "left and right", "P": "front and back",
           "A": "front and back", "S": "head and feet", "I": "head and feet"}
 
 
+# NIfTI xyzt_units' spatial codes (its lowest three bits) -> (millimetres per unit, name)
+_UNITS = {1: (1000.0, "metres"), 3: (0.001, "micrometres")}
+
+
+def _mm_per_unit(source: sitk.Image | sitk.ImageFileReader) -> float:
+    """How ITK scales a NIfTI file's lengths to mm (``xyzt_units``: metres x 1000, micrometres
+    / 1000, millimetres and unknown x 1)."""
+    try:
+        code = int(source.GetMetaData("xyzt_units")) & 7
+    except (RuntimeError, ValueError):
+        return 1.0
+    return _UNITS.get(code, (1.0, ""))[0]
+
+
+def _unit_notes(source: sitk.Image | sitk.ImageFileReader, name: str) -> list[str]:
+    """A file whose lengths are not in mm: ITK (and 3D Slicer) scale them, nibabel and FSL
+    take the numbers as they are (mm), so the two show the scan at sizes 1000 times apart."""
+    if "xyzt_units" not in source.GetMetaDataKeys():
+        return []
+    try:
+        code = int(source.GetMetaData("xyzt_units")) & 7
+    except ValueError:
+        return []
+    if code not in _UNITS:
+        return []
+    factor, unit = _UNITS[code]
+    spacing = " x ".join(f"{s:g}" for s in source.GetSpacing()[:3])
+    stored = " x ".join(f"{s / factor:g}" for s in source.GetSpacing()[:3])
+    return [f"{name} gives its lengths in {unit} (NIfTI xyzt_units): ITK and 3D Slicer scale "
+            f"them to a spacing of {spacing} mm, nibabel and FSL read {stored} as mm: check "
+            "that the scan's size is a patient's"]
+
+
 def no_orientation_note(name: str, why: str) -> str:
     """The note for a file that does not say where the patient's axes lie (``why``: what
     its header lacks)."""
@@ -164,29 +197,31 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     and qform disagree shows the same voxels in different places, mirrored where the two differ
     by a reflection: a left-right swap between viewers, silent in all of them. A file with
     neither (ANALYZE-style) says nothing about where left is. Both are read as ITK reads them,
-    as 3D Slicer would show them, with a note."""
+    as 3D Slicer would show them, with a note; so is a file whose lengths are in metres or
+    micrometres (ITK scales them to mm, nibabel does not)."""
     keys = set(image.GetMetaDataKeys())
     if not is_nifti(path) or image.GetDimension() < 3 or \
             not {"qform_code", "sform_code", "srow_x"} <= keys:
         return []
     name = Path(path).name
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
+    notes = _unit_notes(image, name)
     if qform <= 0 and sform <= 0:
-        return [no_orientation_note(name, "its qform_code and sform_code are 0, an "
-                                    "ANALYZE-style header")]
+        return [*notes, no_orientation_note(name, "its qform_code and sform_code are 0, an "
+                                             "ANALYZE-style header")]
     if sform <= 0:
-        return []  # the qform alone: every reader takes it
+        return notes  # the qform alone: every reader takes it
     try:
         rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()]
                          for axis in "xyz"])
     except ValueError:
         return []
     if rows.shape != (3, 4):
-        return []
+        return notes
     to_lps = np.diag([-1.0, -1.0, 1.0])
-    sform_matrix = np.eye(4)
-    sform_matrix[:3, :3] = to_lps @ rows[:, :3]
-    sform_matrix[:3, 3] = to_lps @ rows[:, 3]
+    sform_matrix = np.eye(4)  # in mm, as ITK scales both placements by the file's unit
+    sform_matrix[:3, :3] = to_lps @ rows[:, :3] * _mm_per_unit(image)
+    sform_matrix[:3, 3] = to_lps @ rows[:, 3] * _mm_per_unit(image)
     read_matrix = np.eye(4)  # ITK's placement of the first three axes (a 4D file's too)
     read_matrix[:3, :3] = direction_matrix(image)[:3, :3] * np.asarray(image.GetSpacing()[:3])
     read_matrix[:3, 3] = image.GetOrigin()[:3]
@@ -196,7 +231,7 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     apart = float(np.linalg.norm((sform_matrix @ corners - read_matrix @ corners)[:3],
                                  axis=0).max())
     if apart <= 0.1 * min(image.GetSpacing()[:3]):
-        return []  # ITK read the sform, or a qform equal to it
+        return notes  # ITK read the sform, or a qform equal to it
     read_axes, sform_axes = read_matrix[:3, :3], sform_matrix[:3, :3]
     columns = np.linalg.norm(sform_axes, axis=0)
     sform_code = axis_code(sform_axes / np.where(columns > 0, columns, 1.0))
@@ -209,12 +244,12 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
         how = "mirror images of each other" + (f" ({' and '.join(swapped)} swapped)"
                                                 if len(swapped) == 1 else "")
     names = {1: "SCANNER_ANAT", 2: "ALIGNED_ANAT", 3: "TALAIRACH", 4: "MNI_152"}
-    return [f"{name} places its voxels twice, and the two disagree: its qform "
-            f"({names.get(qform, qform)}, orientation {read_code}) and "
-            f"its sform ({names.get(sform, sform)}, orientation {sform_code}) are {how}. It was "
-            "read with the qform, as ITK and 3D Slicer read it; nibabel, FSL and the tools "
-            "built on them (TotalSegmentator) use the sform and show it elsewhere: check which "
-            "one the scanner's images agree with before using the result"]
+    return [*notes, f"{name} places its voxels twice, and the two disagree: its qform "
+            f"({names.get(qform, qform)}, orientation {read_code}) and its sform "
+            f"({names.get(sform, sform)}, orientation {sform_code}) are {how}. It was read "
+            "with the qform, as ITK and 3D Slicer read it; nibabel, FSL and the tools built on "
+            "them (TotalSegmentator) use the sform and show it elsewhere: check which one the "
+            "scanner's images agree with before using the result"]
 
 
 def _header_of(image: sitk.Image, folder: Path) -> bytearray:
