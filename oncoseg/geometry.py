@@ -135,14 +135,20 @@ def grid_with_spacing(image: sitk.Image, spacing: tuple[float, float, float]) ->
                          image.GetDirection(), spacing)
 
 
+def box_size(size, spacing, new_spacing) -> np.ndarray:
+    """Voxels per axis of :func:`grid_from_box`'s grid (computed alone: a grid's size is known
+    before any voxel of it is allocated)."""
+    return np.maximum(1, np.round(np.asarray(size, float) * np.asarray(spacing, float)
+                                  / np.asarray(new_spacing, float))).astype(int)
+
+
 def grid_from_box(size, spacing, origin, direction, new_spacing) -> sitk.Image:
     """An empty grid covering the box of a grid given by its header (size, spacing, origin,
     direction as a flat or 3 x 3 matrix) at ``new_spacing``: the same first corner and axes."""
     old_spacing = np.asarray(spacing, float)
     new_spacing = np.asarray(new_spacing, float)
-    old_size = np.asarray(size, float)
     matrix = np.asarray(direction, float).reshape(3, 3)
-    new_size = np.maximum(1, np.round(old_size * old_spacing / new_spacing)).astype(int)
+    new_size = box_size(size, old_spacing, new_spacing)
     # Keep the box's first corner: shift the origin by half a voxel difference.
     shift = matrix @ ((new_spacing - old_spacing) / 2.0)
     reference = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)

@@ -32,7 +32,7 @@ from collections.abc import Mapping
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.geometry import grid_from_box, physical_bounds, same_grid
+from oncoseg.geometry import box_size, grid_from_box, physical_bounds, same_grid
 
 CANONICAL = "LPS"
 _POSITIVE, _NEGATIVE = "LPS", "RAI"
@@ -182,6 +182,24 @@ def share_outside(image: sitk.Image, grid: sitk.Image) -> float:
     return 1.0 - float(np.count_nonzero(covered)) / float(covered.size)
 
 
+def canonical_grid_size(image: sitk.Image, spacing: tuple[float, float, float] | None = None
+                        ) -> tuple[int, int, int]:
+    """Voxels per axis of :func:`canonical_grid` (``image``, ``spacing``), from the headers
+    alone: what a method must check it can hold before the grid is made, since a grid's size
+    follows the image's physical extent, not its voxel count."""
+    size, own_spacing, _, _ = canonical_geometry(image)
+    if spacing is None or not is_clearly_oblique(image):
+        new = box_size(size, own_spacing, own_spacing if spacing is None else spacing)
+    else:
+        low, high = physical_bounds(image)
+        new = _covering_size(low, high, np.asarray(spacing, float))
+    return tuple(int(v) for v in new)  # type: ignore[return-value]
+
+
+def _covering_size(low: np.ndarray, high: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    return np.maximum(1, np.ceil((high - low) / spacing - 1e-6)).astype(int)
+
+
 def canonical_grid(image: sitk.Image, spacing: tuple[float, float, float] | None = None
                    ) -> sitk.Image:
     """An empty grid in the canonical order covering ``image``'s box, at ``spacing`` (or the
@@ -194,7 +212,7 @@ def canonical_grid(image: sitk.Image, spacing: tuple[float, float, float] | None
                              own_spacing if spacing is None else spacing)
     spacing = np.asarray(spacing, float)
     low, high = physical_bounds(image)
-    new_size = np.maximum(1, np.ceil((high - low) / spacing - 1e-6)).astype(int)
+    new_size = _covering_size(low, high, spacing)
     grid = sitk.Image([int(s) for s in new_size], sitk.sitkUInt8)
     grid.SetSpacing(tuple(float(s) for s in spacing))
     grid.SetOrigin(tuple(low + spacing / 2))

@@ -250,16 +250,43 @@ def test_the_network_reads_the_ct_at_its_own_resolution_by_default():
     assert OarCtConfig.from_overrides({"spacing_mm": "native"}).grid_spacing is None
 
 
-def test_a_native_model_counts_its_full_resolution_grid_in_the_memory_check(monkeypatch):
+def test_the_memory_check_counts_the_networks_grid_at_its_spacing(monkeypatch):
+    """A native model's grid is the CT's own; a working grid's size follows the CT's extent."""
     import SimpleITK as sitk
 
     from oncoseg.oar.ct import preprocessing
 
     asked = []
-    monkeypatch.setattr(preprocessing, "check_volume",
-                        lambda image, name, bytes_per_voxel: asked.append(bytes_per_voxel))
-    ct = sitk.GetImageFromArray(np.full((4, 8, 8), -1000, np.int16))
-    preprocessing.check_ct(ct)
-    preprocessing.check_ct(ct, native=True)
-    assert asked == [preprocessing.CT_BYTES_PER_VOXEL, preprocessing.CT_BYTES_PER_VOXEL
-                     + preprocessing.NATIVE_GRID_BYTES_PER_VOXEL]
+    monkeypatch.setattr(preprocessing, "require_memory",
+                        lambda name, needed, purpose: asked.append((needed, purpose)))
+    ct = sitk.GetImageFromArray(np.random.default_rng(0).integers(
+        -1000, 1000, (4, 8, 8)).astype(np.int16))  # 1 mm voxels
+    preprocessing.check_ct(ct)  # native
+    preprocessing.check_ct(ct, spacing_mm=(2.0, 2.0, 2.0))  # 4 x 4 x 2 = 32 of 256 voxels
+    preprocessing.check_ct(ct, spacing_mm=(0.5, 0.5, 0.5))  # 16 x 16 x 8: 8 times the CT
+    ct_bytes, grid = 256 * preprocessing.CT_BYTES_PER_VOXEL, preprocessing.GRID_BYTES_PER_VOXEL
+    assert asked == [(int(ct_bytes + 256 * grid), "segment it on its own grid (8 x 8 x 4 voxels)"),
+                     (int(ct_bytes + 32 * grid), "segment it on the model's 2 x 2 x 2 mm working "
+                      "grid (4 x 4 x 2 voxels)"),
+                     (int(ct_bytes + 2048 * grid), "segment it on the model's 0.5 x 0.5 x 0.5 mm "
+                      "working grid (16 x 16 x 8 voxels)")]
+
+
+def test_a_ct_of_huge_voxels_is_refused_before_its_working_grid_is_made(tmp_path, monkeypatch,
+                                                                        capsys):
+    """10 x 10 x 10 voxels of 390 mm: a 3.9 m box, 1.7 billion voxels of the demo's 3 mm
+    working grid (before: 19.7 GB of RSS and exit 1 'cannot allocate memory' after 55 s)."""
+    import SimpleITK as sitk
+
+    from oncoseg.cli import main
+
+    ct = sitk.GetImageFromArray(np.random.default_rng(0).normal(0, 300, (10, 10, 10))
+                                .astype(np.int16))
+    ct.SetSpacing((390.0, 390.0, 390.0))
+    sitk.WriteImage(ct, str(tmp_path / "huge.nrrd"))
+    monkeypatch.setenv("ONCOSEG_MEMORY_LIMIT", "8GB")
+    assert main(["predict", "oar-ct", "--input", f"ct={tmp_path / 'huge.nrrd'}", "--output",
+                 str(tmp_path / "out"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "ct: needs about" in err and "3 x 3 x 3 mm working grid (1300 x 1300 x 1300" in err
+    assert not (tmp_path / "out").exists()

@@ -18,7 +18,8 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from oncoseg.orientation import canonical_grid
+from oncoseg.memory import require_memory
+from oncoseg.orientation import canonical_grid, canonical_grid_size
 from oncoseg.tiling import Geometry, VolumeSource, resample_onto
 from oncoseg.validation import check_volume
 
@@ -32,22 +33,28 @@ HU_SAMPLE = 1 << 24
 # Memory the task takes per CT voxel besides the CT (oncoseg.validation.check_volume): the uint8
 # label map on the CT grid and the .seg.nrrd writer's copy of it. Measured with Testing/
 # benchmarks/bench_memory.py: peak RSS grows by 3.5-3.6 bytes per CT voxel from 512^3 to 1024^3,
-# 2 of them the int16 CT itself. The working grid, the network and full-resolution probability
-# maps (at most FULL_GRID_PROBABILITY_BYTES) come on top as a constant.
+# 2 of them the int16 CT itself. The network's grid and full-resolution probability maps (at
+# most FULL_GRID_PROBABILITY_BYTES) come on top.
 CT_BYTES_PER_VOXEL = 2.0
-# At the CT's own resolution (a model trained without a working grid) the network's grid is as
-# large as the CT, so what the constant above leaves out grows with it: the sliding window's six
-# float32 class maps, the float32 HU and the body mask and labels on that grid (an estimate from
-# the arrays' sizes, not a measurement).
-NATIVE_GRID_BYTES_PER_VOXEL = 4.0 * 6 + 4.0 + 2.0
+# Per voxel of the network's grid (the working grid, or the CT's own at a model trained without
+# one): the sliding window's six float32 class maps, the float32 HU and the body mask and labels
+# on that grid (an estimate from the arrays' sizes, not a measurement). A working grid's size
+# follows the CT's physical extent: 3 mm voxels over a 4 m box are 2.4 billion.
+GRID_BYTES_PER_VOXEL = 4.0 * 6 + 4.0 + 2.0
 
 
-def check_ct(image: sitk.Image, name: str = "ct", native: bool = False) -> list[str]:
-    """Refuse what cannot be a CT volume (or cannot be processed in the memory left, which
-    for a ``native`` model includes the network's full-resolution grid); return warnings for
-    what is probably not HU."""
-    check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL
-                 + (NATIVE_GRID_BYTES_PER_VOXEL if native else 0.0))
+def check_ct(image: sitk.Image, name: str = "ct",
+             spacing_mm: tuple[float, float, float] | None = None) -> list[str]:
+    """Refuse what cannot be a CT volume, or cannot be segmented in the memory left on the
+    network's grid (at ``spacing_mm``, None: the CT's own); return warnings for what is
+    probably not HU."""
+    check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL)
+    grid = canonical_grid_size(image, spacing_mm)
+    where = "its own grid" if spacing_mm is None else \
+        f"the model's {' x '.join(f'{s:g}' for s in spacing_mm)} mm working grid"
+    require_memory(name, int(np.prod(image.GetSize(), dtype=np.float64) * CT_BYTES_PER_VOXEL
+                             + np.prod(grid, dtype=np.float64) * GRID_BYTES_PER_VOXEL),
+                   f"segment it on {where} ({' x '.join(map(str, grid))} voxels)")
     array = sitk.GetArrayViewFromImage(image).reshape(-1)
     sample = array[::max(1, array.size // HU_SAMPLE)]  # np.percentile copies what it is given
     low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))

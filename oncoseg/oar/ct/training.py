@@ -44,7 +44,7 @@ from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement, load_
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.network import OarUNet3D
 from oncoseg.oar.ct.predict import segment_ct
-from oncoseg.oar.ct.preprocessing import AIR_HU, to_working_grid, working_grid
+from oncoseg.oar.ct.preprocessing import AIR_HU, check_ct, to_working_grid, working_grid
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.oar.losses import partial_label_nll
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
@@ -108,6 +108,7 @@ def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> Prepare
         return PreparedCT(case.id, arrays["hu"], arrays["labels"], arrays["annotated"], grid,
                           case.patient)
     ct = read_case_ct(case)
+    check_ct(ct, f"case {case.id}: ct", config.grid_spacing)  # a usable CT its grid can hold
     labels, annotated_names = case_labels(case, ct)
     grid = working_grid(ct, config.grid_spacing)
     hu = np.clip(np.round(to_working_grid(ct, grid)), -1024, 3071).astype(np.int16)
