@@ -289,3 +289,17 @@ def test_oncoseg_info_prints_the_tables_count(tmp_path, capsys):
     parts = json.loads(capsys.readouterr().out)["parameters_by_part"]
     assert sum(v for k, v in parts.items() if k != "volume_fc") == TABLE_2["f-R2D"]
     assert parts["volume_fc"] == 256 * 256 + 1
+
+
+def test_voxels_too_coarse_for_the_automatic_roi_are_refused_in_words(tmp_path, capsys):
+    """10 x 10 x 10 voxels of 390 mm: the 80 mm automatic ROI covers none of them (before:
+    exit 1, torch's 'Input and output sizes should be greater than 0')."""
+    image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1000, (10, 10, 10))
+                                   .astype(np.float32))
+    image.SetSpacing((390.0, 390.0, 390.0))
+    sitk.WriteImage(image, str(tmp_path / "coarse.nrrd"))
+    assert main(["predict", "staging", "--input", f"t2w={tmp_path / 'coarse.nrrd'}",
+                 "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert "t2w: its voxels (390 x 390 mm in-plane) are too coarse for the automatic ROI" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

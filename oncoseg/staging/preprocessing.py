@@ -94,8 +94,14 @@ def _automatic_box(image: sitk.Image, side_mm: float) -> tuple[int, int, int, in
     size, spacing = image.GetSize(), image.GetSpacing()
     half = [min(side_mm / (2 * spacing[i]), size[i] / 2) for i in (0, 1)]
     centre = [size[0] / 2, size[1] / 2]
-    return (round(centre[0] - half[0]), round(centre[0] + half[0]),
-            round(centre[1] - half[1]), round(centre[1] + half[1]))
+    box = (round(centre[0] - half[0]), round(centre[0] + half[0]),
+           round(centre[1] - half[1]), round(centre[1] + half[1]))
+    if box[1] - box[0] < 2 or box[3] - box[2] < 2:
+        raise InputError("t2w", f"its voxels ({spacing[0]:g} x {spacing[1]:g} mm in-plane) are "
+                         f"too coarse for the automatic ROI: a {side_mm:g} mm square covers "
+                         f"{box[1] - box[0]} x {box[3] - box[2]} of them, at least 2 x 2 are "
+                         "needed")
+    return box
 
 
 def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None = None,
