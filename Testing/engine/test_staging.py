@@ -292,14 +292,30 @@ def test_oncoseg_info_prints_the_tables_count(tmp_path, capsys):
 
 
 def test_voxels_too_coarse_for_the_automatic_roi_are_refused_in_words(tmp_path, capsys):
-    """10 x 10 x 10 voxels of 390 mm: the 80 mm automatic ROI covers none of them (before:
+    """20 x 20 x 5 voxels of 190 mm: the 80 mm automatic ROI covers none of them (before:
     exit 1, torch's 'Input and output sizes should be greater than 0')."""
-    image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1000, (10, 10, 10))
+    image = sitk.GetImageFromArray(np.random.default_rng(0).uniform(0, 1000, (5, 20, 20))
                                    .astype(np.float32))
-    image.SetSpacing((390.0, 390.0, 390.0))
+    image.SetSpacing((190.0, 190.0, 190.0))  # 3.8 m across: within what a scan can span
     sitk.WriteImage(image, str(tmp_path / "coarse.nrrd"))
     assert main(["predict", "staging", "--input", f"t2w={tmp_path / 'coarse.nrrd'}",
                  "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
-    assert "t2w: its voxels (390 x 390 mm in-plane) are too coarse for the automatic ROI" in \
+    assert "t2w: its voxels (190 x 190 mm in-plane) are too coarse for the automatic ROI" in \
         capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_slices_too_small_for_bias_correction_are_refused_and_small_ones_staged(tmp_path,
+                                                                                capsys):
+    """300 x 4 voxel slices crashed N4 (exit 1, ITK's 'Refusing to change spacing from [1, 1,
+    1] to [296, 0, 117]'); 18 x 20 ones are staged, N4 shrinking them less."""
+    rng = np.random.default_rng(0)
+    for name, shape in (("strip", (40, 4, 300)), ("small", (10, 20, 18))):
+        image = sitk.GetImageFromArray(rng.uniform(0, 1000, shape).astype(np.float32))
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nrrd"))
+    run = ["predict", "staging", "--device", "cpu", "--input"]
+    assert main([*run, f"t2w={tmp_path / 'strip.nrrd'}", "--output", str(tmp_path / "a")]) == 2
+    assert "t2w: has slices of 300 x 4 voxels; staging needs at least 16 x 16" in \
+        capsys.readouterr().err
+    assert main([*run, f"t2w={tmp_path / 'small.nrrd'}", "--output", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "result.json").is_file()

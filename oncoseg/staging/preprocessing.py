@@ -22,6 +22,9 @@ from oncoseg.staging.config import StagingConfig
 from oncoseg.validation import check_axial, check_volume
 
 MIN_SLICES = 3
+# In-plane voxels a T2w needs at least: N4's B-spline fit needs a lattice of several points per
+# axis on the shrunk image, and the network reads 128 x 128 crops resized from the slices.
+MIN_IN_PLANE = 16
 N4_SHRINK = 4  # N4 fits the bias field on a 4x shrunk volume, then applies it at full size
 
 
@@ -39,13 +42,19 @@ def check_t2w(image: sitk.Image, name: str = "t2w") -> None:
         raise InputError(name, f"has {image.GetSize()[2]} slices; staging needs at least "
                          f"{MIN_SLICES} (the network relates neighbouring slices)")
     check_axial(image, name, "the staging network reads axial slices: give the axial T2w")
+    if min(image.GetSize()[:2]) < MIN_IN_PLANE:
+        raise InputError(name, f"has slices of {image.GetSize()[0]} x {image.GetSize()[1]} "
+                         f"voxels; staging needs at least {MIN_IN_PLANE} x {MIN_IN_PLANE} (its "
+                         "bias correction and its crops of the rectum read a whole slice)")
 
 
 def n4_correct(image: sitk.Image) -> sitk.Image:
     """N4ITK on a shrunk copy inside an Otsu body mask; the fitted field divides the full
     volume (the MR community's convention, as the paper)."""
     image = sitk.Cast(image, sitk.sitkFloat32)
-    shrunk = sitk.Shrink(image, [N4_SHRINK, N4_SHRINK, 1])
+    # shrunk in-plane, but never below 4 voxels along an axis (N4's lattice needs them)
+    shrunk = sitk.Shrink(image, [max(1, min(N4_SHRINK, s // 4)) for s in image.GetSize()[:2]]
+                         + [1])
     mask = sitk.OtsuThreshold(shrunk, 0, 1, 200)
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations([50, 50, 30])
@@ -123,7 +132,8 @@ def prepare_volume(image: sitk.Image, config: StagingConfig,
     corrected = n4_correct(image) if config.n4 else sitk.Cast(image, sitk.sitkFloat32)
     x0, x1, y0, y1 = box
     array = sitk.GetArrayViewFromImage(corrected)[:, y0:y1, x0:x1]
-    slices = torch.from_numpy(np.ascontiguousarray(array, np.float32))[:, None]
+    # a copy: the crop may be the whole image's read-only view, which torch must not wrap
+    slices = torch.from_numpy(np.array(array, np.float32, order="C"))[:, None]
     shrinking = min(array.shape[1:]) > config.size
     resized = resize_slices(slices, (config.size, config.size), antialias=shrinking)[:, 0].numpy()
     std = float(resized.std())
