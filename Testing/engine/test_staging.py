@@ -319,3 +319,18 @@ def test_slices_too_small_for_bias_correction_are_refused_and_small_ones_staged(
         capsys.readouterr().err
     assert main([*run, f"t2w={tmp_path / 'small.nrrd'}", "--output", str(tmp_path / "b")]) == 0
     assert (tmp_path / "b" / "result.json").is_file()
+
+
+def test_an_empty_roi_mask_is_named_empty_and_one_outside_as_outside(tmp_path):
+    from oncoseg.errors import InputError
+    from oncoseg.staging.config import StagingConfig
+    from oncoseg.staging.preprocessing import crop_box
+
+    image = sitk.GetImageFromArray(np.zeros((6, 32, 32), np.float32))
+    empty = sitk.GetImageFromArray(np.zeros((6, 32, 32), np.uint8))
+    with pytest.raises(InputError, match="roi: mask is empty"):
+        crop_box(image, StagingConfig(), roi_mask=empty)
+    outside = sitk.GetImageFromArray(np.ones((6, 32, 32), np.uint8))
+    outside.SetOrigin((500.0, 0.0, 0.0))
+    with pytest.raises(InputError, match="roi: does not overlap t2w in physical space"):
+        crop_box(image, StagingConfig(), roi_mask=outside)

@@ -87,6 +87,9 @@ def _box_from_lps(image: sitk.Image, box: Sequence[float], margin: float,
 
 def _box_from_mask(image: sitk.Image, mask: sitk.Image, margin: float
                    ) -> tuple[int, int, int, int]:
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError("roi", "mask is empty (no voxel is set): draw it around the rectum "
+                         "and tumour")
     on_grid = sitk.GetArrayFromImage(resample_to_reference(mask, image, "nearest",
                                                            names=("roi", "t2w")))
     voxels = np.argwhere(on_grid > 0)
