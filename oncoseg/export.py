@@ -127,14 +127,21 @@ def interpreted_type(segment: Segment) -> str:
 def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[str], fmt: str,
                         series: DicomSeries | None = None, overwrite: bool = False,
                         label: str = "OncoSeg", algorithm: Algorithm | None = None,
-                        naming: str = DEFAULT_NAMING) -> ExportResult:
-    """Write ``segmentation`` as ``fmt``; the DICOM formats reference ``series``, name
-    ``algorithm`` (the model that made it) as their processing equipment and name the
-    structures by ``naming`` (TG-263 by default, OncoSeg's name kept as the description)."""
+                        naming: str = DEFAULT_NAMING, name: str = "the segmentation"
+                        ) -> ExportResult:
+    """Write ``segmentation`` (called ``name`` in messages) as ``fmt``; the DICOM formats
+    reference ``series``, name ``algorithm`` (the model that made it) as their processing
+    equipment and name the structures by ``naming`` (TG-263 by default, OncoSeg's name kept as
+    the description)."""
     output = _checked_output(output, fmt, overwrite)
     if fmt in (FRACTIONAL, REPORT):
         raise ValueError(f"{fmt} is written from a result: export_probabilities, export_report")
     messages: list[str] = []
+    if fmt in DICOM_FORMATS and not segmentation.segments:
+        # a SEG needs one segment, an RTSTRUCT one ROI (dciodvfy: "Bad Sequence number of
+        # Items 0" for StructureSetROISequence); NRRD and NIfTI can hold an empty label map
+        raise InputError(name, f"holds no segment (every voxel is 0): a {fmt} needs at least "
+                         "one; nothing was written (NRRD and NIfTI exports can hold it)")
     if fmt in DICOM_FORMATS:
         planes, name = _referenced_planes(series, fmt)
         messages = instance_grid_note(segmentation.geometry, planes, name)
@@ -353,7 +360,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
     return export_segmentation(segmentation, output, fmt, series, overwrite, label,
                                Algorithm.of_model(found[1].get("model")) if found else
-                               Algorithm(), naming)
+                               Algorithm(), naming, str(source))
 
 
 def prediction_folder(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:

@@ -583,3 +583,22 @@ def test_a_results_volumes_go_out_as_a_dicom_sr_beside_the_seg_they_reference(
                  "--reference", str(case), "--output", str(tmp_path / "x.dcm")]) == 2
     assert "reports the measurements of a predict output folder" in capsys.readouterr().err
     assert not (tmp_path / "x.dcm").exists()
+
+
+def test_an_empty_label_map_is_refused_by_the_dicom_formats_and_written_by_the_others(
+        ct_case, tmp_path, capsys):
+    """A label map without a label has no segment: a DICOM SEG needs one (before: exit 1,
+    'unexpected error: ValueError'), an RTSTRUCT one ROI (before: written, and dciodvfy found
+    its empty StructureSetROISequence, ROIContourSequence and RTROIObservationsSequence)."""
+    case, image, _ = ct_case
+    empty = sitk.Image(image.GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(image)
+    sitk.WriteImage(empty, str(tmp_path / "empty.nii.gz"))
+    for fmt in ("dicom-seg", "rtstruct"):
+        assert main(["export", str(tmp_path / "empty.nii.gz"), "--format", fmt, "--output",
+                     str(tmp_path / f"{fmt}.dcm"), "--reference", str(case)]) == 2
+        assert f"empty.nii.gz: holds no segment (every voxel is 0): a {fmt} needs at least " \
+            "one; nothing was written" in capsys.readouterr().err
+        assert not (tmp_path / f"{fmt}.dcm").exists()
+    assert main(["export", str(tmp_path / "empty.nii.gz"), "--format", "nifti", "--output",
+                 str(tmp_path / "labels.nii.gz")]) == 0
