@@ -127,9 +127,9 @@ def interpreted_type(segment: Segment) -> str:
 def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[str], fmt: str,
                         series: DicomSeries | None = None, overwrite: bool = False,
                         label: str = "OncoSeg", algorithm: Algorithm | None = None,
-                        naming: str = DEFAULT_NAMING, name: str = "the segmentation"
+                        naming: str = DEFAULT_NAMING, what: str = "the segmentation"
                         ) -> ExportResult:
-    """Write ``segmentation`` (called ``name`` in messages) as ``fmt``; the DICOM formats
+    """Write ``segmentation`` (called ``what`` in messages) as ``fmt``; the DICOM formats
     reference ``series``, name ``algorithm`` (the model that made it) as their processing
     equipment and name the structures by ``naming`` (TG-263 by default, OncoSeg's name kept as
     the description)."""
@@ -140,7 +140,7 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
     if fmt in DICOM_FORMATS and not segmentation.segments:
         # a SEG needs one segment, an RTSTRUCT one ROI (dciodvfy: "Bad Sequence number of
         # Items 0" for StructureSetROISequence); NRRD and NIfTI can hold an empty label map
-        raise InputError(name, f"holds no segment (every voxel is 0): a {fmt} needs at least "
+        raise InputError(what, f"holds no segment (every voxel is 0): a {fmt} needs at least "
                          "one; nothing was written (NRRD and NIfTI exports can hold it)")
     if fmt in DICOM_FORMATS:
         planes, name = _referenced_planes(series, fmt)

@@ -81,7 +81,6 @@ def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
     return node
 
 
-
 def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
     """What the user should know about how the volume file a node was loaded from places its
     voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform and sform that disagree,

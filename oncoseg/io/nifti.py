@@ -1,7 +1,7 @@
 """NIfTI details SimpleITK does not cover: NaN and infinite voxels, which its reader silently
 turns into 0, maps in [0, 1] stored as scaled uint8, which its writer cannot produce, and
-files whose two placements (qform, sform) disagree, which it reads without a word
-(:func:`orientation_notes`).
+files whose two placements (qform, sform) disagree or whose lengths are not in mm, which it
+reads without a word (:func:`orientation_notes`).
 
 ITK reads NIfTI through nifti1_io, whose ``nifti_read_buffer`` replaces every non-finite float
 by 0 (and counts them only in a debug message). A NaN-filled mask or a failed quantitative map
@@ -135,39 +135,34 @@ def restore_nonfinite(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.I
     return restored
 
 
+# NIfTI xyzt_units' spatial codes (its lowest three bits) -> (millimetres per unit, name)
+_UNITS = {1: (1000.0, "metres"), 3: (0.001, "micrometres")}
+# the patient axis a letter of an orientation code lies on, in words
 _SIDES = {"L": "left and right", "R": "left and right", "P": "front and back",
           "A": "front and back", "S": "head and feet", "I": "head and feet"}
 
 
-# NIfTI xyzt_units' spatial codes (its lowest three bits) -> (millimetres per unit, name)
-_UNITS = {1: (1000.0, "metres"), 3: (0.001, "micrometres")}
-
-
-def _mm_per_unit(source: sitk.Image | sitk.ImageFileReader) -> float:
-    """How ITK scales a NIfTI file's lengths to mm (``xyzt_units``: metres x 1000, micrometres
-    / 1000, millimetres and unknown x 1)."""
+def _length_unit(source: sitk.Image | sitk.ImageFileReader) -> tuple[float, str] | None:
+    """(mm per unit, its name) of a NIfTI file whose lengths are not in mm (``xyzt_units``:
+    metres or micrometres, which ITK scales to mm); None for mm and unknown."""
+    if "xyzt_units" not in source.GetMetaDataKeys():
+        return None
     try:
-        code = int(source.GetMetaData("xyzt_units")) & 7
-    except (RuntimeError, ValueError):
-        return 1.0
-    return _UNITS.get(code, (1.0, ""))[0]
+        return _UNITS.get(int(source.GetMetaData("xyzt_units")) & 7)
+    except ValueError:
+        return None
 
 
 def _unit_notes(source: sitk.Image | sitk.ImageFileReader, name: str) -> list[str]:
     """A file whose lengths are not in mm: ITK (and 3D Slicer) scale them, nibabel and FSL
     take the numbers as they are (mm), so the two show the scan at sizes 1000 times apart."""
-    if "xyzt_units" not in source.GetMetaDataKeys():
+    unit = _length_unit(source)
+    if unit is None:
         return []
-    try:
-        code = int(source.GetMetaData("xyzt_units")) & 7
-    except ValueError:
-        return []
-    if code not in _UNITS:
-        return []
-    factor, unit = _UNITS[code]
+    factor, words = unit
     spacing = " x ".join(f"{s:g}" for s in source.GetSpacing()[:3])
     stored = " x ".join(f"{s / factor:g}" for s in source.GetSpacing()[:3])
-    return [f"{name} gives its lengths in {unit} (NIfTI xyzt_units): ITK and 3D Slicer scale "
+    return [f"{name} gives its lengths in {words} (NIfTI xyzt_units): ITK and 3D Slicer scale "
             f"them to a spacing of {spacing} mm, nibabel and FSL read {stored} as mm: check "
             "that the scan's size is a patient's"]
 
@@ -219,9 +214,10 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     if rows.shape != (3, 4):
         return notes
     to_lps = np.diag([-1.0, -1.0, 1.0])
+    scale = (_length_unit(image) or (1.0, ""))[0]
     sform_matrix = np.eye(4)  # in mm, as ITK scales both placements by the file's unit
-    sform_matrix[:3, :3] = to_lps @ rows[:, :3] * _mm_per_unit(image)
-    sform_matrix[:3, 3] = to_lps @ rows[:, 3] * _mm_per_unit(image)
+    sform_matrix[:3, :3] = to_lps @ rows[:, :3] * scale
+    sform_matrix[:3, 3] = to_lps @ rows[:, 3] * scale
     read_matrix = np.eye(4)  # ITK's placement of the first three axes (a 4D file's too)
     read_matrix[:3, :3] = direction_matrix(image)[:3, :3] * np.asarray(image.GetSpacing()[:3])
     read_matrix[:3, 3] = image.GetOrigin()[:3]
