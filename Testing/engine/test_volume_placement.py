@@ -68,9 +68,10 @@ def test_a_sform_mirroring_the_qform_is_read_with_the_qform_and_named(tmp_path, 
     np.testing.assert_allclose(nib.load(path).affine, mirrored, atol=1e-4)
     [note] = volume.notes
     assert "mirrored.nii.gz" in note and "left and right swapped" in note
-    assert "read with the qform, as ITK and 3D Slicer read it" in note
-    assert "qform (ALIGNED_ANAT, orientation LAS)" in note  # as nibabel names the axes
-    assert "sform (ALIGNED_ANAT, orientation RAS)" in note
+    # orientation letters as nibabel names the axes
+    assert "ITK and 3D Slicer (and so OncoSeg) read it with orientation LAS from its qform " \
+        "(ALIGNED_ANAT)" in note
+    assert "use its sform (ALIGNED_ANAT, orientation RAS): the mirror image of that" in note
     # the prediction's terminal and result.json get it with the input's role
     _, notes = read_inputs({"t2w": str(path)}, {})
     assert notes == [f"input t2w: {note}"]
@@ -85,7 +86,7 @@ def test_a_sform_moved_but_not_mirrored_says_how_far(tmp_path):
     moved[:3, 3] += [0.0, 40.0, 0.0]
     [note] = read_volume(_rewrite(DATA / "anatomical.nii", tmp_path / "moved.nii",
                                   sform=moved, scode=4)).notes
-    assert "MNI_152" in note and "up to 40 mm apart" in note and "swapped" not in note
+    assert "(MNI_152, orientation LAS): up to 40 mm from there" in note and "swap" not in note
 
 
 def test_a_scanner_sform_is_what_itk_and_nibabel_both_read(tmp_path):
@@ -183,3 +184,20 @@ def test_a_patient_sized_scan_in_mm_has_no_scale_problem():
 
     image = read_volume(DATA / "anatomical.nii").image
     assert volume_problems(image, "anatomical.nii") == []
+
+
+def test_a_scanner_sform_scaled_unlike_its_pixdim_is_named_without_claiming_the_qform(tmp_path):
+    """ITK takes a SCANNER_ANAT sform's axes but its spacing from pixdim ('unexpected scales in
+    sform'); nibabel takes the sform whole: the same file twice the size in one of them."""
+    source = nib.load(DATA / "anatomical.nii")
+    qform = source.header.get_qform()
+    doubled = qform.copy()
+    doubled[:3, :3] *= 2
+    for qcode in (1, 0):
+        path = _rewrite(DATA / "anatomical.nii", tmp_path / f"doubled{qcode}.nii", sform=doubled,
+                        scode=1, qcode=qcode)
+        volume = read_volume(path)
+        np.testing.assert_allclose(volume.image.GetSpacing(), source.header.get_zooms()[:3])
+        [note] = volume.notes
+        assert "read it with orientation LAS;" in note and "from its qform" not in note
+        assert "use its sform (SCANNER_ANAT, orientation LAS): up to" in note

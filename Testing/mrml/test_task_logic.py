@@ -189,7 +189,7 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     logic = logic_for(mrml, task.name)
     started = logic.start({"image": node}, RunRequest(model=str(model), device="cpu"))
     [note] = started.notes
-    assert note.startswith("input image: placed.nii.gz places its voxels twice")
+    assert note.startswith("input image: placed.nii.gz is placed differently by different tools")
     assert "left and right swapped" in note
     assert logic.compute(started).messages[0] == note
 

@@ -143,7 +143,7 @@ def test_opening_a_case_shows_how_its_volumes_were_read(served, mrml):
     ReviewApp.open_case(page)
     assert page.state.message_kind == "warning"
     assert page.state.message.startswith("Opened placed/rectal_000: ")
-    assert "Note: t2w: t2w.nii.gz places its voxels twice" in page.state.message
+    assert "Note: t2w: t2w.nii.gz is placed differently by different tools" in page.state.message
     assert "left and right swapped" in page.state.message
     assert_relative(page.state.message, link, real)
     # another case opened after it says nothing of the kind

@@ -232,20 +232,21 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     columns = np.linalg.norm(sform_axes, axis=0)
     sform_code = axis_code(sform_axes / np.where(columns > 0, columns, 1.0))
     read_code = axis_code(direction_matrix(image)[:3, :3])
-    how = f"up to {apart:.0f} mm apart"
+    how = f"up to {apart:.0f} mm from there"
     if np.sign(np.linalg.det(read_axes)) != np.sign(np.linalg.det(sform_axes)):
         swapped = [_SIDES[a] for a, b in zip(read_code, sform_code, strict=True)
                    if a != b and {a, b} in ({"L", "R"}, {"P", "A"}, {"S", "I"})] \
             if "oblique" not in (read_code, sform_code) else []
-        how = "mirror images of each other" + (f" ({' and '.join(swapped)} swapped)"
-                                                if len(swapped) == 1 else "")
+        how = "the mirror image of that" + (f" ({' and '.join(swapped)} swapped)"
+                                             if len(swapped) == 1 else "")
     names = {1: "SCANNER_ANAT", 2: "ALIGNED_ANAT", 3: "TALAIRACH", 4: "MNI_152"}
-    return [*notes, f"{name} places its voxels twice, and the two disagree: its qform "
-            f"({names.get(qform, qform)}, orientation {read_code}) and its sform "
-            f"({names.get(sform, sform)}, orientation {sform_code}) are {how}. It was read "
-            "with the qform, as ITK and 3D Slicer read it; nibabel, FSL and the tools built on "
-            "them (TotalSegmentator) use the sform and show it elsewhere: check which one the "
-            "scanner's images agree with before using the result"]
+    # ITK's rule: a known qform wins over a sform whose code is not SCANNER_ANAT
+    source = f" from its qform ({names.get(qform, qform)})" if qform > 0 and sform != 1 else ""
+    return [*notes, f"{name} is placed differently by different tools: ITK and 3D Slicer (and "
+            f"so OncoSeg) read it with orientation {read_code}{source}; nibabel, FSL and the "
+            f"tools built on them (TotalSegmentator) use its sform ({names.get(sform, sform)}, "
+            f"orientation {sform_code}): {how}. Check which one the scanner's images agree "
+            "with before using the result"]
 
 
 def _header_of(image: sitk.Image, folder: Path) -> bytearray:
