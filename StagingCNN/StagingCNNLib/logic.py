@@ -216,7 +216,7 @@ class StagingLogic(TaskLogic):
         hints = verbs.check_hints(self.task, replace(request.hints,
                                                      roi_lps_mm=roi_box_lps(roi)))
         return StagingStarted({**started.nodes, ROI_ROLE: roi}, started.images,
-                              replace(request, hints=hints), note)
+                              replace(request, hints=hints), started.notes, roi_note=note)
 
     def crop_side_mm(self, request: RunRequest) -> float:
         """The side of the in-plane square the request's model crops to when no ROI is given
