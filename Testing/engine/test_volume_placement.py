@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from nifti_placements import mirrored_in_x
 
 nib = pytest.importorskip("nibabel")
 
@@ -40,13 +41,6 @@ def _rewrite(source: Path, target: Path, qform=None, qcode=None, sform=None, sco
     return target
 
 
-def _mirrored_in_x(affine: np.ndarray, size_x: int) -> np.ndarray:
-    mirrored = affine.copy()
-    mirrored[:, 0] *= -1
-    mirrored[:3, 3] = affine[:3, 3] + affine[:3, 0] * (size_x - 1)
-    return mirrored
-
-
 def test_a_real_file_whose_placements_agree_reads_without_a_note(tmp_path):
     for name in ("anatomical.nii", "standard.nii.gz"):  # qform = sform; sform only
         volume = read_volume(shutil.copy(DATA / name, tmp_path / name))
@@ -59,7 +53,7 @@ def test_a_real_file_whose_placements_agree_reads_without_a_note(tmp_path):
 def test_a_sform_mirroring_the_qform_is_read_with_the_qform_and_named(tmp_path, capsys):
     source = nib.load(DATA / "anatomical.nii")
     qform = source.header.get_qform()
-    mirrored = _mirrored_in_x(qform, source.shape[0])
+    mirrored = mirrored_in_x(qform, source.shape[0])
     path = _rewrite(DATA / "anatomical.nii", tmp_path / "mirrored.nii.gz", sform=mirrored,
                     scode=2)
     volume = read_volume(path)
@@ -91,7 +85,7 @@ def test_a_sform_moved_but_not_mirrored_says_how_far(tmp_path):
 
 def test_a_scanner_sform_is_what_itk_and_nibabel_both_read(tmp_path):
     source = nib.load(DATA / "anatomical.nii")
-    mirrored = _mirrored_in_x(source.header.get_qform(), source.shape[0])
+    mirrored = mirrored_in_x(source.header.get_qform(), source.shape[0])
     path = _rewrite(DATA / "anatomical.nii", tmp_path / "scanner.nii", sform=mirrored,
                     scode=1)
     volume = read_volume(path)
@@ -126,7 +120,7 @@ def test_a_diffusion_series_in_one_4d_file_carries_the_note(tmp_path):
     qform = source.header.get_qform()
     image = nib.Nifti1Image(data, None)
     image.set_qform(qform, code=1)
-    image.set_sform(_mirrored_in_x(qform, source.shape[0]), code=2)
+    image.set_sform(mirrored_in_x(qform, source.shape[0]), code=2)
     nib.save(image, tmp_path / "dwi.nii.gz")
     (tmp_path / "dwi.bval").write_text("0 1000\n")
     series = read_nifti_diffusion(tmp_path / "dwi.nii.gz")

@@ -159,19 +159,12 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     messages say it, as the CLI's do. A node moved since it was loaded gets no such note."""
     import slicer
 
-    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("nibabel")
+    from nifti_placements import with_mirrored_sform
+
     monkeypatch.setenv("ONCOSEG_HOME", str(tmp_path))
     task, image, model = toy
-    source = nib.load(image)
-    qform = source.affine
-    mirrored = qform.copy()
-    mirrored[:, 0] *= -1
-    mirrored[:3, 3] = qform[:3, 3] + qform[:3, 0] * (source.shape[0] - 1)
-    placed = nib.Nifti1Image(np.asanyarray(source.dataobj), None, header=source.header.copy())
-    placed.set_qform(qform, code=1)
-    placed.set_sform(mirrored, code=2)
-    path = tmp_path / "placed.nii.gz"
-    nib.save(placed, path)
+    path = with_mirrored_sform(image, tmp_path / "placed.nii.gz")
 
     storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
     storage.SetFileName(str(path))

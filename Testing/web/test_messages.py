@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 
 from oncoseg.errors import InputError
@@ -116,22 +115,16 @@ def test_opening_a_case_shows_how_its_volumes_were_read(served, mrml):
     shows), and the page says so when the case opens, as `predict` does."""
     import shutil
 
-    nib = pytest.importorskip("nibabel")
+    pytest.importorskip("nibabel")
+    from nifti_placements import with_mirrored_sform
+
     from OncoSegWebLib.app import ReviewApp
     from OncoSegWebLib.session import ReviewSession
 
     link, real = served
     case = real / "placed" / "rectal_000"
     shutil.copytree(real / "rectal" / "rectal_000", case)
-    t2w = nib.load(case / "t2w.nii.gz")
-    qform = t2w.header.get_qform()
-    mirrored = qform.copy()
-    mirrored[:, 0] *= -1
-    mirrored[:3, 3] = qform[:3, 3] + qform[:3, 0] * (t2w.shape[0] - 1)
-    out = nib.Nifti1Image(np.asanyarray(t2w.dataobj), None, header=t2w.header.copy())
-    out.set_qform(qform, code=1)
-    out.set_sform(mirrored, code=2)
-    nib.save(out, case / "t2w.nii.gz")
+    with_mirrored_sform(real / "rectal" / "rectal_000" / "t2w.nii.gz", case / "t2w.nii.gz")
 
     views = SimpleNamespace(display_manager=SimpleNamespace(
         show_volume_in_slice_background=lambda node: None,
