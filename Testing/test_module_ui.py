@@ -173,3 +173,26 @@ def test_every_module_file_defines_what_slicer_looks_up(name):
                 if isinstance(node, ast.ImportFrom) for alias in node.names
                 if (alias.asname or alias.name).endswith("Test")}
     assert not others | imported, f"{path.name} also holds TestCase classes {others | imported}"
+
+
+SCAN_ROLES = {"t1", "t1c", "t2", "flair", "image", "t2w", "dwi_b0", "dwi_b1000"}
+NOT_SCANS = ["vtkMRMLLabelMapVolumeNode", "vtkMRMLDiffusionWeightedVolumeNode",
+             "vtkMRMLTensorVolumeNode"]
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.name)
+def test_scan_selectors_hide_label_maps_and_multi_component_volumes(ui_file):
+    """Each of these node classes derives from vtkMRMLScalarVolumeNode (Slicer v5.10.0
+    Libs/MRML/Core), so a selector of scalar volumes offers them unless it hides them
+    (qMRMLSortFilterProxyModel rejects a node that IsA a hidden type, subclasses included):
+    a label map holds segment numbers, a DWI or vector volume several values per voxel."""
+    tree = ElementTree.parse(ui_file)
+    for widget in tree.iter("widget"):
+        properties = {p.get("name"): p for p in widget.findall("property")}
+        role = properties.get("SlicerParameterName")
+        if widget.get("class") != "qMRMLNodeComboBox" or role is None or \
+                role.findtext("string") not in SCAN_ROLES:
+            continue
+        hidden = properties.get("hideChildNodeTypes")
+        assert hidden is not None, f"{widget.get('name')} offers label maps"
+        assert [s.text for s in hidden.iter("string")] == NOT_SCANS, widget.get("name")

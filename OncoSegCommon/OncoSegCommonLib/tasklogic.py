@@ -19,6 +19,7 @@ from typing import Any
 import SimpleITK as sitk
 
 from oncoseg import verbs
+from oncoseg.errors import InputError
 from oncoseg.method import Hints, RunContext, demo_model_file
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
@@ -143,6 +144,7 @@ class TaskLogic:
             set(self.task.alternatives) | covered
         chosen = {role: node for role, node in inputs.items()
                   if node is not None or role not in optional}
+        refuse_label_maps(self.task, chosen)
         images = self.images(chosen)
         self.task.check_images(images)
         notes = [f"input {role}: {note}" for role, node in chosen.items()
@@ -195,6 +197,18 @@ class TaskLogic:
         """The three halves in one call (scripts, tests)."""
         started = self.start(inputs, request)
         return self.finish(self.compute(started, progress, cancel), started)
+
+
+def refuse_label_maps(task: Task, nodes: Mapping[str, Any]) -> None:
+    """A label map volume holds segment numbers, not intensities: given for a scan (a role with
+    a modality; a mask role takes one), it is refused by name. Slicer's volume selectors offer
+    label maps (vtkMRMLLabelMapVolumeNode derives from vtkMRMLScalarVolumeNode); the panels
+    hide them, a script may still pass one."""
+    scans = {role.name for role in task.inputs if role.modality}
+    for role, node in nodes.items():
+        if role in scans and node is not None and node.IsA("vtkMRMLLabelMapVolumeNode"):
+            raise InputError(f"{role} ('{node.GetName()}')", "is a label map volume (segment "
+                             "numbers, not intensities): choose the scan itself")
 
 
 _LOGICS: dict[str, type[TaskLogic]] = {}

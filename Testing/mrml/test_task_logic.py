@@ -188,3 +188,16 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
 
     node.SetOrigin(*(np.asarray(node.GetOrigin()) + 10.0))  # moved in the scene since
     assert logic.start({"image": node}, RunRequest(model=str(model), device="cpu")).notes == []
+
+
+def test_a_label_map_given_for_a_scan_is_refused_by_name_and_a_mask_role_takes_one(mrml):
+    from oncoseg.tasks import get_task
+    from OncoSegCommonLib.tasklogic import refuse_label_maps
+
+    labels = sitk.Image(8, 8, 4, sitk.sitkUInt8)
+    mask = volume_node_from_image(mrml.scene, labels, "Bladder mask", labelmap=True)
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"ct \('Bladder mask'\): is a label map volume"):
+        logic_for(mrml, "oar-ct").start({"ct": mask})
+    assert mrml.node_names() == before
+    refuse_label_maps(get_task("staging"), {"roi": mask})  # a mask role takes a label map
