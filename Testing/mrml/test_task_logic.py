@@ -201,3 +201,30 @@ def test_a_label_map_given_for_a_scan_is_refused_by_name_and_a_mask_role_takes_o
         logic_for(mrml, "oar-ct").start({"ct": mask})
     assert mrml.node_names() == before
     refuse_label_maps(get_task("staging"), {"roi": mask})  # a mask role takes a label map
+
+
+def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_identity(mrml):
+    """The engine reads a node's voxels and IJK-to-RAS, which a parent transform leaves where
+    the file put them: the result would lie 20 mm from where the CT is shown."""
+    import vtk
+
+    from OncoSegCommonLib.tasklogic import refuse_unhardened_transform
+
+    ct = volume_node_from_image(mrml.scene, sitk.Image(8, 8, 4, sitk.sitkInt16), "CT")
+    moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(0, 3, 20.0)
+    moved.SetMatrixTransformToParent(matrix)
+    ct.SetAndObserveTransformNodeID(moved.GetID())
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"ct \('CT'\): lies under the transform "
+                                         r"'Registration'.*Harden transform"):
+        logic_for(mrml, "oar-ct").start({"ct": ct})
+    assert mrml.node_names() == before
+    identity = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Identity")
+    ct.SetAndObserveTransformNodeID(identity.GetID())
+    refuse_unhardened_transform("ct", ct)  # nothing moves: accepted
+    warp = mrml.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "Warp")
+    ct.SetAndObserveTransformNodeID(warp.GetID())
+    with pytest.raises(InputError, match="lies under the transform 'Warp'"):
+        refuse_unhardened_transform("ct", ct)
