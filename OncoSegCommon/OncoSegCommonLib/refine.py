@@ -47,7 +47,7 @@ from OncoSegCommonLib.segmentations import (
     labels_from_segmentation_node,
     probability_nodes,
 )
-from OncoSegCommonLib.volumes import image_from_volume_node
+from OncoSegCommonLib.volumes import image_from_volume_node, refuse_unhardened_transform
 
 # How many states (before/after each step) the lock and the undo detection remember.
 MAX_STATES = 20
@@ -180,6 +180,8 @@ class RefineLogic:
     def stroke(self, segment_id: str, ras_points: list[tuple[float, float, float]] | np.ndarray,
                positive: bool = True) -> RefineEdit:
         """Refine ``segment_id`` with one click (one point) or scribble (several), in RAS."""
+        for node in (self.source_volume_node, self.segmentation_node):  # RAS clicks are world
+            refuse_unhardened_transform(f"'{node.GetName()}'", node)
         points = np.asarray(ras_points, float).reshape(-1, 3)
         new = Stroke(tuple(tuple(float(v) for v in ras_lps(p)) for p in points), positive)
         labels = self.current_labels()

@@ -16,9 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import numpy as np
 import SimpleITK as sitk
-import vtk
 
 from oncoseg import verbs
 from oncoseg.errors import InputError
@@ -32,7 +30,7 @@ from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
-from OncoSegCommonLib.volumes import file_reading_notes
+from OncoSegCommonLib.volumes import file_reading_notes, refuse_unhardened_transform
 
 
 @dataclass
@@ -147,8 +145,9 @@ class TaskLogic:
         chosen = {role: node for role, node in inputs.items()
                   if node is not None or role not in optional}
         refuse_label_maps(self.task, chosen)
-        for role, node in chosen.items():
-            refuse_unhardened_transform(role, node)
+        for role, node in chosen.items():  # markups are read in world coordinates
+            if node is not None and node.IsA("vtkMRMLVolumeNode"):
+                refuse_unhardened_transform(f"{role} ('{node.GetName()}')", node)
         images = self.images(chosen)
         self.task.check_images(images)
         notes = [f"input {role}: {note}" for role, node in chosen.items()
@@ -213,28 +212,6 @@ def refuse_label_maps(task: Task, nodes: Mapping[str, Any]) -> None:
         if role in scans and node is not None and node.IsA("vtkMRMLLabelMapVolumeNode"):
             raise InputError(f"{role} ('{node.GetName()}')", "is a label map volume (segment "
                              "numbers, not intensities): choose the scan itself")
-
-
-def refuse_unhardened_transform(role: str, node: Any) -> None:
-    """A volume under a transform is shown where the transform puts it, but its voxels and
-    geometry (what the engine reads) are where the file put them: the result would lie where
-    the volume is not shown. Refused by name unless the transform is the identity (Slicer's
-    own Harden transform fixes it)."""
-    transform = node.GetParentTransformNode() if node is not None and \
-        node.IsA("vtkMRMLVolumeNode") else None  # markups are read in world coordinates
-    if transform is None:
-        return
-    if transform.IsTransformToWorldLinear():
-        matrix = vtk.vtkMatrix4x4()
-        transform.GetMatrixTransformToWorld(matrix)
-        if np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
-                       np.eye(4), atol=1e-6):
-            return
-    raise InputError(f"{role} ('{node.GetName()}')", f"lies under the transform "
-                     f"'{transform.GetName()}', which moves what you see but not its voxels: "
-                     "the result would not lie where the volume is shown. Harden the transform "
-                     "(Data module: right-click the volume, Harden transform) or remove it, "
-                     "then run again")
 
 
 _LOGICS: dict[str, type[TaskLogic]] = {}

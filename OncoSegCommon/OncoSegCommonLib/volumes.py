@@ -13,6 +13,7 @@ import SimpleITK as sitk
 import vtk
 from vtk.util import numpy_support
 
+from oncoseg.errors import InputError
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 
@@ -107,3 +108,24 @@ def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
             and np.allclose(reader.GetDirection(), image.GetDirection(), atol=1e-4)):
         return []  # moved, resampled or edited since: the file no longer says where it lies
     return placement_notes(reader, name)
+
+
+def refuse_unhardened_transform(what: str, node: Any) -> None:
+    """A node under a transform is shown where the transform puts it, but its voxels and
+    geometry (what the engine reads, :func:`image_from_volume_node`) are where the file put
+    them: a result would lie where the node is not shown, a click would land elsewhere. Refused
+    by name (``what``) unless the transform is the identity (Slicer's Harden transform fixes
+    it)."""
+    transform = node.GetParentTransformNode()
+    if transform is None:
+        return
+    if transform.IsTransformToWorldLinear():
+        matrix = vtk.vtkMatrix4x4()
+        transform.GetMatrixTransformToWorld(matrix)
+        if np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
+                       np.eye(4), atol=1e-6):
+            return
+    raise InputError(what, f"lies under the transform '{transform.GetName()}', which moves "
+                     "what you see but not its voxels: the result would not lie where it is "
+                     "shown. Harden the transform (Data module: right-click it, Harden "
+                     "transform) or remove it, then try again")

@@ -188,3 +188,24 @@ def test_a_result_refines_with_its_tasks_settings(mrml):
                       settings=get_task("rectal").refine_settings())
     assert np.array_equal(sitk.GetArrayFromImage(edit.result.labels),
                           sitk.GetArrayFromImage(expected.labels))
+
+
+def test_a_click_on_a_volume_under_a_transform_is_refused_and_changes_nothing(mrml):
+    """Segment Editor gives world RAS; the volume's voxels sit where its file put them."""
+    import pytest
+    import vtk
+
+    from oncoseg.errors import InputError
+
+    volume, nodes, *_ = add_result(mrml)
+    moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(1, 3, 15.0)
+    moved.SetMatrixTransformToParent(matrix)
+    volume.SetAndObserveTransformNodeID(moved.GetID())
+    before = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume))
+    logic = RefineLogic(nodes.segmentation, volume)
+    with pytest.raises(InputError, match="'T2': lies under the transform 'Registration'"):
+        logic.stroke(segment_id(SPECS[0]), [ras_of_voxel(volume, (20, 20, 6))])
+    after = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, volume))
+    np.testing.assert_array_equal(after, before)

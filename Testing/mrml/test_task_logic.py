@@ -208,7 +208,7 @@ def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_ident
     the file put them: the result would lie 20 mm from where the CT is shown."""
     import vtk
 
-    from OncoSegCommonLib.tasklogic import refuse_unhardened_transform
+    from OncoSegCommonLib.volumes import refuse_unhardened_transform
 
     ct = volume_node_from_image(mrml.scene, sitk.Image(8, 8, 4, sitk.sitkInt16), "CT")
     moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Registration")
@@ -223,8 +223,8 @@ def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_ident
     assert mrml.node_names() == before
     identity = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Identity")
     ct.SetAndObserveTransformNodeID(identity.GetID())
-    refuse_unhardened_transform("ct", ct)  # nothing moves: accepted
+    refuse_unhardened_transform("CT", ct)  # nothing moves: accepted
     warp = mrml.scene.AddNewNodeByClass("vtkMRMLGridTransformNode", "Warp")
     ct.SetAndObserveTransformNodeID(warp.GetID())
-    with pytest.raises(InputError, match="lies under the transform 'Warp'"):
-        refuse_unhardened_transform("ct", ct)
+    with pytest.raises(InputError, match="CT: lies under the transform 'Warp'"):
+        refuse_unhardened_transform("CT", ct)
