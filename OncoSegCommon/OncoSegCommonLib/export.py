@@ -39,7 +39,7 @@ from oncoseg.structure_names import DEFAULT_NAMING
 from OncoSegCommonLib import segmentations
 from OncoSegCommonLib.scenes import temporary_nodes
 from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, PROBABILITY_SUFFIX
-from OncoSegCommonLib.volumes import image_from_volume_node
+from OncoSegCommonLib.volumes import image_from_volume_node, refuse_unhardened_transform
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
 SERIES_FOLDER_ATTRIBUTE = "OncoSeg.seriesFolder"  # set on volumes OncoSeg read from a folder
@@ -122,6 +122,8 @@ def export_node(segmentation_node: Any, reference_volume_node: Any, output: str,
     (:func:`OncoSegCommonLib.segmentations.probability_nodes`). ``dicom-sr`` reports each
     segment's volume as the node holds it now (corrections included), referencing a DICOM SEG
     written beside it."""
+    for node in (segmentation_node, reference_volume_node):  # written where it is shown
+        refuse_unhardened_transform(f"'{node.GetName()}'", node)
     series = referenced_series(reference_volume_node, f"{fmt} export", series_folder,
                                series_uid, database) if fmt in DICOM_FORMATS else None
     algorithm = algorithm_of_node(segmentation_node)

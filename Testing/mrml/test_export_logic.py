@@ -289,3 +289,20 @@ def test_a_corrected_run_reports_the_volumes_the_node_holds_now(mrml, ct_case, t
                       naming="oncoseg")
     assert [r.ROIName for r in pydicom.dcmread(own.path).StructureSetROISequence] == [
         "Bladder", "Bowel bag"]
+
+
+def test_a_segmentation_under_a_transform_is_refused_before_anything_is_written(mrml, nodes,
+                                                                               tmp_path):
+    """Its voxels are where they were before the transform moved what is shown: a DICOM SEG
+    written from them would not be where the reader saw and corrected it."""
+    import vtk
+
+    case, _, volume, node = nodes
+    moved = mrml.scene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "Moved")
+    matrix = vtk.vtkMatrix4x4()
+    matrix.SetElement(2, 3, 6.0)
+    moved.SetMatrixTransformToParent(matrix)
+    node.SetAndObserveTransformNodeID(moved.GetID())
+    with pytest.raises(InputError, match="lies under the transform 'Moved'"):
+        export_node(node, volume, str(tmp_path / "seg.dcm"), "dicom-seg", str(case))
+    assert not (tmp_path / "seg.dcm").exists()
