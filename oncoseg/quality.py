@@ -40,6 +40,11 @@ MR_BACKGROUND_FRACTION = 0.1
 # registration is flagged when it worsens Mattes MI by more than this fraction
 REGISTRATION_TOLERANCE = 0.02
 MR_MIN_BACKGROUND = 0.05  # spacing or extent this factor beyond the training range is flagged
+# a scan holds hundreds of distinct intensities; a label map or mask a handful of small whole
+# numbers from 0 (a noiseless synthetic image of a few tissues, at -1000 / 40 / 700, is none)
+LABEL_MAP_VALUES = 16
+LABEL_MAP_LARGEST = 255
+LABEL_MAP_SAMPLE = 1 << 18  # voxels of the sample counted
 
 
 @dataclass(frozen=True)
@@ -57,15 +62,21 @@ class Flag:
         return asdict(self)
 
 
+def modality_flags(task: Task, images: Mapping[str, Any]) -> list[Flag]:
+    """Flags on scans that do not look like their role's modality (a CT given for an MR, a
+    label map given for either); what ``predict`` says of a single case too."""
+    return [flag for role in task.inputs if isinstance(images.get(role.name), sitk.Image)
+            for flag in _modality(role.name, role.modality, images[role.name])]
+
+
 def check_inputs(task: Task, images: Mapping[str, sitk.Image], info: Mapping[str, Any],
                  training_geometry: Mapping[str, Any] | None = None) -> list[Flag]:
     """Flags on what a case gave the model, before or without predicting."""
-    flags = []
+    flags = modality_flags(task, images)
     for role in task.inputs:
         image = images.get(role.name)
         if image is None:
             continue
-        flags += _modality(role.name, role.modality, image)
         flags += _oblique(role.name, image)
     imaging = {r.name for r in task.inputs if r.modality}  # not masks a method can do without
     for role in (r for r in info.get("missing", ()) if r in imaging):
@@ -118,6 +129,13 @@ def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return []
+    distinct = np.unique(values[:LABEL_MAP_SAMPLE])
+    if distinct.size <= LABEL_MAP_VALUES and np.all(distinct == np.round(distinct)) and \
+            distinct[0] >= 0 and distinct[-1] <= LABEL_MAP_LARGEST:
+        return [Flag("input", "modality", role, f"{role} holds only {distinct.size} distinct "
+                     f"values ({', '.join(f'{v:g}' for v in distinct[:6])}"
+                     f"{', ...' if distinct.size > 6 else ''}): a label map or a mask, not "
+                     f"{'an' if modality == 'MR' else 'a'} {modality} scan")]
     low, p1, p999 = float(values.min()), *np.percentile(values, [1, 99.9])
     air = float(np.mean((values > -1100) & (values < -900)))
     if modality == "CT":
@@ -132,6 +150,10 @@ def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
         if p999 > 5000:
             return [Flag("input", "modality", role, f"{role} reaches {p999:.0f} (99.9th "
                          "percentile), beyond bone and metal in Hounsfield units")]
+        if p999 < 150:
+            return [Flag("input", "modality", role, f"{role} never reaches soft tissue or bone "
+                         f"(99.9th percentile {p999:.0f}, expected above +150 HU): another "
+                         "unit, or a rescaled image")]
     elif -1100 < p1 < -900 and air > 0.05:
         return [Flag("input", "modality", role, f"{role} looks like a CT: {100 * air:.0f} % of "
                      "its voxels lie near -1000 (air in Hounsfield units)")]

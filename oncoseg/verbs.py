@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from oncoseg import quality
 from oncoseg.errors import InputError
 from oncoseg.method import (
     Hints,
@@ -82,6 +83,8 @@ def predict(task: str | Task, images: Mapping[str, sitk.Image], model: Model = "
     loading = time.perf_counter() - started
     prediction = method_of(task).predict(prepared, images, context, hints)
     prediction.timings = {"load_model": loading, **prediction.timings}
+    # a scan unlike its role's modality (an MR given as CT, a label map as T2w): said first
+    prediction.messages[:0] = [flag.reason for flag in quality.modality_flags(task, images)]
     return prediction
 
 

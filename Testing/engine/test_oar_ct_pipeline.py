@@ -59,9 +59,9 @@ def test_an_mr_passed_as_ct_is_flagged(cohort, tiny_model, tmp_path, capsys):
                  str(tiny_model / "model.safetensors"), "--output", str(tmp_path / "o"),
                  "--progress", "none"]) == 0
     err = capsys.readouterr().err
-    assert "impossible for a CT in Hounsfield units" in err
+    assert "note: ct has no negative values (minimum 0): not a CT in Hounsfield units" in err
     result = json.loads((tmp_path / "o" / "result.json").read_text())
-    assert any("Hounsfield" in m for m in result["messages"])
+    assert result["messages"][0].startswith("ct has no negative values")
 
 
 def test_a_folder_with_two_series_asks_which(cohort, tiny_model, tmp_path, capsys):

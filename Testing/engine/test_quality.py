@@ -195,3 +195,26 @@ def test_every_demo_model_records_the_geometry_it_was_trained_on(task_name):
     for key in ("spacing_mm", "extent_mm"):
         low, high = geometry[key]["min"], geometry[key]["max"]
         assert len(low) == 3 and all(0 < a <= b for a, b in zip(low, high, strict=True))
+
+
+def test_a_label_map_given_as_a_scan_is_flagged_for_either_modality():
+    _, body = ct_phantom()
+    labels = body.astype(np.uint8) * 3  # 0 and 3
+    for task, role in (("oar-ct", "ct"), ("oar-mr", "mr"), ("staging", "t2w")):
+        [flag] = quality.check_inputs(get_task(task), {role: image(labels)}, {})
+        modality = get_task(task).role(role).modality
+        assert flag.reason == f"{role} holds only 2 distinct values (0, 3): a label map or a " \
+            f"mask, not {'an' if modality == 'MR' else 'a'} {modality} scan"
+    assert quality.check_inputs(get_task("staging"), {"roi": image(labels)}, {}) == []  # a mask
+
+
+def test_predict_says_what_the_quality_check_says_of_its_inputs(tmp_path):
+    """A single case gets the cohort's modality flags as its first notes (a label map given
+    as the T2w of a staging run: before, staged without a word)."""
+    from oncoseg import verbs
+
+    rng = np.random.default_rng(0)
+    t2w = image(np.where(rng.random((12, 64, 64)) > 0.5, 1, 0).astype(np.uint8))
+    prediction = verbs.predict("staging", {"t2w": t2w}, "demo")
+    assert prediction.messages[0] == "t2w holds only 2 distinct values (0, 1): a label map or " \
+        "a mask, not an MR scan"

@@ -160,7 +160,8 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     OAR_CT.check_images(images)
     image = images["ct"]
     settings, metadata = prepared.settings, prepared.model.metadata
-    messages = check_ct(image, spacing_mm=settings.grid_spacing)
+    check_ct(image, spacing_mm=settings.grid_spacing)
+    messages: list[str] = []
     timings: dict[str, float] = {}
     progress, cancel = context.progress, context.cancel
 

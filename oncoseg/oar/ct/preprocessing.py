@@ -24,12 +24,6 @@ from oncoseg.tiling import Geometry, VolumeSource, resample_onto
 from oncoseg.validation import check_volume
 
 AIR_HU = -1024.0
-# A CT in Hounsfield units has air near -1000 and bone above +300; an image that never goes
-# below this, or never above the other, is not HU (an MR passed as CT, or a rescaled export).
-HU_LOWEST_EXPECTED = -500.0
-HU_HIGHEST_EXPECTED = 150.0
-# The HU plausibility check reads a regular sample of this many voxels.
-HU_SAMPLE = 1 << 24
 # Memory the task takes per CT voxel besides the CT (oncoseg.validation.check_volume): the uint8
 # label map on the CT grid and the .seg.nrrd writer's copy of it. Measured with Testing/
 # benchmarks/bench_memory.py: peak RSS grows by 3.5-3.6 bytes per CT voxel from 512^3 to 1024^3,
@@ -44,10 +38,10 @@ GRID_BYTES_PER_VOXEL = 4.0 * 6 + 4.0 + 2.0
 
 
 def check_ct(image: sitk.Image, name: str = "ct",
-             spacing_mm: tuple[float, float, float] | None = None) -> list[str]:
+             spacing_mm: tuple[float, float, float] | None = None) -> None:
     """Refuse what cannot be a CT volume, or cannot be segmented in the memory left on the
-    network's grid (at ``spacing_mm``, None: the CT's own); return warnings for what is
-    probably not HU."""
+    network's grid (at ``spacing_mm``, None: the CT's own). Whether its values are Hounsfield
+    units is said for every task alike (:func:`oncoseg.quality.modality_flags`)."""
     check_volume(image, name, bytes_per_voxel=CT_BYTES_PER_VOXEL)
     grid = canonical_grid_size(image, spacing_mm)
     where = "its own grid" if spacing_mm is None else \
@@ -55,15 +49,6 @@ def check_ct(image: sitk.Image, name: str = "ct",
     require_memory(name, int(np.prod(image.GetSize(), dtype=np.float64) * CT_BYTES_PER_VOXEL
                              + np.prod(grid, dtype=np.float64) * GRID_BYTES_PER_VOXEL),
                    f"segment it on {where} ({' x '.join(map(str, grid))} voxels)")
-    array = sitk.GetArrayViewFromImage(image).reshape(-1)
-    sample = array[::max(1, array.size // HU_SAMPLE)]  # np.percentile copies what it is given
-    low, high = (float(v) for v in np.percentile(sample, [0.5, 99.5]))
-    warnings = []
-    if low > HU_LOWEST_EXPECTED or high < HU_HIGHEST_EXPECTED:
-        warnings.append(f"{name}: intensities {low:.0f} to {high:.0f} are impossible for a CT in "
-                        "Hounsfield units (air is near -1000, bone above +300): is this an MR "
-                        "or a rescaled image? The result is meaningless unless the input is HU")
-    return warnings
 
 
 def working_grid(image: sitk.Image, spacing_mm: tuple[float, float, float] | None
