@@ -44,7 +44,7 @@ MR_MIN_BACKGROUND = 0.05  # spacing or extent this factor beyond the training ra
 # numbers from 0 (a noiseless synthetic image of a few tissues, at -1000 / 40 / 700, is none)
 LABEL_MAP_VALUES = 16
 LABEL_MAP_LARGEST = 255
-LABEL_MAP_SAMPLE = 1 << 18  # voxels of the sample counted
+LABEL_MAP_SAMPLE = 1 << 18  # voxels of the sample counted, spread over the whole volume
 
 
 @dataclass(frozen=True)
@@ -129,7 +129,7 @@ def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
     values = values[np.isfinite(values)]
     if values.size == 0:
         return []
-    distinct = np.unique(values[:LABEL_MAP_SAMPLE])
+    distinct = np.unique(values[::max(1, values.size // LABEL_MAP_SAMPLE)])  # whole volume
     if distinct.size <= LABEL_MAP_VALUES and np.all(distinct == np.round(distinct)) and \
             distinct[0] >= 0 and distinct[-1] <= LABEL_MAP_LARGEST:
         return [Flag("input", "modality", role, f"{role} holds only {distinct.size} distinct "

@@ -218,3 +218,12 @@ def test_predict_says_what_the_quality_check_says_of_its_inputs(tmp_path):
     prediction = verbs.predict("staging", {"t2w": t2w}, "demo")
     assert prediction.messages[0] == "t2w holds only 2 distinct values (0, 1): a label map or " \
         "a mask, not an MR scan"
+
+
+def test_a_skull_stripped_mr_whose_first_slices_are_zero_is_no_label_map():
+    """BraTS volumes begin with tens of empty slices below the brain: the distinct values are
+    counted over the whole volume, not its first slices."""
+    rng = np.random.default_rng(0)
+    mr = np.zeros((155, 96, 96), np.float32)
+    mr[60:140, 20:76, 20:76] = rng.uniform(100, 900, (80, 56, 56))
+    assert quality.check_inputs(get_task("brain"), {"flair": image(mr)}, {}) == []
