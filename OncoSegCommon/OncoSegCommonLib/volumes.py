@@ -18,10 +18,15 @@ from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 
 
+def _array(matrix: Any) -> np.ndarray:
+    """A vtkMatrix4x4 as a 4 x 4 array."""
+    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
 def _ijk_to_ras(node: Any) -> np.ndarray:
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
-    return np.array([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)])
+    return _array(matrix)
 
 
 def image_from_volume_node(node: Any) -> sitk.Image:
@@ -122,8 +127,7 @@ def refuse_unhardened_transform(what: str, node: Any) -> None:
     if transform.IsTransformToWorldLinear():
         matrix = vtk.vtkMatrix4x4()
         transform.GetMatrixTransformToWorld(matrix)
-        if np.allclose([[matrix.GetElement(r, c) for c in range(4)] for r in range(4)],
-                       np.eye(4), atol=1e-6):
+        if np.allclose(_array(matrix), np.eye(4), atol=1e-6):
             return
     raise InputError(what, f"lies under the transform '{transform.GetName()}', which moves "
                      "what you see but not its voxels: the result would not lie where it is "
