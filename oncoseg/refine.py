@@ -81,8 +81,9 @@ regions now go in 3 clicks (+0.062 to +0.145 instead of +0.058 to +0.086 on both
 the same segments meeting the goal and none more made worse; three times the depth lifted the
 small bowel further but took the stomach of case1_day14 below the goal (docs/RESULTS.md).
 
-Per click, 0.016 s median on the phantoms and 0.09..0.20 s on a 256 x 256 x 40 volume (2 shared
-cores; the time grows with the earlier clicks kept as seeds).
+Per click, 0.016 s median on the phantoms and 0.016..0.28 s on a 256 x 256 x 40 volume (2 shared
+cores; the rectal grid's finer voxels the slowest; the time grows with the earlier clicks kept
+as seeds, one distance transform each: docs/RESULTS.md).
 
 Guarantees, whatever the solver returns:
 
