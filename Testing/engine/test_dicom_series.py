@@ -31,6 +31,7 @@ from dicom_ct import (
 from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import SeriesChoiceError, choose_dicom_series, find_dicom_series
+from oncoseg.io.header import declared_image
 from oncoseg.io.volumes import read_volume
 
 PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"
@@ -265,6 +266,70 @@ def _shuffle_frames(source, target):
     ds.NumberOfFrames = len(order)
     target.parent.mkdir()
     ds.save_as(target)
+
+
+def _modality_values(ds):
+    """pydicom's own modality LUT (not ours) on a file's stored values."""
+    try:
+        from pydicom.pixels import apply_modality_lut
+    except ImportError:  # pydicom 2.4 (Slicer 5.8, 5.10)
+        from pydicom.pixel_data_handlers.util import apply_modality_lut
+    return apply_modality_lut(ds.pixel_array, ds).astype(float)
+
+
+# (slope, intercept) per slice, in turn: Philips MR stores each slice (and each frame of an
+# enhanced image) with its own; the first file's decides the pixel type ITK's series reader uses
+RESCALES = ((1.0, 0.0), (0.25, -1024.0), (8.0, 0.0), (0.5, 0.0))
+
+
+def _rescaled_series(folder):
+    """The analytic series, each slice stored with its own slope and intercept (in turn from
+    RESCALES); returns the files and the modality values pydicom reads from them."""
+    files = uniform_series(folder, count=12)
+    expected = []
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        slope, intercept = RESCALES[k % len(RESCALES)]
+        # one stored unit more where the slope is below 1: modality values between integers
+        stored = (np.rint((ds.pixel_array * float(ds.RescaleSlope)
+                           + float(ds.RescaleIntercept) - intercept) / slope)
+                  + (slope < 1)).astype(np.int16)
+        ds.PixelData = stored.tobytes()
+        ds.RescaleSlope, ds.RescaleIntercept = f"{slope:g}", f"{intercept:g}"
+        ds.save_as(path)
+        expected.append(_modality_values(ds))
+    return files, np.stack(expected)
+
+
+def test_each_slice_and_each_frame_is_rescaled_by_its_own_slope_and_intercept(tmp_path):
+    files, expected = _rescaled_series(tmp_path / "ct")
+    assert (expected[1] != np.rint(expected[1])).all()  # values between integers
+    image = read_volume(tmp_path / "ct").image
+    np.testing.assert_array_equal(_array(image), expected)
+    # ITK's series reader alone takes the first file's 16-bit integers for every slice
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames([str(f) for f in files])
+    assert np.abs(_array(reader.Execute()) - expected).max() >= 0.25
+    # an enhanced image whose frames carry them: highdicom's legacy converter (not ours)
+    # writes one Pixel Value Transformation per frame, and GDCM applies one to every frame
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    enhanced.save_as(tmp_path / "enhanced.dcm")
+    frames = pydicom.dcmread(tmp_path / "enhanced.dcm").PerFrameFunctionalGroupsSequence
+    assert {float(f.PixelValueTransformationSequence[0].RescaleSlope) for f in frames} == \
+        {s for s, _ in RESCALES}
+    multiframe = read_volume(tmp_path / "enhanced.dcm").image
+    np.testing.assert_array_equal(_array(multiframe), expected)
+    np.testing.assert_allclose(multiframe.GetOrigin(), image.GetOrigin(), atol=1e-4)
+    gdcm = _array(sitk.ReadImage(str(tmp_path / "enhanced.dcm")))
+    assert np.abs(gdcm - expected).max() > 100
+    # the memory check before reading counts what comes back: GDCM's 64-bit floats for
+    # slopes that are not whole numbers
+    (tmp_path / "mf").mkdir()
+    shutil.move(tmp_path / "enhanced.dcm", tmp_path / "mf")
+    assert declared_image(tmp_path / "mf").bytes_per_voxel == 8
+    assert declared_image(tmp_path / "ct").bytes_per_voxel == 4
 
 
 def test_enhanced_multiframe_with_a_missing_frame_is_resampled(tmp_path):

@@ -264,6 +264,21 @@ def test_enhanced_multiframe_dwi_reads_each_frames_diffusion_group(phantom_dwi, 
         np.testing.assert_allclose(choice.b0.GetOrigin(), b0.GetOrigin(), atol=1e-4)
 
 
+def test_each_frame_of_an_enhanced_dwi_gets_its_own_rescale(phantom_dwi, tmp_path):
+    """Philips stores each b-value of an enhanced DWI at its own scale (a RescaleSlope per
+    frame); GDCM applies one to the whole file."""
+    b0, b1000 = phantom_dwi
+    path = write_enhanced_dwi([(0.0, None, b0), (1000.0, None, b1000)],
+                              tmp_path / "enhanced.dcm", slopes=[4.0, 0.25])
+    choice = choose_b_values(read_diffusion(path), 1000)
+    assert np.abs(_array(choice.b0) - _array(b0)).max() <= 2.0  # half the slope of 4
+    assert np.abs(_array(choice.high_b) - _array(b1000)).max() <= 0.125
+    gdcm = sitk.GetArrayFromImage(sitk.ReadImage(str(path))).astype(float)
+    frames = b0.GetSize()[2]
+    assert np.abs(gdcm[:frames] - _array(b0)).max() > 100 or \
+        np.abs(gdcm[frames:] - _array(b1000)).max() > 100
+
+
 def test_4d_nifti_and_dwmri_nrrd_round_trip(phantom_dwi, tmp_path):
     b0, b1000 = phantom_dwi
     volumes = _multi_b(b0, b1000)

@@ -270,10 +270,13 @@ def write_dwmri_nrrd(volumes: Sequence[Volume], path: str | Path) -> Path:
     return Path(path)
 
 
-def write_enhanced_dwi(volumes: Sequence[Volume], path: str | Path) -> Path:
+def write_enhanced_dwi(volumes: Sequence[Volume], path: str | Path,
+                       slopes: Sequence[float] | None = None) -> Path:
     """Every volume as frames of ONE enhanced MR image (as Philips and Siemens XA write DWI):
     per frame its plane position and MR Diffusion functional group (DiffusionBValue,
-    directionality, gradient direction); pixel measures and orientation shared."""
+    directionality, gradient direction); pixel measures and orientation shared. ``slopes``:
+    one RescaleSlope per volume, in each frame's Pixel Value Transformation (as Philips
+    stores each b-value at its own scale), the stored values divided by it."""
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence as DicomSequence
 
@@ -295,10 +298,18 @@ def write_enhanced_dwi(volumes: Sequence[Volume], path: str | Path) -> Path:
     shared.PlaneOrientationSequence = DicomSequence([orientation])
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
     frames, pixels = [], []
-    for b_value, direction, image in volumes:
-        array = np.clip(np.rint(sitk.GetArrayFromImage(image)), 0, 65535).astype(np.uint16)
+    for index, (b_value, direction, image) in enumerate(volumes):
+        slope = slopes[index] if slopes else None
+        array = np.clip(np.rint(sitk.GetArrayFromImage(image) / (slope or 1.0)), 0, 65535
+                        ).astype(np.uint16)
         for k in range(array.shape[0]):
             item = Dataset()
+            if slope is not None:
+                transformation = Dataset()
+                transformation.RescaleSlope = f"{slope:g}"
+                transformation.RescaleIntercept = "0"
+                transformation.RescaleType = "US"
+                item.PixelValueTransformationSequence = DicomSequence([transformation])
             position = Dataset()
             position.ImagePositionPatient = [f"{v:.6f}" for v in
                                              image.TransformIndexToPhysicalPoint((0, 0, k))]

@@ -46,7 +46,8 @@ MAX_GAP_STEPS = 3.0
 
 @dataclass(frozen=True)
 class SlicePlane:
-    """One 2D image of a series and where it lies (LPS mm)."""
+    """One 2D image of a series: where it lies (LPS mm), and how its stored values become the
+    modality's (``rescale``: slope and intercept, the frame's own in an enhanced image)."""
 
     file: str
     frame: int | None  # 0-based frame of a multi-frame instance; None for a single frame
@@ -60,6 +61,7 @@ class SlicePlane:
     rows: int
     columns: int
     thickness: float | None = None
+    rescale: tuple[float, float] = (1.0, 0.0)
 
     @property
     def normal(self) -> np.ndarray:
@@ -107,6 +109,21 @@ def _thickness(*sources: object) -> float | None:
     return None
 
 
+def _rescale(*candidates: tuple[object, object]) -> tuple[float, float]:
+    """The first (RescaleSlope, RescaleIntercept) pair that holds either (1 and 0 where none
+    does, as GDCM reads a header without them)."""
+    for slope_value, intercept_value in candidates:
+        slope = _floats([slope_value], 1)
+        intercept = _floats([intercept_value], 1)
+        if slope or intercept:
+            return (slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)
+    return (1.0, 0.0)
+
+
+def _header_rescale(header: pydicom.Dataset) -> tuple[object, object]:
+    return getattr(header, "RescaleSlope", None), getattr(header, "RescaleIntercept", None)
+
+
 def _functional(frame: pydicom.Dataset | None, shared: pydicom.Dataset | None, sequence: str,
                 keyword: str) -> object:
     """An attribute of an enhanced multi-frame instance: the frame's own functional group
@@ -147,9 +164,14 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
                                              "SpacingBetweenSlices")
                                  or _functional(frame, shared, "PixelMeasuresSequence",
                                                 "SliceThickness")], 1)
+            transformation = tuple(_functional(frame, shared, "PixelValueTransformationSequence",
+                                               keyword) for keyword in ("RescaleSlope",
+                                                                        "RescaleIntercept"))
             planes.append(SlicePlane(frame=index, position=position, row=orientation[:3],
                                      column=orientation[3:], pixel_spacing=spacing,
-                                     thickness=thickness[0] if thickness else None, **common))
+                                     thickness=thickness[0] if thickness else None,
+                                     rescale=_rescale(transformation, _header_rescale(header)),
+                                     **common))
         return planes
     position = _floats(getattr(header, "ImagePositionPatient", None), 3)
     orientation = _floats(getattr(header, "ImageOrientationPatient", None), 6)
@@ -157,10 +179,11 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
     if position is None or orientation is None or spacing is None:
         return None
     row, column = np.asarray(orientation[:3]), np.asarray(orientation[3:])
+    stored_rescale = _rescale(_header_rescale(header))
     if frames == 1:
         return [SlicePlane(frame=None, position=position, row=orientation[:3],
                            column=orientation[3:], pixel_spacing=spacing,
-                           thickness=_thickness(header), **common)]
+                           thickness=_thickness(header), rescale=stored_rescale, **common)]
     offsets = _floats(getattr(header, "GridFrameOffsetVector", None), frames)
     if offsets is None:
         return None
@@ -168,7 +191,7 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
     return [SlicePlane(frame=index, position=tuple(float(v) for v in np.asarray(position)
                                                    + offset * normal),
                        row=orientation[:3], column=orientation[3:], pixel_spacing=spacing,
-                       thickness=_thickness(header), **common)
+                       thickness=_thickness(header), rescale=stored_rescale, **common)
             for index, offset in enumerate(offsets)]
 
 

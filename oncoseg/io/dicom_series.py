@@ -8,7 +8,8 @@ sets, DICOM SEG, reports, DICOMDIR) are not series to read and are skipped.
 
 Reading takes the slice geometry from the headers (:mod:`oncoseg.io.dicom_geometry`) and the
 pixels from GDCM (SimpleITK), which decodes every transfer syntax; a series that is not a uniform
-stack comes back resampled onto a regular grid with notes saying so, or is refused.
+stack comes back resampled onto a regular grid with notes saying so, or is refused. Each slice
+and each frame gets its own rescale slope and intercept (:func:`same_rescale`).
 """
 
 from __future__ import annotations
@@ -342,15 +343,55 @@ def _frames(image: sitk.Image) -> np.ndarray:
     return array if image.GetDimension() == 3 else array[None]
 
 
+def same_rescale(planes: Sequence[SlicePlane]) -> bool:
+    """Whether every plane maps stored values to the modality's alike. GDCM applies one slope
+    and intercept to all it reads at once: a series read whole (ITK's series reader takes the
+    first file's pixel type, so a later file's slope of 0.001 gives zeros and one of 100
+    overflows 16 bits) or an enhanced image whose frames carry their own (Philips writes
+    diffusion and other multi-frame MR that way)."""
+    return len({p.rescale for p in planes}) <= 1
+
+
+def _stored_frames(path: str) -> np.ndarray:
+    """The stored values of every frame of a multi-frame image, before any rescale (pydicom
+    decodes native, RLE and, through Pillow, JPEG baseline and JPEG 2000 pixel data)."""
+    try:
+        array = pydicom.dcmread(path).pixel_array
+    except Exception as error:
+        raise InputError(path, "has frames with different rescale slopes or intercepts, "
+                         "which GDCM would read as one, and its pixel data could not be "
+                         f"decoded frame by frame ({type(error).__name__}: {error})") from None
+    return array if array.ndim > 2 and array.shape[0] > 1 else array[None]
+
+
+def decoded_frames(path: str) -> np.ndarray:
+    """(frames, rows, columns[, components]) of one file in the modality's values, each frame
+    rescaled by its own slope and intercept. GDCM's RuntimeError passes through."""
+    header = pydicom.dcmread(path, stop_before_pixels=True)
+    planes = slice_planes(path, header) if int(header.get("NumberOfFrames", 1) or 1) > 1 \
+        else None
+    if not planes or same_rescale(planes):
+        return _frames(sitk.ReadImage(path))
+    stored = _stored_frames(path)
+    values = np.zeros(stored.shape, np.float32)
+    for plane in planes:
+        slope, intercept = plane.rescale
+        values[plane.frame] = stored[plane.frame] * np.float32(slope) + np.float32(intercept)
+    return values
+
+
 def _pixels(planes: Sequence[SlicePlane]) -> np.ndarray:
-    """(n, rows, columns[, components]) for the planes, in their order."""
-    if all(p.frame is None for p in planes):
+    """(n, rows, columns[, components]) for the planes, in their order, in the modality's
+    values (each plane's own rescale applied; float32 where they differ)."""
+    uniform = same_rescale(planes)
+    if uniform and all(p.frame is None for p in planes):
         return _frames(_read_files([p.file for p in planes]))
     stacks: dict[str, np.ndarray] = {}
     out = []
     for plane in planes:
         if plane.file not in stacks:
-            stacks[plane.file] = _frames(sitk.ReadImage(plane.file))
+            frames = decoded_frames(plane.file)
+            stacks[plane.file] = frames if uniform else frames.astype(np.float32, copy=False)
         out.append(stacks[plane.file][plane.frame or 0])
     return np.stack(out)
 
@@ -525,7 +566,7 @@ def _read_planes(planes: list[SlicePlane], name: str) -> SeriesVolume:
     notes = _localizer_note(dropped)
     planes = _without_duplicates(planes, name, notes)
     layout = plan_stack(planes, name)
-    if layout.regular and all(p.frame is None for p in planes):
+    if layout.regular and same_rescale(planes) and all(p.frame is None for p in planes):
         image = _read_files([p.file for p in planes])  # the pixel type GDCM chose, as it is
     else:
         pixels = regularize(_pixels(planes), layout)

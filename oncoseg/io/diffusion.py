@@ -715,7 +715,8 @@ def _frames_of(path: str, header: Any) -> list[_Frame]:
 
 
 class _Pixels:
-    """Pixels of slice planes, each file decoded once (GDCM, through SimpleITK)."""
+    """Pixels of slice planes, each file decoded once (``decoded_frames``: GDCM, and each
+    frame's own rescale where an enhanced image's frames differ)."""
 
     def __init__(self) -> None:
         self.files: dict[str, np.ndarray] = {}
@@ -723,14 +724,13 @@ class _Pixels:
     def __call__(self, frame: _Frame) -> np.ndarray:
         plane = frame.plane
         if plane.file not in self.files:
-            try:
-                array = sitk.GetArrayFromImage(sitk.ReadImage(plane.file))
-            except RuntimeError as error:
-                from oncoseg.io.dicom_series import itk_error_message
+            from oncoseg.io.dicom_series import decoded_frames, itk_error_message
 
+            try:
+                self.files[plane.file] = decoded_frames(plane.file)
+            except RuntimeError as error:
                 raise InputError(plane.file, "DICOM image could not be decoded "
                                  f"({itk_error_message(error)})") from None
-            self.files[plane.file] = array if array.ndim == 3 else array[None]
         array = self.files[plane.file]
         if frame.mosaic_tiles:
             tiles, k = frame.mosaic_tiles, plane.frame

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
+from oncoseg.io.dicom_geometry import slice_planes
 from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, read_dicom_header
 from oncoseg.memory import require_memory
 
@@ -107,9 +108,13 @@ def declared_dicom_series(series: DicomSeries) -> DeclaredImage | None:
     frames = int(header.get("NumberOfFrames", 1) or 1) * len(series.files)
     stored = max(1, int(header.get("BitsAllocated", 16) or 16) // 8)
     samples = int(header.get("SamplesPerPixel", 1) or 1)
-    # GDCM applies the rescale: 8/16-bit stored values come back as 32-bit integers or floats
-    rescaled = "RescaleSlope" in header or "RescaleIntercept" in header
-    per_sample = max(stored, 4) if rescaled else stored
+    # the rescale is applied: 8/16-bit stored values come back as 32-bit integers or floats,
+    # 64-bit floats from GDCM where a slope or intercept is not a whole number
+    rescales = {p.rescale for p in slice_planes(series.files[0], header) or []}
+    rescaled = "RescaleSlope" in header or "RescaleIntercept" in header or \
+        any(r != (1.0, 0.0) for r in rescales)
+    fractional = any(v != round(v) for r in rescales for v in r)
+    per_sample = 8 if fractional else max(stored, 4) if rescaled else stored
     size = (int(header.Columns), int(header.Rows), frames)
     kind = f"DICOM, {8 * stored}-bit stored" + (", rescaled" if rescaled else "")
     return DeclaredImage(series.name, size, per_sample * samples, kind)
