@@ -268,6 +268,22 @@ def _shuffle_frames(source, target):
     ds.save_as(target)
 
 
+def test_rounded_orientation_cosines_give_an_orthonormal_grid(tmp_path):
+    """Headers round ImageOrientationPatient (here to 3 decimals, 0.01 % off unit length and
+    0.06 degrees off a right angle): the grid takes the nearest orthonormal axes."""
+    files = uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
+    exact = read_volume(tmp_path / "ct").image
+    set_attributes(files, ImageOrientationPatient=["0.966", "0.259", "0", "-0.258", "0.966",
+                                                   "0"])
+    rounded = read_volume(tmp_path / "ct")
+    direction = np.asarray(rounded.image.GetDirection()).reshape(3, 3)
+    np.testing.assert_allclose(direction.T @ direction, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(direction, np.asarray(exact.GetDirection()).reshape(3, 3),
+                               atol=1e-3)
+    assert rounded.notes == []
+    np.testing.assert_array_equal(_array(rounded.image), _array(exact))
+
+
 def _modality_values(ds):
     """pydicom's own modality LUT (not ours) on a file's stored values."""
     try:

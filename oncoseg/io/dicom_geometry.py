@@ -299,13 +299,25 @@ def check_one_stack(planes: Sequence[SlicePlane], name: str) -> None:
                              f"{plane.pixel_spacing}): they are not one volume")
 
 
+def orthonormal_axes(row: Sequence[float], column: Sequence[float]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The orthonormal pair of directions nearest to a header's row and column cosines (their
+    polar decomposition, which shares the correction between the two). Headers round the
+    cosines (to 3-6 decimals): taken as they are, the grid's axes are neither unit length nor
+    at right angles, and ITK's NIfTI writer then coerces them with a warning."""
+    u, _, vt = np.linalg.svd(np.stack([np.asarray(row, float), np.asarray(column, float)],
+                                      axis=1), full_matrices=False)
+    axes = u @ vt
+    return axes[:, 0], axes[:, 1]
+
+
 def plan_stack(planes: Sequence[SlicePlane], name: str) -> StackLayout:
     """The regular grid for distinct planes sorted along their normal (see the module's
     docstring); refuses, naming ``name`` and the positions, what cannot be read safely."""
     check_one_stack(planes, name)
     first = planes[0]
-    normal = first.normal
-    row, column = np.asarray(first.row), np.asarray(first.column)
+    row, column = orthonormal_axes(first.row, first.column)
+    normal = np.cross(row, column)
     direction = tuple(np.stack([row, column, normal], axis=1).ravel().tolist())
     along = distances_along_normal(planes)
     distances = along - along[0]
