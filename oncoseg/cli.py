@@ -296,11 +296,12 @@ def _choosing_series(role: str):
 def check_input_sizes(paths: dict[str, str], selectors: dict[str, str]) -> None:
     """Refuse an input that cannot fit in memory from its header alone, before anything
     heavy (torch) is loaded."""
+    from oncoseg.io.diffusion import DWI_ROLE
     from oncoseg.io.header import check_declared_size
 
     for role, path in paths.items():
-        with _choosing_series(role):
-            check_declared_size(path, selectors.get(role))
+        with _choosing_series(role):  # a diffusion series is read whole, its volumes at once
+            check_declared_size(path, selectors.get(role), split=role != DWI_ROLE)
 
 
 def read_inputs(paths: dict[str, str], selectors: dict[str, str]

@@ -231,6 +231,41 @@ def test_a_study_folder_lists_its_series_and_chooses_by_uid_number_or_descriptio
         read_volume(study / "1 arterial")
 
 
+@pytest.mark.parametrize(("tag", "values", "pattern"), [
+    ("ImageType", (["DERIVED", "PRIMARY", "W"], ["DERIVED", "PRIMARY", "F"]), "*\\F)"),
+    ("EchoNumbers", ("1", "2"), "*(echonumbers 2)"),
+    ("AcquisitionNumber", ("3", "4"), "*acquisitionnumber 4*")])
+def test_a_series_of_several_acquisitions_lists_each_to_choose(tmp_path, tag, values, pattern):
+    """A Dixon series' water and fat images (ImageType), a multi-echo series' echoes, pre- and
+    post-contrast runs: one series UID, two images at every position. Slicer's DICOM module
+    offers each as a volume of its own; OncoSeg lists each as a series to choose."""
+    first = uniform_series(tmp_path / "mr", count=10)
+    second = uniform_series(tmp_path / "second", count=10)
+    uid = str(pydicom.dcmread(first[0]).SeriesInstanceUID)
+    set_attributes(first, **{tag: values[0]})
+    set_attributes(second, SeriesInstanceUID=uid, **{tag: values[1]})
+    for path in second:  # the second acquisition: other pixels at the same positions
+        ds = pydicom.dcmread(path)
+        ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+        ds.save_as(path)
+    expected = [_array(read_volume(tmp_path / f).image) for f in ("mr", "second")]
+    for path in second:
+        shutil.move(path, tmp_path / "mr" / f"second_{path.name}")
+    with pytest.raises(SeriesChoiceError) as error:
+        read_volume(tmp_path / "mr")
+    table = str(error.value)
+    assert "contains 2 DICOM series" in table and f"({tag} " in table
+    np.testing.assert_array_equal(_array(read_volume(tmp_path / "mr", pattern).image),
+                                  expected[1])
+    with pytest.raises(SeriesChoiceError, match="a description pattern naming its acquisition"):
+        read_volume(tmp_path / "mr", uid)
+    # read whole where its images must stay together (a diffusion series' volumes)
+    whole = find_dicom_series(tmp_path / "mr", split=False)
+    assert len(whole) == 1 and len(whole[0].files) == 20
+    # the CLI names the choice too
+    assert main(["info", str(tmp_path / "mr")]) == 2
+
+
 def test_enhanced_multiframe_ct_is_read_with_the_geometry_of_its_single_frame_series(tmp_path):
     files = uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
     single = read_volume(tmp_path / "ct").image

@@ -29,6 +29,7 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.io.dicom import PYDICOM_3
 from oncoseg.io.dicom_geometry import (
+    SAME_POSITION_MM,
     SlicePlane,
     StackLayout,
     check_one_stack,
@@ -46,10 +47,16 @@ DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 NOT_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
 UNDECODABLE = "no reader recognises its pixel data: truncated, or an unknown encoding"
+# What tells the acquisitions of one series apart where they share slice positions: a Dixon
+# series' water, fat, in- and opposed-phase images (ImageType), pre- and post-contrast runs, the
+# echoes of a multi-echo series, the time points of a dynamic one. Slicer's DICOM module offers
+# the parts of a series by AcquisitionNumber and ImageType (DICOMScalarVolumePlugin's subseries
+# tags, v5.10.0); OncoSeg lists them as series of their own where each is one stack.
+ACQUISITION_TAGS = ("AcquisitionNumber", "ImageType", "EchoNumbers", "TemporalPositionIdentifier")
 _LISTING_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID",
                  "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns",
                  "NumberOfFrames", "InstanceNumber", "ImagePositionPatient",
-                 "ImageOrientationPatient"]
+                 "ImageOrientationPatient", *ACQUISITION_TAGS]
 
 
 @dataclass(frozen=True)
@@ -63,10 +70,17 @@ class DicomSeries:
     number: str = ""  # SeriesNumber
     size_bytes: int = 0
     folder: str = ""  # the folder holding its files (their common parent)
+    part: str = ""  # one acquisition of a series that holds several: "ImageType ORIGINAL\..."
+
+    @property
+    def label(self) -> str:
+        """The description, and the acquisition where the series holds several: what a
+        description pattern is matched against."""
+        return f"{self.description} ({self.part})".strip() if self.part else self.description
 
     def summary(self) -> str:
         text = f"{self.uid or '(no series UID)'} ({self.modality or '?'}, {len(self.files)} files"
-        return text + (f", '{self.description}')" if self.description else ")")
+        return text + (f", '{self.label}')" if self.label else ")")
 
     @property
     def name(self) -> str:
@@ -164,7 +178,8 @@ def _common_folder(files: Sequence[str]) -> str:
     return os.path.commonpath([str(Path(f).parent) for f in files])
 
 
-def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]]) -> DicomSeries:
+def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]], part: str = ""
+                         ) -> DicomSeries:
     first = headers[0][1]
     files = tuple(_slice_order(headers))
     size = 0
@@ -174,14 +189,62 @@ def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]]) -
     return DicomSeries(uid, files, str(getattr(first, "SeriesDescription", "") or "").strip(),
                        str(getattr(first, "Modality", "") or ""),
                        str(getattr(first, "SeriesNumber", "") or ""), size,
-                       _common_folder(files))
+                       _common_folder(files), part)
 
 
-def find_dicom_series(folder: str | os.PathLike[str], depth: int = MAX_DEPTH
-                      ) -> list[DicomSeries]:
+def _position_key(header: pydicom.Dataset) -> tuple | None:
+    """Where a single-frame image lies, to :data:`SAME_POSITION_MM`; None for a multi-frame
+    image or one without a position."""
+    position = getattr(header, "ImagePositionPatient", None)
+    orientation = getattr(header, "ImageOrientationPatient", None)
+    if int(getattr(header, "NumberOfFrames", 1) or 1) > 1 or position is None \
+            or orientation is None or len(position) != 3 or len(orientation) != 6:
+        return None
+    try:
+        values = [float(v) for v in (*position, *orientation)]
+    except (TypeError, ValueError):
+        return None
+    return tuple(round(v / SAME_POSITION_MM) for v in values[:3]) + \
+        tuple(round(v, 4) for v in values[3:])
+
+
+def _tag_text(header: pydicom.Dataset, keyword: str) -> str:
+    value = getattr(header, keyword, "")
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value if value is not None else "").strip()
+
+
+def acquisitions(headers: list[tuple[str, pydicom.Dataset]]
+                 ) -> list[tuple[str, list[tuple[str, pydicom.Dataset]]]] | None:
+    """A series' single-frame images split into its acquisitions, as (what tells them apart,
+    their headers), where images share slice positions and the first of
+    :data:`ACQUISITION_TAGS` that differs among them splits them into stacks of two or more
+    images at distinct positions; None otherwise (one stack, or nothing splits it cleanly: the
+    reader then skips or refuses what shares a position)."""
+    keys = [_position_key(h) for _, h in headers]
+    if any(k is None for k in keys) or len(set(keys)) == len(keys):
+        return None
+    for tag in ACQUISITION_TAGS:
+        groups: dict[str, list[int]] = {}
+        for index, (_, header) in enumerate(headers):
+            groups.setdefault(_tag_text(header, tag), []).append(index)
+        if len(groups) > 1 and all(
+                len(members) >= 2 and len({keys[i] for i in members}) == len(members)
+                for members in groups.values()):
+            return [(f"{tag} {value}" if value else f"no {tag}",
+                     [headers[i] for i in members]) for value, members in groups.items()]
+    return None
+
+
+def find_dicom_series(folder: str | os.PathLike[str], depth: int = MAX_DEPTH,
+                      split: bool = True) -> list[DicomSeries]:
     """Every DICOM image series in ``folder`` and its sub-folders down to ``depth`` levels
     (0: the folder's own files), grouped by SeriesInstanceUID. Files without one are grouped by
-    folder, series number, description and modality (anonymised archives blank UIDs)."""
+    folder, series number, description and modality (anonymised archives blank UIDs). With
+    ``split``, a series holding several acquisitions at the same slice positions is listed as
+    one series per acquisition (:func:`acquisitions`); a diffusion series, whose volumes
+    share positions by design, is read whole (``split=False``)."""
     groups: dict[tuple[str, ...], list[tuple[str, pydicom.Dataset]]] = {}
     paths = _walk(Path(folder), depth)
     seen = set(paths)
@@ -195,8 +258,13 @@ def find_dicom_series(folder: str | os.PathLike[str], depth: int = MAX_DEPTH
                                   str(getattr(header, "SeriesDescription", "")),
                                   str(getattr(header, "Modality", "")))
         groups.setdefault(key, []).append((str(path), header))
-    series = [_series_from_headers(key[0], headers) for key, headers in groups.items()]
-    return sorted(series, key=lambda s: (s.folder, _as_number(s.number), s.description, s.uid))
+    series = []
+    for key, headers in groups.items():
+        parts = acquisitions(headers) if split else None
+        series += [_series_from_headers(key[0], members, part)
+                   for part, members in parts or [("", headers)]]
+    return sorted(series, key=lambda s: (s.folder, _as_number(s.number), s.description, s.uid,
+                                         s.part))
 
 
 def _as_number(text: str) -> float:
@@ -239,8 +307,7 @@ def series_table(series: Sequence[DicomSeries], root: str | os.PathLike[str] | N
             with contextlib.suppress(ValueError):  # another drive (Windows)
                 folder = os.path.relpath(folder, root)
         rows.append((s.uid or "(none)", s.number or "-", s.modality or "?", str(len(s.files)),
-                     _size(s.size_bytes), repr(s.description) if s.description else "-",
-                     folder or "-"))
+                     _size(s.size_bytes), f"'{s.label}'" if s.label else "-", folder or "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  " + "  ".join(row[i].ljust(widths[i]) for i in range(len(row))).rstrip()
                      for row in rows)
@@ -252,14 +319,15 @@ def _size(size: int) -> str:
 
 def matches(series: DicomSeries, selector: str) -> bool:
     """A selector names a series by UID, by series number, or by a shell pattern on its
-    description (case-insensitive: ``'*t2*'``)."""
+    description (case-insensitive: ``'*t2*'``), the acquisition in parentheses included where a
+    series holds several (``'*(ImageType*\\W\\*'``)."""
     selector = selector.strip()
     return selector == series.uid or (selector.isdigit() and selector == series.number) or \
-        fnmatch.fnmatchcase(series.description.lower(), selector.lower())
+        fnmatch.fnmatchcase(series.label.lower(), selector.lower())
 
 
-def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = None
-                        ) -> DicomSeries:
+def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = None,
+                        split: bool = True) -> DicomSeries:
     """The series to read from ``folder``: the one ``series`` names (UID, series number or
     description pattern; see :func:`matches`), or else the only one. Series directly in the
     folder come before those in its sub-folders; several candidates are an error that lists
@@ -269,7 +337,7 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
         folder = folder.parent  # the DICOMDIR's tree: its series lie in the sub-folders
     if not folder.is_dir():
         raise InputError(str(folder), "is not a folder of DICOM files")
-    found = find_dicom_series(folder)
+    found = find_dicom_series(folder, split=split)
     if not found:
         listed = dicomdir_files(folder)
         dicomdir = f" (its DICOMDIR lists {len(listed)} files, "\
@@ -282,10 +350,13 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
         if len(candidates) == 1:
             return candidates[0]
         where = "" if direct else f" in its sub-folders (up to {MAX_DEPTH} levels)"
+        how = "its series UID, number or a description pattern" \
+            if len({s.uid for s in candidates}) == len(candidates) else \
+            "its series UID, number or a description pattern (one that names the acquisition " \
+            "in parentheses where a series holds several)"
         raise SeriesChoiceError(str(folder), f"contains {len(candidates)} DICOM series"
-                                f"{where}; choose one by its series UID, number or a "
-                                f"description pattern:\n{series_table(candidates, folder)}",
-                                candidates)
+                                f"{where}; choose one by {how}:\n"
+                                f"{series_table(candidates, folder)}", candidates)
     chosen = [s for s in found if s.uid == series.strip()] or \
         [s for s in found if matches(s, series)]
     if len(chosen) == 1:
@@ -294,8 +365,10 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
         raise SeriesChoiceError(str(folder), f"has no DICOM image series whose UID, number or "
                                 f"description matches '{series}'; it holds:\n"
                                 f"{series_table(found, folder)}", found)
+    how = "a description pattern naming its acquisition (in parentheses)" \
+        if len({s.uid for s in chosen}) < len(chosen) else "its series UID"
     raise SeriesChoiceError(str(folder), f"has {len(chosen)} DICOM image series matching "
-                            f"'{series}'; choose one by its series UID:\n"
+                            f"'{series}'; choose one by {how}:\n"
                             f"{series_table(chosen, folder)}", chosen)
 
 
@@ -426,7 +499,8 @@ def _without_duplicates(planes: list[SlicePlane], name: str, notes: list[str]
                     f"{planes[group[0]].label()} and {planes[i].label()} lie at the same "
                     f"position ({distances[i]:g} mm along the slice normal) with different "
                     "pixels: the series mixes several acquisitions (echoes, phases, "
-                    "repetitions or two series sharing one UID); put each in a folder of its "
+                    "repetitions or two series sharing one UID) that none of "
+                    f"{', '.join(ACQUISITION_TAGS)} tells apart; put each in a folder of its "
                     "own"))
         skipped.update(group[1:])
     shown = ", ".join(f"{distances[g[0]]:g}" for g in groups[:6])

@@ -745,7 +745,7 @@ def read_dicom_diffusion(folder: str | os.PathLike[str], series: str | None = No
     """The diffusion-weighted volumes of one DICOM series in ``folder``."""
     from oncoseg.io.dicom_series import choose_dicom_series
 
-    chosen = choose_dicom_series(folder, series)
+    chosen = choose_dicom_series(folder, series, split=False)  # its volumes share positions
     return _dicom_files_diffusion(list(chosen.files), str(folder))
 
 

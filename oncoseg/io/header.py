@@ -120,8 +120,8 @@ def declared_dicom_series(series: DicomSeries) -> DeclaredImage | None:
     return DeclaredImage(series.name, size, per_sample * samples, kind)
 
 
-def declared_image(path: str | os.PathLike[str], series: str | None = None
-                   ) -> DeclaredImage | None:
+def declared_image(path: str | os.PathLike[str], series: str | None = None,
+                   split: bool = True) -> DeclaredImage | None:
     """What ``path`` declares: a file's header, or the DICOM series a folder (or DICOMDIR)
     holds, chosen as reading chooses it (``series``: UID, number or description pattern).
     None when there is nothing to declare (a folder of PNG slices, an unreadable header)."""
@@ -131,15 +131,16 @@ def declared_image(path: str | os.PathLike[str], series: str | None = None
 
         if path.is_dir() and slice_files(path):
             return None
-        return declared_dicom_series(choose_dicom_series(path, series))
+        return declared_dicom_series(choose_dicom_series(path, series, split))
     return declared_file(path) if path.is_file() else None
 
 
-def check_declared_size(path: str | os.PathLike[str], series: str | None = None) -> None:
+def check_declared_size(path: str | os.PathLike[str], series: str | None = None,
+                        split: bool = True) -> None:
     """Refuse (exit 2 in the CLI) a volume that cannot be read and given a label map in the
     memory available, before any pixel is read. Tasks refine this with their own needs once
     the image is read (:func:`oncoseg.validation.check_volume`)."""
-    declared = declared_image(path, series)
+    declared = declared_image(path, series, split)
     if declared is None:
         return
     held = declared.nbytes + MIN_PIPELINE_BYTES_PER_VOXEL * declared.voxels
