@@ -30,7 +30,12 @@ from dicom_ct import (
 
 from oncoseg.cli import main
 from oncoseg.errors import InputError
-from oncoseg.io.dicom_series import SeriesChoiceError, choose_dicom_series, find_dicom_series
+from oncoseg.io.dicom_series import (
+    SeriesChoiceError,
+    choose_dicom_series,
+    find_dicom_series,
+    reference_planes,
+)
 from oncoseg.io.header import declared_image
 from oncoseg.io.volumes import read_volume
 
@@ -183,6 +188,29 @@ def test_an_undecodable_slice_is_left_out_like_a_missing_one(tmp_path):
     assert "1 file(s) could not be decoded and were left out (CT_0008.dcm" in result.notes[0]
     assert any("1 slice(s) missing at -12.5 mm" in n for n in result.notes)
     assert result.image.GetSize()[2] == 25
+
+
+def test_a_file_that_does_not_say_where_it_lies_is_left_out_not_guessed(tmp_path):
+    """A screen capture or a damaged header among the slices: GDCM's guess for the whole
+    series (what OncoSeg read until 2026-12-06) stretched its slices to 9.7 mm."""
+    intact = read_volume(_series(tmp_path / "intact", count=8)).image
+    files = uniform_series(tmp_path / "ct", count=8)
+    set_attributes(files[5:6], ImagePositionPatient=None)
+    result = read_volume(tmp_path / "ct")
+    assert "1 file(s) do not say where they lie" in result.notes[0]
+    assert "CT_0006.dcm" in result.notes[0]
+    assert any("1 slice(s) missing at -17.5 mm" in n for n in result.notes)
+    image = result.image
+    assert image.GetSize() == intact.GetSize() and image.GetSpacing() == intact.GetSpacing()
+    assert image.GetOrigin() == intact.GetOrigin()
+    kept = [k for k in range(8) if k != 5]
+    np.testing.assert_array_equal(_array(image)[kept], _array(intact)[kept])
+    reader = sitk.ImageSeriesReader()  # GDCM's own reading of the series
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(tmp_path / "ct")))
+    assert abs(reader.Execute().GetSpacing()[2] - 2.5) > 1
+    # exports reference the images the reading took
+    planes = reference_planes(choose_dicom_series(tmp_path / "ct"))
+    assert [Path(p.file).name for p in planes] == [f.name for f in files if f != files[5]]
 
 
 @pytest.mark.parametrize("blank", ["", None])  # empty, absent

@@ -562,20 +562,34 @@ def _pixel_data_cut_short(fp: BinaryIO, header: pydicom.Dataset) -> bool:
     return start + offset + length > os.fstat(fp.fileno()).st_size
 
 
-def _planes(headers: list[tuple[str, pydicom.Dataset]]) -> list[SlicePlane] | None:
+def _placed(headers: list[tuple[str, pydicom.Dataset]]) -> tuple[list[SlicePlane], list[str]]:
+    """The slice planes of the files that say where they lie, sorted along the normal, and the
+    files that do not (no ImagePositionPatient, ImageOrientationPatient or PixelSpacing: a
+    screen capture or derived image filed in the series, a damaged header)."""
     planes: list[SlicePlane] = []
+    unplaced = []
     for path, header in headers:
         found = slice_planes(path, header)
-        if not found:
-            return None
-        planes += found
-    return sort_planes(planes)
+        if found:
+            planes += found
+        else:
+            unplaced.append(path)
+    return (sort_planes(planes) if planes else []), unplaced
+
+
+def _unplaced_note(unplaced: list[str]) -> list[str]:
+    if not unplaced:
+        return []
+    more = f" and {len(unplaced) - 1} more" if len(unplaced) > 1 else ""
+    return [f"{len(unplaced)} file(s) do not say where they lie (no ImagePositionPatient, "
+            f"ImageOrientationPatient or PixelSpacing: {Path(unplaced[0]).name}{more}) and were "
+            "left out"]
 
 
 def series_planes(series: DicomSeries) -> list[SlicePlane] | None:
-    """Every slice plane of the series' files (frames of multi-frame files included), sorted
-    along the normal; None when some file does not say where it lies."""
-    return _planes(_full_headers(series))
+    """Every slice plane of the series' files that say where they lie (frames of multi-frame
+    files included), sorted along the normal, as reading takes them; None when none does."""
+    return _placed(_full_headers(series))[0] or None
 
 
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
@@ -615,9 +629,9 @@ def reference_planes(series: DicomSeries) -> list[SlicePlane]:
     (see :func:`check_referenceable`)."""
     headers = _full_headers(series)
     check_referenceable(headers, series.name)
-    planes = _planes(headers)
-    if planes is None:
-        raise InputError(series.name, "its images do not all say where they lie "
+    planes, _ = _placed(headers)  # what does not say where it lies, the reader left out too
+    if not planes:
+        raise InputError(series.name, "its images do not say where they lie "
                          "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), so no "
                          "frame or contour can be placed on them")
     if any(p.frame is not None for p in planes):
@@ -651,34 +665,40 @@ def _read_planes(planes: list[SlicePlane], name: str) -> SeriesVolume:
     return SeriesVolume(image, notes + list(layout.notes), layout)
 
 
+def _read_decodable(planes: list[SlicePlane], cut_short: set[str], name: str) -> SeriesVolume:
+    """The planes read as a volume, those whose file cannot be decoded left out (a missing
+    slice, with a note)."""
+    bad = {p.file: UNDECODABLE for p in planes if p.file in cut_short}
+    if not bad:
+        try:
+            return _read_planes(planes, name)
+        except RuntimeError:
+            pass  # a file GDCM cannot decode: find it, and read the rest without it
+        bad = _undecodable(planes)
+    readable = [p for p in planes if p.file not in bad]
+    first = next(iter(bad), "")
+    why = f"{Path(first).name}: {bad[first]}" if bad else "GDCM failed"
+    if not readable:
+        raise InputError(name, f"none of its {len(planes)} DICOM images could be decoded "
+                         f"({why})")
+    volume = _read_planes(readable, name)
+    volume.notes.insert(0, f"{len(bad)} file(s) could not be decoded and were left out ({why})")
+    return volume
+
+
 def read_series(series: DicomSeries) -> SeriesVolume:
     """The series as a volume on a regular grid (see the module's docstring)."""
     name = series.name
     with _QuietITK():
         try:
             cut_short: set[str] = set()
-            planes = _planes(_full_headers(series, cut_short))
-            if planes is None:
+            planes, unplaced = _placed(_full_headers(series, cut_short))
+            if not planes:
                 return SeriesVolume(_read_files(series.files), [
-                    "the files do not all carry ImagePositionPatient, ImageOrientationPatient "
+                    "none of the files carries ImagePositionPatient, ImageOrientationPatient "
                     "and PixelSpacing: slice order and spacing are GDCM's guesses"], None)
-            bad = {p.file: UNDECODABLE for p in planes if p.file in cut_short}
-            if not bad:
-                try:
-                    return _read_planes(planes, name)
-                except RuntimeError:
-                    pass  # a file GDCM cannot decode: find it, and read the rest without it
-                bad = _undecodable(planes)
-            # a slice that cannot be decoded is a missing slice
-            readable = [p for p in planes if p.file not in bad]
-            first = next(iter(bad), "")
-            why = f"{Path(first).name}: {bad[first]}" if bad else "GDCM failed"
-            if not readable:
-                raise InputError(name, f"none of its {len(planes)} DICOM images could be "
-                                 f"decoded ({why})")
-            volume = _read_planes(readable, name)
-            volume.notes.insert(0, f"{len(bad)} file(s) could not be decoded and were left out "
-                                f"({why})")
+            volume = _read_decodable(planes, cut_short, name)
+            volume.notes[:0] = _unplaced_note(unplaced)
             return volume
         except RuntimeError as error:
             raise InputError(name, "DICOM series could not be read "
