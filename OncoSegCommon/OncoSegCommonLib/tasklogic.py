@@ -30,7 +30,11 @@ from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
-from OncoSegCommonLib.volumes import file_reading_notes, refuse_unhardened_transform
+from OncoSegCommonLib.volumes import (
+    file_reading_notes,
+    refuse_file_cut_short,
+    refuse_unhardened_transform,
+)
 
 
 @dataclass
@@ -149,6 +153,9 @@ class TaskLogic:
             if node is not None and node.IsA("vtkMRMLVolumeNode"):
                 refuse_unhardened_transform(f"{role} ('{node.GetName()}')", node)
         images = self.images(chosen)
+        for role, node in chosen.items():
+            if isinstance(images.get(role), sitk.Image):
+                refuse_file_cut_short(f"{role} ('{node.GetName()}')", node, images[role])
         self.task.check_images(images)
         notes = [f"input {role}: {note}" for role, node in chosen.items()
                  if isinstance(images.get(role), sitk.Image)

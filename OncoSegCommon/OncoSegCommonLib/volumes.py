@@ -87,32 +87,60 @@ def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
     return node
 
 
-def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
-    """What the user should know about how the volume file a node was loaded from places its
-    voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform and sform that disagree,
-    or no orientation at all), while the node still lies where Slicer's reader put it (``image``:
-    the node's copy, :func:`image_from_volume_node`). Slicer reads NIfTI through ITK and says
-    nothing; the CLI says this for the same file. Only the file's header is read."""
+def _loaded_file(node: Any, image: sitk.Image) -> tuple[str, sitk.ImageFileReader] | None:
+    """The volume file the node was loaded from and its header, while the node still lies
+    where Slicer's reader put it (``image``: the node's copy, :func:`image_from_volume_node`);
+    None when it has no such file or was moved, resampled or edited since. Only the file's
+    header is read."""
     from pathlib import Path
 
-    from oncoseg.io.volumes import is_volume_file, placement_notes
+    from oncoseg.io.volumes import is_volume_file
 
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     name = storage.GetFileName() if storage is not None else None
     if not name or not is_volume_file(name) or not Path(name).is_file():
-        return []
+        return None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(name))
     try:
         reader.ReadImageInformation()
     except RuntimeError:
-        return []
+        return None
     if reader.GetDimension() != 3 or reader.GetSize() != image.GetSize() or not (
             np.allclose(reader.GetSpacing(), image.GetSpacing(), atol=1e-4)
             and np.allclose(reader.GetOrigin(), image.GetOrigin(), atol=1e-3)
             and np.allclose(reader.GetDirection(), image.GetDirection(), atol=1e-4)):
-        return []  # moved, resampled or edited since: the file no longer says where it lies
-    return placement_notes(reader, name)
+        return None  # moved, resampled or edited since: the file no longer says where it lies
+    return str(name), reader
+
+
+def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
+    """What the user should know about how the volume file a node was loaded from places its
+    voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform and sform that disagree,
+    or no orientation at all). Slicer reads NIfTI through ITK and says nothing; the CLI says
+    this for the same file."""
+    from oncoseg.io.volumes import placement_notes
+
+    loaded = _loaded_file(node, image)
+    return placement_notes(loaded[1], loaded[0]) if loaded else []
+
+
+def refuse_file_cut_short(what: str, node: Any, image: sitk.Image) -> None:
+    """Refuse a node loaded from a NIfTI file cut short (an interrupted copy): Slicer's reader
+    (ITK's nifti1_io) loads it without a word, the missing voxels zero; the CLI refuses the
+    same file (:func:`oncoseg.io.nifti.nonfinite_voxels`)."""
+    from pathlib import Path
+
+    from oncoseg.io.nifti import nonfinite_voxels
+
+    loaded = _loaded_file(node, image)
+    if loaded is None:
+        return
+    try:
+        nonfinite_voxels(loaded[0])
+    except InputError as error:
+        raise InputError(what, f"was loaded from {Path(loaded[0]).name}, which "
+                         f"{error.problem}") from None
 
 
 def refuse_unhardened_transform(what: str, node: Any) -> None:

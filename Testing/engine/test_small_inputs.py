@@ -15,6 +15,7 @@ import pytest
 import SimpleITK as sitk
 from imaging import make_image
 
+from oncoseg.cli import main
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_directory
 from oncoseg.io.nifti import nonfinite_voxels
@@ -70,8 +71,8 @@ def test_simpleitk_alone_hides_nifti_nan(tmp_path):
 
 
 def test_nifti_scaling_and_integer_files(tmp_path):
-    """Integer NIfTI files are not scanned (they cannot hold NaN); a float file's slope and
-    intercept carry over to its infinities."""
+    """Integer NIfTI files hold no NaN; a float file's slope and intercept carry over to its
+    infinities."""
     sitk.WriteImage(make_image(), str(tmp_path / "ct.nii.gz"))
     assert nonfinite_voxels(tmp_path / "ct.nii.gz")[0].size == 0
     sitk.WriteImage(sitk.GetImageFromArray(nan_array()), str(tmp_path / "f.nii"))
@@ -82,6 +83,36 @@ def test_nifti_scaling_and_integer_files(tmp_path):
     expected = nan_array() * -2.0 + 5.0
     np.testing.assert_allclose(read, expected, rtol=1e-6)
     assert np.isneginf(read[1, 1, 1]) and np.isposinf(read[2, 2, 2])
+
+
+@pytest.mark.parametrize("dtype", [np.int16, np.float32])
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz"])
+def test_a_nifti_file_cut_short_is_refused_not_read_as_zeros(tmp_path, ending, dtype):
+    """An interrupted copy or download: ITK (so SimpleITK and 3D Slicer) reads what there is
+    and leaves the rest zero without a word; nibabel refuses the file, and so does OncoSeg."""
+    array = (np.random.default_rng(0).normal(size=(12, 30, 40)) * 100).astype(dtype)
+    whole = tmp_path / f"ct{ending}"
+    sitk.WriteImage(sitk.GetImageFromArray(array), str(whole))
+    data = whole.read_bytes()
+    cut = tmp_path / f"cut{ending}"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    plain = sitk.GetArrayFromImage(sitk.ReadImage(str(cut)))
+    assert plain.shape == array.shape and not np.array_equal(plain, array)
+    with pytest.raises(InputError, match=r"cut\.nii.*: is cut short"):
+        read_image(cut)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(whole)), array)
+    assert main(["info", str(cut)]) == 2
+
+
+def test_a_metaimage_cut_short_is_named_so(tmp_path):
+    """MetaImage refuses the file but ITK's message blames a missing file (a stale errno)."""
+    whole = tmp_path / "ct.mha"
+    sitk.WriteImage(make_image(), str(whole))
+    data = whole.read_bytes()
+    (tmp_path / "cut.mha").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(InputError, match="voxel data could not be read in full: the file is "
+                       "cut short"):
+        read_image(tmp_path / "cut.mha")
 
 
 def test_info_reports_nan_counts_and_still_describes(tmp_path):

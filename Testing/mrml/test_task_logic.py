@@ -190,6 +190,36 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     assert logic.start({"image": node}, RunRequest(model=str(model), device="cpu")).notes == []
 
 
+def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_path):
+    """Slicer's reader loads an interrupted copy of a NIfTI file without a word (the missing
+    voxels zero); the run refuses it by name, as the CLI refuses the file."""
+    import slicer
+
+    task, image, model = toy
+    whole = tmp_path / "whole.nii"
+    sitk.WriteImage(sitk.Cast(read_image(image), sitk.sitkFloat32), str(whole))
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.nii"
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    nodes = {}
+    for path in (whole, cut):
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(path))
+        mrml.scene.AddNode(storage)
+        node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", path.stem)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        assert storage.ReadData(node) == 1  # Slicer loads it
+        nodes[path.stem] = node
+    logic = logic_for(mrml, task.name)
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"image \('cut'\): was loaded from cut.nii, which is "
+                       "cut short"):
+        logic.start({"image": nodes["cut"]}, RunRequest(model=str(model), device="cpu"))
+    assert mrml.node_names() == before
+    assert logic.start({"image": nodes["whole"]},
+                       RunRequest(model=str(model), device="cpu")).notes == []
+
+
 def test_a_label_map_given_for_a_scan_is_refused_by_name_and_a_mask_role_takes_one(mrml):
     from oncoseg.tasks import get_task
     from OncoSegCommonLib.tasklogic import refuse_label_maps

@@ -318,13 +318,18 @@ def read_diffusion(path: str | os.PathLike[str], series: str | None = None) -> D
 
 
 def _read_volume_file(path: Path) -> sitk.Image:
+    """The file as SimpleITK reads it, a NIfTI file checked against its header and its NaN
+    voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`)."""
+    from oncoseg.io.nifti import restore_nonfinite
+
     try:
-        return sitk.ReadImage(str(path))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         from oncoseg.io.dicom_series import itk_error_message
 
         raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
             from None
+    return restore_nonfinite(image, path)
 
 
 def _frames_of_4d(image: sitk.Image, name: str) -> list[sitk.Image]:

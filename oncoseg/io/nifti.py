@@ -7,7 +7,9 @@ ITK reads NIfTI through nifti1_io, whose ``nifti_read_buffer`` replaces every no
 by 0 (and counts them only in a debug message). A NaN-filled mask or a failed quantitative map
 then looks like a valid image, or like a constant one. The raw voxels are scanned here, in
 chunks (no full-size copy), and any NaN or infinity is put back where the file has it, so a
-NIfTI image reads as NRRD and MHA images do: exactly what the file holds.
+NIfTI image reads as NRRD and MHA images do: exactly what the file holds. nifti1_io also reads
+a file cut short (an interrupted copy) without a word, the missing voxels zero, where teem and
+MetaIO refuse theirs: such a file is refused here (:func:`nonfinite_voxels`).
 
 :func:`write_scaled_uint8` writes a probability map as uint8 with ``scl_slope = 1/255``: a
 quarter of float32's bytes before compression, and a tenth of its gzip time. Readers that honour
@@ -28,12 +30,15 @@ import itertools
 import os
 import struct
 import tempfile
+import zlib
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.errors import InputError
 from oncoseg.geometry import axis_code, direction_matrix
 
 # NIfTI datatype codes of real floating-point voxels
@@ -56,60 +61,122 @@ def _open(path: Path):
     return gzip.open(path, "rb") if str(path).lower().endswith(".gz") else path.open("rb")
 
 
-def _float_layout(path: Path) -> tuple[str, int, float, float] | None:
-    """(numpy dtype with byte order, voxel data offset, scl_slope, scl_inter) of a float NIfTI-1
-    or NIfTI-2 file; None for other data types or an unreadable header."""
-    with _open(path) as handle:
-        header = handle.read(540)
+@dataclass(frozen=True)
+class _VoxelData:
+    """Where a NIfTI file's voxels lie and what its header declares of them."""
+
+    offset: int  # vox_offset: bytes before the first voxel (in the decompressed stream)
+    nbytes: int  # the voxels' bytes: every dimension's size times bitpix / 8
+    dtype: str | None  # numpy dtype with byte order of a real float datatype; None otherwise
+    slope: float
+    inter: float
+
+
+def _voxel_data(path: Path) -> _VoxelData | None:
+    """What a NIfTI-1 or NIfTI-2 header says of its voxels; None for an unreadable header."""
+    try:
+        with _open(path) as handle:
+            header = handle.read(540)
+    except (OSError, EOFError, zlib.error):
+        return None
     if len(header) < 348:
         return None
     for order in "<>":
         (sizeof_hdr,) = struct.unpack(order + "i", header[:4])
         if sizeof_hdr == 348:
-            datatype = struct.unpack(order + "h", header[70:72])[0]
+            datatype, bitpix = struct.unpack(order + "hh", header[70:74])
+            dim = struct.unpack(order + "8h", header[40:56])
             offset = struct.unpack(order + "f", header[108:112])[0]
             slope, inter = struct.unpack(order + "ff", header[112:120])
             break
         if sizeof_hdr == 540 and len(header) >= 540:
-            datatype = struct.unpack(order + "h", header[12:14])[0]
+            datatype, bitpix = struct.unpack(order + "hh", header[12:16])
+            dim = struct.unpack(order + "8q", header[16:80])
             offset = struct.unpack(order + "q", header[168:176])[0]
             slope, inter = struct.unpack(order + "dd", header[176:192])
             break
     else:
         return None
-    if datatype not in _FLOAT_DATATYPES:
+    if not 1 <= dim[0] <= 7 or any(d < 1 for d in dim[1:dim[0] + 1]) or bitpix <= 0 \
+            or not np.isfinite(offset) or offset < 0:
         return None
     # nifti1_io applies the scaling only when the slope is a usable number
     if not np.isfinite(slope) or slope == 0:
         slope, inter = 1.0, 0.0
-    return order + _FLOAT_DATATYPES[datatype], int(offset), float(slope), float(inter)
+    nbytes = int(np.prod([int(d) for d in dim[1:dim[0] + 1]], dtype=object)) * bitpix // 8
+    float_type = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
+    return _VoxelData(int(offset), nbytes, float_type, float(slope), float(inter))
+
+
+def _cut_short(path: Path, data: _VoxelData, held: int | None = None) -> InputError:
+    held_text = f"{held:,}" if held is not None else "fewer"
+    return InputError(str(path), f"is cut short: its header declares {data.nbytes:,} bytes of "
+                      f"voxels from byte {data.offset:,}, and the file holds {held_text} "
+                      "(an interrupted copy or download); ITK and 3D Slicer read such a file "
+                      "without a word, the missing voxels as zeros")
+
+
+def _gzip_trailer_size(path: Path) -> int | None:
+    """The uncompressed size (modulo 2^32) a gzip file's trailer records for its last member:
+    the whole stream's for the single member that ITK, nibabel and pigz write."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        if handle.tell() < 18:
+            return None
+        handle.seek(-4, os.SEEK_END)
+        return int.from_bytes(handle.read(4), "little")
 
 
 def nonfinite_voxels(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices (file order) and raw values of the NaN and infinite voxels of a float
-    NIfTI file; empty for other files."""
+    NIfTI file; empty for other files. Refuses (:class:`InputError`) a NIfTI file whose voxel
+    data ends before its header's declared size or whose gzip stream is damaged: nifti1_io
+    reads what there is and leaves the rest zero (nibabel refuses such a file). An
+    uncompressed file is checked by its size, a compressed integer one by the length its gzip
+    trailer records; a float one (scanned for NaN anyway), or one whose trailer disagrees, by
+    reading its stream through, once, in chunks (no full-size copy)."""
     path = Path(path)
-    layout = _float_layout(path) if is_nifti(path) else None
+    data = _voxel_data(path) if is_nifti(path) else None
     empty = np.zeros(0, np.int64), np.zeros(0, np.float64)
-    if layout is None:
+    if data is None:
         return empty
-    dtype, offset, slope, inter = layout
-    item = np.dtype(dtype).itemsize
+    compressed = str(path).lower().endswith(".gz")
+    if not compressed:
+        size = path.stat().st_size
+        if size < data.offset + data.nbytes:
+            raise _cut_short(path, data, max(0, size - data.offset))
+        if data.dtype is None:
+            return empty
+    elif data.dtype is None and _gzip_trailer_size(path) == (data.offset + data.nbytes) % 2**32:
+        return empty  # the stream's own length (a cut stream ends in other bytes); else read it
+    item = np.dtype(data.dtype).itemsize if data.dtype else 1
     chunk = _CHUNK_BYTES - _CHUNK_BYTES % item
     indices, values = [], []
-    with _open(path) as handle:
-        handle.seek(offset)
-        start = 0
-        while True:
-            data = handle.read(chunk)
-            if len(data) < item:
-                break
-            array = np.frombuffer(data[: len(data) - len(data) % item], dtype)
-            bad = np.flatnonzero(~np.isfinite(array))
-            if bad.size:
-                indices.append(bad + start)
-                values.append(array[bad].astype(np.float64) * slope + inter)
-            start += array.size
+    read = 0
+    try:
+        with _open(path) as handle:
+            handle.seek(data.offset)
+            start = 0
+            while True:
+                block = handle.read(chunk)
+                if not block:
+                    break
+                read += len(block)
+                if data.dtype is None or len(block) < item:
+                    continue
+                array = np.frombuffer(block[: len(block) - len(block) % item], data.dtype)
+                bad = np.flatnonzero(~np.isfinite(array))
+                if bad.size:
+                    indices.append(bad + start)
+                    values.append(array[bad].astype(np.float64) * data.slope + data.inter)
+                start += array.size
+    except (EOFError, zlib.error, gzip.BadGzipFile) as error:
+        raise InputError(str(path), "is cut short or damaged: its gzip stream breaks off "
+                         f"before the end of the {data.nbytes:,} bytes of voxels its header "
+                         f"declares ({error}); ITK and 3D Slicer read such a file without a "
+                         "word, the missing voxels as zeros") from None
+    if read < data.nbytes:
+        raise _cut_short(path, data, read)
     if not indices:
         return empty
     return np.concatenate(indices), np.concatenate(values)
@@ -118,12 +185,13 @@ def nonfinite_voxels(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarr
 def restore_nonfinite(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.Image:
     """``image`` as read by SimpleITK from ``path``, with the NaN and infinite voxels the NIfTI
     file holds put back (the same image when there are none, or when the file is not a float
-    NIfTI). Voxel order in a NIfTI file is the order of SimpleITK's array (x fastest)."""
-    if not is_nifti(path) or image.GetNumberOfComponentsPerPixel() != 1 or \
-            image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+    NIfTI). Voxel order in a NIfTI file is the order of SimpleITK's array (x fastest). A NIfTI
+    file cut short is refused (:func:`nonfinite_voxels`)."""
+    if not is_nifti(path):
         return image
     indices, values = nonfinite_voxels(path)
-    if indices.size == 0:
+    if indices.size == 0 or image.GetNumberOfComponentsPerPixel() != 1 or \
+            image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
         return image
     array = sitk.GetArrayFromImage(image)
     inside = indices < array.size  # trailing bytes past the declared voxels are not voxels

@@ -90,8 +90,11 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     try:
         image = sitk.ReadImage(str(p))
     except RuntimeError as error:
-        raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
-            from None
+        message = itk_error_message(error)
+        if "No such file or directory" in message:  # MetaImage's stale errno: the file is here
+            message = ("its voxel data could not be read in full: the file is cut short, or "
+                       "the data file its header names is missing")
+        raise InputError(str(path), f"is not a readable image ({message})") from None
     return ReadResult(restore_nonfinite(image, p), placement_notes(image, p))
 
 
