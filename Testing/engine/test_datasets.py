@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -194,6 +195,24 @@ def test_kaggle_layout_reads_back(kaggle_set):
     masks = read_masks(case)
     assert all(m.shape == (40, 128, 128) and m.any() for m in masks.values())
     assert not any(m[0].any() for m in masks.values())  # the first slice shows no organ
+
+
+def test_a_scan_with_a_missing_or_damaged_slice_is_refused_by_name(kaggle_set, tmp_path):
+    """Slices are stacked 3 mm apart by their numbers: a gap would put every later slice in
+    the wrong place; a truncated PNG ended in exit 1 (PIL's OSError) until 2026-12-06."""
+    from oncoseg.io.png_slices import read_scan
+
+    root = copy(kaggle_set, tmp_path)
+    case = read_dataset(root).cases[0]
+    scans = Path(case.images["mr"])
+    tenth = sorted(scans.glob("slice_0010_*.png"))[0]
+    tenth.write_bytes(tenth.read_bytes()[:300])
+    with pytest.raises(InputError, match=rf"case '{case.id}': slice {tenth.name} cannot be "
+                       "read"):
+        read_scan(scans, case.id)
+    tenth.unlink()
+    with pytest.raises(InputError, match=r"has slices 1 to 40 .* with 1 missing \(10\)"):
+        read_scan(scans, case.id)
 
 
 @settings(max_examples=50, deadline=None)

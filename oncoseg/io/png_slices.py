@@ -47,9 +47,23 @@ def read_scan(scans: Path, case_id: str = "") -> sitk.Image:
         raise InputError(f"case '{case_id}'", f"has slices of different sizes or spacings in "
                          f"{scans}: {sorted(sizes)}")
     (width, height), (sx, sy) = sizes.pop(), spacings.pop()
+    numbers = [s[0] for s in slices]
+    missing = sorted(set(range(numbers[0], numbers[-1] + 1)) - set(numbers))
+    if missing or len(set(numbers)) < len(numbers):
+        shown = ", ".join(map(str, missing[:8])) + (", ..." if len(missing) > 8 else "")
+        raise InputError(f"case '{case_id}'", f"has slices {numbers[0]} to {numbers[-1]} in "
+                         f"{scans} " + (f"with {len(missing)} missing ({shown})" if missing
+                                        else "with repeated numbers")
+                         + f": stacked {SLICE_THICKNESS_MM:g} mm apart, every slice after a "
+                         "gap would lie in the wrong place")
     stack = np.zeros((len(slices), height, width), np.uint16)
     for index, (_, path, _, _) in enumerate(slices):
-        pixels = np.asarray(Image.open(path))
+        try:
+            with Image.open(path) as png:
+                pixels = np.asarray(png)
+        except (OSError, ValueError) as error:  # truncated, not a PNG, an unknown mode
+            raise InputError(f"case '{case_id}'", f"slice {path.name} cannot be read "
+                             f"({error})") from None
         if pixels.shape != (height, width):
             raise InputError(f"case '{case_id}'", f"slice {path.name} is {pixels.shape[1]} x "
                              f"{pixels.shape[0]} pixels, its name says {width} x {height}")
