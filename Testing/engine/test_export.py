@@ -71,6 +71,37 @@ def test_dicom_exports_pass_dciodvfy(ct_case, tmp_path, fmt):
     assert dciodvfy_errors(tmp_path / "broken.dcm")
 
 
+CHARSET_FILES = Path(pydicom.__file__).parent / "data" / "charset_files"
+
+
+def test_exports_keep_the_patients_name_in_every_character_set(ct_case, tmp_path):
+    """The patients of pydicom's real character-set files (Latin-1, Cyrillic, Greek, Arabic,
+    Hebrew, Japanese and Korean in ISO 2022, Chinese in UTF-8 and GB18030) given to the
+    phantom series: the DICOM SEG and RTSTRUCT carry each name as the source decodes it.
+    Written in Latin-1, every name beyond it came out as '?' (until 2026-12-06)."""
+    case, _, segmentation = ct_case
+    series_folder = tmp_path / "ct"
+    shutil.copytree(case, series_folder, ignore=shutil.ignore_patterns("RS_*"))
+    files = sorted(series_folder.glob("*.dcm"))
+    names = ["chrGerm", "chrRuss", "chrGreek", "chrArab", "chrHbrw", "chrH31", "chrI2", "chrX1",
+             "chrX2"]
+    for name in names:
+        source = pydicom.dcmread(CHARSET_FILES / f"{name}.dcm")
+        patient = str(source.PatientName)
+        set_attributes(files, SpecificCharacterSet=source.SpecificCharacterSet,
+                       PatientName=patient)
+        assert str(pydicom.dcmread(files[0]).PatientName) == patient
+        formats = ("dicom-seg", "rtstruct") if name in ("chrH31", "chrX2") else ("dicom-seg",)
+        for fmt in formats:
+            out = export_segmentation(segmentation, tmp_path / f"{name}_{fmt}.dcm", fmt,
+                                      choose_dicom_series(series_folder)).path
+            written = pydicom.dcmread(out)
+            assert str(written.PatientName) == patient, (name, fmt)
+            assert written.SpecificCharacterSet == "ISO_IR 192"
+    if DCIODVFY is not None:
+        assert dciodvfy_errors(tmp_path / "chrH31_rtstruct.dcm") == []
+
+
 def test_dicom_seg_read_back_by_highdicom_gives_the_same_voxels_slice_by_slice(ct_case, tmp_path):
     case, _, segmentation = ct_case
     series = choose_dicom_series(case)

@@ -114,6 +114,8 @@ def save_dicom(ds: pydicom.Dataset, path: str | os.PathLike[str]) -> None:
         ds.save_as(path, write_like_original=False)
 
 
+# DICOM's name for UTF-8 (PS3.3 C.12.1.1.2), what every object OncoSeg derives is written in
+UNICODE_CHARACTER_SET = "ISO_IR 192"
 # what a derived object copies from the image it was made from (Patient, General Study)
 PATIENT_KEYWORDS = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex")
 STUDY_KEYWORDS = ("StudyInstanceUID", "StudyDate", "StudyTime", "StudyID", "AccessionNumber",
@@ -133,7 +135,9 @@ def derived_object(sop_class_uid: str, source: pydicom.Dataset, modality: str,
     meta.MediaStorageSOPInstanceUID = generate_uid()
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SpecificCharacterSet = "ISO_IR 100"
+    # UTF-8: the patient's name as the source's own character set decodes it (Chinese,
+    # Cyrillic, Greek, Japanese ...), and any segment name; Latin-1 wrote them as '?'
+    ds.SpecificCharacterSet = UNICODE_CHARACTER_SET
     ds.SOPClassUID = sop_class_uid
     ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
     ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), \
