@@ -43,6 +43,8 @@ from OncoSegCommonLib.volumes import image_from_volume_node, refuse_unhardened_t
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
 SERIES_FOLDER_ATTRIBUTE = "OncoSeg.seriesFolder"  # set on volumes OncoSeg read from a folder
+# ... and, where that folder holds several series, how the volume's was chosen (UID or pattern)
+SERIES_CHOICE_ATTRIBUTE = "OncoSeg.seriesChoice"
 
 
 def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
@@ -84,7 +86,7 @@ def series_of_volume(volume_node: Any, database: Any = None) -> DicomSeries | No
     its instances in Slicer's DICOM database; None when it was not loaded from DICOM."""
     folder = volume_node.GetAttribute(SERIES_FOLDER_ATTRIBUTE)
     if folder:
-        return choose_dicom_series(folder)
+        return choose_dicom_series(folder, volume_node.GetAttribute(SERIES_CHOICE_ATTRIBUTE))
     uids = (volume_node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
     if not uids or database is None:
         return None

@@ -41,6 +41,9 @@ class CaseEntry:
     error: str = ""  # why the case cannot be opened; empty when it can
     result: Path | None = None  # a cohort case: the folder of its stored result
     flags: tuple[str, ...] = ()  # a cohort case: its quality-control reasons
+    # name -> how to choose its series in a folder holding several (UID, or its description
+    # with the acquisition in parentheses where series share a UID)
+    series: dict[str, str] = field(default_factory=dict)
 
     @property
     def usable(self) -> bool:
@@ -78,18 +81,26 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
     files = sorted(p for p in folder.iterdir() if p.is_file())
     volumes = {volume_name(p): p for p in files if is_volume_file(p) and not is_label_file(p)}
     has_dicom = any(p.suffix.lower() == ".dcm" for p in files)
+    chosen: dict[str, str] = {}
     if has_dicom:
         series = list_dicom_series(folder)
         if not series:
             return CaseEntry(case_id, folder, error="its DICOM files hold no readable series")
+        uids = [item.uid for item in series]
         for item in series:
-            volumes[item.description or item.modality or "DICOM series"] = folder
+            name = item.label or item.modality or "DICOM series"
+            if name in volumes:  # two series of one description: their numbers tell them apart
+                name = f"{name} #{item.number or len(volumes) + 1}"
+            volumes[name] = folder
+            if len(series) > 1:
+                chosen[name] = item.uid if item.uid and uids.count(item.uid) == 1 \
+                    else item.label
     if not volumes and kaggle.slice_files(folder):
         volumes[folder.parent.name] = folder  # the scan's name: <case>_<day>
     if not volumes:
         return None
     errors = [e for e in (_check_volume(p) for p in volumes.values() if p.is_file()) if e]
-    return CaseEntry(case_id, folder, volumes, "; ".join(errors))
+    return CaseEntry(case_id, folder, volumes, "; ".join(errors), series=chosen)
 
 
 def cohort_cases(root: Path, cohort: Path) -> list[CaseEntry]:

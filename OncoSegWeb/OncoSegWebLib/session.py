@@ -29,7 +29,11 @@ from oncoseg.export import ExportResult
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
 from oncoseg.io.volumes import list_dicom_series, read_volume
 from OncoSegCommonLib.context import MRMLContext
-from OncoSegCommonLib.export import SERIES_FOLDER_ATTRIBUTE, export_node
+from OncoSegCommonLib.export import (
+    SERIES_CHOICE_ATTRIBUTE,
+    SERIES_FOLDER_ATTRIBUTE,
+    export_node,
+)
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.volumes import volume_node_from_image
 from OncoSegWebLib.cases import CaseEntry, find_cases
@@ -98,11 +102,14 @@ class ReviewSession:
         try:
             nodes, notes = [], []
             for name, path in case.volumes.items():
-                volume = read_volume(path)
+                choice = case.series.get(name)
+                volume = read_volume(path, choice)
                 notes += [f"{name}: {note}" for note in volume.notes]
                 node = volume_node_from_image(scene, volume.image, name)
                 if path.is_dir() and list_dicom_series(path):  # DICOM exports reference it
                     node.SetAttribute(SERIES_FOLDER_ATTRIBUTE, str(path))
+                    if choice:
+                        node.SetAttribute(SERIES_CHOICE_ATTRIBUTE, choice)
                 nodes.append(node)
         except Exception:
             remove_nodes_added_since(scene, before)

@@ -141,6 +141,50 @@ def test_a_cancelled_run_adds_nothing(root, mrml):
     assert node_ids(mrml.scene) == before and session.result is None
 
 
+def test_a_folder_of_several_series_opens_each_and_exports_against_its_own(tmp_path, mrml):
+    """A PACS export puts a study's series in one folder (here two CT series, one of them a
+    Dixon-like pair of acquisitions sharing a UID): the case lists each, opens each, and a
+    volume's exports reference the series it was read from."""
+    import shutil
+
+    import pydicom
+    from dicom_ct import set_attributes
+
+    from OncoSegCommonLib.export import series_of_volume
+    from OncoSegWebLib.session import ReviewSession
+
+    phantom("oar-ct", tmp_path / "src", cases=1, seed=2)
+    source = sorted((tmp_path / "src" / "oarct_000").glob("CT_*.dcm"))[:12]
+    folder = tmp_path / "study" / "case"
+    uids = {}
+    for series, kinds in (("venous", [None]), ("dixon", ["W", "F"])):
+        uid = pydicom.uid.generate_uid()
+        for kind in kinds:
+            files = []
+            for path in source:
+                target = folder / f"{series}_{kind or ''}_{path.name}"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+                files.append(target)
+            set_attributes(files, SeriesInstanceUID=uid, SeriesDescription=series,
+                           **({"ImageType": ["DERIVED", "PRIMARY", kind]} if kind else {}))
+            for target in files:
+                ds = pydicom.dcmread(target)
+                ds.SOPInstanceUID = pydicom.uid.generate_uid()
+                ds.save_as(target)
+        uids[series] = uid
+    session = ReviewSession(mrml, tmp_path / "study")
+    (case,) = session.cases()
+    assert case.usable, case.error
+    assert sorted(case.volumes) == ["dixon (ImageType DERIVED\\PRIMARY\\F)",
+                                    "dixon (ImageType DERIVED\\PRIMARY\\W)", "venous"]
+    nodes = dict(zip(case.volumes, session.open_case(case.id), strict=True))
+    for name, node in nodes.items():
+        series = series_of_volume(node)
+        assert series.uid == uids[name.split()[0]] and len(series.files) == 12
+        assert series.part == ("" if name == "venous" else name.split("(")[1][:-1])
+
+
 def test_a_dicom_ct_case_exports_every_dicom_object(tmp_path, mrml):
     """A DICOM series case: the exports (the segmentation, the run's probability maps, the
     volumes as a report) reference the series it was read from; the page names the model and
