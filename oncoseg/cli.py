@@ -577,6 +577,10 @@ COMMANDS = {"serve": _cmd_serve, "tasks": _cmd_tasks, "info": _cmd_info, "predic
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "output", None):
+            from oncoseg.io.atomic import check_output_place
+
+            check_output_place(args.output, "--output ")
         return COMMANDS[args.verb](args)
     except InputError as error:
         print(f"oncoseg: error: {error}", file=sys.stderr)

@@ -177,3 +177,18 @@ def test_the_console_exit_leaves_a_complete_output_and_no_temporary_file(tmp_pat
     assert sorted(p.name for p in out.parent.iterdir()) == ["phantoms"], "a .part folder left"
     assert list(scratch.iterdir()) == []
     assert marker.read_text() == "ran"
+
+
+@pytest.mark.parametrize("verb", [
+    ["predict", "oar-ct", "--input", "ct={image}"],
+    ["export", "{image}", "--format", "nrrd"],
+    ["train", "oar-ct", "--dataset", "{folder}"],
+    ["phantom", "oar-ct", "--cases", "1"]])
+def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, capsys, verb):
+    """It ended in exit 1 ('unexpected error: FileExistsError') after reading the inputs."""
+    sitk.WriteImage(make_image(), str(tmp_path / "ct.nii.gz"))
+    (tmp_path / "a_file").write_text("")
+    args = [a.format(image=tmp_path / "ct.nii.gz", folder=tmp_path) for a in verb]
+    assert main([*args, "--output", str(tmp_path / "a_file" / "out")]) == 2
+    assert f"a_file/out: cannot be created: {tmp_path / 'a_file'} is a file, not a folder" \
+        in capsys.readouterr().err

@@ -102,6 +102,21 @@ def refuse_nonempty_folder(folder: str | os.PathLike[str], overwrite: bool,
                          "replace it)")
 
 
+def check_output_place(path: str | os.PathLike[str], label: str = "") -> None:
+    """Refuse, before any work, an output that cannot be created where it is asked for: under
+    a file (``/dev/null/out``) or in a folder this user may not write in."""
+    path = Path(path).absolute()
+    ancestor = next((p for p in path.parents if p.exists()), None)
+    if ancestor is None or ancestor == path:
+        return
+    if not ancestor.is_dir():
+        raise InputError(f"{label}{path}", f"cannot be created: {ancestor} is a file, not a "
+                         "folder")
+    if not path.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
+        raise InputError(f"{label}{path}", f"cannot be created: this user may not write in "
+                         f"{ancestor}")
+
+
 def unfinished_parts(target: str | os.PathLike[str]) -> list[Path]:
     """The temporary siblings of ``target`` that a writer killed with SIGKILL left (the only
     way one survives): exactly the names :func:`atomic_path` and :func:`atomic_directory` give
