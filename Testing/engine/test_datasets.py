@@ -144,6 +144,31 @@ def test_nnunet_layout_written_by_the_generator_reads_back(tmp_path):
         read_dataset(root, "nnunet", ["t2w"])
 
 
+@pytest.mark.parametrize(("task", "role", "prefix"), [("oar-ct", "ct", "oarct_000"),
+                                                     ("oar-mr", "mr", "case1_day")])
+def test_nnunet_layout_of_tasks_whose_own_layout_is_not_nifti(tmp_path, task, role, prefix):
+    """OAR-CT's phantoms are DICOM series with RT structure sets, the GI ones PNG slices with
+    run-length masks: `--layout nnunet` ended in exit 1 (IsADirectoryError) until 2026-12-06.
+    The images are converted and the labels are what the task itself reads from the case."""
+    from oncoseg.io.volumes import read_image, read_volume
+    from oncoseg.method import method_of
+
+    for layout in ("nnunet", "native"):
+        assert main(["phantom", task, "--cases", "1", "--seed", "9", "--layout", layout,
+                     "--output", str(tmp_path / layout), "--progress", "none"]) == 0
+    (case,) = read_dataset(tmp_path / "nnunet", "nnunet", [role]).cases
+    (source,) = read_dataset(tmp_path / "native", "auto", [role]).cases
+    assert case.id == source.id and case.id.startswith(prefix)
+    image = read_image(case.images[role])
+    expected = read_volume(source.images[role], source.info.get("series_uid")).image
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image),
+                                  sitk.GetArrayFromImage(expected))
+    assert image.GetOrigin() == pytest.approx(expected.GetOrigin())
+    labels = sitk.GetArrayFromImage(read_image(case.labels["label"]))
+    np.testing.assert_array_equal(labels, method_of(task).reference_labels(source, expected))
+    assert len(np.unique(labels)) >= 3
+
+
 def test_staging_table_reads_back(staging_set):
     dataset = read_dataset(staging_set, "auto", ["t2w"])
     assert dataset.layout == "staging"

@@ -6,15 +6,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.datasets.base import Dataset
+from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like
 from oncoseg.io.atomic import atomic_directory
+from oncoseg.io.volumes import read_volume, write_image
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import Task
 
@@ -28,25 +30,48 @@ def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> No
     sitk.WriteImage(image_like(out, image), str(target), useCompression=True)
 
 
+LabelReader = Callable[[Case, sitk.Image], np.ndarray]
+
+
+def _nifti_copy(source: Path, target: Path, series: str | None = None) -> sitk.Image | None:
+    """``source`` as ``target`` (.nii.gz): a NIfTI file copied as it is (None returned), any
+    other volume (a DICOM series, PNG slices, NRRD ...) read and written (its image returned)."""
+    if source.is_file() and source.name.lower().endswith(".nii.gz"):
+        shutil.copyfile(source, target)
+        return None
+    image = read_volume(source, series).image
+    write_image(image, target)
+    return image
+
+
 def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[str],
               labels: Mapping[str, int], label_name: str = "label",
-              overwrite: bool = False) -> Path:
-    """nnU-Net v2 raw layout: imagesTr/<case>_<channel>.nii.gz, labelsTr/, dataset.json."""
+              overwrite: bool = False, label_reader: LabelReader | None = None) -> Path:
+    """nnU-Net v2 raw layout: imagesTr/<case>_<channel>.nii.gz, labelsTr/, dataset.json.
+    Volumes that are not NIfTI files (a DICOM series, PNG slices) are converted; a case whose
+    labels are not a file (an RT structure set, run-length masks) gets them from
+    ``label_reader`` (the task method's ``reference_labels``) on its first channel's grid.
+    nnU-Net raw has no 'not annotated': a structure a case lacks is background there."""
     with atomic_directory(output, overwrite) as folder:
         (folder / "imagesTr").mkdir()
         (folder / "labelsTr").mkdir()
         for case in dataset.cases:
+            first = None
             for index, role in enumerate(roles):
-                shutil.copyfile(case.images[role],
-                                folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz")
-            if label_name in case.labels:
-                target = folder / "labelsTr" / f"{case.id}.nii.gz"
-                label_map = case.info.get("label_map")
-                if label_map:  # e.g. BraTS 2017-2021 writes enhancing tumour as 4
-                    write_remapped(case.labels[label_name], target,
-                                   {int(k): int(v) for k, v in label_map.items()})
-                else:
-                    shutil.copyfile(case.labels[label_name], target)
+                target = folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz"
+                image = _nifti_copy(Path(case.images[role]), target, case.info.get("series_uid"))
+                if index == 0:
+                    first = image if image is not None else read_volume(target).image
+            target = folder / "labelsTr" / f"{case.id}.nii.gz"
+            label_map = case.info.get("label_map")
+            if label_name in case.labels and label_map:  # e.g. BraTS 2017-2021: enhancing 4
+                write_remapped(case.labels[label_name], target,
+                               {int(k): int(v) for k, v in label_map.items()})
+            elif label_name in case.labels:
+                _nifti_copy(Path(case.labels[label_name]), target)
+            elif label_reader is not None and first is not None:
+                write_image(image_like(label_reader(case, first).astype(np.uint8), first),
+                            target)
         description = {
             "channel_names": {str(i): role for i, role in enumerate(roles)},
             "labels": dict(labels),
@@ -81,5 +106,6 @@ def phantoms_as_nnunet(task: Task, output: str | os.PathLike[str], cases: int, s
         roles = [r.name for r in task.inputs]
         dataset = read_dataset(Path(tmp) / "native", "auto", roles)
         labels = {"background": 0, **{s.name: s.label for s in task.segments}}
-        to_nnunet(dataset, output, roles, labels)
+        to_nnunet(dataset, output, roles, labels,
+                  label_reader=getattr(method_of(task), "reference_labels", None))
     return native

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncoseg.datasets.base import Dataset
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.datasets.base import Case, Dataset
 from oncoseg.method import PhantomOptions, RunContext, TrainOptions
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.evaluation import evaluate
@@ -14,7 +17,7 @@ from oncoseg.oar.ct.predict import predict
 from oncoseg.phantoms import pelvis_ct
 from oncoseg.phantoms.common import check_phantom_layout, generate_dataset
 
-__all__ = ["evaluate", "phantom", "predict", "train"]
+__all__ = ["evaluate", "phantom", "predict", "reference_labels", "train"]
 
 
 def phantom(output: Path, options: PhantomOptions, context: RunContext) -> list[Path]:
@@ -34,3 +37,11 @@ def train(data: Dataset, output: Path, settings: OarCtConfig, context: RunContex
 
     return train_oar_ct(data, output, settings, context.device, options.resume,
                         options.statement, context.progress, context.cancel)
+
+
+def reference_labels(case: Case, ct: sitk.Image) -> np.ndarray:
+    """The case's label map on its CT (from its RT structure set, or its label file), for
+    writing the case in another layout (nnU-Net raw)."""
+    from oncoseg.oar.ct.training import case_labels
+
+    return case_labels(case, ct)[0]

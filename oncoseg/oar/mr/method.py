@@ -6,7 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from oncoseg.datasets.base import Dataset
+import numpy as np
+import SimpleITK as sitk
+
+from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import InputError
 from oncoseg.method import PhantomOptions, RunContext, TrainOptions
 from oncoseg.oar.mr.config import OarMrConfig
@@ -15,7 +18,7 @@ from oncoseg.oar.mr.predict import predict
 from oncoseg.phantoms import gi
 from oncoseg.phantoms.common import check_phantom_layout
 
-__all__ = ["evaluate", "phantom", "predict", "train"]
+__all__ = ["evaluate", "phantom", "predict", "reference_labels", "train"]
 
 
 def phantom(output: Path, options: PhantomOptions, context: RunContext) -> list[Path]:
@@ -36,3 +39,17 @@ def train(data: Dataset, output: Path, settings: OarMrConfig, context: RunContex
 
     return train_oar_mr(data, output, settings, context.device, options.resume,
                         options.statement, context.progress, context.cancel)
+
+
+def reference_labels(case: Case, scan: sitk.Image) -> np.ndarray:
+    """The case's label map on its scan (from the competition's run-lengths, or its label
+    file), for writing the case in another layout (nnU-Net raw). The competition's organ masks
+    may overlap; where they do, the later organ of GI_SEGMENTS takes the voxel."""
+    from oncoseg.oar.mr.task import GI_SEGMENTS
+    from oncoseg.oar.mr.training import case_masks
+
+    masks = case_masks(case, scan)
+    labels = np.zeros(masks.shape[1:], np.uint8)
+    for mask, spec in zip(masks, GI_SEGMENTS, strict=True):
+        labels[mask] = spec.label
+    return labels
