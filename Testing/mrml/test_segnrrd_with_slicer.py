@@ -103,3 +103,24 @@ def test_slicer_file_reads_in_engine(mrml, tmp_path):
             assert engine_segment_points(back, expected.id) == \
                 slicer_segment_points(segmentation, expected.id) == \
                 engine_segment_points(seg, expected.id)
+
+
+def test_segment_names_beyond_ascii_cross_both_ways(mrml, tmp_path):
+    """Slicer writes segment names as UTF-8; OncoSeg's writer failed on them
+    (UnicodeEncodeError) and its reader dropped their letters ('Harnrhre'), until 2026-12-06."""
+    names = ["Harnröhre", "Мочевой пузырь", "膀胱"]
+    seg = Segmentation.from_label_image(
+        blob_labels(make_image()),
+        [Segment(f"s{i}", names[i - 1], (0.2, 0.3, 0.4), label_value=i) for i in (1, 2, 3)])
+    path = write_seg_nrrd(seg, tmp_path / "names.seg.nrrd")
+    assert [s.name for s in read_seg_nrrd(path).segments] == names
+    node = load_with_slicer(mrml, path)
+    segmentation = node.GetSegmentation()
+    assert [segmentation.GetSegment(f"s{i}").GetName() for i in (1, 2, 3)] == names
+    segmentation.GetSegment("s1").SetName("Blase – Wand 膀胱壁")
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    mrml.scene.AddNode(storage)
+    storage.SetFileName(str(tmp_path / "slicer.seg.nrrd"))
+    assert storage.WriteData(node) == 1
+    assert [s.name for s in read_seg_nrrd(tmp_path / "slicer.seg.nrrd").segments] == \
+        ["Blase – Wand 膀胱壁", *names[1:]]

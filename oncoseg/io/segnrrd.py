@@ -167,10 +167,26 @@ def read_seg_nrrd(path: str | os.PathLike[str]) -> Segmentation:
         data, header = nrrd.read(str(path), index_order="C")
     except (nrrd.NRRDError, OSError, ValueError) as error:
         raise InputError(str(path), f"is not a readable NRRD file ({error})") from None
+    header.update(_utf8_key_values(Path(path)))
     try:
         return _segmentation_from_nrrd(data, header)
     except (KeyError, ValueError) as error:
         raise InputError(str(path), f"is not a valid segmentation file ({error})") from None
+
+
+def _utf8_key_values(path: Path) -> dict[str, str]:
+    """The header's key/value pairs (``key:=value``: Slicer's segment names, tags) decoded as
+    UTF-8, as Slicer writes them: pynrrd reads the header as ASCII and drops every other byte
+    ('Harnröhre' came back as 'Harnrhre')."""
+    values = {}
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.strip():
+                break  # the header ends at the first blank line
+            if b":=" in line and not line.startswith(b"#"):
+                key, value = line.decode("utf-8", errors="replace").split(":=", 1)
+                values[key.strip()] = value.strip()
+    return values
 
 
 def _segmentation_from_nrrd(data: np.ndarray, header: dict) -> Segmentation:
@@ -299,9 +315,21 @@ def write_seg_nrrd(segmentation: Segmentation, path: str | os.PathLike[str],
     header["Segmentation_ContainedRepresentationNames"] = "Binary labelmap|"
     header["Segmentation_MasterRepresentation"] = "Binary labelmap"
     header["Segmentation_ReferenceImageExtentOffset"] = "0 0 0"
+    # pynrrd writes its header as ASCII: a name or tag beyond it goes in as a placeholder,
+    # replaced by its UTF-8 bytes (what Slicer writes) once the file is written
+    placeholders = {}
+    for key, value in header.items():
+        if isinstance(value, str) and not value.isascii():
+            placeholders[f"@oncoseg-utf8-{len(placeholders)}@"] = value
+            header[key] = next(reversed(placeholders))
     with atomic_path(path, overwrite) as tmp:
         nrrd.write(str(tmp), np.ascontiguousarray(data), header, index_order="C",
                    compression_level=1)
+        if placeholders:
+            head, blank, voxels = Path(tmp).read_bytes().partition(b"\n\n")
+            for placeholder, value in placeholders.items():
+                head = head.replace(placeholder.encode("ascii"), value.encode("utf-8"))
+            Path(tmp).write_bytes(head + blank + voxels)
     return Path(path)
 
 
