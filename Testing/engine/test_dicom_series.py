@@ -287,6 +287,15 @@ def test_a_series_of_several_acquisitions_lists_each_to_choose(tmp_path, tag, va
                                   expected[1])
     with pytest.raises(SeriesChoiceError, match="a description pattern naming its acquisition"):
         read_volume(tmp_path / "mr", uid)
+    # the description as written, brackets and all, names it too (fnmatch reads '[...]' as a
+    # set of letters)
+    set_attributes(sorted((tmp_path / "mr").glob("*.dcm")), SeriesDescription="T1 [FS]")
+    second_part = f"{tag} " + ("\\".join(values[1]) if isinstance(values[1], list)
+                                else values[1])
+    label = next(s.label for s in find_dicom_series(tmp_path / "mr") if s.part == second_part)
+    assert label == f"T1 [FS] ({second_part})"
+    np.testing.assert_array_equal(_array(read_volume(tmp_path / "mr", label).image),
+                                  expected[1])
     # read whole where its images must stay together (a diffusion series' volumes)
     whole = find_dicom_series(tmp_path / "mr", split=False)
     assert len(whole) == 1 and len(whole[0].files) == 20

@@ -323,7 +323,8 @@ def matches(series: DicomSeries, selector: str) -> bool:
     series holds several (``'*(ImageType*\\W\\*'``)."""
     selector = selector.strip()
     return selector == series.uid or (selector.isdigit() and selector == series.number) or \
-        fnmatch.fnmatchcase(series.label.lower(), selector.lower())
+        selector.lower() == series.label.lower() or \
+        fnmatch.fnmatchcase(series.label.lower(), selector.lower())  # '[ax]' is a pattern
 
 
 def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = None,
