@@ -98,6 +98,46 @@ def test_label_on_the_wrong_grid_names_the_case(rectal_set, tmp_path):
         read_dataset(root, "auto", ROLES)
 
 
+def _labelled_case(tmp_path, role, values, dtype):
+    """A case whose label file holds ``values``, one per slice (the rest background)."""
+    from imaging import make_image
+
+    from oncoseg.datasets.base import Case
+
+    image = make_image()
+    array = np.zeros(sitk.GetArrayViewFromImage(image).shape, dtype)
+    for k, value in enumerate(values):
+        array[k] = value
+    labels = sitk.GetImageFromArray(array)
+    labels.CopyInformation(image)
+    sitk.WriteImage(image, str(tmp_path / "image.nii.gz"))
+    sitk.WriteImage(labels, str(tmp_path / "label.nii.gz"))
+    return Case("case_7", {role: tmp_path / "image.nii.gz"},
+                {"label": tmp_path / "label.nii.gz"}), image, array
+
+
+@pytest.mark.parametrize(("values", "dtype", "task", "message"), [
+    ((0, 1, 7), np.uint8, "oar-ct", r"holds label\(s\) 7, which the task does not have \(its "
+     r"labels: 0, 1, 2, 3, 4, 5\)"),
+    ((0, 0.5, 1), np.float32, "oar-ct", r"holds values that are not whole numbers \(e\.g\. "
+     r"0\.5\)"),
+    ((0, 1, 4), np.int16, "oar-mr", r"holds label\(s\) 4, which the task does not have")])
+def test_labels_a_task_does_not_have_are_refused_by_case(tmp_path, values, dtype, task, message):
+    """A label the task does not have, or a label file resampled with interpolation, was taken
+    for background in training without a word (until 2026-12-06); refused as nnU-Net's data set
+    check refuses it, here through each task's own reading of a case's labels."""
+    from oncoseg.oar.ct.training import case_labels
+    from oncoseg.oar.mr.training import case_masks
+
+    role = "ct" if task == "oar-ct" else "mr"
+    case, image, array = _labelled_case(tmp_path, role, values, dtype)
+    read = case_labels if task == "oar-ct" else case_masks
+    with pytest.raises(InputError, match=rf"case 'case_7': label file label.nii.gz {message}"):
+        read(case, image)
+    if dtype != np.float32:  # without the task's labels, any whole numbers pass
+        np.testing.assert_array_equal(case.label_on(image, role), array)
+
+
 def test_unsafe_case_id_names_the_case(rectal_set, tmp_path):
     root = copy(rectal_set, tmp_path)
     (root / "rectal_000").rename(root / "rectal 000")

@@ -206,12 +206,11 @@ def test_a_coronal_volume_or_a_2d_image_is_refused(tiny_model, tmp_path, capsys)
     for name, expected in (("coronal.nii.gz", "not an axial series"), ("flat.nii.gz", "2D")):
         code = main(["predict", "oar-mr", "--input", f"mr={tmp_path / name}", "--model",
                      str(tiny_model / "model.safetensors"), "--output",
-                     str(tmp_path / name / "out"),
-                     "--progress", "none"])
+                     str(tmp_path / f"out-{name}"), "--progress", "none"])
         err = capsys.readouterr().err
         assert code == 2, err
         assert expected in err
-    assert not list(tmp_path.glob("*/out"))
+    assert not list(tmp_path.glob("out-*"))
 
 
 def test_the_model_fixes_its_slice_stacks(kaggle, tiny_model, tmp_path, capsys):

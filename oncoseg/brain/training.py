@@ -62,12 +62,12 @@ class PreparedBrain:
 
 def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
     """The case's labels on the prepared grid, BraTS's enhancing label (4 before 2023) as 3."""
-    labels = case.label_on(volume.oriented, volume.reference_role)
-    for source, target in case.info.get("label_map", {}).items():
-        labels[labels == int(source)] = int(target)
-    if labels.max(initial=0) > 3:
-        raise InputError(f"case '{case.id}'", f"has label {int(labels.max())}; brain labels "
-                         "are 0-3 (BraTS 4 is read as 3)")
+    mapping = {int(k): int(v) for k, v in case.info.get("label_map", {}).items()}
+    # brain labels are 0-3; BraTS before 2023 writes enhancing tumour as 4, read as 3
+    labels = case.label_on(volume.oriented, volume.reference_role,
+                           {0, 1, 2, 3, *mapping})
+    for source, target in mapping.items():
+        labels[labels == source] = target
     return labels.astype(np.uint8)
 
 

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,20 +67,49 @@ class Case:
         size[3] = 0
         return sitk.Extract(image, size, [0, 0, 0, channel])
 
-    def label_on(self, reference: sitk.Image, role: str) -> np.ndarray:
-        """The case's (first) label file resampled onto ``reference``, the ``role`` image it is
-        read with, as an array (z, y, x); a case without one is an input error."""
-        from oncoseg.geometry import resample_to_reference
-        from oncoseg.io.volumes import read_image
-        from oncoseg.orientation import to_canonical
-
+    def label_on(self, reference: sitk.Image, role: str,
+                 values: Collection[int] | None = None) -> np.ndarray:
+        """The case's (first) label file on ``reference``, the ``role`` image it is read
+        with (:func:`label_file_on`); a case without one is an input error."""
         if not self.labels:
             raise InputError(f"case '{self.id}'", "has no label file")
-        path = sorted(self.labels.values())[0]
-        # a label stored in the reference's own order comes back without interpolation
-        label = resample_to_reference(to_canonical(read_image(path)), reference, "nearest",
-                                      names=(f"{self.id}/{path.name}", role))
-        return sitk.GetArrayFromImage(label)
+        return label_file_on(sorted(self.labels.values())[0], reference, self.id, role, values)
+
+
+def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
+                  values: Collection[int] | None = None) -> np.ndarray:
+    """A case's label file resampled onto ``reference`` (nearest neighbour; exact where it
+    shares the grid), as an integer array (z, y, x). A file holding values that are not whole
+    numbers (a map resampled with interpolation, a probability map) or, with ``values``, any
+    label outside them is an input error naming the case, as nnU-Net's data set check refuses
+    it: training would take such voxels for background, or for the structure."""
+    from oncoseg.geometry import resample_to_reference
+    from oncoseg.io.volumes import read_image
+    from oncoseg.orientation import to_canonical
+
+    path = Path(path)
+    label = sitk.GetArrayFromImage(resample_to_reference(
+        to_canonical(read_image(path)), reference, "nearest",
+        names=(f"{case_id}/{path.name}", role)))
+    where = f"case '{case_id}'"
+    if label.dtype.kind == "f":
+        fractional = label[np.isfinite(label) & (label != np.rint(label))]
+        if fractional.size or not np.isfinite(label).all():
+            shown = fractional[0] if fractional.size else "NaN or infinity"
+            raise InputError(where, f"label file {path.name} holds values that are not whole "
+                             f"numbers (e.g. {shown}): a label map holds one label per voxel "
+                             "(a probability map, or a map resampled with interpolation?)")
+        label = label.astype(np.int32)
+    if values is not None:
+        found: set[int] = set()
+        for slab in np.array_split(label, max(1, len(label) // 16)):  # bounded copies
+            found.update(int(v) for v in np.unique(slab))
+        unexpected = sorted(found - set(values))
+        if unexpected:
+            raise InputError(where, f"label file {path.name} holds label(s) "
+                             f"{', '.join(map(str, unexpected[:8]))}, which the task does not "
+                             f"have (its labels: {', '.join(map(str, sorted(values)))})")
+    return label
 
 
 @dataclass

@@ -13,12 +13,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.datasets.base import Case
+from oncoseg.datasets.base import Case, label_file_on
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
-from oncoseg.geometry import resample_to_reference
-from oncoseg.io.volumes import read_image
-from oncoseg.orientation import to_canonical
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
 
@@ -33,13 +30,10 @@ class PreparedArrays:
 
 
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
-    labels = {}
-    for name, path in sorted(case.labels.items()):
-        image = to_canonical(read_image(path))  # exact when it shares the b0's grid
-        on_grid = resample_to_reference(image, reference, "nearest",
-                                        names=(f"{case.id}/{path.name}", REFERENCE))
-        labels[name] = sitk.GetArrayFromImage(on_grid) > 0
-    return labels
+    """Each reader's tumour mask on the b0 grid: any whole-number label but 0 (a probability
+    map given as a label file is refused, not taken as tumour wherever it is above 0)."""
+    return {name: label_file_on(path, reference, case.id, REFERENCE) > 0
+            for name, path in sorted(case.labels.items())}
 
 
 def prepare_case(case: Case, registration: str, cache: Path | None = None,

@@ -84,7 +84,8 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
 
         _, labels, annotated = load_labels(case, {s.name: s.label for s in CT_SEGMENTS})
         return labels, annotated
-    return case.label_on(ct, "ct"), [s.name for s in CT_SEGMENTS]
+    values = {0, *(s.label for s in CT_SEGMENTS)}
+    return case.label_on(ct, "ct", values), [s.name for s in CT_SEGMENTS]
 
 
 def read_case_ct(case: Case) -> sitk.Image:
