@@ -574,13 +574,29 @@ COMMANDS = {"serve": _cmd_serve, "tasks": _cmd_tasks, "info": _cmd_info, "predic
             "export": _cmd_export, "demo": _cmd_demo}
 
 
+def _input_paths(args: argparse.Namespace) -> list[tuple[str, str]]:
+    """What a verb reads, as (how the command line names it, path): no output may hold it."""
+    found = [(f"--input {spec.split('=', 1)[0]}", spec.split("=", 1)[1])
+             for spec in getattr(args, "inputs", None) or [] if "=" in spec]
+    for option in ("dataset", "reference", "segmentation"):
+        value = getattr(args, option, None)
+        if value:
+            found.append((f"--{option}" if option != "segmentation" else "the segmentation",
+                          str(value)))
+    model = getattr(args, "model", None)
+    if model and model != "demo":
+        found.append(("--model", str(model)))
+    return [(what, path) for what, path in found if path]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if getattr(args, "output", None):
-            from oncoseg.io.atomic import check_output_place
+            from oncoseg.io.atomic import check_output_apart, check_output_place
 
             check_output_place(args.output, "--output ")
+            check_output_apart(args.output, _input_paths(args), "--output ")
         return COMMANDS[args.verb](args)
     except InputError as error:
         print(f"oncoseg: error: {error}", file=sys.stderr)

@@ -192,3 +192,25 @@ def test_an_output_under_a_file_is_refused_before_any_work(tmp_path, capsys, ver
     assert main([*args, "--output", str(tmp_path / "a_file" / "out")]) == 2
     assert f"a_file/out: cannot be created: {tmp_path / 'a_file'} is a file, not a folder" \
         in capsys.readouterr().err
+
+
+def test_an_output_that_holds_an_input_is_refused_even_with_overwrite(tmp_path, capsys):
+    """`--overwrite` replaces the output folder whole: with the input inside it, `predict`
+    deleted the CT it had just read (until 2026-12-06)."""
+    case = tmp_path / "case"
+    case.mkdir()
+    sitk.WriteImage(make_image(), str(case / "ct.nii.gz"))
+    before = (case / "ct.nii.gz").read_bytes()
+    for args in (["predict", "oar-ct", "--input", f"ct={case / 'ct.nii.gz'}"],
+                 ["train", "oar-ct", "--dataset", str(case)],
+                 ["export", str(case / "ct.nii.gz"), "--format", "nrrd"]):
+        output = case / "ct.nii.gz" if args[0] == "export" else case
+        overwrite = ["--overwrite"] if args[0] != "train" else ["--resume"]
+        assert main([*args, "--output", str(output), *overwrite]) == 2
+        error = capsys.readouterr().err
+        assert "writing the results there would delete it" in error, error
+        assert (case / "ct.nii.gz").read_bytes() == before
+    # an output inside the input's folder is fine: nothing of the input is replaced
+    assert main(["predict", "oar-ct", "--input", f"ct={case / 'ct.nii.gz'}", "--output",
+                 str(case / "results"), "--progress", "none"]) in (0, 2)
+    assert "would delete it" not in capsys.readouterr().err

@@ -22,7 +22,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from oncoseg.errors import InputError
@@ -115,6 +115,20 @@ def check_output_place(path: str | os.PathLike[str], label: str = "") -> None:
     if not path.exists() and not os.access(ancestor, os.W_OK | os.X_OK):
         raise InputError(f"{label}{path}", f"cannot be created: this user may not write in "
                          f"{ancestor}")
+
+
+def check_output_apart(output: str | os.PathLike[str],
+                       inputs: Iterable[tuple[str, str | os.PathLike[str]]],
+                       label: str = "") -> None:
+    """Refuse an output that is, or holds, one of the ``inputs`` ((what, path) pairs): writing
+    the output replaces it whole (``--overwrite``), so the input would be deleted."""
+    out = Path(output).resolve()
+    for what, path in inputs:
+        source = Path(path).resolve()
+        if source == out or out in source.parents:
+            raise InputError(f"{label}{output}", f"{'is' if source == out else 'holds'} "
+                             f"{what} ({path}): writing the results there would delete it; "
+                             "choose another output")
 
 
 def unfinished_parts(target: str | os.PathLike[str]) -> list[Path]:
