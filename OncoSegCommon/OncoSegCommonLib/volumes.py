@@ -131,13 +131,13 @@ def refuse_file_cut_short(what: str, node: Any, image: sitk.Image) -> None:
     same file (:func:`oncoseg.io.nifti.nonfinite_voxels`)."""
     from pathlib import Path
 
-    from oncoseg.io.nifti import nonfinite_voxels
+    from oncoseg.io.nifti import check_complete
 
     loaded = _loaded_file(node, image)
     if loaded is None:
         return
     try:
-        nonfinite_voxels(loaded[0])
+        check_complete(loaded[0])  # by its length where it can: this runs on Slicer's main thread
     except InputError as error:
         raise InputError(what, f"was loaded from {Path(loaded[0]).name}, which "
                          f"{error.problem}") from None
