@@ -305,18 +305,22 @@ def check_input_sizes(paths: dict[str, str], selectors: dict[str, str]) -> None:
 
 
 def read_inputs(paths: dict[str, str], selectors: dict[str, str]
-                ) -> tuple[dict[str, Any], list[str]]:
-    """The input images by role, and the reading notes (a DICOM series resampled onto a
-    regular grid ...) in words for the terminal and result.json."""
+                ) -> tuple[dict[str, Any], list[str], dict[str, dict[str, str]]]:
+    """The input images by role, the reading notes (a DICOM series resampled onto a regular
+    grid ...) in words for the terminal and result.json, and each DICOM input's identity
+    (series, study, frame of reference, patient: :func:`series_identity`)."""
+    from oncoseg.io.dicom_series import series_identity
     from oncoseg.io.volumes import read_volume
 
-    images, notes = {}, []
+    images, notes, identities = {}, [], {}
     for role, path in paths.items():
         with _choosing_series(role):
             volume = read_volume(path, selectors.get(role))
         images[role] = volume.image
         notes += [f"input {role}: {note}" for note in volume.notes]
-    return images, notes
+        if volume.series is not None:
+            identities[role] = series_identity(volume.series)
+    return images, notes, identities
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:
@@ -385,7 +389,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         seed_lps_mm=parse_point(args.seed_point) if args.seed_point else None,
         roi_lps_mm=parse_numbers(args.roi, 6, "--roi", "X0,Y0,Z0,X1,Y1,Z1 (LPS, mm)")
         if args.roi else None))
-    images, reading_notes = read_inputs(
+    images, reading_notes, input_series = read_inputs(
         {r: p for r, p in paths.items() if not (dwi and r == diffusion.DWI_ROLE)}, selectors)
     if dwi:  # its reading notes come with the b-value choice the task reports
         images[diffusion.DWI_ROLE] = diffusion.read_diffusion(
@@ -396,7 +400,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     prediction.timings.setdefault("total", time.perf_counter() - started)
     prediction.messages[:0] = reading_notes  # printed below and kept in result.json
     write_prediction(prediction, args.output, {r: str(p) for r, p in paths.items()},
-                     overwrite=args.overwrite, probability_format=args.probability_format)
+                     overwrite=args.overwrite, probability_format=args.probability_format,
+                     input_series=input_series)
     for message in prediction.messages:
         print(f"note: {message}", file=sys.stderr)
     print(f"Results written to {args.output}/")

@@ -35,7 +35,12 @@ from oncoseg.geometry import check_overlap, same_grid, voxel_volume_ml
 from oncoseg.io.atomic import refuse_existing
 from oncoseg.io.dicom import Algorithm
 from oncoseg.io.dicom_geometry import SlicePlane, plan_stack
-from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, reference_planes
+from oncoseg.io.dicom_series import (
+    DicomSeries,
+    choose_dicom_series,
+    reference_planes,
+    series_identity,
+)
 from oncoseg.io.segnrrd import Segment, Segmentation, read_seg_nrrd, write_seg_nrrd
 from oncoseg.io.volumes import read_image, write_image
 from oncoseg.structure_names import DEFAULT_NAMING, structure_name
@@ -334,6 +339,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
                              "predict output folder: name the folder, its result.json or its "
                              "segmentation")
         series = choose_dicom_series(reference, series_uid) if reference is not None else None
+        check_reference_matches(found[1], series, reference)
         return export_report(*found, output, series, seg_file, overwrite, label, naming)
     if fmt == FRACTIONAL:
         if found is None or not found[1].get("files", {}).get("probabilities"):
@@ -345,6 +351,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
         folder, document = found
         maps = result_maps(folder, document["files"]["probabilities"])
         series = choose_dicom_series(reference, series_uid) if reference is not None else None
+        check_reference_matches(document, series, reference)
         return export_probabilities(maps, result_segments(document, list(maps)), output,
                                     series, overwrite, label,
                                     Algorithm.of_model(document.get("model")),
@@ -358,9 +365,39 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
         source = found[0] / relative
     segmentation = load_segmentation(source, task)
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
+    check_reference_matches(found[1] if found else None, series, reference)
     return export_segmentation(segmentation, output, fmt, series, overwrite, label,
                                Algorithm.of_model(found[1].get("model")) if found else
                                Algorithm(), naming, str(source))
+
+
+def check_reference_matches(document: Mapping[str, Any] | None, series: DicomSeries | None,
+                            reference: str | os.PathLike[str] | None) -> None:
+    """Refuse a reference series in another frame of reference, or of another patient, than
+    the DICOM series a ``predict`` folder's result was computed on (``input_series`` of its
+    ``result.json``): points in one frame of reference say nothing of another, and the export
+    would carry that other series' patient. A series of the same frame of reference (another
+    series of the same study and session) may be referenced."""
+    recorded = [(role, ident) for role, ident in (document or {}).get("input_series", {})
+                .items() if ident.get("frame_of_reference_uid")]
+    if series is None or not recorded:
+        return
+    ident = series_identity(series)
+    frames = {i["frame_of_reference_uid"] for _, i in recorded}
+    patients = {i.get("patient_id", "") for _, i in recorded} - {""}
+    other_patient = ident.get("patient_id") and patients and ident["patient_id"] not in patients
+    if ident.get("frame_of_reference_uid") in frames and not other_patient:
+        return
+    role, first = recorded[0]
+    raise InputError(f"--reference {reference}", (
+        f"holds series {ident.get('series_uid') or '(no UID)'} of patient "
+        f"'{ident.get('patient_id', '')}' in frame of reference "
+        f"{ident.get('frame_of_reference_uid') or '(none)'}; the result was computed on input "
+        f"{role}, series {first.get('series_uid')} of patient '{first.get('patient_id', '')}' "
+        f"in frame of reference {first['frame_of_reference_uid']}: "
+        + ("another patient" if other_patient else "coordinates in one frame of reference say "
+           "nothing of another")
+        + "; name the series the prediction read"))
 
 
 def prediction_folder(path: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]] | None:

@@ -232,9 +232,12 @@ def file_stem(name: str) -> str:
 
 def result_document(prediction: Prediction, input_paths: dict[str, str],
                     probability_format: str = DEFAULT_PROBABILITY_FORMAT,
-                    volumes: Mapping[str, float] | None = None) -> dict[str, Any]:
+                    volumes: Mapping[str, float] | None = None,
+                    input_series: Mapping[str, Mapping[str, str]] | None = None
+                    ) -> dict[str, Any]:
     """What ``result.json`` holds; ``volumes`` (segment name -> mL), when the caller has them
-    already, spare counting the label map again."""
+    already, spare counting the label map again; ``input_series``: each DICOM input's series,
+    study, frame of reference and patient (an export checks its reference against them)."""
     reference = prediction.labels if prediction.labels is not None else \
         prediction.images[prediction.display_role]
     if volumes is None:
@@ -244,6 +247,8 @@ def result_document(prediction: Prediction, input_paths: dict[str, str],
         "task": prediction.task,
         "model": prediction.model,
         "inputs": input_paths,
+        **({"input_series": {r: dict(v) for r, v in input_series.items()}}
+           if input_series else {}),
         "reference_grid": {
             "size": list(reference.GetSize()),
             "spacing_mm": list(reference.GetSpacing()),
@@ -315,7 +320,8 @@ def write_probability_map(probabilities: Mapping[str, sitk.Image], name: str, pa
 
 def write_prediction(prediction: Prediction, output: str | os.PathLike[str],
                      input_paths: dict[str, str], overwrite: bool = False,
-                     probability_format: str = DEFAULT_PROBABILITY_FORMAT) -> Path:
+                     probability_format: str = DEFAULT_PROBABILITY_FORMAT,
+                     input_series: Mapping[str, Mapping[str, str]] | None = None) -> Path:
     """Write the whole output folder, or nothing. Probability maps are read (and, for
     :class:`ResampledMaps`, resampled) one at a time and written in ``probability_format``."""
     from oncoseg.overview import save_overview
@@ -333,7 +339,7 @@ def write_prediction(prediction: Prediction, output: str | os.PathLike[str],
         shown = overview_prediction(prediction)
         save_overview(shown, folder / files["overview"])
         document = result_document(prediction, input_paths, probability_format,
-                                   shown.segment_volumes_ml())
+                                   shown.segment_volumes_ml(), input_series)
         text = json.dumps(document, indent=2) + "\n"
         (folder / files["result"]).write_text(text, encoding="utf-8")
     return Path(output)

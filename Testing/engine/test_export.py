@@ -528,6 +528,47 @@ def predicted(ct_case, tmp_path_factory):
     return out
 
 
+def test_an_export_refuses_a_reference_of_another_patient_or_frame_of_reference(
+        ct_case, predicted, tmp_path, capsys):
+    """A --reference folder of another patient with the same protocol (the same grid) was
+    taken: its frames placed by resampling, the export carrying that patient's name. The
+    result now names the series it was computed on, and an export checks its reference."""
+    import json
+
+    case, _, _ = ct_case
+    recorded = json.loads((predicted / "result.json").read_text())["input_series"]["ct"]
+    first = pydicom.dcmread(next(case.glob("CT_*.dcm")), stop_before_pixels=True)
+    assert recorded == {"series_uid": first.SeriesInstanceUID,
+                        "study_uid": first.StudyInstanceUID,
+                        "frame_of_reference_uid": first.FrameOfReferenceUID,
+                        "patient_id": first.PatientID}
+    segmentation = str(predicted / "segmentation.seg.nrrd")
+    # another series of the same session (the same frame of reference): allowed
+    same_frame = tmp_path / "same_frame"
+    shutil.copytree(case, same_frame, ignore=shutil.ignore_patterns("RS_*"))
+    set_attributes(sorted(same_frame.glob("*.dcm")), SeriesInstanceUID=pydicom.uid.generate_uid())
+    assert main(["export", segmentation, "--format", "dicom-seg", "--reference", str(same_frame),
+                 "--output", str(tmp_path / "same.dcm")]) == 0
+    # another patient scanned the same way: refused, naming both
+    other = tmp_path / "other"
+    shutil.copytree(case, other, ignore=shutil.ignore_patterns("RS_*"))
+    set_attributes(sorted(other.glob("*.dcm")), PatientID="OTHER-42",
+                   FrameOfReferenceUID=pydicom.uid.generate_uid(),
+                   SeriesInstanceUID=pydicom.uid.generate_uid())
+    capsys.readouterr()
+    for fmt in ("dicom-seg", "rtstruct", "dicom-sr"):
+        assert main(["export", segmentation, "--format", fmt, "--reference", str(other),
+                     "--output", str(tmp_path / f"other-{fmt}.dcm")]) == 2
+        error = capsys.readouterr().err
+        assert "of patient 'OTHER-42'" in error and "another patient" in error, error
+        assert f"of patient '{first.PatientID}'" in error
+    assert not list(tmp_path.glob("other-*"))
+    # the same frame of reference, but another patient's name on it: refused too
+    set_attributes(sorted(same_frame.glob("*.dcm")), PatientID="OTHER-43")
+    assert main(["export", segmentation, "--format", "rtstruct", "--reference",
+                 str(same_frame), "--output", str(tmp_path / "renamed.dcm")]) == 2
+
+
 @pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct", "dicom-sr"])
 def test_exports_name_the_model_file_that_made_them(ct_case, predicted, tmp_path, fmt):
     """IHE AI Results: the algorithm's identity in the object. result.json names the model

@@ -67,7 +67,7 @@ def test_a_sform_mirroring_the_qform_is_read_with_the_qform_and_named(tmp_path, 
         "(ALIGNED_ANAT)" in note
     assert "use its sform (ALIGNED_ANAT, orientation RAS): the mirror image of that" in note
     # the prediction's terminal and result.json get it with the input's role
-    _, notes = read_inputs({"t2w": str(path)}, {})
+    _, notes, _ = read_inputs({"t2w": str(path)}, {})
     assert notes == [f"input t2w: {note}"]
     # and `oncoseg info` says it
     assert main(["info", str(path), "--json"]) == 0

@@ -614,6 +614,20 @@ def missing_reference_uids(headers: Sequence[tuple[str, pydicom.Dataset]]) -> li
     return problems
 
 
+SERIES_IDENTITY = {"series_uid": "SeriesInstanceUID", "study_uid": "StudyInstanceUID",
+                   "frame_of_reference_uid": "FrameOfReferenceUID", "patient_id": "PatientID"}
+
+
+def series_identity(series: DicomSeries) -> dict[str, str]:
+    """Whose images these are and in which coordinates: the series, study, frame of reference
+    and patient of its first file (what ``result.json`` records of a DICOM input, and what an
+    export's reference is checked against)."""
+    header = read_dicom_header(series.files[0], list(SERIES_IDENTITY.values())) \
+        if series.files else None
+    return {key: str(getattr(header, keyword, "") or "").strip()
+            for key, keyword in SERIES_IDENTITY.items()} if header is not None else {}
+
+
 def check_referenceable(headers: Sequence[tuple[str, pydicom.Dataset]], name: str) -> None:
     """Refuse (naming the attributes) images without usable UIDs: anonymisers that blank them
     leave a DICOM SEG or RTSTRUCT nothing to reference. Volume formats (NIfTI, NRRD) need no
