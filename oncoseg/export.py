@@ -339,7 +339,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
                              "predict output folder: name the folder, its result.json or its "
                              "segmentation")
         series = choose_dicom_series(reference, series_uid) if reference is not None else None
-        check_reference_matches(found[1], series, reference)
+        check_reference_matches(found[1].get("input_series"), series, reference)
         return export_report(*found, output, series, seg_file, overwrite, label, naming)
     if fmt == FRACTIONAL:
         if found is None or not found[1].get("files", {}).get("probabilities"):
@@ -351,7 +351,7 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
         folder, document = found
         maps = result_maps(folder, document["files"]["probabilities"])
         series = choose_dicom_series(reference, series_uid) if reference is not None else None
-        check_reference_matches(document, series, reference)
+        check_reference_matches(document.get("input_series"), series, reference)
         return export_probabilities(maps, result_segments(document, list(maps)), output,
                                     series, overwrite, label,
                                     Algorithm.of_model(document.get("model")),
@@ -365,21 +365,24 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
         source = found[0] / relative
     segmentation = load_segmentation(source, task)
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
-    check_reference_matches(found[1] if found else None, series, reference)
+    check_reference_matches(found[1].get("input_series") if found else None, series,
+                            reference)
     return export_segmentation(segmentation, output, fmt, series, overwrite, label,
                                Algorithm.of_model(found[1].get("model")) if found else
                                Algorithm(), naming, str(source))
 
 
-def check_reference_matches(document: Mapping[str, Any] | None, series: DicomSeries | None,
+def check_reference_matches(computed_on: Mapping[str, Mapping[str, str]] | None,
+                            series: DicomSeries | None,
                             reference: str | os.PathLike[str] | None) -> None:
     """Refuse a reference series in another frame of reference, or of another patient, than
-    the DICOM series a ``predict`` folder's result was computed on (``input_series`` of its
-    ``result.json``): points in one frame of reference say nothing of another, and the export
-    would carry that other series' patient. A series of the same frame of reference (another
-    series of the same study and session) may be referenced."""
-    recorded = [(role, ident) for role, ident in (document or {}).get("input_series", {})
-                .items() if ident.get("frame_of_reference_uid")]
+    the DICOM series a result was computed on (``computed_on``: input role -> its
+    :func:`series_identity`, as ``result.json`` records them under ``input_series``): points
+    in one frame of reference say nothing of another, and the export would carry that other
+    series' patient. A series of the same frame of reference (another series of the same
+    study and session) may be referenced."""
+    recorded = [(role, ident) for role, ident in (computed_on or {}).items()
+                if ident.get("frame_of_reference_uid")]
     if series is None or not recorded:
         return
     ident = series_identity(series)

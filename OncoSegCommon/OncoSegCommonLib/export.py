@@ -27,12 +27,14 @@ from oncoseg.errors import InputError
 from oncoseg.export import (
     ExportResult,
     LazyMaps,
+    check_reference_matches,
     export_measurements,
     export_probabilities,
     export_segmentation,
 )
 from oncoseg.export_formats import DICOM_FORMATS, FRACTIONAL, REPORT
 from oncoseg.io.dicom import Algorithm
+from oncoseg.io.dicom_series import series_identity
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
 from oncoseg.structure_names import DEFAULT_NAMING
@@ -105,6 +107,11 @@ def referenced_series(volume_node: Any, what: str, series_folder: str | None = N
     ``series_folder``, else the one the node was loaded from; refused when there is none."""
     series = choose_dicom_series(series_folder, series_uid) if series_folder else \
         series_of_volume(volume_node, database)
+    if series_folder:  # chosen by hand: of the patient and coordinates the volume came from
+        own = series_of_volume(volume_node, database)
+        if own is not None:
+            check_reference_matches({volume_node.GetName(): series_identity(own)}, series,
+                                    series_folder)
     if series is None:
         raise InputError(volume_node.GetName(), f"was not loaded from Slicer's DICOM database, "
                          f"so {what} needs the folder of its DICOM series")

@@ -18,6 +18,7 @@ from oncoseg.tasks import SegmentSpec
 from oncoseg.terminology import Terminology
 from OncoSegCommonLib.export import (
     INSTANCE_UIDS_ATTRIBUTE,
+    SERIES_FOLDER_ATTRIBUTE,
     export_node,
     segmentation_of_node,
     series_of_volume,
@@ -120,6 +121,31 @@ def test_dicom_export_without_a_series_is_refused_and_changes_nothing(mrml, node
     assert result.path.exists()
     with pytest.raises(InputError, match="already exists"):
         export_node(node, volume, str(tmp_path / "rs.dcm"), "rtstruct", series_folder=str(case))
+
+
+def test_a_series_folder_of_another_patient_is_refused_for_a_volume_from_dicom(mrml, nodes,
+                                                                               tmp_path):
+    """The series folder a reader picks by hand must be of the patient and frame of
+    reference the volume came from: an export against another patient's series of the same
+    protocol carried that patient's name (until 2026-12-06)."""
+    import shutil
+
+    from dicom_ct import set_attributes
+
+    case, _, volume, node = nodes
+    volume.SetAttribute(SERIES_FOLDER_ATTRIBUTE, str(case))
+    other = tmp_path / "other"
+    shutil.copytree(case, other, ignore=shutil.ignore_patterns("RS_*"))
+    set_attributes(sorted(other.glob("*.dcm")), PatientID="OTHER-7",
+                   FrameOfReferenceUID=pydicom.uid.generate_uid(),
+                   SeriesInstanceUID=pydicom.uid.generate_uid())
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"of patient 'OTHER-7'.*another patient"):
+        export_node(node, volume, str(tmp_path / "seg.dcm"), "dicom-seg",
+                    series_folder=str(other))
+    assert mrml.node_names() == before and not (tmp_path / "seg.dcm").exists()
+    assert export_node(node, volume, str(tmp_path / "seg.dcm"), "dicom-seg",
+                       series_folder=str(case)).path.exists()
 
 
 def test_seg_nrrd_export_reads_back(nodes, tmp_path):
