@@ -56,12 +56,10 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
         (folder / "imagesTr").mkdir()
         (folder / "labelsTr").mkdir()
         for case in dataset.cases:
-            first = None
-            for index, role in enumerate(roles):
-                target = folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz"
-                image = _nifti_copy(Path(case.images[role]), target, case.info.get("series_uid"))
-                if index == 0:
-                    first = image if image is not None else read_volume(target).image
+            converted = [_nifti_copy(Path(case.images[role]),
+                                     folder / "imagesTr" / f"{case.id}_{index:04d}.nii.gz",
+                                     case.info.get("series_uid"))
+                         for index, role in enumerate(roles)]
             target = folder / "labelsTr" / f"{case.id}.nii.gz"
             label_map = case.info.get("label_map")
             if label_name in case.labels and label_map:  # e.g. BraTS 2017-2021: enhancing 4
@@ -69,7 +67,9 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
                                {int(k): int(v) for k, v in label_map.items()})
             elif label_name in case.labels:
                 _nifti_copy(Path(case.labels[label_name]), target)
-            elif label_reader is not None and first is not None:
+            elif label_reader is not None:
+                first = converted[0] if converted[0] is not None else \
+                    read_volume(folder / "imagesTr" / f"{case.id}_0000.nii.gz").image
                 write_image(image_like(label_reader(case, first).astype(np.uint8), first),
                             target)
         description = {
