@@ -20,6 +20,7 @@ import SimpleITK as sitk
 
 from oncoseg import verbs
 from oncoseg.errors import InputError
+from oncoseg.io.volumes import refuse_sheared
 from oncoseg.method import Hints, RunContext, demo_model_file
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
@@ -155,6 +156,7 @@ class TaskLogic:
         images = self.images(chosen)
         for role, node in chosen.items():
             if isinstance(images.get(role), sitk.Image):
+                refuse_sheared(images[role], f"{role} ('{node.GetName()}')")  # Slicer keeps it
                 refuse_file_cut_short(f"{role} ('{node.GetName()}')", node, images[role])
         self.task.check_images(images)
         notes = [f"input {role}: {note}" for role, node in chosen.items()

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from nifti_placements import mirrored_in_x
 
 nib = pytest.importorskip("nibabel")
@@ -110,6 +111,29 @@ def test_a_sheared_placement_is_refused_in_words(tmp_path, capsys):
         read_volume(path)
     assert main(["info", str(path)]) == 2
     assert "resample it onto one first" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ending", [".nrrd", ".mha"])
+def test_a_sheared_nrrd_or_metaimage_is_refused_like_a_sheared_nifti(tmp_path, ending):
+    """ITK reads these with the shear kept in the direction matrix (a 73-degree angle between
+    the voxel axes here), which OncoSeg read without a word until 2026-12-06."""
+    import nrrd
+
+    array = np.zeros((8, 10, 12), np.int16)
+    path = tmp_path / f"sheared{ending}"
+    if ending == ".nrrd":
+        nrrd.write(str(path), array, {"space": "left-posterior-superior", "space origin":
+                                      np.zeros(3), "space directions": np.array(
+                                          [[1.0, 0, 0], [0.3, 1.0, 0], [0, 0, 3.0]])})
+    else:
+        path.write_text("ObjectType = Image\nNDims = 3\nTransformMatrix = 1 0 0 0.287 0.958 0 "
+                        "0 0 1\nOffset = 0 0 0\nElementSpacing = 1 1 3\nDimSize = 12 10 8\n"
+                        "ElementType = MET_SHORT\nElementDataFile = sheared.raw\n")
+        (tmp_path / "sheared.raw").write_bytes(array.tobytes())
+    assert abs(np.dot(*np.asarray(sitk.ReadImage(str(path)).GetDirection()).reshape(3, 3).T[:2])
+               ) > 0.2  # ITK keeps it
+    with pytest.raises(InputError, match=rf"sheared\{ending}: its voxel axes are not at right"):
+        read_volume(path)
 
 
 def test_a_diffusion_series_in_one_4d_file_carries_the_note(tmp_path):

@@ -220,6 +220,30 @@ def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_pat
                        RunRequest(model=str(model), device="cpu")).notes == []
 
 
+def test_a_node_with_a_sheared_grid_is_refused(toy, mrml, tmp_path):
+    """Slicer keeps a NRRD's shear in the node's IJK-to-RAS matrix (read on slicer-core): the
+    run refuses it by name, as the CLI refuses the file."""
+    import nrrd
+    import slicer
+
+    task, _, model = toy
+    nrrd.write(str(tmp_path / "sheared.nrrd"), np.zeros((12, 10, 8), np.int16),
+               {"space": "left-posterior-superior", "space origin": np.zeros(3),
+                "space directions": np.array([[1.0, 0, 0], [0.3, 1.0, 0], [0, 0, 3.0]])})
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(tmp_path / "sheared.nrrd"))
+    mrml.scene.AddNode(storage)
+    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sheared")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node) == 1
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"image \('sheared'\): its voxel axes are not at "
+                       "right angles"):
+        logic_for(mrml, task.name).start({"image": node},
+                                         RunRequest(model=str(model), device="cpu"))
+    assert mrml.node_names() == before
+
+
 def test_a_label_map_given_for_a_scan_is_refused_by_name_and_a_mask_role_takes_one(mrml):
     from oncoseg.tasks import get_task
     from OncoSegCommonLib.tasklogic import refuse_label_maps

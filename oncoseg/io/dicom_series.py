@@ -386,10 +386,16 @@ def itk_error_message(error: Exception) -> str:
     if text.startswith("Unable to determine ImageIO reader"):
         return UNDECODABLE
     if "orthonormal direction cosines" in text:  # ITK: a sheared NIfTI sform, no qform
-        return ("its voxel axes are not at right angles or not scaled like its spacing (a "
-                "sheared placement, e.g. a NIfTI sform without a qform): ITK and 3D Slicer "
-                "place only rotated, orthogonal grids; resample it onto one first")
+        return SHEARED
     return text
+
+
+# what a grid whose axes are not at right angles is told (ITK refuses a sheared NIfTI sform;
+# it reads a sheared NRRD or MetaImage and keeps the shear in its direction matrix)
+SHEARED = ("its voxel axes are not at right angles or not scaled like its spacing (a sheared "
+           "placement: a NIfTI sform without a qform, NRRD space directions at other angles): "
+           "OncoSeg, like ITK's NIfTI reader and DICOM, places only rotated, orthogonal grids; "
+           "resample it onto one first")
 
 
 class _QuietITK:

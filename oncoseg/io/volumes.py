@@ -12,11 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.dicom_series import (
+    SHEARED,
     DicomSeries,
     choose_dicom_series,
     dicom_series_from_files,
@@ -95,7 +97,19 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
             message = ("its voxel data could not be read in full: the file is cut short, or "
                        "the data file its header names is missing")
         raise InputError(str(path), f"is not a readable image ({message})") from None
+    refuse_sheared(image, str(path))
     return ReadResult(restore_nonfinite(image, p), placement_notes(image, p))
+
+
+def refuse_sheared(image: sitk.Image, what: str) -> None:
+    """Refuse a grid whose axes are not at right angles (beyond 1e-3 in their cosines: float
+    and text rounding stay below): a NRRD or MetaImage file may store a shear, which ITK keeps
+    in the direction matrix and every resampling, reorientation and DICOM export after it would
+    carry or drop silently."""
+    dimension = image.GetDimension()
+    direction = np.asarray(image.GetDirection(), float).reshape(dimension, dimension)
+    if not np.allclose(direction.T @ direction, np.eye(dimension), atol=1e-3):
+        raise InputError(what, SHEARED)
 
 
 def placement_notes(source: sitk.Image | sitk.ImageFileReader, path: str | os.PathLike[str]
