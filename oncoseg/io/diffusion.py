@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like
+from oncoseg.io.volumes import read_volume_file
 
 # The roles a multi-b DWI input stands for (the rectal task's inputs).
 DWI_ROLE, B0_ROLE, HIGH_B_ROLE = "dwi", "dwi_b0", "dwi_b1000"
@@ -317,21 +318,6 @@ def read_diffusion(path: str | os.PathLike[str], series: str | None = None) -> D
                      "NIfTI (.nii/.nii.gz) with its .bval file, or a DWMRI NRRD")
 
 
-def _read_volume_file(path: Path) -> sitk.Image:
-    """The file as SimpleITK reads it, a NIfTI file checked against its header and its NaN
-    voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`)."""
-    from oncoseg.io.nifti import restore_nonfinite
-
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as error:
-        from oncoseg.io.dicom_series import itk_error_message
-
-        raise InputError(str(path), f"is not a readable image ({itk_error_message(error)})") \
-            from None
-    return restore_nonfinite(image, path)
-
-
 def _frames_of_4d(image: sitk.Image, name: str) -> list[sitk.Image]:
     """The 3D volumes of a 4D image (or the components of a vector image)."""
     if image.GetNumberOfComponentsPerPixel() > 1 and image.GetDimension() == 3:
@@ -398,7 +384,7 @@ def read_nifti_diffusion(path: str | os.PathLike[str]) -> DiffusionSeries:
     from oncoseg.io.nifti import orientation_notes
 
     path = Path(path)
-    image = _read_volume_file(path)
+    image = read_volume_file(path)
     frames = _frames_of_4d(image, str(path))
     bvals = bval_sidecar(path)
     if bvals is None:
@@ -427,7 +413,7 @@ def read_nrrd_diffusion(path: str | os.PathLike[str]) -> DiffusionSeries:
     gradient i has b_i = b * (|g_i| / max |g|)^2 (the NA-MIC convention Slicer's
     vtkMRMLNRRDStorageNode::ParseDiffusionInformation reads)."""
     path = Path(path)
-    image = _read_volume_file(path)
+    image = read_volume_file(path)
     keys = {k: image.GetMetaData(k).strip() for k in image.GetMetaDataKeys()}
     if "DWMRI_b-value" not in keys:
         raise InputError(str(path), "has no b-values: a NRRD needs the 'DWMRI_b-value' and "

@@ -89,8 +89,16 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
             series = dicom_series_from_files([p])
             volume = read_series(series)
             return ReadResult(volume.image, volume.notes, series)
+    image = read_volume_file(p)
+    return ReadResult(image, placement_notes(image, p))
+
+
+def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
+    """A volume file (NRRD, NIfTI, MHA, 4D included) as SimpleITK reads it, checked: an
+    unreadable file named in words, a sheared grid refused, a NIfTI file cut short refused and
+    its NaN voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`)."""
     try:
-        image = sitk.ReadImage(str(p))
+        image = sitk.ReadImage(str(path))
     except RuntimeError as error:
         message = itk_error_message(error)
         if "No such file or directory" in message:  # MetaImage's stale errno: the file is here
@@ -98,7 +106,7 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
                        "the data file its header names is missing")
         raise InputError(str(path), f"is not a readable image ({message})") from None
     refuse_sheared(image, str(path))
-    return ReadResult(restore_nonfinite(image, p), placement_notes(image, p))
+    return restore_nonfinite(image, path)
 
 
 def refuse_sheared(image: sitk.Image, what: str) -> None:
