@@ -444,9 +444,13 @@ def _stored_frames(path: str) -> np.ndarray:
     return array if array.ndim > 2 and array.shape[0] > 1 else array[None]
 
 
-def decoded_frames(path: str) -> np.ndarray:
+def decoded_frames(path: str, single_frame: bool = False) -> np.ndarray:
     """(frames, rows, columns[, components]) of one file in the modality's values, each frame
-    rescaled by its own slope and intercept. GDCM's RuntimeError passes through."""
+    rescaled by its own slope and intercept. ``single_frame``: the caller knows the file holds
+    one frame, whose one rescale GDCM applies (its header is not read again). GDCM's
+    RuntimeError passes through."""
+    if single_frame:
+        return _frames(sitk.ReadImage(path))
     header = pydicom.dcmread(path, stop_before_pixels=True)
     planes = slice_planes(path, header) if int(header.get("NumberOfFrames", 1) or 1) > 1 \
         else None
@@ -470,7 +474,7 @@ def _pixels(planes: Sequence[SlicePlane]) -> np.ndarray:
     out = []
     for plane in planes:
         if plane.file not in stacks:
-            frames = decoded_frames(plane.file)
+            frames = decoded_frames(plane.file, single_frame=plane.frame is None)
             stacks[plane.file] = frames if uniform else frames.astype(np.float32, copy=False)
         out.append(stacks[plane.file][plane.frame or 0])
     return np.stack(out)

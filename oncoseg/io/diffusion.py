@@ -718,7 +718,9 @@ class _Pixels:
             from oncoseg.io.dicom_series import decoded_frames, itk_error_message
 
             try:
-                self.files[plane.file] = decoded_frames(plane.file)
+                # a mosaic is one frame of tiles: its plane's frame is the tile
+                self.files[plane.file] = decoded_frames(
+                    plane.file, single_frame=plane.frame is None or bool(frame.mosaic_tiles))
             except RuntimeError as error:
                 raise InputError(plane.file, "DICOM image could not be decoded "
                                  f"({itk_error_message(error)})") from None
