@@ -179,8 +179,7 @@ class TaskLogic:
                              self.child_python)
         prediction = verbs.predict(self.task, started.images, request.model,
                                    request.overrides, context, request.hints)
-        if started.notes:  # shown with the result, as the CLI shows them
-            prediction.messages[:0] = started.notes
+        prediction.messages[:0] = started.notes  # shown with the result, as the CLI does
         return prediction
 
     def reference(self, prediction: Prediction, started: StartedRun) -> Any:
