@@ -179,7 +179,8 @@ class TaskLogic:
                              self.child_python)
         prediction = verbs.predict(self.task, started.images, request.model,
                                    request.overrides, context, request.hints)
-        prediction.messages[:0] = started.notes  # shown with the result, as the CLI does
+        if started.notes:  # shown with the result, as the CLI shows them
+            prediction.messages[:0] = started.notes
         return prediction
 
     def reference(self, prediction: Prediction, started: StartedRun) -> Any:
