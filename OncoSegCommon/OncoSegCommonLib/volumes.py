@@ -94,11 +94,12 @@ def _loaded_file(node: Any, image: sitk.Image) -> tuple[str, sitk.ImageFileReade
     header is read."""
     from pathlib import Path
 
+    from oncoseg.io.nifti import is_nifti
     from oncoseg.io.volumes import is_volume_file
 
     storage = node.GetStorageNode() if hasattr(node, "GetStorageNode") else None
     name = storage.GetFileName() if storage is not None else None
-    if not name or not is_volume_file(name) or not Path(name).is_file():
+    if not name or not (is_volume_file(name) or is_nifti(name)) or not Path(name).is_file():
         return None
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(name))

@@ -41,7 +41,7 @@ def nan_array():
     return array
 
 
-@pytest.mark.parametrize("ending", [".nii", ".nii.gz", ".nrrd", ".mha"])
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz", ".hdr", ".img.gz", ".nrrd", ".mha"])
 def test_nan_and_inf_are_read_and_named_in_every_format(tmp_path, ending):
     array = nan_array()
     image = sitk.GetImageFromArray(array)
@@ -86,19 +86,21 @@ def test_nifti_scaling_and_integer_files(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [np.int16, np.float32])
-@pytest.mark.parametrize("ending", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("ending", [".nii", ".nii.gz", ".hdr", ".img.gz"])
 def test_a_nifti_file_cut_short_is_refused_not_read_as_zeros(tmp_path, ending, dtype):
     """An interrupted copy or download: ITK (so SimpleITK and 3D Slicer) reads what there is
-    and leaves the rest zero without a word; nibabel refuses the file, and so does OncoSeg."""
+    and leaves the rest zero without a word; nibabel refuses the file, and so does OncoSeg.
+    A NIfTI pair (.hdr and .img, gzipped or not) is its voxel file cut short."""
     array = (np.random.default_rng(0).normal(size=(12, 30, 40)) * 100).astype(dtype)
-    whole = tmp_path / f"ct{ending}"
-    sitk.WriteImage(sitk.GetImageFromArray(array), str(whole))
-    data = whole.read_bytes()
-    cut = tmp_path / f"cut{ending}"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    whole, cut = tmp_path / f"ct{ending}", tmp_path / f"cut{ending}"
+    for path in (whole, cut):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(path))
+    voxels = tmp_path / ("cut" + ending.replace("hdr", "img"))
+    data = voxels.read_bytes()
+    voxels.write_bytes(data[: len(data) * 2 // 3])
     plain = sitk.GetArrayFromImage(sitk.ReadImage(str(cut)))
     assert plain.shape == array.shape and not np.array_equal(plain, array)
-    with pytest.raises(InputError, match=r"cut\.nii.*: is cut short"):
+    with pytest.raises(InputError, match=rf"cut\{ending}: is cut short"):
         read_image(cut)
     np.testing.assert_array_equal(sitk.GetArrayFromImage(read_image(whole)), array)
     assert main(["info", str(cut)]) == 2

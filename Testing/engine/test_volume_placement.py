@@ -99,6 +99,24 @@ def test_a_file_with_no_placement_says_laterality_is_unknown(tmp_path):
     path = _rewrite(DATA / "anatomical.nii", tmp_path / "analyze.nii", qcode=0, scode=0)
     [note] = read_volume(path).notes
     assert "holds no orientation" in note and "laterality" in note
+    assert "nibabel reads it as L, A, S" in note
+
+
+@pytest.mark.parametrize("name", ["scan.hdr", "scan.img"])
+def test_an_analyze_pair_says_laterality_is_unknown_and_how_nibabel_mirrors_it(tmp_path, name):
+    """An ANALYZE 7.5 pair (.hdr / .img) has no placement: ITK (so 3D Slicer) takes L, P, S axes
+    from origin 0, nibabel L, A, S centred: mirror images, silently in both. It was read
+    without a word (the NIfTI checks looked at .nii files only)."""
+    data = np.asanyarray(nib.load(DATA / "anatomical.nii").dataobj)
+    nib.save(nib.AnalyzeImage(data, np.diag([-2.0, 2.0, 2.2, 1.0])), tmp_path / "scan.hdr")
+    volume = read_volume(tmp_path / name)
+    [note] = volume.notes
+    assert note.startswith(f"{name} holds no orientation (an ANALYZE 7.5 header")
+    itk, nibabel = _itk_affine_ras(volume.image), nib.load(tmp_path / "scan.hdr").affine
+    assert nib.aff2axcodes(itk) == ("L", "P", "S") and nib.aff2axcodes(nibabel) == ("L", "A", "S")
+    assert np.linalg.det(itk[:3, :3]) * np.linalg.det(nibabel[:3, :3]) < 0  # mirror images
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image).transpose(2, 1, 0),
+                                  data)
 
 
 def test_a_sheared_placement_is_refused_in_words(tmp_path, capsys):

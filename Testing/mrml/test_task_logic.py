@@ -190,17 +190,20 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     assert logic.start({"image": node}, RunRequest(model=str(model), device="cpu")).notes == []
 
 
-def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_path):
-    """Slicer's reader loads an interrupted copy of a NIfTI file without a word (the missing
-    voxels zero); the run refuses it by name, as the CLI refuses the file."""
+@pytest.mark.parametrize("ending", [".nii", ".hdr", ".img"])
+def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_path, ending):
+    """Slicer's reader loads an interrupted copy of a NIfTI file (or of a NIfTI pair's voxel
+    file, loaded by its .hdr or its .img) without a word (the missing voxels zero); the run
+    refuses it by name, as the CLI refuses the file."""
     import slicer
 
     task, image, model = toy
-    whole = tmp_path / "whole.nii"
-    sitk.WriteImage(sitk.Cast(read_image(image), sitk.sitkFloat32), str(whole))
-    data = whole.read_bytes()
-    cut = tmp_path / "cut.nii"
-    cut.write_bytes(data[: len(data) * 2 // 3])
+    whole, cut = tmp_path / f"whole{ending}", tmp_path / f"cut{ending}"
+    for path in (whole, cut):
+        sitk.WriteImage(sitk.Cast(read_image(image), sitk.sitkFloat32), str(path))
+    voxels = cut.with_suffix(".nii" if ending == ".nii" else ".img")
+    data = voxels.read_bytes()
+    voxels.write_bytes(data[: len(data) * 2 // 3])
     nodes = {}
     for path in (whole, cut):
         storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
@@ -212,8 +215,8 @@ def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_pat
         nodes[path.stem] = node
     logic = logic_for(mrml, task.name)
     before = mrml.node_names()
-    with pytest.raises(InputError, match=r"image \('cut'\): was loaded from cut.nii, which is "
-                       "cut short"):
+    with pytest.raises(InputError, match=rf"image \('cut'\): was loaded from cut\{ending}, "
+                       "which is cut short"):
         logic.start({"image": nodes["cut"]}, RunRequest(model=str(model), device="cpu"))
     assert mrml.node_names() == before
     assert logic.start({"image": nodes["whole"]},

@@ -37,6 +37,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like
+from oncoseg.io.nifti import is_nifti
 from oncoseg.io.volumes import read_volume_file
 
 # The roles a multi-b DWI input stands for (the rectal task's inputs).
@@ -306,7 +307,7 @@ def read_diffusion(path: str | os.PathLike[str], series: str | None = None) -> D
     if p.is_dir():
         return read_dicom_diffusion(p, series)
     name = p.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if is_nifti(p):
         return read_nifti_diffusion(p)
     if name.endswith((".nrrd", ".nhdr")):
         return read_nrrd_diffusion(p)

@@ -17,6 +17,7 @@ import SimpleITK as sitk
 
 from oncoseg.io.dicom_geometry import slice_planes
 from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, read_dicom_header
+from oncoseg.io.nifti import is_nifti
 from oncoseg.memory import require_memory
 
 # Peak memory of SimpleITK's reader over the image it returns, measured on a 512 x 512 x 384
@@ -75,7 +76,7 @@ def _mha_compressed(path: Path) -> bool:
 
 def _read_factor(path: Path) -> float:
     name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
+    if is_nifti(path):
         return READ_FACTOR_NIFTI
     if name.endswith((".mha", ".mhd")) and _mha_compressed(path):
         return READ_FACTOR_COMPRESSED_MHA

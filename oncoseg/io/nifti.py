@@ -53,8 +53,42 @@ SCALED_GZIP_LEVEL = 1
 _QUANTISE_VOXELS = 1 << 21
 
 
+# A NIfTI file, or either file of a NIfTI-1 / ANALYZE 7.5 pair (header .hdr, voxels .img),
+# each perhaps gzipped: what ITK's NiftiImageIO (so 3D Slicer) reads
+_ENDINGS = (".nii", ".hdr", ".img")
+_PARTNER = {".hdr": ".img", ".img": ".hdr"}
+
+
+def _ending(path: str | os.PathLike[str]) -> str:
+    """'.nii', '.hdr' or '.img' for a NIfTI-family file (gzipped or not), else ''."""
+    name = str(path).lower()
+    name = name[:-3] if name.endswith(".gz") else name
+    return next((e for e in _ENDINGS if name.endswith(e)), "")
+
+
 def is_nifti(path: str | os.PathLike[str]) -> bool:
-    return str(path).lower().endswith((".nii", ".nii.gz"))
+    return bool(_ending(path))
+
+
+def _pair_file(path: Path, ending: str) -> Path:
+    """The partner of a pair's file with ``ending`` as nifti1_io looks for it: the same stem,
+    the ending in the given file's case, uncompressed first."""
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    stem, given = name[:-4], name[-4:]
+    ending = ending.upper() if given.isupper() else ending
+    candidates = [path.with_name(stem + ending + gz) for gz in ("", ".gz")]
+    return next((c for c in candidates if c.is_file()), candidates[0])
+
+
+def nifti_files(path: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """(header file, voxel file) of a NIfTI-family file: the same .nii(.gz) twice, or a pair's
+    .hdr and .img whichever of the two was named."""
+    path = Path(path)
+    ending = _ending(path)
+    if ending == ".nii":
+        return path, path
+    partner = _pair_file(path, _PARTNER[ending])
+    return (path, partner) if ending == ".hdr" else (partner, path)
 
 
 def _open(path: Path):
@@ -65,6 +99,7 @@ def _open(path: Path):
 class _VoxelData:
     """Where a NIfTI file's voxels lie and what its header declares of them."""
 
+    file: Path  # the file holding the voxels (a pair's .img)
     offset: int  # vox_offset: bytes before the first voxel (in the decompressed stream)
     nbytes: int  # the voxels' bytes: every dimension's size times bitpix / 8
     dtype: str | None  # numpy dtype with byte order of a real float datatype; None otherwise
@@ -73,9 +108,11 @@ class _VoxelData:
 
 
 def _voxel_data(path: Path) -> _VoxelData | None:
-    """What a NIfTI-1 or NIfTI-2 header says of its voxels; None for an unreadable header."""
+    """What a NIfTI-1, NIfTI-2 or ANALYZE 7.5 header says of its voxels; None for an
+    unreadable header."""
+    header_file, voxel_file = nifti_files(path)
     try:
-        with _open(path) as handle:
+        with _open(header_file) as handle:
             header = handle.read(540)
     except (OSError, EOFError, zlib.error):
         return None
@@ -105,13 +142,14 @@ def _voxel_data(path: Path) -> _VoxelData | None:
         slope, inter = 1.0, 0.0
     nbytes = int(np.prod([int(d) for d in dim[1:dim[0] + 1]], dtype=object)) * bitpix // 8
     float_type = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
-    return _VoxelData(int(offset), nbytes, float_type, float(slope), float(inter))
+    return _VoxelData(voxel_file, int(offset), nbytes, float_type, float(slope), float(inter))
 
 
 def _cut_short(path: Path, data: _VoxelData, held: int | None = None) -> InputError:
     held_text = f"{held:,}" if held is not None else "fewer"
+    holder = "the file" if data.file == path else f"its voxel file {data.file.name}"
     return InputError(str(path), f"is cut short: its header declares {data.nbytes:,} bytes of "
-                      f"voxels from byte {data.offset:,}, and the file holds {held_text} "
+                      f"voxels from byte {data.offset:,}, and {holder} holds {held_text} "
                       "(an interrupted copy or download); ITK and 3D Slicer read such a file "
                       "without a word, the missing voxels as zeros")
 
@@ -131,12 +169,16 @@ def _cut_short_by_length(path: Path, data: _VoxelData) -> bool | None:
     """Whether the file is cut short by what its length says: an uncompressed file's size,
     a compressed one's gzip trailer (False when it matches; None when it does not decide:
     several gzip members, or a cut stream whose last bytes happen to differ)."""
-    if not str(path).lower().endswith(".gz"):
-        size = path.stat().st_size
+    if not data.file.is_file():
+        raise InputError(str(path), f"its voxel file {data.file.name} is missing (a NIfTI or "
+                         "ANALYZE pair keeps its header in .hdr and its voxels in .img)")
+    if not str(data.file).lower().endswith(".gz"):
+        size = data.file.stat().st_size
         if size < data.offset + data.nbytes:
             raise _cut_short(path, data, max(0, size - data.offset))
         return False
-    return False if _gzip_trailer_size(path) == (data.offset + data.nbytes) % 2**32 else None
+    return False if _gzip_trailer_size(data.file) == (data.offset + data.nbytes) % 2**32 \
+        else None
 
 
 def _scan(path: Path, data: _VoxelData, collect: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -149,7 +191,7 @@ def _scan(path: Path, data: _VoxelData, collect: bool) -> tuple[np.ndarray, np.n
     indices, values = [], []
     read = 0
     try:
-        with _open(path) as handle:
+        with _open(data.file) as handle:
             handle.seek(data.offset)
             start = 0
             while True:
@@ -255,12 +297,19 @@ def _unit_notes(source: sitk.Image | sitk.ImageFileReader, name: str) -> list[st
             "that the scan's size is a patient's"]
 
 
-def no_orientation_note(name: str, why: str) -> str:
+def no_orientation_note(name: str, why: str, elsewhere: str = "") -> str:
     """The note for a file that does not say where the patient's axes lie (``why``: what
-    its header lacks)."""
+    its header lacks; ``elsewhere``: how other tools place it)."""
     return (f"{name} holds no orientation ({why}): it was read as ITK and 3D Slicer read it, "
-            "with its axes taken as L, P, S, but where the patient's left, front and head lie "
-            "is not known from the file: check the result's laterality")
+            "with its axes taken as L, P, S" + (f" ({elsewhere})" if elsewhere else "") +
+            ", but where the patient's left, front and head lie is not known from the file: "
+            "check the result's laterality")
+
+
+# How nibabel places a NIfTI file with neither placement, or an ANALYZE 7.5 file (its
+# ``get_best_affine`` falls back to the ANALYZE base affine, x flipped, centred; nibabel 5)
+_NIBABEL_UNPLACED = ("nibabel reads it as L, A, S, centred on the volume: the mirror image of "
+                     "that")
 
 
 def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
@@ -279,7 +328,9 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     code is set. So a file whose sform (code ALIGNED_ANAT, TALAIRACH or MNI)
     and qform disagree shows the same voxels in different places, mirrored where the two differ
     by a reflection: a left-right swap between viewers, silent in all of them. A file with
-    neither (ANALYZE-style) says nothing about where left is. Both are read as ITK reads them,
+    neither (ANALYZE-style, or an ANALYZE 7.5 pair) says nothing about where left is: ITK
+    takes its axes as L, P, S from origin 0, nibabel as L, A, S centred, the mirror image.
+    Both are read as ITK reads them,
     as 3D Slicer would show them, with a note; so is a file whose lengths are in metres or
     micrometres (ITK scales them to mm, nibabel does not)."""
     keys = set(image.GetMetaDataKeys())
@@ -290,8 +341,10 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
     notes = _unit_notes(image, name)
     if qform <= 0 and sform <= 0:
-        return [*notes, no_orientation_note(name, "its qform_code and sform_code are 0, an "
-                                             "ANALYZE-style header")]
+        analyze = "nifti_type" in keys and image.GetMetaData("nifti_type") == "0"
+        why = ("an ANALYZE 7.5 header, which has no placement" if analyze else
+               "its qform_code and sform_code are 0, an ANALYZE-style header")
+        return [*notes, no_orientation_note(name, why, _NIBABEL_UNPLACED)]
     if sform <= 0:
         return notes  # the qform alone: every reader takes it
     try:

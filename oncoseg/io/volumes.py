@@ -39,7 +39,8 @@ __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
            "placement_notes", "read_dicom_series", "read_image", "read_volume", "volume_stem",
            "write_image"]
 
-VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".mha", ".mhd")
+# a pair's .hdr names it, as .mhd and .nhdr do (its .img is the voxel file)
+VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")
 
 
 @dataclass
