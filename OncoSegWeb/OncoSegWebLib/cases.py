@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from oncoseg.cohort import CASES, TABLE
 from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
 from oncoseg.errors import InputError
+from oncoseg.io.dicom_series import is_dicom_file
 from oncoseg.io.volumes import is_volume_file, list_dicom_series, volume_stem
 from OncoSegWebLib.security import inside_root
 
@@ -75,12 +77,22 @@ def _check_volume(path: Path) -> str:
     return ""
 
 
+def _unique_name(name: str, number: str, taken: Mapping[str, object]) -> str:
+    """``name``, or where a series of the same description is listed already, the name with
+    its series number, then a count: a name the case does not use yet."""
+    candidates = [name, *([f"{name} #{number}"] if number else [])]
+    candidates += (f"{name} ({k})" for k in range(2, len(taken) + 3))
+    return next(c for c in candidates if c not in taken)
+
+
 def read_case(root: Path, folder: Path) -> CaseEntry | None:
     """The case in ``folder``, or None when the folder holds no images at all."""
     case_id = folder.relative_to(root).as_posix() or "."
     files = sorted(p for p in folder.iterdir() if p.is_file())
     volumes = {volume_name(p): p for p in files if is_volume_file(p) and not is_label_file(p)}
-    has_dicom = any(p.suffix.lower() == ".dcm" for p in files)
+    # a DICOMDIR indexes an export's files in the folders below it (list_dicom_series follows it)
+    has_dicom = any(p.name.upper() == "DICOMDIR" or (not is_volume_file(p) and is_dicom_file(p))
+                    for p in files)
     chosen: dict[str, str] = {}
     if has_dicom:
         series = list_dicom_series(folder)
@@ -88,9 +100,8 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
             return CaseEntry(case_id, folder, error="its DICOM files hold no readable series")
         uids = [item.uid for item in series]
         for item in series:
-            name = item.label or item.modality or "DICOM series"
-            if name in volumes:  # two series of one description: their numbers tell them apart
-                name = f"{name} #{item.number or len(volumes) + 1}"
+            name = _unique_name(item.label or item.modality or "DICOM series", item.number,
+                                volumes)
             volumes[name] = folder
             if len(series) > 1:
                 chosen[name] = item.uid if item.uid and uids.count(item.uid) == 1 \

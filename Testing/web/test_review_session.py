@@ -3,6 +3,8 @@ a correction, accept and export; refusals for paths outside the root and broken 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -279,3 +281,32 @@ def test_a_cohorts_flagged_cases_come_first_and_open_with_their_stored_result(ro
         import shutil
 
         shutil.rmtree(root / "runs")
+
+
+def test_exports_without_file_endings_and_dicomdir_trees_offer_every_series(tmp_path, mrml):
+    """PACS and CD exports name files without an ending (IM000001, UIDs): such a case folder
+    was not listed at all (DICOM was recognised by '.dcm'). pydicom's real DICOMDIR tree holds
+    four series called FAST LOCALIZER, two of them number 1 after the first: one of them was
+    listed under a name the next one overwrote, and never offered."""
+    import shutil
+
+    import pydicom
+
+    from OncoSegWebLib.cases import find_cases
+    from OncoSegWebLib.session import ReviewSession
+
+    phantom("oar-ct", tmp_path / "src", cases=1, seed=2)
+    case = tmp_path / "root" / "pacs"
+    case.mkdir(parents=True)
+    for k, path in enumerate(sorted((tmp_path / "src" / "oarct_000").glob("CT_*.dcm"))[:12]):
+        shutil.copy(path, case / f"IM{k:06d}")
+    shutil.copytree(Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests",
+                    tmp_path / "root" / "cd")
+    cases = {c.id: c for c in find_cases(tmp_path / "root")}
+    assert sorted(cases) == ["cd", "pacs"]
+    localizers = [n for n in cases["cd"].volumes if n.startswith("FAST LOCALIZER")]
+    assert len(localizers) == 4 and len(set(localizers)) == 4
+    assert len({cases["cd"].series[n] for n in localizers}) == 4  # four series, four UIDs
+    session = ReviewSession(mrml, tmp_path / "root")
+    (node,) = session.open_case("pacs")
+    assert node.GetImageData().GetDimensions()[2] == 12

@@ -113,6 +113,21 @@ def read_dicom_header(path: str, tags: list[str] | None = None) -> pydicom.Datas
         return None
 
 
+def is_dicom_file(path: str | os.PathLike[str]) -> bool:
+    """A file ending in .dcm, or a DICOM Part 10 file by its preamble's 'DICM' marker, read from
+    132 bytes without parsing: PACS and CD exports name files without an ending (IM000001,
+    1.3.12.2...), and a tree of folders is looked through file by file."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm":
+        return True
+    try:
+        with path.open("rb") as handle:
+            handle.seek(128)
+            return handle.read(4) == b"DICM"
+    except OSError:
+        return False
+
+
 def is_dicomdir(header: pydicom.Dataset) -> bool:
     meta = getattr(header, "file_meta", None)
     return str(getattr(meta, "MediaStorageSOPClassUID", "")) == DICOMDIR_SOP_CLASS or \
