@@ -122,6 +122,14 @@ def _sample(image: sitk.Image) -> np.ndarray:
     return np.asarray(array[::step, ::step, ::step], np.float32).ravel()
 
 
+def _air_level(values: np.ndarray, lowest: float) -> float | None:
+    """The median of a CT's values below -500 HU (air, lung), leaving out its lowest value,
+    which scanners give the padding outside the reconstructed circle (-2000, -3024) and
+    which may cover a fifth of the image; None where under 1 % of the voxels are that low."""
+    below = values[(values < -500) & (values > lowest)]
+    return float(np.median(below)) if below.size >= 0.01 * values.size else None
+
+
 def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
     if modality not in ("CT", "MR") or image.GetNumberOfComponentsPerPixel() != 1:
         return []
@@ -147,6 +155,10 @@ def _modality(role: str, modality: str, image: sitk.Image) -> list[Flag]:
             return [Flag("input", "modality", role, f"{role} has no air (1st percentile "
                          f"{p1:.0f}, expected near -1000 HU): another unit, or a field of "
                          "view inside the body")]
+        air_level = _air_level(values, low)
+        if air_level is not None and air_level < -1300:
+            return [Flag("input", "modality", role, f"{role}'s air lies near {air_level:.0f} "
+                         "(expected near -1000 HU): another unit, or a scaled image")]
         if p999 > 5000:
             return [Flag("input", "modality", role, f"{role} reaches {p999:.0f} (99.9th "
                          "percentile), beyond bone and metal in Hounsfield units")]

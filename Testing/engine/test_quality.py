@@ -48,6 +48,20 @@ def test_an_mr_given_as_ct_and_a_ct_without_its_rescale_are_flagged():
     assert flag.check == "modality" and "looks like a CT" in flag.reason
 
 
+def test_a_ct_in_another_scale_is_flagged_and_scanner_padding_is_not():
+    """Air at -7300 (a CT multiplied by 7.3) is no Hounsfield unit; the padding value scanners
+    put outside the reconstructed circle (-3024, a fifth of the square) and air clipped at
+    -1024 are."""
+    hu, _ = ct_phantom()
+    noisy = hu + np.random.default_rng(0).normal(0, 15, hu.shape)
+    [flag] = quality.check_inputs(get_task("oar-ct"), {"ct": image(noisy * 7.3)}, {})
+    assert flag.check == "modality" and "air lies near -7300" in flag.reason
+    _, y, x = np.indices(hu.shape)
+    outside = (y - 31.5) ** 2 + (x - 31.5) ** 2 > 32 ** 2
+    for scan in (np.where(outside, -3024, noisy), np.maximum(noisy, -1024)):
+        assert quality.check_inputs(get_task("oar-ct"), {"ct": image(scan)}, {}) == []
+
+
 def test_oblique_acquisitions_are_flagged_and_flips_or_permutations_are_not():
     hu, _ = ct_phantom()
     permuted = (0.0, -1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0)
