@@ -153,11 +153,10 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
         segments, renamed = named_segments(segmentation.segments, naming)
         segmentation = Segmentation(segmentation.layers, segments)
         messages += renamed
-        files = [p.file for p in planes]
         if fmt == "dicom-seg":
             from oncoseg.io.dicomseg import write_dicom_seg
 
-            write_dicom_seg(segmentation, files, output, overwrite, label,
+            write_dicom_seg(segmentation, planes, output, overwrite, label,
                             reference_name=name, algorithm=algorithm)
         else:
             from oncoseg.io.rtstruct import StructureToWrite, write_rtstruct
@@ -167,7 +166,7 @@ def export_segmentation(segmentation: Segmentation, output: str | os.PathLike[st
                                            interpreted_type(s), s.description,
                                            _type_code(s))
                           for s in segmentation.segments]
-            write_rtstruct(structures, segmentation.geometry, files, output, label, overwrite,
+            write_rtstruct(structures, segmentation.geometry, planes, output, label, overwrite,
                            reference_name=name, algorithm=algorithm)
     elif fmt == "seg.nrrd":
         write_seg_nrrd(segmentation, output, overwrite)
@@ -225,7 +224,7 @@ def export_probabilities(maps: Mapping[str, sitk.Image], segments: Sequence[Segm
                     messages.append(note)
             yield segment, image
 
-    write_fractional_dicom_seg(checked(), [p.file for p in planes], output, overwrite, label,
+    write_fractional_dicom_seg(checked(), planes, output, overwrite, label,
                                reference_name=name, algorithm=algorithm,
                                maximum=DEFAULT_MAXIMUM_FRACTIONAL_VALUE if maximum is None
                                else maximum)
@@ -285,8 +284,9 @@ def export_measurements(output: str | os.PathLike[str], series: DicomSeries | No
             messages.append(f"the volumes reference their segments in {written.name}, written "
                             "beside the report: send both")
     try:
-        write_measurement_report(output, [p.file for p in planes], volumes, algorithm,
-                                 seg_file, staging, overwrite, label, name)
+        # each instance once: an enhanced image's frames share its file
+        write_measurement_report(output, list(dict.fromkeys(p.file for p in planes)), volumes,
+                                 algorithm, seg_file, staging, overwrite, label, name)
     except BaseException:
         if written is not None:
             written.unlink(missing_ok=True)

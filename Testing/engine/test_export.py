@@ -371,21 +371,86 @@ def test_dicom_exports_refuse_a_series_without_uids_volume_formats_still_work(tm
                  "--output", str(tmp_path / "labels_out.nii.gz")]) == 0
 
 
-def test_dicom_exports_refuse_a_multiframe_reference_clearly(tmp_path):
-    files = uniform_series(tmp_path / "ct")
+@pytest.fixture(scope="module")
+def enhanced_case(ct_case, tmp_path_factory):
+    """The phantom CT as one enhanced multi-frame image (highdicom's legacy conversion, as
+    Siemens XA and Philips scanners store CT and MR), its frames in reverse order: (folder,
+    its file, each frame's single-frame source file)."""
+    case, _, _ = ct_case
+    files = sorted(case.glob("CT_*.dcm"))[::-1]
     enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
         [pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
         sop_instance_uid=hd.UID(), instance_number=1)
-    (tmp_path / "mf").mkdir()
-    enhanced.save_as(tmp_path / "mf" / "enhanced.dcm")
-    image = read_volume(tmp_path / "mf").image
-    labels = sitk.Image(image.GetSize(), sitk.sitkUInt8)
-    labels.CopyInformation(image)
-    labels[10:20, 10:20, 5:10] = 1
-    segmentation = Segmentation.from_label_image(labels, [Segment("a", "A", (1, 0, 0))])
-    with pytest.raises(InputError, match="is a multi-frame image: DICOM SEG and RTSTRUCT"):
-        export_segmentation(segmentation, tmp_path / "seg.dcm", "dicom-seg",
-                            choose_dicom_series(tmp_path / "mf"))
+    folder = tmp_path_factory.mktemp("enhanced")
+    enhanced.save_as(folder / "enhanced.dcm")
+    return folder, folder / "enhanced.dcm", files
+
+
+def _frame_positions(ds):
+    return [np.asarray(f.PlanePositionSequence[0].ImagePositionPatient, float)
+            for f in ds.PerFrameFunctionalGroupsSequence]
+
+
+def test_dicom_seg_of_an_enhanced_image_references_each_frame_and_reads_back_by_frame(
+        ct_case, enhanced_case, tmp_path):
+    """A frame of an enhanced image is referenced by its frame number: highdicom, reading the
+    SEG by source frame, gives on every frame what the export on the single-frame series gives
+    on the file at that position."""
+    _, _, segmentation = ct_case
+    folder, path, files = enhanced_case
+    export_segmentation(segmentation, tmp_path / "mf.dcm", "dicom-seg",
+                        choose_dicom_series(folder))
+    export_segmentation(segmentation, tmp_path / "sf.dcm", "dicom-seg",
+                        choose_dicom_series(ct_case[0]))
+    uid = pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID
+    numbers = list(range(1, len(segmentation.segments) + 1))
+    by_frame = hd.seg.segread(tmp_path / "mf.dcm").get_pixels_by_source_frame(
+        source_sop_instance_uid=uid, source_frame_numbers=list(range(1, len(files) + 1)),
+        segment_numbers=numbers, ignore_spatial_locations=False)
+    by_file = hd.seg.segread(tmp_path / "sf.dcm").get_pixels_by_source_instance(
+        source_sop_instance_uids=[pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID
+                                  for f in files],
+        segment_numbers=numbers, ignore_spatial_locations=False)
+    assert by_frame.any()
+    np.testing.assert_array_equal(by_frame, by_file)  # frame j was made from files[j]
+    seg = pydicom.dcmread(tmp_path / "mf.dcm")
+    assert [s.ReferencedSOPInstanceUID for s in seg.ReferencedSeriesSequence[0]
+            .ReferencedInstanceSequence] == [uid]  # the instance once, not once per frame
+    source = pydicom.dcmread(path, stop_before_pixels=True)
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        reference = frame.DerivationImageSequence[0].SourceImageSequence[0]
+        position = _frame_positions(source)[int(reference.ReferencedFrameNumber) - 1]
+        np.testing.assert_allclose(np.asarray(
+            frame.PlanePositionSequence[0].ImagePositionPatient, float), position, atol=1e-4)
+
+
+def test_rtstruct_of_an_enhanced_image_puts_each_contour_on_its_frame(
+        ct_case, enhanced_case, tmp_path):
+    _, image, segmentation = ct_case
+    folder, path, _ = enhanced_case
+    export_segmentation(segmentation, tmp_path / "rs.dcm", "rtstruct", choose_dicom_series(folder))
+    positions = _frame_positions(pydicom.dcmread(path, stop_before_pixels=True))
+    ds = pydicom.dcmread(tmp_path / "rs.dcm")
+    contours = [c for roi in ds.ROIContourSequence for c in roi.ContourSequence]
+    assert contours
+    for contour in contours:
+        reference = contour.ContourImageSequence[0]
+        z = np.asarray(contour.ContourData, float).reshape(-1, 3)[:, 2]
+        position = positions[int(reference.ReferencedFrameNumber) - 1]
+        np.testing.assert_allclose(z, position[2], atol=1e-3)  # on its frame's plane
+    back = read_rtstruct(tmp_path / "rs.dcm")
+    for segment in segmentation.segments:
+        name = back.structures[segmentation.segments.index(segment)].name
+        assert dice(back.mask(name, image), segmentation.mask(segment.id)) >= 0.95
+
+
+@needs_dciodvfy
+@pytest.mark.parametrize("fmt", ["dicom-seg", "rtstruct"])
+def test_dicom_exports_of_an_enhanced_image_pass_dciodvfy(ct_case, enhanced_case, tmp_path,
+                                                          fmt):
+    result = export_segmentation(ct_case[2], tmp_path / "out.dcm", fmt,
+                                 choose_dicom_series(enhanced_case[0]))
+    assert dciodvfy_errors(result.path) == []
 
 
 def test_a_series_too_gappy_to_read_still_gets_frames_on_its_images(tmp_path):

@@ -36,12 +36,15 @@ def code_item(code: Code) -> pydicom.Dataset:
     return item
 
 
-def sop_reference(ds: pydicom.Dataset) -> pydicom.Dataset:
-    """An item naming one instance by its SOP Class and Instance UIDs: how SEG frames, RT
-    contours and SR content point at the images they were made on."""
+def sop_reference(ds: pydicom.Dataset, frame: int | None = None) -> pydicom.Dataset:
+    """An item naming one instance by its SOP Class and Instance UIDs, and ``frame`` (0-based)
+    of a multi-frame instance by its Referenced Frame Number (PS3.3 C.17.2.1, counted from 1):
+    how SEG frames, RT contours and SR content point at the images they were made on."""
     item = pydicom.Dataset()
     item.ReferencedSOPClassUID = ds.SOPClassUID
     item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
+    if frame is not None:
+        item.ReferencedFrameNumber = frame + 1
     return item
 
 

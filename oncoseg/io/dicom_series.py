@@ -27,7 +27,7 @@ import pydicom
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
-from oncoseg.io.dicom import PYDICOM_3
+from oncoseg.io.dicom import PYDICOM_3, sop_reference
 from oncoseg.io.dicom_geometry import (
     SAME_POSITION_MM,
     SlicePlane,
@@ -664,6 +664,39 @@ def check_referenceable(headers: Sequence[tuple[str, pydicom.Dataset]], name: st
                          "series as the archive holds it (with its UIDs)")
 
 
+@dataclass(frozen=True)
+class ReferencedImage:
+    """One image a DICOM SEG or RTSTRUCT references: where it lies, and its file's header (an
+    enhanced image's for each of its frames)."""
+
+    plane: SlicePlane
+    header: pydicom.Dataset
+
+    def reference(self) -> pydicom.Dataset:
+        """The item naming it: SOP Class and Instance UIDs, and the frame of a multi-frame
+        image."""
+        return sop_reference(self.header, self.plane.frame)
+
+
+def referenced_images(images: Sequence[str | os.PathLike[str] | SlicePlane], name: str
+                      ) -> list[ReferencedImage]:
+    """The images an export references, in the order given: a file stands for every image it
+    holds (each frame of an enhanced multi-frame image), a plane for itself. Refused without
+    usable UIDs (:func:`check_referenceable`) or where a file does not say where its images
+    lie. Each file's header is read once."""
+    paths = [image.file if isinstance(image, SlicePlane) else str(image) for image in images]
+    headers = {path: pydicom.dcmread(path, stop_before_pixels=True) for path in paths}
+    check_referenceable(list(headers.items()), name)
+    referenced = []
+    for image, path in zip(images, paths, strict=True):
+        planes = [image] if isinstance(image, SlicePlane) else slice_planes(path, headers[path])
+        if not planes:
+            raise InputError(path, "is not an image that says where it lies "
+                             "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
+        referenced += [ReferencedImage(plane, headers[path]) for plane in planes]
+    return referenced
+
+
 def reference_planes(series: DicomSeries) -> list[SlicePlane]:
     """The images a DICOM SEG or RTSTRUCT references, one per slice position in slice order
     (see :func:`check_referenceable`)."""
@@ -674,9 +707,6 @@ def reference_planes(series: DicomSeries) -> list[SlicePlane]:
         raise InputError(series.name, "its images do not say where they lie "
                          "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), so no "
                          "frame or contour can be placed on them")
-    if any(p.frame is not None for p in planes):
-        raise InputError(series.name, "is a multi-frame image: DICOM SEG and RTSTRUCT export "
-                         "reference single-frame series only; export NIfTI or NRRD instead")
     planes, _ = without_localizer(planes)  # the reader left it out too
     groups = same_position_groups(planes)
     repeated = {i for group in groups for i in group[1:]}  # the reader skipped them too

@@ -31,12 +31,13 @@ from pydicom.dataset import FileDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import generate_uid
+from pydicom.valuerep import DSfloat
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
-from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes, slice_planes
-from oncoseg.io.dicom_series import check_referenceable
+from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes
+from oncoseg.io.dicom_series import ReferencedImage, referenced_images
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.terminology import Code, Terminology
 
@@ -50,6 +51,8 @@ SOURCE_IMAGE_PURPOSE = Code("DCM", "121322", "Source image for image processing 
 DEFAULT_MAXIMUM_FRACTIONAL_VALUE = 255
 # Probabilities this far outside [0, 1] are not float rounding: the image is not a map.
 PROBABILITY_SLACK = 1e-3
+# What a SEG references: an image file (each image it holds), or the plane of one image
+ImageOfSeries = str | os.PathLike[str] | SlicePlane
 
 
 def cielab(rgb: Sequence[int]) -> list[int]:
@@ -105,15 +108,16 @@ def segment_description(number: int, segment: Segment, manual: bool = False,
     return item
 
 
-def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.PathLike[str]],
+def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[ImageOfSeries],
                     path: str | os.PathLike[str], overwrite: bool = False,
                     label: str = "OncoSeg", manual: bool = False,
                     reference_name: str = "the DICOM series",
                     algorithm: Algorithm | None = None) -> Path:
-    """Write ``segmentation`` as a BINARY DICOM SEG referencing the single-frame images
-    ``series_files``: frame by frame, the segmentation (on any grid) sampled where each source
-    image actually lies, so a series with a missing slice or a gantry tilt is referenced
-    correctly."""
+    """Write ``segmentation`` as a BINARY DICOM SEG referencing the images ``series_files``
+    (files, each standing for every image it holds, or the planes of their images): frame by
+    frame, the segmentation (on any grid) sampled where each source image actually lies, so a
+    series with a missing slice or a gantry tilt is referenced correctly, and a frame of an
+    enhanced multi-frame image by its frame number."""
     if not segmentation.segments:
         raise ValueError("a DICOM SEG needs at least one segment")
     sources, planes = _referenced_images(series_files, reference_name)
@@ -124,7 +128,7 @@ def write_dicom_seg(segmentation: Segmentation, series_files: Sequence[str | os.
 
 
 def write_fractional_dicom_seg(maps: Iterable[tuple[Segment, sitk.Image]],
-                               series_files: Sequence[str | os.PathLike[str]],
+                               series_files: Sequence[ImageOfSeries],
                                path: str | os.PathLike[str], overwrite: bool = False,
                                label: str = "OncoSeg", reference_name: str = "the DICOM series",
                                algorithm: Algorithm | None = None,
@@ -182,22 +186,20 @@ def fractions_on_planes(image: sitk.Image, planes: Sequence[SlicePlane], maximum
     return out
 
 
-def _referenced_images(series_files: Sequence[str | os.PathLike[str]], reference_name: str
-                       ) -> tuple[list[pydicom.Dataset], list[SlicePlane]]:
-    """The source images' headers and planes, refused unless a SEG can reference them all
-    (UIDs, one plane each, one size)."""
-    headers = [(str(f), pydicom.dcmread(str(f), stop_before_pixels=True))
-               for f in series_files]
-    check_referenceable(headers, reference_name)
-    planes = [_single_plane(f, ds) for f, ds in headers]
+def _referenced_images(series_files: Sequence[ImageOfSeries], reference_name: str
+                       ) -> tuple[list[ReferencedImage], list[SlicePlane]]:
+    """The source images and their planes, refused unless a SEG can reference them all
+    (UIDs, each placed, one size)."""
+    sources = referenced_images(series_files, reference_name)
+    planes = [s.plane for s in sources]
     sizes = {(p.rows, p.columns) for p in planes}
     if len(sizes) != 1:
         raise InputError(reference_name, f"has images of {len(sizes)} different sizes: a "
                          "DICOM SEG's frames all have one size")
-    return [ds for _, ds in headers], planes
+    return sources, planes
 
 
-def _write_seg(path: str | os.PathLike[str], overwrite: bool, sources: list[pydicom.Dataset],
+def _write_seg(path: str | os.PathLike[str], overwrite: bool, sources: list[ReferencedImage],
                planes: list[SlicePlane], segments: Sequence[Segment], stacks: list[np.ndarray],
                label: str, manual: bool, algorithm: Algorithm | None,
                maximum: int | None) -> Path:
@@ -212,12 +214,13 @@ def _write_seg(path: str | os.PathLike[str], overwrite: bool, sources: list[pydi
     return Path(path)
 
 
-def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
+def _segmentation_dataset(sources: list[ReferencedImage], label: str,
                           algorithm: Algorithm | None, maximum: int | None) -> FileDataset:
     """Every module but the frames and segments: SOP common, patient, study, series,
     frame of reference, equipment, the image's description, references to the series; BINARY,
     or FRACTIONAL probabilities up to ``maximum``."""
-    first = sources[0]
+    first = sources[0].header
+    instances = list({s.header.SOPInstanceUID: s.header for s in sources}.values())
     ds = derived_object(SEGMENTATION_STORAGE, first, "SEG", 998, f"{label} segmentation",
                         algorithm)
     ds.DeviceSerialNumber = "0"  # Enhanced General Equipment
@@ -242,16 +245,16 @@ def _segmentation_dataset(sources: list[pydicom.Dataset], label: str,
         ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
     ds.PixelRepresentation = 0
     ds.Rows, ds.Columns = int(first.Rows), int(first.Columns)
-    # Common Instance Reference; General Image's Source Image Sequence
-    ds.SourceImageSequence = DicomSequence([sop_reference(s) for s in sources])
+    # Common Instance Reference; General Image's Source Image Sequence: each instance once
+    ds.SourceImageSequence = DicomSequence([sop_reference(s) for s in instances])
     series = pydicom.Dataset()
     series.SeriesInstanceUID = first.SeriesInstanceUID
-    series.ReferencedInstanceSequence = DicomSequence([sop_reference(s) for s in sources])
+    series.ReferencedInstanceSequence = DicomSequence([sop_reference(s) for s in instances])
     ds.ReferencedSeriesSequence = DicomSequence([series])
     return ds
 
 
-def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[SlicePlane],
+def _add_frames(ds: FileDataset, sources: list[ReferencedImage], planes: list[SlicePlane],
                 masks: list[np.ndarray]) -> None:
     """Multi-frame Functional Groups and Dimension modules and the pixels: a frame for each
     segment on each image where it holds voxels (BINARY) or a fraction above 0 (FRACTIONAL),
@@ -276,19 +279,19 @@ def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[Sl
                    "Image Position Patient")])
 
     shared = pydicom.Dataset()
-    orientations = {tuple(str(v) for v in s.ImageOrientationPatient) for s in sources}
-    measures = {_pixel_measures_key(s) for s in sources}
+    orientations = {_orientation_values(p) for p in planes}
+    measures = {_pixel_measures_values(p) for p in planes}
     if len(orientations) == 1:
-        shared.PlaneOrientationSequence = DicomSequence([_orientation(sources[0])])
+        shared.PlaneOrientationSequence = DicomSequence([_orientation(planes[0])])
     if len(measures) == 1:
-        shared.PixelMeasuresSequence = DicomSequence([_pixel_measures(sources[0], along)])
+        shared.PixelMeasuresSequence = DicomSequence([_pixel_measures(planes[0], along)])
     ds.SharedFunctionalGroupsSequence = DicomSequence([shared])
 
     per_frame = []
     for n, k in frames:
         item = pydicom.Dataset()
         derivation = pydicom.Dataset()
-        source = sop_reference(sources[k])
+        source = sources[k].reference()
         source.PurposeOfReferenceCodeSequence = DicomSequence([code_item(SOURCE_IMAGE_PURPOSE)])
         source.SpatialLocationsPreserved = "YES"
         derivation.SourceImageSequence = DicomSequence([source])
@@ -298,12 +301,12 @@ def _add_frames(ds: FileDataset, sources: list[pydicom.Dataset], planes: list[Sl
         content.DimensionIndexValues = [n + 1, int(position_index[k])]
         item.FrameContentSequence = DicomSequence([content])
         position = pydicom.Dataset()
-        position.ImagePositionPatient = list(sources[k].ImagePositionPatient)
+        position.ImagePositionPatient = _decimals(planes[k].position)
         item.PlanePositionSequence = DicomSequence([position])
         if len(orientations) != 1:
-            item.PlaneOrientationSequence = DicomSequence([_orientation(sources[k])])
+            item.PlaneOrientationSequence = DicomSequence([_orientation(planes[k])])
         if len(measures) != 1:
-            item.PixelMeasuresSequence = DicomSequence([_pixel_measures(sources[k], None)])
+            item.PixelMeasuresSequence = DicomSequence([_pixel_measures(planes[k], None)])
         segment = pydicom.Dataset()
         segment.ReferencedSegmentNumber = n + 1
         item.SegmentIdentificationSequence = DicomSequence([segment])
@@ -342,33 +345,37 @@ def _dimension(organization: str, index: str, group: str, label: str) -> pydicom
     return item
 
 
-def _orientation(source: pydicom.Dataset) -> pydicom.Dataset:
+def _decimals(values: Iterable[float]) -> list[str]:
+    """Decimal strings (DS, at most 16 characters) of the values a plane was read from."""
+    return [str(DSfloat(float(v), auto_format=True)) for v in values]
+
+
+def _orientation_values(plane: SlicePlane) -> tuple[str, ...]:
+    return tuple(_decimals((*plane.row, *plane.column)))
+
+
+def _orientation(plane: SlicePlane) -> pydicom.Dataset:
     item = pydicom.Dataset()
-    item.ImageOrientationPatient = list(source.ImageOrientationPatient)
+    item.ImageOrientationPatient = list(_orientation_values(plane))
     return item
 
 
-def _pixel_measures_key(source: pydicom.Dataset) -> tuple[str, ...]:
-    return (*(str(v) for v in source.PixelSpacing), str(getattr(source, "SliceThickness", "")))
+def _pixel_measures_values(plane: SlicePlane) -> tuple[str, ...]:
+    thickness = _decimals([plane.thickness]) if plane.thickness is not None else [""]
+    return (*_decimals(plane.pixel_spacing), *thickness)
 
 
-def _pixel_measures(source: pydicom.Dataset, along: np.ndarray | None) -> pydicom.Dataset:
-    """The source's pixel spacing and slice thickness; the spacing between slices too where
+def _pixel_measures(plane: SlicePlane, along: np.ndarray | None) -> pydicom.Dataset:
+    """The image's pixel spacing and slice thickness; the spacing between slices too where
     the images are evenly spaced along their normal (``along``: their positions there)."""
     item = pydicom.Dataset()
-    item.PixelSpacing = list(source.PixelSpacing)
-    if getattr(source, "SliceThickness", None) not in (None, ""):
-        item.SliceThickness = source.SliceThickness
+    *spacing, thickness = _pixel_measures_values(plane)
+    item.PixelSpacing = spacing
+    if thickness:
+        item.SliceThickness = thickness
     if along is not None and len(along) > 1:
         steps = np.diff(np.sort(along))
         if steps[0] > 0 and np.allclose(steps, steps[0], rtol=0, atol=1e-3):
             item.SpacingBetweenSlices = f"{steps[0]:.6g}"
     return item
 
-
-def _single_plane(path: str, header: pydicom.Dataset) -> SlicePlane:
-    planes = slice_planes(path, header)
-    if not planes or len(planes) != 1:
-        raise InputError(path, "is not a single-frame image that says where it lies "
-                         "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
-    return planes[0]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pydicom
@@ -21,8 +21,11 @@ from pydicom.sequence import Sequence as DicomSequence
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.contours import contours_to_mask, mask_to_contours
-from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
+from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
 from oncoseg.terminology import Code
+
+if TYPE_CHECKING:
+    from oncoseg.io.dicom_geometry import SlicePlane
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -114,7 +117,7 @@ def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
 def write_rtstruct(
     structures: Sequence[StructureToWrite | tuple],
     image: sitk.Image,
-    series_files: Sequence[str | os.PathLike[str]],
+    series_files: Sequence[str | os.PathLike[str] | SlicePlane],
     path: str | os.PathLike[str],
     label: str = "OncoSeg",
     overwrite: bool = False,
@@ -122,29 +125,22 @@ def write_rtstruct(
     algorithm: Algorithm | None = None,
 ) -> Path:
     """Write structures (:class:`StructureToWrite`, or its first four fields as a tuple) as an
-    RT structure set referencing the single-frame images ``series_files``.
+    RT structure set referencing the images ``series_files`` (files, each standing for every
+    image it holds, or the planes of their images).
 
-    Contours are traced on each image's own plane (IPP and orientation from its header): the
-    masks are sampled there, nearest neighbour, so a series with a missing slice or a gantry
-    tilt gets contours that lie on, and reference, the image they were drawn on."""
-    from oncoseg.io.dicom_geometry import masks_on_planes, slice_planes
-    from oncoseg.io.dicom_series import check_referenceable
+    Contours are traced on each image's own plane (IPP and orientation from its header, or
+    from its frame's functional groups): the masks are sampled there, nearest neighbour, so a
+    series with a missing slice or a gantry tilt gets contours that lie on, and reference,
+    the image they were drawn on, and a frame of an enhanced image by its frame number."""
+    from oncoseg.io.dicom_geometry import masks_on_planes
+    from oncoseg.io.dicom_series import referenced_images
 
     structures = [StructureToWrite(*s) for s in structures]
-    files = [str(f) for f in series_files]
-    read = [(f, pydicom.dcmread(f, stop_before_pixels=True)) for f in files]
-    check_referenceable(read, reference_name)
-    planes = []
-    for f, header in read:
-        found = slice_planes(f, header)
-        if not found or len(found) != 1:
-            raise InputError(f, "is not a single-frame image that says where it lies "
-                             "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing)")
-        planes += found
+    images = referenced_images(series_files, reference_name)
+    planes = [i.plane for i in images]
     masks = masks_on_planes([(s.name, s.mask) for s in structures], image, planes,
                             reference_name)
-    headers = [h for _, h in read]
-    first = headers[0]
+    first = images[0].header
     ds = derived_object(RT_STRUCTURE_SET_STORAGE, first, "RTSTRUCT", 999,
                         f"{label} structures", algorithm)
     ds.OperatorsName = ""  # RT Series
@@ -154,7 +150,7 @@ def write_rtstruct(
     ds.StructureSetDate, ds.StructureSetTime = ds.InstanceCreationDate, ds.InstanceCreationTime
     ds.ApprovalStatus = "UNAPPROVED"
 
-    image_refs = [sop_reference(header) for header in headers]
+    image_refs = [i.reference() for i in images]
     series = pydicom.Dataset()
     series.SeriesInstanceUID = first.SeriesInstanceUID
     series.ContourImageSequence = DicomSequence(image_refs)
@@ -187,7 +183,7 @@ def write_rtstruct(
                   for _, points in mask_to_contours(on_planes[k][None], plane.grid())]
         for k, points in traced:
             contour = pydicom.Dataset()
-            contour.ContourImageSequence = DicomSequence([sop_reference(headers[k])])
+            contour.ContourImageSequence = DicomSequence([images[k].reference()])
             contour.ContourGeometricType = "CLOSED_PLANAR"
             contour.NumberOfContourPoints = len(points)
             contour.ContourData = [f"{v:.3f}" for v in points.ravel()]
