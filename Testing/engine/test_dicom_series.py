@@ -303,6 +303,76 @@ def test_a_series_of_several_acquisitions_lists_each_to_choose(tmp_path, tag, va
     assert main(["info", str(tmp_path / "mr")]) == 2
 
 
+def _as_mr(path: Path, series_uid: str, **values) -> pydicom.Dataset:
+    """A CT slice rewritten as the MR image highdicom's legacy conversion takes."""
+    ds = pydicom.dcmread(path)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.4"
+    ds.Modality, ds.SeriesInstanceUID = "MR", series_uid
+    for keyword in ("RescaleType", "KVP"):
+        if keyword in ds:
+            delattr(ds, keyword)
+    ds.ScanningSequence, ds.SequenceVariant, ds.ScanOptions = "GR", "NONE", ""
+    ds.MRAcquisitionType, ds.RepetitionTime, ds.EchoTrainLength = "3D", 5.0, 1
+    ds.MagneticFieldStrength, ds.EchoTime = 1.5, 2.3
+    for keyword, value in values.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
+@pytest.mark.parametrize(("first", "second", "pattern"), [
+    ({"ImageType": ["DERIVED", "PRIMARY", "W", "W"]},
+     {"ImageType": ["DERIVED", "PRIMARY", "F", "F"]}, "*(FrameType *\\F\\*"),
+    ({"EchoTime": 2.3}, {"EchoTime": 4.6}, "*(echotime 4.6)"),
+    ({"EchoTime": 2.3}, {"EchoTime": 4.6}, "*(effectiveechotime 4.6)")])
+def test_an_enhanced_image_of_several_acquisitions_lists_each_by_its_frames(tmp_path, first,
+                                                                            second, pattern):
+    """Philips stores a Dixon series' water and fat images, or a series' echoes, as frames of
+    one enhanced file at the same positions (its frames' FrameType, EffectiveEchoTime tell them
+    apart). Refused before ("put each in a folder of its own", impossible for one file); now
+    each acquisition is listed and read alone, equal to its single-frame series, and a DICOM
+    SEG on it references its own frames only."""
+    uid = pydicom.uid.generate_uid()
+    stacks = [uniform_series(tmp_path / name, count=8) for name in ("one", "two")]
+    source = pydicom.dcmread(stacks[0][0], stop_before_pixels=True)
+    same = {k: source[k].value for k in ("StudyInstanceUID", "FrameOfReferenceUID")}
+    datasets = [_as_mr(path, uid, **same, **values)
+                for files, values in zip(stacks, (first, second), strict=True) for path in files]
+    for ds in datasets[8:]:  # the second acquisition: other pixels at the same positions
+        ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+    expected = [_array(read_volume(tmp_path / "one").image) // k for k in (1, 2)]
+    enhanced = hd.legacy.LegacyConvertedEnhancedMRImage(
+        datasets, series_instance_uid=hd.UID(), series_number=3, sop_instance_uid=hd.UID(),
+        instance_number=1)
+    if "effective" in pattern:  # as scanners write echoes: each frame's MR Echo group
+        for frame in enhanced.PerFrameFunctionalGroupsSequence:
+            echo = pydicom.Dataset()
+            echo.EffectiveEchoTime = frame.UnassignedPerFrameConvertedAttributesSequence[0] \
+                .EchoTime
+            frame.MREchoSequence = pydicom.Sequence([echo])
+    (tmp_path / "mf").mkdir()
+    enhanced.save_as(tmp_path / "mf" / "dixon.dcm")
+    with pytest.raises(SeriesChoiceError, match="contains 2 DICOM series") as error:
+        read_volume(tmp_path / "mf")
+    tag = pattern.split("(")[-1].split()[0].lower()  # what tells the two apart, in the table
+    assert f"({tag} " in str(error.value).lower()
+    parts = find_dicom_series(tmp_path / "mf")
+    assert len(parts) == 2 and all(len(p.frames) == 8 for p in parts)
+    chosen = read_volume(tmp_path / "mf", pattern)
+    np.testing.assert_array_equal(_array(chosen.image), expected[1])
+    other = next(p for p in parts if p != chosen.series)
+    np.testing.assert_array_equal(_array(read_volume(tmp_path / "mf", other.label).image),
+                                  expected[0])
+    labels = sitk.Cast(chosen.image > 0, sitk.sitkUInt8)
+    from oncoseg.export import export_segmentation
+    from oncoseg.io.segnrrd import Segment, Segmentation
+
+    export_segmentation(Segmentation.from_label_image(labels, [Segment("a", "A", (1, 0, 0))]),
+                        tmp_path / "seg.dcm", "dicom-seg", chosen.series)
+    referenced = {int(f.DerivationImageSequence[0].SourceImageSequence[0].ReferencedFrameNumber)
+                  for f in pydicom.dcmread(tmp_path / "seg.dcm").PerFrameFunctionalGroupsSequence}
+    assert referenced == {k + 1 for k in chosen.series.frames}
+
+
 def test_enhanced_multiframe_ct_is_read_with_the_geometry_of_its_single_frame_series(tmp_path):
     files = uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
     single = read_volume(tmp_path / "ct").image

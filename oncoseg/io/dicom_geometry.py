@@ -124,7 +124,7 @@ def _header_rescale(header: pydicom.Dataset) -> tuple[object, object]:
     return getattr(header, "RescaleSlope", None), getattr(header, "RescaleIntercept", None)
 
 
-def _functional(frame: pydicom.Dataset | None, shared: pydicom.Dataset | None, sequence: str,
+def functional_value(frame: pydicom.Dataset | None, shared: pydicom.Dataset | None, sequence: str,
                 keyword: str) -> object:
     """An attribute of an enhanced multi-frame instance: the frame's own functional group
     first, else the shared one."""
@@ -152,21 +152,19 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
         shared = shared_items[0] if shared_items else None
         planes = []
         for index, frame in enumerate(per_frame):
-            position = _floats(_functional(frame, shared, "PlanePositionSequence",
-                                           "ImagePositionPatient"), 3)
-            orientation = _floats(_functional(frame, shared, "PlaneOrientationSequence",
-                                              "ImageOrientationPatient"), 6)
-            spacing = _floats(_functional(frame, shared, "PixelMeasuresSequence",
-                                          "PixelSpacing"), 2)
+            def value(sequence: str, keyword: str, frame=frame) -> object:
+                return functional_value(frame, shared, sequence, keyword)
+
+            position = _floats(value("PlanePositionSequence", "ImagePositionPatient"), 3)
+            orientation = _floats(value("PlaneOrientationSequence", "ImageOrientationPatient"),
+                                  6)
+            spacing = _floats(value("PixelMeasuresSequence", "PixelSpacing"), 2)
             if position is None or orientation is None or spacing is None:
                 return None
-            thickness = _floats([_functional(frame, shared, "PixelMeasuresSequence",
-                                             "SpacingBetweenSlices")
-                                 or _functional(frame, shared, "PixelMeasuresSequence",
-                                                "SliceThickness")], 1)
-            transformation = tuple(_functional(frame, shared, "PixelValueTransformationSequence",
-                                               keyword) for keyword in ("RescaleSlope",
-                                                                        "RescaleIntercept"))
+            thickness = _floats([value("PixelMeasuresSequence", "SpacingBetweenSlices")
+                                 or value("PixelMeasuresSequence", "SliceThickness")], 1)
+            transformation = tuple(value("PixelValueTransformationSequence", keyword)
+                                   for keyword in ("RescaleSlope", "RescaleIntercept"))
             planes.append(SlicePlane(frame=index, position=position, row=orientation[:3],
                                      column=orientation[3:], pixel_spacing=spacing,
                                      thickness=thickness[0] if thickness else None,

@@ -34,6 +34,7 @@ from oncoseg.io.dicom_geometry import (
     StackLayout,
     check_one_stack,
     distances_along_normal,
+    functional_value,
     plan_stack,
     regularize,
     same_position_groups,
@@ -53,6 +54,17 @@ UNDECODABLE = "no reader recognises its pixel data: truncated, or an unknown enc
 # the parts of a series by AcquisitionNumber and ImageType (DICOMScalarVolumePlugin's subseries
 # tags, v5.10.0); OncoSeg lists them as series of their own where each is one stack.
 ACQUISITION_TAGS = ("AcquisitionNumber", "ImageType", "EchoNumbers", "TemporalPositionIdentifier")
+# Their counterparts in an enhanced image's functional groups, as (sequence, attribute): Philips
+# stores a Dixon series' water and fat images, or several echoes, as frames of one file; a
+# legacy converted enhanced image (PACS converters, highdicom) keeps the single-frame
+# attributes in its frames' unassigned groups
+_UNASSIGNED = "UnassignedPerFrameConvertedAttributesSequence"
+FRAME_ACQUISITION_TAGS = (("MRImageFrameTypeSequence", "FrameType"),
+                          ("CTImageFrameTypeSequence", "FrameType"),
+                          ("MREchoSequence", "EffectiveEchoTime"),
+                          ("FrameContentSequence", "TemporalPositionIndex"),
+                          ("FrameContentSequence", "StackID"),
+                          *((_UNASSIGNED, tag) for tag in (*ACQUISITION_TAGS, "EchoTime")))
 _LISTING_TAGS = ["SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID",
                  "SeriesInstanceUID", "SeriesNumber", "SeriesDescription", "Rows", "Columns",
                  "NumberOfFrames", "InstanceNumber", "ImagePositionPatient",
@@ -71,6 +83,7 @@ class DicomSeries:
     size_bytes: int = 0
     folder: str = ""  # the folder holding its files (their common parent)
     part: str = ""  # one acquisition of a series that holds several: "ImageType ORIGINAL\..."
+    frames: tuple[int, ...] = ()  # of a multi-frame file holding several acquisitions: this one's
 
     @property
     def label(self) -> str:
@@ -193,8 +206,8 @@ def _common_folder(files: Sequence[str]) -> str:
     return os.path.commonpath([str(Path(f).parent) for f in files])
 
 
-def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]], part: str = ""
-                         ) -> DicomSeries:
+def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]], part: str = "",
+                         frames: Sequence[int] = ()) -> DicomSeries:
     first = headers[0][1]
     files = tuple(_slice_order(headers))
     size = 0
@@ -204,7 +217,12 @@ def _series_from_headers(uid: str, headers: list[tuple[str, pydicom.Dataset]], p
     return DicomSeries(uid, files, str(getattr(first, "SeriesDescription", "") or "").strip(),
                        str(getattr(first, "Modality", "") or ""),
                        str(getattr(first, "SeriesNumber", "") or ""), size,
-                       _common_folder(files), part)
+                       _common_folder(files), part, tuple(frames))
+
+
+def _location_key(position: Sequence[float], orientation: Sequence[float]) -> tuple:
+    return tuple(round(v / SAME_POSITION_MM) for v in position) + \
+        tuple(round(v, 4) for v in orientation)
 
 
 def _position_key(header: pydicom.Dataset) -> tuple | None:
@@ -219,15 +237,17 @@ def _position_key(header: pydicom.Dataset) -> tuple | None:
         values = [float(v) for v in (*position, *orientation)]
     except (TypeError, ValueError):
         return None
-    return tuple(round(v / SAME_POSITION_MM) for v in values[:3]) + \
-        tuple(round(v, 4) for v in values[3:])
+    return _location_key(values[:3], values[3:])
 
 
-def _tag_text(header: pydicom.Dataset, keyword: str) -> str:
-    value = getattr(header, keyword, "")
+def _text(value: object) -> str:
     if isinstance(value, pydicom.multival.MultiValue):
         return "\\".join(str(v) for v in value)
     return str(value if value is not None else "").strip()
+
+
+def _tag_text(header: pydicom.Dataset, keyword: str) -> str:
+    return _text(getattr(header, keyword, ""))
 
 
 def acquisitions(headers: list[tuple[str, pydicom.Dataset]]
@@ -244,11 +264,44 @@ def acquisitions(headers: list[tuple[str, pydicom.Dataset]]
         groups: dict[str, list[int]] = {}
         for index, (_, header) in enumerate(headers):
             groups.setdefault(_tag_text(header, tag), []).append(index)
-        if len(groups) > 1 and all(
-                len(members) >= 2 and len({keys[i] for i in members}) == len(members)
-                for members in groups.values()):
+        if _split(groups, keys):
             return [(f"{tag} {value}" if value else f"no {tag}",
                      [headers[i] for i in members]) for value, members in groups.items()]
+    return None
+
+
+def _split(groups: dict[str, list[int]], keys: Sequence[tuple]) -> bool:
+    """Whether ``groups`` (indices by a tag's value) are several stacks of two or more images
+    at distinct positions (``keys``)."""
+    return len(groups) > 1 and all(
+        len(members) >= 2 and len({keys[i] for i in members}) == len(members)
+        for members in groups.values())
+
+
+def frame_acquisitions(path: str, header: pydicom.Dataset
+                       ) -> list[tuple[str, tuple[int, ...]]] | None:
+    """An enhanced multi-frame image's frames split into its acquisitions, as (what tells them
+    apart, their 0-based frame numbers), where frames share positions and the first of
+    :data:`FRAME_ACQUISITION_TAGS` that differs among them splits them into stacks (as
+    :func:`acquisitions` splits single-frame images); None otherwise. ``header``: the file's
+    whole header (its functional groups)."""
+    planes = slice_planes(path, header)
+    per_frame = header.get("PerFrameFunctionalGroupsSequence")
+    if not planes or not per_frame or len(planes) != len(per_frame):
+        return None
+    keys = [_location_key(p.position, (*p.row, *p.column)) for p in planes]
+    if len(set(keys)) == len(keys):
+        return None
+    shared_items = header.get("SharedFunctionalGroupsSequence")
+    shared = shared_items[0] if shared_items else None
+    for sequence, keyword in FRAME_ACQUISITION_TAGS:
+        groups: dict[str, list[int]] = {}
+        for index, frame in enumerate(per_frame):
+            value = _text(functional_value(frame, shared, sequence, keyword))
+            groups.setdefault(value, []).append(index)
+        if _split(groups, keys):
+            return [(f"{keyword} {value}" if value else f"no {keyword}", tuple(members))
+                    for value, members in groups.items()]
     return None
 
 
@@ -276,10 +329,26 @@ def find_dicom_series(folder: str | os.PathLike[str], depth: int = MAX_DEPTH,
     series = []
     for key, headers in groups.items():
         parts = acquisitions(headers) if split else None
+        framed = _frames_of_one_file(headers) if split and parts is None else None
+        if framed:
+            series += [_series_from_headers(key[0], headers, part, frames)
+                       for part, frames in framed]
+            continue
         series += [_series_from_headers(key[0], members, part)
                    for part, members in parts or [("", headers)]]
     return sorted(series, key=lambda s: (s.folder, _as_number(s.number), s.description, s.uid,
                                          s.part))
+
+
+def _frames_of_one_file(headers: list[tuple[str, pydicom.Dataset]]
+                        ) -> list[tuple[str, tuple[int, ...]]] | None:
+    """:func:`frame_acquisitions` of a series that is one multi-frame file (its whole header
+    read only then)."""
+    if len(headers) != 1 or int(getattr(headers[0][1], "NumberOfFrames", 1) or 1) < 4:
+        return None
+    path = headers[0][0]
+    header = read_dicom_header(path)
+    return frame_acquisitions(path, header) if header is not None else None
 
 
 def _as_number(text: str) -> float:
@@ -588,14 +657,19 @@ def _pixel_data_cut_short(fp: BinaryIO, header: pydicom.Dataset) -> bool:
     return start + offset + length > os.fstat(fp.fileno()).st_size
 
 
-def _placed(headers: list[tuple[str, pydicom.Dataset]]) -> tuple[list[SlicePlane], list[str]]:
-    """The slice planes of the files that say where they lie, sorted along the normal, and the
-    files that do not (no ImagePositionPatient, ImageOrientationPatient or PixelSpacing: a
-    screen capture or derived image filed in the series, a damaged header)."""
+def _placed(headers: list[tuple[str, pydicom.Dataset]], frames: Sequence[int] = ()
+            ) -> tuple[list[SlicePlane], list[str]]:
+    """The slice planes of the files that say where they lie (of a multi-frame file, only
+    ``frames`` where given: one of its acquisitions), sorted along the normal, and the files
+    that do not (no ImagePositionPatient, ImageOrientationPatient or PixelSpacing: a screen
+    capture or derived image filed in the series, a damaged header)."""
     planes: list[SlicePlane] = []
     unplaced = []
+    chosen = set(frames)
     for path, header in headers:
         found = slice_planes(path, header)
+        if found and chosen:
+            found = [p for p in found if p.frame in chosen]
         if found:
             planes += found
         else:
@@ -615,7 +689,7 @@ def _unplaced_note(unplaced: list[str]) -> list[str]:
 def series_planes(series: DicomSeries) -> list[SlicePlane] | None:
     """Every slice plane of the series' files that say where they lie (frames of multi-frame
     files included), sorted along the normal, as reading takes them; None when none does."""
-    return _placed(_full_headers(series))[0] or None
+    return _placed(_full_headers(series), series.frames)[0] or None
 
 
 REFERENCE_UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "FrameOfReferenceUID",
@@ -702,7 +776,8 @@ def reference_planes(series: DicomSeries) -> list[SlicePlane]:
     (see :func:`check_referenceable`)."""
     headers = _full_headers(series)
     check_referenceable(headers, series.name)
-    planes, _ = _placed(headers)  # what does not say where it lies, the reader left out too
+    # what does not say where it lies, the reader left out too
+    planes, _ = _placed(headers, series.frames)
     if not planes:
         raise InputError(series.name, "its images do not say where they lie "
                          "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), so no "
@@ -762,7 +837,7 @@ def read_series(series: DicomSeries) -> SeriesVolume:
     with _QuietITK():
         try:
             cut_short: set[str] = set()
-            planes, unplaced = _placed(_full_headers(series, cut_short))
+            planes, unplaced = _placed(_full_headers(series, cut_short), series.frames)
             if not planes:
                 return SeriesVolume(_read_files(series.files), [
                     "none of the files carries ImagePositionPatient, ImageOrientationPatient "

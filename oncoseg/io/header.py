@@ -106,7 +106,7 @@ def declared_dicom_series(series: DicomSeries) -> DeclaredImage | None:
     header = read_dicom_header(series.files[0]) if series.files else None
     if header is None or "Rows" not in header or "Columns" not in header:
         return None
-    frames = int(header.get("NumberOfFrames", 1) or 1) * len(series.files)
+    frames = len(series.frames) or int(header.get("NumberOfFrames", 1) or 1) * len(series.files)
     stored = max(1, int(header.get("BitsAllocated", 16) or 16) // 8)
     samples = int(header.get("SamplesPerPixel", 1) or 1)
     # the rescale is applied: 8/16-bit stored values come back as 32-bit integers or floats,
