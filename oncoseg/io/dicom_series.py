@@ -752,8 +752,11 @@ class ReferencedImage:
         return sop_reference(self.header, self.plane.frame)
 
 
-def referenced_images(images: Sequence[str | os.PathLike[str] | SlicePlane], name: str
-                      ) -> list[ReferencedImage]:
+# What an export references: an image file (each image it holds), or the plane of one image
+ImageOfSeries = str | os.PathLike[str] | SlicePlane
+
+
+def referenced_images(images: Sequence[ImageOfSeries], name: str) -> list[ReferencedImage]:
     """The images an export references, in the order given: a file stands for every image it
     holds (each frame of an enhanced multi-frame image), a plane for itself. Refused without
     usable UIDs (:func:`check_referenceable`) or where a file does not say where its images

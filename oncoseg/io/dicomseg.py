@@ -37,7 +37,7 @@ from oncoseg.errors import InputError
 from oncoseg.io.atomic import atomic_path
 from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom, sop_reference
 from oncoseg.io.dicom_geometry import SlicePlane, masks_on_planes
-from oncoseg.io.dicom_series import ReferencedImage, referenced_images
+from oncoseg.io.dicom_series import ImageOfSeries, ReferencedImage, referenced_images
 from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.terminology import Code, Terminology
 
@@ -51,8 +51,6 @@ SOURCE_IMAGE_PURPOSE = Code("DCM", "121322", "Source image for image processing 
 DEFAULT_MAXIMUM_FRACTIONAL_VALUE = 255
 # Probabilities this far outside [0, 1] are not float rounding: the image is not a map.
 PROBABILITY_SLACK = 1e-3
-# What a SEG references: an image file (each image it holds), or the plane of one image
-ImageOfSeries = str | os.PathLike[str] | SlicePlane
 
 
 def cielab(rgb: Sequence[int]) -> list[int]:

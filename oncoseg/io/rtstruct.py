@@ -25,7 +25,7 @@ from oncoseg.io.dicom import Algorithm, code_item, derived_object, save_dicom
 from oncoseg.terminology import Code
 
 if TYPE_CHECKING:
-    from oncoseg.io.dicom_geometry import SlicePlane
+    from oncoseg.io.dicom_series import ImageOfSeries
 
 RT_STRUCTURE_SET_STORAGE = "1.2.840.10008.5.1.4.1.1.481.3"
 
@@ -117,7 +117,7 @@ def read_rtstruct(path: str | os.PathLike[str]) -> StructureSet:
 def write_rtstruct(
     structures: Sequence[StructureToWrite | tuple],
     image: sitk.Image,
-    series_files: Sequence[str | os.PathLike[str] | SlicePlane],
+    series_files: Sequence[ImageOfSeries],
     path: str | os.PathLike[str],
     label: str = "OncoSeg",
     overwrite: bool = False,
