@@ -309,18 +309,14 @@ def read_inputs(paths: dict[str, str], selectors: dict[str, str]
     """The input images by role, the reading notes (a DICOM series resampled onto a regular
     grid ...) in words for the terminal and result.json, and each DICOM input's identity
     (series, study, frame of reference, patient: :func:`series_identity`)."""
-    from oncoseg.io.dicom_series import series_identity
-    from oncoseg.io.volumes import read_volume
+    from oncoseg.io.volumes import input_series, read_volume, reading_notes
 
-    images, notes, identities = {}, [], {}
+    volumes = {}
     for role, path in paths.items():
         with _choosing_series(role):
-            volume = read_volume(path, selectors.get(role))
-        images[role] = volume.image
-        notes += [f"input {role}: {note}" for note in volume.notes]
-        if volume.series is not None:
-            identities[role] = series_identity(volume.series)
-    return images, notes, identities
+            volumes[role] = read_volume(path, selectors.get(role))
+    return ({role: v.image for role, v in volumes.items()}, reading_notes(volumes),
+            input_series(volumes))
 
 
 def _cmd_tasks(args: argparse.Namespace) -> int:

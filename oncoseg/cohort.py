@@ -30,6 +30,7 @@ from oncoseg.cohort_report import REPORT, THUMBNAILS, write_report
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.atomic import unfinished_parts, write_text_atomic
+from oncoseg.io.volumes import input_series, reading_notes
 from oncoseg.method import Hints, RunContext, prepare
 from oncoseg.tasks import Task, get_task
 
@@ -184,10 +185,12 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
         else:
             started = time.perf_counter()
             try:
-                images = {role: case.read_stored(role) for role in case.images}
+                volumes = {role: case.read_input(role) for role in case.images}
+                images = {role: volume.image for role, volume in volumes.items()}
                 prediction = predict(task, images, prepared, context=context,
                                      hints=case_hints(task, case))
                 prediction.timings.setdefault("total", time.perf_counter() - started)
+                prediction.messages[:0] = reading_notes(volumes)  # as predict keeps them
                 flags = quality.check_inputs(task, images, case.info, geometry) + \
                     quality.check_prediction(task, prediction, images)
                 prediction.details["quality"] = [f.as_dict() for f in flags]
@@ -195,7 +198,8 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
                 save_thumbnail(prediction, output / THUMBNAILS / f"{case.id}.png")
                 write_prediction(prediction, case_folder(output, case.id),
                                  {r: str(p) for r, p in case.images.items()},
-                                 probability_format=probability_format)
+                                 probability_format=probability_format,
+                                 input_series=input_series(volumes))
                 failure_file(output, case.id).unlink(missing_ok=True)
                 outcome = Outcome(case.id, "done", time.perf_counter() - started)
             except (Cancelled, KeyboardInterrupt):

@@ -134,9 +134,12 @@ def cohort_cases(root: Path, cohort: Path) -> list[CaseEntry]:
                        document["inputs"].items()}
             missing = [role for role, path in volumes.items() if not path.exists()]
             error = f"its {missing[0]} input is gone" if missing else ""
+            # the series a DICOM input was read from, in a folder that may hold several
+            series = {role: found["series_uid"] for role, found in
+                      document.get("input_series", {}).items() if found.get("series_uid")}
         except (OSError, ValueError, KeyError, InputError) as problem:
-            volumes, error = {}, f"its result cannot be opened ({str(problem)[:120]})"
-        cases.append(CaseEntry(case_id, folder, volumes, error, folder, flags))
+            volumes, series, error = {}, {}, f"its result cannot be opened ({str(problem)[:120]})"
+        cases.append(CaseEntry(case_id, folder, volumes, error, folder, flags, series))
     return cases
 
 

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pydicom
 import pytest
 import SimpleITK as sitk
 
@@ -329,3 +330,39 @@ def test_the_probability_format_is_chosen_on_the_command_line(toy, tmp_path):
     assert document["files"]["probabilities"]
     for relative in document["files"]["probabilities"].values():
         assert relative.endswith(".nii") and (tmp_path / "f32" / relative).is_file()
+
+
+def test_a_manifest_of_pacs_folders_chooses_each_series_and_keeps_what_predict_notes(
+        data, tmp_path):
+    """A PACS export puts each patient's series in one folder: a manifest row names the folder
+    and, in its optional series column, the series (UID or description pattern). Each case's
+    result keeps what reading its series said (a missing slice resampled: dropped before in a
+    cohort, which read images without their notes) and which series it was, as `predict`
+    does; a training check reads the folder's grid from the headers."""
+    from dicom_ct import set_attributes, uniform_series
+
+    task, _, model = data
+    rows = ["case_id,role,path,series"]
+    chosen = {}
+    for i in range(2):
+        folder = tmp_path / f"patient{i}"
+        wanted = uniform_series(folder, count=12)
+        other = uniform_series(tmp_path / f"other{i}", count=12)
+        set_attributes(other, SeriesDescription="scout recon")
+        for path in other:
+            shutil.move(path, folder / f"o_{path.name}")
+        wanted[5].unlink()  # a slice lost on the way: resampled, with a note
+        chosen[f"p{i}"] = str(pydicom.dcmread(wanted[0]).SeriesInstanceUID)
+        rows.append(f"p{i},image,patient{i}," + (chosen[f"p{i}"] if i == 0 else "analytic*"))
+    manifest = tmp_path / "pacs.csv"
+    manifest.write_text("\n".join(rows) + "\n")
+    dataset = read_dataset(manifest, roles=["image"])  # checked: each folder's chosen series
+    outcomes = predict_cohort(task, dataset, tmp_path / "out", model, write=lambda line: None)
+    assert [o.status for o in outcomes] == ["done"] * 2
+    for case_id, uid in chosen.items():
+        document = json.loads((tmp_path / "out" / "cases" / case_id / "result.json").read_text())
+        assert document["input_series"]["image"]["series_uid"] == uid
+        assert any(m.startswith("input image: 1 slice(s) missing") for m in document["messages"])
+    manifest.write_text("\n".join(r.rsplit(",", 1)[0] for r in rows) + "\n")  # no choice
+    with pytest.raises(InputError, match="contains 2 DICOM series"):
+        read_dataset(manifest, roles=["image"])

@@ -9,13 +9,16 @@ import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
+
+if TYPE_CHECKING:
+    from oncoseg.io.volumes import ReadResult
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -51,21 +54,38 @@ class Case:
 
     def read_stored(self, role: str) -> sitk.Image:
         """The role's volume as its file stores it, what ``predict`` is given (its results come
-        back on this grid). Medical Segmentation Decathlon cases keep all channels in one 4D
-        file; ``info['channels']`` then says which channel a role is."""
-        from oncoseg.io.volumes import read_image
+        back on this grid)."""
+        return self.read_input(role).image
 
-        image = read_image(self.images[role])
+    def series_choice(self, role: str) -> str | None:
+        """Which DICOM series a role's folder means where it holds several (UID, number or
+        description pattern): the layout's per-role choice (``info['series']``), or for a
+        case of one image the series its structure set references (``info['series_uid']``)."""
+        chosen = self.info.get("series", {}).get(role)
+        if chosen is None and len(self.images) == 1:
+            chosen = self.info.get("series_uid")
+        return chosen or None
+
+    def read_input(self, role: str) -> ReadResult:
+        """:meth:`read_stored`'s volume with what ``predict`` tells about its reading (a DICOM
+        series resampled onto a regular grid, placements that tools disagree on) and the
+        DICOM series it came from. Medical Segmentation Decathlon cases keep all channels in
+        one 4D file; ``info['channels']`` then says which channel a role is."""
+        from oncoseg.io.volumes import read_volume
+
+        volume = read_volume(self.images[role], self.series_choice(role))
         channel = self.info.get("channels", {}).get(role)
         if channel is None:
-            return image
+            return volume
+        image = volume.image
         if image.GetDimension() != 4 or channel >= image.GetSize()[3]:
             raise InputError(f"case '{self.id}'", f"{self.images[role].name} should hold "
                              f"channel {channel} ({role}) along a fourth axis; its size is "
                              f"{image.GetSize()}")
         size = list(image.GetSize())
         size[3] = 0
-        return sitk.Extract(image, size, [0, 0, 0, channel])
+        volume.image = sitk.Extract(image, size, [0, 0, 0, channel])
+        return volume
 
     def label_on(self, reference: sitk.Image, role: str,
                  values: Collection[int] | None = None) -> np.ndarray:
@@ -222,7 +242,7 @@ def _header_grid(case: Case, role: str) -> tuple[tuple[float, ...], tuple[int, .
         if slices:  # the UW-Madison layout: size and spacing are in the file names
             _, _, (width, height), (sx, sy) = slices[0]
             return (sx, sy, SLICE_THICKNESS_MM), (width, height, len(slices))
-        planes = series_planes(choose_dicom_series(path, case.info.get("series_uid")))
+        planes = series_planes(choose_dicom_series(path, case.series_choice(role)))
     except (RuntimeError, InputError, OSError):
         return None
     if not planes or len(planes) < 2:
@@ -234,18 +254,32 @@ def _header_grid(case: Case, role: str) -> tuple[tuple[float, ...], tuple[int, .
 
 
 def check_files(case: Case, where: str) -> None:
-    """Every file exists, and each label lies on the grid of an image of its case."""
+    """Every file exists (an image may be a DICOM series folder, its series chosen where it
+    holds several), and each label lies on the grid of an image of its case."""
     for role, path in {**case.images, **case.labels}.items():
-        if not path.is_file():
+        if not path.is_file() and not (role in case.images and path.is_dir()):
             raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} "
                              "is missing")
-    grids = {role: _grid(case, role, path, where) for role, path in case.images.items()}
+    grids = {role: _series_grid(case, role, path) if path.is_dir()
+             else _grid(case, role, path, where) for role, path in case.images.items()}
     for name, path in case.labels.items():
         grid = _grid(case, name, path, where)
         if grids and not any(_same(grid, g) for g in grids.values()):
             raise InputError(f"case '{case.id}'", f"in {where}: the {name} file "
                              f"{path.name} does not lie on the grid of any image of the case "
                              f"(its size {grid[0]}, spacing {tuple(round(s, 4) for s in grid[1])})")
+
+
+def _series_grid(case: Case, role: str, path: Path) -> tuple:
+    """A DICOM folder's grid as :func:`_grid` gives a file's, from its headers."""
+    from oncoseg.io.dicom_series import choose_dicom_series, series_grid
+
+    try:
+        layout = series_grid(choose_dicom_series(path, case.series_choice(role)))
+    except InputError as error:
+        raise InputError(f"case '{case.id}'", f"its {role} ({error.what}): "
+                         f"{error.problem}") from None
+    return layout.size, layout.spacing, layout.origin, tuple(layout.direction)
 
 
 def _grid(case: Case, role: str, path: Path, where: str) -> tuple:

@@ -241,7 +241,9 @@ def _manifest_read(root: Path, roles: Sequence[str] | None, partial: bool = Fals
                    **_options) -> list[Case]:
     """Data in no layout, listed in a CSV file: one row per file, ``case_id,role,path``, a
     relative path read from the CSV's folder. A role starting with 'label' or 'seg' is a label
-    file; cases lacking roles are treated as the folders layout treats them."""
+    file; cases lacking roles are treated as the folders layout treats them. A path may be a
+    DICOM study folder as a PACS exports it: an optional ``series`` column then says which of
+    its series the role is (UID, number or description pattern, as ``--series``)."""
     with root.open(encoding="utf-8-sig", newline="") as handle:
         rows = list(csv.DictReader(handle))
     if not rows or not set(MANIFEST_COLUMNS) <= set(rows[0]):
@@ -260,6 +262,9 @@ def _manifest_read(root: Path, roles: Sequence[str] | None, partial: bool = Fals
             raise InputError(f"{root} line {line}", f"gives case '{case_id}' a second "
                              f"'{role}' file")
         files[role] = path
+        series = (row.get("series") or "").strip()
+        if series:
+            case.info.setdefault("series", {})[role] = series
     for case in cases.values():
         missing = [r for r in roles or () if r not in case.images]
         if missing and (not partial or len(missing) == len(roles)):
@@ -308,7 +313,8 @@ register_layout(Layout("nnunet", "nnU-Net / Medical Segmentation Decathlon raw: 
                        "imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz",
                        _nnunet_match, _nnunet_read))
 register_layout(Layout("manifest", "a CSV file with the columns case_id,role,path (one row "
-                       "per file; relative paths from the CSV's folder)",
+                       "per file or DICOM folder; relative paths from the CSV's folder; an "
+                       "optional series column chooses a series in a folder)",
                        _manifest_match, _manifest_read))
 register_layout(Layout("folders", "one folder per case, one file per input role named after "
                        "the role, label files starting with 'label'",

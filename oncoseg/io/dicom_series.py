@@ -779,16 +779,30 @@ def reference_planes(series: DicomSeries) -> list[SlicePlane]:
     (see :func:`check_referenceable`)."""
     headers = _full_headers(series)
     check_referenceable(headers, series.name)
-    # what does not say where it lies, the reader left out too
-    planes, _ = _placed(headers, series.frames)
+    return _stack_planes(headers, series, "so no frame or contour can be placed on them")
+
+
+def _stack_planes(headers: list[tuple[str, pydicom.Dataset]], series: DicomSeries,
+                  consequence: str) -> list[SlicePlane]:
+    """The planes the reader stacks, from the headers alone: those that say where they lie,
+    without a localizer, one per position, in slice order; refused (``consequence``: what
+    cannot be done) when none says where it lies."""
+    planes, _ = _placed(headers, series.frames)  # what does not say where it lies: left out
     if not planes:
         raise InputError(series.name, "its images do not say where they lie "
-                         "(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), so no "
-                         "frame or contour can be placed on them")
+                         f"(ImagePositionPatient, ImageOrientationPatient, PixelSpacing), "
+                         f"{consequence}")
     planes, _ = without_localizer(planes)  # the reader left it out too
     groups = same_position_groups(planes)
     repeated = {i for group in groups for i in group[1:]}  # the reader skipped them too
     return [p for i, p in enumerate(planes) if i not in repeated]
+
+
+def series_grid(series: DicomSeries) -> StackLayout:
+    """The regular grid the series is read onto (origin, spacing, direction, size), from its
+    headers alone: what a data set's check compares a label file with."""
+    planes = _stack_planes(_full_headers(series), series, "so they make no grid")
+    return plan_stack(planes, series.name)
 
 
 def _localizer_note(dropped: list[SlicePlane]) -> list[str]:

@@ -9,6 +9,7 @@ that say when that meant resampling. :func:`read_image` is the same without the 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,9 +36,9 @@ from oncoseg.io.nifti import is_nifti, no_orientation_note, orientation_notes, r
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
-           "dicom_series_from_files", "find_dicom_series", "is_volume_file", "list_dicom_series",
-           "placement_notes", "read_dicom_series", "read_image", "read_volume", "volume_stem",
-           "write_image"]
+           "dicom_series_from_files", "find_dicom_series", "input_series", "is_volume_file",
+           "list_dicom_series", "placement_notes", "read_dicom_series", "read_image",
+           "read_volume", "reading_notes", "volume_stem", "write_image"]
 
 # a pair's .hdr names it, as .mhd and .nhdr do (its .img is the voxel file)
 VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")
@@ -134,6 +135,21 @@ def placement_notes(source: sitk.Image | sitk.ImageFileReader, path: str | os.Pa
             "NRRD_space" not in source.GetMetaDataKeys():
         return [no_orientation_note(Path(path).name, "its header names no 'space'")]
     return []
+
+
+def reading_notes(volumes: Mapping[str, ReadResult]) -> list[str]:
+    """Each input's reading notes, named by role, as ``predict`` prints them and ``result.json``
+    keeps them (before the method's own)."""
+    return [f"input {role}: {note}" for role, volume in volumes.items() for note in volume.notes]
+
+
+def input_series(volumes: Mapping[str, ReadResult]) -> dict[str, dict[str, str]]:
+    """Each DICOM input's series, study, frame of reference and patient (``result.json``'s
+    ``input_series``: an export's reference is checked against them)."""
+    from oncoseg.io.dicom_series import series_identity
+
+    return {role: series_identity(volume.series) for role, volume in volumes.items()
+            if volume.series is not None}
 
 
 def read_image(path: str | os.PathLike[str], series_uid: str | None = None) -> sitk.Image:
