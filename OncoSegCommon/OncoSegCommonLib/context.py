@@ -25,12 +25,13 @@ class MRMLContext:
     scene: Any  # vtkMRMLScene
     application_logic: Any  # vtkSlicerApplicationLogic
     logics: dict[str, Any] = field(default_factory=dict)
+    database: Any = None  # ctkDICOMDatabase: where a volume loaded from DICOM finds its files
 
     @classmethod
     def from_application(cls) -> MRMLContext:
         app_logic = slicer.app.applicationLogic()
         logics = {name: app_logic.GetModuleLogic(name) for name, _ in _HEADLESS_LOGICS}
-        return cls(slicer.mrmlScene, app_logic, logics)
+        return cls(slicer.mrmlScene, app_logic, logics, getattr(slicer, "dicomDatabase", None))
 
     @classmethod
     def headless(cls) -> MRMLContext:

@@ -26,6 +26,7 @@ from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import Task, get_task
 from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.dicom_values import frames_with_own_rescale
 from OncoSegCommonLib.inputs import guess_inputs
 from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
@@ -154,14 +155,17 @@ class TaskLogic:
             if node is not None and node.IsA("vtkMRMLVolumeNode"):
                 refuse_unhardened_transform(f"{role} ('{node.GetName()}')", node)
         images = self.images(chosen)
+        notes = []
         for role, node in chosen.items():
             if isinstance(images.get(role), sitk.Image):
-                refuse_sheared(images[role], f"{role} ('{node.GetName()}')")  # Slicer keeps it
-                refuse_file_cut_short(f"{role} ('{node.GetName()}')", node, images[role])
+                what = f"{role} ('{node.GetName()}')"
+                refuse_sheared(images[role], what)  # Slicer keeps it
+                refuse_file_cut_short(what, node, images[role])
+                images[role], rescaled = frames_with_own_rescale(what, node, images[role],
+                                                                 self.context.database)
+                notes += [f"input {role}: {note}" for note in
+                          [*rescaled, *file_reading_notes(node, images[role])]]
         self.task.check_images(images)
-        notes = [f"input {role}: {note}" for role, node in chosen.items()
-                 if isinstance(images.get(role), sitk.Image)
-                 for note in file_reading_notes(node, images[role])]
         return StartedRun(dict(inputs), images, request, notes)
 
     def images(self, nodes: Mapping[str, Any]) -> dict[str, Any]:

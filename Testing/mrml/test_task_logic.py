@@ -19,7 +19,7 @@ from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.lazy import lazy_attribute
 from OncoSegCommonLib.segmentations import labels_from_segmentation_node
 from OncoSegCommonLib.tasklogic import RunRequest, TaskLogic, TaskResult, logic_for
-from OncoSegCommonLib.volumes import volume_node_from_image
+from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -172,8 +172,6 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
     node.SetAndObserveStorageNodeID(storage.GetID())
     assert storage.ReadData(node) == 1
-    from OncoSegCommonLib.volumes import image_from_volume_node
-
     engine = read_image(path)  # the engine's reading: the qform
     in_slicer = image_from_volume_node(node)
     assert np.allclose(in_slicer.GetDirection(), engine.GetDirection(), atol=1e-6)
@@ -285,3 +283,54 @@ def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_ident
     ct.SetAndObserveTransformNodeID(warp.GetID())
     with pytest.raises(InputError, match="CT: lies under the transform 'Warp'"):
         refuse_unhardened_transform("CT", ct)
+
+
+def test_a_dicom_volume_whose_frames_carry_their_own_rescale_is_run_with_them(toy, mrml,
+                                                                              tmp_path):
+    """Slicer's DICOM module reads an enhanced image through GDCM, which applies one rescale
+    slope to every frame (emulated here by SimpleITK's GDCM reading, the reader Slicer's
+    vtkITK uses); the run finds the file in the DICOM database and reads each frame with its
+    own slope, as pydicom's modality LUT does, says so, and leaves the node as it is."""
+    import highdicom as hd
+    import pydicom
+    from dicom_ct import uniform_series
+
+    from oncoseg.orientation import to_canonical
+    from OncoSegCommonLib.export import INSTANCE_UIDS_ATTRIBUTE
+
+    task, _, model = toy
+    files = uniform_series(tmp_path / "ct", count=6)
+    expected = []
+    for k, path in enumerate(files):
+        ds = pydicom.dcmread(path)
+        ds.RescaleSlope, ds.RescaleIntercept = ("1", "0") if k % 2 == 0 else ("0.5", "-10")
+        ds.save_as(path)
+        expected.append(ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept))
+    enhanced = hd.legacy.LegacyConvertedEnhancedCTImage(
+        [pydicom.dcmread(f) for f in files], series_instance_uid=hd.UID(), series_number=2,
+        sop_instance_uid=hd.UID(), instance_number=1)
+    path = tmp_path / "enhanced.dcm"
+    enhanced.save_as(path)
+    as_slicer_reads = sitk.ReadImage(str(path))
+    shown = sitk.GetArrayFromImage(as_slicer_reads)
+    assert np.abs(shown - np.stack(expected)).max() > 100  # GDCM's one slope
+    node = volume_node_from_image(mrml.scene, as_slicer_reads, "enhanced")
+    node.SetAttribute(INSTANCE_UIDS_ATTRIBUTE, str(enhanced.SOPInstanceUID))
+
+    class Database:  # ctkDICOMDatabase's one call used here
+        def fileForInstance(self, uid):
+            return str(path) if uid == enhanced.SOPInstanceUID else ""
+
+    mrml.database = Database()
+    try:
+        started = logic_for(mrml, task.name).start(
+            {"image": node}, RunRequest(model=str(model), device="cpu"))
+    finally:
+        mrml.database = None
+    # GDCM stacks the frames from the last (its z axis points down): compared in LPS order
+    np.testing.assert_allclose(sitk.GetArrayFromImage(to_canonical(started.images["image"])),
+                               np.stack(expected), atol=1e-4)
+    [note] = [n for n in started.notes if "rescale" in n]
+    assert "one rescale slope and intercept for all its frames" in note
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(image_from_volume_node(node)),
+                                  shown)  # the node is left as it was
