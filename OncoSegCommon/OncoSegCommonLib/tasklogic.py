@@ -33,6 +33,7 @@ from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
 from OncoSegCommonLib.volumes import (
+    as_the_file_stores,
     file_reading_notes,
     refuse_file_cut_short,
     refuse_unhardened_transform,
@@ -161,10 +162,12 @@ class TaskLogic:
                 what = f"{role} ('{node.GetName()}')"
                 refuse_sheared(images[role], what)  # Slicer keeps it
                 refuse_file_cut_short(what, node, images[role])
+                notes += [f"input {role}: {note}"
+                          for note in file_reading_notes(node, images[role])]
+                images[role] = as_the_file_stores(node, images[role])
                 images[role], rescaled = frames_with_own_rescale(what, node, images[role],
                                                                  self.context.database)
-                notes += [f"input {role}: {note}" for note in
-                          [*rescaled, *file_reading_notes(node, images[role])]]
+                notes += [f"input {role}: {note}" for note in rescaled]
         self.task.check_images(images)
         return StartedRun(dict(inputs), images, request, notes)
 

@@ -144,6 +144,16 @@ def refuse_file_cut_short(what: str, node: Any, image: sitk.Image) -> None:
                          f"{error.problem}") from None
 
 
+def as_the_file_stores(node: Any, image: sitk.Image) -> sitk.Image:
+    """The node's voxels (``image``) without the intercept Slicer's NIfTI reader (ITK's) adds
+    where the file's scl_slope is 0, which the standard and the CLI do not apply
+    (:func:`oncoseg.io.nifti.without_added_intercept`; the run's note says it)."""
+    from oncoseg.io.nifti import without_added_intercept
+
+    loaded = _loaded_file(node, image)
+    return without_added_intercept(image, loaded[0]) if loaded else image
+
+
 def refuse_unhardened_transform(what: str, node: Any) -> None:
     """A node under a transform is shown where the transform puts it, but its voxels and
     geometry (what the engine reads, :func:`image_from_volume_node`) are where the file put

@@ -237,3 +237,24 @@ def test_a_scanner_sform_scaled_unlike_its_pixdim_is_named_without_claiming_the_
         [note] = volume.notes
         assert "read it with orientation LAS;" in note and "from its qform" not in note
         assert "use its sform (SCANNER_ANAT, orientation LAS): up to" in note
+
+
+@pytest.mark.parametrize("slope", [0.0, float("nan")])
+def test_an_intercept_without_a_slope_is_not_added_as_itk_adds_it(tmp_path, slope):
+    """nifti1.h scales voxels only 'if the scl_slope field is nonzero'; nibabel follows it,
+    ITK (so 3D Slicer) adds scl_inter anyway: a CT 1024 HU too bright. Read as the standard and
+    nibabel read it, in its stored integers, with a note naming what Slicer shows."""
+    data = np.asanyarray(nib.load(DATA / "anatomical.nii").dataobj).astype(np.int16)
+    path = tmp_path / "scan.nii"
+    nib.save(nib.Nifti1Image(data, np.diag([2.0, 2.0, 2.2, 1.0])), path)
+    raw = bytearray(path.read_bytes())
+    raw[112:120] = np.array([slope, 1024.0], "<f4").tobytes()  # scl_slope, scl_inter
+    path.write_bytes(bytes(raw))
+    assert float(sitk.GetArrayViewFromImage(sitk.ReadImage(str(path))).min()) == \
+        data.min() + 1024  # ITK alone
+    volume = read_volume(path)
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(volume.image).transpose(2, 1, 0),
+                                  nib.load(path).get_fdata())
+    assert volume.image.GetPixelID() == sitk.sitkInt16
+    [note] = volume.notes
+    assert "scl_inter 1024" in note and "3D Slicer add 1024" in note

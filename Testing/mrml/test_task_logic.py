@@ -334,3 +334,30 @@ def test_a_dicom_volume_whose_frames_carry_their_own_rescale_is_run_with_them(to
     assert "one rescale slope and intercept for all its frames" in note
     np.testing.assert_array_equal(sitk.GetArrayFromImage(image_from_volume_node(node)),
                                   shown)  # the node is left as it was
+
+
+def test_a_node_read_with_an_intercept_the_standard_does_not_apply_is_run_without_it(
+        toy, mrml, tmp_path):
+    """Slicer's volume reader (ITK) adds scl_inter where scl_slope is 0; the run takes the
+    stored values, as the CLI and nibabel read the file, and says what Slicer shows."""
+    import slicer
+
+    task, image, model = toy
+    path = tmp_path / "scan.nii"
+    sitk.WriteImage(sitk.Cast(read_image(image) * 100, sitk.sitkInt16), str(path))
+    raw = bytearray(path.read_bytes())
+    raw[112:120] = np.array([0.0, 1024.0], "<f4").tobytes()  # scl_slope, scl_inter
+    path.write_bytes(bytes(raw))
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    mrml.scene.AddNode(storage)
+    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node) == 1
+    stored = sitk.GetArrayFromImage(read_image(path))
+    shown = sitk.GetArrayFromImage(image_from_volume_node(node))
+    np.testing.assert_array_equal(shown, stored + 1024)  # Slicer's reader adds it
+    started = logic_for(mrml, task.name).start({"image": node},
+                                               RunRequest(model=str(model), device="cpu"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(started.images["image"]), stored)
+    assert any("3D Slicer add 1024" in n for n in started.notes)

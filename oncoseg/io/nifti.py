@@ -41,8 +41,10 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.geometry import axis_code, direction_matrix
 
-# NIfTI datatype codes of real floating-point voxels
+# NIfTI datatype codes of real floating-point voxels, and of integer ones
 _FLOAT_DATATYPES = {16: "f4", 64: "f8"}
+_INTEGER_DATATYPES = {2: "u1", 4: "i2", 8: "i4", 256: "i1", 512: "u2", 768: "u4", 1024: "i8",
+                      1280: "u8"}
 _CHUNK_BYTES = 1 << 24
 # A probability map's uint8 code: stored v reads as v / PROBABILITY_SCALE (steps of 1/255).
 PROBABILITY_SCALE = 255
@@ -105,6 +107,10 @@ class _VoxelData:
     dtype: str | None  # numpy dtype with byte order of a real float datatype; None otherwise
     slope: float
     inter: float
+    # scl_inter where scl_slope is 0 or not a number: the standard applies no scaling, ITK
+    # (so 3D Slicer) adds the intercept all the same; 0 otherwise
+    added: float = 0.0
+    integer: str | None = None  # numpy dtype of an integer datatype; None otherwise
 
 
 def _voxel_data(path: Path) -> _VoxelData | None:
@@ -137,12 +143,15 @@ def _voxel_data(path: Path) -> _VoxelData | None:
     if not 1 <= dim[0] <= 7 or any(d < 1 for d in dim[1:dim[0] + 1]) or bitpix <= 0 \
             or not np.isfinite(offset) or offset < 0:
         return None
-    # nifti1_io applies the scaling only when the slope is a usable number
+    added = 0.0
+    # the standard scales only where the slope is a usable number, other than 0
     if not np.isfinite(slope) or slope == 0:
+        added = float(inter) if np.isfinite(inter) else 0.0
         slope, inter = 1.0, 0.0
     nbytes = int(np.prod([int(d) for d in dim[1:dim[0] + 1]], dtype=object)) * bitpix // 8
     float_type = order + _FLOAT_DATATYPES[datatype] if datatype in _FLOAT_DATATYPES else None
-    return _VoxelData(voxel_file, int(offset), nbytes, float_type, float(slope), float(inter))
+    return _VoxelData(voxel_file, int(offset), nbytes, float_type, float(slope), float(inter),
+                      added, _INTEGER_DATATYPES.get(datatype))
 
 
 def _cut_short(path: Path, data: _VoxelData, held: int | None = None) -> InputError:
@@ -265,6 +274,41 @@ def restore_nonfinite(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.I
     return restored
 
 
+def intercept_itk_adds(path: str | os.PathLike[str]) -> float:
+    """The scl_inter ITK's NIfTI reader (so 3D Slicer) adds to every voxel of a file whose
+    scl_slope is 0 or not a number, where the NIfTI standard (nifti1.h: the scaling applies
+    "if the scl_slope field is nonzero") and nibabel apply none; 0 for other files."""
+    data = _voxel_data(Path(path)) if is_nifti(path) else None
+    return data.added if data is not None else 0.0
+
+
+def without_added_intercept(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.Image:
+    """``image`` as ITK read it from ``path``, less the intercept it added against the
+    standard (:func:`intercept_itk_adds`), in the file's own integer type where it stores
+    integers (ITK read them as float for the scaling); the same image otherwise."""
+    data = _voxel_data(Path(path)) if is_nifti(path) else None
+    if data is None or not data.added:
+        return image
+    values = sitk.GetArrayFromImage(image).astype(np.float64) - data.added
+    if data.integer is not None:
+        values = values.astype(data.integer)
+    elif image.GetPixelID() == sitk.sitkFloat32:
+        values = values.astype(np.float32)
+    out = sitk.GetImageFromArray(values, isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    out.CopyInformation(image)
+    for key in image.GetMetaDataKeys():
+        out.SetMetaData(key, image.GetMetaData(key))
+    return out
+
+
+def _intercept_notes(path: str | os.PathLike[str], name: str) -> list[str]:
+    added = intercept_itk_adds(path)
+    return [f"{name}'s header gives scl_slope 0 (or no number) and scl_inter {added:g}: the "
+            "NIfTI standard applies no scaling then, and nibabel and OncoSeg read the stored "
+            f"values; ITK and 3D Slicer add {added:g} to every voxel (what Slicer shows)"
+            ] if added else []
+
+
 # NIfTI xyzt_units' spatial codes (its lowest three bits) -> (millimetres per unit, name)
 _UNITS = {1: (1000.0, "metres"), 3: (0.001, "micrometres")}
 # the patient axis a letter of an orientation code lies on, in words
@@ -339,7 +383,7 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
         return []
     name = Path(path).name
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
-    notes = _unit_notes(image, name)
+    notes = _intercept_notes(path, name) + _unit_notes(image, name)
     if qform <= 0 and sform <= 0:
         analyze = "nifti_type" in keys and image.GetMetaData("nifti_type") == "0"
         why = ("an ANALYZE 7.5 header, which has no placement" if analyze else

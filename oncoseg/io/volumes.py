@@ -32,7 +32,13 @@ from oncoseg.io.dicom_series import (
     read_series,
 )
 from oncoseg.io.header import check_declared_size
-from oncoseg.io.nifti import is_nifti, no_orientation_note, orientation_notes, restore_nonfinite
+from oncoseg.io.nifti import (
+    is_nifti,
+    no_orientation_note,
+    orientation_notes,
+    restore_nonfinite,
+    without_added_intercept,
+)
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
@@ -97,8 +103,9 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
 
 def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
     """A volume file (NRRD, NIfTI, MHA, 4D included) as SimpleITK reads it, checked: an
-    unreadable file named in words, a sheared grid refused, a NIfTI file cut short refused and
-    its NaN voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`)."""
+    unreadable file named in words, a sheared grid refused, a NIfTI file cut short refused, its
+    NaN voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`) and an intercept the
+    standard does not apply taken off (:func:`oncoseg.io.nifti.without_added_intercept`)."""
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -108,7 +115,7 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
                        "the data file its header names is missing")
         raise InputError(str(path), f"is not a readable image ({message})") from None
     refuse_sheared(image, str(path))
-    return restore_nonfinite(image, path)
+    return without_added_intercept(restore_nonfinite(image, path), path)
 
 
 def refuse_sheared(image: sitk.Image, what: str) -> None:
