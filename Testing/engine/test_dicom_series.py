@@ -373,6 +373,26 @@ def test_an_enhanced_image_of_several_acquisitions_lists_each_by_its_frames(tmp_
     assert referenced == {k + 1 for k in chosen.series.frames}
 
 
+def test_an_enhanced_image_whose_acquisitions_nothing_tells_apart_is_refused_in_words(
+        tmp_path):
+    """Two stacks of frames at the same positions in one file, no frame attribute differing:
+    refused, naming the frame attributes looked at, without asking for folders of their own
+    (one file cannot be split into folders)."""
+    uid = pydicom.uid.generate_uid()
+    stacks = [uniform_series(tmp_path / name, count=6) for name in ("one", "two")]
+    source = pydicom.dcmread(stacks[0][0], stop_before_pixels=True)
+    same = {k: source[k].value for k in ("StudyInstanceUID", "FrameOfReferenceUID")}
+    datasets = [_as_mr(path, uid, **same) for files in stacks for path in files]
+    for ds in datasets[6:]:
+        ds.PixelData = (ds.pixel_array // 2).astype(ds.pixel_array.dtype).tobytes()
+    hd.legacy.LegacyConvertedEnhancedMRImage(
+        datasets, series_instance_uid=hd.UID(), series_number=3, sop_instance_uid=hd.UID(),
+        instance_number=1).save_as(tmp_path / "mixed.dcm")
+    with pytest.raises(InputError, match=r"FrameType \(MRImageFrameTypeSequence\).*export "
+                       "its acquisitions as series of their own"):
+        read_volume(tmp_path / "mixed.dcm")
+
+
 def test_enhanced_multiframe_ct_is_read_with_the_geometry_of_its_single_frame_series(tmp_path):
     files = uniform_series(tmp_path / "ct", orientation=OBLIQUE_ROWS)
     single = read_volume(tmp_path / "ct").image

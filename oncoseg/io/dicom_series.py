@@ -590,13 +590,17 @@ def _without_duplicates(planes: list[SlicePlane], name: str, notes: list[str]
         pixels = _pixels([planes[i] for i in group])
         for n, i in enumerate(group[1:], start=1):
             if not np.array_equal(pixels[n], pixels[0]):
+                one_file = planes[i].file == planes[group[0]].file
+                tags = [f"{keyword} ({sequence})" for sequence, keyword in
+                        FRAME_ACQUISITION_TAGS] if one_file else list(ACQUISITION_TAGS)
+                remedy = ("export its acquisitions as series of their own" if one_file else
+                          "put each in a folder of its own")
                 raise InputError(name, (
                     f"{planes[group[0]].label()} and {planes[i].label()} lie at the same "
                     f"position ({distances[i]:g} mm along the slice normal) with different "
                     "pixels: the series mixes several acquisitions (echoes, phases, "
                     "repetitions or two series sharing one UID) that none of "
-                    f"{', '.join(ACQUISITION_TAGS)} tells apart; put each in a folder of its "
-                    "own"))
+                    f"{', '.join(tags)} tells apart; {remedy}"))
         skipped.update(group[1:])
     shown = ", ".join(f"{distances[g[0]]:g}" for g in groups[:6])
     notes.append(f"{len(skipped)} duplicated instance(s) with the same pixels at {shown} mm "
