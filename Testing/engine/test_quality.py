@@ -62,6 +62,25 @@ def test_a_ct_in_another_scale_is_flagged_and_scanner_padding_is_not():
         assert quality.check_inputs(get_task("oar-ct"), {"ct": image(scan)}, {}) == []
 
 
+def test_noise_given_as_a_scan_is_flagged_and_real_scans_are_not():
+    """Neighbouring voxels of a scan correlate; of noise they do not. pydicom's real CT and
+    MR pass."""
+    import os
+
+    import pydicom
+
+    noise = np.random.default_rng(0).integers(-1000, 1500, (20, 64, 64)).astype(np.int16)
+    for task, role in (("oar-ct", "ct"), ("oar-mr", "mr")):
+        values = noise if role == "ct" else noise + 1000
+        [flag] = quality.check_inputs(get_task(task), {role: image(values)}, {})
+        assert flag.check == "modality" and "looks like noise" in flag.reason
+    folder = os.path.join(os.path.dirname(pydicom.__file__), "data", "test_files")
+    for name, task, role in (("CT_small.dcm", "oar-ct", "ct"), ("MR_small.dcm", "oar-mr", "mr")):
+        scan = sitk.ReadImage(os.path.join(folder, name))
+        flags = quality.check_inputs(get_task(task), {role: scan}, {})
+        assert not any("noise" in f.reason for f in flags), flags
+
+
 def test_oblique_acquisitions_are_flagged_and_flips_or_permutations_are_not():
     hu, _ = ct_phantom()
     permuted = (0.0, -1.0, 0.0, 0.0, 0.0, 1.0, -1.0, 0.0, 0.0)
