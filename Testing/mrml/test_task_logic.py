@@ -25,6 +25,20 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 
+def _loaded_by_slicer(context: MRMLContext, path: Path, name: str):
+    """A volume node read from ``path`` by Slicer's own volume reader (its archetype storage
+    node, ITK underneath), keeping the storage node as a file loaded in Slicer does."""
+    import slicer
+
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    context.scene.AddNode(storage)
+    node = context.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    assert storage.ReadData(node) == 1  # Slicer loads it
+    return node
+
+
 def _volume(context: MRMLContext, path: Path, name: str = "image"):
     return volume_node_from_image(context.scene, read_image(path), name)
 
@@ -157,7 +171,6 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     """Slicer's own reader (vtkMRMLVolumeArchetypeStorageNode, through ITK) takes the qform of
     a file whose ALIGNED_ANAT sform mirrors it, as the engine does, and says nothing; the run's
     messages say it, as the CLI's do. A node moved since it was loaded gets no such note."""
-    import slicer
 
     pytest.importorskip("nibabel")
     from nifti_placements import with_mirrored_sform
@@ -166,12 +179,7 @@ def test_a_nifti_file_whose_placements_disagree_is_named_in_the_result(toy, mrml
     task, image, model = toy
     path = with_mirrored_sform(image, tmp_path / "placed.nii.gz")
 
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    mrml.scene.AddNode(storage)
-    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "image")
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(node) == 1
+    node = _loaded_by_slicer(mrml, path, "image")
     engine = read_image(path)  # the engine's reading: the qform
     in_slicer = image_from_volume_node(node)
     assert np.allclose(in_slicer.GetDirection(), engine.GetDirection(), atol=1e-6)
@@ -193,7 +201,6 @@ def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_pat
     """Slicer's reader loads an interrupted copy of a NIfTI file (or of a NIfTI pair's voxel
     file, loaded by its .hdr or its .img) without a word (the missing voxels zero); the run
     refuses it by name, as the CLI refuses the file."""
-    import slicer
 
     task, image, model = toy
     whole, cut = tmp_path / f"whole{ending}", tmp_path / f"cut{ending}"
@@ -204,12 +211,7 @@ def test_a_node_loaded_from_a_nifti_file_cut_short_is_refused(toy, mrml, tmp_pat
     voxels.write_bytes(data[: len(data) * 2 // 3])
     nodes = {}
     for path in (whole, cut):
-        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-        storage.SetFileName(str(path))
-        mrml.scene.AddNode(storage)
-        node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", path.stem)
-        node.SetAndObserveStorageNodeID(storage.GetID())
-        assert storage.ReadData(node) == 1  # Slicer loads it
+        node = _loaded_by_slicer(mrml, path, path.stem)
         nodes[path.stem] = node
     logic = logic_for(mrml, task.name)
     before = mrml.node_names()
@@ -225,18 +227,12 @@ def test_a_node_with_a_sheared_grid_is_refused(toy, mrml, tmp_path):
     """Slicer keeps a NRRD's shear in the node's IJK-to-RAS matrix (read on slicer-core): the
     run refuses it by name, as the CLI refuses the file."""
     import nrrd
-    import slicer
 
     task, _, model = toy
     nrrd.write(str(tmp_path / "sheared.nrrd"), np.zeros((12, 10, 8), np.int16),
                {"space": "left-posterior-superior", "space origin": np.zeros(3),
                 "space directions": np.array([[1.0, 0, 0], [0.3, 1.0, 0], [0, 0, 3.0]])})
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(tmp_path / "sheared.nrrd"))
-    mrml.scene.AddNode(storage)
-    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "sheared")
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(node) == 1
+    node = _loaded_by_slicer(mrml, tmp_path / "sheared.nrrd", "sheared")
     before = mrml.node_names()
     with pytest.raises(InputError, match=r"image \('sheared'\): its voxel axes are not at "
                        "right angles"):
@@ -340,7 +336,6 @@ def test_a_node_read_with_an_intercept_the_standard_does_not_apply_is_run_withou
         toy, mrml, tmp_path):
     """Slicer's volume reader (ITK) adds scl_inter where scl_slope is 0; the run takes the
     stored values, as the CLI and nibabel read the file, and says what Slicer shows."""
-    import slicer
 
     task, image, model = toy
     path = tmp_path / "scan.nii"
@@ -348,12 +343,7 @@ def test_a_node_read_with_an_intercept_the_standard_does_not_apply_is_run_withou
     raw = bytearray(path.read_bytes())
     raw[112:120] = np.array([0.0, 1024.0], "<f4").tobytes()  # scl_slope, scl_inter
     path.write_bytes(bytes(raw))
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    mrml.scene.AddNode(storage)
-    node = mrml.scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "scan")
-    node.SetAndObserveStorageNodeID(storage.GetID())
-    assert storage.ReadData(node) == 1
+    node = _loaded_by_slicer(mrml, path, "scan")
     stored = sitk.GetArrayFromImage(read_image(path))
     shown = sitk.GetArrayFromImage(image_from_volume_node(node))
     np.testing.assert_array_equal(shown, stored + 1024)  # Slicer's reader adds it
