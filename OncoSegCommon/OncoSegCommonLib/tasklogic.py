@@ -32,12 +32,7 @@ from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
 from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
-from OncoSegCommonLib.volumes import (
-    as_the_file_stores,
-    file_reading_notes,
-    refuse_file_cut_short,
-    refuse_unhardened_transform,
-)
+from OncoSegCommonLib.volumes import as_read_from_its_file, refuse_unhardened_transform
 
 
 @dataclass
@@ -161,13 +156,10 @@ class TaskLogic:
             if isinstance(images.get(role), sitk.Image):
                 what = f"{role} ('{node.GetName()}')"
                 refuse_sheared(images[role], what)  # Slicer keeps it
-                refuse_file_cut_short(what, node, images[role])
-                notes += [f"input {role}: {note}"
-                          for note in file_reading_notes(node, images[role])]
-                images[role] = as_the_file_stores(node, images[role])
+                images[role], read = as_read_from_its_file(what, node, images[role])
                 images[role], rescaled = frames_with_own_rescale(what, node, images[role],
                                                                  self.context.database)
-                notes += [f"input {role}: {note}" for note in rescaled]
+                notes += [f"input {role}: {note}" for note in [*read, *rescaled]]
         self.task.check_images(images)
         return StartedRun(dict(inputs), images, request, notes)
 

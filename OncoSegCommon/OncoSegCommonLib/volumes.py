@@ -115,43 +115,32 @@ def _loaded_file(node: Any, image: sitk.Image) -> tuple[str, sitk.ImageFileReade
     return str(name), reader
 
 
-def file_reading_notes(node: Any, image: sitk.Image) -> list[str]:
-    """What the user should know about how the volume file a node was loaded from places its
-    voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform and sform that disagree,
-    or no orientation at all). Slicer reads NIfTI through ITK and says nothing; the CLI says
-    this for the same file."""
+def as_read_from_its_file(what: str, node: Any, image: sitk.Image
+                          ) -> tuple[sitk.Image, list[str]]:
+    """The node's voxels (``image``) checked against the volume file it was loaded from, while
+    it still lies where Slicer's reader put it, as the CLI reads the same file: refused where
+    the file is a NIfTI file cut short (Slicer's reader, ITK's nifti1_io, loads it without a
+    word, the missing voxels zero; :func:`oncoseg.io.nifti.check_complete`); without the
+    intercept that reader adds where scl_slope is 0, which the standard does not apply
+    (:func:`oncoseg.io.nifti.without_added_intercept`); with what the user should know about
+    where the file places its voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform
+    and sform that disagree, no orientation at all, that intercept), which Slicer does not
+    say. The file's header is read once; this runs on Slicer's main thread."""
+    from pathlib import Path
+
+    from oncoseg.io.nifti import check_complete, without_added_intercept
     from oncoseg.io.volumes import placement_notes
 
     loaded = _loaded_file(node, image)
-    return placement_notes(loaded[1], loaded[0]) if loaded else []
-
-
-def refuse_file_cut_short(what: str, node: Any, image: sitk.Image) -> None:
-    """Refuse a node loaded from a NIfTI file cut short (an interrupted copy): Slicer's reader
-    (ITK's nifti1_io) loads it without a word, the missing voxels zero; the CLI refuses the
-    same file (:func:`oncoseg.io.nifti.nonfinite_voxels`)."""
-    from pathlib import Path
-
-    from oncoseg.io.nifti import check_complete
-
-    loaded = _loaded_file(node, image)
     if loaded is None:
-        return
+        return image, []
+    path, header = loaded
     try:
-        check_complete(loaded[0])  # by its length where it can: this runs on Slicer's main thread
+        check_complete(path)  # by its length where it can
     except InputError as error:
-        raise InputError(what, f"was loaded from {Path(loaded[0]).name}, which "
+        raise InputError(what, f"was loaded from {Path(path).name}, which "
                          f"{error.problem}") from None
-
-
-def as_the_file_stores(node: Any, image: sitk.Image) -> sitk.Image:
-    """The node's voxels (``image``) without the intercept Slicer's NIfTI reader (ITK's) adds
-    where the file's scl_slope is 0, which the standard and the CLI do not apply
-    (:func:`oncoseg.io.nifti.without_added_intercept`; the run's note says it)."""
-    from oncoseg.io.nifti import without_added_intercept
-
-    loaded = _loaded_file(node, image)
-    return without_added_intercept(image, loaded[0]) if loaded else image
+    return without_added_intercept(image, path), placement_notes(header, path)
 
 
 def refuse_unhardened_transform(what: str, node: Any) -> None:
