@@ -2,9 +2,11 @@
 
 An enhanced multi-frame image may give each frame its own Rescale Slope and Intercept (its
 Pixel Value Transformation; Philips writes MR that way). Slicer's DICOM module reads it through
-GDCM (``vtkITKArchetypeImageSeriesReader``, Libs/vtkITK, v5.10.0 and v5.12.3), which applies
-one slope and intercept to every frame, so such a volume's values are wrong in every frame but
-one, without a word (the engine's own reader: docs/RESULTS.md, "Each slice's own rescale").
+ITK's GDCM image IO (``DICOMScalarVolumePlugin.py``: reader approach "GDCM with DCMTK fallback"
+by default, ``vtkITKArchetypeImageSeriesScalarReader`` with ``SetDICOMImageIOApproachToGDCM``;
+v5.10.0 and v5.12.3), which applies one slope and intercept to every frame (measured through
+SimpleITK, the same image IO), so such a volume's values are wrong in every frame but one,
+without a word (the engine's own reader: docs/RESULTS.md, "Each slice's own rescale").
 Before a run, the file a volume came from is looked up in Slicer's DICOM database; where its
 frames' rescales differ, the run reads the frames with their own, on the volume's grid, and
 says so.
