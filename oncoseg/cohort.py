@@ -322,7 +322,11 @@ def stored_prediction(folder: str | os.PathLike[str]) -> Any:
     document = json.loads((folder / "result.json").read_text(encoding="utf-8"))
     task = get_task(document["task"])
     files = document["files"]
-    images = {role: read_image(path) for role, path in document["inputs"].items()}
+    series = {role: found.get("series_uid") or None
+              for role, found in document.get("input_series", {}).items()}
+    # a DICOM input by the series it was read from (its folder may hold several)
+    images = {role: read_image(path, series.get(role))
+              for role, path in document["inputs"].items()}
     labels = sitk.ReadImage(str(folder / files["labels"])) if "labels" in files else None
     probabilities = {name: sitk.Cast(sitk.ReadImage(str(folder / relative)), sitk.sitkFloat32)
                      for name, relative in files.get("probabilities", {}).items()}

@@ -310,3 +310,44 @@ def test_exports_without_file_endings_and_dicomdir_trees_offer_every_series(tmp_
     session = ReviewSession(mrml, tmp_path / "root")
     (node,) = session.open_case("pacs")
     assert node.GetImageData().GetDimensions()[2] == 12
+
+
+def test_a_cohort_case_read_from_a_pacs_folder_opens_the_series_it_was_read_from(tmp_path,
+                                                                                 mrml):
+    """A cohort case whose input is a folder of several series (a manifest row with its series
+    column): its result records the series, and the review app opens that one (the folder
+    alone would be refused as holding two)."""
+    import shutil
+
+    import pydicom
+    from dicom_ct import set_attributes
+
+    from oncoseg import cohort
+    from oncoseg.datasets import read_dataset
+    from OncoSegWebLib.session import ReviewSession
+
+    phantom("oar-ct", tmp_path / "src", cases=1, seed=2)
+    folder = tmp_path / "root" / "pacs" / "patient"
+    folder.mkdir(parents=True)
+    ct = sorted((tmp_path / "src" / "oarct_000").glob("CT_*.dcm"))
+    for path in ct:
+        shutil.copy(path, folder / path.name)
+    other = [shutil.copy(path, folder / f"other_{path.name}") for path in ct[:12]]
+    set_attributes(other, SeriesInstanceUID=pydicom.uid.generate_uid(),
+                   SeriesDescription="other")
+    for path in other:
+        ds = pydicom.dcmread(path)
+        ds.SOPInstanceUID = pydicom.uid.generate_uid()
+        ds.save_as(path)
+    uid = str(pydicom.dcmread(ct[0], stop_before_pixels=True).SeriesInstanceUID)
+    manifest = tmp_path / "root" / "pacs" / "cohort.csv"
+    manifest.write_text(f"case_id,role,path,series\np1,ct,patient,{uid}\n")
+    out = tmp_path / "root" / "run"
+    cohort.predict_cohort("oar-ct", read_dataset(manifest, roles=["ct"]), out,
+                          write=lambda line: None)
+    cohort.write_summary("oar-ct", read_dataset(manifest, roles=["ct"]), out)
+    session = ReviewSession(mrml, tmp_path / "root")
+    case = next(c for c in session.cases() if c.id == "run/cases/p1")
+    assert case.series == {"ct": uid}
+    (node,) = session.open_case(case.id)
+    assert node.GetImageData().GetDimensions()[2] == len(ct)
