@@ -267,11 +267,17 @@ def restore_nonfinite(image: sitk.Image, path: str | os.PathLike[str]) -> sitk.I
     array = sitk.GetArrayFromImage(image)
     inside = indices < array.size  # trailing bytes past the declared voxels are not voxels
     array.reshape(-1)[indices[inside]] = values[inside]
-    restored = sitk.GetImageFromArray(array, isVector=False)
-    restored.CopyInformation(image)
+    return _with_voxels(image, array)
+
+
+def _with_voxels(image: sitk.Image, array: np.ndarray) -> sitk.Image:
+    """``array`` as an image on ``image``'s grid with its header's metadata (what the
+    placement notes read)."""
+    out = sitk.GetImageFromArray(array, isVector=image.GetNumberOfComponentsPerPixel() > 1)
+    out.CopyInformation(image)
     for key in image.GetMetaDataKeys():
-        restored.SetMetaData(key, image.GetMetaData(key))
-    return restored
+        out.SetMetaData(key, image.GetMetaData(key))
+    return out
 
 
 def intercept_itk_adds(path: str | os.PathLike[str]) -> float:
@@ -294,11 +300,7 @@ def without_added_intercept(image: sitk.Image, path: str | os.PathLike[str]) -> 
         values = values.astype(data.integer)
     elif image.GetPixelID() == sitk.sitkFloat32:
         values = values.astype(np.float32)
-    out = sitk.GetImageFromArray(values, isVector=image.GetNumberOfComponentsPerPixel() > 1)
-    out.CopyInformation(image)
-    for key in image.GetMetaDataKeys():
-        out.SetMetaData(key, image.GetMetaData(key))
-    return out
+    return _with_voxels(image, values)
 
 
 def _intercept_notes(path: str | os.PathLike[str], name: str) -> list[str]:
