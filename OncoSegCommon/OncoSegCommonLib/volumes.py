@@ -125,9 +125,12 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     (:func:`oncoseg.io.nifti.without_added_intercept`); with what the user should know about
     where the file places its voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform
     and sform that disagree, no orientation at all, that intercept), which Slicer does not
-    say. The file's header is read once; this runs on Slicer's main thread."""
+    say. A volume loaded from a MINC file, which Slicer's ITK 5.4 places turned round
+    (:mod:`oncoseg.io.minc`), is refused. The file's header is read once; this runs on
+    Slicer's main thread."""
     from pathlib import Path
 
+    from oncoseg.io.minc import slicer_turned_note, turned_by_itk
     from oncoseg.io.nifti import check_complete, without_added_intercept
     from oncoseg.io.volumes import placement_notes
 
@@ -135,6 +138,8 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     if loaded is None:
         return image, []
     path, header = loaded
+    if turned_by_itk(path, header):  # the node lies where ITK 5.4 put it: turned round
+        raise InputError(what, slicer_turned_note(path))
     try:
         check_complete(path)  # by its length where it can
     except InputError as error:

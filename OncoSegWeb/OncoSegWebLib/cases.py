@@ -21,14 +21,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import SimpleITK as sitk
-
 from oncoseg.cohort import CASES, TABLE
 from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import is_dicom_file
-from oncoseg.io.volumes import is_volume_file, list_dicom_series, volume_stem
+from oncoseg.io.volumes import (
+    is_volume_file,
+    list_dicom_series,
+    volume_information,
+    volume_stem,
+)
 from OncoSegWebLib.security import inside_root
 
 MAX_DEPTH = 5
@@ -65,10 +68,10 @@ def is_label_file(path: Path) -> bool:
 
 
 def _check_volume(path: Path) -> str:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
     try:
-        reader.ReadImageInformation()
+        reader = volume_information(path)
+    except InputError as error:
+        return f"{path.name} cannot be read ({error.problem[:120]})"
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[-1].replace(str(path), path.name)
         return f"{path.name} cannot be read ({reason[:120]})"  # no server paths on the page

@@ -351,3 +351,31 @@ def test_a_node_read_with_an_intercept_the_standard_does_not_apply_is_run_withou
                                                RunRequest(model=str(model), device="cpu"))
     np.testing.assert_array_equal(sitk.GetArrayFromImage(started.images["image"]), stored)
     assert any("3D Slicer add 1024" in n for n in started.notes)
+
+
+def test_a_node_loaded_from_a_minc_file_is_refused_as_slicer_turns_it(toy, mrml, tmp_path):
+    """Slicer 5.10 and 5.12 read MINC through ITK 5.4's MINCImageIO (``Module_ITKIOMINC`` in
+    SuperBuild/External_ITK.cmake, v5.10.0), which takes MINC's RAS coordinates as LPS: the
+    node lies turned by 180 degrees about the head-feet axis. slicer-core has no MINC reader,
+    so the node is made as that reader makes it (SimpleITK 2.5, the same ITK 5.4 reader) and
+    given the file as its storage; the run refuses it by name, and the file read by the CLI
+    is placed right (Testing/engine/test_other_file_formats.py)."""
+    import slicer
+
+    from OncoSegCommonLib.volumes import volume_node_from_image
+
+    task, image, model = toy
+    path = tmp_path / "scan.mnc"
+    sitk.WriteImage(sitk.Cast(read_image(image), sitk.sitkFloat32), str(path))
+    node = volume_node_from_image(mrml.scene, sitk.ReadImage(str(path)), "scan")
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    mrml.scene.AddNode(storage)
+    node.SetAndObserveStorageNodeID(storage.GetID())
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"image \('scan'\): was loaded from the MINC file "
+                       r"scan\.mnc, which this Slicer's reader \(ITK 5\.4\) places turned by "
+                       "180 degrees"):
+        logic_for(mrml, task.name).start({"image": node},
+                                         RunRequest(model=str(model), device="cpu"))
+    assert mrml.node_names() == before

@@ -351,3 +351,38 @@ def test_a_cohort_case_read_from_a_pacs_folder_opens_the_series_it_was_read_from
     assert case.series == {"ct": uid}
     (node,) = session.open_case(case.id)
     assert node.GetImageData().GetDimensions()[2] == len(ct)
+
+
+def test_freesurfer_and_minc_volumes_are_offered_and_a_sheared_one_says_why(tmp_path, mrml):
+    """A FreeSurfer MGZ (which SimpleITK cannot read) and a MINC 2 file (which ITK 5.4 reads
+    turned round) are volumes of a case, opened where nibabel places them; nibabel's own
+    sheared test.mgz marks its case with the reason."""
+    nib = pytest.importorskip("nibabel")
+    from oncoseg.io.volumes import read_volume
+    from OncoSegCommonLib.volumes import image_from_volume_node
+    from OncoSegWebLib.cases import find_cases
+    from OncoSegWebLib.session import ReviewSession
+
+    data = Path(nib.__file__).parent / "tests" / "data"
+    good, sheared = tmp_path / "root" / "brain_001", tmp_path / "root" / "brain_002"
+    good.mkdir(parents=True)
+    sheared.mkdir()
+    affine = np.diag([1.0, 1.0, 2.0, 1.0])
+    affine[:3, 3] = (-10.0, 5.0, 20.0)
+    nib.save(nib.MGHImage(np.arange(6 * 5 * 4, dtype=np.float32).reshape(6, 5, 4), affine),
+             good / "t1.mgz")
+    (good / "flair.mnc").write_bytes((data / "minc2_1_scale.mnc").read_bytes())
+    (sheared / "t1.mgz").write_bytes((data / "test.mgz").read_bytes())
+    cases = {c.id: c for c in find_cases(tmp_path / "root")}
+    assert sorted(cases["brain_001"].volumes) == ["flair", "t1"] and cases["brain_001"].usable
+    assert "t1.mgz cannot be read (its voxel axes are not at right angles" in \
+        cases["brain_002"].error
+    session = ReviewSession(mrml, tmp_path / "root")
+    nodes = session.open_case("brain_001")
+    files = {"t1": good / "t1.mgz", "flair": good / "flair.mnc"}
+    for node in nodes:
+        expected = read_volume(files[node.GetName()]).image
+        shown = image_from_volume_node(node)
+        np.testing.assert_allclose(shown.GetOrigin(), expected.GetOrigin(), atol=1e-4)
+        np.testing.assert_allclose(shown.GetDirection(), expected.GetDirection(), atol=1e-6)
+    assert any("flair: flair.mnc is a MINC file" in note for note in session.reading_notes)

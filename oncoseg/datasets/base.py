@@ -16,6 +16,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
+from oncoseg.io.volumes import volume_information
 
 if TYPE_CHECKING:
     from oncoseg.io.volumes import ReadResult
@@ -200,13 +201,6 @@ class Dataset:
         return train, validation
 
 
-def image_information(path: Path) -> sitk.ImageFileReader:
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    reader.ReadImageInformation()
-    return reader
-
-
 def stated_license(root: str | os.PathLike[str]) -> str:
     """The licence a data set states of itself: the ``licence`` (or ``license``) of its
     ``dataset.json``, as the Medical Segmentation Decathlon and nnU-Net write it; "" where it
@@ -231,7 +225,7 @@ def _header_grid(case: Case, role: str) -> tuple[tuple[float, ...], tuple[int, .
         return None
     try:
         if path.is_file():
-            header = image_information(path)
+            header = volume_information(path)
             if header.GetDimension() < 3:
                 return None
             return tuple(header.GetSpacing())[:3], tuple(header.GetSize())[:3]
@@ -284,8 +278,8 @@ def _series_grid(case: Case, role: str, path: Path) -> tuple:
 
 def _grid(case: Case, role: str, path: Path, where: str) -> tuple:
     try:
-        info = image_information(path)
-    except RuntimeError:
+        info = volume_information(path)
+    except (RuntimeError, InputError):
         raise InputError(f"case '{case.id}'", f"in {where}: the {role} file {path.name} is not "
                          "a readable image") from None
     size, spacing, origin = info.GetSize(), info.GetSpacing(), info.GetOrigin()

@@ -22,7 +22,7 @@ from oncoseg.tasks import Task
 
 
 def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> None:
-    image = sitk.ReadImage(str(source))
+    image = read_volume(source).image  # any format a case may hold (FreeSurfer, MINC)
     array = sitk.GetArrayFromImage(image)
     out = array.copy()
     for old, new in mapping.items():

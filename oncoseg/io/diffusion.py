@@ -38,6 +38,7 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like
 from oncoseg.io.nifti import is_nifti
+from oncoseg.io.other_formats import refuse_other_format
 from oncoseg.io.volumes import read_volume_file
 
 # The roles a multi-b DWI input stands for (the rectal task's inputs).
@@ -306,6 +307,7 @@ def read_diffusion(path: str | os.PathLike[str], series: str | None = None) -> D
         raise InputError(str(path), "no such file or folder")
     if p.is_dir():
         return read_dicom_diffusion(p, series)
+    refuse_other_format(p)
     name = p.name.lower()
     if is_nifti(p):
         return read_nifti_diffusion(p)

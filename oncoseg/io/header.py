@@ -13,10 +13,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.io.dicom_geometry import slice_planes
 from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, read_dicom_header
+from oncoseg.io.mgh import is_mgh, read_header
 from oncoseg.io.nifti import is_nifti
 from oncoseg.memory import require_memory
 
@@ -27,6 +29,8 @@ from oncoseg.memory import require_memory
 READ_FACTOR_NIFTI = 2.0
 READ_FACTOR_COMPRESSED_MHA = 2.0
 READ_FACTOR_DEFAULT = 1.0
+# oncoseg.io.mgh reads the voxels into one array, which SimpleITK's image then copies
+READ_FACTOR_MGH = 2.0
 # What every method needs besides the input, per input voxel, at the least: a uint8 label map
 # on the input grid, and one more while a compressed writer holds its copy of it (a tiled task,
 # oar-ct, keeps nothing else at full resolution).
@@ -87,6 +91,8 @@ def declared_file(path: str | os.PathLike[str]) -> DeclaredImage | None:
     """The header of an image file (any format SimpleITK reads); None when the header cannot
     be read (the read itself then reports why)."""
     path = Path(path)
+    if is_mgh(path):
+        return _declared_mgh(path)
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
     reader.LoadPrivateTagsOff()
@@ -99,6 +105,14 @@ def declared_file(path: str | os.PathLike[str]) -> DeclaredImage | None:
     per_voxel = probe.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
     return DeclaredImage(str(path), tuple(int(s) for s in reader.GetSize()), per_voxel,
                          probe.GetPixelIDTypeAsString(), _read_factor(path))
+
+
+def _declared_mgh(path: Path) -> DeclaredImage:
+    header = read_header(path)  # an unreadable one is refused here, in words
+    size = header.size[:header.dimension]
+    item = np.dtype(header.dtype).itemsize
+    return DeclaredImage(str(path), tuple(size), item, f"FreeSurfer {header.type_name}",
+                         READ_FACTOR_MGH)
 
 
 def declared_dicom_series(series: DicomSeries) -> DeclaredImage | None:

@@ -31,7 +31,12 @@ from oncoseg.io.dicom_series import (
     read_dicom_series,
     read_series,
 )
+from oncoseg.io.file_information import FileInformation
 from oncoseg.io.header import check_declared_size
+from oncoseg.io.mgh import information as mgh_information
+from oncoseg.io.mgh import is_mgh, read_mgh, unplaced_note
+from oncoseg.io.minc import information as minc_information
+from oncoseg.io.minc import is_minc, minc_note, placed_as_minc_defines
 from oncoseg.io.nifti import (
     is_nifti,
     no_orientation_note,
@@ -39,15 +44,18 @@ from oncoseg.io.nifti import (
     restore_nonfinite,
     without_added_intercept,
 )
+from oncoseg.io.other_formats import refuse_other_format
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
            "dicom_series_from_files", "find_dicom_series", "input_series", "is_volume_file",
            "list_dicom_series", "placement_notes", "read_dicom_series", "read_image",
-           "read_volume", "reading_notes", "volume_stem", "write_image"]
+           "read_volume", "reading_notes", "volume_information", "volume_stem", "write_image"]
 
-# a pair's .hdr names it, as .mhd and .nhdr do (its .img is the voxel file)
-VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd")
+# a pair's .hdr names it, as .mhd and .nhdr do (its .img is the voxel file); FreeSurfer's
+# .mgz, .mgh (and .mgh.gz) are read by oncoseg.io.mgh; MINC 2 placed by oncoseg.io.minc
+VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd",
+                  ".mgz", ".mgh", ".mgh.gz", ".mnc")
 
 
 @dataclass
@@ -82,6 +90,7 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
     p = Path(path)
     if not p.exists():
         raise InputError(str(path), "no such file or folder")
+    refuse_other_format(p)
     check_declared_size(p, series_uid)  # before any pixel is read: refuse what cannot fit
     if p.is_dir() or p.name.upper() == "DICOMDIR":
         from oncoseg.io.png_slices import read_scan, slice_files
@@ -105,7 +114,12 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
     """A volume file (NRRD, NIfTI, MHA, 4D included) as SimpleITK reads it, checked: an
     unreadable file named in words, a sheared grid refused, a NIfTI file cut short refused, its
     NaN voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`) and an intercept the
-    standard does not apply taken off (:func:`oncoseg.io.nifti.without_added_intercept`)."""
+    standard does not apply taken off (:func:`oncoseg.io.nifti.without_added_intercept`). A
+    FreeSurfer MGH/MGZ file, which SimpleITK's wheels cannot read, is read by
+    :func:`oncoseg.io.mgh.read_mgh`."""
+    if is_mgh(path):
+        return read_mgh(path)
+    refuse_other_format(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
@@ -114,8 +128,23 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
             message = ("its voxel data could not be read in full: the file is cut short, or "
                        "the data file its header names is missing")
         raise InputError(str(path), f"is not a readable image ({message})") from None
+    if is_minc(path):
+        image = placed_as_minc_defines(image)
     refuse_sheared(image, str(path))
     return without_added_intercept(restore_nonfinite(image, path), path)
+
+
+def volume_information(path: str | os.PathLike[str]
+                       ) -> sitk.ImageFileReader | FileInformation:
+    """A volume file's header (grid and pixel type) without its voxels, as SimpleITK's
+    ``ReadImageInformation`` gives it (an MGH/MGZ file's by :mod:`oncoseg.io.mgh`); raises
+    RuntimeError (SimpleITK's) or InputError where it cannot be read."""
+    if is_mgh(path):
+        return mgh_information(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    reader.ReadImageInformation()
+    return minc_information(reader) if is_minc(path) else reader
 
 
 def refuse_sheared(image: sitk.Image, what: str) -> None:
@@ -135,9 +164,14 @@ def placement_notes(source: sitk.Image | sitk.ImageFileReader, path: str | os.Pa
     header) puts the patient: a NIfTI file's two placements disagreeing, or none
     (:func:`oncoseg.io.nifti.orientation_notes`); a NRRD header naming no space, which ITK and
     Slicer's scalar volume reader (``vtkMRMLVolumeArchetypeStorageNode``, through ITK) both
-    take as LPS axes from origin 0."""
+    take as LPS axes from origin 0; an MGH file without a placement; a MINC file, which Slicer
+    shows elsewhere (:mod:`oncoseg.io.minc`)."""
     if is_nifti(path):
         return orientation_notes(source, path)
+    if is_mgh(path):
+        return unplaced_note(path)
+    if is_minc(path):
+        return [minc_note(Path(path).name)]
     if str(path).lower().endswith((".nrrd", ".nhdr")) and \
             "NRRD_space" not in source.GetMetaDataKeys():
         return [no_orientation_note(Path(path).name, "its header names no 'space'")]
