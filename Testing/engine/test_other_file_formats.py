@@ -122,7 +122,7 @@ def test_a_freesurfer_file_without_placement_is_read_as_freesurfer_reads_it(tmp_
 def test_nibabels_sheared_mgz_is_refused_in_words():
     """nibabel's own test.mgz has direction cosines that are neither unit nor orthogonal:
     nibabel reads a sheared affine; OncoSeg refuses it as it refuses a sheared NIfTI."""
-    with pytest.raises(InputError, match="test.mgz: its voxel axes are not at right angles"):
+    with pytest.raises(InputError, match=r"test\.mgz: its voxel axes are not at right angles"):
         read_volume(DATA / "test.mgz")
 
 

@@ -188,6 +188,28 @@ def test_a_nrrd_header_naming_no_space_says_laterality_is_unknown(tmp_path):
     assert read_volume(tmp_path / "placed.nrrd").notes == []
 
 
+@pytest.mark.parametrize("space", ["scanner-xyz", "3D-right-handed", "3D-left-handed"])
+def test_a_nrrd_in_a_space_that_is_not_the_patients_says_laterality_is_unknown(tmp_path,
+                                                                                 space):
+    """NRRD's non-anatomical spaces (scanner coordinates, a bare right- or left-handed frame)
+    do not say where the patient's left lies; ITK (so Slicer) takes their axes as L, P, S all
+    the same. The anatomical spaces, RAS included (ITK converts it), read without a note."""
+    nrrd = pytest.importorskip("nrrd")
+    header = {"space origin": np.array([10.0, 20.0, 30.0]),
+              "space directions": np.diag([1.0, 2.0, 3.0])}
+    nrrd.write(str(tmp_path / "scan.nrrd"), np.zeros((6, 5, 4), np.int16),
+               {**header, "space": space})
+    volume = read_volume(tmp_path / "scan.nrrd")
+    assert volume.image.GetDirection() == (1, 0, 0, 0, 1, 0, 0, 0, 1)
+    [note] = volume.notes
+    assert note.startswith(f"scan.nrrd holds no orientation (its space is '{space}'")
+    for anatomical in ("right-anterior-superior", "left-anterior-superior",
+                       "left-posterior-superior"):
+        nrrd.write(str(tmp_path / "placed.nrrd"), np.zeros((6, 5, 4), np.int16),
+                   {**header, "space": anatomical})
+        assert read_volume(tmp_path / "placed.nrrd").notes == []
+
+
 @pytest.mark.parametrize(("unit", "factor", "words"), [
     ("meter", 1000.0, "metres"), ("micron", 0.001, "micrometres")])
 def test_lengths_in_metres_or_micrometres_are_named_and_a_method_refuses_them(

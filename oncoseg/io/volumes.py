@@ -58,6 +58,11 @@ VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha"
                   ".mgz", ".mgh", ".mgh.gz", ".mnc")
 
 
+# NRRD spaces that name the patient's axes (ITK converts the other two to the first)
+_ANATOMICAL_NRRD_SPACES = ("left-posterior-superior", "right-anterior-superior",
+                           "left-anterior-superior")
+
+
 @dataclass
 class ReadResult:
     """A volume as read, what the user should know about how it was read (a DICOM series
@@ -164,17 +169,22 @@ def placement_notes(source: sitk.Image | sitk.ImageFileReader, path: str | os.Pa
     header) puts the patient: a NIfTI file's two placements disagreeing, or none
     (:func:`oncoseg.io.nifti.orientation_notes`); a NRRD header naming no space, which ITK and
     Slicer's scalar volume reader (``vtkMRMLVolumeArchetypeStorageNode``, through ITK) both
-    take as LPS axes from origin 0; an MGH file without a placement; a MINC file, which Slicer
-    shows elsewhere (:mod:`oncoseg.io.minc`)."""
+    take as LPS axes from origin 0, or a space that is not anatomical ('scanner-xyz',
+    '3D-right-handed': ITK and so Slicer take its axes as LPS all the same); an MGH file
+    without a placement; a MINC file, which Slicer shows elsewhere (:mod:`oncoseg.io.minc`)."""
     if is_nifti(path):
         return orientation_notes(source, path)
     if is_mgh(path):
         return unplaced_note(path)
     if is_minc(path):
         return [minc_note(Path(path).name)]
-    if str(path).lower().endswith((".nrrd", ".nhdr")) and \
-            "NRRD_space" not in source.GetMetaDataKeys():
-        return [no_orientation_note(Path(path).name, "its header names no 'space'")]
+    if str(path).lower().endswith((".nrrd", ".nhdr")):
+        if "NRRD_space" not in source.GetMetaDataKeys():
+            return [no_orientation_note(Path(path).name, "its header names no 'space'")]
+        space = source.GetMetaData("NRRD_space").strip()
+        if space.removesuffix("-time") not in _ANATOMICAL_NRRD_SPACES:
+            return [no_orientation_note(Path(path).name, f"its space is '{space}', not the "
+                                        "patient's left, back and head")]
     return []
 
 
