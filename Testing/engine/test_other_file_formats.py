@@ -186,6 +186,7 @@ def test_a_scan_stored_as_minc_keeps_its_left_on_the_left(tmp_path):
     ("phantom_EPI_asc_CLEAR_2_1.REC", "a Philips PAR/REC voxel file"),
     ("example4d+orig.HEAD", "an AFNI HEAD/BRIK dataset"),
     ("scaled+tlrc.BRIK", "an AFNI HEAD/BRIK dataset"),
+    ("example4d+orig.BRIK.gz", "an AFNI HEAD/BRIK dataset"),
     ("tiny.mnc", "a MINC 1 \\(netCDF\\) file"),
     ("tinypet.v", "an ECAT 7 PET file"),
 ])
@@ -201,3 +202,26 @@ def test_formats_oncoseg_does_not_read_are_named_with_the_way_to_convert_them(na
     capsys.readouterr()
     assert main(["info", str(DATA / name)]) == 2
     assert "MINC" not in capsys.readouterr().err.split("error:")[0]
+
+
+def test_an_archive_of_a_pacs_export_is_named_and_its_unpacked_file_reads(tmp_path):
+    """A ZIP of a DICOM export, a gzipped DICOM file: named with the way out, and the same
+    DICOM file unpacked reads. A DICOM file whose preamble happens to hold a ZIP signature is
+    still DICOM."""
+    import zipfile
+
+    from pydicom.data import get_testdata_file
+
+    source = Path(get_testdata_file("CT_small.dcm"))
+    with zipfile.ZipFile(tmp_path / "export.zip", "w") as archive:
+        archive.write(source, "DICOM/IM0001")
+    (tmp_path / "CT_small.dcm.gz").write_bytes(gzip.compress(source.read_bytes()))
+    with pytest.raises(InputError, match=r"export\.zip: is a ZIP archive, .*: unpack it"):
+        read_volume(tmp_path / "export.zip")
+    with pytest.raises(InputError, match=r"CT_small\.dcm\.gz: is a gzip-compressed file"):
+        read_volume(tmp_path / "CT_small.dcm.gz")
+    data = bytearray(source.read_bytes())
+    assert data[128:132] == b"DICM"
+    data[:4] = b"PK\x03\x04"
+    (tmp_path / "odd_preamble.dcm").write_bytes(bytes(data))
+    assert read_volume(tmp_path / "odd_preamble.dcm").image.GetSize()[:2] == (128, 128)
