@@ -31,6 +31,10 @@ SLICE_AXIS_RATIO = 1.2
 # working grid over a 475 m "CT" would need terabytes.
 MAX_EXTENT_MM = 4000.0
 MIN_SPACING_MM = 0.01
+# Metadata key on the image of a DICOM series whose files do not say where they lie (no
+# ImagePositionPatient, ImageOrientationPatient or PixelSpacing; oncoseg.io.dicom_series): the
+# attributes missing, the image's geometry GDCM's guess
+UNPLACED_KEY = "oncoseg:unplaced"
 
 
 def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
@@ -82,6 +86,11 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
     elif min(size) < min_slices:
         problems.append(f"has only {min(size)} slices along one axis (size {_size(size)}); "
                         f"at least {min_slices} are needed")
+    if UNPLACED_KEY in image.GetMetaDataKeys():
+        problems.append(f"comes from DICOM files without {image.GetMetaData(UNPLACED_KEY)}: "
+                        "where its voxels lie and how large they are is not known (GDCM and "
+                        "3D Slicer take 1 mm), and a method would read the anatomy at the "
+                        "wrong size")
     spacing = np.asarray(image.GetSpacing(), float)
     if np.any(spacing <= 0):
         problems.append(f"has a non-positive voxel spacing {image.GetSpacing()}")

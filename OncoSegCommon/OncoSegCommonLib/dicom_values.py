@@ -1,4 +1,5 @@
-"""Volumes 3D Slicer's DICOM module loaded with one rescale for frames that carry their own.
+"""Volumes 3D Slicer's DICOM module loaded wrong without a word: with one rescale for frames
+that carry their own, or at 1 mm from files that do not say how large their pixels are.
 
 An enhanced multi-frame image may give each frame its own Rescale Slope and Intercept (its
 Pixel Value Transformation; Philips writes MR that way). Slicer's DICOM module reads it through
@@ -10,6 +11,12 @@ without a word (the engine's own reader: docs/RESULTS.md, "Each slice's own resc
 Before a run, the file a volume came from is looked up in Slicer's DICOM database; where its
 frames' rescales differ, the run reads the frames with their own, on the volume's grid, and
 says so.
+
+A series whose files carry no PixelSpacing (or no ImagePositionPatient and
+ImageOrientationPatient) is loaded by the same GDCM reading at 1 mm between pixels, its
+geometry guessed; the engine's reader names the missing attributes and methods refuse such a
+series (:func:`oncoseg.validation.volume_problems`), and a run on such a node is refused the
+same way (:func:`refuse_unplaced`).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import same_grid
-from oncoseg.io.dicom_series import read_series, same_rescale, series_planes
+from oncoseg.io.dicom_geometry import missing_placement
+from oncoseg.io.dicom_series import read_dicom_header, read_series, same_rescale, series_planes
 from oncoseg.orientation import onto_grid, to_canonical
 from OncoSegCommonLib.export import (
     INSTANCE_UIDS_ATTRIBUTE,
@@ -65,3 +73,28 @@ def frames_with_own_rescale(what: str, node: Any, image: sitk.Image, database: A
                     f"{len({p.rescale for p in planes})} different ones (slopes {slopes[0]:g} "
                     f"to {slopes[-1]:g}): the run read each frame with its own, as pydicom's "
                     f"modality LUT does; the values Slicer shows differ by up to {apart:.4g}"]
+
+
+def refuse_unplaced(what: str, node: Any, database: Any) -> None:
+    """Refuse a volume Slicer's DICOM module loaded from files none of which says where it
+    lies or how large its pixels are (GDCM's 1 mm guess), as the engine refuses the series.
+    The node's files are read from the first until one is placed: one header for a usual
+    series."""
+    uids = (node.GetAttribute(INSTANCE_UIDS_ATTRIBUTE) or "").split()
+    if database is None or node.GetAttribute(SERIES_FOLDER_ATTRIBUTE) or not uids:
+        return
+    missing: set[str] = set()
+    for uid in uids:
+        path = database.fileForInstance(uid)
+        header = read_dicom_header(path) if path else None
+        if header is None:
+            return  # its files left the database: nothing to judge by
+        lacking = missing_placement(header)
+        if not lacking:
+            return
+        missing.update(lacking)
+    names = ", ".join(sorted(missing))
+    raise InputError(what, f"was loaded by 3D Slicer's DICOM module from files without {names}: "
+                     "Slicer took 1 mm between pixels, and where its voxels lie and how large "
+                     "they are is not known, so a method would read the anatomy at the wrong "
+                     "size")

@@ -26,7 +26,7 @@ from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import Task, get_task
 from OncoSegCommonLib.context import MRMLContext
-from OncoSegCommonLib.dicom_values import frames_with_own_rescale
+from OncoSegCommonLib.dicom_values import frames_with_own_rescale, refuse_unplaced
 from OncoSegCommonLib.inputs import guess_inputs
 from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
@@ -157,6 +157,7 @@ class TaskLogic:
                 what = f"{role} ('{node.GetName()}')"
                 refuse_sheared(images[role], what)  # Slicer keeps it
                 images[role], read = as_read_from_its_file(what, node, images[role])
+                refuse_unplaced(what, node, self.context.database)
                 images[role], rescaled = frames_with_own_rescale(what, node, images[role],
                                                                  self.context.database)
                 notes += [f"input {role}: {note}" for note in [*read, *rescaled]]

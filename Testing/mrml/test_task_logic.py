@@ -281,6 +281,50 @@ def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_ident
         refuse_unhardened_transform("CT", ct)
 
 
+def test_a_dicom_volume_loaded_from_files_without_pixel_spacing_is_refused(toy, mrml,
+                                                                           tmp_path):
+    """Slicer's DICOM module reads a series without PixelSpacing through GDCM at 1 mm between
+    pixels (emulated by SimpleITK's GDCM reading, the reader Slicer's vtkITK uses): the run
+    looks the files up in the DICOM database and refuses, as the engine refuses the series;
+    the same series with its PixelSpacing runs."""
+    import pydicom
+    from dicom_ct import uniform_series
+
+    from OncoSegCommonLib.export import INSTANCE_UIDS_ATTRIBUTE
+
+    task, _, model = toy
+    nodes, paths = {}, {}
+    for name in ("intact", "stripped"):
+        files = uniform_series(tmp_path / name, count=6)
+        uids = []
+        for path in files:
+            ds = pydicom.dcmread(path)
+            if name == "stripped":
+                del ds.PixelSpacing
+                ds.save_as(path)
+            uids.append(str(ds.SOPInstanceUID))
+            paths[uids[-1]] = str(path)
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames([str(f) for f in files])
+        nodes[name] = volume_node_from_image(mrml.scene, reader.Execute(), name)
+        nodes[name].SetAttribute(INSTANCE_UIDS_ATTRIBUTE, " ".join(uids))
+    assert image_from_volume_node(nodes["stripped"]).GetSpacing()[:2] == (1.0, 1.0)
+
+    class Database:  # ctkDICOMDatabase's one call used here
+        def fileForInstance(self, uid):
+            return paths.get(uid, "")
+
+    mrml.database = Database()
+    try:
+        logic = logic_for(mrml, task.name)
+        with pytest.raises(InputError, match=r"image \('stripped'\): was loaded by 3D Slicer's "
+                           "DICOM module from files without PixelSpacing: Slicer took 1 mm"):
+            logic.start({"image": nodes["stripped"]}, RunRequest(model=str(model), device="cpu"))
+        logic.start({"image": nodes["intact"]}, RunRequest(model=str(model), device="cpu"))
+    finally:
+        mrml.database = None
+
+
 def test_a_dicom_volume_whose_frames_carry_their_own_rescale_is_run_with_them(toy, mrml,
                                                                               tmp_path):
     """Slicer's DICOM module reads an enhanced image through GDCM, which applies one rescale

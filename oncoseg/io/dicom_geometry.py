@@ -193,6 +193,28 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
             for index, offset in enumerate(offsets)]
 
 
+# What places an image in the patient (a single-frame file's own attributes; an enhanced
+# multi-frame file's in its functional groups)
+PLACEMENT_ATTRIBUTES = (("PlanePositionSequence", "ImagePositionPatient"),
+                        ("PlaneOrientationSequence", "ImageOrientationPatient"),
+                        ("PixelMeasuresSequence", "PixelSpacing"))
+
+
+def missing_placement(header: pydicom.Dataset) -> list[str]:
+    """The placement attributes an instance lacks (for an enhanced multi-frame one, in its
+    first frame's or the shared functional groups)."""
+    frames = getattr(header, "PerFrameFunctionalGroupsSequence", None)
+    shared_items = getattr(header, "SharedFunctionalGroupsSequence", None)
+    shared = shared_items[0] if shared_items else None
+    missing = []
+    for sequence, keyword in PLACEMENT_ATTRIBUTES:
+        value = functional_value(frames[0], shared, sequence, keyword) if frames \
+            else getattr(header, keyword, None)
+        if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
+            missing.append(keyword)
+    return missing
+
+
 def same_orientation(a: SlicePlane, b: SlicePlane) -> bool:
     return bool(np.allclose(a.row, b.row, atol=ORIENTATION_TOLERANCE)
                 and np.allclose(a.column, b.column, atol=ORIENTATION_TOLERANCE))

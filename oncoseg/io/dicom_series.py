@@ -29,12 +29,14 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.io.dicom import PYDICOM_3, sop_reference
 from oncoseg.io.dicom_geometry import (
+    PLACEMENT_ATTRIBUTES,
     SAME_POSITION_MM,
     SlicePlane,
     StackLayout,
     check_one_stack,
     distances_along_normal,
     functional_value,
+    missing_placement,
     plan_stack,
     regularize,
     same_position_groups,
@@ -42,6 +44,7 @@ from oncoseg.io.dicom_geometry import (
     sort_planes,
     without_localizer,
 )
+from oncoseg.validation import UNPLACED_KEY
 
 MAX_DEPTH = 3  # study/series/files, patient/study/series/files, DICOMDIR trees
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
@@ -852,6 +855,22 @@ def _read_decodable(planes: list[SlicePlane], cut_short: set[str], name: str) ->
     return volume
 
 
+def _unplaced_series(series: DicomSeries) -> SeriesVolume:
+    """A series none of whose files says where it lies, read as GDCM reads it (1 mm between
+    pixels where PixelSpacing is missing, as 3D Slicer reads it too), the missing attributes
+    named in a note and on the image (:data:`UNPLACED_KEY`), which methods refuse
+    (:func:`oncoseg.validation.volume_problems`)."""
+    header = read_dicom_header(series.files[0])
+    missing = missing_placement(header) if header is not None else \
+        [keyword for _, keyword in PLACEMENT_ATTRIBUTES]
+    image = _read_files(series.files)
+    names = ", ".join(missing)
+    image.SetMetaData(UNPLACED_KEY, names)
+    return SeriesVolume(image, [f"none of the files carries {names}: where the voxels lie and "
+                                "how large they are are GDCM's guesses (3D Slicer reads it the "
+                                "same way), so no method runs on it"], None)
+
+
 def read_series(series: DicomSeries) -> SeriesVolume:
     """The series as a volume on a regular grid (see the module's docstring)."""
     name = series.name
@@ -860,9 +879,7 @@ def read_series(series: DicomSeries) -> SeriesVolume:
             cut_short: set[str] = set()
             planes, unplaced = _placed(_full_headers(series, cut_short), series.frames)
             if not planes:
-                return SeriesVolume(_read_files(series.files), [
-                    "none of the files carries ImagePositionPatient, ImageOrientationPatient "
-                    "and PixelSpacing: slice order and spacing are GDCM's guesses"], None)
+                return _unplaced_series(series)
             volume = _read_decodable(planes, cut_short, name)
             volume.notes[:0] = _unplaced_note(unplaced)
             return volume
