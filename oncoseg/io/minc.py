@@ -3,10 +3,11 @@
 MINC's world coordinates are RAS (x from the patient's left to right, y from back to front,
 z from feet to head), as nibabel reads them. ITK 5.4, the ITK inside SimpleITK 2.5 and inside
 3D Slicer 5.10 and 5.12, takes them as its own LPS coordinates unchanged
-(``MINCImageIO::ReadImageInformation``, Modules/IO/MINC/src/itkMINCImageIO.cxx at v5.4.4:
-``o_origin = dir_cos * origin`` with MINC's cosines as they are); the conversion came to ITK
-later, optional and off by default (InsightSoftwareConsortium/ITK pull request 4864,
-``MINCImageIO::SetRAStoLPS``). A MINC file read through ITK therefore lies turned by 180
+(``MINCImageIO::ReadImageInformation``, Modules/IO/MINC/src/itkMINCImageIO.cxx at v5.4.4 and
+v5.4.7: ``o_origin = dir_cos * origin`` with MINC's cosines as they are; the same in Slicer's
+ITK fork at slicer-v5.4.3-2025-01-25, read; its 5.4.4 / 5.4.6 forks, which Slicer 5.10 / 5.12
+pin, were not in the snapshot read); the conversion came to ITK 6.0 only, optional and off
+by default (InsightSoftwareConsortium/ITK pull request 4864, ``MINCImageIO::SetRAStoLPS``). A MINC file read through ITK therefore lies turned by 180
 degrees about the head-feet axis: left and right, front and back exchanged (TorchIO issue 610
 reports the same of SimpleITK: "LIP became LPS"). Every task canonicalises by the direction
 it is given, so the networks saw the anatomy turned round and a lateral label went to the
