@@ -18,7 +18,7 @@ nib = pytest.importorskip("nibabel")
 
 from oncoseg.cli import main, read_inputs  # noqa: E402
 from oncoseg.errors import InputError  # noqa: E402
-from oncoseg.geometry import index_to_physical_matrix  # noqa: E402
+from oncoseg.geometry import axis_code, index_to_physical_matrix  # noqa: E402
 from oncoseg.io.volumes import read_volume  # noqa: E402
 
 DATA = Path(nib.__file__).parent / "tests" / "data"
@@ -186,6 +186,47 @@ def test_a_nrrd_header_naming_no_space_says_laterality_is_unknown(tmp_path):
     assert note.startswith("plain.nhdr holds no orientation (its header names no 'space')")
     sitk.WriteImage(volume.image, str(tmp_path / "placed.nrrd"))  # ITK writes a space
     assert read_volume(tmp_path / "placed.nrrd").notes == []
+
+
+def _negative_width(source: Path, target: Path, axis: int, qcode: int, scode: int) -> Path:
+    """nibabel's file with the given codes and ``pixdim[axis + 1]`` negated in the header
+    (nibabel itself would refuse to write it)."""
+    import struct
+
+    _rewrite(source, target, qcode=qcode, scode=scode)
+    data = bytearray(target.read_bytes())
+    order = "<" if struct.unpack_from("<i", data)[0] == 348 else ">"  # nibabel's is big-endian
+    offset = 76 + 4 * (axis + 1)
+    struct.pack_into(order + "f", data, offset, -struct.unpack_from(order + "f", data, offset)[0])
+    target.write_bytes(bytes(data))
+    return target
+
+
+@pytest.mark.parametrize(("axis", "swapped"), [(0, "left and right"), (1, "front and back"),
+                                               (2, "head and feet")])
+def test_a_negative_voxel_width_is_read_as_itk_reads_it_and_named(tmp_path, axis, swapped):
+    """The standard's voxel widths are positive. ITK (so 3D Slicer) takes a negative pixdim as
+    a flip of its axis, in the qform and in a SCANNER_ANAT sform (divided by it); nibabel takes
+    its absolute value: mirror images, where OncoSeg said nothing."""
+    source = DATA / "anatomical.nii"
+    qform_only = _negative_width(source, tmp_path / "q.nii", axis, qcode=1, scode=0)
+    itk = read_volume(qform_only)
+    reference = nib.load(qform_only)
+    flipped = reference.affine.copy()
+    flipped[:3, axis] *= -1
+    read = _itk_affine_ras(itk.image)
+    np.testing.assert_allclose(read[:3, :3], flipped[:3, :3], atol=1e-4)  # ITK: the flip
+    [note] = itk.notes
+    assert f"its pixdim[{axis + 1}] (voxel width) is negative" in note
+    assert f"the mirror image of that ({swapped} swapped)" in note
+    scanner = _negative_width(source, tmp_path / "s.nii", axis, qcode=0, scode=1)
+    [note] = read_volume(scanner).notes
+    assert f"its negative pixdim[{axis + 1}] (voxel width) taken as a flip" in note
+    unplaced = _negative_width(source, tmp_path / "u.nii", axis, qcode=0, scode=0)
+    image = read_volume(unplaced)
+    axes = ", ".join(axis_code(np.asarray(image.image.GetDirection()).reshape(3, 3)))
+    assert f"with its axes taken as {axes} (nibabel" in image.notes[0]
+    assert axes != "L, P, S"
 
 
 @pytest.mark.parametrize("space", ["scanner-xyz", "3D-right-handed", "3D-left-handed"])

@@ -7,11 +7,11 @@ z from feet to head), as nibabel reads them. ITK 5.4, the ITK inside SimpleITK 2
 v5.4.7: ``o_origin = dir_cos * origin`` with MINC's cosines as they are; the same in Slicer's
 ITK fork at slicer-v5.4.3-2025-01-25, read; its 5.4.4 / 5.4.6 forks, which Slicer 5.10 / 5.12
 pin, were not in the snapshot read); the conversion came to ITK 6.0 only, optional and off
-by default (InsightSoftwareConsortium/ITK pull request 4864, ``MINCImageIO::SetRAStoLPS``). A MINC file read through ITK therefore lies turned by 180
-degrees about the head-feet axis: left and right, front and back exchanged (TorchIO issue 610
-reports the same of SimpleITK: "LIP became LPS"). Every task canonicalises by the direction
-it is given, so the networks saw the anatomy turned round and a lateral label went to the
-other side.
+by default (InsightSoftwareConsortium/ITK pull request 4864, ``MINCImageIO::SetRAStoLPS``).
+A MINC file read through ITK therefore lies turned by 180 degrees about the head-feet axis:
+left and right, front and back exchanged (TorchIO issue 610 reports the same of SimpleITK:
+"LIP became LPS"). Every task canonicalises by the direction it is given, so the networks saw
+the anatomy turned round and a lateral label went to the other side.
 
 Here the x and y of ITK's origin and direction are negated back (unless ITK says it converted,
 its ``RAStoLPS`` metadata true), so a MINC file is read where MINC and nibabel place it.

@@ -31,7 +31,7 @@ import os
 import struct
 import tempfile
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -343,19 +343,56 @@ def _unit_notes(source: sitk.Image | sitk.ImageFileReader, name: str) -> list[st
             "that the scan's size is a patient's"]
 
 
-def no_orientation_note(name: str, why: str, elsewhere: str = "") -> str:
+def no_orientation_note(name: str, why: str, elsewhere: str = "", axes: str = "LPS") -> str:
     """The note for a file that does not say where the patient's axes lie (``why``: what
-    its header lacks; ``elsewhere``: how other tools place it)."""
+    its header lacks; ``elsewhere``: how other tools place it; ``axes``: how ITK took them)."""
     return (f"{name} holds no orientation ({why}): it was read as ITK and 3D Slicer read it, "
-            "with its axes taken as L, P, S" + (f" ({elsewhere})" if elsewhere else "") +
+            f"with its axes taken as {', '.join(axes)}" +
+            (f" ({elsewhere})" if elsewhere else "") +
             ", but where the patient's left, front and head lie is not known from the file: "
             "check the result's laterality")
 
 
 # How nibabel places a NIfTI file with neither placement, or an ANALYZE 7.5 file (its
-# ``get_best_affine`` falls back to the ANALYZE base affine, x flipped, centred; nibabel 5)
-_NIBABEL_UNPLACED = ("nibabel reads it as L, A, S, centred on the volume: the mirror image of "
-                     "that")
+# ``get_best_affine`` falls back to the ANALYZE base affine, x flipped, centred, with the
+# absolute voxel widths; nibabel 5)
+_NIBABEL_UNPLACED = "LAS"
+
+
+def _relation(read: np.ndarray, other: np.ndarray) -> str:
+    """How a placement with axes ``other`` (a direction matrix) shows the voxels that one with
+    axes ``read`` shows: mirrored (one placement a reflection of the other), turned round."""
+    read_code, other_code = axis_code(read), axis_code(other)
+    if np.sign(np.linalg.det(read)) != np.sign(np.linalg.det(other)):
+        swapped = [_SIDES[a] for a, b in zip(read_code, other_code, strict=True)
+                   if a != b and {a, b} in ({"L", "R"}, {"P", "A"}, {"S", "I"})] \
+            if "oblique" not in (read_code, other_code) else []
+        return "the mirror image of that" + (f" ({' and '.join(swapped)} swapped)"
+                                             if len(swapped) == 1 else "")
+    return "the same voxels turned round" if read_code != other_code else "the same axes"
+
+
+def _negative_widths(source: sitk.Image | sitk.ImageFileReader) -> list[int]:
+    """The axes (0-based) whose pixdim is negative: the standard's voxel widths are positive;
+    ITK's NIfTI reader takes the sign as a flip of the axis (nifti1_io's qform formula taken
+    literally, and the sform divided by it), nibabel takes the absolute value."""
+    keys = set(source.GetMetaDataKeys())
+    axes = []
+    for axis in range(3):
+        key = f"pixdim[{axis + 1}]"
+        try:
+            if key in keys and float(source.GetMetaData(key)) < 0:
+                axes.append(axis)
+        except ValueError:
+            continue
+    return axes
+
+
+def _flipped(matrix: np.ndarray, axes: Iterable[int]) -> np.ndarray:
+    flipped = matrix.copy()
+    for axis in axes:
+        flipped[:, axis] *= -1
+    return flipped
 
 
 def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
@@ -386,13 +423,18 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     name = Path(path).name
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
     notes = _intercept_notes(path, name) + _unit_notes(image, name)
+    read = direction_matrix(image)[:3, :3]
+    negative = _negative_widths(image)
     if qform <= 0 and sform <= 0:
         analyze = "nifti_type" in keys and image.GetMetaData("nifti_type") == "0"
         why = ("an ANALYZE 7.5 header, which has no placement" if analyze else
                "its qform_code and sform_code are 0, an ANALYZE-style header")
-        return [*notes, no_orientation_note(name, why, _NIBABEL_UNPLACED)]
-    if sform <= 0:
-        return notes  # the qform alone: every reader takes it
+        nibabel = np.diag([-1.0, -1.0, 1.0]) @ np.diag([-1.0, 1.0, 1.0])  # LAS, in LPS
+        elsewhere = (f"nibabel reads it as {', '.join(_NIBABEL_UNPLACED)}, centred on the "
+                     f"volume: {_relation(read, nibabel)}")
+        return [*notes, no_orientation_note(name, why, elsewhere, axis_code(read))]
+    if sform <= 0:  # the qform alone: every reader takes it, save a negative voxel width
+        return notes + _negative_width_notes(name, read, negative)
     try:
         rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()]
                          for axis in "xyz"])
@@ -417,23 +459,37 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
         return notes  # ITK read the sform, or a qform equal to it
     read_axes, sform_axes = read_matrix[:3, :3], sform_matrix[:3, :3]
     columns = np.linalg.norm(sform_axes, axis=0)
-    sform_code = axis_code(sform_axes / np.where(columns > 0, columns, 1.0))
-    read_code = axis_code(direction_matrix(image)[:3, :3])
+    sform_direction = sform_axes / np.where(columns > 0, columns, 1.0)
+    sform_code = axis_code(sform_direction)
+    read_code = axis_code(read)
     how = f"up to {apart:.0f} mm from there"
     if np.sign(np.linalg.det(read_axes)) != np.sign(np.linalg.det(sform_axes)):
-        swapped = [_SIDES[a] for a, b in zip(read_code, sform_code, strict=True)
-                   if a != b and {a, b} in ({"L", "R"}, {"P", "A"}, {"S", "I"})] \
-            if "oblique" not in (read_code, sform_code) else []
-        how = "the mirror image of that" + (f" ({' and '.join(swapped)} swapped)"
-                                             if len(swapped) == 1 else "")
+        how = _relation(read, sform_direction)
     names = {1: "SCANNER_ANAT", 2: "ALIGNED_ANAT", 3: "TALAIRACH", 4: "MNI_152"}
     # ITK's rule: a known qform wins over a sform whose code is not SCANNER_ANAT
     source = f" from its qform ({names.get(qform, qform)})" if qform > 0 and sform != 1 else ""
+    if negative:
+        widths = " and ".join(f"pixdim[{axis + 1}]" for axis in negative)
+        source += f", its negative {widths} (voxel width) taken as a flip"
     return [*notes, f"{name} is placed differently by different tools: ITK and 3D Slicer (and "
             f"so OncoSeg) read it with orientation {read_code}{source}; nibabel, FSL and the "
             f"tools built on them (TotalSegmentator) use its sform ({names.get(sform, sform)}, "
             f"orientation {sform_code}): {how}. Check which one the scanner's images agree "
             "with before using the result"]
+
+
+def _negative_width_notes(name: str, read: np.ndarray, negative: Sequence[int]) -> list[str]:
+    """The note for a qform file with negative voxel widths, which ITK reads flipped."""
+    if not negative:
+        return []
+    widths = " and ".join(f"pixdim[{axis + 1}]" for axis in negative)
+    other = _flipped(read, negative)
+    return [f"{name} is placed differently by different tools: its {widths} (voxel width) "
+            "is negative, which the NIfTI standard does not allow; ITK and 3D Slicer (and so "
+            f"OncoSeg) read that as a flip of the axis (orientation {axis_code(read)}), "
+            "nibabel and the tools built on it (TotalSegmentator) take the width's absolute "
+            f"value (orientation {axis_code(other)}): {_relation(read, other)}. Check which "
+            "one the scanner's images agree with before using the result"]
 
 
 def _header_of(image: sitk.Image, folder: Path) -> bytearray:
