@@ -225,3 +225,39 @@ def test_an_archive_of_a_pacs_export_is_named_and_its_unpacked_file_reads(tmp_pa
     data[:4] = b"PK\x03\x04"
     (tmp_path / "odd_preamble.dcm").write_bytes(bytes(data))
     assert read_volume(tmp_path / "odd_preamble.dcm").image.GetSize()[:2] == (128, 128)
+
+
+def test_a_nifti2_file_is_named_and_nibabels_conversion_reads(tmp_path):
+    """ITK 5.4 reads NIfTI-1 only: SimpleITK (and 3D Slicer 5.10 and 5.12) cannot read
+    nibabel's NIfTI-2 files. Named, and the conversion the message gives reads as nibabel
+    places it."""
+    for name in ("example_nifti2.nii.gz", "nifti2.hdr"):
+        with pytest.raises(InputError, match=r"is a NIfTI-2 file, which ITK 5\.4"):
+            read_volume(DATA / name)
+    with pytest.raises(RuntimeError):
+        sitk.ReadImage(str(DATA / "example_nifti2.nii.gz"))
+    source = nib.load(DATA / "example_nifti2.nii.gz")
+    nib.save(nib.Nifti1Image.from_image(source), tmp_path / "converted.nii.gz")
+    image = read_volume(tmp_path / "converted.nii.gz").image
+    assert image.GetSize() == source.shape
+    np.testing.assert_allclose(RAS_TO_LPS @ source.affine,
+                               _itk_matrix(image), atol=1e-4)
+
+
+def _itk_matrix(image):
+    """A 4D image's first three axes' index-to-LPS matrix."""
+    dimension = image.GetDimension()
+    matrix = np.eye(4)
+    direction = np.asarray(image.GetDirection()).reshape(dimension, dimension)[:3, :3]
+    matrix[:3, :3] = direction * np.asarray(image.GetSpacing()[:3])
+    matrix[:3, 3] = image.GetOrigin()[:3]
+    return matrix
+
+
+@pytest.mark.parametrize("name", ["analyze.hdr", "nifti1.hdr"])
+def test_a_pair_whose_voxel_file_is_missing_says_so(name):
+    """nibabel ships these headers without their .img: ITK's words were "nifti_image_load
+    failed"."""
+    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}: its voxel file "
+                       rf"{name[:-4]}\.img is missing"):
+        read_volume(DATA / name)

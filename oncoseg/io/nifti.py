@@ -228,6 +228,26 @@ def _scan(path: Path, data: _VoxelData, collect: bool) -> tuple[np.ndarray, np.n
     return np.concatenate(indices), np.concatenate(values)
 
 
+def refuse_nifti2(path: str | os.PathLike[str]) -> None:
+    """Refuse a NIfTI-2 file (540-byte header: CIFTI, Connectome Workbench, images wider than
+    32,767 voxels): ITK 5.4 reads NIfTI-1 only (its NiftiImageIO goes through nifti1_io,
+    Modules/IO/NIFTI at v5.4.4), so SimpleITK and 3D Slicer 5.10 and 5.12 cannot read it, and
+    it came back as "no reader recognises its pixel data: truncated, or an unknown encoding"."""
+    if not is_nifti(path):
+        return
+    header_file, _ = nifti_files(path)
+    try:
+        with _open(header_file) as handle:
+            head = handle.read(4)
+    except (OSError, EOFError, zlib.error):
+        return
+    if len(head) == 4 and 540 in (struct.unpack("<i", head)[0], struct.unpack(">i", head)[0]):
+        raise InputError(str(path), "is a NIfTI-2 file, which ITK 5.4 (so SimpleITK and 3D "
+                         "Slicer 5.10 and 5.12) cannot read; nibabel can save it as NIfTI-1 "
+                         "(nibabel.save(nibabel.Nifti1Image.from_image(nibabel.load(IN)), "
+                         "'OUT.nii.gz')) for any image under 32,768 voxels along each axis")
+
+
 def check_complete(path: str | os.PathLike[str]) -> None:
     """Refuse (:class:`InputError`) a NIfTI file whose voxel data ends before its header's
     declared size, or whose gzip stream is damaged: nifti1_io (ITK, so 3D Slicer) reads what

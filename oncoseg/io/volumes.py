@@ -38,9 +38,11 @@ from oncoseg.io.mgh import is_mgh, read_mgh, unplaced_note
 from oncoseg.io.minc import information as minc_information
 from oncoseg.io.minc import is_minc, minc_note, placed_as_minc_defines
 from oncoseg.io.nifti import (
+    check_complete,
     is_nifti,
     no_orientation_note,
     orientation_notes,
+    refuse_nifti2,
     restore_nonfinite,
     without_added_intercept,
 )
@@ -125,9 +127,11 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
     if is_mgh(path):
         return read_mgh(path)
     refuse_other_format(path)
+    refuse_nifti2(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
+        check_complete(path)  # a NIfTI pair's voxel file missing or cut: said in its words
         message = itk_error_message(error)
         if "No such file or directory" in message:  # MetaImage's stale errno: the file is here
             message = ("its voxel data could not be read in full: the file is cut short, or "
