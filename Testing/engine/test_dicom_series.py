@@ -8,6 +8,7 @@ before) gets a case wrong, the test shows that too, so it can fail.
 """
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -692,3 +693,21 @@ def test_series_options_say_which_input_they_choose_for(tmp_path):
     (tmp_path / "t2.nii.gz").write_bytes(b"")
     with pytest.raises(InputError, match="not a DICOM folder to choose a series in"):
         parse_series(["t2w=1"], {"t2w": str(tmp_path / "t2.nii.gz")})
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("rtstruct.dcm", "RT Structure Set Storage (RTSTRUCT)"),
+    ("rtplan.dcm", "RT Plan Storage (RTPLAN)"),
+    ("test-SR.dcm", "Comprehensive SR Storage"),
+    ("waveform_ecg.dcm", "12-lead ECG Waveform Storage")])
+def test_a_dicom_object_without_an_image_is_named(name, kind):
+    """pydicom's own RT structure set, plan, report and waveform given as an input: they were
+    "not a readable image (no reader recognises its pixel data: truncated, or an unknown
+    encoding)", which sends a user looking for damage."""
+    from pydicom.data import get_testdata_file
+
+    path = get_testdata_file(name)
+    with pytest.raises(InputError, match=rf"is a DICOM {re.escape(kind)} object, which holds no "
+                       "image: give the image series"):
+        read_volume(path)
+    assert main(["info", path]) == 2

@@ -157,6 +157,22 @@ def is_image(header: pydicom.Dataset) -> bool:
             and str(getattr(header, "Modality", "")).upper() not in NOT_IMAGE_MODALITIES)
 
 
+def non_image_object(path: str | os.PathLike[str]) -> str | None:
+    """What a DICOM object that holds no image is (an RT structure set, plan or dose
+    summary, a structured report, a segmentation, a waveform: "RT Structure Set Storage
+    (RTSTRUCT)"), read from its header; None for an image or a file that is not DICOM."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    except Exception:  # not DICOM, or damaged: the reader says what it can
+        return None
+    uid = getattr(header, "SOPClassUID", None)
+    if uid is None or is_image(header):
+        return None
+    name = getattr(uid, "name", "") or str(uid)
+    modality = str(getattr(header, "Modality", "") or "")
+    return f"{name} ({modality})" if modality and modality not in name else name
+
+
 def _walk(folder: Path, depth: int) -> list[Path]:
     files = []
     for current, folders, names in os.walk(folder):

@@ -27,6 +27,7 @@ from oncoseg.io.dicom_series import (
     is_image,
     itk_error_message,
     list_dicom_series,
+    non_image_object,
     read_dicom_header,
     read_dicom_series,
     read_series,
@@ -113,6 +114,10 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
             series = dicom_series_from_files([p])
             volume = read_series(series)
             return ReadResult(volume.image, volume.notes, series)
+        kind = non_image_object(p)
+        if kind is not None:
+            raise InputError(str(path), f"is a DICOM {kind} object, which holds no image: give "
+                             "the image series (its folder or a file of it)")
     image = read_volume_file(p)
     return ReadResult(image, placement_notes(image, p))
 
