@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--series", dest="series", action="append", default=[],
                    metavar="[ROLE=]UID|NUMBER|PATTERN",
                    help="which DICOM series an --input folder means when it holds several "
-                   "(sub-folders are searched 3 levels deep): the series UID, the series "
+                   "(sub-folders are searched 5 levels deep): the series UID, the series "
                    "number, or a pattern on the series description ('*t2*ax*', any case). "
                    "ROLE= names the input; it may be left out when only one input is given. "
                    "Repeat for each role. Without it such a folder is refused with a table of "

@@ -711,3 +711,18 @@ def test_a_dicom_object_without_an_image_is_named(name, kind):
                        "image: give the image series"):
         read_volume(path)
     assert main(["info", path]) == 2
+
+
+def test_a_pacs_export_tree_is_searched_as_deep_as_dcm2niix_searches(tmp_path):
+    """A PACS or CD export lays a series out as DICOM/patient/study/series/files, four folder
+    levels below the export: it was "contains no readable DICOM image series" (3 levels were
+    searched). Searched 5 levels deep now, as dcm2niix does; deeper, the refusal says that
+    the search stopped above the files."""
+    export = tmp_path / "export"
+    uniform_series(export / "DICOM" / "PAT00001" / "STU00001" / "SER00001", count=6)
+    assert read_volume(export).image.GetSize()[2] == 6
+    deep = tmp_path / "deep"
+    uniform_series(deep / "a" / "b" / "c" / "d" / "e" / "f", count=6)
+    with pytest.raises(InputError, match="contains no readable DICOM image series within 5 "
+                       "folder levels; it has deeper folders"):
+        read_volume(deep)

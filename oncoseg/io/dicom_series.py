@@ -46,7 +46,9 @@ from oncoseg.io.dicom_geometry import (
 )
 from oncoseg.validation import UNPLACED_KEY
 
-MAX_DEPTH = 3  # study/series/files, patient/study/series/files, DICOMDIR trees
+# Folder levels searched below the folder given: a PACS or CD export's
+# DICOM/patient/study/series/files is 4, and dcm2niix searches 5 by default (its -d)
+MAX_DEPTH = 5
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 NOT_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
@@ -181,6 +183,19 @@ def _walk(folder: Path, depth: int) -> list[Path]:
         files += [Path(current) / n for n in sorted(names)
                   if not n.startswith(".") and n.upper() != "DICOMDIR"]  # an index, no image
     return files
+
+
+def _has_deeper_folders(folder: Path, depth: int) -> bool:
+    """Whether ``folder`` has folders more than ``depth`` levels below it (what a search to
+    that depth did not look into)."""
+    for current, folders, _ in os.walk(folder):
+        level = len(Path(current).relative_to(folder).parts)
+        folders[:] = [f for f in folders if not f.startswith(".")]
+        if level >= depth and folders:
+            return True
+        if level >= depth:
+            folders[:] = []
+    return False
 
 
 def dicomdir_files(folder: Path) -> list[Path]:
@@ -447,7 +462,11 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
         dicomdir = f" (its DICOMDIR lists {len(listed)} files, "\
             f"{sum(f.is_file() for f in listed)} of them present, none an image with pixels)" \
             if listed else ""
-        raise InputError(str(folder), f"contains no readable DICOM image series{dicomdir}")
+        deeper = "" if dicomdir or not _has_deeper_folders(folder, MAX_DEPTH) else \
+            (f" within {MAX_DEPTH} folder levels; it has deeper folders: give the series "
+             "folder, or one nearer to it")
+        raise InputError(str(folder), f"contains no readable DICOM image series{dicomdir}"
+                         f"{deeper}")
     if series is None:
         direct = [s for s in found if Path(s.folder) == folder]
         candidates = direct or found
