@@ -74,6 +74,20 @@ def test_a_freesurfer_volume_is_read_where_freesurfer_and_nibabel_place_it(tmp_p
     assert main(["info", str(path)]) == 0
 
 
+def test_a_freesurfer_file_of_several_frames_reads_as_a_4d_image(tmp_path):
+    """Frames are the slowest axis of an MGH file (nibabel's fourth): each frame of the 4D
+    image is nibabel's frame, on nibabel's grid."""
+    data = np.random.default_rng(2).random((5, 4, 3, 2)).astype(np.float32)
+    nib.save(nib.MGHImage(data, _oblique_affine()), tmp_path / "frames.mgz")
+    reference = nib.load(tmp_path / "frames.mgz")
+    image = read_volume(tmp_path / "frames.mgz").image
+    assert image.GetDimension() == 4 and image.GetSize() == (5, 4, 3, 2)
+    for frame in range(2):
+        np.testing.assert_array_equal(sitk.GetArrayFromImage(image[:, :, :, frame]),
+                                      np.asarray(reference.dataobj)[..., frame].transpose(2, 1, 0))
+    np.testing.assert_allclose(_itk_matrix(image), RAS_TO_LPS @ reference.affine, atol=1e-4)
+
+
 def _mgh_header(dims, code=3, good=1, spacing=(1.0, 1.0, 1.0),
                 mdc=(-1, 0, 0, 0, 0, -1, 0, 1, 0), centre=(0.0, 0.0, 0.0)) -> bytes:
     raw = struct.pack(">7ih3f9f3f", 1, *dims, code, 0, good, *spacing, *mdc, *centre)

@@ -191,7 +191,7 @@ def read_mgh(path: str | os.PathLike[str]) -> sitk.Image:
     shape = tuple(reversed(header.size[:3]))
     if header.dimension == 4:
         shape = (header.size[3], *shape)
-    image = sitk.GetImageFromArray(_voxels(path, header).reshape(shape))
+    image = sitk.GetImageFromArray(_voxels(path, header).reshape(shape), isVector=False)
     origin, spacing, direction = _geometry(header)
     image.SetOrigin(origin)
     image.SetSpacing(spacing)
