@@ -449,7 +449,7 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
         analyze = "nifti_type" in keys and image.GetMetaData("nifti_type") == "0"
         why = ("an ANALYZE 7.5 header, which has no placement" if analyze else
                "its qform_code and sform_code are 0, an ANALYZE-style header")
-        nibabel = np.diag([-1.0, -1.0, 1.0]) @ np.diag([-1.0, 1.0, 1.0])  # LAS, in LPS
+        nibabel = np.diag([1.0, -1.0, 1.0])  # L, A, S as LPS axes
         elsewhere = (f"nibabel reads it as {', '.join(_NIBABEL_UNPLACED)}, centred on the "
                      f"volume: {_relation(read, nibabel)}")
         return [*notes, no_orientation_note(name, why, elsewhere, axis_code(read))]
