@@ -117,6 +117,26 @@ def test_a_metaimage_cut_short_is_named_so(tmp_path):
         read_image(tmp_path / "cut.mha")
 
 
+def test_a_nrrd_whose_voxels_cannot_be_read_says_why(tmp_path):
+    """A detached header (.nhdr) without its data file, and bzip2-encoded voxels (which
+    pynrrd writes and ITK's NrrdIO, so 3D Slicer, cannot read): NrrdIO's own words were passed
+    on ("nrrdIoStateDataFileIterNext: couldn't open ...")."""
+    nrrd = pytest.importorskip("nrrd")
+    array = np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4)
+    header = {"space": "left-posterior-superior", "space origin": np.zeros(3),
+              "space directions": np.eye(3)}
+    nrrd.write(str(tmp_path / "scan.nhdr"), array, {**header, "encoding": "raw"},
+               detached_header=True)
+    data_file = next(tmp_path.glob("scan.raw*"))
+    data_file.unlink()
+    with pytest.raises(InputError, match=rf"scan\.nhdr: its voxel data file {data_file.name} "
+                       r"\(named by its 'data file' field\) is missing"):
+        read_image(tmp_path / "scan.nhdr")
+    nrrd.write(str(tmp_path / "packed.nrrd"), array, {**header, "encoding": "bzip2"})
+    with pytest.raises(InputError, match=r"packed\.nrrd: holds bzip2-compressed voxels"):
+        read_image(tmp_path / "packed.nrrd")
+
+
 def test_info_reports_nan_counts_and_still_describes(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(nan_array()), str(tmp_path / "b0.nii.gz"))
     result = oncoseg("info", tmp_path / "b0.nii.gz", "--json")

@@ -9,6 +9,7 @@ that say when that meant resampling. :func:`read_image` is the same without the 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,6 +142,14 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
         if "No such file or directory" in message:  # MetaImage's stale errno: the file is here
             message = ("its voxel data could not be read in full: the file is cut short, or "
                        "the data file its header names is missing")
+        missing = re.search(r'nrrdIoStateDataFileIterNext: couldn\'t open "([^"]+)"', message)
+        if missing:  # a detached NRRD header whose data file is not there
+            raise InputError(str(path), f"its voxel data file {Path(missing[1]).name} (named by "
+                             "its 'data file' field) is missing") from None
+        if "bzip2 encoding not available" in message:
+            raise InputError(str(path), "holds bzip2-compressed voxels, which ITK's NRRD reader "
+                             "(so 3D Slicer) cannot read: save it with gzip or raw encoding "
+                             "(pynrrd reads it)") from None
         raise InputError(str(path), f"is not a readable image ({message})") from None
     if is_minc(path):
         image = placed_as_minc_defines(image)
