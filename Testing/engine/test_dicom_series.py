@@ -726,3 +726,14 @@ def test_a_pacs_export_tree_is_searched_as_deep_as_dcm2niix_searches(tmp_path):
     with pytest.raises(InputError, match="contains no readable DICOM image series within 5 "
                        "folder levels; it has deeper folders"):
         read_volume(deep)
+
+
+def test_a_folder_of_volume_files_says_to_give_the_file(tmp_path):
+    """A folder is read as a DICOM series; one holding NIfTI files was refused with "contains
+    no readable DICOM image series" alone."""
+    folder = tmp_path / "case"
+    folder.mkdir()
+    sitk.WriteImage(sitk.Image([4, 4, 4], sitk.sitkInt16), str(folder / "ct.nii.gz"))
+    with pytest.raises(InputError, match=r"case: contains no readable DICOM image series; it "
+                       r"holds volume files \(ct\.nii\.gz\): give the file itself"):
+        read_volume(folder)

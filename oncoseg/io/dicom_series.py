@@ -185,6 +185,18 @@ def _walk(folder: Path, depth: int) -> list[Path]:
     return files
 
 
+def _volume_files_hint(folder: Path) -> str:
+    """Where a folder holds volume files but no DICOM series: which to give instead (a folder
+    is read as a DICOM series; a NIfTI or NRRD file is given by its own path)."""
+    from oncoseg.io.volumes import is_volume_file
+
+    names = sorted(p.name for p in folder.iterdir() if p.is_file() and is_volume_file(p))
+    if not names:
+        return ""
+    shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+    return f"; it holds volume files ({shown}): give the file itself"
+
+
 def _has_deeper_folders(folder: Path, depth: int) -> bool:
     """Whether ``folder`` has folders more than ``depth`` levels below it (what a search to
     that depth did not look into)."""
@@ -466,7 +478,7 @@ def choose_dicom_series(folder: str | os.PathLike[str], series: str | None = Non
             (f" within {MAX_DEPTH} folder levels; it has deeper folders: give the series "
              "folder, or one nearer to it")
         raise InputError(str(folder), f"contains no readable DICOM image series{dicomdir}"
-                         f"{deeper}")
+                         f"{deeper}{_volume_files_hint(folder)}")
     if series is None:
         direct = [s for s in found if Path(s.folder) == folder]
         candidates = direct or found
