@@ -26,6 +26,7 @@ from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import is_dicom_file
+from oncoseg.io.folders import links_within, walk
 from oncoseg.io.volumes import (
     is_volume_file,
     list_dicom_series,
@@ -150,11 +151,13 @@ def find_cases(root: str | os.PathLike[str]) -> list[CaseEntry]:
     """Every case under ``root``: cohorts' finished cases first (flagged first), then input
     cases sorted by id; unreadable ones carry their error."""
     root = Path(root).resolve()
+    with links_within(root):  # linked folders are followed only inside the data root
+        return _cases_under(root)
+
+
+def _cases_under(root: Path) -> list[CaseEntry]:
     cases, cohorts = [], []
-    for current, folders, files in os.walk(root):
-        depth = len(Path(current).relative_to(root).parts)
-        folders[:] = sorted(f for f in folders if not f.startswith(".")) \
-            if depth < MAX_DEPTH else []
+    for current, folders, files in walk(root, MAX_DEPTH):
         if COHORT_SUMMARY in files:  # a cohort's output: its results, not input cases
             cohorts += cohort_cases(root, Path(current))
             folders[:] = []

@@ -27,6 +27,7 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.export import ExportResult
 from oncoseg.export_formats import DICOM_FORMATS, ENDINGS, FORMATS
+from oncoseg.io.folders import links_within
 from oncoseg.io.volumes import list_dicom_series, read_volume
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.export import (
@@ -91,8 +92,12 @@ class ReviewSession:
 
     def open_case(self, case_id: str) -> list[Any]:
         """The case's volumes as nodes, replacing the previous case; all or none."""
+        with links_within(self.root):  # a linked series folder is read only inside the root
+            return self._open_case(case_id)
+
+    def _open_case(self, case_id: str) -> list[Any]:
         folder = inside_root(self.root, case_id)
-        case = next((c for c in self.cases() if c.folder == folder), None)
+        case = next((c for c in self.cases() if c.folder.resolve() == folder), None)
         if case is None:
             raise InputError(case_id, "is not a case under the data root")
         if case.error:
@@ -203,8 +208,9 @@ class ReviewSession:
                            ENDINGS[fmt][-1] if fmt not in DICOM_FORMATS else f"-{fmt}.dcm")
         # the probabilities export writes the run's own maps (the model's, beside the reviewed
         # segmentation); the SR reports the volumes of the segmentation as accepted
-        return export_node(segmentation, self.result.reference, str(output), fmt,
-                           probability_nodes=self.result.probabilities or None)
+        with links_within(self.root):  # a DICOM export reads the series it references
+            return export_node(segmentation, self.result.reference, str(output), fmt,
+                               probability_nodes=self.result.probabilities or None)
 
     # ------------------------------------------------------------------ refine
 

@@ -737,3 +737,19 @@ def test_a_folder_of_volume_files_says_to_give_the_file(tmp_path):
     with pytest.raises(InputError, match=r"case: contains no readable DICOM image series; it "
                        r"holds volume files \(ct\.nii\.gz\): give the file itself"):
         read_volume(folder)
+
+
+def test_a_study_whose_series_are_linked_folders_is_read_and_a_link_loop_ends(tmp_path):
+    """A DataLad or BIDS-style tree links series folders to where the data lies: os.walk does
+    not enter them, and the study was "contains no readable DICOM image series". Linked folders
+    are followed now, each real folder once (a link back up the tree ends the walk there)."""
+    data = tmp_path / "archive" / "CT 2.5mm"
+    uniform_series(data, count=6)
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "series1").symlink_to(data, target_is_directory=True)
+    (study / "again").symlink_to(data, target_is_directory=True)
+    (study / "loop").symlink_to(study, target_is_directory=True)
+    [series] = find_dicom_series(study)
+    assert len(series.files) == 6
+    assert read_volume(study).image.GetSize()[2] == 6

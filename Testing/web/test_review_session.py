@@ -386,3 +386,29 @@ def test_freesurfer_and_minc_volumes_are_offered_and_a_sheared_one_says_why(tmp_
         np.testing.assert_allclose(shown.GetOrigin(), expected.GetOrigin(), atol=1e-4)
         np.testing.assert_allclose(shown.GetDirection(), expected.GetDirection(), atol=1e-6)
     assert any("flair: flair.mnc is a MINC file" in note for note in session.reading_notes)
+
+
+def test_linked_series_folders_open_inside_the_data_root_only(tmp_path, mrml):
+    """A case whose series folder is a link: followed where it leads inside the data root,
+    never outside it (the page must not read or list what lies beyond the root)."""
+    from dicom_ct import uniform_series
+
+    from OncoSegWebLib.cases import find_cases
+    from OncoSegWebLib.session import ReviewSession
+
+    root = tmp_path / "root"
+    uniform_series(root / ".store" / "ct", count=5)  # hidden: listed only through the link
+    uniform_series(tmp_path / "elsewhere" / "ct", count=5)
+    (root / "inside_001").mkdir()
+    (root / "inside_001" / "series").symlink_to(root / ".store" / "ct",
+                                                target_is_directory=True)
+    (root / "outside_001").mkdir()
+    (root / "outside_001" / "series").symlink_to(tmp_path / "elsewhere" / "ct",
+                                                 target_is_directory=True)
+    cases = {c.id: c for c in find_cases(root)}
+    assert "inside_001/series" in cases or "inside_001" in cases
+    assert not any(c.startswith("outside_001") for c in cases)
+    session = ReviewSession(mrml, root)
+    inside = next(c for c in cases if c.startswith("inside_001"))
+    [node] = session.open_case(inside)
+    assert node.GetImageData().GetDimensions()[2] == 5

@@ -44,6 +44,7 @@ from oncoseg.io.dicom_geometry import (
     sort_planes,
     without_localizer,
 )
+from oncoseg.io.folders import walk
 from oncoseg.validation import UNPLACED_KEY
 
 # Folder levels searched below the folder given: a PACS or CD export's
@@ -176,13 +177,8 @@ def non_image_object(path: str | os.PathLike[str]) -> str | None:
 
 
 def _walk(folder: Path, depth: int) -> list[Path]:
-    files = []
-    for current, folders, names in os.walk(folder):
-        level = len(Path(current).relative_to(folder).parts)
-        folders[:] = sorted(f for f in folders if not f.startswith(".")) if level < depth else []
-        files += [Path(current) / n for n in sorted(names)
-                  if not n.startswith(".") and n.upper() != "DICOMDIR"]  # an index, no image
-    return files
+    return [current / n for current, _, names in walk(folder, depth) for n in names
+            if n.upper() != "DICOMDIR"]  # an index, no image
 
 
 def _volume_files_hint(folder: Path) -> str:
@@ -200,14 +196,8 @@ def _volume_files_hint(folder: Path) -> str:
 def _has_deeper_folders(folder: Path, depth: int) -> bool:
     """Whether ``folder`` has folders more than ``depth`` levels below it (what a search to
     that depth did not look into)."""
-    for current, folders, _ in os.walk(folder):
-        level = len(Path(current).relative_to(folder).parts)
-        folders[:] = [f for f in folders if not f.startswith(".")]
-        if level >= depth and folders:
-            return True
-        if level >= depth:
-            folders[:] = []
-    return False
+    return any(len(current.relative_to(folder).parts) > depth
+               for current, _, _ in walk(folder, depth + 1))
 
 
 def dicomdir_files(folder: Path) -> list[Path]:
