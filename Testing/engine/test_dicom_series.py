@@ -753,3 +753,16 @@ def test_a_study_whose_series_are_linked_folders_is_read_and_a_link_loop_ends(tm
     [series] = find_dicom_series(study)
     assert len(series.files) == 6
     assert read_volume(study).image.GetSize()[2] == 6
+
+
+def test_an_empty_file_among_the_slices_is_named_with_the_missing_slice(tmp_path):
+    """An interrupted copy leaves a slice's file empty: the slice was reported missing and
+    resampled, without the file that explains it."""
+    files = uniform_series(tmp_path / "ct", count=8)
+    files[4].write_bytes(b"")
+    result = read_volume(tmp_path / "ct")
+    assert result.notes[0] == ("1 file(s) in the series' folder are too short to be DICOM "
+                               f"({files[4].name}, 0 bytes): an interrupted copy? A missing "
+                               "slice may be one of them")
+    assert any("1 slice(s) missing" in note for note in result.notes)
+    assert read_volume(_series(tmp_path / "intact", count=8)).notes == []

@@ -721,6 +721,27 @@ def _placed(headers: list[tuple[str, pydicom.Dataset]], frames: Sequence[int] = 
     return (sort_planes(planes) if planes else []), unplaced
 
 
+def _too_short_note(series: DicomSeries) -> list[str]:
+    """Files beside the series' own, named as DICOM files are (``.dcm`` or no ending, as PACS
+    exports name them), too short to be DICOM (under the 132 bytes of preamble and marker):
+    what an interrupted copy leaves, often where a slice is missing."""
+    folder = Path(series.folder) if series.folder else None
+    if folder is None or not folder.is_dir():
+        return []
+    short = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith(".") or path.suffix.lower() not in ("", ".dcm"):
+            continue
+        with contextlib.suppress(OSError):
+            if path.is_file() and path.stat().st_size < 132:
+                short.append(f"{path.name}, {path.stat().st_size} bytes")
+    if not short:
+        return []
+    more = f" and {len(short) - 1} more" if len(short) > 1 else ""
+    return [f"{len(short)} file(s) in the series' folder are too short to be DICOM "
+            f"({short[0]}{more}): an interrupted copy? A missing slice may be one of them"]
+
+
 def _unplaced_note(unplaced: list[str]) -> list[str]:
     if not unplaced:
         return []
@@ -918,7 +939,7 @@ def read_series(series: DicomSeries) -> SeriesVolume:
             if not planes:
                 return _unplaced_series(series)
             volume = _read_decodable(planes, cut_short, name)
-            volume.notes[:0] = _unplaced_note(unplaced)
+            volume.notes[:0] = _unplaced_note(unplaced) + _too_short_note(series)
             return volume
         except RuntimeError as error:
             raise InputError(name, "DICOM series could not be read "
