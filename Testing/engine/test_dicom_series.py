@@ -766,3 +766,20 @@ def test_an_empty_file_among_the_slices_is_named_with_the_missing_slice(tmp_path
                                "slice may be one of them")
     assert any("1 slice(s) missing" in note for note in result.notes)
     assert read_volume(_series(tmp_path / "intact", count=8)).notes == []
+
+
+def test_a_folder_search_stops_before_reading_a_whole_disk(tmp_path, monkeypatch):
+    """Linked folders are followed and 5 levels searched: a home folder given by mistake, or
+    a link to a whole disk, is refused by its file count before any header is read."""
+    import oncoseg.io.dicom_series as dicom_series
+
+    uniform_series(tmp_path / "big" / "a", count=6)
+    uniform_series(tmp_path / "big" / "b", count=6)
+    monkeypatch.setattr(dicom_series, "MAX_FILES", 10)
+    read = []
+    monkeypatch.setattr(dicom_series, "read_dicom_header",
+                        lambda *args, **kwargs: read.append(args) or None)
+    with pytest.raises(InputError, match=r"big: holds more than 10 files within 5 folder "
+                       "levels: give the study's or the series' own folder"):
+        find_dicom_series(tmp_path / "big")
+    assert read == []

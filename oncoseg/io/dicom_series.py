@@ -50,6 +50,9 @@ from oncoseg.validation import UNPLACED_KEY
 # Folder levels searched below the folder given: a PACS or CD export's
 # DICOM/patient/study/series/files is 4, and dcm2niix searches 5 by default (its -d)
 MAX_DEPTH = 5
+# Files a folder search reads headers of at most (a header takes about 1 ms: a minute), far
+# above a study's (a CT study of many series: thousands)
+MAX_FILES = 50_000
 DICOMDIR_SOP_CLASS = "1.2.840.10008.1.3.10"
 SEGMENTATION_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
 NOT_IMAGE_MODALITIES = {"SEG", "RTSTRUCT", "RTPLAN", "RTRECORD", "SR", "PR", "KO", "REG", "DOC"}
@@ -177,8 +180,16 @@ def non_image_object(path: str | os.PathLike[str]) -> str | None:
 
 
 def _walk(folder: Path, depth: int) -> list[Path]:
-    return [current / n for current, _, names in walk(folder, depth) for n in names
-            if n.upper() != "DICOMDIR"]  # an index, no image
+    """The files down to ``depth`` folder levels below ``folder``; refused past
+    :data:`MAX_FILES` (a home folder given by mistake, a link to a whole disk) before any
+    header is read."""
+    files = []
+    for current, _, names in walk(folder, depth):
+        files += [current / n for n in names if n.upper() != "DICOMDIR"]  # an index, no image
+        if len(files) > MAX_FILES:
+            raise InputError(str(folder), f"holds more than {MAX_FILES:,} files within {depth} "
+                             "folder levels: give the study's or the series' own folder")
+    return files
 
 
 def _volume_files_hint(folder: Path) -> str:
