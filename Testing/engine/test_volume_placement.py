@@ -229,6 +229,25 @@ def test_a_negative_voxel_width_is_read_as_itk_reads_it_and_named(tmp_path, axis
     assert axes != "L, P, S"
 
 
+def test_a_broken_qform_quaternion_is_named(tmp_path):
+    """(b, c, d) longer than 1: nibabel refuses the file, ITK reads a rotation by 180 degrees
+    about (b, c, d) without a word."""
+    import struct
+
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "broken.nii", qcode=1, scode=0)
+    data = bytearray(path.read_bytes())
+    order = "<" if struct.unpack_from("<i", data)[0] == 348 else ">"
+    for offset in (256, 260, 264):  # quatern_b, quatern_c, quatern_d
+        struct.pack_into(order + "f", data, offset, 0.7)
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError):
+        nib.load(path).affine
+    [note] = read_volume(path).notes
+    assert note.startswith("broken.nii's qform quaternion is broken (its b, c, d have length "
+                           "1.21, more than 1")
+    assert read_volume(DATA / "anatomical.nii").notes == []
+
+
 @pytest.mark.parametrize("space", ["scanner-xyz", "3D-right-handed", "3D-left-handed"])
 def test_a_nrrd_in_a_space_that_is_not_the_patients_says_laterality_is_unknown(tmp_path,
                                                                                  space):

@@ -454,7 +454,8 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
                      f"volume: {_relation(read, nibabel)}")
         return [*notes, no_orientation_note(name, why, elsewhere, axis_code(read))]
     if sform <= 0:  # the qform alone: every reader takes it, save a negative voxel width
-        return notes + _negative_width_notes(name, read, negative)
+        return notes + _quaternion_notes(image, name) + \
+            _negative_width_notes(name, read, negative)
     try:
         rows = np.array([[float(v) for v in image.GetMetaData(f"srow_{axis}").split()]
                          for axis in "xyz"])
@@ -496,6 +497,25 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
             f"tools built on them (TotalSegmentator) use its sform ({names.get(sform, sform)}, "
             f"orientation {sform_code}): {how}. Check which one the scanner's images agree "
             "with before using the result"]
+
+
+def _quaternion_notes(source: sitk.Image | sitk.ImageFileReader, name: str) -> list[str]:
+    """A qform quaternion whose (b, c, d) is longer than 1, which the standard's a = sqrt(1 -
+    b^2 - c^2 - d^2) does not allow: nibabel refuses such a file; nifti1_io (so ITK and 3D
+    Slicer) scales (b, c, d) to length 1, a rotation by 180 degrees about it, which is no
+    placement anyone wrote."""
+    try:
+        length = float(np.linalg.norm([float(source.GetMetaData(f"quatern_{k}"))
+                                       for k in "bcd"]))
+    except (RuntimeError, ValueError):
+        return []
+    if length <= 1.0 + 1e-5:
+        return []
+    return [f"{name}'s qform quaternion is broken (its b, c, d have length {length:.3g}, more "
+            "than 1, which the NIfTI standard does not allow; nibabel refuses the file): ITK "
+            "and 3D Slicer (and so OncoSeg) read it as a rotation by 180 degrees, which no "
+            "scanner wrote, so where the patient's left, front and head lie is not known: "
+            "check the result's laterality"]
 
 
 def _negative_width_notes(name: str, read: np.ndarray, negative: Sequence[int]) -> list[str]:
