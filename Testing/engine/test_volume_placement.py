@@ -241,7 +241,7 @@ def test_a_broken_qform_quaternion_is_named(tmp_path):
         struct.pack_into(order + "f", data, offset, 0.7)
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError):
-        nib.load(path).affine
+        nib.load(path).header.get_qform()
     [note] = read_volume(path).notes
     assert note.startswith("broken.nii's qform quaternion is broken (its b, c, d have length "
                            "1.21, more than 1")
