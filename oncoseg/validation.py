@@ -91,7 +91,8 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
         problems.append(f"has only {min(size)} slices along one axis (size {_size(size)}); "
                         f"at least {min_slices} are needed")
     if UNPLACED_KEY in image.GetMetaDataKeys():
-        problems.append(f"comes from DICOM files without {image.GetMetaData(UNPLACED_KEY)}: "
+        problems.append(f"comes from DICOM files without a usable "
+                        f"{image.GetMetaData(UNPLACED_KEY)}: "
                         "where its voxels lie and how large they are is not known (GDCM and "
                         "3D Slicer take 1 mm), and a method would read the anatomy at the "
                         "wrong size")

@@ -94,7 +94,8 @@ def refuse_unplaced(what: str, node: Any, database: Any) -> None:
             return
         missing.update(lacking)
     names = ", ".join(sorted(missing))
-    raise InputError(what, f"was loaded by 3D Slicer's DICOM module from files without {names}: "
+    raise InputError(what, f"was loaded by 3D Slicer's DICOM module from files without a usable "
+                     f"{names}: "
                      "Slicer took 1 mm between pixels, and where its voxels lie and how large "
                      "they are is not known, so a method would read the anatomy at the wrong "
                      "size")

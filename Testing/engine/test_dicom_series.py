@@ -214,29 +214,35 @@ def test_a_file_that_does_not_say_where_it_lies_is_left_out_not_guessed(tmp_path
     assert [Path(p.file).name for p in planes] == [f.name for f in files if f != files[5]]
 
 
-@pytest.mark.parametrize("missing", [("PixelSpacing",),
-                                     ("ImagePositionPatient", "ImageOrientationPatient")])
+@pytest.mark.parametrize(("attributes", "names"), [
+    ({"PixelSpacing": None}, "PixelSpacing"),
+    ({"ImagePositionPatient": None, "ImageOrientationPatient": None},
+     "ImagePositionPatient, ImageOrientationPatient"),
+    ({"PixelSpacing": "0.7"}, "PixelSpacing '0.7' (2 numbers above 0 needed)"),
+    ({"PixelSpacing": ["0", "0"]}, "PixelSpacing '0\\0' (2 numbers above 0 needed)")])
 def test_a_series_that_does_not_say_how_large_its_voxels_are_is_described_not_segmented(
-        tmp_path, missing, capsys):
-    """Without PixelSpacing GDCM, and so 3D Slicer, reads 1 mm between pixels: a CT of 0.7 mm
-    pixels read at 1.4 times its size, which a method would segment without a word. ``info``
-    names what is missing (it said "none of the files carries ImagePositionPatient,
+        tmp_path, attributes, names, capsys):
+    """Without a usable PixelSpacing GDCM, and so 3D Slicer, reads 1 mm between pixels (a
+    single value: that value both ways): a CT of 0.7 mm pixels read at 1.4 times its size,
+    which a method would segment without a word; a spacing of 0 ended in ITK's own words
+    ("Refusing to change spacing from [1, 1, 3] to [0, 0, 3]"). ``info`` names what is
+    missing or unusable (it said "none of the files carries ImagePositionPatient,
     ImageOrientationPatient and PixelSpacing" whatever was missing) and a method refuses it."""
     from oncoseg.validation import volume_problems
 
     files = uniform_series(tmp_path / "ct", count=8)
-    set_attributes(files, **dict.fromkeys(missing))
+    set_attributes(files, **attributes)
     result = read_volume(tmp_path / "ct")
-    names = ", ".join(missing)
-    assert result.notes == [f"none of the files carries {names}: where the voxels lie and how "
-                            "large they are are GDCM's guesses (3D Slicer reads it the same "
+    assert result.notes == [f"none of the files has a usable {names}: where the voxels lie and "
+                            "how large they are are GDCM's guesses (3D Slicer reads it the same "
                             "way), so no method runs on it"]
-    if missing == ("PixelSpacing",):
+    if attributes == {"PixelSpacing": None}:
         assert result.image.GetSpacing()[:2] == (1.0, 1.0)  # GDCM's 1 mm
     [problem] = volume_problems(result.image, "ct")
-    assert problem.startswith(f"comes from DICOM files without {names}: where its voxels lie")
+    assert problem.startswith(f"comes from DICOM files without a usable {names}: where its "
+                              "voxels lie")
     assert main(["info", str(tmp_path / "ct")]) == 0
-    assert f"warning: a method would refuse it: it comes from DICOM files without {names}" in \
+    assert f"a method would refuse it: it comes from DICOM files without a usable {names}" in \
         capsys.readouterr().out
     assert main(["predict", "oar-ct", "--input", f"ct={tmp_path / 'ct'}", "--output",
                  str(tmp_path / "out"), "--progress", "none"]) == 2

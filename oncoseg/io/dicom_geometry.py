@@ -93,6 +93,13 @@ def _floats(value: object, count: int) -> tuple[float, ...] | None:
     return numbers if len(numbers) == count and all(map(math.isfinite, numbers)) else None
 
 
+def _pixel_spacing(value: object) -> tuple[float, ...] | None:
+    """Two positive lengths, or None: a zero or negative PixelSpacing places nothing (ITK
+    refuses such a spacing with its own words)."""
+    spacing = _floats(value, 2)
+    return spacing if spacing is not None and min(spacing) > 0 else None
+
+
 def _number(value: object) -> int | None:
     try:
         return int(value)  # type: ignore[call-overload]
@@ -158,7 +165,7 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
             position = _floats(value("PlanePositionSequence", "ImagePositionPatient"), 3)
             orientation = _floats(value("PlaneOrientationSequence", "ImageOrientationPatient"),
                                   6)
-            spacing = _floats(value("PixelMeasuresSequence", "PixelSpacing"), 2)
+            spacing = _pixel_spacing(value("PixelMeasuresSequence", "PixelSpacing"))
             if position is None or orientation is None or spacing is None:
                 return None
             thickness = _floats([value("PixelMeasuresSequence", "SpacingBetweenSlices")
@@ -173,7 +180,7 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
         return planes
     position = _floats(getattr(header, "ImagePositionPatient", None), 3)
     orientation = _floats(getattr(header, "ImageOrientationPatient", None), 6)
-    spacing = _floats(getattr(header, "PixelSpacing", None), 2)
+    spacing = _pixel_spacing(getattr(header, "PixelSpacing", None))
     if position is None or orientation is None or spacing is None:
         return None
     row, column = np.asarray(orientation[:3]), np.asarray(orientation[3:])
@@ -201,17 +208,25 @@ PLACEMENT_ATTRIBUTES = (("PlanePositionSequence", "ImagePositionPatient"),
 
 
 def missing_placement(header: pydicom.Dataset) -> list[str]:
-    """The placement attributes an instance lacks (for an enhanced multi-frame one, in its
-    first frame's or the shared functional groups)."""
+    """The placement attributes an instance lacks or holds in no usable form (for an enhanced
+    multi-frame one, in its first frame's or the shared functional groups): "PixelSpacing",
+    or "PixelSpacing '0.7' (2 numbers above 0 needed)"."""
     frames = getattr(header, "PerFrameFunctionalGroupsSequence", None)
     shared_items = getattr(header, "SharedFunctionalGroupsSequence", None)
     shared = shared_items[0] if shared_items else None
     missing = []
-    for sequence, keyword in PLACEMENT_ATTRIBUTES:
+    for (sequence, keyword), count in zip(PLACEMENT_ATTRIBUTES, (3, 6, 2), strict=True):
         value = functional_value(frames[0], shared, sequence, keyword) if frames \
             else getattr(header, keyword, None)
         if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
             missing.append(keyword)
+            continue
+        parse = _pixel_spacing if keyword == "PixelSpacing" else lambda v, n=count: _floats(v, n)
+        if parse(value) is None:
+            text = "\\".join(map(str, value)) if isinstance(value, Sequence) and \
+                not isinstance(value, str) else str(value)
+            above = " above 0" if keyword == "PixelSpacing" else ""
+            missing.append(f"{keyword} '{text}' ({count} numbers{above} needed)")
     return missing
 
 

@@ -932,11 +932,15 @@ def _unplaced_series(series: DicomSeries) -> SeriesVolume:
     header = read_dicom_header(series.files[0])
     missing = missing_placement(header) if header is not None else \
         [keyword for _, keyword in PLACEMENT_ATTRIBUTES]
-    image = _read_files(series.files)
     names = ", ".join(missing)
+    try:
+        image = _read_files(series.files)
+    except RuntimeError as error:  # e.g. ITK refusing a zero spacing
+        raise InputError(series.name, f"none of its files has a usable {names}, and GDCM cannot "
+                         f"read them without ({itk_error_message(error)})") from None
     image.SetMetaData(UNPLACED_KEY, names)
-    return SeriesVolume(image, [f"none of the files carries {names}: where the voxels lie and "
-                                "how large they are are GDCM's guesses (3D Slicer reads it the "
+    return SeriesVolume(image, [f"none of the files has a usable {names}: where the voxels lie "
+                                "and how large they are are GDCM's guesses (3D Slicer reads it the "
                                 "same way), so no method runs on it"], None)
 
 
