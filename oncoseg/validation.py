@@ -92,10 +92,10 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
                         f"at least {min_slices} are needed")
     if UNPLACED_KEY in image.GetMetaDataKeys():
         problems.append(f"comes from DICOM files without a usable "
-                        f"{image.GetMetaData(UNPLACED_KEY)}: "
-                        "where its voxels lie and how large they are is not known (GDCM and "
-                        "3D Slicer take 1 mm), and a method would read the anatomy at the "
-                        "wrong size")
+                        f"{image.GetMetaData(UNPLACED_KEY)}: where its voxels lie and how "
+                        "large they are is not known (GDCM and 3D Slicer guess them: 1 mm "
+                        "between pixels where the spacing is missing), and a method would read "
+                        "the anatomy at the wrong place or size")
     spacing = np.asarray(image.GetSpacing(), float)
     if np.any(spacing <= 0):
         problems.append(f"has a non-positive voxel spacing {image.GetSpacing()}")

@@ -94,8 +94,7 @@ def refuse_unplaced(what: str, node: Any, database: Any) -> None:
             return
         missing.update(lacking)
     names = ", ".join(sorted(missing))
-    raise InputError(what, f"was loaded by 3D Slicer's DICOM module from files without a usable "
-                     f"{names}: "
-                     "Slicer took 1 mm between pixels, and where its voxels lie and how large "
-                     "they are is not known, so a method would read the anatomy at the wrong "
-                     "size")
+    raise InputError(what, f"was loaded by 3D Slicer's DICOM module from files without a "
+                     f"usable {names}: Slicer guessed where its voxels lie and how large they are "
+                     "(1 mm between pixels where the spacing is missing), so a method would read "
+                     "the anatomy at the wrong place or size")

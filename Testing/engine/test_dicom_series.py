@@ -218,8 +218,11 @@ def test_a_file_that_does_not_say_where_it_lies_is_left_out_not_guessed(tmp_path
     ({"PixelSpacing": None}, "PixelSpacing"),
     ({"ImagePositionPatient": None, "ImageOrientationPatient": None},
      "ImagePositionPatient, ImageOrientationPatient"),
-    ({"PixelSpacing": "0.7"}, "PixelSpacing '0.7' (2 numbers above 0 needed)"),
-    ({"PixelSpacing": ["0", "0"]}, "PixelSpacing '0\\0' (2 numbers above 0 needed)")])
+    ({"PixelSpacing": "0.7"}, "PixelSpacing '0.7' (needs 2 numbers above 0)"),
+    ({"PixelSpacing": ["0", "0"]}, "PixelSpacing '0\\0' (needs 2 numbers above 0)"),
+    ({"ImageOrientationPatient": ["1", "0", "0", "1", "0", "0"]},
+     "ImageOrientationPatient '1\\0\\0\\1\\0\\0' (needs 6 numbers: two unit vectors at "
+     "right angles)")])
 def test_a_series_that_does_not_say_how_large_its_voxels_are_is_described_not_segmented(
         tmp_path, attributes, names, capsys):
     """Without a usable PixelSpacing GDCM, and so 3D Slicer, reads 1 mm between pixels (a

@@ -319,7 +319,7 @@ def test_a_dicom_volume_loaded_from_files_without_pixel_spacing_is_refused(toy, 
         logic = logic_for(mrml, task.name)
         with pytest.raises(InputError, match=r"image \('stripped'\): was loaded by 3D Slicer's "
                            "DICOM module from files without a usable PixelSpacing: Slicer "
-                           "took 1 mm"):
+                           "guessed where its voxels lie"):
             logic.start({"image": nodes["stripped"]}, RunRequest(model=str(model), device="cpu"))
         logic.start({"image": nodes["intact"]}, RunRequest(model=str(model), device="cpu"))
     finally:

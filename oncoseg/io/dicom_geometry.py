@@ -100,6 +100,21 @@ def _pixel_spacing(value: object) -> tuple[float, ...] | None:
     return spacing if spacing is not None and min(spacing) > 0 else None
 
 
+def _orientation_cosines(value: object) -> tuple[float, ...] | None:
+    """Six numbers making two unit vectors at right angles (within rounding: both of length
+    0.9 to 1.1, at least 80 degrees apart), or None: zeros or parallel vectors place nothing
+    and made the geometry NaN."""
+    cosines = _floats(value, 6)
+    if cosines is None:
+        return None
+    row, column = np.asarray(cosines[:3]), np.asarray(cosines[3:])
+    lengths = np.linalg.norm(row), np.linalg.norm(column)
+    if min(lengths) < 0.9 or max(lengths) > 1.1:
+        return None
+    sine = np.linalg.norm(np.cross(row, column)) / (lengths[0] * lengths[1])
+    return cosines if sine >= np.sin(np.radians(80)) else None
+
+
 def _number(value: object) -> int | None:
     try:
         return int(value)  # type: ignore[call-overload]
@@ -163,8 +178,8 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
                 return functional_value(frame, shared, sequence, keyword)
 
             position = _floats(value("PlanePositionSequence", "ImagePositionPatient"), 3)
-            orientation = _floats(value("PlaneOrientationSequence", "ImageOrientationPatient"),
-                                  6)
+            orientation = _orientation_cosines(
+                value("PlaneOrientationSequence", "ImageOrientationPatient"))
             spacing = _pixel_spacing(value("PixelMeasuresSequence", "PixelSpacing"))
             if position is None or orientation is None or spacing is None:
                 return None
@@ -179,7 +194,7 @@ def slice_planes(path: str, header: pydicom.Dataset) -> list[SlicePlane] | None:
                                      **common))
         return planes
     position = _floats(getattr(header, "ImagePositionPatient", None), 3)
-    orientation = _floats(getattr(header, "ImageOrientationPatient", None), 6)
+    orientation = _orientation_cosines(getattr(header, "ImageOrientationPatient", None))
     spacing = _pixel_spacing(getattr(header, "PixelSpacing", None))
     if position is None or orientation is None or spacing is None:
         return None
@@ -207,26 +222,32 @@ PLACEMENT_ATTRIBUTES = (("PlanePositionSequence", "ImagePositionPatient"),
                         ("PixelMeasuresSequence", "PixelSpacing"))
 
 
+# How each placement attribute is read, and what it must hold to be used
+_USABLE = {"ImagePositionPatient": (lambda value: _floats(value, 3), "3 numbers"),
+           "ImageOrientationPatient": (_orientation_cosines,
+                                       "6 numbers: two unit vectors at right angles"),
+           "PixelSpacing": (_pixel_spacing, "2 numbers above 0")}
+
+
 def missing_placement(header: pydicom.Dataset) -> list[str]:
     """The placement attributes an instance lacks or holds in no usable form (for an enhanced
     multi-frame one, in its first frame's or the shared functional groups): "PixelSpacing",
-    or "PixelSpacing '0.7' (2 numbers above 0 needed)"."""
+    or "PixelSpacing '0.7' (needs 2 numbers above 0)"."""
     frames = getattr(header, "PerFrameFunctionalGroupsSequence", None)
     shared_items = getattr(header, "SharedFunctionalGroupsSequence", None)
     shared = shared_items[0] if shared_items else None
     missing = []
-    for (sequence, keyword), count in zip(PLACEMENT_ATTRIBUTES, (3, 6, 2), strict=True):
+    for sequence, keyword in PLACEMENT_ATTRIBUTES:
         value = functional_value(frames[0], shared, sequence, keyword) if frames \
             else getattr(header, keyword, None)
         if value is None or value == "" or (hasattr(value, "__len__") and len(value) == 0):
             missing.append(keyword)
             continue
-        parse = _pixel_spacing if keyword == "PixelSpacing" else lambda v, n=count: _floats(v, n)
+        parse, needed = _USABLE[keyword]
         if parse(value) is None:
             text = "\\".join(map(str, value)) if isinstance(value, Sequence) and \
                 not isinstance(value, str) else str(value)
-            above = " above 0" if keyword == "PixelSpacing" else ""
-            missing.append(f"{keyword} '{text}' ({count} numbers{above} needed)")
+            missing.append(f"{keyword} '{text}' (needs {needed})")
     return missing
 
 
