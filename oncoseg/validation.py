@@ -31,9 +31,11 @@ SLICE_AXIS_RATIO = 1.2
 # working grid over a 475 m "CT" would need terabytes.
 MAX_EXTENT_MM = 4000.0
 MIN_SPACING_MM = 0.01
-# Metadata key on the image of a DICOM series whose files do not say where they lie (no
-# ImagePositionPatient, ImageOrientationPatient or PixelSpacing; oncoseg.io.dicom_series): the
-# attributes missing, the image's geometry GDCM's guess
+# Metadata key on an image whose file does not say where its voxels lie or how large they
+# are (a DICOM series without a usable ImagePositionPatient, ImageOrientationPatient or
+# PixelSpacing, oncoseg.io.dicom_series; a NIfTI voxel width of 0, oncoseg.io.nifti): what it
+# lacks, as the words after the input's name ("comes from DICOM files without ..."); its
+# geometry is the reader's guess
 UNPLACED_KEY = "oncoseg:unplaced"
 # A 16- or 32-bit image whose top byte is this much smoother read in the other byte order was
 # stored in that order (byte_swap_ratio): images read right give 17 to 3200 (phantoms of every
@@ -91,11 +93,10 @@ def volume_problems(image: sitk.Image, name: str, min_slices: int = 2,
         problems.append(f"has only {min(size)} slices along one axis (size {_size(size)}); "
                         f"at least {min_slices} are needed")
     if UNPLACED_KEY in image.GetMetaDataKeys():
-        problems.append(f"comes from DICOM files without a usable "
-                        f"{image.GetMetaData(UNPLACED_KEY)}: where its voxels lie and how "
-                        "large they are is not known (GDCM and 3D Slicer guess them: 1 mm "
-                        "between pixels where the spacing is missing), and a method would read "
-                        "the anatomy at the wrong place or size")
+        problems.append(f"{image.GetMetaData(UNPLACED_KEY)}: where its voxels lie and how large "
+                        "they are is not known (GDCM, ITK and 3D Slicer guess them: 1 mm where "
+                        "a size is missing), and a method would read the anatomy at the wrong "
+                        "place or size")
     spacing = np.asarray(image.GetSpacing(), float)
     if np.any(spacing <= 0):
         problems.append(f"has a non-positive voxel spacing {image.GetSpacing()}")

@@ -131,7 +131,7 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     from pathlib import Path
 
     from oncoseg.io.minc import slicer_turned_note, turned_by_itk
-    from oncoseg.io.nifti import check_complete, without_added_intercept
+    from oncoseg.io.nifti import check_complete, unknown_widths, without_added_intercept
     from oncoseg.io.volumes import placement_notes
 
     loaded = _loaded_file(node, image)
@@ -140,6 +140,10 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     path, header = loaded
     if turned_by_itk(path, header):  # the node lies where ITK 5.4 put it: turned round
         raise InputError(what, slicer_turned_note(path))
+    unknown = unknown_widths(path)
+    if unknown is not None:
+        raise InputError(what, f"was loaded from {Path(path).name}, which {unknown}: Slicer "
+                         "read 1 mm there, so a method would read the anatomy at the wrong size")
     try:
         check_complete(path)  # by its length where it can
     except InputError as error:

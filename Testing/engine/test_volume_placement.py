@@ -229,6 +229,28 @@ def test_a_negative_voxel_width_is_read_as_itk_reads_it_and_named(tmp_path, axis
     assert axes != "L, P, S"
 
 
+@pytest.mark.parametrize("width", [0.0, float("nan")])
+def test_a_voxel_width_of_zero_is_refused_by_methods(tmp_path, width):
+    """nifti1_io replaces a pixdim of 0 or NaN by 1 mm (ITK's metadata then shows 1, so only
+    the header says it): a scan read at a made-up size. ``info`` describes it with the reason
+    a method refuses it."""
+    import struct
+
+    from oncoseg.validation import volume_problems
+
+    path = _rewrite(DATA / "anatomical.nii", tmp_path / "flat.nii", qcode=1, scode=0)
+    data = bytearray(path.read_bytes())
+    order = "<" if struct.unpack_from("<i", data)[0] == 348 else ">"
+    struct.pack_into(order + "f", data, 84, width)  # pixdim[2]
+    path.write_bytes(bytes(data))
+    image = read_volume(path).image
+    assert image.GetSpacing()[1] == 1.0  # ITK's 1 mm
+    [problem] = [p for p in volume_problems(image, "t1") if "voxel width" in p]
+    assert problem.startswith(f"has a voxel width of {width:g} in its NIfTI header (pixdim[2])")
+    assert all("voxel width" not in p
+               for p in volume_problems(read_volume(DATA / "anatomical.nii").image, "t1"))
+
+
 def test_a_broken_qform_quaternion_is_named(tmp_path):
     """(b, c, d) longer than 1: nibabel refuses the file, ITK reads a rotation by 180 degrees
     about (b, c, d) without a word."""

@@ -424,3 +424,25 @@ def test_a_node_loaded_from_a_minc_file_is_refused_as_slicer_turns_it(toy, mrml,
         logic_for(mrml, task.name).start({"image": node},
                                          RunRequest(model=str(model), device="cpu"))
     assert mrml.node_names() == before
+
+
+def test_a_node_loaded_from_a_nifti_file_with_a_voxel_width_of_zero_is_refused(toy, mrml,
+                                                                              tmp_path):
+    """Slicer's reader (ITK's nifti1_io) reads a pixdim of 0 as 1 mm without a word
+    (slicer-core); the run refuses the node by name, as the CLI refuses the file."""
+    import struct
+
+    task, image, model = toy
+    path = tmp_path / "flat.nii"
+    sitk.WriteImage(sitk.Cast(read_image(image), sitk.sitkFloat32), str(path))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<f", data, 84, 0.0)  # pixdim[2]
+    path.write_bytes(bytes(data))
+    node = _loaded_by_slicer(mrml, path, "flat")
+    assert node.GetSpacing()[1] == 1.0
+    before = mrml.node_names()
+    with pytest.raises(InputError, match=r"image \('flat'\): was loaded from flat\.nii, which has "
+                       r"a voxel width of 0 in its NIfTI header \(pixdim\[2\]\)"):
+        logic_for(mrml, task.name).start({"image": node},
+                                         RunRequest(model=str(model), device="cpu"))
+    assert mrml.node_names() == before

@@ -938,7 +938,7 @@ def _unplaced_series(series: DicomSeries) -> SeriesVolume:
     except RuntimeError as error:  # e.g. ITK refusing a zero spacing
         raise InputError(series.name, f"none of its files has a usable {names}, and GDCM cannot "
                          f"read them without ({itk_error_message(error)})") from None
-    image.SetMetaData(UNPLACED_KEY, names)
+    image.SetMetaData(UNPLACED_KEY, f"comes from DICOM files without a usable {names}")
     return SeriesVolume(image, [f"none of the files has a usable {names}: where the voxels lie "
                                 "and how large they are are GDCM's guesses (3D Slicer reads it the "
                                 "same way), so no method runs on it"], None)

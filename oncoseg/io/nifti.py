@@ -408,6 +408,33 @@ def _negative_widths(source: sitk.Image | sitk.ImageFileReader) -> list[int]:
     return axes
 
 
+def unknown_widths(path: str | os.PathLike[str]) -> str | None:
+    """What a NIfTI-1 or ANALYZE header says wrong about its voxels' size: a spatial pixdim of
+    0 or not a number, which nifti1_io (so ITK and 3D Slicer, whose metadata then shows 1)
+    replaces by 1 mm without a word; None for a usable header or another file. In the words
+    that follow the input's name."""
+    if not is_nifti(path):
+        return None
+    header_file, _ = nifti_files(path)
+    try:
+        with _open(header_file) as handle:
+            header = handle.read(348)
+    except (OSError, EOFError, zlib.error):
+        return None
+    if len(header) < 348:
+        return None
+    order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
+    if struct.unpack(order + "i", header[:4])[0] != 348:
+        return None  # NIfTI-2 (refused elsewhere) or no NIfTI-1 header
+    dims = struct.unpack(order + "8h", header[40:56])
+    widths = struct.unpack(order + "8f", header[76:108])
+    for axis in range(1, min(max(int(dims[0]), 1), 3) + 1):
+        width = widths[axis]
+        if width == 0 or not np.isfinite(width):
+            return f"has a voxel width of {width:g} in its NIfTI header (pixdim[{axis}])"
+    return None
+
+
 def _flipped(matrix: np.ndarray, axes: Iterable[int]) -> np.ndarray:
     flipped = matrix.copy()
     for axis in axes:

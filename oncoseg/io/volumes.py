@@ -46,9 +46,11 @@ from oncoseg.io.nifti import (
     orientation_notes,
     refuse_nifti2,
     restore_nonfinite,
+    unknown_widths,
     without_added_intercept,
 )
 from oncoseg.io.other_formats import refuse_other_format
+from oncoseg.validation import UNPLACED_KEY
 
 # DICOM names other modules import from here
 __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
@@ -154,7 +156,11 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
     if is_minc(path):
         image = placed_as_minc_defines(image)
     refuse_sheared(image, str(path))
-    return without_added_intercept(restore_nonfinite(image, path), path)
+    image = without_added_intercept(restore_nonfinite(image, path), path)
+    unknown = unknown_widths(path)
+    if unknown is not None:  # methods refuse it (oncoseg.validation.volume_problems)
+        image.SetMetaData(UNPLACED_KEY, unknown)
+    return image
 
 
 def volume_information(path: str | os.PathLike[str]
