@@ -44,6 +44,7 @@ from oncoseg.io.dicom_geometry import (
     sort_planes,
     without_localizer,
 )
+from oncoseg.io.endings import is_volume_file
 from oncoseg.io.folders import walk
 from oncoseg.validation import UNPLACED_KEY
 
@@ -195,8 +196,6 @@ def _walk(folder: Path, depth: int) -> list[Path]:
 def _volume_files_hint(folder: Path) -> str:
     """Where a folder holds volume files but no DICOM series: which to give instead (a folder
     is read as a DICOM series; a NIfTI or NRRD file is given by its own path)."""
-    from oncoseg.io.volumes import is_volume_file
-
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and is_volume_file(p))
     if not names:
         return ""

@@ -33,6 +33,7 @@ from oncoseg.io.dicom_series import (
     read_dicom_series,
     read_series,
 )
+from oncoseg.io.endings import VOLUME_ENDINGS, is_volume_file, volume_stem
 from oncoseg.io.file_information import FileInformation
 from oncoseg.io.header import check_declared_size
 from oncoseg.io.mgh import information as mgh_information
@@ -58,12 +59,6 @@ __all__ = ["VOLUME_ENDINGS", "DicomSeries", "ReadResult", "choose_dicom_series",
            "list_dicom_series", "placement_notes", "read_dicom_series", "read_image",
            "read_volume", "reading_notes", "volume_information", "volume_stem", "write_image"]
 
-# a pair's .hdr names it, as .mhd and .nhdr do (its .img is the voxel file); FreeSurfer's
-# .mgz, .mgh (and .mgh.gz) are read by oncoseg.io.mgh; MINC 2 placed by oncoseg.io.minc
-VOLUME_ENDINGS = (".nrrd", ".nhdr", ".nii", ".nii.gz", ".hdr", ".hdr.gz", ".mha", ".mhd",
-                  ".mgz", ".mgh", ".mgh.gz", ".mnc")
-
-
 # NRRD spaces that name the patient's axes (ITK converts the other two to the first)
 _ANATOMICAL_NRRD_SPACES = ("left-posterior-superior", "right-anterior-superior",
                            "left-anterior-superior")
@@ -78,20 +73,6 @@ class ReadResult:
     image: sitk.Image
     notes: list[str] = field(default_factory=list)
     series: DicomSeries | None = None
-
-
-def is_volume_file(path: str | os.PathLike[str]) -> bool:
-    return str(path).lower().endswith(VOLUME_ENDINGS)
-
-
-def volume_stem(path: str | os.PathLike[str]) -> str | None:
-    """The file name without its volume ending ('t2w.nii.gz' -> 't2w'); None for a file that
-    is not a volume."""
-    name = Path(path).name
-    for ending in sorted(VOLUME_ENDINGS, key=len, reverse=True):
-        if name.lower().endswith(ending):
-            return name[: -len(ending)]
-    return None
 
 
 def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> ReadResult:
