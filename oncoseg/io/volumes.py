@@ -110,9 +110,11 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
     """A volume file (NRRD, NIfTI, MHA, 4D included) as SimpleITK reads it, checked: an
     unreadable file named in words, a sheared grid refused, a NIfTI file cut short refused, its
     NaN voxels restored (:func:`oncoseg.io.nifti.restore_nonfinite`) and an intercept the
-    standard does not apply taken off (:func:`oncoseg.io.nifti.without_added_intercept`). A
-    FreeSurfer MGH/MGZ file, which SimpleITK's wheels cannot read, is read by
-    :func:`oncoseg.io.mgh.read_mgh`."""
+    standard does not apply taken off (:func:`oncoseg.io.nifti.without_added_intercept`), a
+    voxel width of 0 marked for methods to refuse (:func:`oncoseg.io.nifti.unknown_widths`); a
+    MINC file placed as MINC defines it (:mod:`oncoseg.io.minc`). A FreeSurfer MGH/MGZ file,
+    which SimpleITK's wheels cannot read, is read by :func:`oncoseg.io.mgh.read_mgh`; formats
+    OncoSeg does not read are named (:mod:`oncoseg.io.other_formats`)."""
     if is_mgh(path):
         return read_mgh(path)
     refuse_other_format(path)
