@@ -329,3 +329,21 @@ def test_no_real_scan_looks_byte_swapped():
         assert byte_swap_ratio(swapped) < BYTE_SWAP_RATIO, path
     eight_bit = np.random.default_rng(0).integers(0, 256, (4, 20, 20)).astype(np.uint16) * 256
     assert byte_swap_ratio(sitk.GetImageFromArray(eight_bit)) is None
+
+
+@pytest.mark.parametrize("size", [0, -4])
+def test_a_nifti_header_declaring_no_slices_is_refused(tmp_path, size):
+    """dim[3] of 0 or less: ITK (so 3D Slicer) read the first of the file's 4 slices as the
+    whole volume, without a word."""
+    import struct
+
+    path = tmp_path / "flat.nii"
+    sitk.WriteImage(sitk.GetImageFromArray(np.arange(4 * 5 * 6, dtype=np.int16)
+                                           .reshape(4, 5, 6)), str(path))
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<h", data, 46, size)  # dim[3]
+    path.write_bytes(bytes(data))
+    assert sitk.ReadImage(str(path)).GetSize() == (6, 5, 1)
+    with pytest.raises(InputError, match=rf"flat\.nii: its header declares {size} voxels along "
+                       r"axis 3 \(dim\[3\]\): a damaged header"):
+        read_image(path)

@@ -408,11 +408,10 @@ def _negative_widths(source: sitk.Image | sitk.ImageFileReader) -> list[int]:
     return axes
 
 
-def unknown_widths(path: str | os.PathLike[str]) -> str | None:
-    """What a NIfTI-1 or ANALYZE header says wrong about its voxels' size: a spatial pixdim of
-    0 or not a number, which nifti1_io (so ITK and 3D Slicer, whose metadata then shows 1)
-    replaces by 1 mm without a word; None for a usable header or another file. In the words
-    that follow the input's name."""
+def _dims_and_widths(path: str | os.PathLike[str]
+                     ) -> tuple[tuple[int, ...], tuple[float, ...]] | None:
+    """A NIfTI-1 or ANALYZE header's dim[0..7] and pixdim[0..7] as stored (ITK's metadata
+    shows them after nifti1_io has mended them); None for another file."""
     if not is_nifti(path):
         return None
     header_file, _ = nifti_files(path)
@@ -426,8 +425,33 @@ def unknown_widths(path: str | os.PathLike[str]) -> str | None:
     order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
     if struct.unpack(order + "i", header[:4])[0] != 348:
         return None  # NIfTI-2 (refused elsewhere) or no NIfTI-1 header
-    dims = struct.unpack(order + "8h", header[40:56])
-    widths = struct.unpack(order + "8f", header[76:108])
+    return struct.unpack(order + "8h", header[40:56]), struct.unpack(order + "8f", header[76:108])
+
+
+def refuse_empty_axes(path: str | os.PathLike[str]) -> None:
+    """Refuse a NIfTI or ANALYZE header declaring a size of 0 or less along a spatial axis:
+    nifti1_io (so ITK and 3D Slicer) reads it as 1, one slice of what the file holds, without
+    a word."""
+    found = _dims_and_widths(path)
+    if found is None:
+        return
+    dims = found[0]
+    for axis in range(1, min(max(int(dims[0]), 1), 3) + 1):  # a later axis of 0 reads as 1
+        if dims[axis] < 1:
+            raise InputError(str(path), f"its header declares {dims[axis]} voxels along axis "
+                             f"{axis} (dim[{axis}]): a damaged header (ITK and 3D Slicer read "
+                             "one slice of the file as if it were all)")
+
+
+def unknown_widths(path: str | os.PathLike[str]) -> str | None:
+    """What a NIfTI-1 or ANALYZE header says wrong about its voxels' size: a spatial pixdim of
+    0 or not a number, which nifti1_io (so ITK and 3D Slicer, whose metadata then shows 1)
+    replaces by 1 mm without a word; None for a usable header or another file. In the words
+    that follow the input's name."""
+    found = _dims_and_widths(path)
+    if found is None:
+        return None
+    dims, widths = found
     for axis in range(1, min(max(int(dims[0]), 1), 3) + 1):
         width = widths[axis]
         if width == 0 or not np.isfinite(width):

@@ -45,6 +45,7 @@ from oncoseg.io.nifti import (
     is_nifti,
     no_orientation_note,
     orientation_notes,
+    refuse_empty_axes,
     refuse_nifti2,
     restore_nonfinite,
     unknown_widths,
@@ -119,6 +120,7 @@ def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
         return read_mgh(path)
     refuse_other_format(path)
     refuse_nifti2(path)
+    refuse_empty_axes(path)
     try:
         image = sitk.ReadImage(str(path))
     except RuntimeError as error:
