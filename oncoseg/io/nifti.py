@@ -113,15 +113,22 @@ class _VoxelData:
     integer: str | None = None  # numpy dtype of an integer datatype; None otherwise
 
 
+def _header_bytes(path: str | os.PathLike[str], count: int) -> bytes:
+    """The first ``count`` bytes of a NIfTI-family file's header (its .hdr for a pair),
+    inflated where gzipped; fewer (or none) where the file is shorter or unreadable."""
+    header_file, _ = nifti_files(path)
+    try:
+        with _open(header_file) as handle:
+            return handle.read(count)
+    except (OSError, EOFError, zlib.error):
+        return b""
+
+
 def _voxel_data(path: Path) -> _VoxelData | None:
     """What a NIfTI-1, NIfTI-2 or ANALYZE 7.5 header says of its voxels; None for an
     unreadable header."""
-    header_file, voxel_file = nifti_files(path)
-    try:
-        with _open(header_file) as handle:
-            header = handle.read(540)
-    except (OSError, EOFError, zlib.error):
-        return None
+    _, voxel_file = nifti_files(path)
+    header = _header_bytes(path, 540)
     if len(header) < 348:
         return None
     for order in "<>":
@@ -235,12 +242,7 @@ def refuse_nifti2(path: str | os.PathLike[str]) -> None:
     it came back as "no reader recognises its pixel data: truncated, or an unknown encoding"."""
     if not is_nifti(path):
         return
-    header_file, _ = nifti_files(path)
-    try:
-        with _open(header_file) as handle:
-            head = handle.read(4)
-    except (OSError, EOFError, zlib.error):
-        return
+    head = _header_bytes(path, 4)
     if len(head) == 4 and 540 in (struct.unpack("<i", head)[0], struct.unpack(">i", head)[0]):
         raise InputError(str(path), "is a NIfTI-2 file, which ITK 5.4 (so SimpleITK and 3D "
                          "Slicer 5.10 and 5.12) cannot read; nibabel can save it as NIfTI-1 "
@@ -414,12 +416,7 @@ def _dims_and_widths(path: str | os.PathLike[str]
     shows them after nifti1_io has mended them); None for another file."""
     if not is_nifti(path):
         return None
-    header_file, _ = nifti_files(path)
-    try:
-        with _open(header_file) as handle:
-            header = handle.read(348)
-    except (OSError, EOFError, zlib.error):
-        return None
+    header = _header_bytes(path, 348)
     if len(header) < 348:
         return None
     order = "<" if struct.unpack("<i", header[:4])[0] == 348 else ">"
