@@ -126,8 +126,9 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     where the file places its voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform
     and sform that disagree, no orientation at all, that intercept), which Slicer does not
     say. A volume loaded from a MINC file, which Slicer's ITK 5.4 places turned round
-    (:mod:`oncoseg.io.minc`), is refused. The file's header is read once; this runs on
-    Slicer's main thread."""
+    (:mod:`oncoseg.io.minc`), or from a NIfTI file with a voxel width of 0, which it reads as
+    1 mm (:func:`oncoseg.io.nifti.unknown_widths`), is refused. Only headers are read; this
+    runs on Slicer's main thread."""
     from pathlib import Path
 
     from oncoseg.io.minc import slicer_turned_note, turned_by_itk
