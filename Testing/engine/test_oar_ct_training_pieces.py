@@ -46,6 +46,31 @@ def test_all_annotated_is_cross_entropy():
         float(F.cross_entropy(logits, target)), rel=1e-6)
 
 
+def test_a_voxel_nobody_annotated_adds_nothing_and_learns_nothing():
+    """nnU-Net's ignore label (a data set's dataset.json declares it; OncoSeg reads it as
+    IGNORE_LABEL): whatever the network says there costs nothing and moves no weight, and the
+    voxel still counts in the mean, so micro-batches still add up to the batch."""
+    from oncoseg.datasets.base import IGNORE_LABEL
+
+    torch.manual_seed(3)
+    logits = torch.randn(2, 6, 3, 4, 5, requires_grad=True)
+    target = torch.randint(0, 6, (2, 3, 4, 5))
+    ignored = torch.rand(2, 3, 4, 5) < 0.4
+    target[ignored] = IGNORE_LABEL
+    annotated = torch.tensor([[True] * 6, [True, True, True, False, True, True]])
+    target[1][target[1] == BLADDER] = 0
+    loss = partial_label_nll(logits, target, annotated)
+    loss.backward()
+    assert torch.count_nonzero(logits.grad.movedim(1, -1)[ignored]) == 0
+    assert torch.count_nonzero(logits.grad.movedim(1, -1)[~ignored]) > 0
+    known = target.masked_fill(ignored, 0)  # what is left: the known voxels' loss ...
+    expected = sum(reference_nll(logits[b:b + 1].detach()[..., ~ignored[b]][..., None, None],
+                                 known[b:b + 1][:, ~ignored[b]][..., None, None],
+                                 annotated[b:b + 1]) * int((~ignored[b]).sum())
+                   for b in range(2)) / target.numel()  # ... over every voxel
+    assert float(loss) == pytest.approx(expected, rel=1e-5)
+
+
 def test_bladder_predictions_cost_nothing_where_the_bladder_was_not_contoured():
     torch.manual_seed(2)
     target = torch.zeros(1, 4, 4, 4, dtype=torch.long)

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
+# Voxels a case's label file marks as not annotated (nnU-Net v2's "ignore" label, declared in its
+# dataset.json), as they appear in the label arrays a task trains and evaluates on: a value no
+# task uses for a structure, so a task that does not take it refuses the file.
+IGNORE_LABEL = 255
+
 
 def check_case_id(case_id: str, where: str) -> str:
     """Case ids become file and folder names: no separators, no '..', nothing hidden."""
@@ -89,16 +94,36 @@ class Case:
         return volume
 
     def label_on(self, reference: sitk.Image, role: str,
-                 values: Collection[int] | None = None) -> np.ndarray:
+                 values: Collection[int] | None = None,
+                 takes_ignore: bool = False) -> np.ndarray:
         """The case's (first) label file on ``reference``, the ``role`` image it is read
-        with (:func:`label_file_on`); a case without one is an input error."""
+        with (:func:`label_file_on`); a case without one is an input error. Where the data
+        set declares an ignore label (nnU-Net's, for voxels nobody annotated), a task whose
+        training can leave voxels out (``takes_ignore``) gets them as :data:`IGNORE_LABEL`;
+        any other task refuses such a file, saying what the value means."""
         if not self.labels:
             raise InputError(f"case '{self.id}'", "has no label file")
-        return label_file_on(sorted(self.labels.values())[0], reference, self.id, role, values)
+        ignore = self.ignore_value
+        if values is not None and ignore is not None and takes_ignore:
+            values = {*values, ignore}
+        label = label_file_on(sorted(self.labels.values())[0], reference, self.id, role,
+                              values, ignore)
+        if ignore is not None and takes_ignore:
+            label = np.where(label == ignore, IGNORE_LABEL, label).astype(label.dtype)
+        return label
+
+    @property
+    def ignore_value(self) -> int | None:
+        """The label value the case's data set declares as nnU-Net's "ignore" (None when it
+        declares none)."""
+        value = (self.info.get("labels") or {}).get("ignore")
+        return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
+            else None
 
 
 def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
-                  values: Collection[int] | None = None) -> np.ndarray:
+                  values: Collection[int] | None = None,
+                  ignore: int | None = None) -> np.ndarray:
     """A case's label file resampled onto ``reference`` (nearest neighbour; exact where it
     shares the grid), as an integer array (z, y, x). A file holding values that are not whole
     numbers (a map resampled with interpolation, a probability map) or, with ``values``, any
@@ -126,6 +151,10 @@ def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
         for slab in np.array_split(label, max(1, len(label) // 16)):  # bounded copies
             found.update(int(v) for v in np.unique(slab))
         unexpected = sorted(found - set(values))
+        if ignore in unexpected:
+            raise InputError(where, f"label file {path.name} holds {ignore}, the data set's "
+                             "ignore label (voxels nobody annotated, dataset.json): this "
+                             "task trains and evaluates on fully annotated cases only")
         if unexpected:
             raise InputError(where, f"label file {path.name} holds label(s) "
                              f"{', '.join(map(str, unexpected[:8]))}, which the task does not "

@@ -30,7 +30,9 @@ def write_remapped(source: Path, target: Path, mapping: Mapping[int, int]) -> No
     sitk.WriteImage(image_like(out, image), str(target), useCompression=True)
 
 
-LabelReader = Callable[[Case, sitk.Image], np.ndarray]
+# a case's label map on a grid and the structures it annotated (a task method's
+# ``reference_labels``)
+LabelReader = Callable[[Case, sitk.Image], tuple[np.ndarray, list[str]]]
 
 
 def _nifti_copy(source: Path, target: Path, series: str | None = None) -> sitk.Image | None:
@@ -51,7 +53,15 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
     Volumes that are not NIfTI files (a DICOM series, PNG slices) are converted; a case whose
     labels are not a file (an RT structure set, run-length masks) gets them from
     ``label_reader`` (the task method's ``reference_labels``) on its first channel's grid.
-    nnU-Net raw has no 'not annotated': a structure a case lacks is background there."""
+
+    A case that did not annotate every structure (a structure set without a bladder contour)
+    cannot say so with labels alone: its background may hold the missing organ. nnU-Net's way
+    is its ignore label (the highest value, named "ignore" in dataset.json): every voxel such
+    a case leaves unlabelled is written as ignore, so nnU-Net learns nothing there rather than
+    learning that the organ is background. (OncoSeg's own training keeps that background, as
+    "background or the missing organ", paper 003's loss; nnU-Net has no such class.)"""
+    ignore = max(labels.values()) + 1
+    partial: list[str] = []
     with atomic_directory(output, overwrite) as folder:
         (folder / "imagesTr").mkdir()
         (folder / "labelsTr").mkdir()
@@ -70,15 +80,24 @@ def to_nnunet(dataset: Dataset, output: str | os.PathLike[str], roles: Sequence[
             elif label_reader is not None:
                 first = converted[0] if converted[0] is not None else \
                     read_volume(folder / "imagesTr" / f"{case.id}_0000.nii.gz").image
-                write_image(image_like(label_reader(case, first).astype(np.uint8), first),
-                            target)
+                array, annotated = label_reader(case, first)
+                array = array.astype(np.uint8)
+                if set(labels) - {"background", *annotated}:
+                    partial.append(case.id)
+                    array[array == 0] = ignore
+                write_image(image_like(array, first), target)
         description = {
             "channel_names": {str(i): role for i, role in enumerate(roles)},
-            "labels": dict(labels),
+            "labels": {**labels, **({"ignore": ignore} if partial else {})},
             "numTraining": len(dataset.cases),
             "file_ending": ".nii.gz",
             "name": f"converted from {dataset.layout} by OncoSeg",
         }
+        if partial:
+            description["description"] = (
+                f"{len(partial)} case(s) did not annotate every structure "
+                f"({', '.join(partial[:5])}{', ...' if len(partial) > 5 else ''}): their "
+                f"unlabelled voxels are the ignore label {ignore}")
         (folder / "dataset.json").write_text(json.dumps(description, indent=2) + "\n",
                                              encoding="utf-8")
     return Path(output)

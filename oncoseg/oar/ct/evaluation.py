@@ -1,5 +1,6 @@
 """Evaluating the OAR CT model as paper 003 does: per organ Dice, mean surface distance and
-HD95 (mm) on the CT grid, only for the organs each case annotated.
+HD95 (mm) on the CT grid, only for the organs each case annotated, and only on the voxels it
+annotated (an nnU-Net data set's ignore label marks those it did not).
 
 Mean surface distance comes twice, named apart: ``msd_paper_mm_<organ>`` is the paper's (2.6:
 the average of the two directed mean distances, comparable with its Table 2),
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.datasets.base import Case, Dataset
+from oncoseg.datasets.base import IGNORE_LABEL, Case, Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.method import Hints, Prepared, RunContext
 from oncoseg.metrics import dice, surface_figures
@@ -37,13 +38,14 @@ def organ_figures(case: Case, segment: Callable[[sitk.Image], Prediction]) -> di
     truth, annotated = case_labels(case, ct)
     predicted = sitk.GetArrayFromImage(segment(ct).labels)
     spacing = ct.GetSpacing()[::-1]
+    known = np.asarray(truth) != IGNORE_LABEL  # nnU-Net's evaluation leaves these out too
     row: dict[str, Any] = {}
     for spec in CT_SEGMENTS:
         stem = file_stem(spec.name).lower()
         if spec.name not in annotated:  # unknown, not zero: the case did not contour it
             row[f"dice_{stem}"] = None
             continue
-        a, b = predicted == spec.label, np.asarray(truth) == spec.label
+        a, b = (predicted == spec.label) & known, np.asarray(truth) == spec.label
         row[f"dice_{stem}"] = dice(a, b)
         for name, value in surface_figures(a, b, spacing).items():  # msd_paper_mm, ...
             row[f"{name}_{stem}"] = value

@@ -39,9 +39,10 @@ def train(data: Dataset, output: Path, settings: OarCtConfig, context: RunContex
                         options.statement, context.progress, context.cancel)
 
 
-def reference_labels(case: Case, ct: sitk.Image) -> np.ndarray:
-    """The case's label map on its CT (from its RT structure set, or its label file), for
-    writing the case in another layout (nnU-Net raw)."""
+def reference_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
+    """The case's label map on its CT (from its RT structure set, or its label file) and the
+    organs it annotated (a structure set may lack some), for writing the case in another
+    layout (nnU-Net raw)."""
     from oncoseg.oar.ct.training import case_labels
 
-    return case_labels(case, ct)[0]
+    return case_labels(case, ct)

@@ -33,7 +33,7 @@ import torch
 from scipy import ndimage
 from torch.utils.data import Dataset as TorchDataset
 
-from oncoseg.datasets.base import Case, Dataset
+from oncoseg.datasets.base import IGNORE_LABEL, Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.distributed import dealt_out, is_main_process
 from oncoseg.errors import InputError
@@ -61,7 +61,7 @@ MEMORY_MARGIN = 0.8
 class PreparedCT:
     case_id: str
     hu: np.ndarray  # (z, y, x) int16 on the network's grid (the CT's own, or a working grid)
-    labels: np.ndarray  # (z, y, x) uint8
+    labels: np.ndarray  # (z, y, x) uint8; IGNORE_LABEL where the case annotated nothing
     annotated: np.ndarray  # (CLASSES,) bool; background always True
     grid: sitk.Image
     patient: str = ""
@@ -72,20 +72,27 @@ class PreparedCT:
         """Per organ present, its voxels (found once: every cycle samples from them)."""
         if self._organ_voxels is None:
             self._organ_voxels = [np.argwhere(self.labels == value)
-                                  for value in np.unique(self.labels) if value > 0]
+                                  for value in np.unique(self.labels)
+                                  if 0 < value != IGNORE_LABEL]
         return self._organ_voxels
 
 
 def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
     """Label map on the CT grid and the organs annotated: from the structure set (rtstruct
-    layout) or from a label file (other layouts: every organ counts as annotated)."""
+    layout) or from a label file (other layouts). In a label file every organ counts as
+    annotated, unless the file marks voxels with its nnU-Net data set's ignore label (they
+    become :data:`IGNORE_LABEL`): an organ it then does not hold may lie under them, unknown
+    rather than absent, as a structure set without that contour."""
     if "rtstruct" in case.info:
         from oncoseg.datasets.rtstruct_cohort import load_labels
 
         _, labels, annotated = load_labels(case, {s.name: s.label for s in CT_SEGMENTS})
         return labels, annotated
     values = {0, *(s.label for s in CT_SEGMENTS)}
-    return case.label_on(ct, "ct", values), [s.name for s in CT_SEGMENTS]
+    labels = case.label_on(ct, "ct", values, takes_ignore=True)
+    present = set(np.unique(labels).tolist())
+    return labels, [s.name for s in CT_SEGMENTS
+                    if s.label in present or IGNORE_LABEL not in present]
 
 
 def read_case_ct(case: Case) -> sitk.Image:

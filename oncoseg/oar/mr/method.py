@@ -41,10 +41,11 @@ def train(data: Dataset, output: Path, settings: OarMrConfig, context: RunContex
                         options.statement, context.progress, context.cancel)
 
 
-def reference_labels(case: Case, scan: sitk.Image) -> np.ndarray:
+def reference_labels(case: Case, scan: sitk.Image) -> tuple[np.ndarray, list[str]]:
     """The case's label map on its scan (from the competition's run-lengths, or its label
-    file), for writing the case in another layout (nnU-Net raw). The competition's organ masks
-    may overlap; where they do, the later organ of GI_SEGMENTS takes the voxel."""
+    file) and the organs it annotated (all: a slice the run-lengths leave out holds none), for
+    writing the case in another layout (nnU-Net raw). The competition's organ masks may
+    overlap; where they do, the later organ of GI_SEGMENTS takes the voxel."""
     from oncoseg.oar.mr.task import GI_SEGMENTS
     from oncoseg.oar.mr.training import case_masks
 
@@ -52,4 +53,4 @@ def reference_labels(case: Case, scan: sitk.Image) -> np.ndarray:
     labels = np.zeros(masks.shape[1:], np.uint8)
     for mask, spec in zip(masks, GI_SEGMENTS, strict=True):
         labels[mask] = spec.label
-    return labels
+    return labels, [spec.name for spec in GI_SEGMENTS]
