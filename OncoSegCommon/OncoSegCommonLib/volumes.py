@@ -6,7 +6,7 @@ writing creates a new node unless the caller passes one it owns.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -16,6 +16,9 @@ from vtk.util import numpy_support
 from oncoseg.errors import InputError
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
+
+if TYPE_CHECKING:
+    from oncoseg.io.file_information import FileInformation
 
 
 def _array(matrix: Any) -> np.ndarray:
@@ -87,13 +90,16 @@ def volume_node_from_image(scene: Any, image: sitk.Image, name: str,
     return node
 
 
-def _loaded_file(node: Any, image: sitk.Image) -> tuple[str, sitk.ImageFileReader] | None:
-    """The volume file the node was loaded from and its header, while the node still lies
-    where Slicer's reader put it (``image``: the node's copy, :func:`image_from_volume_node`);
-    None when it has no such file or was moved, resampled or edited since. Only the file's
-    header is read."""
+def _loaded_file(node: Any, image: sitk.Image
+                 ) -> tuple[str, sitk.ImageFileReader | FileInformation] | None:
+    """The volume file the node was loaded from and its header as Slicer's reader read it,
+    while the node still lies where that reader put it (``image``: the node's copy,
+    :func:`image_from_volume_node`); None when it has no such file or was moved, resampled or
+    edited since. Only the file's header is read (an MGH file's by OncoSeg: SimpleITK's
+    wheels have no reader for it)."""
     from pathlib import Path
 
+    from oncoseg.io.mgh import as_slicer_reads_it, is_mgh
     from oncoseg.io.nifti import is_nifti
     from oncoseg.io.volumes import is_volume_file
 
@@ -101,11 +107,15 @@ def _loaded_file(node: Any, image: sitk.Image) -> tuple[str, sitk.ImageFileReade
     name = storage.GetFileName() if storage is not None else None
     if not name or not (is_volume_file(name) or is_nifti(name)) or not Path(name).is_file():
         return None
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(name))
+    reader: sitk.ImageFileReader | FileInformation
     try:
-        reader.ReadImageInformation()
-    except RuntimeError:
+        if is_mgh(name):
+            reader = as_slicer_reads_it(name)
+        else:
+            reader = sitk.ImageFileReader()
+            reader.SetFileName(str(name))
+            reader.ReadImageInformation()
+    except (RuntimeError, InputError):
         return None
     if reader.GetDimension() != 3 or reader.GetSize() != image.GetSize() or not (
             np.allclose(reader.GetSpacing(), image.GetSpacing(), atol=1e-4)
@@ -126,11 +136,14 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     where the file places its voxels (:func:`oncoseg.io.volumes.placement_notes`: a NIfTI qform
     and sform that disagree, no orientation at all, that intercept), which Slicer does not
     say. A volume loaded from a MINC file, which Slicer's ITK 5.4 places turned round
-    (:mod:`oncoseg.io.minc`), or from a NIfTI file with a voxel width of 0, which it reads as
-    1 mm (:func:`oncoseg.io.nifti.unknown_widths`), is refused. Only headers are read; this
+    (:mod:`oncoseg.io.minc`), from an MGH file without placement, which it shows as axial
+    where FreeSurfer reads coronal (:func:`oncoseg.io.mgh.slicer_unplaced_refusal`), or from a
+    NIfTI file with a voxel width of 0, which it reads as 1 mm
+    (:func:`oncoseg.io.nifti.unknown_widths`), is refused. Only headers are read; this
     runs on Slicer's main thread."""
     from pathlib import Path
 
+    from oncoseg.io.mgh import is_mgh, slicer_unplaced_refusal
     from oncoseg.io.minc import slicer_turned_note, turned_by_itk
     from oncoseg.io.nifti import check_complete, unknown_widths, without_added_intercept
     from oncoseg.io.volumes import placement_notes
@@ -141,6 +154,9 @@ def as_read_from_its_file(what: str, node: Any, image: sitk.Image
     path, header = loaded
     if turned_by_itk(path, header):  # the node lies where ITK 5.4 put it: turned round
         raise InputError(what, slicer_turned_note(path))
+    unplaced = slicer_unplaced_refusal(path) if is_mgh(path) else None
+    if unplaced is not None:  # the node lies where ITK's defaults put it
+        raise InputError(what, unplaced)
     unknown = unknown_widths(path)
     if unknown is not None:
         raise InputError(what, f"was loaded from {Path(path).name}, which {unknown}: Slicer "

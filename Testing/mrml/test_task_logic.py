@@ -426,6 +426,56 @@ def test_a_node_loaded_from_a_minc_file_is_refused_as_slicer_turns_it(toy, mrml,
     assert mrml.node_names() == before
 
 
+def test_a_node_loaded_from_a_freesurfer_file_without_orientation_is_refused(toy, mrml,
+                                                                            tmp_path):
+    """An MGZ whose goodRASFlag is not set: Slicer (ITK's MGHIO, ``Module_MGHIO`` in
+    SuperBuild/External_ITK.cmake, v5.10.0 and v5.12.3) leaves ITK's defaults, axes L, P, S
+    from the origin, while FreeSurfer and the CLI read L, I, A (with a note): until 2026-12-07
+    the run went on without a word, on an orientation nobody knows. slicer-core has no MGH
+    reader, so the node is made as MGHIO makes it and given the file as its storage. The same
+    file with its orientation runs."""
+    import nibabel as nib
+    import slicer
+
+    from OncoSegCommonLib.volumes import volume_node_from_image
+
+    task, image, model = toy
+    source = read_image(image)
+    data = sitk.GetArrayFromImage(source).astype(np.float32).transpose(2, 1, 0)  # x fastest
+    for placed in (False, True):
+        path = tmp_path / f"{'placed' if placed else 'unplaced'}.mgz"
+        mgh = nib.MGHImage(data, np.diag([*source.GetSpacing(), 1.0]))
+        mgh.header["goodRASFlag"] = int(placed)
+        nib.save(mgh, path)
+        as_mghio = sitk.GetImageFromArray(data.transpose(2, 1, 0))
+        if placed:
+            from oncoseg.io.mgh import information
+
+            header = information(path)
+            as_mghio.SetSpacing(header.spacing)
+            as_mghio.SetOrigin(header.origin)
+            as_mghio.SetDirection(header.direction)
+        node = volume_node_from_image(mrml.scene, as_mghio, path.stem)
+        storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(path))
+        mrml.scene.AddNode(storage)
+        node.SetAndObserveStorageNodeID(storage.GetID())
+        from OncoSegCommonLib.volumes import _loaded_file
+
+        assert _loaded_file(node, image_from_volume_node(node)) is not None  # where MGHIO put it
+        logic = logic_for(mrml, task.name)
+        if placed:
+            started = logic.start({"image": node}, RunRequest(model=str(model), device="cpu"))
+            assert not any("goodRASFlag" in n for n in started.notes)
+            continue
+        before = mrml.node_names()
+        with pytest.raises(InputError, match=r"image \('unplaced'\): was loaded from "
+                           r"unplaced\.mgz, which holds no orientation .*L, P, S \(axial\), "
+                           r"FreeSurfer and OncoSeg's command line read them as L, I, A"):
+            logic.start({"image": node}, RunRequest(model=str(model), device="cpu"))
+        assert mrml.node_names() == before
+
+
 def test_a_node_loaded_from_a_nifti_file_with_a_voxel_width_of_zero_is_refused(toy, mrml,
                                                                               tmp_path):
     """Slicer's reader (ITK's nifti1_io) reads a pixdim of 0 as 1 mm without a word

@@ -210,3 +210,31 @@ def unplaced_note(path: str | os.PathLike[str]) -> list[str]:
             "and back the other way; 3D Slicer as L, P, S from the origin), but where the "
             "patient's left, front and head lie is not known from the file: check the result's "
             "laterality"]
+
+
+def as_slicer_reads_it(path: str | os.PathLike[str]) -> FileInformation:
+    """The file's header as ITK's MGHIO, so 3D Slicer, gives it: the file's own placement
+    where it has one; without one (``goodRASFlag`` not set) ITK's defaults, which that reader
+    leaves (it sets spacing, directions and origin only ``if (RASgood)``,
+    ``MGHImageIO::ReadVolumeHeader``): 1 mm, axes L, P, S, the first voxel at the origin."""
+    header = read_header(path)
+    if header.placed:
+        return information(path)
+    found = information(path)
+    dimension = found.GetDimension()
+    return FileInformation(found.size, (1.0,) * dimension, (0.0,) * dimension,
+                           tuple(np.eye(dimension).ravel().tolist()), found.pixel_id)
+
+
+def slicer_unplaced_refusal(path: str | os.PathLike[str]) -> str | None:
+    """Why a Slicer node loaded from ``path`` cannot be segmented (None when it can): an MGH
+    file without placement, which Slicer shows in another orientation than FreeSurfer reads
+    and the command line (with its note) takes."""
+    if read_header(path).placed:
+        return None
+    return (f"was loaded from {Path(path).name}, which holds no orientation (its goodRASFlag "
+            "is not set): 3D Slicer shows its axes as L, P, S (axial), FreeSurfer and OncoSeg's "
+            "command line read them as L, I, A (coronal), and where the patient's left, front "
+            "and head lie is not known from the file, so a method would read the anatomy in an "
+            "unknown orientation. Give the file its orientation (FreeSurfer's mri_convert with "
+            "--in_orientation) and load it again")
