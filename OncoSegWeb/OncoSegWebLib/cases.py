@@ -26,7 +26,7 @@ from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import is_dicom_file
-from oncoseg.io.folders import links_within, walk
+from oncoseg.io.folders import links_within, may_follow, walk
 from oncoseg.io.volumes import (
     is_volume_file,
     list_dicom_series,
@@ -92,7 +92,9 @@ def _unique_name(name: str, number: str, taken: Mapping[str, object]) -> str:
 def read_case(root: Path, folder: Path) -> CaseEntry | None:
     """The case in ``folder``, or None when the folder holds no images at all."""
     case_id = folder.relative_to(root).as_posix() or "."
-    files = sorted(p for p in folder.iterdir() if p.is_file())
+    found = sorted(p for p in folder.iterdir() if p.is_file())
+    files = [p for p in found if may_follow(p)]  # a linked file out of the root is not read
+    outside = [p.name for p in found if p not in files and is_volume_file(p)]
     volumes = {volume_name(p): p for p in files if is_volume_file(p) and not is_label_file(p)}
     # a DICOMDIR indexes an export's files in the folders below it (list_dicom_series follows it)
     has_dicom = any(p.name.upper() == "DICOMDIR" or (not is_volume_file(p) and is_dicom_file(p))
@@ -112,9 +114,10 @@ def read_case(root: Path, folder: Path) -> CaseEntry | None:
                     else item.label
     if not volumes and kaggle.slice_files(folder):
         volumes[folder.parent.name] = folder  # the scan's name: <case>_<day>
+    errors = [f"{name} links outside the data root and is not opened" for name in outside]
     if not volumes:
-        return None
-    errors = [e for e in (_check_volume(p) for p in volumes.values() if p.is_file()) if e]
+        return CaseEntry(case_id, folder, error=errors[0]) if errors else None
+    errors += [e for e in (_check_volume(p) for p in volumes.values() if p.is_file()) if e]
     return CaseEntry(case_id, folder, volumes, "; ".join(errors), series=chosen)
 
 

@@ -625,6 +625,34 @@ def test_real_rt_dose_frames_lie_at_their_grid_frame_offsets():
     assert image.GetSpacing()[2] == pytest.approx(abs(offsets[1] - offsets[0]))
 
 
+def test_a_dicomdir_reference_out_of_its_folder_is_not_followed(tmp_path):
+    """PS3.10 file IDs are plain names below the DICOMDIR's folder; a crafted or damaged one
+    ('..', an absolute part) led the listing to read a file outside it (a server's data root
+    included). pydicom's DICOMDIR with one IMAGE record pointing at ../secret/IM1, a CT slice
+    that is there: left out, the folder holds no series."""
+    import shutil
+    import warnings
+
+    from oncoseg.io.dicom_series import dicomdir_files
+
+    export = tmp_path / "export"
+    export.mkdir()
+    (tmp_path / "secret").mkdir()
+    shutil.copyfile(PYDICOM_FILES / "CT_small.dcm", tmp_path / "secret" / "IM1")
+    dicomdir = pydicom.dcmread(DICOMDIR_TREE / "DICOMDIR")
+    records = [r for r in dicomdir.DirectoryRecordSequence if r.get("ReferencedFileID")]
+    records[0].ReferencedFileID = ["..", "secret", "IM1"]
+    with warnings.catch_warnings():  # an absolute path is no valid file ID (CS, 16 chars)
+        warnings.simplefilter("ignore", UserWarning)
+        records[1].ReferencedFileID = str(tmp_path / "secret" / "IM1")
+    dicomdir.save_as(export / "DICOMDIR")
+    assert (export / records[0].ReferencedFileID[0] / "secret" / "IM1").is_file()
+    assert not any("secret" in str(f) for f in dicomdir_files(export))
+    assert len(dicomdir_files(export)) == len(records) - 2
+    with pytest.raises(InputError, match="contains no readable DICOM image series"):
+        read_volume(export)
+
+
 def test_real_dicomdir_tree_lists_its_series_and_refuses_what_is_unsafe(capsys):
     with pytest.raises(SeriesChoiceError) as error:
         read_volume(DICOMDIR_TREE)

@@ -412,3 +412,38 @@ def test_linked_series_folders_open_inside_the_data_root_only(tmp_path, mrml):
     inside = next(c for c in cases if c.startswith("inside_001"))
     [node] = session.open_case(inside)
     assert node.GetImageData().GetDimensions()[2] == 5
+
+
+def test_linked_files_open_inside_the_data_root_only(tmp_path, mrml):
+    """Linked files, as linked folders: a scan file or a DICOM slice that is a link out of the
+    data root is neither listed nor read (until 2026-12-07 both were: only linked folders were
+    confined), and the case says why it does not open."""
+    from dicom_ct import uniform_series
+
+    from OncoSegWebLib.cases import find_cases
+    from OncoSegWebLib.session import ReviewSession
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    scan = sitk.Image(8, 8, 4, sitk.sitkInt16)
+    sitk.WriteImage(scan, str(elsewhere / "ct.nii.gz"))
+    (root / "store").mkdir(parents=True)
+    sitk.WriteImage(scan, str(root / "store" / "ct.nii.gz"))
+    (root / "linked_in").mkdir()
+    (root / "linked_in" / "ct.nii.gz").symlink_to(root / "store" / "ct.nii.gz")
+    (root / "linked_out").mkdir()
+    (root / "linked_out" / "ct.nii.gz").symlink_to(elsewhere / "ct.nii.gz")
+    slices = uniform_series(elsewhere / "series", count=5)
+    (root / "slices_out").mkdir()
+    for path in slices:  # a series folder whose slices are links out of the root
+        (root / "slices_out" / path.name).symlink_to(path)
+    cases = {c.id: c for c in find_cases(root)}
+    assert not cases["linked_in"].error
+    assert cases["linked_out"].error == "ct.nii.gz links outside the data root and is not opened"
+    assert not cases["linked_out"].volumes
+    assert "slices_out" not in cases  # none of its slices is read: no series there
+    session = ReviewSession(mrml, root)
+    [node] = session.open_case("linked_in")
+    assert node.GetImageData().GetDimensions() == (8, 8, 4)
+    with pytest.raises(InputError, match="links outside the data root"):
+        session.open_case("linked_out")

@@ -45,7 +45,7 @@ from oncoseg.io.dicom_geometry import (
     without_localizer,
 )
 from oncoseg.io.endings import is_volume_file
-from oncoseg.io.folders import walk
+from oncoseg.io.folders import may_follow, walk
 from oncoseg.validation import UNPLACED_KEY
 
 # Folder levels searched below the folder given: a PACS or CD export's
@@ -212,7 +212,10 @@ def _has_deeper_folders(folder: Path, depth: int) -> bool:
 
 def dicomdir_files(folder: Path) -> list[Path]:
     """The files the DICOMDIR in ``folder`` lists (a CD/DVD or archive export), wherever they
-    lie below it; [] without a readable DICOMDIR."""
+    lie below it; [] without a readable DICOMDIR. A reference that is not a path of plain
+    names below the folder (PS3.10 8.3 allows only letters, digits and '_'; a '..' or an
+    absolute part would reach outside it), or that leads through a link a server's confinement
+    does not allow (:func:`oncoseg.io.folders.links_within`), is left out."""
     path = folder / "DICOMDIR"
     if not path.is_file():
         return []
@@ -224,9 +227,16 @@ def dicomdir_files(folder: Path) -> list[Path]:
     for record in records:
         reference = record.get("ReferencedFileID")
         if reference:
-            parts = [reference] if isinstance(reference, str) else list(reference)
-            files.append(folder.joinpath(*[str(part) for part in parts]))
+            parts = [str(p) for p in ([reference] if isinstance(reference, str)
+                                      else list(reference))]
+            if all(_plain_name(part) for part in parts) and may_follow(folder.joinpath(*parts)):
+                files.append(folder.joinpath(*parts))
     return files
+
+
+def _plain_name(part: str) -> bool:
+    return bool(part.strip()) and part not in (".", "..") and not any(
+        c in part for c in "/\\:")
 
 
 def _slice_order(headers: list[tuple[str, pydicom.Dataset]]) -> list[str]:

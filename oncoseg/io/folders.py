@@ -6,7 +6,7 @@ enter linked folders. The walk here does, down to a bounded depth and never into
 folder twice (a link back up the tree, or two links to one series), and leaves out hidden
 entries (``.git``, ``.DS_Store``). A server that must not read outside its data root (the
 review app) confines the links followed to it for the time it lists or opens a case
-(:func:`links_within`).
+(:func:`links_within`): linked folders and linked files alike.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ _LINKS_WITHIN: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 
 @contextlib.contextmanager
 def links_within(root: str | os.PathLike[str]) -> Iterator[None]:
-    """Inside this block, :func:`walk` enters a linked folder only where its real place lies
-    under ``root``."""
+    """Inside this block, :func:`walk` enters a linked folder, and lists a linked file, only
+    where its real place lies under ``root`` (:func:`may_follow`)."""
     token = _LINKS_WITHIN.set(os.path.realpath(root))
     try:
         yield
@@ -32,7 +32,9 @@ def links_within(root: str | os.PathLike[str]) -> Iterator[None]:
         _LINKS_WITHIN.reset(token)
 
 
-def _allowed(path: str) -> bool:
+def may_follow(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` may be read under the current :func:`links_within` (always outside
+    one): its real place, links resolved, lies under the root."""
     root = _LINKS_WITHIN.get()
     if root is None:
         return True
@@ -49,10 +51,18 @@ def walk(folder: str | os.PathLike[str], depth: int
     seen: set[str] = set()
     for current, folders, names in os.walk(top, followlinks=True):
         real = os.path.realpath(current)
-        if real in seen or not _allowed(current):
+        if real in seen or not may_follow(current):
             folders[:] = []
             continue
         seen.add(real)
         level = len(Path(current).relative_to(top).parts)
         folders[:] = sorted(f for f in folders if not f.startswith(".")) if level < depth else []
-        yield Path(current), folders, sorted(n for n in names if not n.startswith("."))
+        yield Path(current), folders, sorted(
+            n for n in names if not n.startswith(".") and _followed_file(current, n))
+
+
+def _followed_file(folder: str, name: str) -> bool:
+    """A file of a folder the walk entered (so under the root) is outside it only through a
+    link of its own."""
+    path = os.path.join(folder, name)
+    return not os.path.islink(path) or may_follow(path)
