@@ -13,15 +13,16 @@ codes. Structures TG-263 does not define (the brain tumour's subregions) keep On
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Iterator, Mapping, Sequence
 
 from oncoseg.errors import InputError
 from oncoseg.tasks import SegmentSpec, all_tasks
 from oncoseg.terminology import DEFAULT_NAMING, STRUCTURE_NAMINGS, Code, Terminology
 
 NAMINGS = STRUCTURE_NAMINGS
-__all__ = ["DEFAULT_NAMING", "NAMINGS", "check_naming", "structure_name", "tg263_name",
-           "tg263_synonyms"]
+__all__ = ["DEFAULT_NAMING", "NAMINGS", "check_naming", "matching_segment", "normalise",
+           "structure_name", "tg263_name", "tg263_synonyms"]
 
 
 def check_naming(naming: str) -> str:
@@ -70,3 +71,25 @@ def tg263_synonyms(segments: Mapping[str, object] | None = None) -> dict[str, st
     ``segments``): what an imported structure set named by TG-263 maps to."""
     return {spec.tg263: spec.name for spec in _declared()
             if segments is None or spec.name in segments}
+
+
+def normalise(name: str) -> str:
+    """A structure name as names are compared: case, spaces and punctuation ignored."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def matching_segment(name: str, terminology: str, specs: Sequence[SegmentSpec]
+                     ) -> SegmentSpec | None:
+    """Which of a task's segments (``specs``) a segment drawn elsewhere (a Slicer
+    segmentation's: its name and terminology string) is: by its coded meaning where it
+    carries one a spec shares (an OncoSeg result renamed in Slicer keeps it), else by its name,
+    OncoSeg's or the TG-263 one; None when it is none of them."""
+    term = Terminology.from_slicer(terminology) if terminology else None
+    if term is not None:
+        coded = [spec for spec in specs if spec.terminology is not None
+                 and _concept(spec.terminology) == _concept(term)]
+        if len(coded) == 1:
+            return coded[0]
+    wanted = normalise(name)
+    return next((spec for spec in specs
+                 if wanted in (normalise(spec.name), normalise(spec.tg263 or spec.name))), None)

@@ -60,7 +60,8 @@ def load_sample(context: MRMLContext, task: str, cache: Path) -> list[Any]:
             next(iter(images))
         if case.labels and spec.segments:
             reference = images[reference_role]
-            labels = sitk.GetImageFromArray(case.label_on(reference, reference_role))
+            labels = sitk.GetImageFromArray(case.label_on(reference, reference_role,
+                                                          segments=spec.segments))
             labels.CopyInformation(reference)
             volume = nodes[list(images).index(reference_role)]
             nodes.append(segmentation_node_from_labels(

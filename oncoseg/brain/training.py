@@ -61,11 +61,14 @@ class PreparedBrain:
 
 
 def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
-    """The case's labels on the prepared grid, BraTS's enhancing label (4 before 2023) as 3."""
+    """The case's labels on the prepared grid, BraTS's enhancing label (4 before 2023) as 3
+    (a Slicer segmentation is read by its segments' names, at the task's values)."""
     mapping = {int(k): int(v) for k, v in case.info.get("label_map", {}).items()}
+    if case.annotated_segments(TASK.segments) is not None:
+        mapping = {}
     # brain labels are 0-3; BraTS before 2023 writes enhancing tumour as 4, read as 3
     labels = case.label_on(volume.oriented, volume.reference_role,
-                           {0, 1, 2, 3, *mapping})
+                           {0, 1, 2, 3, *mapping}, segments=TASK.segments)
     for source, target in mapping.items():
         labels[labels == source] = target
     return labels.astype(np.uint8)

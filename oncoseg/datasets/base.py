@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,7 +19,9 @@ from oncoseg.io.atomic import write_text_atomic
 from oncoseg.io.volumes import volume_information
 
 if TYPE_CHECKING:
+    from oncoseg.io.segnrrd import Segment
     from oncoseg.io.volumes import ReadResult
+    from oncoseg.tasks import SegmentSpec
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -95,22 +97,39 @@ class Case:
 
     def label_on(self, reference: sitk.Image, role: str,
                  values: Collection[int] | None = None,
-                 takes_ignore: bool = False) -> np.ndarray:
+                 takes_ignore: bool = False,
+                 segments: Sequence[SegmentSpec] | None = None) -> np.ndarray:
         """The case's (first) label file on ``reference``, the ``role`` image it is read
-        with (:func:`label_file_on`); a case without one is an input error. Where the data
-        set declares an ignore label (nnU-Net's, for voxels nobody annotated), a task whose
-        training can leave voxels out (``takes_ignore``) gets them as :data:`IGNORE_LABEL`;
-        any other task refuses such a file, saying what the value means."""
-        if not self.labels:
-            raise InputError(f"case '{self.id}'", "has no label file")
+        with (:func:`label_file_on`; a Slicer segmentation by its segments' names, the task's
+        ``segments``); a case without one is an input error. Where the data set declares an
+        ignore label (nnU-Net's, for voxels nobody annotated), a task whose training can leave
+        voxels out (``takes_ignore``) gets them as :data:`IGNORE_LABEL`; any other task
+        refuses such a file, saying what the value means."""
         ignore = self.ignore_value
         if values is not None and ignore is not None and takes_ignore:
             values = {*values, ignore}
-        label = label_file_on(sorted(self.labels.values())[0], reference, self.id, role,
-                              values, ignore)
+        label = label_file_on(self.label_file, reference, self.id, role, values, ignore,
+                              segments)
         if ignore is not None and takes_ignore:
             label = np.where(label == ignore, IGNORE_LABEL, label).astype(label.dtype)
         return label
+
+    @property
+    def label_file(self) -> Path:
+        """The case's (first) label file; a case without one is an input error."""
+        if not self.labels:
+            raise InputError(f"case '{self.id}'", "has no label file")
+        return Path(sorted(self.labels.values())[0])
+
+    def annotated_segments(self, segments: Sequence[SegmentSpec]) -> list[str] | None:
+        """The task's segments the case's label file holds where it names them, as a Slicer
+        segmentation does (a segment drawn empty counts: it says "none here"); None for a
+        label map, which cannot say which structures were looked for."""
+        named = _segmentation_segments(self.label_file)
+        if named is None:
+            return None
+        return [spec.name for spec in segments
+                if spec.name in _matched(named, segments, self.id, self.label_file)]
 
     @property
     def ignore_value(self) -> int | None:
@@ -121,21 +140,96 @@ class Case:
             else None
 
 
+def _segmentation_segments(path: Path) -> list[Segment] | None:
+    """The segments a Slicer segmentation file (``.seg.nrrd``, or any NRRD whose header
+    describes segments) names; None for any other label file."""
+    if not str(path).lower().endswith((".nrrd", ".nhdr")):
+        return None
+    from oncoseg.io.segnrrd import segments_in
+
+    return segments_in(path)
+
+
+def _matched(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None, case_id: str,
+             path: Path) -> dict[str, Segment]:
+    """Task segment name -> the file's segment that is it. Every segment of the file must be
+    one of the task's, once: a segment the task does not know would otherwise be left out or
+    taken for another without a word. A task of one structure takes a file of one segment
+    whatever its name (Slicer names a new segment 'Segment_1'); without ``specs`` (a task
+    that reads one structure) the file must hold one segment."""
+    from oncoseg.structure_names import matching_segment
+
+    where = f"case '{case_id}'"
+    if not specs:
+        if len(named) != 1:
+            raise InputError(where, f"label file {path.name} is a Slicer segmentation of "
+                             f"{len(named)} segments ({', '.join(s.name for s in named)}); "
+                             "the task reads one")
+        return {named[0].name: named[0]}
+    matched: dict[str, Segment] = {}
+    unknown = []
+    for segment in named:
+        spec = matching_segment(segment.name, segment.terminology, specs)
+        if spec is None:
+            unknown.append(segment.name)
+        elif spec.name in matched:
+            raise InputError(where, f"label file {path.name}: segments "
+                             f"'{matched[spec.name].name}' and '{segment.name}' are both "
+                             f"'{spec.name}'")
+        else:
+            matched[spec.name] = segment
+    if unknown and len(specs) == len(named) == 1:  # one structure: whatever its name
+        return {specs[0].name: named[0]}
+    if unknown:
+        raise InputError(where, f"label file {path.name}: segment(s) "
+                         f"{', '.join(repr(n) for n in unknown)} match none of the task's "
+                         f"({', '.join(s.name for s in specs)}, or their TG-263 names): "
+                         "rename or delete them (Slicer's Segment Editor)")
+    return matched
+
+
+def _label_image(path: Path, case_id: str, segments: Sequence[SegmentSpec] | None
+                 ) -> sitk.Image:
+    """The label file as a label image: a Slicer segmentation with each segment at the
+    value of the task's segment of that name (its own values follow the order the segments
+    were drawn in; where segments overlap the later of the task's wins, as for a structure
+    set), any other file as it is."""
+    from oncoseg.io.volumes import read_image
+
+    named = _segmentation_segments(path)
+    if named is None:
+        return read_image(path)
+    from oncoseg.geometry import image_like
+    from oncoseg.io.segnrrd import read_seg_nrrd
+
+    matched = _matched(named, segments, case_id, path)
+    segmentation = read_seg_nrrd(path)
+    labels = np.zeros(sitk.GetArrayViewFromImage(segmentation.geometry).shape, np.uint8)
+    for spec in segments or [None]:
+        segment = matched.get(spec.name) if spec is not None else named[0]
+        if segment is not None:
+            labels[segmentation.mask(segment.id)] = spec.label if spec is not None else 1
+    return image_like(labels, segmentation.geometry)
+
+
 def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
                   values: Collection[int] | None = None,
-                  ignore: int | None = None) -> np.ndarray:
+                  ignore: int | None = None,
+                  segments: Sequence[SegmentSpec] | None = None) -> np.ndarray:
     """A case's label file resampled onto ``reference`` (nearest neighbour; exact where it
-    shares the grid), as an integer array (z, y, x). A file holding values that are not whole
-    numbers (a map resampled with interpolation, a probability map) or, with ``values``, any
-    label outside them is an input error naming the case, as nnU-Net's data set check refuses
-    it: training would take such voxels for background, or for the structure."""
+    shares the grid), as an integer array (z, y, x). A Slicer segmentation is read by its
+    segments' names, each at the value of the task's segment of that name (``segments``);
+    until 2026-12-07 its own values were taken, which follow the order its segments were
+    drawn in. A file holding values that are not whole numbers (a map resampled with
+    interpolation, a probability map) or, with ``values``, any label outside them is an
+    input error naming the case, as nnU-Net's data set check refuses it: training would take
+    such voxels for background, or for the structure."""
     from oncoseg.geometry import resample_to_reference
-    from oncoseg.io.volumes import read_image
     from oncoseg.orientation import to_canonical
 
     path = Path(path)
     label = sitk.GetArrayFromImage(resample_to_reference(
-        to_canonical(read_image(path)), reference, "nearest",
+        to_canonical(_label_image(path, case_id, segments)), reference, "nearest",
         names=(f"{case_id}/{path.name}", role)))
     where = f"case '{case_id}'"
     if label.dtype.kind == "f":

@@ -18,11 +18,16 @@ import SimpleITK as sitk
 from oncoseg.datasets.base import Case
 from oncoseg.io.atomic import atomic_path
 
+# How label files are read; a change here changes every key once, so that arrays prepared
+# the earlier way are not reused (2026-12-07: Slicer segmentations by segment name, no longer
+# by the values their drawing order gave).
+LABEL_READING = "segmentations by name"
+
 
 def case_key(case: Case, *settings: str) -> str:
     """Changes when any of the case's files (folders: every file in them) is renamed, resized
     or touched, or when a setting that shapes the prepared arrays changes."""
-    digest = hashlib.sha256("\0".join(settings).encode())
+    digest = hashlib.sha256("\0".join((LABEL_READING, *settings)).encode())
     for name, path in sorted({**case.images, **case.labels}.items()):
         path = Path(path).resolve()
         for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() \

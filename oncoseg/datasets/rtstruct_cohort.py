@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -24,13 +23,9 @@ from oncoseg.datasets.base import Case, check_case_id
 from oncoseg.errors import InputError
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.volumes import list_dicom_series, read_dicom_series
-from oncoseg.structure_names import tg263_synonyms
+from oncoseg.structure_names import normalise, tg263_synonyms
 
 DEFAULT_SYNONYMS = "oar_ct_synonyms.json"
-
-
-def normalise(name: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
 def load_synonyms(path: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:

@@ -174,6 +174,19 @@ def read_seg_nrrd(path: str | os.PathLike[str]) -> Segmentation:
         raise InputError(str(path), f"is not a valid segmentation file ({error})") from None
 
 
+def segments_in(path: str | os.PathLike[str]) -> list[Segment] | None:
+    """The segments a NRRD file describes as Slicer's segmentation files do, from its header
+    alone; None for one that describes none (a plain label map, read by its values)."""
+    try:
+        header = nrrd.read_header(str(path))
+    except (nrrd.NRRDError, OSError, ValueError) as error:
+        raise InputError(str(path), f"is not a readable NRRD file ({error})") from None
+    header.update(_utf8_key_values(Path(path)))
+    sizes = header.get("sizes", [])
+    segments = _segments_from_header(header, int(sizes[0]) if len(sizes) == 4 else 1)
+    return segments or None
+
+
 def _utf8_key_values(path: Path) -> dict[str, str]:
     """The header's key/value pairs (``key:=value``: Slicer's segment names, tags) decoded as
     UTF-8, as Slicer writes them: pynrrd reads the header as ASCII and drops every other byte

@@ -18,6 +18,7 @@ from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cache
 from oncoseg.errors import InputError
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
+from oncoseg.rectal.task import TASK
 
 
 @dataclass
@@ -32,7 +33,8 @@ class PreparedArrays:
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Each reader's tumour mask on the b0 grid: any whole-number label but 0 (a probability
     map given as a label file is refused, not taken as tumour wherever it is above 0)."""
-    return {name: label_file_on(path, reference, case.id, REFERENCE) > 0
+    return {name: label_file_on(path, reference, case.id, REFERENCE,
+                                segments=TASK.segments) > 0
             for name, path in sorted(case.labels.items())}
 
 

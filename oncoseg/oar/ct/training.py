@@ -79,7 +79,8 @@ class PreparedCT:
 
 def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
     """Label map on the CT grid and the organs annotated: from the structure set (rtstruct
-    layout) or from a label file (other layouts). In a label file every organ counts as
+    layout) or from a label file (other layouts). A Slicer segmentation annotates the organs
+    it has a segment for, as a structure set does. In a label map every organ counts as
     annotated, unless the file marks voxels with its nnU-Net data set's ignore label (they
     become :data:`IGNORE_LABEL`): an organ it then does not hold may lie under them, unknown
     rather than absent, as a structure set without that contour."""
@@ -89,7 +90,10 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
         _, labels, annotated = load_labels(case, {s.name: s.label for s in CT_SEGMENTS})
         return labels, annotated
     values = {0, *(s.label for s in CT_SEGMENTS)}
-    labels = case.label_on(ct, "ct", values, takes_ignore=True)
+    labels = case.label_on(ct, "ct", values, takes_ignore=True, segments=CT_SEGMENTS)
+    named = case.annotated_segments(CT_SEGMENTS)  # a Slicer segmentation says which
+    if named is not None:
+        return labels, named
     present = set(np.unique(labels).tolist())
     return labels, [s.name for s in CT_SEGMENTS
                     if s.label in present or IGNORE_LABEL not in present]

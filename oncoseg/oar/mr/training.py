@@ -60,7 +60,8 @@ def case_masks(case: Case, image: sitk.Image) -> np.ndarray:
 
         masks = read_masks(case)
         return np.stack([masks[organ] > 0 for organ in ORGANS])
-    labels = case.label_on(image, "mr", {0, *(spec.label for spec in GI_SEGMENTS)})
+    labels = case.label_on(image, "mr", {0, *(spec.label for spec in GI_SEGMENTS)},
+                           segments=GI_SEGMENTS)
     return np.stack([labels == spec.label for spec in GI_SEGMENTS])
 
 
