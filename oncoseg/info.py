@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.geometry import orientation_code, physical_bounds, voxel_volume_ml
+from oncoseg.io.dicomseg_reading import is_dicom_seg, read_dicom_seg
 from oncoseg.io.segnrrd import read_seg_nrrd
 from oncoseg.io.volumes import read_volume
 from oncoseg.modelfile import file_sha256, read_header
@@ -29,7 +30,7 @@ def describe(path: str | os.PathLike[str]) -> dict[str, Any]:
     name = str(path).lower()
     if name.endswith(MODEL_ENDINGS):
         return describe_model(path)
-    if name.endswith(".seg.nrrd"):
+    if name.endswith(".seg.nrrd") or (Path(path).is_file() and is_dicom_seg(path)):
         return describe_segmentation(path)
     return describe_image(path)
 
@@ -79,7 +80,9 @@ def describe_image(path: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def describe_segmentation(path: str | os.PathLike[str]) -> dict[str, Any]:
-    segmentation = read_seg_nrrd(path)
+    """A Slicer segmentation or a DICOM SEG (on the grid its frames lie on): its segments,
+    their voxels and volumes."""
+    segmentation = read_dicom_seg(path) if is_dicom_seg(path) else read_seg_nrrd(path)
     ml = voxel_volume_ml(segmentation.geometry)
     segments = []
     for s in segmentation.segments:

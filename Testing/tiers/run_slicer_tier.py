@@ -53,6 +53,8 @@ DEFAULT_TESTS = (
     "Testing/engine/test_diffusion.py",
     "Testing/engine/test_volume_io.py",
     "Testing/engine/test_segnrrd.py",
+    "Testing/engine/test_segmentation_labels.py",
+    "Testing/engine/test_dicom_seg_labels.py",
     "Testing/engine/test_terminology.py",
     "Testing/engine/test_method_contract.py",
     "Testing/engine/test_oar_ct_pipeline.py",

@@ -19,7 +19,7 @@ from oncoseg.io.atomic import write_text_atomic
 from oncoseg.io.volumes import volume_information
 
 if TYPE_CHECKING:
-    from oncoseg.io.segnrrd import Segment
+    from oncoseg.io.segnrrd import Segment, Segmentation
     from oncoseg.io.volumes import ReadResult
     from oncoseg.tasks import SegmentSpec
 
@@ -141,13 +141,26 @@ class Case:
 
 
 def _segmentation_segments(path: Path) -> list[Segment] | None:
-    """The segments a Slicer segmentation file (``.seg.nrrd``, or any NRRD whose header
-    describes segments) names; None for any other label file."""
-    if not str(path).lower().endswith((".nrrd", ".nhdr")):
-        return None
-    from oncoseg.io.segnrrd import segments_in
+    """The segments a segmentation file names: a Slicer segmentation (``.seg.nrrd``, or any
+    NRRD whose header describes segments) or a DICOM SEG; None for a label map."""
+    if str(path).lower().endswith((".nrrd", ".nhdr")):
+        from oncoseg.io.segnrrd import segments_in
 
-    return segments_in(path)
+        return segments_in(path)
+    from oncoseg.io.dicom_series import is_dicom_file
+
+    if path.is_file() and is_dicom_file(path):
+        from oncoseg.io.dicomseg_reading import dicom_seg_segments
+
+        return dicom_seg_segments(path)
+    return None
+
+
+def _read_segmentation(path: Path) -> Segmentation:
+    from oncoseg.io.dicomseg_reading import is_dicom_seg, read_dicom_seg
+    from oncoseg.io.segnrrd import read_seg_nrrd
+
+    return read_dicom_seg(path) if is_dicom_seg(path) else read_seg_nrrd(path)
 
 
 def _matched(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None, case_id: str,
@@ -190,20 +203,20 @@ def _matched(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None, case
 
 def _label_image(path: Path, case_id: str, segments: Sequence[SegmentSpec] | None
                  ) -> sitk.Image:
-    """The label file as a label image: a Slicer segmentation with each segment at the
-    value of the task's segment of that name (its own values follow the order the segments
-    were drawn in; where segments overlap the later of the task's wins, as for a structure
-    set), any other file as it is."""
+    """The label file as a label image: a segmentation (Slicer's, a DICOM SEG) with each
+    segment at the value of the task's segment of that name (a Slicer segmentation's own
+    values follow the order the segments were drawn in, a SEG's numbers the writer's order;
+    where segments overlap the later of the task's wins, as for a structure set), any other
+    file as it is."""
     from oncoseg.io.volumes import read_image
 
     named = _segmentation_segments(path)
     if named is None:
         return read_image(path)
     from oncoseg.geometry import image_like
-    from oncoseg.io.segnrrd import read_seg_nrrd
 
     matched = _matched(named, segments, case_id, path)
-    segmentation = read_seg_nrrd(path)
+    segmentation = _read_segmentation(path)
     labels = np.zeros(sitk.GetArrayViewFromImage(segmentation.geometry).shape, np.uint8)
     for spec in segments or [None]:
         segment = matched.get(spec.name) if spec is not None else named[0]
@@ -217,8 +230,9 @@ def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
                   ignore: int | None = None,
                   segments: Sequence[SegmentSpec] | None = None) -> np.ndarray:
     """A case's label file resampled onto ``reference`` (nearest neighbour; exact where it
-    shares the grid), as an integer array (z, y, x). A Slicer segmentation is read by its
-    segments' names, each at the value of the task's segment of that name (``segments``);
+    shares the grid), as an integer array (z, y, x). A Slicer segmentation or a DICOM SEG is
+    read by its segments' names, each at the value of the task's segment of that name
+    (``segments``);
     until 2026-12-07 its own values were taken, which follow the order its segments were
     drawn in. A file holding values that are not whole numbers (a map resampled with
     interpolation, a probability map) or, with ``values``, any label outside them is an
@@ -380,11 +394,38 @@ def check_files(case: Case, where: str) -> None:
     grids = {role: _series_grid(case, role, path) if path.is_dir()
              else _grid(case, role, path, where) for role, path in case.images.items()}
     for name, path in case.labels.items():
-        grid = _grid(case, name, path, where)
-        if grids and not any(_same(grid, g) for g in grids.values()):
+        segmentation = _segmentation_segments(path) is not None
+        grid = _segmentation_grid(path) if segmentation else _grid(case, name, path, where)
+        fits = _on_lattice if segmentation else _same
+        if grids and not any(fits(grid, g) for g in grids.values()):
             raise InputError(f"case '{case.id}'", f"in {where}: the {name} file "
                              f"{path.name} does not lie on the grid of any image of the case "
                              f"(its size {grid[0]}, spacing {tuple(round(s, 4) for s in grid[1])})")
+
+
+def _segmentation_grid(path: Path) -> tuple:
+    """A segmentation file's grid as :func:`_grid` gives a file's (a DICOM SEG's: the grid
+    its frames lie on)."""
+    from oncoseg.io.dicomseg_reading import dicom_seg_grid, is_dicom_seg
+
+    if is_dicom_seg(path):
+        grid = dicom_seg_grid(path)
+        return grid.size, grid.spacing, grid.origin, grid.direction
+    info = volume_information(path)
+    size = info.GetSize()
+    direction = np.asarray(info.GetDirection()).reshape(len(size), len(size))
+    return size[:3], info.GetSpacing()[:3], info.GetOrigin()[:3], tuple(direction[:3, :3].ravel())
+
+
+def _on_lattice(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:
+    """Whether grid ``a``'s voxels are voxels of grid ``b``: the same spacing and axes, the
+    origin a whole number of voxels away. A segmentation need not cover its image (Slicer
+    can save one cropped to its segments; a DICOM SEG leaves out the planes without any)."""
+    if not (np.allclose(a[1], b[1], atol=tolerance) and np.allclose(a[3], b[3], atol=tolerance)):
+        return False
+    axes = np.asarray(b[3], float).reshape(3, 3)
+    steps = axes.T @ (np.asarray(a[2], float) - np.asarray(b[2], float)) / np.asarray(b[1])
+    return bool(np.allclose(steps, np.rint(steps), atol=0.01))
 
 
 def _series_grid(case: Case, role: str, path: Path) -> tuple:

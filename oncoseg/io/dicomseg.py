@@ -53,6 +53,11 @@ DEFAULT_MAXIMUM_FRACTIONAL_VALUE = 255
 PROBABILITY_SLACK = 1e-3
 
 
+_SRGB_TO_XYZ = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                         [0.0193, 0.1192, 0.9505]])
+_WHITE_D65 = np.array([95.047, 100.0, 108.883])
+
+
 def cielab(rgb: Sequence[int]) -> list[int]:
     """An sRGB colour (0-255) as DICOM's scaled CIELab triplet (PS3.3 C.10.7.1.1: L* 0-100
     and a*, b* -128-127 scaled onto 0-65535), through CIE XYZ under D65, as pixelmed and
@@ -61,16 +66,27 @@ def cielab(rgb: Sequence[int]) -> list[int]:
         c /= 255.0
         return ((c + 0.055) / 1.055) ** 2.4 if c > 0.04045 else c / 12.92
 
-    r, g, b = (100 * linear(float(c)) for c in rgb)
-    xyz = (r * 0.4124 + g * 0.3576 + b * 0.1805,
-           r * 0.2126 + g * 0.7152 + b * 0.0722,
-           r * 0.0193 + g * 0.1192 + b * 0.9505)
+    xyz = _SRGB_TO_XYZ @ np.array([100 * linear(float(c)) for c in rgb])
     f = [c ** (1 / 3) if c >= 8.85645167903563082e-3 else (841 / 108) * c + 4 / 29
-         for c in (xyz[0] / 95.047, xyz[1] / 100.0, xyz[2] / 108.883)]
+         for c in xyz / _WHITE_D65]
     lightness, a, b_ = 116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])
     scaled = (lightness * 0xFFFF / 100.0, (a + 128.0) * 0xFFFF / 255.0,
               (b_ + 128.0) * 0xFFFF / 255.0)
     return [min(max(round(v), 0), 0xFFFF) for v in scaled]
+
+
+def rgb_from_cielab(scaled: Sequence[int]) -> tuple[float, float, float]:
+    """A DICOM scaled CIELab triplet as an sRGB colour (0-1): :func:`cielab` undone."""
+    lightness = float(scaled[0]) * 100.0 / 0xFFFF
+    a, b = (float(v) * 255.0 / 0xFFFF - 128.0 for v in scaled[1:3])
+    fy = (lightness + 16) / 116
+    f = np.array([fy + a / 500, fy, fy - b / 200])
+    xyz = np.where(f > 6 / 29, f ** 3, (f - 4 / 29) * 108 / 841) * _WHITE_D65
+    linear = np.linalg.solve(_SRGB_TO_XYZ, xyz) / 100
+    rgb = np.where(linear > 0.0031308, 1.055 * np.abs(linear) ** (1 / 2.4) - 0.055,
+                   12.92 * linear)
+    red, green, blue = np.clip(rgb, 0.0, 1.0).tolist()
+    return red, green, blue
 
 
 def segment_description(number: int, segment: Segment, manual: bool = False,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -115,11 +115,10 @@ class Segmentation:
         return cls([layer], [_with_layer(s, 0) for s in segments])
 
     @classmethod
-    def from_masks(cls, reference: sitk.Image, masks: Sequence[np.ndarray],
+    def from_masks(cls, reference: sitk.Image, masks: Iterable[np.ndarray],
                    segments: Sequence[Segment]) -> Segmentation:
-        """Segments from boolean (z, y, x) masks; overlapping masks go to separate layers."""
-        if len(masks) != len(segments):
-            raise ValueError("one mask per segment is needed")
+        """Segments from boolean (z, y, x) masks, one per segment (an iterator holds one in
+        memory at a time); overlapping masks go to separate layers."""
         shape = sitk.GetArrayViewFromImage(reference).shape[:3]
         layers: list[np.ndarray] = []
         placed: list[Segment] = []

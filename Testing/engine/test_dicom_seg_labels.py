@@ -1,0 +1,167 @@
+"""A DICOM SEG as a case's labels (what NCI's Imaging Data Commons and TCIA publish), written
+by another tool: highdicom, from the pelvic CT phantom's DICOM series.
+
+Until 2026-12-07 ITK read a SEG as a stack of its frames, 1 mm apart, and the case was refused
+as "does not lie on the grid of any image". highdicom leaves out the frames where a segment has
+no pixel, so the SEG's planes cover only part of the series, with gaps.
+"""
+
+import shutil
+from pathlib import Path
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from highdicom.sr.coding import CodedConcept
+
+from oncoseg.cli import main
+from oncoseg.datasets.layouts import read_dataset
+from oncoseg.errors import InputError
+from oncoseg.io.dicomseg_reading import read_dicom_seg
+from oncoseg.oar.ct.task import CT_SEGMENTS
+from oncoseg.oar.ct.training import case_labels, read_case_ct
+
+LABEL = {s.name: s.label for s in CT_SEGMENTS}
+ANATOMY = CodedConcept("123037004", "SCT", "Anatomical Structure")
+
+
+@pytest.fixture(scope="module")
+def pelvis(tmp_path_factory):
+    """The phantom's CT series, its organs as OncoSeg reads them from its structure set, and
+    the series' files in the order of the label map's slices."""
+    root = tmp_path_factory.mktemp("seg")
+    assert main(["phantom", "oar-ct", "--cases", "1", "--seed", "9", "--output",
+                 str(root / "native"), "--progress", "none"]) == 0
+    (case,) = read_dataset(root / "native", "auto", ["ct"]).cases
+    ct = read_case_ct(case)
+    truth, _ = case_labels(case, ct)
+    series = root / "ct"
+    shutil.copytree(case.images["ct"], series,
+                    ignore=shutil.ignore_patterns("RS_*", "case.json"))
+    sources = [pydicom.dcmread(f) for f in sorted(series.glob("CT_*.dcm"))]
+    sources.sort(key=lambda d: ct.TransformPhysicalPointToIndex(
+        [float(v) for v in d.ImagePositionPatient])[2])
+    return root, series, sources, truth
+
+
+def _seg(sources, masks, descriptions, fractional=False) -> hd.seg.Segmentation:
+    kind = hd.seg.SegmentationTypeValues.FRACTIONAL if fractional else \
+        hd.seg.SegmentationTypeValues.BINARY
+    if not hasattr(np, "float_"):  # highdicom 0.22 (the one for Slicer 5.10's pydicom)
+        version = tuple(int(p) for p in hd.__version__.split(".")[:2])
+        if version < (0, 23):
+            pytest.skip(f"highdicom {hd.__version__} cannot write a SEG on numpy "
+                        f"{np.__version__} (np.float_); run in the main environment")
+    return hd.seg.Segmentation(
+        source_images=sources, pixel_array=np.stack(masks, axis=-1), segmentation_type=kind,
+        segment_descriptions=[hd.seg.SegmentDescription(
+            segment_number=n, segment_label=label, segmented_property_category=ANATOMY,
+            segmented_property_type=meaning,
+            algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+            for n, (label, meaning) in enumerate(descriptions, start=1)],
+        series_instance_uid=hd.UID(), series_number=7, sop_instance_uid=hd.UID(),
+        instance_number=1, manufacturer="test", manufacturer_model_name="test",
+        software_versions="1", device_serial_number="1")
+
+
+def _case(root: Path, series: Path, seg: hd.seg.Segmentation, name: str):
+    folder = root / name
+    folder.mkdir()
+    seg.save_as(folder / "label.dcm")
+    (folder / "cases.csv").write_text(f"case_id,role,path\n{name},ct,{series}\n"
+                                      f"{name},label,label.dcm\n", encoding="utf-8")
+    (case,) = read_dataset(folder / "cases.csv", "auto", ["ct"]).cases
+    return case
+
+
+def test_a_dicom_seg_is_read_by_its_segments_names_and_codes(pelvis):
+    """Bladder labelled 'Blase' (known by its SNOMED code), femoral heads and bowel bag by
+    their TG-263 names, in another order than OncoSeg's, no nodal CTV: every organ on its
+    label, the CTV not annotated. The SEG holds only the planes with an organ."""
+    root, series, sources, truth = pelvis
+    organs = ["Bladder", "Femoral head L", "Femoral head R", "Bowel bag"]
+    seg = _seg(sources, [truth == LABEL[o] for o in organs], [
+        ("Blase", CodedConcept("89837001", "SCT", "Urinary bladder")),
+        ("Femur_Head_L", CodedConcept("68367000", "SCT", "Thigh")),
+        ("Femur_Head_R", CodedConcept("68367000", "SCT", "Thigh")),
+        ("Bag_Bowel", CodedConcept("113276009", "SCT", "Intestine"))])
+    planes_with_an_organ = sum(len(np.unique(np.nonzero(truth == LABEL[o])[0])) for o in organs)
+    assert int(seg.NumberOfFrames) == planes_with_an_organ < len(sources) * len(organs)
+    case = _case(root, series, seg, "binary")
+    ct = read_case_ct(case)
+    labels, annotated = case_labels(case, ct)
+    np.testing.assert_array_equal(labels, np.where(truth == LABEL["Nodal CTV"], 0, truth))
+    assert annotated == ["Femoral head L", "Femoral head R", "Bladder", "Bowel bag"]
+
+
+def test_a_fractional_dicom_seg_counts_where_its_probability_reaches_one_half(pelvis):
+    root, series, sources, truth = pelvis
+    bladder = truth == LABEL["Bladder"]
+    probability = np.where(bladder, 0.8, 0.0).astype(np.float32)
+    probability[bladder & (np.indices(truth.shape)[2] % 2 == 0)] = 0.45  # below one half
+    seg = _seg(sources, [probability], [("Bladder",
+                                         CodedConcept("89837001", "SCT", "Urinary bladder"))],
+               fractional=True)
+    case = _case(root, series, seg, "fractional")
+    labels, _ = case_labels(case, read_case_ct(case))
+    np.testing.assert_array_equal(labels == LABEL["Bladder"], probability >= 0.5)
+
+
+def test_a_segment_the_task_does_not_have_is_refused_by_name(pelvis):
+    root, series, sources, truth = pelvis
+    seg = _seg(sources, [truth == LABEL["Bladder"], truth == LABEL["Bowel bag"]], [
+        ("Bladder", CodedConcept("89837001", "SCT", "Urinary bladder")),
+        ("Rectum", CodedConcept("34402009", "SCT", "Rectum"))])
+    case = _case(root, series, seg, "unknown")
+    with pytest.raises(InputError, match=r"label\.dcm: segment\(s\) 'Rectum' match none"):
+        case_labels(case, read_case_ct(case))
+
+
+def test_frames_off_a_regular_grid_are_refused(pelvis, tmp_path):
+    """A plane moved by a third of the slice step lies between the grid's slices."""
+    _, _, sources, truth = pelvis
+    seg = _seg(sources, [truth == LABEL["Bladder"]],
+               [("Bladder", CodedConcept("89837001", "SCT", "Urinary bladder"))])
+    position = seg.PerFrameFunctionalGroupsSequence[1].PlanePositionSequence[0]
+    position.ImagePositionPatient = [*position.ImagePositionPatient[:2],
+                                     float(position.ImagePositionPatient[2]) + 1.0]
+    seg.save_as(tmp_path / "moved.dcm")
+    with pytest.raises(InputError, match="planes lie off a regular grid 3 mm apart"):
+        read_dicom_seg(tmp_path / "moved.dcm")
+
+
+def test_oncosegs_own_dicom_seg_reads_back_with_its_names_colours_and_voxels(pelvis, capsys):
+    """`oncoseg export --format dicom-seg` and back: each organ's voxels, its TG-263 name, its
+    colour through DICOM's CIELab (within a step of 1/255), and `oncoseg info` describing it
+    (which refused a SEG as "holds no image")."""
+    import SimpleITK as sitk
+
+    from oncoseg.geometry import image_like
+
+    root, series, _, truth = pelvis
+    ct = read_case_ct(read_dataset(root / "native", "auto", ["ct"]).cases[0])
+    sitk.WriteImage(image_like(truth, ct), str(root / "truth.nii.gz"))
+    assert main(["export", str(root / "truth.nii.gz"), "--task", "oar-ct", "--format",
+                 "dicom-seg", "--reference", str(series), "--output",
+                 str(root / "export.dcm")]) == 0
+    back = read_dicom_seg(root / "export.dcm")
+    assert [s.name for s in back.segments] == [s.tg263 for s in CT_SEGMENTS]
+    for spec, segment in zip(CT_SEGMENTS, back.segments, strict=True):
+        np.testing.assert_allclose(segment.color, spec.color, atol=1 / 255)
+        mask = sitk.GetArrayFromImage(sitk.Resample(
+            image_like(back.mask(segment.id).astype(np.uint8), back.layers[segment.layer]),
+            ct, sitk.Transform(), sitk.sitkNearestNeighbor))
+        np.testing.assert_array_equal(mask == 1, truth == spec.label)
+    capsys.readouterr()
+    assert main(["info", str(root / "export.dcm")]) == 0
+    assert "segment 'Bladder'" in capsys.readouterr().out
+
+
+def test_dicom_cielab_colours_convert_back_to_the_srgb_they_came_from():
+    from itertools import product
+
+    from oncoseg.io.dicomseg import cielab, rgb_from_cielab
+
+    for rgb in product(range(0, 256, 17), repeat=3):
+        np.testing.assert_allclose(np.array(rgb_from_cielab(cielab(rgb))) * 255, rgb, atol=0.2)
