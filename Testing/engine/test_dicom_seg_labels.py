@@ -165,3 +165,44 @@ def test_dicom_cielab_colours_convert_back_to_the_srgb_they_came_from():
 
     for rgb in product(range(0, 256, 17), repeat=3):
         np.testing.assert_allclose(np.array(rgb_from_cielab(cielab(rgb))) * 255, rgb, atol=0.2)
+
+
+def test_a_dicom_cohort_whose_patients_have_a_seg_instead_of_a_structure_set(tmp_path):
+    """The rtstruct layout (a folder per patient: CT series + RT structure set) as NCI's
+    Imaging Data Commons hands out data: CT series + DICOM SEG. A patient whose structure set
+    was replaced by a SEG of the same organs (OncoSeg's export, TG-263 names; no bladder, as
+    the phantom's third patient) reads the same organs, the same not-annotated bladder, and
+    trains on them."""
+    import SimpleITK as sitk
+
+    from oncoseg.geometry import image_like
+
+    assert main(["phantom", "oar-ct", "--cases", "3", "--seed", "9", "--output",
+                 str(tmp_path / "cohort"), "--progress", "none"]) == 0
+    before = {c.id: c for c in read_dataset(tmp_path / "cohort", "auto", ["ct"]).cases}
+    expected = {}
+    for case_id in ("oarct_001", "oarct_002"):  # the second and third patients get a SEG
+        case = before[case_id]
+        ct = read_case_ct(case)
+        expected[case_id] = case_labels(case, ct)
+        sitk.WriteImage(image_like(expected[case_id][0], ct), str(tmp_path / f"{case_id}.nii.gz"))
+        structure_set = Path(case.info["rtstruct"])
+        assert main(["export", str(tmp_path / f"{case_id}.nii.gz"), "--task", "oar-ct",
+                     "--format", "dicom-seg", "--reference", str(case.images["ct"]),
+                     "--output", str(structure_set.parent / "SEG.dcm")]) == 0
+        structure_set.unlink()
+    assert "Bladder" not in expected["oarct_002"][1]
+    dataset = read_dataset(tmp_path / "cohort", "auto", ["ct"])
+    assert dataset.layout == "rtstruct"
+    after = {c.id: c for c in dataset.cases}
+    assert "rtstruct" in after["oarct_000"].info and "seg" in after["oarct_001"].info
+    for case_id, (labels, annotated) in expected.items():
+        again, annotated_again = case_labels(after[case_id], read_case_ct(after[case_id]))
+        np.testing.assert_array_equal(again, labels)
+        assert annotated_again == annotated
+    assert main(["train", "oar-ct", "--dataset", str(tmp_path / "cohort"), "--output",
+                 str(tmp_path / "run"), "--progress", "none", "--set", "spacing_mm=[6,6,6]",
+                 "--set", "patch_size=[8,16,16]", "--set", "filters=[4,8,8,8]",
+                 "--set", "batch_size=2", "--set", "steps_per_epoch=1", "--set",
+                 "max_epochs=1", "--set", "validation_patches_per_case=1",
+                 "--set", "hard_negative_rounds=0"]) == 0

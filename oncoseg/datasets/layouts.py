@@ -298,7 +298,8 @@ def register_layout(layout: Layout) -> Layout:
 
 
 register_layout(Layout("rtstruct", "DICOM cohort: one folder per patient with a CT series and "
-                       "an RT structure set; names mapped through a synonym table",
+                       "an RT structure set (or a DICOM SEG); names mapped through a synonym "
+                       "table",
                        rtstruct_cohort.matches, rtstruct_cohort.read_cases,
                        rtstruct_cohort.check_case))
 register_layout(Layout("kaggle-gi", "UW-Madison GI tract (Kaggle): train.csv with run-length "

@@ -1,4 +1,6 @@
-"""DICOM cohorts with RT structure sets: one folder per patient, CT series + RTSTRUCT.
+"""DICOM cohorts with RT structure sets: one folder per patient, CT series + RTSTRUCT (or a
+DICOM SEG, as NCI's Imaging Data Commons publishes annotations: its segments' labels are the
+structure names).
 
 Structure names are mapped to a task's segments through an editable synonym table (case,
 spaces and punctuation ignored) and the segments' AAPM TG-263 names. A segment that a
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -73,13 +75,17 @@ def _modality(path: Path) -> str:
         return ""
 
 
-def _rtstruct_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and _modality(p) == "RTSTRUCT")
+def _structure_files(folder: Path) -> list[Path]:
+    """The patient's RT structure sets, or where it has none its DICOM SEGs."""
+    found: dict[str, list[Path]] = {"RTSTRUCT": [], "SEG": []}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        found.get(_modality(path), []).append(path)
+    return found["RTSTRUCT"] or found["SEG"]
 
 
 def matches(root: Path) -> bool:
     for folder in (p for p in root.iterdir() if p.is_dir()):
-        return bool(_rtstruct_files(folder))
+        return bool(_structure_files(folder))
     return False
 
 
@@ -90,24 +96,36 @@ def read_cases(root: Path, roles=None, synonyms: str | os.PathLike[str] | Mappin
     cases = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         case_id = check_case_id(folder.name, str(root))
-        structure_sets = _rtstruct_files(folder)
-        if not structure_sets:
-            raise InputError(f"case '{case_id}'", f"in {root} has no RT structure set")
-        structure_set = read_rtstruct(structure_sets[-1])
-        series_folder = _find_series(folder, structure_set.referenced_series_uid)
+        files = _structure_files(folder)
+        if not files:
+            raise InputError(f"case '{case_id}'", f"in {root} has no RT structure set (nor a "
+                             "DICOM SEG)")
+        kind, names, series_uid, patient = _described(files[-1])
+        series_folder = _find_series(folder, series_uid)
         if series_folder is None:
-            raise InputError(f"case '{case_id}'", f"in {root}: its RT structure set "
-                             f"{structure_sets[-1].name} references image series "
-                             f"{structure_set.referenced_series_uid}, which is not in the "
+            raise InputError(f"case '{case_id}'", f"in {root}: its {files[-1].name} "
+                             f"references image series {series_uid}, which is not in the "
                              "patient's folder")
-        mapped, unmapped = map_structures([s.name for s in structure_set.structures], table)
-        cases.append(Case(case_id, {"ct": series_folder}, {}, patient=structure_set.patient_id
-                          or case_id,
-                          info={"rtstruct": str(structure_set.path),
-                                "series_uid": structure_set.referenced_series_uid,
+        mapped, unmapped = map_structures(names, table)
+        cases.append(Case(case_id, {"ct": series_folder}, {}, patient=patient or case_id,
+                          info={kind: str(files[-1]), "series_uid": series_uid,
                                 "structures": mapped, "annotated": sorted(mapped),
                                 "unmapped": unmapped}))
     return cases
+
+
+def _described(path: Path) -> tuple[str, list[str], str, str]:
+    """(info key: 'rtstruct' or 'seg', structure names, the series they were drawn on, the
+    patient ID) of a structure set or DICOM SEG."""
+    from oncoseg.io.dicomseg_reading import dicom_seg_reference, dicom_seg_segments
+
+    segments = dicom_seg_segments(path)
+    if segments is not None:
+        series_uid, patient = dicom_seg_reference(path)
+        return "seg", [s.name for s in segments], series_uid, patient
+    structure_set = read_rtstruct(path)
+    return "rtstruct", [s.name for s in structure_set.structures], \
+        structure_set.referenced_series_uid, structure_set.patient_id
 
 
 def _find_series(folder: Path, series_uid: str) -> Path | None:
@@ -131,13 +149,31 @@ def load_labels(case: Case, segments: Mapping[str, int]) -> tuple[sitk.Image, np
     Where structures overlap, the later segment in ``segments`` wins.
     """
     image = read_dicom_series(case.images["ct"], case.info["series_uid"])
-    structure_set = read_rtstruct(case.info["rtstruct"])
+    mask = _seg_masks(case.info["seg"], image) if "seg" in case.info else \
+        read_rtstruct(case.info["rtstruct"]).mask
     labels = np.zeros(image.GetSize()[::-1], np.uint8)
     annotated = []
     for segment, value in segments.items():
         name = case.info["structures"].get(segment)
         if name is None:
             continue
-        labels[structure_set.mask(name, image)] = value
+        labels[mask(name, image)] = value
         annotated.append(segment)
     return image, labels, annotated
+
+
+def _seg_masks(path: str, image: sitk.Image) -> Callable[[str, sitk.Image], np.ndarray]:
+    """A DICOM SEG's segment (by label) as a mask on ``image``, as a structure set's
+    ``mask`` gives one (nearest neighbour: exact where its frames lie on the image's planes)."""
+    from oncoseg.geometry import image_like, resample_to_reference
+    from oncoseg.io.dicomseg_reading import read_dicom_seg
+
+    segmentation = read_dicom_seg(path)
+
+    def mask(name: str, reference: sitk.Image) -> np.ndarray:
+        segment = next(s for s in segmentation.segments if s.name == name)
+        layer = segmentation.layers[segment.layer]
+        on_seg = image_like(segmentation.mask(segment.id).astype(np.uint8), layer)
+        return sitk.GetArrayFromImage(resample_to_reference(on_seg, reference, "nearest")) > 0
+
+    return mask

@@ -101,6 +101,16 @@ def dicom_seg_segments(path: str | os.PathLike[str]) -> list[Segment] | None:
     return segments
 
 
+def dicom_seg_reference(path: str | os.PathLike[str]) -> tuple[str, str]:
+    """(the image series the SEG was drawn on, its patient ID), from its header."""
+    header = read_dicom_header(str(path), ["ReferencedSeriesSequence", "PatientID"])
+    series = header.get("ReferencedSeriesSequence") if header is not None else None
+    if not series or not str(series[0].get("SeriesInstanceUID", "")):
+        raise InputError(str(path), "is a DICOM SEG that names no image series it was drawn "
+                         "on (ReferencedSeriesSequence)")
+    return str(series[0].SeriesInstanceUID), str(header.get("PatientID", "") or "")
+
+
 def _frame_value(frame: pydicom.Dataset, shared: pydicom.Dataset | None, sequence: str,
                  keyword: str):
     for group in (frame, shared):

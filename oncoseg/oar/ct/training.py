@@ -84,7 +84,7 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
     annotated, unless the file marks voxels with its nnU-Net data set's ignore label (they
     become :data:`IGNORE_LABEL`): an organ it then does not hold may lie under them, unknown
     rather than absent, as a structure set without that contour."""
-    if "rtstruct" in case.info:
+    if "rtstruct" in case.info or "seg" in case.info:
         from oncoseg.datasets.rtstruct_cohort import load_labels
 
         _, labels, annotated = load_labels(case, {s.name: s.label for s in CT_SEGMENTS})
@@ -112,7 +112,8 @@ def read_case_ct(case: Case) -> sitk.Image:
 def prepare_case(case: Case, config: OarCtConfig, cache: Path | None) -> PreparedCT:
     """The case on the network's grid: the CT's own voxels (in the canonical axis order) by
     default, a working grid when the settings give ``spacing_mm``."""
-    key = case_key(case, repr(config.spacing_mm), str(case.info.get("rtstruct", "")))
+    key = case_key(case, repr(config.spacing_mm),
+                   str(case.info.get("rtstruct", case.info.get("seg", ""))))
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:
