@@ -112,3 +112,20 @@ def test_arrays_prepared_before_segmentations_were_read_by_name_are_not_reused(m
     key = case_key(case, "settings")
     monkeypatch.setattr("oncoseg.datasets.cache.LABEL_READING", "")
     assert case_key(case, "settings") != key
+
+
+def test_a_slicer_segmentation_given_as_the_scan_is_refused(tmp_path, capsys):
+    """`predict oar-ct --input ct=segmentation.seg.nrrd` ran the model on the label values (a
+    CT of 0 to 5 HU), exit 0, with a quality note; refused now, as a DICOM SEG is."""
+    from oncoseg.cli import main
+
+    grid = _grid()
+    a, b = _masks(sitk.GetArrayViewFromImage(grid).shape)
+    path = write_seg_nrrd(Segmentation.from_masks(grid, [a, b], [
+        Segment("a", "Bladder", (0.9, 0.9, 0.2)), Segment("b", "Bowel bag", (0.5, 0.5, 0.2))]),
+        tmp_path / "segmentation.seg.nrrd")
+    assert main(["predict", "oar-ct", "--input", f"ct={path}", "--output",
+                 str(tmp_path / "out"), "--progress", "none"]) == 2
+    assert "is a Slicer segmentation (2 segments: Bladder, Bowel bag), which holds no image: " \
+        "give the scan it was drawn on" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

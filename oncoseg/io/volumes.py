@@ -103,8 +103,26 @@ def read_volume(path: str | os.PathLike[str], series_uid: str | None = None) -> 
         if kind is not None:
             raise InputError(str(path), f"is a DICOM {kind} object, which holds no image: give "
                              "the image series (its folder or a file of it)")
+    refuse_segmentation(p)
     image = read_volume_file(p)
     return ReadResult(image, placement_notes(image, p))
+
+
+def refuse_segmentation(path: Path) -> None:
+    """A Slicer segmentation (a NRRD whose header describes segments) is labels, not a scan:
+    read as an image, a method ran on its label values (a CT of 0 to 5 HU)."""
+    if not path.name.lower().endswith((".nrrd", ".nhdr")):
+        return
+    from oncoseg.io.segnrrd import segments_in
+
+    try:
+        segments = segments_in(path)
+    except InputError:
+        return  # not readable as NRRD: the reader says why
+    if segments:
+        names = ", ".join(s.name for s in segments[:5]) + (", ..." if len(segments) > 5 else "")
+        raise InputError(str(path), f"is a Slicer segmentation ({len(segments)} segments: "
+                         f"{names}), which holds no image: give the scan it was drawn on")
 
 
 def read_volume_file(path: str | os.PathLike[str]) -> sitk.Image:
