@@ -394,20 +394,12 @@ def _relation(read: np.ndarray, other: np.ndarray) -> str:
     return "the same voxels turned round" if read_code != other_code else "the same axes"
 
 
-def _negative_widths(source: sitk.Image | sitk.ImageFileReader) -> list[int]:
+def _negative_widths(path: str | os.PathLike[str]) -> list[int]:
     """The axes (0-based) whose pixdim is negative: the standard's voxel widths are positive;
     ITK's NIfTI reader takes the sign as a flip of the axis (nifti1_io's qform formula taken
     literally, and the sform divided by it), nibabel takes the absolute value."""
-    keys = set(source.GetMetaDataKeys())
-    axes = []
-    for axis in range(3):
-        key = f"pixdim[{axis + 1}]"
-        try:
-            if key in keys and float(source.GetMetaData(key)) < 0:
-                axes.append(axis)
-        except ValueError:
-            continue
-    return axes
+    found = _dims_and_widths(path)
+    return [] if found is None else [axis for axis in range(3) if found[1][axis + 1] < 0]
 
 
 def _dims_and_widths(path: str | os.PathLike[str]
@@ -492,7 +484,7 @@ def orientation_notes(image: sitk.Image | sitk.ImageFileReader,
     qform, sform = int(image.GetMetaData("qform_code")), int(image.GetMetaData("sform_code"))
     notes = _intercept_notes(path, name) + _unit_notes(image, name)
     read = direction_matrix(image)[:3, :3]
-    negative = _negative_widths(image)
+    negative = _negative_widths(path)
     if qform <= 0 and sform <= 0:
         analyze = "nifti_type" in keys and image.GetMetaData("nifti_type") == "0"
         why = ("an ANALYZE 7.5 header, which has no placement" if analyze else
