@@ -58,6 +58,9 @@ def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
                    f"process its {_size(size)} voxels")
 
 
+_COMPLEX = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+
+
 def check_structure(image: sitk.Image, name: str) -> None:
     """Raise :class:`InputError` unless ``image`` is a 3D scalar image at all (what ``info`` can
     describe); :func:`volume_problems` says whether a method can use it."""
@@ -68,6 +71,10 @@ def check_structure(image: sitk.Image, name: str) -> None:
     if dimension != 3:
         raise InputError(name, f"is a {dimension}D image (size {_size(size)}); a 3D volume is "
                          "needed (split time series or multi-volume files first)")
+    if image.GetPixelID() in _COMPLEX:
+        raise InputError(name, f"holds complex voxels ({image.GetPixelIDTypeAsString()}: real "
+                         "and imaginary parts, as MR raw or phase data): a magnitude image is "
+                         "needed")
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(name, f"has {image.GetNumberOfComponentsPerPixel()} components per voxel "
                          "(colour or vector image); a scalar volume is needed")

@@ -171,6 +171,30 @@ def test_one_voxel_image_is_described_as_one_voxel(tmp_path):
     assert "has 1 voxel; a 3D volume is needed" in result.stdout
 
 
+@pytest.mark.parametrize("ending", [".nii.gz", ".nrrd"])
+def test_complex_voxels_are_named_not_a_crash(tmp_path, ending):
+    """MR raw or phase data saved with complex voxels (NIfTI datatype 32, ITK's complex
+    pixels): `info` and `predict` ended in "unexpected error: RuntimeError" (exit 1) while
+    the declared size was checked; now named, exit 2. Written by nibabel and SimpleITK. (A
+    MetaImage stores them as two channels, read back as such: "2 components per voxel".)"""
+    import nibabel as nib
+
+    path = tmp_path / f"phase{ending}"
+    values = sitk.GetArrayFromImage(make_image(dtype=np.float32))
+    if ending == ".nii.gz":
+        nib.save(nib.Nifti1Image(values.T.astype(np.complex64), np.eye(4)), path)
+    else:
+        sitk.WriteImage(sitk.RealAndImaginaryToComplex(sitk.GetImageFromArray(values),
+                                                       sitk.GetImageFromArray(values)),
+                        str(path))
+    for command in (["info", path],
+                    ["predict", "oar-ct", "--input", f"ct={path}", "--output", tmp_path / "out"]):
+        result = oncoseg(*command)
+        assert result.returncode == 2, result.stderr
+        assert "holds complex voxels (complex of 32-bit float: real and imaginary parts" in \
+            result.stderr
+
+
 def _bad_model(tmp_path, part, key, value):
     metadata, tensors = load_tensors(OAR_CT_DEMO)
     metadata = copy.deepcopy(metadata)

@@ -100,9 +100,12 @@ def declared_file(path: str | os.PathLike[str]) -> DeclaredImage | None:
         reader.ReadImageInformation()
     except RuntimeError:
         return None
-    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(),
-                       reader.GetNumberOfComponents())
-    per_voxel = probe.GetSizeOfPixelComponent() * reader.GetNumberOfComponents()
+    # a complex voxel is one pixel of two parts to SimpleITK's Image, two components to the
+    # reader
+    complex_voxels = reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
+    components = 1 if complex_voxels else reader.GetNumberOfComponents()
+    probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), components)
+    per_voxel = probe.GetSizeOfPixelComponent() * components
     return DeclaredImage(str(path), tuple(int(s) for s in reader.GetSize()), per_voxel,
                          probe.GetPixelIDTypeAsString(), _read_factor(path))
 
