@@ -183,7 +183,25 @@ def refuse_unhardened_transform(what: str, node: Any) -> None:
         transform.GetMatrixTransformToWorld(matrix)
         if np.allclose(_array(matrix), np.eye(4), atol=1e-6):
             return
+    if _acquisition_transform(node, transform):
+        raise InputError(what, f"lies under '{transform.GetName()}', which Slicer's DICOM "
+                         "module adds where a series' slices are not evenly spaced or not "
+                         "square to its rows (a missing slice, a tilted gantry): its voxels "
+                         "are not where you see them. Harden it (Data module: right-click it, "
+                         "Harden transform): Slicer then resamples them where the slices lie, "
+                         "as OncoSeg's command line does; or set Application settings > DICOM "
+                         "> Acquisition geometry regularization to 'harden regularization "
+                         "transform' before loading")
     raise InputError(what, f"lies under the transform '{transform.GetName()}', which moves "
                      "what you see but not its voxels: the result would not lie where it is "
                      "shown. Harden the transform (Data module: right-click it, Harden "
                      "transform) or remove it, then try again")
+
+
+def _acquisition_transform(node: Any, transform: Any) -> bool:
+    """Whether ``transform`` is the grid transform Slicer's DICOM scalar volume plugin puts
+    over a volume whose slices it stacked as a regular grid though they are not (named
+    '<volume> acquisition transform', DICOMScalarVolumePlugin.py, gridTransformFromCorners,
+    v5.10.0; its default setting, 'apply regularization transform', adds it)."""
+    return transform.IsA("vtkMRMLGridTransformNode") and \
+        transform.GetName().startswith(f"{node.GetName()} acquisition transform")

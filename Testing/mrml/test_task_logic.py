@@ -279,6 +279,16 @@ def test_a_volume_under_a_transform_is_refused_unless_the_transform_is_the_ident
     ct.SetAndObserveTransformNodeID(warp.GetID())
     with pytest.raises(InputError, match="CT: lies under the transform 'Warp'"):
         refuse_unhardened_transform("CT", ct)
+    # what Slicer's DICOM module puts over a series with a missing slice or a tilted gantry
+    # (DICOMScalarVolumePlugin, its default 'apply regularization transform'): named for what
+    # it is, with the setting that avoids it
+    regularization = mrml.scene.AddNewNodeByClass("vtkMRMLGridTransformNode",
+                                                  "CT acquisition transform")
+    ct.SetAndObserveTransformNodeID(regularization.GetID())
+    with pytest.raises(InputError, match=r"CT: lies under 'CT acquisition transform', which "
+                       r"Slicer's DICOM module adds where a series' slices are not evenly "
+                       r"spaced.*Acquisition geometry regularization"):
+        refuse_unhardened_transform("CT", ct)
 
 
 def test_a_dicom_volume_loaded_from_files_without_pixel_spacing_is_refused(toy, mrml,
