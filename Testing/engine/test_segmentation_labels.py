@@ -78,7 +78,7 @@ def test_rectal_reads_its_one_segment_whatever_its_name_and_refuses_two(tmp_path
     with pytest.raises(InputError, match=r"case 'r1'.*two\.seg\.nrrd: segment\(s\) 'Rectal "
                        r"wall' match none of the task's \(Rectal tumour, or their TG-263"):
         label_file_on(two, grid, "r1", "t2w", segments=RECTAL.segments)
-    with pytest.raises(InputError, match="is a Slicer segmentation of 2 segments"):
+    with pytest.raises(InputError, match="is a segmentation of 2 segments"):
         label_file_on(two, grid, "r1", "t2w")  # a task that reads one unnamed structure
 
 

@@ -14,12 +14,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.datasets.segmentation_labels import (
+    label_image,
+    matched_segments,
+    on_lattice,
+    segmentation_grid,
+    segments_named_in,
+)
 from oncoseg.errors import InputError
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.io.volumes import volume_information
 
 if TYPE_CHECKING:
-    from oncoseg.io.segnrrd import Segment, Segmentation
     from oncoseg.io.volumes import ReadResult
     from oncoseg.tasks import SegmentSpec
 
@@ -125,11 +131,11 @@ class Case:
         """The task's segments the case's label file holds where it names them, as a Slicer
         segmentation does (a segment drawn empty counts: it says "none here"); None for a
         label map, which cannot say which structures were looked for."""
-        named = _segmentation_segments(self.label_file)
+        named = segments_named_in(self.label_file)
         if named is None:
             return None
         return [spec.name for spec in segments
-                if spec.name in _matched(named, segments, self.id, self.label_file)]
+                if spec.name in matched_segments(named, segments, self.id, self.label_file)]
 
     @property
     def ignore_value(self) -> int | None:
@@ -138,91 +144,6 @@ class Case:
         value = (self.info.get("labels") or {}).get("ignore")
         return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) \
             else None
-
-
-def _segmentation_segments(path: Path) -> list[Segment] | None:
-    """The segments a segmentation file names: a Slicer segmentation (``.seg.nrrd``, or any
-    NRRD whose header describes segments) or a DICOM SEG; None for a label map."""
-    if str(path).lower().endswith((".nrrd", ".nhdr")):
-        from oncoseg.io.segnrrd import segments_in
-
-        return segments_in(path)
-    from oncoseg.io.dicom_series import is_dicom_file
-
-    if path.is_file() and is_dicom_file(path):
-        from oncoseg.io.dicomseg_reading import dicom_seg_segments
-
-        return dicom_seg_segments(path)
-    return None
-
-
-def _read_segmentation(path: Path) -> Segmentation:
-    from oncoseg.io.dicomseg_reading import is_dicom_seg, read_dicom_seg
-    from oncoseg.io.segnrrd import read_seg_nrrd
-
-    return read_dicom_seg(path) if is_dicom_seg(path) else read_seg_nrrd(path)
-
-
-def _matched(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None, case_id: str,
-             path: Path) -> dict[str, Segment]:
-    """Task segment name -> the file's segment that is it. Every segment of the file must be
-    one of the task's, once: a segment the task does not know would otherwise be left out or
-    taken for another without a word. A task of one structure takes a file of one segment
-    whatever its name (Slicer names a new segment 'Segment_1'); without ``specs`` (a task
-    that reads one structure) the file must hold one segment."""
-    from oncoseg.structure_names import matching_segment
-
-    where = f"case '{case_id}'"
-    if not specs:
-        if len(named) != 1:
-            raise InputError(where, f"label file {path.name} is a Slicer segmentation of "
-                             f"{len(named)} segments ({', '.join(s.name for s in named)}); "
-                             "the task reads one")
-        return {named[0].name: named[0]}
-    matched: dict[str, Segment] = {}
-    unknown = []
-    for segment in named:
-        spec = matching_segment(segment.name, segment.terminology, specs)
-        if spec is None:
-            unknown.append(segment.name)
-        elif spec.name in matched:
-            raise InputError(where, f"label file {path.name}: segments "
-                             f"'{matched[spec.name].name}' and '{segment.name}' are both "
-                             f"'{spec.name}'")
-        else:
-            matched[spec.name] = segment
-    if unknown and len(specs) == len(named) == 1:  # one structure: whatever its name
-        return {specs[0].name: named[0]}
-    if unknown:
-        raise InputError(where, f"label file {path.name}: segment(s) "
-                         f"{', '.join(repr(n) for n in unknown)} match none of the task's "
-                         f"({', '.join(s.name for s in specs)}, or their TG-263 names): "
-                         "rename or delete them (Slicer's Segment Editor)")
-    return matched
-
-
-def _label_image(path: Path, case_id: str, segments: Sequence[SegmentSpec] | None
-                 ) -> sitk.Image:
-    """The label file as a label image: a segmentation (Slicer's, a DICOM SEG) with each
-    segment at the value of the task's segment of that name (a Slicer segmentation's own
-    values follow the order the segments were drawn in, a SEG's numbers the writer's order;
-    where segments overlap the later of the task's wins, as for a structure set), any other
-    file as it is."""
-    from oncoseg.io.volumes import read_image
-
-    named = _segmentation_segments(path)
-    if named is None:
-        return read_image(path)
-    from oncoseg.geometry import image_like
-
-    matched = _matched(named, segments, case_id, path)
-    segmentation = _read_segmentation(path)
-    labels = np.zeros(sitk.GetArrayViewFromImage(segmentation.geometry).shape, np.uint8)
-    for spec in segments or [None]:
-        segment = matched.get(spec.name) if spec is not None else named[0]
-        if segment is not None:
-            labels[segmentation.mask(segment.id)] = spec.label if spec is not None else 1
-    return image_like(labels, segmentation.geometry)
 
 
 def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
@@ -243,7 +164,7 @@ def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
 
     path = Path(path)
     label = sitk.GetArrayFromImage(resample_to_reference(
-        to_canonical(_label_image(path, case_id, segments)), reference, "nearest",
+        to_canonical(label_image(path, case_id, segments)), reference, "nearest",
         names=(f"{case_id}/{path.name}", role)))
     where = f"case '{case_id}'"
     if label.dtype.kind == "f":
@@ -394,38 +315,13 @@ def check_files(case: Case, where: str) -> None:
     grids = {role: _series_grid(case, role, path) if path.is_dir()
              else _grid(case, role, path, where) for role, path in case.images.items()}
     for name, path in case.labels.items():
-        segmentation = _segmentation_segments(path) is not None
-        grid = _segmentation_grid(path) if segmentation else _grid(case, name, path, where)
-        fits = _on_lattice if segmentation else _same
+        segmentation = segments_named_in(path) is not None
+        grid = segmentation_grid(path) if segmentation else _grid(case, name, path, where)
+        fits = on_lattice if segmentation else _same
         if grids and not any(fits(grid, g) for g in grids.values()):
             raise InputError(f"case '{case.id}'", f"in {where}: the {name} file "
                              f"{path.name} does not lie on the grid of any image of the case "
                              f"(its size {grid[0]}, spacing {tuple(round(s, 4) for s in grid[1])})")
-
-
-def _segmentation_grid(path: Path) -> tuple:
-    """A segmentation file's grid as :func:`_grid` gives a file's (a DICOM SEG's: the grid
-    its frames lie on)."""
-    from oncoseg.io.dicomseg_reading import dicom_seg_grid, is_dicom_seg
-
-    if is_dicom_seg(path):
-        grid = dicom_seg_grid(path)
-        return grid.size, grid.spacing, grid.origin, grid.direction
-    info = volume_information(path)
-    size = info.GetSize()
-    direction = np.asarray(info.GetDirection()).reshape(len(size), len(size))
-    return size[:3], info.GetSpacing()[:3], info.GetOrigin()[:3], tuple(direction[:3, :3].ravel())
-
-
-def _on_lattice(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:
-    """Whether grid ``a``'s voxels are voxels of grid ``b``: the same spacing and axes, the
-    origin a whole number of voxels away. A segmentation need not cover its image (Slicer
-    can save one cropped to its segments; a DICOM SEG leaves out the planes without any)."""
-    if not (np.allclose(a[1], b[1], atol=tolerance) and np.allclose(a[3], b[3], atol=tolerance)):
-        return False
-    axes = np.asarray(b[3], float).reshape(3, 3)
-    steps = axes.T @ (np.asarray(a[2], float) - np.asarray(b[2], float)) / np.asarray(b[1])
-    return bool(np.allclose(steps, np.rint(steps), atol=0.01))
 
 
 def _series_grid(case: Case, role: str, path: Path) -> tuple:
