@@ -408,7 +408,7 @@ def _cmd_predict_cohort(args: argparse.Namespace, task: Any) -> int:
     """``predict --dataset``: every case, resumable; under torchrun every rank its share and
     rank 0 the summary once all are done."""
     from oncoseg import cohort
-    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.datasets.layouts import read_dataset, role_hints
     from oncoseg.device import resolve_device
     from oncoseg.distributed import session
     from oncoseg.verbs import RunContext
@@ -422,7 +422,7 @@ def _cmd_predict_cohort(args: argparse.Namespace, task: Any) -> int:
     overrides = task_overrides(args.overrides, task, PREDICTION)
     cohort.check_output(args.output, task.name)
     dataset = read_dataset(args.dataset, args.layout, roles=[r.name for r in task.inputs],
-                           check=False, partial=True)
+                           check=False, partial=True, role_hints=role_hints(task))
     device = resolve_device(args.device)
     torchrun = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if args.shard and torchrun:

@@ -80,10 +80,11 @@ def normalise(name: str) -> str:
 
 def matching_segment(name: str, terminology: str, specs: Sequence[SegmentSpec]
                      ) -> SegmentSpec | None:
-    """Which of a task's segments (``specs``) a segment drawn elsewhere (a Slicer
-    segmentation's: its name and terminology string) is: by its coded meaning where it
-    carries one a spec shares (an OncoSeg result renamed in Slicer keeps it), else by its name,
-    OncoSeg's or the TG-263 one; None when it is none of them."""
+    """Which of a task's segments (``specs``) a structure named elsewhere (a Slicer
+    segment's name and terminology string, a DICOM SEG's, a data set's label description) is:
+    by its coded meaning where it carries one a spec shares (an OncoSeg result renamed in
+    Slicer keeps it), else by its name: OncoSeg's, the TG-263 one or a synonym the spec lists;
+    None when it is none of them."""
     term = Terminology.from_slicer(terminology) if terminology else None
     if term is not None:
         coded = [spec for spec in specs if spec.terminology is not None
@@ -91,5 +92,5 @@ def matching_segment(name: str, terminology: str, specs: Sequence[SegmentSpec]
         if len(coded) == 1:
             return coded[0]
     wanted = normalise(name)
-    return next((spec for spec in specs
-                 if wanted in (normalise(spec.name), normalise(spec.tg263 or spec.name))), None)
+    return next((spec for spec in specs if wanted in {
+        normalise(n) for n in (spec.name, spec.tg263 or spec.name, *spec.synonyms)}), None)

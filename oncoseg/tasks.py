@@ -73,6 +73,9 @@ class SegmentSpec:
     # the AAPM TG-263 primary name, where TG-263 defines the structure: what radiotherapy
     # systems expect as an RT structure's name (oncoseg.structure_names)
     tg263: str = ""
+    # other names data sets give the structure (BraTS's 'ED', the Decathlon's 'edema'), by
+    # which a label file that names its labels is read (oncoseg.structure_names)
+    synonyms: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,13 +93,13 @@ def train(task: str | Task, dataset: str | os.PathLike[str], output: str | os.Pa
           layout: str = "auto", options: TrainOptions | None = None) -> Path:
     """A model (or a cross-validation, for tasks that offer one) trained on a data set read
     in its layout; returns what was written."""
-    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.datasets.layouts import read_dataset, role_hints
     from oncoseg.distributed import session
 
     task = get_task(task)
     settings = training_settings(task, overrides)  # refused before any file is read
     data = read_dataset(dataset, layout, roles=data_roles(task),
-                        partial=not task.required_roles)
+                        partial=not task.required_roles, role_hints=role_hints(task))
     context = context or RunContext()
     with session(context.device):  # one process group under torchrun for every stage
         return method_of(task).train(data, Path(output), settings, context,
@@ -112,11 +112,11 @@ def evaluate(task: str | Task, dataset: str | os.PathLike[str],
              layout: str = "auto", overwrite: bool = False) -> dict[str, Any]:
     """A model on a labelled data set, the model read once for every case; returns the
     summary (also written as ``summary.json`` in ``output``)."""
-    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.datasets.layouts import read_dataset, role_hints
 
     task = get_task(task)
     context = context or RunContext()
     data = read_dataset(dataset, layout, roles=data_roles(task),
-                        partial=not task.required_roles)
+                        partial=not task.required_roles, role_hints=role_hints(task))
     prepared = prepare(task, model, overrides, context)
     return method_of(task).evaluate(data, prepared, Path(output), context, overwrite)

@@ -6,7 +6,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.datasets.segmentation_labels import (
+    declared_values,
     label_image,
     matched_segments,
     on_lattice,
@@ -106,16 +107,19 @@ class Case:
                  takes_ignore: bool = False,
                  segments: Sequence[SegmentSpec] | None = None) -> np.ndarray:
         """The case's (first) label file on ``reference``, the ``role`` image it is read
-        with (:func:`label_file_on`; a Slicer segmentation by its segments' names, the task's
-        ``segments``); a case without one is an input error. Where the data set declares an
-        ignore label (nnU-Net's, for voxels nobody annotated), a task whose training can leave
-        voxels out (``takes_ignore``) gets them as :data:`IGNORE_LABEL`; any other task
-        refuses such a file, saying what the value means."""
+        with (:func:`label_file_on`), in the task's values: a segmentation by its segments'
+        names, a label map whose data set names its values (dataset.json) by those names,
+        each as the task's segment of that name (``segments``); a case without one is an
+        input error. Where the data set declares an ignore label (nnU-Net's, for voxels nobody
+        annotated), a task whose training can leave voxels out (``takes_ignore``) gets them as
+        :data:`IGNORE_LABEL`; any other task refuses such a file, saying what the value
+        means."""
         ignore = self.ignore_value
+        declared = declared_values(self.info.get("labels"), segments, f"case '{self.id}'")
         if values is not None and ignore is not None and takes_ignore:
             values = {*values, ignore}
         label = label_file_on(self.label_file, reference, self.id, role, values, ignore,
-                              segments)
+                              segments, declared[0] if declared else None)
         if ignore is not None and takes_ignore:
             label = np.where(label == ignore, IGNORE_LABEL, label).astype(label.dtype)
         return label
@@ -128,12 +132,13 @@ class Case:
         return Path(sorted(self.labels.values())[0])
 
     def annotated_segments(self, segments: Sequence[SegmentSpec]) -> list[str] | None:
-        """The task's segments the case's label file holds where it names them, as a Slicer
-        segmentation does (a segment drawn empty counts: it says "none here"); None for a
-        label map, which cannot say which structures were looked for."""
+        """The task's segments the case's labels name, as a Slicer segmentation does (a
+        segment drawn empty counts: it says "none here") or its data set's dataset.json; None
+        for a label map no one names, which cannot say which structures were looked for."""
         named = segments_named_in(self.label_file)
         if named is None:
-            return None
+            declared = declared_values(self.info.get("labels"), segments, f"case '{self.id}'")
+            return declared[1] if declared else None
         return [spec.name for spec in segments
                 if spec.name in matched_segments(named, segments, self.id, self.label_file)]
 
@@ -149,9 +154,11 @@ class Case:
 def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
                   values: Collection[int] | None = None,
                   ignore: int | None = None,
-                  segments: Sequence[SegmentSpec] | None = None) -> np.ndarray:
+                  segments: Sequence[SegmentSpec] | None = None,
+                  remap: Mapping[int, int] | None = None) -> np.ndarray:
     """A case's label file resampled onto ``reference`` (nearest neighbour; exact where it
-    shares the grid), as an integer array (z, y, x). A Slicer segmentation or a DICOM SEG is
+    shares the grid), as an integer array (z, y, x), its values taken through ``remap`` where
+    its data set names them (:func:`declared_values`). A Slicer segmentation or a DICOM SEG is
     read by its segments' names, each at the value of the task's segment of that name
     (``segments``);
     until 2026-12-07 its own values were taken, which follow the order its segments were
@@ -175,11 +182,19 @@ def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
                              f"numbers (e.g. {shown}): a label map holds one label per voxel "
                              "(a probability map, or a map resampled with interpolation?)")
         label = label.astype(np.int32)
+    if remap:
+        undescribed = sorted(_values_in(label) - set(remap) - {0, ignore})
+        if undescribed:
+            raise InputError(where, f"label file {path.name} holds label(s) "
+                             f"{', '.join(map(str, undescribed[:8]))}, which its data set's "
+                             "dataset.json does not describe")
+        if any(old != new for old, new in remap.items()):
+            lookup = np.arange(max(int(label.max(initial=0)), *remap) + 1, dtype=label.dtype)
+            for old, new in remap.items():
+                lookup[old] = new
+            label = lookup[label]
     if values is not None:
-        found: set[int] = set()
-        for slab in np.array_split(label, max(1, len(label) // 16)):  # bounded copies
-            found.update(int(v) for v in np.unique(slab))
-        unexpected = sorted(found - set(values))
+        unexpected = sorted(_values_in(label) - set(values))
         if ignore in unexpected:
             raise InputError(where, f"label file {path.name} holds {ignore}, the data set's "
                              "ignore label (voxels nobody annotated, dataset.json): this "
@@ -189,6 +204,13 @@ def label_file_on(path: Path, reference: sitk.Image, case_id: str, role: str,
                              f"{', '.join(map(str, unexpected[:8]))}, which the task does not "
                              f"have (its labels: {', '.join(map(str, sorted(values)))})")
     return label
+
+
+def _values_in(label: np.ndarray) -> set[int]:
+    found: set[int] = set()
+    for slab in np.array_split(label, max(1, len(label) // 16)):  # bounded copies
+        found.update(int(v) for v in np.unique(slab))
+    return found
 
 
 @dataclass

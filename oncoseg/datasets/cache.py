@@ -18,10 +18,11 @@ import SimpleITK as sitk
 from oncoseg.datasets.base import Case
 from oncoseg.io.atomic import atomic_path
 
-# How label files are read; a change here changes every key once, so that arrays prepared
-# the earlier way are not reused (2026-12-07: Slicer segmentations by segment name, no longer
-# by the values their drawing order gave).
-LABEL_READING = "segmentations by name"
+# How cases are read; a change here changes every key once, so that arrays prepared the
+# earlier way are not reused (2026-12-07: segmentations and data sets that name their labels
+# read by name, no longer by the values their drawing order gave; a data set's channels by
+# their names).
+LABEL_READING = "labels and channels by name"
 
 
 def case_key(case: Case, *settings: str) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +18,7 @@ from oncoseg.datasets import kaggle, rtstruct_cohort
 from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import volume_stem
+from oncoseg.tasks import Task
 
 LABEL_PREFIXES = ("label", "seg")
 
@@ -67,7 +68,36 @@ def _nnunet_match(root: Path) -> bool:
     return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
 
 
-def _nnunet_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Case]:
+def _channel_roles(channel_names: Sequence[str], roles: Sequence[str],
+                   role_hints: Mapping[str, Sequence[str]] | None, where: str) -> list[str]:
+    """The task's role of each channel, by the channel's name where dataset.json names them as
+    the roles are known (the role's name or one of its name hints, case and punctuation
+    aside: 'FLAIR', 'T1w', 't1gd', 'T2w' for the brain's flair, t1, t1c, t2), else by position.
+    The Decathlon's brain tumours list FLAIR first, where the task's roles start with T1: taken
+    by position, every channel was read as another sequence."""
+    from oncoseg.structure_names import normalise
+
+    if not role_hints or len(channel_names) < 2:
+        return list(roles)
+    spellings = {role: {normalise(role), *(normalise(h) for h in role_hints.get(role, ()))}
+                 for role in roles}
+    found = [[role for role in roles if normalise(name) in spellings[role]]
+             for name in channel_names]
+    if not any(found):  # names that say nothing about the roles ('0', 'MRI'): by position
+        return list(roles)
+    chosen = [match[0] if len(match) == 1 else None for match in found]
+    if None in chosen or len(set(chosen)) != len(chosen):
+        unclear = [name for name, role in zip(channel_names, chosen, strict=True)
+                   if role is None or chosen.count(role) > 1]
+        raise InputError(where, f"names its channels {', '.join(channel_names)}: "
+                         f"{', '.join(unclear)} cannot be told apart as one of the task's "
+                         f"inputs ({', '.join(roles)}); name each channel after its input")
+    return [str(role) for role in chosen]
+
+
+def _nnunet_read(root: Path, roles: Sequence[str] | None,
+                 role_hints: Mapping[str, Sequence[str]] | None = None,
+                 **_options) -> list[Case]:
     try:
         description = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -81,7 +111,8 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None, **_options) -> list[Ca
         raise InputError(str(root / "dataset.json"), f"has {len(channel_names)} channels "
                          f"({', '.join(channel_names)}); the task needs {len(roles)} "
                          f"({', '.join(roles)})")
-    names = list(roles) if roles else [c.lower() for c in channel_names]
+    names = _channel_roles(channel_names, roles, role_hints, str(root / "dataset.json")) \
+        if roles else [c.lower() for c in channel_names]
     ending = description.get("file_ending", ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     ids = sorted({f.name[: -len(ending) - 5] for f in images_dir.iterdir()
@@ -341,8 +372,10 @@ def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
                  **options) -> Dataset:
     """Read and check a data set; ``roles`` are the task's input roles, in order; ``options``
     go to the layout's reader (``synonyms`` for RT structure set cohorts, ``partial`` when
-    a case may lack some of the roles). Without ``check`` the files are not opened: a cohort
-    prediction finds an unreadable case when it reaches it, records it and goes on."""
+    a case may lack some of the roles, ``role_hints`` (role -> names it goes by,
+    :func:`role_hints`) where a layout names its channels). Without ``check`` the files are
+    not opened: a cohort prediction finds an unreadable case when it reaches it, records it
+    and goes on."""
     root = Path(root)
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
@@ -358,3 +391,9 @@ def read_dataset(root: str | os.PathLike[str], layout: str = "auto",
     for case in cases if check else ():
         LAYOUTS[name].check(case, str(root))
     return Dataset(root, name, cases)
+
+
+def role_hints(task: Task) -> dict[str, tuple[str, ...]]:
+    """The names each of a task's inputs goes by (its Slicer name hints), for layouts that
+    name their channels (nnU-Net, the Decathlon)."""
+    return {role.name: role.name_hints for role in task.inputs}

@@ -1,4 +1,5 @@
-"""Label files that name their segments: Slicer segmentations (``.seg.nrrd``) and DICOM SEGs.
+"""Labels that are named: Slicer segmentations (``.seg.nrrd``), DICOM SEGs, and the label
+descriptions of a data set's dataset.json (nnU-Net, the Medical Segmentation Decathlon).
 
 A label map says a structure by a number the task defines; a segmentation says it by name
 (and coded meaning), and numbers its segments in the order they were drawn or written. So a
@@ -6,14 +7,15 @@ segmentation given as a case's labels is read by its segments' names: each at th
 task's segment of that name, a segment the task does not have refused by name, and the
 structures it holds known (one it lacks is unknown, as in a structure set). Its grid need not
 cover the image: Slicer can save a segmentation cropped to its segments, and a DICOM SEG leaves
-out the planes without any.
+out the planes without any. A data set whose dataset.json names its label values is read the
+same way: each value as the task's structure of that name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -134,3 +136,55 @@ def on_lattice(a: tuple, b: tuple, tolerance: float = 1e-3) -> bool:
     axes = np.asarray(b[3], float).reshape(3, 3)
     steps = axes.T @ (np.asarray(a[2], float) - np.asarray(b[2], float)) / np.asarray(b[1])
     return bool(np.allclose(steps, np.rint(steps), atol=0.01))
+
+
+def declared_values(declared: Mapping[str, Any] | None, specs: Sequence[SegmentSpec] | None,
+                    where: str) -> tuple[dict[int, int], list[str]] | None:
+    """(label value in the files -> the task's value, the task's segments declared) from a
+    data set's label descriptions: nnU-Net's ``"labels": {"edema": 1}`` or the Decathlon's
+    ``"labels": {"1": "edema"}``; None where there are none to read (or no task segments).
+    The Decathlon's brain tumours number oedema 1 and the necrotic core 2, BraTS and OncoSeg
+    the other way round: read by value, each was trained and scored as the other. A name the
+    task does not have is refused by name, and so are regions (nnU-Net's region-based labels,
+    ``"tumor core": [2, 3]``), which say no value's own structure. A task of one structure
+    takes a data set of one label whatever its name."""
+    if not declared or not specs:
+        return None
+    if all(str(k).strip().isdigit() and isinstance(v, str) for k, v in declared.items()):
+        entries = [(str(v), int(k)) for k, v in declared.items()]  # the Decathlon's
+    else:
+        entries = list(declared.items())
+    entries = [(str(name), value) for name, value in entries
+               if str(name).lower() not in ("background", "ignore") and value != 0]
+    regions = [f"{name}: {value}" for name, value in entries
+               if isinstance(value, list) and len(value) > 1]
+    if regions:
+        raise InputError(where, f"its dataset.json describes regions ({'; '.join(regions)}), "
+                         "not one structure per label value: which value is which structure "
+                         "cannot be told; describe each value by its own structure")
+    values = [(name, int(value[0] if isinstance(value, list) else value))
+              for name, value in entries]
+    if len(specs) == len(values) == 1:
+        return {values[0][1]: specs[0].label}, [specs[0].name]
+    from oncoseg.structure_names import matching_segment
+
+    mapping: dict[int, int] = {}
+    found: dict[str, str] = {}
+    unknown = []
+    for name, value in values:
+        spec = matching_segment(name, "", specs)
+        if spec is None:
+            unknown.append(name)
+        elif spec.name in found:
+            raise InputError(where, f"its dataset.json calls two labels '{spec.name}' "
+                             f"('{found[spec.name]}' and '{name}')")
+        else:
+            found[spec.name] = name
+            mapping[value] = spec.label
+    if unknown:
+        raise InputError(where, f"its dataset.json names label(s) "
+                         f"{', '.join(repr(n) for n in unknown)}, which match none of the "
+                         f"task's structures ({', '.join(s.name for s in specs)}, their TG-263 "
+                         "names or usual synonyms): give each label the name of the task's "
+                         "structure it is, or take the structure out of the label files")
+    return mapping, [spec.name for spec in specs if spec.name in found]

@@ -79,11 +79,12 @@ class PreparedCT:
 
 def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
     """Label map on the CT grid and the organs annotated: from the structure set (rtstruct
-    layout) or from a label file (other layouts). A Slicer segmentation annotates the organs
-    it has a segment for, as a structure set does. In a label map every organ counts as
-    annotated, unless the file marks voxels with its nnU-Net data set's ignore label (they
-    become :data:`IGNORE_LABEL`): an organ it then does not hold may lie under them, unknown
-    rather than absent, as a structure set without that contour."""
+    layout) or from a label file (other layouts). A segmentation annotates the organs it has
+    a segment for, as a structure set does, and a data set whose dataset.json names its labels
+    the organs it names; in a label map no one names every organ counts as annotated. Where
+    the file marks voxels with its nnU-Net data set's ignore label (they become
+    :data:`IGNORE_LABEL`), an organ it does not hold may lie under them: unknown rather than
+    absent, as in a structure set without that contour."""
     if "rtstruct" in case.info or "seg" in case.info:
         from oncoseg.datasets.rtstruct_cohort import load_labels
 
@@ -91,12 +92,10 @@ def case_labels(case: Case, ct: sitk.Image) -> tuple[np.ndarray, list[str]]:
         return labels, annotated
     values = {0, *(s.label for s in CT_SEGMENTS)}
     labels = case.label_on(ct, "ct", values, takes_ignore=True, segments=CT_SEGMENTS)
-    named = case.annotated_segments(CT_SEGMENTS)  # a Slicer segmentation says which
-    if named is not None:
-        return labels, named
+    named = case.annotated_segments(CT_SEGMENTS)  # a segmentation or dataset.json says which
     present = set(np.unique(labels).tolist())
-    return labels, [s.name for s in CT_SEGMENTS
-                    if s.label in present or IGNORE_LABEL not in present]
+    return labels, [s.name for s in CT_SEGMENTS if (named is None or s.name in named)
+                    and (s.label in present or IGNORE_LABEL not in present)]
 
 
 def read_case_ct(case: Case) -> sitk.Image:

@@ -12,10 +12,10 @@ GI_SEGMENTS = (
           tg263="Stomach"),
     organ(2, "Small bowel", (0.95, 0.75, 0.35), "30315005", "Small intestine",
           Plausible((0.0, 4000.0), max_components=20, may_touch_border=True),
-          tg263="Bowel_Small"),
+          tg263="Bowel_Small", synonyms=("small intestine", "small_bowel")),
     organ(3, "Large bowel", (0.6, 0.45, 0.25), "14742008", "Large intestine",
           Plausible((0.0, 3000.0), max_components=10, may_touch_border=True),
-          tg263="Bowel_Large"),
+          tg263="Bowel_Large", synonyms=("large intestine", "colon", "large_bowel")),
 )
 
 OAR_MR = register_task(Task(
