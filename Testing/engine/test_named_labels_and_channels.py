@@ -148,3 +148,26 @@ def test_a_pelvic_data_set_naming_some_organs_reads_them_and_leaves_the_rest_unk
     expected = np.where(np.isin(truth, [label["Bladder"], label["Femoral head L"]]), truth, 0)
     np.testing.assert_array_equal(labels, expected)
     assert annotated == ["Femoral head L", "Bladder"]
+
+
+def test_a_rectal_data_set_reads_its_tumour_by_name_and_refuses_another_structure(tmp_path):
+    """A rectal label file was tumour wherever it is above 0: a lymph node labelled 2 beside
+    the tumour became tumour. Where dataset.json names the labels, the tumour is the one named
+    so ('tumor', 'GTV', ...), and a second structure is refused by name."""
+    from oncoseg.rectal.cases import _labels_on_grid
+
+    rectal = get_task("rectal")
+    assert main(["phantom", "rectal", "--cases", "1", "--layout", "nnunet", "--output",
+                 str(tmp_path / "data"), "--progress", "none"]) == 0
+    description = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    description["labels"] = {"background": 0, "tumor": 1}
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(description))
+    (case,) = _read(tmp_path / "data", rectal).cases
+    reference = case.read("dwi_b0")
+    tumour = _labels_on_grid(case, reference)["label"]
+    assert tumour.any()
+    description["labels"] = {"background": 0, "tumor": 1, "lymph node": 2}
+    (tmp_path / "data" / "dataset.json").write_text(json.dumps(description))
+    (case,) = _read(tmp_path / "data", rectal).cases
+    with pytest.raises(InputError, match="names label\\(s\\) 'lymph node', which match none"):
+        _labels_on_grid(case, reference)

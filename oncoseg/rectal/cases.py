@@ -15,6 +15,7 @@ import SimpleITK as sitk
 
 from oncoseg.datasets.base import Case, label_file_on
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
+from oncoseg.datasets.segmentation_labels import declared_values
 from oncoseg.errors import InputError
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
@@ -32,9 +33,12 @@ class PreparedArrays:
 
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
     """Each reader's tumour mask on the b0 grid: any whole-number label but 0 (a probability
-    map given as a label file is refused, not taken as tumour wherever it is above 0)."""
-    return {name: label_file_on(path, reference, case.id, REFERENCE,
-                                segments=TASK.segments) > 0
+    map given as a label file is refused, not taken as tumour wherever it is above 0), or,
+    where the data set names its labels (dataset.json), the one named as the tumour (a data
+    set naming another structure too is refused by name)."""
+    declared = declared_values(case.info.get("labels"), TASK.segments, f"case '{case.id}'")
+    return {name: label_file_on(path, reference, case.id, REFERENCE, segments=TASK.segments,
+                                remap=declared[0] if declared else None) > 0
             for name, path in sorted(case.labels.items())}
 
 

@@ -19,6 +19,8 @@ TUMOUR = SegmentSpec(
     # one tumour (the method keeps one component); T1-T4 tumours on MR span about 1-200 mL
     plausible=Plausible((0.5, 300.0), max_components=1),
     tg263="GTVp",  # TG-263 target naming: the gross tumour volume of the primary
+    synonyms=("tumour", "tumor", "rectal tumor", "rectal cancer", "GTV", "primary tumour",
+              "primary tumor"),
 )
 
 TASK = register_task(Task(
