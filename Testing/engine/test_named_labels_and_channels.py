@@ -171,3 +171,26 @@ def test_a_rectal_data_set_reads_its_tumour_by_name_and_refuses_another_structur
     (case,) = _read(tmp_path / "data", rectal).cases
     with pytest.raises(InputError, match="names label\\(s\\) 'lymph node', which match none"):
         _labels_on_grid(case, reference)
+
+
+def test_a_brain_data_set_of_some_sequences_is_read_by_their_names(brats, tmp_path):
+    """The brain task takes cases without some sequences; a data set of two (T1Gd and FLAIR)
+    was refused ("has 2 channels; the task needs 4"). Named, each is its input."""
+    _, source = brats
+    folder = tmp_path / "two"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / "labelsTr").mkdir()
+    for index, role in enumerate(("t1c", "flair")):
+        image = sitk.ReadImage(str(source.images[role]))
+        sitk.WriteImage(image, str(folder / "imagesTr" / f"BRATS_001_{index:04d}.nii.gz"))
+    seg = sitk.ReadImage(str(source.labels["label"]))
+    sitk.WriteImage(sitk.ChangeLabel(seg, {4: 3}), str(folder / "labelsTr" / "BRATS_001.nii.gz"))
+    (folder / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T1Gd", "1": "FLAIR"},
+        "labels": {"background": 0, "NCR": 1, "ED": 2, "ET": 3}, "numTraining": 1,
+        "file_ending": ".nii.gz"}))
+    (case,) = _read(folder).cases
+    assert set(case.images) == {"t1c", "flair"}
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(case.read_stored("flair")),
+                                  sitk.GetArrayFromImage(sitk.ReadImage(
+                                      str(source.images["flair"]))))

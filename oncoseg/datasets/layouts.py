@@ -68,23 +68,25 @@ def _nnunet_match(root: Path) -> bool:
     return (root / "dataset.json").is_file() and (root / "imagesTr").is_dir()
 
 
-def _channel_roles(channel_names: Sequence[str], roles: Sequence[str],
-                   role_hints: Mapping[str, Sequence[str]] | None, where: str) -> list[str]:
+def _channels_by_name(channel_names: Sequence[str], roles: Sequence[str],
+                      role_hints: Mapping[str, Sequence[str]] | None,
+                      where: str) -> list[str] | None:
     """The task's role of each channel, by the channel's name where dataset.json names them as
     the roles are known (the role's name or one of its name hints, case and punctuation
-    aside: 'FLAIR', 'T1w', 't1gd', 'T2w' for the brain's flair, t1, t1c, t2), else by position.
-    The Decathlon's brain tumours list FLAIR first, where the task's roles start with T1: taken
-    by position, every channel was read as another sequence."""
+    aside: 'FLAIR', 'T1w', 't1gd', 'T2w' for the brain's flair, t1, t1c, t2); None where the
+    names say nothing about the roles ('0', 'MRI'), to be taken by position. The Decathlon's
+    brain tumours list FLAIR first, where the task's roles start with T1: taken by position,
+    every channel was read as another sequence."""
     from oncoseg.structure_names import normalise
 
-    if not role_hints or len(channel_names) < 2:
-        return list(roles)
+    if not role_hints:
+        return None
     spellings = {role: {normalise(role), *(normalise(h) for h in role_hints.get(role, ()))}
                  for role in roles}
     found = [[role for role in roles if normalise(name) in spellings[role]]
              for name in channel_names]
-    if not any(found):  # names that say nothing about the roles ('0', 'MRI'): by position
-        return list(roles)
+    if not any(found) or (len(channel_names) == 1 and len(roles) == 1):
+        return None
     chosen = [match[0] if len(match) == 1 else None for match in found]
     if None in chosen or len(set(chosen)) != len(chosen):
         unclear = [name for name, role in zip(channel_names, chosen, strict=True)
@@ -97,7 +99,10 @@ def _channel_roles(channel_names: Sequence[str], roles: Sequence[str],
 
 def _nnunet_read(root: Path, roles: Sequence[str] | None,
                  role_hints: Mapping[str, Sequence[str]] | None = None,
-                 **_options) -> list[Case]:
+                 partial: bool = False, **_options) -> list[Case]:
+    """nnU-Net raw or the Decathlon's layout. Channels named after the task's inputs are taken
+    by name; a task whose inputs are each optional (``partial``: the brain's sequences) then
+    takes a data set of some of them."""
     try:
         description = json.loads((root / "dataset.json").read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
@@ -107,12 +112,13 @@ def _nnunet_read(root: Path, roles: Sequence[str] | None,
     if not channel_names:
         raise InputError(str(root / "dataset.json"), "names no channels ('channel_names' or "
                          "'modality')")
-    if roles and len(roles) != len(channel_names):
+    named = _channels_by_name(channel_names, roles, role_hints, str(root / "dataset.json")) \
+        if roles else None
+    if roles and len(roles) != len(channel_names) and (named is None or not partial):
         raise InputError(str(root / "dataset.json"), f"has {len(channel_names)} channels "
                          f"({', '.join(channel_names)}); the task needs {len(roles)} "
                          f"({', '.join(roles)})")
-    names = _channel_roles(channel_names, roles, role_hints, str(root / "dataset.json")) \
-        if roles else [c.lower() for c in channel_names]
+    names = named or (list(roles) if roles else [c.lower() for c in channel_names])
     ending = description.get("file_ending", ".nii.gz")
     images_dir, labels_dir = root / "imagesTr", root / "labelsTr"
     ids = sorted({f.name[: -len(ending) - 5] for f in images_dir.iterdir()
