@@ -76,7 +76,7 @@ def test_rectal_reads_its_one_segment_whatever_its_name_and_refuses_two(tmp_path
         Segment("w", "Rectal wall", (0.2, 0.2, 0.9)), Segment("t", "GTVp", (0.9, 0.2, 0.2))]),
         tmp_path / "two.seg.nrrd")
     with pytest.raises(InputError, match=r"case 'r1'.*two\.seg\.nrrd: segment\(s\) 'Rectal "
-                       r"wall' match none of the task's \(Rectal tumour, or their TG-263"):
+                       r"wall' match none of the task's \(Rectal tumour, their TG-263"):
         label_file_on(two, grid, "r1", "t2w", segments=RECTAL.segments)
     with pytest.raises(InputError, match="is a segmentation of 2 segments"):
         label_file_on(two, grid, "r1", "t2w")  # a task that reads one unnamed structure

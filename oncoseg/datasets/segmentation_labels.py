@@ -51,8 +51,8 @@ def read_segmentation(path: Path) -> Segmentation:
     return read_dicom_seg(path) if is_dicom_seg(path) else read_seg_nrrd(path)
 
 
-def matched_segments(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None, case_id: str,
-             path: Path) -> dict[str, Segment]:
+def matched_segments(named: Sequence[Segment], specs: Sequence[SegmentSpec] | None,
+                     case_id: str, path: Path) -> dict[str, Segment]:
     """Task segment name -> the file's segment that is it. Every segment of the file must be
     one of the task's, once: a segment the task does not know would otherwise be left out or
     taken for another without a word. A task of one structure takes a file of one segment
@@ -84,13 +84,13 @@ def matched_segments(named: Sequence[Segment], specs: Sequence[SegmentSpec] | No
     if unknown:
         raise InputError(where, f"label file {path.name}: segment(s) "
                          f"{', '.join(repr(n) for n in unknown)} match none of the task's "
-                         f"({', '.join(s.name for s in specs)}, or their TG-263 names): "
-                         "rename or delete them (in Slicer: Segment Editor)")
+                         f"({', '.join(s.name for s in specs)}, their TG-263 names or usual "
+                         "synonyms): rename or delete them (in Slicer: Segment Editor)")
     return matched
 
 
 def label_image(path: Path, case_id: str, segments: Sequence[SegmentSpec] | None
-                 ) -> sitk.Image:
+                ) -> sitk.Image:
     """The label file as a label image: a segmentation (Slicer's, a DICOM SEG) with each
     segment at the value of the task's segment of that name (a Slicer segmentation's own
     values follow the order the segments were drawn in, a SEG's numbers the writer's order;
@@ -114,8 +114,8 @@ def label_image(path: Path, case_id: str, segments: Sequence[SegmentSpec] | None
 
 
 def segmentation_grid(path: Path) -> tuple:
-    """A segmentation file's grid as :func:`_grid` gives a file's (a DICOM SEG's: the grid
-    its frames lie on)."""
+    """A segmentation file's grid as (size, spacing, origin, direction), as a case's grid
+    check compares grids (a DICOM SEG's: the grid its frames lie on)."""
     from oncoseg.io.dicomseg_reading import dicom_seg_grid, is_dicom_seg
 
     if is_dicom_seg(path):
