@@ -64,6 +64,10 @@ def volume_name(path: Path) -> str:
 
 
 def is_label_file(path: Path) -> bool:
+    """Labels, not a scan: a file named as labels are, or any Slicer segmentation (which
+    methods refuse as a scan, so a case listing it as one could not open)."""
+    if path.name.lower().endswith(".seg.nrrd"):
+        return True
     stem = volume_name(path).lower()
     return any(stem == word or stem.endswith(("_" + word, "-" + word)) for word in LABEL_WORDS)
 

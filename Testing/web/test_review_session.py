@@ -414,6 +414,27 @@ def test_linked_series_folders_open_inside_the_data_root_only(tmp_path, mrml):
     assert node.GetImageData().GetDimensions()[2] == 5
 
 
+def test_a_case_with_a_segmentation_beside_its_scan_opens_the_scan(tmp_path, mrml):
+    """A reader's 'tumour.seg.nrrd' beside the scan was listed as a second volume; since
+    methods refuse a segmentation as a scan, the case would not open. It is labels."""
+    from oncoseg.io.segnrrd import Segment, Segmentation, write_seg_nrrd
+    from OncoSegWebLib.cases import find_cases
+    from OncoSegWebLib.session import ReviewSession
+
+    root = tmp_path / "root"
+    (root / "case_001").mkdir(parents=True)
+    scan = sitk.Image(8, 8, 4, sitk.sitkInt16)
+    sitk.WriteImage(scan, str(root / "case_001" / "ct.nii.gz"))
+    mask = np.zeros((4, 8, 8), bool)
+    mask[1:3, 2:5, 2:5] = True
+    write_seg_nrrd(Segmentation.from_masks(sitk.Cast(scan, sitk.sitkUInt8), [mask], [
+        Segment("t", "Tumour", (0.9, 0.2, 0.2))]), root / "case_001" / "tumour.seg.nrrd")
+    (case,) = find_cases(root)
+    assert list(case.volumes) == ["ct"] and not case.error
+    [node] = ReviewSession(mrml, root).open_case("case_001")
+    assert node.GetImageData().GetDimensions() == (8, 8, 4)
+
+
 def test_linked_files_open_inside_the_data_root_only(tmp_path, mrml):
     """Linked files, as linked folders: a scan file or a DICOM slice that is a link out of the
     data root is neither listed nor read (until 2026-12-07 both were: only linked folders were
