@@ -15,20 +15,20 @@ import SimpleITK as sitk
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.metrics import dice, roc_auc, surface_figures
-from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+from OncoSegCommonLib.segmentations import segment_mask
 from OncoSegCommonLib.volumes import image_from_volume_node
 
 
 def _mask(node: Any, reference_volume: Any, segment_id: str | None) -> np.ndarray:
+    """The segment alone (until 2026-12-07 read from a label map of every segment, where a
+    later segment overlapping it, a reader's 'whole tumour' over the core, took its voxels:
+    the core compared at Dice 0)."""
     segmentation = node.GetSegmentation()
     if segmentation.GetNumberOfSegments() == 0:
         raise InputError(f"segmentation '{node.GetName()}'", "has no segment to compare")
-    labels = sitk.GetArrayFromImage(labels_from_segmentation_node(node, reference_volume))
-    if segment_id is None:
-        return labels > 0
-    index = [segmentation.GetNthSegmentID(i)
-             for i in range(segmentation.GetNumberOfSegments())].index(segment_id)
-    return labels == index + 1
+    if segment_id is not None and segmentation.GetSegment(segment_id) is None:
+        raise InputError(f"segmentation '{node.GetName()}'", f"has no segment {segment_id}")
+    return segment_mask(node, reference_volume, segment_id)
 
 
 def compare_segmentations(node: Any, reference: Any, reference_volume: Any,

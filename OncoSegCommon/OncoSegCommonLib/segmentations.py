@@ -131,25 +131,10 @@ def set_segments_from_labels(node: Any, labels: sitk.Image,
         raise RuntimeError(f"Slicer could not import the label map into '{node.GetName()}'")
 
 
-def labels_from_segmentation_node(
-    node: Any, reference_volume_node: Any, segments: Sequence[SegmentSpec] | None = None,
-) -> sitk.Image:
-    """The segmentation on the reference volume's grid as a label image.
-
-    With ``segments``, segment IDs are looked up from the specs and voxels get the specs' labels;
-    without, every segment in order gets label 1, 2, ...
-    """
+def _exported(node: Any, ids: Sequence[str], reference_volume_node: Any) -> sitk.Image:
+    """Slicer's export of the segments ``ids`` onto the reference volume's grid: segment i at
+    i + 1, a later segment over an earlier one where they overlap."""
     scene = node.GetScene()
-    segmentation = node.GetSegmentation()
-    if segments is None:
-        ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-        values = list(range(1, len(ids) + 1))
-    else:
-        ids = [segment_id(s) for s in segments]
-        values = [s.label for s in segments]
-        absent = [i for i in ids if segmentation.GetSegment(i) is None]
-        if absent:
-            raise KeyError(f"segmentation '{node.GetName()}' has no segment {absent[0]}")
     id_array = vtk.vtkStringArray()
     for sid in ids:
         id_array.InsertNextValue(sid)
@@ -160,7 +145,39 @@ def labels_from_segmentation_node(
             slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
         if not ok:
             raise RuntimeError(f"Slicer could not export '{node.GetName()}' to a label map")
-        exported = image_from_volume_node(temporary)
+        return image_from_volume_node(temporary)
+
+
+def segment_mask(node: Any, reference_volume_node: Any, segment: str | None = None
+                 ) -> np.ndarray:
+    """One segment (by ID), or the union of all, as a boolean (z, y, x) mask on the reference
+    volume's grid: exported alone, so a segment another one overlaps keeps all its voxels (in
+    a label map of every segment the later one takes them)."""
+    segmentation = node.GetSegmentation()
+    ids = [segment] if segment is not None else \
+        [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+    return sitk.GetArrayFromImage(_exported(node, ids, reference_volume_node)) > 0
+
+
+def labels_from_segmentation_node(
+    node: Any, reference_volume_node: Any, segments: Sequence[SegmentSpec] | None = None,
+) -> sitk.Image:
+    """The segmentation on the reference volume's grid as a label image.
+
+    With ``segments``, segment IDs are looked up from the specs and voxels get the specs' labels;
+    without, every segment in order gets label 1, 2, ...
+    """
+    segmentation = node.GetSegmentation()
+    if segments is None:
+        ids = [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
+        values = list(range(1, len(ids) + 1))
+    else:
+        ids = [segment_id(s) for s in segments]
+        values = [s.label for s in segments]
+        absent = [i for i in ids if segmentation.GetSegment(i) is None]
+        if absent:
+            raise KeyError(f"segmentation '{node.GetName()}' has no segment {absent[0]}")
+    exported = _exported(node, ids, reference_volume_node)
     array = sitk.GetArrayViewFromImage(exported)
     lookup = np.zeros(len(ids) + 1, np.uint16 if max(values, default=0) > 255 else np.uint8)
     lookup[1:] = values

@@ -1,6 +1,7 @@
 """Label image <-> segmentation node, probability overlays, on real MRML (slicer-core)."""
 
 import numpy as np
+import pytest
 import SimpleITK as sitk
 from imaging import OBLIQUE, assert_same_image, make_image
 
@@ -78,3 +79,37 @@ def test_probability_overlay(mrml):
     count = mrml.scene.GetNumberOfNodes()
     show_probability_map(mrml.scene, probability, "Tumour probability", node=node)
     assert mrml.scene.GetNumberOfNodes() == count
+
+
+def test_comparing_a_segment_that_a_later_one_overlaps_keeps_all_its_voxels(mrml):
+    """A reader's segmentation with a tumour core and, drawn after it, a whole tumour around
+    it (Segment Editor with overlap allowed): compared from a label map of every segment, the
+    core lost every voxel to the whole tumour and scored Dice 0.000 against itself (the
+    RectalSeg and OARSeg compare panels, until 2026-12-07)."""
+    from OncoSegCommonLib.compare import compare_segmentations
+    from OncoSegCommonLib.segmentations import set_segments_from_labels
+
+    reference = make_image(direction=OBLIQUE, shape_zyx=(10, 20, 20))
+    volume = volume_node_from_image(mrml.scene, reference, "ct")
+    core = np.zeros((10, 20, 20), bool)
+    core[3:6, 5:10, 5:10] = True
+    whole = np.zeros_like(core)
+    whole[2:8, 3:15, 3:15] = True
+
+    def labels(mask, value):
+        image = sitk.GetImageFromArray(mask.astype(np.uint8) * value)
+        image.CopyInformation(reference)
+        return image
+
+    core_spec, whole_spec = SegmentSpec(1, "core", (0.9, 0.2, 0.2)), \
+        SegmentSpec(2, "whole", (0.2, 0.9, 0.2))
+    drawn = segmentation_node_from_labels(mrml.scene, labels(core, 1), [core_spec], volume,
+                                          "reader")
+    set_segments_from_labels(drawn, labels(whole, 2), [whole_spec])
+    alone = segmentation_node_from_labels(mrml.scene, labels(core, 1), [core_spec], volume,
+                                          "core alone")
+    figures = compare_segmentations(alone, drawn, volume, None, segment_id(core_spec),
+                                    segment_id(core_spec))
+    assert figures["dsc"] == 1.0 and figures["hd95_mm"] == 0.0
+    union = compare_segmentations(alone, drawn, volume)  # all segments: their union
+    assert union["dsc"] == pytest.approx(2 * core.sum() / (core.sum() + whole.sum()))
