@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
-import vtk
 
 from oncoseg.errors import InputError
 from oncoseg.export import (
@@ -39,8 +38,7 @@ from oncoseg.io.segnrrd import Segment, Segmentation
 from oncoseg.io.volumes import DicomSeries, choose_dicom_series, dicom_series_from_files
 from oncoseg.structure_names import DEFAULT_NAMING
 from OncoSegCommonLib import segmentations
-from OncoSegCommonLib.scenes import temporary_nodes
-from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, PROBABILITY_SUFFIX
+from OncoSegCommonLib.segmentations import MODEL_ATTRIBUTE, PROBABILITY_SUFFIX, exported_segments
 from OncoSegCommonLib.volumes import image_from_volume_node, refuse_unhardened_transform
 
 INSTANCE_UIDS_ATTRIBUTE = "DICOM.instanceUIDs"  # set by Slicer's DICOM volume plugin
@@ -51,25 +49,13 @@ SERIES_CHOICE_ATTRIBUTE = "OncoSeg.seriesChoice"
 
 def segmentation_of_node(node: Any, reference_volume_node: Any) -> Segmentation:
     """The node's segments (names, colours, terminology) on the reference volume's grid."""
-    import slicer
-
-    scene = node.GetScene()
     segmentation = node.GetSegmentation()
     masks, segments = [], []
     for index in range(segmentation.GetNumberOfSegments()):
         sid = segmentation.GetNthSegmentID(index)
-        vtk_segment = segmentation.GetSegment(sid)
-        ids = vtk.vtkStringArray()
-        ids.InsertNextValue(sid)
-        with temporary_nodes(scene):
-            labelmap = scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "OncoSeg export")
-            if not slicer.vtkSlicerSegmentationsModuleLogic.ExportSegmentsToLabelmapNode(
-                    node, ids, labelmap, reference_volume_node,
-                    slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY):
-                raise RuntimeError(f"Slicer could not export segment '{vtk_segment.GetName()}'")
-            image = image_from_volume_node(labelmap)
+        image = exported_segments(node, [sid], reference_volume_node)  # alone: overlaps kept
         masks.append(sitk.GetArrayViewFromImage(image) > 0)
-        segments.append(_segment(sid, vtk_segment))
+        segments.append(_segment(sid, segmentation.GetSegment(sid)))
     if not segments:
         raise InputError(node.GetName(), "has no segments to export")
     reference = sitk.Image(image.GetSize(), sitk.sitkUInt8)

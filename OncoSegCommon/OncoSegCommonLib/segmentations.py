@@ -131,7 +131,7 @@ def set_segments_from_labels(node: Any, labels: sitk.Image,
         raise RuntimeError(f"Slicer could not import the label map into '{node.GetName()}'")
 
 
-def _exported(node: Any, ids: Sequence[str], reference_volume_node: Any) -> sitk.Image:
+def exported_segments(node: Any, ids: Sequence[str], reference_volume_node: Any) -> sitk.Image:
     """Slicer's export of the segments ``ids`` onto the reference volume's grid: segment i at
     i + 1, a later segment over an earlier one where they overlap."""
     scene = node.GetScene()
@@ -156,7 +156,7 @@ def segment_mask(node: Any, reference_volume_node: Any, segment: str | None = No
     segmentation = node.GetSegmentation()
     ids = [segment] if segment is not None else \
         [segmentation.GetNthSegmentID(i) for i in range(segmentation.GetNumberOfSegments())]
-    return sitk.GetArrayFromImage(_exported(node, ids, reference_volume_node)) > 0
+    return sitk.GetArrayFromImage(exported_segments(node, ids, reference_volume_node)) > 0
 
 
 def labels_from_segmentation_node(
@@ -177,7 +177,7 @@ def labels_from_segmentation_node(
         absent = [i for i in ids if segmentation.GetSegment(i) is None]
         if absent:
             raise KeyError(f"segmentation '{node.GetName()}' has no segment {absent[0]}")
-    exported = _exported(node, ids, reference_volume_node)
+    exported = exported_segments(node, ids, reference_volume_node)
     array = sitk.GetArrayViewFromImage(exported)
     lookup = np.zeros(len(ids) + 1, np.uint16 if max(values, default=0) > 255 else np.uint8)
     lookup[1:] = values
