@@ -628,29 +628,32 @@ def test_real_rt_dose_frames_lie_at_their_grid_frame_offsets():
 def test_a_dicomdir_reference_out_of_its_folder_is_not_followed(tmp_path):
     """PS3.10 file IDs are plain names below the DICOMDIR's folder; a crafted or damaged one
     ('..', an absolute part) led the listing to read a file outside it (a server's data root
-    included). pydicom's DICOMDIR with one IMAGE record pointing at ../secret/IM1, a CT slice
-    that is there: left out, the folder holds no series."""
+    included). pydicom's DICOMDIR with one IMAGE record pointing at ../<folder>/IM1, a CT slice
+    that is there (the ID as long as the one it replaces, so that the records' offsets, which
+    pydicom 2.4 follows, stay right): left out, the folder holds no series."""
     import shutil
     import warnings
 
-    from oncoseg.io.dicom_series import dicomdir_files
+    from oncoseg.io.dicom_series import _plain_name, dicomdir_files
 
     export = tmp_path / "export"
     export.mkdir()
-    (tmp_path / "secret").mkdir()
-    shutil.copyfile(PYDICOM_FILES / "CT_small.dcm", tmp_path / "secret" / "IM1")
     dicomdir = pydicom.dcmread(DICOMDIR_TREE / "DICOMDIR")
     records = [r for r in dicomdir.DirectoryRecordSequence if r.get("ReferencedFileID")]
-    records[0].ReferencedFileID = ["..", "secret", "IM1"]
-    with warnings.catch_warnings():  # an absolute path is no valid file ID (CS, 16 chars)
+    length = len("\\".join(records[0].ReferencedFileID))
+    outside = ["..", "S" * (length - len("..\\") - len("\\IM1")), "IM1"]
+    (tmp_path / outside[1]).mkdir()
+    shutil.copyfile(PYDICOM_FILES / "CT_small.dcm", tmp_path / outside[1] / "IM1")
+    with warnings.catch_warnings():  # '..' is no valid CS value
         warnings.simplefilter("ignore", UserWarning)
-        records[1].ReferencedFileID = str(tmp_path / "secret" / "IM1")
+        records[0].ReferencedFileID = outside
     dicomdir.save_as(export / "DICOMDIR")
-    assert (export / records[0].ReferencedFileID[0] / "secret" / "IM1").is_file()
-    assert not any("secret" in str(f) for f in dicomdir_files(export))
-    assert len(dicomdir_files(export)) == len(records) - 2
+    assert (export / "/".join(outside)).is_file()
+    listed = dicomdir_files(export)
+    assert len(listed) == len(records) - 1 and not any(".." in f.parts for f in listed)
     with pytest.raises(InputError, match="contains no readable DICOM image series"):
         read_volume(export)
+    assert not any(_plain_name(part) for part in ("..", ".", "", "/etc", "C:", "a\\b"))
 
 
 def test_a_lossy_12_bit_jpeg_file_reads_as_an_independent_decoder_reads_it():
