@@ -65,7 +65,7 @@ def _seg(sources, masks, descriptions, fractional=False) -> hd.seg.Segmentation:
         software_versions="1", device_serial_number="1")
 
 
-def _case(root: Path, series: Path, seg: hd.seg.Segmentation, name: str):
+def _case(root: Path, series: Path, seg: pydicom.Dataset, name: str):
     folder = root / name
     folder.mkdir()
     seg.save_as(folder / "label.dcm")
@@ -206,3 +206,59 @@ def test_a_dicom_cohort_whose_patients_have_a_seg_instead_of_a_structure_set(tmp
                  "--set", "batch_size=2", "--set", "steps_per_epoch=1", "--set",
                  "max_epochs=1", "--set", "validation_patches_per_case=1",
                  "--set", "hard_negative_rounds=0"]) == 0
+
+
+def test_a_seg_without_its_slice_spacing_keeps_the_slices_it_skips(pelvis):
+    """A SEG that states no SpacingBetweenSlices and holds the bladder on every other slice:
+    the step between its planes (6 mm) is not the grid's; read with its slice thickness (3 mm),
+    the bladder stays on its own slices (with 6 mm, nearest-neighbour placement put it on the
+    skipped ones too)."""
+    import SimpleITK as sitk
+
+    from oncoseg.geometry import image_like
+
+    root, series, _, truth = pelvis
+    ct = read_case_ct(read_dataset(root / "native", "auto", ["ct"]).cases[0])
+    bladder = truth == LABEL["Bladder"]
+    every_other = bladder & (np.arange(len(truth)) % 2 == 0)[:, None, None]
+    sitk.WriteImage(image_like(every_other.astype(np.uint8) * LABEL["Bladder"], ct),
+                    str(root / "every_other.nii.gz"))
+    assert main(["export", str(root / "every_other.nii.gz"), "--task", "oar-ct", "--format",
+                 "dicom-seg", "--reference", str(series), "--output",
+                 str(root / "every_other.dcm")]) == 0
+    seg = pydicom.dcmread(root / "every_other.dcm")
+    del seg.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].SpacingBetweenSlices
+    seg.save_as(root / "every_other.dcm")
+    back = read_dicom_seg(root / "every_other.dcm")
+    assert back.geometry.GetSpacing()[2] == pytest.approx(3.0)
+    case = _case(root, series, seg, "every_other")
+    labels, _ = case_labels(case, read_case_ct(case))
+    np.testing.assert_array_equal(labels == LABEL["Bladder"], every_other)
+
+
+def test_a_cohort_seg_whose_frames_lie_between_the_ct_slices_is_refused(tmp_path):
+    """Nearest-neighbour placement of frames half a slice off the CT's would put each plane's
+    organ on a neighbouring slice without a word."""
+    import SimpleITK as sitk
+
+    from oncoseg.geometry import image_like
+
+    assert main(["phantom", "oar-ct", "--cases", "1", "--seed", "9", "--output",
+                 str(tmp_path / "cohort"), "--progress", "none"]) == 0
+    (case,) = read_dataset(tmp_path / "cohort", "auto", ["ct"]).cases
+    ct = read_case_ct(case)
+    sitk.WriteImage(image_like(case_labels(case, ct)[0], ct), str(tmp_path / "labels.nii.gz"))
+    structure_set = Path(case.info["rtstruct"])
+    assert main(["export", str(tmp_path / "labels.nii.gz"), "--task", "oar-ct", "--format",
+                 "dicom-seg", "--reference", str(case.images["ct"]), "--output",
+                 str(structure_set.parent / "SEG.dcm")]) == 0
+    structure_set.unlink()
+    seg = pydicom.dcmread(structure_set.parent / "SEG.dcm")
+    for frame in seg.PerFrameFunctionalGroupsSequence:
+        position = frame.PlanePositionSequence[0]
+        position.ImagePositionPatient = [*position.ImagePositionPatient[:2],
+                                         float(position.ImagePositionPatient[2]) + 1.5]
+    seg.save_as(structure_set.parent / "SEG.dcm")
+    (moved,) = read_dataset(tmp_path / "cohort", "auto", ["ct"]).cases
+    with pytest.raises(InputError, match="frames do not lie on the slices of the CT series"):
+        case_labels(moved, read_case_ct(moved))

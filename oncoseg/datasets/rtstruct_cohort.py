@@ -162,13 +162,21 @@ def load_labels(case: Case, segments: Mapping[str, int]) -> tuple[sitk.Image, np
     return image, labels, annotated
 
 
+def _grid_of(image: sitk.Image) -> tuple:
+    return image.GetSize(), image.GetSpacing(), image.GetOrigin(), image.GetDirection()
+
+
 def _seg_masks(path: str, image: sitk.Image) -> Callable[[str, sitk.Image], np.ndarray]:
     """A DICOM SEG's segment (by label) as a mask on ``image``, as a structure set's
     ``mask`` gives one (nearest neighbour: exact where its frames lie on the image's planes)."""
+    from oncoseg.datasets.segmentation_labels import on_lattice, segmentation_grid
     from oncoseg.geometry import image_like, resample_to_reference
     from oncoseg.io.dicomseg_reading import read_dicom_seg
 
     segmentation = read_dicom_seg(path)
+    if not on_lattice(segmentation_grid(Path(path)), _grid_of(image)):
+        raise InputError(path, "is a DICOM SEG whose frames do not lie on the slices of the "
+                         "CT series it references")
 
     def mask(name: str, reference: sitk.Image) -> np.ndarray:
         segment = next(s for s in segmentation.segments if s.name == name)

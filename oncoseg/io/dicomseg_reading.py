@@ -122,16 +122,19 @@ def _frame_value(frame: pydicom.Dataset, shared: pydicom.Dataset | None, sequenc
 
 def _planes(path: Path, ds: pydicom.Dataset
             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
-    """Per frame: orientation (row, column), position, segment number; and the spacing
-    between slices where the object states it."""
+    """Per frame: orientation (row, column), position, segment number; and the step between
+    slices where the object states it (SpacingBetweenSlices, else SliceThickness: the planes
+    present may skip slices, so their own smallest step need not be the grid's)."""
     shared = _first(ds, "SharedFunctionalGroupsSequence")
     frames = ds.get("PerFrameFunctionalGroupsSequence") or []
     count = int(ds.get("NumberOfFrames", 1) or 1)
     if len(frames) != count:
         raise InputError(str(path), f"is a DICOM SEG whose {count} frames have "
                          f"{len(frames)} per-frame descriptions")
+    if not frames:
+        raise InputError(str(path), "is a DICOM SEG that holds no frame")
     orientations, positions, numbers = [], [], []
-    spacing = None
+    spacing = thickness = None
     for index, frame in enumerate(frames):
         orientation = _frame_value(frame, shared, "PlaneOrientationSequence",
                                    "ImageOrientationPatient")
@@ -140,7 +143,8 @@ def _planes(path: Path, ds: pydicom.Dataset
         number = _frame_value(frame, shared, "SegmentIdentificationSequence",
                               "ReferencedSegmentNumber")
         pixel = _frame_value(frame, shared, "PixelMeasuresSequence", "PixelSpacing")
-        if orientation is None or position is None or number is None or pixel is None:
+        if orientation is None or position is None or number is None or pixel is None or \
+                len(orientation) != 6 or len(position) != 3 or len(pixel) != 2:
             raise InputError(str(path), f"is a DICOM SEG whose frame {index + 1} does not say "
                              "where it lies or which segment it shows (plane position, "
                              "orientation, pixel spacing, segment number)")
@@ -150,7 +154,11 @@ def _planes(path: Path, ds: pydicom.Dataset
         between = _frame_value(frame, shared, "PixelMeasuresSequence", "SpacingBetweenSlices")
         if between is not None and float(between) > 0:
             spacing = float(between)
-    return np.asarray(orientations), np.asarray(positions), np.asarray(numbers), spacing
+        thick = _frame_value(frame, shared, "PixelMeasuresSequence", "SliceThickness")
+        if thick is not None and float(thick) > 0:
+            thickness = float(thick)
+    return np.asarray(orientations), np.asarray(positions), np.asarray(numbers), \
+        spacing or thickness
 
 
 @dataclass(frozen=True)
@@ -181,12 +189,18 @@ def _grid(path: Path, ds: pydicom.Dataset) -> tuple[FrameGrid, np.ndarray, np.nd
                          "other within their plane: they lie on no one grid")
     depth = positions @ normal
     levels = np.unique(np.round(depth, 3))
-    step = stated if stated is not None else (
-        float(np.diff(levels).min()) if len(levels) > 1 else 1.0)
-    slices = np.rint((depth - levels[0]) / step).astype(int)
-    if np.abs(levels[0] + slices * step - depth).max() > max(_PLANE_TOLERANCE, 0.05 * step):
+    smallest = float(np.diff(levels).min()) if len(levels) > 1 else None
+    # the stated step first (the planes present may skip slices), then the smallest present
+    # (a slice thickness that is not the spacing)
+    steps = [s for s in (stated, smallest) if s is not None] or [1.0]
+    for step in steps:
+        slices = np.rint((depth - levels[0]) / step).astype(int)
+        if np.abs(levels[0] + slices * step - depth).max() <= max(_PLANE_TOLERANCE,
+                                                                  0.05 * step):
+            break
+    else:
         raise InputError(str(path), f"is a DICOM SEG whose planes lie off a regular grid "
-                         f"{step:g} mm apart")
+                         f"{steps[0]:g} mm apart")
     grid = FrameGrid((int(ds.Columns), int(ds.Rows), int(slices.max()) + 1),
                      (float(pixel[1]), float(pixel[0]), float(step)),  # columns, rows, slices
                      tuple((positions[0] + (levels[0] - depth[0]) * normal).tolist()),
