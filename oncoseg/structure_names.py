@@ -13,8 +13,10 @@ codes. Structures TG-263 does not define (the brain tumour's subregions) keep On
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
 
 from oncoseg.errors import InputError
 from oncoseg.tasks import SegmentSpec, all_tasks
@@ -94,3 +96,22 @@ def matching_segment(name: str, terminology: str, specs: Sequence[SegmentSpec]
     wanted = normalise(name)
     return next((spec for spec in specs if wanted in {
         normalise(n) for n in (spec.name, spec.tg263 or spec.name, *spec.synonyms)}), None)
+
+
+# the synonym table shipped for the pelvic organs (segment name -> clinical spellings)
+OAR_CT_SYNONYMS = "oar_ct_synonyms.json"
+
+
+def synonym_table(text: str, where: str) -> dict[str, list[str]]:
+    """A synonym table's JSON (OncoSeg segment name -> clinical names; keys starting with
+    '_' are comments)."""
+    try:
+        table = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(where, f"is not valid JSON ({error})") from None
+    return {k: list(v) for k, v in table.items() if not k.startswith("_")}
+
+
+def packaged_synonym_table(name: str = OAR_CT_SYNONYMS) -> dict[str, list[str]]:
+    """A synonym table shipped in ``oncoseg/data``."""
+    return synonym_table(resources.files("oncoseg.data").joinpath(name).read_text("utf-8"), name)

@@ -58,7 +58,8 @@ def check_volume(image: sitk.Image, name: str, min_slices: int = 2,
                    f"process its {_size(size)} voxels")
 
 
-_COMPLEX = {sitk.sitkComplexFloat32, sitk.sitkComplexFloat64}
+# complex voxels: one pixel of two parts to SimpleITK's Image, two components to its reader
+COMPLEX_PIXELS = frozenset({sitk.sitkComplexFloat32, sitk.sitkComplexFloat64})
 
 
 def check_structure(image: sitk.Image, name: str) -> None:
@@ -71,7 +72,7 @@ def check_structure(image: sitk.Image, name: str) -> None:
     if dimension != 3:
         raise InputError(name, f"is a {dimension}D image (size {_size(size)}); a 3D volume is "
                          "needed (split time series or multi-volume files first)")
-    if image.GetPixelID() in _COMPLEX:
+    if image.GetPixelID() in COMPLEX_PIXELS:
         raise InputError(name, f"holds complex voxels ({image.GetPixelIDTypeAsString()}: real "
                          "and imaginary parts, as MR raw or phase data): a magnitude image is "
                          "needed")

@@ -11,10 +11,8 @@ treat its absence as background
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable, Mapping
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -25,27 +23,24 @@ from oncoseg.datasets.base import Case, check_case_id
 from oncoseg.errors import InputError
 from oncoseg.io.rtstruct import read_rtstruct
 from oncoseg.io.volumes import list_dicom_series, read_dicom_series
-from oncoseg.structure_names import normalise, tg263_synonyms
-
-DEFAULT_SYNONYMS = "oar_ct_synonyms.json"
+from oncoseg.structure_names import (
+    normalise,
+    packaged_synonym_table,
+    synonym_table,
+    tg263_synonyms,
+)
 
 
 def load_synonyms(path: str | os.PathLike[str] | None = None) -> dict[str, list[str]]:
-    """The synonym table: OncoSeg segment name -> clinical names."""
+    """The synonym table: OncoSeg segment name -> clinical names; the shipped one, or an
+    edited copy."""
     if path is None:
-        text = resources.files("oncoseg.data").joinpath(DEFAULT_SYNONYMS).read_text("utf-8")
-        where = DEFAULT_SYNONYMS
-    else:
-        where = str(path)
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            raise InputError(where, f"cannot be read ({error.strerror})") from None
+        return packaged_synonym_table()
     try:
-        table = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise InputError(where, f"is not valid JSON ({error})") from None
-    return {k: list(v) for k, v in table.items() if not k.startswith("_")}
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(str(path), f"cannot be read ({error.strerror})") from None
+    return synonym_table(text, str(path))
 
 
 def map_structures(names: list[str], synonyms: Mapping[str, list[str]]
@@ -169,12 +164,12 @@ def _grid_of(image: sitk.Image) -> tuple:
 def _seg_masks(path: str, image: sitk.Image) -> Callable[[str, sitk.Image], np.ndarray]:
     """A DICOM SEG's segment (by label) as a mask on ``image``, as a structure set's
     ``mask`` gives one (nearest neighbour: exact where its frames lie on the image's planes)."""
-    from oncoseg.datasets.segmentation_labels import on_lattice, segmentation_grid
+    from oncoseg.datasets.segmentation_labels import on_lattice
     from oncoseg.geometry import image_like, resample_to_reference
     from oncoseg.io.dicomseg_reading import read_dicom_seg
 
     segmentation = read_dicom_seg(path)
-    if not on_lattice(segmentation_grid(Path(path)), _grid_of(image)):
+    if not on_lattice(_grid_of(segmentation.geometry), _grid_of(image)):
         raise InputError(path, "is a DICOM SEG whose frames do not lie on the slices of the "
                          "CT series it references")
 

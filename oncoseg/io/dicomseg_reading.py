@@ -91,7 +91,11 @@ def _segments(header: pydicom.Dataset) -> list[Segment]:
 def dicom_seg_segments(path: str | os.PathLike[str]) -> list[Segment] | None:
     """The segments a DICOM SEG describes (its header alone; ``label_value`` is the segment
     number); None for a file that is no DICOM SEG."""
-    header = read_dicom_header(str(path), ["SOPClassUID", "SegmentSequence"])
+    return _described(path, read_dicom_header(str(path), ["SOPClassUID", "SegmentSequence"]))
+
+
+def _described(path: str | os.PathLike[str], header: pydicom.Dataset | None
+               ) -> list[Segment] | None:
     if header is None or str(getattr(header, "SOPClassUID", "")) != SEGMENTATION_STORAGE:
         return None
     segments = _segments(header)
@@ -218,10 +222,13 @@ def read_dicom_seg(path: str | os.PathLike[str]) -> Segmentation:
     lie on, each segment at its segment number (segments that overlap in layers of their
     own)."""
     path = Path(path)
-    segments = dicom_seg_segments(path)
+    try:
+        ds = pydicom.dcmread(str(path), force=True)
+    except Exception:  # truncated or corrupt: no DICOM object anyone can read
+        ds = None
+    segments = _described(path, ds)
     if segments is None:
         raise InputError(str(path), "is not a DICOM Segmentation object")
-    ds = pydicom.dcmread(str(path))
     grid, slices, numbers = _grid(path, ds)
     known = {s.label_value for s in segments}
     strange = sorted(set(numbers.tolist()) - known)

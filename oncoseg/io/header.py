@@ -21,6 +21,7 @@ from oncoseg.io.dicom_series import DicomSeries, choose_dicom_series, read_dicom
 from oncoseg.io.mgh import is_mgh, read_header
 from oncoseg.io.nifti import is_nifti
 from oncoseg.memory import require_memory
+from oncoseg.validation import COMPLEX_PIXELS
 
 # Peak memory of SimpleITK's reader over the image it returns, measured on a 512 x 512 x 384
 # int16 volume (Testing/benchmarks/bench_memory.py): NRRD and uncompressed MHA read straight
@@ -100,10 +101,7 @@ def declared_file(path: str | os.PathLike[str]) -> DeclaredImage | None:
         reader.ReadImageInformation()
     except RuntimeError:
         return None
-    # a complex voxel is one pixel of two parts to SimpleITK's Image, two components to the
-    # reader
-    complex_voxels = reader.GetPixelID() in (sitk.sitkComplexFloat32, sitk.sitkComplexFloat64)
-    components = 1 if complex_voxels else reader.GetNumberOfComponents()
+    components = 1 if reader.GetPixelID() in COMPLEX_PIXELS else reader.GetNumberOfComponents()
     probe = sitk.Image([1] * reader.GetDimension(), reader.GetPixelID(), components)
     per_voxel = probe.GetSizeOfPixelComponent() * components
     return DeclaredImage(str(path), tuple(int(s) for s in reader.GetSize()), per_voxel,

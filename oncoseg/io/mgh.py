@@ -176,7 +176,10 @@ def _geometry(header: MGHHeader) -> tuple[list[float], list[float], list[float]]
 
 def information(path: str | os.PathLike[str]) -> FileInformation:
     """The file's header as SimpleITK's reader would give it (without reading its voxels)."""
-    header = read_header(path)
+    return _information(read_header(path))
+
+
+def _information(header: MGHHeader) -> FileInformation:
     origin, spacing, direction = _geometry(header)
     pixel = _PIXEL_IDS[np.dtype(header.dtype).newbyteorder("=").str]
     return FileInformation(header.size[:header.dimension], tuple(spacing), tuple(origin),
@@ -218,9 +221,9 @@ def as_slicer_reads_it(path: str | os.PathLike[str]) -> FileInformation:
     leaves (it sets spacing, directions and origin only ``if (RASgood)``,
     ``MGHImageIO::ReadVolumeHeader``): 1 mm, axes L, P, S, the first voxel at the origin."""
     header = read_header(path)
+    found = _information(header)
     if header.placed:
-        return information(path)
-    found = information(path)
+        return found
     dimension = found.GetDimension()
     return FileInformation(found.size, (1.0,) * dimension, (0.0,) * dimension,
                            tuple(np.eye(dimension).ravel().tolist()), found.pixel_id)

@@ -1,10 +1,8 @@
 """The ``oar-ct`` task's declaration."""
 
-import json
-from importlib import resources
-
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.organs import organ
+from oncoseg.structure_names import packaged_synonym_table
 from oncoseg.tasks import InputRole, Plausible, SegmentSpec, Task, register_task
 from oncoseg.terminology import (
     ANATOMICAL_STRUCTURE,
@@ -18,15 +16,9 @@ from oncoseg.terminology import (
 FEMORAL_HEAD = Code("SCT", "68367000", "Head of femur")
 
 
-def _clinical_names() -> dict[str, tuple[str, ...]]:
-    """The structure names clinics give each organ: the default synonym table the DICOM
-    cohort layout maps structure sets with (``oncoseg/data/oar_ct_synonyms.json``), which a
-    label file that names its labels is read by too."""
-    text = resources.files("oncoseg.data").joinpath("oar_ct_synonyms.json").read_text("utf-8")
-    return {k: tuple(v) for k, v in json.loads(text).items() if not k.startswith("_")}
-
-
-_CLINICAL = _clinical_names()
+# The structure names clinics give each organ: the synonym table the DICOM cohort layout maps
+# structure sets with by default, which a label file that names its labels is read by too.
+_CLINICAL = {name: tuple(spellings) for name, spellings in packaged_synonym_table().items()}
 
 # Plausible adult volumes (mL) for a cohort's quality control: wide on purpose (a femoral
 # head with or without the neck, an empty or full bladder, a bowel bag cut by the field of view)
