@@ -20,7 +20,7 @@ from oncoseg.rectal.candidates import find_candidates
 from oncoseg.rectal.dense import probability_map
 from oncoseg.rectal.preprocessing import prepare
 from oncoseg.rectal.sampling import extract_patches
-from oncoseg.registration import RegistrationFailed
+from oncoseg.registration import RegistrationFailed, register
 
 ROLES = ("t2w", "dwi_b0", "dwi_b1000")
 
@@ -136,15 +136,20 @@ def test_too_little_overlap_and_a_failed_registration_say_so(cases):
     images = images_of(cases[0])
     with pytest.raises(InputError, match="t2w: covers only 7 % of the dwi_b0 field of view"):
         prepare({**images, "t2w": _shifted(images["t2w"], (145, 0, 0))}, registration="rigid")
-    # a T2w with signal in 9 voxels only: elastix cannot even initialise
+    # a T2w with signal in 9 voxels only: refused by name before registering (it has nothing
+    # to standardise), and elastix, given it, cannot even initialise
     array = np.zeros(sitk.GetArrayViewFromImage(images["t2w"]).shape, np.int16)
     a, b, c = (n // 2 for n in array.shape)  # the case may be stored in any axis order
     array[a, b - 1:b + 2, c - 1:c + 2] = 500
     empty = sitk.GetImageFromArray(array)
     empty.CopyInformation(images["t2w"])
+    with pytest.raises(InputError, match=r"t2w: holds no image: all but 9 of its \d+ voxels "
+                       "have the value 0"):
+        prepare({**images, "t2w": empty}, registration="rectal")
     with pytest.raises(RegistrationFailed, match=r"registration of t2w to dwi_b0 failed: the "
                        r"t2w or the dwi_b0 holds .almost. no signal"):
-        prepare({**images, "t2w": empty}, registration="rectal")
+        register(sitk.Cast(images["dwi_b0"], sitk.sitkFloat32), sitk.Cast(empty, sitk.sitkFloat32),
+                 preset="rectal", names=("dwi_b0", "t2w"))
 
 
 def test_candidates_largest_seed_and_all():

@@ -19,6 +19,7 @@ import SimpleITK as sitk
 from oncoseg.brain.config import SEQUENCES
 from oncoseg.errors import InputError
 from oncoseg.geometry import image_like, resample_to_reference, same_grid
+from oncoseg.intensity import tail_bounds
 from oncoseg.orientation import onto_grid, to_canonical
 from oncoseg.validation import check_volume
 
@@ -41,13 +42,18 @@ class BrainVolume:
 
 def normalise(array: np.ndarray, constant: float, name: str) -> np.ndarray:
     """Divide by the median of the non-zero voxels (stabler than the mean, which the tumour
-    sways), times ``constant``."""
-    nonzero = array[array != 0]
+    sways), times ``constant``; the brain's extreme 0.1 % on either side clipped first, as for
+    the z-scored tasks (:mod:`oncoseg.intensity`): a spike would otherwise reach the networks
+    at many times any tissue's value."""
+    inside = array != 0
+    nonzero = array[inside]
     median = float(np.median(nonzero)) if nonzero.size else 0.0
     if median <= 0:
         raise InputError(name, "has no positive median over its non-zero voxels; is it a "
                          "skull-stripped MR volume?")
-    return (array * (constant / median)).astype(np.float32)
+    low, high = tail_bounds(nonzero)
+    clipped = np.where(inside, np.clip(array, low, high), 0)  # the background stays 0
+    return (clipped * (constant / median)).astype(np.float32)
 
 
 def reference_role(images: Mapping[str, sitk.Image | None]) -> str:

@@ -39,6 +39,7 @@ from oncoseg.datasets import Case, Dataset
 from oncoseg.datasets.cache import case_key, load_cached, save_cached
 from oncoseg.distributed import is_main_process, unwrap, wait_for_main
 from oncoseg.errors import InputError
+from oncoseg.intensity import INTENSITY_READING
 from oncoseg.io.atomic import atomic_path
 from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement, load_network, save_model
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
@@ -75,7 +76,7 @@ def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
 
 
 def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> PreparedBrain:
-    key = case_key(case, f"brain-v1 constant={config.intensity_constant}")
+    key = case_key(case, f"brain-v1 constant={config.intensity_constant}", INTENSITY_READING)
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:

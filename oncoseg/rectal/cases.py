@@ -17,6 +17,7 @@ from oncoseg.datasets.base import Case, label_file_on
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.datasets.segmentation_labels import declared_values
 from oncoseg.errors import InputError
+from oncoseg.intensity import INTENSITY_READING
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
 from oncoseg.rectal.task import TASK
@@ -45,7 +46,7 @@ def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
 def prepare_case(case: Case, registration: str, cache: Path | None = None,
                  cancel: CancelToken | None = None) -> PreparedArrays:
     """The case's channels and labels, from the cache when it holds this exact case."""
-    key = case_key(case, registration)
+    key = case_key(case, registration, INTENSITY_READING)
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:

@@ -4,8 +4,9 @@ The DWI b0 grid is the reference (paper 000): it shows anatomy like the T2w and 
 the high-b image of the same acquisition. The T2w is registered onto it with elastix (the
 paper's B-spline preset); the high-b image is used as it is when it shares the b0 grid, and
 registered like the T2w when it does not. Each sequence is then standardised to mean 0 and
-standard deviation 1 over its own acquired voxels, so that voxels outside a sequence's field of
-view read 0, the same value the patch extraction pads with.
+standard deviation 1 over its own acquired voxels (its extreme 0.1 % on either side clipped
+first: :mod:`oncoseg.intensity`), so that voxels outside a sequence's field of view read 0, the
+same value the patch extraction pads with.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import SimpleITK as sitk
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import check_overlap, resample_to_reference, same_grid
+from oncoseg.intensity import ZScore
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.validation import check_axial, check_volume
 
@@ -65,20 +67,11 @@ def check_inputs(images: Mapping[str, sitk.Image]) -> None:
                              "patient, same study)")
 
 
-def standardise(image: sitk.Image) -> tuple[float, float]:
-    """Mean and standard deviation of an image's own voxels (the paper's z-score)."""
-    array = sitk.GetArrayViewFromImage(image).astype(np.float64)
-    std = float(array.std())
-    if std == 0:
-        raise InputError("image", "is constant; it cannot be standardised")
-    return float(array.mean()), std
-
-
 def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: str,
                   progress: ProgressCallback | None, cancel: CancelToken | None,
                   child_python: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
     """``image`` on the reference grid; outside its field of view it reads its own mean."""
-    mean, _ = standardise(image)
+    mean = ZScore.of(sitk.GetArrayViewFromImage(image), role).mean
     if same_grid(image, reference, tolerance=1e-4):
         return sitk.Cast(image, sitk.sitkFloat32), {"method": "same grid"}
     if method == "none":
@@ -114,7 +107,7 @@ def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
                                                   progress, cancel, child_python)
     channels = np.empty((len(ROLES), *sitk.GetArrayViewFromImage(reference).shape), np.float32)
     for index, role in enumerate(ROLES):
-        mean, std = standardise(images[role])
-        channels[index] = (sitk.GetArrayViewFromImage(on_grid[role]) - mean) / std
+        scale = ZScore.of(sitk.GetArrayViewFromImage(images[role]), role)
+        channels[index] = scale.apply(sitk.GetArrayViewFromImage(on_grid[role]))
     report(progress, "Preparing", len(ROLES), len(ROLES))
     return PreparedCase({r: on_grid[r] for r in ROLES}, channels, done)

@@ -17,6 +17,7 @@ import torch
 
 from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
+from oncoseg.intensity import ZScore
 from oncoseg.slices import resize_slices
 from oncoseg.staging.config import StagingConfig
 from oncoseg.validation import check_axial, check_volume
@@ -139,15 +140,15 @@ def prepare_volume(image: sitk.Image, config: StagingConfig,
     slices = torch.from_numpy(np.array(array, np.float32, order="C"))[:, None]
     shrinking = min(array.shape[1:]) > config.size
     resized = resize_slices(slices, (config.size, config.size), antialias=shrinking)[:, 0].numpy()
-    std = float(resized.std())
-    if std == 0:
-        raise InputError("t2w", "is constant inside the ROI; it holds no image there")
+    try:
+        scale = ZScore.of(resized, "t2w")
+    except InputError:
+        raise InputError("t2w", "is constant inside the ROI; it holds no image there") from None
     messages = []
     if source == "automatic":
         messages.append(f"no ROI given: a centred {config.auto_roi_mm:g} mm square was used as "
                         "the crop around rectum and tumour; place an ROI for a reliable result")
-    return PreparedVolume(((resized - resized.mean()) / std).astype(np.float32), box, source,
-                          messages)
+    return PreparedVolume(scale.apply(resized), box, source, messages)
 
 
 def representative_slices(label: np.ndarray, count: int = 3) -> list[int]:

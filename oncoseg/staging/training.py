@@ -32,6 +32,7 @@ from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.distributed import unwrap
 from oncoseg.errors import InputError
+from oncoseg.intensity import INTENSITY_READING
 from oncoseg.io.atomic import write_text_atomic
 from oncoseg.metrics import roc_auc
 from oncoseg.modelfile import (
@@ -81,7 +82,8 @@ def prepare_case(case: Case, config: StagingConfig, cache: Path | None) -> Prepa
         raise InputError(f"case '{case.id}'", "has no T2/T3 stage (the staging layout reads it "
                          "from staging.csv)")
     stage = STAGES.index(case.info["stage"])
-    key = case_key(case, str(config.size), str(config.n4), repr(config.roi_margin_mm),
+    key = case_key(case, INTENSITY_READING, str(config.size), str(config.n4),
+                   repr(config.roi_margin_mm),
                    repr(config.auto_roi_mm), repr(case.info.get("roi_lps_mm")),
                    repr(case.info.get("slices")))
     path = cache / f"{case.id}.npz" if cache is not None else None

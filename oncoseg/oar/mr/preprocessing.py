@@ -14,6 +14,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from oncoseg.intensity import OUTLIER_SHARE
 from oncoseg.orientation import to_canonical
 from oncoseg.slices import resize_slices
 from oncoseg.validation import check_axial, check_volume
@@ -37,11 +38,14 @@ def check_mr(image: sitk.Image, name: str = "mr") -> None:
 
 
 def scale_scan(volume: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1]: the scan's minimum to its 99.5th percentile (a few bright vessels or
-    fat pixels do not compress the organs' contrast)."""
+    """float32 in [0, 1]: the scan's 0.1st percentile (its minimum but for a few extreme
+    voxels, :data:`oncoseg.intensity.OUTLIER_SHARE`) to its 99.5th percentile (a few bright
+    vessels or fat pixels do not compress the organs' contrast). Until 2026-12-07 the minimum:
+    thirty voxels at minus twenty times the maximum (an int16 overflow of the brightest
+    signal) left every organ out."""
     values = np.asarray(volume, np.float32)
-    low = float(values.min())
-    high = float(np.percentile(values, UPPER_PERCENTILE))
+    low, high = (float(v) for v in np.percentile(
+        values, (100 * OUTLIER_SHARE, UPPER_PERCENTILE)))
     if high <= low:
         high = float(values.max())
     return np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)

@@ -23,6 +23,7 @@ from torch.utils.data import Dataset as TorchDataset
 from oncoseg.datasets.base import Case, Dataset
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.errors import InputError
+from oncoseg.intensity import INTENSITY_READING
 from oncoseg.metrics import slice_dice
 from oncoseg.modelfile import (
     NO_STATEMENT,
@@ -79,7 +80,7 @@ class PreparedScan:
 
 def prepare_scan(case: Case, config: OarMrConfig, cache: Path | None) -> PreparedScan:
     rle = sorted(case.info.get("rle", {}).items())
-    key = case_key(case, str(config.size), repr(rle))
+    key = case_key(case, INTENSITY_READING, str(config.size), repr(rle))
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:
