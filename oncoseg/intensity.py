@@ -1,4 +1,4 @@
-"""MR intensities as a network reads them: a z-score that a few extreme voxels cannot sway.
+"""Intensities as the networks read them: scales that a few extreme voxels cannot sway.
 
 The rectal (paper 000) and staging (paper 002) methods standardise each sequence to mean 0 and
 standard deviation 1 over its voxels. Taken literally, a handful of extreme voxels sets the
@@ -10,7 +10,10 @@ from 0.016 to 0.001 (docs/RESULTS.md, "Extreme voxels"). Both tails beyond
 :data:`OUTLIER_SHARE` of the voxels are therefore clipped before the mean and standard
 deviation are taken, and in the values the network reads, as nnU-Net clips CT to its
 foreground's 0.5th-99.5th percentiles: a volume without such voxels is read as before but for
-its brightest and darkest 0.1 % (measured on the demo models: docs/RESULTS.md).
+its brightest and darkest 0.1 % (measured on the demo models: docs/RESULTS.md). The same
+tails bound what the brain's networks read (:func:`tail_bounds`; their scale, the median, is
+robust already), where the GI scale starts, and what the quality check's neighbour
+correlation is taken of (:func:`clip_tails`).
 """
 
 from __future__ import annotations
@@ -29,17 +32,18 @@ INTENSITY_READING = f"extreme tails of {OUTLIER_SHARE:g} clipped"
 
 
 def tail_bounds(values: np.ndarray) -> tuple[float, float]:
-    """The values below and above which lie :data:`OUTLIER_SHARE` of ``values`` each."""
-    low, high = np.quantile(np.asarray(values, np.float64).ravel(),
-                            (OUTLIER_SHARE, 1 - OUTLIER_SHARE))
+    """The values below and above which lie :data:`OUTLIER_SHARE` of ``values`` each (taken
+    in the values' own type: no float64 copy of a large volume)."""
+    low, high = np.quantile(np.asarray(values).ravel(), (OUTLIER_SHARE, 1 - OUTLIER_SHARE))
     return float(low), float(high)
 
 
-def clip_tails(values: np.ndarray) -> np.ndarray:
-    """``values`` (float64) with either extreme :data:`OUTLIER_SHARE` clipped: what a statistic
-    of the whole volume (a mean, a spread, a correlation) should be taken of."""
-    values = np.asarray(values, np.float64)
-    return np.clip(values, *tail_bounds(values))
+def clip_tails(values: np.ndarray, bounds: tuple[float, float] | None = None) -> np.ndarray:
+    """A float64 copy of ``values`` with either extreme :data:`OUTLIER_SHARE` clipped (or
+    clipped to ``bounds``): what a statistic of the whole volume (a mean, a spread, a
+    correlation) should be taken of."""
+    clipped = np.array(values, np.float64)
+    return np.clip(clipped, *(bounds or tail_bounds(values)), out=clipped)
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,7 @@ class ZScore:
     def of(cls, values: np.ndarray, name: str) -> ZScore:
         """``values``' own z-score; ``name`` says which input is refused if it is constant."""
         low, high = tail_bounds(values)
-        clipped = np.clip(np.asarray(values, np.float64), low, high)
+        clipped = clip_tails(values, (low, high))
         std = float(clipped.std())
         if std == 0:
             others = int(np.count_nonzero(np.asarray(values) != low))

@@ -68,10 +68,9 @@ def check_inputs(images: Mapping[str, sitk.Image]) -> None:
 
 
 def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: str,
-                  progress: ProgressCallback | None, cancel: CancelToken | None,
+                  mean: float, progress: ProgressCallback | None, cancel: CancelToken | None,
                   child_python: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
-    """``image`` on the reference grid; outside its field of view it reads its own mean."""
-    mean = ZScore.of(sitk.GetArrayViewFromImage(image), role).mean
+    """``image`` on the reference grid; outside its field of view it reads ``mean``, its own."""
     if same_grid(image, reference, tolerance=1e-4):
         return sitk.Cast(image, sitk.sitkFloat32), {"method": "same grid"}
     if method == "none":
@@ -96,6 +95,9 @@ def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
     ``child_python``: register in a child process of that interpreter (see
     :func:`oncoseg.registration.register`)."""
     check_inputs(images)
+    # each sequence's own scale, before registering (an input without an image is refused
+    # before any time is spent on it)
+    scales = {role: ZScore.of(sitk.GetArrayViewFromImage(images[role]), role) for role in ROLES}
     reference = sitk.Cast(images[REFERENCE], sitk.sitkFloat32)
     on_grid: dict[str, sitk.Image] = {REFERENCE: reference}
     done: dict[str, Any] = {}
@@ -104,10 +106,10 @@ def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
         report(progress, "Preparing", ROLES.index(role), len(ROLES),
                message=f"{role} onto the {REFERENCE} grid")
         on_grid[role], done[role] = _to_reference(role, images[role], reference, registration,
-                                                  progress, cancel, child_python)
+                                                  scales[role].mean, progress, cancel,
+                                                  child_python)
     channels = np.empty((len(ROLES), *sitk.GetArrayViewFromImage(reference).shape), np.float32)
     for index, role in enumerate(ROLES):
-        scale = ZScore.of(sitk.GetArrayViewFromImage(images[role]), role)
-        channels[index] = scale.apply(sitk.GetArrayViewFromImage(on_grid[role]))
+        channels[index] = scales[role].apply(sitk.GetArrayViewFromImage(on_grid[role]))
     report(progress, "Preparing", len(ROLES), len(ROLES))
     return PreparedCase({r: on_grid[r] for r in ROLES}, channels, done)

@@ -41,8 +41,8 @@ def scale_scan(volume: np.ndarray) -> np.ndarray:
     """float32 in [0, 1]: the scan's 0.1st percentile (its minimum but for a few extreme
     voxels, :data:`oncoseg.intensity.OUTLIER_SHARE`) to its 99.5th percentile (a few bright
     vessels or fat pixels do not compress the organs' contrast). Until 2026-12-07 the minimum:
-    thirty voxels at minus twenty times the maximum (an int16 overflow of the brightest
-    signal) left every organ out."""
+    thirty voxels far below the scan's range (values wrapped round by a converter that stored
+    unsigned data as signed) left every organ out."""
     values = np.asarray(volume, np.float32)
     low, high = (float(v) for v in np.percentile(
         values, (100 * OUTLIER_SHARE, UPPER_PERCENTILE)))
