@@ -70,5 +70,7 @@ class ZScore:
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         """``values`` clipped to the bounds and standardised, float32."""
-        clipped = np.clip(np.asarray(values, np.float32), self.low, self.high)
-        return ((clipped - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)
+        standardised = np.clip(np.asarray(values, np.float32), self.low, self.high)
+        standardised -= np.float32(self.mean)  # in place: one volume-sized array, not three
+        standardised /= np.float32(self.std)
+        return standardised
