@@ -737,6 +737,10 @@ def child_main(folder: str) -> int:
     """The child's side (``python -c _CHILD_MAIN folder``): read ``request.json`` and the
     images, run, write ``result.json`` (and images); 0 when done, 1 when elastix failed."""
     root = Path(folder)
+    # elastix's and transformix's own scratch folders go inside the parent's, which the parent
+    # removes whatever becomes of this process: a cancel kills it before its ``with`` blocks
+    # can clean up (each cancelled registration left an elastix log folder in /tmp)
+    tempfile.tempdir = str(root)
     request = json.loads((root / "request.json").read_text(encoding="utf-8"))
 
     def image(name: str) -> sitk.Image | None:

@@ -137,6 +137,9 @@ def c_main_loop() -> Any | None:
                                  ctypes.POINTER(ctypes.c_double),
                                  ctypes.POINTER(ctypes.c_double), ctypes.c_int]
                 loop.restype = ctypes.c_int
+            # loaded, the library needs no file (each run left one in the temporary folder);
+            # where the system keeps a loaded library's file open, it stays
+            shutil.rmtree(folder, ignore_errors=True)
         _compiled.append(loop)
     return _compiled[0]
 

@@ -89,8 +89,13 @@ def test_child_registration_equals_in_process_and_loads_no_slicer_itk_plugin(
     assert not marker.exists()
 
 
-def test_cancel_ends_the_launcher_and_its_interpreter_mid_registration(pair, tmp_path):
+def test_cancel_ends_the_launcher_and_its_interpreter_mid_registration(pair, tmp_path,
+                                                                      monkeypatch):
     fixed, moving = pair
+    scratch = tmp_path / "tmp"  # this process's and the child's temporary folders
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr("tempfile.tempdir", str(scratch))
     launcher = python_launcher(tmp_path / "bin")
     cancel = CancelToken()
     tree = []
@@ -106,6 +111,7 @@ def test_cancel_ends_the_launcher_and_its_interpreter_mid_registration(pair, tmp
                  cancel=cancel, child_python=str(launcher))
     assert len(tree) >= 2, "the launcher and the interpreter it started"
     assert running(tree) == []
+    assert list(scratch.iterdir()) == [], "nothing left of the cancelled registration"
     assert time.monotonic() - started < 120
 
 
