@@ -55,22 +55,20 @@ class ExportResult:
     messages: list[str] = field(default_factory=list)
 
 
-def load_segmentation(path: str | os.PathLike[str], task: str | None = None) -> Segmentation:
+def load_segmentation(path: str | os.PathLike[str], task: str | None = None
+                      ) -> tuple[Segmentation, list[str]]:
     """A ``.seg.nrrd`` as it is, or a label-map volume whose labels are named after ``task``'s
-    segments (without a task: ``Label 1``, ``Label 2`` ...)."""
+    segments (without a task: ``Label 1``, ``Label 2`` ...); and notes on labels the task
+    names otherwise or not at all."""
     path = Path(path)
     if str(path).lower().endswith(".seg.nrrd"):
-        return read_seg_nrrd(path)
+        return read_seg_nrrd(path), []
     labels = read_image(path)
     array = sitk.GetArrayViewFromImage(labels)
     if labels.GetNumberOfComponentsPerPixel() != 1 or not np.issubdtype(array.dtype, np.integer):
         raise InputError(str(path), "is not a label map (integer labels, one component)")
     values = [int(v) for v in np.unique(array) if v != 0]
-    specs = {}
-    if task is not None:
-        from oncoseg.tasks import get_task
-
-        specs = {s.label: s for s in get_task(task).segments}
+    specs, notes = _label_specs(values, task, path.name) if task is not None else ({}, [])
     segments = []
     for value in values:
         spec = specs.get(value)
@@ -78,7 +76,32 @@ def load_segmentation(path: str | os.PathLike[str], task: str | None = None) -> 
             id=f"label_{value}", name=spec.name if spec else f"Label {value}",
             color=spec.color if spec else _default_color(value), label_value=value,
             terminology=spec.terminology.to_slicer() if spec and spec.terminology else ""))
-    return Segmentation.from_label_image(labels, segments)
+    return Segmentation.from_label_image(labels, segments), notes
+
+
+def _label_specs(values: Sequence[int], task: str, name: str) -> tuple[dict[int, Any], list[str]]:
+    """Which of ``task``'s segments each label value of file ``name`` is: its own value, or a
+    value a data set stores it as where the file lacks its own (BraTS 2017-2021 store the
+    enhancing tumour as 4 and have no 3; read as 'Label 4', a DICOM SEG would have carried
+    the tumour's most telling part unnamed). Values that are none of them keep a generic name,
+    with a note."""
+    from oncoseg.tasks import get_task
+
+    segments = get_task(task).segments
+    specs = {s.label: s for s in segments}
+    notes = []
+    for value in sorted(set(values) - set(specs)):
+        spec = next((s for s in segments if value in s.stored_as and s.label not in values),
+                    None)
+        if spec is not None:
+            specs[value] = spec
+            notes.append(f"{name}: label {value} read as '{spec.name}' (the file has no label "
+                         f"{spec.label}; data sets such as BraTS 2017-2021 store it as {value})")
+        else:
+            own = ", ".join(f"{s.label} {s.name}" for s in segments)
+            notes.append(f"{name}: label {value} is none of the {task} task's segments ({own}): "
+                         f"exported as 'Label {value}'")
+    return specs, notes
 
 
 def _default_color(value: int) -> tuple[float, float, float]:
@@ -363,13 +386,15 @@ def export_file(segmentation_path: str | os.PathLike[str], output: str | os.Path
             raise InputError(str(segmentation_path), "holds no segmentation (its task "
                              f"'{found[1].get('task')}' makes none)")
         source = found[0] / relative
-    segmentation = load_segmentation(source, task)
+    segmentation, notes = load_segmentation(source, task)
     series = choose_dicom_series(reference, series_uid) if reference is not None else None
     check_reference_matches(found[1].get("input_series") if found else None, series,
                             reference)
-    return export_segmentation(segmentation, output, fmt, series, overwrite, label,
-                               Algorithm.of_model(found[1].get("model")) if found else
-                               Algorithm(), naming, str(source))
+    result = export_segmentation(segmentation, output, fmt, series, overwrite, label,
+                                 Algorithm.of_model(found[1].get("model")) if found else
+                                 Algorithm(), naming, str(source))
+    result.messages[:0] = notes
+    return result
 
 
 def check_reference_matches(computed_on: Mapping[str, Mapping[str, str]] | None,

@@ -76,6 +76,9 @@ class SegmentSpec:
     # other names data sets give the structure (BraTS's 'ED', the Decathlon's 'edema'), by
     # which a label file that names its labels is read (oncoseg.structure_names)
     synonyms: tuple[str, ...] = ()
+    # other values data sets store the structure as, by which a label map without ``label``
+    # itself is read (BraTS 2017-2021's enhancing tumour, 4: oncoseg.export.load_segmentation)
+    stored_as: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,40 @@ def test_cli_exports_a_seg_nrrd_and_never_overwrites_unasked(ct_case, tmp_path, 
     assert list(tmp_path.glob(".*")) == []  # no temporary files left behind
 
 
+def test_a_brats_2021_label_map_names_its_label_4_as_the_enhancing_tumour(tmp_path, capsys):
+    """BraTS 2017-2021 store the enhancing tumour as 4 and have no 3 (BraTS 2024 use 4 for
+    another structure, the resection cavity, beside 3): exported with the brain task's names,
+    4 is the enhancing tumour where the file has no 3, and a generic label with a note where
+    it does."""
+    from oncoseg.io.segnrrd import read_seg_nrrd
+
+    array = np.zeros((12, 20, 20), np.uint8)
+    array[2:10, 4:16, 4:16] = 2
+    array[4:8, 6:14, 6:14] = 4
+    array[5:7, 9:11, 9:11] = 1
+    for name, extra in (("BraTS2021_00000_seg.nii.gz", None),
+                        ("BraTS-GLI-00000-100-seg.nii.gz", 3)):
+        stored = array.copy()
+        if extra is not None:  # the 2024 convention: 3 enhancing, 4 a resection cavity
+            stored[stored == 4] = 3
+            stored[0:2, 0:3, 0:3] = 4
+        image = sitk.GetImageFromArray(stored)
+        sitk.WriteImage(image, str(tmp_path / name))
+        out = tmp_path / name.replace(".nii.gz", ".seg.nrrd")
+        assert main(["export", str(tmp_path / name), "--task", "brain", "--format",
+                     "seg.nrrd", "--output", str(out)]) == 0
+        printed = capsys.readouterr().out
+        segments = {s.label_value: s for s in read_seg_nrrd(out).segments}
+        if extra is None:
+            assert segments[4].name == "Enhancing tumour"
+            assert "Neoplasm" in segments[4].terminology
+            assert "label 4 read as 'Enhancing tumour' (the file has no label 3" in printed
+        else:
+            assert segments[3].name == "Enhancing tumour"
+            assert segments[4].name == "Label 4" and segments[4].terminology == ""
+            assert "label 4 is none of the brain task's segments" in printed
+
+
 def test_label_maps_export_as_nifti_nrrd_and_seg_nrrd_named_after_the_task(ct_case, tmp_path):
     _, image, segmentation = ct_case
     labels = sitk.Image(segmentation.geometry)
@@ -203,7 +237,8 @@ def test_label_maps_export_as_nifti_nrrd_and_seg_nrrd_named_after_the_task(ct_ca
     labels = sitk.GetImageFromArray(array)
     labels.CopyInformation(image)
     sitk.WriteImage(labels, str(tmp_path / "labels.nii.gz"))
-    loaded = load_segmentation(tmp_path / "labels.nii.gz", task="oar-ct")
+    loaded, notes = load_segmentation(tmp_path / "labels.nii.gz", task="oar-ct")
+    assert notes == []
     assert [s.name for s in loaded.segments] == ["Bladder"]
     assert interpreted_type(loaded.segments[0]) == "ORGAN"
     for fmt, name in (("seg.nrrd", "x.seg.nrrd"), ("nrrd", "x.nrrd"), ("nifti", "x.nii.gz")):
@@ -714,7 +749,7 @@ def test_a_results_volumes_go_out_as_a_dicom_sr_beside_the_seg_they_reference(
                  "--seg", str(tmp_path / "oars-sr.seg.dcm")]) == 2
     assert not (tmp_path / "own.dcm").exists()
     # a segmentation that is no result's has no measurements to report
-    write_seg_nrrd(load_segmentation(predicted / "segmentation.seg.nrrd"),
+    write_seg_nrrd(load_segmentation(predicted / "segmentation.seg.nrrd")[0],
                    tmp_path / "loose.seg.nrrd")
     assert main(["export", str(tmp_path / "loose.seg.nrrd"), "--format", "dicom-sr",
                  "--reference", str(case), "--output", str(tmp_path / "x.dcm")]) == 2

@@ -33,7 +33,8 @@ SEGMENTS = (
                                 "surrounding non-enhancing FLAIR hyperintensity")),
     SegmentSpec(3, "Enhancing tumour", (0.95, 0.85, 0.2), _in_brain(NEOPLASM),
                 Plausible((0.0, 200.0), max_components=5),
-                synonyms=_names("ET", "enhancing tumor", "enhancing")),
+                synonyms=_names("ET", "enhancing tumor", "enhancing"),
+                stored_as=(4,)),  # BraTS 2017-2021; 4 is another structure from 2024 on
 )
 
 TASK = register_task(Task(
