@@ -47,6 +47,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
 
     messages = [DEMO_NOTE] if metadata.demo else []
     messages += dwi.messages if dwi else []
+    messages += ready.messages
     if not candidates.components:
         messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
     elif len(candidates.components) > 1:

@@ -67,6 +67,28 @@ def check_inputs(images: Mapping[str, sitk.Image]) -> None:
                              "patient, same study)")
 
 
+# Diffusion weighting only takes signal away: in tissue, the high-b image of an acquisition
+# reads exp(-b ADC) of its b0, about 0.05-0.75 at b = 1000 s/mm2 (ADC 0.3-3e-3 mm2/s, fluid the
+# lowest, restricted tumour the highest). Above this, the two are likely the other way round.
+MAX_HIGH_B_RATIO = 1.0
+
+
+def diffusion_order_note(b0: np.ndarray, high_b: np.ndarray) -> str | None:
+    """A note when the high-b image is brighter than the b0 over the b0's brighter half (the
+    body, not the air): the two given the other way round, which the network reads as no
+    tumour (an empty result on a phantom whose own gives 17 mL). A note, not a refusal: b0
+    and high-b images from separate series may each have been scaled on their own."""
+    tissue = b0 > max(float(np.median(b0)), 0.0)
+    if not tissue.any():
+        return None
+    ratio = float(np.median(high_b[tissue] / b0[tissue]))
+    if ratio <= MAX_HIGH_B_RATIO:
+        return None
+    return (f"dwi_b1000 reads {ratio:.1f} times dwi_b0 over the b0's brighter half, but "
+            "diffusion weighting only lowers signal (about 0.05-0.75 of the b0 in tissue at b = "
+            "1000 s/mm2): check that the two were not given the other way round")
+
+
 def _to_reference(role: str, image: sitk.Image, reference: sitk.Image, method: str,
                   mean: float, progress: ProgressCallback | None, cancel: CancelToken | None,
                   child_python: str | None = None) -> tuple[sitk.Image, dict[str, Any]]:
@@ -112,4 +134,7 @@ def prepare(images: Mapping[str, sitk.Image], registration: str = "rectal",
     for index, role in enumerate(ROLES):
         channels[index] = scales[role].apply(sitk.GetArrayViewFromImage(on_grid[role]))
     report(progress, "Preparing", len(ROLES), len(ROLES))
-    return PreparedCase({r: on_grid[r] for r in ROLES}, channels, done)
+    note = diffusion_order_note(sitk.GetArrayViewFromImage(reference),
+                                sitk.GetArrayViewFromImage(on_grid["dwi_b1000"]))
+    return PreparedCase({r: on_grid[r] for r in ROLES}, channels, done,
+                        [note] if note else [])
