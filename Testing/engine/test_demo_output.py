@@ -114,8 +114,10 @@ def test_the_evaluate_summary_shows_the_model_configuration(tmp_path, capsys):
     # ... the run's settings those of this run, the user's --set included
     assert config["threshold"] == 0.6 and config["registration"] == stored["registration"]
     # and what the model file does not record is said, not passed off as the model's
-    assert set(printed["config_not_in_model"]) == {k for k in config if k not in stored} - {
-        "threshold", "keep", "connectivity", "registration"}
+    # (the rectal demo trained on 2026-12-07 records every setting: none is listed then)
+    assert set(printed.get("config_not_in_model", ())) == {
+        k for k in config if k not in stored} - {"threshold", "keep", "connectivity",
+                                                 "registration"}
 
 
 @pytest.mark.parametrize("task", ["rectal", "oar-ct", "oar-mr", "staging", "brain"])

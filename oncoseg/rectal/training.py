@@ -20,6 +20,7 @@ from torch.utils.data import TensorDataset
 
 from oncoseg.datasets.base import Dataset
 from oncoseg.errors import InputError
+from oncoseg.intensity import INTENSITY_READING
 from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.cases import PreparedArrays, prepare_case
@@ -71,7 +72,8 @@ def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
         architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
         inputs=list(ROLES),
         preprocessing={"reference": "dwi_b0", "registration": config.registration,
-                       "standardisation": "z-score per sequence over its own voxels"},
+                       "standardisation": "z-score per sequence over its own voxels, "
+                                          f"{INTENSITY_READING}"},
         outputs={"segments": [s.name for s in TASK.segments]},
         provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
                                                   validation=validation_ids),
