@@ -30,7 +30,9 @@ from oncoseg.brain.config import SEQUENCES
 
 
 def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, Path]:
-    """A brain phantom resampled onto a 1 mm BraTS matrix, one NIfTI file per sequence."""
+    """A brain phantom resampled onto a BraTS matrix, one NIfTI file per sequence: at 1 mm,
+    or coarser along an axis where the matrix is smaller than the phantom's field of view (a
+    whole brain, as the method reads it, not a crop inside one)."""
     from oncoseg.datasets.layouts import read_dataset
     from oncoseg.verbs import phantom
 
@@ -42,10 +44,13 @@ def brats_size_case(folder: Path, size_zyx: tuple[int, int, int]) -> dict[str, P
         image = case.read(role)
         centre = np.asarray(image.TransformContinuousIndexToPhysicalPoint(
             [(s - 1) / 2 for s in image.GetSize()]))
+        extent = np.asarray(image.GetSize()) * np.asarray(image.GetSpacing())
+        spacing = np.maximum(1.0, extent / np.array([x, y, z]))
         reference = sitk.Image([x, y, z], sitk.sitkFloat32)
         reference.SetDirection(image.GetDirection())
+        reference.SetSpacing(spacing.tolist())
         reference.SetOrigin(tuple(centre - np.asarray(image.GetDirection()).reshape(3, 3)
-                                  @ (np.array([x, y, z]) - 1) / 2))
+                                  @ (spacing * (np.array([x, y, z]) - 1)) / 2))
         big = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0,
                             sitk.sitkFloat32)
         paths[role] = folder / f"{role}.nii.gz"

@@ -132,7 +132,8 @@ def test_a_brain_mr_with_its_skull_or_background_is_refused_by_name(tmp_path, ca
     noisy[noisy == 0] = 3.0
     noisy_image = sitk.GetImageFromArray(noisy)
     noisy_image.CopyInformation(small)
-    with pytest.raises(InputError, match=r"^flair: is not skull-stripped: 100% of its left"):
+    with pytest.raises(InputError, match=r"^flair: is not skull-stripped, or is cut inside "
+                       r"the brain: 100% of its left"):
         prepare_volume({"flair": noisy_image})
     # a stripped brain cropped to its own box runs
     array = sitk.GetArrayViewFromImage(images["t1c"])

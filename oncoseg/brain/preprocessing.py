@@ -61,14 +61,17 @@ def check_skull_stripped(array: np.ndarray, voxel_ml: float, name: str) -> None:
     side_share = float(sides.mean()) if sides.size else 0.0
     if volume_ml <= MAX_BRAIN_ML and side_share <= MAX_SIDE_FACE_SHARE:
         return
-    found = f"{volume_ml:,.0f} mL of it is non-zero" if volume_ml > MAX_BRAIN_ML else \
-        f"{side_share:.0%} of its left, right, front and back faces is non-zero"
-    raise InputError(name, f"is not skull-stripped: {found} (a brain: at most about "
-                     f"{MAX_BRAIN_ML:,.0f} mL, with zeros round it). The method reads "
-                     "skull-stripped volumes, every voxel outside the brain 0, as BraTS "
-                     "provides them (paper 004): strip the skull first, e.g. with HD-BET or "
-                     "SynthStrip (in 3D Slicer: the HDBrainExtraction or SwissSkullStripper "
-                     "extension)")
+    if volume_ml > MAX_BRAIN_ML:
+        found = f"is not skull-stripped: {volume_ml:,.0f} mL of it is non-zero"
+    else:
+        found = (f"is not skull-stripped, or is cut inside the brain: {side_share:.0%} of its "
+                 "left, right, front and back faces is non-zero")
+    raise InputError(name, f"{found} (a brain: at most about {MAX_BRAIN_ML:,.0f} mL, with "
+                     "zeros round it). The method reads whole skull-stripped brains, every "
+                     "voxel outside the brain 0, as BraTS provides them (paper 004): strip the "
+                     "skull first, e.g. with HD-BET or SynthStrip (in 3D Slicer: the "
+                     "HDBrainExtraction or SwissSkullStripper extension), and give the whole "
+                     "brain")
 
 
 def normalise(array: np.ndarray, constant: float, name: str) -> np.ndarray:
