@@ -264,8 +264,9 @@ def test_torchrun_ranks_share_a_cohort_and_their_union_is_the_one_process_run(tm
                  str(tmp_path / "one"), "--device", "cpu"]) == 0
     env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
     result = run_process_tree(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-         "2", "-m", "oncoseg", "predict", "oar-mr", "--dataset", str(tmp_path / "data"),
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--log-dir",
+         str(tmp_path / "torchrun-logs"), "--nproc_per_node", "2", "-m", "oncoseg", "predict",
+         "oar-mr", "--dataset", str(tmp_path / "data"),
          "--output", str(tmp_path / "two"), "--device", "cpu"], timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-4000:]
     assert "shard 1/2" in result.stderr and "shard 2/2" in result.stderr

@@ -40,6 +40,7 @@ def test_training_runs_under_torchrun_with_two_processes(task, tmp_path):
     cases, settings = RUNS[task]
     verbs.phantom(task, tmp_path / "data", cases=cases, seed=0)
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--log-dir", str(tmp_path / "torchrun-logs"),
                "--nproc_per_node", "2", "-m", "oncoseg", "train", task,
                "--dataset", str(tmp_path / "data"), "--output", str(tmp_path / "run"),
                "--progress", "none", "--device", "cpu"]

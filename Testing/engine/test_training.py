@@ -21,9 +21,11 @@ SCRIPT = Path(__file__).resolve().parents[1] / "helpers" / "train_tiny.py"
 ENV = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
 
 
-def run(*args, torchrun=False, timeout=300):
+def run(*args, torchrun=None, timeout=300):
+    """``torchrun``: a folder for torchrun's logs (else one process, no torchrun)."""
     prefix = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-              "--nproc_per_node", "2"] if torchrun else [sys.executable]
+              "--log-dir", str(torchrun), "--nproc_per_node", "2"] if torchrun else \
+        [sys.executable]
     result = run_process_tree([*prefix, str(SCRIPT), *map(str, args)], timeout, ENV)
     assert result.returncode == 0, result.stderr[-4000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -31,7 +33,8 @@ def run(*args, torchrun=False, timeout=300):
 
 def test_two_processes_follow_the_one_process_loss_sequence(tmp_path):
     single = run("--output", tmp_path / "one", "--epochs", "2", "--batch", "8")
-    double = run("--output", tmp_path / "two", "--epochs", "2", "--batch", "8", torchrun=True)
+    double = run("--output", tmp_path / "two", "--epochs", "2", "--batch", "8",
+                 torchrun=tmp_path / "torchrun-logs")
     assert len(single["step_losses"]) == len(double["step_losses"]) == 16
     for a, b in zip(single["step_losses"], double["step_losses"], strict=True):
         assert abs(a - b) <= 1e-5
@@ -156,6 +159,7 @@ def test_work_dealt_out_among_processes_comes_back_whole_and_in_order(tmp_path):
     script = tmp_path / "dealt_out.py"
     script.write_text(DEALT_OUT)
     result = run_process_tree([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                               "--log-dir", str(tmp_path / "torchrun-logs"),
                                "--nproc_per_node", "2", str(script)], 120, ENV)
     assert result.returncode == 0, result.stderr[-4000:]
     # every item once, in order, on the rank whose turn it was (rank 1 saw rank 0's too)
