@@ -139,7 +139,8 @@ class BrainTumorLogic(TaskLogic):
         before = set(node_ids(self.scene))
         try:
             nodes = add_prediction(self.scene, prediction, prefix, reference,
-                                   display_role=prediction.display_role)
+                                   display_role=prediction.display_role,
+                                   inputs=self.model_inputs(started))
             members = [segmentation_node_from_labels(self.scene, labels, prediction.segments,
                                                      reference, f"{prefix} {name}")
                        for name, labels in prediction.alternatives.items()]

@@ -15,6 +15,7 @@ from oncoseg.metrics import brats_regions, dice
 from oncoseg.verbs import phantom
 from OncoSegCommonLib.checks import cancelling_mid_run_changes_nothing, refused_without_change
 from OncoSegCommonLib.context import MRMLContext
+from OncoSegCommonLib.segmentations import input_nodes
 from OncoSegCommonLib.volumes import volume_node_from_image
 
 PHANTOM_SEED = 4343  # not a seed the demo ensemble trained on
@@ -50,6 +51,8 @@ def whole_tumour_matches_the_phantom(context: MRMLContext, folder: Path) -> None
     assert dice(predicted, truth) > 0.7, dice(predicted, truth)
     rows = {r["region"]: r["volume_ml"] for r in result.rows()}
     assert rows["whole tumour"] >= rows["tumour core"] >= rows["enhancing tumour"] > 0
+    # a refine click reads the four sequences the ensemble read, not Segment Editor's one
+    assert input_nodes(result.nodes.segmentation) == [nodes[role] for role in ROLES]
 
 
 def a_missing_flair_still_segments(context: MRMLContext, folder: Path) -> None:
@@ -59,6 +62,7 @@ def a_missing_flair_still_segments(context: MRMLContext, folder: Path) -> None:
     assert result.prediction.details["sequences_used"] == ["t1", "t1c", "t2"]
     assert "t1, t1c, t2" in result.summary()
     assert not result.nodes.probabilities and not result.member_nodes  # as asked
+    assert input_nodes(result.nodes.segmentation) == [nodes[r] for r in ("t1", "t1c", "t2")]
     assert np.any(sitk.GetArrayViewFromImage(result.prediction.labels))
 
 

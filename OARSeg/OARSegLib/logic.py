@@ -158,7 +158,8 @@ class OARSegLogic(TaskLogic):
 
     def add_results(self, prediction: Prediction, started: StartedRun) -> OARSegResult:
         reference = self.reference(prediction, started)
-        nodes = add_prediction(self.scene, prediction, self.prefix, reference)
+        nodes = add_prediction(self.scene, prediction, self.prefix, reference,
+                               inputs=self.model_inputs(started))
         return OARSegResult(prediction, nodes, reference)
 
     def compare(self, result: OARSegResult, reference_segmentation: Any, organ: str,

@@ -8,10 +8,11 @@ The "OncoSeg refine" Segment Editor effect only binds mouse events to :class:`Re
   front end sets them, are read first);
 * :meth:`RefineLogic.stroke` takes the reader's points in Slicer's RAS, converts them to LPS
   (``coordinates.ras_lps``, the one place the two meet), runs :func:`oncoseg.refine.refine` on
-  the segmentation exported on the source volume's grid (with the settings of the task that made
-  it, :func:`refine_settings_for`), and returns the change as two modifier
-  labelmaps (``vtkOrientedImageData`` on the source volume's IJK grid, the box only): voxels to
-  add and voxels to remove. The effect hands them to
+  the segmentation exported on the source volume's grid, reading every image the model read
+  (the segmentation's input links, :meth:`RefineLogic.channel_nodes`; else the source volume),
+  with the settings of the task that made it (:func:`refine_settings_for`), and returns the
+  change as two modifier labelmaps (``vtkOrientedImageData`` on the source volume's IJK grid,
+  the box only): voxels to add and voxels to remove. The effect hands them to
   ``scriptedEffect.modifySelectedSegmentByLabelmap`` with ``ModificationModeAdd`` /
   ``ModificationModeRemove``, so Segment Editor's masking settings (editable area, editable
   intensity range, overwrite of other segments) and its undo apply as to any of its own effects
@@ -44,6 +45,7 @@ from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.segmentations import (
     MODEL_ATTRIBUTE,
     TASK_ATTRIBUTE,
+    input_nodes,
     labels_from_segmentation_node,
     probability_nodes,
 )
@@ -69,6 +71,19 @@ def refine_settings_for(segmentation_node: Any) -> RefineSettings:
         return get_task(name).refine_settings()
     except InputError:  # a plug-in task not installed here
         return RefineSettings()
+
+
+def describe_refine(segmentation_node: Any | None, source_volume_node: Any | None) -> str:
+    """What the effect's panel says a click will use: the segmentation's probability maps and
+    the images it reads (:meth:`RefineLogic.channel_nodes`)."""
+    maps = probability_nodes(segmentation_node) if segmentation_node is not None else {}
+    if not maps:
+        return ("No OncoSeg probability map for this segmentation: clicks follow the image "
+                "alone.")
+    reads = input_nodes(segmentation_node) or \
+        ([source_volume_node] if source_volume_node is not None else [])
+    return (f"Probability maps found: {', '.join(sorted(maps))}. Clicks read: "
+            f"{', '.join(node.GetName() for node in reads) or 'the source volume'}.")
 
 
 @dataclass
@@ -135,7 +150,8 @@ class _State:
 
 @dataclass
 class RefineLogic:
-    """Refinement of one segmentation node against one source volume (Segment Editor's)."""
+    """Refinement of one segmentation node on one source volume's grid (Segment Editor's),
+    reading the images the model read."""
 
     segmentation_node: Any
     source_volume_node: Any
@@ -154,6 +170,14 @@ class RefineLogic:
             cached = (stamp, image_from_volume_node(node))
             self._cache[node.GetID()] = cached
         return cached[1]
+
+    def channel_nodes(self) -> list[Any]:
+        """The images refine reads: those the model read to make the segmentation (its
+        input links, ``taskrun.add_prediction``), else the source volume. Read with one
+        sequence only, a click on a multi-sequence result (the brain's enhancing tumour on its
+        FLAIR, a rectal tumour on its b0) can make it worse where every sequence makes it
+        better (docs/RESULTS.md, "Click refinement")."""
+        return input_nodes(self.segmentation_node) or [self.source_volume_node]
 
     def segment_value(self, segment_id: str) -> int:
         """The segment's value in :meth:`current_labels` (segments in order, 1, 2, ...)."""
@@ -180,8 +204,9 @@ class RefineLogic:
     def stroke(self, segment_id: str, ras_points: list[tuple[float, float, float]] | np.ndarray,
                positive: bool = True) -> RefineEdit:
         """Refine ``segment_id`` with one click (one point) or scribble (several), in RAS."""
-        for node in (self.source_volume_node, self.segmentation_node):  # RAS clicks are world
-            refuse_unhardened_transform(f"'{node.GetName()}'", node)
+        channels = self.channel_nodes()
+        for node in (*channels, self.source_volume_node, self.segmentation_node):
+            refuse_unhardened_transform(f"'{node.GetName()}'", node)  # RAS clicks are world
         points = np.asarray(ras_points, float).reshape(-1, 3)
         new = Stroke(tuple(tuple(float(v) for v in ras_lps(p)) for p in points), positive)
         labels = self.current_labels()
@@ -194,7 +219,7 @@ class RefineLogic:
         name = self.segmentation_node.GetSegmentation().GetSegment(segment_id).GetName()
         probability_node = probability_nodes(self.segmentation_node).get(name)
         probability = None if probability_node is None else self._image(probability_node)
-        result = refine(self._image(self.source_volume_node), probability, labels,
+        result = refine([self._image(node) for node in channels], probability, labels,
                         self.segment_value(segment_id), [new], earlier,
                         locked if locked.any() else None,
                         self.settings or refine_settings_for(self.segmentation_node))

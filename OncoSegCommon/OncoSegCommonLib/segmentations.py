@@ -7,7 +7,7 @@ the source volume, which DICOM export and Segment Editor both need.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ TASK_ATTRIBUTE = "OncoSeg.task"
 # '<prefix> <segment> probability'.
 PROBABILITY_REFERENCE_ROLE = "OncoSeg.probability"
 PROBABILITY_SEGMENT_ATTRIBUTE = "OncoSeg.segment"
+INPUT_REFERENCE_ROLE = "OncoSeg.input"
 SEGMENTATION_SUFFIX = " segmentation"
 PROBABILITY_SUFFIX = " probability"
 
@@ -70,6 +71,23 @@ def probability_nodes(segmentation_node: Any) -> dict[str, Any]:
         if nodes.GetNumberOfItems() == 1:
             found[name] = nodes.GetItemAsObject(0)
     return found
+
+
+def link_inputs(segmentation_node: Any, volume_nodes: Iterable[Any]) -> None:
+    """Record the volumes holding the images the model read to make ``segmentation_node``
+    (each sequence where the model saw it: a registered one's registered copy), so that a
+    correction reads the images the model did, not only the one Segment Editor shows."""
+    for node in volume_nodes:
+        segmentation_node.AddNodeReferenceID(INPUT_REFERENCE_ROLE, node.GetID())
+
+
+def input_nodes(segmentation_node: Any) -> list[Any]:
+    """The volumes :func:`link_inputs` recorded that are still in the scene; empty for a
+    segmentation OncoSeg did not make, or made before it recorded them."""
+    count = segmentation_node.GetNumberOfNodeReferences(INPUT_REFERENCE_ROLE)
+    found = (segmentation_node.GetNthNodeReference(INPUT_REFERENCE_ROLE, i)
+             for i in range(count))
+    return [node for node in found if node is not None]
 
 
 def _consecutive_labels(labels: sitk.Image, segments: Sequence[SegmentSpec]) -> sitk.Image:

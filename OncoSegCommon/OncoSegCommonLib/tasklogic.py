@@ -31,7 +31,12 @@ from OncoSegCommonLib.inputs import guess_inputs
 from OncoSegCommonLib.interpreter import slicer_python
 from OncoSegCommonLib.models import ModelChoice, available_models
 from OncoSegCommonLib.studies import place_beside
-from OncoSegCommonLib.taskrun import PredictionNodes, add_prediction, images_from_nodes
+from OncoSegCommonLib.taskrun import (
+    PredictionNodes,
+    add_prediction,
+    images_from_nodes,
+    unmoved_inputs,
+)
 from OncoSegCommonLib.volumes import as_read_from_its_file, refuse_unhardened_transform
 
 
@@ -196,11 +201,16 @@ class TaskLogic:
         place_beside(self.scene, result.all_nodes(), result.reference)
         return result
 
+    def model_inputs(self, started: StartedRun) -> dict[str, Any]:
+        """What a correction reads with the result (:func:`taskrun.unmoved_inputs`)."""
+        return unmoved_inputs(self.task.registered_roles, started.nodes)
+
     def add_results(self, prediction: Prediction, started: StartedRun) -> TaskResult:
         """The segmentation and probability maps as nodes on the reference, all or none (a
         module's logic adds its own: candidates, a table and a chart, members)."""
         reference = self.reference(prediction, started)
-        nodes = add_prediction(self.scene, prediction, self.prefix, reference)
+        nodes = add_prediction(self.scene, prediction, self.prefix, reference,
+                               inputs=self.model_inputs(started))
         return TaskResult(prediction, nodes, reference)
 
     def run(self, inputs: Mapping[str, Any], request: RunRequest | None = None,

@@ -23,6 +23,7 @@ from OncoSegCommonLib.segmentations import (
     MODEL_ATTRIBUTE,
     PROBABILITY_SUFFIX,
     TASK_ATTRIBUTE,
+    link_inputs,
     link_probability,
     segmentation_node_from_labels,
 )
@@ -55,11 +56,27 @@ def images_from_nodes(nodes: Mapping[str, Any]) -> dict[str, sitk.Image]:
     return images
 
 
+def unmoved_inputs(registered_roles: Iterable[str], nodes: Mapping[str, Any]
+                   ) -> dict[str, Any]:
+    """The input nodes that hold their image where the model read it (``add_prediction``'s
+    ``inputs``): a role the task may register lies elsewhere in its own node (a front end
+    that adds the registered copy links that instead)."""
+    moved = set(registered_roles)
+    return {role: node for role, node in nodes.items()
+            if node is not None and role not in moved}
+
+
 def add_prediction(scene: Any, prediction: Prediction, prefix: str, reference_node: Any,
                    volume_roles: Iterable[str] = (), display_role: str | None = None,
-                   opacity: float = 0.5) -> PredictionNodes:
+                   opacity: float = 0.5, inputs: Mapping[str, Any] | None = None
+                   ) -> PredictionNodes:
     """Segmentation, probability overlays and the inputs as the model saw them (the roles
-    given, e.g. the registered T2w), as new nodes; nothing is added if any step fails."""
+    given, e.g. the registered T2w), as new nodes; nothing is added if any step fails.
+
+    ``inputs``: role -> the volume node holding that image as the model read it (a run's input
+    nodes; a role in ``volume_roles`` is linked to its new registered node instead). The
+    segmentation records them (:func:`link_inputs`): refine reads every sequence the model
+    read, as the benchmark measures it (docs/RESULTS.md, "Click refinement")."""
     before = set(node_ids(scene))
     added = PredictionNodes()
     try:
@@ -73,6 +90,9 @@ def add_prediction(scene: Any, prediction: Prediction, prefix: str, reference_no
                 f"{prefix} segmentation")
             added.segmentation.SetAttribute(MODEL_ATTRIBUTE, json.dumps(prediction.model))
             added.segmentation.SetAttribute(TASK_ATTRIBUTE, prediction.task)
+            seen = {**(inputs or {}), **added.volumes}
+            link_inputs(added.segmentation, [seen[role] for role in prediction.images
+                                             if seen.get(role) is not None])
         for name, image in prediction.probabilities.items():
             added.probabilities[name] = show_probability_map(
                 scene, image, f"{prefix} {name}{PROBABILITY_SUFFIX}", background, opacity)

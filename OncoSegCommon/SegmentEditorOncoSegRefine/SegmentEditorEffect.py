@@ -78,13 +78,10 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
         if not hasattr(self, "statusLabel"):
             return
         if text is None:
-            from OncoSegCommonLib.refine import probability_nodes
+            from OncoSegCommonLib.refine import describe_refine
 
-            node = self.scriptedEffect.parameterSetNode().GetSegmentationNode()
-            maps = probability_nodes(node) if node is not None else {}
-            text = (f"Probability maps found: {', '.join(sorted(maps))}." if maps else
-                    "No OncoSeg probability map for this segmentation: clicks follow the "
-                    "image alone.")
+            parameters = self.scriptedEffect.parameterSetNode()
+            text = describe_refine(parameters.GetSegmentationNode(), _source_volume(parameters))
         self.statusLabel.text = text
 
     def _refine_logic(self):
@@ -92,8 +89,7 @@ class SegmentEditorEffect(AbstractScriptedSegmentEditorEffect):
 
         parameters = self.scriptedEffect.parameterSetNode()
         segmentation = parameters.GetSegmentationNode()
-        source = parameters.GetSourceVolumeNode() if hasattr(parameters, "GetSourceVolumeNode") \
-            else parameters.GetMasterVolumeNode()  # Slicer before 5.2
+        source = _source_volume(parameters)
         if segmentation is None or source is None:
             return None
         key = (segmentation.GetID(), source.GetID())
@@ -169,3 +165,10 @@ def register_effect():
     instance = effects.qSlicerSegmentEditorScriptedEffect(None)
     instance.setPythonSource(os.path.abspath(__file__).replace("\\", "/"))
     instance.self().register()
+
+
+def _source_volume(parameters):
+    """Segment Editor's source volume (named the master volume before Slicer 5.2)."""
+    if hasattr(parameters, "GetSourceVolumeNode"):
+        return parameters.GetSourceVolumeNode()
+    return parameters.GetMasterVolumeNode()

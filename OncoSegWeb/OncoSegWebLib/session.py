@@ -132,7 +132,7 @@ class ReviewSession:
         to correct, the probability overlays and the segment volumes."""
         from oncoseg.cohort import stored_prediction
         from oncoseg.tasks import get_task
-        from OncoSegCommonLib.taskrun import add_prediction
+        from OncoSegCommonLib.taskrun import add_prediction, unmoved_inputs
 
         prediction = stored_prediction(case.result)
         task = get_task(prediction.task)
@@ -140,7 +140,8 @@ class ReviewSession:
         scene = self.context.scene
         before = set(node_ids(scene))
         try:
-            added = add_prediction(scene, prediction, f"OncoSeg {task.name}", reference)
+            added = add_prediction(scene, prediction, f"OncoSeg {task.name}", reference,
+                                   inputs=unmoved_inputs(task.registered_roles, by_role))
         except Exception:
             remove_nodes_added_since(scene, before)
             raise

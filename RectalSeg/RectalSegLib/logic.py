@@ -39,7 +39,7 @@ from OncoSegCommonLib.tasklogic import (
     TaskResult,
     register_logic,
 )
-from OncoSegCommonLib.taskrun import add_prediction, images_from_nodes
+from OncoSegCommonLib.taskrun import add_prediction, images_from_nodes, unmoved_inputs
 from OncoSegCommonLib.volumes import volume_node_from_image
 from RectalSegLib.diffusion import diffusion_nodes, diffusion_series_from_node, is_diffusion_node
 
@@ -153,8 +153,10 @@ class RectalSegLogic(TaskLogic):
             reference = picked[B0_ROLE] if picked else inputs[B0_ROLE]
             moved = [role for role, done in prediction.details["registration"].items()
                      if done.get("method") != "same grid"]
+            # each sequence where the model read it (the registered ones: their new copies)
+            unmoved = unmoved_inputs([*moved, DWI_ROLE], inputs)
             nodes = add_prediction(self.scene, prediction, self.prefix, reference, moved,
-                                   display_role="t2w")
+                                   display_role="t2w", inputs={**unmoved, **picked})
         except Exception:
             remove_nodes_added_since(self.scene, before)
             raise

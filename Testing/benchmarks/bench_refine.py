@@ -9,8 +9,9 @@ its distance transform, in mm); a false negative gives a positive click, a false
 negative one. Up to ``--clicks`` clicks per segment. The three correctors get the same kind of
 clicks, each placed on its own errors:
 
-* ``refine``: :func:`oncoseg.refine.refine` with the click and the earlier clicks, with the
-  task's settings (``Task.refine_settings``, as Slicer's effect and the review app use them);
+* ``refine``: :func:`oncoseg.refine.refine` with the click and the earlier clicks, on every
+  image the model read, with the task's settings (``Task.refine_settings``), as Slicer's effect
+  and the review app run it (the result's linked inputs, ``RefineLogic.channel_nodes``);
 * ``brush``: a ball of ``--brush-mm`` radius painted (or erased) at the click, never over other
   segments (what Segment Editor's Paint / Erase with "overwrite other segments: none" does);
 * ``grow``: SimpleITK's ConfidenceConnected region growing from the click on the image the
@@ -112,25 +113,31 @@ def next_click(segment: np.ndarray, truth: np.ndarray, labels: sitk.Image,
     return labels.TransformIndexToPhysicalPoint((int(x), int(y), int(z))), positive
 
 
-def brush(labels: np.ndarray, grid: sitk.Image, target: int, point, positive: bool,
-          radius_mm: float) -> np.ndarray:
+def ball(grid: sitk.Image, point, radius_mm: float) -> tuple[tuple[slice, ...], np.ndarray]:
+    """A ball of ``radius_mm`` round ``point`` (LPS) on ``grid``: its box and its mask there."""
     index = np.array(grid.TransformPhysicalPointToContinuousIndex(point))[::-1]
     spacing = np.array(grid.GetSpacing())[::-1]
     reach = np.ceil(radius_mm / spacing).astype(int)
     centre = np.floor(index + 0.5).astype(int)
     low = np.maximum(centre - reach, 0)
-    high = np.minimum(centre + reach + 1, labels.shape)
-    box = tuple(slice(a, b) for a, b in zip(low, high, strict=True))
+    high = np.minimum(centre + reach + 1, grid.GetSize()[::-1])
+    box = tuple(slice(int(a), int(b)) for a, b in zip(low, high, strict=True))
     grids = np.meshgrid(*(np.arange(a, b) for a, b in zip(low, high, strict=True)),
                         indexing="ij")
-    ball = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True)) \
+    inside = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre, spacing, strict=True)) \
         <= radius_mm ** 2
+    return box, inside
+
+
+def brush(labels: np.ndarray, grid: sitk.Image, target: int, point, positive: bool,
+          radius_mm: float) -> np.ndarray:
+    box, inside = ball(grid, point, radius_mm)
     out = labels.copy()
     crop = out[box]
     if positive:
-        crop[ball & (crop == 0)] = target
+        crop[inside & (crop == 0)] = target
     else:
-        crop[ball & (crop == target)] = 0
+        crop[inside & (crop == target)] = 0
     return out
 
 
@@ -245,36 +252,53 @@ def session(prediction, truth: np.ndarray, clicks: int) -> list[dict]:
     return out
 
 
-def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
-    """Seconds per refine click on the case resampled to 256 x 256 x 40 (the issue's size)."""
-    from oncoseg.refine import Stroke
+def resampled(prediction, truth: np.ndarray, size=(256, 256, 40)):
+    """The prediction (its images, probability maps and labels) and the reference labels on a
+    grid of ``size`` over the same box (the issue's 256 x 256 x 40): what the timings read."""
+    from oncoseg.prediction import Prediction
 
     source = prediction.labels
-    settings = task_settings(prediction)
-    size = (256, 256, 40)
     spacing = [e * (n - 1) / (m - 1) for e, n, m in zip(source.GetSpacing(), source.GetSize(),
                                                          size, strict=True)]
     grid = sitk.Image(size, sitk.sitkUInt8)
     grid.SetOrigin(source.GetOrigin())
     grid.SetDirection(source.GetDirection())
     grid.SetSpacing(spacing)
-    labels = sitk.Resample(source, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+
+    def nearest(image):
+        return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkNearestNeighbor, 0)
+
+    def linear(image):
+        return sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0,
+                             sitk.sitkFloat32)
+
     truth_image = sitk.GetImageFromArray(truth.astype(np.uint8))
     truth_image.CopyInformation(source)
-    wanted = sitk.GetArrayFromImage(sitk.Resample(truth_image, grid, sitk.Transform(),
-                                                  sitk.sitkNearestNeighbor, 0)) == spec.label
-    images = [sitk.Resample(i, grid, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-              for i in prediction.images.values()]
-    probability = sitk.Resample(prediction.probabilities[spec.name], grid, sitk.Transform(),
-                                sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    moved = Prediction(task=prediction.task, model=prediction.model,
+                       images={r: linear(i) for r, i in prediction.images.items()},
+                       display_role=prediction.display_role, segments=prediction.segments,
+                       labels=nearest(source),
+                       probabilities={k: linear(v) for k, v in prediction.probabilities.items()})
+    return moved, sitk.GetArrayFromImage(nearest(truth_image))
+
+
+def speed(prediction, spec, truth: np.ndarray, repeats: int) -> list[float]:
+    """Seconds per refine click on the case resampled to 256 x 256 x 40 (the issue's size)."""
+    from oncoseg.refine import Stroke
+
+    big, truth = resampled(prediction, truth)
+    settings = task_settings(prediction)
+    wanted = truth == spec.label
+    images = list(big.images.values())
+    probability = big.probabilities[spec.name]
     times = []
-    array = sitk.GetArrayFromImage(labels)
+    array = sitk.GetArrayFromImage(big.labels)
     earlier: list[Stroke] = []
     for _ in range(repeats):
-        click = next_click(array == spec.label, wanted, labels, array == 0)
+        click = next_click(array == spec.label, wanted, big.labels, array == 0)
         if click is None:
             break
-        array = refine_click(images, probability, labels, array, spec.label, click, earlier,
+        array = refine_click(images, probability, big.labels, array, spec.label, click, earlier,
                              times, settings)
     return times
 

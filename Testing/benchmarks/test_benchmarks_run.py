@@ -150,3 +150,12 @@ def test_refine_benchmark_runs_and_refine_is_not_worse_than_the_brush():
 @pytest.mark.benchmark
 def test_refine_benchmark_full():
     print(run("bench_refine.py"))
+
+
+def test_refine_slicer_benchmark_runs_on_the_linked_sequences():
+    """The Slicer logic's clicks on slicer-core, every sequence the model read linked."""
+    summary = run("bench_refine_slicer.py", "--quick")
+    [row] = summary["rows"]
+    assert row["task"] == "rectal" and row["clicks"] == 3 and len(row["paint_s"]) == 3
+    assert row["channels"] == ["t2w", "dwi_b0", "dwi_b1000"]
+    assert row["dice_after"] >= row["dice_before"] - 0.02 and row["ratio_refine_over_paint"] > 0

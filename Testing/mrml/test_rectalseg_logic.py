@@ -116,6 +116,12 @@ def test_a_multivolume_node_is_the_dwi_input(mrml, dwi_case):
     np.testing.assert_allclose(
         image_from_volume_node(picked).GetOrigin(), b0.GetOrigin(), atol=1e-4)
     assert result.rows()
+    # a refine click reads each sequence where the model read it: the b-values picked from
+    # the series, the T2w as resampled onto the b0 grid (never the T2w node as loaded)
+    from OncoSegCommonLib.segmentations import input_nodes
+
+    linked = {n.GetName() for n in input_nodes(result.nodes.segmentation)}
+    assert linked == {"RectalSeg DWI b=0", "RectalSeg DWI b=1000", "RectalSeg t2w (registered)"}
 
 
 def test_sequences_with_b_values_in_index_or_attributes(mrml, dwi_case):

@@ -12,6 +12,7 @@ from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.refine import (
     RefineLogic,
     apply_edit,
+    describe_refine,
     is_oncoseg_result,
     probability_nodes,
     ras_of_voxel,
@@ -105,6 +106,57 @@ def test_a_ras_click_adds_at_its_voxel_and_the_modifiers_reproduce_the_engine(mr
     direct = refine(image, probability, labels, 1,
                     [Stroke.click(ras_lps(np.array(ras)), positive=True)])
     np.testing.assert_array_equal(sitk.GetArrayFromImage(direct.labels), after)
+
+
+def test_a_click_reads_every_image_the_model_read(mrml):
+    """A result made from two sequences links both (``add_prediction``'s ``inputs``) and a
+    click reads both, as the benchmark measures refine: the T2w shows the tumour and a region
+    beside it alike, the DWI the tumour alone. Read with the T2w only (the source volume, what
+    the effect read before) the click also took 41 voxels of that region."""
+    image, labels, probability, truth = scene_case()
+    beside = np.zeros(truth.shape, bool)
+    beside[3:9, 30:38, 8:24] = True
+    rng = np.random.default_rng(2)
+    t2 = sitk.GetArrayFromImage(image)
+    t2[beside] = 100.0 + rng.normal(0, 2, int(beside.sum()))
+    dwi = np.where(truth == 1, 100.0, 0.0) + rng.normal(0, 2, truth.shape)
+    t2w_image, dwi_image = (sitk.GetImageFromArray(a.astype(np.float32)) for a in (t2, dwi))
+    prior = sitk.GetArrayFromImage(probability)
+    prior[beside] = 0.4  # the model unsure there
+    maps = {"Tumour": prior, "Bladder": np.where(truth == 2, 0.9, 0.05).astype(np.float32)}
+    maps = {name: sitk.GetImageFromArray(a) for name, a in maps.items()}
+    for made in (t2w_image, dwi_image, *maps.values()):
+        made.CopyInformation(image)
+    t2w = volume_node_from_image(mrml.scene, t2w_image, "T2")
+    dwi_node = volume_node_from_image(mrml.scene, dwi_image, "DWI")
+    prediction = Prediction(task="toy", model={"name": "toy"},
+                            images={"t2w": t2w_image, "dwi": dwi_image}, display_role="t2w",
+                            segments=SPECS, labels=labels, probabilities=maps)
+    nodes = add_prediction(mrml.scene, prediction, "Case 1", t2w,
+                           inputs={"t2w": t2w, "dwi": dwi_node})
+    logic = RefineLogic(nodes.segmentation, t2w)  # the T2w is Segment Editor's source
+    assert [n.GetName() for n in logic.channel_nodes()] == ["T2", "DWI"]
+    assert describe_refine(nodes.segmentation, t2w) == \
+        "Probability maps found: Bladder, Tumour. Clicks read: T2, DWI."  # the effect's panel
+    ras = ras_of_voxel(t2w, (20, 20, 6))  # a tumour voxel the model missed
+    apply_edit(nodes.segmentation, logic.stroke(segment_id(SPECS[0]), [ras], positive=True))
+    after = sitk.GetArrayFromImage(labels_from_segmentation_node(nodes.segmentation, t2w,
+                                                                 SPECS))
+    click = [Stroke.click(ras_lps(np.array(ras)))]
+    both = refine([t2w_image, dwi_image], maps["Tumour"], labels, 1, click).labels
+    np.testing.assert_array_equal(after, sitk.GetArrayFromImage(both))
+    np.testing.assert_array_equal(after == 1, truth == 1)
+    t2w_alone = sitk.GetArrayFromImage(refine(t2w_image, maps["Tumour"], labels, 1,
+                                              click).labels)
+    assert ((t2w_alone == 1) & beside).sum() > 20
+    # a sequence removed from the scene is no longer read; with none left, the source volume
+    mrml.scene.RemoveNode(dwi_node)
+    assert [n.GetName() for n in logic.channel_nodes()] == ["T2"]
+    plain = add_prediction(mrml.scene, prediction, "Case 2", t2w)  # nothing linked
+    assert RefineLogic(plain.segmentation, t2w).channel_nodes() == [t2w]
+    assert describe_refine(plain.segmentation, t2w).endswith("Clicks read: T2.")
+    mine = segmentation_node_from_labels(mrml.scene, labels, SPECS, t2w, "Mine")
+    assert describe_refine(mine, t2w).startswith("No OncoSeg probability map")
 
 
 def test_a_negative_click_removes_and_the_bladder_is_never_touched(mrml):

@@ -17,7 +17,7 @@ from oncoseg.io.volumes import read_image
 from oncoseg.method import Hints
 from OncoSegCommonLib.context import MRMLContext
 from OncoSegCommonLib.lazy import lazy_attribute
-from OncoSegCommonLib.segmentations import labels_from_segmentation_node
+from OncoSegCommonLib.segmentations import input_nodes, labels_from_segmentation_node
 from OncoSegCommonLib.tasklogic import RunRequest, TaskLogic, TaskResult, logic_for
 from OncoSegCommonLib.volumes import image_from_volume_node, volume_node_from_image
 
@@ -67,6 +67,7 @@ def test_a_new_method_runs_through_the_slicer_logic(toy, mrml, tmp_path, monkeyp
     assert result.summary() == "1 of 1 segment(s) found"
     assert [r["segment"] for r in result.rows()] == ["Spot"] and result.rows()[0]["volume_ml"] > 0
     assert set(result.all_nodes()) == {segmentation, result.nodes.probabilities["Spot"]}
+    assert input_nodes(segmentation) == [node]  # what a refine click reads with it
     assert [m.label for m in logic.models()] == []  # no bundled model, none trained here
 
 
