@@ -56,6 +56,13 @@ def images_from_nodes(nodes: Mapping[str, Any]) -> dict[str, sitk.Image]:
     return images
 
 
+def moved_roles(prediction: Prediction) -> list[str]:
+    """The roles the run's registration moved onto the reference grid (its
+    ``details['registration']``: every role it handled but those already on that grid)."""
+    return [role for role, done in prediction.details.get("registration", {}).items()
+            if done.get("method") != "same grid"]
+
+
 def unmoved_inputs(registered_roles: Iterable[str], nodes: Mapping[str, Any]
                    ) -> dict[str, Any]:
     """The input nodes that hold their image where the model read it (``add_prediction``'s

@@ -132,7 +132,7 @@ class ReviewSession:
         to correct, the probability overlays and the segment volumes."""
         from oncoseg.cohort import stored_prediction
         from oncoseg.tasks import get_task
-        from OncoSegCommonLib.taskrun import add_prediction, unmoved_inputs
+        from OncoSegCommonLib.taskrun import add_prediction, moved_roles, unmoved_inputs
 
         prediction = stored_prediction(case.result)
         task = get_task(prediction.task)
@@ -140,8 +140,13 @@ class ReviewSession:
         scene = self.context.scene
         before = set(node_ids(scene))
         try:
+            # the stored files are the inputs as given: a sequence the run moved onto the
+            # reference grid (or may have: no record) is not where the model read it
+            handled = prediction.details.get("registration", {})
+            moved = [*moved_roles(prediction),
+                     *(r for r in task.registered_roles if r not in handled)]
             added = add_prediction(scene, prediction, f"OncoSeg {task.name}", reference,
-                                   inputs=unmoved_inputs(task.registered_roles, by_role))
+                                   inputs=unmoved_inputs(moved, by_role))
         except Exception:
             remove_nodes_added_since(scene, before)
             raise

@@ -39,7 +39,12 @@ from OncoSegCommonLib.tasklogic import (
     TaskResult,
     register_logic,
 )
-from OncoSegCommonLib.taskrun import add_prediction, images_from_nodes, unmoved_inputs
+from OncoSegCommonLib.taskrun import (
+    add_prediction,
+    images_from_nodes,
+    moved_roles,
+    unmoved_inputs,
+)
 from OncoSegCommonLib.volumes import volume_node_from_image
 from RectalSegLib.diffusion import diffusion_nodes, diffusion_series_from_node, is_diffusion_node
 
@@ -151,8 +156,7 @@ class RectalSegLogic(TaskLogic):
         try:
             picked = self._picked_dwi_nodes(prediction, inputs)
             reference = picked[B0_ROLE] if picked else inputs[B0_ROLE]
-            moved = [role for role, done in prediction.details["registration"].items()
-                     if done.get("method") != "same grid"]
+            moved = moved_roles(prediction)
             # each sequence where the model read it (the registered ones: their new copies)
             unmoved = unmoved_inputs([*moved, DWI_ROLE], inputs)
             nodes = add_prediction(self.scene, prediction, self.prefix, reference, moved,

@@ -72,6 +72,10 @@ def test_run_correct_accept_and_export_a_rectal_case(root, mrml):
     assert result.summary == f"{len(result.rows)} candidate(s)"
     assert sum(row["selected"] for row in result.rows) == 1
     assert result.segmentation in result.nodes and result.reference in nodes
+    from OncoSegCommonLib.segmentations import input_nodes
+
+    assert sorted(n.GetName() for n in input_nodes(result.segmentation)) == [
+        "RectalSeg t2w (registered)", "dwi_b0", "dwi_b1000"]  # what a refine click reads
 
     with pytest.raises(InputError, match="not accepted"):
         session.export("seg.nrrd")
@@ -270,6 +274,12 @@ def test_a_cohorts_flagged_cases_come_first_and_open_with_their_stored_result(ro
         result = session.result
         assert result is not None and result.segmentation is not None
         assert "look here" in result.summary and result.reference.GetName() == "dwi_b0"
+        # refine reads the sequences stored where the model read them: not the T2w, which
+        # the run registered onto the b0 grid (result.json's details say so)
+        from OncoSegCommonLib.segmentations import input_nodes
+
+        assert [n.GetName() for n in input_nodes(result.segmentation)] == ["dwi_b0",
+                                                                           "dwi_b1000"]
         session.accept()
         exported = session.export("seg.nrrd")
         assert exported.path.parent == out / "cases" / "rectal_001" / "reviewed"
