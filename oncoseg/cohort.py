@@ -175,7 +175,7 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
     mine = shard.cases(dataset.cases)
     remove_unfinished(output, mine)
     prepared = prepare(task, model, overrides, context)  # once for the whole cohort
-    geometry = _training_geometry(prepared)
+    geometry = quality.model_training_geometry(prepared)
     progress = CohortProgress(len(mine), write, shard)
     outcomes = []
     for case in mine:
@@ -211,14 +211,6 @@ def predict_cohort(task: str | Task, dataset: Dataset, output: str | os.PathLike
         outcomes.append(outcome)
         progress(outcome)
     return outcomes
-
-
-def _training_geometry(prepared: Any) -> dict[str, Any] | None:
-    """The training images' spacing and extent ranges the model file records (models trained
-    before OncoSeg recorded them, the demo models among them, have none: not checked)."""
-    if prepared.model is None:
-        return None
-    return prepared.model.metadata.provenance.get("dataset", {}).get("geometry")
 
 
 def _describe(error: Exception) -> str:

@@ -74,6 +74,26 @@ def modality_flags(task: Task, images: Mapping[str, Any]) -> list[Flag]:
             for flag in _modality(role.name, role.modality, images[role.name])]
 
 
+def model_training_geometry(prepared: Any) -> dict[str, Any] | None:
+    """The training images' spacing and extent ranges a model file records (models trained
+    before OncoSeg recorded them have none: not checked)."""
+    model = getattr(prepared, "model", None)
+    if model is None:
+        return None
+    return model.metadata.provenance.get("dataset", {}).get("geometry")
+
+
+def geometry_flags(task: Task, images: Mapping[str, Any],
+                   training_geometry: Mapping[str, Any] | None) -> list[Flag]:
+    """Flags on a reference image whose spacing or field of view lies outside the training
+    cases' (a patch network reads anatomy at its trained scale); what ``predict`` says of a
+    single case too."""
+    reference = images.get(task.reference_role)
+    if not isinstance(reference, sitk.Image) or not training_geometry:
+        return []
+    return _against_training(task.reference_role, reference, training_geometry)
+
+
 def check_inputs(task: Task, images: Mapping[str, sitk.Image], info: Mapping[str, Any],
                  training_geometry: Mapping[str, Any] | None = None) -> list[Flag]:
     """Flags on what a case gave the model, before or without predicting."""
@@ -90,10 +110,7 @@ def check_inputs(task: Task, images: Mapping[str, sitk.Image], info: Mapping[str
     for name in info.get("unused", ()):
         flags.append(Flag("input", "unused", name, f"the case holds '{name}', which is no "
                           f"input of the {task.name} task; it was not used"))
-    reference = images.get(task.reference_role)
-    if reference is not None and training_geometry:
-        flags += _against_training(task.reference_role, reference, training_geometry)
-    return flags
+    return flags + geometry_flags(task, images, training_geometry)
 
 
 def check_prediction(task: Task, prediction: Prediction,
@@ -225,8 +242,8 @@ def _against_training(role: str, image: sitk.Image, geometry: Mapping[str, Any])
         high = np.asarray(known["max"], float) * GEOMETRY_MARGIN
         if np.any(value < low) or np.any(value > high):
             shown = " x ".join(f"{v:.3g}" for v in value)
-            trained = " x ".join(f"{a:.3g}-{b:.3g}" for a, b in zip(known["min"], known["max"],
-                                                                      strict=True))
+            trained = " x ".join(f"{a:.3g}" if f"{a:.3g}" == f"{b:.3g}" else f"{a:.3g}-{b:.3g}"
+                                 for a, b in zip(known["min"], known["max"], strict=True))
             what = "voxel spacing" if check == "spacing" else "field of view"
             flags.append(Flag("input", check, role, f"{role} {what} {shown} {unit} (sorted) "
                               f"lies outside what the model was trained on ({trained} {unit})"))

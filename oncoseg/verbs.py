@@ -83,8 +83,11 @@ def predict(task: str | Task, images: Mapping[str, sitk.Image], model: Model = "
     loading = time.perf_counter() - started
     prediction = method_of(task).predict(prepared, images, context, hints)
     prediction.timings = {"load_model": loading, **prediction.timings}
-    # a scan unlike its role's modality (an MR given as CT, a label map as T2w): said first
-    prediction.messages[:0] = [flag.reason for flag in quality.modality_flags(task, images)]
+    # a scan unlike its role's modality (an MR given as CT, a label map as T2w), or unlike
+    # the scans the model was trained on: said first
+    flags = quality.modality_flags(task, images) + quality.geometry_flags(
+        task, images, quality.model_training_geometry(prepared))
+    prediction.messages[:0] = [flag.reason for flag in flags]
     return prediction
 
 

@@ -19,7 +19,9 @@ from oncoseg.datasets.segmentation_labels import declared_values
 from oncoseg.errors import InputError
 from oncoseg.intensity import INTENSITY_READING
 from oncoseg.progress import CancelToken
+from oncoseg.rectal.config import NATIVE
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
+from oncoseg.rectal.spacing import arrays_onto, in_plane_grid
 from oncoseg.rectal.task import TASK
 
 
@@ -70,3 +72,16 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
 def _spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
     x, y, z = image.GetSpacing()
     return (z, y, x)
+
+
+def at_in_plane(case: PreparedArrays, in_plane_mm: float | str) -> PreparedArrays:
+    """The case as the network reads it at ``in_plane_mm`` (:mod:`oncoseg.rectal.spacing`):
+    channels resampled linearly in-plane, each reader's mask with them (at 0.5); unchanged on
+    its own grid or with :data:`NATIVE`."""
+    grid = in_plane_grid(case.reference, None if in_plane_mm == NATIVE else float(in_plane_mm))
+    if grid is None:
+        return case
+    channels = arrays_onto(case.channels, case.reference, grid)
+    labels = {name: arrays_onto(mask.astype(np.float32), case.reference, grid) >= 0.5
+              for name, mask in case.labels.items()}
+    return PreparedArrays(case.case_id, channels, labels, _spacing_zyx(grid), grid)

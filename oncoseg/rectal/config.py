@@ -9,10 +9,31 @@ declarations read it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
+from oncoseg.errors import InputError
 from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
+
+# in_plane_mm's words (oncoseg/rectal/spacing.py)
+NATIVE = "native"
+MEDIAN = "median"
+
+
+def parse_in_plane(value: Any) -> float | str:
+    """:data:`NATIVE`, :data:`MEDIAN` or a spacing in mm (from ``--set``, a model file or
+    code); anything else refused by name."""
+    if isinstance(value, str) and value.strip().lower() in (NATIVE, MEDIAN):
+        return value.strip().lower()
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise InputError("--set in_plane_mm", f"is {value!r}: give '{NATIVE}' (the b0 grid as "
+                         f"stored), '{MEDIAN}' (the training cases' median) or a spacing in mm")
+    return number
 
 
 # Adadelta, cross-entropy with a small L2 penalty (below), early stopping
@@ -22,6 +43,10 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     TASK: ClassVar[str] = "rectal"
     # pre-processing
     registration: str = "rectal"  # elastix preset for T2w (and a high-b on its own grid); none
+    # the in-plane spacing the network reads at (oncoseg/rectal/spacing.py): 'median' of the
+    # training cases (recorded in the model file as a number), a number, or 'native' (the
+    # paper: the b0 grid as stored). A model file fixes it.
+    in_plane_mm: float | str = MEDIAN
     # inference and post-processing
     threshold: float = prediction_only(0.5)
     keep: str = prediction_only("largest")  # largest | all (a seed point overrides both)
@@ -46,3 +71,6 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     repeats: int = training_only(1)
     label: str = training_only("label")  # which reader's label file trains the model
 
+    def __post_init__(self) -> None:
+        """Normalise ``in_plane_mm`` (a string through ``--set``, a number from a model file)."""
+        object.__setattr__(self, "in_plane_mm", parse_in_plane(self.in_plane_mm))

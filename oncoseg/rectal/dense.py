@@ -17,11 +17,13 @@ bounded whatever the volume.
 from __future__ import annotations
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from oncoseg.device import heap_batch, runs_on_cpu
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.network import RectalPaperCNN, RectalPatchCNN
+from oncoseg.rectal.spacing import arrays_onto, in_plane_grid
 
 # Bytes per slice pixel of the dense pass's widest intermediate map (fc1's 256 channels,
 # float32), counted on the slice with its patch margin.
@@ -70,6 +72,21 @@ def probability_map(network: RectalPatchCNN | RectalPaperCNN, channels: np.ndarr
     if isinstance(network, RectalPaperCNN):
         return patch_probability_map(network, channels, device, batch, progress, cancel)
     return dense_probability_map(network, channels, device, batch, progress, cancel)
+
+
+def probability_on(network: RectalPatchCNN | RectalPaperCNN, channels: np.ndarray,
+                   reference: sitk.Image, in_plane_mm: float | None, device: str = "cpu",
+                   progress: ProgressCallback | None = None,
+                   cancel: CancelToken | None = None) -> np.ndarray:
+    """Tumour probability on ``reference``'s grid (the b0's, where ``channels`` lie) with the
+    network reading them at ``in_plane_mm`` in-plane (None: as they lie;
+    :mod:`oncoseg.rectal.spacing`)."""
+    grid = in_plane_grid(reference, in_plane_mm)
+    if grid is None:
+        return probability_map(network, channels, device, progress=progress, cancel=cancel)
+    read = probability_map(network, arrays_onto(channels, reference, grid), device,
+                           progress=progress, cancel=cancel)
+    return np.clip(arrays_onto(read, grid, reference), 0.0, 1.0)
 
 
 @torch.inference_mode()

@@ -21,24 +21,31 @@ from oncoseg.progress import CancelToken
 from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.cases import prepare_case
 from oncoseg.rectal.config import RectalConfig
-from oncoseg.rectal.dense import probability_map
+from oncoseg.rectal.dense import probability_on
+from oncoseg.rectal.spacing import model_in_plane_mm
 
 
 def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContext,
              overwrite: bool = False) -> dict[str, Any]:
     """Every case prepared and segmented as ``predict`` does, scored against its readers."""
     network, config = prepared.network, prepared.settings
+    in_plane = model_in_plane_mm(config.in_plane_mm, prepared.model.metadata.provenance)
     return evaluate_dataset(
-        data, lambda case: evaluate_case(case, network, config, context.device, context.cancel),
+        data, lambda case: evaluate_case(case, network, config, context.device, context.cancel,
+                                         in_plane),
         output, plotted=("dsc", "auc"), overwrite=overwrite,
         extra={"model": str(prepared.model.path), "config": config.as_dict()},
         progress=context.progress, cancel=context.cancel)
 
 
 def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: str,
-                  cancel: CancelToken | None) -> dict[str, Any]:
+                  cancel: CancelToken | None, in_plane_mm: float | None = None
+                  ) -> dict[str, Any]:
+    """One case's figures on its b0 grid, the network reading at ``in_plane_mm`` as in a
+    prediction (:func:`oncoseg.rectal.dense.probability_on`)."""
     prepared = prepare_case(case, config.registration, cache=None, cancel=cancel)
-    probability = probability_map(network, prepared.channels, device, cancel=cancel)
+    probability = probability_on(network, prepared.channels, prepared.reference, in_plane_mm,
+                                 device, cancel=cancel)
     _, candidates = candidates_from_probability(probability, prepared.reference, config)
     mask = candidates.mask()
     row: dict[str, Any] = {"candidates": len(candidates.components)}

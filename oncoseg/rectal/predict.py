@@ -15,8 +15,10 @@ from oncoseg.orientation import canonical_images
 from oncoseg.prediction import Prediction
 from oncoseg.progress import check_cancelled, timed
 from oncoseg.rectal.candidates import candidates_from_probability
-from oncoseg.rectal.dense import probability_map
+from oncoseg.rectal.dense import probability_on
 from oncoseg.rectal.preprocessing import REFERENCE, prepare
+from oncoseg.rectal.spacing import in_plane_grid, model_in_plane_mm
+from oncoseg.rectal.spacing import note as spacing_note
 from oncoseg.rectal.task import TASK, TUMOUR, model_high_b
 
 
@@ -34,9 +36,11 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
         ready = prepare(canonical_images(images), settings.registration, context.progress,
                         context.cancel, context.child_python)
 
+    in_plane = model_in_plane_mm(settings.in_plane_mm, metadata.provenance)
     with timed(timings, "inference"):
-        probability = probability_map(prepared.network, ready.channels, context.device,
-                                      progress=context.progress, cancel=context.cancel)
+        probability = probability_on(prepared.network, ready.channels, ready.reference,
+                                     in_plane, context.device, context.progress,
+                                     context.cancel)
     check_cancelled(context.cancel)
 
     with timed(timings, "postprocess"):
@@ -48,6 +52,8 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
     messages = [DEMO_NOTE] if metadata.demo else []
     messages += dwi.messages if dwi else []
     messages += ready.messages
+    if in_plane_grid(ready.reference, in_plane) is not None:
+        messages.append(spacing_note(ready.reference, in_plane))
     if not candidates.components:
         messages.append(f"no voxel reached p >= {settings.threshold}: the segmentation is empty")
     elif len(candidates.components) > 1:
@@ -60,7 +66,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
         images=ready.images, display_role="t2w", segments=TASK.segments, labels=labels,
         probabilities={TUMOUR.name: probability_image}, timings=timings, extra=candidates,
         details={"config": settings.as_dict(), "registration": ready.registration,
-                 "candidates": candidates.as_dicts(),
+                 "candidates": candidates.as_dicts(), "in_plane_mm": in_plane,
                  "seed_lps_mm": list(seed) if seed is not None else None,
                  "dwi": dwi.details if dwi else None},
         messages=messages).onto_grid(images[REFERENCE])

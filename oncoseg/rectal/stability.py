@@ -26,7 +26,8 @@ from oncoseg.progress import CancelToken, ProgressCallback, report
 from oncoseg.rectal.candidates import candidates_from_probability
 from oncoseg.rectal.cases import PreparedArrays, prepare_case
 from oncoseg.rectal.config import RectalConfig
-from oncoseg.rectal.dense import probability_map
+from oncoseg.rectal.dense import probability_on
+from oncoseg.rectal.spacing import model_in_plane_mm
 from oncoseg.rectal.training import CACHE_FOLDER, split_ids, train_rectal
 
 
@@ -69,10 +70,13 @@ def train_repeats(dataset: Dataset, output: Path, config: RectalConfig, device: 
 def _validation_dice(model: Path, cases: list[PreparedArrays], config: RectalConfig,
                      device: str, cancel: CancelToken | None) -> list[float]:
     """One model's DSC on each prepared validation case (the model is loaded once)."""
-    network, _ = load_network(model, expected_task="rectal", device=device)
+    network, metadata = load_network(model, expected_task="rectal", device=device)
+    in_plane = model_in_plane_mm(metadata.preprocessing.get("in_plane_mm", config.in_plane_mm),
+                                 metadata.provenance)
     scores = []
     for case in cases:
-        probability = probability_map(network, case.channels, device, cancel=cancel)
+        probability = probability_on(network, case.channels, case.reference, in_plane, device,
+                                     cancel=cancel)
         _, candidates = candidates_from_probability(probability, case.reference, config)
         scores.append(dice(candidates.mask(), case.labels[config.label]))
     return scores

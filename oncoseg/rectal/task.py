@@ -45,7 +45,7 @@ TASK = register_task(Task(
     network_modules=("oncoseg.rectal.network",),
     segments=(TUMOUR,),
     settings=RectalConfig,
-    fixed_settings=(),
+    fixed_settings=("in_plane_mm",),
     proposed_settings=("registration",),
     # the patch CNN's map saturates (median logit 6.7-7.4 inside its tumour, 1.2-2.8 in the GI
     # organs) and its error is a one-voxel rim at 0.54-0.99 round a core at 0.98-1.0: a

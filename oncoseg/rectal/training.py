@@ -23,11 +23,12 @@ from oncoseg.errors import InputError
 from oncoseg.intensity import INTENSITY_READING
 from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
-from oncoseg.rectal.cases import PreparedArrays, prepare_case
+from oncoseg.rectal.cases import PreparedArrays, at_in_plane, prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.network import NETWORKS, make_network
 from oncoseg.rectal.preprocessing import ROLES
 from oncoseg.rectal.sampling import background_regions, extract_patches, sample_voxels
+from oncoseg.rectal.spacing import training_in_plane_mm
 from oncoseg.rectal.task import TASK
 from oncoseg.training import TrainingConfig, TrainingResult, train
 
@@ -65,13 +66,14 @@ def _step(model: torch.nn.Module, batch, device: str) -> tuple[torch.Tensor, int
 
 
 def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
-                   validation_ids: list[str], statement: ModelStatement = NO_STATEMENT
-                   ) -> ModelMetadata:
+                   validation_ids: list[str], statement: ModelStatement = NO_STATEMENT,
+                   in_plane_mm: float | str | None = None) -> ModelMetadata:
     return ModelMetadata(
         task=TASK.name, architecture=NETWORKS[config.network],
         architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
         inputs=list(ROLES),
         preprocessing={"reference": "dwi_b0", "registration": config.registration,
+                       "in_plane_mm": config.in_plane_mm if in_plane_mm is None else in_plane_mm,
                        "standardisation": "z-score per sequence over its own voxels, "
                                           f"{INTENSITY_READING}"},
         outputs={"segments": [s.name for s in TASK.segments]},
@@ -118,9 +120,13 @@ def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: s
     train_ids, validation_ids = split or split_ids(dataset, config, output)
     cache = cache or output / CACHE_FOLDER
     prepared = prepare_cases(dataset, train_ids + validation_ids, config, cache, progress, cancel)
+    # every case read at one in-plane spacing, which the model file fixes for its runs
+    in_plane = training_in_plane_mm(config.in_plane_mm,
+                                    [case.spacing_zyx for case in prepared[:len(train_ids)]])
+    prepared = [at_in_plane(case, in_plane) for case in prepared]
     train_set = sample_set(prepared[:len(train_ids)], config, config.seed)
     validation_set = sample_set(prepared[len(train_ids):], config, config.seed + 1)
-    metadata = model_metadata(config, dataset, train_ids, validation_ids, statement)
+    metadata = model_metadata(config, dataset, train_ids, validation_ids, statement, in_plane)
     loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                           patience=config.patience, min_delta=config.min_delta, seed=config.seed)
     return train(
