@@ -78,7 +78,8 @@ def arrays_onto(arrays: np.ndarray, source: sitk.Image, grid: sitk.Image) -> np.
 
 
 def note(reference: sitk.Image, in_plane_mm: float) -> str:
+    """What a result says when the network read the b0 at a spacing other than its own."""
     x, y, _ = reference.GetSpacing()
-    return (f"the network read dwi_b0 at {in_plane_mm:g} mm in-plane, the spacing the model was "
-            f"trained at (the b0 is stored at {x:.3g} x {y:.3g} mm); its probability map lies "
-            "on the b0 grid")
+    return (f"the network read dwi_b0 at {in_plane_mm:g} mm in-plane (the model's in_plane_mm; "
+            f"the b0 is stored at {x:.3g} x {y:.3g} mm); its probability map lies on the b0 "
+            "grid")
