@@ -114,10 +114,12 @@ def test_the_evaluate_summary_shows_the_model_configuration(tmp_path, capsys):
     # ... the run's settings those of this run, the user's --set included
     assert config["threshold"] == 0.6 and config["registration"] == stored["registration"]
     # and what the model file does not record is said, not passed off as the model's
-    # (the rectal demo trained on 2026-12-07 records every setting: none is listed then)
+    # (the rectal demo trained on 2026-12-07 records every training setting: none is listed
+    # then). Like the registration, in_plane_mm is the run's: fixed by a model file that
+    # records it, else read from its training geometry (the demo predates the setting)
     assert set(printed.get("config_not_in_model", ())) == {
         k for k in config if k not in stored} - {"threshold", "keep", "connectivity",
-                                                 "registration"}
+                                                 "registration", "in_plane_mm"}
 
 
 @pytest.mark.parametrize("task", ["rectal", "oar-ct", "oar-mr", "staging", "brain"])
