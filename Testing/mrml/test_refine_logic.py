@@ -19,6 +19,7 @@ from OncoSegCommonLib.refine import (
     refine_settings_for,
 )
 from OncoSegCommonLib.segmentations import (
+    input_nodes,
     labels_from_segmentation_node,
     segment_id,
     segmentation_node_from_labels,
@@ -136,6 +137,15 @@ def test_a_click_reads_every_image_the_model_read(mrml):
                            inputs={"t2w": t2w, "dwi": dwi_node})
     logic = RefineLogic(nodes.segmentation, t2w)  # the T2w is Segment Editor's source
     assert [n.GetName() for n in logic.channel_nodes()] == ["T2", "DWI"]
+    # the links are saved with the scene and read back with it
+    mrml.scene.SetSaveToXMLString(1)
+    mrml.scene.Commit()
+    reloaded = type(mrml.scene)()
+    reloaded.SetLoadFromXMLString(1)
+    reloaded.SetSceneXMLString(mrml.scene.GetSceneXMLString())
+    reloaded.Import()
+    again = reloaded.GetNodeByID(nodes.segmentation.GetID())
+    assert [n.GetName() for n in input_nodes(again)] == ["T2", "DWI"]
     assert describe_refine(nodes.segmentation, t2w) == \
         "Probability maps found: Bladder, Tumour. Clicks read: T2, DWI."  # the effect's panel
     ras = ras_of_voxel(t2w, (20, 20, 6))  # a tumour voxel the model missed
