@@ -11,8 +11,9 @@ comes back onto the b0 grid, where the candidates are found. The slices stay as 
 network never reads across them.
 
 ``in_plane_mm`` (a setting the model file fixes): :data:`NATIVE` reads the b0 grid as stored
-(paper 000, one protocol); a number, that spacing; :data:`MEDIAN` (training's default) the
-median in-plane spacing of the training cases, recorded in the model file as a number.
+(paper 000 states no resampling, over DWI protocols of 1.3-3.2 mm in-plane, its Table 1); a
+number, that spacing; :data:`MEDIAN` (training's default) the median in-plane spacing of the
+training cases, recorded in the model file as a number.
 """
 
 from __future__ import annotations
