@@ -80,10 +80,19 @@ def describe_refine(segmentation_node: Any | None, source_volume_node: Any | Non
     if not maps:
         return ("No OncoSeg probability map for this segmentation: clicks follow the image "
                 "alone.")
-    reads = input_nodes(segmentation_node) or \
-        ([source_volume_node] if source_volume_node is not None else [])
+    reads = channel_nodes(segmentation_node, source_volume_node)
     return (f"Probability maps found: {', '.join(sorted(maps))}. Clicks read: "
             f"{', '.join(node.GetName() for node in reads) or 'the source volume'}.")
+
+
+def channel_nodes(segmentation_node: Any, source_volume_node: Any | None) -> list[Any]:
+    """The images refine reads: those the model read to make the segmentation (its input
+    links, ``taskrun.add_prediction``), else the source volume. Read with one sequence only, a
+    click on a multi-sequence result (the brain's enhancing tumour on its T1c, a rectal tumour
+    on its b0) can make it worse where every sequence makes it better (docs/RESULTS.md,
+    "Click refinement")."""
+    return input_nodes(segmentation_node) or \
+        ([source_volume_node] if source_volume_node is not None else [])
 
 
 @dataclass
@@ -172,12 +181,8 @@ class RefineLogic:
         return cached[1]
 
     def channel_nodes(self) -> list[Any]:
-        """The images refine reads: those the model read to make the segmentation (its
-        input links, ``taskrun.add_prediction``), else the source volume. Read with one
-        sequence only, a click on a multi-sequence result (the brain's enhancing tumour on its
-        FLAIR, a rectal tumour on its b0) can make it worse where every sequence makes it
-        better (docs/RESULTS.md, "Click refinement")."""
-        return input_nodes(self.segmentation_node) or [self.source_volume_node]
+        """The images this logic's clicks read (:func:`channel_nodes`)."""
+        return channel_nodes(self.segmentation_node, self.source_volume_node)
 
     def segment_value(self, segment_id: str) -> int:
         """The segment's value in :meth:`current_labels` (segments in order, 1, 2, ...)."""

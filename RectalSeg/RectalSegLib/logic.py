@@ -157,8 +157,9 @@ class RectalSegLogic(TaskLogic):
             picked = self._picked_dwi_nodes(prediction, inputs)
             reference = picked[B0_ROLE] if picked else inputs[B0_ROLE]
             moved = moved_roles(prediction)
-            # each sequence where the model read it (the registered ones: their new copies)
-            unmoved = unmoved_inputs([*moved, DWI_ROLE], inputs)
+            # each sequence where the model read it (the registered ones: their new copies;
+            # a 'dwi' series is no image the model read, the b-values picked from it are)
+            unmoved = unmoved_inputs(moved, inputs)
             nodes = add_prediction(self.scene, prediction, self.prefix, reference, moved,
                                    display_role="t2w", inputs={**unmoved, **picked})
         except Exception:

@@ -39,8 +39,7 @@ def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContex
 
 
 def evaluate_case(case, network: torch.nn.Module, config: RectalConfig, device: str,
-                  cancel: CancelToken | None, in_plane_mm: float | None = None
-                  ) -> dict[str, Any]:
+                  cancel: CancelToken | None, in_plane_mm: float | None) -> dict[str, Any]:
     """One case's figures on its b0 grid, the network reading at ``in_plane_mm`` as in a
     prediction (:func:`oncoseg.rectal.dense.probability_on`)."""
     prepared = prepare_case(case, config.registration, cache=None, cancel=cancel)

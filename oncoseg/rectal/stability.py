@@ -20,6 +20,7 @@ import numpy as np
 
 from oncoseg.datasets.base import Dataset
 from oncoseg.io.atomic import write_text_atomic
+from oncoseg.method import model_settings
 from oncoseg.metrics import dice, icc_agreement, summarise
 from oncoseg.modelfile import NO_STATEMENT, ModelStatement, load_network
 from oncoseg.progress import CancelToken, ProgressCallback, report
@@ -28,6 +29,7 @@ from oncoseg.rectal.cases import PreparedArrays, prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.dense import probability_on
 from oncoseg.rectal.spacing import model_in_plane_mm
+from oncoseg.rectal.task import TASK
 from oncoseg.rectal.training import CACHE_FOLDER, split_ids, train_rectal
 
 
@@ -71,7 +73,7 @@ def _validation_dice(model: Path, cases: list[PreparedArrays], config: RectalCon
                      device: str, cancel: CancelToken | None) -> list[float]:
     """One model's DSC on each prepared validation case (the model is loaded once)."""
     network, metadata = load_network(model, expected_task="rectal", device=device)
-    in_plane = model_in_plane_mm(metadata.preprocessing.get("in_plane_mm", config.in_plane_mm),
+    in_plane = model_in_plane_mm(model_settings(TASK, metadata).in_plane_mm,
                                  metadata.provenance)
     scores = []
     for case in cases:
