@@ -126,6 +126,16 @@ def resample_to_reference(
     )
 
 
+def arrays_onto(arrays: np.ndarray, source: sitk.Image, grid: sitk.Image) -> np.ndarray:
+    """Arrays (..., z, y, x) on ``source``'s grid resampled linearly onto ``grid`` (float32):
+    several channels or class maps carried to and from a network's working grid."""
+    flat = arrays.reshape(-1, *arrays.shape[-3:])
+    moved = [sitk.GetArrayFromImage(resample_to_reference(
+        image_like(np.ascontiguousarray(a, np.float32), source), grid, "linear"))
+        for a in flat]
+    return np.stack(moved).reshape(*arrays.shape[:-3], *moved[0].shape).astype(np.float32)
+
+
 def grid_with_spacing(image: sitk.Image, spacing: tuple[float, float, float]) -> sitk.Image:
     """An empty reference covering the same box as ``image`` at another spacing.
 

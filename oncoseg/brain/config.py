@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from oncoseg.settings import CommonTraining, prediction_only, training_only, with_defaults
+from oncoseg.spacing import MEDIAN, parse_spacing
 
 SEQUENCES = ("t1", "t1c", "t2", "flair")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -44,6 +45,11 @@ class BrainConfig(with_defaults(CommonTraining, learning_rate=0.25)):
     TASK: ClassVar[str] = "brain"
     # pre-processing: each sequence / median of its non-zero voxels x a constant
     intensity_constant: float = 1.0
+    # the grid the networks read (oncoseg/spacing.py): 'median' of the training cases' spacings
+    # (x, y, z in LPS axis order; recorded in the model file as numbers), three spacings, or
+    # 'native' (each reference grid as stored: the paper's cases were all BraTS's 1 mm). A
+    # model file fixes it.
+    spacing_mm: tuple[float, float, float] | str = MEDIAN
     # 2D models (one per orientation and kind): 2D model 1 ('unet', reduced U-Net
     # subnetworks) and 2D model 2 ('shallow', three-layer subnetworks), as the paper's ensemble
     subnetworks: tuple[str, ...] = training_only(SUBNETWORKS)
@@ -101,6 +107,8 @@ class BrainConfig(with_defaults(CommonTraining, learning_rate=0.25)):
 
     def __post_init__(self) -> None:
         from oncoseg.errors import InputError
+
+        object.__setattr__(self, "spacing_mm", parse_spacing(self.spacing_mm, median=True))
 
         def member_ok(member: str) -> bool:
             import_at, colon, kind = member.partition(":")

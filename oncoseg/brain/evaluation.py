@@ -19,6 +19,7 @@ from oncoseg.datasets.base import Dataset
 from oncoseg.evaluation import evaluate_dataset
 from oncoseg.method import Prepared, RunContext
 from oncoseg.metrics import brats_regions, dice, hd95
+from oncoseg.spacing import model_spacing
 
 REGION_KEYS = {"whole tumour": "wt", "tumour core": "tc", "enhancing tumour": "et"}
 
@@ -27,10 +28,11 @@ def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContex
              overwrite: bool = False) -> dict[str, Any]:
     """Dice and HD95 of the three BraTS regions per case, with a summary."""
     ensemble, settings = prepared.network, prepared.settings
+    read_at = model_spacing(settings.spacing_mm, prepared.model.metadata.provenance)
 
     def case_row(case) -> dict[str, Any]:
         volume = prepare_volume({role: case.read(role) for role in case.images},
-                                settings.intensity_constant, settings.dropped)
+                                settings.intensity_constant, settings.dropped, read_at)
         labels, _, _ = segment(ensemble, volume, settings, context.device,
                                cancel=context.cancel)
         predicted = sitk.GetArrayFromImage(back_to_grid(labels, volume))

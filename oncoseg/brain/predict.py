@@ -13,7 +13,6 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from oncoseg.body import nonzero_body
 from oncoseg.brain.config import ORIENTATIONS, BrainConfig
 from oncoseg.brain.network import BrainEnsemble
 from oncoseg.brain.preprocessing import (
@@ -32,6 +31,7 @@ from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.postprocess import most_likely
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
+from oncoseg.spacing import model_spacing
 from oncoseg.upsampling import reused_concatenations
 
 SLICE_BATCH = 16  # slices per batch on a GPU
@@ -115,9 +115,11 @@ def member_results(ensemble: BrainEnsemble, volume: BrainVolume,
                    features: Mapping[str, np.ndarray], config: BrainConfig, device: str = "cpu",
                    progress: ProgressCallback | None = None, cancel: CancelToken | None = None
                    ) -> tuple[list[np.ndarray], torch.Tensor]:
-    """Each 2D-3D member's labels (z, y, x) and the sum of their softmax maps (4, z, y, x).
-    The members share their decoders' concatenation buffers (same shapes, one at a time:
-    :func:`oncoseg.upsampling.reused_concatenations`)."""
+    """Each 2D-3D member's labels (z, y, x) and the sum of their softmax maps (4, z, y, x), on
+    the oriented reference grid: read on a working grid, each member's softmax comes back
+    onto it (linear) before its labels are chosen, so the vote sees what each member says at
+    the reference's voxels. The members share their decoders' concatenation buffers (same
+    shapes, one at a time: :func:`oncoseg.upsampling.reused_concatenations`)."""
     members, total = [], None
     with reused_concatenations():
         for index, network in enumerate(ensemble.nets3d):
@@ -125,6 +127,9 @@ def member_results(ensemble: BrainEnsemble, volume: BrainVolume,
             probabilities = member_probabilities(network, volume.array,
                                                  features[network.features_from], config,
                                                  device, cancel)
+            if volume.resampled:
+                probabilities = torch.from_numpy(volume.onto_oriented(
+                    probabilities.cpu().numpy()))
             members.append(most_likely(probabilities))
             total = probabilities if total is None else total + probabilities
     return members, total
@@ -134,9 +139,10 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
             device: str = "cpu", progress: ProgressCallback | None = None,
             cancel: CancelToken | None = None, timings: dict[str, float] | None = None
             ) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
-    """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels);
-    ``timings`` receives the seconds of the 2D and the 2D-3D stages. Nothing is labelled
-    outside the skull-stripped brain (where every sequence is zero), as BraTS labels are."""
+    """(voted labels (z, y, x), mean class probabilities (4, z, y, x), each member's labels),
+    on the oriented reference grid; ``timings`` receives the seconds of the 2D and the 2D-3D
+    stages. Nothing is labelled outside the skull-stripped brain (where every sequence is
+    zero), as BraTS labels are."""
     timings = {} if timings is None else timings
     ensemble.eval()
     with timed(timings, "models_2d"):  # each 2D model kind's features, once
@@ -148,7 +154,7 @@ def segment(ensemble: BrainEnsemble, volume: BrainVolume, config: BrainConfig,
                                         cancel)
         mean = (total / len(ensemble.nets3d)).cpu().numpy()
     with timed(timings, "vote"):
-        outside = ~nonzero_body(volume.array)
+        outside = ~volume.body
         mean[:, outside] = 0.0
         mean[0, outside] = 1.0
         for member in members:
@@ -166,7 +172,8 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image | None], context
     timings: dict[str, float] = {}
 
     with timed(timings, "preprocess"):
-        volume = prepare_volume(images, settings.intensity_constant, settings.dropped)
+        volume = prepare_volume(images, settings.intensity_constant, settings.dropped,
+                                model_spacing(settings.spacing_mm, metadata.provenance))
     check_cancelled(cancel)
 
     stages: dict[str, float] = {}  # inside inference: in details, not summed twice
@@ -188,6 +195,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image | None], context
         segments=TASK.segments, labels=back_to_grid(labels, volume), probabilities=maps,
         timings=timings, messages=messages,
         details={"sequences_used": volume.used, "reference": volume.reference_role,
+                 "spacing_mm": [round(v, 4) for v in volume.work.GetSpacing()],
                  "members": [ensemble.member_name(i) for i in range(len(ensemble.nets3d))],
                  "inference_stages_s": {k: round(v, 3) for k, v in stages.items()},
                  "config": settings.as_dict()},

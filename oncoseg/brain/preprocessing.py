@@ -2,7 +2,10 @@
 grid (T1c's, or the first present sequence's), in the canonical (LPS) axis order of
 :mod:`oncoseg.orientation`, each divided by the median
 of its non-zero voxels times a constant (paper 004, section 3.1); absent sequences are zeros
-and flagged absent. Each must be skull-stripped, as BraTS provides them (paper 004, section
+and flagged absent. A model with a spacing (``spacing_mm``, :mod:`oncoseg.spacing`) reads them
+resampled to it, as the paper's networks read BraTS's volumes, which its organisers resample to
+1 mm: a network trained at one spacing and given a scan at half of it sees a brain twice the
+size. Each must be skull-stripped, as BraTS provides them (paper 004, section
 4): the method reads its non-zero voxels as the brain (:func:`check_skull_stripped`).
 
 Array axes (z, y, x) after orienting to LPS are (inferior-superior, anterior-posterior,
@@ -17,11 +20,20 @@ from dataclasses import dataclass, field
 import numpy as np
 import SimpleITK as sitk
 
+from oncoseg.body import nonzero_body
 from oncoseg.brain.config import SEQUENCES
 from oncoseg.errors import InputError
-from oncoseg.geometry import image_like, resample_to_reference, same_grid, voxel_volume_ml
+from oncoseg.geometry import (
+    arrays_onto,
+    grid_with_spacing,
+    image_like,
+    resample_to_reference,
+    same_grid,
+    voxel_volume_ml,
+)
 from oncoseg.intensity import tail_bounds
 from oncoseg.orientation import onto_grid, to_canonical
+from oncoseg.spacing import same_spacing
 from oncoseg.validation import check_volume
 
 AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
@@ -29,16 +41,53 @@ AXIS = {"axial": 0, "coronal": 1, "sagittal": 2}
 
 @dataclass
 class BrainVolume:
-    array: np.ndarray  # (K, z, y, x) float32, LPS axis order
+    array: np.ndarray  # (K, z, y, x) float32, LPS axis order, on ``work``
     present: np.ndarray  # (K,) bool
     grid: sitk.Image  # the reference grid as given (outputs go back onto it)
-    oriented: sitk.Image  # the reference grid in LPS axis order (the array's)
+    oriented: sitk.Image  # the reference grid in LPS axis order
     reference_role: str
     messages: list[str] = field(default_factory=list)
+    work: sitk.Image | None = None  # the array's grid: ``oriented`` unless a spacing asks
+    body: np.ndarray | None = None  # (z, y, x) on ``oriented``: where any sequence is non-zero
+
+    def __post_init__(self) -> None:
+        if self.work is None:
+            self.work = self.oriented
+        if self.body is None:
+            self.body = nonzero_body(self.array)
 
     @property
     def used(self) -> list[str]:
         return [s for s, p in zip(SEQUENCES, self.present, strict=True) if p]
+
+    @property
+    def resampled(self) -> bool:
+        """Whether the networks read another grid than the reference's own."""
+        return self.work is not self.oriented
+
+    def onto_oriented(self, arrays: np.ndarray) -> np.ndarray:
+        """Maps (..., z, y, x) on the working grid carried onto the oriented reference grid
+        (linear): the networks' class probabilities, before any label is chosen."""
+        return arrays_onto(arrays, self.work, self.oriented) if self.resampled else arrays
+
+
+def working_grid(oriented: sitk.Image, spacing_mm: tuple[float, float, float] | None
+                 ) -> sitk.Image:
+    """The grid the networks read: the oriented reference itself, or its box at
+    ``spacing_mm`` (x, y, z, LPS axis order), its direction kept (an oblique scan is read
+    along its own axes, as the networks always read it)."""
+    if spacing_mm is None or same_spacing(oriented.GetSpacing(), spacing_mm):
+        return oriented
+    return grid_with_spacing(oriented, spacing_mm)
+
+
+def spacing_note(volume: BrainVolume) -> str:
+    """What a result says when the networks read another grid than the reference's."""
+    read, stored = (" x ".join(f"{s:.3g}" for s in g.GetSpacing())
+                    for g in (volume.work, volume.oriented))
+    return (f"the networks read the sequences at {read} mm (the model's spacing_mm; the "
+            f"{volume.reference_role} is stored at {stored} mm); the results lie on the "
+            f"{volume.reference_role} grid")
 
 
 # The largest adult intracranial volumes are about 2 L: non-zero voxels beyond this are more
@@ -99,8 +148,10 @@ def reference_role(images: Mapping[str, sitk.Image | None]) -> str:
 
 
 def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.0,
-                   drop: Sequence[str] = ()) -> BrainVolume:
-    """``drop``: sequences to leave out even when given."""
+                   drop: Sequence[str] = (),
+                   spacing_mm: tuple[float, float, float] | None = None) -> BrainVolume:
+    """``drop``: sequences to leave out even when given; ``spacing_mm``: the networks' grid's
+    spacing (None: the reference grid's own)."""
     images = {k: (None if k in drop else v) for k, v in images.items()}
     role = reference_role(images)
     grid = images[role]
@@ -128,7 +179,14 @@ def prepare_volume(images: Mapping[str, sitk.Image | None], constant: float = 1.
     if missing:
         messages.append(f"sequences used: {', '.join(s for s in SEQUENCES if s not in missing)}"
                         f" ({', '.join(missing)} missing: the model uses the subnetworks it has)")
-    return BrainVolume(array, present, grid, oriented, role, messages)
+    body = nonzero_body(array)
+    work = working_grid(oriented, spacing_mm)
+    if work is not oriented:  # normalised first: the same median whatever the grid
+        array = arrays_onto(array, oriented, work)
+    volume = BrainVolume(array, present, grid, oriented, role, messages, work, body)
+    if volume.resampled:
+        messages.append(spacing_note(volume))
+    return volume
 
 
 def to_slices(volume: np.ndarray, orientation: str) -> np.ndarray:

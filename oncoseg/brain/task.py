@@ -59,6 +59,6 @@ TASK = register_task(Task(
     network_modules=("oncoseg.brain.network",),
     segments=SEGMENTS,
     settings=BrainConfig,
-    fixed_settings=("intensity_constant",),
+    fixed_settings=("intensity_constant", "spacing_mm"),
     proposed_settings=("vote_thresholds",),
 ))

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 from torch.utils.data import Dataset as TorchDataset
 
@@ -33,16 +34,19 @@ from oncoseg.brain.losses import batch_weighted_cross_entropy
 from oncoseg.brain.network import Brain2D, Brain3D, SubnetworkPretraining, brain_3d
 from oncoseg.brain.optimizer import LossPlateauHalving, NormalisedSGD
 from oncoseg.brain.predict import features_2d
-from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices
+from oncoseg.brain.preprocessing import BrainVolume, prepare_volume, to_slices, working_grid
 from oncoseg.brain.task import TASK
 from oncoseg.datasets import Case, Dataset
-from oncoseg.datasets.cache import case_key, load_cached, save_cached
+from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.distributed import is_main_process, unwrap, wait_for_main
 from oncoseg.errors import InputError
+from oncoseg.geometry import arrays_onto
 from oncoseg.intensity import INTENSITY_READING
 from oncoseg.io.atomic import atomic_path
 from oncoseg.modelfile import NO_STATEMENT, ModelMetadata, ModelStatement, load_network, save_model
+from oncoseg.postprocess import most_likely
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.spacing import MEDIAN, NATIVE, median_spacing, parse_spacing
 from oncoseg.training import MODEL_FILE, TrainingConfig, train
 
 
@@ -51,6 +55,7 @@ class PreparedBrain:
     id: str
     image: np.ndarray  # (K, z, y, x) float32, LPS order
     labels: np.ndarray  # (z, y, x) uint8: 0..3
+    grid: sitk.Image  # the arrays' grid (LPS axis order)
     # (12, z, y, x) per 2D model kind, once the 2D models exist
     features: dict[str, np.ndarray] = field(default_factory=dict)
     # (K,) the sequences the case has: an absent one is all zeros, a present one never is
@@ -76,17 +81,41 @@ def case_labels(case: Case, volume: BrainVolume) -> np.ndarray:
 
 
 def prepare_case(case: Case, config: BrainConfig, cache: Path | None) -> PreparedBrain:
-    key = case_key(case, f"brain-v1 constant={config.intensity_constant}", INTENSITY_READING)
+    """The case on its reference grid (LPS axis order), as :func:`at_spacing` takes it."""
+    key = case_key(case, f"brain-v2 constant={config.intensity_constant}", INTENSITY_READING)
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
     if cached is not None:
-        arrays, _ = cached
-        return PreparedBrain(case.id, arrays["image"], arrays["labels"])
+        arrays, grid = cached
+        return PreparedBrain(case.id, arrays["image"], arrays["labels"], grid)
     volume = prepare_volume({role: case.read(role) for role in case.images},
                             config.intensity_constant)
-    prepared = PreparedBrain(case.id, volume.array, case_labels(case, volume))
-    save_cached(path, key, volume.grid, {"image": prepared.image, "labels": prepared.labels})
+    prepared = PreparedBrain(case.id, volume.array, case_labels(case, volume),
+                             empty_grid(volume.oriented))
+    save_cached(path, key, volume.oriented, {"image": prepared.image, "labels": prepared.labels})
     return prepared
+
+
+def at_spacing(case: PreparedBrain, spacing_mm: tuple[float, float, float] | str
+               ) -> PreparedBrain:
+    """The case as the networks read it at ``spacing_mm`` (:data:`NATIVE`: unchanged): the
+    sequences resampled linearly, the labels as the class whose one-hot map is largest there,
+    as a prediction's members choose theirs."""
+    grid = working_grid(case.grid, None if spacing_mm == NATIVE else spacing_mm)
+    if grid is case.grid:
+        return case
+    one_hot = np.stack([case.labels == c for c in range(len(TASK.segments) + 1)])
+    labels = most_likely(arrays_onto(one_hot.astype(np.float32), case.grid, grid))
+    return PreparedBrain(case.id, arrays_onto(case.image, case.grid, grid), labels, grid)
+
+
+def training_spacing(config: BrainConfig, cases: list[PreparedBrain]
+                     ) -> tuple[float, float, float] | str:
+    """What a training run reads at: :data:`MEDIAN` resolved over its training cases'
+    spacings (LPS axis order), three numbers or :data:`NATIVE` as given."""
+    if config.spacing_mm != MEDIAN:
+        return config.spacing_mm
+    return median_spacing([case.grid.GetSpacing() for case in cases])
 
 
 def complete(cases: list[PreparedBrain]) -> list[PreparedBrain]:
@@ -245,7 +274,9 @@ def _metadata(config: BrainConfig, architecture: str, args: dict, dataset: Datas
     return ModelMetadata(
         task=TASK.name, architecture=architecture, architecture_args=args,
         inputs=list(SEQUENCES),
-        preprocessing={"intensity_constant": config.intensity_constant, "orientation": "LPS"},
+        preprocessing={"intensity_constant": config.intensity_constant, "orientation": "LPS",
+                       "spacing_mm": config.spacing_mm if isinstance(config.spacing_mm, str)
+                       else list(config.spacing_mm)},
         outputs={"segments": [s.name for s in TASK.segments], "stage": stage,
                  "vote_thresholds": list(config.vote_thresholds)},
         provenance={"dataset": dataset.provenance(TASK.reference_role, **split),
@@ -296,6 +327,9 @@ def train_brain(data: Dataset, output: Path, config: BrainConfig | None = None,
         check_cancelled(cancel)
         report(progress, "Preparing volumes", index, len(data.cases), message=case.id)
         prepared.append(prepare_case(case, config, cache))
+    # every case read at one spacing, which the model files fix for their runs
+    config = replace(config, spacing_mm=training_spacing(config, prepared[:len(train_cases)]))
+    prepared = [at_spacing(case, config.spacing_mm) for case in prepared]
     training, validation = prepared[:len(train_cases)], prepared[len(train_cases):]
     if not complete(training):
         raise InputError("--dataset", "no training case has all four sequences: the 2D "
@@ -391,6 +425,16 @@ def attach_features(cases: list[PreparedBrain], kind: str, nets2d: dict, models:
         case.features[kind] = np.load(path)
 
 
+def check_spacing(path: Path, metadata: ModelMetadata, config: BrainConfig) -> None:
+    """A 2D model read at another spacing than this run's would give the members features of
+    another scale: refused, naming both (a 2D stage trained with other cases or settings)."""
+    recorded = parse_spacing(metadata.preprocessing.get("spacing_mm", NATIVE), median=True)
+    if recorded != config.spacing_mm:
+        raise InputError(str(path), f"was trained at spacing_mm {recorded}, this run reads "
+                         f"at {config.spacing_mm}: train the 2D stages again with the same "
+                         "cases and spacing_mm")
+
+
 def train_members(data: Dataset, training: list[PreparedBrain], validation: list[PreparedBrain],
                   split: dict, config: BrainConfig, output: Path, device: str, resume: bool,
                   statement: ModelStatement, progress, cancel) -> Path:
@@ -401,7 +445,8 @@ def train_members(data: Dataset, training: list[PreparedBrain], validation: list
             path = output / f"2d-{orientation}-{kind}" / MODEL_FILE
             if not path.is_file():
                 raise InputError(str(path), "is missing: train the 2D stages first")
-            nets2d[kind][orientation], _ = load_network(path, TASK.name, device)
+            nets2d[kind][orientation], metadata = load_network(path, TASK.name, device)
+            check_spacing(path, metadata, config)
             paths.append(path)
         report(progress, "Extracting 2D features", kind_index, len(config.kinds_2d),
                message=kind)

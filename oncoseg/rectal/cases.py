@@ -17,11 +17,12 @@ from oncoseg.datasets.base import Case, label_file_on
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.datasets.segmentation_labels import declared_values
 from oncoseg.errors import InputError
+from oncoseg.geometry import arrays_onto
 from oncoseg.intensity import INTENSITY_READING
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.config import NATIVE
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
-from oncoseg.rectal.spacing import arrays_onto, in_plane_grid
+from oncoseg.rectal.spacing import in_plane_grid
 from oncoseg.rectal.task import TASK
 
 

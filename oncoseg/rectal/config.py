@@ -15,10 +15,7 @@ from typing import Any, ClassVar
 
 from oncoseg.errors import InputError
 from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
-
-# in_plane_mm's words (oncoseg/rectal/spacing.py)
-NATIVE = "native"
-MEDIAN = "median"
+from oncoseg.spacing import MEDIAN, NATIVE
 
 
 def parse_in_plane(value: Any) -> float | str:

@@ -21,9 +21,10 @@ import SimpleITK as sitk
 import torch
 
 from oncoseg.device import heap_batch, runs_on_cpu
+from oncoseg.geometry import arrays_onto
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
 from oncoseg.rectal.network import RectalPaperCNN, RectalPatchCNN
-from oncoseg.rectal.spacing import arrays_onto, in_plane_grid
+from oncoseg.rectal.spacing import in_plane_grid
 
 # Bytes per slice pixel of the dense pass's widest intermediate map (fc1's 256 channels,
 # float32), counted on the slice with its patch margin.

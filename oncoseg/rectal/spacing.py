@@ -24,11 +24,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
-from oncoseg.geometry import grid_with_spacing, image_like, resample_to_reference
-from oncoseg.rectal.config import MEDIAN, NATIVE
-
-# spacings closer than this (relative) are the same: no resampling
-SAME_SPACING = 1e-3
+from oncoseg.geometry import grid_with_spacing
+from oncoseg.spacing import MEDIAN, NATIVE, SAME_SPACING, shared_training_spacing
 
 
 def training_in_plane_mm(setting: float | str, spacings_zyx: Sequence[Sequence[float]]
@@ -49,13 +46,10 @@ def model_in_plane_mm(setting: float | str, provenance: Mapping[str, Any]) -> fl
         return None
     if setting != MEDIAN:
         return float(setting)
-    spacing = provenance.get("dataset", {}).get("geometry", {}).get("spacing_mm")
-    if not spacing:
+    shared = shared_training_spacing(provenance, axes=2)  # sorted: the in-plane ones
+    if shared is None or not np.isclose(shared[0], shared[1], rtol=SAME_SPACING):
         return None
-    low, high = np.asarray(spacing["min"], float), np.asarray(spacing["max"], float)
-    shared = np.allclose(low[:2], high[:2], rtol=SAME_SPACING) and \
-        np.isclose(low[0], low[1], rtol=SAME_SPACING)
-    return float(low[0]) if shared else None
+    return float(shared[0])
 
 
 def in_plane_grid(reference: sitk.Image, in_plane_mm: float | None) -> sitk.Image | None:
@@ -67,15 +61,6 @@ def in_plane_grid(reference: sitk.Image, in_plane_mm: float | None) -> sitk.Imag
     if all(abs(s - in_plane_mm) <= SAME_SPACING * in_plane_mm for s in (x, y)):
         return None
     return grid_with_spacing(reference, (in_plane_mm, in_plane_mm, z))
-
-
-def arrays_onto(arrays: np.ndarray, source: sitk.Image, grid: sitk.Image) -> np.ndarray:
-    """Arrays (..., z, y, x) on ``source``'s grid resampled linearly onto ``grid``."""
-    flat = arrays.reshape(-1, *arrays.shape[-3:])
-    moved = [sitk.GetArrayFromImage(resample_to_reference(
-        image_like(np.ascontiguousarray(a, np.float32), source), grid, "linear"))
-        for a in flat]
-    return np.stack(moved).reshape(*arrays.shape[:-3], *moved[0].shape).astype(np.float32)
 
 
 def note(reference: sitk.Image, in_plane_mm: float) -> str:

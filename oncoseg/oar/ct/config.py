@@ -6,41 +6,12 @@ Light on purpose (no torch): the task declaration reads it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
 from oncoseg.errors import InputError
 from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
-
-# ``spacing_mm`` when the network reads the CT at its own resolution (the paper's way)
-NATIVE = "native"
-_NATIVE_WORDS = ("", NATIVE, "none", "null")
-
-
-def parse_spacing(value: object) -> tuple[float, float, float] | str:
-    """``spacing_mm`` as given (``native``, ``[2,2,3]``, ``2,2,3``, a model file's list or
-    null): :data:`NATIVE` or three numbers (x, y, z mm). The settings machinery hands a
-    string-typed setting every value as ``str(value)``, so lists arrive as their repr."""
-    if value is None:
-        return NATIVE
-    if isinstance(value, (list, tuple)):
-        items = list(value)
-    else:
-        text = str(value).strip().strip("[]()").strip()
-        if text.lower() in _NATIVE_WORDS:
-            return NATIVE
-        items = [v for v in text.replace(" x ", ",").split(",") if v.strip()]
-    if not items:
-        return NATIVE
-    try:
-        numbers = tuple(float(v) for v in items)
-    except (TypeError, ValueError):
-        numbers = ()
-    if len(numbers) != 3:
-        raise InputError("--set spacing_mm", f"is {value!r}: give '{NATIVE}' (the CT's own "
-                         "resolution) or three spacings in mm, x, y, z (e.g. [2,2,3])")
-    return numbers
+from oncoseg.spacing import NATIVE, parse_spacing
 
 
 # NAdam (Adam with Nesterov momentum), learning rate 1e-4 reduced on plateau, batch 50, 50
@@ -113,13 +84,7 @@ class OarCtConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=50
     @property
     def grid_spacing(self) -> tuple[float, float, float] | None:
         """The working grid's spacing (x, y, z mm), or None: the CT's own resolution."""
-        if isinstance(self.spacing_mm, str):
-            return None
-        spacing = tuple(float(s) for s in self.spacing_mm)
-        if not all(math.isfinite(s) and s > 0 for s in spacing):
-            raise InputError("--set spacing_mm", f"is {spacing}: each entry must be greater "
-                             "than 0")
-        return spacing  # type: ignore[return-value]
+        return None if isinstance(self.spacing_mm, str) else self.spacing_mm
 
     @property
     def cycles(self) -> int:
