@@ -61,6 +61,22 @@ def parse_spacing(value: object, key: str = "spacing_mm", median: bool = False
     return numbers  # type: ignore[return-value]
 
 
+def parse_length(value: object, key: str, words: Mapping[str, str]) -> float | str:
+    """A one-number setting in mm as given (``--set``, a model file, code): one of ``words``
+    (each with what it means, for the refusal) or a positive length; anything else refused
+    by name."""
+    if isinstance(value, str) and value.strip().lower() in words:
+        return value.strip().lower()
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        named = ", ".join(f"'{word}' ({meaning})" for word, meaning in words.items())
+        raise InputError(f"--set {key}", f"is {value!r}: give {named} or a length in mm")
+    return number
+
+
 def median_spacing(spacings_xyz: Sequence[Sequence[float]]) -> tuple[float, float, float]:
     """The per-axis median of the training cases' spacings (x, y, z mm, in one axis order)."""
     values = np.median(np.asarray(spacings_xyz, float), axis=0)

@@ -220,11 +220,11 @@ class StagingLogic(TaskLogic):
 
     def crop_side_mm(self, request: RunRequest) -> float:
         """The side of the in-plane square the request's model crops to when no ROI is given
-        (its ``auto_roi_mm``): what a default ROI is given. Reads the model file's header
-        only."""
+        (:attr:`StagingConfig.automatic_side_mm`): what a default ROI is given. Reads the
+        model file's header only."""
         path = resolve_model_file(request.model, demo_model_file(self.task))
         metadata = model_choice(path, self.task.name).header.metadata
-        return float(model_settings(self.task, metadata, request.overrides).auto_roi_mm)
+        return model_settings(self.task, metadata, request.overrides).automatic_side_mm
 
     def default_roi(self, roi: Any, t2w: Any, request: RunRequest) -> str:
         """Give a markups ROI without a size the model's crop: ``crop_side_mm`` square in the

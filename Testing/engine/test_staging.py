@@ -276,6 +276,75 @@ def test_demo_model_on_unseen_phantoms(tmp_path):
     assert (tmp_path / "eval" / "reliability.png").stat().st_size > 0
 
 
+def test_an_roi_of_any_size_is_read_at_the_models_crop_scale(small_set):
+    """A reader's box round rectum and tumour is 60 mm one day and 100 mm the next; the
+    network reads a square of the model's crop_mm centred on it, whatever its size (a mask
+    likewise), and the result says so. 'box' is the paper's reading: the ROI as drawn."""
+    from oncoseg.staging.config import StagingConfig
+    from oncoseg.staging.preprocessing import crop_box, crop_note, square_around
+
+    case = read_dataset(small_set).cases[0]
+    t2w = case.read("t2w")
+    drawn = np.array(case.info["roi_lps_mm"], float)  # the phantom's 80 mm square
+    assert square_around(drawn, 80.0) == pytest.approx(drawn.tolist())
+    config = StagingConfig(crop_mm=80.0, n4=False)
+    exact, _ = crop_box(t2w, config, drawn)
+    assert exact == crop_box(t2w, StagingConfig(crop_mm="box", n4=False), drawn)[0]
+    assert crop_note(t2w, config, drawn, None) is None
+    for grow in (-10.0, 10.0, 20.0):
+        box = drawn + np.array([-grow, -grow, 0, grow, grow, 0])
+        assert crop_box(t2w, config, box) == (exact, "box"), grow
+        assert "the network read a 80 x 80 mm square centred on the ROI" in \
+            crop_note(t2w, config, box, None)
+        as_drawn, _ = crop_box(t2w, StagingConfig(crop_mm="box", n4=False), box)
+        assert as_drawn != exact
+    mask = sitk.Image(t2w.GetSize(), sitk.sitkUInt8)
+    mask.CopyInformation(t2w)
+    x0, x1, y0, y1 = exact
+    mask[x0 + 15:x1 - 15, y0 + 15:y1 - 15, 2:5] = 1  # a tight mask round the same centre
+    box, source = crop_box(t2w, config, roi_mask=mask)
+    assert source == "mask" and all(abs(a - b) <= 1 for a, b in zip(box, exact, strict=True))
+
+
+def test_training_crops_at_the_median_roi_side_and_records_it(small_set, tiny_model):
+    from dataclasses import replace
+
+    from oncoseg.modelfile import read_header
+    from oncoseg.staging.config import StagingConfig
+    from oncoseg.staging.training import training_crop_mm
+
+    cases = read_dataset(small_set).cases
+    config = StagingConfig()
+    assert training_crop_mm(config, cases) == 80.0  # the phantoms' ROI boxes
+    for case, side in zip(cases[:3], (60.0, 70.0, 100.0), strict=True):
+        case.info["roi_lps_mm"] = [0.0, 0.0, 0.0, side, side / 2, 30.0]
+    assert training_crop_mm(config, cases) == 80.0  # 60, 70, 80, 80, 80, 100
+    assert training_crop_mm(config, cases[:3]) == 70.0
+    for case in cases:
+        case.info.pop("roi_lps_mm")
+    assert training_crop_mm(replace(config, auto_roi_mm=90.0), cases) == 90.0
+    assert training_crop_mm(StagingConfig(crop_mm="box"), cases) == "box"
+    assert read_header(tiny_model).metadata.preprocessing["crop_mm"] == 80.0
+
+
+def test_the_demo_stages_a_t2_tumour_whatever_size_the_reader_draws_its_roi(tmp_path):
+    """One of the 40 unseen phantoms of docs/RESULTS.md (seed 1000, a T2 tumour): read as
+    drawn (until 2026-12-07), its ROI shrunk by 10 mm on every side gave P(T3) 1.00, and
+    grown by 10 mm 0.48; the demo, trained on 80 mm boxes, now reads an 80 mm square
+    centred on any box."""
+    from oncoseg.method import Hints
+
+    verbs.phantom("staging", tmp_path / "data", cases=1, seed=1000)
+    case = read_dataset(tmp_path / "data").cases[0]
+    assert case.info["stage"] == "T2"
+    t2w, drawn = case.read("t2w"), np.array(case.info["roi_lps_mm"], float)
+    for grow in (0.0, -10.0, 10.0):
+        box = drawn + np.array([-grow, -grow, 0, grow, grow, 0])
+        result = verbs.predict("staging", {"t2w": t2w}, "demo",
+                               hints=Hints(roi_lps_mm=box.tolist()))
+        assert result.details["stage"] == "T2" and result.details["p_t3"] < 0.1, grow
+
+
 def test_oncoseg_info_prints_the_tables_count(tmp_path, capsys):
     """A model file's parts: extractor + slice classifier is Table 2's count."""
     from oncoseg.modelfile import ModelMetadata, save_model

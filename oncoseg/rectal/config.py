@@ -9,28 +9,18 @@ declarations read it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from oncoseg.errors import InputError
 from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
-from oncoseg.spacing import MEDIAN, NATIVE
+from oncoseg.spacing import MEDIAN, NATIVE, parse_length
 
 
 def parse_in_plane(value: Any) -> float | str:
     """:data:`NATIVE`, :data:`MEDIAN` or a spacing in mm (from ``--set``, a model file or
     code); anything else refused by name."""
-    if isinstance(value, str) and value.strip().lower() in (NATIVE, MEDIAN):
-        return value.strip().lower()
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = math.nan
-    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
-        raise InputError("--set in_plane_mm", f"is {value!r}: give '{NATIVE}' (the b0 grid as "
-                         f"stored), '{MEDIAN}' (the training cases' median) or a spacing in mm")
-    return number
+    return parse_length(value, "in_plane_mm", {NATIVE: "the b0 grid as stored",
+                                               MEDIAN: "the training cases' median"})
 
 
 # Adadelta, cross-entropy with a small L2 penalty (below), early stopping

@@ -13,11 +13,21 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from oncoseg.settings import EpochTraining, training_only, with_defaults
+from oncoseg.spacing import MEDIAN, parse_length
+
+# crop_mm's word for the paper's reading: the ROI as drawn, whatever its size
+BOX = "box"
 
 VARIANTS = ("f-R2D", "f-R3D", "f-R(2+1)D", "f-MC2", "f-MC3", "f-MC4", "f-MC5", "f-rMC2",
             "f-rMC3", "f-rMC4", "f-rMC5")
 AGGREGATIONS = ("average", "max", "attention", "bilinear")
 LOSSES = ("focal", "focal+triplet", "focal+center")
+
+
+def parse_crop(value: object) -> float | str:
+    """``crop_mm`` as given: :data:`BOX`, ``median`` or a side in mm."""
+    return parse_length(value, "crop_mm", {BOX: "the ROI as drawn",
+                                           MEDIAN: "the training ROIs' median side"})
 
 
 # SGD (momentum and weight decay below); early stopping by validation AUC or loss (select_by).
@@ -31,6 +41,12 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
     size: int = 256
     roi_margin_mm: float = 0.0  # added around a given ROI box or mask
     auto_roi_mm: float = 80.0  # no ROI given: a centred square of this side (the result says so)
+    # the crop the network reads around a given ROI (box or mask): 'box' = the ROI as drawn,
+    # resized to size x size whatever its size (the paper); a number = a square of that side
+    # (mm) centred on the ROI, so the network reads every case at one scale; 'median' =
+    # training's: the median side of its training cases' ROI boxes, recorded in the model
+    # file as a number. A model file fixes it; one written before it reads the ROI as drawn.
+    crop_mm: float | str = MEDIAN
     # network (Table 2: variants; Table 4: aggregation)
     variant: str = training_only("f-rMC5")
     aggregation: str = training_only("bilinear")
@@ -74,9 +90,23 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
     def __post_init__(self) -> None:
         from oncoseg.errors import InputError
 
+        object.__setattr__(self, "crop_mm", parse_crop(self.crop_mm))
+
         for key, allowed in (("variant", VARIANTS), ("aggregation", AGGREGATIONS),
                              ("loss", LOSSES), ("select_by", ("auc", "loss"))):
             if getattr(self, key) not in allowed:
                 raise InputError(f"--set {key}", f"'{getattr(self, key)}' is not one of "
                                  f"{', '.join(allowed)}")
+
+    @property
+    def square_mm(self) -> float | None:
+        """The side of the square the network reads round an ROI; None: the ROI as drawn
+        (the paper's reading, and a model file's written before ``crop_mm`` existed)."""
+        return None if isinstance(self.crop_mm, str) else float(self.crop_mm)
+
+    @property
+    def automatic_side_mm(self) -> float:
+        """The side of the centred square read without an ROI (and given to an ROI placed
+        without a size): the model's crop scale where it has one, else ``auto_roi_mm``."""
+        return self.square_mm or float(self.auto_roi_mm)
 

@@ -2,8 +2,12 @@
 x-y crop around rectum and tumour, every slice resized to size x size, slices kept.
 
 The crop comes from an ROI box (LPS mm, as staging.csv or a Slicer ROI gives it) or an ROI mask
-(its bounding box); without either, a centred square of ``auto_roi_mm`` is used, which fits the
-phantoms and a field of view centred on the rectum, and the result says so.
+(its bounding box); the network reads a square of the model's ``crop_mm`` centred on either, at
+the scale it was trained at (``crop_mm=box``: the ROI as drawn). Without either, a centred
+square of that side (``auto_roi_mm`` for a model reading ROIs as drawn) is used and the result
+says so: it fits a small field of view centred on the tumour, not a whole pelvis (the phantoms'
+rectum lies 25-32 mm behind their centre, and the demo then calls every T2 tumour T3:
+docs/RESULTS.md, "The staging ROI as a reader draws it").
 """
 
 from __future__ import annotations
@@ -117,15 +121,64 @@ def _automatic_box(image: sitk.Image, side_mm: float) -> tuple[int, int, int, in
     return box
 
 
+def _voxels_to_lps(image: sitk.Image, box: tuple[int, int, int, int]) -> list[float]:
+    """A crop (x0, x1, y0, y1 voxels, end exclusive) as the LPS box of its voxels' edges,
+    through every slice."""
+    x0, x1, y0, y1 = box
+    corners = np.array([image.TransformContinuousIndexToPhysicalPoint((x, y, z))
+                        for x in (x0 - 0.5, x1 - 0.5) for y in (y0 - 0.5, y1 - 0.5)
+                        for z in (-0.5, image.GetSize()[2] - 0.5)])
+    return [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
+
+
+def square_around(box_lps: Sequence[float], side_mm: float) -> list[float]:
+    """A square of ``side_mm`` in the axial plane centred on an LPS box (its slices kept): an
+    ROI of any size read at the scale the model was trained at (an ROI exactly that square is
+    returned as it was)."""
+    low, high = np.minimum(box_lps[:3], box_lps[3:]), np.maximum(box_lps[:3], box_lps[3:])
+    centre = (low + high) / 2
+    return [centre[0] - side_mm / 2, centre[1] - side_mm / 2, float(low[2]),
+            centre[0] + side_mm / 2, centre[1] + side_mm / 2, float(high[2])]
+
+
 def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None = None,
              roi_mask: sitk.Image | None = None) -> tuple[tuple[int, int, int, int], str]:
     if roi_box is not None and roi_mask is not None:
         raise InputError("roi", "give a box or a mask, not both")
+    if roi_box is None and roi_mask is None:
+        return _automatic_box(image, config.automatic_side_mm), "automatic"
+    side = config.square_mm
     if roi_box is not None:
-        return _box_from_lps(image, roi_box, config.roi_margin_mm), "box"
-    if roi_mask is not None:
-        return _box_from_mask(image, roi_mask, config.roi_margin_mm), "mask"
-    return _automatic_box(image, config.auto_roi_mm), "automatic"
+        source = "box"
+        box = _box_from_lps(image, roi_box if side is None else square_around(roi_box, side),
+                            config.roi_margin_mm if side is None else 0.0)
+    else:
+        source = "mask"
+        box = _box_from_mask(image, roi_mask, config.roi_margin_mm if side is None else 0.0)
+        if side is not None:
+            box = _box_from_lps(image, square_around(_voxels_to_lps(image, box), side), 0.0)
+    return box, source
+
+
+def _side_mm(image: sitk.Image, box: Sequence[float]) -> tuple[float, float]:
+    low, high = np.minimum(box[:3], box[3:]), np.maximum(box[:3], box[3:])
+    return float(high[0] - low[0]), float(high[1] - low[1])
+
+
+def crop_note(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None,
+              roi_mask: sitk.Image | None) -> str | None:
+    """What a result says when the network read another square than the ROI drawn."""
+    side = config.square_mm
+    if side is None or (roi_box is None and roi_mask is None):
+        return None
+    drawn = roi_box if roi_box is not None else \
+        _voxels_to_lps(image, _box_from_mask(image, roi_mask, 0.0))
+    width, height = _side_mm(image, drawn)
+    if max(abs(width - side), abs(height - side)) < 0.5 * min(image.GetSpacing()[:2]):
+        return None
+    return (f"the network read a {side:g} x {side:g} mm square centred on the ROI (the "
+            f"model's crop_mm, the scale it was trained at); the ROI is {width:.3g} x "
+            f"{height:.3g} mm")
 
 
 def prepare_volume(image: sitk.Image, config: StagingConfig,
@@ -146,8 +199,12 @@ def prepare_volume(image: sitk.Image, config: StagingConfig,
         raise InputError("t2w", "is constant inside the ROI; it holds no image there") from None
     messages = []
     if source == "automatic":
-        messages.append(f"no ROI given: a centred {config.auto_roi_mm:g} mm square was used as "
-                        "the crop around rectum and tumour; place an ROI for a reliable result")
+        messages.append(f"no ROI given: a centred {config.automatic_side_mm:g} mm square was "
+                        "used as the crop around rectum and tumour; place an ROI for a "
+                        "reliable result")
+    note = crop_note(image, config, roi_box, roi_mask)
+    if note:
+        messages.append(note)
     return PreparedVolume(scale.apply(resized), box, source, messages)
 
 

@@ -20,6 +20,6 @@ TASK = register_task(Task(
     classes=("T2", "T3"),
     uncertain_margin=0.1,  # P(T3) within 0.1 of the threshold is flagged for a reader
     settings=StagingConfig,
-    fixed_settings=("size", "n4", "roi_margin_mm", "auto_roi_mm"),
+    fixed_settings=("size", "n4", "roi_margin_mm", "auto_roi_mm", "crop_mm"),
     proposed_settings=("threshold", "tta"),
 ))

@@ -47,6 +47,7 @@ from oncoseg.modelfile import (
     save_model,
 )
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report
+from oncoseg.spacing import MEDIAN
 from oncoseg.staging.augment import TRAINING, AugmentRanges, augment
 from oncoseg.staging.calibration import Calibration, expected_calibration_error, fit_platt
 from oncoseg.staging.config import StagingConfig
@@ -84,7 +85,8 @@ def prepare_case(case: Case, config: StagingConfig, cache: Path | None) -> Prepa
     stage = STAGES.index(case.info["stage"])
     key = case_key(case, INTENSITY_READING, str(config.size), str(config.n4),
                    repr(config.roi_margin_mm),
-                   repr(config.auto_roi_mm), repr(case.info.get("roi_lps_mm")),
+                   repr(config.auto_roi_mm), repr(config.crop_mm),
+                   repr(case.info.get("roi_lps_mm")),
                    repr(case.info.get("slices")))
     path = cache / f"{case.id}.npz" if cache is not None else None
     cached = load_cached(path, key)
@@ -205,7 +207,8 @@ def metadata_for(config: StagingConfig, dataset: Dataset, train_ids: list[str],
                            "centres": config.loss == "focal+center"},
         inputs=["t2w"],
         preprocessing={"size": config.size, "n4": config.n4,
-                       "roi_margin_mm": config.roi_margin_mm, "auto_roi_mm": config.auto_roi_mm},
+                       "roi_margin_mm": config.roi_margin_mm, "auto_roi_mm": config.auto_roi_mm,
+                       "crop_mm": config.crop_mm},
         # test-time augmentation uses the transforms training used: none if it used none
         outputs={"classes": list(STAGES), "threshold": config.threshold,
                  "tta": config.tta if config.augment else 1},
@@ -348,7 +351,8 @@ def calibrate_existing(dataset: Dataset, output: Path, model: str, device: str =
                          f"'{overlap[0]}'...): calibrate on its validation cases or unseen ones")
     settings = model_settings(TASK, metadata)
     config = StagingConfig.from_overrides({k: getattr(settings, k) for k in
-                                           ("size", "n4", "roi_margin_mm", "auto_roi_mm")})
+                                           ("size", "n4", "roi_margin_mm", "auto_roi_mm",
+                                            "crop_mm")})
     output = Path(output)
     prepared = []  # float32 as predict and evaluate prepare them (the cache keeps float16)
     for index, case in enumerate(dataset.cases):
@@ -449,11 +453,24 @@ def cross_validate(dataset: Dataset, output: Path, config: StagingConfig, device
                              overwrite=True)
 
 
+def training_crop_mm(config: StagingConfig, cases: list[Case]) -> float | str:
+    """What a training run crops at: ``median`` resolved to the median in-plane side (the
+    longer one) of its cases' ROI boxes, or to ``auto_roi_mm`` where none has a box (each
+    then cropped automatically at that side); :data:`BOX` or a number as given."""
+    if config.crop_mm != MEDIAN:
+        return config.crop_mm
+    sides = [max(abs(box[3] - box[0]), abs(box[4] - box[1]))
+             for box in (case.info.get("roi_lps_mm") for case in cases) if box]
+    return round(float(np.median(sides)), 2) if sides else float(config.auto_roi_mm)
+
+
 def train_staging(dataset: Dataset, output: Path, config: StagingConfig, device: str = "cpu",
                   resume: bool = False, statement: ModelStatement = NO_STATEMENT,
                   progress: ProgressCallback | None = None,
                   cancel: CancelToken | None = None) -> Path:
     output = Path(output)
+    # every case read at one crop scale, which the model files fix for their runs
+    config = replace(config, crop_mm=training_crop_mm(config, dataset.cases))
     if config.folds:
         return cross_validate(dataset, output, config, device, resume, statement,
                               progress, cancel)
