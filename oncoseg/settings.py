@@ -259,10 +259,15 @@ def settings_from_model(cls: type[S], preprocessing: Mapping[str, Any],
     """Settings for running a model: the pre-processing it was trained with is fixed (an
     override that differs is refused), values it ``proposed`` (its tuned threshold, the
     registration it was trained with) are defaults the caller may change; training settings
-    are refused."""
+    are refused. An override is compared with the fixed value as the settings read both
+    (``--set spacing_mm=2,2,2`` is the ``[2.0, 2.0, 2.0]`` a model file records)."""
     check_phase(cls, overrides, PREDICTION)
     fixed = {k: preprocessing[k] for k in fixed_keys if k in preprocessing}
-    for key in fixed:
-        if overrides and key in overrides and overrides[key] != fixed[key]:
-            raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
+    given = {k: v for k, v in (overrides or {}).items() if k in fixed and v != fixed[k]}
+    if given:
+        recorded = from_overrides(cls, fixed, cls.TASK)
+        asked = from_overrides(cls, {**fixed, **given}, cls.TASK)
+        for key in given:
+            if getattr(asked, key) != getattr(recorded, key):
+                raise InputError(f"--set {key}", f"is fixed by the model ({fixed[key]})")
     return from_overrides(cls, {**(proposed or {}), **(overrides or {}), **fixed}, cls.TASK)

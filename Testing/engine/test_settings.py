@@ -57,6 +57,15 @@ def test_fixed_and_proposed_settings_are_applied_from_the_model_file():
     assert settings.size == staging.preprocessing["size"]  # fixed: taken ...
     with pytest.raises(InputError, match="--set size: is fixed by the model"):
         model_settings("staging", staging, {"size": staging.preprocessing["size"] + 2})
+    # the fixed value as the settings read it: the command line's text, a model file's list
+    assert model_settings("staging", staging, {"size": str(staging.preprocessing["size"]),
+                                               "crop_mm": "80"}).crop_mm == 80.0
+    oar_ct = read_header(demo_model_file("oar-ct")).metadata
+    spacing = oar_ct.preprocessing["spacing_mm"]
+    text = ",".join(f"{v:g}" for v in spacing)
+    assert model_settings("oar-ct", oar_ct, {"spacing_mm": text}).spacing_mm == tuple(spacing)
+    with pytest.raises(InputError, match="--set spacing_mm: is fixed by the model"):
+        model_settings("oar-ct", oar_ct, {"spacing_mm": "1,1,1"})
 
 
 @pytest.mark.parametrize(("verb", "key", "phase"), [
