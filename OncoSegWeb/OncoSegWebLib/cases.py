@@ -24,6 +24,7 @@ from pathlib import Path
 from oncoseg.cohort import CASES, TABLE
 from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
+from oncoseg.datasets.layouts import STAGING_TABLE, staging_table
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import is_dicom_file
 from oncoseg.io.folders import links_within, may_follow, walk
@@ -33,6 +34,7 @@ from oncoseg.io.volumes import (
     volume_information,
     volume_stem,
 )
+from oncoseg.method import Hints
 from OncoSegWebLib.security import inside_root
 
 MAX_DEPTH = 5
@@ -179,3 +181,14 @@ def _cases_under(root: Path) -> list[CaseEntry]:
             folders[:] = []  # a case's subfolders (scans, series) belong to it
     return sorted(cohorts, key=lambda c: (-len(c.flags), c.id)) + \
         sorted(cases, key=lambda c: c.id)
+
+
+def stated_hints(case: CaseEntry, task: str) -> Hints:
+    """What the case's data set states for a run of ``task``: a staging case's ROI box, from
+    the staging.csv of the data set holding its folder (the staging layout). The network stages
+    a crop round rectum and tumour, and refuses a run without one."""
+    table = case.folder.parent / STAGING_TABLE
+    if task != "staging" or not table.is_file():
+        return Hints()
+    return Hints(roi_lps_mm=staging_table(case.folder.parent).get(case.folder.name, {})
+                 .get("roi_lps_mm"))

@@ -16,6 +16,7 @@ from typing import Any
 
 from oncoseg.errors import InputError
 from oncoseg.frontends import MODULE_FOLDERS
+from oncoseg.method import Hints
 from oncoseg.prediction import Prediction
 from oncoseg.progress import CancelToken, ProgressCallback
 from oncoseg.tasks import all_tasks, get_task
@@ -118,14 +119,16 @@ def _inputs(logic: TaskLogic, context: MRMLContext) -> dict[str, Any]:
 
 
 def plan_run(context: MRMLContext, task: str, model: str = "demo",
-             device: str = "auto") -> TaskRun:
-    """Copy the case's inputs for ``task`` (main thread); errors name the missing input."""
+             device: str = "auto", hints: Hints | None = None) -> TaskRun:
+    """Copy the case's inputs for ``task`` (main thread); errors name the missing input.
+    ``hints``: what the case's data set states (a staging case's ROI box)."""
     if task not in task_titles():
         raise InputError("task", f"'{task}' is not one of {', '.join(task_titles())}")
     register_module_logics()
     logic = logic_for(context, get_task(task))
     inputs = _inputs(logic, context)
-    started = logic.start(inputs, RunRequest(model=model, device=device))
+    started = logic.start(inputs, RunRequest(model=model, device=device,
+                                             hints=hints or Hints()))
     return TaskRun(task, _names(inputs),
                    lambda progress, cancel: logic.compute(started, progress, cancel),
                    lambda prediction: ReviewResult.of(task, logic.finish(prediction, started)))

@@ -37,7 +37,7 @@ from OncoSegCommonLib.export import (
 )
 from OncoSegCommonLib.scenes import node_ids, remove_nodes_added_since
 from OncoSegCommonLib.volumes import volume_node_from_image
-from OncoSegWebLib.cases import CaseEntry, find_cases
+from OncoSegWebLib.cases import CaseEntry, find_cases, stated_hints
 from OncoSegWebLib.runners import ReviewResult, TaskRun, plan_run
 from OncoSegWebLib.security import inside_root, relative_paths
 
@@ -173,7 +173,7 @@ class ReviewSession:
             self._remove(self.result.nodes)
             self.result = None
             self._reset_refine()
-        return plan_run(self.context, task, model, device)
+        return plan_run(self.context, task, model, device, stated_hints(self.case, task))
 
     def finish(self, run: TaskRun, prediction: Any) -> ReviewResult:
         """Main thread: the run's nodes."""

@@ -20,6 +20,7 @@ from oncoseg.errors import InputError
 from oncoseg.method import demo_model_file, model_settings
 from oncoseg.modelfile import resolve_model_file
 from oncoseg.prediction import Prediction
+from oncoseg.staging.config import no_roi_refusal
 from oncoseg.staging.task import TASK
 from OncoSegCommonLib.coordinates import ras_lps
 from OncoSegCommonLib.lossplot import numeric_column
@@ -48,6 +49,8 @@ class StagingParameters:
     device: str = "auto"
     tta: int | None = None  # test-time augmentation passes; None = the engine's default
     threshold: float | None = None  # None = the threshold stored in the model
+    # without an ROI: None = the engine's default (refused); 'centre' = a centred square
+    without_roi: str | None = None
 
     def __post_init__(self) -> None:
         if self.tta is not None and self.tta < 1:
@@ -61,6 +64,8 @@ class StagingParameters:
             settings["tta"] = self.tta
         if self.threshold is not None:
             settings["threshold"] = self.threshold
+        if self.without_roi is not None:
+            settings["without_roi"] = self.without_roi
         return settings
 
     def request(self) -> RunRequest:
@@ -201,13 +206,24 @@ class StagingLogic(TaskLogic):
         """Main thread: a copy of the T2w (and of an ROI mask volume); a markups ROI under
         ``roi`` becomes the LPS box the engine crops to (``Hints.roi_lps_mm``).
 
-        A markups ROI without a size (:func:`roi_needs_a_size`) is placed first
-        (:meth:`default_roi`), after every input was checked, so a refused run leaves it as
-        it was; a flat one is refused (:func:`check_roi_size`)."""
+        No ROI at all (nor a box in the request's hints) is refused, as the engine refuses
+        it, unless the request's ``without_roi=centre`` asks for the centred square. A markups
+        ROI without a size (:func:`roi_needs_a_size`) is placed first (:meth:`default_roi`)
+        round the point the reader clicked, after every input was checked, so a refused run
+        leaves it as it was; without a point it is refused (placed at the T2w's centre only
+        with ``without_roi=centre``); a flat one is refused (:func:`check_roi_size`)."""
         roi = inputs.get(ROI_ROLE)
+        asked = request or RunRequest()
+        if roi is None and asked.hints.roi_lps_mm is None and not self.reads_without_roi(asked):
+            raise no_roi_refusal(self.settings(asked))
         if roi is None or not roi.IsA("vtkMRMLMarkupsROINode"):
             return super().start(inputs, request)
         check_roi_size(roi)
+        if roi_needs_a_size(roi) and not roi.GetNumberOfDefinedControlPoints() and \
+                not self.reads_without_roi(asked):
+            raise InputError(ROI_ROLE, f"'{roi.GetName()}' has no size yet: place it round "
+                             "rectum and tumour in the slice views (two clicks), or click once "
+                             "on the tumour to have the model's crop put there")
         started = super().start({**inputs, ROI_ROLE: None}, request)
         note = ""
         if roi_needs_a_size(roi):
@@ -218,13 +234,20 @@ class StagingLogic(TaskLogic):
         return StagingStarted({**started.nodes, ROI_ROLE: roi}, started.images,
                               replace(request, hints=hints), started.notes, roi_note=note)
 
-    def crop_side_mm(self, request: RunRequest) -> float:
-        """The side of the in-plane square the request's model crops to when no ROI is given
-        (:attr:`StagingConfig.automatic_side_mm`): what a default ROI is given. Reads the
-        model file's header only."""
+    def settings(self, request: RunRequest) -> Any:
+        """The settings the request's model runs with. Reads the model file's header only."""
         path = resolve_model_file(request.model, demo_model_file(self.task))
         metadata = model_choice(path, self.task.name).header.metadata
-        return model_settings(self.task, metadata, request.overrides).automatic_side_mm
+        return model_settings(self.task, metadata, request.overrides)
+
+    def reads_without_roi(self, request: RunRequest) -> bool:
+        """Whether the request asks for the centred square when no ROI is given."""
+        return self.settings(request).without_roi == "centre"
+
+    def crop_side_mm(self, request: RunRequest) -> float:
+        """The side of the in-plane square the request's model crops to when no ROI is given
+        (:attr:`StagingConfig.automatic_side_mm`): what a default ROI is given."""
+        return self.settings(request).automatic_side_mm
 
     def default_roi(self, roi: Any, t2w: Any, request: RunRequest) -> str:
         """Give a markups ROI without a size the model's crop: ``crop_side_mm`` square in the

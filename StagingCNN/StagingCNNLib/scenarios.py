@@ -22,6 +22,7 @@ from StagingCNNLib.logic import StagingLogic, StagingParameters, roi_needs_a_siz
 
 PHANTOM_SEED = 4343  # not a seed the demo model trained on
 FAST = StagingParameters(tta=2).request()
+CENTRE = StagingParameters(tta=2, without_roi="centre").request()  # a centred square asked for
 
 
 def load_phantom(context: MRMLContext, folder: Path):
@@ -78,9 +79,15 @@ def slice_scores_are_plotted(result) -> None:
     assert xs == slices and np.allclose(ys, result.scores.threshold), ys
 
 
-def without_an_roi_the_crop_is_automatic_and_said(context: MRMLContext, folder: Path) -> None:
+def without_an_roi_the_run_is_refused_unless_the_centre_is_asked_for(context: MRMLContext,
+                                                                     folder: Path) -> None:
+    """A square at the T2w's centre misses rectum and tumour on a pelvic field of view (the
+    demo called every T2 phantom T3 so): no ROI is refused, changing nothing, unless the
+    request asks for the centred square, which the result then names."""
     t2w, _, _ = load_phantom(context, folder)
-    result = StagingLogic(context).run({"t2w": t2w, "roi": None}, FAST)
+    refused_without_change(context, lambda: StagingLogic(context).run(
+        {"t2w": t2w, "roi": None}, FAST), InputError, "roi: none was given")
+    result = StagingLogic(context).run({"t2w": t2w, "roi": None}, CENTRE)
     assert result.prediction.details["roi"]["source"] == "automatic"
     assert any("no ROI given" in m for m in result.prediction.messages)
 
@@ -108,15 +115,19 @@ def an_roi_outside_the_image_changes_nothing(context: MRMLContext, folder: Path)
 
 
 def an_roi_without_a_size_gets_the_models_crop(context: MRMLContext, folder: Path) -> None:
-    """A new ROI from the selector has no size: it is placed around the T2w's centre with the
-    model's crop (its auto_roi_mm square, every slice), the run crops to it and says so; an
-    ROI whose placement stopped after one click keeps that point as its centre."""
+    """A new ROI from the selector has no size: refused, unchanged, with how to place it;
+    with the centred square asked for, it is placed around the T2w's centre with the model's
+    crop (every slice), the run crops to it and says so; an ROI whose placement stopped
+    after one click keeps that point as its centre."""
     t2w, _, _ = load_phantom(context, folder)
     logic = StagingLogic(context)
     side = logic.crop_side_mm(FAST)
     fresh = context.scene.AddNewNodeByClass("vtkMRMLMarkupsROINode", "New ROI")
     assert roi_needs_a_size(fresh)
-    result = logic.run({"t2w": t2w, "roi": fresh}, FAST)
+    refused_without_change(context, lambda: logic.run({"t2w": t2w, "roi": fresh}, FAST),
+                           InputError, "'New ROI' has no size yet")
+    assert roi_needs_a_size(fresh)
+    result = logic.run({"t2w": t2w, "roi": fresh}, CENTRE)
     bounds = [0.0] * 6
     t2w.GetRASBounds(bounds)
     centre, size = [0.0] * 3, [0.0] * 3
@@ -129,7 +140,7 @@ def an_roi_without_a_size_gets_the_models_crop(context: MRMLContext, folder: Pat
     assert "'New ROI' had no size" in result.summary(), result.summary()
     assert "the centre of 'Rectum T2w'" in result.roi_note
     # the box is the engine's own automatic square: the same crop, to a voxel
-    automatic = logic.run({"t2w": t2w, "roi": None}, FAST).prediction.details["roi"]
+    automatic = logic.run({"t2w": t2w, "roi": None}, CENTRE).prediction.details["roi"]
     crop = result.prediction.details["roi"]["crop_voxels"]
     for axis in ("x", "y"):
         assert np.allclose(crop[axis], automatic["crop_voxels"][axis], atol=1), (crop, automatic)
@@ -206,7 +217,7 @@ def _walk(items):
 
 
 ALL = (staging_gives_p_t3_and_a_slice_plot, the_stage_is_reported_as_a_dicom_sr,
-       without_an_roi_the_crop_is_automatic_and_said,
+       without_an_roi_the_run_is_refused_unless_the_centre_is_asked_for,
        clicking_a_slice_moves_the_views_there, an_roi_outside_the_image_changes_nothing,
        an_roi_without_a_size_gets_the_models_crop, a_flat_roi_is_refused_and_changes_nothing,
        cancelling_leaves_the_scene_unchanged)

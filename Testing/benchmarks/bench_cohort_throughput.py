@@ -44,6 +44,8 @@ def measure(task: str, cases: int, device: str, folder: Path) -> dict:
     single_s = 0.0
     for case in dataset.cases:
         inputs = [f"--input={role}={path}" for role, path in case.images.items()]
+        if "roi_lps_mm" in case.info:  # staging: the box the cohort reads from staging.csv
+            inputs.append("--roi=" + ",".join(f"{v:g}" for v in case.info["roi_lps_mm"]))
         single_s += timed([*oncoseg, *inputs, "--progress", "none", "--output",
                            str(folder / task / "single" / case.id)])
     n = len(dataset.cases)

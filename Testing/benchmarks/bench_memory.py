@@ -163,6 +163,8 @@ def run_task(task: str, work: Path) -> dict:
             reader.ReadImageInformation()
             count += int(np.prod(reader.GetSize()))
         args = [a for r, p in paths.items() for a in ("--input", f"{r}={p}")]
+        if task == "staging":  # the same crop's size as the phantom's ROI box, at the centre
+            args += ["--set", "without_roi=centre"]
         run = measure([sys.executable, "-m", "oncoseg", "predict", task, *args, "--output",
                        work / f"{task}_out_{factor}", "--device", "cpu", "--progress", "none"])
         peaks.append(run["peak_rss_mb"])

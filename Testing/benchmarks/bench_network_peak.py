@@ -304,7 +304,9 @@ def staging_stage(folder: Path, quick: bool, widths: str) -> Callable[[], object
 
     prepared = _prepared("staging", widths)
     settings = prepared.settings
-    volume = prepare_volume(to_canonical(_case("staging", folder).read("t2w")), settings)
+    case = _case("staging", folder)
+    volume = prepare_volume(to_canonical(case.read("t2w")), settings,
+                            roi_box=case.info["roi_lps_mm"])
     array = volume.array[:4] if quick else volume.array
     config = replace(settings, tta=2) if quick else settings
     return lambda: volume_scores(array, prepared.network, config)

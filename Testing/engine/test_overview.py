@@ -28,6 +28,7 @@ from oncoseg.orientation import orientation_of
 from oncoseg.overview import overview_figure, save_overview
 from oncoseg.overview_layout import LETTER_GID, SCALE_GID, direction_letters, texts_outside
 from oncoseg.prediction import Prediction, overview_prediction
+from oncoseg.staging.preprocessing import square_around
 from oncoseg.tasks import SegmentSpec, get_task
 
 SIZE, SPACING = (40, 36, 14), (2.0, 2.5, 4.0)  # x, y, z
@@ -247,7 +248,9 @@ def test_long_names_are_wrapped_or_shrunk_inside_the_figure():
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory):
     """The staging demo model on a RAS-stored phantom with an ROI box (LPS mm); one
-    test-time pass (the model fixes N4): the picture, not the stage, is under test here."""
+    test-time pass (the model fixes N4): the picture, not the stage, is under test here. The
+    box the picture draws is the crop the network read: the demo's 80 mm square (crop_mm)
+    centred on the 56 x 54 mm ROI."""
     root = tmp_path_factory.mktemp("staging")
     [case] = verbs.phantom("staging", root, cases=1, seed=5, orientation="RAS")
     t2w = sitk.ReadImage(str(case / "t2w.nii.gz"))
@@ -255,7 +258,7 @@ def staged(tmp_path_factory):
     prediction = verbs.predict("staging", {"t2w": t2w}, "demo", overrides={"tta": 1},
                                hints=Hints(roi_lps_mm=roi))
     assert orientation_of(prediction.images["t2w"]) == "RAS"
-    return prediction, roi
+    return prediction, tuple(square_around(roi, 80.0))
 
 
 def _drawn_box(figure, prediction):

@@ -248,7 +248,7 @@ def test_predict_says_what_the_quality_check_says_of_its_inputs(tmp_path):
 
     rng = np.random.default_rng(0)
     t2w = image(np.where(rng.random((12, 64, 64)) > 0.5, 1, 0).astype(np.uint8))
-    prediction = verbs.predict("staging", {"t2w": t2w}, "demo")
+    prediction = verbs.predict("staging", {"t2w": t2w}, "demo", {"without_roi": "centre"})
     assert prediction.messages[0] == "t2w holds only 2 distinct values (0, 1): a label map or " \
         "a mask, not an MR scan"
 

@@ -212,11 +212,16 @@ def tiny_model(small_set, tmp_path_factory):
 
 
 def test_predict_gives_p_t3_slice_scores_and_says_how_it_cropped(small_set, tiny_model,
-                                                                 tmp_path):
+                                                                 tmp_path, capsys):
     t2w = small_set / "staging_000" / "t2w.nii.gz"
     out = tmp_path / "auto"
+    # no ROI: refused, saying how to give one (a square at a pelvic scan's centre misses
+    # rectum and tumour), unless the centred square is asked for
     assert main(["predict", "staging", "--input", f"t2w={t2w}", "--model", str(tiny_model),
-                 "--output", str(out)]) == 0
+                 "--output", str(out)]) == 2
+    assert "roi: none was given" in capsys.readouterr().err and not out.exists()
+    assert main(["predict", "staging", "--input", f"t2w={t2w}", "--model", str(tiny_model),
+                 "--output", str(out), "--set", "without_roi=centre"]) == 0
     result = json.loads((out / "result.json").read_text())
     details = result["details"]
     assert details["stage"] in ("T2", "T3") and 0 <= details["p_t3"] <= 1
@@ -368,7 +373,8 @@ def test_voxels_too_coarse_for_the_automatic_roi_are_refused_in_words(tmp_path, 
     image.SetSpacing((190.0, 190.0, 190.0))  # 3.8 m across: within what a scan can span
     sitk.WriteImage(image, str(tmp_path / "coarse.nrrd"))
     assert main(["predict", "staging", "--input", f"t2w={tmp_path / 'coarse.nrrd'}",
-                 "--output", str(tmp_path / "out"), "--device", "cpu"]) == 2
+                 "--output", str(tmp_path / "out"), "--device", "cpu",
+                 "--set", "without_roi=centre"]) == 2
     assert "t2w: its voxels (190 x 190 mm in-plane) are too coarse for the automatic ROI" in \
         capsys.readouterr().err
     assert not (tmp_path / "out").exists()
@@ -382,7 +388,7 @@ def test_slices_too_small_for_bias_correction_are_refused_and_small_ones_staged(
     for name, shape in (("strip", (40, 4, 300)), ("small", (10, 20, 18))):
         image = sitk.GetImageFromArray(rng.uniform(0, 1000, shape).astype(np.float32))
         sitk.WriteImage(image, str(tmp_path / f"{name}.nrrd"))
-    run = ["predict", "staging", "--device", "cpu", "--input"]
+    run = ["predict", "staging", "--device", "cpu", "--set", "without_roi=centre", "--input"]
     assert main([*run, f"t2w={tmp_path / 'strip.nrrd'}", "--output", str(tmp_path / "a")]) == 2
     assert "t2w: has slices of 300 x 4 voxels; staging needs at least 16 x 16" in \
         capsys.readouterr().err

@@ -147,7 +147,7 @@ def test_calibrate_only_adds_a_calibration_to_the_demo_model(tmp_path):
     assert record["t2"] == 2 and record["t3"] == 2 and "ece_after" in record
     calibration = Calibration.from_outputs(read_header(model).metadata.outputs)
     assert calibration is not None and calibration.cases == 4
-    result = verbs.predict("staging", {"t2w": _t2w(data, 1)}, model)
+    result = verbs.predict("staging", {"t2w": _t2w(data, 1)}, model, {"without_roi": "centre"})
     details = result.details
     assert details["calibrated"] is True and details["calibration"]["method"] == "platt"
     assert details["p_t3"] == pytest.approx(

@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from oncoseg.datasets import kaggle, rtstruct_cohort
 from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
@@ -224,10 +225,9 @@ def _staging_match(root: Path) -> bool:
     return (root / STAGING_TABLE).is_file()
 
 
-def _staging_read(root: Path, roles: Sequence[str] | None, partial: bool = False,
-                  **_options) -> list[Case]:
-    """Case folders (as in the folders layout) listed in staging.csv with their stage, an
-    optional ROI box "x0 y0 z0 x1 y1 z1" in LPS mm and optional representative slices
+def staging_table(root: Path) -> dict[str, dict[str, Any]]:
+    """staging.csv under ``root`` read and checked, by case id: the stage, an optional ROI box
+    "x0 y0 z0 x1 y1 z1" in LPS mm (``roi_lps_mm``) and optional representative slices
     (``slices``: the numbers, from 0, of the one to three slices a radiologist chose)."""
     table = root / STAGING_TABLE
     with table.open(encoding="utf-8", newline="") as handle:
@@ -235,32 +235,44 @@ def _staging_read(root: Path, roles: Sequence[str] | None, partial: bool = False
     if not rows or not {"case_id", "stage"} <= set(rows[0]):
         raise InputError(str(table), "needs the columns case_id and stage (and optionally "
                          "roi_lps_mm)")
-    folders = {c.id: c for c in _folders_read(root, roles, partial)}
-    cases = []
+    read: dict[str, dict[str, Any]] = {}
     for line, row in enumerate(rows, start=2):
         case_id = check_case_id(row["case_id"].strip(), f"{table} line {line}")
-        if case_id not in folders:
-            raise InputError(f"case '{case_id}'", f"is listed in {table} (line {line}) but has "
-                             f"no folder in {root}")
         stage = row["stage"].strip().upper()
         if stage not in STAGES:
             raise InputError(f"case '{case_id}'", f"has stage '{row['stage']}' in {table} "
                              f"(line {line}); expected T2 or T3")
-        case = folders[case_id]
-        case.info["stage"] = stage
+        info: dict[str, Any] = {"stage": stage, "line": line}
         roi_text = (row.get("roi_lps_mm") or "").split()
         if roi_text:
             if len(roi_text) != 6:
                 raise InputError(f"case '{case_id}'", f"has an ROI of {len(roi_text)} numbers "
                                  f"in {table} (line {line}); expected 6")
-            case.info["roi_lps_mm"] = [float(v) for v in roi_text]
+            info["roi_lps_mm"] = [float(v) for v in roi_text]
         slices_text = (row.get("slices") or "").split()
         if slices_text:
             if not all(v.isdigit() for v in slices_text):
                 raise InputError(f"case '{case_id}'", f"has representative slices "
                                  f"'{row['slices']}' in {table} (line {line}); expected slice "
                                  "numbers counted from 0, separated by spaces")
-            case.info["slices"] = [int(v) for v in slices_text]
+            info["slices"] = [int(v) for v in slices_text]
+        read[case_id] = info
+    return read
+
+
+def _staging_read(root: Path, roles: Sequence[str] | None, partial: bool = False,
+                  **_options) -> list[Case]:
+    """Case folders (as in the folders layout) listed in staging.csv (:func:`staging_table`)
+    with their stage, ROI box and representative slices."""
+    table = staging_table(root)
+    folders = {c.id: c for c in _folders_read(root, roles, partial)}
+    cases = []
+    for case_id, info in table.items():
+        if case_id not in folders:
+            raise InputError(f"case '{case_id}'", f"is listed in {root / STAGING_TABLE} (line "
+                             f"{info['line']}) but has no folder in {root}")
+        case = folders[case_id]
+        case.info.update({k: v for k, v in info.items() if k != "line"})
         cases.append(case)
     return cases
 

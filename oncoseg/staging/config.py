@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from oncoseg.settings import EpochTraining, training_only, with_defaults
+from oncoseg.errors import InputError
+from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
 from oncoseg.spacing import MEDIAN, parse_length
 
 # crop_mm's word for the paper's reading: the ROI as drawn, whatever its size
 BOX = "box"
+# without_roi: a run given no ROI is refused, or reads a square at the T2w's centre
+WITHOUT_ROI = ("refuse", "centre")
 
 VARIANTS = ("f-R2D", "f-R3D", "f-R(2+1)D", "f-MC2", "f-MC3", "f-MC4", "f-MC5", "f-rMC2",
             "f-rMC3", "f-rMC4", "f-rMC5")
@@ -41,6 +44,11 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
     size: int = 256
     roi_margin_mm: float = 0.0  # added around a given ROI box or mask
     auto_roi_mm: float = 80.0  # no ROI given: a centred square of this side (the result says so)
+    # a run given no ROI (box or mask): 'refuse' (exit 2, saying how to give one), or 'centre':
+    # a square at the T2w's centre, for a small field of view centred on the tumour. A square
+    # at a pelvic scan's centre misses rectum and tumour: the demo called every T2 phantom T3
+    # so (docs/RESULTS.md). Data sets (training, evaluation) crop a case without one so.
+    without_roi: str = prediction_only("refuse")
     # the crop the network reads around a given ROI (box or mask): 'box' = the ROI as drawn,
     # resized to size x size whatever its size (the paper); a number = a square of that side
     # (mm) centred on the ROI, so the network reads every case at one scale; 'median' =
@@ -93,7 +101,8 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
         object.__setattr__(self, "crop_mm", parse_crop(self.crop_mm))
 
         for key, allowed in (("variant", VARIANTS), ("aggregation", AGGREGATIONS),
-                             ("loss", LOSSES), ("select_by", ("auc", "loss"))):
+                             ("loss", LOSSES), ("select_by", ("auc", "loss")),
+                             ("without_roi", WITHOUT_ROI)):
             if getattr(self, key) not in allowed:
                 raise InputError(f"--set {key}", f"'{getattr(self, key)}' is not one of "
                                  f"{', '.join(allowed)}")
@@ -110,3 +119,13 @@ class StagingConfig(with_defaults(EpochTraining, learning_rate=0.01, batch_size=
         without a size): the model's crop scale where it has one, else ``auto_roi_mm``."""
         return self.square_mm or float(self.auto_roi_mm)
 
+
+def no_roi_refusal(config: StagingConfig) -> InputError:
+    """Why a run without an ROI is refused, and the ways to give one."""
+    return InputError("roi", "none was given: the network stages a crop around rectum and "
+                      "tumour (paper 002), and a square at a pelvic scan's centre misses them "
+                      "(the demo called every T2 phantom T3 so). Give a box round them "
+                      "(--roi=X0,Y0,Z0,X1,Y1,Z1 in LPS mm; in 3D Slicer a markups ROI) or a "
+                      "mask (--input roi=MASK); for a small field of view centred on the "
+                      f"tumour, --set without_roi=centre reads a centred "
+                      f"{config.automatic_side_mm:g} mm square")

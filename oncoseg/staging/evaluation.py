@@ -54,7 +54,8 @@ def evaluate(data: Dataset, prepared: Prepared, output: Path, context: RunContex
     known: list[dict[str, Any]] = []
 
     def case_row(case) -> dict[str, Any]:
-        volume = prepare_volume(case.read("t2w"), settings, roi_box=case.info.get("roi_lps_mm"))
+        volume = prepare_volume(case.read("t2w"), settings, roi_box=case.info.get("roi_lps_mm"),
+                                automatic=True)
         scores = volume_scores(volume.array, network, settings, context.device, context.cancel)
         p_t3 = probability(scores, calibration)
         return {"stage": case.info.get("stage", ""), "p_t3": p_t3,

@@ -4,10 +4,11 @@ x-y crop around rectum and tumour, every slice resized to size x size, slices ke
 The crop comes from an ROI box (LPS mm, as staging.csv or a Slicer ROI gives it) or an ROI mask
 (its bounding box); the network reads a square of the model's ``crop_mm`` centred on either, at
 the scale it was trained at (``crop_mm=box``: the ROI as drawn). Without either, a centred
-square of that side (``auto_roi_mm`` for a model reading ROIs as drawn) is used and the result
-says so: it fits a small field of view centred on the tumour, not a whole pelvis (the phantoms'
-rectum lies 25-32 mm behind their centre, and the demo then calls every T2 tumour T3:
-docs/RESULTS.md, "The staging ROI as a reader draws it").
+square of that side (``auto_roi_mm`` for a model reading ROIs as drawn) fits a small field of
+view centred on the tumour, not a whole pelvis (the phantoms' rectum lies 25-32 mm behind their
+centre, and the demo then called every T2 tumour T3: docs/RESULTS.md, "The staging ROI as a
+reader draws it"): a run is refused without an ROI unless ``without_roi=centre`` asks for that
+square; a data set's case without one is cropped so, and the result says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from oncoseg.errors import InputError
 from oncoseg.geometry import resample_to_reference
 from oncoseg.intensity import ZScore
 from oncoseg.slices import resize_slices
-from oncoseg.staging.config import StagingConfig
+from oncoseg.staging.config import StagingConfig, no_roi_refusal
 from oncoseg.validation import check_axial, check_volume
 
 MIN_SLICES = 3
@@ -142,10 +143,15 @@ def square_around(box_lps: Sequence[float], side_mm: float) -> list[float]:
 
 
 def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None = None,
-             roi_mask: sitk.Image | None = None) -> tuple[tuple[int, int, int, int], str]:
+             roi_mask: sitk.Image | None = None, automatic: bool | None = None
+             ) -> tuple[tuple[int, int, int, int], str]:
+    """The crop (voxels) and where it came from. Without an ROI, a centred square where
+    ``automatic`` (None: as ``config.without_roi`` says; data sets pass True), else refused."""
     if roi_box is not None and roi_mask is not None:
         raise InputError("roi", "give a box or a mask, not both")
     if roi_box is None and roi_mask is None:
+        if not (config.without_roi == "centre" if automatic is None else automatic):
+            raise no_roi_refusal(config)
         return _automatic_box(image, config.automatic_side_mm), "automatic"
     side = config.square_mm
     if roi_box is not None:
@@ -183,9 +189,12 @@ def crop_note(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float]
 
 def prepare_volume(image: sitk.Image, config: StagingConfig,
                    roi_box: Sequence[float] | None = None,
-                   roi_mask: sitk.Image | None = None) -> PreparedVolume:
+                   roi_mask: sitk.Image | None = None,
+                   automatic: bool | None = None) -> PreparedVolume:
+    """``automatic``: whether a case without an ROI is cropped round the T2w's centre (None:
+    as ``config.without_roi`` says; the data-set paths pass True)."""
     check_t2w(image)
-    box, source = crop_box(image, config, roi_box, roi_mask)
+    box, source = crop_box(image, config, roi_box, roi_mask, automatic)
     corrected = n4_correct(image) if config.n4 else sitk.Cast(image, sitk.sitkFloat32)
     x0, x1, y0, y1 = box
     array = sitk.GetArrayViewFromImage(corrected)[:, y0:y1, x0:x1]

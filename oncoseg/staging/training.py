@@ -94,7 +94,7 @@ def prepare_case(case: Case, config: StagingConfig, cache: Path | None) -> Prepa
         arrays, _ = cached
         return PreparedStaging(case.id, arrays["array"], stage, arrays["slices"].tolist())
     image = case.read("t2w")
-    prepared = prepare_volume(image, config, roi_box=case.info.get("roi_lps_mm"))
+    prepared = prepare_volume(image, config, roi_box=case.info.get("roi_lps_mm"), automatic=True)
     slices = list(case.info.get("slices") or _label_slices(case, image))
     bad = [k for k in slices if not 0 <= k < len(prepared.array)]
     if bad:
@@ -362,7 +362,8 @@ def calibrate_existing(dataset: Dataset, output: Path, model: str, device: str =
         if case.info.get("stage") not in STAGES:
             raise InputError(f"case '{case.id}'", "has no T2/T3 stage (the staging layout "
                              "reads it from staging.csv); calibration needs every case's stage")
-        volume = prepare_volume(case.read("t2w"), config, roi_box=case.info.get("roi_lps_mm"))
+        volume = prepare_volume(case.read("t2w"), config, roi_box=case.info.get("roi_lps_mm"),
+                                automatic=True)
         prepared.append(PreparedStaging(case.id, volume.array,
                                         STAGES.index(case.info["stage"]), []))
     report(progress, "Calibrating P(T3)", 0, 1)
