@@ -166,7 +166,7 @@ def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] 
     return box, source
 
 
-def _side_mm(image: sitk.Image, box: Sequence[float]) -> tuple[float, float]:
+def _side_mm(box: Sequence[float]) -> tuple[float, float]:
     low, high = np.minimum(box[:3], box[3:]), np.maximum(box[:3], box[3:])
     return float(high[0] - low[0]), float(high[1] - low[1])
 
@@ -179,7 +179,7 @@ def crop_note(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float]
         return None
     drawn = roi_box if roi_box is not None else \
         _voxels_to_lps(image, _box_from_mask(image, roi_mask, 0.0))
-    width, height = _side_mm(image, drawn)
+    width, height = _side_mm(drawn)
     if max(abs(width - side), abs(height - side)) < 0.5 * min(image.GetSpacing()[:2]):
         return None
     return (f"the network read a {side:g} x {side:g} mm square centred on the ROI (the "
