@@ -191,8 +191,7 @@ def check_roi_size(roi_node: Any) -> None:
     if any(size) and not all(side > 0 for side in size):
         shown = " x ".join(f"{side:g}" for side in size)
         raise InputError(ROI_ROLE, f"'{roi_node.GetName()}' is flat ({shown} mm): give it a "
-                         "size in every direction in the slice views, or leave the ROI out "
-                         "for the automatic crop")
+                         "size in every direction in the slice views, round rectum and tumour")
 
 
 class StagingLogic(TaskLogic):
