@@ -15,7 +15,7 @@ right-left): axial slices stack along z, coronal along y, sagittal along x.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import SimpleITK as sitk
@@ -46,15 +46,9 @@ class BrainVolume:
     grid: sitk.Image  # the reference grid as given (outputs go back onto it)
     oriented: sitk.Image  # the reference grid in LPS axis order
     reference_role: str
-    messages: list[str] = field(default_factory=list)
-    work: sitk.Image | None = None  # the array's grid: ``oriented`` unless a spacing asks
-    body: np.ndarray | None = None  # (z, y, x) on ``oriented``: where any sequence is non-zero
-
-    def __post_init__(self) -> None:
-        if self.work is None:
-            self.work = self.oriented
-        if self.body is None:
-            self.body = nonzero_body(self.array)
+    messages: list[str]
+    work: sitk.Image  # the array's grid: ``oriented`` itself unless a spacing asks
+    body: np.ndarray  # (z, y, x) on ``oriented``: where any sequence is non-zero
 
     @property
     def used(self) -> list[str]:

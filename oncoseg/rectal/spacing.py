@@ -25,7 +25,13 @@ import numpy as np
 import SimpleITK as sitk
 
 from oncoseg.geometry import grid_with_spacing
-from oncoseg.spacing import MEDIAN, NATIVE, SAME_SPACING, shared_training_spacing
+from oncoseg.spacing import (
+    MEDIAN,
+    NATIVE,
+    SAME_SPACING,
+    same_spacing,
+    shared_training_spacing,
+)
 
 
 def training_in_plane_mm(setting: float | str, spacings_zyx: Sequence[Sequence[float]]
@@ -58,7 +64,7 @@ def in_plane_grid(reference: sitk.Image, in_plane_mm: float | None) -> sitk.Imag
     if in_plane_mm is None:
         return None
     x, y, z = reference.GetSpacing()
-    if all(abs(s - in_plane_mm) <= SAME_SPACING * in_plane_mm for s in (x, y)):
+    if same_spacing((x, y), (in_plane_mm, in_plane_mm)):
         return None
     return grid_with_spacing(reference, (in_plane_mm, in_plane_mm, z))
 
