@@ -213,20 +213,23 @@ class StagingLogic(TaskLogic):
         with ``without_roi=centre``); a flat one is refused (:func:`check_roi_size`)."""
         roi = inputs.get(ROI_ROLE)
         asked = request or RunRequest()
-        if roi is None and asked.hints.roi_lps_mm is None and not self.reads_without_roi(asked):
-            raise no_roi_refusal(self.settings(asked))
+        if roi is None and asked.hints.roi_lps_mm is None:
+            settings = self.settings(asked)
+            if settings.without_roi != "centre":
+                raise no_roi_refusal(settings)
         if roi is None or not roi.IsA("vtkMRMLMarkupsROINode"):
             return super().start(inputs, request)
         check_roi_size(roi)
-        if roi_needs_a_size(roi) and not roi.GetNumberOfDefinedControlPoints() and \
-                not self.reads_without_roi(asked):
+        settings = self.settings(asked) if roi_needs_a_size(roi) else None
+        if settings is not None and not roi.GetNumberOfDefinedControlPoints() and \
+                settings.without_roi != "centre":
             raise InputError(ROI_ROLE, f"'{roi.GetName()}' has no size yet: place it round "
                              "rectum and tumour in the slice views (two clicks), or click once "
                              "on the tumour to have the model's crop put there")
         started = super().start({**inputs, ROI_ROLE: None}, request)
         note = ""
-        if roi_needs_a_size(roi):
-            note = self.default_roi(roi, started.nodes["t2w"], started.request)
+        if settings is not None:
+            note = self.default_roi(roi, started.nodes["t2w"], settings.automatic_side_mm)
         request = started.request
         hints = verbs.check_hints(self.task, replace(request.hints,
                                                      roi_lps_mm=roi_box_lps(roi)))
@@ -239,21 +242,17 @@ class StagingLogic(TaskLogic):
         metadata = model_choice(path, self.task.name).header.metadata
         return model_settings(self.task, metadata, request.overrides)
 
-    def reads_without_roi(self, request: RunRequest) -> bool:
-        """Whether the request asks for the centred square when no ROI is given."""
-        return self.settings(request).without_roi == "centre"
-
     def crop_side_mm(self, request: RunRequest) -> float:
         """The side of the in-plane square the request's model crops to when no ROI is given
         (:attr:`StagingConfig.automatic_side_mm`): what a default ROI is given."""
         return self.settings(request).automatic_side_mm
 
-    def default_roi(self, roi: Any, t2w: Any, request: RunRequest) -> str:
-        """Give a markups ROI without a size the model's crop: ``crop_side_mm`` square in the
-        axial (R-A) plane, through every slice of ``t2w``, centred where the user's one click
-        put it, else on the T2w volume's centre. The node is changed (the views show the box
-        used, to move for the next run); returns what the result says about it."""
-        side = self.crop_side_mm(request)
+    def default_roi(self, roi: Any, t2w: Any, side: float) -> str:
+        """Give a markups ROI without a size the model's crop (:meth:`crop_side_mm`): a
+        ``side`` mm square in the axial (R-A) plane, through every slice of ``t2w``, centred
+        where the user's one click put it, else on the T2w volume's centre. The node is
+        changed (the views show the box used, to move for the next run); returns what the
+        result says about it."""
         bounds = [0.0] * 6
         t2w.GetRASBounds(bounds)
         if roi.GetNumberOfDefinedControlPoints() > 0:
