@@ -5,6 +5,8 @@ from imaging import make_image
 
 from oncoseg.errors import InputError
 from oncoseg.validation import (
+    MAX_SLICE_TILT_DEGREES,
+    check_axial,
     check_structure,
     check_volume,
     count_nonfinite,
@@ -66,3 +68,22 @@ def test_problems_are_listed_without_raising():
 def test_minimum_slices():
     with pytest.raises(InputError, match="only 2 slices"):
         check_volume(make_image(shape_zyx=(2, 20, 20)), "t2w", min_slices=3)
+
+
+@pytest.mark.parametrize(("degrees", "accepted"), [(MAX_SLICE_TILT_DEGREES, True), (31.0, False)])
+def test_slices_tilted_up_to_the_limit_are_axial_after_a_nifti_round_trip(tmp_path, degrees,
+                                                                        accepted):
+    """NIfTI keeps the direction in float32: a grid turned by exactly 30 degrees reads back as
+    30.0000015 degrees and was refused as "tilted 30 degrees" (issue 17 asks for obliques up
+    to 30 degrees)."""
+    from scipy.spatial.transform import Rotation
+
+    image = make_image((6, 10, 12), Rotation.from_euler("x", degrees, degrees=True).as_matrix(),
+                       spacing=(2.0, 2.0, 5.0))
+    sitk.WriteImage(image, str(tmp_path / "dwi.nii.gz"))
+    stored = sitk.ReadImage(str(tmp_path / "dwi.nii.gz"))
+    if accepted:
+        check_axial(stored, "dwi_b0", "give the axial series")
+    else:
+        with pytest.raises(InputError, match=r"dwi_b0: is not an axial series .* tilted 31 "):
+            check_axial(stored, "dwi_b0", "give the axial series")
