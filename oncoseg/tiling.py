@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from oncoseg.geometry import check_overlap
 from oncoseg.postprocess import most_likely
@@ -178,6 +179,25 @@ def resample_onto(source: VolumeSource, target: Geometry, interpolation: str = "
                                   slab.direction, float(default_value), pixel)
         output[start:stop] = sitk.GetArrayViewFromImage(resampled)
     return output
+
+
+def continue_edges(values: np.ndarray, spacing_zyx: tuple[float, float, float],
+                   reach_mm: float, beyond: float) -> None:
+    """In place: each NaN voxel of ``values`` (z, y, x) within ``reach_mm`` of a number takes
+    the nearest number (the edge continued outward), the farther ones ``beyond``. For a grid
+    that covers corners its source never acquired (:func:`resample_onto` with a NaN default):
+    a constant there is an edge the network never saw."""
+    unseen = np.isnan(values)
+    if not unseen.any():
+        return
+    if unseen.all():
+        values[...] = beyond
+        return
+    distance, nearest = ndimage.distance_transform_edt(unseen, sampling=spacing_zyx,
+                                                       return_indices=True)
+    near = unseen & (distance <= reach_mm)
+    values[near] = values[tuple(index[near] for index in nearest)]
+    values[unseen & ~near] = beyond
 
 
 def resample_labels_onto(labels: sitk.Image, target: Geometry) -> sitk.Image:

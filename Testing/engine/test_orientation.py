@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from network_memo import remembered_networks
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from oncoseg import verbs
@@ -54,7 +55,7 @@ GOAL = 0.95
 # reach, so that a regression still fails; every storage order without tilt must reach GOAL.
 BELOW_GOAL_WHEN_TILTED = {
     "Rectal tumour": 0.92,  # reaches 0.944
-    "Nodal CTV": 0.92,  # 0.937
+    "Nodal CTV": 0.91,  # 0.926
     "Large bowel": 0.89,  # 0.908
     "Necrotic and non-enhancing tumour core": 0.92,  # 0.935
     "Enhancing tumour": 0.91,  # 0.925
@@ -145,6 +146,39 @@ def test_a_resliced_slab_continues_its_edges_into_the_corners_it_never_covered()
     never_covered = sitk.GetArrayFromImage(covered_by(slab, resliced)) == 0
     assert never_covered.mean() > 0.1
     assert np.all(sitk.GetArrayFromImage(resliced)[never_covered] == 100)
+
+
+def test_an_oblique_cts_working_grid_continues_its_edge_then_reads_air():
+    """The corners of an oblique CT's axis-aligned working grid that the CT never covered: its
+    edge continued for EDGE_CONTINUED_MM (a body cut by air along a tilted plane is an edge the
+    OAR network never saw at a scan's end), air beyond; an upright CT's grid has no such
+    corner."""
+    from oncoseg.oar.ct.preprocessing import (
+        AIR_HU,
+        EDGE_CONTINUED_MM,
+        to_working_grid,
+        working_grid,
+    )
+
+    values = np.full((30, 40, 40), 40, np.int16)  # soft tissue
+    values[:, :, :20] = 700  # bone on the patient's right half
+    ct = sitk.GetImageFromArray(values)
+    ct.SetSpacing((3.0, 3.0, 3.0))
+    ct.SetDirection(tuple(Rotation.from_euler("y", 30, degrees=True).as_matrix().ravel()))
+    grid = working_grid(ct, (3.0, 3.0, 3.0))
+    hu = to_working_grid(ct, grid)
+    outside = sitk.GetArrayFromImage(covered_by(ct, grid)) == 0
+    distance = ndimage.distance_transform_edt(outside, sampling=grid.GetSpacing()[::-1])
+    assert outside.mean() > 0.3
+    near, far = outside & (distance <= EDGE_CONTINUED_MM - 3), distance > EDGE_CONTINUED_MM + 3
+    # the edge's own values (linear between tissue and bone where they meet), both sides
+    assert np.all((hu[near] >= 40) & (hu[near] <= 700))
+    assert np.any(hu[near] == 40) and np.any(hu[near] == 700)
+    assert np.all(hu[far] == AIR_HU) and far.any()
+    assert not np.isnan(hu).any()
+    upright = sitk.GetImageFromArray(values)
+    upright.SetSpacing((2.7, 2.7, 3.0))
+    assert not (to_working_grid(upright, working_grid(upright, (3.0, 3.0, 3.0))) == AIR_HU).any()
 
 
 # ------------------------------------------------------------------------ phantom storage
@@ -338,14 +372,36 @@ def test_oar_ct_result_does_not_depend_on_storage_and_left_stays_left(tmp_path):
 
     def run(given):
         prediction = verbs.predict("oar-ct", given)
-        results[orientation_of(given["ct"])] = prediction
+        results.setdefault(orientation_of(given["ct"]), prediction)  # the upright LPS first
         return prediction
 
     check_storage_independence(run, images, tilted, names, "argmax", tuple(
         _rendered(pelvis_ct, storage, pelvis_ct.SIZE, pelvis_ct.SPACING, 5107)
         for storage in (Storage(), TILTED)), same_network_input=False)
+    # a slab tilted by 30 degrees about the front-back axis cuts through the right femoral head:
+    # what lies inside the CT is still found (with air right at the slab's edge: Dice 0.05),
+    # every label as well as the two acquisitions' own truths agree, or 0.95
+    turned = Storage("LPS", tuple(Rotation.from_euler("y", 30, degrees=True).as_matrix().ravel()))
+    pelvis_ct.generate_case(tmp_path / "turned", 5107, 0, storage=turned)
+    ct = read_image(tmp_path / "turned")
+    grid = results["LPS"].labels
+    prediction = verbs.predict("oar-ct", {"ct": ct})
+    assert any("tilted by 30.0 degrees" in m and "continued for 15 mm" in m
+               for m in prediction.messages)
+    seen = _seen_by_both(ct, grid)
+    upright = _labelled(results["LPS"], grid, names, "argmax")
+    moved = _labelled(prediction, grid, names, "argmax")
+    agree = truth_agreement(_rendered(pelvis_ct, Storage(), pelvis_ct.SIZE, pelvis_ct.SPACING,
+                                      5107),
+                            _rendered(pelvis_ct, turned, pelvis_ct.SIZE, pelvis_ct.SPACING,
+                                      5107))
+    scores = {n: _dice(upright[k] & seen, moved[k] & seen) for k, n in enumerate(names)}
+    print("Tilted 30 degrees about the front-back axis:",
+          {n: (round(scores[n], 3), round(agree[n], 3)) for n in names})
+    assert all(scores[n] >= min(GOAL, agree[n]) - 0.01 for n in names), (scores, agree)
     # laterality: in LPS, +x is the patient's left
-    for code in ("LPS", *STORAGES):
+    results["turned"] = prediction
+    for code in ("LPS", *STORAGES, "turned"):
         labels = results[code].labels
         left = _centroid(sitk.Cast(labels == names.index("Femoral head L") + 1, sitk.sitkUInt8))
         right = _centroid(sitk.Cast(labels == names.index("Femoral head R") + 1, sitk.sitkUInt8))

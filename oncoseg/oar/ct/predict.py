@@ -19,12 +19,14 @@ from oncoseg.modelfile import DEMO_NOTE, model_summary
 from oncoseg.oar.ct.config import OarCtConfig
 from oncoseg.oar.ct.preprocessing import (
     AIR_HU,
+    EDGE_CONTINUED_MM,
     check_ct,
     hu_window,
     to_working_grid,
     working_grid,
 )
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
+from oncoseg.orientation import is_clearly_oblique, tilt_degrees
 from oncoseg.postprocess import clean_label_map, most_likely
 from oncoseg.prediction import Prediction, ResampledMaps
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
@@ -191,6 +193,7 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                     f"{' x '.join(map(str, image.GetSize()))} voxels: there they would take "
                     f"{format_bytes(full_grid_probability_bytes(image))}; viewers place them "
                     "by their own geometry")
+    messages.extend(oblique_note(image, grid))
     messages.extend(smaller_than_window(grid, patch))
     if not labels.any():
         messages.append("no organ was found in this CT")
@@ -207,6 +210,18 @@ def predict(prepared: Prepared, images: Mapping[str, sitk.Image], context: RunCo
                                   "size": list(grid.GetSize())},
                  "probability_grid": "ct" if full_grid else "working grid"},
         messages=messages)
+
+
+def oblique_note(image: sitk.Image, grid: sitk.Image) -> list[str]:
+    """Where an oblique CT was read on an axis-aligned working grid: the reader should know
+    what the network saw beyond the tilted slab's edges."""
+    if not (is_clearly_oblique(image) and np.allclose(grid.GetDirection(), np.eye(3).ravel())):
+        return []  # upright, or read on its own tilted voxels (a model without a working grid)
+    return [f"the CT is tilted by {tilt_degrees(image):.1f} degrees from the body's axes: the "
+            f"network read it on an axis-aligned "
+            f"{' x '.join(f'{s:g}' for s in grid.GetSpacing())} mm grid covering it, where the "
+            f"CT's edge was continued for {EDGE_CONTINUED_MM:g} mm beyond the slab, then air; "
+            "only the CT's own voxels get organs"]
 
 
 def smaller_than_window(grid: sitk.Image, patch: Sequence[int]) -> list[str]:
