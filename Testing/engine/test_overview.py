@@ -28,7 +28,6 @@ from oncoseg.orientation import orientation_of
 from oncoseg.overview import overview_figure, save_overview
 from oncoseg.overview_layout import LETTER_GID, SCALE_GID, direction_letters, texts_outside
 from oncoseg.prediction import Prediction, overview_prediction
-from oncoseg.staging.preprocessing import square_around
 from oncoseg.tasks import SegmentSpec, get_task
 
 SIZE, SPACING = (40, 36, 14), (2.0, 2.5, 4.0)  # x, y, z
@@ -258,7 +257,9 @@ def staged(tmp_path_factory):
     prediction = verbs.predict("staging", {"t2w": t2w}, "demo", overrides={"tta": 1},
                                hints=Hints(roi_lps_mm=roi))
     assert orientation_of(prediction.images["t2w"]) == "RAS"
-    return prediction, tuple(square_around(roi, 80.0))
+    centre = (np.asarray(roi[:3]) + np.asarray(roi[3:])) / 2  # the 80 mm square round it
+    return prediction, (centre[0] - 40, centre[1] - 40, roi[2], centre[0] + 40, centre[1] + 40,
+                        roi[5])
 
 
 def _drawn_box(figure, prediction):

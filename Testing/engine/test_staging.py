@@ -286,12 +286,12 @@ def test_an_roi_of_any_size_is_read_at_the_models_crop_scale(small_set):
     network reads a square of the model's crop_mm centred on it, whatever its size (a mask
     likewise), and the result says so. 'box' is the paper's reading: the ROI as drawn."""
     from oncoseg.staging.config import StagingConfig
-    from oncoseg.staging.preprocessing import crop_box, crop_note, square_around
+    from oncoseg.staging.preprocessing import crop_box, crop_note
 
     case = read_dataset(small_set).cases[0]
     t2w = case.read("t2w")
     drawn = np.array(case.info["roi_lps_mm"], float)  # the phantom's 80 mm square
-    assert square_around(drawn, 80.0) == pytest.approx(drawn.tolist())
+    assert drawn[3:5] - drawn[:2] == pytest.approx([80.0, 80.0])
     config = StagingConfig(crop_mm=80.0, n4=False)
     exact, _ = crop_box(t2w, config, drawn)
     assert exact == crop_box(t2w, StagingConfig(crop_mm="box", n4=False), drawn)[0]

@@ -171,15 +171,17 @@ class Storage:
         return float(np.degrees(np.arccos(np.clip((np.trace(matrix) - 1) / 2, -1.0, 1.0))))
 
     def grid(self, size: Sequence[int], spacing: Sequence[float],
-             centre: Sequence[float] = (0.0, 0.0, 0.0)) -> sitk.Image:
-        """:func:`make_grid`, turned by the case's tilt about its own centre."""
+             centre: Sequence[float] = (0.0, 0.0, 0.0),
+             pivot: Sequence[float] | None = None) -> sitk.Image:
+        """:func:`make_grid`, turned by the case's tilt about ``pivot`` (the grid's own centre
+        when None; a radiographer plans an oblique acquisition on what it must cover)."""
         image = make_grid(size, spacing, centre)
         if self.tilt_degrees == 0.0:
             return image
         matrix = np.asarray(self.rotation).reshape(3, 3)
-        extent = (np.asarray(size) - 1) * np.asarray(spacing)
+        pivot = np.asarray(centre if pivot is None else pivot, float)
         image.SetDirection(tuple(float(v) for v in matrix.ravel()))
-        image.SetOrigin(tuple(np.asarray(centre, float) - matrix @ (extent / 2)))
+        image.SetOrigin(tuple(pivot + matrix @ (np.asarray(image.GetOrigin()) - pivot)))
         return image
 
     def store(self, image: sitk.Image) -> sitk.Image:

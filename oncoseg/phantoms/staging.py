@@ -37,7 +37,11 @@ def generate_case(folder: Path, seed: int, case: int, storage: Storage = UPRIGHT
     stage = "T3" if case % 2 else "T2"  # balanced, and not guessable from the seed stream
     extension = float(rng.uniform(4.0, 9.0)) if stage == "T3" else 0.0
     anatomy = RectalAnatomy(rng, tumour_extension_mm=extension)
-    grid = storage.grid(SIZE, SPACING)
+    cx, cy = (float(v) for v in anatomy.rectum_centre(np.array(anatomy.tumour_centre[2])))
+    # an oblique T2w is planned on the tumour: turned about it, the slab still covers it (turned
+    # about the slab's centre, 25-32 mm in front of the rectum, a 20-degree tilt left the lower
+    # third of a tumour out of the 72 mm slab)
+    grid = storage.grid(SIZE, SPACING, pivot=(cx, cy, float(anatomy.tumour_centre[2])))
     points = grid_points(grid)
     values, tumour = anatomy.render(points, width=SPACING[0])
     signal = rician(values[..., 0] * bias_field(points, rng, 0.35), rng, 0.03)
@@ -46,7 +50,6 @@ def generate_case(folder: Path, seed: int, case: int, storage: Storage = UPRIGHT
     sitk.WriteImage(storage.store(t2w), str(folder / "t2w.nii.gz"), useCompression=True)
     label = to_image((tumour > 0.5).astype(np.uint8), grid, sitk.sitkUInt8)
     sitk.WriteImage(storage.store(label), str(folder / "label.nii.gz"), useCompression=True)
-    cx, cy = (float(v) for v in anatomy.rectum_centre(np.array(anatomy.tumour_centre[2])))
     half = 40.0
     roi = [cx - half, cy - half, anatomy.tumour_centre[2] - 30.0,
            cx + half, cy + half, anatomy.tumour_centre[2] + 30.0]

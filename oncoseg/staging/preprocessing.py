@@ -71,6 +71,12 @@ def n4_correct(image: sitk.Image) -> sitk.Image:
 
 def _box_from_lps(image: sitk.Image, box: Sequence[float], margin: float,
                   ) -> tuple[int, int, int, int]:
+    return _crop_within(image, *_index_range(image, box, margin))
+
+
+def _index_range(image: sitk.Image, box: Sequence[float], margin: float
+                 ) -> tuple[list[int], list[int]]:
+    """The voxels (start, stop per axis, end exclusive, unclipped) an LPS box covers."""
     if len(box) != 6:
         raise InputError("roi", f"needs 6 numbers (x0 y0 z0 x1 y1 z1 in mm), got {len(box)}")
     low, high = np.minimum(box[:3], box[3:]) - margin, np.maximum(box[:3], box[3:]) + margin
@@ -78,10 +84,17 @@ def _box_from_lps(image: sitk.Image, box: Sequence[float], margin: float,
         [float(c) for c in (x, y, z)]) for x in (low[0], high[0]) for y in (low[1], high[1])
         for z in (low[2], high[2])]
     index = np.asarray(corners)
-    size = image.GetSize()
     start = np.floor(index.min(axis=0) + 0.5).astype(int)
     stop = np.floor(index.max(axis=0) + 0.5).astype(int) + 1
-    if np.any(stop <= 0) or np.any(start >= size):
+    return start.tolist(), stop.tolist()
+
+
+def _crop_within(image: sitk.Image, start: Sequence[int], stop: Sequence[int]
+                 ) -> tuple[int, int, int, int]:
+    """The x-y crop (x0, x1, y0, y1) of a voxel range, clipped to the image; refused where
+    the range misses the image or covers less than 2 x 2 voxels of it."""
+    size = image.GetSize()
+    if any(stop[a] <= 0 or start[a] >= size[a] for a in range(len(start))):
         raise InputError("roi", "lies outside the t2w image (no voxel of the box is in it); "
                          "place the ROI around the rectum and tumour")
     x0, y0 = max(start[0], 0), max(start[1], 0)
@@ -122,26 +135,6 @@ def _automatic_box(image: sitk.Image, side_mm: float) -> tuple[int, int, int, in
     return box
 
 
-def _voxels_to_lps(image: sitk.Image, box: tuple[int, int, int, int]) -> list[float]:
-    """A crop (x0, x1, y0, y1 voxels, end exclusive) as the LPS box of its voxels' edges,
-    through every slice."""
-    x0, x1, y0, y1 = box
-    corners = np.array([image.TransformContinuousIndexToPhysicalPoint((x, y, z))
-                        for x in (x0 - 0.5, x1 - 0.5) for y in (y0 - 0.5, y1 - 0.5)
-                        for z in (-0.5, image.GetSize()[2] - 0.5)])
-    return [*corners.min(axis=0).tolist(), *corners.max(axis=0).tolist()]
-
-
-def square_around(box_lps: Sequence[float], side_mm: float) -> list[float]:
-    """A square of ``side_mm`` in the axial plane centred on an LPS box (its slices kept): an
-    ROI of any size read at the scale the model was trained at (an ROI exactly that square is
-    returned as it was)."""
-    low, high = np.minimum(box_lps[:3], box_lps[3:]), np.maximum(box_lps[:3], box_lps[3:])
-    centre = (low + high) / 2
-    return [centre[0] - side_mm / 2, centre[1] - side_mm / 2, float(low[2]),
-            centre[0] + side_mm / 2, centre[1] + side_mm / 2, float(high[2])]
-
-
 def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] | None = None,
              roi_mask: sitk.Image | None = None, automatic: bool | None = None
              ) -> tuple[tuple[int, int, int, int], str]:
@@ -155,15 +148,34 @@ def crop_box(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float] 
         return _automatic_box(image, config.automatic_side_mm), "automatic"
     side = config.square_mm
     if roi_box is not None:
-        source = "box"
-        box = _box_from_lps(image, roi_box if side is None else square_around(roi_box, side),
-                            config.roi_margin_mm if side is None else 0.0)
-    else:
-        source = "mask"
-        box = _box_from_mask(image, roi_mask, config.roi_margin_mm if side is None else 0.0)
-        if side is not None:
-            box = _box_from_lps(image, square_around(_voxels_to_lps(image, box), side), 0.0)
-    return box, source
+        if side is None:
+            return _box_from_lps(image, roi_box, config.roi_margin_mm), "box"
+        start, stop = _index_range(image, roi_box, 0.0)
+        low, high = np.minimum(roi_box[:3], roi_box[3:]), np.maximum(roi_box[:3], roi_box[3:])
+        centre = image.TransformPhysicalPointToContinuousIndex(
+            [float(c) for c in (low + high) / 2])
+        square = _square_on_slices(image, centre[:2], side)
+        return _crop_within(image, [*square[0], start[2]], [*square[1], stop[2]]), "box"
+    box = _box_from_mask(image, roi_mask, config.roi_margin_mm if side is None else 0.0)
+    if side is not None:
+        x0, x1, y0, y1 = box
+        square = _square_on_slices(image, ((x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2), side)
+        box = _crop_within(image, *square)
+    return box, "mask"
+
+
+def _square_on_slices(image: sitk.Image, centre: Sequence[float], side_mm: float
+                      ) -> tuple[list[int], list[int]]:
+    """The x-y voxel range (start, stop) of a square of ``side_mm`` on the T2w's own slices
+    centred on ``centre`` (continuous x, y voxel index): the scale the model was trained at on
+    any grid. An LPS square's corners projected onto a tilted T2w's axes would widen it by the
+    ROI's height times the tilt's sine, and the network, which resizes the crop to its slice
+    size, would read the tumour squeezed: a T3 phantom tilted by 20 degrees fell from P(T3)
+    0.99 to 0.02 (docs/RESULTS.md, "Storage order and obliquity")."""
+    spacing = image.GetSpacing()
+    start = [int(np.floor(centre[a] - side_mm / (2 * spacing[a]) + 0.5)) for a in (0, 1)]
+    stop = [int(np.floor(centre[a] + side_mm / (2 * spacing[a]) + 0.5)) + 1 for a in (0, 1)]
+    return start, stop
 
 
 def _side_mm(box: Sequence[float]) -> tuple[float, float]:
@@ -177,9 +189,11 @@ def crop_note(image: sitk.Image, config: StagingConfig, roi_box: Sequence[float]
     side = config.square_mm
     if side is None or (roi_box is None and roi_mask is None):
         return None
-    drawn = roi_box if roi_box is not None else \
-        _voxels_to_lps(image, _box_from_mask(image, roi_mask, 0.0))
-    width, height = _side_mm(drawn)
+    if roi_box is not None:
+        width, height = _side_mm(roi_box)
+    else:  # the mask's extent on the T2w's slices
+        x0, x1, y0, y1 = _box_from_mask(image, roi_mask, 0.0)
+        width, height = (x1 - x0) * image.GetSpacing()[0], (y1 - y0) * image.GetSpacing()[1]
     if max(abs(width - side), abs(height - side)) < 0.5 * min(image.GetSpacing()[:2]):
         return None
     return (f"the network read a {side:g} x {side:g} mm square centred on the ROI (the "
