@@ -168,10 +168,11 @@ def _square_on_slices(image: sitk.Image, centre: Sequence[float], side_mm: float
                       ) -> tuple[list[int], list[int]]:
     """The x-y voxel range (start, stop) of a square of ``side_mm`` on the T2w's own slices
     centred on ``centre`` (continuous x, y voxel index): the scale the model was trained at on
-    any grid. An LPS square's corners projected onto a tilted T2w's axes would widen it by the
-    ROI's height times the tilt's sine, and the network, which resizes the crop to its slice
-    size, would read the tumour squeezed: a T3 phantom tilted by 20 degrees fell from P(T3)
-    0.99 to 0.02 (docs/RESULTS.md, "Storage order and obliquity")."""
+    any grid. The box of an LPS square's corners projected onto a turned T2w's axes is wider
+    (1.37 times on a T2w turned 30 degrees in-plane; by the ROI's height times the tilt's sine
+    on a tilted one), and the network, which resizes the crop to its slice size, read the
+    rectum shrunk: five T2 phantoms of six turned in-plane got P(T3) 0.84-0.999
+    (docs/RESULTS.md, "Storage order and obliquity")."""
     spacing = image.GetSpacing()
     start = [int(np.floor(centre[a] - side_mm / (2 * spacing[a]) + 0.5)) for a in (0, 1)]
     stop = [int(np.floor(centre[a] + side_mm / (2 * spacing[a]) + 0.5)) + 1 for a in (0, 1)]
