@@ -22,7 +22,8 @@ class OARSeg(panels.OncoSegModule):
     help = (
         "CT mode: segments femoral heads, bladder, bowel bag and the nodal CTV on pelvic CT "
         "with a 3D fully convolutional network; each organ keeps its largest connected "
-        "component, with holes filled. Trains on clinical RT structure sets, including "
+        "component (the nodal CTV both of its sides, less pieces under 0.2 mL), with holes "
+        "filled. Trains on clinical RT structure sets, including "
         "patients whose structure sets lack some organs. MR mode: stomach, small and large "
         "bowel on axial abdominal MR, slice by slice with neighbouring slices as context "
         "(FCN-ResNet50), at the threshold tuned on validation data."

@@ -65,6 +65,14 @@ def largest_component(mask: np.ndarray, connectivity: Connectivity = 26) -> np.n
     return labels == 1 if count else np.zeros(np.shape(mask), bool)
 
 
+def piece_sizes(mask: np.ndarray, connectivity: Connectivity = 26
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """The mask's connected pieces numbered largest first (:func:`label_components`) and the
+    voxels in each (``sizes[i]`` for piece ``i + 1``)."""
+    pieces, count = label_components(mask, connectivity)
+    return pieces, np.bincount(pieces.ravel(), minlength=count + 1)[1:]
+
+
 def fill_holes(mask: np.ndarray) -> np.ndarray:
     """Fill background regions that the mask encloses completely (in 3D)."""
     return ndimage.binary_fill_holes(np.asarray(mask, bool))

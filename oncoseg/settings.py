@@ -40,7 +40,7 @@ _POSITIVE = {"spacing_mm", "std", "intensity_constant", "auto_roi_mm", "learning
              "learning_rate_min"}
 _NON_NEGATIVE = {"context", "roi_margin_mm", "ring_mm", "shift_hu", "rotation_rad", "scale",
                  "l2", "min_delta", "crop_max_px", "weight_decay", "momentum", "micro_batch",
-                 "hard_negative_rounds", "data_workers"}
+                 "hard_negative_rounds", "data_workers", "smallest_piece_ml"}
 _FRACTIONS = {"threshold", "gate_threshold", "vote_thresholds", "smoothing_probability",
               "sequence_dropout", "class_targets_2d", "class_targets_3d"}
 # (lower, upper): the lower must stay below the upper

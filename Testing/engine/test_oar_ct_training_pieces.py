@@ -105,21 +105,38 @@ def test_network_output_shape_and_divisor(size, pools):
     assert all(s % d == 0 for s, d in zip(size, network.divisor, strict=True))
 
 
-def test_post_processing_applies_to_the_organs_named():
+def test_clean_up_keeps_both_sides_of_the_nodal_ctv_and_names_what_it_removes():
+    """Paper 003 keeps each label's largest piece; the nodal CTV's two sides, apart inside a
+    scan, lost one of them to it (the right here: the same size, the first in scan order)."""
     from oncoseg.errors import InputError
+    from oncoseg.oar.ct.config import OarCtConfig
     from oncoseg.oar.ct.predict import clean_organs
 
-    labels = np.zeros((4, 10, 20), np.uint8)
+    labels = np.zeros((5, 10, 20), np.uint8)
     labels[1:3, 2:5, 1:4] = 5  # nodal CTV, right side
-    labels[1:3, 2:5, 15:18] = 5  # nodal CTV, left side (same size: one survives)
-    labels[1:3, 6:9, 8:12] = 3  # bladder
+    labels[1:3, 2:5, 15:18] = 5  # nodal CTV, left side
+    labels[0, 9, 9] = 5  # a stray CTV voxel
+    labels[1:4, 5:9, 7:12] = 3  # bladder
+    labels[2, 7, 9] = 0  # a hole in it
     labels[2, 9, 0] = 3  # a stray bladder voxel
-    everything = clean_organs(labels, ["Bladder", "Nodal CTV"])
-    assert (everything == 5).sum() == 18 and (everything == 3).sum() == 24
-    ctv_kept = clean_organs(labels, ["Bladder"])
-    assert (ctv_kept == 5).sum() == 36 and (ctv_kept == 3).sum() == 24
+    labels[0:2, 0:2, 18:20] = 3  # a bladder piece of 8 voxels
+    default = OarCtConfig()
+    cleaned, notes = clean_organs(labels, default.largest_component_organs, 0.125,
+                                  default.smallest_piece_ml)  # 5 mm voxels: 0.125 mL
+    assert (cleaned == 5).sum() == 36 and cleaned[0, 9, 9] == 0  # both sides, no stray voxel
+    assert (cleaned == 3).sum() == 60  # the bladder's largest piece, its hole filled
+    assert notes == ["Bladder: 1 separate piece of 1.0 mL removed beside its largest (7.4 mL; "
+                     "paper 003 keeps one piece per organ, `largest_component_organs`): check "
+                     "that none of it was the organ"]
+    papers, _ = clean_organs(labels, ["Bladder", "Nodal CTV"], 0.125)
+    assert (papers == 5).sum() == 18 and (papers[..., :10] == 5).any()  # one side dropped
+    every_piece, _ = clean_organs(labels, [], 0.125)  # no organ kept whole, no piece too small
+    assert (every_piece == 5).sum() == 37 and (every_piece == 3).sum() == 69
     with pytest.raises(InputError, match="'Spleen' is not an organ"):
-        clean_organs(labels, ["Spleen"])
+        clean_organs(labels, ["Spleen"], 0.125)
+    for wrong in ("-1", "nan"):
+        with pytest.raises(InputError, match="--set smallest_piece_ml"):
+            OarCtConfig.from_overrides({"smallest_piece_ml": wrong}, "prediction")
 
 
 # ---------------------------------------------------------------------------- paper 003's training

@@ -60,12 +60,15 @@ class OarCtConfig(with_defaults(EpochTraining, learning_rate=1e-4, batch_size=50
     # inference and post-processing
     overlap: float = prediction_only(0.5)
     inference_batch: int = prediction_only(2)
-    # largest 26-connected component per organ, then hole filling
+    # clean-up (paper 2.2): the largest 26-connected component of each organ, then holes filled
     keep_largest: bool = prediction_only(True)
-    # the organs that post-processing applies to (paper: all; a bilateral target such as the
-    # nodal CTV loses one side to it)
+    # the organs kept as their largest piece: the paper applies it to every label; OncoSeg's
+    # default spares the nodal CTV, whose left and right sides need not meet inside a scan
+    # (the step then drops a whole side), and removes only its pieces under smallest_piece_ml
     largest_component_organs: tuple[str, ...] = prediction_only((
-        "Femoral head L", "Femoral head R", "Bladder", "Bowel bag", "Nodal CTV"))
+        "Femoral head L", "Femoral head R", "Bladder", "Bowel bag"))
+    # noise, for the organs above spared: TotalSegmentator's small-blob threshold (200 mm^3)
+    smallest_piece_ml: float = prediction_only(0.2)
     probabilities: bool = prediction_only(True)  # write one probability map per organ
 
     def __post_init__(self) -> None:

@@ -53,7 +53,8 @@ OAR_CT = register_task(Task(
     description=("HU window [-800, 800] / 800 at the CT's own resolution (or the working grid "
                  "a model was trained on); a memory-lean 3D fully convolutional network "
                  "with softmax over femoral heads, bladder, bowel bag and nodal CTV; largest "
-                 "26-connected component and hole filling per organ. Trains on clinical RT "
+                 "26-connected component per organ (the nodal CTV, in two sides: its pieces "
+                 "under 0.2 mL removed) and hole filling. Trains on clinical RT "
                  "structure sets with partial annotations, in restart cycles with hard "
                  "negatives."),
     inputs=(InputRole("ct", "CT in Hounsfield units (volume or DICOM series folder)",
