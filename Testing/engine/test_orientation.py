@@ -9,8 +9,9 @@ resampling its probability maps (linear) and labelling them as the task does, be
 resampling a label map with nearest neighbour would itself cost a few per cent of Dice; and
 only where both acquisitions saw the body (a tilted box covers other corners). Next to each
 tilted figure the test prints how well the two acquisitions' own truths agree, measured the same
-way: what an ideal segmenter would reach, since the tilted grid samples thin structures
-differently.
+way: the tilted grid samples thin structures differently. Those truths are binary; a map
+giving each voxel its partial volume, the ideal, agrees better (0.966-0.996 for every label but
+the small bowel's 0.888: `Testing/helpers/ideal_agreement.py`, docs/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -299,8 +300,8 @@ def check_storage_independence(run, images: dict, tilted: dict, names: list[str]
                                same_network_input: bool = True) -> dict[str, list[float]]:
     """Dice per label of each storage's result against the LPS-stored one (permuted
     storages on the labels themselves; the tilted one on resampled probabilities). ``truths``:
-    the upright and the tilted acquisition's truth masks by label name (an ideal segmenter's
-    figure, printed).
+    the upright and the tilted acquisition's truth masks by label name (binary: a segmenter
+    whose map has no edge; printed).
 
     Network calls go through a memory (``network_memo``): a call whose input bytes the
     network has seen is answered with its earlier output, which a pure function would give
