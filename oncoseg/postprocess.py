@@ -1,6 +1,6 @@
 """Cleaning a segmentation the way the papers do, and listing what a reader may choose.
 
-Connected components (6- or 26-connected), the largest one, hole filling, each per label of a
+Connected components (6- or 26-connected), the largest one, hole filling per label of a
 multi-label map. :func:`components` describes every candidate (volume in mL, physical centroid,
 mean and max probability) so that a reader can keep a component other than the largest, as the
 RectalSeg paper's failure cases require; :func:`component_at` picks one from a seed point.
@@ -78,23 +78,12 @@ def fill_holes(mask: np.ndarray) -> np.ndarray:
     return ndimage.binary_fill_holes(np.asarray(mask, bool))
 
 
-def clean_label_map(labels: np.ndarray, values: Sequence[int] | None = None,
-                    connectivity: Connectivity = 26, holes: bool = True) -> np.ndarray:
-    """Per label: keep its largest component, then fill its holes where nothing else is.
-
-    A hole is filled only with background voxels, so one organ never overwrites another.
-    """
-    labels = np.asarray(labels)
-    values = [int(v) for v in np.unique(labels) if v != 0] if values is None else values
-    out = np.zeros_like(labels)
+def fill_label_holes(labels: np.ndarray, values: Sequence[int]) -> None:
+    """In place: each label's holes filled, with background voxels only, so that one organ
+    never overwrites another (the papers' hole filling after their largest component)."""
     for value in values:
-        kept = largest_component(labels == value, connectivity)
-        out[kept] = value
-    if holes:
-        for value in values:
-            filled = fill_holes(out == value)
-            out[filled & (out == 0)] = value
-    return out
+        filled = fill_holes(labels == value)
+        labels[filled & (labels == 0)] = value
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from oncoseg.postprocess import (
-    clean_label_map,
     component_at,
     components,
     fill_holes,
+    fill_label_holes,
     label_components,
     largest_component,
     most_likely,
@@ -64,13 +64,14 @@ def test_component_figures_and_seed_pick():
     assert component_at(labels, mask, (1e4, 0, 0)) == 0
 
 
-def test_clean_label_map_keeps_organs_apart():
+def test_largest_component_and_hole_filling_keep_organs_apart():
     labels = np.zeros((12, 12, 12), np.uint8)
     labels[1:8, 1:8, 1:8] = 1
     labels[3:6, 3:6, 3:6] = 0  # a hole in organ 1 ...
     labels[4, 4, 4] = 2  # ... holding a voxel of organ 2
     labels[10, 10, 10] = 1  # a stray island of organ 1, not even diagonally connected
-    cleaned = clean_label_map(labels)
+    cleaned = np.where(largest_component(labels == 1), 1, np.where(labels == 2, 2, 0))
+    fill_label_holes(cleaned, [1, 2])
     assert cleaned[10, 10, 10] == 0
     assert cleaned[4, 4, 4] == 2  # not overwritten by the hole filling
     assert (cleaned[3:6, 3:6, 3:6] == 1).sum() == 26

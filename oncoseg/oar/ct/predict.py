@@ -27,7 +27,7 @@ from oncoseg.oar.ct.preprocessing import (
 )
 from oncoseg.oar.ct.task import CT_SEGMENTS, OAR_CT
 from oncoseg.orientation import is_clearly_oblique, tilt_degrees
-from oncoseg.postprocess import fill_holes, most_likely, piece_sizes
+from oncoseg.postprocess import fill_label_holes, most_likely, piece_sizes
 from oncoseg.prediction import Prediction, ResampledMaps
 from oncoseg.progress import CancelToken, ProgressCallback, check_cancelled, report, timed
 from oncoseg.tiling import Geometry, most_likely_onto, resample_labels_onto
@@ -170,9 +170,8 @@ def clean_organs(labels: np.ndarray, single_organs: Sequence[str], voxel_ml: flo
         if not sizes.size:
             continue
         volumes = sizes * voxel_ml
-        keep = volumes >= smallest_piece_ml
-        if spec.name in single_organs:
-            keep = np.arange(sizes.size) == 0
+        keep = (np.arange(sizes.size) == 0 if spec.name in single_organs
+                else volumes >= smallest_piece_ml)
         cleaned[np.concatenate([[False], keep])[pieces]] = spec.label
         removed = volumes[~keep & (volumes >= NOTED_PIECE_ML)]
         if removed.size:
@@ -181,9 +180,7 @@ def clean_organs(labels: np.ndarray, single_organs: Sequence[str], voxel_ml: flo
                 f"{' / '.join(f'{v:.1f}' for v in removed)} mL removed beside its largest "
                 f"({volumes[0]:.1f} mL; paper 003 keeps one piece per organ, "
                 "`largest_component_organs`): check that none of it was the organ")
-    for spec in CT_SEGMENTS:
-        filled = fill_holes(cleaned == spec.label)
-        cleaned[filled & (cleaned == 0)] = spec.label
+    fill_label_holes(cleaned, [spec.label for spec in CT_SEGMENTS])
     return cleaned, notes
 
 
