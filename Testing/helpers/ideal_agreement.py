@@ -53,13 +53,8 @@ def brats(points: np.ndarray) -> dict[str, np.ndarray]:
 def rectum(points: np.ndarray) -> dict[str, np.ndarray]:
     """The tumour as the rectal phantom draws its truth: on the DWI, moved by its motion."""
     g = rectal.RectalPhantomGeometry()
-    rng = case_rng(9107, 0)
-    anatomy = rectal.RectalAnatomy(rng)
-    shift = rng.uniform(-2.0, 2.0, 3)
-    phase = int(np.random.default_rng(rng.integers(2**32)).bit_generator.seed_seq.entropy)
-    moved = points - rectal.smooth_displacement(points, g.misalignment_mm, 120.0, shift,
-                                                np.random.default_rng(phase))
-    _, tumour = anatomy.render(moved, width=min(g.dwi_spacing[:2]))
+    anatomy, motion = rectal.case_anatomy(case_rng(9107, 0), g)
+    _, tumour = anatomy.render(motion.on_dwi(points), width=min(g.dwi_spacing[:2]))
     return {"Rectal tumour": tumour > 0.5}
 
 

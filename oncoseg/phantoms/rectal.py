@@ -150,26 +150,46 @@ class RectalAnatomy:
         return blend(layers, TISSUES, points.shape[:-1]), layers[-1][1]
 
 
+@dataclass(frozen=True)
+class CaseMotion:
+    """How the patient moved between the T2w and the DWI: a smooth displacement field."""
+
+    amplitude_mm: float
+    shift_mm: np.ndarray
+    phase_seed: int
+    wavelength_mm: float = 120.0
+
+    def on_dwi(self, points: np.ndarray) -> np.ndarray:
+        """The anatomy's points that the DWI shows at ``points``."""
+        return points - smooth_displacement(points, self.amplitude_mm, self.wavelength_mm,
+                                            self.shift_mm, np.random.default_rng(self.phase_seed))
+
+
+def case_anatomy(rng: np.random.Generator, geometry: RectalPhantomGeometry
+                 ) -> tuple[RectalAnatomy, CaseMotion]:
+    """A case's anatomy and motion, the first draws of its stream (:func:`case_rng`)."""
+    anatomy = RectalAnatomy(rng)
+    shift = rng.uniform(-2.0, 2.0, 3)
+    phase_seed = int(np.random.default_rng(rng.integers(2**32)).bit_generator.seed_seq.entropy)
+    return anatomy, CaseMotion(geometry.misalignment_mm, shift, phase_seed)
+
+
 def generate_case(folder: Path, seed: int, case: int,
                   geometry: RectalPhantomGeometry | None = None,
                   storage: Storage = UPRIGHT_LPS) -> dict:
     g = geometry or RectalPhantomGeometry()
     rng = case_rng(seed, case)
-    anatomy = RectalAnatomy(rng)
+    anatomy, moved = case_anatomy(rng, g)
     t2_grid = storage.grid(g.t2w_size, g.t2w_spacing)
     dwi_grid = storage.grid(g.dwi_size, g.dwi_spacing, centre=(0.0, 0.0, g.dwi_slice_offset_mm))
-    shift = rng.uniform(-2.0, 2.0, 3)
-    motion_rng = np.random.default_rng(rng.integers(2**32))
-    motion = {"amplitude_mm": g.misalignment_mm, "wavelength_mm": 120.0,
-              "shift_mm": [round(float(s), 3) for s in shift],
-              "phase_seed": int(motion_rng.bit_generator.seed_seq.entropy)}
+    motion = {"amplitude_mm": moved.amplitude_mm, "wavelength_mm": moved.wavelength_mm,
+              "shift_mm": [round(float(s), 3) for s in moved.shift_mm],
+              "phase_seed": moved.phase_seed}
 
     t2_points = grid_points(t2_grid)
     t2_values, _ = anatomy.render(t2_points, width=min(g.t2w_spacing[:2]))
     dwi_points = grid_points(dwi_grid)
-    displaced = dwi_points - smooth_displacement(
-        dwi_points, g.misalignment_mm, 120.0, shift, np.random.default_rng(motion["phase_seed"]))
-    dwi_values, tumour = anatomy.render(displaced, width=min(g.dwi_spacing[:2]))
+    dwi_values, tumour = anatomy.render(moved.on_dwi(dwi_points), width=min(g.dwi_spacing[:2]))
 
     folder.mkdir(parents=True, exist_ok=True)
     images = {
