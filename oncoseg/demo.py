@@ -29,7 +29,8 @@ DEMO_CASE_SEED = 2026
 INPUT_FOLDER = "input"  # the study, inside the output folder
 # What each input file is, for the summary (the phantom's own label is kept for comparison).
 INPUT_NAMES = {"t2w": "T2-weighted MR", "dwi_b0": "DWI b0 (the reference grid)",
-               "dwi_b1000": "DWI b1000", "label": "the phantom's true tumour (for comparison)"}
+               "dwi_b1000": "DWI b1000", "label": "the phantom's true tumour (for comparison)",
+               "label_fraction": "the true tumour's share of each voxel (its partial volume)"}
 
 
 @dataclass(frozen=True)

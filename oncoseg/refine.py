@@ -64,13 +64,13 @@ lies in a thin boundary error (11 of 24, 2-3 segments made worse), and a separat
 for negative clicks (9-12 of 24).
 
 A task may set other values for its model's map (``Task.refine``, read by
-``Task.refine_settings``; Slicer's effect, the review app and the benchmark use them): the rectal
-patch CNN's map saturates (median logit 6.7-7.4 inside its tumour, 1.2-2.8 in the GI organs,
-2.5-4.5 in the pelvic CT's) and its error is a one-voxel rim at 0.54-0.99 round a core at
-0.98-1.0, so a negative click there moves the boundary 3 logit units past the clicked voxel
-(``recalibration_margin_negative``) over 25 mm (``recalibration_mm``): its tumours below 0.90
-gain +0.053 / +0.079 (seed 3100) and +0.065 (seed 3300) after 3 clicks instead of +0.025 /
-+0.030 and +0.044. The same values for every task lose elsewhere (docs/RESULTS.md).
+``Task.refine_settings``; Slicer's effect, the review app and the benchmark use them). The
+rectal task did until 2026-12-08: its demo's map then saturated with a one-voxel rim at
+0.54-0.99 round a core at 0.98-1.0, and a negative click moving the boundary 3 logit units past
+the clicked voxel (``recalibration_margin_negative``) over 25 mm (``recalibration_mm``) gained
++0.053 / +0.079 where the defaults gained +0.025 / +0.030. The demo trained that day on partial
+volumes has no rim, and the same values lost 0.03-0.05 Dice over 10 clicks against the
+defaults (docs/RESULTS.md); no task sets any now.
 
 The fade with distance reaches further for a click deep in what it corrects: its width is at
 least 15 mm and twice the click's distance from the segment's boundary (inside the segment

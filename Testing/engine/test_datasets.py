@@ -41,6 +41,23 @@ def test_phantom_set_reads_back_with_auto_layout(rectal_set):
     assert sitk.GetArrayViewFromImage(label).sum() > 50
 
 
+def test_a_labels_partial_volume_is_read_beside_it_and_agrees_with_it(rectal_set):
+    """The rectal phantom writes each voxel's share inside the tumour (label_fraction, 27
+    samples per voxel) beside the label: read as the label's partial volume, neither a second
+    reader's label nor an image; at 0.5 it is the label but for a few edge voxels."""
+    case = read_dataset(rectal_set, "auto", ROLES).cases[0]
+    assert list(case.labels) == ["label"] and list(case.images) == ROLES
+    assert case.fractions == {"label": rectal_set / "rectal_000" / "label_fraction.nii.gz"}
+    assert "unused" not in case.info
+    share = sitk.GetArrayFromImage(sitk.ReadImage(str(case.fractions["label"])))
+    label = sitk.GetArrayFromImage(sitk.ReadImage(str(case.labels["label"]))) > 0
+    assert share.min() >= 0 and share.max() <= 1
+    edge = (share > 0) & (share < 1)
+    assert edge.sum() > 0.5 * label.sum()  # thick slices: most tumour voxels are partial
+    assert ((share >= 0.5) != label).sum() < 0.05 * label.sum()
+    assert np.allclose(share * 27, np.round(share * 27), atol=1e-4)  # 27 samples per voxel
+
+
 def test_phantoms_are_deterministic(rectal_set, tmp_path):
     assert main(["phantom", "rectal", "--cases", "1", "--output", str(tmp_path / "again"),
                  "--progress", "none"]) == 0

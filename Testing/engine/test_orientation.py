@@ -55,7 +55,7 @@ GOAL = 0.95
 # reasons in docs/RESULTS.md, "Storage order and obliquity"): held to a little below what they
 # reach, so that a regression still fails; every storage order without tilt must reach GOAL.
 BELOW_GOAL_WHEN_TILTED = {
-    "Rectal tumour": 0.92,  # reaches 0.938
+    "Rectal tumour": 0.93,  # reaches 0.950 (0.916-0.956 on seeds 9107-9110)
     "Nodal CTV": 0.91,  # 0.926
     "Large bowel": 0.89,  # 0.908
     "Necrotic and non-enhancing tumour core": 0.92,  # 0.935

@@ -14,7 +14,7 @@ from oncoseg.cli import main
 from oncoseg.errors import Cancelled, InputError
 from oncoseg.io.volumes import read_image
 from oncoseg.method import demo_model_file, load_task_model
-from oncoseg.modelfile import read_header
+from oncoseg.modelfile import read_header, rewritten
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.candidates import find_candidates
 from oncoseg.rectal.dense import probability_map
@@ -109,7 +109,7 @@ def _in_plane(image, mm):
     return resample_to_reference(image, grid, "linear")
 
 
-def test_a_dwi_stored_at_another_in_plane_spacing_gives_the_same_tumour(cases):
+def test_a_dwi_stored_at_another_in_plane_spacing_gives_the_same_tumour(cases, tmp_path):
     """Scanners reconstruct DWI at 1-2.5 mm in-plane (some interpolate to a finer matrix).
     The demo model read the b0 grid as stored, and its 21-voxel patches then saw half the
     anatomy: the same phantoms' DWI resampled to 1 mm gave DSC 0.25-0.37 and about 2 mL
@@ -135,9 +135,18 @@ def test_a_dwi_stored_at_another_in_plane_spacing_gives_the_same_tumour(cases):
     assert "dwi_b0 voxel spacing 1 x 1 x 5 mm (sorted) lies outside what the model was " \
         "trained on (2 x 2 x 5 mm)" in read.messages, read.messages
     assert dsc(read) > 0.8 and abs(dsc(read) - dsc(upright)) < 0.06, (dsc(read), dsc(upright))
-    # the paper's reading, the b0 grid as stored, is what failed
-    native = verbs.predict("rectal", fine, "demo", {"registration": "none",
-                                                    "in_plane_mm": "native"})
+    # the paper's reading, the b0 grid as stored, is what failed: the demo fixes its spacing
+    # (2 mm), so a copy of it that records none is read that way
+    with pytest.raises(InputError, match="in_plane_mm: is fixed by the model"):
+        verbs.predict("rectal", fine, "demo", {"in_plane_mm": "native"})
+
+    def unfixed(metadata, _):
+        metadata.preprocessing = {k: v for k, v in metadata.preprocessing.items()
+                                  if k != "in_plane_mm"}
+
+    loose = rewritten(demo_model_file("rectal"), tmp_path / "loose.safetensors", unfixed)
+    native = verbs.predict("rectal", fine, loose, {"registration": "none",
+                                                   "in_plane_mm": "native"})
     assert dsc(native) < 0.5, dsc(native)
 
 
@@ -305,6 +314,7 @@ def test_train_then_predict_then_resume(cases, tmp_path):
     meta = header.metadata
     assert meta.task == "rectal" and meta.preprocessing["registration"] == "none"
     assert meta.preprocessing["in_plane_mm"] == 2.0  # the phantoms' b0, which its runs read at
+    assert meta.provenance["partial_volume_targets"] == "2 of 2 training cases"
     assert meta.provenance["dataset"]["fingerprint"]
     assert meta.provenance["training"]["epochs_run"] == 2
     assert len(meta.provenance["dataset"]["validation"]) == 1
@@ -364,3 +374,38 @@ def test_the_candidates_a_prediction_carries_lie_on_the_input_grid(cases):
     assert np.array_equal(carried.labels, again.labels)
     assert np.array_equal(carried.mask(), sitk.GetArrayFromImage(prediction.labels) > 0)
     assert [c.voxels for c in carried.components] == [c.voxels for c in again.components]
+
+
+def test_training_takes_each_cases_partial_volume_as_its_targets(cases, tmp_path):
+    """Where a case has its label's partial volume (label_fraction), the centre targets are
+    the tumour's share of the voxel; without it, the label's 0 and 1; a file that is no share
+    is refused by name."""
+    from oncoseg.datasets.layouts import read_dataset
+    from oncoseg.rectal.cases import prepare_case
+    from oncoseg.rectal.config import RectalConfig
+    from oncoseg.rectal.training import case_samples
+
+    data = tmp_path / "data"
+    shutil.copytree(cases[0].parent, data)
+    config = RectalConfig(samples_per_class=200, registration="none")
+
+    def targets(cache):
+        case = read_dataset(data, "auto", list(ROLES)).cases[0]
+        prepared = prepare_case(case, "none", cache)
+        _, found, weights = case_samples(prepared, config, np.random.default_rng(0))
+        return prepared, found, weights
+
+    prepared, soft, weights = targets(tmp_path / "cache")
+    share = prepared.fractions["label"]
+    assert (soft >= 0).all() and (soft <= 1).all() and ((soft > 0) & (soft < 1)).any()
+    assert ((share >= 0.5) != prepared.labels["label"]).sum() < 0.05 * share.sum()
+    assert (weights == 1).all()  # the paper's weighting by default
+    assert targets(tmp_path / "cache")[1].tolist() == soft.tolist()  # from the cache, the same
+    fraction = data / cases[0].name / "label_fraction.nii.gz"
+    wrong = sitk.ReadImage(str(fraction)) * 2.0
+    sitk.WriteImage(wrong, str(fraction))
+    with pytest.raises(InputError, match=r"label_fraction.nii.gz holds values outside 0..1"):
+        targets(tmp_path / "cache")  # the file changed: read again, and refused
+    fraction.unlink()
+    _, hard, _ = targets(tmp_path / "cache")
+    assert set(np.unique(hard)) == {0.0, 1.0}

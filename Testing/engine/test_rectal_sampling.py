@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from oncoseg.rectal.sampling import background_regions, extract_patches, sample_voxels
+from oncoseg.rectal.sampling import (
+    background_regions,
+    extract_patches,
+    sample_voxels,
+    sample_weights,
+)
 
 
 def case(seed=0):
@@ -56,3 +61,41 @@ def test_patches_are_centred_and_zero_outside():
     assert patches[1, 0, 2, 2] == channels[0, 2, 0, 0]
     with pytest.raises(ValueError, match="odd"):
         extract_patches(channels, voxels, 4)
+
+
+def test_voxel_share_weights_see_the_edge_as_often_from_both_sides():
+    """'paper': every sample counts once. 'voxel-share': tumour and RB1 samples still count
+    1.25 N together, but each of their voxels is worth the same, so the tumour's outer layer
+    and the layer just outside it are seen about equally; RB2 and RB3 as drawn."""
+    tumour, high_b = case()
+    r = background_regions(tumour, high_b, (5.0, 1.0, 1.0))
+    voxels, labels = sample_voxels(r, 400, np.random.default_rng(1))
+    assert (sample_weights(r, 400, "paper") == 1).all()
+    weights = sample_weights(r, 400, "voxel-share")
+    index = tuple(voxels.T)
+    in_tumour, in_ring = r.tumour[index], r.ring[index]
+    assert (in_tumour == (labels == 1)).all()
+    assert weights[in_tumour | in_ring].sum() == pytest.approx(500)
+    per_voxel = {name: weights[where].sum() / region.sum()
+                 for name, where, region in (("tumour", in_tumour, r.tumour),
+                                             ("ring", in_ring, r.ring))}
+    assert per_voxel["tumour"] == pytest.approx(per_voxel["ring"])
+    assert (weights[~(in_tumour | in_ring)] == 1).all()
+    outer = tumour & ~ndimage.binary_erosion(tumour)
+    outside = ndimage.binary_dilation(tumour) & ~tumour
+
+    def seen(layer):  # expected weight that falls on a layer of voxels
+        return sum(weights[where].sum() / region.sum() * (layer & region).sum()
+                   for where, region in ((in_tumour, r.tumour), (in_ring, r.ring)))
+    paper = (400 / r.tumour.sum() * outer.sum()) / (100 / r.ring.sum() * outside.sum())
+    assert paper > 4 and seen(outer) / seen(outside) == pytest.approx(
+        outer.sum() / outside.sum())
+
+
+def test_an_unknown_edge_weighting_is_refused_by_name():
+    from oncoseg.errors import InputError
+    from oncoseg.rectal.config import RectalConfig
+
+    with pytest.raises(InputError, match=r"edge_weighting.*'balanced' is not one of paper, "
+                                         r"voxel-share"):
+        RectalConfig(edge_weighting="balanced")

@@ -14,7 +14,6 @@ prints both, per label, for the test's phantoms and tilt (or another tilt)::
 from __future__ import annotations
 
 import argparse
-import itertools
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -29,7 +28,7 @@ from test_orientation import _dice, _seen_by_both
 
 from oncoseg.geometry import resample_to_reference
 from oncoseg.phantoms import brain, gi, pelvis_ct, rectal
-from oncoseg.phantoms.common import Storage, case_rng, grid_points, to_image
+from oncoseg.phantoms.common import Storage, case_rng, partial_volume, to_image
 
 # (z, y, x, 3) points -> {label: inside (bool, same shape)}, one phantom case's anatomy
 Inside = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -75,14 +74,8 @@ def grids(storage: Storage) -> dict[str, tuple[Inside, sitk.Image]]:
 def inside_fraction(inside: Inside, grid: sitk.Image, samples: int) -> dict[str, sitk.Image]:
     """Each label's share of every voxel, from samples^3 points spread evenly over it (1: the
     voxel's centre alone, the binary truth)."""
-    points = grid_points(grid)
-    step = np.asarray(grid.GetDirection()).reshape(3, 3) * np.asarray(grid.GetSpacing())
-    offsets = [(i - (samples - 1) / 2) / samples for i in range(samples)]
-    shares: dict[str, np.ndarray] = {}
-    for offset in itertools.product(offsets, repeat=3):
-        for name, mask in inside(points + (step @ np.asarray(offset)).astype(np.float32)).items():
-            shares[name] = shares.get(name, 0) + mask.astype(np.float32)
-    return {name: to_image(s / samples ** 3, grid, sitk.sitkFloat32) for name, s in shares.items()}
+    return {name: to_image(share, grid, sitk.sitkFloat32)
+            for name, share in partial_volume(inside, grid, samples).items()}
 
 
 def agreement(upright: dict[str, sitk.Image], tilted: dict[str, sitk.Image]) -> dict[str, float]:

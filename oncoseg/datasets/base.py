@@ -46,6 +46,11 @@ def check_case_id(case_id: str, where: str) -> str:
     return case_id
 
 
+# A file named as a label file plus this (``label_fraction.nii.gz``) holds that label's partial
+# volume; it is neither a reader's label nor an image.
+FRACTION_SUFFIX = "_fraction"
+
+
 @dataclass
 class Case:
     """One case: image paths by role, label paths by name, and what else the layout knows."""
@@ -55,6 +60,9 @@ class Case:
     labels: dict[str, Path] = field(default_factory=dict)
     patient: str = ""  # splits keep a patient's cases together
     info: dict[str, Any] = field(default_factory=dict)
+    # a label's partial volume by the label's name: each voxel's share (0..1) inside the
+    # structure, where the data set has it (``label_fraction.nii.gz`` beside ``label.nii.gz``)
+    fractions: dict[str, Path] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.patient:

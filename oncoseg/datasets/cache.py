@@ -29,7 +29,8 @@ def case_key(case: Case, *settings: str) -> str:
     """Changes when any of the case's files (folders: every file in them) is renamed, resized
     or touched, or when a setting that shapes the prepared arrays changes."""
     digest = hashlib.sha256("\0".join((LABEL_READING, *settings)).encode())
-    for name, path in sorted({**case.images, **case.labels}.items()):
+    fractions = {f"fraction:{name}": path for name, path in case.fractions.items()}
+    for name, path in sorted({**case.images, **case.labels, **fractions}.items()):
         path = Path(path).resolve()
         for file in sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() \
                 else [path]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from oncoseg.datasets import kaggle, rtstruct_cohort
-from oncoseg.datasets.base import Case, Dataset, check_case_id, check_files
+from oncoseg.datasets.base import FRACTION_SUFFIX, Case, Dataset, check_case_id, check_files
 from oncoseg.errors import InputError
 from oncoseg.io.volumes import volume_stem
 from oncoseg.tasks import Task
@@ -43,7 +43,11 @@ def _folders_read(root: Path, roles: Sequence[str] | None, partial: bool = False
         check_case_id(folder.name, str(root))
         files = {volume_stem(f): f for f in folder.iterdir() if f.is_file() and volume_stem(f)}
         labels = {s: f for s, f in files.items() if s.lower().startswith(LABEL_PREFIXES)}
-        images = {s: f for s, f in files.items() if s not in labels}
+        fractions = {s.removesuffix(FRACTION_SUFFIX): f for s, f in labels.items()
+                     if s.endswith(FRACTION_SUFFIX) and s.removesuffix(FRACTION_SUFFIX) in labels}
+        labels = {s: f for s, f in labels.items() if not (
+            s.endswith(FRACTION_SUFFIX) and s.removesuffix(FRACTION_SUFFIX) in fractions)}
+        images = {s: f for s, f in files.items() if not s.lower().startswith(LABEL_PREFIXES)}
         missing = [r for r in roles or () if r not in images]
         if missing and (not partial or len(missing) == len(roles)):
             raise InputError(f"case '{folder.name}'", f"in {root}: the {missing[0]} file "
@@ -58,7 +62,7 @@ def _folders_read(root: Path, roles: Sequence[str] | None, partial: bool = False
             info["missing"] = missing
         if unused:
             info["unused"] = unused
-        cases.append(Case(folder.name, images, labels, info=info))
+        cases.append(Case(folder.name, images, labels, info=info, fractions=fractions))
     return cases
 
 

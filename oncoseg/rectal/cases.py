@@ -7,7 +7,7 @@ keyed by the files' names, sizes and modification times and the registration pre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +17,9 @@ from oncoseg.datasets.base import Case, label_file_on
 from oncoseg.datasets.cache import case_key, empty_grid, load_cached, save_cached
 from oncoseg.datasets.segmentation_labels import declared_values
 from oncoseg.errors import InputError
-from oncoseg.geometry import arrays_onto
+from oncoseg.geometry import arrays_onto, resample_to_reference
 from oncoseg.intensity import INTENSITY_READING
+from oncoseg.io.volumes import read_image
 from oncoseg.progress import CancelToken
 from oncoseg.rectal.config import NATIVE
 from oncoseg.rectal.preprocessing import REFERENCE, ROLES, prepare
@@ -33,6 +34,8 @@ class PreparedArrays:
     labels: dict[str, np.ndarray]  # reader label name -> (z, y, x) bool
     spacing_zyx: tuple[float, float, float]
     reference: sitk.Image  # the b0 grid (voxels not needed; kept for geometry)
+    # reader label name -> (z, y, x) float32 partial volume, where the data set has it
+    fractions: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
@@ -46,6 +49,21 @@ def _labels_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
             for name, path in sorted(case.labels.items())}
 
 
+def _fractions_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarray]:
+    """Each reader's partial-volume file (``label_fraction``) on the b0 grid (linear: a
+    share resamples as one); values outside 0..1 are refused by file."""
+    fractions = {}
+    for name, path in sorted(case.fractions.items()):
+        share = sitk.GetArrayFromImage(resample_to_reference(
+            sitk.Cast(read_image(path), sitk.sitkFloat32), reference, "linear"))
+        if not np.isfinite(share).all() or share.min() < -1e-3 or share.max() > 1 + 1e-3:
+            raise InputError(f"case '{case.id}'", f"{Path(path).name} holds values outside "
+                             f"0..1 ({share.min():g} to {share.max():g}); a partial-volume "
+                             "file gives each voxel's share inside the structure")
+        fractions[name] = np.clip(share, 0.0, 1.0).astype(np.float32)
+    return fractions
+
+
 def prepare_case(case: Case, registration: str, cache: Path | None = None,
                  cancel: CancelToken | None = None) -> PreparedArrays:
     """The case's channels and labels, from the cache when it holds this exact case."""
@@ -55,8 +73,10 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
     if cached is not None:
         arrays, reference = cached
         labels = {k[len("label:"):]: v for k, v in arrays.items() if k.startswith("label:")}
+        fractions = {k[len("fraction:"):]: v for k, v in arrays.items()
+                     if k.startswith("fraction:")}
         return PreparedArrays(case.id, arrays["channels"], labels, _spacing_zyx(reference),
-                              reference)
+                              reference, fractions)
     images = {role: case.read(role) for role in ROLES}
     try:
         prepared = prepare(images, registration, cancel=cancel)
@@ -64,10 +84,12 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
         raise InputError(f"case '{case.id}'", str(error)) from None
     reference = prepared.reference
     labels = _labels_on_grid(case, reference)
+    fractions = _fractions_on_grid(case, reference)
     save_cached(path, key, reference, {"channels": prepared.channels,
-                                       **{f"label:{k}": v for k, v in labels.items()}})
+                                       **{f"label:{k}": v for k, v in labels.items()},
+                                       **{f"fraction:{k}": v for k, v in fractions.items()}})
     return PreparedArrays(case.id, prepared.channels, labels, _spacing_zyx(reference),
-                          empty_grid(reference))
+                          empty_grid(reference), fractions)
 
 
 def _spacing_zyx(image: sitk.Image) -> tuple[float, float, float]:
@@ -85,4 +107,6 @@ def at_in_plane(case: PreparedArrays, in_plane_mm: float | str) -> PreparedArray
     channels = arrays_onto(case.channels, case.reference, grid)
     labels = {name: arrays_onto(mask.astype(np.float32), case.reference, grid) >= 0.5
               for name, mask in case.labels.items()}
-    return PreparedArrays(case.case_id, channels, labels, _spacing_zyx(grid), grid)
+    fractions = {name: np.clip(arrays_onto(share, case.reference, grid), 0.0, 1.0)
+                 for name, share in case.fractions.items()}
+    return PreparedArrays(case.case_id, channels, labels, _spacing_zyx(grid), grid, fractions)

@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from oncoseg.errors import InputError
 from oncoseg.settings import EpochTraining, prediction_only, training_only, with_defaults
 from oncoseg.spacing import MEDIAN, NATIVE, parse_length
+
+EDGE_WEIGHTINGS = ("paper", "voxel-share")
 
 
 def parse_in_plane(value: Any) -> float | str:
@@ -43,6 +46,12 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     samples_per_class: int = training_only(5000)
     ring_mm: float = training_only(10.0)
     bright_threshold: float = training_only(2.0)
+    # how much each tumour and RB1 sample counts in the loss: 'paper', every sample alike (N
+    # tumour against N/4 ring samples puts 13-18 times as many on the tumour's outer voxel
+    # layer as just outside it, and the 0.5 edge moves a voxel outward); 'voxel-share', the
+    # two regions' samples weighted to the share of voxels each holds, their total unchanged
+    # (oncoseg/rectal/sampling.py; docs/FIDELITY.md)
+    edge_weighting: str = training_only("paper")
     patch_size: int = training_only(21)
     # paper: the paper's 9-layer network ('full' padding, 5x5/3x3 filters, three poolings),
     # each voxel classified from its own patch; dense: OncoSeg's 8-layer valid-padding variant
@@ -61,3 +70,6 @@ class RectalConfig(with_defaults(EpochTraining, learning_rate=0.001, batch_size=
     def __post_init__(self) -> None:
         """Normalise ``in_plane_mm`` (a string through ``--set``, a number from a model file)."""
         object.__setattr__(self, "in_plane_mm", parse_in_plane(self.in_plane_mm))
+        if self.edge_weighting not in EDGE_WEIGHTINGS:
+            raise InputError("edge_weighting", f"'{self.edge_weighting}' is not one of "
+                             f"{', '.join(EDGE_WEIGHTINGS)}")

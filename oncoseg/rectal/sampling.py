@@ -45,6 +45,13 @@ def _draw(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
     return np.stack(np.unravel_index(chosen, mask.shape), axis=1)
 
 
+def _background_counts(per_class: int) -> dict[str, int]:
+    """The paper's N/4 RB1, N/2 RB2 and the rest of N from RB3."""
+    counts = {"ring": per_class // 4, "bright": per_class // 2}
+    counts["rest"] = per_class - counts["ring"] - counts["bright"]
+    return counts
+
+
 def sample_voxels(regions: SamplingRegions, per_class: int, rng: np.random.Generator
                   ) -> tuple[np.ndarray, np.ndarray]:
     """(voxels (n, 3) as z, y, x; labels (n,)): N tumour, N/4 RB1, N/2 RB2, N/4 RB3.
@@ -52,8 +59,7 @@ def sample_voxels(regions: SamplingRegions, per_class: int, rng: np.random.Gener
     A background region that is empty in a case gives its share to RB3, so every case yields
     2N samples.
     """
-    counts = {"ring": per_class // 4, "bright": per_class // 2}
-    counts["rest"] = per_class - counts["ring"] - counts["bright"]
+    counts = _background_counts(per_class)
     if not regions.bright.any():
         counts["rest"] += counts.pop("bright")
     if not regions.ring.any():
@@ -64,6 +70,26 @@ def sample_voxels(regions: SamplingRegions, per_class: int, rng: np.random.Gener
     labels = np.concatenate([np.ones(len(parts[0]), np.int64),
                              np.zeros(len(voxels) - len(parts[0]), np.int64)])
     return voxels, labels
+
+
+def sample_weights(regions: SamplingRegions, per_class: int, weighting: str) -> np.ndarray:
+    """How much each of :func:`sample_voxels`' samples counts in the loss (same order).
+
+    'paper': all alike. 'voxel-share': the N tumour and N/4 RB1 samples together still count
+    1.25 N, shared between the two regions as their voxels are, so that the tumour's edge is
+    seen as often from outside as from inside (the paper's counts see its outer voxel layer
+    13-18 times as often as the layer just outside, and the 0.5 edge moves a voxel outward);
+    RB2 and RB3 as the paper."""
+    counts = _background_counts(per_class)
+    weights = np.ones(2 * per_class, np.float32)
+    tumour_voxels, ring_voxels = int(regions.tumour.sum()), int(regions.ring.sum())
+    if weighting == "paper" or not ring_voxels or not tumour_voxels:
+        return weights
+    near = per_class + counts["ring"]
+    weights[:per_class] = near * tumour_voxels / (tumour_voxels + ring_voxels) / per_class
+    ring = slice(per_class, per_class + counts["ring"])  # drawn right after the tumour
+    weights[ring] = near * ring_voxels / (tumour_voxels + ring_voxels) / counts["ring"]
+    return weights
 
 
 def extract_patches(channels: np.ndarray, voxels: np.ndarray, size: int) -> np.ndarray:

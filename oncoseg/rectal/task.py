@@ -47,11 +47,10 @@ TASK = register_task(Task(
     settings=RectalConfig,
     fixed_settings=("in_plane_mm",),
     proposed_settings=("registration",),
-    # the patch CNN's map saturates (median logit 6.7-7.4 inside its tumour, 1.2-2.8 in the GI
-    # organs) and its error is a one-voxel rim at 0.54-0.99 round a core at 0.98-1.0: a
-    # negative click moves the boundary 3 logit units past the clicked rim voxel, over the
-    # tumour's size (docs/RESULTS.md, "Click refinement")
-    refine={"recalibration_margin_negative": 3.0, "recalibration_mm": 25.0},
+    # refine's defaults: the demo trained on 2026-12-08 has no one-voxel rim for a right click
+    # to reach past (the earlier one did, and this task set recalibration_margin_negative=3,
+    # recalibration_mm=25 for it; with the new demo those lost 0.03-0.05 Dice over 10 clicks:
+    # docs/RESULTS.md, "Click refinement")
 ))
 
 # The alternative to dwi_b0 + dwi_b1000: every b-value in one input (oncoseg.io.diffusion).

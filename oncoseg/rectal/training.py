@@ -27,7 +27,12 @@ from oncoseg.rectal.cases import PreparedArrays, at_in_plane, prepare_case
 from oncoseg.rectal.config import RectalConfig
 from oncoseg.rectal.network import NETWORKS, make_network
 from oncoseg.rectal.preprocessing import ROLES
-from oncoseg.rectal.sampling import background_regions, extract_patches, sample_voxels
+from oncoseg.rectal.sampling import (
+    background_regions,
+    extract_patches,
+    sample_voxels,
+    sample_weights,
+)
 from oncoseg.rectal.spacing import training_in_plane_mm
 from oncoseg.rectal.task import TASK
 from oncoseg.training import TrainingConfig, TrainingResult, train
@@ -36,8 +41,9 @@ CACHE_FOLDER = "prepared"
 
 
 def case_samples(case: PreparedArrays, config: RectalConfig, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """One case's patches (n, 3, M, M) and centre labels (n,)."""
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One case's patches (n, 3, M, M), centre targets (n,: the label, or its partial volume
+    where the case has one) and loss weights (n,: ``edge_weighting``)."""
     if config.label not in case.labels:
         raise InputError(f"case '{case.case_id}'", f"has no '{config.label}' label file "
                          f"(it has: {', '.join(case.labels) or 'none'})")
@@ -48,26 +54,32 @@ def case_samples(case: PreparedArrays, config: RectalConfig, rng: np.random.Gene
     regions = background_regions(tumour, case.channels[ROLES.index("dwi_b1000")],
                                  case.spacing_zyx, config.ring_mm, config.bright_threshold)
     voxels, labels = sample_voxels(regions, config.samples_per_class, rng)
-    return extract_patches(case.channels, voxels, config.patch_size), labels
+    share = case.fractions.get(config.label)
+    targets = labels.astype(np.float32) if share is None else share[tuple(voxels.T)]
+    weights = sample_weights(regions, config.samples_per_class, config.edge_weighting)
+    return extract_patches(case.channels, voxels, config.patch_size), targets, weights
 
 
 def sample_set(cases: list[PreparedArrays], config: RectalConfig, seed: int) -> TensorDataset:
     rng = np.random.default_rng(seed)
     parts = [case_samples(case, config, rng) for case in cases]
-    patches = torch.from_numpy(np.concatenate([p for p, _ in parts]))
-    labels = torch.from_numpy(np.concatenate([y for _, y in parts]))
-    return TensorDataset(patches, labels)
+    return TensorDataset(*(torch.from_numpy(np.concatenate([part[k] for part in parts]))
+                           for k in range(3)))
 
 
 def _step(model: torch.nn.Module, batch, device: str) -> tuple[torch.Tensor, int]:
-    patches, labels = batch
-    logits = model(patches.to(device, non_blocking=True))
-    return F.cross_entropy(logits, labels.to(device, non_blocking=True)), len(labels)
+    """Cross-entropy against the tumour's share at each centre (1 or 0 from a label), each
+    sample weighted; with plain labels and 'paper' weights, the paper's cross-entropy."""
+    patches, targets, weights = (t.to(device, non_blocking=True) for t in batch)
+    logits = model(patches)
+    loss = F.cross_entropy(logits, torch.stack([1 - targets, targets], 1), reduction="none")
+    return (weights * loss).sum() / weights.sum(), len(targets)
 
 
 def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
                    validation_ids: list[str], statement: ModelStatement = NO_STATEMENT,
-                   in_plane_mm: float | str | None = None) -> ModelMetadata:
+                   in_plane_mm: float | str | None = None,
+                   partial_volume_cases: int = 0) -> ModelMetadata:
     return ModelMetadata(
         task=TASK.name, architecture=NETWORKS[config.network],
         architecture_args={"in_channels": len(ROLES), "patch_size": config.patch_size},
@@ -79,7 +91,10 @@ def model_metadata(config: RectalConfig, dataset: Dataset, train_ids: list[str],
         outputs={"segments": [s.name for s in TASK.segments]},
         provenance={"dataset": dataset.provenance(TASK.reference_role, train=train_ids,
                                                   validation=validation_ids),
-                    "rectal_config": config.as_dict()},
+                    "rectal_config": config.as_dict(),
+                    # centre targets: the tumour's share of the voxel where a case has it
+                    "partial_volume_targets": f"{partial_volume_cases} of {len(train_ids)} "
+                                              "training cases"},
         **statement.fields())
 
 
@@ -126,7 +141,9 @@ def train_rectal(dataset: Dataset, output: Path, config: RectalConfig, device: s
     prepared = [at_in_plane(case, in_plane) for case in prepared]
     train_set = sample_set(prepared[:len(train_ids)], config, config.seed)
     validation_set = sample_set(prepared[len(train_ids):], config, config.seed + 1)
-    metadata = model_metadata(config, dataset, train_ids, validation_ids, statement, in_plane)
+    shares = sum(config.label in case.fractions for case in prepared[:len(train_ids)])
+    metadata = model_metadata(config, dataset, train_ids, validation_ids, statement, in_plane,
+                              shares)
     loop = TrainingConfig(max_epochs=config.max_epochs, batch_size=config.batch_size,
                           patience=config.patience, min_delta=config.min_delta, seed=config.seed)
     return train(
