@@ -7,6 +7,11 @@ with a small L2 penalty (as weight decay) until the validation cost has not impr
 than 1e-3 for 5 epochs; the weights of the best epoch are kept. ``network`` picks the paper's
 network or the dense-exact variant (:mod:`oncoseg.rectal.network`); the model file names the
 architecture it trained.
+
+Two additions the paper lacks, both off for data that does not ask: where a case has its
+label's partial volume (``label_fraction`` beside ``label``), each centre's target is the
+tumour's share of the voxel instead of its label; ``edge_weighting=voxel-share`` weights the
+tumour and RB1 samples to their voxel shares (:func:`oncoseg.rectal.sampling.sample_weights`).
 """
 
 from __future__ import annotations
