@@ -24,6 +24,7 @@ from pathlib import Path
 from oncoseg.cohort import CASES, TABLE
 from oncoseg.cohort import SUMMARY as COHORT_SUMMARY
 from oncoseg.datasets import kaggle
+from oncoseg.datasets.base import FRACTION_SUFFIX
 from oncoseg.datasets.layouts import STAGING_TABLE, staging_table
 from oncoseg.errors import InputError
 from oncoseg.io.dicom_series import is_dicom_file
@@ -66,11 +67,12 @@ def volume_name(path: Path) -> str:
 
 
 def is_label_file(path: Path) -> bool:
-    """Labels, not a scan: a file named as labels are, or any Slicer segmentation (which
-    methods refuse as a scan, so a case listing it as one could not open)."""
+    """Labels, not a scan: a file named as labels are (or as a label's partial volume,
+    ``label_fraction``), or any Slicer segmentation (which methods refuse as a scan, so a case
+    listing it as one could not open)."""
     if path.name.lower().endswith(".seg.nrrd"):
         return True
-    stem = volume_name(path).lower()
+    stem = volume_name(path).lower().removesuffix(FRACTION_SUFFIX)
     return any(stem == word or stem.endswith(("_" + word, "-" + word)) for word in LABEL_WORDS)
 
 

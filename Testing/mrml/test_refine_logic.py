@@ -229,9 +229,17 @@ def test_node_references_find_the_maps_of_a_renamed_segmentation(mrml):
     assert probability_nodes(nodes.segmentation) == {}  # renamed: its names match no map
 
 
-def test_a_result_refines_with_its_tasks_settings(mrml):
-    """The effect reads the settings of the task that made the segmentation (the rectal
-    model's sharper map needs a wider negative margin); any other segmentation the defaults."""
+def test_a_result_refines_with_its_tasks_settings(mrml, monkeypatch):
+    """The effect reads the settings of the task that made the segmentation (a task may set
+    its own for its model's map, as the rectal task did for a demo with a one-voxel rim until
+    2026-12-08; none does now, so the rectal task is given some here); any other segmentation
+    the defaults."""
+    from oncoseg.tasks import Task
+
+    tuned = RefineSettings(recalibration_margin_negative=3.0, recalibration_mm=25.0)
+    plain_settings = Task.refine_settings
+    monkeypatch.setattr(Task, "refine_settings", lambda task: tuned if task.name == "rectal"
+                        else plain_settings(task))
     volume, nodes, image, labels, probability, _ = add_result(mrml)
     assert nodes.segmentation.GetAttribute("OncoSeg.task") == "toy"
     assert refine_settings_for(nodes.segmentation) == RefineSettings()  # not installed here
