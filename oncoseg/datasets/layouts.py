@@ -43,10 +43,9 @@ def _folders_read(root: Path, roles: Sequence[str] | None, partial: bool = False
         check_case_id(folder.name, str(root))
         files = {volume_stem(f): f for f in folder.iterdir() if f.is_file() and volume_stem(f)}
         labels = {s: f for s, f in files.items() if s.lower().startswith(LABEL_PREFIXES)}
-        fractions = {s.removesuffix(FRACTION_SUFFIX): f for s, f in labels.items()
-                     if s.endswith(FRACTION_SUFFIX) and s.removesuffix(FRACTION_SUFFIX) in labels}
-        labels = {s: f for s, f in labels.items() if not (
-            s.endswith(FRACTION_SUFFIX) and s.removesuffix(FRACTION_SUFFIX) in fractions)}
+        shares = {s for s in labels
+                  if s.endswith(FRACTION_SUFFIX) and s.removesuffix(FRACTION_SUFFIX) in labels}
+        fractions = {s.removesuffix(FRACTION_SUFFIX): labels.pop(s) for s in sorted(shares)}
         images = {s: f for s, f in files.items() if not s.lower().startswith(LABEL_PREFIXES)}
         missing = [r for r in roles or () if r not in images]
         if missing and (not partial or len(missing) == len(roles)):

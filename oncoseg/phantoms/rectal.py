@@ -201,7 +201,8 @@ def generate_case(folder: Path, seed: int, case: int,
     t2_points = grid_points(t2_grid)
     t2_values, _ = anatomy.render(t2_points, width=min(g.t2w_spacing[:2]))
     dwi_points = grid_points(dwi_grid)
-    dwi_values, tumour = anatomy.render(moved.on_dwi(dwi_points), width=min(g.dwi_spacing[:2]))
+    dwi_width = min(g.dwi_spacing[:2])
+    dwi_values, tumour = anatomy.render(moved.on_dwi(dwi_points), width=dwi_width)
 
     folder.mkdir(parents=True, exist_ok=True)
     images = {
@@ -215,9 +216,8 @@ def generate_case(folder: Path, seed: int, case: int,
                              scan(values, points, rng, bias=bias, noise=noise), grid)
     storage.write_labels(folder / "label.nii.gz", (tumour > 0.5).astype(np.uint8), dwi_grid)
     # each voxel's share inside the tumour (3 x 3 x 3 samples): partial-volume training targets
-    width = min(g.dwi_spacing[:2])
     fraction = partial_volume(
-        lambda p: {"tumour": anatomy.tumour_inside(moved.on_dwi(p), width) > 0.5},
+        lambda p: {"tumour": anatomy.tumour_inside(moved.on_dwi(p), dwi_width) > 0.5},
         dwi_grid)["tumour"]
     storage.write(folder / f"label{FRACTION_SUFFIX}.nii.gz",
                   to_image(fraction, dwi_grid, sitk.sitkFloat32))

@@ -64,6 +64,11 @@ def _fractions_on_grid(case: Case, reference: sitk.Image) -> dict[str, np.ndarra
     return fractions
 
 
+def _named(arrays: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The cached arrays stored as ``prefix`` + a reader's name, by that name."""
+    return {k.removeprefix(prefix): v for k, v in arrays.items() if k.startswith(prefix)}
+
+
 def prepare_case(case: Case, registration: str, cache: Path | None = None,
                  cancel: CancelToken | None = None) -> PreparedArrays:
     """The case's channels and labels, from the cache when it holds this exact case."""
@@ -72,11 +77,8 @@ def prepare_case(case: Case, registration: str, cache: Path | None = None,
     cached = load_cached(path, key)
     if cached is not None:
         arrays, reference = cached
-        labels = {k[len("label:"):]: v for k, v in arrays.items() if k.startswith("label:")}
-        fractions = {k[len("fraction:"):]: v for k, v in arrays.items()
-                     if k.startswith("fraction:")}
-        return PreparedArrays(case.id, arrays["channels"], labels, _spacing_zyx(reference),
-                              reference, fractions)
+        return PreparedArrays(case.id, arrays["channels"], _named(arrays, "label:"),
+                              _spacing_zyx(reference), reference, _named(arrays, "fraction:"))
     images = {role: case.read(role) for role in ROLES}
     try:
         prepared = prepare(images, registration, cancel=cancel)
